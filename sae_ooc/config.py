@@ -1,0 +1,253 @@
+"""Typed experiment configs: one YAML file per experiment, loaded into dataclasses with defaults.
+
+Every section is a dataclass; unknown keys, wrong types and impossible values are one-line errors that
+name the file and the key. `--set a.b=value` overrides go through the same checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sae_ooc.errors import UserError
+
+
+class ConfigError(UserError):
+    pass
+
+
+@dataclass
+class TaskConfig:
+    family: str = "twohop"  # "twohop" (A→B, B→C ⇒ A→C) or "reversal" ((a,r)→b ⇒ (b,r⁻¹)→a)
+    n_entities: int = 100
+    n_relations: int = 10
+    facts_per_entity: int = 10  # k: atomic facts (h, r) → t per head entity, each with a distinct r
+    phi: float = 8.0  # inferred facts in train / atomic facts in train
+    ood_fraction: float = 0.05  # share of atomic facts held out of train (test_ood uses them)
+    reversal_holdout: float = 0.2  # reversal family: share of pairs whose inverse is held out
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        _check(self.family in ("twohop", "reversal"), where, "task.family", "must be 'twohop' or 'reversal'")
+        _check(self.n_entities >= 4, where, "task.n_entities", "must be at least 4")
+        _check(self.n_relations >= 1, where, "task.n_relations", "must be at least 1")
+        _check(
+            1 <= self.facts_per_entity <= self.n_relations,
+            where,
+            "task.facts_per_entity",
+            f"must be between 1 and task.n_relations ({self.n_relations}): each atomic fact of an entity uses a distinct relation",
+        )
+        _check(self.phi >= 0, where, "task.phi", "must be >= 0")
+        _check(0 <= self.ood_fraction < 1, where, "task.ood_fraction", "must be in [0, 1)")
+        _check(0 < self.reversal_holdout < 1, where, "task.reversal_holdout", "must be in (0, 1)")
+
+
+@dataclass
+class ModelConfig:
+    n_layers: int = 4
+    d_model: int = 64
+    n_heads: int = 4
+    d_mlp: int = 256  # 0 or less means 4 * d_model
+    act_fn: str = "gelu"
+    normalization_type: str = "LN"
+    positional_embeddings: bool = True
+
+    def validate(self, where: str) -> None:
+        _check(self.n_layers >= 1, where, "model.n_layers", "must be at least 1")
+        _check(self.d_model >= 1, where, "model.d_model", "must be at least 1")
+        _check(
+            self.n_heads >= 1 and self.d_model % self.n_heads == 0,
+            where,
+            "model.n_heads",
+            f"must divide model.d_model ({self.d_model})",
+        )
+        _check(self.act_fn in ("gelu", "relu", "silu", "gelu_new"), where, "model.act_fn", "must be one of gelu, relu, silu, gelu_new")
+        _check(self.normalization_type in ("LN", "LNPre", "RMS", "RMSPre"), where, "model.normalization_type", "must be one of LN, LNPre, RMS, RMSPre")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 6000
+    batch_size: int = 512  # 0 or less means full batch
+    lr: float = 1e-3
+    lr_schedule: str = "constant"  # constant | cosine | linear
+    warmup_steps: int = 0
+    weight_decay: float = 1.0
+    beta1: float = 0.9
+    beta2: float = 0.98
+    grad_clip: float = 0.0  # 0 disables clipping
+    eval_every: int = 250
+    eval_max_examples: int = 2000  # per split, for the periodic evaluation; the final one uses all
+    n_checkpoints: int = 12  # log-spaced over the run, plus the final step
+    stop_at_test_id: float = 0.0  # stop early once test_id accuracy reaches this (0 = never)
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        _check(self.steps >= 1, where, "train.steps", "must be at least 1")
+        _check(self.lr > 0, where, "train.lr", "must be > 0")
+        _check(self.lr_schedule in ("constant", "cosine", "linear"), where, "train.lr_schedule", "must be one of constant, cosine, linear")
+        _check(self.warmup_steps >= 0, where, "train.warmup_steps", "must be >= 0")
+        _check(self.weight_decay >= 0, where, "train.weight_decay", "must be >= 0")
+        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, where, "train.beta1", "train.beta1 and train.beta2 must be in [0, 1)")
+        _check(self.eval_every >= 1, where, "train.eval_every", "must be at least 1")
+        _check(self.n_checkpoints >= 0, where, "train.n_checkpoints", "must be >= 0")
+        _check(0 <= self.stop_at_test_id <= 1, where, "train.stop_at_test_id", "must be in [0, 1]")
+
+
+@dataclass
+class Config:
+    name: str = "default"
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self, where: str = "config") -> "Config":
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            if hasattr(section, "validate"):
+                section.validate(where)
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def section(self, *names: str) -> dict:
+        """The named sections as a plain dict: what a stage hashes to decide whether to rerun."""
+        return {n: dataclasses.asdict(getattr(self, n)) for n in names}
+
+
+def _check(ok: bool, where: str, key: str, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"{where}: invalid value for '{key}': {why}")
+
+
+def _coerce(value: Any, tp: Any, where: str, key: str) -> Any:
+    """Check `value` against the annotation `tp`, allowing int→float and lists→tuples only."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: '{key}' must be a mapping of {tp.__name__} fields, got {type(value).__name__}")
+        return _build(tp, value, where, key)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[-1] if errors else f"{where}: bad value for '{key}'")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: '{key}' must be a list, got {value!r}")
+        (inner, *_) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, inner, where, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: '{key}' must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads '3e-4' as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where}: '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: '{key}' must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, data: dict, where: str, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            valid = ", ".join(sorted(names))
+            raise ConfigError(f"{where}: unknown key '{full}' (valid keys{' in ' + prefix if prefix else ''}: {valid})")
+        kwargs[key] = _coerce(value, hints[key], where, full)
+    return cls(**kwargs)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, for example --set train.lr=3e-4")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        path, value = _parse_override(item)
+        node = data
+        for part in path[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {item!r}: '{part}' is not a section")
+            node = nxt
+        node[path[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when `path` is None), apply `--set` overrides, validate."""
+    data: dict = {}
+    where = "defaults"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} not found; pass an existing YAML file, e.g. --config configs/default.yaml")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"{path}: malformed YAML{at}: {getattr(e, 'problem', e)}; fix the syntax") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections (task:, model:, train:, ...)")
+        data = loaded
+        data.setdefault("name", path.stem)
+    if overrides:
+        data = apply_overrides(data, overrides)
+        where = f"{where} (with --set)"
+    cfg = _build(Config, data, where)
+    return cfg.validate(where)
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

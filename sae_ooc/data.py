@@ -1,0 +1,286 @@
+"""The out-of-context two-hop task (Wang et al. 2024) and the reversal task, as a `DatasetDict`.
+
+Token ids: entities e0..e{E-1} are ids 0..E-1, relations r0.. follow, then `<pad>`. A prompt is a list
+of token names (`"e12 r3 r7"`). Atomic facts are `[h, r]` and two-hop facts `[h, r1, r2]`; the answer is
+predicted at the last position, so right-padding to length 3 never changes what the model sees.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset, DatasetDict, Features, Sequence, Value, disable_progress_bars, load_from_disk
+
+from sae_ooc.config import TaskConfig
+from sae_ooc.errors import UserError
+from sae_ooc.io import read_json, write_json
+
+SPLITS = ("train", "test_id", "test_ood", "atomic_test")
+SEQ_LEN = 3
+POSITION_ROLES = ("head", "r1", "r2")  # the role of each input position
+FEATURES = Features(
+    {
+        "input_ids": Sequence(Value("int64")),
+        "answer": Value("int64"),
+        "bridge": Value("int64"),
+        "hop": Value("int64"),
+        "head": Value("int64"),
+        "r1": Value("int64"),
+        "r2": Value("int64"),
+    }
+)
+
+
+@dataclass
+class Vocab:
+    names: list[str]
+    n_entities: int
+    n_relations: int  # relation tokens in the vocabulary (2R for the reversal family: r and its inverse)
+
+    @classmethod
+    def build(cls, n_entities: int, n_relation_tokens: int) -> "Vocab":
+        names = [f"e{i}" for i in range(n_entities)] + [f"r{i}" for i in range(n_relation_tokens)] + ["<pad>"]
+        return cls(names, n_entities, n_relation_tokens)
+
+    @property
+    def pad_id(self) -> int:
+        return len(self.names) - 1
+
+    @property
+    def d_vocab(self) -> int:
+        return len(self.names)
+
+    def relation_id(self, r: int) -> int:
+        return self.n_entities + r
+
+    def name(self, token_id: int) -> str:
+        return self.names[token_id]
+
+    def encode(self, prompt: str) -> list[int]:
+        """Token names separated by spaces to ids; an unknown name is an error that suggests close ones."""
+        index = {n: i for i, n in enumerate(self.names)}
+        ids = []
+        for tok in prompt.split():
+            if tok not in index:
+                close = difflib.get_close_matches(tok, self.names, n=3, cutoff=0.5)
+                hint = f"did you mean {', '.join(close)}?" if close else ""
+                raise UserError(
+                    f"unknown token '{tok}' in prompt {prompt!r}; valid tokens are e0..e{self.n_entities - 1} and "
+                    f"r0..r{self.n_relations - 1} {hint}".strip()
+                )
+            ids.append(index[tok])
+        if not 1 <= len(ids) <= SEQ_LEN:
+            raise UserError(f"prompt {prompt!r} has {len(ids)} tokens; write 'h r' (atomic) or 'h r1 r2' (two-hop)")
+        return ids
+
+    def decode(self, ids) -> str:
+        return " ".join(self.names[int(i)] for i in ids)
+
+    def to_json(self) -> dict:
+        return {
+            "names": self.names,
+            "id_of": {n: i for i, n in enumerate(self.names)},
+            "n_entities": self.n_entities,
+            "n_relations": self.n_relations,
+            "pad_id": self.pad_id,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Vocab":
+        return cls(list(d["names"]), int(d["n_entities"]), int(d["n_relations"]))
+
+
+def _rows(facts: list[tuple], hop: int) -> dict[str, list]:
+    """Rows for a split from tuples of token ids: (h, r, t) for hop 1, (h, r1, r2, t, b) for hop 2."""
+    cols: dict[str, list] = {k: [] for k in FEATURES}
+    for f in facts:
+        if hop == 1:
+            h, r, t = f
+            ids, r1, r2, b = [h, r], r, -1, -1
+        else:
+            h, r1, r2, t, b = f
+            ids = [h, r1, r2]
+        cols["input_ids"].append(ids)
+        cols["answer"].append(t)
+        cols["bridge"].append(b)
+        cols["hop"].append(hop)
+        cols["head"].append(h)
+        cols["r1"].append(r1)
+        cols["r2"].append(r2)
+    return cols
+
+
+def _concat(*parts: dict[str, list]) -> dict[str, list]:
+    return {k: sum((p[k] for p in parts), []) for k in FEATURES}
+
+
+def _shuffled(cols: dict[str, list], rng: np.random.Generator) -> dict[str, list]:
+    n = len(cols["answer"])
+    order = rng.permutation(n)
+    return {k: [v[i] for i in order] for k, v in cols.items()}
+
+
+def generate_twohop(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
+    rng = np.random.default_rng(cfg.seed)
+    E, R, k = cfg.n_entities, cfg.n_relations, cfg.facts_per_entity
+    vocab = Vocab.build(E, R)
+    rel = vocab.relation_id
+
+    # (h, r) -> t: each head gets k distinct relations, each with a random tail entity
+    atomic: list[tuple[int, int, int]] = []
+    for h in range(E):
+        for r in sorted(rng.choice(R, size=k, replace=False).tolist()):
+            atomic.append((h, rel(r), int(rng.integers(E))))
+    n_ood = int(round(cfg.ood_fraction * len(atomic)))
+    held_out = set(rng.choice(len(atomic), size=n_ood, replace=False).tolist()) if n_ood else set()
+    by_head: dict[int, list[int]] = {}
+    for i, (h, _, _) in enumerate(atomic):
+        by_head.setdefault(h, []).append(i)
+
+    inferred_id, inferred_ood = [], []
+    for i, (h, r1, b) in enumerate(atomic):
+        for j in by_head[b]:
+            _, r2, t = atomic[j]
+            fact = (h, r1, r2, t, b)
+            (inferred_ood if (i in held_out or j in held_out) else inferred_id).append(fact)
+
+    atomic_train = [f for i, f in enumerate(atomic) if i not in held_out]
+    n_inferred_train = int(round(cfg.phi * len(atomic_train)))
+    if n_inferred_train >= len(inferred_id):
+        raise UserError(
+            f"task.phi={cfg.phi} asks for {n_inferred_train} inferred facts in train but only {len(inferred_id)} exist, "
+            f"leaving none for test_id; lower task.phi (at most {max(len(inferred_id) - 1, 0) / max(len(atomic_train), 1):.2f})"
+        )
+    order = rng.permutation(len(inferred_id))
+    inferred_train = [inferred_id[i] for i in order[:n_inferred_train]]
+    test_id = [inferred_id[i] for i in order[n_inferred_train:]]
+
+    splits = {
+        "train": _shuffled(_concat(_rows(atomic_train, 1), _rows(inferred_train, 2)), rng),
+        "test_id": _rows(test_id, 2),
+        "test_ood": _rows(inferred_ood, 2),
+        "atomic_test": _rows(atomic_train, 1),
+    }
+    return DatasetDict({s: Dataset.from_dict(splits[s], features=FEATURES) for s in SPLITS}), vocab
+
+
+def generate_reversal(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
+    """(a, r) -> b in train; (b, r⁻¹) -> a is in train for some pairs and held out (test_id) for others.
+
+    Each relation is a random permutation of the entities so that the inverse is a function too.
+    Relation r's inverse is token r{R + r}. Pairs in the OOD slice appear in neither direction.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    E, R, k = cfg.n_entities, cfg.n_relations, cfg.facts_per_entity
+    vocab = Vocab.build(E, 2 * R)
+    rel = vocab.relation_id
+    perms = [rng.permutation(E) for _ in range(R)]
+    pairs = []
+    for a in range(E):
+        for r in sorted(rng.choice(R, size=k, replace=False).tolist()):
+            pairs.append((a, r, int(perms[r][a])))
+    order = rng.permutation(len(pairs))
+    n_ood = int(round(cfg.ood_fraction * len(pairs)))
+    n_hold = max(1, int(round(cfg.reversal_holdout * (len(pairs) - n_ood))))
+    ood = [pairs[i] for i in order[:n_ood]]
+    held = [pairs[i] for i in order[n_ood : n_ood + n_hold]]
+    kept = [pairs[i] for i in order[n_ood + n_hold :]]
+
+    def fwd(ps):
+        return [(a, rel(r), b) for a, r, b in ps]
+
+    def inv(ps):
+        return [(b, rel(R + r), a) for a, r, b in ps]
+
+    splits = {
+        "train": _shuffled(_concat(_rows(fwd(held + kept), 1), _rows(inv(kept), 1)), rng),
+        "test_id": _rows(inv(held), 1),
+        "test_ood": _rows(inv(ood), 1),
+        "atomic_test": _rows(fwd(held + kept), 1),
+    }
+    return DatasetDict({s: Dataset.from_dict(splits[s], features=FEATURES) for s in SPLITS}), vocab
+
+
+def generate(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
+    return generate_twohop(cfg) if cfg.family == "twohop" else generate_reversal(cfg)
+
+
+def save_task(ds: DatasetDict, vocab: Vocab, data_dir: Path) -> None:
+    data_dir = Path(data_dir)
+    tmp = data_dir.with_name(data_dir.name + ".tmp")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    disable_progress_bars()  # three bars for a sub-second write is noise
+    ds.save_to_disk(str(tmp))
+    write_json(tmp / "vocab.json", vocab.to_json())
+    if data_dir.exists():
+        import shutil
+
+        shutil.rmtree(data_dir)
+    tmp.rename(data_dir)
+
+
+def load_task(data_dir: Path) -> tuple[DatasetDict, Vocab]:
+    data_dir = Path(data_dir)
+    if not (data_dir / "vocab.json").exists():
+        raise UserError(f"no task data in {data_dir}; run `sae-ooc data --run {data_dir.parent}` first")
+    return load_from_disk(str(data_dir)), Vocab.from_json(read_json(data_dir / "vocab.json"))
+
+
+@dataclass
+class SplitTensors:
+    """A split as padded tensors: what the model sees and where the answer is read."""
+
+    tokens: torch.Tensor  # [n, SEQ_LEN], right-padded
+    answer_pos: torch.Tensor  # [n] index of the last real token
+    answer: torch.Tensor  # [n]
+    bridge: torch.Tensor  # [n], -1 when there is none
+    hop: torch.Tensor  # [n]
+
+    def __len__(self) -> int:
+        return int(self.answer.shape[0])
+
+    def subset(self, idx: torch.Tensor) -> "SplitTensors":
+        return SplitTensors(self.tokens[idx], self.answer_pos[idx], self.answer[idx], self.bridge[idx], self.hop[idx])
+
+
+def split_tensors(ds: Dataset, pad_id: int) -> SplitTensors:
+    n = len(ds)
+    tokens = torch.full((n, SEQ_LEN), pad_id, dtype=torch.long)
+    lengths = torch.zeros(n, dtype=torch.long)
+    for i, ids in enumerate(ds["input_ids"]):
+        tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        lengths[i] = len(ids)
+    return SplitTensors(
+        tokens=tokens,
+        answer_pos=lengths - 1,
+        answer=torch.tensor(ds["answer"], dtype=torch.long).reshape(n),
+        bridge=torch.tensor(ds["bridge"], dtype=torch.long).reshape(n),
+        hop=torch.tensor(ds["hop"], dtype=torch.long).reshape(n),
+    )
+
+
+def majority_rate(ds: Dataset) -> float:
+    """Accuracy of always answering the most common answer of this split (the floor to beat)."""
+    if len(ds) == 0:
+        return 0.0
+    counts = np.bincount(np.asarray(ds["answer"]))
+    return float(counts.max() / counts.sum())
+
+
+def run_data(run, force: bool = False) -> bool:
+    """Stage `data`: generate the task into RUN/data. Returns False when skipped (inputs unchanged)."""
+    fp = run.stage_fingerprint(("task",), ())
+    if not force and run.is_done("data", fp) and (run.data_dir / "vocab.json").exists():
+        return False
+    ds, vocab = generate(run.cfg.task)
+    save_task(ds, vocab, run.data_dir)
+    sizes = {s: len(ds[s]) for s in SPLITS}
+    run.mark_done("data", fp, sizes=sizes, majority_rate={s: majority_rate(ds[s]) for s in SPLITS})
+    return True

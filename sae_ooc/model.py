@@ -1,0 +1,74 @@
+"""Build, save and load the HookedTransformer we analyse.
+
+A saved model is `model.safetensors` (the state dict) plus `config.json` (the keyword arguments of
+HookedTransformerConfig), so `HookedTransformer(HookedTransformerConfig(**json.load(f)))` and
+`load_state_dict` give it back with no sae_ooc code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from sae_ooc.config import ModelConfig
+from sae_ooc.data import SEQ_LEN, Vocab
+from sae_ooc.errors import UserError
+from sae_ooc.io import load_tensors, save_tensors, sha256_file, write_json
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def hooked_config_kwargs(mcfg: ModelConfig, vocab: Vocab, seed: int) -> dict:
+    return dict(
+        n_layers=mcfg.n_layers,
+        d_model=mcfg.d_model,
+        n_heads=mcfg.n_heads,
+        d_head=mcfg.d_model // mcfg.n_heads,
+        d_mlp=mcfg.d_mlp if mcfg.d_mlp > 0 else 4 * mcfg.d_model,
+        d_vocab=vocab.d_vocab,
+        d_vocab_out=vocab.d_vocab,
+        n_ctx=SEQ_LEN,
+        act_fn=mcfg.act_fn,
+        normalization_type=mcfg.normalization_type,
+        positional_embedding_type="standard" if mcfg.positional_embeddings else "rotary",
+        seed=seed,
+        default_prepend_bos=False,
+    )
+
+
+def build_model(mcfg: ModelConfig, vocab: Vocab, seed: int, device: str = "cpu") -> HookedTransformer:
+    kwargs = hooked_config_kwargs(mcfg, vocab, seed)
+    torch.manual_seed(seed)
+    model = HookedTransformer(HookedTransformerConfig(**kwargs, device=device))
+    model.sae_ooc_config_kwargs = kwargs  # what save_model writes; HookedTransformerConfig has derived fields too
+    return model
+
+
+def save_model(model: HookedTransformer, out_dir: Path, config_kwargs: dict | None = None) -> None:
+    out_dir = Path(out_dir)
+    kwargs = config_kwargs or getattr(model, "sae_ooc_config_kwargs", None)
+    if kwargs is None:
+        raise ValueError("save_model needs the HookedTransformerConfig kwargs (build the model with build_model)")
+    save_tensors(out_dir / MODEL_FILE, dict(model.state_dict()))
+    write_json(out_dir / CONFIG_FILE, kwargs)
+
+
+def load_model(model_dir: Path, device: str = "cpu") -> HookedTransformer:
+    model_dir = Path(model_dir)
+    if not (model_dir / MODEL_FILE).exists() or not (model_dir / CONFIG_FILE).exists():
+        raise UserError(f"no trained model in {model_dir} ({MODEL_FILE} + {CONFIG_FILE}); run `sae-ooc train` first")
+    kwargs = json.loads((model_dir / CONFIG_FILE).read_text())
+    model = HookedTransformer(HookedTransformerConfig(**kwargs, device=device))
+    model.load_state_dict(load_tensors(model_dir / MODEL_FILE, device=device))
+    model.sae_ooc_config_kwargs = kwargs
+    model.eval()
+    return model
+
+
+def model_hash(model_dir: Path) -> str:
+    """Identity of a saved model: the sha256 of its weights file."""
+    return sha256_file(Path(model_dir) / MODEL_FILE)
