@@ -1,0 +1,51 @@
+"""Where the per-hook SAEs live and how to load them: `RUN/saes/<hook_name>/` in SAELens's own format.
+
+Each directory holds `cfg.json` + `sae_weights.safetensors` written by SAELens (inference form), so
+`sae_lens.SAE.load_from_disk(dir)` gives the SAE back with no sae_ooc code; `metrics.json` sits beside them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sae_ooc.errors import UserError
+
+SAE_CFG_FILE = "cfg.json"  # sae_lens.constants.SAE_CFG_FILENAME
+SAE_WEIGHTS_FILE = "sae_weights.safetensors"  # sae_lens.constants.SAE_WEIGHTS_FILENAME
+METRICS_FILE = "metrics.json"
+
+
+def sae_dir(saes_root: str | Path, hook_name: str) -> Path:
+    """The directory of the SAE trained on `hook_name`: RUN/saes/<hook_name>/."""
+    return Path(saes_root) / hook_name
+
+
+def saved_hooks(saes_root: str | Path) -> list[str]:
+    """Hook names with a complete saved SAE under `saes_root`, in layer order."""
+    root = Path(saes_root)
+    if not root.is_dir():
+        return []
+    hooks = [p.name for p in root.iterdir() if (p / SAE_CFG_FILE).exists() and (p / SAE_WEIGHTS_FILE).exists()]
+    return sorted(hooks, key=hook_sort_key)
+
+
+def hook_sort_key(hook_name: str) -> tuple:
+    """Order hooks as the forward pass meets them: blocks.0.* < blocks.1.hook_resid_pre < blocks.1.hook_resid_post."""
+    parts = hook_name.split(".")
+    layer = int(parts[1]) if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit() else -1
+    order = {"hook_resid_pre": 0, "hook_resid_mid": 1, "hook_resid_post": 2}
+    return (layer, order.get(parts[-1], 1), hook_name)
+
+
+def load_saes(saes_root: str | Path, device: str = "cpu", hook_names: list[str] | None = None) -> dict:
+    """{hook_name: sae_lens.SAE} for every SAE saved under `saes_root` (or just `hook_names`)."""
+    from sae_lens import SAE
+
+    available = saved_hooks(saes_root)
+    if not available:
+        raise UserError(f"no trained SAEs in {saes_root}; run `sae-ooc train-sae --run {Path(saes_root).parent}` first")
+    wanted = list(hook_names) if hook_names is not None else available
+    missing = [h for h in wanted if h not in available]
+    if missing:
+        raise UserError(f"no trained SAE for hook(s) {', '.join(missing)} in {saes_root}; available: {', '.join(available)}")
+    return {h: SAE.load_from_disk(sae_dir(saes_root, h), device=device) for h in wanted}
