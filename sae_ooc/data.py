@@ -66,7 +66,7 @@ class Vocab:
         ids = []
         for tok in prompt.split():
             if tok not in index:
-                close = difflib.get_close_matches(tok, self.names, n=3, cutoff=0.5)
+                close = difflib.get_close_matches(tok, self.names, n=3, cutoff=0.4)
                 hint = f"did you mean {', '.join(close)}?" if close else ""
                 raise UserError(
                     f"unknown token '{tok}' in prompt {prompt!r}; valid tokens are e0..e{self.n_entities - 1} and "
