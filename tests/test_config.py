@@ -99,5 +99,5 @@ def test_unchanged_stage_is_skipped_and_changed_one_recomputed(tmp_path, capsys)
     cfg = load_config("configs/tiny.yaml")
     rd = RunDir(run, cfg)
     before = rd.fingerprint("data")
-    cfg2 = load_config("configs/tiny.yaml", ["task.phi=2.0"])
+    cfg2 = load_config("configs/tiny.yaml", ["task.phi=1.5"])
     assert RunDir(run, cfg2).stage_fingerprint(("task",), ()) != before
