@@ -18,8 +18,10 @@ from sae_ooc.rundir import RunDir, default_run_dir
 # line is the subcommand's help. Order is the pipeline's order.
 STAGE_COMMANDS: dict[str, str] = {
     "data": "sae_ooc.commands.data",
+    "train": "sae_ooc.commands.train",
 }
 OTHER_COMMANDS: dict[str, str] = {
+    "pipeline": "sae_ooc.commands.pipeline",
 }
 
 

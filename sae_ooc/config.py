@@ -86,6 +86,7 @@ class TrainConfig:
     eval_max_examples: int = 2000  # per split, for the periodic evaluation; the final one uses all
     n_checkpoints: int = 12  # log-spaced over the run, plus the final step
     stop_at_test_id: float = 0.0  # stop early once test_id accuracy reaches this (0 = never)
+    stop_at_atomic: float = 0.0  # ... and atomic_test accuracy reaches this
     seed: int = 0
 
     def validate(self, where: str) -> None:
@@ -98,6 +99,7 @@ class TrainConfig:
         _check(self.eval_every >= 1, where, "train.eval_every", "must be at least 1")
         _check(self.n_checkpoints >= 0, where, "train.n_checkpoints", "must be >= 0")
         _check(0 <= self.stop_at_test_id <= 1, where, "train.stop_at_test_id", "must be in [0, 1]")
+        _check(0 <= self.stop_at_atomic <= 1, where, "train.stop_at_atomic", "must be in [0, 1]")
 
 
 @dataclass

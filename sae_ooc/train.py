@@ -1,0 +1,404 @@
+"""Stage `train`: train the toy HookedTransformer from scratch on RUN/data.
+
+The loss is cross-entropy at the answer position only. Every `train.eval_every` steps each split is
+evaluated (a fixed subsample), a line goes to RUN/model/metrics.jsonl and a rolling checkpoint to
+RUN/model/checkpoints/latest/. Batches are a pure function of (seed, step) and the learning rate a pure
+function of the step, so a run resumed from a checkpoint ends bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from sae_ooc.config import TrainConfig
+from sae_ooc.data import SPLITS, SplitTensors, load_task, majority_rate, split_tensors
+from sae_ooc.errors import UserError
+from sae_ooc.io import append_jsonl, load_tensors, read_json, read_jsonl, save_tensors, write_json, write_text
+from sae_ooc.model import CONFIG_FILE, MODEL_FILE, build_model, save_model
+
+STAGE = "train"
+METRICS_FILE = "metrics.jsonl"
+FINAL_METRICS_FILE = "final_metrics.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+OPTIMIZER_JSON = "optimizer.json"
+TRAINER_STATE_FILE = "trainer_state.json"
+LATEST = "latest"
+EVAL_SEED = 12345  # the periodic-eval subsample is the same for every run of a split
+THRESHOLDS = (0.5, 0.9)
+
+
+# evaluation ---------------------------------------------------------------------------------------
+def answer_logits(model, tokens: torch.Tensor, answer_pos: torch.Tensor) -> torch.Tensor:
+    """Logits at each example's answer position: [n, d_vocab]."""
+    logits = model(tokens, return_type="logits")
+    return logits[torch.arange(tokens.shape[0], device=tokens.device), answer_pos]
+
+
+def eval_indices(n: int, max_examples: int | None, seed: int = EVAL_SEED) -> torch.Tensor | None:
+    """A fixed subsample of a split (None = all of it), independent of the run's seeds."""
+    if max_examples is None or max_examples <= 0 or n <= max_examples:
+        return None
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=g)[:max_examples].sort().values
+
+
+@torch.no_grad()
+def evaluate(model, st: SplitTensors, max_examples: int | None = None, batch_size: int = 8192, device: str | None = None) -> dict:
+    """Accuracy and mean cross-entropy of `model` on a split (subsampled deterministically to `max_examples`)."""
+    idx = eval_indices(len(st), max_examples)
+    if idx is not None:
+        st = st.subset(idx)
+    n = len(st)
+    if n == 0:
+        return {"acc": float("nan"), "loss": float("nan"), "n": 0}
+    device = device or str(next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    for start in range(0, n, batch_size):
+        sl = slice(start, start + batch_size)
+        tokens, pos, ans = st.tokens[sl].to(device), st.answer_pos[sl].to(device), st.answer[sl].to(device)
+        logits = answer_logits(model, tokens, pos).float()
+        correct += int((logits.argmax(-1) == ans).sum())
+        loss_sum += float(F.cross_entropy(logits, ans, reduction="sum"))
+    model.train(was_training)
+    return {"acc": correct / n, "loss": loss_sum / n, "n": n}
+
+
+def evaluate_splits(model, tensors: dict[str, SplitTensors], max_examples: int | None = None, device: str | None = None) -> dict:
+    """`{<split>_acc, <split>_loss}` for every split in `tensors`."""
+    out = {}
+    for split, st in tensors.items():
+        r = evaluate(model, st, max_examples=max_examples, device=device)
+        out[f"{split}_acc"] = r["acc"]
+        out[f"{split}_loss"] = r["loss"]
+    return out
+
+
+# schedules --------------------------------------------------------------------------------------
+def lr_at(tc: TrainConfig, step: int) -> float:
+    """Learning rate for the update that takes the model from `step` to `step + 1`."""
+    if step < tc.warmup_steps:
+        return tc.lr * (step + 1) / tc.warmup_steps
+    if tc.lr_schedule == "constant":
+        return tc.lr
+    span = max(tc.steps - tc.warmup_steps, 1)
+    frac = min((step - tc.warmup_steps) / span, 1.0)
+    if tc.lr_schedule == "cosine":
+        return tc.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+    return tc.lr * (1.0 - frac)  # linear
+
+
+def checkpoint_steps(total: int, n: int) -> list[int]:
+    """Log-spaced steps in [1, total] (n of them at most, fewer after rounding), plus `total`."""
+    if n <= 0:
+        return [total]
+    steps = np.unique(np.round(np.logspace(0, math.log10(max(total, 1)), n)).astype(int)).tolist()
+    return sorted(set(s for s in steps if 1 <= s <= total) | {total})
+
+
+class BatchSampler:
+    """Batch indices as a pure function of (seed, step): epoch-wise shuffles, each seeded by (seed, epoch)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.seed = n, seed
+        self.batch_size = n if batch_size <= 0 else batch_size
+        self.full = batch_size <= 0
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            if len(self._perms) > 4:
+                self._perms.pop(min(self._perms))
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perms[epoch] = torch.randperm(self.n, generator=g)
+        return self._perms[epoch]
+
+    def indices(self, step: int) -> torch.Tensor | None:
+        """Indices for update `step` (0-based); None means the whole split."""
+        if self.full:
+            return None
+        start = step * self.batch_size
+        flat = torch.arange(start, start + self.batch_size)
+        epochs, pos = flat // self.n, flat % self.n
+        if int(epochs[0]) == int(epochs[-1]):
+            return self._perm(int(epochs[0]))[pos]
+        return torch.cat([self._perm(int(e))[pos[epochs == e]] for e in torch.unique(epochs).tolist()])
+
+
+# one step --------------------------------------------------------------------------------------
+def train_step(model, opt, tokens, answer_pos, answer, lr: float, grad_clip: float = 0.0) -> torch.Tensor:
+    """One AdamW update on a batch; returns the (detached) loss before the update."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    logits = answer_logits(model, tokens, answer_pos)
+    loss = F.cross_entropy(logits, answer)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return loss.detach()
+
+
+def make_optimizer(model, tc: TrainConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
+
+
+# optimizer state in safetensors + JSON -----------------------------------------------------------
+def flatten_optimizer_state(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """AdamW's state dict as tensors (`state.<param>.<key>`) plus a JSON-able rest (param_groups, scalars)."""
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for key, val in st.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"state.{pid}.{key}"] = val
+            else:
+                scalars[f"{pid}.{key}"] = val
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, val in tensors.items():
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = val
+    for name, val in meta.get("scalars", {}).items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = val
+    groups = []
+    for g in meta["param_groups"]:
+        g = dict(g)
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    return {"state": state, "param_groups": groups}
+
+
+# checkpoints ------------------------------------------------------------------------------------
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Put a fully written directory under its final name; a crash leaves the old or the new one."""
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def save_checkpoint(out_dir: Path, model, opt, state: dict) -> Path:
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_model(model, tmp)
+    tensors, meta = flatten_optimizer_state(opt.state_dict())
+    save_tensors(tmp / OPTIMIZER_FILE, tensors)
+    write_json(tmp / OPTIMIZER_JSON, meta)
+    write_json(tmp / TRAINER_STATE_FILE, state)  # last: its presence marks a complete checkpoint
+    _replace_dir(tmp, out_dir)
+    return out_dir
+
+
+def _complete(ckpt: Path) -> bool:
+    return all((ckpt / f).exists() for f in (MODEL_FILE, CONFIG_FILE, OPTIMIZER_FILE, OPTIMIZER_JSON, TRAINER_STATE_FILE))
+
+
+def find_resume_checkpoint(ckpt_root: Path, fingerprint: str) -> Path | None:
+    """The furthest complete checkpoint written by a run with this exact fingerprint."""
+    best, best_step = None, -1
+    if not ckpt_root.exists():
+        return None
+    for d in ckpt_root.iterdir():
+        if not d.is_dir() or d.name.endswith(".tmp") or not _complete(d):
+            continue
+        try:
+            st = read_json(d / TRAINER_STATE_FILE)
+        except ValueError:
+            continue
+        if st.get("fingerprint") == fingerprint and int(st["step"]) > best_step:
+            best, best_step = d, int(st["step"])
+    return best
+
+
+def load_checkpoint(ckpt: Path, model, opt, device: str) -> dict:
+    model.load_state_dict(load_tensors(ckpt / MODEL_FILE, device=device))
+    opt.load_state_dict(unflatten_optimizer_state(load_tensors(ckpt / OPTIMIZER_FILE, device=device), read_json(ckpt / OPTIMIZER_JSON)))
+    return read_json(ckpt / TRAINER_STATE_FILE)
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+# the stage ----------------------------------------------------------------------------------------
+@dataclass
+class _Progress:
+    step: int = 0
+    elapsed: float = 0.0
+    stopped_early: bool = False
+
+
+def _first_reach(records: list[dict], key: str, threshold: float) -> tuple[int | None, float | None]:
+    for r in records:
+        if r.get(key, float("nan")) >= threshold:
+            return r["step"], r["elapsed_s"] / 60.0
+    return None, None
+
+
+def _should_stop(tc: TrainConfig, metrics: dict) -> bool:
+    if tc.stop_at_test_id <= 0:
+        return False
+    return metrics["test_id_acc"] >= tc.stop_at_test_id and metrics["atomic_test_acc"] >= tc.stop_at_atomic
+
+
+def plot_training(records: list[dict], stem: Path) -> None:
+    from sae_ooc.plots import plt, save_figure
+
+    recs = [r for r in records if r["step"] > 0]  # log x has no place for step 0
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.8))
+    steps = [r["step"] for r in recs]
+    for split, label in (("train", "train"), ("test_id", "test (ID)"), ("test_ood", "test (OOD)"), ("atomic_test", "atomic")):
+        ax_acc.plot(steps, [r.get(f"{split}_acc", float("nan")) for r in recs], label=label)
+        ax_loss.plot(steps, [r.get(f"{split}_loss", float("nan")) for r in recs], label=label)
+    ax_acc.set(xscale="log", xlabel="step", ylabel="accuracy", ylim=(-0.02, 1.02), title="accuracy")
+    ax_loss.set(xscale="log", yscale="log", xlabel="step", ylabel="cross-entropy", title="loss")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+    ax_acc.legend(loc="best", fontsize=8)
+    save_figure(fig, stem)
+
+
+def run_train(run, force: bool = False, stop_after_steps: int | None = None) -> bool:
+    """Stage `train`. Returns False when skipped (inputs unchanged and the model is there).
+
+    `stop_after_steps` stops after that many optimizer steps in total as if the process were killed (no
+    extra checkpoint; rerunning resumes from the last one) — for tests of resuming.
+    """
+    fp = run.stage_fingerprint(("model", "train"), ("data",))
+    model_dir: Path = run.model_dir
+    if not force and run.is_done(STAGE, fp) and (model_dir / MODEL_FILE).exists():
+        return False
+    tc: TrainConfig = run.cfg.train
+    device = getattr(run, "device", "cpu")
+    ckpt_root = model_dir / "checkpoints"
+    metrics_path = model_dir / METRICS_FILE
+
+    ds, vocab = load_task(run.data_dir)
+    tensors = {s: split_tensors(ds[s], vocab.pad_id) for s in SPLITS}
+    train_st = tensors["train"]
+    if len(train_st) == 0:
+        raise UserError(f"the train split in {run.data_dir} is empty; check the task section of the config and rerun `sae-ooc data --force`")
+    dev_train = SplitTensors(*(t.to(device) for t in (train_st.tokens, train_st.answer_pos, train_st.answer, train_st.bridge, train_st.hop)))
+
+    model = build_model(run.cfg.model, vocab, seed=tc.seed, device=device)
+    model.train()
+    opt = make_optimizer(model, tc)
+
+    resume = None if force else find_resume_checkpoint(ckpt_root, fp)
+    prog = _Progress()
+    if resume is None:
+        if model_dir.exists():
+            shutil.rmtree(model_dir)  # outputs of another config or a forced rerun: start clean
+        model_dir.mkdir(parents=True)
+        records = []
+    else:
+        st = load_checkpoint(resume, model, opt, device)
+        prog = _Progress(int(st["step"]), float(st["elapsed_s"]), bool(st.get("stopped_early", False)))
+        records = [r for r in read_jsonl(metrics_path) if r["step"] <= prog.step]
+        write_jsonl(metrics_path, records)
+        tqdm.write(f"train: resuming from {resume} (step {prog.step})")
+
+    sampler = BatchSampler(len(train_st), tc.batch_size, tc.seed)
+    ckpt_at = set(checkpoint_steps(tc.steps, tc.n_checkpoints))
+    t0 = time.perf_counter() - prog.elapsed
+
+    def trainer_state() -> dict:
+        return {"step": prog.step, "elapsed_s": prog.elapsed, "stopped_early": prog.stopped_early, "fingerprint": fp, "total_steps": tc.steps}
+
+    def do_eval(loss: float | None) -> dict:
+        m = evaluate_splits(model, tensors, max_examples=tc.eval_max_examples, device=device)
+        prog.elapsed = time.perf_counter() - t0
+        rec = {"step": prog.step, "elapsed_s": round(prog.elapsed, 3), "lr": lr_at(tc, max(prog.step - 1, 0)),
+               "loss": loss, **m}
+        append_jsonl(metrics_path, rec)
+        records.append(rec)
+        return rec
+
+    if resume is None:
+        do_eval(None)
+        save_checkpoint(ckpt_root / LATEST, model, opt, trainer_state())
+
+    bar = tqdm(total=tc.steps, initial=prog.step, desc="train", unit="step", dynamic_ncols=True, mininterval=0.5)
+    test_id_acc = records[-1].get("test_id_acc", float("nan")) if records else float("nan")
+    try:
+        while prog.step < tc.steps and not prog.stopped_early:
+            if stop_after_steps is not None and prog.step >= stop_after_steps:
+                bar.close()
+                return True
+            idx = sampler.indices(prog.step)
+            batch = dev_train if idx is None else dev_train.subset(idx.to(device))
+            loss_t = train_step(model, opt, batch.tokens, batch.answer_pos, batch.answer, lr_at(tc, prog.step), tc.grad_clip)
+            loss = float(loss_t)
+            if not math.isfinite(loss):
+                last_good = find_resume_checkpoint(ckpt_root, fp)
+                raise UserError(
+                    f"train: the loss became {loss} at step {prog.step + 1} (train.lr={tc.lr:g}, train.grad_clip={tc.grad_clip:g}); "
+                    f"the last good checkpoint is kept in {last_good}; lower train.lr (e.g. --set train.lr={tc.lr / 10:g}) "
+                    f"or set train.grad_clip (e.g. --set train.grad_clip=1.0) and rerun"
+                )
+            prog.step += 1
+            bar.update(1)
+            last = prog.step == tc.steps
+            if prog.step % tc.eval_every == 0 or last:
+                rec = do_eval(loss)
+                test_id_acc = rec["test_id_acc"]
+                prog.stopped_early = _should_stop(tc, rec) and not last
+                save_checkpoint(ckpt_root / LATEST, model, opt, trainer_state())
+            if prog.step in ckpt_at or prog.stopped_early:
+                prog.elapsed = time.perf_counter() - t0
+                save_checkpoint(ckpt_root / f"step_{prog.step}", model, opt, trainer_state())
+            if prog.step % 10 == 0 or last:
+                bar.set_postfix(loss=f"{loss:.3f}", test_id=f"{test_id_acc:.3f}", refresh=False)
+    finally:
+        bar.close()
+
+    if not _complete(ckpt_root / f"step_{prog.step}"):  # the final step always has a checkpoint
+        save_checkpoint(ckpt_root / f"step_{prog.step}", model, opt, trainer_state())
+    save_model(model, model_dir)
+    final = _final_metrics(model, tensors, ds, records, prog, tc, device)
+    write_json(model_dir / FINAL_METRICS_FILE, final)
+    plot_training(records, run.figures_dir / "accuracy")
+    run.mark_done(STAGE, fp, steps=prog.step, minutes=final["minutes"],
+                  **{f"{s}_acc": final["accuracy"][s] for s in SPLITS})
+    return True
+
+
+def _final_metrics(model, tensors, ds, records, prog: _Progress, tc: TrainConfig, device: str) -> dict:
+    full = evaluate_splits(model, tensors, max_examples=None, device=device)
+    out = {
+        "steps": prog.step,
+        "stopped_early": prog.stopped_early,
+        "minutes": round(prog.elapsed / 60.0, 3),
+        "accuracy": {s: full[f"{s}_acc"] for s in SPLITS},
+        "loss": {s: full[f"{s}_loss"] for s in SPLITS},
+        "majority_rate": {s: majority_rate(ds[s]) for s in SPLITS},
+        "n_examples": {s: len(tensors[s]) for s in SPLITS},
+    }
+    for th in THRESHOLDS:
+        step, minutes = _first_reach(records, "test_id_acc", th)
+        out[f"test_id_{th}_step"] = step
+        out[f"test_id_{th}_minutes"] = None if minutes is None else round(minutes, 3)
+    return out
