@@ -102,12 +102,107 @@ class TrainConfig:
         _check(0 <= self.stop_at_atomic <= 1, where, "train.stop_at_atomic", "must be in [0, 1]")
 
 
+HARVEST_DTYPES = ("float32", "float16", "bfloat16")
+SAE_ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk")
+
+
+@dataclass
+class HarvestConfig:
+    hooks: list[str] = field(default_factory=list)  # empty = every layer's hook_resid_pre + the last layer's hook_resid_post
+    splits: list[str] = field(default_factory=lambda: ["train", "test_id", "test_ood", "atomic_test"])
+    shard_tokens: int = 16384  # tokens per shard file; also the bound on what the harvest holds in memory per hook
+    batch_size: int = 1024  # sequences per forward pass
+    dtype: str = "float32"  # float32 | float16 | bfloat16
+
+    def validate(self, where: str) -> None:
+        valid = ("train", "test_id", "test_ood", "atomic_test")
+        bad = [s for s in self.splits if s not in valid]
+        _check(not bad and len(self.splits) > 0, where, "harvest.splits", f"must be a non-empty list of {', '.join(valid)} (got {bad or 'nothing'})")
+        _check(all(h.startswith("blocks.") or h.startswith("hook_") for h in self.hooks), where, "harvest.hooks",
+               "must be TransformerLens hook names such as blocks.1.hook_resid_pre (or empty for the default set)")
+        _check(self.shard_tokens >= 1, where, "harvest.shard_tokens", "must be at least 1")
+        _check(self.batch_size >= 1, where, "harvest.batch_size", "must be at least 1")
+        _check(self.dtype in HARVEST_DTYPES, where, "harvest.dtype", f"must be one of {', '.join(HARVEST_DTYPES)}")
+
+
+@dataclass
+class SaeConfig:
+    architecture: str = "topk"  # standard | topk | batchtopk | jumprelu | gated | matryoshka_batchtopk
+    d_sae: int = 0  # 0 = expansion_factor * d_in
+    expansion_factor: int = 4
+    k: int = 8  # topk, batchtopk, matryoshka_batchtopk: active features per token
+    l1_coefficient: float = 5.0  # standard, gated
+    l0_coefficient: float = 1.0  # jumprelu
+    aux_loss_coefficient: float = 1.0  # topk family: AuxK loss that revives dead features
+    matryoshka_widths: list[int] = field(default_factory=list)  # empty = d_sae/8, d_sae/4, d_sae/2, d_sae
+    lr: float = 1e-3
+    lr_warm_up_steps: int = 0
+    lr_decay_fraction: float = 0.2  # final share of the steps over which the lr decays linearly to 0
+    training_tokens: int = 4_000_000
+    batch_size: int = 2048
+    dead_feature_window: int = 50  # steps without firing before a feature counts as dead (and gets the AuxK loss)
+    normalize_activations: str = "expected_average_only_in"  # or none
+    hooks: list[str] = field(default_factory=list)  # empty = every hook in the activation cache
+    eval_fraction: float = 0.15  # share of sequences held out of SAE training, for evaluation
+    n_checkpoints: int = 2
+    log_every: int = 25  # steps between lines of RUN/saes/<hook>/train_log.jsonl
+    sweep_k: list[int] = field(default_factory=list)  # non-empty: also train one SAE per value (Pareto plots)
+    sweep_l1_coefficient: list[float] = field(default_factory=list)  # the sparsity coefficient (l0 for jumprelu)
+    sweep_d_sae: list[int] = field(default_factory=list)
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        _check(self.architecture in SAE_ARCHITECTURES, where, "sae.architecture", f"must be one of {', '.join(SAE_ARCHITECTURES)}")
+        _check(self.d_sae >= 0, where, "sae.d_sae", "must be >= 0 (0 means expansion_factor * d_in)")
+        _check(self.expansion_factor >= 1, where, "sae.expansion_factor", "must be at least 1")
+        _check(self.k >= 1, where, "sae.k", "must be at least 1")
+        _check(self.l1_coefficient >= 0 and self.l0_coefficient >= 0, where, "sae.l1_coefficient", "sparsity coefficients must be >= 0")
+        _check(self.aux_loss_coefficient >= 0, where, "sae.aux_loss_coefficient", "must be >= 0")
+        _check(self.lr > 0, where, "sae.lr", "must be > 0")
+        _check(self.lr_warm_up_steps >= 0, where, "sae.lr_warm_up_steps", "must be >= 0")
+        _check(0 <= self.lr_decay_fraction < 1, where, "sae.lr_decay_fraction", "must be in [0, 1)")
+        _check(self.batch_size >= 1, where, "sae.batch_size", "must be at least 1")
+        _check(self.training_tokens >= self.batch_size, where, "sae.training_tokens", f"must be at least sae.batch_size ({self.batch_size})")
+        _check(self.dead_feature_window >= 1, where, "sae.dead_feature_window", "must be at least 1")
+        _check(self.normalize_activations in ("none", "expected_average_only_in"), where, "sae.normalize_activations",
+               "must be none or expected_average_only_in")
+        _check(0 < self.eval_fraction < 1, where, "sae.eval_fraction", "must be in (0, 1)")
+        _check(self.n_checkpoints >= 0, where, "sae.n_checkpoints", "must be >= 0")
+        _check(self.log_every >= 1, where, "sae.log_every", "must be at least 1")
+        sweeps = [n for n in ("sweep_k", "sweep_l1_coefficient", "sweep_d_sae") if getattr(self, n)]
+        _check(len(sweeps) <= 1, where, "sae.sweep_k", f"set at most one of sae.sweep_k, sae.sweep_l1_coefficient, sae.sweep_d_sae (got {', '.join(sweeps)})")
+        _check(all(v >= 1 for v in self.sweep_k + self.sweep_d_sae), where, "sae.sweep_k", "sweep values of k and d_sae must be at least 1")
+        _check(all(w >= 1 for w in self.matryoshka_widths), where, "sae.matryoshka_widths", "widths must be positive")
+
+
+@dataclass
+class SaeEvalConfig:
+    auroc_threshold: float = 0.9  # a value counts as detected when one feature (or the probe) reaches this AUROC
+    dense_threshold: float = 0.1  # a feature active on more than this share of held-out tokens is dense
+    min_positives: int = 3  # values with fewer held-out (or selection) tokens are not scored
+    max_select_tokens: int = 20000  # tokens per position used to pick each value's best feature and train the probe
+    probe_steps: int = 300
+    probe_lr: float = 0.05
+    probe_weight_decay: float = 1e-4
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        _check(0.5 <= self.auroc_threshold <= 1, where, "sae_eval.auroc_threshold", "must be in [0.5, 1]")
+        _check(0 < self.dense_threshold <= 1, where, "sae_eval.dense_threshold", "must be in (0, 1]")
+        _check(self.min_positives >= 1, where, "sae_eval.min_positives", "must be at least 1")
+        _check(self.max_select_tokens >= 10, where, "sae_eval.max_select_tokens", "must be at least 10")
+        _check(self.probe_steps >= 1 and self.probe_lr > 0, where, "sae_eval.probe_steps", "probe_steps must be >= 1 and probe_lr > 0")
+
+
 @dataclass
 class Config:
     name: str = "default"
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    harvest: HarvestConfig = field(default_factory=HarvestConfig)
+    sae: SaeConfig = field(default_factory=SaeConfig)
+    sae_eval: SaeEvalConfig = field(default_factory=SaeEvalConfig)
 
     def validate(self, where: str = "config") -> "Config":
         for f in dataclasses.fields(self):
