@@ -194,6 +194,64 @@ class SaeEvalConfig:
         _check(self.probe_steps >= 1 and self.probe_lr > 0, where, "sae_eval.probe_steps", "probe_steps must be >= 1 and probe_lr > 0")
 
 
+ATTRIBUTION_METHODS = ("exact", "atp", "ig")
+ATTRIBUTION_METRICS = ("logit_diff", "logprob", "ce")
+ATTRIBUTION_SPLITS = ("train", "test_id", "test_ood", "all")
+ABLATIONS = ("mean", "zero", "resample")
+
+
+@dataclass
+class AttributionConfig:
+    method: str = "atp"  # exact | atp | ig: how node effects are estimated
+    metric: str = "logit_diff"  # logit_diff: logit(t2) - logit(t2') | logprob: log p(t2) | ce: -log p(t2)
+    split: str = "test_id"  # where the clean A→C prompts come from: train | test_id | test_ood | all
+    n_pairs: int = 128  # clean/corrupted prompt pairs (fewer if the split has fewer usable prompts)
+    only_correct: bool = True  # use only clean prompts the model answers correctly
+    ig_steps: int = 10
+    batch_size: int = 256  # prompt pairs per forward/backward pass
+    exact_batch_size: int = 4096  # patched forward passes per batch for exact patching
+    validate_pairs: int = 16  # --validate: pairs on which atp and ig are compared with exact patching
+    trust_spearman: float = 0.9  # an approximation is trusted where its top-50 Spearman with exact reaches this
+    top_json: int = 100  # nodes listed in node_effects.json
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        _check(self.method in ATTRIBUTION_METHODS, where, "attribution.method", f"must be one of {', '.join(ATTRIBUTION_METHODS)}")
+        _check(self.metric in ATTRIBUTION_METRICS, where, "attribution.metric", f"must be one of {', '.join(ATTRIBUTION_METRICS)}")
+        _check(self.split in ATTRIBUTION_SPLITS, where, "attribution.split", f"must be one of {', '.join(ATTRIBUTION_SPLITS)}")
+        _check(self.n_pairs >= 1, where, "attribution.n_pairs", "must be at least 1")
+        _check(self.ig_steps >= 1, where, "attribution.ig_steps", "must be at least 1")
+        _check(self.batch_size >= 1 and self.exact_batch_size >= 1, where, "attribution.batch_size", "batch sizes must be at least 1")
+        _check(self.validate_pairs >= 1, where, "attribution.validate_pairs", "must be at least 1")
+        _check(-1 <= self.trust_spearman <= 1, where, "attribution.trust_spearman", "must be in [-1, 1]")
+        _check(self.top_json >= 1, where, "attribution.top_json", "must be at least 1")
+
+
+@dataclass
+class CircuitConfig:
+    top_n: int = 50  # feature nodes kept: the top N by |mean effect| (used when node_threshold is 0)
+    node_threshold: float = 0.0  # > 0: keep feature nodes with |mean effect| >= this instead of the top N
+    errors: str = "threshold"  # error nodes kept: threshold (same |effect| cut as the features) | all | none
+    ablation: str = "mean"  # what nodes outside the circuit are set to: mean | zero | resample
+    mean_examples: int = 4096  # two-hop train prompts averaged for mean ablation (and drawn from for resampling)
+    curve_sizes: list[int] = field(default_factory=lambda: [0, 1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300])
+    edge_check: int = 24  # edges checked against exact edge patching
+    edge_counts: list[int] = field(default_factory=lambda: [5, 10, 20, 50])  # top-edge ablation sizes
+    random_edge_sets: int = 10  # random edge sets per size
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        _check(self.top_n >= 0, where, "circuit.top_n", "must be >= 0")
+        _check(self.node_threshold >= 0, where, "circuit.node_threshold", "must be >= 0 (0 = use circuit.top_n)")
+        _check(self.errors in ("threshold", "all", "none"), where, "circuit.errors", "must be one of threshold, all, none")
+        _check(self.ablation in ABLATIONS, where, "circuit.ablation", f"must be one of {', '.join(ABLATIONS)}")
+        _check(self.mean_examples >= 1, where, "circuit.mean_examples", "must be at least 1")
+        _check(all(n >= 0 for n in self.curve_sizes), where, "circuit.curve_sizes", "sizes must be >= 0")
+        _check(self.edge_check >= 0, where, "circuit.edge_check", "must be >= 0")
+        _check(all(n >= 1 for n in self.edge_counts), where, "circuit.edge_counts", "counts must be at least 1")
+        _check(self.random_edge_sets >= 1, where, "circuit.random_edge_sets", "must be at least 1")
+
+
 @dataclass
 class Config:
     name: str = "default"
@@ -203,6 +261,8 @@ class Config:
     harvest: HarvestConfig = field(default_factory=HarvestConfig)
     sae: SaeConfig = field(default_factory=SaeConfig)
     sae_eval: SaeEvalConfig = field(default_factory=SaeEvalConfig)
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
+    circuit: CircuitConfig = field(default_factory=CircuitConfig)
 
     def validate(self, where: str = "config") -> "Config":
         for f in dataclasses.fields(self):
