@@ -19,6 +19,7 @@ from sae_ooc.rundir import RunDir, default_run_dir
 STAGE_COMMANDS: dict[str, str] = {
     "data": "sae_ooc.commands.data",
     "train": "sae_ooc.commands.train",
+    "harvest": "sae_ooc.commands.harvest",
 }
 OTHER_COMMANDS: dict[str, str] = {
     "pipeline": "sae_ooc.commands.pipeline",

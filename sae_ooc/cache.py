@@ -1,0 +1,155 @@
+"""Reading the on-disk activation cache written by `sae-ooc harvest`.
+
+Layout (everything loads with `safetensors` alone):
+
+    RUN/activations/manifest.json                      model hash, hooks, d_model, dtype, shards + sha256
+    RUN/activations/tokens.safetensors                 one row per harvested token (see TOKEN_COLUMNS)
+    RUN/activations/<hook_name>/shard_00000.safetensors  {"activations": [n_tokens, d_model]}
+
+Row r of the token table is row r of the concatenated shards of every hook. Every shard is checked against
+its sha256 the first time this process reads it, so a corrupted or truncated file is a one-line error
+that names it instead of garbage activations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as load_bytes
+
+from sae_ooc.errors import UserError
+from sae_ooc.io import read_json
+
+MANIFEST = "manifest.json"
+PROGRESS = "progress.json"  # a harvest in progress: the shards finished so far
+TOKENS_FILE = "tokens.safetensors"
+FORMAT = "sae_ooc.activations/1"
+ROLES = ("head", "r1", "r2")  # token role = position in the prompt
+# Per-token metadata: which sequence and position a row comes from and the task's planted variables
+# for that sequence (token ids; -1 where the sequence has none, e.g. bridge/r2 for atomic facts).
+TOKEN_COLUMNS = ("seq", "split", "pos", "token", "role", "head", "r1", "r2", "bridge", "answer", "hop", "is_answer_pos")
+
+
+def shard_name(i: int) -> str:
+    return f"shard_{i:05d}.safetensors"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ActivationCache:
+    """Read access to a finished harvest. `expected_model_hash` refuses a cache made from another model."""
+
+    def __init__(self, root: str | Path, expected_model_hash: str | None = None):
+        self.root = Path(root)
+        mpath = self.root / MANIFEST
+        if not mpath.exists():
+            if (self.root / PROGRESS).exists():
+                raise UserError(f"the harvest into {self.root} was interrupted; rerun `sae-ooc harvest --run {self.root.parent}` to finish it")
+            raise UserError(f"no activation cache in {self.root} ({MANIFEST} missing); run `sae-ooc harvest --run {self.root.parent}` first")
+        try:
+            self.manifest = read_json(mpath)
+        except ValueError:
+            raise UserError(f"{mpath} is not valid JSON; rerun `sae-ooc harvest --force --run {self.root.parent}` to rebuild the cache") from None
+        if self.manifest.get("format") != FORMAT:
+            raise UserError(f"{mpath} is not an sae_ooc activation cache (format {self.manifest.get('format')!r}, expected {FORMAT!r})")
+        if expected_model_hash is not None and self.model_hash != expected_model_hash:
+            raise UserError(
+                f"activations in {self.root} were harvested from a different model (cache {self.model_hash[:12]}, "
+                f"model {expected_model_hash[:12]}); rerun `sae-ooc harvest --force --run {self.root.parent}` to rebuild them"
+            )
+        self._verified: set[str] = set()
+        self._tokens: dict[str, torch.Tensor] | None = None
+
+    # facts from the manifest -----------------------------------------------------------------
+    @property
+    def model_hash(self) -> str:
+        return self.manifest["model_hash"]
+
+    @property
+    def hooks(self) -> list[str]:
+        return list(self.manifest["hooks"])
+
+    @property
+    def d_model(self) -> int:
+        return int(self.manifest["d_model"])
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.manifest["n_tokens"])
+
+    @property
+    def shard_tokens(self) -> int:
+        return int(self.manifest["shard_tokens"])
+
+    @property
+    def n_shards(self) -> int:
+        return len(next(iter(self.manifest["shards"].values()))) if self.manifest["shards"] else 0
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.manifest["splits"])
+
+    def shard_bounds(self, i: int) -> tuple[int, int]:
+        """Rows [start, end) of the token table that shard i holds (the same for every hook)."""
+        start = i * self.shard_tokens
+        return start, min(start + self.shard_tokens, self.n_tokens)
+
+    def check_hook(self, hook_name: str) -> None:
+        if hook_name not in self.manifest["shards"]:
+            raise UserError(f"unknown hook '{hook_name}' for the activation cache {self.root}; valid hooks: {', '.join(self.hooks)}")
+
+    def shard_path(self, hook_name: str, i: int) -> Path:
+        return self.root / hook_name / self.manifest["shards"][hook_name][i]["file"]
+
+    # reading ------------------------------------------------------------------------------------
+    def _read_verified(self, path: Path, sha256: str) -> dict[str, torch.Tensor]:
+        if not path.exists():
+            raise UserError(f"activation file {path} is missing; rerun `sae-ooc harvest --force --run {self.root.parent}` to rebuild the cache")
+        data = path.read_bytes()
+        key = str(path)
+        if key not in self._verified:
+            if _sha256(data) != sha256:
+                raise UserError(
+                    f"activation file {path} is corrupted or truncated (sha256 does not match {MANIFEST}); "
+                    f"rerun `sae-ooc harvest --force --run {self.root.parent}` to rebuild the cache"
+                )
+            self._verified.add(key)
+        return load_bytes(data)
+
+    def load_shard(self, hook_name: str, i: int) -> torch.Tensor:
+        """Shard i of `hook_name`: [rows, d_model] in the cache's dtype."""
+        self.check_hook(hook_name)
+        entry = self.manifest["shards"][hook_name][i]
+        return self._read_verified(self.shard_path(hook_name, i), entry["sha256"])["activations"]
+
+    def tokens(self) -> dict[str, torch.Tensor]:
+        """The per-token metadata table: {column: [n_tokens] int tensor}, see TOKEN_COLUMNS."""
+        if self._tokens is None:
+            self._tokens = self._read_verified(self.root / TOKENS_FILE, self.manifest["tokens_sha256"])
+        return self._tokens
+
+    def read(self, hook_name: str, rows: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Activations of `hook_name` at token-table rows `rows` (any order), loading only the shards needed."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        out = torch.empty(len(rows), self.d_model, dtype=dtype)
+        shard_of = rows // self.shard_tokens
+        for i in torch.unique(shard_of).tolist():
+            sel = (shard_of == i).nonzero().squeeze(1)
+            start, _ = self.shard_bounds(i)
+            out[sel] = self.load_shard(hook_name, i)[rows[sel] - start].to(dtype)
+        return out
+
+    def verify(self) -> None:
+        """Check every file against its checksum (raises a UserError naming the first bad one)."""
+        self.tokens()
+        for hook in self.hooks:
+            for i in range(self.n_shards):
+                self.load_shard(hook, i)
+
+
+def open_cache(root: str | Path, expected_model_hash: str | None = None) -> ActivationCache:
+    return ActivationCache(root, expected_model_hash)

@@ -1,0 +1,301 @@
+"""Stage `harvest`: run a HookedTransformer over the task's splits and cache activations on disk.
+
+For every configured hook and every non-pad position, the activation goes to
+`RUN/activations/<hook_name>/shard_XXXXX.safetensors` (see sae_ooc.cache for the layout). The harvest
+streams: one batch of sequences is in memory at a time plus at most one shard buffer per hook, so peak
+memory does not grow with the number of tokens. Each shard group is written atomically and recorded in
+`progress.json`; an interrupted harvest resumes after its last complete shard.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save as save_bytes
+from tqdm.auto import tqdm
+
+from sae_ooc.cache import FORMAT, MANIFEST, PROGRESS, ROLES, TOKEN_COLUMNS, TOKENS_FILE, _sha256, shard_name
+from sae_ooc.data import SplitTensors, load_task, split_tensors
+from sae_ooc.errors import UserError
+from sae_ooc.io import _atomic, read_json, write_json
+
+STAGE = "harvest"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def default_hooks(n_layers: int) -> list[str]:
+    """The residual stream before every block, and after the last one."""
+    return [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)] + [f"blocks.{n_layers - 1}.hook_resid_post"]
+
+
+def resolve_hooks(model, hooks: list[str] | None) -> list[str]:
+    hooks = list(hooks) if hooks else default_hooks(model.cfg.n_layers)
+    bad = [h for h in hooks if h not in model.hook_dict]
+    if bad:
+        resid = [h for h in model.hook_dict if "resid" in h]
+        raise UserError(f"unknown hook(s) {', '.join(bad)} in harvest.hooks; valid residual-stream hooks: {', '.join(resid)} (any name in model.hook_dict works)")
+    return hooks
+
+
+def token_table(splits: dict[str, SplitTensors], split_codes: dict[str, int]) -> dict[str, torch.Tensor]:
+    """One row per non-pad token, in harvest order (split, sequence, position)."""
+    cols: dict[str, list[torch.Tensor]] = {c: [] for c in TOKEN_COLUMNS}
+    for name, st in splits.items():
+        n, L = st.tokens.shape
+        mask = torch.arange(L)[None, :] <= st.answer_pos[:, None]
+        seq = torch.arange(n)[:, None].expand(n, L)[mask]
+        pos = torch.arange(L)[None, :].expand(n, L)[mask]
+        lengths = st.answer_pos + 1
+        per_seq = {
+            "head": st.tokens[:, 0],
+            "r1": torch.where(lengths >= 2, st.tokens[:, 1], -1) if L > 1 else torch.full((n,), -1),
+            "r2": torch.where(lengths >= 3, st.tokens[:, 2], -1) if L > 2 else torch.full((n,), -1),
+            "bridge": st.bridge,
+            "answer": st.answer,
+            "hop": st.hop,
+        }
+        cols["seq"].append(seq)
+        cols["split"].append(torch.full_like(seq, split_codes[name]))
+        cols["pos"].append(pos)
+        cols["role"].append(pos)
+        cols["token"].append(st.tokens[mask])
+        cols["is_answer_pos"].append((pos == st.answer_pos[seq]).long())
+        for k, v in per_seq.items():
+            cols[k].append(v[seq])
+    return {k: torch.cat(v).to(torch.int32) if v else torch.zeros(0, dtype=torch.int32) for k, v in cols.items()}
+
+
+def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """Write atomically; return the sha256 of exactly the bytes written."""
+    data = save_bytes({k: v.contiguous() for k, v in tensors.items()})
+    _atomic(path, lambda p: p.write_bytes(data))
+    return _sha256(data)
+
+
+class ShardWriter:
+    """Buffers one hook's activations and writes a shard each time `shard_tokens` rows are filled.
+
+    The buffer is allocated once at `shard_tokens` rows: this is the whole per-hook memory of a harvest.
+    """
+
+    def __init__(self, out_dir: Path, shard_tokens: int, d_model: int, dtype: torch.dtype, first_shard: int = 0):
+        self.out_dir = out_dir
+        self.buffer = torch.empty(shard_tokens, d_model, dtype=dtype)
+        self.fill = 0
+        self.next_shard = first_shard
+        self.peak_fill = 0
+        self.written: list[dict] = []  # manifest entries of the shards written by this writer
+
+    def add(self, acts: torch.Tensor) -> list[dict]:
+        """Append rows; returns the manifest entries of any shards completed by them."""
+        done = []
+        while len(acts):
+            take = min(len(acts), self.buffer.shape[0] - self.fill)
+            self.buffer[self.fill : self.fill + take] = acts[:take]
+            self.fill += take
+            self.peak_fill = max(self.peak_fill, self.fill)
+            acts = acts[take:]
+            if self.fill == self.buffer.shape[0]:
+                done.append(self.flush())
+        return done
+
+    def flush(self) -> dict:
+        name = shard_name(self.next_shard)
+        sha = _write_safetensors(self.out_dir / name, {"activations": self.buffer[: self.fill]})
+        entry = {"file": name, "n_tokens": self.fill, "sha256": sha}
+        self.written.append(entry)
+        self.next_shard += 1
+        self.fill = 0
+        return entry
+
+
+def _settings(model_hash: str, hooks: list[str], d_model: int, dtype: str, shard_tokens: int, splits: dict[str, SplitTensors], n_tokens: int) -> dict:
+    return {
+        "format": FORMAT,
+        "model_hash": model_hash,
+        "hooks": hooks,
+        "d_model": d_model,
+        "dtype": dtype,
+        "shard_tokens": shard_tokens,
+        "splits": list(splits),
+        "split_sizes": {k: len(v) for k, v in splits.items()},
+        "n_tokens": n_tokens,
+        "roles": list(ROLES),
+        "token_columns": list(TOKEN_COLUMNS),
+    }
+
+
+def _resumable_shards(out_dir: Path, settings: dict) -> int:
+    """How many leading shard groups of an interrupted harvest with the same settings are intact."""
+    prog_path = out_dir / PROGRESS
+    if not prog_path.exists():
+        return 0
+    try:
+        prog = read_json(prog_path)
+    except ValueError:
+        return 0
+    if any(prog.get(k) != v for k, v in settings.items()):
+        return 0
+    n_ok = min((len(v) for v in prog["shards"].values()), default=0)
+    for hook, entries in prog["shards"].items():
+        for i, e in enumerate(entries[:n_ok]):
+            p = out_dir / hook / e["file"]
+            if not p.exists() or _sha256(p.read_bytes()) != e["sha256"]:
+                n_ok = i
+                break
+    return n_ok
+
+
+def _existing_model_hash(out_dir: Path) -> str | None:
+    for name in (MANIFEST, PROGRESS):
+        p = out_dir / name
+        if p.exists():
+            try:
+                return read_json(p).get("model_hash")
+            except ValueError:
+                return None
+    return None
+
+
+@torch.no_grad()
+def harvest_activations(
+    model,
+    splits: dict[str, SplitTensors],
+    out_dir: str | Path,
+    model_hash: str,
+    hooks: list[str] | None = None,
+    shard_tokens: int = 16384,
+    batch_size: int = 1024,
+    dtype: str = "float32",
+    force: bool = False,
+    device: str = "cpu",
+    stop_after_shards: int | None = None,
+    events: list | None = None,
+) -> dict | None:
+    """Harvest `hooks` of any HookedTransformer over `splits` into `out_dir`; returns the manifest.
+
+    A finished cache with the same settings is left alone; one made from a different model is refused
+    unless `force`. `stop_after_shards` stops (returning None, no manifest) once that many shard groups
+    are on disk, as if the process had been killed there; `events` records ("forward", i) and
+    ("shard", i) in order, for tests that check the harvest streams.
+    """
+    out_dir = Path(out_dir)
+    hooks = resolve_hooks(model, hooks)
+    split_codes = {name: i for i, name in enumerate(("train", "test_id", "test_ood", "atomic_test"))}
+    table = token_table(splits, split_codes)
+    n_tokens = len(table["seq"])
+    settings = _settings(model_hash, hooks, model.cfg.d_model, dtype, shard_tokens, splits, n_tokens)
+    settings["split_codes"] = {k: split_codes[k] for k in splits}
+
+    old_hash = _existing_model_hash(out_dir)
+    if old_hash is not None and old_hash != model_hash and not force:
+        raise UserError(
+            f"activations in {out_dir} were harvested from a different model (cache {old_hash[:12]}, model {model_hash[:12]}); "
+            f"rerun with --force to rebuild them"
+        )
+    if not force and (out_dir / MANIFEST).exists():
+        manifest = read_json(out_dir / MANIFEST)
+        if all(manifest.get(k) == v for k, v in settings.items()):
+            return manifest
+
+    start_shard = 0 if force else _resumable_shards(out_dir, settings)
+    if start_shard == 0 and out_dir.exists():
+        shutil.rmtree(out_dir)  # another model, other settings or --force: nothing in it is reusable
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST).unlink(missing_ok=True)
+    prog = read_json(out_dir / PROGRESS) if start_shard else {**settings, "shards": {h: [] for h in hooks}}
+    prog["shards"] = {h: prog["shards"][h][:start_shard] for h in hooks}
+    write_json(out_dir / PROGRESS, prog)
+    tokens_sha = _write_safetensors(out_dir / TOKENS_FILE, table)
+
+    torch_dtype = DTYPES[dtype]
+    writers = {h: ShardWriter(out_dir / h, shard_tokens, model.cfg.d_model, torch_dtype, first_shard=start_shard) for h in hooks}
+    for h in hooks:
+        (out_dir / h).mkdir(exist_ok=True)
+    skip_rows = start_shard * shard_tokens  # rows already on disk; the forward restarts at their sequence
+    captured: dict[str, torch.Tensor] = {}
+
+    def capture(act, hook):
+        captured[hook.name] = act
+        return act
+
+    fwd_hooks = [(h, capture) for h in hooks]
+    model.eval()
+    row, batch_i, shards_done = 0, 0, start_shard
+    pbar = tqdm(total=n_tokens, initial=min(skip_rows, n_tokens), desc="harvest", unit="tok")
+    for name, st in splits.items():
+        n, L = st.tokens.shape
+        lengths = st.answer_pos + 1
+        for s in range(0, n, batch_size):
+            sl = slice(s, s + batch_size)
+            n_rows = int(lengths[sl].sum())
+            if row + n_rows <= skip_rows:
+                row += n_rows
+                continue
+            tokens = st.tokens[sl].to(device)
+            mask = (torch.arange(L)[None, :] <= st.answer_pos[sl][:, None]).to(device)
+            with model.hooks(fwd_hooks=fwd_hooks):
+                model(tokens, return_type=None)
+            if events is not None:
+                events.append(("forward", batch_i))
+            batch_i += 1
+            drop = max(skip_rows - row, 0)
+            completed = 0
+            for h in hooks:
+                acts = captured[h][mask][drop:].to("cpu", torch_dtype)
+                completed = len(writers[h].add(acts))
+            captured.clear()
+            row += n_rows
+            pbar.update(n_rows - drop)
+            for _ in range(completed):
+                shards_done = _record_shard(out_dir, prog, writers, shards_done, events)
+                if stop_after_shards is not None and shards_done >= stop_after_shards:
+                    pbar.close()
+                    return None
+    if writers[hooks[0]].fill:
+        for h in hooks:
+            writers[h].flush()
+        shards_done = _record_shard(out_dir, prog, writers, shards_done, events)
+    pbar.close()
+
+    manifest = {**settings, "shards": prog["shards"], "tokens_file": TOKENS_FILE, "tokens_sha256": tokens_sha}
+    write_json(out_dir / MANIFEST, manifest)
+    (out_dir / PROGRESS).unlink(missing_ok=True)
+    return manifest
+
+
+def _record_shard(out_dir: Path, prog: dict, writers: dict[str, ShardWriter], i: int, events: list | None) -> int:
+    """Shard group i is on disk for every hook: record it, so a restart resumes after it."""
+    for h, w in writers.items():
+        prog["shards"][h].append(next(e for e in w.written if e["file"] == shard_name(i)))
+        w.written = [e for e in w.written if e["file"] != shard_name(i)]
+    write_json(out_dir / PROGRESS, prog)
+    if events is not None:
+        events.append(("shard", i))
+    return i + 1
+
+
+def run_harvest(run, force: bool = False, stop_after_shards: int | None = None) -> bool:
+    """Stage `harvest`. Returns False when skipped (inputs unchanged and the cache complete)."""
+    from sae_ooc.model import load_model, model_hash
+
+    fp = run.stage_fingerprint(("harvest",), ("data", "train"))
+    out_dir = run.activations_dir
+    mhash = model_hash(run.model_dir)
+    if not force and run.is_done(STAGE, fp) and (out_dir / MANIFEST).exists() and _existing_model_hash(out_dir) == mhash:
+        return False
+    hc = run.cfg.harvest
+    device = getattr(run, "device", "cpu")
+    ds, vocab = load_task(run.data_dir)
+    splits = {s: split_tensors(ds[s], vocab.pad_id) for s in hc.splits}
+    model = load_model(run.model_dir, device=device)
+    manifest = harvest_activations(
+        model, splits, out_dir, mhash, hooks=hc.hooks, shard_tokens=hc.shard_tokens, batch_size=hc.batch_size,
+        dtype=hc.dtype, force=force, device=device, stop_after_shards=stop_after_shards,
+    )
+    if manifest is None:
+        return True
+    run.mark_done(STAGE, fp, n_tokens=manifest["n_tokens"], hooks=manifest["hooks"], n_shards=len(next(iter(manifest["shards"].values()))))
+    return True
