@@ -153,3 +153,14 @@ class ActivationCache:
 
 def open_cache(root: str | Path, expected_model_hash: str | None = None) -> ActivationCache:
     return ActivationCache(root, expected_model_hash)
+
+
+def heldout_mask(tokens: dict[str, torch.Tensor], fraction: float, seed: int) -> torch.Tensor:
+    """Rows of whole sequences held out of SAE training (a seeded `fraction` of the sequences): [n_tokens] bool."""
+    gid = tokens["split"].long() * 10_000_000 + tokens["seq"].long()
+    uniq, inverse = torch.unique(gid, return_inverse=True)
+    n_held = int(round(fraction * len(uniq)))
+    g = torch.Generator().manual_seed(seed)
+    held = torch.zeros(len(uniq), dtype=torch.bool)
+    held[torch.randperm(len(uniq), generator=g)[:n_held]] = True
+    return held[inverse]

@@ -1,0 +1,77 @@
+"""Figures of the SAE stages: training curves, sweep Pareto fronts, ground-truth alignment heatmaps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from sae_ooc.plots import save_figure
+
+CURVES = (("overall_loss", "loss"), ("l0", "L0"), ("explained_variance", "explained variance"), ("dead_fraction", "dead fraction"))
+
+
+def plot_training_curves(log: list[dict], stem: Path, title: str = "") -> list[Path]:
+    """Loss, L0, explained variance and dead fraction against tokens seen (from train_log.jsonl)."""
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
+    tokens = [r["tokens"] for r in log]
+    for ax, (key, label) in zip(axes, CURVES):
+        ax.plot(tokens, [r.get(key, float("nan")) for r in log], lw=1.2)
+        ax.set_xlabel("tokens seen")
+        ax.set_title(label)
+        if key == "overall_loss":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, stem)
+
+
+def plot_pareto(points: list[dict], stem: Path, title: str = "") -> list[Path]:
+    """L0 vs FVU and L0 vs fraction of answer loss recovered, one point per SAE of a sweep."""
+    has_task = any(p.get("loss_recovered") is not None for p in points)
+    fig, axes = plt.subplots(1, 2 if has_task else 1, figsize=(9 if has_task else 4.5, 3.5), squeeze=False)
+    pts = sorted(points, key=lambda p: p["l0"])
+    panels = [("fvu", "FVU (1 - explained variance)")] + ([("loss_recovered", "answer loss recovered")] if has_task else [])
+    for ax, (key, label) in zip(axes[0], panels):
+        xs = [p["l0"] for p in pts if p.get(key) is not None]
+        ys = [p[key] for p in pts if p.get(key) is not None]
+        ax.plot(xs, ys, "o-")
+        for p in pts:
+            if p.get(key) is not None:
+                ax.annotate(f"{p['param']}={p['value']}", (p["l0"], p[key]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("mean L0 (held-out)")
+        ax.set_ylabel(label)
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, stem)
+
+
+def plot_alignment_heatmap(grid: dict, hooks: list[str], positions: list[str], stem: Path, variable: str = "bridge") -> list[Path]:
+    """Share of `variable`'s values detected (AUROC >= threshold), hook x position, by one SAE feature and by a probe.
+
+    `grid[(hook, position)] = {"features": frac or None, "probe": frac or None}`.
+    """
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(2.2 * len(positions) * 2 + 2, 0.55 * len(hooks) + 1.8), squeeze=False)
+    for ax, key, label in ((axes[0][0], "features", "best single SAE feature"), (axes[0][1], "probe", "linear probe on raw activations")):
+        m = np.full((len(hooks), len(positions)), np.nan)
+        for i, h in enumerate(hooks):
+            for j, pos in enumerate(positions):
+                v = grid.get((h, pos), {}).get(key)
+                if v is not None:
+                    m[i, j] = v
+        im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        for i in range(len(hooks)):
+            for j in range(len(positions)):
+                if not np.isnan(m[i, j]):
+                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", color="w" if m[i, j] < 0.6 else "k", fontsize=8)
+        ax.set_xticks(range(len(positions)), positions)
+        ax.set_yticks(range(len(hooks)), hooks)
+        ax.set_xlabel("position")
+        ax.set_title(f"{variable}: {label}", fontsize=9)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="share of values with AUROC >= threshold")
+    return save_figure(fig, stem)
