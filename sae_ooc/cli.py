@@ -20,9 +20,13 @@ STAGE_COMMANDS: dict[str, str] = {
     "data": "sae_ooc.commands.data",
     "train": "sae_ooc.commands.train",
     "harvest": "sae_ooc.commands.harvest",
+    "attribute": "sae_ooc.commands.attribute",
+    "circuit": "sae_ooc.commands.circuit",
+    "export": "sae_ooc.commands.export",
 }
 OTHER_COMMANDS: dict[str, str] = {
     "pipeline": "sae_ooc.commands.pipeline",
+    "query": "sae_ooc.commands.query",
 }
 
 

@@ -1,0 +1,27 @@
+"""Assemble the important nodes into a circuit with edges and measure its faithfulness (RUN/circuit/).
+
+Settings: the `circuit` config section (top_n, node_threshold, errors, ablation, curve_sizes, ...).
+"""
+
+from sae_ooc.circuit import FAITHFULNESS_FILE, run_circuit
+from sae_ooc.io import read_json
+
+
+def add_arguments(p) -> None:
+    pass
+
+
+def main(run, args) -> int:
+    run.check_and_save_config(force=args.force)
+    done = run_circuit(run, force=args.force, device=args.device)
+    f = read_json(run.circuit_dir / FAITHFULNESS_FILE)
+    t = f["target"]
+    chk = f["edges"]["exact_check"]
+    print(f"circuit: {'wrote' if done else 'unchanged, skipped'} {run.circuit_dir}: {f['n_feature_nodes']} feature + {f['n_error_nodes']} error nodes, "
+          f"{f['edges']['n_edges']} edges; faithfulness {f['faithfulness']:.3f}, completeness {f['completeness']:.3f} ({f['ablation']} ablation); "
+          f"faithfulness >= {t['faithfulness']} first at {t['min_feature_nodes_reaching']} feature nodes "
+          f"({'met' if t['met'] else 'NOT met'} within {t['max_feature_nodes']}); edge check vs exact: Pearson {chk['pearson']:.3f} on {chk['n_edges']} edges")
+    for r in f["edges"]["ablation"]:
+        rnd = r["random_edges_drop_mean"]
+        print(f"  ablating top {r['k']} edges: metric drop {r['top_edges_drop']:.3f} vs random {'n/a' if rnd is None else f'{rnd:.3f}'}")
+    return 0

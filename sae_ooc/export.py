@@ -1,0 +1,426 @@
+"""Stage `export`: draw the saved circuit. Rendering only: everything comes from RUN/circuit/circuit.json.
+
+The diagram is layered: x is the token position (head, r1, r2), y the SAE layer in forward order, the
+metric node on top. Node colour is the sign of its effect (red: patching it to the corrupted value lowers
+the metric, i.e. it carries the clean answer; blue: the opposite), size its |effect|; squares are SAE
+error nodes. Edge width is |weight|, colour its sign. Each node is labelled with hook, feature id and a
+short description (its ground-truth variable where the SAE evaluation found one, else what it fires on
+and which answers it promotes).
+
+Files (default RUN/export/): circuit.svg + circuit.png (matplotlib), circuit.dot (Graphviz),
+graph.json (circuit-tracer's graph format: metadata, qParams, nodes, links), circuit_full.json (the
+whole saved circuit plus what was drawn), circuit.html (one self-contained page, no network access:
+inline SVG and JS; hovering a node shows its top activations and promoted tokens).
+What is drawn is chosen by the export options; the saved circuit keeps everything.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sae_ooc.errors import UserError
+from sae_ooc.io import write_json, write_text
+
+STAGE = "export"
+SINK = "metric"
+NEG, POS = "#d62728", "#1f77b4"
+RESULT_FILES = ("circuit.png", "circuit.svg", "circuit.html")
+
+
+@dataclass
+class ExportOptions:
+    max_nodes: int = 0  # draw at most this many nodes, largest |effect| first (0 = every circuit node)
+    min_abs_effect: float = 0.0  # and only nodes with at least this |effect|
+    edge_threshold: float = 0.05  # draw edges with |weight| >= this fraction of the largest |weight|
+    max_edges: int = 150
+
+
+# what to draw --------------------------------------------------------------------------------------------
+def select_drawn(circuit: dict, opt: ExportOptions) -> tuple[list[dict], list[dict]]:
+    nodes = sorted(circuit["nodes"], key=lambda n: -abs(n["effect"]))
+    nodes = [n for n in nodes if abs(n["effect"]) >= opt.min_abs_effect]
+    if opt.max_nodes > 0:
+        nodes = nodes[: opt.max_nodes]
+    ids = {n["id"] for n in nodes} | {SINK}
+    edges = [e for e in circuit["edges"] if e["source"] in ids and e["target"] in ids]
+    wmax = max((abs(e["weight"]) for e in edges), default=0.0)
+    edges = [e for e in edges if wmax > 0 and abs(e["weight"]) >= opt.edge_threshold * wmax]
+    edges = sorted(edges, key=lambda e: -abs(e["weight"]))[: opt.max_edges]
+    return nodes, edges
+
+
+def short_hook(hook: str) -> str:
+    """blocks.1.hook_resid_pre -> L1 pre."""
+    parts = hook.split(".")
+    name = parts[-1].replace("hook_", "").replace("resid_", "")
+    return f"L{parts[1]} {name}" if len(parts) > 2 and parts[1].isdigit() else hook
+
+
+def node_title(n: dict) -> str:
+    return f"{short_hook(n['hook'])} " + ("error" if n["type"] == "error" else f"#{n['feature']}")
+
+
+def node_caption(n: dict, width: int = 22) -> str:
+    d = n.get("description") or ""
+    return d if len(d) <= width else d[: width - 1] + "…"
+
+
+def layout(nodes: list[dict], hooks: list[str], per_row: int = 4) -> dict[str, tuple[float, float]]:
+    """(x, y) per node id: the nodes of one (layer, position) cell sit around the position, in rows of
+    `per_row` stacked within the layer's band, largest |effect| first; the metric node is on top."""
+    cells: dict[tuple[int, int], list[dict]] = {}
+    for n in nodes:
+        cells.setdefault((n["hook_index"], n["position"]), []).append(n)
+    pos = {}
+    for (y, p), cell in cells.items():
+        cell.sort(key=lambda n: (n["type"] == "error", -abs(n["effect"])))
+        rows = (len(cell) + per_row - 1) // per_row
+        for j, n in enumerate(cell):
+            r, c = divmod(j, per_row)
+            cols = min(per_row, len(cell) - r * per_row)
+            pos[n["id"]] = (p + (c - (cols - 1) / 2) * (0.8 / per_row), y + (r - (rows - 1) / 2) * 0.3)
+    pos[SINK] = (2.0, float(len(hooks)))
+    return pos
+
+
+def _scale(v: float, vmax: float, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * (abs(v) / vmax if vmax > 0 else 0.0)
+
+
+# matplotlib ----------------------------------------------------------------------------------------------
+def draw_matplotlib(circuit: dict, nodes: list[dict], edges: list[dict], stem: Path) -> list[Path]:
+    from sae_ooc.plots import plt, save_figure
+
+    meta = circuit["metadata"]
+    hooks = meta["hooks"]
+    xy = layout(nodes, hooks)
+    fig, ax = plt.subplots(figsize=(16, 2.6 * (len(hooks) + 1) + 1))
+    emax = max((abs(n["effect"]) for n in nodes), default=0.0)
+    wmax = max((abs(e["weight"]) for e in edges), default=0.0)
+    for e in edges:
+        (x0, y0), (x1, y1) = xy[e["source"]], xy[e["target"]]
+        ax.plot([x0, x1], [y0, y1], color=NEG if e["weight"] < 0 else POS, alpha=0.45, lw=_scale(e["weight"], wmax, 0.3, 4.0), zorder=1)
+    for n in nodes:
+        x, y = xy[n["id"]]
+        ax.scatter([x], [y], s=_scale(n["effect"], emax, 40, 600), c=NEG if n["effect"] < 0 else POS,
+                   marker="s" if n["type"] == "error" else "o", edgecolors="black", linewidths=0.5, zorder=2)
+        ax.annotate(f"{node_title(n)}\n{node_caption(n)}", (x, y), xytext=(0, -13), textcoords="offset points",
+                    ha="center", va="top", fontsize=5, zorder=3)
+    sx, sy = xy[SINK]
+    ax.scatter([sx], [sy], s=500, c="#2ca02c", marker="D", edgecolors="black", zorder=2)
+    ax.annotate(meta["sink"]["description"], (sx, sy), xytext=(0, 12), textcoords="offset points", ha="center", fontsize=8)
+    ax.set_xticks(range(len(meta["positions"])))
+    ax.set_xticklabels(meta["positions"])
+    ax.set_yticks(range(len(hooks) + 1))
+    ax.set_yticklabels(hooks + ["metric"], fontsize=8)
+    ax.set_xlim(-0.6, len(meta["positions"]) - 0.4)
+    ax.set_ylim(-0.8, len(hooks) + 0.6)
+    s = circuit.get("scores", {})
+    ax.set_title(
+        f"{meta.get('config', '')}: {sum(n['type'] == 'feature' for n in nodes)} features + {sum(n['type'] == 'error' for n in nodes)} error nodes drawn, "
+        f"{len(edges)} edges; faithfulness {s.get('faithfulness', float('nan')):.3f} "
+        f"(red: supports the clean answer, blue: opposes; squares: SAE error)", fontsize=8)
+    return save_figure(fig, stem)
+
+
+# graphviz --------------------------------------------------------------------------------------------------
+def _dot_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def to_dot(circuit: dict, nodes: list[dict], edges: list[dict]) -> str:
+    meta = circuit["metadata"]
+    emax = max((abs(n["effect"]) for n in nodes), default=0.0)
+    wmax = max((abs(e["weight"]) for e in edges), default=0.0)
+    lines = ["digraph circuit {", "  rankdir=BT;", '  node [style=filled, fontsize=9, fontcolor="white"];', "  edge [arrowsize=0.5];"]
+    for hi, hook in enumerate(meta["hooks"]):
+        members = [n for n in nodes if n["hook_index"] == hi]
+        if not members:
+            continue
+        lines.append(f"  subgraph {_dot_str('layer_' + str(hi))} {{ rank=same;")
+        for n in sorted(members, key=lambda n: (n["position"], -abs(n["effect"]))):
+            label = f"{node_title(n)} @{n['role']}\n{node_caption(n)}\neffect {n['effect']:.3g}"
+            lines.append(f"    {_dot_str(n['id'])} [label={_dot_str(label)}, shape={'box' if n['type'] == 'error' else 'ellipse'}, "
+                         f"fillcolor={_dot_str(NEG if n['effect'] < 0 else POS)}, width={_scale(n['effect'], emax, 0.6, 1.8):.2f}];")
+        lines.append("  }")
+    lines.append(f"  {_dot_str(SINK)} [label={_dot_str(meta['sink']['description'])}, shape=diamond, fillcolor=\"#2ca02c\"];")
+    for e in edges:
+        tip = _dot_str(format(e["weight"], ".4g"))
+        lines.append(f"  {_dot_str(e['source'])} -> {_dot_str(e['target'])} [penwidth={_scale(e['weight'], wmax, 0.4, 5.0):.2f}, "
+                     f"color={_dot_str(NEG if e['weight'] < 0 else POS)}, tooltip={tip}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+# circuit-tracer graph JSON -------------------------------------------------------------------------------
+GRAPH_SCHEMA = {
+    "type": "object",
+    "required": ["metadata", "qParams", "nodes", "links"],
+    "properties": {
+        "metadata": {
+            "type": "object",
+            "required": ["slug", "scan", "transcoder_list", "prompt_tokens", "prompt", "node_threshold", "schema_version"],
+            "properties": {"slug": {"type": "string"}, "scan": {"type": "string"}, "transcoder_list": {"type": "array", "items": {"type": "string"}},
+                           "prompt_tokens": {"type": "array", "items": {"type": "string"}}, "prompt": {"type": "string"},
+                           "node_threshold": {"type": ["number", "null"]}, "schema_version": {"type": "integer"}},
+        },
+        "qParams": {
+            "type": "object",
+            "required": ["pinnedIds", "supernodes", "linkType", "clickedId", "sg_pos"],
+            "properties": {"pinnedIds": {"type": "array", "items": {"type": "string"}}, "supernodes": {"type": "array"},
+                           "linkType": {"type": "string"}, "clickedId": {"type": "string"}, "sg_pos": {"type": "string"}},
+        },
+        "nodes": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["node_id", "feature", "layer", "ctx_idx", "feature_type", "jsNodeId", "clerp", "influence", "activation",
+                             "token_prob", "is_target_logit", "run_idx", "reverse_ctx_idx"],
+                "properties": {
+                    "node_id": {"type": "string"}, "feature": {"type": "integer"}, "layer": {"type": "string"}, "ctx_idx": {"type": "integer"},
+                    "feature_type": {"type": "string", "enum": ["sae feature", "sae reconstruction error", "embedding", "logit"]},
+                    "jsNodeId": {"type": "string"}, "clerp": {"type": "string"}, "influence": {"type": ["number", "null"]},
+                    "activation": {"type": ["number", "null"]}, "token_prob": {"type": "number"}, "is_target_logit": {"type": "boolean"},
+                    "run_idx": {"type": "integer"}, "reverse_ctx_idx": {"type": "integer"},
+                },
+            },
+        },
+        "links": {
+            "type": "array",
+            "items": {"type": "object", "required": ["source", "target", "weight"],
+                      "properties": {"source": {"type": "string"}, "target": {"type": "string"}, "weight": {"type": "number"}}},
+        },
+    },
+}
+
+_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+
+
+def check_schema(obj, schema: dict, where: str = "$") -> list[str]:
+    """Errors of `obj` against the small JSON-Schema subset GRAPH_SCHEMA uses (type, required,
+    properties, items, enum)."""
+    errs = []
+    types = schema.get("type")
+    if types is not None:
+        types = types if isinstance(types, list) else [types]
+        if not any(_is_type(obj, t) for t in types):
+            return [f"{where}: expected {'/'.join(types)}, got {type(obj).__name__}"]
+    if "enum" in schema and obj not in schema["enum"]:
+        errs.append(f"{where}: {obj!r} not one of {schema['enum']}")
+    if isinstance(obj, dict):
+        errs += [f"{where}: missing '{k}'" for k in schema.get("required", []) if k not in obj]
+        for k, sub in schema.get("properties", {}).items():
+            if k in obj:
+                errs += check_schema(obj[k], sub, f"{where}.{k}")
+    if isinstance(obj, list) and "items" in schema:
+        for i, item in enumerate(obj):
+            errs += check_schema(item, schema["items"], f"{where}[{i}]")
+    return errs
+
+
+def _is_type(v, t: str) -> bool:
+    if t == "integer":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if t == "number":
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, _TYPES[t])
+
+
+def validate_graph(graph: dict) -> list[str]:
+    """Schema errors plus links whose endpoints are not nodes."""
+    errs = check_schema(graph, GRAPH_SCHEMA)
+    if not errs:
+        ids = {n["node_id"] for n in graph["nodes"]}
+        errs += [f"link {ln['source']} -> {ln['target']}: unknown endpoint" for ln in graph["links"] if ln["source"] not in ids or ln["target"] not in ids]
+    return errs
+
+
+def to_graph_json(circuit: dict, nodes: list[dict], edges: list[dict], opt: ExportOptions) -> dict:
+    meta = circuit["metadata"]
+    P = len(meta["positions"])
+    L = len(meta["hooks"])
+    out_nodes = []
+    for p, role in enumerate(meta["positions"]):
+        out_nodes.append(_graph_node(f"E_{role}_{p}", p, "E", p, "embedding", f"input position {p} ({role})", None, None, P))
+    for n in nodes:
+        err = n["type"] == "error"
+        out_nodes.append(_graph_node(n["id"], -1 if err else int(n["feature"]), str(n["hook_index"]), n["position"],
+                                     "sae reconstruction error" if err else "sae feature",
+                                     f"{n['hook']} {'error' if err else '#' + str(n['feature'])}: {n.get('description') or ''}", n["effect"],
+                                     (n.get("top_activations") or [{}])[0].get("activation"), P))
+    sink = _graph_node(SINK, -1, str(L + 1), P - 1, "logit", meta["sink"]["description"], None, None, P)
+    sink["is_target_logit"] = True
+    out_nodes.append(sink)
+    return {
+        "metadata": {"slug": f"sae_ooc-{meta.get('config', 'run')}", "scan": "sae_ooc", "transcoder_list": list(meta["hooks"]),
+                     "prompt_tokens": list(meta["positions"]),
+                     "prompt": f"{meta.get('example_prompt', '')} (effects averaged over {meta['n_pairs']} clean/corrupted pairs)",
+                     "node_threshold": opt.min_abs_effect, "schema_version": 1, "sae_ooc": {"method": meta["method"], "metric": meta["metric"], "scores": circuit.get("scores", {})}},
+        "qParams": {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""},
+        "nodes": out_nodes,
+        "links": [{"source": e["source"], "target": e["target"], "weight": float(e["weight"])} for e in edges],
+    }
+
+
+def _graph_node(nid, feature, layer, ctx, ftype, clerp, influence, activation, P) -> dict:
+    return {"node_id": nid, "feature": int(feature), "layer": layer, "ctx_idx": int(ctx), "feature_type": ftype, "jsNodeId": nid,
+            "clerp": clerp, "influence": influence, "activation": activation, "token_prob": 0.0, "is_target_logit": False,
+            "run_idx": 0, "reverse_ctx_idx": P - 1 - int(ctx)}
+
+
+# HTML -------------------------------------------------------------------------------------------------------
+def _json_for_script(obj) -> str:
+    """JSON that cannot end a <script> element or open markup inside it."""
+    return json.dumps(obj).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def to_html(circuit: dict, nodes: list[dict], edges: list[dict]) -> str:
+    meta = circuit["metadata"]
+    hooks = meta["hooks"]
+    xy = layout(nodes, hooks)
+    W, H, mx, my = 1400, 260 * (len(hooks) + 1) + 80, 150, 60
+    npos = len(meta["positions"])
+
+    def px(x, y):
+        return mx + (x + 0.5) / npos * (W - 2 * mx), H - my - (y + 0.5) / (len(hooks) + 1) * (H - 2 * my)
+
+    emax = max((abs(n["effect"]) for n in nodes), default=0.0)
+    wmax = max((abs(e["weight"]) for e in edges), default=0.0)
+    esc = html.escape
+    svg = [f'<svg id="circuit" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img">']
+    for p, role in enumerate(meta["positions"]):
+        x, _ = px(p, -0.5)
+        svg.append(f'<text x="{x:.1f}" y="{H - 15}" text-anchor="middle" class="axis">{esc(role)}</text>')
+    for hi, hook in enumerate(hooks + ["metric"]):
+        _, y = px(0, hi)
+        svg.append(f'<text x="8" y="{y:.1f}" class="axis">{esc(hook)}</text>')
+    for e in edges:
+        (x0, y0), (x1, y1) = px(*xy[e["source"]]), px(*xy[e["target"]])
+        svg.append(f'<line x1="{x0:.1f}" y1="{y0:.1f}" x2="{x1:.1f}" y2="{y1:.1f}" stroke="{NEG if e["weight"] < 0 else POS}" '
+                   f'stroke-opacity="0.45" stroke-width="{_scale(e["weight"], wmax, 0.5, 6):.2f}"><title>{esc(e["source"])} → {esc(e["target"])}: {e["weight"]:.4g}</title></line>')
+    for n in nodes:
+        x, y = px(*xy[n["id"]])
+        r = _scale(n["effect"], emax, 4, 16)
+        color = NEG if n["effect"] < 0 else POS
+        shape = (f'<rect x="{x - r:.1f}" y="{y - r:.1f}" width="{2 * r:.1f}" height="{2 * r:.1f}"' if n["type"] == "error"
+                 else f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r:.1f}"')
+        svg.append(f'<g class="node" data-id="{esc(n["id"])}">{shape} fill="{color}" stroke="black" stroke-width="0.6"/>'
+                   f'<text x="{x:.1f}" y="{y + r + 10:.1f}" text-anchor="middle" class="lab">{esc(node_title(n))}</text>'
+                   f'<text x="{x:.1f}" y="{y + r + 20:.1f}" text-anchor="middle" class="lab">{esc(node_caption(n, 22))}</text></g>')
+    sx, sy = px(*xy[SINK])
+    svg.append(f'<g class="node" data-id="{SINK}"><polygon points="{sx},{sy - 14} {sx + 14},{sy} {sx},{sy + 14} {sx - 14},{sy}" fill="#2ca02c" stroke="black"/>'
+               f'<text x="{sx:.1f}" y="{sy - 20:.1f}" text-anchor="middle" class="lab">{esc(meta["sink"]["description"])}</text></g>')
+    svg.append("</svg>")
+    info = {n["id"]: {k: n.get(k) for k in ("id", "hook", "role", "type", "feature", "effect", "effect_std", "rank", "label", "description",
+                                              "top_activations", "promoted")} for n in nodes}
+    info[SINK] = {"id": SINK, "description": meta["sink"]["description"], "type": "metric"}
+    s = circuit.get("scores", {})
+    summary = (f"{meta.get('config', '')}: method {meta['method']}, metric {meta['sink']['description']}, {meta['n_pairs']} pairs; "
+               f"faithfulness {s.get('faithfulness', float('nan')):.3f}, completeness {s.get('completeness', float('nan')):.3f}; "
+               f"{len(nodes)} nodes and {len(edges)} edges drawn")
+    return _HTML.format(title=esc(f"sae_ooc circuit: {meta.get('config', '')}"), summary=esc(summary), svg="\n".join(svg),
+                        data=_json_for_script(info))
+
+
+_HTML = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 16px; }}
+.axis {{ font-size: 12px; fill: #444; }}
+.lab {{ font-size: 9px; fill: #222; pointer-events: none; }}
+.node {{ cursor: pointer; }}
+#tip {{ position: fixed; display: none; max-width: 420px; background: #fffff0; border: 1px solid #888; padding: 8px;
+        font-size: 12px; box-shadow: 2px 2px 6px rgba(0,0,0,.3); pointer-events: none; }}
+#tip table {{ border-collapse: collapse; }} #tip td {{ padding: 0 6px; }}
+</style></head>
+<body>
+<h3>{title}</h3>
+<p>{summary}. Red: patching the node to its corrupted value lowers the metric (it carries the clean answer); blue: the opposite.
+Squares are SAE error nodes. Hover a node for its top activations and promoted answers.</p>
+{svg}
+<div id="tip"></div>
+<script type="application/json" id="nodedata">{data}</script>
+<script>
+(function () {{
+  var data = JSON.parse(document.getElementById("nodedata").textContent);
+  var tip = document.getElementById("tip");
+  function el(tag, text) {{ var e = document.createElement(tag); if (text !== undefined) e.textContent = text; return e; }}
+  function show(d, ev) {{
+    tip.replaceChildren();
+    tip.appendChild(el("b", d.id));
+    if (d.description) tip.appendChild(el("div", d.description));
+    if (d.effect !== undefined && d.effect !== null) tip.appendChild(el("div", "mean effect " + d.effect.toPrecision(4) + (d.rank ? " (rank " + d.rank + ")" : "")));
+    if (d.top_activations && d.top_activations.length) {{
+      tip.appendChild(el("div", "top activations:"));
+      var t = el("table");
+      d.top_activations.forEach(function (a) {{
+        var r = el("tr"); r.appendChild(el("td", a.prompt)); r.appendChild(el("td", "@" + a.role)); r.appendChild(el("td", a.activation.toFixed(3))); t.appendChild(r);
+      }});
+      tip.appendChild(t);
+    }}
+    if (d.promoted && d.promoted.length) tip.appendChild(el("div", "promotes: " + d.promoted.map(function (p) {{ return p.token + " (" + p.score.toFixed(2) + ")"; }}).join(", ")));
+    tip.style.display = "block";
+    tip.style.left = (ev.clientX + 14) + "px"; tip.style.top = (ev.clientY + 14) + "px";
+  }}
+  document.querySelectorAll(".node").forEach(function (g) {{
+    g.addEventListener("mousemove", function (ev) {{ var d = data[g.getAttribute("data-id")]; if (d) show(d, ev); }});
+    g.addEventListener("mouseleave", function () {{ tip.style.display = "none"; }});
+  }});
+}})();
+</script>
+</body></html>
+"""
+
+
+# the stage -----------------------------------------------------------------------------------------------
+def export_circuit(circuit: dict, out_dir: Path, opt: ExportOptions | None = None) -> list[Path]:
+    """Write every export format of `circuit` into `out_dir`; returns the paths written."""
+    opt = opt or ExportOptions()
+    out_dir = Path(out_dir)
+    nodes, edges = select_drawn(circuit, opt)
+    paths = draw_matplotlib(circuit, nodes, edges, out_dir / "circuit")
+    paths.append(write_text(out_dir / "circuit.dot", to_dot(circuit, nodes, edges)))
+    graph = to_graph_json(circuit, nodes, edges, opt)
+    errs = validate_graph(graph)
+    if errs:
+        raise ValueError(f"graph.json does not match GRAPH_SCHEMA: {errs[:3]}")
+    paths.append(write_json(out_dir / "graph.json", graph))
+    full = {**circuit, "drawn": {"options": asdict(opt), "nodes": [n["id"] for n in nodes], "edges": [[e["source"], e["target"]] for e in edges]}}
+    paths.append(write_json(out_dir / "circuit_full.json", full))
+    paths.append(write_text(out_dir / "circuit.html", to_html(circuit, nodes, edges)))
+    return paths
+
+
+def resolve_results_dir(value: str | None, run) -> Path | None:
+    """--results-dir: 'auto' = results/ for the default config, 'none' = nowhere, else that folder."""
+    if value is None or value.lower() == "none" or value == "":
+        return None
+    if value == "auto":
+        return Path("results") if run.cfg.name == "default" else None
+    return Path(value)
+
+
+def run_export(run, force: bool = False, out: Path | None = None, opt: ExportOptions | None = None, results_dir: Path | None = None) -> bool:
+    """Stage `export`. Returns False when skipped (inputs unchanged); results_dir copies are always refreshed."""
+    from sae_ooc.circuit import STAGE as CIRCUIT_STAGE
+    from sae_ooc.circuit import load_circuit
+
+    opt = opt or ExportOptions()
+    out = Path(out) if out is not None else run.root / "export"
+    fp = run.stage_fingerprint((), (CIRCUIT_STAGE,), extra={"options": asdict(opt), "out": str(out)})
+    done = not force and run.is_done(STAGE, fp) and all((out / f).exists() for f in RESULT_FILES)
+    if not done:
+        export_circuit(load_circuit(run), out, opt)
+        run.mark_done(STAGE, fp, out=str(out))
+    if results_dir is not None:
+        results_dir = Path(results_dir)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        for f in RESULT_FILES:
+            if not (out / f).exists():
+                raise UserError(f"{out / f} is missing; rerun `sae-ooc export --run {run.root} --force`")
+            shutil.copyfile(out / f, results_dir / f)
+    return not done

@@ -1,0 +1,302 @@
+"""The model with every SAE spliced in, error terms included, and interventions on its nodes.
+
+A *node* is one SAE feature or one SAE error term at one (hook, position). The spliced model is
+SAELens's `HookedSAETransformer` with each SAE attached with `use_error_term=True`, so it computes
+exactly what the original model computes. Every intervention goes through the SAE hook points that
+HookedSAETransformer exposes at `<hook>.hook_sae_input` (what the SAE reads), `.hook_sae_acts_post`
+(feature activations), `.hook_sae_error` (error term) and `.hook_sae_output` (what flows on).
+
+Node tensors are laid out per hook as [..., n_pos, d_sae + 1]: the last column is the error node.
+
+Gradients. SAELens computes the error term under `no_grad`, so the gradient of a spliced layer is
+that of its reconstruction only. Attribution needs the gradient of the *original* model, so in the
+gradient modes here every node is a leaf and each spliced layer passes the gradient straight through
+(`out + (x - x.detach())`: value unchanged, d out / d x = identity), as Marks et al. (2024) do.
+In edge mode the straight-through path is left out, so a gradient reaches a node only along paths that
+avoid every other SAE layer: the direct effect that an edge measures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from sae_ooc.errors import UserError
+from sae_ooc.saes import hook_sort_key
+
+Fn = Callable[[str, torch.Tensor], torch.Tensor | None]
+ERROR = "err"  # the feature field of an error node's id
+
+
+def node_id(hook: str, pos: int, idx: int | None) -> str:
+    """`blocks.1.hook_resid_pre:2:17` for feature 17 at position 2, `...:2:err` for the error node."""
+    return f"{hook}:{pos}:{ERROR if idx is None else idx}"
+
+
+def parse_node_id(nid: str) -> tuple[str, int, int | None]:
+    hook, pos, idx = nid.rsplit(":", 2)
+    return hook, int(pos), None if idx == ERROR else int(idx)
+
+
+def hooked_sae_transformer(model):
+    """A HookedSAETransformer with `model`'s config and weights (parameters frozen)."""
+    from sae_lens import HookedSAETransformer
+
+    hst = HookedSAETransformer(model.cfg)
+    hst.load_state_dict(model.state_dict())
+    hst.eval()
+    for p in hst.parameters():
+        p.requires_grad_(False)
+    return hst
+
+
+def task_metric(logits: torch.Tensor, answer_pos: torch.Tensor, target: torch.Tensor, foil: torch.Tensor | None, kind: str) -> torch.Tensor:
+    """Per-prompt metric at the answer position: logit_diff (target - foil), logprob (of target) or ce."""
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    lg = logits[rows, answer_pos]
+    if kind == "logit_diff":
+        return lg[rows, target] - lg[rows, foil]
+    lp = F.log_softmax(lg.float(), dim=-1)[rows, target]
+    return lp if kind == "logprob" else -lp
+
+
+@dataclass
+class NodeValues:
+    """Feature activations and error terms of every hook: {hook: [B, P, d_sae]} and {hook: [B, P, d_in]}."""
+
+    acts: dict[str, torch.Tensor] = field(default_factory=dict)
+    errs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def index(self, idx) -> "NodeValues":
+        return NodeValues({h: a[idx] for h, a in self.acts.items()}, {h: e[idx] for h, e in self.errs.items()})
+
+
+class RowPatches:
+    """Set single nodes of single batch rows: feature (row, pos, feature) := value, error (row, pos) := vector."""
+
+    def __init__(self):
+        self.feat: dict[str, list[tuple]] = {}  # hook -> [(rows, pos, idx, values)] tensors
+        self.err: dict[str, list[tuple]] = {}  # hook -> [(rows, pos, vectors)]
+
+    def add_feats(self, hook: str, rows, pos, idx, values) -> None:
+        self.feat.setdefault(hook, []).append(tuple(torch.as_tensor(t) for t in (rows, pos, idx, values)))
+
+    def add_errs(self, hook: str, rows, pos, vectors) -> None:
+        self.err.setdefault(hook, []).append((torch.as_tensor(rows), torch.as_tensor(pos), torch.as_tensor(vectors)))
+
+    def add(self, row: int, hook: str, pos: int, idx: int | None, value) -> None:
+        if idx is None:
+            self.add_errs(hook, [row], [pos], torch.as_tensor(value)[None])
+        else:
+            self.add_feats(hook, [row], [pos], [idx], [float(value)])
+
+    def acts_fn(self) -> Fn:
+        feat = {h: [torch.cat(c) for c in zip(*v)] for h, v in self.feat.items()}
+
+        def fn(h, f):
+            if h not in feat:
+                return None
+            rows, pos, idx, val = (t.to(f.device) for t in feat[h])
+            f = f.clone()
+            f[rows, pos, idx] = val.to(f.dtype)
+            return f
+
+        return fn
+
+    def err_fn(self) -> Fn:
+        err = {h: [torch.cat(c) for c in zip(*v)] for h, v in self.err.items()}
+
+        def fn(h, e):
+            if h not in err:
+                return None
+            rows, pos, val = (t.to(e.device) for t in err[h])
+            e = e.clone()
+            e[rows, pos] = val.to(e.dtype)
+            return e
+
+        return fn
+
+
+class Spliced:
+    """`model` with `saes` ({hook_name: SAE}) spliced in with their error terms."""
+
+    def __init__(self, model, saes: dict):
+        missing = [h for h in saes if h not in model.hook_dict]
+        if missing:
+            raise UserError(f"SAE hook(s) {', '.join(missing)} are not hook points of the model; retrain the SAEs on this model's hooks")
+        self.base = model
+        self.hooks = sorted(saes, key=hook_sort_key)
+        self.saes = {h: saes[h] for h in self.hooks}
+        self.model = hooked_sae_transformer(model)
+        for h, sae in self.saes.items():
+            sae.cfg.metadata.hook_name = h  # the directory name is authoritative
+            sae.eval()
+            for p in sae.parameters():
+                p.requires_grad_(False)
+            self.model.add_sae(sae, use_error_term=True)
+        self.d_sae = {h: int(s.cfg.d_sae) for h, s in self.saes.items()}
+        self.d_in = {h: int(s.cfg.d_in) for h, s in self.saes.items()}
+
+    @property
+    def device(self):
+        return self.model.cfg.device
+
+    # the one forward pass everything else is built from ------------------------------------------
+    def run(self, tokens: torch.Tensor, acts_fn: Fn | None = None, err_fn: Fn | None = None, out_fn=None, in_fn: Fn | None = None) -> torch.Tensor:
+        """Logits, with optional rewrites of each hook's input, activations, error and output.
+
+        Each function gets (hook_name, tensor) and returns a replacement, or None to leave it; `out_fn`
+        gets (hook_name, output, sae_input).
+        """
+        inputs: dict[str, torch.Tensor] = {}
+        hooks = []
+        for h in self.hooks:
+            hooks.append((f"{h}.hook_sae_input", _wrap_in(h, in_fn, inputs)))
+            if acts_fn is not None:
+                hooks.append((f"{h}.hook_sae_acts_post", _wrap(h, acts_fn)))
+            if err_fn is not None:
+                hooks.append((f"{h}.hook_sae_error", _wrap(h, err_fn)))
+            if out_fn is not None:
+                hooks.append((f"{h}.hook_sae_output", _wrap_out(h, out_fn, inputs)))
+        return self.model.run_with_hooks(tokens.to(self.device), return_type="logits", fwd_hooks=hooks)
+
+    @torch.no_grad()
+    def cache(self, tokens: torch.Tensor) -> tuple[torch.Tensor, NodeValues]:
+        """Logits and every node's value on `tokens`."""
+        vals = NodeValues()
+
+        def acts(h, f):
+            vals.acts[h] = f.detach().clone()
+
+        def errs(h, e):
+            vals.errs[h] = e.detach().clone()
+
+        logits = self.run(tokens, acts_fn=acts, err_fn=errs)
+        return logits, vals
+
+    def run_leaves(self, tokens: torch.Tensor, values: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+                   straight_through: bool | Callable[[str], bool] = True, live: bool = False):
+        """Forward pass with every node a leaf tensor that requires grad.
+
+        `values` {hook: (acts, errs)} overrides the leaf values at those hooks (their own inputs are then
+        ignored). `straight_through` (for all hooks, or a predicate on the hook) lets the gradient pass
+        through a spliced layer as in the original model. With `live`, also returns each hook's node
+        values as functions of the upstream leaves (for edges).
+        Returns (logits, leaves NodeValues, live NodeValues or None).
+        """
+        leaves, lives = NodeValues(), NodeValues()
+        st = straight_through if callable(straight_through) else (lambda h, v=straight_through: v)
+        values = values or {}
+
+        def acts(h, f):
+            if live:
+                x = inputs_seen[h]
+                lives.acts[h] = f
+                lives.errs[h] = x - self.saes[h].decode(f)
+            v = values[h][0] if h in values else f
+            leaves.acts[h] = v.detach().clone().requires_grad_(True)
+            return leaves.acts[h]
+
+        def errs(h, e):
+            v = values[h][1] if h in values else e
+            leaves.errs[h] = v.detach().clone().requires_grad_(True)
+            return leaves.errs[h]
+
+        inputs_seen: dict[str, torch.Tensor] = {}
+
+        def ins(h, x):
+            inputs_seen[h] = x
+
+        def out(h, o, x):
+            if h in values or not st(h):
+                return None
+            return o + (x - x.detach())
+
+        with torch.enable_grad():
+            logits = self.run(tokens, acts_fn=acts, err_fn=errs, out_fn=out, in_fn=ins)
+        return logits, leaves, (lives if live else None)
+
+    def run_straight_through(self, tokens: torch.Tensor, values: dict[str, tuple[torch.Tensor, torch.Tensor]]):
+        """Forward pass with the nodes of the hooks in `values` set to those leaves (requiring grad) and
+        every other spliced layer passing the gradient straight through. Returns (logits, leaves)."""
+        leaves = NodeValues()
+
+        def acts(h, f):
+            if h in values:
+                leaves.acts[h] = values[h][0]
+                return values[h][0]
+            return None
+
+        def errs(h, e):
+            if h in values:
+                leaves.errs[h] = values[h][1]
+                return values[h][1]
+            return None
+
+        def out(h, o, x):
+            return None if h in values else o.detach() + (x - x.detach())
+
+        with torch.enable_grad():
+            logits = self.run(tokens, acts_fn=acts, err_fn=errs, out_fn=out)
+        return logits, leaves
+
+    @torch.no_grad()
+    def run_replaced(self, tokens: torch.Tensor, acts: dict[str, torch.Tensor] | None = None, errs: dict[str, torch.Tensor] | None = None,
+                     keep_acts: dict[str, torch.Tensor] | None = None, keep_errs: dict[str, torch.Tensor] | None = None,
+                     record: NodeValues | None = None) -> torch.Tensor:
+        """Logits with node values replaced: where keep_* is False (or missing, when acts/errs name the
+        hook) the node takes the value in acts/errs (broadcast over rows). `record` collects what each
+        hook computed before replacement."""
+        acts, errs = acts or {}, errs or {}
+
+        def a_fn(h, f):
+            if record is not None:
+                record.acts[h] = f.clone()
+            if h not in acts:
+                return None
+            keep = keep_acts.get(h) if keep_acts else None
+            return acts[h].expand_as(f).clone() if keep is None else torch.where(keep, f, acts[h])
+
+        def e_fn(h, e):
+            if record is not None:
+                record.errs[h] = e.clone()
+            if h not in errs:
+                return None
+            keep = keep_errs.get(h) if keep_errs else None
+            return errs[h].expand_as(e).clone() if keep is None else torch.where(keep[..., None], e, errs[h])
+
+        return self.run(tokens, acts_fn=a_fn, err_fn=e_fn)
+
+    @torch.no_grad()
+    def run_patched(self, tokens: torch.Tensor, patches: RowPatches) -> torch.Tensor:
+        return self.run(tokens, acts_fn=patches.acts_fn(), err_fn=patches.err_fn())
+
+
+def _wrap(h: str, fn: Fn):
+    def hook(t, hook=None):
+        r = fn(h, t)
+        return t if r is None else r
+
+    return hook
+
+
+def _wrap_in(h: str, fn: Fn | None, inputs: dict):
+    def hook(t, hook=None):
+        inputs[h] = t
+        if fn is not None:
+            r = fn(h, t)
+            return t if r is None else r
+        return t
+
+    return hook
+
+
+def _wrap_out(h: str, fn, inputs: dict):
+    def hook(t, hook=None):
+        r = fn(h, t, inputs[h])
+        return t if r is None else r
+
+    return hook
