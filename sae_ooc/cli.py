@@ -20,6 +20,8 @@ STAGE_COMMANDS: dict[str, str] = {
     "data": "sae_ooc.commands.data",
     "train": "sae_ooc.commands.train",
     "harvest": "sae_ooc.commands.harvest",
+    "train-sae": "sae_ooc.commands.train_sae",
+    "eval-sae": "sae_ooc.commands.eval_sae",
     "attribute": "sae_ooc.commands.attribute",
     "circuit": "sae_ooc.commands.circuit",
     "export": "sae_ooc.commands.export",

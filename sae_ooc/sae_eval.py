@@ -12,6 +12,7 @@ metrics.json and a summary over layers in RUN/saes/summary.md.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -90,3 +91,361 @@ def finite(x: float) -> float | None:
 
 def eval_rows(saes_root: Path) -> Path:
     return Path(saes_root) / "heldout_rows.safetensors"
+
+
+# spliced-in task metrics ------------------------------------------------------------------------
+def load_sae_transformer(model_dir: Path, device: str = "cpu"):
+    """Our saved model as a sae_lens.HookedSAETransformer (same weights, SAEs can be spliced in)."""
+    import json
+
+    from sae_lens import HookedSAETransformer
+    from transformer_lens import HookedTransformerConfig
+
+    from sae_ooc.io import load_tensors
+    from sae_ooc.model import CONFIG_FILE, MODEL_FILE
+
+    model_dir = Path(model_dir)
+    if not (model_dir / MODEL_FILE).exists():
+        raise UserError(f"no trained model in {model_dir}; run `sae-ooc train --run {model_dir.parent}` first")
+    kwargs = json.loads((model_dir / CONFIG_FILE).read_text())
+    model = HookedSAETransformer(HookedTransformerConfig(**kwargs, device=device))
+    model.load_state_dict(load_tensors(model_dir / MODEL_FILE, device=device), strict=False)
+    model.eval()
+    return model
+
+
+class TaskEvaluator:
+    """Answer cross-entropy and accuracy of the model: clean, with an SAE spliced in, and with the hook zeroed.
+
+    loss_recovered = (CE_zero - CE_sae) / (CE_zero - CE_clean): 1 when the SAE is as good as the real
+    activations, 0 when it is as bad as deleting them.
+    """
+
+    def __init__(self, model, tensors: dict, device: str = "cpu"):
+        self.model, self.tensors, self.device = model, tensors, device
+        self._clean: dict[str, dict] = {}
+        self._zero: dict[tuple[str, str], dict] = {}
+
+    @classmethod
+    def from_dirs(cls, model_dir: Path, data_dir: Path, device: str = "cpu", splits=None) -> "TaskEvaluator":
+        from sae_ooc.data import SPLITS, load_task, split_tensors
+
+        ds, vocab = load_task(data_dir)
+        tensors = {s: split_tensors(ds[s], vocab.pad_id) for s in (splits or SPLITS)}
+        return cls(load_sae_transformer(model_dir, device), tensors, device)
+
+    @classmethod
+    def from_run(cls, run, device: str = "cpu") -> "TaskEvaluator":
+        return cls.from_dirs(run.model_dir, run.data_dir, device)
+
+    def _eval(self, split: str) -> dict:
+        from sae_ooc.train import evaluate
+
+        return evaluate(self.model, self.tensors[split], device=self.device)
+
+    def clean(self, split: str) -> dict:
+        if split not in self._clean:
+            self._clean[split] = self._eval(split)
+        return self._clean[split]
+
+    def zero(self, hook_name: str, split: str) -> dict:
+        if (hook_name, split) not in self._zero:
+            with self.model.hooks(fwd_hooks=[(hook_name, lambda act, hook: torch.zeros_like(act))]):
+                self._zero[(hook_name, split)] = self._eval(split)
+        return self._zero[(hook_name, split)]
+
+    def with_sae(self, sae, split: str, use_error_term: bool = False) -> dict:
+        with self.model.saes(saes=[sae], use_error_term=use_error_term):
+            return self._eval(split)
+
+    def evaluate(self, sae, splits=None, use_error_term: bool = False) -> dict:
+        hook = sae.cfg.metadata.hook_name
+        if hook not in self.model.hook_dict:
+            raise UserError(f"SAE hook '{hook}' is not a hook of the model; valid residual hooks: "
+                            f"{', '.join(h for h in self.model.hook_dict if 'resid' in h)}")
+        out = {}
+        for s in splits or list(self.tensors):
+            c, z, w = self.clean(s), self.zero(hook, s), self.with_sae(sae, s, use_error_term)
+            denom = z["loss"] - c["loss"]
+            out[s] = {
+                "n": c["n"], "acc_clean": c["acc"], "acc_sae": w["acc"], "acc_zero": z["acc"],
+                "loss_clean": c["loss"], "loss_sae": w["loss"], "loss_zero": z["loss"],
+                "loss_recovered": finite((z["loss"] - w["loss"]) / denom) if abs(denom) > 1e-12 else None,
+            }
+        head = out.get("test_id") or next(iter(out.values()))
+        return {"splits": out, "loss_recovered": head["loss_recovered"], "acc_drop_test_id": finite(head["acc_clean"] - head["acc_sae"])}
+
+
+# ground-truth alignment --------------------------------------------------------------------------
+def tie_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks 1..n of every column of x [n, m], ties sharing their average rank (float64)."""
+    n, m = x.shape
+    vals, order = x.sort(dim=0)
+    new = torch.ones(n, m, dtype=torch.bool)
+    new[1:] = vals[1:] != vals[:-1]
+    gid = (new.cumsum(0) - 1) + torch.arange(m)[None, :] * n
+    flat = gid.flatten()
+    pos = torch.arange(1, n + 1, dtype=torch.float64)[:, None].expand(n, m).flatten()
+    sums = torch.zeros(n * m, dtype=torch.float64).scatter_add_(0, flat, pos)
+    counts = torch.zeros(n * m, dtype=torch.float64).scatter_add_(0, flat, torch.ones_like(pos))
+    avg = (sums / counts.clamp(min=1))[flat].view(n, m)
+    return torch.empty(n, m, dtype=torch.float64).scatter_(0, order, avg)
+
+
+def auroc_matrix(scores: torch.Tensor, labels: torch.Tensor, values: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """AUROC of every score column for every value, one-vs-rest: [n_columns, n_values].
+
+    Mann-Whitney U from tie-averaged ranks: AUROC = (sum of positive ranks - P(P+1)/2) / (P * N).
+    """
+    n = len(labels)
+    onehot = (labels[:, None] == values[None, :]).double()
+    npos = onehot.sum(0)
+    nneg = n - npos
+    out = torch.empty(scores.shape[1], len(values), dtype=torch.float64)
+    for s in range(0, scores.shape[1], chunk):
+        r = tie_ranks(scores[:, s : s + chunk].float())
+        out[s : s + chunk] = (r.T @ onehot - npos * (npos + 1) / 2) / (npos * nneg).clamp(min=1)
+    return out
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run small-tensor loops on `n` threads: on a busy machine OpenMP's barriers make tiny ops on 2 threads ~100x slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def train_probes(x: torch.Tensor, targets: dict[str, tuple[torch.Tensor, torch.Tensor, int]], steps: int, lr: float,
+                 weight_decay: float, seed: int) -> dict:
+    """One multinomial logistic-regression probe per variable on standardised activations, trained jointly.
+
+    `targets[var] = (row_mask, class_ids of those rows, n_classes)`. The heads share no parameters, so the
+    summed loss trains each exactly as alone, in one full-batch loop. Returns {var: scoring function}.
+    """
+    mu, sd = x.mean(0), x.std(0).clamp(min=1e-6)
+    xs = (x - mu) / sd
+    g = torch.Generator().manual_seed(seed)
+    names = list(targets)
+    sizes = [targets[v][2] for v in names]
+    w = (torch.randn(x.shape[1], sum(sizes), generator=g) * 0.01).requires_grad_()
+    b = torch.zeros(sum(sizes), requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=lr, weight_decay=weight_decay)
+    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+    with torch.enable_grad(), torch_threads(1):
+        for _ in range(steps):
+            opt.zero_grad()
+            logits = xs @ w + b
+            loss = sum(torch.nn.functional.cross_entropy(logits[targets[v][0], o : o + n], targets[v][1])
+                       for v, o, n in zip(names, offsets, sizes))
+            loss.backward()
+            opt.step()
+    w, b = w.detach(), b.detach()
+    return {v: (lambda z, o=o, n=n: ((z - mu) / sd) @ w[:, o : o + n] + b[o : o + n]) for v, o, n in zip(names, offsets, sizes)}
+
+
+def _subsample(rows: torch.Tensor, cap: int, seed: int) -> torch.Tensor:
+    if len(rows) <= cap:
+        return rows
+    g = torch.Generator().manual_seed(seed)
+    return rows[torch.randperm(len(rows), generator=g)[:cap].sort().values]
+
+
+@torch.no_grad()
+def alignment(sae, cache: ActivationCache, hook_name: str, heldout: torch.Tensor, ecfg, names: list[str] | None = None) -> dict:
+    """Which single SAE feature (and how well a linear probe) detects each value of each planted variable.
+
+    For every position and variable, values with at least `min_positives` tokens in both slices are
+    scored: the best feature per value is chosen on the selection slice (non-held-out sequences, at most
+    `max_select_tokens` per position) and its AUROC reported on the held-out slice; the probe is trained on
+    the selection slice and scored on the held-out one. Returns per (variable, position) summaries, the
+    per-value table, and the best label per feature.
+    """
+    tok = cache.tokens()
+    results: dict[str, dict] = {}
+    label_best: dict[int, dict] = {}
+    name = (lambda v: names[v]) if names else (lambda v: str(v))
+    for p_idx, pos_name in enumerate(ROLES):
+        at = tok["pos"] == p_idx
+        sel_all = (at & ~heldout).nonzero().squeeze(1)
+        ev_all = (at & heldout).nonzero().squeeze(1)
+        if len(sel_all) == 0 or len(ev_all) == 0:
+            continue
+        sel_all = _subsample(sel_all, ecfg.max_select_tokens, ecfg.seed)
+        x_sel, x_ev = cache.read(hook_name, sel_all), cache.read(hook_name, ev_all)
+        f_sel, f_ev = feature_acts(sae, x_sel).cpu(), feature_acts(sae, x_ev).cpu()
+        per_var = {}
+        for var in VARIABLES:
+            y_sel_all, y_ev_all = tok[var][sel_all].long(), tok[var][ev_all].long()
+            ms, me = y_sel_all >= 0, y_ev_all >= 0
+            y_sel, y_ev = y_sel_all[ms], y_ev_all[me]
+            if len(y_sel) == 0 or len(y_ev) == 0:
+                continue
+            vals = torch.unique(y_sel)  # the probe's classes: every value seen in the selection slice
+            cnt_sel = (y_sel[:, None] == vals[None, :]).sum(0)
+            cnt_ev = (y_ev[:, None] == vals[None, :]).sum(0)
+            ok = (cnt_sel >= ecfg.min_positives) & (cnt_ev >= ecfg.min_positives) & (cnt_ev < len(y_ev)) & (cnt_sel < len(y_sel))
+            if ok.any():
+                per_var[var] = (ms, me, y_sel, y_ev, vals, vals[ok])
+        if not per_var:
+            continue
+        probes = train_probes(x_sel, {v: (ms, torch.searchsorted(vals, y_sel), len(vals)) for v, (ms, _, y_sel, _, vals, _) in per_var.items()},
+                              ecfg.probe_steps, ecfg.probe_lr, ecfg.probe_weight_decay, ecfg.seed)
+        thr = ecfg.auroc_threshold
+        for var, (ms, me, y_sel, y_ev, vals, scored) in per_var.items():
+            au_sel = auroc_matrix(f_sel[ms], y_sel, scored)  # [d_sae, n_values]
+            au_ev = auroc_matrix(f_ev[me], y_ev, scored)
+            best = au_sel.argmax(0)
+            best_ev = au_ev[best, torch.arange(len(scored))]
+            logits = probes[var](x_ev[me])[:, torch.searchsorted(vals, scored)]
+            au_probe = auroc_matrix(logits, y_ev, scored).diagonal()
+            results[f"{var}@{pos_name}"] = {
+                "variable": var, "position": pos_name, "n_values": len(scored), "n_select": int(ms.sum()), "n_heldout": int(me.sum()),
+                "frac_detected_features": float((best_ev >= thr).double().mean()),
+                "frac_detected_probe": float((au_probe >= thr).double().mean()),
+                "mean_auroc_features": float(best_ev.mean()),
+                "mean_auroc_probe": float(au_probe.mean()),
+                "values": [
+                    {"value": name(int(v)), "id": int(v), "feature": int(f), "auroc_feature": round(float(a), 4), "auroc_probe": round(float(q), 4)}
+                    for v, f, a, q in zip(scored, best, best_ev, au_probe)
+                ],
+            }
+            # best label per feature: chosen on the selection slice, confirmed on the held-out slice
+            top_sel, top_idx = au_sel.max(1)
+            for f in (top_sel >= thr).nonzero().squeeze(1).tolist():
+                j = int(top_idx[f])
+                a_ev = float(au_ev[f, j])
+                if a_ev >= thr and (f not in label_best or a_ev > label_best[f]["auroc"]):
+                    label_best[f] = {"feature": f, "variable": var, "position": pos_name, "value": name(int(scored[j])), "auroc": round(a_ev, 4)}
+    labels = [label_best[f] for f in sorted(label_best)]
+    return {"by_variable_position": results, "feature_labels": labels}
+
+
+# the stage -----------------------------------------------------------------------------------------
+def evaluate_sae(sae, cache: ActivationCache, hook_name: str, heldout: torch.Tensor, ecfg, task: TaskEvaluator | None,
+                 names: list[str] | None = None) -> dict:
+    """Every number eval-sae reports for one SAE: reconstruction, task (if `task`), alignment."""
+    check_d_in(sae, cache, hook_name, f"the SAE for {hook_name}")
+    out = {"reconstruction": {k: finite(v) for k, v in reconstruction_metrics(
+        sae, cache, hook_name, heldout.nonzero().squeeze(1), dense_threshold=ecfg.dense_threshold).items()}}
+    if task is not None:
+        out["task"] = task.evaluate(sae)
+    al = alignment(sae, cache, hook_name, heldout, ecfg, names)
+    out["alignment"] = al["by_variable_position"]
+    out["feature_labels"] = al["feature_labels"]
+    return out
+
+
+def run_eval_sae(run, force: bool = False) -> bool:
+    """Stage `eval-sae`: evaluate every SAE in RUN/saes, write metrics.json per hook, summary.md and heatmaps."""
+    from sae_ooc.data import load_task
+    from sae_ooc.io import load_tensors, read_json, write_json
+    from sae_ooc.model import model_hash
+    from sae_ooc.saes import load_saes, sae_dir
+
+    fp = run.stage_fingerprint(("sae_eval",), ("train-sae",))
+    root = run.saes_dir
+    if not force and run.is_done(STAGE, fp) and (root / "summary.md").exists():
+        return False
+    device = getattr(run, "device", "cpu")
+    cache = ActivationCache(run.activations_dir, expected_model_hash=model_hash(run.model_dir))
+    saes = load_saes(root, device=device, hook_names=[h for h in (run.cfg.sae.hooks or cache.hooks)])
+    heldout = _heldout_from_disk(root, cache)
+    _, vocab = load_task(run.data_dir)
+    task = TaskEvaluator.from_run(run, device=device)
+    ecfg = run.cfg.sae_eval
+    per_hook = {}
+    for h, sae in saes.items():
+        cache.check_hook(h)
+        res = evaluate_sae(sae, cache, h, heldout, ecfg, task, vocab.names)
+        m_path = sae_dir(root, h) / "metrics.json"
+        metrics = read_json(m_path) if m_path.exists() else {"hook_name": h}
+        metrics.update(res)
+        write_json(m_path, metrics)
+        per_hook[h] = metrics
+        r, t = res["reconstruction"], res["task"]["splits"]["test_id"]
+        print(f"eval-sae: {h}: EV {r['explained_variance']:.3f} L0 {r['l0']:.1f} dead {r['dead_fraction']:.1%} | test_id acc "
+              f"{t['acc_clean']:.3f} -> {t['acc_sae']:.3f}, loss recovered {_fmt(t['loss_recovered'])} | bridge "
+              f"{_best_bridge(res['alignment'])}")
+    write_summary(per_hook, root, ecfg.auroc_threshold)
+    run.mark_done(STAGE, fp, hooks=list(per_hook), summary=str(root / "summary.md"))
+    return True
+
+
+def _heldout_from_disk(root: Path, cache: ActivationCache) -> torch.Tensor:
+    from sae_ooc.io import load_tensors
+
+    path = eval_rows(root)
+    if not path.exists():
+        raise UserError(f"{path} is missing; rerun `sae-ooc train-sae --force --run {Path(root).parent}`")
+    mask = torch.zeros(cache.n_tokens, dtype=torch.bool)
+    mask[load_tensors(path)["rows"]] = True
+    return mask
+
+
+def _fmt(x, spec: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def _best_bridge(al: dict) -> str:
+    best = max((v for v in al.values() if v["variable"] == "bridge"), key=lambda v: v["frac_detected_features"], default=None)
+    if best is None:
+        return "n/a"
+    return f"{best['frac_detected_features']:.0%} of values by one feature at {best['position']} (probe {best['frac_detected_probe']:.0%})"
+
+
+def write_summary(per_hook: dict[str, dict], root: Path, threshold: float) -> Path:
+    """RUN/saes/summary.md (a table over layers + alignment tables) and the alignment heatmaps."""
+    from sae_ooc.io import write_text
+    from sae_ooc.plots_sae import plot_alignment_heatmap
+    from sae_ooc.saes import hook_sort_key
+
+    hooks = sorted(per_hook, key=hook_sort_key)
+    lines = ["# SAEs: reconstruction, spliced-in task metrics, ground-truth alignment", "",
+             "Reconstruction on held-out sequences; task metrics with the SAE replacing the activation at its hook "
+             "(loss recovered = (CE_zero - CE_sae) / (CE_zero - CE_clean), on test_id).", "",
+             "| hook | arch | d_sae | EV | FVU | MSE | L0 | dead | dense | test_id acc clean | test_id acc SAE | loss recovered | train acc SAE | test_ood acc SAE | atomic acc SAE |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for h in hooks:
+        m = per_hook[h]
+        r = m["reconstruction"]
+        t = m.get("task", {}).get("splits", {})
+        acc = lambda s, k="acc_sae": _fmt(t.get(s, {}).get(k))  # noqa: E731
+        lines.append(f"| {h} | {m.get('architecture', '?')} | {m.get('d_sae', '?')} | {_fmt(r['explained_variance'])} | {_fmt(r['fvu'])} | "
+                     f"{_fmt(r['mse'], '.4g')} | {r['l0']:.2f} | {r['dead_fraction']:.1%} | {r['dense_fraction']:.1%} | "
+                     f"{acc('test_id', 'acc_clean')} | {acc('test_id')} | {_fmt(m.get('task', {}).get('loss_recovered'))} | "
+                     f"{acc('train')} | {acc('test_ood')} | {acc('atomic_test')} |")
+    positions = ["head", "r1", "r2"]
+    figs = []
+    for var in VARIABLES:
+        lines += ["", f"## {var}: share of values detected with AUROC >= {threshold} (held-out), one SAE feature / linear probe", "",
+                  "| hook | " + " | ".join(positions) + " |", "|---|" + "---|" * len(positions)]
+        grid = {}
+        for h in hooks:
+            cells = []
+            for pos in positions:
+                a = per_hook[h].get("alignment", {}).get(f"{var}@{pos}")
+                if a is None:
+                    cells.append("–")
+                    continue
+                grid[(h, pos)] = {"features": a["frac_detected_features"], "probe": a["frac_detected_probe"]}
+                cells.append(f"{a['frac_detected_features']:.0%} / {a['frac_detected_probe']:.0%} (n={a['n_values']})")
+            lines.append(f"| {h} | " + " | ".join(cells) + " |")
+        if grid:
+            plot_alignment_heatmap(grid, hooks, positions, Path(root) / f"alignment_{var}", variable=var)
+            figs.append(f"alignment_{var}.png")
+    bridge = [(h, a) for h in hooks for a in per_hook[h].get("alignment", {}).values() if a["variable"] == "bridge"]
+    if bridge:
+        h, a = max(bridge, key=lambda x: (x[1]["frac_detected_features"], x[1]["mean_auroc_features"]))
+        lines += ["", f"**Bridge entity**: best read out at `{h}`, position {a['position']}: one feature detects "
+                  f"{a['frac_detected_features']:.0%} of {a['n_values']} bridge values (mean AUROC {a['mean_auroc_features']:.3f}); "
+                  f"linear probe {a['frac_detected_probe']:.0%} (mean AUROC {a['mean_auroc_probe']:.3f})."]
+        hp = max(bridge, key=lambda x: (x[1]["frac_detected_probe"], x[1]["mean_auroc_probe"]))
+        lines.append(f"Probe's best: `{hp[0]}` at {hp[1]['position']} ({hp[1]['frac_detected_probe']:.0%}).")
+    lines += ["", "Figures: " + ", ".join(figs), ""]
+    path = Path(root) / "summary.md"
+    write_text(path, "\n".join(lines))
+    return path

@@ -420,7 +420,7 @@ def configured_hooks(cache: ActivationCache, p: SaeConfig) -> list[str]:
     return hooks
 
 
-def run_train_sae(run, force: bool = False, stop_after_steps: int | None = None) -> bool:
+def run_train_sae(run, force: bool = False, stop_after_steps: int | None = None, wandb: bool = False) -> bool:
     """Stage `train-sae`: one SAE per configured hook into RUN/saes/<hook_name>/ (+ the sweep, if configured)."""
     from sae_ooc.model import model_hash
 
@@ -441,7 +441,7 @@ def run_train_sae(run, force: bool = False, stop_after_steps: int | None = None)
         if not force and m_path.exists() and read_json(m_path).get("settings") == settings_hash(p, h, cache):
             summary[h] = read_json(m_path)["reconstruction"]
             continue  # this hook finished before an interruption
-        m = train_sae(cache, h, out, p, device=device, resume=not force, stop_after_steps=stop_after_steps)
+        m = train_sae(cache, h, out, p, device=device, resume=not force, stop_after_steps=stop_after_steps, wandb=wandb)
         if m is None:
             return True
         summary[h] = m["reconstruction"]
