@@ -23,8 +23,9 @@ def main(run, args) -> int:
           f"{s['n_nonzero_nodes']} nonzero nodes" + (f", top {top['node']} ({top['mean_effect']:+.3f})" if top else ""))
     if args.validate:
         v = read_json(run.attribution_dir / VALIDATION_FILE)
+        top = v["top"]
         for m, r in v["methods"].items():
             print(f"  {m} vs exact on {v['n_pairs']} pairs, {v['n_active_nodes']} active nodes: Spearman {r['spearman_all']:.3f} "
-                  f"(top {v['top']}: {r[f'spearman_top{v['top']}']:.3f}), top-10 overlap {r['top10_overlap']:.2f}, "
+                  f"(top {top}: {r[f'spearman_top{top}']:.3f}), top-10 overlap {r['top10_overlap']:.2f}, "
                   f"{'trusted' if r['trusted'] else 'NOT trusted'}")
     return 0

@@ -1,0 +1,206 @@
+"""Node attribution: splicing, exact patching against independent computations, atp/ig on a linear model,
+prompt pairs, and the `attribute` stage's files."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from circuit_fixtures import HOOKS, linear_model, linear_sae, make_run, topk_sae
+from safetensors import safe_open
+
+from sae_ooc.attribution import (
+    EFFECTS_FILE,
+    EFFECTS_JSON,
+    VALIDATION_FILE,
+    effects_exact,
+    load_node_effects,
+    load_spliced,
+    make_pairs,
+    node_effects,
+    rankdata,
+    run_attribute,
+    spearman,
+    two_hop_facts,
+)
+from sae_ooc.cli import main as cli_main
+from sae_ooc.config import load_config
+from sae_ooc.data import generate, split_tensors
+from sae_ooc.model import build_model
+from sae_ooc.spliced import Spliced
+
+TINY = load_config(__import__("circuit_fixtures").ROOT / "configs" / "tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def task():
+    return generate(TINY.task)
+
+
+@pytest.fixture(scope="module")
+def tiny_spliced(task):
+    ds, vocab = task
+    model = build_model(TINY.model, vocab, seed=0)
+    saes = {h: topk_sae(h, TINY.model.d_model, seed=i) for i, h in enumerate(HOOKS)}
+    return model, Spliced(model, saes)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    run = make_run(tmp_path_factory.mktemp("attr"), overrides=["attribution.method=exact", "attribution.validate_pairs=6"])
+    assert run_attribute(run, validate=True) is True
+    return run
+
+
+def test_splicing_preserves_logits(task, tiny_spliced):
+    ds, vocab = task
+    model, sp = tiny_spliced
+    tokens = split_tensors(ds["train"], vocab.pad_id).tokens
+    with torch.no_grad():
+        ref = model(tokens)
+        spliced = sp.model(tokens)
+        cached, vals = sp.cache(tokens)
+    leaves_logits, _, _ = sp.run_leaves(tokens)
+    for out in (spliced, cached, leaves_logits.detach()):
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    # the SAEs really are in the forward pass: feature activations are the SAE's encoding of the hook's input
+    _, cache = model.run_with_cache(tokens, names_filter=HOOKS[1])
+    torch.testing.assert_close(vals.acts[HOOKS[1]], sp.saes[HOOKS[1]].encode(cache[HOOKS[1]]))
+
+
+def test_pairs_are_known_facts_with_other_bridge_and_answer(task):
+    ds, vocab = task
+    facts = two_hop_facts(ds)
+    pairs = make_pairs(ds, vocab, "test_id", 50, seed=3)
+    assert 0 < len(pairs) <= 50
+    for c, k, a, a2, b, b2 in zip(pairs.clean, pairs.corrupt, pairs.answer, pairs.answer_corrupt, pairs.bridge, pairs.bridge_corrupt):
+        assert c[1:].tolist() == k[1:].tolist()
+        assert (int(k[0]), int(b2), int(a2)) in facts[(int(c[1]), int(c[2]))]
+        assert (int(c[0]), int(b), int(a)) in facts[(int(c[1]), int(c[2]))]
+        assert b != b2 and a != a2
+    test_id = {tuple(r) for r in ds["test_id"]["input_ids"]}
+    assert all(tuple(c.tolist()) in test_id for c in pairs.clean)
+    again = make_pairs(ds, vocab, "test_id", 50, seed=3)
+    assert torch.equal(again.clean, pairs.clean) and torch.equal(again.corrupt, pairs.corrupt)
+    assert not torch.equal(make_pairs(ds, vocab, "all", 50, seed=4).clean, pairs.clean)
+
+
+def test_exact_patching_matches_a_single_hooked_patch(task, tiny_spliced):
+    ds, vocab = task
+    _, sp = tiny_spliced
+    pairs = make_pairs(ds, vocab, "all", 4, seed=0)
+    eff = effects_exact(sp, pairs, "logit_diff", chunk=37)  # an odd chunk size crosses pair boundaries
+    h = HOOKS[1]
+    _, clean = sp.cache(pairs.clean)
+    _, corr = sp.cache(pairs.corrupt)
+    b, p, f = (corr.acts[h] != clean.acts[h]).nonzero()[0].tolist()
+
+    def patch(acts, hook):
+        acts = acts.clone()
+        acts[0, p, f] = corr.acts[h][b, p, f]
+        return acts
+
+    one = pairs.subset([b])
+    with torch.no_grad():
+        m0 = one.metric(sp.model(one.clean), "logit_diff")
+        m1 = one.metric(sp.model.run_with_hooks(one.clean, fwd_hooks=[(f"{h}.hook_sae_acts_post", patch)]), "logit_diff")
+    assert eff[h][b, p, f].item() == pytest.approx((m1 - m0).item(), abs=1e-5)
+    assert eff[h][b, p, f] != 0
+    # nodes whose clean and corrupted values agree have no effect
+    same = (corr.acts[h] == clean.acts[h])
+    assert torch.all(eff[h][..., :-1][same] == 0)
+
+
+def test_error_node_holding_the_whole_activation_patches_like_the_activation(task):
+    ds, vocab = task
+    model = build_model(TINY.model, vocab, seed=1)
+    saes = {h: topk_sae(h, TINY.model.d_model, seed=i) for i, h in enumerate(HOOKS)}
+    h = HOOKS[1]
+    with torch.no_grad():  # reconstruction 0: the error term is the whole activation
+        saes[h].W_dec.zero_()
+        saes[h].b_dec.zero_()
+    sp = Spliced(model, saes)
+    pairs = make_pairs(ds, vocab, "all", 5, seed=1)
+    eff = effects_exact(sp, pairs, "logit_diff")
+    _, corr_cache = model.run_with_cache(pairs.corrupt, names_filter=h)
+    with torch.no_grad():
+        m0 = pairs.metric(model(pairs.clean), "logit_diff")
+        for pos in range(3):
+            def patch(x, hook, pos=pos):
+                x = x.clone()
+                x[:, pos] = corr_cache[h][:, pos]
+                return x
+
+            m1 = pairs.metric(model.run_with_hooks(pairs.clean, fwd_hooks=[(h, patch)]), "logit_diff")
+            torch.testing.assert_close(eff[h][:, pos, -1], m1 - m0, atol=1e-5, rtol=1e-4)
+    assert eff[h][:, 0, -1].abs().max() > 1e-4
+
+
+def test_atp_and_ig_equal_exact_when_the_metric_is_linear(task):
+    ds, vocab = task
+    model = linear_model(vocab)
+    sp = Spliced(model, {h: linear_sae(h, 16, seed=i) for i, h in enumerate(HOOKS)})
+    pairs = make_pairs(ds, vocab, "all", 6, seed=2)
+    exact = node_effects(sp, pairs, "exact", "logit_diff", progress=False)
+    atp = node_effects(sp, pairs, "atp", "logit_diff", progress=False)
+    ig = node_effects(sp, pairs, "ig", "logit_diff", ig_steps=3, progress=False)
+    scale = max(e.abs().max() for e in exact.values())
+    assert scale > 1e-3
+    for h in HOOKS:
+        torch.testing.assert_close(atp[h], exact[h], atol=1e-4 * scale, rtol=1e-3)
+        torch.testing.assert_close(ig[h], exact[h], atol=1e-4 * scale, rtol=1e-3)
+    # and the effects of all nodes of one hook add up to the total effect (no nonlinearity anywhere)
+    total = pairs.metric(sp.model(pairs.corrupt), "logit_diff") - pairs.metric(sp.model(pairs.clean), "logit_diff")
+    torch.testing.assert_close(exact[HOOKS[0]].sum((1, 2)), total.detach(), atol=1e-4, rtol=1e-3)
+
+
+def test_spearman_matches_its_definition():
+    assert rankdata(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [3.5, 1.0, 3.5, 2.0]
+    a = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert spearman(a, a ** 3) == pytest.approx(1.0)
+    assert spearman(a, -a) == pytest.approx(-1.0)
+
+
+def test_attribute_stage_files(run):
+    ne = load_node_effects(run.attribution_dir / EFFECTS_FILE)
+    assert ne.hooks == HOOKS and ne.method == "exact"
+    n = len(ne.pairs)
+    assert n == 12
+    with safe_open(str(run.attribution_dir / EFFECTS_FILE), framework="pt") as f:
+        keys = set(f.keys())
+        for h in HOOKS:
+            assert f.get_tensor(f"effects.{h}").shape == (3, 48 + 1)
+            torch.testing.assert_close(f.get_tensor(f"effects.{h}"), f.get_tensor(f"per_prompt.{h}").mean(0))
+    assert {"pairs.clean", "pairs.corrupt", "metric.clean", "metric.corrupt"} <= keys
+    # the per-prompt effects are what exact patching gives on those pairs
+    sp = load_spliced(run)
+    again = effects_exact(sp, ne.pairs.subset(slice(0, 3)), "logit_diff")
+    for h in HOOKS:
+        torch.testing.assert_close(again[h], ne.per_prompt[h][:3], atol=1e-5, rtol=1e-4)
+    s = json.loads((run.attribution_dir / EFFECTS_JSON).read_text())
+    effects = [abs(x["mean_effect"]) for x in s["nodes"]]
+    assert effects == sorted(effects, reverse=True) and len(s["nodes"][0]["per_prompt"]) == n
+    top = s["nodes"][0]
+    col = ne.d_sae[top["hook"]] if top["feature"] == "error" else top["feature"]
+    assert top["mean_effect"] == pytest.approx(float(ne.mean[top["hook"]][top["position"], col]))
+    torch.testing.assert_close(torch.tensor(s["total_effect_mean"]), (ne.metric_corrupt - ne.metric_clean).mean())
+    v = json.loads((run.attribution_dir / VALIDATION_FILE).read_text())
+    assert v["n_pairs"] == 6 and v["n_active_nodes"] > 50
+    for m in ("atp", "ig"):
+        r = v["methods"][m]
+        assert -1 <= r["spearman_all"] <= 1 and 0 <= r["top10_overlap"] <= 1 and isinstance(r["trusted"], bool)
+    assert (run.attribution_dir / "validation.png").exists() and (run.attribution_dir / "validation.svg").exists()
+    assert run_attribute(run) is False  # unchanged inputs: skipped
+
+
+def test_attribute_cli(run, capsys):
+    assert cli_main(["attribute", "--run", str(run.root)]) == 0
+    out = capsys.readouterr().out
+    assert "unchanged, skipped" in out and "exact on 12 pairs" in out
+
+
+def test_attribute_without_saes_is_a_one_line_error(tmp_path, capsys):
+    run = make_run(tmp_path, saes={})
+    assert cli_main(["attribute", "--run", str(run.root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train-sae" in err

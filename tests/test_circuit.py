@@ -1,0 +1,203 @@
+"""Circuits: faithfulness end points, ablation against hand-made hooks, gradient edges against exact edge
+patching on a linear model, edge ablation, and the `circuit` stage's files."""
+
+import json
+
+import pytest
+import torch
+from circuit_fixtures import HOOKS, ROOT, linear_model, linear_sae, make_run, topk_sae
+
+from sae_ooc.attribution import EFFECTS_FILE, NodeEffects, load_node_effects, load_spliced, make_pairs, node_effects, run_attribute
+from sae_ooc.circuit import (
+    CIRCUIT_FILE,
+    FAITHFULNESS_FILE,
+    SINK,
+    Ablation,
+    Faith,
+    Node,
+    ablate_edges,
+    ablated_metric,
+    ablation_values,
+    circuit_scores,
+    edge_weights,
+    exact_edges,
+    keep_masks,
+    run_circuit,
+    select_nodes,
+)
+from sae_ooc.cli import main as cli_main
+from sae_ooc.config import load_config
+from sae_ooc.data import generate
+from sae_ooc.model import build_model
+from sae_ooc.spliced import Spliced
+
+TINY = load_config(ROOT / "configs" / "tiny.yaml")
+CIRCUIT_SETTINGS = ["circuit.top_n=6", "circuit.curve_sizes=[0,3,6,1000]", "circuit.edge_counts=[2,4]", "circuit.random_edge_sets=3",
+                    "circuit.edge_check=6", "circuit.mean_examples=64"]
+
+
+@pytest.fixture(scope="module")
+def task():
+    return generate(TINY.task)
+
+
+@pytest.fixture(scope="module")
+def setup(task):
+    ds, vocab = task
+    model = build_model(TINY.model, vocab, seed=0)
+    sp = Spliced(model, {h: topk_sae(h, TINY.model.d_model, seed=i) for i, h in enumerate(HOOKS)})
+    pairs = make_pairs(ds, vocab, "all", 8, seed=0)
+    ne = NodeEffects(sp.hooks, sp.d_sae, "atp", "logit_diff", node_effects(sp, pairs, "atp", "logit_diff", progress=False), pairs,
+                     torch.zeros(len(pairs)), torch.zeros(len(pairs)))
+    return sp, pairs, ne
+
+
+@pytest.fixture(scope="module")
+def linear(task):
+    ds, vocab = task
+    sp = Spliced(linear_model(vocab), {h: linear_sae(h, 16, seed=i) for i, h in enumerate(HOOKS)})
+    pairs = make_pairs(ds, vocab, "all", 6, seed=1)
+    ne = NodeEffects(sp.hooks, sp.d_sae, "exact", "logit_diff", node_effects(sp, pairs, "exact", "logit_diff", progress=False), pairs,
+                     torch.zeros(len(pairs)), torch.zeros(len(pairs)))
+    return sp, pairs, ne
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    run = make_run(tmp_path_factory.mktemp("circ"), train_steps=20, overrides=CIRCUIT_SETTINGS)
+    run_attribute(run)
+    assert run_circuit(run) is True
+    return run
+
+
+def test_faithfulness_is_one_for_the_model_and_zero_for_the_empty_circuit(task, setup):
+    ds, _ = task
+    sp, pairs, ne = setup
+    for kind in ("mean", "zero", "resample"):
+        abl = ablation_values(sp, ds, kind, 64, seed=0, n_pairs=len(pairs))
+        m_full = ablated_metric(sp, pairs, None, abl, "logit_diff")
+        m_empty = ablated_metric(sp, pairs, keep_masks(sp, []), abl, "logit_diff")
+        faith = Faith(m_full, m_empty)
+        everything = [Node(h, p, i) for h in HOOKS for p in range(3) for i in [None, *range(sp.d_sae[h])]]
+        s = circuit_scores(sp, pairs, everything, abl, "logit_diff", faith)
+        assert s["faithfulness"] == pytest.approx(1.0, abs=1e-4)
+        assert s["completeness"] == pytest.approx(0.0, abs=1e-6)
+        assert circuit_scores(sp, pairs, [], abl, "logit_diff", faith)["faithfulness"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_mean_ablation_sets_nodes_to_their_task_mean(task, setup):
+    ds, _ = task
+    sp, pairs, _ = setup
+    abl = ablation_values(sp, ds, "mean", 10**6, seed=0, n_pairs=len(pairs))
+    two_hop = torch.tensor([ids for ids, hop in zip(ds["train"]["input_ids"], ds["train"]["hop"]) if hop == 2])
+    _, vals = sp.cache(two_hop)
+    torch.testing.assert_close(abl.acts[HOOKS[1]], vals.acts[HOOKS[1]].mean(0), atol=1e-5, rtol=1e-4)
+    # keeping everything but one error node equals overwriting that error term by hand
+    h, keep = HOOKS[1], [Node(h2, p, None) for h2 in HOOKS for p in range(3)]
+    keep += [Node(h2, p, i) for h2 in HOOKS for p in range(3) for i in range(sp.d_sae[h2])]
+    keep.remove(Node(h, 1, None))
+    got = ablated_metric(sp, pairs, keep_masks(sp, keep), abl, "logit_diff")
+
+    def overwrite(e, hook):
+        e = e.clone()
+        e[:, 1] = abl.errs[h][1]
+        return e
+
+    with torch.no_grad():
+        want = pairs.metric(sp.model.run_with_hooks(pairs.clean, fwd_hooks=[(f"{h}.hook_sae_error", overwrite)]), "logit_diff")
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_selection_by_top_n_threshold_and_error_rule(setup):
+    _, _, ne = setup
+    ranked = [(h, p, i, v) for h, p, i, v in ne.ranked() if i is not None]
+    nodes = select_nodes(ne, 5, errors="none")
+    assert [(n.hook, n.pos, n.idx) for n in nodes] == [r[:3] for r in ranked[:5]]
+    cut = abs(ranked[4][3])
+    errs = [n for n in select_nodes(ne, 5, errors="threshold") if n.is_error]
+    assert all(abs(float(ne.mean[n.hook][n.pos, -1])) >= cut for n in errs)
+    thr = select_nodes(ne, 0, node_threshold=cut, errors="none")
+    assert len(thr) == 5
+    assert len([n for n in select_nodes(ne, 0, errors="all") if n.is_error]) == len(HOOKS) * 3
+
+
+def test_gradient_edges_agree_with_exact_edge_patching_on_a_linear_model(linear):
+    sp, pairs, ne = linear
+    nodes = select_nodes(ne, 12, errors="all")
+    edges = edge_weights(sp, pairs, nodes, "logit_diff")
+    assert any(d == SINK for _, d in edges) and any(d != SINK for _, d in edges)
+    keys = sorted(edges, key=lambda e: -abs(edges[e]))[:30]
+    exact = exact_edges(sp, pairs, keys, "logit_diff")
+    scale = max(abs(edges[k]) for k in keys)
+    for k, x in zip(keys, exact):
+        assert edges[k] == pytest.approx(x, abs=1e-3 * scale), k
+    # edges only run forward: from an earlier SAE layer, never to an earlier position
+    order = {h: i for i, h in enumerate(HOOKS)}
+    for u, d in edges:
+        if d != SINK:
+            hu, pu, hd, pd = u.split(":")[0], int(u.split(":")[1]), d.split(":")[0], int(d.split(":")[1])
+            assert order[hu] < order[hd] and pu <= pd
+
+
+def test_edges_into_a_node_add_up_to_its_linearised_effect(linear):
+    sp, pairs, ne = linear
+    nodes = select_nodes(ne, 10**6, errors="all")  # every node: nothing upstream is left out
+    edges = edge_weights(sp, pairs, [n for n in nodes if n.hook != HOOKS[2]] + [n for n in nodes if n.hook == HOOKS[2]][:3], "logit_diff")
+    d = next(n for n in nodes if n.hook == HOOKS[2] and any(t == n.id for _, t in edges))
+    incoming = sum(w for (u, t), w in edges.items() if t == d.id and u.startswith(HOOKS[1]))
+    assert incoming == pytest.approx(float(ne.mean[d.hook][d.pos, d.idx if d.idx is not None else -1]), rel=1e-3, abs=1e-6)
+
+
+def test_ablating_no_edges_is_the_model_and_ablating_sink_edges_is_ablating_the_nodes(task, linear):
+    ds, _ = task
+    sp, pairs, ne = linear
+    abl = ablation_values(sp, ds, "mean", 64, 0, len(pairs))
+    clean = pairs.metric(sp.model(pairs.clean), "logit_diff").detach()
+    torch.testing.assert_close(ablate_edges(sp, pairs, [], abl, "logit_diff"), clean, atol=1e-5, rtol=1e-4)
+    # the last SAE layer only reaches the metric directly, so ablating its edges to the metric = ablating its nodes
+    last = [Node(HOOKS[2], p, i) for p in range(3) for i in range(3)]
+    got = ablate_edges(sp, pairs, [(n.id, SINK) for n in last], abl, "logit_diff")
+    everything = [Node(h, p, i) for h in HOOKS for p in range(3) for i in [None, *range(sp.d_sae[h])]]
+    want = ablated_metric(sp, pairs, keep_masks(sp, [n for n in everything if n not in last]), abl, "logit_diff")
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_circuit_stage_files(run):
+    c = json.loads((run.circuit_dir / CIRCUIT_FILE).read_text())
+    f = json.loads((run.circuit_dir / FAITHFULNESS_FILE).read_text())
+    ne = load_node_effects(run.attribution_dir / EFFECTS_FILE)
+    feats = [n for n in c["nodes"] if n["type"] == "feature"]
+    assert len(feats) == 6 == f["n_feature_nodes"]
+    top6 = [(h, p, i) for h, p, i, _ in ne.ranked() if i is not None][:6]
+    assert [(n["hook"], n["position"], n["feature"]) for n in feats] == top6
+    for n in c["nodes"]:
+        col = ne.d_sae[n["hook"]] if n["type"] == "error" else n["feature"]
+        assert n["effect"] == pytest.approx(float(ne.mean[n["hook"]][n["position"], col]))
+        assert "description" in n and "top_activations" in n and "promoted" in n
+    ids = {n["id"] for n in c["nodes"]} | {SINK}
+    assert c["edges"] and all(e["source"] in ids and e["target"] in ids for e in c["edges"])
+    assert c["scores"]["faithfulness"] == f["faithfulness"]
+    sizes = [r["n_features"] for r in f["curve"]]
+    assert sizes == sorted(set(sizes)) and sizes[0] == 0 and 6 in sizes
+    assert f["curve"][0]["faithfulness"] == pytest.approx(0.0, abs=1e-6)
+    assert f["curve"][-1]["n_features"] == len([r for r in ne.ranked() if r[2] is not None])
+    chk = f["edges"]["exact_check"]
+    assert chk["n_edges"] == min(6, len(c["edges"])) and len(chk["edges"]) == chk["n_edges"]
+    for row in f["edges"]["ablation"]:
+        assert len(row["random_edges_drops"]) in (0, 3) and isinstance(row["top_hurts_more"], bool)
+    assert set(f["target"]) >= {"faithfulness", "max_feature_nodes", "min_feature_nodes_reaching", "met"}
+    for ext in ("png", "svg"):
+        assert (run.circuit_dir / f"faithfulness_curve.{ext}").stat().st_size > 0
+    assert run_circuit(run) is False
+
+
+def test_circuit_cli(run, capsys):
+    assert cli_main(["circuit", "--run", str(run.root)]) == 0
+    out = capsys.readouterr().out
+    assert "faithfulness" in out and "ablating top 2 edges" in out
+
+
+def test_circuit_needs_attribution(tmp_path, capsys):
+    run = make_run(tmp_path)
+    assert cli_main(["circuit", "--run", str(run.root)]) == 2
+    assert "sae-ooc attribute" in capsys.readouterr().err

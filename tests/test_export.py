@@ -1,0 +1,135 @@
+"""Export: every format parses (SVG as XML, graph JSON against GRAPH_SCHEMA, DOT structure, a self-contained
+HTML page with escaped labels), drawing options, and the `export` command with --out and --results-dir."""
+
+import json
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+from circuit_fixtures import HOOKS, make_run
+
+from sae_ooc.attribution import run_attribute
+from sae_ooc.circuit import run_circuit
+from sae_ooc.cli import main as cli_main
+from sae_ooc.export import GRAPH_SCHEMA, ExportOptions, check_schema, export_circuit, select_drawn, validate_graph
+
+EVIL = '<script>alert("x")</script>'
+
+
+def synthetic_circuit() -> dict:
+    hooks = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"]
+    nodes = []
+    for k, (h, p, f, eff) in enumerate([(0, 0, 3, -1.0), (0, 0, None, -0.4), (1, 2, 7, -0.8), (1, 1, 9, 0.3), (1, 2, 11, 0.01)]):
+        nid = f"{hooks[h]}:{p}:{'err' if f is None else f}"
+        nodes.append({"id": nid, "hook": hooks[h], "hook_index": h, "position": p, "role": ["head", "r1", "r2"][p],
+                      "type": "error" if f is None else "feature", "feature": f, "effect": eff, "effect_std": 0.1, "rank": k + 1,
+                      "label": EVIL if f == 3 else None, "description": EVIL if f == 3 else "on e1@head → e2",
+                      "top_activations": [{"prompt": "e1 r0 r1", "position": p, "role": "head", "token": "e1", "activation": 1.5}],
+                      "promoted": [{"token": "e2", "score": 0.7}]})
+    ids = [n["id"] for n in nodes]
+    edges = [{"source": ids[0], "target": ids[2], "weight": -0.5}, {"source": ids[1], "target": ids[2], "weight": 0.2},
+             {"source": ids[0], "target": ids[3], "weight": 0.001}, {"source": ids[2], "target": "metric", "weight": -0.9},
+             {"source": ids[3], "target": "metric", "weight": 0.25}, {"source": ids[4], "target": "metric", "weight": 0.01}]
+    return {"metadata": {"config": "synthetic", "method": "atp", "metric": "logit_diff", "n_pairs": 4, "hooks": hooks, "d_sae": {h: 16 for h in hooks},
+                         "positions": ["head", "r1", "r2"], "sink": {"id": "metric", "description": "logit(t2) - logit(t2')"},
+                         "example_prompt": "e1 r0 r1", "example_answer": "e2"},
+            "scores": {"faithfulness": 0.9, "completeness": 0.1}, "nodes": nodes, "edges": edges}
+
+
+def check_outputs(out, circuit):
+    svg = ET.parse(out / "circuit.svg").getroot()
+    assert svg.tag.endswith("svg")
+    assert (out / "circuit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    graph = json.loads((out / "graph.json").read_text())
+    assert validate_graph(graph) == []
+    types = {n["feature_type"] for n in graph["nodes"]}
+    assert {"embedding", "logit", "sae feature"} <= types
+    assert sum(n["is_target_logit"] for n in graph["nodes"]) == 1
+
+    dot = (out / "circuit.dot").read_text()
+    assert dot.startswith("digraph circuit {") and dot.rstrip().endswith("}")
+    assert dot.count("{") == dot.count("}")
+    declared = set(re.findall(r'^\s*("(?:[^"\\]|\\.)*") \[label=', dot, re.M))
+    for src, dst in re.findall(r'^\s*("(?:[^"\\]|\\.)*") -> ("(?:[^"\\]|\\.)*")', dot, re.M):
+        assert src in declared and dst in declared
+
+    page = (out / "circuit.html").read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
+    assert "http://" not in page and "https://" not in page
+    assert page.count("<script") == 2 and page.count("</script>") == 2  # only our own two blocks
+    ET.fromstring(page[page.index("<svg"): page.index("</svg>") + 6])  # the inline SVG is well-formed XML
+    full = json.loads((out / "circuit_full.json").read_text())
+    assert full["nodes"] == circuit["nodes"] and full["edges"] == circuit["edges"]
+    return graph, dot, page, full
+
+
+def test_synthetic_circuit_exports_and_escapes(tmp_path):
+    circuit = synthetic_circuit()
+    export_circuit(circuit, tmp_path, ExportOptions(edge_threshold=0.0))
+    graph, dot, page, full = check_outputs(tmp_path, circuit)
+    assert "&lt;script&gt;" in page and EVIL not in page
+    assert "\\u003cscript\\u003e" in page  # the hover data carries the label, escaped inside its JSON block
+    assert '<script>alert(\\"x\\")' in dot  # DOT strings keep the text (captions are truncated), quotes escaped
+    assert len(graph["links"]) == 6 and len(full["drawn"]["nodes"]) == 5
+
+
+def test_drawing_options_only_change_what_is_drawn(tmp_path):
+    circuit = synthetic_circuit()
+    nodes, edges = select_drawn(circuit, ExportOptions(max_nodes=3, edge_threshold=0.1))
+    assert [n["effect"] for n in nodes] == [-1.0, -0.8, -0.4]
+    ids = {n["id"] for n in nodes} | {"metric"}
+    assert all(e["source"] in ids and e["target"] in ids and abs(e["weight"]) >= 0.09 for e in edges)
+    assert len(edges) == 3
+    export_circuit(circuit, tmp_path, ExportOptions(max_nodes=3, edge_threshold=0.1))
+    full = json.loads((tmp_path / "circuit_full.json").read_text())
+    assert len(full["nodes"]) == 5 and len(full["drawn"]["nodes"]) == 3  # the circuit keeps everything
+    assert len(json.loads((tmp_path / "graph.json").read_text())["links"]) == 3
+
+
+def test_schema_checker_rejects_bad_graphs():
+    circuit = synthetic_circuit()
+    from sae_ooc.export import to_graph_json
+
+    nodes, edges = select_drawn(circuit, ExportOptions())
+    graph = to_graph_json(circuit, nodes, edges, ExportOptions())
+    assert check_schema(graph, GRAPH_SCHEMA) == []
+    bad = json.loads(json.dumps(graph))
+    del bad["nodes"][0]["ctx_idx"]
+    bad["nodes"][1]["feature_type"] = "neuron"
+    bad["links"].append({"source": "nowhere", "target": "metric", "weight": 1.0})
+    errs = validate_graph(bad)
+    assert any("ctx_idx" in e for e in errs) and any("neuron" in e for e in errs)
+    bad2 = json.loads(json.dumps(graph))
+    bad2["links"].append({"source": "nowhere", "target": "metric", "weight": 1.0})
+    assert validate_graph(bad2) == ["link nowhere -> metric: unknown endpoint"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    labels = {h: [{"feature": f, "variable": "bridge", "position": "r1", "value": EVIL, "auroc": 0.93} for f in range(48)] for h in HOOKS}
+    run = make_run(tmp_path_factory.mktemp("export"), labels=labels,
+                   overrides=["circuit.top_n=5", "circuit.curve_sizes=[0]", "circuit.edge_counts=[2]", "circuit.random_edge_sets=2",
+                              "circuit.edge_check=2", "circuit.mean_examples=32", "attribution.n_pairs=6"])
+    run_attribute(run)
+    run_circuit(run)
+    return run
+
+
+def test_export_command_on_a_run(run, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert cli_main(["export", "--run", str(run.root), "--results-dir", str(results)]) == 0
+    out = run.root / "export"
+    circuit = json.loads((run.circuit_dir / "circuit.json").read_text())
+    graph, dot, page, _ = check_outputs(out, circuit)
+    assert "&lt;script&gt;" in page and EVIL not in page
+    labelled = [n for n in circuit["nodes"] if n["type"] == "feature"]
+    assert labelled and all(n["label"] == f"bridge={EVIL}@r1" for n in labelled)
+    for f in ("circuit.png", "circuit.svg", "circuit.html"):
+        assert (results / f).read_bytes() == (out / f).read_bytes()
+    assert "copied the diagram" in capsys.readouterr().out
+    other = tmp_path / "elsewhere"
+    assert cli_main(["export", "--run", str(run.root), "--out", str(other), "--max-nodes", "2", "--results-dir", "none"]) == 0
+    assert len(json.loads((other / "circuit_full.json").read_text())["drawn"]["nodes"]) == 2
+    assert not (tmp_path / "results" / "graph.json").exists()
