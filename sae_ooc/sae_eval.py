@@ -212,6 +212,9 @@ def auroc_matrix(scores: torch.Tensor, labels: torch.Tensor, values: torch.Tenso
 def torch_threads(n: int):
     """Run small-tensor loops on `n` threads: on a busy machine OpenMP's barriers make tiny ops on 2 threads ~100x slower."""
     old = torch.get_num_threads()
+    if n <= 0:
+        yield
+        return
     torch.set_num_threads(n)
     try:
         yield
@@ -360,7 +363,8 @@ def run_eval_sae(run, force: bool = False) -> bool:
     per_hook = {}
     for h, sae in saes.items():
         cache.check_hook(h)
-        res = evaluate_sae(sae, cache, h, heldout, ecfg, task, vocab.names)
+        with torch_threads(run.cfg.sae.threads):
+            res = evaluate_sae(sae, cache, h, heldout, ecfg, task, vocab.names)
         m_path = sae_dir(root, h) / "metrics.json"
         metrics = read_json(m_path) if m_path.exists() else {"hook_name": h}
         metrics.update(res)

@@ -53,6 +53,7 @@ class CacheBatches:
         if self.n_rows == 0:
             raise UserError(f"no training tokens for {hook_name} in {cache.root} (all held out?); lower sae.eval_fraction")
         self.consumed = start
+        self._kept: dict[int, torch.Tensor] = {}
         self._groups = self._group_iter()
         self._pool, self._ptr = torch.empty(0, cache.d_model), 0
         skip = start
@@ -75,9 +76,17 @@ class CacheBatches:
                     yield (epoch, j), shards
             epoch += 1
 
+    def _shard(self, i: int) -> torch.Tensor:
+        if i in self._kept:
+            return self._kept[i]
+        x = self.cache.load_shard(self.hook, i)[self.local_rows[i]].float()
+        if self.cache.n_shards <= self.buffer_shards:
+            self._kept[i] = x  # the whole hook fits in one pool: keep it instead of rereading every epoch
+        return x
+
     def _load(self, group) -> torch.Tensor:
         (epoch, j), shards = group
-        pool = torch.cat([self.cache.load_shard(self.hook, i)[self.local_rows[i]].float() for i in shards])
+        pool = torch.cat([self._shard(i) for i in shards])
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 7919 + j)
         return pool[torch.randperm(len(pool), generator=g)]
 
@@ -237,7 +246,7 @@ def train_sae(
     from sae_lens import SAE
     from sae_lens.registry import get_sae_training_class
 
-    from sae_ooc.sae_eval import check_d_in, finite, reconstruction_metrics
+    from sae_ooc.sae_eval import check_d_in, finite, reconstruction_metrics, torch_threads
     from sae_ooc.plots_sae import plot_training_curves
 
     cache.check_hook(hook_name)
@@ -309,7 +318,8 @@ def train_sae(
 
         wb.init(project="sae_ooc", name=f"{hook_name}-{p.architecture}", config=dataclasses.asdict(p))
     try:
-        trainer.fit()
+        with torch_threads(p.threads):
+            trainer.fit()
     except _Stopped:
         return None
     finally:
@@ -376,6 +386,11 @@ def sweep_point_dir(root: Path, hook_name: str, param: str, value) -> Path:
     return Path(root) / hook_name / f"{param}_{value}"
 
 
+def pareto_stem(root: Path, hook_name: str) -> Path:
+    """Figure stem for a hook's Pareto plot (dots replaced: save_figure adds the extension with with_suffix)."""
+    return Path(root) / f"pareto_{hook_name.replace('.', '_')}"
+
+
 def train_sweep(cache: ActivationCache, hook_name: str, root: str | Path, p: SaeConfig, device: str = "cpu",
                 task_eval=None, dense_threshold: float = 0.1) -> list[dict]:
     """One SAE per value of the configured sweep list; returns a point (L0, FVU, task recovered) per SAE.
@@ -408,7 +423,7 @@ def train_sweep(cache: ActivationCache, hook_name: str, root: str | Path, p: Sae
             point["test_id_acc"] = m["task"].get("splits", {}).get("test_id", {}).get("acc_sae")
         points.append(point)
     write_json(Path(root) / hook_name / "sweep.json", points)
-    plot_pareto(points, Path(root) / f"pareto_{hook_name}", title=f"{hook_name}: sweep over {param}")
+    plot_pareto(points, pareto_stem(root, hook_name), title=f"{hook_name}: sweep over {param}")
     return points
 
 
