@@ -1,0 +1,168 @@
+"""SAE training and evaluation: SAELens-loadable output, metrics recomputed independently, resume, errors, AUROC, splicing."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from sae_lens import SAE
+
+from sae_ooc.cache import open_cache
+from sae_ooc.config import load_config
+from sae_ooc.data import run_data
+from sae_ooc.errors import UserError
+from sae_ooc.harvest import run_harvest
+from sae_ooc.io import read_json, read_jsonl
+from sae_ooc.rundir import RunDir
+from sae_ooc.sae_eval import TaskEvaluator, auroc_matrix, check_d_in, run_eval_sae
+from sae_ooc.sae_train import run_train_sae, train_sae
+from sae_ooc.saes import load_saes, sae_dir
+from sae_ooc.train import run_train
+
+REPO = Path(__file__).resolve().parents[1]
+SAE_SETTINGS = ["sae.training_tokens=3840", "sae.batch_size=64", "sae.d_sae=64", "sae.k=4", "sae.log_every=10", "sae.n_checkpoints=2",
+                "sae.dead_feature_window=10", "sae_eval.probe_steps=50"]
+
+
+@pytest.fixture(scope="module")
+def sae_run(tmp_path_factory):
+    cfg = load_config(REPO / "configs/tiny.yaml", ["train.steps=30", "train.eval_every=30", "train.n_checkpoints=0", "harvest.shard_tokens=128",
+                                                   *SAE_SETTINGS])
+    run = RunDir(tmp_path_factory.mktemp("run"), cfg)
+    run.check_and_save_config()
+    run_data(run)
+    run_train(run)
+    run_harvest(run)
+    run_train_sae(run)
+    return run
+
+
+def test_saes_load_with_sae_lens_and_metrics_recompute_from_the_cache(sae_run):
+    root = sae_run.activations_dir
+    manifest = read_json(root / "manifest.json")
+    held = load_file(str(sae_run.saes_dir / "heldout_rows.safetensors"))["rows"]
+    assert 0 < len(held) < manifest["n_tokens"]
+    for hook in manifest["hooks"]:
+        d = sae_dir(sae_run.saes_dir, hook)
+        sae = SAE.load_from_disk(d)
+        assert sae.cfg.metadata.hook_name == hook and sae.cfg.d_in == manifest["d_model"] and sae.cfg.d_sae == 64
+        # independent recomputation: safetensors shards + the loaded SAE, nothing from sae_ooc
+        x = torch.cat([load_file(str(root / hook / s["file"]))["activations"] for s in manifest["shards"][hook]])[held]
+        with torch.no_grad():
+            acts = sae.encode(x)
+            x_hat = sae.decode(acts)
+        ev = 1 - ((x - x_hat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()
+        l0 = (acts != 0).float().sum(-1).mean()
+        m = read_json(d / "metrics.json")["reconstruction"]
+        assert m["explained_variance"] == pytest.approx(float(ev), abs=1e-5)
+        assert m["l0"] == pytest.approx(float(l0), abs=1e-6) and m["l0"] <= 4
+        assert m["dead_fraction"] == pytest.approx(float(((acts != 0).sum(0) == 0).float().mean()))
+        log = read_jsonl(d / "train_log.jsonl")
+        assert [r["step"] for r in log] == list(range(10, 61, 10)) and all("explained_variance" in r and "dead_fraction" in r for r in log)
+        assert (d / "curves.png").exists() and (d / "curves.svg").exists()
+    assert set(load_saes(sae_run.saes_dir)) == set(manifest["hooks"])
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_and_batchtopk_saves_as_jumprelu(sae_run, tmp_path):
+    cache = open_cache(sae_run.activations_dir)
+    hook = "blocks.1.hook_resid_pre"
+    import dataclasses
+
+    p = dataclasses.replace(sae_run.cfg.sae, architecture="batchtopk")
+    full = train_sae(cache, hook, tmp_path / "full", p)
+    assert train_sae(cache, hook, tmp_path / "cut", p, stop_after_steps=45) is None
+    assert any((tmp_path / "cut" / "checkpoints").iterdir())
+    resumed = train_sae(cache, hook, tmp_path / "cut", p)
+    a, b = load_file(str(tmp_path / "full/sae_weights.safetensors")), load_file(str(tmp_path / "cut/sae_weights.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["reconstruction"] == full["reconstruction"]
+    assert SAE.load_from_disk(tmp_path / "full").cfg.architecture() == "jumprelu"  # inference form of BatchTopK
+    assert [r["step"] for r in read_jsonl(tmp_path / "cut/train_log.jsonl")] == [r["step"] for r in read_jsonl(tmp_path / "full/train_log.jsonl")]
+
+
+def test_unknown_hook_and_d_in_mismatch_are_one_line_errors(sae_run, tmp_path, capsys):
+    sys.path.insert(0, str(REPO))
+    import train_sae as script
+
+    rc = script.main(["--activations", str(sae_run.activations_dir), "--hook", "blocks.7.hook_resid_pre", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "blocks.0.hook_resid_pre, blocks.1.hook_resid_pre, blocks.1.hook_resid_post" in err
+    cache = open_cache(sae_run.activations_dir)
+    hook = "blocks.0.hook_resid_pre"
+    sae = SAE.load_from_disk(sae_dir(sae_run.saes_dir, hook))
+    sae.cfg.d_in = cache.d_model + 1  # an SAE trained on a wider stream
+    with pytest.raises(UserError, match="d_in 33 .* d_model 32"):
+        check_d_in(sae, cache, hook, "somewhere")
+    from sae_ooc.cli import main
+
+    assert main(["train-sae", "--run", str(sae_run.root), "--set", "sae.hooks=[blocks.9.hook_resid_pre]"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown hook 'blocks.9.hook_resid_pre'" in err and "valid hooks: blocks.0.hook_resid_pre" in err
+
+
+def test_train_sae_script_runs_standalone_with_a_sweep(sae_run, tmp_path):
+    out = tmp_path / "sweep"
+    args = [sys.executable, str(REPO / "train_sae.py"), "--activations", str(sae_run.activations_dir), "--hook", "blocks.1.hook_resid_pre",
+            "--out", str(out), "--training-tokens", "1280", "--batch-size", "64", "--d-sae", "32", "--sweep-k", "2,4"]
+    r = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for k in (2, 4):
+        sae = SAE.load_from_disk(out / "blocks.1.hook_resid_pre" / f"k_{k}")
+        assert sae.cfg.d_sae == 32 and sae.cfg.k == k
+    points = read_json(out / "blocks.1.hook_resid_pre" / "sweep.json")
+    assert [p["value"] for p in points] == [2, 4] and all(p["loss_recovered"] is not None for p in points)
+    assert (out / "pareto_blocks_1_hook_resid_pre.png").exists() and (out / "pareto_blocks_1_hook_resid_pre.svg").exists()
+
+
+def _brute_auroc(scores, labels, value):
+    pos, neg = scores[labels == value], scores[labels != value]
+    wins = (pos[:, None] > neg[None, :]).double().sum() + 0.5 * (pos[:, None] == neg[None, :]).double().sum()
+    return float(wins / (len(pos) * len(neg)))
+
+
+def test_auroc_matches_pairwise_mann_whitney_with_ties():
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 4, (60, 5), generator=g).float()  # heavy ties, like sparse SAE features
+    scores[:, 4] = torch.rand(60, generator=g)
+    labels = torch.randint(0, 3, (60,), generator=g)
+    values = torch.tensor([0, 1, 2])
+    got = auroc_matrix(scores, labels, values, chunk=2)
+    for c in range(5):
+        for j, v in enumerate(values.tolist()):
+            assert got[c, j].item() == pytest.approx(_brute_auroc(scores[:, c], labels, v), abs=1e-12)
+    perfect = auroc_matrix((labels == 1).float()[:, None], labels, torch.tensor([1]))
+    assert perfect.item() == 1.0
+
+
+def test_spliced_sae_with_error_term_reproduces_clean_loss(sae_run):
+    te = TaskEvaluator.from_run(sae_run)
+    sae = SAE.load_from_disk(sae_dir(sae_run.saes_dir, "blocks.1.hook_resid_pre"))
+    exact = te.evaluate(sae, use_error_term=True)
+    for s, r in exact["splits"].items():
+        assert r["loss_sae"] == pytest.approx(r["loss_clean"], abs=1e-5) and r["acc_sae"] == r["acc_clean"]
+        assert r["loss_recovered"] == pytest.approx(1.0, abs=1e-4)
+    spliced = te.evaluate(sae)["splits"]["train"]
+    assert spliced["loss_sae"] != pytest.approx(spliced["loss_clean"], abs=1e-6)
+    assert spliced["loss_recovered"] == pytest.approx(
+        (spliced["loss_zero"] - spliced["loss_sae"]) / (spliced["loss_zero"] - spliced["loss_clean"]))
+
+
+def test_eval_sae_writes_metrics_labels_and_summary(sae_run):
+    run_eval_sae(sae_run)
+    hooks = read_json(sae_run.activations_dir / "manifest.json")["hooks"]
+    for h in hooks:
+        m = read_json(sae_dir(sae_run.saes_dir, h) / "metrics.json")
+        assert {"reconstruction", "task", "alignment", "feature_labels", "training"} <= m.keys()
+        assert set(m["task"]["splits"]) == {"train", "test_id", "test_ood", "atomic_test"}
+        for lab in m["feature_labels"]:
+            assert set(lab) == {"feature", "variable", "position", "value", "auroc"} and lab["auroc"] >= 0.9
+            assert 0 <= lab["feature"] < 64 and lab["position"] in ("head", "r1", "r2")
+        assert len({lab["feature"] for lab in m["feature_labels"]}) == len(m["feature_labels"])  # best match per feature
+    # layer 0, head position: the token itself is the head entity; some feature must read it out
+    a = read_json(sae_dir(sae_run.saes_dir, "blocks.0.hook_resid_pre") / "metrics.json")["alignment"]["head@head"]
+    assert a["frac_detected_probe"] == 1.0 and a["mean_auroc_features"] > 0.8
+    summary = (sae_run.saes_dir / "summary.md").read_text()
+    assert all(h in summary for h in hooks) and "Bridge entity" in summary
+    assert (sae_run.saes_dir / "alignment_bridge.png").exists() and (sae_run.saes_dir / "alignment_bridge.svg").exists()
