@@ -196,26 +196,55 @@ def effects_exact(sp: Spliced, pairs: Pairs, metric: str, chunk: int = 4096, pro
         b, p = (corr.errs[h] != clean.errs[h]).any(-1).nonzero(as_tuple=True)
         jobs.append(torch.stack([torch.full_like(b, hi), b, p, torch.full_like(b, -1)], 1).cpu())
     jobs = torch.cat(jobs)
+    fast = sp.decode_is_stateless
     for start in tqdm(range(0, len(jobs), chunk), desc="exact patching", unit="batch", disable=not progress, leave=False):
         job = jobs[start : start + chunk]
-        patches = RowPatches()
-        rows = torch.arange(len(job))
-        for hi, h in enumerate(sp.hooks):
-            sel = job[:, 0] == hi
-            feat, err = sel & (job[:, 3] >= 0), sel & (job[:, 3] < 0)
-            if feat.any():
-                b, p, i = job[feat, 1], job[feat, 2], job[feat, 3]
-                patches.add_feats(h, rows[feat], p, i, corr.acts[h][b, p, i].cpu())
-            if err.any():
-                b, p = job[err, 1], job[err, 2]
-                patches.add_errs(h, rows[err], p, corr.errs[h][b, p].cpu())
         sub = pairs.subset(job[:, 1])
-        m = sub.metric(sp.run_patched(sub.clean, patches), metric).cpu()
+        logits = sp.run_deltas(sub.clean, _deltas_of(sp, job, clean, corr)) if fast else sp.run_patched(sub.clean, _patches_of(sp, job, corr))
+        m = sub.metric(logits, metric).cpu()
         for hi, h in enumerate(sp.hooks):
             sel = job[:, 0] == hi
             col = torch.where(job[sel, 3] >= 0, job[sel, 3], sp.d_sae[h])
             out[h][job[sel, 1], job[sel, 2], col] = m[sel] - m_clean[job[sel, 1]]
     return out
+
+
+def _patches_of(sp: Spliced, job: torch.Tensor, corr: NodeValues) -> RowPatches:
+    """Row r of the batch patches node job[r] = (hook index, pair, pos, feature or -1) to its corrupted value."""
+    patches = RowPatches()
+    rows = torch.arange(len(job))
+    for hi, h in enumerate(sp.hooks):
+        sel = job[:, 0] == hi
+        feat, err = sel & (job[:, 3] >= 0), sel & (job[:, 3] < 0)
+        if feat.any():
+            b, p, i = job[feat, 1], job[feat, 2], job[feat, 3]
+            patches.add_feats(h, rows[feat], p, i, corr.acts[h][b, p, i].cpu())
+        if err.any():
+            b, p = job[err, 1], job[err, 2]
+            patches.add_errs(h, rows[err], p, corr.errs[h][b, p].cpu())
+    return patches
+
+
+def _deltas_of(sp: Spliced, job: torch.Tensor, clean: NodeValues, corr: NodeValues) -> dict:
+    """The same patches as _patches_of, as vectors added to the original model's activations."""
+    deltas = {}
+    rows = torch.arange(len(job))
+    for hi, h in enumerate(sp.hooks):
+        sel = job[:, 0] == hi
+        feat, err = sel & (job[:, 3] >= 0), sel & (job[:, 3] < 0)
+        parts = []
+        if feat.any():
+            b, p, i = job[feat, 1], job[feat, 2], job[feat, 3]
+            dev = clean.acts[h].device
+            vec = sp.feature_deltas(h, clean.acts[h][b.to(dev), p.to(dev)], i, corr.acts[h][b.to(dev), p.to(dev), i.to(dev)])
+            parts.append((rows[feat], p, vec))
+        if err.any():
+            b, p = job[err, 1], job[err, 2]
+            dev = clean.errs[h].device
+            parts.append((rows[err], p, corr.errs[h][b.to(dev), p.to(dev)] - clean.errs[h][b.to(dev), p.to(dev)]))
+        if parts:
+            deltas[h] = tuple(torch.cat([q[k].to(parts[0][2].device) if k == 2 else q[k] for q in parts]) for k in range(3))
+    return deltas
 
 
 def node_effects(sp: Spliced, pairs: Pairs, method: str, metric: str, batch_size: int = 256, ig_steps: int = 10,

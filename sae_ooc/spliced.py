@@ -274,6 +274,40 @@ class Spliced:
     def run_patched(self, tokens: torch.Tensor, patches: RowPatches) -> torch.Tensor:
         return self.run(tokens, acts_fn=patches.acts_fn(), err_fn=patches.err_fn())
 
+    @property
+    def decode_is_stateless(self) -> bool:
+        """True when an SAE's decode depends on its input only through the features (no run-time input
+        normalisation), so a node patch can be written as an added delta (see run_deltas)."""
+        return all(s.cfg.normalize_activations in ("none", "expected_average_only_in") for s in self.saes.values())
+
+    @torch.no_grad()
+    def feature_deltas(self, hook: str, clean_rows: torch.Tensor, idx: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """decode(f with f[idx] := value) - decode(f) for each row of clean feature vectors [n, d_sae]."""
+        sae = self.saes[hook]
+        patched = clean_rows.clone()
+        patched[torch.arange(len(idx), device=patched.device), idx.to(patched.device)] = values.to(patched.device, patched.dtype)
+        return sae.decode(patched) - sae.decode(clean_rows)
+
+    @torch.no_grad()
+    def run_deltas(self, tokens: torch.Tensor, deltas: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """The original model with `vectors` added to the activation of `hook` at (rows, pos).
+
+        Patching one node of the spliced model moves its layer's output by decode(f') - decode(f) (a
+        feature) or err' - err (an error node) and leaves every other spliced layer the identity (their
+        error terms absorb whatever they do not reconstruct), so this is the same intervention without
+        running any SAE: {hook: (rows, pos, vectors)}."""
+
+        def add(rows, pos, vec):
+            def fn(x, hook=None):
+                x = x.clone()
+                x.index_put_((rows.to(x.device), pos.to(x.device)), vec.to(x.device, x.dtype), accumulate=True)
+                return x
+
+            return fn
+
+        hooks = [(h, add(*d)) for h, d in deltas.items()]
+        return self.base.run_with_hooks(tokens.to(self.device), return_type="logits", fwd_hooks=hooks)
+
 
 def _wrap(h: str, fn: Fn):
     def hook(t, hook=None):

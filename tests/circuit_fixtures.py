@@ -34,7 +34,7 @@ def linear_sae(hook: str, d_in: int, d_sae: int = 24, seed: int = 0) -> Standard
     sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae))
     sae.cfg.metadata.hook_name = hook
     with torch.no_grad():
-        sae.b_enc.fill_(100.0)
+        sae.b_enc.fill_(20.0)
         sae.W_dec.mul_(0.3)
     return sae
 
