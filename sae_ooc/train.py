@@ -289,7 +289,7 @@ def run_train(run, force: bool = False, stop_after_steps: int | None = None) -> 
     """
     fp = run.stage_fingerprint(("model", "train"), ("data",))
     model_dir: Path = run.model_dir
-    if not force and run.is_done(STAGE, fp) and (model_dir / MODEL_FILE).exists():
+    if not force and run.is_done(STAGE, fp) and all((model_dir / f).exists() for f in (MODEL_FILE, CONFIG_FILE, FINAL_METRICS_FILE)):
         return False
     tc: TrainConfig = run.cfg.train
     device = getattr(run, "device", "cpu")
@@ -355,7 +355,7 @@ def run_train(run, force: bool = False, stop_after_steps: int | None = None) -> 
             if not math.isfinite(loss):
                 last_good = find_resume_checkpoint(ckpt_root, fp)
                 raise UserError(
-                    f"train: the loss became {loss} at step {prog.step + 1} (train.lr={tc.lr:g}, train.grad_clip={tc.grad_clip:g}); "
+                    f"train: non-finite loss ({loss}) at step {prog.step + 1} (train.lr={tc.lr:g}, train.grad_clip={tc.grad_clip:g}); "
                     f"the last good checkpoint is kept in {last_good}; lower train.lr (e.g. --set train.lr={tc.lr / 10:g}) "
                     f"or set train.grad_clip (e.g. --set train.grad_clip=1.0) and rerun"
                 )
