@@ -25,6 +25,7 @@ STAGE_COMMANDS: dict[str, str] = {
     "attribute": "sae_ooc.commands.attribute",
     "circuit": "sae_ooc.commands.circuit",
     "export": "sae_ooc.commands.export",
+    "report": "sae_ooc.commands.report",
 }
 OTHER_COMMANDS: dict[str, str] = {
     "pipeline": "sae_ooc.commands.pipeline",

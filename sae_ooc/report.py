@@ -1,0 +1,241 @@
+"""Stage `report`: one Markdown page over every stage's outputs, each number with the intervention
+that produced it and the command that reproduces it.
+
+Written to RUN/REPORT.md. With `results_dir` (the default run's `results/`), the report, the metric
+tables and the figures are copied there too, under stable names, so the committed results/ folder is
+always the output of one run.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from sae_ooc.errors import UserError
+from sae_ooc.io import read_json, write_text
+
+STAGE = "report"
+
+
+def _load(path: Path):
+    return read_json(path) if Path(path).exists() else None
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _f(x, spec=".3f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def _cmd(run, stage: str, extra: str = "") -> str:
+    cfg = f" --config configs/{run.cfg.name}.yaml" if (Path("configs") / f"{run.cfg.name}.yaml").exists() else ""
+    return f"`sae-ooc {stage}{cfg} --run {run.root}{extra}`"
+
+
+def _task_section(run, lines: list[str], figures: list[Path]) -> None:
+    t = run.cfg.task
+    info = read_json(run.stages_file).get("data", {})
+    sizes = info.get("sizes", {})
+    lines += [
+        "## 1. Task",
+        "",
+        f"Family `{t.family}`: {t.n_entities} entities, {t.n_relations} relations, {t.facts_per_entity} atomic facts "
+        f"`(h, r) → t` per entity; two-hop facts `(h, r1, r2) → t2` through a bridge `b` with `(h, r1) → b`, `(b, r2) → t2`. "
+        f"phi = {t.phi} inferred facts per atomic fact in train; {_pct(t.ood_fraction)} of atomic facts held out (test_ood); seed {t.seed}.",
+        "",
+        "| split | examples | majority-answer rate |",
+        "|---|---|---|",
+    ]
+    for s, n in sizes.items():
+        lines.append(f"| {s} | {n} | {_f(info.get('majority_rate', {}).get(s))} |")
+    lines += ["", f"Reproduce: {_cmd(run, 'data')}", ""]
+
+
+def _train_section(run, lines: list[str], figures: list[Path]) -> None:
+    fm = _load(run.model_dir / "final_metrics.json")
+    lines += ["## 2. Model: does it compose A→C?", ""]
+    if fm is None:
+        lines += ["Not run yet: `sae-ooc train`.", ""]
+        return
+    m = run.cfg.model
+    acc, maj = fm["accuracy"], fm["majority_rate"]
+    lines += [
+        f"A {m.n_layers}-layer HookedTransformer (d_model {m.d_model}, {m.n_heads} heads, d_mlp {m.d_mlp}) trained from scratch "
+        f"for {fm['steps']} steps in {fm['minutes']:.2f} minutes (on the machine that made this report). Accuracy on every example "
+        f"of each split (the saved model, reloaded, gives the same numbers):",
+        "",
+        "| split | accuracy | majority-answer rate |",
+        "|---|---|---|",
+    ]
+    for s in acc:
+        lines.append(f"| {s} | {_f(acc[s])} | {_f(maj[s])} |")
+    reach = []
+    for th in ("0.5", "0.9"):
+        step, mins = fm.get(f"test_id_{th}_step"), fm.get(f"test_id_{th}_minutes")
+        reach.append(f"test_id ≥ {th} at step {step} ({_f(mins, '.2f')} min)" if step is not None else f"test_id never reached {th}")
+    lines += ["", "; ".join(reach) + ".", ""]
+    verdict = acc["test_id"] >= 0.9 and acc["atomic_test"] >= 0.99
+    lines += [
+        f"**Out-of-context composition: {'yes' if verdict else 'not at the 0.90 bar'}** — test_id (two-hop facts never seen, "
+        f"both of whose atomic facts were seen) {_f(acc['test_id'])} vs a majority rate of {_f(maj['test_id'])}; "
+        f"test_ood (a held-out atomic fact) {_f(acc['test_ood'])}.",
+        "",
+        "![accuracy](accuracy.png)",
+        "",
+        f"Reproduce: {_cmd(run, 'train')}",
+        "",
+    ]
+    figures += [run.figures_dir / "accuracy.png", run.figures_dir / "accuracy.svg"]
+
+
+def _sae_section(run, lines: list[str], figures: list[Path]) -> None:
+    lines += ["## 3. SAEs per layer", ""]
+    if not (run.saes_dir / "summary.md").exists():
+        lines += ["Not run yet: `sae-ooc train-sae` and `sae-ooc eval-sae`.", ""]
+        return
+    rows = []
+    for d in sorted(p for p in run.saes_dir.iterdir() if (p / "metrics.json").exists()):
+        mj = read_json(d / "metrics.json")
+        rec, task = mj.get("reconstruction", {}), mj.get("task", {})
+        tid = task.get("splits", {}).get("test_id", {})
+        rows.append((mj["hook_name"], mj.get("architecture"), mj.get("d_sae"), rec, tid, task))
+    lines += [
+        "Reconstruction on held-out sequences; task metrics with the SAE **spliced in** (the intervention: the SAE's "
+        "reconstruction replaces the activation at its hook). Loss recovered = (CE_zero − CE_sae) / (CE_zero − CE_clean) on test_id.",
+        "",
+        "| hook | arch | d_sae | explained var. | L0 | dead | test_id acc clean → SAE | loss recovered |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for hook, arch, d_sae, rec, tid, task in rows:
+        lines.append(
+            f"| `{hook}` | {arch} | {d_sae} | {_f(rec.get('explained_variance'))} | {_f(rec.get('l0'), '.1f')} | "
+            f"{_pct(rec.get('dead_fraction'))} | {_f(tid.get('acc_clean'))} → {_f(tid.get('acc_sae'))} | {_f(task.get('loss_recovered'))} |"
+        )
+    ok = [
+        (rec.get("explained_variance", 0) >= 0.95 and rec.get("l0", 1e9) <= 16 and rec.get("dead_fraction", 1) < 0.05
+         and abs((tid.get("acc_clean") or 0) - (tid.get("acc_sae") or 0)) <= 0.02)
+        for _, _, _, rec, tid, _ in rows
+    ]
+    lines += ["", f"Targets (EV ≥ 0.95 at L0 ≤ 16, dead < 5%, spliced test_id within 2 points): met at {sum(ok)} of {len(ok)} hooks.", ""]
+    summary = (run.saes_dir / "summary.md").read_text()
+    bridge = [ln for ln in summary.splitlines() if ln.startswith("**Bridge entity**") or ln.startswith("Probe's best")]
+    if bridge:
+        lines += ["**Where the bridge entity becomes readable** (one SAE feature vs a linear probe on the raw stream, "
+                  "AUROC ≥ 0.9 per bridge value, held-out tokens):", ""] + [ln for ln in bridge] + [""]
+    if (run.saes_dir / "alignment_bridge.png").exists():
+        lines += ["![bridge alignment](alignment_bridge.png)", ""]
+        for var in ("head", "r1", "r2", "bridge", "answer"):
+            for ext in ("png", "svg"):
+                figures.append(run.saes_dir / f"alignment_{var}.{ext}")
+    lines += ["Full per-variable tables: [sae_summary.md](sae_summary.md).", "",
+              f"Reproduce: {_cmd(run, 'harvest')}, then {_cmd(run, 'train-sae')}, then {_cmd(run, 'eval-sae')}", ""]
+
+
+def _attribution_section(run, lines: list[str], figures: list[Path]) -> None:
+    lines += ["## 4. Which features carry the A→C answer", ""]
+    ne = _load(run.attribution_dir / "node_effects.json")
+    if ne is None:
+        lines += ["Not run yet: `sae-ooc attribute`.", ""]
+        return
+    lines += [
+        f"Node effects by `{ne['method']}` on {ne['n_pairs']} clean/corrupted pairs (corruption: a different head entity whose bridge "
+        f"and answer both differ). Metric `{ne['metric']}`: clean {ne['metric_clean_mean']:.3f}, corrupted {ne['metric_corrupt_mean']:.3f}.",
+        "",
+    ]
+    val = _load(run.attribution_dir / "validation.json")
+    if val is None:
+        lines += ["The approximation has **not** been validated against exact patching in this run "
+                  f"({_cmd(run, 'attribute', ' --validate --force')}); treat its ranking as unverified.", ""]
+    else:
+        top = val["top"]
+        lines += [f"Validation against exact activation patching on {val['n_pairs']} pairs ({val['n_active_nodes']} active nodes):", "",
+                  f"| method | Spearman, all active | Spearman, top {top} | top-10 overlap | trusted |", "|---|---|---|---|---|"]
+        for m, r in val["methods"].items():
+            lines.append(f"| {m} | {_f(r['spearman_all'])} | {_f(r[f'spearman_top{top}'])} | {_f(r['top10_overlap'], '.2f')} | "
+                         f"{'yes' if r['trusted'] else 'no'} |")
+        lines += [""]
+        if (run.attribution_dir / "validation.png").exists():
+            figures += [run.attribution_dir / "validation.png", run.attribution_dir / "validation.svg"]
+            lines += ["![validation](validation.png)", ""]
+    lines += ["Reproduce: " + _cmd(run, "attribute", " --validate"), ""]
+
+
+def _circuit_section(run, lines: list[str], figures: list[Path]) -> None:
+    lines += ["## 5. The circuit", ""]
+    faith = _load(run.circuit_dir / "faithfulness.json")
+    circ = _load(run.circuit_dir / "circuit.json")
+    if faith is None or circ is None:
+        lines += ["Not run yet: `sae-ooc circuit`.", ""]
+        return
+    tgt = faith.get("target", {})
+    lines += [
+        f"{faith['n_feature_nodes']} feature nodes and {faith['n_error_nodes']} error nodes; everything outside the circuit "
+        f"{faith['ablation']}-ablated (the intervention). Metric `{faith['metric']}` over {faith['n_pairs']} pairs: "
+        f"full model {faith['m_full']:.3f}, everything ablated {faith['m_empty']:.3f}, circuit only {faith['m_circuit']:.3f}.",
+        "",
+        f"- **Faithfulness** (m(C) − m(∅)) / (m(M) − m(∅)) = **{faith['faithfulness']:.3f}**",
+        f"- **Completeness** (circuit ablated, rest kept; low is good) = {faith['completeness']:.3f}",
+        f"- Target faithfulness ≥ {tgt.get('faithfulness', 0.8)} with ≤ {tgt.get('max_feature_nodes', 50)} feature nodes: "
+        + ("**met**" if tgt.get("met") else "**not met**")
+        + (f" (first reached at {tgt['min_feature_nodes_reaching']} feature nodes)" if tgt.get("min_feature_nodes_reaching") else ""),
+        "",
+    ]
+    edges = faith.get("edges", {})
+    if edges.get("ablation"):
+        lines += [f"{edges['n_edges']} edges. Edges checked by ablating them (drop in the metric; the circuit's top edges vs random "
+                  "edges of the same count):", "",
+                  "| edges ablated | top edges | random edges (mean ± sd) | top hurts more |", "|---|---|---|---|"]
+        for r in edges["ablation"]:
+            lines.append(f"| {r['k']} | {_f(r['top_edges_drop'])} | {_f(r['random_edges_drop_mean'])} ± {_f(r['random_edges_drop_std'])} | "
+                         f"{'yes' if r['top_hurts_more'] else 'no'} |")
+        lines += [""]
+    ec = edges.get("exact_check")
+    if ec:
+        lines += [f"Gradient edge weights vs exact edge patching on {ec.get('n_edges')} sampled edges: Pearson {_f(ec.get('pearson'))}, "
+                  f"Spearman {_f(ec.get('spearman'))}.", ""]
+    lines += ["![faithfulness curve](faithfulness_curve.png)", "", "Top nodes:", "",
+              "| node | position | effect | description |", "|---|---|---|---|"]
+    for n in sorted(circ["nodes"], key=lambda n: -abs(n.get("effect", 0)))[:15]:
+        lines.append(f"| `{n['id']}` | {n.get('role')} | {n.get('effect', 0):+.3f} | {(n.get('description') or '').replace('|', '/')} |")
+    lines += ["", "![circuit](circuit.png)", "",
+              "Interactive version: [circuit.html](circuit.html) (self-contained; hover a node for its top activations and promoted tokens).", "",
+              f"Reproduce: {_cmd(run, 'circuit')}, then {_cmd(run, 'export')}", ""]
+    figures += [run.circuit_dir / "faithfulness_curve.png", run.circuit_dir / "faithfulness_curve.svg"]
+
+
+def build_report(run) -> tuple[str, list[Path]]:
+    """The report's Markdown and the figure files it refers to."""
+    if not run.stages_file.exists():
+        raise UserError(f"nothing has been run in {run.root}; run `sae-ooc pipeline --run {run.root}` first")
+    lines = [f"# sae_ooc report: `{run.cfg.name}`", "",
+             "Every number below comes from the run directory's files; each claim about the model comes from an intervention "
+             "(evaluation of the trained model, SAE splicing, activation patching, ablation) named next to it.", ""]
+    figures: list[Path] = []
+    _task_section(run, lines, figures)
+    _train_section(run, lines, figures)
+    _sae_section(run, lines, figures)
+    _attribution_section(run, lines, figures)
+    _circuit_section(run, lines, figures)
+    lines += ["## Reproduce everything", "", f"`sae-ooc pipeline --config configs/{run.cfg.name}.yaml`", ""]
+    return "\n".join(lines), figures
+
+
+def run_report(run, results_dir: Path | None = None) -> Path:
+    """Write RUN/REPORT.md (always: it is cheap) and copy it with its tables and figures to `results_dir`."""
+    text, figures = build_report(run)
+    out = write_text(run.root / "REPORT.md", text)
+    if results_dir is not None:
+        results_dir = Path(results_dir)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        write_text(results_dir / "REPORT.md", text)
+        copies = {f: results_dir / f.name for f in figures if f.exists()}
+        copies[run.saes_dir / "summary.md"] = results_dir / "sae_summary.md"
+        copies[run.model_dir / "final_metrics.json"] = results_dir / "train_metrics.json"
+        copies[run.attribution_dir / "validation.json"] = results_dir / "attribution_validation.json"
+        copies[run.circuit_dir / "faithfulness.json"] = results_dir / "faithfulness.json"
+        for src, dst in copies.items():
+            if src.exists():
+                shutil.copyfile(src, dst)
+    return out

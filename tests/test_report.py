@@ -1,0 +1,33 @@
+"""The report is built from the run's files: its numbers must be the ones the stages wrote."""
+
+import re
+
+from sae_ooc.cli import main
+from sae_ooc.io import read_json
+
+
+def test_report_quotes_the_stage_outputs_and_copies_figures(tmp_path, capsys):
+    run = tmp_path / "run"
+    base = ["--config", "configs/tiny.yaml", "--run", str(run), "--set", "train.steps=30", "--set", "train.eval_every=10"]
+    assert main(["data", *base]) == 0
+    assert main(["train", *base]) == 0
+    results = tmp_path / "results"
+    assert main(["report", *base, "--results-dir", str(results)]) == 0
+    text = (results / "REPORT.md").read_text()
+    assert text == (run / "REPORT.md").read_text()
+    fm = read_json(run / "model" / "final_metrics.json")
+    row = re.search(r"^\| test_id \| ([0-9.]+) \| ([0-9.]+) \|$", text.split("## 2.")[1], re.M)
+    assert float(row.group(1)) == round(fm["accuracy"]["test_id"], 3)
+    assert float(row.group(2)) == round(fm["majority_rate"]["test_id"], 3)
+    sizes = read_json(run / "stages.json")["data"]["sizes"]
+    assert f"| train | {sizes['train']} |" in text
+    # stages that have not run are named with the command to run, not silently left out
+    assert "Not run yet: `sae-ooc train-sae`" in text and "Not run yet: `sae-ooc circuit`" in text
+    assert (results / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert read_json(results / "train_metrics.json") == fm
+
+
+def test_report_before_any_stage_is_a_one_line_error(tmp_path, capsys):
+    assert main(["report", "--config", "configs/tiny.yaml", "--run", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "sae-ooc pipeline" in err
