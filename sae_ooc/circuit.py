@@ -128,19 +128,28 @@ def task_prompts(ds) -> torch.Tensor:
     raise UserError("the task has no two-hop prompts to ablate with; regenerate the data with task.phi > 0")
 
 
+ABLATION_KINDS = ("mean", "zero", "resample", "corrupt")
+
+
 @torch.no_grad()
-def ablation_values(sp: Spliced, ds, kind: str, n_examples: int, seed: int, n_pairs: int, batch: int = 2048) -> Ablation:
+def ablation_values(sp: Spliced, ds, kind: str, n_examples: int, seed: int, pairs: Pairs, batch: int = 2048) -> Ablation:
+    """mean: each node's mean over the task's two-hop prompts (per position); zero; resample: its value on
+    a random two-hop prompt (one per pair); corrupt: its value on the pair's corrupted prompt, so the
+    ablation matches the clean/corrupted contrast the node effects measure."""
     if kind == "zero":
         return Ablation({h: torch.zeros(SEQ_LEN, sp.d_sae[h], device=sp.device) for h in sp.hooks},
                         {h: torch.zeros(SEQ_LEN, sp.d_in[h], device=sp.device) for h in sp.hooks})
+    if kind == "corrupt":
+        parts = [sp.cache(b.corrupt)[1] for b in pairs.batches(batch)]
+        return Ablation({h: torch.cat([v.acts[h] for v in parts]) for h in sp.hooks}, {h: torch.cat([v.errs[h] for v in parts]) for h in sp.hooks})
     prompts = task_prompts(ds)
     g = torch.Generator().manual_seed(seed)
     if kind == "resample":
-        idx = torch.randint(len(prompts), (n_pairs,), generator=g)
-        _, v = sp.cache(prompts[idx])
-        return Ablation(v.acts, v.errs)
+        idx = torch.randint(len(prompts), (len(pairs),), generator=g)
+        parts = [sp.cache(prompts[idx[i : i + batch]])[1] for i in range(0, len(idx), batch)]
+        return Ablation({h: torch.cat([v.acts[h] for v in parts]) for h in sp.hooks}, {h: torch.cat([v.errs[h] for v in parts]) for h in sp.hooks})
     if kind != "mean":
-        raise UserError(f"unknown ablation '{kind}'; set circuit.ablation to mean, zero or resample")
+        raise UserError(f"unknown ablation '{kind}'; set circuit.ablation to one of {', '.join(ABLATION_KINDS)}")
     if len(prompts) > n_examples:
         prompts = prompts[torch.randperm(len(prompts), generator=g)[:n_examples]]
     sa = {h: torch.zeros(SEQ_LEN, sp.d_sae[h], device=sp.device, dtype=torch.float64) for h in sp.hooks}
@@ -156,7 +165,8 @@ def ablation_values(sp: Spliced, ds, kind: str, n_examples: int, seed: int, n_pa
 
 @torch.no_grad()
 def ablated_metric(sp: Spliced, pairs: Pairs, keep: tuple[dict, dict] | None, abl: Ablation, metric: str, batch: int = 1024) -> torch.Tensor:
-    """Per-pair metric with every node outside `keep` set to its ablation value (keep=None: the model)."""
+    """Per-pair metric with every node outside `keep` set to its ablation value (keep=None: the model).
+    Keep masks are shared ([P, d_sae] and [P]) or per pair ([n, P, d_sae] and [n, P])."""
     out = []
     for s in range(0, len(pairs), batch):
         b = pairs.subset(slice(s, s + batch))
@@ -164,7 +174,9 @@ def ablated_metric(sp: Spliced, pairs: Pairs, keep: tuple[dict, dict] | None, ab
             logits = sp.model(b.clean.to(sp.device))
         else:
             a = abl.rows(slice(s, s + batch))
-            logits = sp.run_replaced(b.clean, a.acts, a.errs, keep[0], keep[1])
+            ka = {h: m[s : s + batch] if m.dim() == 3 else m for h, m in keep[0].items()}
+            ke = {h: m[s : s + batch] if m.dim() == 2 else m for h, m in keep[1].items()}
+            logits = sp.run_replaced(b.clean, a.acts, a.errs, ka, ke)
         out.append(b.metric(logits, metric).cpu())
     return torch.cat(out)
 
@@ -206,22 +218,73 @@ def faithfulness_curve(sp: Spliced, ne: NodeEffects, pairs: Pairs, abl: Ablation
     return curve
 
 
-def plot_curve(curve: list[dict], stem: Path, title: str) -> None:
+def prompt_keep_masks(sp: Spliced, ne: NodeEffects, n: int, errors: str) -> tuple[dict, dict]:
+    """Per-pair circuits: each pair keeps its own top-n feature nodes by |per-prompt effect| (and error
+    nodes by the same rule as select_nodes, with that pair's n-th |effect| as the cut)."""
+    feats = torch.cat([ne.per_prompt[h][..., :-1].flatten(1) for h in sp.hooks], 1).abs()
+    ka_flat = torch.zeros_like(feats, dtype=torch.bool)
+    cut = torch.full((feats.shape[0],), float("inf"))
+    if n > 0:
+        v, i = feats.topk(min(n, feats.shape[1]), dim=1)
+        keep = v > 0
+        ka_flat.scatter_(1, i, keep)
+        cut = torch.where(keep.any(1), v.masked_fill(~keep, float("inf")).min(1).values, cut)
+    sizes = [SEQ_LEN * sp.d_sae[h] for h in sp.hooks]
+    ka, ke = {}, {}
+    for h, part in zip(sp.hooks, ka_flat.split(sizes, 1)):
+        ka[h] = part.view(-1, SEQ_LEN, sp.d_sae[h]).to(sp.device)
+        err = ne.per_prompt[h][..., -1].abs()
+        keep_err = torch.ones_like(err, dtype=torch.bool) if errors == "all" else (err >= cut[:, None]) & (err > 0) if errors == "threshold" else torch.zeros_like(err, dtype=torch.bool)
+        ke[h] = keep_err.to(sp.device)
+    return ka, ke
+
+
+def ablation_curves(sp: Spliced, ne: NodeEffects, pairs: Pairs, ds, c, metric: str, sizes: list[int]) -> dict[str, dict]:
+    """For every ablation kind: m(M), m(∅), and faithfulness against circuit size for the aggregate
+    circuit (top-n by |mean effect|) and for per-prompt circuits (each pair its own top-n)."""
+    n_feats = len(ranked_features(ne))
+    sizes = sorted({min(s, n_feats) for s in sizes})
+    out = {}
+    for kind in tqdm(ABLATION_KINDS, desc="ablations", unit="kind", leave=False):
+        abl = ablation_values(sp, ds, kind, c.mean_examples, c.seed, pairs)
+        m_full = ablated_metric(sp, pairs, None, abl, metric)
+        faith = Faith(m_full, ablated_metric(sp, pairs, keep_masks(sp, []), abl, metric))
+        agg, per = [], []
+        for n in sizes:
+            agg.append(faith.of(ablated_metric(sp, pairs, keep_masks(sp, select_nodes(ne, n, 0.0, c.errors)), abl, metric)))
+            per.append(faith.of(ablated_metric(sp, pairs, prompt_keep_masks(sp, ne, n, c.errors), abl, metric)))
+        out[kind] = {"m_full": float(m_full.mean()), "m_empty": float(faith.m_empty.mean()), "sizes": sizes,
+                     "faithfulness": agg, "faithfulness_per_prompt_circuits": per,
+                     "min_features_reaching_target": next((n for n, f in zip(sizes, agg) if f >= TARGET_FAITHFULNESS), None),
+                     "min_features_reaching_target_per_prompt": next((n for n, f in zip(sizes, per) if f >= TARGET_FAITHFULNESS), None)}
+    return out
+
+
+def plot_curve(curve: list[dict], curves: dict[str, dict], main: str, stem: Path, title: str) -> None:
     from sae_ooc.plots import plt, save_figure
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    ax = axes[0]
     x = [r["n_features"] for r in curve]
     ax.plot(x, [r["faithfulness"] for r in curve], marker="o", ms=3, label="faithfulness (circuit kept)")
     if "faithfulness_features_only" in curve[0]:
-        ax.plot(x, [r["faithfulness_features_only"] for r in curve], marker="s", ms=3, ls="--", label="faithfulness, features only (no error nodes)")
+        ax.plot(x, [r["faithfulness_features_only"] for r in curve], marker="s", ms=3, ls="--", label="faithfulness, no error nodes")
     ax.plot(x, [r["completeness"] for r in curve], marker="^", ms=3, ls=":", label="circuit ablated (completeness; low is good)")
-    ax.axhline(TARGET_FAITHFULNESS, color="grey", lw=0.8, ls="--")
-    ax.axvline(TARGET_MAX_FEATURES, color="grey", lw=0.8, ls=":")
-    ax.set_xscale("symlog", linthresh=10)
-    ax.set_xlabel("feature nodes in the circuit (top by |effect|)")
-    ax.set_ylabel("(m(C) - m(∅)) / (m(M) - m(∅))")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title(f"{main} ablation: aggregate circuit", fontsize=9)
+    ax = axes[1]
+    for k, (kind, cv) in enumerate(curves.items()):
+        color = f"C{k}"
+        ax.plot(cv["sizes"], cv["faithfulness"], color=color, marker="o", ms=2, label=f"{kind}: aggregate circuit")
+        ax.plot(cv["sizes"], cv["faithfulness_per_prompt_circuits"], color=color, ls="--", label=f"{kind}: per-prompt circuits")
+    ax.set_title("faithfulness by ablation; dashed: each pair keeps its own top nodes", fontsize=9)
+    for ax in axes:
+        ax.axhline(TARGET_FAITHFULNESS, color="grey", lw=0.8, ls="--")
+        ax.axvline(TARGET_MAX_FEATURES, color="grey", lw=0.8, ls=":")
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlabel("feature nodes in the circuit (top by |effect|)")
+        ax.set_ylabel("(m(C) - m(∅)) / (m(M) - m(∅))")
+        ax.legend(fontsize=6)
+    fig.suptitle(title, fontsize=10)
     save_figure(fig, stem)
 
 
@@ -430,16 +493,19 @@ def run_circuit(run, force: bool = False, device: str | None = None) -> bool:
     ds, vocab = load_task(run.data_dir)
     metric = ne.metric
     pairs = ne.pairs
-    abl = ablation_values(sp, ds, c.ablation, c.mean_examples, c.seed, len(pairs))
+    abl = ablation_values(sp, ds, c.ablation, c.mean_examples, c.seed, pairs)
     m_full = ablated_metric(sp, pairs, None, abl, metric)
     m_empty = ablated_metric(sp, pairs, keep_masks(sp, []), abl, metric)
     faith = Faith(m_full, m_empty)
     nodes = select_nodes(ne, c.top_n, c.node_threshold, c.errors)
     scores = circuit_scores(sp, pairs, nodes, abl, metric, faith)
-    curve = faithfulness_curve(sp, ne, pairs, abl, metric, faith, list(range(0, TARGET_MAX_FEATURES + 1)) + list(c.curve_sizes), c.errors)
+    sizes = list(range(0, TARGET_MAX_FEATURES + 1)) + list(c.curve_sizes)
+    curve = faithfulness_curve(sp, ne, pairs, abl, metric, faith, sizes, c.errors)
     reach = [r for r in curve if r["faithfulness"] >= TARGET_FAITHFULNESS]
     min_feats = min((r["n_features"] for r in reach), default=None)
-    plot_curve(curve, out / "faithfulness_curve", f"{run.cfg.name}: {len(pairs)} pairs, {c.ablation} ablation, metric {metric}")
+    coarse = set(range(0, 5)) | set(range(0, TARGET_MAX_FEATURES + 1, 5)) | set(c.curve_sizes) | {c.top_n}
+    curves = ablation_curves(sp, ne, pairs, ds, c, metric, sorted(coarse))
+    plot_curve(curve, curves, c.ablation, out / "faithfulness_curve", f"{run.cfg.name}: {len(pairs)} pairs ({ne.method} effects), metric {metric}")
 
     edges = edge_weights(sp, pairs, nodes, metric, run.cfg.attribution.batch_size)
     ranked_edges = sorted(edges, key=lambda e: -abs(edges[e]))
@@ -470,7 +536,7 @@ def run_circuit(run, force: bool = False, device: str | None = None) -> bool:
               "met": min_feats is not None and min_feats <= TARGET_MAX_FEATURES}
     faith_json = {
         "metric": metric, "ablation": c.ablation, "n_pairs": len(pairs), "m_full": float(m_full.mean()), "m_empty": float(m_empty.mean()),
-        **scores, "n_feature_nodes": n_feat, "n_error_nodes": len(nodes) - n_feat, "target": target, "curve": curve,
+        **scores, "n_feature_nodes": n_feat, "n_error_nodes": len(nodes) - n_feat, "target": target, "curve": curve, "by_ablation": curves,
         "edges": {"n_edges": len(edges), "exact_check": edge_check, "ablation": edge_abl},
     }
     circuit = {

@@ -199,12 +199,12 @@ class SaeEvalConfig:
 ATTRIBUTION_METHODS = ("exact", "atp", "ig")
 ATTRIBUTION_METRICS = ("logit_diff", "logprob", "ce")
 ATTRIBUTION_SPLITS = ("train", "test_id", "test_ood", "all")
-ABLATIONS = ("mean", "zero", "resample")
+ABLATIONS = ("mean", "zero", "resample", "corrupt")
 
 
 @dataclass
 class AttributionConfig:
-    method: str = "atp"  # exact | atp | ig: how node effects are estimated
+    method: str = "exact"  # exact | atp | ig: how node effects are estimated (exact is affordable at this model size)
     metric: str = "logit_diff"  # logit_diff: logit(t2) - logit(t2') | logprob: log p(t2) | ce: -log p(t2)
     split: str = "test_id"  # where the clean A→C prompts come from: train | test_id | test_ood | all
     n_pairs: int = 128  # clean/corrupted prompt pairs (fewer if the split has fewer usable prompts)
@@ -234,7 +234,7 @@ class CircuitConfig:
     top_n: int = 50  # feature nodes kept: the top N by |mean effect| (used when node_threshold is 0)
     node_threshold: float = 0.0  # > 0: keep feature nodes with |mean effect| >= this instead of the top N
     errors: str = "threshold"  # error nodes kept: threshold (same |effect| cut as the features) | all | none
-    ablation: str = "mean"  # what nodes outside the circuit are set to: mean | zero | resample
+    ablation: str = "mean"  # nodes outside the circuit set to: mean | zero | resample | corrupt (their value on the corrupted prompt)
     mean_examples: int = 4096  # two-hop train prompts averaged for mean ablation (and drawn from for resampling)
     curve_sizes: list[int] = field(default_factory=lambda: [0, 1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300])
     edge_check: int = 24  # edges checked against exact edge patching

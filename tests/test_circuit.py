@@ -22,6 +22,7 @@ from sae_ooc.circuit import (
     edge_weights,
     exact_edges,
     keep_masks,
+    prompt_keep_masks,
     run_circuit,
     select_nodes,
 )
@@ -73,8 +74,8 @@ def run(tmp_path_factory):
 def test_faithfulness_is_one_for_the_model_and_zero_for_the_empty_circuit(task, setup):
     ds, _ = task
     sp, pairs, ne = setup
-    for kind in ("mean", "zero", "resample"):
-        abl = ablation_values(sp, ds, kind, 64, seed=0, n_pairs=len(pairs))
+    for kind in ("mean", "zero", "resample", "corrupt"):
+        abl = ablation_values(sp, ds, kind, 64, seed=0, pairs=pairs)
         m_full = ablated_metric(sp, pairs, None, abl, "logit_diff")
         m_empty = ablated_metric(sp, pairs, keep_masks(sp, []), abl, "logit_diff")
         faith = Faith(m_full, m_empty)
@@ -83,12 +84,14 @@ def test_faithfulness_is_one_for_the_model_and_zero_for_the_empty_circuit(task, 
         assert s["faithfulness"] == pytest.approx(1.0, abs=1e-4)
         assert s["completeness"] == pytest.approx(0.0, abs=1e-6)
         assert circuit_scores(sp, pairs, [], abl, "logit_diff", faith)["faithfulness"] == pytest.approx(0.0, abs=1e-6)
+        if kind == "corrupt":  # every node at its corrupted value is the corrupted run
+            torch.testing.assert_close(m_empty, pairs.metric(sp.model(pairs.corrupt), "logit_diff").detach(), atol=1e-4, rtol=1e-4)
 
 
 def test_mean_ablation_sets_nodes_to_their_task_mean(task, setup):
     ds, _ = task
     sp, pairs, _ = setup
-    abl = ablation_values(sp, ds, "mean", 10**6, seed=0, n_pairs=len(pairs))
+    abl = ablation_values(sp, ds, "mean", 10**6, seed=0, pairs=pairs)
     two_hop = torch.tensor([ids for ids, hop in zip(ds["train"]["input_ids"], ds["train"]["hop"]) if hop == 2])
     _, vals = sp.cache(two_hop)
     torch.testing.assert_close(abl.acts[HOOKS[1]], vals.acts[HOOKS[1]].mean(0), atol=1e-5, rtol=1e-4)
@@ -121,6 +124,22 @@ def test_selection_by_top_n_threshold_and_error_rule(setup):
     assert len([n for n in select_nodes(ne, 0, errors="all") if n.is_error]) == len(HOOKS) * 3
 
 
+def test_per_prompt_circuits_keep_each_pairs_own_top_nodes(task, setup):
+    ds, _ = task
+    sp, pairs, ne = setup
+    ka, ke = prompt_keep_masks(sp, ne, 4, "none")
+    for b in range(len(pairs)):
+        eff = torch.cat([ne.per_prompt[h][b, :, :-1].flatten() for h in HOOKS]).abs()
+        kept = torch.cat([ka[h][b].flatten() for h in HOOKS])
+        assert kept.sum() == 4 and eff[kept].min() >= eff[~kept].max()
+        assert not any(ke[h][b].any() for h in HOOKS)
+    # a per-pair mask that equals the shared one gives the same metric
+    abl = ablation_values(sp, ds, "mean", 64, 0, pairs)
+    shared = keep_masks(sp, select_nodes(ne, 3, errors="none"))
+    per = ({h: m.expand(len(pairs), *m.shape).clone() for h, m in shared[0].items()}, {h: m.expand(len(pairs), *m.shape).clone() for h, m in shared[1].items()})
+    torch.testing.assert_close(ablated_metric(sp, pairs, per, abl, "logit_diff", batch=3), ablated_metric(sp, pairs, shared, abl, "logit_diff"))
+
+
 def test_gradient_edges_agree_with_exact_edge_patching_on_a_linear_model(linear):
     sp, pairs, ne = linear
     nodes = select_nodes(ne, 12, errors="all")
@@ -151,7 +170,7 @@ def test_edges_into_a_node_add_up_to_its_linearised_effect(linear):
 def test_ablating_no_edges_is_the_model_and_ablating_sink_edges_is_ablating_the_nodes(task, linear):
     ds, _ = task
     sp, pairs, ne = linear
-    abl = ablation_values(sp, ds, "mean", 64, 0, len(pairs))
+    abl = ablation_values(sp, ds, "mean", 64, 0, pairs)
     clean = pairs.metric(sp.model(pairs.clean), "logit_diff").detach()
     torch.testing.assert_close(ablate_edges(sp, pairs, [], abl, "logit_diff"), clean, atol=1e-5, rtol=1e-4)
     # the last SAE layer only reaches the metric directly, so ablating its edges to the metric = ablating its nodes
@@ -186,6 +205,12 @@ def test_circuit_stage_files(run):
     for row in f["edges"]["ablation"]:
         assert len(row["random_edges_drops"]) in (0, 3) and isinstance(row["top_hurts_more"], bool)
     assert set(f["target"]) >= {"faithfulness", "max_feature_nodes", "min_feature_nodes_reaching", "met"}
+    assert set(f["by_ablation"]) == {"mean", "zero", "resample", "corrupt"}
+    mean = f["by_ablation"]["mean"]
+    assert mean["m_full"] == pytest.approx(f["m_full"]) and mean["m_empty"] == pytest.approx(f["m_empty"])
+    i6 = mean["sizes"].index(6)
+    assert mean["faithfulness"][i6] == pytest.approx(f["faithfulness"], abs=1e-6)
+    assert len(mean["faithfulness_per_prompt_circuits"]) == len(mean["sizes"])
     for ext in ("png", "svg"):
         assert (run.circuit_dir / f"faithfulness_curve.{ext}").stat().st_size > 0
     assert run_circuit(run) is False
