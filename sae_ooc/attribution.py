@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from sae_ooc.data import POSITION_ROLES, SEQ_LEN, load_task
 from sae_ooc.errors import UserError
-from sae_ooc.io import save_tensors, sha256_file, write_json
+from sae_ooc.io import read_json, save_tensors, sha256_file, sha256_json, write_json
 from sae_ooc.spliced import NodeValues, RowPatches, Spliced, node_id, task_metric
 
 STAGE = "attribute"
@@ -490,11 +490,20 @@ def run_attribute(run, force: bool = False, validate: bool = False, device: str 
         write_json(out / EFFECTS_JSON, summary)
         run.mark_done(STAGE, fp, method=a.method, n_pairs=len(pairs), seconds=round(seconds, 3),
                       metric_clean=summary["metric_clean_mean"], total_effect=summary["total_effect_mean"])
-    if validate:
+    vfp = sha256_json({"effects": fp, "pairs": a.validate_pairs, "trust": a.trust_spearman, "batch": a.batch_size})
+    if validate and (force or not done or _read_fingerprint(out / VALIDATION_FILE) != vfp):
         sp = sp or load_spliced(run, device)
         ne = load_node_effects(out / EFFECTS_FILE)
         sample = ne.pairs.subset(slice(0, a.validate_pairs))
         report, flat = validate_methods(sp, sample, a.metric, a.ig_steps, a.exact_batch_size, a.batch_size, a.trust_spearman)
+        report["fingerprint"] = vfp
         plot_validation(flat, report, out / "validation")
         write_json(out / VALIDATION_FILE, report)
     return not done
+
+
+def _read_fingerprint(path: Path) -> str | None:
+    try:
+        return read_json(path).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None

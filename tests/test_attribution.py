@@ -194,9 +194,15 @@ def test_attribute_stage_files(run):
 
 
 def test_attribute_cli(run, capsys):
+    before = (run.attribution_dir / VALIDATION_FILE).stat().st_mtime_ns
     assert cli_main(["attribute", "--run", str(run.root)]) == 0
     out = capsys.readouterr().out
-    assert "unchanged, skipped" in out and "exact on 12 pairs" in out
+    assert "unchanged, skipped" in out and "exact on 12 pairs" in out and "atp vs exact on 6 pairs" in out
+    assert (run.attribution_dir / VALIDATION_FILE).stat().st_mtime_ns == before  # validation up to date: not redone
+    assert cli_main(["attribute", "--run", str(run.root), "--no-validate", "--set", "attribution.validate_pairs=4"]) == 0
+    assert "atp vs exact" not in capsys.readouterr().out
+    assert cli_main(["attribute", "--run", str(run.root), "--set", "attribution.validate_pairs=4"]) == 0
+    assert "atp vs exact on 4 pairs" in capsys.readouterr().out
 
 
 def test_attribute_without_saes_is_a_one_line_error(tmp_path, capsys):

@@ -1,16 +1,20 @@
-"""Rank SAE nodes by their patching effect on the A→C answer into RUN/attribution/ (--validate: check atp/ig against exact patching).
+"""Rank SAE nodes by their patching effect on the A→C answer into RUN/attribution/, and check atp/ig against exact patching.
 
 Node effects go to RUN/attribution/node_effects.safetensors (+ node_effects.json); with --validate,
 atp and ig are compared with exact patching on attribution.validate_pairs pairs (validation.json and a
 scatter plot). Settings: the `attribution` config section (method, metric, split, n_pairs, ig_steps, ...).
 """
 
+import argparse
+
 from sae_ooc.attribution import EFFECTS_JSON, VALIDATION_FILE, run_attribute
 from sae_ooc.io import read_json
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--validate", action="store_true", help="also compare atp and ig with exact patching (RUN/attribution/validation.json)")
+    p.add_argument("--validate", action=argparse.BooleanOptionalAction, default=True,
+                   help="compare atp and ig with exact patching on attribution.validate_pairs pairs (RUN/attribution/validation.json; "
+                        "default on, skipped when up to date; --no-validate to skip)")
 
 
 def main(run, args) -> int:
