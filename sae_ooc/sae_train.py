@@ -290,6 +290,7 @@ def train_sae(
     trainer.stop_at = stop_after_steps
     elapsed0 = 0.0
     if resume_from is not None:
+        # SAELens's own checkpoint (trainer_state.pt); its torch.load runs with torch's default weights_only=True
         trainer.load_trainer_state(resume_from)
         # SAETrainer saves its step counter before incrementing it; the sample count is exact
         trainer.n_training_steps = trainer.n_training_samples // p.batch_size
