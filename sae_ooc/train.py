@@ -265,6 +265,8 @@ def _should_stop(tc: TrainConfig, metrics: dict) -> bool:
 
 
 def plot_training(records: list[dict], stem: Path) -> None:
+    from matplotlib.ticker import NullFormatter
+
     from sae_ooc.plots import plt, save_figure
 
     recs = [r for r in records if r["step"] > 0]  # log x has no place for step 0
@@ -274,9 +276,10 @@ def plot_training(records: list[dict], stem: Path) -> None:
         ax_acc.plot(steps, [r.get(f"{split}_acc", float("nan")) for r in recs], label=label)
         ax_loss.plot(steps, [r.get(f"{split}_loss", float("nan")) for r in recs], label=label)
     ax_acc.set(xscale="log", xlabel="step", ylabel="accuracy", ylim=(-0.02, 1.02), title="accuracy")
-    ax_loss.set(xscale="log", yscale="log", xlabel="step", ylabel="cross-entropy", title="loss")
+    ax_loss.set(xscale="log", xlabel="step", ylabel="cross-entropy", title="loss")
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels on a short log axis overlap
     ax_acc.legend(loc="best", fontsize=8)
     save_figure(fig, stem)
 
