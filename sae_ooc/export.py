@@ -65,13 +65,32 @@ def node_title(n: dict) -> str:
 
 
 def node_caption(n: dict, width: int = 22) -> str:
-    d = n.get("description") or ""
+    """The ground-truth label where there is one (without its AUROC), else the short description."""
+    d = n.get("label") or n.get("description") or ""
     return d if len(d) <= width else d[: width - 1] + "…"
+
+
+def layer_rows(nodes: list[dict], per_row: int = 4) -> int:
+    cells: dict[tuple[int, int], int] = {}
+    for n in nodes:
+        key = (n["hook_index"], n["position"])
+        cells[key] = cells.get(key, 0) + 1
+    return max([(k + per_row - 1) // per_row for k in cells.values()] or [1])
+
+
+def layer_y(nodes: list[dict], hooks: list[str], per_row: int = 4) -> list[float]:
+    """y of each SAE layer and, last, of the metric node: layers are spaced to fit their tallest cell."""
+    gap = max(1.0, ROW_GAP * layer_rows(nodes, per_row) + 0.5)
+    return [i * gap for i in range(len(hooks) + 1)]
+
+
+ROW_GAP = 0.45
 
 
 def layout(nodes: list[dict], hooks: list[str], per_row: int = 4) -> dict[str, tuple[float, float]]:
     """(x, y) per node id: the nodes of one (layer, position) cell sit around the position, in rows of
-    `per_row` stacked within the layer's band, largest |effect| first; the metric node is on top."""
+    `per_row` stacked within the layer's band, largest |effect| first (error nodes last); the metric node is on top."""
+    ys = layer_y(nodes, hooks, per_row)
     cells: dict[tuple[int, int], list[dict]] = {}
     for n in nodes:
         cells.setdefault((n["hook_index"], n["position"]), []).append(n)
@@ -82,8 +101,8 @@ def layout(nodes: list[dict], hooks: list[str], per_row: int = 4) -> dict[str, t
         for j, n in enumerate(cell):
             r, c = divmod(j, per_row)
             cols = min(per_row, len(cell) - r * per_row)
-            pos[n["id"]] = (p + (c - (cols - 1) / 2) * (0.8 / per_row), y + (r - (rows - 1) / 2) * 0.3)
-    pos[SINK] = (2.0, float(len(hooks)))
+            pos[n["id"]] = (p + (c - (cols - 1) / 2) * (0.8 / per_row), ys[y] + (r - (rows - 1) / 2) * ROW_GAP)
+    pos[SINK] = (2.0, ys[-1])
     return pos
 
 
@@ -98,7 +117,8 @@ def draw_matplotlib(circuit: dict, nodes: list[dict], edges: list[dict], stem: P
     meta = circuit["metadata"]
     hooks = meta["hooks"]
     xy = layout(nodes, hooks)
-    fig, ax = plt.subplots(figsize=(16, 2.6 * (len(hooks) + 1) + 1))
+    ys = layer_y(nodes, hooks)
+    fig, ax = plt.subplots(figsize=(16, 1.5 * ys[-1] + 3))
     emax = max((abs(n["effect"]) for n in nodes), default=0.0)
     wmax = max((abs(e["weight"]) for e in edges), default=0.0)
     for e in edges:
@@ -115,10 +135,10 @@ def draw_matplotlib(circuit: dict, nodes: list[dict], edges: list[dict], stem: P
     ax.annotate(meta["sink"]["description"], (sx, sy), xytext=(0, 12), textcoords="offset points", ha="center", fontsize=8)
     ax.set_xticks(range(len(meta["positions"])))
     ax.set_xticklabels(meta["positions"])
-    ax.set_yticks(range(len(hooks) + 1))
+    ax.set_yticks(ys)
     ax.set_yticklabels(hooks + ["metric"], fontsize=8)
     ax.set_xlim(-0.6, len(meta["positions"]) - 0.4)
-    ax.set_ylim(-0.8, len(hooks) + 0.6)
+    ax.set_ylim(-ROW_GAP * layer_rows(nodes) / 2 - 0.7, ys[-1] + 0.6)
     s = circuit.get("scores", {})
     ax.set_title(
         f"{meta.get('config', '')}: {sum(n['type'] == 'feature' for n in nodes)} features + {sum(n['type'] == 'error' for n in nodes)} error nodes drawn, "
@@ -282,21 +302,23 @@ def to_html(circuit: dict, nodes: list[dict], edges: list[dict]) -> str:
     meta = circuit["metadata"]
     hooks = meta["hooks"]
     xy = layout(nodes, hooks)
-    W, H, mx, my = 1400, 260 * (len(hooks) + 1) + 80, 150, 60
+    ys = layer_y(nodes, hooks)
+    span = ys[-1] + 1.0 + ROW_GAP * layer_rows(nodes)
+    W, H, mx, my = 1400, int(150 * span) + 120, 150, 60
     npos = len(meta["positions"])
 
     def px(x, y):
-        return mx + (x + 0.5) / npos * (W - 2 * mx), H - my - (y + 0.5) / (len(hooks) + 1) * (H - 2 * my)
+        return mx + (x + 0.5) / npos * (W - 2 * mx), H - my - (y + 0.5 + ROW_GAP * layer_rows(nodes) / 2) / span * (H - 2 * my)
 
     emax = max((abs(n["effect"]) for n in nodes), default=0.0)
     wmax = max((abs(e["weight"]) for e in edges), default=0.0)
     esc = html.escape
     svg = [f'<svg id="circuit" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img">']
     for p, role in enumerate(meta["positions"]):
-        x, _ = px(p, -0.5)
+        x, _ = px(p, 0)
         svg.append(f'<text x="{x:.1f}" y="{H - 15}" text-anchor="middle" class="axis">{esc(role)}</text>')
     for hi, hook in enumerate(hooks + ["metric"]):
-        _, y = px(0, hi)
+        _, y = px(0, ys[hi])
         svg.append(f'<text x="8" y="{y:.1f}" class="axis">{esc(hook)}</text>')
     for e in edges:
         (x0, y0), (x1, y1) = px(*xy[e["source"]]), px(*xy[e["target"]])
