@@ -499,12 +499,12 @@ def run_circuit(run, force: bool = False, device: str | None = None) -> bool:
     faith = Faith(m_full, m_empty)
     nodes = select_nodes(ne, c.top_n, c.node_threshold, c.errors)
     scores = circuit_scores(sp, pairs, nodes, abl, metric, faith)
-    sizes = list(range(0, TARGET_MAX_FEATURES + 1)) + list(c.curve_sizes)
+    sizes = sorted(set(c.curve_sizes) | {0, c.top_n})
     curve = faithfulness_curve(sp, ne, pairs, abl, metric, faith, sizes, c.errors)
     reach = [r for r in curve if r["faithfulness"] >= TARGET_FAITHFULNESS]
     min_feats = min((r["n_features"] for r in reach), default=None)
-    coarse = set(range(0, 5)) | set(range(0, TARGET_MAX_FEATURES + 1, 5)) | set(c.curve_sizes) | {c.top_n}
-    curves = ablation_curves(sp, ne, pairs, ds, c, metric, sorted(coarse))
+    coarse = [n for n in sizes if n < 5 or n % 5 == 0 or n == c.top_n]
+    curves = ablation_curves(sp, ne, pairs, ds, c, metric, coarse)
     plot_curve(curve, curves, c.ablation, out / "faithfulness_curve", f"{run.cfg.name}: {len(pairs)} pairs ({ne.method} effects), metric {metric}")
 
     edges = edge_weights(sp, pairs, nodes, metric, run.cfg.attribution.batch_size)

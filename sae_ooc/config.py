@@ -236,7 +236,7 @@ class CircuitConfig:
     errors: str = "threshold"  # error nodes kept: threshold (same |effect| cut as the features) | all | none
     ablation: str = "mean"  # nodes outside the circuit set to: mean | zero | resample | corrupt (their value on the corrupted prompt)
     mean_examples: int = 4096  # two-hop train prompts averaged for mean ablation (and drawn from for resampling)
-    curve_sizes: list[int] = field(default_factory=lambda: [0, 1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300])
+    curve_sizes: list[int] = field(default_factory=lambda: list(range(0, 51)) + [75, 100, 150, 200, 300])  # circuit sizes of the faithfulness curve
     edge_check: int = 24  # edges checked against exact edge patching
     edge_counts: list[int] = field(default_factory=lambda: [5, 10, 20, 50])  # top-edge ablation sizes
     random_edge_sets: int = 10  # random edge sets per size
