@@ -294,6 +294,15 @@ def run_train(run, force: bool = False, stop_after_steps: int | None = None) -> 
     model_dir: Path = run.model_dir
     if not force and run.is_done(STAGE, fp) and all((model_dir / f).exists() for f in (MODEL_FILE, CONFIG_FILE, FINAL_METRICS_FILE)):
         return False
+    from sae_ooc.sae_eval import torch_threads
+
+    with torch_threads(run.cfg.train.threads):
+        _train(run, fp, force, stop_after_steps)
+    return True
+
+
+def _train(run, fp: str, force: bool, stop_after_steps: int | None) -> None:
+    model_dir: Path = run.model_dir
     tc: TrainConfig = run.cfg.train
     device = getattr(run, "device", "cpu")
     ckpt_root = model_dir / "checkpoints"
@@ -349,8 +358,7 @@ def run_train(run, force: bool = False, stop_after_steps: int | None = None) -> 
     try:
         while prog.step < tc.steps and not prog.stopped_early:
             if stop_after_steps is not None and prog.step >= stop_after_steps:
-                bar.close()
-                return True
+                return
             idx = sampler.indices(prog.step)
             batch = dev_train if idx is None else dev_train.subset(idx.to(device))
             loss_t = train_step(model, opt, batch.tokens, batch.answer_pos, batch.answer, lr_at(tc, prog.step), tc.grad_clip)
@@ -386,7 +394,6 @@ def run_train(run, force: bool = False, stop_after_steps: int | None = None) -> 
     plot_training(records, run.figures_dir / "accuracy")
     run.mark_done(STAGE, fp, steps=prog.step, minutes=final["minutes"],
                   **{f"{s}_acc": final["accuracy"][s] for s in SPLITS})
-    return True
 
 
 def _final_metrics(model, tensors, ds, records, prog: _Progress, tc: TrainConfig, device: str) -> dict:
