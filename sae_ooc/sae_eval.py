@@ -460,6 +460,15 @@ def write_summary(per_hook: dict[str, dict], root: Path, threshold: float) -> Pa
         first_p = next((f"`{h}` at {a['position']}" for h, a in bridge if a.get("probe_accuracy", 0.0) >= 0.9), "nowhere")
         lines.append(f"First readable (layer order): by single features (>= 80% of values) {first_f}; by the probe "
                      f"(exact-value accuracy >= 0.9) {first_p}.")
+    lines += ["", "## Targets (default experiment goals)", "",
+              "| hook | EV >= 0.95 at L0 <= 16 | dead < 5% | test_id acc within 2 points of clean |", "|---|---|---|---|"]
+    ok = lambda c: "yes" if c else "no"  # noqa: E731
+    for h in hooks:
+        r, t = per_hook[h]["reconstruction"], per_hook[h].get("task", {}).get("splits", {}).get("test_id")
+        drop = None if t is None else t["acc_clean"] - t["acc_sae"]
+        lines.append(f"| {h} | {ok((r['explained_variance'] or 0) >= 0.95 and r['l0'] <= 16)} ({_fmt(r['explained_variance'])} at {r['l0']:.1f}) | "
+                     f"{ok(r['dead_fraction'] < 0.05)} ({r['dead_fraction']:.1%}) | "
+                     f"{'n/a' if drop is None else ok(drop <= 0.02) + f' ({-drop * 100:+.1f} points)'} |")
     lines += ["", "Figures: " + ", ".join(figs), ""]
     path = Path(root) / "summary.md"
     write_text(path, "\n".join(lines))
