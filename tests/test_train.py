@@ -239,3 +239,23 @@ def test_lr_schedules():
     assert lr_at(tc, 60) == pytest.approx(0.5) and lr_at(tc, 35) == pytest.approx(0.75)
     tc.lr_schedule = "constant"
     assert lr_at(tc, 100) == 1.0
+
+
+def test_early_stop_needs_both_thresholds_and_a_rerun_does_not_continue(tmp_path):
+    # atomic facts are learnt long before test_id moves on tiny, so a low test_id bar stops at the first eval
+    run = _run(tmp_path, "early", ["train.stop_at_test_id=0.01", "train.stop_at_atomic=0.5"])
+    run_train(run)
+    recs = read_jsonl(run.model_dir / "metrics.jsonl")
+    first = next(r for r in recs if r["test_id_acc"] >= 0.01 and r["atomic_test_acc"] >= 0.5 and r["step"] > 0)
+    final = read_json(run.model_dir / "final_metrics.json")
+    assert final["stopped_early"] and final["steps"] == first["step"] == recs[-1]["step"] < run.cfg.train.steps
+    assert (run.model_dir / "checkpoints" / f"step_{first['step']}" / "model.safetensors").exists()
+    run.invalidate("train")  # as after a crash between the last checkpoint and mark_done
+    run_train(run)
+    assert read_json(run.model_dir / "final_metrics.json")["steps"] == first["step"]
+
+    never = _run(tmp_path, "never", ["train.stop_at_test_id=0.99", "train.stop_at_atomic=0.5"])
+    run_train(never)
+    final = read_json(never.model_dir / "final_metrics.json")
+    assert max(r["test_id_acc"] for r in read_jsonl(never.model_dir / "metrics.jsonl")) < 0.99
+    assert not final["stopped_early"] and final["steps"] == never.cfg.train.steps
