@@ -67,10 +67,10 @@ class Vocab:
         for tok in prompt.split():
             if tok not in index:
                 close = difflib.get_close_matches(tok, self.names, n=3, cutoff=0.4)
-                hint = f"did you mean {', '.join(close)}?" if close else ""
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
                 raise UserError(
                     f"unknown token '{tok}' in prompt {prompt!r}; valid tokens are e0..e{self.n_entities - 1} and "
-                    f"r0..r{self.n_relations - 1} {hint}".strip()
+                    f"r0..r{self.n_relations - 1}{hint}"
                 )
             ids.append(index[tok])
         if not 1 <= len(ids) <= SEQ_LEN:
