@@ -132,6 +132,7 @@ class SaeConfig:
     architecture: str = "topk"  # standard | topk | batchtopk | jumprelu | gated | matryoshka_batchtopk
     d_sae: int = 0  # 0 = expansion_factor * d_in
     expansion_factor: int = 4
+    d_sae_by_hook: dict[str, int] = field(default_factory=dict)  # per-hook d_sae, e.g. {blocks.0.hook_resid_pre: 256}
     k: int = 8  # topk, batchtopk, matryoshka_batchtopk: active features per token
     l1_coefficient: float = 5.0  # standard, gated
     l0_coefficient: float = 1.0  # jumprelu
@@ -158,6 +159,8 @@ class SaeConfig:
         _check(self.architecture in SAE_ARCHITECTURES, where, "sae.architecture", f"must be one of {', '.join(SAE_ARCHITECTURES)}")
         _check(self.d_sae >= 0, where, "sae.d_sae", "must be >= 0 (0 means expansion_factor * d_in)")
         _check(self.expansion_factor >= 1, where, "sae.expansion_factor", "must be at least 1")
+        _check(all(isinstance(v, int) and v >= 1 for v in self.d_sae_by_hook.values()), where, "sae.d_sae_by_hook",
+               "must map hook names to positive integers")
         _check(self.k >= 1, where, "sae.k", "must be at least 1")
         _check(self.l1_coefficient >= 0 and self.l0_coefficient >= 0, where, "sae.l1_coefficient", "sparsity coefficients must be >= 0")
         _check(self.aux_loss_coefficient >= 0, where, "sae.aux_loss_coefficient", "must be >= 0")
@@ -182,6 +185,7 @@ class SaeConfig:
 @dataclass
 class SaeEvalConfig:
     auroc_threshold: float = 0.9  # a value counts as detected when one feature (or the probe) reaches this AUROC
+    label_min_precision: float = 0.5  # a feature is labelled with a value only if this share of the tokens it fires on carry it
     dense_threshold: float = 0.1  # a feature active on more than this share of held-out tokens is dense
     min_positives: int = 3  # values with fewer held-out (or selection) tokens are not scored
     max_select_tokens: int = 20000  # tokens per position used to pick each value's best feature and train the probe
@@ -192,6 +196,7 @@ class SaeEvalConfig:
 
     def validate(self, where: str) -> None:
         _check(0.5 <= self.auroc_threshold <= 1, where, "sae_eval.auroc_threshold", "must be in [0.5, 1]")
+        _check(0 <= self.label_min_precision <= 1, where, "sae_eval.label_min_precision", "must be in [0, 1]")
         _check(0 < self.dense_threshold <= 1, where, "sae_eval.dense_threshold", "must be in (0, 1]")
         _check(self.min_positives >= 1, where, "sae_eval.min_positives", "must be at least 1")
         _check(self.max_select_tokens >= 10, where, "sae_eval.max_select_tokens", "must be at least 10")

@@ -321,13 +321,19 @@ def alignment(sae, cache: ActivationCache, hook_name: str, heldout: torch.Tensor
                     for v, f, a, q in zip(scored, best, best_ev, au_probe)
                 ],
             }
-            # best label per feature: chosen on the selection slice, confirmed on the held-out slice
+            # best label per feature: chosen on the selection slice, confirmed on the held-out slice. AUROC alone
+            # also passes a feature that fires on many values as long as this one ranks high, so a label also
+            # needs precision: most held-out tokens the feature fires on must carry the value
             top_sel, top_idx = au_sel.max(1)
+            acts_ev = f_ev[me]
             for f in (top_sel >= thr).nonzero().squeeze(1).tolist():
                 j = int(top_idx[f])
                 a_ev = float(au_ev[f, j])
-                if a_ev >= thr and (f not in label_best or a_ev > label_best[f]["auroc"]):
-                    label_best[f] = {"feature": f, "variable": var, "position": pos_name, "value": name(int(scored[j])), "auroc": round(a_ev, 4)}
+                fires = acts_ev[:, f] > 0
+                precision = float((y_ev[fires] == scored[j]).double().mean()) if fires.any() else 0.0
+                if a_ev >= thr and precision >= ecfg.label_min_precision and (f not in label_best or a_ev > label_best[f]["auroc"]):
+                    label_best[f] = {"feature": f, "variable": var, "position": pos_name, "value": name(int(scored[j])),
+                                     "auroc": round(a_ev, 4), "precision": round(precision, 4)}
     labels = [label_best[f] for f in sorted(label_best)]
     return {"by_variable_position": results, "feature_labels": labels}
 

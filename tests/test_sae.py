@@ -149,6 +149,23 @@ def test_spliced_sae_with_error_term_reproduces_clean_loss(sae_run):
         (spliced["loss_zero"] - spliced["loss_sae"]) / (spliced["loss_zero"] - spliced["loss_clean"]))
 
 
+def _label_precision(run, hook, lab):
+    """Share of held-out tokens at the label's position on which the feature fires that carry the labelled value."""
+    from sae_ooc.cache import ROLES
+    from sae_ooc.sae_eval import eval_rows
+
+    cache = open_cache(run.activations_dir)
+    tok = cache.tokens()
+    heldout = torch.zeros(cache.n_tokens, dtype=torch.bool)
+    heldout[load_file(str(eval_rows(run.saes_dir)))["rows"]] = True
+    rows = ((tok["pos"] == ROLES.index(lab["position"])) & heldout & (tok[lab["variable"]] >= 0)).nonzero().squeeze(1)
+    sae = SAE.load_from_disk(str(sae_dir(run.saes_dir, hook)))
+    with torch.no_grad():
+        fires = sae.encode(cache.read(hook, rows))[:, lab["feature"]] > 0
+    value_id = read_json(run.data_dir / "vocab.json")["id_of"][lab["value"]]
+    return float((tok[lab["variable"]][rows][fires] == value_id).double().mean())
+
+
 def test_eval_sae_writes_metrics_labels_and_summary(sae_run):
     run_eval_sae(sae_run)
     hooks = read_json(sae_run.activations_dir / "manifest.json")["hooks"]
@@ -157,9 +174,12 @@ def test_eval_sae_writes_metrics_labels_and_summary(sae_run):
         assert {"reconstruction", "task", "alignment", "feature_labels", "training"} <= m.keys()
         assert set(m["task"]["splits"]) == {"train", "test_id", "test_ood", "atomic_test"}
         for lab in m["feature_labels"]:
-            assert set(lab) == {"feature", "variable", "position", "value", "auroc"} and lab["auroc"] >= 0.9
+            assert set(lab) == {"feature", "variable", "position", "value", "auroc", "precision"} and lab["auroc"] >= 0.9
             assert 0 <= lab["feature"] < 64 and lab["position"] in ("head", "r1", "r2")
+            assert lab["precision"] == pytest.approx(_label_precision(sae_run, h, lab), abs=1e-4) and lab["precision"] >= 0.5
         assert len({lab["feature"] for lab in m["feature_labels"]}) == len(m["feature_labels"])  # best match per feature
+    n_labels = sum(len(read_json(sae_dir(sae_run.saes_dir, h) / "metrics.json")["feature_labels"]) for h in hooks)
+    assert n_labels > 0  # the precision check above must have had something to check
     # layer 0, head position: the token itself is the head entity; some feature must read it out
     a = read_json(sae_dir(sae_run.saes_dir, "blocks.0.hook_resid_pre") / "metrics.json")["alignment"]["head@head"]
     assert a["frac_detected_probe"] == 1.0 and a["mean_auroc_features"] > 0.8
