@@ -127,7 +127,7 @@ def main() -> None:
         cache = _cache(cfg, Path(d) / "acts")
         held = heldout_mask(cache.tokens(), p.eval_fraction, p.seed)
         x = cache.read(HOOK, (~held).nonzero().squeeze(1))
-        d_sae = resolved_d_sae(p, cache.d_model)
+        d_sae = resolved_d_sae(p, cache.d_model, HOOK)
         reference(x, d_sae, p.k, p.batch_size, 20, p.lr, 0)  # warm-up
         no_aux = dataclasses.replace(p, dead_feature_window=args.steps + 1)  # no feature ever counts as dead: AuxK never runs
         t_ours, t_noaux, t_ref, t_aux = [], [], [], []

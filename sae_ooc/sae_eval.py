@@ -192,20 +192,28 @@ def tie_ranks(x: torch.Tensor) -> torch.Tensor:
     return torch.empty(n, m, dtype=torch.float64).scatter_(0, order, avg)
 
 
-def auroc_matrix(scores: torch.Tensor, labels: torch.Tensor, values: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+def auroc_matrix(scores: torch.Tensor, labels: torch.Tensor, values: torch.Tensor, chunk: int = 512,
+                 ranks: torch.Tensor | None = None) -> torch.Tensor:
     """AUROC of every score column for every value, one-vs-rest: [n_columns, n_values].
 
     Mann-Whitney U from tie-averaged ranks: AUROC = (sum of positive ranks - P(P+1)/2) / (P * N).
+    `ranks` (from `column_ranks(scores)`) saves recomputing them when the same scores serve several labelings.
     """
     n = len(labels)
     onehot = (labels[:, None] == values[None, :]).double()
     npos = onehot.sum(0)
     nneg = n - npos
-    out = torch.empty(scores.shape[1], len(values), dtype=torch.float64)
-    for s in range(0, scores.shape[1], chunk):
-        r = tie_ranks(scores[:, s : s + chunk].float())
+    n_cols = scores.shape[1] if ranks is None else ranks.shape[1]
+    out = torch.empty(n_cols, len(values), dtype=torch.float64)
+    for s in range(0, n_cols, chunk):
+        r = tie_ranks(scores[:, s : s + chunk].float()) if ranks is None else ranks[:, s : s + chunk].double()
         out[s : s + chunk] = (r.T @ onehot - npos * (npos + 1) / 2) / (npos * nneg).clamp(min=1)
     return out
+
+
+def column_ranks(scores: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """Tie-averaged ranks of every column, stored as float32 (exact: ranks are multiples of 0.5 below 2^23)."""
+    return torch.cat([tie_ranks(scores[:, s : s + chunk].float()).float() for s in range(0, scores.shape[1], chunk)], dim=1)
 
 
 @contextmanager
@@ -298,9 +306,17 @@ def alignment(sae, cache: ActivationCache, hook_name: str, heldout: torch.Tensor
         probes = train_probes(x_sel, {v: (ms, torch.searchsorted(vals, y_sel), len(vals)) for v, (ms, _, y_sel, _, vals, _) in per_var.items()},
                               ecfg.probe_steps, ecfg.probe_lr, ecfg.probe_weight_decay, ecfg.seed)
         thr = ecfg.auroc_threshold
+        rank_cache: dict[tuple, torch.Tensor] = {}
+
+        def ranks_of(f: torch.Tensor, mask: torch.Tensor, tag: str) -> torch.Tensor:
+            key = (tag, int(mask.sum()), hash(mask.numpy().tobytes()))  # head, r1, answer share one mask; r2, bridge another
+            if key not in rank_cache:
+                rank_cache[key] = column_ranks(f[mask])
+            return rank_cache[key]
+
         for var, (ms, me, y_sel, y_ev, vals, scored) in per_var.items():
-            au_sel = auroc_matrix(f_sel[ms], y_sel, scored)  # [d_sae, n_values]
-            au_ev = auroc_matrix(f_ev[me], y_ev, scored)
+            au_sel = auroc_matrix(f_sel[ms], y_sel, scored, ranks=ranks_of(f_sel, ms, "sel"))  # [d_sae, n_values]
+            au_ev = auroc_matrix(f_ev[me], y_ev, scored, ranks=ranks_of(f_ev, me, "ev"))
             best = au_sel.argmax(0)
             best_ev = au_ev[best, torch.arange(len(scored))]
             all_logits = probes[var](x_ev[me])

@@ -107,7 +107,9 @@ class CacheBatches:
 
 
 # SAELens configs -------------------------------------------------------------------------------
-def resolved_d_sae(p: SaeConfig, d_in: int) -> int:
+def resolved_d_sae(p: SaeConfig, d_in: int, hook_name: str | None = None) -> int:
+    if hook_name is not None and hook_name in p.d_sae_by_hook:
+        return p.d_sae_by_hook[hook_name]
     return p.d_sae if p.d_sae > 0 else p.expansion_factor * d_in
 
 
@@ -115,7 +117,7 @@ def training_sae_config(p: SaeConfig, d_in: int, hook_name: str, model_hash: str
     """The SAELens training config for the chosen architecture."""
     import sae_lens
 
-    d_sae = resolved_d_sae(p, d_in)
+    d_sae = resolved_d_sae(p, d_in, hook_name)
     common = dict(d_in=d_in, d_sae=d_sae, dtype="float32", device=device, normalize_activations=p.normalize_activations)
     arch = p.architecture
     if arch == "standard":
@@ -409,6 +411,8 @@ def train_sweep(cache: ActivationCache, hook_name: str, root: str | Path, p: Sae
     points = []
     for v in values:
         q = dataclasses.replace(p, sweep_k=[], sweep_l1_coefficient=[], sweep_d_sae=[], **{param: v})
+        if param == "d_sae":
+            q = dataclasses.replace(q, d_sae_by_hook={})  # the swept width wins over a per-hook one
         out = sweep_point_dir(root, hook_name, param, v)
         m_path = out / METRICS_FILE
         m = read_json(m_path) if m_path.exists() else None

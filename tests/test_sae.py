@@ -16,7 +16,7 @@ from sae_ooc.errors import UserError
 from sae_ooc.harvest import run_harvest
 from sae_ooc.io import read_json, read_jsonl
 from sae_ooc.rundir import RunDir
-from sae_ooc.sae_eval import TaskEvaluator, auroc_matrix, check_d_in, run_eval_sae
+from sae_ooc.sae_eval import TaskEvaluator, auroc_matrix, check_d_in, column_ranks, run_eval_sae
 from sae_ooc.sae_train import run_train_sae, train_sae
 from sae_ooc.saes import load_saes, sae_dir
 from sae_ooc.train import run_train
@@ -132,6 +132,7 @@ def test_auroc_matches_pairwise_mann_whitney_with_ties():
     for c in range(5):
         for j, v in enumerate(values.tolist()):
             assert got[c, j].item() == pytest.approx(_brute_auroc(scores[:, c], labels, v), abs=1e-12)
+    assert torch.equal(auroc_matrix(scores, labels, values, ranks=column_ranks(scores)), got)
     perfect = auroc_matrix((labels == 1).float()[:, None], labels, torch.tensor([1]))
     assert perfect.item() == 1.0
 
