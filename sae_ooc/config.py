@@ -131,19 +131,20 @@ class HarvestConfig:
 class SaeConfig:
     architecture: str = "topk"  # standard | topk | batchtopk | jumprelu | gated | matryoshka_batchtopk
     d_sae: int = 0  # 0 = expansion_factor * d_in
-    expansion_factor: int = 4
-    d_sae_by_hook: dict[str, int] = field(default_factory=dict)  # per-hook d_sae, e.g. {blocks.0.hook_resid_pre: 256}
-    k: int = 8  # topk, batchtopk, matryoshka_batchtopk: active features per token
+    expansion_factor: int = 16
+    # per-hook d_sae: the embedding stream has only ~120 distinct vectors, so 1024 features there are mostly dead
+    d_sae_by_hook: dict[str, int] = field(default_factory=lambda: {"blocks.0.hook_resid_pre": 256})
+    k: int = 16  # topk, batchtopk, matryoshka_batchtopk: active features per token
     l1_coefficient: float = 5.0  # standard, gated
     l0_coefficient: float = 1.0  # jumprelu
-    aux_loss_coefficient: float = 1.0  # topk family: AuxK loss that revives dead features
+    aux_loss_coefficient: float = 4.0  # topk family: AuxK loss that revives dead features
     matryoshka_widths: list[int] = field(default_factory=list)  # empty = d_sae/8, d_sae/4, d_sae/2, d_sae
-    lr: float = 1e-3
+    lr: float = 3e-3
     lr_warm_up_steps: int = 0
     lr_decay_fraction: float = 0.2  # final share of the steps over which the lr decays linearly to 0
-    training_tokens: int = 4_000_000
-    batch_size: int = 2048
-    dead_feature_window: int = 50  # steps without firing before a feature counts as dead (and gets the AuxK loss)
+    training_tokens: int = 2_000_000  # ~60 passes over the default task's ~29k training tokens
+    batch_size: int = 512  # more, smaller steps beat fewer large ones on this small, repetitive data
+    dead_feature_window: int = 10  # steps without firing before a feature counts as dead (and gets the AuxK loss)
     normalize_activations: str = "expected_average_only_in"  # or none
     hooks: list[str] = field(default_factory=list)  # empty = every hook in the activation cache
     eval_fraction: float = 0.15  # share of sequences held out of SAE training, for evaluation

@@ -22,7 +22,7 @@ from sae_ooc.saes import load_saes, sae_dir
 from sae_ooc.train import run_train
 
 REPO = Path(__file__).resolve().parents[1]
-SAE_SETTINGS = ["sae.training_tokens=3840", "sae.batch_size=64", "sae.d_sae=64", "sae.k=4", "sae.log_every=10", "sae.n_checkpoints=2",
+SAE_SETTINGS = ["sae.training_tokens=3840", "sae.batch_size=64", "sae.d_sae=64", "sae.d_sae_by_hook={}", "sae.k=4", "sae.log_every=10", "sae.n_checkpoints=2",
                 "sae.dead_feature_window=10", "sae_eval.probe_steps=50"]
 
 
