@@ -77,11 +77,13 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=10, help="token multiple for the memory comparison")
     ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    cfg = load_config(args.config)
+    hc = cfg.harvest
+    if hc.threads > 0:
+        torch.set_num_threads(hc.threads)  # as the harvest stage does
     if args.child:
         child(args.config, args.child)
         return
-    cfg = load_config(args.config)
-    hc = cfg.harvest
     splits, vocab = task_tensors(cfg)
     model = build_model(cfg.model, vocab, seed=0).eval()
     n_tokens = sum(int((st.answer_pos + 1).sum()) for st in splits.values())

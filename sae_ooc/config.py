@@ -115,6 +115,7 @@ class HarvestConfig:
     shard_tokens: int = 16384  # tokens per shard file; also the bound on what the harvest holds in memory per hook
     batch_size: int = 1024  # sequences per forward pass
     dtype: str = "float32"  # float32 | float16 | bfloat16
+    threads: int = 1  # torch threads for the forward passes (0 = torch's default); see train.threads
 
     def validate(self, where: str) -> None:
         valid = ("train", "test_id", "test_ood", "atomic_test")
@@ -125,6 +126,7 @@ class HarvestConfig:
         _check(self.shard_tokens >= 1, where, "harvest.shard_tokens", "must be at least 1")
         _check(self.batch_size >= 1, where, "harvest.batch_size", "must be at least 1")
         _check(self.dtype in HARVEST_DTYPES, where, "harvest.dtype", f"must be one of {', '.join(HARVEST_DTYPES)}")
+        _check(self.threads >= 0, where, "harvest.threads", "must be >= 0 (0 = torch's default)")
 
 
 @dataclass

@@ -291,10 +291,13 @@ def run_harvest(run, force: bool = False, stop_after_shards: int | None = None) 
     ds, vocab = load_task(run.data_dir)
     splits = {s: split_tensors(ds[s], vocab.pad_id) for s in hc.splits}
     model = load_model(run.model_dir, device=device)
-    manifest = harvest_activations(
-        model, splits, out_dir, mhash, hooks=hc.hooks, shard_tokens=hc.shard_tokens, batch_size=hc.batch_size,
-        dtype=hc.dtype, force=force, device=device, stop_after_shards=stop_after_shards,
-    )
+    from sae_ooc.sae_eval import torch_threads
+
+    with torch_threads(hc.threads):
+        manifest = harvest_activations(
+            model, splits, out_dir, mhash, hooks=hc.hooks, shard_tokens=hc.shard_tokens, batch_size=hc.batch_size,
+            dtype=hc.dtype, force=force, device=device, stop_after_shards=stop_after_shards,
+        )
     if manifest is None:
         return True
     run.mark_done(STAGE, fp, n_tokens=manifest["n_tokens"], hooks=manifest["hooks"], n_shards=len(next(iter(manifest["shards"].values()))))
