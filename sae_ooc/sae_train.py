@@ -120,6 +120,7 @@ def training_sae_config(p: SaeConfig, d_in: int, hook_name: str, model_hash: str
     d_sae = resolved_d_sae(p, d_in, hook_name)
     common = dict(d_in=d_in, d_sae=d_sae, dtype="float32", device=device, normalize_activations=p.normalize_activations)
     arch = p.architecture
+    topk_extra = dict(aux_loss_coefficient=p.aux_loss_coefficient, rescale_acts_by_decoder_norm=p.rescale_acts_by_decoder_norm)
     if arch == "standard":
         cfg = sae_lens.StandardTrainingSAEConfig(**common, l1_coefficient=p.l1_coefficient)
     elif arch == "gated":
@@ -127,13 +128,12 @@ def training_sae_config(p: SaeConfig, d_in: int, hook_name: str, model_hash: str
     elif arch == "jumprelu":
         cfg = sae_lens.JumpReLUTrainingSAEConfig(**common, l0_coefficient=p.l0_coefficient)
     elif arch == "topk":
-        cfg = sae_lens.TopKTrainingSAEConfig(**common, k=min(p.k, d_sae), aux_loss_coefficient=p.aux_loss_coefficient)
+        cfg = sae_lens.TopKTrainingSAEConfig(**common, k=min(p.k, d_sae), **topk_extra)
     elif arch == "batchtopk":
-        cfg = sae_lens.BatchTopKTrainingSAEConfig(**common, k=min(p.k, d_sae), aux_loss_coefficient=p.aux_loss_coefficient)
+        cfg = sae_lens.BatchTopKTrainingSAEConfig(**common, k=min(p.k, d_sae), **topk_extra)
     elif arch == "matryoshka_batchtopk":
         widths = sorted(set(w for w in p.matryoshka_widths if w < d_sae)) or sorted(set(w for w in (d_sae // 8, d_sae // 4, d_sae // 2) if w > 0))
-        cfg = sae_lens.MatryoshkaBatchTopKTrainingSAEConfig(**common, k=min(p.k, d_sae), aux_loss_coefficient=p.aux_loss_coefficient,
-                                                             matryoshka_widths=widths + [d_sae])
+        cfg = sae_lens.MatryoshkaBatchTopKTrainingSAEConfig(**common, k=min(p.k, d_sae), **topk_extra, matryoshka_widths=widths + [d_sae])
     else:
         raise UserError(f"unknown sae.architecture '{arch}'; valid: standard, topk, batchtopk, jumprelu, gated, matryoshka_batchtopk")
     cfg.metadata.hook_name = hook_name
