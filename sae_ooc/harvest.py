@@ -2,14 +2,15 @@
 
 For every configured hook and every non-pad position, the activation goes to
 `RUN/activations/<hook_name>/shard_XXXXX.safetensors` (see sae_ooc.cache for the layout). The harvest
-streams: one batch of sequences is in memory at a time plus at most one shard buffer per hook, so peak
-memory does not grow with the number of tokens. Each shard group is written atomically and recorded in
+streams: one batch of sequences is in memory at a time plus two shard buffers per hook (one filling, one
+being written in the background), so peak memory does not grow with the number of tokens. Each shard group is written atomically and recorded in
 `progress.json`; an interrupted harvest resumes after its last complete shard.
 """
 
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -77,38 +78,65 @@ def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
 class ShardWriter:
     """Buffers one hook's activations and writes a shard each time `shard_tokens` rows are filled.
 
-    The buffer is allocated once at `shard_tokens` rows: this is the whole per-hook memory of a harvest.
+    Two buffers of `shard_tokens` rows are allocated once and alternate: one fills while the other is
+    serialised, hashed and written by `pool` (a background thread, so disk and sha256 overlap the next
+    forward passes). That is the whole per-hook memory of a harvest, whatever the number of tokens.
     """
 
-    def __init__(self, out_dir: Path, shard_tokens: int, d_model: int, dtype: torch.dtype, first_shard: int = 0):
+    def __init__(self, out_dir: Path, shard_tokens: int, d_model: int, dtype: torch.dtype, first_shard: int = 0,
+                 pool: ThreadPoolExecutor | None = None):
         self.out_dir = out_dir
-        self.buffer = torch.empty(shard_tokens, d_model, dtype=dtype)
+        self.buffers = [torch.empty(shard_tokens, d_model, dtype=dtype) for _ in range(2 if pool else 1)]
+        self.writing: list[Future | None] = [None] * len(self.buffers)  # the write in flight from each buffer
+        self.current = 0
         self.fill = 0
         self.next_shard = first_shard
         self.peak_fill = 0
-        self.written: list[dict] = []  # manifest entries of the shards written by this writer
+        self.pool = pool
+        self.pending: dict[str, tuple[dict, Future | str]] = {}  # shard file -> (entry, sha256 or its future), until recorded
 
-    def add(self, acts: torch.Tensor) -> list[dict]:
-        """Append rows; returns the manifest entries of any shards completed by them."""
-        done = []
+    def add(self, acts: torch.Tensor) -> int:
+        """Append rows; returns how many shards they completed."""
+        done = 0
         while len(acts):
             take = min(len(acts), self.buffer.shape[0] - self.fill)
-            self.buffer[self.fill : self.fill + take] = acts[:take]
+            self.buffer[self.fill : self.fill + take].copy_(acts[:take])  # casts to the cache dtype in the copy
             self.fill += take
             self.peak_fill = max(self.peak_fill, self.fill)
             acts = acts[take:]
             if self.fill == self.buffer.shape[0]:
-                done.append(self.flush())
+                self.flush()
+                done += 1
         return done
 
-    def flush(self) -> dict:
+    def flush(self) -> None:
         name = shard_name(self.next_shard)
-        sha = _write_safetensors(self.out_dir / name, {"activations": self.buffer[: self.fill]})
-        entry = {"file": name, "n_tokens": self.fill, "sha256": sha}
-        self.written.append(entry)
+        entry = {"file": name, "n_tokens": self.fill}
+        data = {"activations": self.buffer[: self.fill]}
+        if self.pool is None:
+            self.pending[name] = (entry, _write_safetensors(self.out_dir / name, data))
+        else:
+            fut = self.pool.submit(_write_safetensors, self.out_dir / name, data)
+            self.pending[name] = (entry, fut)
+            self.writing[self.current] = fut
+            self.current = 1 - self.current
+            if self.writing[self.current] is not None:
+                self.writing[self.current].result()  # the buffer about to be refilled must be on disk first
         self.next_shard += 1
         self.fill = 0
-        return entry
+
+    @property
+    def buffer(self) -> torch.Tensor:
+        return self.buffers[self.current]
+
+    def is_written(self, name: str) -> bool:
+        sha = self.pending[name][1]
+        return not isinstance(sha, Future) or sha.done()
+
+    def finished(self, name: str) -> dict:
+        """The manifest entry of shard `name` once it is on disk (waits for its write)."""
+        entry, sha = self.pending.pop(name)
+        return {**entry, "sha256": sha.result() if isinstance(sha, Future) else sha}
 
 
 def _settings(model_hash: str, hooks: list[str], d_model: int, dtype: str, shard_tokens: int, splits: dict[str, SplitTensors], n_tokens: int) -> dict:
@@ -211,10 +239,21 @@ def harvest_activations(
     tokens_sha = _write_safetensors(out_dir / TOKENS_FILE, table)
 
     torch_dtype = DTYPES[dtype]
-    writers = {h: ShardWriter(out_dir / h, shard_tokens, model.cfg.d_model, torch_dtype, first_shard=start_shard) for h in hooks}
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+    writers = {h: ShardWriter(out_dir / h, shard_tokens, model.cfg.d_model, torch_dtype, first_shard=start_shard, pool=pool) for h in hooks}
+    try:
+        return _harvest_loop(model, splits, out_dir, hooks, writers, prog, settings, tokens_sha, skip_rows=start_shard * shard_tokens,
+                             start_shard=start_shard, batch_size=batch_size, device=device, stop_after_shards=stop_after_shards,
+                             events=events, n_tokens=n_tokens)
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _harvest_loop(model, splits, out_dir, hooks, writers, prog, settings, tokens_sha, skip_rows, start_shard, batch_size, device,
+                  stop_after_shards, events, n_tokens) -> dict | None:
     for h in hooks:
         (out_dir / h).mkdir(exist_ok=True)
-    skip_rows = start_shard * shard_tokens  # rows already on disk; the forward restarts at their sequence
+    # skip_rows: rows already on disk; the forward restarts at the sequence that holds the first missing one
     captured: dict[str, torch.Tensor] = {}
 
     def capture(act, hook):
@@ -222,6 +261,7 @@ def harvest_activations(
         return act
 
     fwd_hooks = [(h, capture) for h in hooks]
+    stop_at = _last_block_needed(hooks, model.cfg.n_layers)
     model.eval()
     row, batch_i, shards_done = 0, 0, start_shard
     pbar = tqdm(total=n_tokens, initial=min(skip_rows, n_tokens), desc="harvest", unit="tok")
@@ -235,29 +275,29 @@ def harvest_activations(
                 row += n_rows
                 continue
             tokens = st.tokens[sl].to(device)
-            mask = (torch.arange(L)[None, :] <= st.answer_pos[sl][:, None]).to(device)
+            mask = torch.arange(L)[None, :] <= st.answer_pos[sl][:, None]
+            flat = mask.flatten().nonzero().squeeze(1)[drop_rows(row, skip_rows):].to(device)  # non-pad rows in (seq, pos) order
             with model.hooks(fwd_hooks=fwd_hooks):
-                model(tokens, return_type=None)
+                model(tokens, return_type=None, stop_at_layer=stop_at)
             if events is not None:
                 events.append(("forward", batch_i))
             batch_i += 1
-            drop = max(skip_rows - row, 0)
+            drop = drop_rows(row, skip_rows)
             completed = 0
             for h in hooks:
-                acts = captured[h][mask][drop:].to("cpu", torch_dtype)
-                completed = len(writers[h].add(acts))
+                act = captured[h]
+                completed = writers[h].add(act.reshape(-1, act.shape[-1]).index_select(0, flat).cpu())
             captured.clear()
             row += n_rows
             pbar.update(n_rows - drop)
-            for _ in range(completed):
-                shards_done = _record_shard(out_dir, prog, writers, shards_done, events)
-                if stop_after_shards is not None and shards_done >= stop_after_shards:
-                    pbar.close()
-                    return None
+            shards_done = _record_shards(out_dir, prog, writers, shards_done, events, wait=bool(completed) and stop_after_shards is not None)
+            if stop_after_shards is not None and shards_done >= stop_after_shards:
+                pbar.close()
+                return None
     if writers[hooks[0]].fill:
         for h in hooks:
             writers[h].flush()
-        shards_done = _record_shard(out_dir, prog, writers, shards_done, events)
+    shards_done = _record_shards(out_dir, prog, writers, shards_done, events, wait=True)
     pbar.close()
 
     manifest = {**settings, "shards": prog["shards"], "tokens_file": TOKENS_FILE, "tokens_sha256": tokens_sha}
@@ -266,15 +306,39 @@ def harvest_activations(
     return manifest
 
 
-def _record_shard(out_dir: Path, prog: dict, writers: dict[str, ShardWriter], i: int, events: list | None) -> int:
-    """Shard group i is on disk for every hook: record it, so a restart resumes after it."""
-    for h, w in writers.items():
-        prog["shards"][h].append(next(e for e in w.written if e["file"] == shard_name(i)))
-        w.written = [e for e in w.written if e["file"] != shard_name(i)]
-    write_json(out_dir / PROGRESS, prog)
-    if events is not None:
-        events.append(("shard", i))
-    return i + 1
+def drop_rows(row: int, skip_rows: int) -> int:
+    """Rows at the start of this batch that a resumed harvest already has on disk."""
+    return max(skip_rows - row, 0)
+
+
+def _last_block_needed(hooks: list[str], n_layers: int) -> int | None:
+    """`stop_at_layer` for the forward pass: run only the blocks the hooks need (None = the whole model)."""
+    layers = []
+    for h in hooks:
+        parts = h.split(".")
+        if parts[0] == "blocks" and parts[1].isdigit():
+            layers.append(int(parts[1]) + 1)
+        elif h not in ("hook_embed", "hook_pos_embed"):
+            return None
+    last = max(layers, default=1)
+    return None if last >= n_layers + 1 else last
+
+
+def _record_shards(out_dir: Path, prog: dict, writers: dict[str, ShardWriter], i: int, events: list | None, wait: bool) -> int:
+    """Record shard groups i, i+1, ... that are on disk for every hook (all of them if `wait`), so a restart
+    resumes after them; returns the next unrecorded index."""
+    while True:
+        name = shard_name(i)
+        if not all(name in w.pending for w in writers.values()):
+            return i
+        if not wait and not all(w.is_written(name) for w in writers.values()):
+            return i
+        for h, w in writers.items():
+            prog["shards"][h].append(w.finished(name))
+        write_json(out_dir / PROGRESS, prog)
+        if events is not None:
+            events.append(("shard", i))
+        i += 1
 
 
 def run_harvest(run, force: bool = False, stop_after_shards: int | None = None) -> bool:
