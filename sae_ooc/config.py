@@ -140,7 +140,9 @@ class SaeConfig:
     l1_coefficient: float = 5.0  # standard, gated
     l0_coefficient: float = 1.0  # jumprelu
     aux_loss_coefficient: float = 4.0  # topk family: AuxK loss that revives dead features
-    rescale_acts_by_decoder_norm: bool = True  # topk family: select and scale features as if decoder rows had unit norm
+    # topk family: select and scale features as if decoder rows had unit norm (SAELens's default). Off here: at
+    # d_in 64 those [batch, d_sae] products cost as much as the matmuls, and without them no feature died
+    rescale_acts_by_decoder_norm: bool = False
     matryoshka_widths: list[int] = field(default_factory=list)  # empty = d_sae/8, d_sae/4, d_sae/2, d_sae
     lr: float = 3e-3
     lr_warm_up_steps: int = 0
