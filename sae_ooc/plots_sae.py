@@ -49,15 +49,19 @@ def plot_pareto(points: list[dict], stem: Path, title: str = "") -> list[Path]:
     return save_figure(fig, stem)
 
 
-def plot_alignment_heatmap(grid: dict, hooks: list[str], positions: list[str], stem: Path, variable: str = "bridge") -> list[Path]:
-    """Share of `variable`'s values detected (AUROC >= threshold), hook x position, by one SAE feature and by a probe.
+def plot_alignment_heatmap(grid: dict, hooks: list[str], positions: list[str], stem: Path, variable: str = "bridge",
+                           threshold: float = 0.9) -> list[Path]:
+    """Where `variable` is readable, hook x position: by one SAE feature (share of values with AUROC >= threshold)
+    and in the raw stream (a linear probe's exact-value accuracy).
 
-    `grid[(hook, position)] = {"features": frac or None, "probe": frac or None}`.
+    `grid[(hook, position)] = {"features": share or None, "probe_accuracy": accuracy or None}`.
     """
     import numpy as np
 
-    fig, axes = plt.subplots(1, 2, figsize=(2.2 * len(positions) * 2 + 2, 0.55 * len(hooks) + 1.8), squeeze=False)
-    for ax, key, label in ((axes[0][0], "features", "best single SAE feature"), (axes[0][1], "probe", "linear probe on raw activations")):
+    panels = (("features", f"{variable}: one SAE feature\n(share of values with AUROC >= {threshold})"),
+              ("probe_accuracy", f"{variable}: linear probe on raw activations\n(exact-value accuracy)"))
+    fig, axes = plt.subplots(1, 2, figsize=(1.3 * len(positions) * 2 + 4.5, 0.5 * len(hooks) + 1.8), sharey=True)
+    for ax, (key, label) in zip(axes, panels):
         m = np.full((len(hooks), len(positions)), np.nan)
         for i, h in enumerate(hooks):
             for j, pos in enumerate(positions):
@@ -70,8 +74,8 @@ def plot_alignment_heatmap(grid: dict, hooks: list[str], positions: list[str], s
                 if not np.isnan(m[i, j]):
                     ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", color="w" if m[i, j] < 0.6 else "k", fontsize=8)
         ax.set_xticks(range(len(positions)), positions)
-        ax.set_yticks(range(len(hooks)), hooks)
         ax.set_xlabel("position")
-        ax.set_title(f"{variable}: {label}", fontsize=9)
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="share of values with AUROC >= threshold")
+        ax.set_title(label, fontsize=9)
+    axes[0].set_yticks(range(len(hooks)), hooks)
+    fig.colorbar(im, ax=list(axes), shrink=0.8)
     return save_figure(fig, stem)

@@ -463,11 +463,11 @@ def write_summary(per_hook: dict[str, dict], root: Path, threshold: float) -> Pa
                 if a is None:
                     cells.append("–")
                     continue
-                grid[(h, pos)] = {"features": a["frac_detected_features"], "probe": a["frac_detected_probe"]}
+                grid[(h, pos)] = {"features": a["frac_detected_features"], "probe_accuracy": a.get("probe_accuracy")}
                 cells.append(f"{a['frac_detected_features']:.0%} / {a['frac_detected_probe']:.0%} (n={a['n_values']}, probe acc {a.get('probe_accuracy', float('nan')):.2f})")
             lines.append(f"| {h} | " + " | ".join(cells) + " |")
         if grid:
-            plot_alignment_heatmap(grid, hooks, positions, Path(root) / f"alignment_{var}", variable=var)
+            plot_alignment_heatmap(grid, hooks, positions, Path(root) / f"alignment_{var}", variable=var, threshold=threshold)
             figs.append(f"alignment_{var}.png")
     bridge = [(h, a) for h in hooks for a in per_hook[h].get("alignment", {}).values() if a["variable"] == "bridge"]
     if bridge:
