@@ -92,6 +92,7 @@ def main(argv=None) -> int:
     ap.add_argument("--pairs", type=int, default=64)
     ap.add_argument("--split", default="all")
     ap.add_argument("--exact-batch", type=int, default=4096)
+    ap.add_argument("--verify-top", type=int, default=32, help="atp_verified: nodes per pair re-scored by exact patching")
     ap.add_argument("--repeats", type=int, default=3, help="best of this many timings")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadiest on a shared machine)")
@@ -105,6 +106,8 @@ def main(argv=None) -> int:
     t_atp, atp = timed(lambda: node_effects(sp, pairs, "atp", "logit_diff", batch_size=len(pairs), progress=False), args.repeats)
     t_exact, exact = timed(lambda: node_effects(sp, pairs, "exact", "logit_diff", batch_size=len(pairs), exact_batch_size=args.exact_batch,
                                                 progress=False), max(1, args.repeats - 1))
+    t_ver, ver = timed(lambda: node_effects(sp, pairs, "atp_verified", "logit_diff", batch_size=len(pairs), exact_batch_size=args.exact_batch,
+                                            progress=False, verify_top=args.verify_top), args.repeats)
     n_nodes = sum(e[0].numel() for e in exact.values())  # nodes per prompt: every feature and error at every (hook, position)
     patched = int(sum((e != 0).sum() for e in exact.values()))
     t_one = single_patch_seconds(sp, pairs)
@@ -112,7 +115,12 @@ def main(argv=None) -> int:
     flat_e = torch.cat([exact[h].mean(0)[active[h]] for h in sp.hooks]).numpy()
     flat_a = torch.cat([atp[h].mean(0)[active[h]] for h in sp.hooks]).numpy()
     cmp = compare_effects(flat_e, flat_a, 50)
+    cmp_v = compare_effects(flat_e, torch.cat([ver[h].mean(0)[active[h]] for h in sp.hooks]).numpy(), 50)
     speedup = t_exact / t_atp
+    n_verified = min(args.verify_top, patched // max(len(pairs), 1) + 1) * len(pairs)
+
+    def verdict(fast: float, c: dict) -> str:
+        return "met" if fast >= 100 and c["spearman_top50"] >= 0.9 else "NOT met"
     lines = [
         f"setup: {what}; hooks {len(sp.hooks)}, d_sae {sorted(set(sp.d_sae.values()))}; {len(pairs)} pairs; device {args.device}; "
         f"{torch.get_num_threads()} CPU threads ({platform.processor() or platform.machine()})",
@@ -124,8 +132,14 @@ def main(argv=None) -> int:
         f"atp is {t_one * patched / t_atp:.0f}x / {t_one * n_nodes * len(pairs) / t_atp:.0f}x faster than those",
         f"speed-up atp vs batched exact: {speedup:.0f}x; Spearman over {len(flat_e)} active nodes {cmp['spearman_all']:.3f}, "
         f"over the top 50 {cmp['spearman_top50']:.3f}; top-10 overlap {cmp['top10_overlap']:.2f}, top-50 overlap {cmp['top50_overlap']:.2f}",
-        f"target (>= 100x at Spearman >= 0.9 over the top 50): vs batched exact {'met' if speedup >= 100 and cmp['spearman_top50'] >= 0.9 else 'NOT met'}, "
-        f"vs one pass per changed node {'met' if t_one * patched / t_atp >= 100 and cmp['spearman_top50'] >= 0.9 else 'NOT met'}",
+        f"target for atp (>= 100x at Spearman >= 0.9 over the top 50): vs batched exact {verdict(speedup, cmp)}, "
+        f"vs one pass per changed node {verdict(t_one * patched / t_atp, cmp)}",
+        f"atp_verified (atp, then exact patching of each pair's top {args.verify_top} nodes by |atp|, <= {n_verified} patched rows): "
+        f"{t_ver * 1000:.1f} ms; {t_exact / t_ver:.1f}x faster than batched exact, {t_one * patched / t_ver:.0f}x / "
+        f"{t_one * n_nodes * len(pairs) / t_ver:.0f}x faster than one pass per changed node / per node; Spearman over the top 50 "
+        f"{cmp_v['spearman_top50']:.3f}, over all active {cmp_v['spearman_all']:.3f}; top-10 overlap {cmp_v['top10_overlap']:.2f}, "
+        f"top-50 overlap {cmp_v['top50_overlap']:.2f}; target vs batched exact {verdict(t_exact / t_ver, cmp_v)}, "
+        f"vs one pass per changed node {verdict(t_one * patched / t_ver, cmp_v)}",
     ]
     print("\n".join(lines))
     if not args.no_append:

@@ -12,6 +12,8 @@ The effect of a node is m(clean run with that node set to its corrupted value) -
   atp    attribution patching: gradient at the clean run times (corrupted - clean).
   ig     integrated gradients: the gradient averaged over `ig_steps` points on the straight line from
          the clean to the corrupted values of one hook's nodes, times (corrupted - clean).
+  atp_verified  atp for every node, then exact patching of each pair's `verify_top` nodes with the
+         largest |atp| (atp as a cheap filter, exact patching as the judge of what it keeps).
 
 Outputs (RUN/attribution/):
   node_effects.safetensors  `effects.<hook>` [n_pos, d_sae + 1] mean over pairs (last column: error
@@ -181,21 +183,22 @@ def effects_ig(sp: Spliced, pairs: Pairs, metric: str, steps: int = 10) -> dict[
     return out
 
 
-@torch.no_grad()
-def effects_exact(sp: Spliced, pairs: Pairs, metric: str, chunk: int = 4096, progress: bool = False) -> dict[str, torch.Tensor]:
-    """Exact activation patching of every node whose corrupted value differs from its clean value
-    (the others have effect exactly 0), as batches of `chunk` patched clean rows."""
-    logits, clean = sp.cache(pairs.clean)
-    _, corr = sp.cache(pairs.corrupt)
-    m_clean = pairs.metric(logits, metric).cpu()
-    out = _empty(sp, len(pairs))
-    jobs = []  # (hook index, pair, pos, idx or -1)
+def _changed_jobs(sp: Spliced, clean: NodeValues, corr: NodeValues) -> torch.Tensor:
+    """[n_jobs, 4] rows (hook index, pair, pos, feature or -1 for the error node) of every node whose
+    corrupted value differs from its clean value (the others have effect exactly 0)."""
+    jobs = []
     for hi, h in enumerate(sp.hooks):
         b, p, i = (corr.acts[h] != clean.acts[h]).nonzero(as_tuple=True)
         jobs.append(torch.stack([torch.full_like(b, hi), b, p, i], 1).cpu())
         b, p = (corr.errs[h] != clean.errs[h]).any(-1).nonzero(as_tuple=True)
         jobs.append(torch.stack([torch.full_like(b, hi), b, p, torch.full_like(b, -1)], 1).cpu())
-    jobs = torch.cat(jobs)
+    return torch.cat(jobs)
+
+
+@torch.no_grad()
+def _patch_jobs(sp: Spliced, pairs: Pairs, jobs: torch.Tensor, clean: NodeValues, corr: NodeValues, m_clean: torch.Tensor,
+                metric: str, out: dict[str, torch.Tensor], chunk: int, progress: bool) -> None:
+    """out[hook][pair, pos, feature] = exact effect of each job, `chunk` patched clean rows at a time."""
     fast = sp.decode_is_stateless
     for start in tqdm(range(0, len(jobs), chunk), desc="exact patching", unit="batch", disable=not progress, leave=False):
         job = jobs[start : start + chunk]
@@ -206,6 +209,44 @@ def effects_exact(sp: Spliced, pairs: Pairs, metric: str, chunk: int = 4096, pro
             sel = job[:, 0] == hi
             col = torch.where(job[sel, 3] >= 0, job[sel, 3], sp.d_sae[h])
             out[h][job[sel, 1], job[sel, 2], col] = m[sel] - m_clean[job[sel, 1]]
+
+
+@torch.no_grad()
+def effects_exact(sp: Spliced, pairs: Pairs, metric: str, chunk: int = 4096, progress: bool = False) -> dict[str, torch.Tensor]:
+    """Exact activation patching of every node whose corrupted value differs from its clean value
+    (the others have effect exactly 0), as batches of `chunk` patched clean rows."""
+    logits, clean = sp.cache(pairs.clean)
+    _, corr = sp.cache(pairs.corrupt)
+    m_clean = pairs.metric(logits, metric).cpu()
+    out = _empty(sp, len(pairs))
+    _patch_jobs(sp, pairs, _changed_jobs(sp, clean, corr), clean, corr, m_clean, metric, out, chunk, progress)
+    return out
+
+
+def effects_atp_verified(sp: Spliced, pairs: Pairs, metric: str, verify_top: int, chunk: int = 4096,
+                         progress: bool = False) -> dict[str, torch.Tensor]:
+    """atp for every node, then exact patching of each pair's `verify_top` nodes with the largest |atp|
+    effect, whose atp estimate is replaced by the exact effect (AtP as a filter, exact patching as the
+    judge: a node atp overrates is corrected; one it underrates below the shortlist keeps its atp value)."""
+    out = effects_atp(sp, pairs, metric)
+    with torch.no_grad():
+        logits, clean = sp.cache(pairs.clean)
+        _, corr = sp.cache(pairs.corrupt)
+        m_clean = pairs.metric(logits, metric).cpu()
+        jobs = _changed_jobs(sp, clean, corr)
+        score = torch.zeros(len(jobs))
+        for hi, h in enumerate(sp.hooks):
+            sel = jobs[:, 0] == hi
+            col = torch.where(jobs[sel, 3] >= 0, jobs[sel, 3], sp.d_sae[h])
+            score[sel] = out[h][jobs[sel, 1], jobs[sel, 2], col].abs()
+        # each pair's top `verify_top` jobs by |atp|: sort by (pair, -score), keep the first k of each pair
+        order = torch.argsort(-score, stable=True)
+        order = order[torch.argsort(jobs[order, 1], stable=True)]
+        pair_of = jobs[order, 1]
+        first = torch.searchsorted(pair_of, pair_of, right=False)
+        rank = torch.arange(len(order)) - first
+        chosen = jobs[order[rank < verify_top]]
+        _patch_jobs(sp, pairs, chosen, clean, corr, m_clean, metric, out, chunk, progress)
     return out
 
 
@@ -248,7 +289,7 @@ def _deltas_of(sp: Spliced, job: torch.Tensor, clean: NodeValues, corr: NodeValu
 
 
 def node_effects(sp: Spliced, pairs: Pairs, method: str, metric: str, batch_size: int = 256, ig_steps: int = 10,
-                 exact_batch_size: int = 4096, progress: bool = True) -> dict[str, torch.Tensor]:
+                 exact_batch_size: int = 4096, progress: bool = True, verify_top: int = 32) -> dict[str, torch.Tensor]:
     """Per-pair effects {hook: [n_pairs, n_pos, d_sae + 1]} of every node, by `method`."""
     parts = []
     batches = list(pairs.batches(batch_size))
@@ -259,8 +300,10 @@ def node_effects(sp: Spliced, pairs: Pairs, method: str, metric: str, batch_size
             parts.append(effects_ig(sp, b, metric, ig_steps))
         elif method == "exact":
             parts.append(effects_exact(sp, b, metric, exact_batch_size, progress=progress))
+        elif method == "atp_verified":
+            parts.append(effects_atp_verified(sp, b, metric, verify_top, exact_batch_size, progress=progress))
         else:
-            raise UserError(f"unknown attribution method '{method}'; use one of exact, atp, ig")
+            raise UserError(f"unknown attribution method '{method}'; use one of exact, atp, ig, atp_verified")
     return {h: torch.cat([p[h] for p in parts]) for h in sp.hooks}
 
 
@@ -389,21 +432,24 @@ def compare_effects(exact: np.ndarray, approx: np.ndarray, top: int = 50) -> dic
     return res
 
 
+APPROXIMATIONS = ("atp", "ig", "atp_verified")
+
+
 def validate_methods(sp: Spliced, pairs: Pairs, metric: str, ig_steps: int, exact_batch_size: int, batch_size: int,
-                     trust: float, top: int = 50) -> tuple[dict, dict[str, np.ndarray]]:
-    """Compare atp and ig with exact patching on `pairs`: mean effects over the pairs, over every node
-    that changes between clean and corrupted in any pair."""
+                     trust: float, top: int = 50, verify_top: int = 32) -> tuple[dict, dict[str, np.ndarray]]:
+    """Compare atp, ig and atp_verified with exact patching on `pairs`: mean effects over the pairs, over
+    every node that changes between clean and corrupted in any pair."""
     timing, eff = {}, {}
-    for method in ("exact", "atp", "ig"):
+    for method in ("exact",) + APPROXIMATIONS:
         t0 = time.perf_counter()
-        eff[method] = node_effects(sp, pairs, method, metric, batch_size, ig_steps, exact_batch_size, progress=False)
+        eff[method] = node_effects(sp, pairs, method, metric, batch_size, ig_steps, exact_batch_size, progress=False, verify_top=verify_top)
         timing[method] = time.perf_counter() - t0
     active = _active_mask(sp, pairs, batch_size)
     flat = {m: torch.cat([e[h].mean(0)[active[h]] for h in sp.hooks]).numpy() for m, e in eff.items()}
     flat_pp = {m: torch.cat([e[h][:, active[h]].flatten() for h in sp.hooks]).numpy() for m, e in eff.items()}
     report = {"n_pairs": len(pairs), "n_active_nodes": int(len(flat["exact"])), "top": top, "trust_spearman": trust,
-              "timing_s": timing, "methods": {}}
-    for m in ("atp", "ig"):
+              "timing_s": timing, "verify_top": verify_top, "methods": {}}
+    for m in APPROXIMATIONS:
         r = compare_effects(flat["exact"], flat[m], top)
         r["spearman_per_prompt"] = spearman(flat_pp["exact"], flat_pp[m])
         r["trusted"] = bool(r[f"spearman_top{top}"] >= trust)
@@ -427,10 +473,11 @@ def _active_mask(sp: Spliced, pairs: Pairs, batch_size: int) -> dict[str, torch.
 def plot_validation(flat: dict[str, np.ndarray], report: dict, stem: Path) -> None:
     from sae_ooc.plots import plt, save_figure
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    methods = [m for m in APPROXIMATIONS if m in report["methods"]]
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.5 * len(methods), 4.2), squeeze=False)
     x = flat["exact"]
     lim = float(np.abs(np.concatenate(list(flat.values()))).max() or 1.0) * 1.05
-    for ax, m in zip(axes, ("atp", "ig")):
+    for ax, m in zip(axes[0], methods):
         r = report["methods"][m]
         ax.scatter(x, flat[m], s=8, alpha=0.6)
         ax.plot([-lim, lim], [-lim, lim], color="grey", lw=0.8, ls="--")
@@ -465,6 +512,8 @@ def load_spliced(run, device: str | None = None) -> Spliced:
 def _fingerprint(run) -> str:
     a = run.cfg.attribution
     keys = ("method", "metric", "split", "n_pairs", "only_correct", "ig_steps", "top_json", "seed")
+    if a.method == "atp_verified":
+        keys += ("verify_top",)
     return run.stage_fingerprint((), ("train",), extra={"attribution": {k: getattr(a, k) for k in keys}, "saes": saes_fingerprint(run.saes_dir)})
 
 
@@ -480,7 +529,7 @@ def run_attribute(run, force: bool = False, validate: bool = False, device: str 
         ds, vocab = load_task(run.data_dir)
         pairs = make_pairs(ds, vocab, a.split, a.n_pairs, a.seed, sp.model, a.only_correct, sp.device)
         t0 = time.perf_counter()
-        per_prompt = node_effects(sp, pairs, a.method, a.metric, a.batch_size, a.ig_steps, a.exact_batch_size)
+        per_prompt = node_effects(sp, pairs, a.method, a.metric, a.batch_size, a.ig_steps, a.exact_batch_size, verify_top=a.verify_top)
         seconds = time.perf_counter() - t0
         m_clean, m_corrupt = pair_metrics(sp, pairs, a.metric)
         ne = NodeEffects(sp.hooks, sp.d_sae, a.method, a.metric, per_prompt, pairs, m_clean, m_corrupt)
@@ -490,12 +539,13 @@ def run_attribute(run, force: bool = False, validate: bool = False, device: str 
         write_json(out / EFFECTS_JSON, summary)
         run.mark_done(STAGE, fp, method=a.method, n_pairs=len(pairs), seconds=round(seconds, 3),
                       metric_clean=summary["metric_clean_mean"], total_effect=summary["total_effect_mean"])
-    vfp = sha256_json({"effects": fp, "pairs": a.validate_pairs, "trust": a.trust_spearman, "batch": a.batch_size})
+    vfp = sha256_json({"effects": fp, "pairs": a.validate_pairs, "trust": a.trust_spearman, "batch": a.batch_size, "verify_top": a.verify_top})
     if validate and (force or not done or _read_fingerprint(out / VALIDATION_FILE) != vfp):
         sp = sp or load_spliced(run, device)
         ne = load_node_effects(out / EFFECTS_FILE)
         sample = ne.pairs.subset(slice(0, a.validate_pairs))
-        report, flat = validate_methods(sp, sample, a.metric, a.ig_steps, a.exact_batch_size, a.batch_size, a.trust_spearman)
+        report, flat = validate_methods(sp, sample, a.metric, a.ig_steps, a.exact_batch_size, a.batch_size, a.trust_spearman,
+                                        verify_top=a.verify_top)
         report["fingerprint"] = vfp
         plot_validation(flat, report, out / "validation")
         write_json(out / VALIDATION_FILE, report)

@@ -209,7 +209,7 @@ class SaeEvalConfig:
         _check(self.probe_steps >= 1 and self.probe_lr > 0, where, "sae_eval.probe_steps", "probe_steps must be >= 1 and probe_lr > 0")
 
 
-ATTRIBUTION_METHODS = ("exact", "atp", "ig")
+ATTRIBUTION_METHODS = ("exact", "atp", "ig", "atp_verified")
 ATTRIBUTION_METRICS = ("logit_diff", "logprob", "ce")
 ATTRIBUTION_SPLITS = ("train", "test_id", "test_ood", "all")
 ABLATIONS = ("mean", "zero", "resample", "corrupt")
@@ -217,12 +217,13 @@ ABLATIONS = ("mean", "zero", "resample", "corrupt")
 
 @dataclass
 class AttributionConfig:
-    method: str = "exact"  # exact | atp | ig: how node effects are estimated (exact is affordable at this model size)
+    method: str = "exact"  # exact | atp | ig | atp_verified: how node effects are estimated (exact is affordable at this model size)
     metric: str = "logit_diff"  # logit_diff: logit(t2) - logit(t2') | logprob: log p(t2) | ce: -log p(t2)
     split: str = "test_id"  # where the clean A→C prompts come from: train | test_id | test_ood | all
     n_pairs: int = 128  # clean/corrupted prompt pairs (fewer if the split has fewer usable prompts)
     only_correct: bool = True  # use only clean prompts the model answers correctly
     ig_steps: int = 10
+    verify_top: int = 32  # atp_verified: nodes per pair (largest |atp|) whose effect is recomputed by exact patching
     batch_size: int = 256  # prompt pairs per forward/backward pass
     exact_batch_size: int = 4096  # patched forward passes per batch for exact patching
     validate_pairs: int = 16  # --validate: pairs on which atp and ig are compared with exact patching
@@ -236,6 +237,7 @@ class AttributionConfig:
         _check(self.split in ATTRIBUTION_SPLITS, where, "attribution.split", f"must be one of {', '.join(ATTRIBUTION_SPLITS)}")
         _check(self.n_pairs >= 1, where, "attribution.n_pairs", "must be at least 1")
         _check(self.ig_steps >= 1, where, "attribution.ig_steps", "must be at least 1")
+        _check(self.verify_top >= 1, where, "attribution.verify_top", "must be at least 1")
         _check(self.batch_size >= 1 and self.exact_batch_size >= 1, where, "attribution.batch_size", "batch sizes must be at least 1")
         _check(self.validate_pairs >= 1, where, "attribution.validate_pairs", "must be at least 1")
         _check(-1 <= self.trust_spearman <= 1, where, "attribution.trust_spearman", "must be in [-1, 1]")

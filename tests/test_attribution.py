@@ -154,6 +154,33 @@ def test_atp_and_ig_equal_exact_when_the_metric_is_linear(task):
     torch.testing.assert_close(exact[HOOKS[0]].sum((1, 2)), total.detach(), atol=3e-4, rtol=1e-3)
 
 
+def test_atp_verified_is_exact_on_its_shortlist_and_atp_elsewhere(task, tiny_spliced):
+    _, sp = tiny_spliced
+    pairs = make_pairs(task[0], task[1], "all", 8, seed=3)
+    _, clean = sp.cache(pairs.clean)
+    _, corr = sp.cache(pairs.corrupt)
+    moved = {h: torch.cat([corr.acts[h] != clean.acts[h], (corr.errs[h] != clean.errs[h]).any(-1, keepdim=True)], -1) for h in HOOKS}
+    exact = node_effects(sp, pairs, "exact", "logit_diff", progress=False)
+    atp = node_effects(sp, pairs, "atp", "logit_diff", progress=False)
+    k = 5
+    ver = node_effects(sp, pairs, "atp_verified", "logit_diff", progress=False, verify_top=k)
+    n_exact = 0
+    for b in range(len(pairs)):
+        flat = lambda e: torch.cat([e[h][b].flatten() for h in HOOKS])  # noqa: E731
+        e, a, v, changed = flat(exact), flat(atp), flat(ver), flat(moved)
+        # the k changed nodes with the largest |atp| carry their exact effect, every other node its atp value
+        short = torch.zeros_like(changed)
+        short[torch.where(changed)[0][a[changed].abs().argsort(descending=True, stable=True)[:k]]] = True
+        torch.testing.assert_close(v[short], e[short], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(v[~short], a[~short])
+        n_exact += int((v[short] != a[short]).sum())
+    assert n_exact > 0  # atp and exact really differ on this nonlinear model
+    # a shortlist that covers every changed node is exact patching
+    full = node_effects(sp, pairs, "atp_verified", "logit_diff", progress=False, verify_top=10**6)
+    for h in HOOKS:
+        torch.testing.assert_close(full[h], exact[h], atol=1e-5, rtol=1e-4)
+
+
 def test_spearman_matches_its_definition():
     assert rankdata(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [3.5, 1.0, 3.5, 2.0]
     a = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
@@ -186,7 +213,7 @@ def test_attribute_stage_files(run):
     torch.testing.assert_close(torch.tensor(s["total_effect_mean"]), (ne.metric_corrupt - ne.metric_clean).mean())
     v = json.loads((run.attribution_dir / VALIDATION_FILE).read_text())
     assert v["n_pairs"] == 6 and v["n_active_nodes"] > 50
-    for m in ("atp", "ig"):
+    for m in ("atp", "ig", "atp_verified"):
         r = v["methods"][m]
         assert -1 <= r["spearman_all"] <= 1 and 0 <= r["top10_overlap"] <= 1 and isinstance(r["trusted"], bool)
     assert (run.attribution_dir / "validation.png").exists() and (run.attribution_dir / "validation.svg").exists()
