@@ -239,28 +239,57 @@ def prompt_keep_masks(sp: Spliced, ne: NodeEffects, n: int, errors: str) -> tupl
     return ka, ke
 
 
+@torch.no_grad()
+def active_node_masks(sp: Spliced, pairs: Pairs, batch: int = 2048) -> tuple[dict, dict]:
+    """Per-pair keep masks of every node active on the clean prompt: features with a nonzero activation
+    and every error node. Kept whole, this circuit is the model; an ablation under which it falls far
+    below faithfulness 1 injects signal through the features the prompt does not use (mean ablation of
+    value-specific features does), so circuits measured under it say little."""
+    parts = [sp.cache(b.clean)[1] for b in pairs.batches(batch)]
+    ka = {h: torch.cat([v.acts[h] for v in parts]) != 0 for h in sp.hooks}
+    ke = {h: torch.ones(len(pairs), SEQ_LEN, dtype=torch.bool, device=sp.device) for h in sp.hooks}
+    return ka, ke
+
+
 def ablation_curves(sp: Spliced, ne: NodeEffects, pairs: Pairs, ds, c, metric: str, sizes: list[int]) -> dict[str, dict]:
     """For every ablation kind: m(M), m(∅), and faithfulness against circuit size for the aggregate
     circuit (top-n by |mean effect|) and for per-prompt circuits (each pair its own top-n)."""
     n_feats = len(ranked_features(ne))
     sizes = sorted({min(s, n_feats) for s in sizes})
+    active = active_node_masks(sp, pairs)
     out = {}
     for kind in tqdm(ABLATION_KINDS, desc="ablations", unit="kind", leave=False):
         abl = ablation_values(sp, ds, kind, c.mean_examples, c.seed, pairs)
         m_full = ablated_metric(sp, pairs, None, abl, metric)
         faith = Faith(m_full, ablated_metric(sp, pairs, keep_masks(sp, []), abl, metric))
+        complete = faith.of(ablated_metric(sp, pairs, active, abl, metric))
         agg, per = [], []
         for n in sizes:
             agg.append(faith.of(ablated_metric(sp, pairs, keep_masks(sp, select_nodes(ne, n, 0.0, c.errors)), abl, metric)))
             per.append(faith.of(ablated_metric(sp, pairs, prompt_keep_masks(sp, ne, n, c.errors), abl, metric)))
         out[kind] = {"m_full": float(m_full.mean()), "m_empty": float(faith.m_empty.mean()), "sizes": sizes,
+                     "faithfulness_active_nodes": complete,
                      "faithfulness": agg, "faithfulness_per_prompt_circuits": per,
                      "min_features_reaching_target": next((n for n, f in zip(sizes, agg) if f >= TARGET_FAITHFULNESS), None),
                      "min_features_reaching_target_per_prompt": next((n for n, f in zip(sizes, per) if f >= TARGET_FAITHFULNESS), None)}
     return out
 
 
-def plot_curve(curve: list[dict], curves: dict[str, dict], main: str, stem: Path, title: str) -> None:
+def pruned_circuits(sp: Spliced, pairs: Pairs, ds, c, metric: str) -> dict | None:
+    """Backward elimination (sae_ooc.prune) on the first `circuit.prune_pairs` pairs under `circuit.prune_ablation`."""
+    if c.prune_ablation == "none":
+        return None
+    from sae_ooc.prune import prune_circuits, summarize
+
+    sub = pairs.subset(slice(0, c.prune_pairs))
+    abl = ablation_values(sp, ds, c.prune_ablation, c.mean_examples, c.seed, sub)
+    faith = Faith(ablated_metric(sp, sub, None, abl, metric), ablated_metric(sp, sub, keep_masks(sp, []), abl, metric))
+    res = prune_circuits(sp, sub, abl, metric, faith, c.prune_step)
+    res.update(summarize(res, TARGET_FAITHFULNESS, TARGET_MAX_FEATURES), ablation=c.prune_ablation)
+    return res
+
+
+def plot_curve(curve: list[dict], curves: dict[str, dict], main: str, stem: Path, title: str, pruned: dict | None = None) -> None:
     from sae_ooc.plots import plt, save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
@@ -276,6 +305,10 @@ def plot_curve(curve: list[dict], curves: dict[str, dict], main: str, stem: Path
         color = f"C{k}"
         ax.plot(cv["sizes"], cv["faithfulness"], color=color, marker="o", ms=2, label=f"{kind}: aggregate circuit")
         ax.plot(cv["sizes"], cv["faithfulness_per_prompt_circuits"], color=color, ls="--", label=f"{kind}: per-prompt circuits")
+    if pruned:
+        r = pruned["rounds"]
+        ax.plot([x["max_features"] for x in r], [x["faithfulness"] for x in r], color="k", lw=1.5,
+                label=f"{pruned['ablation']}: per-prompt circuits by backward elimination ({pruned['n_pairs']} pairs)")
     ax.set_title("faithfulness by ablation; dashed: each pair keeps its own top nodes", fontsize=9)
     for ax in axes:
         ax.axhline(TARGET_FAITHFULNESS, color="grey", lw=0.8, ls="--")
@@ -505,7 +538,9 @@ def run_circuit(run, force: bool = False, device: str | None = None) -> bool:
     min_feats = min((r["n_features"] for r in reach), default=None)
     coarse = [n for n in sizes if n < 5 or n % 5 == 0 or n == c.top_n]
     curves = ablation_curves(sp, ne, pairs, ds, c, metric, coarse)
-    plot_curve(curve, curves, c.ablation, out / "faithfulness_curve", f"{run.cfg.name}: {len(pairs)} pairs ({ne.method} effects), metric {metric}")
+    pruned = pruned_circuits(sp, pairs, ds, c, metric)
+    plot_curve(curve, curves, c.ablation, out / "faithfulness_curve", f"{run.cfg.name}: {len(pairs)} pairs ({ne.method} effects), metric {metric}",
+               pruned)
 
     edges = edge_weights(sp, pairs, nodes, metric, run.cfg.attribution.batch_size)
     ranked_edges = sorted(edges, key=lambda e: -abs(edges[e]))
@@ -537,6 +572,7 @@ def run_circuit(run, force: bool = False, device: str | None = None) -> bool:
     faith_json = {
         "metric": metric, "ablation": c.ablation, "n_pairs": len(pairs), "m_full": float(m_full.mean()), "m_empty": float(m_empty.mean()),
         **scores, "n_feature_nodes": n_feat, "n_error_nodes": len(nodes) - n_feat, "target": target, "curve": curve, "by_ablation": curves,
+        "pruned_per_prompt": pruned,
         "edges": {"n_edges": len(edges), "exact_check": edge_check, "ablation": edge_abl},
     }
     circuit = {

@@ -255,6 +255,9 @@ class CircuitConfig:
     edge_check: int = 24  # edges checked against exact edge patching
     edge_counts: list[int] = field(default_factory=lambda: [5, 10, 20, 50])  # top-edge ablation sizes
     random_edge_sets: int = 10  # random edge sets per size
+    prune_ablation: str = "zero"  # per-prompt circuits by backward elimination under this ablation: zero | corrupt | mean | resample | none
+    prune_pairs: int = 32  # pairs (the first of the attribution pairs) pruned
+    prune_step: float = 0.02  # each round lowers the per-prompt node budget by this fraction (smaller: slower, finds smaller circuits)
     seed: int = 0
 
     def validate(self, where: str) -> None:
@@ -267,6 +270,9 @@ class CircuitConfig:
         _check(self.edge_check >= 0, where, "circuit.edge_check", "must be >= 0")
         _check(all(n >= 1 for n in self.edge_counts), where, "circuit.edge_counts", "counts must be at least 1")
         _check(self.random_edge_sets >= 1, where, "circuit.random_edge_sets", "must be at least 1")
+        _check(self.prune_ablation in ABLATIONS + ("none",), where, "circuit.prune_ablation", f"must be one of {', '.join(ABLATIONS)}, none")
+        _check(self.prune_pairs >= 1, where, "circuit.prune_pairs", "must be at least 1")
+        _check(0 < self.prune_step < 1, where, "circuit.prune_step", "must be in (0, 1)")
 
 
 @dataclass

@@ -162,6 +162,17 @@ def _attribution_section(run, lines: list[str], figures: list[Path]) -> None:
     lines += ["Reproduce: " + _cmd(run, "attribute", " --validate"), ""]
 
 
+def _landmarks(rounds: list[dict], marks=(300, 200, 150, 100, 75, 50, 35, 25, 15, 10, 5, 0)) -> set[int]:
+    """For each mark, the largest per-prompt feature count at or below it (one row per mark in the table)."""
+    counts = sorted({r["max_features"] for r in rounds}, reverse=True)
+    out = {counts[0]} if counts else set()
+    for m in marks:
+        c = next((c for c in counts if c <= m), None)
+        if c is not None:
+            out.add(c)
+    return out
+
+
 def _circuit_section(run, lines: list[str], figures: list[Path]) -> None:
     lines += ["## 5. The circuit", ""]
     faith = _load(run.circuit_dir / "faithfulness.json")
@@ -182,6 +193,37 @@ def _circuit_section(run, lines: list[str], figures: list[Path]) -> None:
         + (f" (first reached at {tgt['min_feature_nodes_reaching']} feature nodes)" if tgt.get("min_feature_nodes_reaching") else ""),
         "",
     ]
+    by = faith.get("by_ablation") or {}
+    cap = tgt.get("max_feature_nodes", 50)
+    if by:
+        lines += ["Faithfulness under each ablation (aggregate: one circuit for all pairs, top nodes by |mean effect|; per-prompt: "
+                  "each pair its own top nodes by |effect|, both ranked by the clean → corrupted patching effects above). *Complete* is the circuit of every node active on the prompt (features "
+                  "with a nonzero activation, all error terms): kept whole it is the model, so an ablation under which it scores far "
+                  "below 1 changes the answer through the features the prompt does not use, and circuits measured under it say little.", "",
+                  f"| ablation | m(∅) | complete | aggregate, {cap} features | per-prompt, {cap} features "
+                  "| per-prompt, first size reaching 0.8 |", "|---|---|---|---|---|---|"]
+        for kind, cv in by.items():
+            at = cv["sizes"].index(cap) if cap in cv["sizes"] else None
+            lines.append(f"| {kind} | {_f(cv['m_empty'])} | {_f(cv.get('faithfulness_active_nodes'))} | "
+                         f"{_f(cv['faithfulness'][at]) if at is not None else '–'} | "
+                         f"{_f(cv['faithfulness_per_prompt_circuits'][at]) if at is not None else '–'} | "
+                         f"{cv.get('min_features_reaching_target_per_prompt') or 'not within ' + str(max(cv['sizes']))} |")
+        lines += [""]
+    pr = faith.get("pruned_per_prompt")
+    if pr:
+        first = pr["rounds"][0]
+        lines += [f"**Smallest faithful circuits per prompt** (backward elimination under {pr['ablation']} ablation on {pr['n_pairs']} pairs, "
+                  f"starting from the {first['mean_features']:.0f} active features and {first['mean_errors']:.0f} error terms of a prompt "
+                  f"(faithfulness {_f(first['faithfulness'])}) and dropping, round by round, the nodes without which its metric stays closest "
+                  "to the model's; each round measured by ablation; greedy, so these sizes are upper bounds): "
+                  f"faithfulness {_f(pr.get('faithfulness_within_max'))} with at most {pr['max_features']} feature nodes per prompt; "
+                  + (f"≥ {pr['target']} down to {pr['min_features_reaching_target']} feature nodes per prompt."
+                     if pr.get("min_features_reaching_target") is not None else f"never ≥ {pr['target']} after the first round."), ""]
+        lines += ["| feature nodes per prompt (at most) | mean | error nodes (mean) | faithfulness |", "|---|---|---|---|"]
+        shown = [r for r in pr["rounds"] if r["max_features"] in _landmarks(pr["rounds"])]
+        for r in shown:
+            lines.append(f"| {r['max_features']} | {r['mean_features']:.1f} | {r['mean_errors']:.1f} | {_f(r['faithfulness'])} |")
+        lines += [""]
     edges = faith.get("edges", {})
     if edges.get("ablation"):
         lines += [f"{edges['n_edges']} edges. Edges checked by ablating them (drop in the metric; the circuit's top edges vs random "

@@ -211,6 +211,11 @@ def test_circuit_stage_files(run):
     i6 = mean["sizes"].index(6)
     assert mean["faithfulness"][i6] == pytest.approx(f["faithfulness"], abs=1e-6)
     assert len(mean["faithfulness_per_prompt_circuits"]) == len(mean["sizes"])
+    # under zero ablation the circuit of every active node and error term is the model itself
+    assert f["by_ablation"]["zero"]["faithfulness_active_nodes"] == pytest.approx(1.0, abs=1e-5)
+    pr = f["pruned_per_prompt"]
+    assert pr["ablation"] == "zero" and pr["n_pairs"] == min(12, 32)
+    assert pr["rounds"][0]["faithfulness"] == pytest.approx(1.0, abs=1e-5) and pr["rounds"][-1]["max_nodes"] == 0
     for ext in ("png", "svg"):
         assert (run.circuit_dir / f"faithfulness_curve.{ext}").stat().st_size > 0
     assert run_circuit(run) is False

@@ -1,6 +1,6 @@
 """Assemble the important nodes into a circuit with edges and measure its faithfulness (RUN/circuit/).
 
-Settings: the `circuit` config section (top_n, node_threshold, errors, ablation, curve_sizes, ...).
+Settings: the `circuit` config section (top_n, node_threshold, errors, ablation, curve_sizes, prune_ablation, ...).
 """
 
 from sae_ooc.circuit import FAITHFULNESS_FILE, run_circuit
@@ -19,8 +19,18 @@ def main(run, args) -> int:
     chk = f["edges"]["exact_check"]
     print(f"circuit: {'wrote' if done else 'unchanged, skipped'} {run.circuit_dir}: {f['n_feature_nodes']} feature + {f['n_error_nodes']} error nodes, "
           f"{f['edges']['n_edges']} edges; faithfulness {f['faithfulness']:.3f}, completeness {f['completeness']:.3f} ({f['ablation']} ablation); "
-          f"faithfulness >= {t['faithfulness']} first at {t['min_feature_nodes_reaching']} feature nodes "
-          f"({'met' if t['met'] else 'NOT met'} within {t['max_feature_nodes']}); edge check vs exact: Pearson {chk['pearson']:.3f} on {chk['n_edges']} edges")
+          + (f"faithfulness >= {t['faithfulness']} first at {t['min_feature_nodes_reaching']} feature nodes "
+             if t["min_feature_nodes_reaching"] is not None else f"faithfulness never >= {t['faithfulness']} on the curve ")
+          + f"({'met' if t['met'] else 'NOT met'} within {t['max_feature_nodes']}); edge check vs exact: Pearson {chk['pearson']:.3f} on {chk['n_edges']} edges")
+    pr = f.get("pruned_per_prompt")
+    if pr:
+        print(f"  per-prompt circuits by backward elimination ({pr['ablation']} ablation, {pr['n_pairs']} pairs): faithfulness "
+              f"{pr['faithfulness_within_max']:.3f} with <= {pr['max_features']} feature nodes; >= {pr['target']} down to "
+              f"{pr['min_features_reaching_target']} feature nodes")
+    for ab, cv in f["by_ablation"].items():
+        if cv["faithfulness_active_nodes"] < 0.9:
+            print(f"  note: under {ab} ablation even the complete circuit (every active node) scores {cv['faithfulness_active_nodes']:.3f}: "
+                  "that ablation moves the answer through features the prompt does not use")
     for r in f["edges"]["ablation"]:
         rnd = r["random_edges_drop_mean"]
         print(f"  ablating top {r['k']} edges: metric drop {r['top_edges_drop']:.3f} vs random {'n/a' if rnd is None else f'{rnd:.3f}'}")
