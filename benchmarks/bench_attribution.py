@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     ap.add_argument("--pairs", type=int, default=64)
     ap.add_argument("--split", default="all")
     ap.add_argument("--exact-batch", type=int, default=4096)
-    ap.add_argument("--verify-top", type=int, default=32, help="atp_verified: nodes per pair re-scored by exact patching")
+    ap.add_argument("--verify-top", type=int, default=96, help="atp_verified: nodes per pair re-scored by exact patching")
     ap.add_argument("--repeats", type=int, default=3, help="best of this many timings")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadiest on a shared machine)")

@@ -289,7 +289,7 @@ def _deltas_of(sp: Spliced, job: torch.Tensor, clean: NodeValues, corr: NodeValu
 
 
 def node_effects(sp: Spliced, pairs: Pairs, method: str, metric: str, batch_size: int = 256, ig_steps: int = 10,
-                 exact_batch_size: int = 4096, progress: bool = True, verify_top: int = 32) -> dict[str, torch.Tensor]:
+                 exact_batch_size: int = 4096, progress: bool = True, verify_top: int = 96) -> dict[str, torch.Tensor]:
     """Per-pair effects {hook: [n_pairs, n_pos, d_sae + 1]} of every node, by `method`."""
     parts = []
     batches = list(pairs.batches(batch_size))
@@ -436,7 +436,7 @@ APPROXIMATIONS = ("atp", "ig", "atp_verified")
 
 
 def validate_methods(sp: Spliced, pairs: Pairs, metric: str, ig_steps: int, exact_batch_size: int, batch_size: int,
-                     trust: float, top: int = 50, verify_top: int = 32) -> tuple[dict, dict[str, np.ndarray]]:
+                     trust: float, top: int = 50, verify_top: int = 96) -> tuple[dict, dict[str, np.ndarray]]:
     """Compare atp, ig and atp_verified with exact patching on `pairs`: mean effects over the pairs, over
     every node that changes between clean and corrupted in any pair."""
     timing, eff = {}, {}

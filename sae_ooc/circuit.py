@@ -314,9 +314,10 @@ def plot_curve(curve: list[dict], curves: dict[str, dict], main: str, stem: Path
         ax.axhline(TARGET_FAITHFULNESS, color="grey", lw=0.8, ls="--")
         ax.axvline(TARGET_MAX_FEATURES, color="grey", lw=0.8, ls=":")
         ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(left=0)
         ax.set_xlabel("feature nodes in the circuit (top by |effect|)")
         ax.set_ylabel("(m(C) - m(∅)) / (m(M) - m(∅))")
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, loc="upper left")
     fig.suptitle(title, fontsize=10)
     save_figure(fig, stem)
 

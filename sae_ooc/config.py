@@ -223,7 +223,7 @@ class AttributionConfig:
     n_pairs: int = 128  # clean/corrupted prompt pairs (fewer if the split has fewer usable prompts)
     only_correct: bool = True  # use only clean prompts the model answers correctly
     ig_steps: int = 10
-    verify_top: int = 32  # atp_verified: nodes per pair (largest |atp|) whose effect is recomputed by exact patching
+    verify_top: int = 96  # atp_verified: nodes per pair (largest |atp|) whose effect is recomputed by exact patching
     batch_size: int = 256  # prompt pairs per forward/backward pass
     exact_batch_size: int = 4096  # patched forward passes per batch for exact patching
     validate_pairs: int = 16  # --validate: pairs on which atp and ig are compared with exact patching

@@ -70,18 +70,23 @@ def node_caption(n: dict, width: int = 22) -> str:
     return d if len(d) <= width else d[: width - 1] + "…"
 
 
-def layer_rows(nodes: list[dict], per_row: int = 4) -> int:
+def layer_rows(nodes: list[dict], per_row: int = 4, hook_index: int | None = None) -> int:
+    """Rows of nodes in the tallest (layer, position) cell, of one layer or of all."""
     cells: dict[tuple[int, int], int] = {}
     for n in nodes:
-        key = (n["hook_index"], n["position"])
-        cells[key] = cells.get(key, 0) + 1
+        if hook_index is None or n["hook_index"] == hook_index:
+            key = (n["hook_index"], n["position"])
+            cells[key] = cells.get(key, 0) + 1
     return max([(k + per_row - 1) // per_row for k in cells.values()] or [1])
 
 
 def layer_y(nodes: list[dict], hooks: list[str], per_row: int = 4) -> list[float]:
-    """y of each SAE layer and, last, of the metric node: layers are spaced to fit their tallest cell."""
-    gap = max(1.0, ROW_GAP * layer_rows(nodes, per_row) + 0.5)
-    return [i * gap for i in range(len(hooks) + 1)]
+    """y of each SAE layer and, last, of the metric node: each layer's band is as tall as its own tallest cell."""
+    bands = [max(1.0, ROW_GAP * layer_rows(nodes, per_row, i) + 0.6) for i in range(len(hooks))] + [1.0]
+    ys = [0.0]
+    for a, b in zip(bands, bands[1:]):
+        ys.append(ys[-1] + (a + b) / 2)
+    return ys
 
 
 ROW_GAP = 0.45
@@ -138,7 +143,7 @@ def draw_matplotlib(circuit: dict, nodes: list[dict], edges: list[dict], stem: P
     ax.set_yticks(ys)
     ax.set_yticklabels(hooks + ["metric"], fontsize=8)
     ax.set_xlim(-0.6, len(meta["positions"]) - 0.4)
-    ax.set_ylim(-ROW_GAP * layer_rows(nodes) / 2 - 0.7, ys[-1] + 0.6)
+    ax.set_ylim(-ROW_GAP * layer_rows(nodes, hook_index=0) / 2 - 0.7, ys[-1] + 0.6)
     s = circuit.get("scores", {})
     ax.set_title(
         f"{meta.get('config', '')}: {sum(n['type'] == 'feature' for n in nodes)} features + {sum(n['type'] == 'error' for n in nodes)} error nodes drawn, "
