@@ -42,9 +42,10 @@ def load_feature_labels(saes_root: str | Path) -> dict[str, dict[int, list[dict]
 
 
 def label_text(lab: dict) -> str:
-    """'bridge=e12@r1' for the bridge entity e12 detected at position r1."""
+    """'bridge=e12@r1' for the bridge entity e12 detected at position r1 (the position always shows: a
+    feature labelled at one position may fire at others, where the label makes no claim)."""
     var, val, pos = lab.get("variable", "?"), lab.get("value", "?"), lab.get("position")
-    return f"{var}={val}" + (f"@{pos}" if pos and pos != var else "")
+    return f"{var}={val}" + (f"@{pos}" if pos else "")
 
 
 def task_examples(ds, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

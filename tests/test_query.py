@@ -56,7 +56,7 @@ def test_query_json(run, capsys):
     assert [it["activation"] for it in row["by_activation"]] == sorted((it["activation"] for it in row["by_activation"]), reverse=True)
     assert all(it["activation"] > 0 for it in row["by_activation"])
     for it in row["by_activation"]:
-        assert it["label"] == "r1=r2" and it["promoted"] and len(it["top_activations"]) <= 3
+        assert it["label"] == "r1=r2@r1" and it["promoted"] and len(it["top_activations"]) <= 3
         assert all(ex["activation"] > 0 for ex in it["top_activations"])
 
 
