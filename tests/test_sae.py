@@ -102,6 +102,18 @@ def test_unknown_hook_and_d_in_mismatch_are_one_line_errors(sae_run, tmp_path, c
     assert "unknown hook 'blocks.9.hook_resid_pre'" in err and "valid hooks: blocks.0.hook_resid_pre" in err
 
 
+def test_a_width_on_the_command_line_wins_over_the_per_hook_default():
+    sys.path.insert(0, str(REPO))
+    import train_sae as script
+    from sae_ooc.sae_train import resolved_d_sae
+
+    hook = "blocks.0.hook_resid_pre"  # the built-in config gives this hook its own d_sae (256)
+    base = ["--activations", "x", "--hook", hook, "--out", "y"]
+    assert resolved_d_sae(script.sae_params(script.build_parser().parse_args(base)), 64, hook) == 256
+    assert resolved_d_sae(script.sae_params(script.build_parser().parse_args(base + ["--d-sae", "40"])), 64, hook) == 40
+    assert resolved_d_sae(script.sae_params(script.build_parser().parse_args(base + ["--expansion-factor", "2"])), 64, hook) == 128
+
+
 def test_train_sae_script_runs_standalone_with_a_sweep(sae_run, tmp_path):
     out = tmp_path / "sweep"
     args = [sys.executable, str(REPO / "train_sae.py"), "--activations", str(sae_run.activations_dir), "--hook", "blocks.1.hook_resid_pre",
