@@ -67,6 +67,8 @@ def sae_params(args):
     overrides = {k: v for k, v in vars(args).items() if v is not None and k in {f.name for f in dataclasses.fields(cfg.sae)}}
     if "d_sae" in overrides or "expansion_factor" in overrides:
         overrides["d_sae_by_hook"] = {}  # a width given on the command line wins over the config's per-hook widths
+    if "k" in overrides:
+        overrides["k_by_hook"] = {}
     p = dataclasses.replace(cfg.sae, **overrides)
     p.validate("train_sae.py arguments")
     return p

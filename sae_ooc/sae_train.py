@@ -113,11 +113,16 @@ def resolved_d_sae(p: SaeConfig, d_in: int, hook_name: str | None = None) -> int
     return p.d_sae if p.d_sae > 0 else p.expansion_factor * d_in
 
 
+def resolved_k(p: SaeConfig, hook_name: str | None = None) -> int:
+    return p.k_by_hook.get(hook_name, p.k) if hook_name is not None else p.k
+
+
 def training_sae_config(p: SaeConfig, d_in: int, hook_name: str, model_hash: str | None, device: str = "cpu"):
     """The SAELens training config for the chosen architecture."""
     import sae_lens
 
     d_sae = resolved_d_sae(p, d_in, hook_name)
+    k = min(resolved_k(p, hook_name), d_sae)
     common = dict(d_in=d_in, d_sae=d_sae, dtype="float32", device=device, normalize_activations=p.normalize_activations)
     arch = p.architecture
     topk_extra = dict(aux_loss_coefficient=p.aux_loss_coefficient, rescale_acts_by_decoder_norm=p.rescale_acts_by_decoder_norm)
@@ -128,12 +133,12 @@ def training_sae_config(p: SaeConfig, d_in: int, hook_name: str, model_hash: str
     elif arch == "jumprelu":
         cfg = sae_lens.JumpReLUTrainingSAEConfig(**common, l0_coefficient=p.l0_coefficient)
     elif arch == "topk":
-        cfg = sae_lens.TopKTrainingSAEConfig(**common, k=min(p.k, d_sae), **topk_extra)
+        cfg = sae_lens.TopKTrainingSAEConfig(**common, k=k, **topk_extra)
     elif arch == "batchtopk":
-        cfg = sae_lens.BatchTopKTrainingSAEConfig(**common, k=min(p.k, d_sae), **topk_extra)
+        cfg = sae_lens.BatchTopKTrainingSAEConfig(**common, k=k, **topk_extra)
     elif arch == "matryoshka_batchtopk":
         widths = sorted(set(w for w in p.matryoshka_widths if w < d_sae)) or sorted(set(w for w in (d_sae // 8, d_sae // 4, d_sae // 2) if w > 0))
-        cfg = sae_lens.MatryoshkaBatchTopKTrainingSAEConfig(**common, k=min(p.k, d_sae), **topk_extra, matryoshka_widths=widths + [d_sae])
+        cfg = sae_lens.MatryoshkaBatchTopKTrainingSAEConfig(**common, k=k, **topk_extra, matryoshka_widths=widths + [d_sae])
     else:
         raise UserError(f"unknown sae.architecture '{arch}'; valid: standard, topk, batchtopk, jumprelu, gated, matryoshka_batchtopk")
     cfg.metadata.hook_name = hook_name
@@ -413,6 +418,8 @@ def train_sweep(cache: ActivationCache, hook_name: str, root: str | Path, p: Sae
         q = dataclasses.replace(p, sweep_k=[], sweep_l1_coefficient=[], sweep_d_sae=[], **{param: v})
         if param == "d_sae":
             q = dataclasses.replace(q, d_sae_by_hook={})  # the swept width wins over a per-hook one
+        if param == "k":
+            q = dataclasses.replace(q, k_by_hook={})
         out = sweep_point_dir(root, hook_name, param, v)
         m_path = out / METRICS_FILE
         m = read_json(m_path) if m_path.exists() else None

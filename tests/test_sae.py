@@ -22,7 +22,7 @@ from sae_ooc.saes import load_saes, sae_dir
 from sae_ooc.train import run_train
 
 REPO = Path(__file__).resolve().parents[1]
-SAE_SETTINGS = ["sae.training_tokens=3840", "sae.batch_size=64", "sae.d_sae=64", "sae.d_sae_by_hook={}", "sae.k=4", "sae.log_every=10", "sae.n_checkpoints=2",
+SAE_SETTINGS = ["sae.training_tokens=3840", "sae.batch_size=64", "sae.d_sae=64", "sae.d_sae_by_hook={}", "sae.k_by_hook={}", "sae.k=4", "sae.log_every=10", "sae.n_checkpoints=2",
                 "sae.dead_feature_window=10", "sae_eval.probe_steps=50"]
 
 
@@ -105,11 +105,13 @@ def test_unknown_hook_and_d_in_mismatch_are_one_line_errors(sae_run, tmp_path, c
 def test_a_width_on_the_command_line_wins_over_the_per_hook_default():
     sys.path.insert(0, str(REPO))
     import train_sae as script
-    from sae_ooc.sae_train import resolved_d_sae
+    from sae_ooc.sae_train import resolved_d_sae, resolved_k
 
-    hook = "blocks.0.hook_resid_pre"  # the built-in config gives this hook its own d_sae (256)
+    hook = "blocks.0.hook_resid_pre"  # the built-in config gives this hook its own d_sae (128) and k (3)
     base = ["--activations", "x", "--hook", hook, "--out", "y"]
-    assert resolved_d_sae(script.sae_params(script.build_parser().parse_args(base)), 64, hook) == 256
+    assert resolved_d_sae(script.sae_params(script.build_parser().parse_args(base)), 64, hook) == 128
+    assert resolved_k(script.sae_params(script.build_parser().parse_args(base)), hook) == 3
+    assert resolved_k(script.sae_params(script.build_parser().parse_args(base + ["--k", "5"])), hook) == 5
     assert resolved_d_sae(script.sae_params(script.build_parser().parse_args(base + ["--d-sae", "40"])), 64, hook) == 40
     assert resolved_d_sae(script.sae_params(script.build_parser().parse_args(base + ["--expansion-factor", "2"])), 64, hook) == 128
 
