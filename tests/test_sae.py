@@ -82,6 +82,27 @@ def test_resume_from_checkpoint_matches_uninterrupted_and_batchtopk_saves_as_jum
     assert [r["step"] for r in read_jsonl(tmp_path / "cut/train_log.jsonl")] == [r["step"] for r in read_jsonl(tmp_path / "full/train_log.jsonl")]
 
 
+@pytest.mark.parametrize("arch", ["standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk"])
+def test_every_architecture_trains_and_loads_back_with_sae_lens(sae_run, tmp_path, arch):
+    import dataclasses
+
+    cache = open_cache(sae_run.activations_dir)
+    hook = "blocks.1.hook_resid_pre"
+    p = dataclasses.replace(sae_run.cfg.sae, architecture=arch, training_tokens=1280)
+    m = train_sae(cache, hook, tmp_path / arch, p)
+    sae = SAE.load_from_disk(tmp_path / arch)
+    inference = {"batchtopk": "jumprelu", "matryoshka_batchtopk": "jumprelu"}.get(arch, arch)  # SAELens saves BatchTopK as JumpReLU
+    assert sae.cfg.architecture() == inference and sae.cfg.d_in == cache.d_model and sae.cfg.d_sae == 64
+    x = torch.cat([load_file(str(f))["activations"] for f in sorted((sae_run.activations_dir / hook).glob("shard_*.safetensors"))])
+    with torch.no_grad():
+        f = sae.encode(x)
+        x_hat = sae.decode(f)
+    assert x_hat.shape == x.shape and torch.isfinite(x_hat).all()
+    assert 0 < m["reconstruction"]["l0"] <= 64 and m["reconstruction"]["explained_variance"] is not None
+    if arch in ("topk",):
+        assert torch.all((f > 0).sum(-1) <= 4)  # k = 4 active features per token
+
+
 def test_unknown_hook_and_d_in_mismatch_are_one_line_errors(sae_run, tmp_path, capsys):
     sys.path.insert(0, str(REPO))
     import train_sae as script
