@@ -558,6 +558,12 @@ def run_circuit(run, force: bool = False, device: str | None = None) -> bool:
         "edges": [{"source": u, "target": d, "gradient": g, "exact": x} for (u, d), g, x in zip(checked, approx, exact)],
     }
     edge_abl = edge_ablation_test(sp, pairs, edges, abl, metric, list(c.edge_counts), c.random_edge_sets, c.seed)
+    # zero ablation too: an ablated edge from a feature silent on the prompt then changes nothing, while under mean
+    # ablation it feeds the prompt the feature's mean, which the completeness check shows moves the answer
+    edge_abl_by = {c.ablation: edge_abl}
+    if c.ablation != "zero":
+        zero = ablation_values(sp, ds, "zero", c.mean_examples, c.seed, pairs)
+        edge_abl_by["zero"] = edge_ablation_test(sp, pairs, edges, zero, metric, list(c.edge_counts), c.random_edge_sets, c.seed)
 
     from sae_ooc.features import describe_nodes
 
@@ -574,7 +580,7 @@ def run_circuit(run, force: bool = False, device: str | None = None) -> bool:
         "metric": metric, "ablation": c.ablation, "n_pairs": len(pairs), "m_full": float(m_full.mean()), "m_empty": float(m_empty.mean()),
         **scores, "n_feature_nodes": n_feat, "n_error_nodes": len(nodes) - n_feat, "target": target, "curve": curve, "by_ablation": curves,
         "pruned_per_prompt": pruned,
-        "edges": {"n_edges": len(edges), "exact_check": edge_check, "ablation": edge_abl},
+        "edges": {"n_edges": len(edges), "exact_check": edge_check, "ablation": edge_abl, "ablation_by_kind": edge_abl_by},
     }
     circuit = {
         "metadata": {

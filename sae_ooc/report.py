@@ -188,11 +188,18 @@ def _circuit_section(run, lines: list[str], figures: list[Path]) -> None:
         "",
         f"- **Faithfulness** (m(C) − m(∅)) / (m(M) − m(∅)) = **{faith['faithfulness']:.3f}**",
         f"- **Completeness** (circuit ablated, rest kept; low is good) = {faith['completeness']:.3f}",
-        f"- Target faithfulness ≥ {tgt.get('faithfulness', 0.8)} with ≤ {tgt.get('max_feature_nodes', 50)} feature nodes: "
+        f"- Target faithfulness ≥ {tgt.get('faithfulness', 0.8)} with ≤ {tgt.get('max_feature_nodes', 50)} feature nodes, this circuit "
+        f"({faith['ablation']} ablation): "
         + ("**met**" if tgt.get("met") else "**not met**")
         + (f" (first reached at {tgt['min_feature_nodes_reaching']} feature nodes)" if tgt.get("min_feature_nodes_reaching") else ""),
-        "",
     ]
+    pr = faith.get("pruned_per_prompt")
+    if pr:
+        ok = pr.get("faithfulness_within_max") is not None and pr["faithfulness_within_max"] >= pr["target"]
+        lines.append(f"- Same target, per-prompt circuits by backward elimination ({pr['ablation']} ablation, {pr['n_pairs']} pairs, below): "
+                     + ("**met**" if ok else "**not met**")
+                     + f" (faithfulness {_f(pr.get('faithfulness_within_max'))} with ≤ {pr['max_features']} feature nodes per prompt)")
+    lines += [""]
     by = faith.get("by_ablation") or {}
     cap = tgt.get("max_feature_nodes", 50)
     if by:
@@ -226,12 +233,14 @@ def _circuit_section(run, lines: list[str], figures: list[Path]) -> None:
         lines += [""]
     edges = faith.get("edges", {})
     if edges.get("ablation"):
-        lines += [f"{edges['n_edges']} edges. Edges checked by ablating them (drop in the metric; the circuit's top edges vs random "
-                  "edges of the same count):", "",
-                  "| edges ablated | top edges | random edges (mean ± sd) | top hurts more |", "|---|---|---|---|"]
-        for r in edges["ablation"]:
-            lines.append(f"| {r['k']} | {_f(r['top_edges_drop'])} | {_f(r['random_edges_drop_mean'])} ± {_f(r['random_edges_drop_std'])} | "
-                         f"{'yes' if r['top_hurts_more'] else 'no'} |")
+        by_kind = edges.get("ablation_by_kind") or {faith["ablation"]: edges["ablation"]}
+        lines += [f"{edges['n_edges']} edges. Edges checked by ablating them (drop in the metric; the circuit's top edges by |weight| vs "
+                  "random edges of the same count; an ablated edge feeds its target the ablated value of its source along the direct path):", "",
+                  "| ablation | edges ablated | top edges | random edges (mean ± sd) | top hurts more |", "|---|---|---|---|---|"]
+        for kind, rows in by_kind.items():
+            for r in rows:
+                lines.append(f"| {kind} | {r['k']} | {_f(r['top_edges_drop'])} | {_f(r['random_edges_drop_mean'])} ± "
+                             f"{_f(r['random_edges_drop_std'])} | {'yes' if r['top_hurts_more'] else 'no'} |")
         lines += [""]
     ec = edges.get("exact_check")
     if ec:

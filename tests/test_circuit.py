@@ -202,7 +202,8 @@ def test_circuit_stage_files(run):
     assert f["curve"][-1]["n_features"] == len([r for r in ne.ranked() if r[2] is not None])
     chk = f["edges"]["exact_check"]
     assert chk["n_edges"] == min(6, len(c["edges"])) and len(chk["edges"]) == chk["n_edges"]
-    for row in f["edges"]["ablation"]:
+    assert f["edges"]["ablation_by_kind"]["mean"] == f["edges"]["ablation"] and set(f["edges"]["ablation_by_kind"]) == {"mean", "zero"}
+    for row in f["edges"]["ablation"] + f["edges"]["ablation_by_kind"]["zero"]:
         assert len(row["random_edges_drops"]) in (0, 3) and isinstance(row["top_hurts_more"], bool)
     assert set(f["target"]) >= {"faithfulness", "max_feature_nodes", "min_feature_nodes_reaching", "met"}
     assert set(f["by_ablation"]) == {"mean", "zero", "resample", "corrupt"}
@@ -224,7 +225,7 @@ def test_circuit_stage_files(run):
 def test_circuit_cli(run, capsys):
     assert cli_main(["circuit", "--run", str(run.root)]) == 0
     out = capsys.readouterr().out
-    assert "faithfulness" in out and "ablating top 2 edges" in out
+    assert "faithfulness" in out and "mean ablation of the top 2 edges" in out and "zero ablation of the top 2 edges" in out
 
 
 def test_circuit_needs_attribution(tmp_path, capsys):

@@ -31,7 +31,8 @@ def main(run, args) -> int:
         if cv["faithfulness_active_nodes"] < 0.9:
             print(f"  note: under {ab} ablation even the complete circuit (every active node) scores {cv['faithfulness_active_nodes']:.3f}: "
                   "that ablation moves the answer through features the prompt does not use")
-    for r in f["edges"]["ablation"]:
-        rnd = r["random_edges_drop_mean"]
-        print(f"  ablating top {r['k']} edges: metric drop {r['top_edges_drop']:.3f} vs random {'n/a' if rnd is None else f'{rnd:.3f}'}")
+    for kind, rows in (f["edges"].get("ablation_by_kind") or {f["ablation"]: f["edges"]["ablation"]}).items():
+        for r in rows:
+            rnd = r["random_edges_drop_mean"]
+            print(f"  {kind} ablation of the top {r['k']} edges: metric drop {r['top_edges_drop']:.3f} vs random {'n/a' if rnd is None else f'{rnd:.3f}'}")
     return 0
