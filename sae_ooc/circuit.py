@@ -3,13 +3,14 @@
 Nodes: the top `circuit.top_n` feature nodes by |mean effect| (or all above `circuit.node_threshold`),
 plus error nodes (`circuit.errors`: those passing the same |effect| cut, all, or none).
 
-Edges (Marks et al. 2024, "Sparse Feature Circuits"): the weight of u -> d is
+Edges (Marks et al. 2024, "Sparse Feature Circuits"): the gradient weight of u -> d is
     (dm/dd) . (dd/du)_direct . (u_corrupted - u_clean),  averaged over the prompt pairs,
 where dm/dd is d's total gradient and (dd/du)_direct is the Jacobian along paths that avoid every other
 SAE layer (all nodes are leaves and no gradient passes through a spliced layer). Edges into the metric
-are u's direct effect on it. A sample of edges is checked against exact edge patching: u patched to
-its corrupted value along its direct path only (every other SAE layer frozen at its clean value),
-the resulting d then patched into the clean run.
+are u's direct effect on it. Exact edge patching: u patched to its corrupted value along its direct
+path only (every other SAE layer frozen at its clean value), the resulting d then patched into the
+clean run. With `circuit.edge_weights: exact` (default) the gradient method proposes the edges and
+exact patching weighs each of them; with `gradient` the gradient weights stand and a sample is checked.
 
 Faithfulness (m(C) - m(∅)) / (m(M) - m(∅)): C is the model with every node outside the circuit ablated
 (mean over the task's two-hop prompts by default; zero and resampling are options), ∅ ablates every
@@ -370,11 +371,16 @@ def _node(nid: str) -> Node | str:
     return Node(*parse_node_id(nid))
 
 
-@torch.no_grad()
-def exact_edges(sp: Spliced, pairs: Pairs, edges: list[tuple[str, str]], metric: str) -> list[float]:
+def exact_edges(sp: Spliced, pairs: Pairs, edges: list[tuple[str, str]], metric: str, max_rows: int = 8192) -> list[float]:
     """Exact edge patching: u set to its corrupted value with every SAE layer frozen at its clean value
     (so u reaches d only along its direct path), then the d this produces patched into the clean run.
-    Mean over `pairs` of m - m(clean)."""
+    Mean over `pairs` of m - m(clean); edges run `max_rows` patched rows at a time."""
+    step = max(1, max_rows // max(len(pairs), 1))
+    return [w for i in range(0, len(edges), step) for w in _exact_edges(sp, pairs, edges[i : i + step], metric)]
+
+
+@torch.no_grad()
+def _exact_edges(sp: Spliced, pairs: Pairs, edges: list[tuple[str, str]], metric: str) -> list[float]:
     if not edges:
         return []
     B, E = len(pairs), len(edges)
@@ -543,19 +549,29 @@ def run_circuit(run, force: bool = False, device: str | None = None) -> bool:
     plot_curve(curve, curves, c.ablation, out / "faithfulness_curve", f"{run.cfg.name}: {len(pairs)} pairs ({ne.method} effects), metric {metric}",
                pruned)
 
-    edges = edge_weights(sp, pairs, nodes, metric, run.cfg.attribution.batch_size)
-    ranked_edges = sorted(edges, key=lambda e: -abs(edges[e]))
+    gradient = edge_weights(sp, pairs, nodes, metric, run.cfg.attribution.batch_size)
     rng = np.random.default_rng(c.seed)
-    check_idx = sorted(rng.choice(len(ranked_edges), size=min(c.edge_check, len(ranked_edges)), replace=False).tolist()) if ranked_edges else []
-    check_pairs = pairs.subset(slice(0, 32))
-    grad_check = edge_weights(sp, check_pairs, nodes, metric) if len(check_pairs) < len(pairs) else edges
-    checked = [ranked_edges[i] for i in check_idx]
-    exact = exact_edges(sp, check_pairs, checked, metric)
-    approx = [grad_check.get(e, 0.0) for e in checked]
+    if c.edge_weights == "exact":
+        # the gradient method proposes the edges (every node pair with a direct path); exact edge patching weighs
+        # every one of them, so the gradient check covers all edges and all pairs
+        edges = dict(zip(gradient, exact_edges(sp, pairs, list(gradient), metric)))
+        ranked_edges = sorted(edges, key=lambda e: -abs(edges[e]))
+        check_pairs, checked = pairs, ranked_edges
+        approx, exact = [gradient[e] for e in checked], [edges[e] for e in checked]
+    else:
+        edges = gradient
+        ranked_edges = sorted(edges, key=lambda e: -abs(edges[e]))
+        check_idx = sorted(rng.choice(len(ranked_edges), size=min(c.edge_check, len(ranked_edges)), replace=False).tolist()) if ranked_edges else []
+        check_pairs = pairs.subset(slice(0, 32))
+        grad_check = edge_weights(sp, check_pairs, nodes, metric) if len(check_pairs) < len(pairs) else edges
+        checked = [ranked_edges[i] for i in check_idx]
+        exact = exact_edges(sp, check_pairs, checked, metric)
+        approx = [grad_check.get(e, 0.0) for e in checked]
+    shown = sorted(rng.choice(len(checked), size=min(c.edge_check, len(checked)), replace=False).tolist()) if checked else []
     edge_check = {
         "n_edges": len(checked), "n_pairs": len(check_pairs), "pearson": pearson(approx, exact), "spearman": spearman(approx, exact),
         "max_abs_diff": float(np.max(np.abs(np.subtract(approx, exact)))) if checked else 0.0,
-        "edges": [{"source": u, "target": d, "gradient": g, "exact": x} for (u, d), g, x in zip(checked, approx, exact)],
+        "edges": [{"source": checked[i][0], "target": checked[i][1], "gradient": approx[i], "exact": exact[i]} for i in shown],
     }
     edge_abl = edge_ablation_test(sp, pairs, edges, abl, metric, list(c.edge_counts), c.random_edge_sets, c.seed)
     # zero ablation too: an ablated edge from a feature silent on the prompt then changes nothing, while under mean
@@ -580,18 +596,18 @@ def run_circuit(run, force: bool = False, device: str | None = None) -> bool:
         "metric": metric, "ablation": c.ablation, "n_pairs": len(pairs), "m_full": float(m_full.mean()), "m_empty": float(m_empty.mean()),
         **scores, "n_feature_nodes": n_feat, "n_error_nodes": len(nodes) - n_feat, "target": target, "curve": curve, "by_ablation": curves,
         "pruned_per_prompt": pruned,
-        "edges": {"n_edges": len(edges), "exact_check": edge_check, "ablation": edge_abl, "ablation_by_kind": edge_abl_by},
+        "edges": {"n_edges": len(edges), "weights": c.edge_weights, "exact_check": edge_check, "ablation": edge_abl, "ablation_by_kind": edge_abl_by},
     }
     circuit = {
         "metadata": {
             "run": str(run.root), "config": run.cfg.name, "method": ne.method, "metric": metric, "n_pairs": len(pairs), "hooks": sp.hooks,
             "d_sae": sp.d_sae, "positions": list(POSITION_ROLES), "selection": {"top_n": c.top_n, "node_threshold": c.node_threshold, "errors": c.errors},
-            "ablation": c.ablation, "sink": {"id": SINK, "description": _metric_text(metric)},
+            "ablation": c.ablation, "edge_weights": c.edge_weights, "sink": {"id": SINK, "description": _metric_text(metric)},
             "example_prompt": vocab.decode(pairs.clean[0]), "example_answer": vocab.name(int(pairs.answer[0])),
         },
         "scores": {k: faith_json[k] for k in ("m_full", "m_empty", "m_circuit", "m_complement", "faithfulness", "completeness")},
         "nodes": records,
-        "edges": [{"source": u, "target": d, "weight": edges[(u, d)]} for u, d in ranked_edges],
+        "edges": [{"source": u, "target": d, "weight": edges[(u, d)], "gradient": gradient[(u, d)]} for u, d in ranked_edges],
     }
     ka, ke = keep_masks(sp, nodes)
     save_tensors(out / "circuit.safetensors", {**{f"features.{h}": m for h, m in ka.items()}, **{f"errors.{h}": m for h, m in ke.items()}})

@@ -243,7 +243,11 @@ def _circuit_section(run, lines: list[str], figures: list[Path]) -> None:
                              f"{_f(r['random_edges_drop_std'])} | {'yes' if r['top_hurts_more'] else 'no'} |")
         lines += [""]
     ec = edges.get("exact_check")
-    if ec:
+    if ec and edges.get("weights") == "exact":
+        lines += [f"Edge weights: exact edge patching of every edge the gradient method (Marks et al. 2024) proposes. The gradient "
+                  f"weights agree with them at Pearson {_f(ec.get('pearson'))}, Spearman {_f(ec.get('spearman'))} over all "
+                  f"{ec.get('n_edges')} edges and {ec.get('n_pairs')} pairs.", ""]
+    elif ec:
         lines += [f"Gradient edge weights vs exact edge patching on {ec.get('n_edges')} sampled edges: Pearson {_f(ec.get('pearson'))}, "
                   f"Spearman {_f(ec.get('spearman'))}.", ""]
     lines += ["![faithfulness curve](faithfulness_curve.png)", "", "Top nodes:", "",

@@ -201,7 +201,12 @@ def test_circuit_stage_files(run):
     assert f["curve"][0]["faithfulness"] == pytest.approx(0.0, abs=1e-6)
     assert f["curve"][-1]["n_features"] == len([r for r in ne.ranked() if r[2] is not None])
     chk = f["edges"]["exact_check"]
-    assert chk["n_edges"] == min(6, len(c["edges"])) and len(chk["edges"]) == chk["n_edges"]
+    assert f["edges"]["weights"] == "exact" and chk["n_edges"] == len(c["edges"]) and len(chk["edges"]) == min(6, len(c["edges"]))
+    # every edge weight is exact edge patching, recomputed here edge by edge; the gradient weight is kept beside it
+    sp = load_spliced(run)
+    for e in c["edges"][:3]:
+        assert e["weight"] == pytest.approx(exact_edges(sp, ne.pairs, [(e["source"], e["target"])], "logit_diff")[0], abs=1e-5)
+        assert isinstance(e["gradient"], float)
     assert f["edges"]["ablation_by_kind"]["mean"] == f["edges"]["ablation"] and set(f["edges"]["ablation_by_kind"]) == {"mean", "zero"}
     for row in f["edges"]["ablation"] + f["edges"]["ablation_by_kind"]["zero"]:
         assert len(row["random_edges_drops"]) in (0, 3) and isinstance(row["top_hurts_more"], bool)
@@ -220,6 +225,17 @@ def test_circuit_stage_files(run):
     for ext in ("png", "svg"):
         assert (run.circuit_dir / f"faithfulness_curve.{ext}").stat().st_size > 0
     assert run_circuit(run) is False
+
+
+def test_gradient_edge_weights_are_checked_on_a_sample(tmp_path):
+    run = make_run(tmp_path, train_steps=20, overrides=CIRCUIT_SETTINGS + ["circuit.edge_weights=gradient", "circuit.prune_ablation=none"])
+    run_attribute(run)
+    run_circuit(run)
+    c = json.loads((run.circuit_dir / CIRCUIT_FILE).read_text())
+    f = json.loads((run.circuit_dir / FAITHFULNESS_FILE).read_text())
+    chk = f["edges"]["exact_check"]
+    assert f["edges"]["weights"] == "gradient" and chk["n_edges"] == min(6, len(c["edges"])) and f["pruned_per_prompt"] is None
+    assert all(e["weight"] == e["gradient"] for e in c["edges"])
 
 
 def test_circuit_cli(run, capsys):

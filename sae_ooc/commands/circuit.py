@@ -21,7 +21,7 @@ def main(run, args) -> int:
           f"{f['edges']['n_edges']} edges; faithfulness {f['faithfulness']:.3f}, completeness {f['completeness']:.3f} ({f['ablation']} ablation); "
           + (f"faithfulness >= {t['faithfulness']} first at {t['min_feature_nodes_reaching']} feature nodes "
              if t["min_feature_nodes_reaching"] is not None else f"faithfulness never >= {t['faithfulness']} on the curve ")
-          + f"({'met' if t['met'] else 'NOT met'} within {t['max_feature_nodes']}); edge check vs exact: Pearson {chk['pearson']:.3f} on {chk['n_edges']} edges")
+          + f"({'met' if t['met'] else 'NOT met'} within {t['max_feature_nodes']}); edge weights {f['edges'].get('weights', 'gradient')}; gradient vs exact: Pearson {chk['pearson']:.3f} on {chk['n_edges']} edges")
     pr = f.get("pruned_per_prompt")
     if pr:
         print(f"  per-prompt circuits by backward elimination ({pr['ablation']} ablation, {pr['n_pairs']} pairs): faithfulness "
