@@ -482,22 +482,25 @@ def _frozen_fns(state: NodeValues, blocks: list[tuple[int, list[Node]]], abl: Ab
 
 def edge_ablation_test(sp: Spliced, pairs: Pairs, edges: dict[tuple[str, str], float], abl: Ablation, metric: str,
                        counts: list[int], n_random: int, seed: int) -> list[dict]:
-    """Metric drop from ablating the top-K edges by |weight| vs K random other circuit edges."""
+    """Metric drop from ablating the top-K edges by |weight| vs K random circuit edges: drawn from the other
+    edges while at least K remain, else from all edges (then they overlap the top K). K below the number of
+    edges only: ablating every edge leaves nothing random to compare with."""
     ranked = sorted(edges, key=lambda e: -abs(edges[e]))
     m_base = ablate_edges(sp, pairs, [], abl, metric)
     rng = np.random.default_rng(seed)
     rows = []
-    for K in tqdm([k for k in counts if k <= len(ranked)], desc="edge ablation", unit="size", leave=False):
+    for K in tqdm([k for k in counts if k < len(ranked)], desc="edge ablation", unit="size", leave=False):
         top, rest = ranked[:K], ranked[K:]
+        pool = rest if len(rest) >= K else ranked
         drop_top = float((m_base - ablate_edges(sp, pairs, top, abl, metric)).mean())
         drops = []
-        for _ in range(n_random if rest else 0):
-            pick = rng.choice(len(rest), size=min(K, len(rest)), replace=False)
-            drops.append(float((m_base - ablate_edges(sp, pairs, [rest[i] for i in pick], abl, metric)).mean()))
+        for _ in range(n_random):
+            pick = rng.choice(len(pool), size=K, replace=False)
+            drops.append(float((m_base - ablate_edges(sp, pairs, [pool[i] for i in pick], abl, metric)).mean()))
         rows.append({
-            "k": K, "top_edges_drop": drop_top, "random_edges_drop_mean": float(np.mean(drops)) if drops else None,
-            "random_edges_drop_std": float(np.std(drops)) if drops else None, "random_edges_drops": drops,
-            "top_hurts_more": bool(drops) and drop_top > float(np.mean(drops)),
+            "k": K, "top_edges_drop": drop_top, "random_edges_drop_mean": float(np.mean(drops)),
+            "random_edges_drop_std": float(np.std(drops)), "random_edges_drops": drops,
+            "random_pool": "other edges" if pool is rest else "all edges", "top_hurts_more": drop_top > float(np.mean(drops)),
         })
     return rows
 

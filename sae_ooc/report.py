@@ -236,11 +236,12 @@ def _circuit_section(run, lines: list[str], figures: list[Path]) -> None:
         by_kind = edges.get("ablation_by_kind") or {faith["ablation"]: edges["ablation"]}
         lines += [f"{edges['n_edges']} edges. Edges checked by ablating them (drop in the metric; the circuit's top edges by |weight| vs "
                   "random edges of the same count; an ablated edge feeds its target the ablated value of its source along the direct path):", "",
-                  "| ablation | edges ablated | top edges | random edges (mean ± sd) | top hurts more |", "|---|---|---|---|---|"]
+                  "| ablation | edges ablated | top edges | random edges (mean ± sd) | random drawn from | top hurts more |",
+                  "|---|---|---|---|---|---|"]
         for kind, rows in by_kind.items():
             for r in rows:
                 lines.append(f"| {kind} | {r['k']} | {_f(r['top_edges_drop'])} | {_f(r['random_edges_drop_mean'])} ± "
-                             f"{_f(r['random_edges_drop_std'])} | {'yes' if r['top_hurts_more'] else 'no'} |")
+                             f"{_f(r['random_edges_drop_std'])} | {r.get('random_pool', 'other edges')} | {'yes' if r['top_hurts_more'] else 'no'} |")
         lines += [""]
     ec = edges.get("exact_check")
     if ec and edges.get("weights") == "exact":

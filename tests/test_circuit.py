@@ -209,7 +209,8 @@ def test_circuit_stage_files(run):
         assert isinstance(e["gradient"], float)
     assert f["edges"]["ablation_by_kind"]["mean"] == f["edges"]["ablation"] and set(f["edges"]["ablation_by_kind"]) == {"mean", "zero"}
     for row in f["edges"]["ablation"] + f["edges"]["ablation_by_kind"]["zero"]:
-        assert len(row["random_edges_drops"]) in (0, 3) and isinstance(row["top_hurts_more"], bool)
+        assert len(row["random_edges_drops"]) == 3 and isinstance(row["top_hurts_more"], bool) and row["k"] < len(c["edges"])
+        assert row["random_pool"] == ("other edges" if len(c["edges"]) - row["k"] >= row["k"] else "all edges")
     assert set(f["target"]) >= {"faithfulness", "max_feature_nodes", "min_feature_nodes_reaching", "met"}
     assert set(f["by_ablation"]) == {"mean", "zero", "resample", "corrupt"}
     mean = f["by_ablation"]["mean"]
