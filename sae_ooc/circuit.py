@@ -42,6 +42,7 @@ from sae_ooc.spliced import NodeValues, RowPatches, Spliced, node_id
 STAGE = "circuit"
 CIRCUIT_FILE = "circuit.json"
 FAITHFULNESS_FILE = "faithfulness.json"
+PROMPT_CIRCUIT_FILE = "prompt_circuit.json"  # one pair's pruned circuit (the first attribution pair)
 SINK = "metric"  # id of the metric node that edges into the output point to
 TARGET_FAITHFULNESS = 0.8
 TARGET_MAX_FEATURES = 50
@@ -285,9 +286,53 @@ def pruned_circuits(sp: Spliced, pairs: Pairs, ds, c, metric: str) -> dict | Non
     sub = pairs.subset(slice(0, c.prune_pairs))
     abl = ablation_values(sp, ds, c.prune_ablation, c.mean_examples, c.seed, sub)
     faith = Faith(ablated_metric(sp, sub, None, abl, metric), ablated_metric(sp, sub, keep_masks(sp, []), abl, metric))
-    res = prune_circuits(sp, sub, abl, metric, faith, c.prune_step)
+    res = prune_circuits(sp, sub, abl, metric, faith, c.prune_step, snapshot_max_features=TARGET_MAX_FEATURES)
     res.update(summarize(res, TARGET_FAITHFULNESS, TARGET_MAX_FEATURES), ablation=c.prune_ablation)
+    if res["snapshot"] is not None:
+        res["snapshot"]["faith"] = faith
     return res
+
+
+def prompt_circuit(sp: Spliced, pairs: Pairs, i: int, keep_row: torch.Tensor, m_circuit: float, faith: Faith, ne: NodeEffects,
+                   ds, vocab, saes_dir: Path, metric: str, ablation: str) -> dict:
+    """One pair's pruned circuit in circuit.json's format: its nodes (with that pair's patching effects), and
+    the edges the gradient method proposes among them, weighed by exact edge patching on that pair."""
+    from sae_ooc.features import describe_nodes
+    from sae_ooc.prune import NodeLayout
+
+    layout = NodeLayout(sp)
+    nodes = [Node(*layout.node_of(j)) for j in keep_row.nonzero(as_tuple=True)[0].tolist()]
+    one = pairs.subset([i])
+    gradient = edge_weights(sp, one, nodes, metric)
+    edges = dict(zip(gradient, exact_edges(sp, one, list(gradient), metric)))
+    _, clean = sp.cache(one.clean)
+    records = []
+    desc = describe_nodes(sp, ds, vocab, saes_dir, nodes)
+    for n in nodes:
+        col = sp.d_sae[n.hook] if n.is_error else n.idx
+        act = clean.errs[n.hook][0, n.pos].norm() if n.is_error else clean.acts[n.hook][0, n.pos, n.idx]
+        r = {"id": n.id, "hook": n.hook, "hook_index": sp.hooks.index(n.hook), "position": n.pos, "role": POSITION_ROLES[n.pos],
+             "type": "error" if n.is_error else "feature", "feature": n.idx, "effect": float(ne.per_prompt[n.hook][i, n.pos, col]),
+             "effect_std": 0.0, "activation": float(act)}
+        r.update(desc.get(n.id, {}))
+        records.append(r)
+    ranked = sorted(edges, key=lambda e: -abs(edges[e]))
+    f = float((m_circuit - faith.m_empty[i]) / (faith.m_full[i] - faith.m_empty[i])) if faith.m_full[i] != faith.m_empty[i] else float("nan")
+    return {
+        "metadata": {
+            "config": "", "prompt": vocab.decode(pairs.clean[i]), "answer": vocab.name(int(pairs.answer[i])),
+            "corrupted_prompt": vocab.decode(pairs.corrupt[i]), "corrupted_answer": vocab.name(int(pairs.answer_corrupt[i])),
+            "bridge": vocab.name(int(pairs.bridge[i])), "metric": metric, "n_pairs": 1, "hooks": sp.hooks, "d_sae": sp.d_sae,
+            "positions": list(POSITION_ROLES), "ablation": ablation, "edge_weights": "exact", "method": ne.method,
+            "example_prompt": vocab.decode(pairs.clean[i]),
+            "selection": "backward elimination (sae_ooc.prune), first round with at most "
+                         f"{TARGET_MAX_FEATURES} feature nodes per prompt",
+            "sink": {"id": SINK, "description": _metric_text(metric)},
+        },
+        "scores": {"m_full": float(faith.m_full[i]), "m_empty": float(faith.m_empty[i]), "m_circuit": float(m_circuit), "faithfulness": f},
+        "nodes": records,
+        "edges": [{"source": u, "target": d, "weight": edges[(u, d)], "gradient": gradient[(u, d)]} for u, d in ranked],
+    }
 
 
 def plot_curve(curve: list[dict], curves: dict[str, dict], main: str, stem: Path, title: str, pruned: dict | None = None) -> None:
@@ -549,6 +594,13 @@ def run_circuit(run, force: bool = False, device: str | None = None) -> bool:
     coarse = [n for n in sizes if n < 5 or n % 5 == 0 or n == c.top_n]
     curves = ablation_curves(sp, ne, pairs, ds, c, metric, coarse)
     pruned = pruned_circuits(sp, pairs, ds, c, metric)
+    snap = pruned.pop("snapshot") if pruned else None
+    example = None
+    if snap is not None:
+        example = prompt_circuit(sp, pairs, 0, snap["keep"][0], float(snap["metric"][0]), snap["faith"], ne, ds, vocab, run.saes_dir,
+                                 metric, c.prune_ablation)
+        example["metadata"]["config"] = run.cfg.name
+        save_tensors(out / "prompt_circuits.safetensors", {"keep": snap["keep"], "metric": snap["metric"]})
     plot_curve(curve, curves, c.ablation, out / "faithfulness_curve", f"{run.cfg.name}: {len(pairs)} pairs ({ne.method} effects), metric {metric}",
                pruned)
 
@@ -616,6 +668,10 @@ def run_circuit(run, force: bool = False, device: str | None = None) -> bool:
     save_tensors(out / "circuit.safetensors", {**{f"features.{h}": m for h, m in ka.items()}, **{f"errors.{h}": m for h, m in ke.items()}})
     write_json(out / FAITHFULNESS_FILE, faith_json)
     write_json(out / CIRCUIT_FILE, circuit)
+    if example is not None:
+        write_json(out / PROMPT_CIRCUIT_FILE, example)
+    elif (out / PROMPT_CIRCUIT_FILE).exists():
+        (out / PROMPT_CIRCUIT_FILE).unlink()
     run.mark_done(STAGE, fp, faithfulness=scores["faithfulness"], completeness=scores["completeness"], n_feature_nodes=n_feat,
                   n_error_nodes=len(nodes) - n_feat, n_edges=len(edges), min_feature_nodes_for_target=min_feats,
                   seconds=round(time.perf_counter() - t0, 2))

@@ -29,6 +29,7 @@ STAGE = "export"
 SINK = "metric"
 NEG, POS = "#d62728", "#1f77b4"
 RESULT_FILES = ("circuit.png", "circuit.svg", "circuit.html")
+PROMPT_PREFIX = "prompt_"  # files of the example pair's own circuit
 
 
 @dataclass
@@ -146,7 +147,8 @@ def draw_matplotlib(circuit: dict, nodes: list[dict], edges: list[dict], stem: P
     ax.set_ylim(-ROW_GAP * layer_rows(nodes, hook_index=0) / 2 - 0.7, ys[-1] + 0.6)
     s = circuit.get("scores", {})
     ax.set_title(
-        f"{meta.get('config', '')}: {sum(n['type'] == 'feature' for n in nodes)} features + {sum(n['type'] == 'error' for n in nodes)} error nodes drawn, "
+        f"{meta.get('config', '')}{' ' + repr(meta['prompt']) + ' -> ' + meta['answer'] if meta.get('prompt') else ''}: "
+        f"{sum(n['type'] == 'feature' for n in nodes)} features + {sum(n['type'] == 'error' for n in nodes)} error nodes drawn, "
         f"{len(edges)} edges; faithfulness {s.get('faithfulness', float('nan')):.3f} "
         f"(red: supports the clean answer, blue: opposes; squares: SAE error)", fontsize=8)
     return save_figure(fig, stem)
@@ -283,7 +285,8 @@ def to_graph_json(circuit: dict, nodes: list[dict], edges: list[dict], opt: Expo
     return {
         "metadata": {"slug": f"sae_ooc-{meta.get('config', 'run')}", "scan": "sae_ooc", "transcoder_list": list(meta["hooks"]),
                      "prompt_tokens": list(meta["positions"]),
-                     "prompt": f"{meta.get('example_prompt', '')} (effects averaged over {meta['n_pairs']} clean/corrupted pairs)",
+                     "prompt": f"{meta.get('example_prompt', '')} " + ("(one clean/corrupted pair)" if meta["n_pairs"] == 1 else
+                                                                          f"(effects averaged over {meta['n_pairs']} clean/corrupted pairs)"),
                      "node_threshold": opt.min_abs_effect, "schema_version": 1, "sae_ooc": {"method": meta["method"], "metric": meta["metric"], "scores": circuit.get("scores", {})}},
         "qParams": {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""},
         "nodes": out_nodes,
@@ -347,7 +350,8 @@ def to_html(circuit: dict, nodes: list[dict], edges: list[dict]) -> str:
     info[SINK] = {"id": SINK, "description": meta["sink"]["description"], "type": "metric"}
     s = circuit.get("scores", {})
     summary = (f"{meta.get('config', '')}: method {meta['method']}, metric {meta['sink']['description']}, {meta['n_pairs']} pairs; "
-               f"faithfulness {s.get('faithfulness', float('nan')):.3f}, completeness {s.get('completeness', float('nan')):.3f}; "
+               f"faithfulness {s.get('faithfulness', float('nan')):.3f}"
+               + (f", completeness {s['completeness']:.3f}" if "completeness" in s else "") + "; "
                f"{len(nodes)} nodes and {len(edges)} edges drawn")
     return _HTML.format(title=esc(f"sae_ooc circuit: {meta.get('config', '')}"), summary=esc(summary), svg="\n".join(svg),
                         data=_json_for_script(info))
@@ -404,21 +408,21 @@ Squares are SAE error nodes. Hover a node for its top activations and promoted a
 
 
 # the stage -----------------------------------------------------------------------------------------------
-def export_circuit(circuit: dict, out_dir: Path, opt: ExportOptions | None = None) -> list[Path]:
-    """Write every export format of `circuit` into `out_dir`; returns the paths written."""
+def export_circuit(circuit: dict, out_dir: Path, opt: ExportOptions | None = None, prefix: str = "") -> list[Path]:
+    """Write every export format of `circuit` into `out_dir` (file names start with `prefix`); returns the paths written."""
     opt = opt or ExportOptions()
     out_dir = Path(out_dir)
     nodes, edges = select_drawn(circuit, opt)
-    paths = draw_matplotlib(circuit, nodes, edges, out_dir / "circuit")
-    paths.append(write_text(out_dir / "circuit.dot", to_dot(circuit, nodes, edges)))
+    paths = draw_matplotlib(circuit, nodes, edges, out_dir / f"{prefix}circuit")
+    paths.append(write_text(out_dir / f"{prefix}circuit.dot", to_dot(circuit, nodes, edges)))
     graph = to_graph_json(circuit, nodes, edges, opt)
     errs = validate_graph(graph)
     if errs:
         raise ValueError(f"graph.json does not match GRAPH_SCHEMA: {errs[:3]}")
-    paths.append(write_json(out_dir / "graph.json", graph))
+    paths.append(write_json(out_dir / f"{prefix}graph.json", graph))
     full = {**circuit, "drawn": {"options": asdict(opt), "nodes": [n["id"] for n in nodes], "edges": [[e["source"], e["target"]] for e in edges]}}
-    paths.append(write_json(out_dir / "circuit_full.json", full))
-    paths.append(write_text(out_dir / "circuit.html", to_html(circuit, nodes, edges)))
+    paths.append(write_json(out_dir / f"{prefix}circuit_full.json", full))
+    paths.append(write_text(out_dir / f"{prefix}circuit.html", to_html(circuit, nodes, edges)))
     return paths
 
 
@@ -440,14 +444,27 @@ def run_export(run, force: bool = False, out: Path | None = None, opt: ExportOpt
     out = Path(out) if out is not None else run.root / "export"
     fp = run.stage_fingerprint((), (CIRCUIT_STAGE,), extra={"options": asdict(opt), "out": str(out)})
     done = not force and run.is_done(STAGE, fp) and all((out / f).exists() for f in RESULT_FILES)
+    example = load_prompt_circuit(run)
     if not done:
         export_circuit(load_circuit(run), out, opt)
+        if example is not None:
+            export_circuit(example, out, opt, prefix=PROMPT_PREFIX)
         run.mark_done(STAGE, fp, out=str(out))
     if results_dir is not None:
         results_dir = Path(results_dir)
         results_dir.mkdir(parents=True, exist_ok=True)
-        for f in RESULT_FILES:
+        files = RESULT_FILES + (tuple(PROMPT_PREFIX + f for f in RESULT_FILES) if example is not None else ())
+        for f in files:
             if not (out / f).exists():
                 raise UserError(f"{out / f} is missing; rerun `sae-ooc export --run {run.root} --force`")
             shutil.copyfile(out / f, results_dir / f)
     return not done
+
+
+def load_prompt_circuit(run) -> dict | None:
+    """The example pair's pruned circuit written by the circuit stage, if it wrote one."""
+    from sae_ooc.circuit import PROMPT_CIRCUIT_FILE
+    from sae_ooc.io import read_json
+
+    path = run.circuit_dir / PROMPT_CIRCUIT_FILE
+    return read_json(path) if path.exists() else None

@@ -36,6 +36,17 @@ class NodeLayout:
     def flatten(self, acts: dict[str, torch.Tensor], errs: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.cat([acts[h].flatten(1) for h in self.hooks] + [errs[h] for h in self.hooks], 1)
 
+    def node_of(self, j: int) -> tuple[str, int, int | None]:
+        """(hook, position, feature or None for the error node) of flat index j."""
+        n = len(self.hooks)
+        if j < self.n_feature_cols:
+            for h, size in zip(self.hooks, self.sizes[:n]):
+                if j < size:
+                    return h, j // self.d_sae[h], j % self.d_sae[h]
+                j -= size
+        j -= self.n_feature_cols
+        return self.hooks[j // SEQ_LEN], j % SEQ_LEN, None
+
     def unflatten(self, flat: torch.Tensor) -> tuple[dict, dict]:
         parts = flat.split(self.sizes, 1)
         n = len(self.hooks)
@@ -76,11 +87,12 @@ def _metric_rows(sp: Spliced, pairs: Pairs, rows: torch.Tensor, keep: torch.Tens
 
 
 def prune_circuits(sp: Spliced, pairs: Pairs, abl: Ablation, metric: str, faith: Faith, step: float = 0.05,
-                   batch: int = 2048, max_candidates: int = 4000, progress: bool = True) -> dict:
+                   batch: int = 2048, max_candidates: int = 4000, progress: bool = True, snapshot_max_features: int | None = None) -> dict:
     """Backward elimination on each pair. Every round lowers the node budget (features + error nodes per
     prompt) by `step` of itself; each prompt drops the nodes whose individual removal leaves its metric
     closest to the model's, down to the budget. Returns the rounds (budget, mean feature and error
-    nodes per prompt, faithfulness over the pairs) and the final per-prompt keep masks of each round."""
+    nodes per prompt, faithfulness over the pairs); with `snapshot_max_features`, also "snapshot": the keep
+    masks [n_pairs, n_nodes] of the first round with at most that many feature nodes per prompt."""
     layout = NodeLayout(sp)
     keep = candidate_nodes(sp, pairs, abl, layout)
     n_cand = int(keep.sum(1).max()) if len(keep) else 0
@@ -96,7 +108,10 @@ def prune_circuits(sp: Spliced, pairs: Pairs, abl: Ablation, metric: str, faith:
         rounds.append({"budget": budget, "max_nodes": int(keep.sum(1).max()), "mean_features": float(feats.mean()),
                        "max_features": int(feats.max()), "mean_errors": float(keep[:, layout.n_feature_cols :].sum(1).float().mean()),
                        "faithfulness": faith.of(m), "metric_mean": float(m.mean())})
+        if snapshot_max_features is not None and not snap and int(feats.max()) <= snapshot_max_features:
+            snap.update(keep=keep.clone(), metric=m, round=len(rounds) - 1)
 
+    snap: dict = {}
     budget = n_cand
     record(budget)
     total = max(1, math.ceil(math.log(max(n_cand, 2)) / -math.log(1 - step))) if n_cand else 0
@@ -119,7 +134,7 @@ def prune_circuits(sp: Spliced, pairs: Pairs, abl: Ablation, metric: str, faith:
         record(budget)
         bar.update(1)
     bar.close()
-    return {"rounds": rounds, "n_pairs": len(pairs), "step": step, "candidates_max": n_cand,
+    return {"rounds": rounds, "n_pairs": len(pairs), "step": step, "candidates_max": n_cand, "snapshot": snap or None,
             "candidates_mean": float(candidate_nodes(sp, pairs, abl, layout).sum(1).float().mean()) if len(pairs) else 0.0}
 
 

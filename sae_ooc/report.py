@@ -256,8 +256,18 @@ def _circuit_section(run, lines: list[str], figures: list[Path]) -> None:
     for n in sorted(circ["nodes"], key=lambda n: -abs(n.get("effect", 0)))[:15]:
         lines.append(f"| `{n['id']}` | {n.get('role')} | {n.get('effect', 0):+.3f} | {(n.get('description') or '').replace('|', '/')} |")
     lines += ["", "![circuit](circuit.png)", "",
-              "Interactive version: [circuit.html](circuit.html) (self-contained; hover a node for its top activations and promoted tokens).", "",
-              f"Reproduce: {_cmd(run, 'circuit')}, then {_cmd(run, 'export')}", ""]
+              "Interactive version: [circuit.html](circuit.html) (self-contained; hover a node for its top activations and promoted tokens).", ""]
+    ex = _load(run.circuit_dir / "prompt_circuit.json")
+    if ex is not None:
+        m, sc = ex["metadata"], ex["scores"]
+        nf = sum(n["type"] == "feature" for n in ex["nodes"])
+        lines += [f"**One prompt's circuit.** The pruned circuit of the first pair, `{m['prompt']}` → {m['answer']} (bridge {m['bridge']}; "
+                  f"corrupted `{m['corrupted_prompt']}` → {m['corrupted_answer']}): {nf} feature and {len(ex['nodes']) - nf} error nodes, "
+                  f"faithfulness {_f(sc['faithfulness'])} on this pair under {m['ablation']} ablation; {len(ex['edges'])} edges weighed by "
+                  "exact edge patching on this pair. Node size and colour: the node's clean → corrupted patching effect on this pair.", "",
+                  "![one prompt's circuit](prompt_circuit.png)", "",
+                  "Interactive version: [prompt_circuit.html](prompt_circuit.html).", ""]
+    lines += [f"Reproduce: {_cmd(run, 'circuit')}, then {_cmd(run, 'export')}", ""]
     figures += [run.circuit_dir / "faithfulness_curve.png", run.circuit_dir / "faithfulness_curve.svg"]
 
 
@@ -278,10 +288,23 @@ def build_report(run) -> tuple[str, list[Path]]:
     return "\n".join(lines), figures
 
 
+def _run_links(run, text: str, figures: list[Path]) -> str:
+    """The report links files by bare name (as they lie in results/); in RUN/REPORT.md point them at the run's own files."""
+    where = {f.name: f for f in figures}
+    export = run.root / "export"
+    for name in ("circuit.png", "circuit.html", "prompt_circuit.png", "prompt_circuit.html"):
+        where[name] = export / name
+    where["sae_summary.md"] = run.saes_dir / "summary.md"
+    for name, path in where.items():
+        rel = path.relative_to(run.root).as_posix() if path.is_relative_to(run.root) else path.as_posix()
+        text = text.replace(f"]({name})", f"]({rel})")
+    return text
+
+
 def run_report(run, results_dir: Path | None = None) -> Path:
     """Write RUN/REPORT.md (always: it is cheap) and copy it with its tables and figures to `results_dir`."""
     text, figures = build_report(run)
-    out = write_text(run.root / "REPORT.md", text)
+    out = write_text(run.root / "REPORT.md", _run_links(run, text, figures))
     if results_dir is not None:
         results_dir = Path(results_dir)
         results_dir.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from circuit_fixtures import HOOKS, ROOT, linear_model, linear_sae, make_run, topk_sae
 
 from sae_ooc.attribution import EFFECTS_FILE, NodeEffects, load_node_effects, load_spliced, make_pairs, node_effects, run_attribute
@@ -28,7 +29,7 @@ from sae_ooc.circuit import (
 )
 from sae_ooc.cli import main as cli_main
 from sae_ooc.config import load_config
-from sae_ooc.data import generate
+from sae_ooc.data import generate, load_task
 from sae_ooc.model import build_model
 from sae_ooc.spliced import Spliced
 
@@ -226,6 +227,28 @@ def test_circuit_stage_files(run):
     for ext in ("png", "svg"):
         assert (run.circuit_dir / f"faithfulness_curve.{ext}").stat().st_size > 0
     assert run_circuit(run) is False
+
+
+def test_example_prompt_circuit_is_the_pruned_circuit_of_the_first_pair(run):
+    ex = json.loads((run.circuit_dir / "prompt_circuit.json").read_text())
+    snap = load_file(str(run.circuit_dir / "prompt_circuits.safetensors"))
+    ne = load_node_effects(run.attribution_dir / EFFECTS_FILE)
+    sp = load_spliced(run)
+    ds = load_task(run.data_dir)[0]
+    feats = [n for n in ex["nodes"] if n["type"] == "feature"]
+    assert 0 < len(feats) <= 50 and int(snap["keep"][0].sum()) == len(ex["nodes"])
+    # its faithfulness, recomputed from its nodes under zero ablation, on that pair alone
+    one = ne.pairs.subset([0])
+    nodes = [Node(n["hook"], n["position"], n["feature"]) for n in ex["nodes"]]
+    abl = ablation_values(sp, ds, "zero", 64, 0, one)
+    ka, ke = keep_masks(sp, nodes)
+    m_c = ablated_metric(sp, one, ({h: m[None] for h, m in ka.items()}, {h: m[None] for h, m in ke.items()}), abl, "logit_diff")
+    m_full = ablated_metric(sp, one, None, abl, "logit_diff")
+    m_empty = ablated_metric(sp, one, keep_masks(sp, []), abl, "logit_diff")
+    assert ex["scores"]["faithfulness"] == pytest.approx(float((m_c - m_empty) / (m_full - m_empty)), abs=1e-4)
+    for e in ex["edges"][:3]:
+        assert e["weight"] == pytest.approx(exact_edges(sp, one, [(e["source"], e["target"])], "logit_diff")[0], abs=1e-5)
+    assert ex["metadata"]["prompt"] == " ".join(ex["metadata"]["prompt"].split()) and ex["metadata"]["answer"].startswith("e")
 
 
 def test_gradient_edge_weights_are_checked_on_a_sample(tmp_path):

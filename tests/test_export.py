@@ -36,31 +36,31 @@ def synthetic_circuit() -> dict:
             "scores": {"faithfulness": 0.9, "completeness": 0.1}, "nodes": nodes, "edges": edges}
 
 
-def check_outputs(out, circuit):
-    svg = ET.parse(out / "circuit.svg").getroot()
+def check_outputs(out, circuit, prefix=""):
+    svg = ET.parse(out / f"{prefix}circuit.svg").getroot()
     assert svg.tag.endswith("svg")
-    assert (out / "circuit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / f"{prefix}circuit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    graph = json.loads((out / "graph.json").read_text())
+    graph = json.loads((out / f"{prefix}graph.json").read_text())
     assert validate_graph(graph) == []
     types = {n["feature_type"] for n in graph["nodes"]}
     assert {"embedding", "logit", "sae feature"} <= types
     assert sum(n["is_target_logit"] for n in graph["nodes"]) == 1
 
-    dot = (out / "circuit.dot").read_text()
+    dot = (out / f"{prefix}circuit.dot").read_text()
     assert dot.startswith("digraph circuit {") and dot.rstrip().endswith("}")
     assert dot.count("{") == dot.count("}")
     declared = set(re.findall(r'^\s*("(?:[^"\\]|\\.)*") \[label=', dot, re.M))
     for src, dst in re.findall(r'^\s*("(?:[^"\\]|\\.)*") -> ("(?:[^"\\]|\\.)*")', dot, re.M):
         assert src in declared and dst in declared
 
-    page = (out / "circuit.html").read_text()
+    page = (out / f"{prefix}circuit.html").read_text()
     assert page.startswith("<!DOCTYPE html>")
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
     assert "http://" not in page and "https://" not in page
     assert page.count("<script") == 2 and page.count("</script>") == 2  # only our own two blocks
     ET.fromstring(page[page.index("<svg"): page.index("</svg>") + 6])  # the inline SVG is well-formed XML
-    full = json.loads((out / "circuit_full.json").read_text())
+    full = json.loads((out / f"{prefix}circuit_full.json").read_text())
     assert full["nodes"] == circuit["nodes"] and full["edges"] == circuit["edges"]
     return graph, dot, page, full
 
@@ -126,8 +126,11 @@ def test_export_command_on_a_run(run, tmp_path, capsys):
     assert "&lt;script&gt;" in page and EVIL not in page
     labelled = [n for n in circuit["nodes"] if n["type"] == "feature"]
     assert labelled and all(n["label"] == f"bridge={EVIL}@r1" for n in labelled)
-    for f in ("circuit.png", "circuit.svg", "circuit.html"):
+    for f in ("circuit.png", "circuit.svg", "circuit.html", "prompt_circuit.png", "prompt_circuit.svg", "prompt_circuit.html"):
         assert (results / f).read_bytes() == (out / f).read_bytes()
+    # the example pair's own (pruned) circuit goes through the same exporters
+    example = json.loads((run.circuit_dir / "prompt_circuit.json").read_text())
+    check_outputs(out, example, prefix="prompt_")
     assert "copied the diagram" in capsys.readouterr().out
     other = tmp_path / "elsewhere"
     assert cli_main(["export", "--run", str(run.root), "--out", str(other), "--max-nodes", "2", "--results-dir", "none"]) == 0

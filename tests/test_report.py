@@ -14,7 +14,9 @@ def test_report_quotes_the_stage_outputs_and_copies_figures(tmp_path, capsys):
     results = tmp_path / "results"
     assert main(["report", *base, "--results-dir", str(results)]) == 0
     text = (results / "REPORT.md").read_text()
-    assert text == (run / "REPORT.md").read_text()
+    # the run's own copy links the run's files where they lie; results/ holds them side by side under stable names
+    assert text.replace("](accuracy.png)", "](figures/accuracy.png)") == (run / "REPORT.md").read_text()
+    assert (run / "figures" / "accuracy.png").exists()
     fm = read_json(run / "model" / "final_metrics.json")
     row = re.search(r"^\| test_id \| ([0-9.]+) \| ([0-9.]+) \|$", text.split("## 2.")[1], re.M)
     assert float(row.group(1)) == round(fm["accuracy"]["test_id"], 3)
