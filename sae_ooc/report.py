@@ -264,7 +264,12 @@ def _circuit_section(run, lines: list[str], figures: list[Path]) -> None:
         lines += [f"**One prompt's circuit.** The pruned circuit of the first pair, `{m['prompt']}` → {m['answer']} (bridge {m['bridge']}; "
                   f"corrupted `{m['corrupted_prompt']}` → {m['corrupted_answer']}): {nf} feature and {len(ex['nodes']) - nf} error nodes, "
                   f"faithfulness {_f(sc['faithfulness'])} on this pair under {m['ablation']} ablation; {len(ex['edges'])} edges weighed by "
-                  "exact edge patching on this pair. Node size and colour: the node's clean → corrupted patching effect on this pair.", "",
+                  "exact edge patching on this pair. Node size and colour: the node's clean → corrupted patching effect on this pair."
+                  + (" Read it with the metric in mind: logit(t2) − logit(t2') only asks the model to prefer t2 over t2', a tail of "
+                     "another bridge, so a circuit can pass without carrying r2 (here: "
+                     f"{sum(n['role'] == 'r2' for n in ex['nodes'])} nodes at r2, "
+                     f"{sum(n['role'] == 'r2' and n['hook_index'] < len(m['hooks']) - 2 for n in ex['nodes'])} of them before the last two "
+                     "hooks); `--set attribution.metric=logprob` asks for t2 itself." if m["metric"] == "logit_diff" else ""), "",
                   "![one prompt's circuit](prompt_circuit.png)", "",
                   "Interactive version: [prompt_circuit.html](prompt_circuit.html).", ""]
     lines += [f"Reproduce: {_cmd(run, 'circuit')}, then {_cmd(run, 'export')}", ""]
