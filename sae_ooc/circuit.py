@@ -311,9 +311,7 @@ def prompt_circuit(sp: Spliced, pairs: Pairs, i: int, keep_row: torch.Tensor, m_
     for n in nodes:
         col = sp.d_sae[n.hook] if n.is_error else n.idx
         act = clean.errs[n.hook][0, n.pos].norm() if n.is_error else clean.acts[n.hook][0, n.pos, n.idx]
-        r = {"id": n.id, "hook": n.hook, "hook_index": sp.hooks.index(n.hook), "position": n.pos, "role": POSITION_ROLES[n.pos],
-             "type": "error" if n.is_error else "feature", "feature": n.idx, "effect": float(ne.per_prompt[n.hook][i, n.pos, col]),
-             "effect_std": 0.0, "activation": float(act)}
+        r = {**_node_fields(n, sp.hooks, float(ne.per_prompt[n.hook][i, n.pos, col]), 0.0), "activation": float(act)}
         r.update(desc.get(n.id, {}))
         records.append(r)
     ranked = sorted(edges, key=lambda e: -abs(edges[e]))
@@ -550,20 +548,51 @@ def edge_ablation_test(sp: Spliced, pairs: Pairs, edges: dict[tuple[str, str], f
     return rows
 
 
+def weigh_edges(sp: Spliced, pairs: Pairs, nodes: list[Node], metric: str, c, batch: int) -> tuple[dict, dict, dict]:
+    """(edge weights, gradient weights, check of the gradient weights against exact edge patching).
+
+    `c.edge_weights` exact: the gradient method proposes the edges (every node pair with a direct path) and exact
+    edge patching weighs every one, so the check covers all edges and pairs; gradient: the gradient weights stand
+    and `c.edge_check` of them are checked on 32 pairs."""
+    gradient = edge_weights(sp, pairs, nodes, metric, batch)
+    rng = np.random.default_rng(c.seed)
+    if c.edge_weights == "exact":
+        edges = dict(zip(gradient, exact_edges(sp, pairs, list(gradient), metric)))
+        check_pairs, checked = pairs, sorted(edges, key=lambda e: -abs(edges[e]))
+        approx, exact = [gradient[e] for e in checked], [edges[e] for e in checked]
+    else:
+        edges = gradient
+        ranked = sorted(edges, key=lambda e: -abs(edges[e]))
+        check_idx = sorted(rng.choice(len(ranked), size=min(c.edge_check, len(ranked)), replace=False).tolist()) if ranked else []
+        check_pairs = pairs.subset(slice(0, 32))
+        grad_check = edge_weights(sp, check_pairs, nodes, metric) if len(check_pairs) < len(pairs) else edges
+        checked = [ranked[i] for i in check_idx]
+        exact = exact_edges(sp, check_pairs, checked, metric)
+        approx = [grad_check.get(e, 0.0) for e in checked]
+    shown = sorted(rng.choice(len(checked), size=min(c.edge_check, len(checked)), replace=False).tolist()) if checked else []
+    check = {
+        "n_edges": len(checked), "n_pairs": len(check_pairs), "pearson": pearson(approx, exact), "spearman": spearman(approx, exact),
+        "max_abs_diff": float(np.max(np.abs(np.subtract(approx, exact)))) if checked else 0.0,
+        "edges": [{"source": checked[i][0], "target": checked[i][1], "gradient": approx[i], "exact": exact[i]} for i in shown],
+    }
+    return edges, gradient, check
+
+
 # the stage -------------------------------------------------------------------------------------------
 def labels_fingerprint(saes_root: Path) -> dict[str, str]:
     root = Path(saes_root)
     return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.glob("*/metrics.json"))} if root.is_dir() else {}
 
 
+def _node_fields(n: Node, hooks: list[str], effect: float, effect_std: float) -> dict:
+    return {"id": n.id, "hook": n.hook, "hook_index": hooks.index(n.hook), "position": n.pos, "role": POSITION_ROLES[n.pos],
+            "type": "error" if n.is_error else "feature", "feature": n.idx, "effect": effect, "effect_std": effect_std}
+
+
 def _node_record(n: Node, ne_mean: dict, per_prompt: dict, d_sae: dict, hooks: list[str], rank: dict) -> dict:
     col = d_sae[n.hook] if n.is_error else n.idx
     pp = per_prompt[n.hook][:, n.pos, col]
-    return {
-        "id": n.id, "hook": n.hook, "hook_index": hooks.index(n.hook), "position": n.pos, "role": POSITION_ROLES[n.pos],
-        "type": "error" if n.is_error else "feature", "feature": n.idx, "effect": float(ne_mean[n.hook][n.pos, col]),
-        "effect_std": float(pp.std()) if len(pp) > 1 else 0.0, "rank": rank.get(n.id),
-    }
+    return {**_node_fields(n, hooks, float(ne_mean[n.hook][n.pos, col]), float(pp.std()) if len(pp) > 1 else 0.0), "rank": rank.get(n.id)}
 
 
 def run_circuit(run, force: bool = False, device: str | None = None) -> bool:
@@ -604,30 +633,8 @@ def run_circuit(run, force: bool = False, device: str | None = None) -> bool:
     plot_curve(curve, curves, c.ablation, out / "faithfulness_curve", f"{run.cfg.name}: {len(pairs)} pairs ({ne.method} effects), metric {metric}",
                pruned)
 
-    gradient = edge_weights(sp, pairs, nodes, metric, run.cfg.attribution.batch_size)
-    rng = np.random.default_rng(c.seed)
-    if c.edge_weights == "exact":
-        # the gradient method proposes the edges (every node pair with a direct path); exact edge patching weighs
-        # every one of them, so the gradient check covers all edges and all pairs
-        edges = dict(zip(gradient, exact_edges(sp, pairs, list(gradient), metric)))
-        ranked_edges = sorted(edges, key=lambda e: -abs(edges[e]))
-        check_pairs, checked = pairs, ranked_edges
-        approx, exact = [gradient[e] for e in checked], [edges[e] for e in checked]
-    else:
-        edges = gradient
-        ranked_edges = sorted(edges, key=lambda e: -abs(edges[e]))
-        check_idx = sorted(rng.choice(len(ranked_edges), size=min(c.edge_check, len(ranked_edges)), replace=False).tolist()) if ranked_edges else []
-        check_pairs = pairs.subset(slice(0, 32))
-        grad_check = edge_weights(sp, check_pairs, nodes, metric) if len(check_pairs) < len(pairs) else edges
-        checked = [ranked_edges[i] for i in check_idx]
-        exact = exact_edges(sp, check_pairs, checked, metric)
-        approx = [grad_check.get(e, 0.0) for e in checked]
-    shown = sorted(rng.choice(len(checked), size=min(c.edge_check, len(checked)), replace=False).tolist()) if checked else []
-    edge_check = {
-        "n_edges": len(checked), "n_pairs": len(check_pairs), "pearson": pearson(approx, exact), "spearman": spearman(approx, exact),
-        "max_abs_diff": float(np.max(np.abs(np.subtract(approx, exact)))) if checked else 0.0,
-        "edges": [{"source": checked[i][0], "target": checked[i][1], "gradient": approx[i], "exact": exact[i]} for i in shown],
-    }
+    edges, gradient, edge_check = weigh_edges(sp, pairs, nodes, metric, c, run.cfg.attribution.batch_size)
+    ranked_edges = sorted(edges, key=lambda e: -abs(edges[e]))
     edge_abl = edge_ablation_test(sp, pairs, edges, abl, metric, list(c.edge_counts), c.random_edge_sets, c.seed)
     # zero ablation too: an ablated edge from a feature silent on the prompt then changes nothing, while under mean
     # ablation it feeds the prompt the feature's mean, which the completeness check shows moves the answer
