@@ -96,6 +96,7 @@ def prune_circuits(sp: Spliced, pairs: Pairs, abl: Ablation, metric: str, faith:
     layout = NodeLayout(sp)
     keep = candidate_nodes(sp, pairs, abl, layout)
     n_cand = int(keep.sum(1).max()) if len(keep) else 0
+    cand_mean = float(keep.sum(1).float().mean()) if len(keep) else 0.0
     if n_cand > max_candidates:
         raise UserError(f"backward elimination would start from {n_cand} nodes per prompt under this ablation (most features are "
                         f"changed by it); set circuit.prune_ablation to zero or corrupt, or none to skip it")
@@ -134,8 +135,8 @@ def prune_circuits(sp: Spliced, pairs: Pairs, abl: Ablation, metric: str, faith:
         record(budget)
         bar.update(1)
     bar.close()
-    return {"rounds": rounds, "n_pairs": len(pairs), "step": step, "candidates_max": n_cand, "snapshot": snap or None,
-            "candidates_mean": float(candidate_nodes(sp, pairs, abl, layout).sum(1).float().mean()) if len(pairs) else 0.0}
+    return {"rounds": rounds, "n_pairs": len(pairs), "step": step, "candidates_max": n_cand, "candidates_mean": cand_mean,
+            "snapshot": snap or None}
 
 
 def summarize(result: dict, target: float, max_features: int) -> dict:
