@@ -195,6 +195,13 @@ def _changed_jobs(sp: Spliced, clean: NodeValues, corr: NodeValues) -> torch.Ten
     return torch.cat(jobs)
 
 
+def _job_columns(sp: Spliced, jobs: torch.Tensor):
+    """Per hook: (hook, row mask of its jobs, pair, pos, column in the [.., d_sae + 1] effect tensors)."""
+    for hi, h in enumerate(sp.hooks):
+        sel = jobs[:, 0] == hi
+        yield h, sel, jobs[sel, 1], jobs[sel, 2], torch.where(jobs[sel, 3] >= 0, jobs[sel, 3], sp.d_sae[h])
+
+
 @torch.no_grad()
 def _patch_jobs(sp: Spliced, pairs: Pairs, jobs: torch.Tensor, clean: NodeValues, corr: NodeValues, m_clean: torch.Tensor,
                 metric: str, out: dict[str, torch.Tensor], chunk: int, progress: bool) -> None:
@@ -205,10 +212,8 @@ def _patch_jobs(sp: Spliced, pairs: Pairs, jobs: torch.Tensor, clean: NodeValues
         sub = pairs.subset(job[:, 1])
         logits = sp.run_deltas(sub.clean, _deltas_of(sp, job, clean, corr)) if fast else sp.run_patched(sub.clean, _patches_of(sp, job, corr))
         m = sub.metric(logits, metric).cpu()
-        for hi, h in enumerate(sp.hooks):
-            sel = job[:, 0] == hi
-            col = torch.where(job[sel, 3] >= 0, job[sel, 3], sp.d_sae[h])
-            out[h][job[sel, 1], job[sel, 2], col] = m[sel] - m_clean[job[sel, 1]]
+        for h, sel, b, p, col in _job_columns(sp, job):
+            out[h][b, p, col] = m[sel] - m_clean[b]
 
 
 @torch.no_grad()
@@ -235,10 +240,8 @@ def effects_atp_verified(sp: Spliced, pairs: Pairs, metric: str, verify_top: int
         m_clean = pairs.metric(logits, metric).cpu()
         jobs = _changed_jobs(sp, clean, corr)
         score = torch.zeros(len(jobs))
-        for hi, h in enumerate(sp.hooks):
-            sel = jobs[:, 0] == hi
-            col = torch.where(jobs[sel, 3] >= 0, jobs[sel, 3], sp.d_sae[h])
-            score[sel] = out[h][jobs[sel, 1], jobs[sel, 2], col].abs()
+        for h, sel, b, p, col in _job_columns(sp, jobs):
+            score[sel] = out[h][b, p, col].abs()
         # each pair's top `verify_top` jobs by |atp|: sort by (pair, -score), keep the first k of each pair
         order = torch.argsort(-score, stable=True)
         order = order[torch.argsort(jobs[order, 1], stable=True)]

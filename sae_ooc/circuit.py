@@ -294,7 +294,7 @@ def pruned_circuits(sp: Spliced, pairs: Pairs, ds, c, metric: str) -> dict | Non
 
 
 def prompt_circuit(sp: Spliced, pairs: Pairs, i: int, keep_row: torch.Tensor, m_circuit: float, faith: Faith, ne: NodeEffects,
-                   ds, vocab, saes_dir: Path, metric: str, ablation: str) -> dict:
+                   ds, vocab, saes_dir: Path, metric: str, ablation: str, config: str) -> dict:
     """One pair's pruned circuit in circuit.json's format: its nodes (with that pair's patching effects), and
     the edges the gradient method proposes among them, weighed by exact edge patching on that pair."""
     from sae_ooc.features import describe_nodes
@@ -318,7 +318,7 @@ def prompt_circuit(sp: Spliced, pairs: Pairs, i: int, keep_row: torch.Tensor, m_
     f = float((m_circuit - faith.m_empty[i]) / (faith.m_full[i] - faith.m_empty[i])) if faith.m_full[i] != faith.m_empty[i] else float("nan")
     return {
         "metadata": {
-            "config": "", "prompt": vocab.decode(pairs.clean[i]), "answer": vocab.name(int(pairs.answer[i])),
+            "config": config, "prompt": vocab.decode(pairs.clean[i]), "answer": vocab.name(int(pairs.answer[i])),
             "corrupted_prompt": vocab.decode(pairs.corrupt[i]), "corrupted_answer": vocab.name(int(pairs.answer_corrupt[i])),
             "bridge": vocab.name(int(pairs.bridge[i])), "metric": metric, "n_pairs": 1, "hooks": sp.hooks, "d_sae": sp.d_sae,
             "positions": list(POSITION_ROLES), "ablation": ablation, "edge_weights": "exact", "method": ne.method,
@@ -627,8 +627,7 @@ def run_circuit(run, force: bool = False, device: str | None = None) -> bool:
     example = None
     if snap is not None:
         example = prompt_circuit(sp, pairs, 0, snap["keep"][0], float(snap["metric"][0]), snap["faith"], ne, ds, vocab, run.saes_dir,
-                                 metric, c.prune_ablation)
-        example["metadata"]["config"] = run.cfg.name
+                                 metric, c.prune_ablation, run.cfg.name)
         save_tensors(out / "prompt_circuits.safetensors", {"keep": snap["keep"], "metric": snap["metric"]})
     plot_curve(curve, curves, c.ablation, out / "faithfulness_curve", f"{run.cfg.name}: {len(pairs)} pairs ({ne.method} effects), metric {metric}",
                pruned)

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sae_ooc.errors import UserError
-from sae_ooc.io import write_json, write_text
+from sae_ooc.io import read_json, write_json, write_text
 
 STAGE = "export"
 SINK = "metric"
@@ -443,8 +443,9 @@ def run_export(run, force: bool = False, out: Path | None = None, opt: ExportOpt
     opt = opt or ExportOptions()
     out = Path(out) if out is not None else run.root / "export"
     fp = run.stage_fingerprint((), (CIRCUIT_STAGE,), extra={"options": asdict(opt), "out": str(out)})
-    done = not force and run.is_done(STAGE, fp) and all((out / f).exists() for f in RESULT_FILES)
     example = load_prompt_circuit(run)
+    files = RESULT_FILES + (tuple(PROMPT_PREFIX + f for f in RESULT_FILES) if example is not None else ())
+    done = not force and run.is_done(STAGE, fp) and all((out / f).exists() for f in files)
     if not done:
         export_circuit(load_circuit(run), out, opt)
         if example is not None:
@@ -453,7 +454,6 @@ def run_export(run, force: bool = False, out: Path | None = None, opt: ExportOpt
     if results_dir is not None:
         results_dir = Path(results_dir)
         results_dir.mkdir(parents=True, exist_ok=True)
-        files = RESULT_FILES + (tuple(PROMPT_PREFIX + f for f in RESULT_FILES) if example is not None else ())
         for f in files:
             if not (out / f).exists():
                 raise UserError(f"{out / f} is missing; rerun `sae-ooc export --run {run.root} --force`")
@@ -464,7 +464,6 @@ def run_export(run, force: bool = False, out: Path | None = None, opt: ExportOpt
 def load_prompt_circuit(run) -> dict | None:
     """The example pair's pruned circuit written by the circuit stage, if it wrote one."""
     from sae_ooc.circuit import PROMPT_CIRCUIT_FILE
-    from sae_ooc.io import read_json
 
     path = run.circuit_dir / PROMPT_CIRCUIT_FILE
     return read_json(path) if path.exists() else None

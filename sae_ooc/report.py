@@ -216,7 +216,6 @@ def _circuit_section(run, lines: list[str], figures: list[Path]) -> None:
                          f"{_f(cv['faithfulness_per_prompt_circuits'][at]) if at is not None else '–'} | "
                          f"{cv.get('min_features_reaching_target_per_prompt') or 'not within ' + str(max(cv['sizes']))} |")
         lines += [""]
-    pr = faith.get("pruned_per_prompt")
     if pr:
         first = pr["rounds"][0]
         lines += [f"**Smallest faithful circuits per prompt** (backward elimination under {pr['ablation']} ablation on {pr['n_pairs']} pairs, "

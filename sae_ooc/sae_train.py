@@ -114,7 +114,7 @@ def resolved_d_sae(p: SaeConfig, d_in: int, hook_name: str | None = None) -> int
 
 
 def resolved_k(p: SaeConfig, hook_name: str | None = None) -> int:
-    return p.k_by_hook.get(hook_name, p.k) if hook_name is not None else p.k
+    return p.k_by_hook.get(hook_name, p.k)
 
 
 def training_sae_config(p: SaeConfig, d_in: int, hook_name: str, model_hash: str | None, device: str = "cpu"):
