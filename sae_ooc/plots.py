@@ -7,6 +7,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+# same data, same bytes: no creation date in the files, and SVG element ids from a fixed salt
+matplotlib.rcParams["svg.hashsalt"] = "sae_ooc"
 import matplotlib.pyplot as plt  # noqa: E402
 
 from sae_ooc.io import _atomic  # noqa: E402
@@ -18,7 +20,8 @@ def save_figure(fig, stem: str | Path, dpi: int = 130) -> list[Path]:
     paths = []
     for ext in ("png", "svg"):
         path = stem.with_suffix(f".{ext}")
-        _atomic(path, lambda p, ext=ext: fig.savefig(p, format=ext, dpi=dpi, bbox_inches="tight"))
+        meta = {"Date": None} if ext == "svg" else None
+        _atomic(path, lambda p, ext=ext, meta=meta: fig.savefig(p, format=ext, dpi=dpi, bbox_inches="tight", metadata=meta))
         paths.append(path)
     plt.close(fig)
     return paths

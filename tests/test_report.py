@@ -33,3 +33,15 @@ def test_report_before_any_stage_is_a_one_line_error(tmp_path, capsys):
     assert main(["report", "--config", "configs/tiny.yaml", "--run", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "sae-ooc pipeline" in err
+
+
+def test_the_same_figure_gives_the_same_bytes(tmp_path):
+    from sae_ooc.plots import plt, save_figure
+
+    files = []
+    for k in range(2):
+        fig, ax = plt.subplots()
+        ax.plot([1, 2, 3], marker="o", label="x")
+        ax.legend()
+        files.append([p.read_bytes() for p in save_figure(fig, tmp_path / f"fig{k}")])
+    assert files[0] == files[1]  # committed results/ figures change only when their data do
