@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args) -> int:
-    from sae_ooc.cache import open_cache
-    from sae_ooc.sae_train import pareto_stem, sweep_spec, train_sae, train_sweep
+    from sae_ooc.activations.cache import open_cache
+    from sae_ooc.saes.train import pareto_stem, sweep_spec, train_sae, train_sweep
 
     p = sae_params(args)
     cache = open_cache(args.activations)
@@ -107,8 +107,8 @@ def run(args) -> int:
 
 def _task_eval(activations: Path, cache, device: str):
     """Spliced-in task metrics when the cache sits in a run directory next to the model it came from."""
-    from sae_ooc.model import MODEL_FILE, model_hash
-    from sae_ooc.sae_eval import TaskEvaluator
+    from sae_ooc.models.hooked import MODEL_FILE, model_hash
+    from sae_ooc.saes.evaluate import TaskEvaluator
 
     run_root = Path(activations).resolve().parent
     if not (run_root / "model" / MODEL_FILE).exists() or not (run_root / "data" / "vocab.json").exists():

@@ -24,9 +24,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sae_ooc.attribution import compare_effects, make_pairs, node_effects  # noqa: E402
+from sae_ooc.circuits.attribution import compare_effects, make_pairs, node_effects  # noqa: E402
 from sae_ooc.config import load_config  # noqa: E402
-from sae_ooc.spliced import Spliced  # noqa: E402
+from sae_ooc.circuits.spliced import Spliced  # noqa: E402
 
 HEADING = "## Attribution: atp vs exact patching of every node (bench_attribution.py)"
 
@@ -36,8 +36,8 @@ def synthetic(seed: int = 0):
     last resid_post), random weights."""
     from sae_lens import TopKSAE, TopKSAEConfig
 
-    from sae_ooc.data import generate
-    from sae_ooc.model import build_model
+    from sae_ooc.tasks.data import generate
+    from sae_ooc.models.hooked import build_model
 
     cfg = load_config(None)
     ds, vocab = generate(cfg.task)
@@ -54,8 +54,8 @@ def synthetic(seed: int = 0):
 
 
 def from_run(path: Path, device: str):
-    from sae_ooc.attribution import load_spliced
-    from sae_ooc.data import load_task
+    from sae_ooc.circuits.attribution import load_spliced
+    from sae_ooc.tasks.data import load_task
     from sae_ooc.rundir import RunDir
 
     cfg = load_config(path / "config.yaml")

@@ -27,13 +27,13 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sae_ooc.config import load_config  # noqa: E402
-from sae_ooc.data import SPLITS, SplitTensors, generate  # noqa: E402
-from sae_ooc.harvest import harvest_activations  # noqa: E402
-from sae_ooc.model import build_model  # noqa: E402
+from sae_ooc.tasks.data import SPLITS, SplitTensors, generate  # noqa: E402
+from sae_ooc.activations.harvest import harvest_activations  # noqa: E402
+from sae_ooc.models.hooked import build_model  # noqa: E402
 
 
 def task_tensors(cfg, scale: int = 1) -> dict[str, SplitTensors]:
-    from sae_ooc.data import split_tensors
+    from sae_ooc.tasks.data import split_tensors
 
     ds, vocab = generate(cfg.task)
     out = {}

@@ -29,11 +29,11 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sae_ooc.cache import heldout_mask, open_cache  # noqa: E402
+from sae_ooc.activations.cache import heldout_mask, open_cache  # noqa: E402
 from sae_ooc.config import load_config  # noqa: E402
-from sae_ooc.harvest import harvest_activations  # noqa: E402
-from sae_ooc.model import build_model  # noqa: E402
-from sae_ooc.sae_train import resolved_d_sae, train_sae  # noqa: E402
+from sae_ooc.activations.harvest import harvest_activations  # noqa: E402
+from sae_ooc.models.hooked import build_model  # noqa: E402
+from sae_ooc.saes.train import resolved_d_sae, train_sae  # noqa: E402
 
 HOOK = "blocks.1.hook_resid_pre"
 

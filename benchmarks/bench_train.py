@@ -26,11 +26,11 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa:
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sae_ooc.config import load_config  # noqa: E402
-from sae_ooc.data import SPLITS, load_task, run_data, split_tensors  # noqa: E402
-from sae_ooc.model import build_model, hooked_config_kwargs  # noqa: E402
+from sae_ooc.tasks.data import SPLITS, load_task, run_data, split_tensors  # noqa: E402
+from sae_ooc.models.hooked import build_model, hooked_config_kwargs  # noqa: E402
 from sae_ooc.rundir import RunDir  # noqa: E402
-from sae_ooc.sae_eval import torch_threads  # noqa: E402
-from sae_ooc.train import BatchSampler, evaluate_splits, run_train  # noqa: E402
+from sae_ooc.saes.evaluate import torch_threads  # noqa: E402
+from sae_ooc.models.train import BatchSampler, evaluate_splits, run_train  # noqa: E402
 
 
 def time_ours(run: RunDir, steps: int) -> float:

@@ -9,7 +9,7 @@ import torch
 from circuit_fixtures import HOOKS, linear_model, linear_sae, make_run, topk_sae
 from safetensors import safe_open
 
-from sae_ooc.attribution import (
+from sae_ooc.circuits.attribution import (
     EFFECTS_FILE,
     EFFECTS_JSON,
     VALIDATION_FILE,
@@ -25,9 +25,9 @@ from sae_ooc.attribution import (
 )
 from sae_ooc.cli import main as cli_main
 from sae_ooc.config import load_config
-from sae_ooc.data import generate, split_tensors
-from sae_ooc.model import build_model
-from sae_ooc.spliced import Spliced
+from sae_ooc.tasks.data import generate, split_tensors
+from sae_ooc.models.hooked import build_model
+from sae_ooc.circuits.spliced import Spliced
 
 TINY = load_config(__import__("circuit_fixtures").ROOT / "configs" / "tiny.yaml")
 

@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file
 from circuit_fixtures import HOOKS, ROOT, linear_model, linear_sae, make_run, topk_sae
 
-from sae_ooc.attribution import EFFECTS_FILE, NodeEffects, load_node_effects, load_spliced, make_pairs, node_effects, run_attribute
-from sae_ooc.circuit import (
+from sae_ooc.circuits.attribution import EFFECTS_FILE, NodeEffects, load_node_effects, load_spliced, make_pairs, node_effects, run_attribute
+from sae_ooc.circuits.circuit import (
     CIRCUIT_FILE,
     FAITHFULNESS_FILE,
     SINK,
@@ -29,9 +29,9 @@ from sae_ooc.circuit import (
 )
 from sae_ooc.cli import main as cli_main
 from sae_ooc.config import load_config
-from sae_ooc.data import generate, load_task
-from sae_ooc.model import build_model
-from sae_ooc.spliced import Spliced
+from sae_ooc.tasks.data import generate, load_task
+from sae_ooc.models.hooked import build_model
+from sae_ooc.circuits.spliced import Spliced
 
 TINY = load_config(ROOT / "configs" / "tiny.yaml")
 CIRCUIT_SETTINGS = ["circuit.top_n=6", "circuit.curve_sizes=[0,3,6,1000]", "circuit.edge_counts=[2,4]", "circuit.random_edge_sets=3",

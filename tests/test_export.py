@@ -8,10 +8,10 @@ import xml.etree.ElementTree as ET
 import pytest
 from circuit_fixtures import HOOKS, make_run
 
-from sae_ooc.attribution import run_attribute
-from sae_ooc.circuit import run_circuit
+from sae_ooc.circuits.attribution import run_attribute
+from sae_ooc.circuits.circuit import run_circuit
 from sae_ooc.cli import main as cli_main
-from sae_ooc.export import GRAPH_SCHEMA, ExportOptions, check_schema, export_circuit, select_drawn, validate_graph
+from sae_ooc.viz.export import GRAPH_SCHEMA, ExportOptions, check_schema, export_circuit, select_drawn, validate_graph
 
 EVIL = '<script>alert("x")</script>'
 
@@ -90,7 +90,7 @@ def test_drawing_options_only_change_what_is_drawn(tmp_path):
 
 def test_schema_checker_rejects_bad_graphs():
     circuit = synthetic_circuit()
-    from sae_ooc.export import to_graph_json
+    from sae_ooc.viz.export import to_graph_json
 
     nodes, edges = select_drawn(circuit, ExportOptions())
     graph = to_graph_json(circuit, nodes, edges, ExportOptions())

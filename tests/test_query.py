@@ -8,8 +8,8 @@ import torch
 from circuit_fixtures import HOOKS, make_run
 
 from sae_ooc.cli import main as cli_main
-from sae_ooc.model import load_model
-from sae_ooc.saes import load_saes
+from sae_ooc.models.hooked import load_model
+from sae_ooc.saes.store import load_saes
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ def test_report_before_any_stage_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_the_same_figure_gives_the_same_bytes(tmp_path):
-    from sae_ooc.plots import plt, save_figure
+    from sae_ooc.viz.plots import plt, save_figure
 
     files = []
     for k in range(2):

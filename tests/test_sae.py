@@ -9,17 +9,17 @@ import torch
 from safetensors.torch import load_file
 from sae_lens import SAE
 
-from sae_ooc.cache import open_cache
+from sae_ooc.activations.cache import open_cache
 from sae_ooc.config import load_config
-from sae_ooc.data import run_data
+from sae_ooc.tasks.data import run_data
 from sae_ooc.errors import UserError
-from sae_ooc.harvest import run_harvest
+from sae_ooc.activations.harvest import run_harvest
 from sae_ooc.io import read_json, read_jsonl
 from sae_ooc.rundir import RunDir
-from sae_ooc.sae_eval import TaskEvaluator, auroc_matrix, check_d_in, column_ranks, run_eval_sae
-from sae_ooc.sae_train import run_train_sae, train_sae
-from sae_ooc.saes import load_saes, sae_dir
-from sae_ooc.train import run_train
+from sae_ooc.saes.evaluate import TaskEvaluator, auroc_matrix, check_d_in, column_ranks, run_eval_sae
+from sae_ooc.saes.train import run_train_sae, train_sae
+from sae_ooc.saes.store import load_saes, sae_dir
+from sae_ooc.models.train import run_train
 
 REPO = Path(__file__).resolve().parents[1]
 SAE_SETTINGS = ["sae.training_tokens=3840", "sae.batch_size=64", "sae.d_sae=64", "sae.d_sae_by_hook={}", "sae.k_by_hook={}", "sae.k=4", "sae.log_every=10", "sae.n_checkpoints=2",
@@ -126,7 +126,7 @@ def test_unknown_hook_and_d_in_mismatch_are_one_line_errors(sae_run, tmp_path, c
 def test_a_width_on_the_command_line_wins_over_the_per_hook_default():
     sys.path.insert(0, str(REPO))
     import train_sae as script
-    from sae_ooc.sae_train import resolved_d_sae, resolved_k
+    from sae_ooc.saes.train import resolved_d_sae, resolved_k
 
     hook = "blocks.0.hook_resid_pre"  # the built-in config gives this hook its own d_sae (128) and k (3)
     base = ["--activations", "x", "--hook", hook, "--out", "y"]
@@ -187,8 +187,8 @@ def test_spliced_sae_with_error_term_reproduces_clean_loss(sae_run):
 
 def _label_precision(run, hook, lab):
     """Share of held-out tokens at the label's position on which the feature fires that carry the labelled value."""
-    from sae_ooc.cache import ROLES
-    from sae_ooc.sae_eval import eval_rows
+    from sae_ooc.activations.cache import ROLES
+    from sae_ooc.saes.evaluate import eval_rows
 
     cache = open_cache(run.activations_dir)
     tok = cache.tokens()

@@ -7,7 +7,7 @@ scatter plot). Settings: the `attribution` config section (method, metric, split
 
 import argparse
 
-from sae_ooc.attribution import EFFECTS_JSON, VALIDATION_FILE, run_attribute
+from sae_ooc.circuits.attribution import EFFECTS_JSON, VALIDATION_FILE, run_attribute
 from sae_ooc.io import read_json
 
 

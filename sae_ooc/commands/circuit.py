@@ -3,7 +3,7 @@
 Settings: the `circuit` config section (top_n, node_threshold, errors, ablation, curve_sizes, prune_ablation, ...).
 """
 
-from sae_ooc.circuit import FAITHFULNESS_FILE, run_circuit
+from sae_ooc.circuits.circuit import FAITHFULNESS_FILE, run_circuit
 from sae_ooc.io import read_json
 
 

@@ -1,6 +1,6 @@
 """Generate the task (two-hop or reversal) into RUN/data as a datasets DatasetDict plus vocab.json."""
 
-from sae_ooc.data import run_data
+from sae_ooc.tasks.data import run_data
 
 
 def add_arguments(p) -> None:

@@ -3,7 +3,7 @@
 Writes RUN/saes/<hook_name>/metrics.json, RUN/saes/summary.md and alignment heatmaps RUN/saes/alignment_<variable>.png/.svg.
 """
 
-from sae_ooc.sae_eval import run_eval_sae
+from sae_ooc.saes.evaluate import run_eval_sae
 
 
 def add_arguments(p) -> None:

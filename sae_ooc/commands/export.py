@@ -7,7 +7,7 @@ when the run uses the default config).
 
 from pathlib import Path
 
-from sae_ooc.export import ExportOptions, resolve_results_dir, run_export
+from sae_ooc.viz.export import ExportOptions, resolve_results_dir, run_export
 
 
 def add_arguments(p) -> None:

@@ -4,8 +4,8 @@ Hooks, splits, shard size, batch size and dtype come from the config's `harvest`
 hooks are every layer's hook_resid_pre plus the last layer's hook_resid_post.
 """
 
-from sae_ooc.cache import open_cache
-from sae_ooc.harvest import run_harvest
+from sae_ooc.activations.cache import open_cache
+from sae_ooc.activations.harvest import run_harvest
 
 
 def add_arguments(p) -> None:

@@ -6,7 +6,7 @@ to the predicted answer (or --target), each with its label, top-activating task 
 
 import json
 
-from sae_ooc.query import format_query, query
+from sae_ooc.viz.query import format_query, query
 
 
 def add_arguments(p) -> None:

@@ -1,7 +1,7 @@
 """Write RUN/REPORT.md from every stage's outputs (and copy it with tables and figures to results/ for the default run)."""
 
-from sae_ooc.export import resolve_results_dir
-from sae_ooc.report import run_report
+from sae_ooc.viz.export import resolve_results_dir
+from sae_ooc.viz.report import run_report
 
 
 def add_arguments(p) -> None:

@@ -1,7 +1,7 @@
 """Train the toy HookedTransformer from scratch on RUN/data into RUN/model (resumes from the last checkpoint)."""
 
 from sae_ooc.io import read_json
-from sae_ooc.train import FINAL_METRICS_FILE, run_train
+from sae_ooc.models.train import FINAL_METRICS_FILE, run_train
 
 
 def add_arguments(p) -> None:

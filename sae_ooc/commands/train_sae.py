@@ -5,7 +5,7 @@ Architecture, size, sparsity, learning rate and token budget come from the confi
 sweep_l1_coefficient / sweep_d_sae) also trains one SAE per value and draws Pareto plots in RUN/saes/sweep/.
 """
 
-from sae_ooc.sae_train import run_train_sae
+from sae_ooc.saes.train import run_train_sae
 
 
 def add_arguments(p) -> None:

@@ -14,7 +14,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from sae_ooc.config import ModelConfig
-from sae_ooc.data import SEQ_LEN, Vocab
+from sae_ooc.tasks.data import SEQ_LEN, Vocab
 from sae_ooc.errors import UserError
 from sae_ooc.io import load_tensors, save_tensors, sha256_file, write_json
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from sae_ooc.data import POSITION_ROLES
+from sae_ooc.tasks.data import POSITION_ROLES
 from sae_ooc.io import read_json
 
 EXAMPLE_SPLITS = ("train", "test_id", "test_ood")

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from sae_ooc.config import TrainConfig
-from sae_ooc.data import SPLITS, SplitTensors, load_task, majority_rate, split_tensors
+from sae_ooc.tasks.data import SPLITS, SplitTensors, load_task, majority_rate, split_tensors
 from sae_ooc.errors import UserError
 from sae_ooc.io import append_jsonl, load_tensors, read_json, read_jsonl, save_tensors, write_json, write_text
-from sae_ooc.model import CONFIG_FILE, MODEL_FILE, build_model, save_model
+from sae_ooc.models.hooked import CONFIG_FILE, MODEL_FILE, build_model, save_model
 
 STAGE = "train"
 METRICS_FILE = "metrics.jsonl"
@@ -267,7 +267,7 @@ def _should_stop(tc: TrainConfig, metrics: dict) -> bool:
 def plot_training(records: list[dict], stem: Path) -> None:
     from matplotlib.ticker import NullFormatter
 
-    from sae_ooc.plots import plt, save_figure
+    from sae_ooc.viz.plots import plt, save_figure
 
     recs = [r for r in records if r["step"] > 0]  # log x has no place for step 0
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -294,7 +294,7 @@ def run_train(run, force: bool = False, stop_after_steps: int | None = None) -> 
     model_dir: Path = run.model_dir
     if not force and run.is_done(STAGE, fp) and all((model_dir / f).exists() for f in (MODEL_FILE, CONFIG_FILE, FINAL_METRICS_FILE)):
         return False
-    from sae_ooc.sae_eval import torch_threads
+    from sae_ooc.saes.evaluate import torch_threads
 
     with torch_threads(run.cfg.train.threads):
         _train(run, fp, force, stop_after_steps)

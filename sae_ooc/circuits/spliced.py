@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from sae_ooc.errors import UserError
-from sae_ooc.saes import hook_sort_key
+from sae_ooc.saes.store import hook_sort_key
 
 Fn = Callable[[str, torch.Tensor], torch.Tensor | None]
 ERROR = "err"  # the feature field of an error node's id

@@ -17,11 +17,11 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from sae_ooc.attribution import Pairs
-from sae_ooc.circuit import Ablation, Faith
-from sae_ooc.data import SEQ_LEN
+from sae_ooc.circuits.attribution import Pairs
+from sae_ooc.circuits.circuit import Ablation, Faith
+from sae_ooc.tasks.data import SEQ_LEN
 from sae_ooc.errors import UserError
-from sae_ooc.spliced import Spliced
+from sae_ooc.circuits.spliced import Spliced
 
 
 class NodeLayout:

@@ -118,7 +118,7 @@ def _scale(v: float, vmax: float, lo: float, hi: float) -> float:
 
 # matplotlib ----------------------------------------------------------------------------------------------
 def draw_matplotlib(circuit: dict, nodes: list[dict], edges: list[dict], stem: Path) -> list[Path]:
-    from sae_ooc.plots import plt, save_figure
+    from sae_ooc.viz.plots import plt, save_figure
 
     meta = circuit["metadata"]
     hooks = meta["hooks"]
@@ -437,8 +437,8 @@ def resolve_results_dir(value: str | None, run) -> Path | None:
 
 def run_export(run, force: bool = False, out: Path | None = None, opt: ExportOptions | None = None, results_dir: Path | None = None) -> bool:
     """Stage `export`. Returns False when skipped (inputs unchanged); results_dir copies are always refreshed."""
-    from sae_ooc.circuit import STAGE as CIRCUIT_STAGE
-    from sae_ooc.circuit import load_circuit
+    from sae_ooc.circuits.circuit import STAGE as CIRCUIT_STAGE
+    from sae_ooc.circuits.circuit import load_circuit
 
     opt = opt or ExportOptions()
     out = Path(out) if out is not None else run.root / "export"
@@ -463,7 +463,7 @@ def run_export(run, force: bool = False, out: Path | None = None, opt: ExportOpt
 
 def load_prompt_circuit(run) -> dict | None:
     """The example pair's pruned circuit written by the circuit stage, if it wrote one."""
-    from sae_ooc.circuit import PROMPT_CIRCUIT_FILE
+    from sae_ooc.circuits.circuit import PROMPT_CIRCUIT_FILE
 
     path = run.circuit_dir / PROMPT_CIRCUIT_FILE
     return read_json(path) if path.exists() else None

@@ -32,12 +32,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sae_ooc.attribution import STAGE as ATTRIBUTE_STAGE
-from sae_ooc.attribution import EFFECTS_FILE, NodeEffects, Pairs, load_node_effects, load_spliced, pearson, spearman
-from sae_ooc.data import POSITION_ROLES, SEQ_LEN, load_task
+from sae_ooc.circuits.attribution import STAGE as ATTRIBUTE_STAGE
+from sae_ooc.circuits.attribution import EFFECTS_FILE, NodeEffects, Pairs, load_node_effects, load_spliced, pearson, spearman
+from sae_ooc.tasks.data import POSITION_ROLES, SEQ_LEN, load_task
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json, save_tensors, sha256_file, write_json
-from sae_ooc.spliced import NodeValues, RowPatches, Spliced, node_id
+from sae_ooc.circuits.spliced import NodeValues, RowPatches, Spliced, node_id
 
 STAGE = "circuit"
 CIRCUIT_FILE = "circuit.json"
@@ -278,10 +278,10 @@ def ablation_curves(sp: Spliced, ne: NodeEffects, pairs: Pairs, ds, c, metric: s
 
 
 def pruned_circuits(sp: Spliced, pairs: Pairs, ds, c, metric: str) -> dict | None:
-    """Backward elimination (sae_ooc.prune) on the first `circuit.prune_pairs` pairs under `circuit.prune_ablation`."""
+    """Backward elimination (sae_ooc.circuits.prune) on the first `circuit.prune_pairs` pairs under `circuit.prune_ablation`."""
     if c.prune_ablation == "none":
         return None
-    from sae_ooc.prune import prune_circuits, summarize
+    from sae_ooc.circuits.prune import prune_circuits, summarize
 
     sub = pairs.subset(slice(0, c.prune_pairs))
     abl = ablation_values(sp, ds, c.prune_ablation, c.mean_examples, c.seed, sub)
@@ -297,8 +297,8 @@ def prompt_circuit(sp: Spliced, pairs: Pairs, i: int, keep_row: torch.Tensor, m_
                    ds, vocab, saes_dir: Path, metric: str, ablation: str, config: str) -> dict:
     """One pair's pruned circuit in circuit.json's format: its nodes (with that pair's patching effects), and
     the edges the gradient method proposes among them, weighed by exact edge patching on that pair."""
-    from sae_ooc.features import describe_nodes
-    from sae_ooc.prune import NodeLayout
+    from sae_ooc.saes.features import describe_nodes
+    from sae_ooc.circuits.prune import NodeLayout
 
     layout = NodeLayout(sp)
     nodes = [Node(*layout.node_of(j)) for j in keep_row.nonzero(as_tuple=True)[0].tolist()]
@@ -323,7 +323,7 @@ def prompt_circuit(sp: Spliced, pairs: Pairs, i: int, keep_row: torch.Tensor, m_
             "bridge": vocab.name(int(pairs.bridge[i])), "metric": metric, "n_pairs": 1, "hooks": sp.hooks, "d_sae": sp.d_sae,
             "positions": list(POSITION_ROLES), "ablation": ablation, "edge_weights": "exact", "method": ne.method,
             "example_prompt": vocab.decode(pairs.clean[i]),
-            "selection": "backward elimination (sae_ooc.prune), first round with at most "
+            "selection": "backward elimination (sae_ooc.circuits.prune), first round with at most "
                          f"{TARGET_MAX_FEATURES} feature nodes per prompt",
             "sink": {"id": SINK, "description": _metric_text(metric)},
         },
@@ -334,7 +334,7 @@ def prompt_circuit(sp: Spliced, pairs: Pairs, i: int, keep_row: torch.Tensor, m_
 
 
 def plot_curve(curve: list[dict], curves: dict[str, dict], main: str, stem: Path, title: str, pruned: dict | None = None) -> None:
-    from sae_ooc.plots import plt, save_figure
+    from sae_ooc.viz.plots import plt, save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     ax = axes[0]
@@ -409,7 +409,7 @@ def _dot(left: NodeValues, right: NodeValues, n: Node) -> torch.Tensor:
 def _node(nid: str) -> Node | str:
     if nid == SINK:
         return SINK
-    from sae_ooc.spliced import parse_node_id
+    from sae_ooc.circuits.spliced import parse_node_id
 
     return Node(*parse_node_id(nid))
 
@@ -642,7 +642,7 @@ def run_circuit(run, force: bool = False, device: str | None = None) -> bool:
         zero = ablation_values(sp, ds, "zero", c.mean_examples, c.seed, pairs)
         edge_abl_by["zero"] = edge_ablation_test(sp, pairs, edges, zero, metric, list(c.edge_counts), c.random_edge_sets, c.seed)
 
-    from sae_ooc.features import describe_nodes
+    from sae_ooc.saes.features import describe_nodes
 
     rank = {node_id(h, p, i): r + 1 for r, (h, p, i, _) in enumerate(ne.ranked())}
     mean = ne.mean

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from sae_ooc.plots import save_figure
+from sae_ooc.viz.plots import save_figure
 
 CURVES = (("overall_loss", "loss"), ("l0", "L0"), ("explained_variance", "explained variance"), ("dead_fraction", "dead fraction"))
 

@@ -3,7 +3,7 @@
 Setup. A clean two-hop prompt (h, r1, r2) with answer t2 is paired with a corrupted prompt (h', r1, r2)
 whose bridge and answer both differ (t2'); (h', r1, r2) is a known two-hop fact of any split. The metric
 is logit(t2) - logit(t2') at the answer position (or log p(t2), or cross-entropy). The model runs with
-every SAE spliced in with its error term (`sae_ooc.spliced`), so every feature and every error term at
+every SAE spliced in with its error term (`sae_ooc.circuits.spliced`), so every feature and every error term at
 every (hook, position) is a node.
 
 The effect of a node is m(clean run with that node set to its corrupted value) - m(clean run):
@@ -35,10 +35,10 @@ import torch
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from sae_ooc.data import POSITION_ROLES, SEQ_LEN, load_task
+from sae_ooc.tasks.data import POSITION_ROLES, SEQ_LEN, load_task
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json, save_tensors, sha256_file, sha256_json, write_json
-from sae_ooc.spliced import NodeValues, RowPatches, Spliced, node_id, task_metric
+from sae_ooc.circuits.spliced import NodeValues, RowPatches, Spliced, node_id, task_metric
 
 STAGE = "attribute"
 EFFECTS_FILE = "node_effects.safetensors"
@@ -474,7 +474,7 @@ def _active_mask(sp: Spliced, pairs: Pairs, batch_size: int) -> dict[str, torch.
 
 
 def plot_validation(flat: dict[str, np.ndarray], report: dict, stem: Path) -> None:
-    from sae_ooc.plots import plt, save_figure
+    from sae_ooc.viz.plots import plt, save_figure
 
     methods = [m for m in APPROXIMATIONS if m in report["methods"]]
     fig, axes = plt.subplots(1, len(methods), figsize=(4.5 * len(methods), 4.2), squeeze=False)
@@ -505,8 +505,8 @@ def saes_fingerprint(saes_root: Path) -> dict[str, str]:
 
 
 def load_spliced(run, device: str | None = None) -> Spliced:
-    from sae_ooc.model import load_model
-    from sae_ooc.saes import load_saes
+    from sae_ooc.models.hooked import load_model
+    from sae_ooc.saes.store import load_saes
 
     device = device or getattr(run, "device", "cpu")
     return Spliced(load_model(run.model_dir, device), load_saes(run.saes_dir, device))

@@ -1,7 +1,7 @@
 """Stage `harvest`: run a HookedTransformer over the task's splits and cache activations on disk.
 
 For every configured hook and every non-pad position, the activation goes to
-`RUN/activations/<hook_name>/shard_XXXXX.safetensors` (see sae_ooc.cache for the layout). The harvest
+`RUN/activations/<hook_name>/shard_XXXXX.safetensors` (see sae_ooc.activations.cache for the layout). The harvest
 streams: one batch of sequences is in memory at a time plus two shard buffers per hook (one filling, one
 being written in the background), so peak memory does not grow with the number of tokens. Each shard group is written atomically and recorded in
 `progress.json`; an interrupted harvest resumes after its last complete shard.
@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import save as save_bytes
 from tqdm.auto import tqdm
 
-from sae_ooc.cache import FORMAT, MANIFEST, PROGRESS, ROLES, TOKEN_COLUMNS, TOKENS_FILE, _sha256, shard_name
-from sae_ooc.data import SplitTensors, load_task, split_tensors
+from sae_ooc.activations.cache import FORMAT, MANIFEST, PROGRESS, ROLES, TOKEN_COLUMNS, TOKENS_FILE, _sha256, shard_name
+from sae_ooc.tasks.data import SplitTensors, load_task, split_tensors
 from sae_ooc.errors import UserError
 from sae_ooc.io import _atomic, read_json, write_json
 
@@ -343,7 +343,7 @@ def _record_shards(out_dir: Path, prog: dict, writers: dict[str, ShardWriter], i
 
 def run_harvest(run, force: bool = False, stop_after_shards: int | None = None) -> bool:
     """Stage `harvest`. Returns False when skipped (inputs unchanged and the cache complete)."""
-    from sae_ooc.model import load_model, model_hash
+    from sae_ooc.models.hooked import load_model, model_hash
 
     fp = run.stage_fingerprint(("harvest",), ("data", "train"))
     out_dir = run.activations_dir
@@ -355,7 +355,7 @@ def run_harvest(run, force: bool = False, stop_after_shards: int | None = None) 
     ds, vocab = load_task(run.data_dir)
     splits = {s: split_tensors(ds[s], vocab.pad_id) for s in hc.splits}
     model = load_model(run.model_dir, device=device)
-    from sae_ooc.sae_eval import torch_threads
+    from sae_ooc.saes.evaluate import torch_threads
 
     with torch_threads(hc.threads):
         manifest = harvest_activations(

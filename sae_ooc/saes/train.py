@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from sae_ooc.cache import ActivationCache, heldout_mask, open_cache
+from sae_ooc.activations.cache import ActivationCache, heldout_mask, open_cache
 from sae_ooc.config import SaeConfig
 from sae_ooc.errors import UserError
 from sae_ooc.io import append_jsonl, read_json, read_jsonl, save_tensors, sha256_json, write_json
-from sae_ooc.saes import METRICS_FILE, SAE_CFG_FILE, SAE_WEIGHTS_FILE, sae_dir
+from sae_ooc.saes.store import METRICS_FILE, SAE_CFG_FILE, SAE_WEIGHTS_FILE, sae_dir
 
 STAGE = "train-sae"
 LOG_FILE = "train_log.jsonl"
@@ -253,8 +253,8 @@ def train_sae(
     from sae_lens import SAE
     from sae_lens.registry import get_sae_training_class
 
-    from sae_ooc.sae_eval import check_d_in, finite, reconstruction_metrics, torch_threads
-    from sae_ooc.plots_sae import plot_training_curves
+    from sae_ooc.saes.evaluate import check_d_in, finite, reconstruction_metrics, torch_threads
+    from sae_ooc.viz.sae_plots import plot_training_curves
 
     cache.check_hook(hook_name)
     out_dir = Path(out_dir)
@@ -403,11 +403,11 @@ def train_sweep(cache: ActivationCache, hook_name: str, root: str | Path, p: Sae
                 task_eval=None, dense_threshold: float = 0.1) -> list[dict]:
     """One SAE per value of the configured sweep list; returns a point (L0, FVU, task recovered) per SAE.
 
-    `task_eval(sae) -> dict` (optional) adds the spliced-in task metrics of sae_ooc.sae_eval.
+    `task_eval(sae) -> dict` (optional) adds the spliced-in task metrics of sae_ooc.saes.evaluate.
     """
     from sae_lens import SAE
 
-    from sae_ooc.plots_sae import plot_pareto
+    from sae_ooc.viz.sae_plots import plot_pareto
 
     spec = sweep_spec(p)
     if spec is None:
@@ -449,7 +449,7 @@ def configured_hooks(cache: ActivationCache, p: SaeConfig) -> list[str]:
 
 def run_train_sae(run, force: bool = False, stop_after_steps: int | None = None, wandb: bool = False) -> bool:
     """Stage `train-sae`: one SAE per configured hook into RUN/saes/<hook_name>/ (+ the sweep, if configured)."""
-    from sae_ooc.model import model_hash
+    from sae_ooc.models.hooked import model_hash
 
     fp = run.stage_fingerprint(("sae",), ("harvest",))
     root = run.saes_dir
@@ -476,7 +476,7 @@ def run_train_sae(run, force: bool = False, stop_after_steps: int | None = None,
         print(f"train-sae: {h}: EV {r['explained_variance']:.3f}  L0 {r['l0']:.1f}  dead {r['dead_fraction']:.1%}  "
               f"({m['training']['tokens_per_s']:.0f} tok/s)")
     if sweep_spec(p) is not None:
-        from sae_ooc.sae_eval import TaskEvaluator
+        from sae_ooc.saes.evaluate import TaskEvaluator
 
         te = TaskEvaluator.from_run(run, device=device)
         for h in hooks:

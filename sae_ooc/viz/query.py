@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import torch
 
-from sae_ooc.data import POSITION_ROLES, load_task
+from sae_ooc.tasks.data import POSITION_ROLES, load_task
 from sae_ooc.errors import UserError
-from sae_ooc.features import describe_features
+from sae_ooc.saes.features import describe_features
 
 
 def query(run, prompt: str, target: str | None = None, top: int = 5, n_examples: int = 3, device: str | None = None) -> dict:
-    from sae_ooc.attribution import load_spliced
+    from sae_ooc.circuits.attribution import load_spliced
 
     ds, vocab = load_task(run.data_dir)
     ids = vocab.encode(prompt)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from sae_ooc.cache import ROLES, ActivationCache
+from sae_ooc.activations.cache import ROLES, ActivationCache
 from sae_ooc.errors import UserError
 
 STAGE = "eval-sae"
@@ -102,7 +102,7 @@ def load_sae_transformer(model_dir: Path, device: str = "cpu"):
     from transformer_lens import HookedTransformerConfig
 
     from sae_ooc.io import load_tensors
-    from sae_ooc.model import CONFIG_FILE, MODEL_FILE
+    from sae_ooc.models.hooked import CONFIG_FILE, MODEL_FILE
 
     model_dir = Path(model_dir)
     if not (model_dir / MODEL_FILE).exists():
@@ -128,7 +128,7 @@ class TaskEvaluator:
 
     @classmethod
     def from_dirs(cls, model_dir: Path, data_dir: Path, device: str = "cpu", splits=None) -> "TaskEvaluator":
-        from sae_ooc.data import SPLITS, load_task, split_tensors
+        from sae_ooc.tasks.data import SPLITS, load_task, split_tensors
 
         ds, vocab = load_task(data_dir)
         tensors = {s: split_tensors(ds[s], vocab.pad_id) for s in (splits or SPLITS)}
@@ -139,7 +139,7 @@ class TaskEvaluator:
         return cls.from_dirs(run.model_dir, run.data_dir, device)
 
     def _eval(self, split: str) -> dict:
-        from sae_ooc.train import evaluate
+        from sae_ooc.models.train import evaluate
 
         return evaluate(self.model, self.tensors[split], device=self.device)
 
@@ -371,10 +371,10 @@ def evaluate_sae(sae, cache: ActivationCache, hook_name: str, heldout: torch.Ten
 
 def run_eval_sae(run, force: bool = False) -> bool:
     """Stage `eval-sae`: evaluate every SAE in RUN/saes, write metrics.json per hook, summary.md and heatmaps."""
-    from sae_ooc.data import load_task
+    from sae_ooc.tasks.data import load_task
     from sae_ooc.io import load_tensors, read_json, write_json
-    from sae_ooc.model import model_hash
-    from sae_ooc.saes import load_saes, sae_dir
+    from sae_ooc.models.hooked import model_hash
+    from sae_ooc.saes.store import load_saes, sae_dir
 
     fp = run.stage_fingerprint(("sae_eval",), ("train-sae",))
     root = run.saes_dir
@@ -431,8 +431,8 @@ def _best_bridge(al: dict) -> str:
 def write_summary(per_hook: dict[str, dict], root: Path, threshold: float) -> Path:
     """RUN/saes/summary.md (a table over layers + alignment tables) and the alignment heatmaps."""
     from sae_ooc.io import write_text
-    from sae_ooc.plots_sae import plot_alignment_heatmap
-    from sae_ooc.saes import hook_sort_key
+    from sae_ooc.viz.sae_plots import plot_alignment_heatmap
+    from sae_ooc.saes.store import hook_sort_key
 
     hooks = sorted(per_hook, key=hook_sort_key)
     lines = ["# SAEs: reconstruction, spliced-in task metrics, ground-truth alignment", "",
