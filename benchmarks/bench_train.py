@@ -29,8 +29,9 @@ from sae_ooc.config import load_config  # noqa: E402
 from sae_ooc.tasks.data import SPLITS, load_task, run_data, split_tensors  # noqa: E402
 from sae_ooc.models.hooked import build_model, hooked_config_kwargs  # noqa: E402
 from sae_ooc.rundir import RunDir  # noqa: E402
-from sae_ooc.saes.evaluate import torch_threads  # noqa: E402
-from sae_ooc.models.train import BatchSampler, evaluate_splits, run_train  # noqa: E402
+from sae_ooc.threads import torch_threads  # noqa: E402
+from sae_ooc.models.evaluate import evaluate_splits  # noqa: E402
+from sae_ooc.models.train import BatchSampler, run_train  # noqa: E402
 
 
 def time_ours(run: RunDir, steps: int) -> float:

@@ -10,10 +10,10 @@ from sae_lens import StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from sae_ooc.config import load_config
-from sae_ooc.tasks.data import SEQ_LEN, load_task, run_data, split_tensors
 from sae_ooc.io import write_json
 from sae_ooc.models.hooked import build_model, save_model
 from sae_ooc.rundir import RunDir
+from sae_ooc.tasks.data import SEQ_LEN, load_task, run_data, split_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.1.hook_resid_post"]

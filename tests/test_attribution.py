@@ -18,16 +18,16 @@ from sae_ooc.circuits.attribution import (
     load_spliced,
     make_pairs,
     node_effects,
-    rankdata,
     run_attribute,
     spearman,
     two_hop_facts,
 )
+from sae_ooc.circuits.spliced import Spliced
 from sae_ooc.cli import main as cli_main
 from sae_ooc.config import load_config
-from sae_ooc.tasks.data import generate, split_tensors
 from sae_ooc.models.hooked import build_model
-from sae_ooc.circuits.spliced import Spliced
+from sae_ooc.stats import rankdata
+from sae_ooc.tasks.data import generate, split_tensors
 
 TINY = load_config(__import__("circuit_fixtures").ROOT / "configs" / "tiny.yaml")
 

@@ -5,15 +5,22 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from circuit_fixtures import HOOKS, ROOT, linear_model, linear_sae, make_run, topk_sae
+from safetensors.torch import load_file
 
-from sae_ooc.circuits.attribution import EFFECTS_FILE, NodeEffects, load_node_effects, load_spliced, make_pairs, node_effects, run_attribute
+from sae_ooc.circuits.attribution import (
+    EFFECTS_FILE,
+    NodeEffects,
+    load_node_effects,
+    load_spliced,
+    make_pairs,
+    node_effects,
+    run_attribute,
+)
 from sae_ooc.circuits.circuit import (
     CIRCUIT_FILE,
     FAITHFULNESS_FILE,
     SINK,
-    Ablation,
     Faith,
     Node,
     ablate_edges,
@@ -27,11 +34,11 @@ from sae_ooc.circuits.circuit import (
     run_circuit,
     select_nodes,
 )
+from sae_ooc.circuits.spliced import Spliced
 from sae_ooc.cli import main as cli_main
 from sae_ooc.config import load_config
-from sae_ooc.tasks.data import generate, load_task
 from sae_ooc.models.hooked import build_model
-from sae_ooc.circuits.spliced import Spliced
+from sae_ooc.tasks.data import generate, load_task
 
 TINY = load_config(ROOT / "configs" / "tiny.yaml")
 CIRCUIT_SETTINGS = ["circuit.top_n=6", "circuit.curve_sizes=[0,3,6,1000]", "circuit.edge_counts=[2,4]", "circuit.random_edge_sets=3",

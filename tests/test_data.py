@@ -7,8 +7,15 @@ import pytest
 from datasets import load_from_disk
 
 from sae_ooc.config import TaskConfig
-from sae_ooc.tasks.data import SPLITS, generate, load_task, majority_rate, save_task, split_tensors
 from sae_ooc.errors import UserError
+from sae_ooc.tasks.data import (
+    SPLITS,
+    generate,
+    load_task,
+    majority_rate,
+    save_task,
+    split_tensors,
+)
 
 CFG = TaskConfig(n_entities=30, n_relations=6, facts_per_entity=4, phi=2.0, ood_fraction=0.1, seed=3)
 

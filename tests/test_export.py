@@ -11,7 +11,14 @@ from circuit_fixtures import HOOKS, make_run
 from sae_ooc.circuits.attribution import run_attribute
 from sae_ooc.circuits.circuit import run_circuit
 from sae_ooc.cli import main as cli_main
-from sae_ooc.viz.export import GRAPH_SCHEMA, ExportOptions, check_schema, export_circuit, select_drawn, validate_graph
+from sae_ooc.viz.export import (
+    GRAPH_SCHEMA,
+    ExportOptions,
+    check_schema,
+    export_circuit,
+    select_drawn,
+    validate_graph,
+)
 
 EVIL = '<script>alert("x")</script>'
 

@@ -7,14 +7,19 @@ import torch
 from safetensors.torch import load_file
 
 from sae_ooc.activations.cache import MANIFEST, PROGRESS, open_cache
+from sae_ooc.activations.harvest import (
+    ShardWriter,
+    default_hooks,
+    harvest_activations,
+    run_harvest,
+)
 from sae_ooc.config import load_config
-from sae_ooc.tasks.data import SPLITS, load_task, run_data, split_tensors
 from sae_ooc.errors import UserError
-from sae_ooc.activations.harvest import ShardWriter, default_hooks, harvest_activations, run_harvest
 from sae_ooc.io import read_json
 from sae_ooc.models.hooked import load_model, model_hash
-from sae_ooc.rundir import RunDir
 from sae_ooc.models.train import run_train
+from sae_ooc.rundir import RunDir
+from sae_ooc.tasks.data import SPLITS, load_task, run_data, split_tensors
 
 SHARD = 128  # the tiny task has ~450 tokens: several shards per hook
 

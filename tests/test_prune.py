@@ -8,11 +8,16 @@ from circuit_fixtures import HOOKS, ROOT, linear_model, linear_sae, topk_sae
 
 from sae_ooc.circuits.attribution import make_pairs
 from sae_ooc.circuits.circuit import Faith, ablated_metric, ablation_values, keep_masks
-from sae_ooc.config import load_config
-from sae_ooc.tasks.data import generate
-from sae_ooc.models.hooked import build_model
-from sae_ooc.circuits.prune import NodeLayout, candidate_nodes, prune_circuits, summarize
+from sae_ooc.circuits.prune import (
+    NodeLayout,
+    candidate_nodes,
+    prune_circuits,
+    summarize,
+)
 from sae_ooc.circuits.spliced import Spliced
+from sae_ooc.config import load_config
+from sae_ooc.models.hooked import build_model
+from sae_ooc.tasks.data import generate
 
 TINY = load_config(ROOT / "configs" / "tiny.yaml")
 

@@ -6,20 +6,26 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from sae_lens import SAE
+from safetensors.torch import load_file
 
 from sae_ooc.activations.cache import open_cache
-from sae_ooc.config import load_config
-from sae_ooc.tasks.data import run_data
-from sae_ooc.errors import UserError
 from sae_ooc.activations.harvest import run_harvest
+from sae_ooc.config import load_config
+from sae_ooc.errors import UserError
 from sae_ooc.io import read_json, read_jsonl
-from sae_ooc.rundir import RunDir
-from sae_ooc.saes.evaluate import TaskEvaluator, auroc_matrix, check_d_in, column_ranks, run_eval_sae
-from sae_ooc.saes.train import run_train_sae, train_sae
-from sae_ooc.saes.store import load_saes, sae_dir
 from sae_ooc.models.train import run_train
+from sae_ooc.rundir import RunDir
+from sae_ooc.saes.evaluate import (
+    TaskEvaluator,
+    auroc_matrix,
+    check_d_in,
+    column_ranks,
+    run_eval_sae,
+)
+from sae_ooc.saes.store import load_saes, sae_dir
+from sae_ooc.saes.train import run_train_sae, train_sae
+from sae_ooc.tasks.data import run_data
 
 REPO = Path(__file__).resolve().parents[1]
 SAE_SETTINGS = ["sae.training_tokens=3840", "sae.batch_size=64", "sae.d_sae=64", "sae.d_sae_by_hook={}", "sae.k_by_hook={}", "sae.k=4", "sae.log_every=10", "sae.n_checkpoints=2",

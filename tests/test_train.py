@@ -15,10 +15,10 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 import sae_ooc.models.train as train_mod
 from sae_ooc.cli import main
 from sae_ooc.config import load_config
-from sae_ooc.tasks.data import SPLITS, run_data
 from sae_ooc.io import read_json, read_jsonl
-from sae_ooc.rundir import RunDir
 from sae_ooc.models.train import BatchSampler, lr_at, run_train
+from sae_ooc.rundir import RunDir
+from sae_ooc.tasks.data import SPLITS, run_data
 
 TINY = "configs/tiny.yaml"
 

@@ -17,10 +17,19 @@ import torch
 from safetensors.torch import save as save_bytes
 from tqdm.auto import tqdm
 
-from sae_ooc.activations.cache import FORMAT, MANIFEST, PROGRESS, ROLES, TOKEN_COLUMNS, TOKENS_FILE, _sha256, shard_name
-from sae_ooc.tasks.data import SplitTensors, load_task, split_tensors
+from sae_ooc.activations.cache import (
+    FORMAT,
+    MANIFEST,
+    PROGRESS,
+    ROLES,
+    TOKEN_COLUMNS,
+    TOKENS_FILE,
+    _sha256,
+    shard_name,
+)
 from sae_ooc.errors import UserError
 from sae_ooc.io import _atomic, read_json, write_json
+from sae_ooc.tasks.data import SplitTensors, load_task, split_tensors
 
 STAGE = "harvest"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -355,7 +364,7 @@ def run_harvest(run, force: bool = False, stop_after_shards: int | None = None) 
     ds, vocab = load_task(run.data_dir)
     splits = {s: split_tensors(ds[s], vocab.pad_id) for s in hc.splits}
     model = load_model(run.model_dir, device=device)
-    from sae_ooc.saes.evaluate import torch_threads
+    from sae_ooc.threads import torch_threads
 
     with torch_threads(hc.threads):
         manifest = harvest_activations(

@@ -35,10 +35,17 @@ import torch
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from sae_ooc.tasks.data import POSITION_ROLES, SEQ_LEN, load_task
+from sae_ooc.circuits.spliced import (
+    NodeValues,
+    RowPatches,
+    Spliced,
+    node_id,
+    task_metric,
+)
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json, save_tensors, sha256_file, sha256_json, write_json
-from sae_ooc.circuits.spliced import NodeValues, RowPatches, Spliced, node_id, task_metric
+from sae_ooc.stats import pearson, spearman
+from sae_ooc.tasks.data import POSITION_ROLES, SEQ_LEN, load_task
 
 STAGE = "attribute"
 EFFECTS_FILE = "node_effects.safetensors"
@@ -395,30 +402,6 @@ def effects_summary(ne: NodeEffects, vocab, top: int) -> dict:
 
 
 # validation -------------------------------------------------------------------------------------------
-def rankdata(x: np.ndarray) -> np.ndarray:
-    """Ranks starting at 1, ties sharing their average rank."""
-    x = np.asarray(x)
-    sorter = np.argsort(x, kind="mergesort")
-    inv = np.empty(len(x), dtype=np.intp)
-    inv[sorter] = np.arange(len(x))
-    xs = x[sorter]
-    obs = np.r_[True, xs[1:] != xs[:-1]]
-    dense = obs.cumsum()[inv]
-    count = np.r_[np.nonzero(obs)[0], len(obs)]
-    return 0.5 * (count[dense] + count[dense - 1] + 1)
-
-
-def pearson(a, b) -> float:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if len(a) < 2 or a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def spearman(a, b) -> float:
-    return pearson(rankdata(np.asarray(a)), rankdata(np.asarray(b))) if len(a) >= 2 else float("nan")
-
-
 def compare_effects(exact: np.ndarray, approx: np.ndarray, top: int = 50) -> dict:
     """How well `approx` ranks nodes like `exact` (1-d arrays over the same active nodes)."""
     order_e = np.argsort(-np.abs(exact), kind="stable")

@@ -32,12 +32,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sae_ooc.circuits.attribution import (
+    EFFECTS_FILE,
+    NodeEffects,
+    Pairs,
+    load_node_effects,
+    load_spliced,
+)
 from sae_ooc.circuits.attribution import STAGE as ATTRIBUTE_STAGE
-from sae_ooc.circuits.attribution import EFFECTS_FILE, NodeEffects, Pairs, load_node_effects, load_spliced, pearson, spearman
-from sae_ooc.tasks.data import POSITION_ROLES, SEQ_LEN, load_task
+from sae_ooc.circuits.spliced import NodeValues, RowPatches, Spliced, node_id
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json, save_tensors, sha256_file, write_json
-from sae_ooc.circuits.spliced import NodeValues, RowPatches, Spliced, node_id
+from sae_ooc.stats import pearson, spearman
+from sae_ooc.tasks.data import POSITION_ROLES, SEQ_LEN, load_task
 
 STAGE = "circuit"
 CIRCUIT_FILE = "circuit.json"
@@ -297,8 +304,8 @@ def prompt_circuit(sp: Spliced, pairs: Pairs, i: int, keep_row: torch.Tensor, m_
                    ds, vocab, saes_dir: Path, metric: str, ablation: str, config: str) -> dict:
     """One pair's pruned circuit in circuit.json's format: its nodes (with that pair's patching effects), and
     the edges the gradient method proposes among them, weighed by exact edge patching on that pair."""
-    from sae_ooc.saes.features import describe_nodes
     from sae_ooc.circuits.prune import NodeLayout
+    from sae_ooc.saes.features import describe_nodes
 
     layout = NodeLayout(sp)
     nodes = [Node(*layout.node_of(j)) for j in keep_row.nonzero(as_tuple=True)[0].tolist()]

@@ -19,9 +19,9 @@ from tqdm.auto import tqdm
 
 from sae_ooc.circuits.attribution import Pairs
 from sae_ooc.circuits.circuit import Ablation, Faith
-from sae_ooc.tasks.data import SEQ_LEN
-from sae_ooc.errors import UserError
 from sae_ooc.circuits.spliced import Spliced
+from sae_ooc.errors import UserError
+from sae_ooc.tasks.data import SEQ_LEN
 
 
 class NodeLayout:

@@ -14,9 +14,9 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from sae_ooc.config import ModelConfig
-from sae_ooc.tasks.data import SEQ_LEN, Vocab
 from sae_ooc.errors import UserError
 from sae_ooc.io import load_tensors, save_tensors, sha256_file, write_json
+from sae_ooc.tasks.data import SEQ_LEN, Vocab
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -57,13 +57,21 @@ def save_model(model: HookedTransformer, out_dir: Path, config_kwargs: dict | No
     write_json(out_dir / CONFIG_FILE, kwargs)
 
 
-def load_model(model_dir: Path, device: str = "cpu") -> HookedTransformer:
+def load_model(model_dir: Path, device: str = "cpu", sae_transformer: bool = False) -> HookedTransformer:
+    """The saved model; as a sae_lens.HookedSAETransformer (same weights, SAEs can be spliced in) with `sae_transformer`."""
     model_dir = Path(model_dir)
     if not (model_dir / MODEL_FILE).exists() or not (model_dir / CONFIG_FILE).exists():
-        raise UserError(f"no trained model in {model_dir} ({MODEL_FILE} + {CONFIG_FILE}); run `sae-ooc train` first")
+        raise UserError(f"no trained model in {model_dir} ({MODEL_FILE} + {CONFIG_FILE}); run `sae-ooc train --run {model_dir.parent}` first")
     kwargs = json.loads((model_dir / CONFIG_FILE).read_text())
-    model = HookedTransformer(HookedTransformerConfig(**kwargs, device=device))
-    model.load_state_dict(load_tensors(model_dir / MODEL_FILE, device=device))
+    if sae_transformer:
+        from sae_lens import HookedSAETransformer
+
+        model = HookedSAETransformer(HookedTransformerConfig(**kwargs, device=device))
+        # strict=False: HookedSAETransformer may carry SAE slots that a plain state dict has no entries for
+        model.load_state_dict(load_tensors(model_dir / MODEL_FILE, device=device), strict=False)
+    else:
+        model = HookedTransformer(HookedTransformerConfig(**kwargs, device=device))
+        model.load_state_dict(load_tensors(model_dir / MODEL_FILE, device=device))
     model.sae_ooc_config_kwargs = kwargs
     model.eval()
     return model

@@ -21,10 +21,25 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from sae_ooc.config import TrainConfig
-from sae_ooc.tasks.data import SPLITS, SplitTensors, load_task, majority_rate, split_tensors
 from sae_ooc.errors import UserError
-from sae_ooc.io import append_jsonl, load_tensors, read_json, read_jsonl, save_tensors, write_json, write_text
+from sae_ooc.io import (
+    append_jsonl,
+    load_tensors,
+    read_json,
+    read_jsonl,
+    save_tensors,
+    write_json,
+    write_text,
+)
+from sae_ooc.models.evaluate import answer_logits, evaluate_splits
 from sae_ooc.models.hooked import CONFIG_FILE, MODEL_FILE, build_model, save_model
+from sae_ooc.tasks.data import (
+    SPLITS,
+    SplitTensors,
+    load_task,
+    majority_rate,
+    split_tensors,
+)
 
 STAGE = "train"
 METRICS_FILE = "metrics.jsonl"
@@ -33,58 +48,10 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 OPTIMIZER_JSON = "optimizer.json"
 TRAINER_STATE_FILE = "trainer_state.json"
 LATEST = "latest"
-EVAL_SEED = 12345  # the periodic-eval subsample is the same for every run of a split
 THRESHOLDS = (0.5, 0.9)
 
 
 # evaluation ---------------------------------------------------------------------------------------
-def answer_logits(model, tokens: torch.Tensor, answer_pos: torch.Tensor) -> torch.Tensor:
-    """Logits at each example's answer position: [n, d_vocab]."""
-    logits = model(tokens, return_type="logits")
-    return logits[torch.arange(tokens.shape[0], device=tokens.device), answer_pos]
-
-
-def eval_indices(n: int, max_examples: int | None, seed: int = EVAL_SEED) -> torch.Tensor | None:
-    """A fixed subsample of a split (None = all of it), independent of the run's seeds."""
-    if max_examples is None or max_examples <= 0 or n <= max_examples:
-        return None
-    g = torch.Generator().manual_seed(seed)
-    return torch.randperm(n, generator=g)[:max_examples].sort().values
-
-
-@torch.no_grad()
-def evaluate(model, st: SplitTensors, max_examples: int | None = None, batch_size: int = 8192, device: str | None = None) -> dict:
-    """Accuracy and mean cross-entropy of `model` on a split (subsampled deterministically to `max_examples`)."""
-    idx = eval_indices(len(st), max_examples)
-    if idx is not None:
-        st = st.subset(idx)
-    n = len(st)
-    if n == 0:
-        return {"acc": float("nan"), "loss": float("nan"), "n": 0}
-    device = device or str(next(model.parameters()).device)
-    was_training = model.training
-    model.eval()
-    correct, loss_sum = 0, 0.0
-    for start in range(0, n, batch_size):
-        sl = slice(start, start + batch_size)
-        tokens, pos, ans = st.tokens[sl].to(device), st.answer_pos[sl].to(device), st.answer[sl].to(device)
-        logits = answer_logits(model, tokens, pos).float()
-        correct += int((logits.argmax(-1) == ans).sum())
-        loss_sum += float(F.cross_entropy(logits, ans, reduction="sum"))
-    model.train(was_training)
-    return {"acc": correct / n, "loss": loss_sum / n, "n": n}
-
-
-def evaluate_splits(model, tensors: dict[str, SplitTensors], max_examples: int | None = None, device: str | None = None) -> dict:
-    """`{<split>_acc, <split>_loss}` for every split in `tensors`."""
-    out = {}
-    for split, st in tensors.items():
-        r = evaluate(model, st, max_examples=max_examples, device=device)
-        out[f"{split}_acc"] = r["acc"]
-        out[f"{split}_loss"] = r["loss"]
-    return out
-
-
 # schedules --------------------------------------------------------------------------------------
 def lr_at(tc: TrainConfig, step: int) -> float:
     """Learning rate for the update that takes the model from `step` to `step + 1`."""
@@ -294,7 +261,7 @@ def run_train(run, force: bool = False, stop_after_steps: int | None = None) -> 
     model_dir: Path = run.model_dir
     if not force and run.is_done(STAGE, fp) and all((model_dir / f).exists() for f in (MODEL_FILE, CONFIG_FILE, FINAL_METRICS_FILE)):
         return False
-    from sae_ooc.saes.evaluate import torch_threads
+    from sae_ooc.threads import torch_threads
 
     with torch_threads(run.cfg.train.threads):
         _train(run, fp, force, stop_after_steps)

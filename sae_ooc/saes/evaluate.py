@@ -12,13 +12,14 @@ metrics.json and a summary over layers in RUN/saes/summary.md.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from sae_ooc.activations.cache import ROLES, ActivationCache
 from sae_ooc.errors import UserError
+from sae_ooc.stats import tie_ranks
+from sae_ooc.threads import torch_threads
 
 STAGE = "eval-sae"
 VARIABLES = ("head", "r1", "r2", "bridge", "answer")
@@ -94,26 +95,6 @@ def eval_rows(saes_root: Path) -> Path:
 
 
 # spliced-in task metrics ------------------------------------------------------------------------
-def load_sae_transformer(model_dir: Path, device: str = "cpu"):
-    """Our saved model as a sae_lens.HookedSAETransformer (same weights, SAEs can be spliced in)."""
-    import json
-
-    from sae_lens import HookedSAETransformer
-    from transformer_lens import HookedTransformerConfig
-
-    from sae_ooc.io import load_tensors
-    from sae_ooc.models.hooked import CONFIG_FILE, MODEL_FILE
-
-    model_dir = Path(model_dir)
-    if not (model_dir / MODEL_FILE).exists():
-        raise UserError(f"no trained model in {model_dir}; run `sae-ooc train --run {model_dir.parent}` first")
-    kwargs = json.loads((model_dir / CONFIG_FILE).read_text())
-    model = HookedSAETransformer(HookedTransformerConfig(**kwargs, device=device))
-    model.load_state_dict(load_tensors(model_dir / MODEL_FILE, device=device), strict=False)
-    model.eval()
-    return model
-
-
 class TaskEvaluator:
     """Answer cross-entropy and accuracy of the model: clean, with an SAE spliced in, and with the hook zeroed.
 
@@ -132,14 +113,16 @@ class TaskEvaluator:
 
         ds, vocab = load_task(data_dir)
         tensors = {s: split_tensors(ds[s], vocab.pad_id) for s in (splits or SPLITS)}
-        return cls(load_sae_transformer(model_dir, device), tensors, device)
+        from sae_ooc.models.hooked import load_model
+
+        return cls(load_model(model_dir, device, sae_transformer=True), tensors, device)
 
     @classmethod
     def from_run(cls, run, device: str = "cpu") -> "TaskEvaluator":
         return cls.from_dirs(run.model_dir, run.data_dir, device)
 
     def _eval(self, split: str) -> dict:
-        from sae_ooc.models.train import evaluate
+        from sae_ooc.models.evaluate import evaluate
 
         return evaluate(self.model, self.tensors[split], device=self.device)
 
@@ -177,21 +160,6 @@ class TaskEvaluator:
 
 
 # ground-truth alignment --------------------------------------------------------------------------
-def tie_ranks(x: torch.Tensor) -> torch.Tensor:
-    """Ranks 1..n of every column of x [n, m], ties sharing their average rank (float64)."""
-    n, m = x.shape
-    vals, order = x.sort(dim=0)
-    new = torch.ones(n, m, dtype=torch.bool)
-    new[1:] = vals[1:] != vals[:-1]
-    gid = (new.cumsum(0) - 1) + torch.arange(m)[None, :] * n
-    flat = gid.flatten()
-    pos = torch.arange(1, n + 1, dtype=torch.float64)[:, None].expand(n, m).flatten()
-    sums = torch.zeros(n * m, dtype=torch.float64).scatter_add_(0, flat, pos)
-    counts = torch.zeros(n * m, dtype=torch.float64).scatter_add_(0, flat, torch.ones_like(pos))
-    avg = (sums / counts.clamp(min=1))[flat].view(n, m)
-    return torch.empty(n, m, dtype=torch.float64).scatter_(0, order, avg)
-
-
 def auroc_matrix(scores: torch.Tensor, labels: torch.Tensor, values: torch.Tensor, chunk: int = 512,
                  ranks: torch.Tensor | None = None) -> torch.Tensor:
     """AUROC of every score column for every value, one-vs-rest: [n_columns, n_values].
@@ -214,20 +182,6 @@ def auroc_matrix(scores: torch.Tensor, labels: torch.Tensor, values: torch.Tenso
 def column_ranks(scores: torch.Tensor, chunk: int = 512) -> torch.Tensor:
     """Tie-averaged ranks of every column, stored as float32 (exact: ranks are multiples of 0.5 below 2^23)."""
     return torch.cat([tie_ranks(scores[:, s : s + chunk].float()).float() for s in range(0, scores.shape[1], chunk)], dim=1)
-
-
-@contextmanager
-def torch_threads(n: int):
-    """Run small-tensor loops on `n` threads: on a busy machine OpenMP's barriers make tiny ops on 2 threads ~100x slower."""
-    old = torch.get_num_threads()
-    if n <= 0:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def train_probes(x: torch.Tensor, targets: dict[str, tuple[torch.Tensor, torch.Tensor, int]], steps: int, lr: float,
@@ -371,10 +325,10 @@ def evaluate_sae(sae, cache: ActivationCache, hook_name: str, heldout: torch.Ten
 
 def run_eval_sae(run, force: bool = False) -> bool:
     """Stage `eval-sae`: evaluate every SAE in RUN/saes, write metrics.json per hook, summary.md and heatmaps."""
-    from sae_ooc.tasks.data import load_task
-    from sae_ooc.io import load_tensors, read_json, write_json
+    from sae_ooc.io import read_json, write_json
     from sae_ooc.models.hooked import model_hash
     from sae_ooc.saes.store import load_saes, sae_dir
+    from sae_ooc.tasks.data import load_task
 
     fp = run.stage_fingerprint(("sae_eval",), ("train-sae",))
     root = run.saes_dir
@@ -431,8 +385,8 @@ def _best_bridge(al: dict) -> str:
 def write_summary(per_hook: dict[str, dict], root: Path, threshold: float) -> Path:
     """RUN/saes/summary.md (a table over layers + alignment tables) and the alignment heatmaps."""
     from sae_ooc.io import write_text
-    from sae_ooc.viz.sae_plots import plot_alignment_heatmap
     from sae_ooc.saes.store import hook_sort_key
+    from sae_ooc.viz.sae_plots import plot_alignment_heatmap
 
     hooks = sorted(per_hook, key=hook_sort_key)
     lines = ["# SAEs: reconstruction, spliced-in task metrics, ground-truth alignment", "",

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from sae_ooc.tasks.data import POSITION_ROLES
 from sae_ooc.io import read_json
+from sae_ooc.tasks.data import POSITION_ROLES
 
 EXAMPLE_SPLITS = ("train", "test_id", "test_ood")
 

@@ -20,7 +20,14 @@ import torch
 from sae_ooc.activations.cache import ActivationCache, heldout_mask, open_cache
 from sae_ooc.config import SaeConfig
 from sae_ooc.errors import UserError
-from sae_ooc.io import append_jsonl, read_json, read_jsonl, save_tensors, sha256_json, write_json
+from sae_ooc.io import (
+    append_jsonl,
+    read_json,
+    read_jsonl,
+    save_tensors,
+    sha256_json,
+    write_json,
+)
 from sae_ooc.saes.store import METRICS_FILE, SAE_CFG_FILE, SAE_WEIGHTS_FILE, sae_dir
 
 STAGE = "train-sae"
@@ -253,7 +260,8 @@ def train_sae(
     from sae_lens import SAE
     from sae_lens.registry import get_sae_training_class
 
-    from sae_ooc.saes.evaluate import check_d_in, finite, reconstruction_metrics, torch_threads
+    from sae_ooc.saes.evaluate import check_d_in, finite, reconstruction_metrics
+    from sae_ooc.threads import torch_threads
     from sae_ooc.viz.sae_plots import plot_training_curves
 
     cache.check_hook(hook_name)

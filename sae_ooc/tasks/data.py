@@ -13,7 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import Dataset, DatasetDict, Features, Sequence, Value, disable_progress_bars, load_from_disk
+from datasets import (
+    Dataset,
+    DatasetDict,
+    Features,
+    Sequence,
+    Value,
+    disable_progress_bars,
+    load_from_disk,
+)
 
 from sae_ooc.config import TaskConfig
 from sae_ooc.errors import UserError

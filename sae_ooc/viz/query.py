@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from sae_ooc.tasks.data import POSITION_ROLES, load_task
 from sae_ooc.errors import UserError
 from sae_ooc.saes.features import describe_features
+from sae_ooc.tasks.data import POSITION_ROLES, load_task
 
 
 def query(run, prompt: str, target: str | None = None, top: int = 5, n_examples: int = 3, device: str | None = None) -> dict:
