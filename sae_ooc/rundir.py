@@ -1,9 +1,8 @@
 """The run directory: where every stage reads its inputs and writes its outputs.
 
-Each stage records a fingerprint of its inputs (its own config sections plus the fingerprints of the
-stages it reads) in `RUN/stages.json`. A stage whose fingerprint is unchanged is skipped; one whose
-inputs changed is recomputed, and so is everything downstream of it, because their fingerprints
-include this one.
+Which stage owns which path is declared in `sae_ooc.stages`; `sae_ooc.pipeline` records in `RUN/stages.json`
+each finished stage's fingerprint and output files, and decides from them what to skip. RunDir only names the
+paths and reads and writes that record.
 """
 
 from __future__ import annotations
@@ -23,9 +22,29 @@ def default_run_dir(cfg: Config) -> Path:
 
 
 class RunDir:
-    def __init__(self, root: str | Path, cfg: Config):
+    """A run directory, its resolved config and the torch device every stage of this run uses."""
+
+    def __init__(self, root: str | Path, cfg: Config, device: str = "cpu"):
         self.root = Path(root)
         self.cfg = cfg
+        self.device = device
+        # set by sae_ooc.pipeline while a stage runs: resumable stages tag their checkpoints with it
+        self.current_fingerprint: str | None = None
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"--run {self.root} is a file, not a directory; pass a directory (it is created if missing)")
+
+    @classmethod
+    def open(cls, root: str | Path, config=None, device: str = "cpu", overrides: list[str] | None = None) -> "RunDir":
+        """`config`: a Config, a YAML path, or None for ROOT/config.yaml when it exists (else the built-in defaults)."""
+        from sae_ooc.config import load_config
+
+        root = Path(root)
+        if isinstance(config, Config):
+            cfg = config
+        else:
+            path = config if config is not None else (root / "config.yaml" if (root / "config.yaml").is_file() else None)
+            cfg = load_config(path, overrides)
+        return cls(root, cfg, device)
 
     # paths every stage agrees on -------------------------------------------------------------
     @property
@@ -53,8 +72,12 @@ class RunDir:
         return self.root / "circuit"
 
     @property
-    def figures_dir(self) -> Path:
-        return self.root / "figures"
+    def sae_eval_dir(self) -> Path:
+        return self.root / "sae_eval"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.root / "export"
 
     @property
     def stages_file(self) -> Path:
@@ -79,39 +102,29 @@ class RunDir:
                 )
         write_text(saved, config_to_yaml(self.cfg))
 
-    # stage bookkeeping ----------------------------------------------------------------------
+    # stage bookkeeping (sae_ooc.pipeline decides; these only read and write RUN/stages.json) ---------
     def _stages(self) -> dict:
-        if self.stages_file.exists():
-            try:
-                return read_json(self.stages_file)
-            except ValueError:
-                return {}
-        return {}
+        if not self.stages_file.exists():
+            return {}
+        try:
+            stages = read_json(self.stages_file)
+        except (ValueError, OSError) as e:
+            raise UserError(f"{self.stages_file} is corrupt ({e.__class__.__name__}); delete it and rerun "
+                            f"`sae-ooc pipeline --run {self.root}` (stages whose outputs are intact are recomputed once)")
+        if not isinstance(stages, dict):
+            raise UserError(f"{self.stages_file} is corrupt (not a JSON object); delete it and rerun `sae-ooc pipeline --run {self.root}`")
+        return stages
 
-    def fingerprint(self, stage: str) -> str | None:
-        return self._stages().get(stage, {}).get("fingerprint")
+    def stage_record(self, stage: str) -> dict | None:
+        """What RUN/stages.json says of a finished stage: fingerprint, outputs, digest, info; None if not done."""
+        return self._stages().get(stage)
 
-    def require(self, stage: str, command: str | None = None) -> str:
-        """The fingerprint of a finished upstream stage, or an error telling which command to run."""
-        fp = self.fingerprint(stage)
-        if fp is None:
-            cmd = command or f"sae-ooc {stage}"
-            raise UserError(f"stage '{stage}' has not been run in {self.root}; run `{cmd} --run {self.root}` (or `sae-ooc pipeline`) first")
-        return fp
-
-    def stage_fingerprint(self, sections: tuple[str, ...], upstream: tuple[str, ...], extra: dict | None = None) -> str:
-        ups = {u: self.require(u) for u in upstream}
-        return sha256_json({"config": self.cfg.section(*sections), "upstream": ups, "extra": extra or {}})
-
-    def is_done(self, stage: str, fingerprint: str) -> bool:
-        return self.fingerprint(stage) == fingerprint
-
-    def mark_done(self, stage: str, fingerprint: str, **info) -> None:
+    def record(self, stage: str, record: dict) -> None:
         stages = self._stages()
-        stages[stage] = {"fingerprint": fingerprint, **info}
+        stages[stage] = record
         write_json(self.stages_file, stages)
 
-    def invalidate(self, stage: str) -> None:
+    def forget(self, stage: str) -> None:
         stages = self._stages()
         if stages.pop(stage, None) is not None:
             write_json(self.stages_file, stages)

@@ -1,0 +1,150 @@
+"""Running stages: the library entry point behind `sae-ooc <stage>` and `sae-ooc pipeline`.
+
+    from sae_ooc.pipeline import run
+    run("runs/default", config="configs/default.yaml")            # every stage, skipping those up to date
+    run("runs/default", stages=["attribute", "circuit"], force=True)
+
+A stage is up to date when RUN/stages.json records the same fingerprint (its config keys, its options and the
+digests of its upstream stages' outputs) and every file it recorded as output is still there unchanged (size and
+mtime, or failing that the same sha256). Fingerprints hash upstream *outputs*, not upstream inputs, so a stage
+recomputed to the same files leaves everything downstream skipped, and a deleted or edited output makes its
+stage (and then everything downstream) run again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sae_ooc.errors import UserError
+from sae_ooc.io import sha256_file, sha256_json
+from sae_ooc.rundir import RunDir
+from sae_ooc.stages import STAGE_NAMES, STAGES, Stage, get_stage
+
+
+@dataclass
+class StageResult:
+    name: str
+    ran: bool  # False: up to date, skipped
+    finished: bool = True  # False: stopped early (resumable); not recorded as done
+    info: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+# outputs ------------------------------------------------------------------------------------------
+def output_files(run: RunDir, stage: Stage) -> list[Path]:
+    files: list[Path] = []
+    for rel in stage.outputs:
+        p = run.root / rel
+        if p.is_file():
+            files.append(p)
+        elif p.is_dir():
+            files += sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith("."))
+    return files
+
+
+def _stamp(path: Path) -> list:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def record_outputs(run: RunDir, stage: Stage) -> dict[str, list]:
+    """{relative path: [size, mtime_ns, sha256]} of every file the stage owns now."""
+    return {p.relative_to(run.root).as_posix(): _stamp(p) + [sha256_file(p)] for p in output_files(run, stage)}
+
+
+def outputs_intact(run: RunDir, stage: Stage, recorded: dict[str, list] | None) -> str | None:
+    """None when every recorded output is there unchanged, else what is wrong (for messages)."""
+    if not recorded:
+        return "no outputs recorded"
+    for rel, (size, mtime, sha) in recorded.items():
+        p = run.root / rel
+        if not p.is_file():
+            return f"{rel} is missing"
+        stamp = _stamp(p)
+        if stamp != [size, mtime] and (stamp[0] != size or sha256_file(p) != sha):
+            return f"{rel} changed"
+    return None
+
+
+def outputs_digest(recorded: dict[str, list]) -> str:
+    return sha256_json({rel: v[2] for rel, v in sorted(recorded.items())})
+
+
+# fingerprints ----------------------------------------------------------------------------------------
+def config_part(run: RunDir, stage: Stage) -> dict:
+    cfg = run.cfg
+    out = {}
+    for key in stage.config:
+        section, _, attr = key.partition(".")
+        out[key] = cfg.section(section)[section] if not attr else getattr(getattr(cfg, section), attr)
+    return out
+
+
+def fingerprint(run: RunDir, stage: Stage, options: dict) -> str:
+    """What the stage's outputs depend on. Raises a UserError naming the command when an upstream stage is
+    missing or its outputs were altered since it ran."""
+    ups = {}
+    for u in stage.upstream:
+        rec = run.stage_record(u)
+        if rec is None:
+            raise UserError(f"stage '{u}' has not been run in {run.root}; run `sae-ooc {u} --run {run.root}` (or `sae-ooc pipeline`) first")
+        bad = outputs_intact(run, get_stage(u), rec.get("outputs"))
+        if bad is not None:
+            raise UserError(f"the outputs of stage '{u}' in {run.root} are not what it wrote ({bad}); "
+                            f"rerun `sae-ooc {u} --run {run.root}` (or `sae-ooc pipeline --run {run.root}`)")
+        ups[u] = rec["digest"]
+    opts = {k: options.get(k) for k in stage.fingerprint_options}
+    return sha256_json({"config": config_part(run, stage), "options": opts, "upstream": ups})
+
+
+def is_up_to_date(run: RunDir, stage: Stage, fp: str) -> bool:
+    rec = run.stage_record(stage.name)
+    return rec is not None and rec.get("fingerprint") == fp and outputs_intact(run, stage, rec.get("outputs")) is None
+
+
+# running ------------------------------------------------------------------------------------------------
+def run_stage(run: RunDir, name: str, force: bool = False, **options) -> StageResult:
+    """Run one stage if it is stale (or `force`), record it in RUN/stages.json, and say what happened."""
+    stage = get_stage(name)
+    # a stage that always runs reads whatever its upstream stages left (the report of a partial run)
+    fp = sha256_json({"always": name}) if stage.always else fingerprint(run, stage, options)
+    if not force and not stage.always and is_up_to_date(run, stage, fp):
+        return StageResult(name, ran=False, info=run.stage_record(name).get("info", {}))
+    run.forget(name)  # a stage half-rerun is not done, whatever it recorded before
+    t0 = time.perf_counter()
+    run.current_fingerprint = fp  # resumable stages tag their checkpoints with it
+    info = stage.function()(run, force=force, **options)
+    seconds = time.perf_counter() - t0
+    if info is None:
+        return StageResult(name, ran=True, finished=False, seconds=seconds)
+    outputs = record_outputs(run, stage)
+    run.record(name, {"fingerprint": fp, "digest": outputs_digest(outputs), "outputs": outputs, "seconds": round(seconds, 2), "info": info})
+    return StageResult(name, ran=True, info=info, seconds=seconds)
+
+
+def run(run_dir: str | Path | RunDir, stages: list[str] | None = None, config=None, force: bool = False, device: str = "cpu",
+        options: dict[str, dict] | None = None, on_result=None) -> list[StageResult]:
+    """Run `stages` (default: all, in pipeline order) in `run_dir`, each only if stale unless `force`.
+
+    `config`: a Config, a YAML path, or None for the run's saved config.yaml (else the built-in defaults).
+    `options`: per-stage keyword options, e.g. {"attribute": {"validate": False}}. `on_result(StageResult)` is
+    called after each stage (the CLI prints its summary there).
+    """
+    run_ = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir, config=config, device=device)
+    names = list(stages) if stages is not None else list(STAGE_NAMES)
+    for n in names:
+        get_stage(n)
+    run_.check_and_save_config(force=force)
+    results = []
+    for s in STAGES:
+        if s.name not in names:
+            continue
+        r = run_stage(run_, s.name, force=force, **(options or {}).get(s.name, {}))
+        results.append(r)
+        if on_result is not None:
+            on_result(r)
+        if not r.finished:
+            break
+    return results
