@@ -1,36 +1,29 @@
-"""`sae-ooc`: a thin command line over the stage functions. Every stage is also a plain Python function.
+"""`sae-ooc`: a thin command line over `sae_ooc.pipeline` and the stage functions.
 
-Errors the user can fix print one line and exit 2; `--debug` shows the traceback instead.
+Subcommands come from the stage table (sae_ooc.stages) plus `pipeline` and `query`. Errors the user can fix
+print one line and exit 2; `--debug` shows the traceback instead. Nothing heavy is imported before a command
+runs, so `--help`, `--version` and config errors answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from pathlib import Path
 
-from sae_ooc.config import Config, load_config
+from sae_ooc import __version__
 from sae_ooc.errors import UserError
-from sae_ooc.rundir import RunDir, default_run_dir
+from sae_ooc.stages import STAGES
 
-# Each module named here defines `add_arguments(parser)` and `main(run, args)`; its docstring's first
-# line is the subcommand's help. Order is the pipeline's order.
-STAGE_COMMANDS: dict[str, str] = {
-    "data": "sae_ooc.commands.data",
-    "train": "sae_ooc.commands.train",
-    "harvest": "sae_ooc.commands.harvest",
-    "train-sae": "sae_ooc.commands.train_sae",
-    "eval-sae": "sae_ooc.commands.eval_sae",
-    "attribute": "sae_ooc.commands.attribute",
-    "circuit": "sae_ooc.commands.circuit",
-    "export": "sae_ooc.commands.export",
-    "report": "sae_ooc.commands.report",
-}
+# Each module here defines `add_arguments(parser)` and `main(run, args)`; its docstring's first line is the
+# subcommand's help. `COMMON` says which common options it takes (query and report have no use for --force).
 OTHER_COMMANDS: dict[str, str] = {
     "pipeline": "sae_ooc.commands.pipeline",
     "query": "sae_ooc.commands.query",
 }
+DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,29 +31,59 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def add_common(p: argparse.ArgumentParser) -> None:
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the docstring's line breaks and shows every option's default."""
+
+
+def add_common(p: argparse.ArgumentParser, force: bool = True, overrides: bool = True) -> None:
     p.add_argument("--config", type=Path, default=None,
-                   help="experiment YAML (default: RUN/config.yaml if it exists, else configs/default.yaml's built-in defaults)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
+                   help="experiment YAML (default: RUN/config.yaml if it exists, else the built-in defaults of configs/default.yaml)")
+    if overrides:
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
     p.add_argument("--run", type=Path, default=None, help="run directory (default: runs/<config name>)")
-    p.add_argument("--force", action="store_true", help="recompute even if the inputs are unchanged")
-    p.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1, ...")
+    if force:
+        p.add_argument("--force", action="store_true", help="recompute even if the inputs are unchanged")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
 
 
-def resolve_run(args) -> RunDir:
-    """Config from --config (or the run's saved config.yaml), overrides applied, run dir chosen."""
+def check_device(device: str) -> str:
+    """Fail at once, in one line, on a device this torch cannot use (not deep inside a stage)."""
+    if not DEVICE_RE.match(device):
+        raise UserError(f"--device {device!r} is not a torch device; use cpu, cuda, cuda:N or mps")
+    if device == "cpu":
+        return device
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: this torch ({torch.__version__}) has no CUDA or sees no GPU; use --device cpu")
+        idx = int(device.split(":")[1]) if ":" in device else 0
+        if idx >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible; use cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    elif device == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps: MPS is not available on this machine; use --device cpu")
+    return device
+
+
+def resolve_run(args):
+    """Config from --config (or the run's saved config.yaml), overrides applied, run dir chosen, device checked."""
+    from sae_ooc.config import load_config
+    from sae_ooc.rundir import RunDir, default_run_dir
+
+    if args.run is not None and Path(args.run).exists() and not Path(args.run).is_dir():
+        raise UserError(f"--run {args.run} is a file, not a directory; pass a directory (it is created if missing)")
     cfg_path = args.config
-    if cfg_path is None and args.run is not None and (Path(args.run) / "config.yaml").exists():
+    if cfg_path is None and args.run is not None and (Path(args.run) / "config.yaml").is_file():
         cfg_path = Path(args.run) / "config.yaml"
-    cfg: Config = load_config(cfg_path, args.overrides)
-    if cfg_path is not None and cfg_path.name == "config.yaml" and args.run is not None and cfg_path.parent == Path(args.run):
-        pass  # the run's own saved config keeps its recorded name
+    cfg = load_config(cfg_path, getattr(args, "overrides", []))
     root = Path(args.run) if args.run is not None else default_run_dir(cfg)
-    run = RunDir(root, cfg)
-    run.device = args.device
-    return run
+    return RunDir(root, cfg, device=check_device(args.device))
+
+
+def commands() -> dict[str, str]:
+    return {**{s.name: s.command for s in STAGES}, **OTHER_COMMANDS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,12 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find how a transformer does out-of-context two-hop inference: "
         "data → train → harvest → train-sae → eval-sae → attribute → circuit → export / query → report.",
     )
+    parser.add_argument("--version", action="version", version=f"sae-ooc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, modname in {**STAGE_COMMANDS, **OTHER_COMMANDS}.items():
+    for name, modname in commands().items():
         mod = importlib.import_module(modname)
         doc = (mod.__doc__ or name).strip()
-        p = sub.add_parser(name, help=doc.splitlines()[0], description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_common(p)
+        p = sub.add_parser(name, help=doc.splitlines()[0], description=doc, formatter_class=_Formatter)
+        add_common(p, **getattr(mod, "COMMON", {}))
         mod.add_arguments(p)
         p.set_defaults(_module=mod)
     return parser
@@ -88,12 +112,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run = resolve_run(args)
+        if hasattr(args._module, "summarize"):
+            from sae_ooc.commands import run_stage_command
+
+            return run_stage_command(args.command, args._module, run, args)
         return int(args._module.main(run, args) or 0)
     except UserError as e:
         if args.debug:
             raise
         print(f"sae-ooc {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `sae-ooc query ... | head`: the reader left; end quietly (and keep Python from complaining at exit)
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         if args.debug:
             raise

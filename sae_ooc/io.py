@@ -7,13 +7,23 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
-from safetensors.torch import load_file, save_file
+if TYPE_CHECKING:  # torch is imported only by the functions that move tensors: the CLI starts without it
+    import torch
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once: os.umask can only be read by setting it, which races with writer threads
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write to a temporary file beside `path`, then rename: readers never see a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -21,6 +31,7 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; a shared run must stay readable to colleagues
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -40,12 +51,16 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+def save_tensors(path: Path, tensors: dict[str, "torch.Tensor"], metadata: dict[str, str] | None = None) -> Path:
+    from safetensors.torch import save_file
+
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     return _atomic(path, lambda p: save_file(tensors, str(p), metadata=metadata))
 
 
-def load_tensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+def load_tensors(path: Path, device: str = "cpu") -> dict[str, "torch.Tensor"]:
+    from safetensors.torch import load_file
+
     return load_file(str(path), device=device)
 
 

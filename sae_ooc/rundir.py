@@ -14,7 +14,7 @@ import yaml
 
 from sae_ooc.config import Config, config_to_yaml
 from sae_ooc.errors import UserError
-from sae_ooc.io import read_json, sha256_json, write_json, write_text
+from sae_ooc.io import read_json, write_json, write_text
 
 
 def default_run_dir(cfg: Config) -> Path:

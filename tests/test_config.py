@@ -96,8 +96,11 @@ def test_unchanged_stage_is_skipped_and_changed_one_recomputed(tmp_path, capsys)
     assert main(args) == 0
     assert "skipped" in capsys.readouterr().out
     assert (run / "data" / "vocab.json").stat().st_mtime_ns == stamp
-    cfg = load_config("configs/tiny.yaml")
-    rd = RunDir(run, cfg)
-    before = rd.fingerprint("data")
+    from sae_ooc.pipeline import fingerprint
+    from sae_ooc.stages import get_stage
+
+    rd = RunDir(run, load_config("configs/tiny.yaml"))
+    before = rd.stage_record("data")["fingerprint"]
+    assert fingerprint(rd, get_stage("data"), {}) == before
     cfg2 = load_config("configs/tiny.yaml", ["task.phi=1.5"])
-    assert RunDir(run, cfg2).stage_fingerprint(("task",), ()) != before
+    assert fingerprint(RunDir(run, cfg2), get_stage("data"), {}) != before

@@ -11,15 +11,14 @@ from sae_ooc.activations.harvest import (
     ShardWriter,
     default_hooks,
     harvest_activations,
-    run_harvest,
 )
 from sae_ooc.config import load_config
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json
 from sae_ooc.models.hooked import load_model, model_hash
-from sae_ooc.models.train import run_train
+from sae_ooc.pipeline import run_stage
 from sae_ooc.rundir import RunDir
-from sae_ooc.tasks.data import SPLITS, load_task, run_data, split_tensors
+from sae_ooc.tasks.data import SPLITS, load_task, split_tensors
 
 SHARD = 128  # the tiny task has ~450 tokens: several shards per hook
 
@@ -29,9 +28,8 @@ def tiny_run(tmp_path_factory):
     cfg = load_config("configs/tiny.yaml", ["train.steps=30", "train.eval_every=30", "train.n_checkpoints=0", f"harvest.shard_tokens={SHARD}"])
     run = RunDir(tmp_path_factory.mktemp("run"), cfg)
     run.check_and_save_config()
-    run_data(run)
-    run_train(run)
-    run_harvest(run)
+    for stage in ("data", "train", "harvest"):
+        run_stage(run, stage)
     return run
 
 

@@ -12,16 +12,16 @@ def test_report_quotes_the_stage_outputs_and_copies_figures(tmp_path, capsys):
     assert main(["data", *base]) == 0
     assert main(["train", *base]) == 0
     results = tmp_path / "results"
-    assert main(["report", *base, "--results-dir", str(results)]) == 0
+    assert main(["report", "--run", str(run), "--out", str(results)]) == 0
     text = (results / "REPORT.md").read_text()
     # the run's own copy links the run's files where they lie; results/ holds them side by side under stable names
-    assert text.replace("](accuracy.png)", "](figures/accuracy.png)") == (run / "REPORT.md").read_text()
-    assert (run / "figures" / "accuracy.png").exists()
+    assert text.replace("](accuracy.png)", "](model/accuracy.png)") == (run / "REPORT.md").read_text()
+    assert (run / "model" / "accuracy.png").exists()
     fm = read_json(run / "model" / "final_metrics.json")
     row = re.search(r"^\| test_id \| ([0-9.]+) \| ([0-9.]+) \|$", text.split("## 2.")[1], re.M)
     assert float(row.group(1)) == round(fm["accuracy"]["test_id"], 3)
     assert float(row.group(2)) == round(fm["majority_rate"]["test_id"], 3)
-    sizes = read_json(run / "stages.json")["data"]["sizes"]
+    sizes = read_json(run / "stages.json")["data"]["info"]["sizes"]
     assert f"| train | {sizes['train']} |" in text
     # stages that have not run are named with the command to run, not silently left out
     assert "Not run yet: `sae-ooc train-sae`" in text and "Not run yet: `sae-ooc circuit`" in text

@@ -16,16 +16,17 @@ import sae_ooc.models.train as train_mod
 from sae_ooc.cli import main
 from sae_ooc.config import load_config
 from sae_ooc.io import read_json, read_jsonl
-from sae_ooc.models.train import BatchSampler, lr_at, run_train
+from sae_ooc.models.train import BatchSampler, lr_at
+from sae_ooc.pipeline import run_stage
 from sae_ooc.rundir import RunDir
-from sae_ooc.tasks.data import SPLITS, run_data
+from sae_ooc.tasks.data import SPLITS
 
 TINY = "configs/tiny.yaml"
 
 
 def _run(tmp_path, name, overrides=()):
     run = RunDir(tmp_path / name, load_config(TINY, list(overrides)))
-    run_data(run)
+    run_stage(run, "data")
     return run
 
 
@@ -50,7 +51,7 @@ def _split_accuracy(model, split) -> float:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     run = _run(tmp_path_factory.mktemp("train"), "tiny")
-    assert run_train(run) is True
+    assert run_stage(run, "train").ran
     return run
 
 
@@ -104,21 +105,22 @@ def test_metrics_jsonl_well_formed(trained):
 
 
 def test_figures_written(trained):
-    png = trained.figures_dir / "accuracy.png"
+    png = trained.model_dir / "accuracy.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert ET.parse(trained.figures_dir / "accuracy.svg").getroot().tag.endswith("svg")
+    assert ET.parse(trained.model_dir / "accuracy.svg").getroot().tag.endswith("svg")
 
 
 def test_resume_is_bit_identical(tmp_path, monkeypatch, capsys):
     over = ["train.batch_size=32"]  # minibatches, so the batch order has to be reproduced too
     full = _run(tmp_path, "full", over)
-    run_train(full)
+    run_stage(full, "train")
 
     part = _run(tmp_path, "part", over)
-    assert run_train(part, stop_after_steps=73) is True
-    assert part.fingerprint("train") is None and not (part.model_dir / "model.safetensors").exists()
+    r = run_stage(part, "train", stop_after_steps=73)
+    assert r.ran and not r.finished
+    assert part.stage_record("train") is None and not (part.model_dir / "model.safetensors").exists()
     # a rerun resumes from the last checkpoint (step 50) and drops the metrics written after it
-    assert run_train(part) is True
+    assert run_stage(part, "train").finished
     assert "resuming" in capsys.readouterr().out
 
     # a Ctrl-C half way through, then the same CLI command again
@@ -164,7 +166,7 @@ def test_nonfinite_loss_stops_with_exit_2_and_keeps_last_checkpoint(tmp_path, mo
     latest = run.model_dir / "checkpoints" / "latest"
     assert read_json(latest / "trainer_state.json")["step"] == 100 and str(latest) in err
     _load_plain(latest)
-    assert run.fingerprint("train") is None
+    assert run.stage_record("train") is None
 
 
 def test_huge_lr_from_the_command_line_exits_2(tmp_path, capsys):
@@ -181,30 +183,24 @@ def test_train_before_data_says_run_data(tmp_path, capsys):
     assert "sae-ooc data" in err and "Traceback" not in err
 
 
-def test_pipeline_gives_every_stage_its_own_defaults_plus_the_common_options(tmp_path):
+def test_pipeline_gives_every_stage_its_own_defaults(tmp_path):
     import argparse
+    import importlib
 
-    from sae_ooc.cli import STAGE_COMMANDS, add_common
-    from sae_ooc.commands.pipeline import stage_args
+    from sae_ooc.commands.pipeline import stage_defaults
+    from sae_ooc.stages import STAGES
 
-    args = argparse.Namespace(config=Path(TINY), overrides=["train.lr=1e-3"], run=tmp_path, force=True, device="cpu", debug=False)
-    for modname in STAGE_COMMANDS.values():
-        ns = stage_args(modname, args)
+    for s in STAGES:
+        mod = importlib.import_module(s.command)
         p = argparse.ArgumentParser()
-        add_common(p)
-        ns._module.add_arguments(p)
-        own = vars(p.parse_args([]))
-        for k, v in own.items():
-            assert getattr(ns, k) == (getattr(args, k) if hasattr(args, k) else v)
+        mod.add_arguments(p)
+        assert mod.options(stage_defaults(mod)) == mod.options(p.parse_args([]))
 
 
 def test_pipeline_then_skip_then_recompute_on_changed_lr(tmp_path, capsys, monkeypatch):
-    import sae_ooc.cli as cli
-
     # only the first two stages: the later ones have their own tests and would take minutes here
-    monkeypatch.setattr(cli, "STAGE_COMMANDS", dict(list(cli.STAGE_COMMANDS.items())[:2]))
     args = ["--config", TINY, "--run", str(tmp_path / "r")]
-    assert main(["pipeline", *args]) == 0
+    assert main(["pipeline", *args, "--stages", "data,train"]) == 0
     out = capsys.readouterr().out
     assert "data: wrote" in out and "train: trained" in out and "test_id" in out
     model_file = tmp_path / "r" / "model" / "model.safetensors"
@@ -244,18 +240,18 @@ def test_lr_schedules():
 def test_early_stop_needs_both_thresholds_and_a_rerun_does_not_continue(tmp_path):
     # atomic facts are learnt long before test_id moves on tiny, so a low test_id bar stops at the first eval
     run = _run(tmp_path, "early", ["train.stop_at_test_id=0.01", "train.stop_at_atomic=0.5"])
-    run_train(run)
+    run_stage(run, "train")
     recs = read_jsonl(run.model_dir / "metrics.jsonl")
     first = next(r for r in recs if r["test_id_acc"] >= 0.01 and r["atomic_test_acc"] >= 0.5 and r["step"] > 0)
     final = read_json(run.model_dir / "final_metrics.json")
     assert final["stopped_early"] and final["steps"] == first["step"] == recs[-1]["step"] < run.cfg.train.steps
     assert (run.model_dir / "checkpoints" / f"step_{first['step']}" / "model.safetensors").exists()
-    run.invalidate("train")  # as after a crash between the last checkpoint and mark_done
-    run_train(run)
+    run.forget("train")  # as after a crash between the last checkpoint and recording the stage
+    run_stage(run, "train")
     assert read_json(run.model_dir / "final_metrics.json")["steps"] == first["step"]
 
     never = _run(tmp_path, "never", ["train.stop_at_test_id=0.99", "train.stop_at_atomic=0.5"])
-    run_train(never)
+    run_stage(never, "train")
     final = read_json(never.model_dir / "final_metrics.json")
     assert max(r["test_id_acc"] for r in read_jsonl(never.model_dir / "metrics.jsonl")) < 0.99
     assert not final["stopped_early"] and final["steps"] == never.cfg.train.steps

@@ -29,9 +29,10 @@ from sae_ooc.activations.cache import (
 )
 from sae_ooc.errors import UserError
 from sae_ooc.io import _atomic, read_json, write_json
+from sae_ooc.models.hooked import load_model, model_hash
 from sae_ooc.tasks.data import SplitTensors, load_task, split_tensors
+from sae_ooc.threads import torch_threads
 
-STAGE = "harvest"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -350,28 +351,26 @@ def _record_shards(out_dir: Path, prog: dict, writers: dict[str, ShardWriter], i
         i += 1
 
 
-def run_harvest(run, force: bool = False, stop_after_shards: int | None = None) -> bool:
-    """Stage `harvest`. Returns False when skipped (inputs unchanged and the cache complete)."""
-    from sae_ooc.models.hooked import load_model, model_hash
+def run_harvest(run, force: bool = False, stop_after_shards: int | None = None) -> dict | None:
+    """Stage `harvest`: residual-stream activations of RUN/model over the task splits into RUN/activations.
 
-    fp = run.stage_fingerprint(("harvest",), ("data", "train"))
+    Resumes the shards of an interrupted harvest of the same model and settings unless `force`;
+    `stop_after_shards` (tests of resuming) stops as if killed and returns None.
+    """
+    hc = run.cfg.harvest
     out_dir = run.activations_dir
     mhash = model_hash(run.model_dir)
-    if not force and run.is_done(STAGE, fp) and (out_dir / MANIFEST).exists() and _existing_model_hash(out_dir) == mhash:
-        return False
-    hc = run.cfg.harvest
-    device = getattr(run, "device", "cpu")
+    # the pipeline runs this stage only when its cache is stale: a finished cache (or one of an older model) is
+    # rebuilt; only the shards of an interrupted harvest of this model are resumed
+    force = force or (out_dir / MANIFEST).exists() or _existing_model_hash(out_dir) not in (None, mhash)
     ds, vocab = load_task(run.data_dir)
     splits = {s: split_tensors(ds[s], vocab.pad_id) for s in hc.splits}
-    model = load_model(run.model_dir, device=device)
-    from sae_ooc.threads import torch_threads
-
+    model = load_model(run.model_dir, device=run.device)
     with torch_threads(hc.threads):
         manifest = harvest_activations(
-            model, splits, out_dir, mhash, hooks=hc.hooks, shard_tokens=hc.shard_tokens, batch_size=hc.batch_size,
-            dtype=hc.dtype, force=force, device=device, stop_after_shards=stop_after_shards,
+            model, splits, out_dir, mhash, hooks=hc.hooks, shard_tokens=hc.shard_tokens,
+            batch_size=hc.batch_size, dtype=hc.dtype, force=force, device=run.device, stop_after_shards=stop_after_shards,
         )
     if manifest is None:
-        return True
-    run.mark_done(STAGE, fp, n_tokens=manifest["n_tokens"], hooks=manifest["hooks"], n_shards=len(next(iter(manifest["shards"].values()))))
-    return True
+        return None
+    return {"n_tokens": manifest["n_tokens"], "hooks": manifest["hooks"], "n_shards": len(next(iter(manifest["shards"].values())))}

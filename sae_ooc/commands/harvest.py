@@ -4,20 +4,23 @@ Hooks, splits, shard size, batch size and dtype come from the config's `harvest`
 hooks are every layer's hook_resid_pre plus the last layer's hook_resid_post.
 """
 
-from sae_ooc.activations.cache import open_cache
-from sae_ooc.activations.harvest import run_harvest
+from sae_ooc.commands import verb
 
 
 def add_arguments(p) -> None:
     pass
 
 
-def main(run, args) -> int:
-    run.check_and_save_config(force=False)
-    done = run_harvest(run, force=args.force)
+def options(args) -> dict:
+    return {}
+
+
+def summarize(run, result) -> str:
+    if not result.finished:
+        return f"harvest: stopped early; rerun to resume from the shards in {run.activations_dir}"
+    from sae_ooc.activations.cache import open_cache
+
     cache = open_cache(run.activations_dir)
-    print(
-        f"harvest: {'wrote' if done else 'unchanged, skipped'} {run.activations_dir}: {cache.n_tokens} tokens x "
-        f"{len(cache.hooks)} hooks (d_model {cache.d_model}, {cache.manifest['dtype']}, {cache.n_shards} shard(s) per hook)"
-    )
-    return 0
+    return (f"harvest: {verb(result)} {run.activations_dir}/ (manifest.json, tokens.safetensors, <hook_name>/shard_*.safetensors): "
+            f"{cache.n_tokens} tokens x {len(cache.hooks)} hooks (d_model {cache.d_model}, {cache.manifest['dtype']}, "
+            f"{cache.n_shards} shard(s) per hook)")

@@ -1,47 +1,43 @@
-"""Run every stage in order (data, train, ...), skipping those whose inputs are unchanged."""
+"""Run every stage in order (data, train, ...), skipping those whose inputs and outputs are unchanged.
+
+On the default run directory (runs/default with configs/default.yaml) the report is also copied to results/;
+elsewhere only `sae-ooc report --out DIR` writes outside the run directory.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
+
+from sae_ooc.stages import STAGES
+
+COMMON = {"overrides": True, "force": True}
 
 
 def add_arguments(p) -> None:
-    pass
+    p.add_argument("--stages", default=None, help="comma-separated subset of stages to run (default: all)")
 
 
-def _common_dests() -> set[str]:
-    from sae_ooc.cli import add_common
-
+def stage_defaults(mod) -> argparse.Namespace:
+    """A stage command's own option defaults, as if it were run with no options."""
     p = argparse.ArgumentParser()
-    add_common(p)
-    return {a.dest for a in p._actions if a.dest != "help"}
-
-
-def stage_args(modname: str, args) -> argparse.Namespace:
-    """The stage's own parser defaults, with the common options (--config, --set, --run, ...) from `args`."""
-    from sae_ooc.cli import add_common
-
-    mod = importlib.import_module(modname)
-    p = argparse.ArgumentParser()
-    add_common(p)
     mod.add_arguments(p)
-    ns = p.parse_args([])
-    for dest in _common_dests():
-        if hasattr(args, dest):
-            setattr(ns, dest, getattr(args, dest))
-    ns._module = mod
-    return ns
+    return p.parse_args([])
 
 
 def main(run, args) -> int:
-    from sae_ooc.cli import STAGE_COMMANDS
+    from sae_ooc.pipeline import run as run_pipeline
+    from sae_ooc.rundir import default_run_dir
 
-    for name, modname in STAGE_COMMANDS.items():
-        ns = stage_args(modname, args)
-        ns.command = name
-        rc = int(ns._module.main(run, ns) or 0)
-        if rc != 0:
-            print(f"pipeline: stage '{name}' exited with {rc}; stopping")
-            return rc
-    return 0
+    mods = {s.name: importlib.import_module(s.command) for s in STAGES}
+    options = {name: mod.options(stage_defaults(mod)) for name, mod in mods.items()}
+    if run.cfg.name == "default" and Path(run.root).resolve() == default_run_dir(run.cfg).resolve():
+        options["report"]["out"] = Path("results")
+    names = args.stages.split(",") if args.stages else None
+
+    def show(result) -> None:
+        print(mods[result.name].summarize(run, result))
+
+    results = run_pipeline(run, stages=names, force=args.force, options=options, on_result=show)
+    return 0 if all(r.finished for r in results) else 1

@@ -1,16 +1,19 @@
-"""Write RUN/REPORT.md from every stage's outputs (and copy it with tables and figures to results/ for the default run)."""
+"""Write RUN/REPORT.md from every stage's outputs; --out DIR also copies it with its tables and figures there."""
 
-from sae_ooc.viz.export import resolve_results_dir
-from sae_ooc.viz.report import run_report
+from pathlib import Path
+
+COMMON = {"force": False, "overrides": False}
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--results-dir", default="auto",
-                   help="also copy the report, tables and figures here: auto (results/ for the default config), none, or a folder")
+    p.add_argument("--out", type=Path, default=None,
+                   help="also copy the report, tables, figures and diagrams to this folder (e.g. results/); default: only RUN/REPORT.md")
 
 
-def main(run, args) -> int:
-    results = resolve_results_dir(args.results_dir, run)
-    out = run_report(run, results_dir=results)
-    print(f"report: wrote {out}" + (f" and {results}/REPORT.md" if results is not None else ""))
-    return 0
+def options(args) -> dict:
+    return {"out": args.out}
+
+
+def summarize(run, result) -> str:
+    out = result.info.get("out")
+    return f"report: wrote {run.root / 'REPORT.md'}" + (f" and {out}/ ({', '.join(result.info['copied'])})" if out else "")

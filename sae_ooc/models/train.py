@@ -40,8 +40,8 @@ from sae_ooc.tasks.data import (
     majority_rate,
     split_tensors,
 )
+from sae_ooc.threads import torch_threads
 
-STAGE = "train"
 METRICS_FILE = "metrics.jsonl"
 FINAL_METRICS_FILE = "final_metrics.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -251,27 +251,22 @@ def plot_training(records: list[dict], stem: Path) -> None:
     save_figure(fig, stem)
 
 
-def run_train(run, force: bool = False, stop_after_steps: int | None = None) -> bool:
-    """Stage `train`. Returns False when skipped (inputs unchanged and the model is there).
+def run_train(run, force: bool = False, stop_after_steps: int | None = None) -> dict | None:
+    """Stage `train`: the model, its checkpoints, metrics and accuracy figure into RUN/model/.
 
-    `stop_after_steps` stops after that many optimizer steps in total as if the process were killed (no
-    extra checkpoint; rerunning resumes from the last one) — for tests of resuming.
+    Resumes from the furthest checkpoint written under the same fingerprint unless `force`. `stop_after_steps`
+    stops after that many optimizer steps in total as if the process were killed (no extra checkpoint; rerunning
+    resumes from the last one) — for tests of resuming; it returns None then.
     """
-    fp = run.stage_fingerprint(("model", "train"), ("data",))
-    model_dir: Path = run.model_dir
-    if not force and run.is_done(STAGE, fp) and all((model_dir / f).exists() for f in (MODEL_FILE, CONFIG_FILE, FINAL_METRICS_FILE)):
-        return False
-    from sae_ooc.threads import torch_threads
-
+    fp = run.current_fingerprint or "unrecorded"
     with torch_threads(run.cfg.train.threads):
-        _train(run, fp, force, stop_after_steps)
-    return True
+        return _train(run, fp, force, stop_after_steps)
 
 
-def _train(run, fp: str, force: bool, stop_after_steps: int | None) -> None:
+def _train(run, fp: str, force: bool, stop_after_steps: int | None) -> dict | None:
     model_dir: Path = run.model_dir
     tc: TrainConfig = run.cfg.train
-    device = getattr(run, "device", "cpu")
+    device = run.device
     ckpt_root = model_dir / "checkpoints"
     metrics_path = model_dir / METRICS_FILE
 
@@ -325,7 +320,7 @@ def _train(run, fp: str, force: bool, stop_after_steps: int | None) -> None:
     try:
         while prog.step < tc.steps and not prog.stopped_early:
             if stop_after_steps is not None and prog.step >= stop_after_steps:
-                return
+                return None
             idx = sampler.indices(prog.step)
             batch = dev_train if idx is None else dev_train.subset(idx.to(device))
             loss_t = train_step(model, opt, batch.tokens, batch.answer_pos, batch.answer, lr_at(tc, prog.step), tc.grad_clip)
@@ -358,9 +353,8 @@ def _train(run, fp: str, force: bool, stop_after_steps: int | None) -> None:
     save_model(model, model_dir)
     final = _final_metrics(model, tensors, ds, records, prog, tc, device)
     write_json(model_dir / FINAL_METRICS_FILE, final)
-    plot_training(records, run.figures_dir / "accuracy")
-    run.mark_done(STAGE, fp, steps=prog.step, minutes=final["minutes"],
-                  **{f"{s}_acc": final["accuracy"][s] for s in SPLITS})
+    plot_training(records, model_dir / "accuracy")
+    return {"steps": prog.step, "minutes": final["minutes"], **{f"{s}_acc": final["accuracy"][s] for s in SPLITS}}
 
 
 def _final_metrics(model, tensors, ds, records, prog: _Progress, tc: TrainConfig, device: str) -> dict:

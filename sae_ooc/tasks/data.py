@@ -282,13 +282,8 @@ def majority_rate(ds: Dataset) -> float:
     return float(counts.max() / counts.sum())
 
 
-def run_data(run, force: bool = False) -> bool:
-    """Stage `data`: generate the task into RUN/data. Returns False when skipped (inputs unchanged)."""
-    fp = run.stage_fingerprint(("task",), ())
-    if not force and run.is_done("data", fp) and (run.data_dir / "vocab.json").exists():
-        return False
+def run_data(run, force: bool = False) -> dict:
+    """Stage `data`: generate the task into RUN/data (a DatasetDict + vocab.json)."""
     ds, vocab = generate(run.cfg.task)
     save_task(ds, vocab, run.data_dir)
-    sizes = {s: len(ds[s]) for s in SPLITS}
-    run.mark_done("data", fp, sizes=sizes, majority_rate={s: majority_rate(ds[s]) for s in SPLITS})
-    return True
+    return {"sizes": {s: len(ds[s]) for s in SPLITS}, "majority_rate": {s: majority_rate(ds[s]) for s in SPLITS}}

@@ -1,9 +1,10 @@
 """Stage `report`: one Markdown page over every stage's outputs, each number with the intervention
 that produced it and the command that reproduces it.
 
-Written to RUN/REPORT.md. With `results_dir` (the default run's `results/`), the report, the metric
-tables and the figures are copied there too, under stable names, so the committed results/ folder is
-always the output of one run.
+Written to RUN/REPORT.md. With `out` (`sae-ooc report --out results/`, or the pipeline on the default run
+directory), the report, the metric tables, the figures and the circuit diagrams are copied there too, under
+stable names, so the committed results/ folder is always the output of one run. No other stage writes
+outside the run directory.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from pathlib import Path
 
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json, write_text
-
-STAGE = "report"
 
 
 def _load(path: Path):
@@ -36,7 +35,7 @@ def _cmd(run, stage: str, extra: str = "") -> str:
 
 def _task_section(run, lines: list[str], figures: list[Path]) -> None:
     t = run.cfg.task
-    info = read_json(run.stages_file).get("data", {})
+    info = (run.stage_record("data") or {}).get("info", {})
     sizes = info.get("sizes", {})
     lines += [
         "## 1. Task",
@@ -87,20 +86,22 @@ def _train_section(run, lines: list[str], figures: list[Path]) -> None:
         f"Reproduce: {_cmd(run, 'train')}",
         "",
     ]
-    figures += [run.figures_dir / "accuracy.png", run.figures_dir / "accuracy.svg"]
+    figures += [run.model_dir / "accuracy.png", run.model_dir / "accuracy.svg"]
 
 
 def _sae_section(run, lines: list[str], figures: list[Path]) -> None:
     lines += ["## 3. SAEs per layer", ""]
-    if not (run.saes_dir / "summary.md").exists():
+    ev = run.sae_eval_dir
+    if not (ev / "summary.md").exists():
         lines += ["Not run yet: `sae-ooc train-sae` and `sae-ooc eval-sae`.", ""]
         return
     rows = []
-    for d in sorted(p for p in run.saes_dir.iterdir() if (p / "metrics.json").exists()):
+    for d in sorted(p for p in ev.iterdir() if (p / "metrics.json").exists()):
+        trained = _load(run.saes_dir / d.name / "metrics.json") or {}  # train-sae's record: architecture, width
         mj = read_json(d / "metrics.json")
         rec, task = mj.get("reconstruction", {}), mj.get("task", {})
         tid = task.get("splits", {}).get("test_id", {})
-        rows.append((mj["hook_name"], mj.get("architecture"), mj.get("d_sae"), rec, tid, task))
+        rows.append((d.name, trained.get("architecture"), trained.get("d_sae"), rec, tid, task))
     lines += [
         "Reconstruction on held-out sequences; task metrics with the SAE **spliced in** (the intervention: the SAE's "
         "reconstruction replaces the activation at its hook). Loss recovered = (CE_zero − CE_sae) / (CE_zero − CE_clean) on test_id.",
@@ -119,16 +120,16 @@ def _sae_section(run, lines: list[str], figures: list[Path]) -> None:
         for _, _, _, rec, tid, _ in rows
     ]
     lines += ["", f"Targets (EV ≥ 0.95 at L0 ≤ 16, dead < 5%, spliced test_id within 2 points): met at {sum(ok)} of {len(ok)} hooks.", ""]
-    summary = (run.saes_dir / "summary.md").read_text()
+    summary = (ev / "summary.md").read_text()
     bridge = [ln for ln in summary.splitlines() if ln.startswith("**Bridge entity**") or ln.startswith("Probe's best")]
     if bridge:
         lines += ["**Where the bridge entity becomes readable** (one SAE feature vs a linear probe on the raw stream, "
                   "AUROC ≥ 0.9 per bridge value, held-out tokens):", ""] + [ln for ln in bridge] + [""]
-    if (run.saes_dir / "alignment_bridge.png").exists():
+    if (ev / "alignment_bridge.png").exists():
         lines += ["![bridge alignment](alignment_bridge.png)", ""]
         for var in ("head", "r1", "r2", "bridge", "answer"):
             for ext in ("png", "svg"):
-                figures.append(run.saes_dir / f"alignment_{var}.{ext}")
+                figures.append(ev / f"alignment_{var}.{ext}")
     lines += ["Full per-variable tables: [sae_summary.md](sae_summary.md).", "",
               f"Reproduce: {_cmd(run, 'harvest')}, then {_cmd(run, 'train-sae')}, then {_cmd(run, 'eval-sae')}", ""]
 
@@ -295,30 +296,38 @@ def build_report(run) -> tuple[str, list[Path]]:
 def _run_links(run, text: str, figures: list[Path]) -> str:
     """The report links files by bare name (as they lie in results/); in RUN/REPORT.md point them at the run's own files."""
     where = {f.name: f for f in figures}
-    export = run.root / "export"
     for name in ("circuit.png", "circuit.html", "prompt_circuit.png", "prompt_circuit.html"):
-        where[name] = export / name
-    where["sae_summary.md"] = run.saes_dir / "summary.md"
+        where[name] = run.export_dir / name
+    where["sae_summary.md"] = run.sae_eval_dir / "summary.md"
     for name, path in where.items():
         rel = path.relative_to(run.root).as_posix() if path.is_relative_to(run.root) else path.as_posix()
         text = text.replace(f"]({name})", f"]({rel})")
     return text
 
 
-def run_report(run, results_dir: Path | None = None) -> Path:
-    """Write RUN/REPORT.md (always: it is cheap) and copy it with its tables and figures to `results_dir`."""
+# the export's diagrams that results/ keeps beside the report
+DIAGRAMS = tuple(f"{p}circuit.{ext}" for p in ("", "prompt_") for ext in ("png", "svg", "html"))
+
+
+def run_report(run, force: bool = False, out: Path | None = None) -> dict:
+    """Stage `report`: write RUN/REPORT.md (always: it is cheap); with `out`, copy it with its tables, figures and
+    the circuit diagrams there."""
     text, figures = build_report(run)
-    out = write_text(run.root / "REPORT.md", _run_links(run, text, figures))
-    if results_dir is not None:
-        results_dir = Path(results_dir)
-        results_dir.mkdir(parents=True, exist_ok=True)
-        write_text(results_dir / "REPORT.md", text)
-        copies = {f: results_dir / f.name for f in figures if f.exists()}
-        copies[run.saes_dir / "summary.md"] = results_dir / "sae_summary.md"
-        copies[run.model_dir / "final_metrics.json"] = results_dir / "train_metrics.json"
-        copies[run.attribution_dir / "validation.json"] = results_dir / "attribution_validation.json"
-        copies[run.circuit_dir / "faithfulness.json"] = results_dir / "faithfulness.json"
-        for src, dst in copies.items():
-            if src.exists():
-                shutil.copyfile(src, dst)
-    return out
+    write_text(run.root / "REPORT.md", _run_links(run, text, figures))
+    if out is None:
+        return {"out": None, "copied": []}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "REPORT.md", text)
+    copies = {f: out / f.name for f in figures if f.exists()}
+    copies[run.sae_eval_dir / "summary.md"] = out / "sae_summary.md"
+    copies[run.model_dir / "final_metrics.json"] = out / "train_metrics.json"
+    copies[run.attribution_dir / "validation.json"] = out / "attribution_validation.json"
+    copies[run.circuit_dir / "faithfulness.json"] = out / "faithfulness.json"
+    copies.update({run.export_dir / name: out / name for name in DIAGRAMS})
+    copied = ["REPORT.md"]
+    for src, dst in copies.items():
+        if src.exists():
+            shutil.copyfile(src, dst)
+            copied.append(dst.name)
+    return {"out": str(out), "copied": copied}
