@@ -7,19 +7,16 @@ name the file and the key. `--set a.b=value` overrides go through the same check
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from sae_ooc.errors import UserError
+from sae_ooc.typed_yaml import ConfigError, apply_overrides, build_dataclass
 
 
-class ConfigError(UserError):
-    pass
+# names of the registered task generators (sae_ooc.tasks.data.FAMILIES checks it registers exactly these)
+TASK_FAMILIES = ("twohop", "reversal")
 
 
 @dataclass
@@ -34,7 +31,7 @@ class TaskConfig:
     seed: int = 0
 
     def validate(self, where: str) -> None:
-        _check(self.family in ("twohop", "reversal"), where, "task.family", "must be 'twohop' or 'reversal'")
+        _check(self.family in TASK_FAMILIES, where, "task.family", f"must be one of {', '.join(TASK_FAMILIES)}")
         _check(self.n_entities >= 4, where, "task.n_entities", "must be at least 4")
         _check(self.n_relations >= 1, where, "task.n_relations", "must be at least 1")
         _check(
@@ -317,100 +314,6 @@ def _check(ok: bool, where: str, key: str, why: str) -> None:
         raise ConfigError(f"{where}: invalid value for '{key}': {why}")
 
 
-def _coerce(value: Any, tp: Any, where: str, key: str) -> Any:
-    """Check `value` against the annotation `tp`, allowing int→float and lists→tuples only."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: '{key}' must be a mapping of {tp.__name__} fields, got {type(value).__name__}")
-        return _build(tp, value, where, key)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, where, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[-1] if errors else f"{where}: bad value for '{key}'")
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: '{key}' must be a list, got {value!r}")
-        (inner, *_) = typing.get_args(tp) or (Any,)
-        return [_coerce(v, inner, where, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: '{key}' must be a mapping, got {value!r}")
-        return dict(value)
-    if tp is Any:
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads '3e-4' as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: '{key}' must be a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{where}: '{key}' must be an integer, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: '{key}' must be true or false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: '{key}' must be a string, got {value!r}")
-        return value
-    return value
-
-
-def _build(cls: type, data: dict, where: str, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        full = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            valid = ", ".join(sorted(names))
-            raise ConfigError(f"{where}: unknown key '{full}' (valid keys{' in ' + prefix if prefix else ''}: {valid})")
-        kwargs[key] = _coerce(value, hints[key], where, full)
-    return cls(**kwargs)
-
-
-def _parse_override(item: str) -> tuple[list[str], Any]:
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, for example --set train.lr=3e-4")
-    key, raw = item.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip().split("."), value
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    for item in overrides:
-        path, value = _parse_override(item)
-        node = data
-        for part in path[:-1]:
-            nxt = node.setdefault(part, {})
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {item!r}: '{part}' is not a section")
-            node = nxt
-        node[path[-1]] = value
-    return data
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (or the defaults when `path` is None), apply `--set` overrides, validate."""
     data: dict = {}
@@ -435,7 +338,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if overrides:
         data = apply_overrides(data, overrides)
         where = f"{where} (with --set)"
-    cfg = _build(Config, data, where)
+    cfg = build_dataclass(Config, data, where)
     return cfg.validate(where)
 
 

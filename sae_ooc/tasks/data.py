@@ -23,7 +23,8 @@ from datasets import (
     load_from_disk,
 )
 
-from sae_ooc.config import TaskConfig
+from sae_ooc.config import TASK_FAMILIES, TaskConfig
+from sae_ooc.registry import Registry
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json, write_json
 
@@ -132,6 +133,10 @@ def _shuffled(cols: dict[str, list], rng: np.random.Generator) -> dict[str, list
     return {k: [v[i] for i in order] for k, v in cols.items()}
 
 
+FAMILIES: Registry = Registry("task.family", expected=TASK_FAMILIES)
+
+
+@FAMILIES.register("twohop")
 def generate_twohop(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
     rng = np.random.default_rng(cfg.seed)
     E, R, k = cfg.n_entities, cfg.n_relations, cfg.facts_per_entity
@@ -176,6 +181,7 @@ def generate_twohop(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
     return DatasetDict({s: Dataset.from_dict(splits[s], features=FEATURES) for s in SPLITS}), vocab
 
 
+@FAMILIES.register("reversal")
 def generate_reversal(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
     """(a, r) -> b in train; (b, r⁻¹) -> a is in train for some pairs and held out (test_id) for others.
 
@@ -214,7 +220,8 @@ def generate_reversal(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
 
 
 def generate(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
-    return generate_twohop(cfg) if cfg.family == "twohop" else generate_reversal(cfg)
+    """The task of `cfg.family`: its splits as a DatasetDict and its vocabulary."""
+    return FAMILIES.get(cfg.family)(cfg)
 
 
 def save_task(ds: DatasetDict, vocab: Vocab, data_dir: Path) -> None:
