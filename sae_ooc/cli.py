@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from sae_ooc import __version__
+from sae_ooc import commands as commands_mod
 from sae_ooc.errors import UserError
 from sae_ooc.stages import STAGES
 
@@ -99,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         doc = (mod.__doc__ or name).strip()
         p = sub.add_parser(name, help=doc.splitlines()[0], description=doc, formatter_class=_Formatter)
         add_common(p, **getattr(mod, "COMMON", {}))
-        mod.add_arguments(p)
+        commands_mod.add_arguments(mod, p)
         p.set_defaults(_module=mod)
     return parser
 

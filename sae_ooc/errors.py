@@ -9,3 +9,8 @@ class UserError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+def unreadable(path, exc: BaseException, command: str) -> UserError:
+    """The one-line error for a file a stage wrote that no longer parses (truncated, overwritten, garbage)."""
+    return UserError(f"{path} is corrupt or truncated ({type(exc).__name__}); rebuild it with `{command}`")

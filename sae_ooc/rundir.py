@@ -21,6 +21,10 @@ def default_run_dir(cfg: Config) -> Path:
     return Path("runs") / cfg.name
 
 
+def _under(name: str) -> property:
+    return property(lambda self: self.root / name, doc=f"RUN/{name}")
+
+
 class RunDir:
     """A run directory, its resolved config and the torch device every stage of this run uses."""
 
@@ -46,42 +50,16 @@ class RunDir:
             cfg = load_config(path, overrides)
         return cls(root, cfg, device)
 
-    # paths every stage agrees on -------------------------------------------------------------
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def model_dir(self) -> Path:
-        return self.root / "model"
-
-    @property
-    def activations_dir(self) -> Path:
-        return self.root / "activations"
-
-    @property
-    def saes_dir(self) -> Path:
-        return self.root / "saes"
-
-    @property
-    def attribution_dir(self) -> Path:
-        return self.root / "attribution"
-
-    @property
-    def circuit_dir(self) -> Path:
-        return self.root / "circuit"
-
-    @property
-    def sae_eval_dir(self) -> Path:
-        return self.root / "sae_eval"
-
-    @property
-    def export_dir(self) -> Path:
-        return self.root / "export"
-
-    @property
-    def stages_file(self) -> Path:
-        return self.root / "stages.json"
+    # paths every stage agrees on (each folder is one stage's output: see sae_ooc.stages) ---------------
+    data_dir = _under("data")
+    model_dir = _under("model")
+    activations_dir = _under("activations")
+    saes_dir = _under("saes")
+    sae_eval_dir = _under("sae_eval")
+    attribution_dir = _under("attribution")
+    circuit_dir = _under("circuit")
+    export_dir = _under("export")
+    stages_file = _under("stages.json")
 
     # config ---------------------------------------------------------------------------------
     def check_and_save_config(self, force: bool = False) -> None:

@@ -97,6 +97,8 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+        value = raw  # YAML 1.1 reads yes/no/on/off as booleans; keep what the user typed so errors echo it
     return key.strip().split("."), value
 
 

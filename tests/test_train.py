@@ -184,17 +184,19 @@ def test_train_before_data_says_run_data(tmp_path, capsys):
 
 
 def test_pipeline_gives_every_stage_its_own_defaults(tmp_path):
-    import argparse
     import importlib
 
+    from sae_ooc import commands
+    from sae_ooc.cli import build_parser
     from sae_ooc.commands.pipeline import stage_defaults
     from sae_ooc.stages import STAGES
 
+    parser = build_parser()
     for s in STAGES:
         mod = importlib.import_module(s.command)
-        p = argparse.ArgumentParser()
-        mod.add_arguments(p)
-        assert mod.options(stage_defaults(mod)) == mod.options(p.parse_args([]))
+        # what `sae-ooc <stage>` with no options passes to its stage function, common options aside
+        cli_args = parser.parse_args([s.name, "--run", str(tmp_path)])
+        assert commands.options(mod, stage_defaults(mod)) == commands.options(mod, cli_args)
 
 
 def test_pipeline_then_skip_then_recompute_on_changed_lr(tmp_path, capsys, monkeypatch):

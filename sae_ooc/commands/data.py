@@ -3,14 +3,6 @@
 from sae_ooc.commands import verb
 
 
-def add_arguments(p) -> None:
-    pass
-
-
-def options(args) -> dict:
-    return {}
-
-
 def summarize(run, result) -> str:
     sizes = ", ".join(f"{k}={v}" for k, v in result.info["sizes"].items())
     return f"data: {verb(result)} {run.data_dir}/ (DatasetDict {sizes}; vocab.json)"

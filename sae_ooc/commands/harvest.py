@@ -7,14 +7,6 @@ hooks are every layer's hook_resid_pre plus the last layer's hook_resid_post.
 from sae_ooc.commands import verb
 
 
-def add_arguments(p) -> None:
-    pass
-
-
-def options(args) -> dict:
-    return {}
-
-
 def summarize(run, result) -> str:
     if not result.finished:
         return f"harvest: stopped early; rerun to resume from the shards in {run.activations_dir}"

@@ -10,6 +10,7 @@ import argparse
 import importlib
 from pathlib import Path
 
+from sae_ooc import commands
 from sae_ooc.stages import STAGES
 
 COMMON = {"overrides": True, "force": True}
@@ -22,7 +23,7 @@ def add_arguments(p) -> None:
 def stage_defaults(mod) -> argparse.Namespace:
     """A stage command's own option defaults, as if it were run with no options."""
     p = argparse.ArgumentParser()
-    mod.add_arguments(p)
+    commands.add_arguments(mod, p)
     return p.parse_args([])
 
 
@@ -31,7 +32,7 @@ def main(run, args) -> int:
     from sae_ooc.rundir import default_run_dir
 
     mods = {s.name: importlib.import_module(s.command) for s in STAGES}
-    options = {name: mod.options(stage_defaults(mod)) for name, mod in mods.items()}
+    options = {name: commands.options(mod, stage_defaults(mod)) for name, mod in mods.items()}
     if run.cfg.name == "default" and Path(run.root).resolve() == default_run_dir(run.cfg).resolve():
         options["report"]["out"] = Path("results")
     names = args.stages.split(",") if args.stages else None

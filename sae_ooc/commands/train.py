@@ -3,14 +3,6 @@
 from sae_ooc.commands import verb
 
 
-def add_arguments(p) -> None:
-    pass
-
-
-def options(args) -> dict:
-    return {}
-
-
 def summarize(run, result) -> str:
     if not result.finished:
         return f"train: stopped early; rerun to resume from the last checkpoint in {run.model_dir / 'checkpoints'}"

@@ -14,7 +14,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from sae_ooc.config import ModelConfig
-from sae_ooc.errors import UserError
+from sae_ooc.errors import UserError, unreadable
 from sae_ooc.io import load_tensors, save_tensors, sha256_file, write_json
 from sae_ooc.tasks.data import SEQ_LEN, Vocab
 
@@ -62,16 +62,24 @@ def load_model(model_dir: Path, device: str = "cpu", sae_transformer: bool = Fal
     model_dir = Path(model_dir)
     if not (model_dir / MODEL_FILE).exists() or not (model_dir / CONFIG_FILE).exists():
         raise UserError(f"no trained model in {model_dir} ({MODEL_FILE} + {CONFIG_FILE}); run `sae-ooc train --run {model_dir.parent}` first")
-    kwargs = json.loads((model_dir / CONFIG_FILE).read_text())
+    rebuild = f"sae-ooc train --run {model_dir.parent} --force"
+    try:
+        kwargs = json.loads((model_dir / CONFIG_FILE).read_text())
+    except ValueError as e:
+        raise unreadable(model_dir / CONFIG_FILE, e, rebuild) from None
+    try:
+        state = load_tensors(model_dir / MODEL_FILE, device=device)
+    except Exception as e:  # safetensors raises its own SafetensorError on a truncated file
+        raise unreadable(model_dir / MODEL_FILE, e, rebuild) from None
     if sae_transformer:
         from sae_lens import HookedSAETransformer
 
         model = HookedSAETransformer(HookedTransformerConfig(**kwargs, device=device))
         # strict=False: HookedSAETransformer may carry SAE slots that a plain state dict has no entries for
-        model.load_state_dict(load_tensors(model_dir / MODEL_FILE, device=device), strict=False)
+        model.load_state_dict(state, strict=False)
     else:
         model = HookedTransformer(HookedTransformerConfig(**kwargs, device=device))
-        model.load_state_dict(load_tensors(model_dir / MODEL_FILE, device=device))
+        model.load_state_dict(state)
     model.sae_ooc_config_kwargs = kwargs
     model.eval()
     return model

@@ -25,7 +25,7 @@ from datasets import (
 
 from sae_ooc.config import TASK_FAMILIES, TaskConfig
 from sae_ooc.registry import Registry
-from sae_ooc.errors import UserError
+from sae_ooc.errors import UserError, unreadable
 from sae_ooc.io import read_json, write_json
 
 SPLITS = ("train", "test_id", "test_ood", "atomic_test")
@@ -245,7 +245,15 @@ def load_task(data_dir: Path) -> tuple[DatasetDict, Vocab]:
     data_dir = Path(data_dir)
     if not (data_dir / "vocab.json").exists():
         raise UserError(f"no task data in {data_dir}; run `sae-ooc data --run {data_dir.parent}` first")
-    return load_from_disk(str(data_dir)), Vocab.from_json(read_json(data_dir / "vocab.json"))
+    rebuild = f"sae-ooc data --run {data_dir.parent} --force"
+    try:
+        vocab = Vocab.from_json(read_json(data_dir / "vocab.json"))
+    except (ValueError, KeyError, TypeError) as e:
+        raise unreadable(data_dir / "vocab.json", e, rebuild) from None
+    try:
+        return load_from_disk(str(data_dir)), vocab
+    except Exception as e:  # datasets raises many kinds on a damaged folder (arrow, JSON, missing files)
+        raise unreadable(data_dir, e, rebuild) from None
 
 
 @dataclass
