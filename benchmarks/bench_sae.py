@@ -33,7 +33,8 @@ from sae_ooc.activations.cache import heldout_mask, open_cache  # noqa: E402
 from sae_ooc.config import load_config  # noqa: E402
 from sae_ooc.activations.harvest import harvest_activations  # noqa: E402
 from sae_ooc.models.hooked import build_model  # noqa: E402
-from sae_ooc.saes.train import resolved_d_sae, train_sae  # noqa: E402
+from sae_ooc.saes.architectures import resolved_d_sae  # noqa: E402
+from sae_ooc.saes.trainer import train_sae  # noqa: E402
 
 HOOK = "blocks.1.hook_resid_pre"
 

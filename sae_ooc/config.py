@@ -102,6 +102,7 @@ class TrainConfig:
 
 
 HARVEST_DTYPES = ("float32", "float16", "bfloat16")
+# each is one registration in sae_ooc.saes.architectures (SAELens names), which checks at import that the lists agree
 SAE_ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk")
 
 
@@ -128,7 +129,7 @@ class HarvestConfig:
 
 @dataclass
 class SaeConfig:
-    architecture: str = "topk"  # standard | topk | batchtopk | jumprelu | gated | matryoshka_batchtopk
+    architecture: str = "topk"  # one of SAE_ARCHITECTURES
     d_sae: int = 0  # 0 = expansion_factor * d_in
     expansion_factor: int = 16
     # per-hook d_sae and k: the embedding stream holds only ~120 distinct (token, position) vectors; 128 features

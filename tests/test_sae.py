@@ -1,5 +1,7 @@
-"""SAE training and evaluation: SAELens-loadable output, metrics recomputed independently, resume, errors, AUROC, splicing."""
+"""SAE training and evaluation: SAELens-loadable output, metrics recomputed independently, resume, errors, AUROC, splicing,
+the architecture registry, the standalone script, and each stage writing only its own outputs."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,22 +12,18 @@ from sae_lens import SAE
 from safetensors.torch import load_file
 
 from sae_ooc.activations.cache import open_cache
-from sae_ooc.activations.harvest import run_harvest
-from sae_ooc.config import load_config
+from sae_ooc.config import SAE_ARCHITECTURES, load_config
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json, read_jsonl
-from sae_ooc.models.train import run_train
+from sae_ooc.pipeline import run as run_pipeline
+from sae_ooc.pipeline import run_stage
 from sae_ooc.rundir import RunDir
-from sae_ooc.saes.evaluate import (
-    TaskEvaluator,
-    auroc_matrix,
-    check_d_in,
-    column_ranks,
-    run_eval_sae,
-)
-from sae_ooc.saes.store import load_saes, sae_dir
-from sae_ooc.saes.train import run_train_sae, train_sae
-from sae_ooc.tasks.data import run_data
+from sae_ooc.saes.alignment import auroc_matrix, column_ranks
+from sae_ooc.saes.architectures import ARCHITECTURES
+from sae_ooc.saes.reconstruction import check_d_in
+from sae_ooc.saes.store import eval_metrics_path, eval_rows, load_saes, sae_dir
+from sae_ooc.saes.task_metrics import TaskEvaluator
+from sae_ooc.saes.trainer import train_sae
 
 REPO = Path(__file__).resolve().parents[1]
 SAE_SETTINGS = ["sae.training_tokens=3840", "sae.batch_size=64", "sae.d_sae=64", "sae.d_sae_by_hook={}", "sae.k_by_hook={}", "sae.k=4", "sae.log_every=10", "sae.n_checkpoints=2",
@@ -37,11 +35,8 @@ def sae_run(tmp_path_factory):
     cfg = load_config(REPO / "configs/tiny.yaml", ["train.steps=30", "train.eval_every=30", "train.n_checkpoints=0", "harvest.shard_tokens=128",
                                                    *SAE_SETTINGS])
     run = RunDir(tmp_path_factory.mktemp("run"), cfg)
-    run.check_and_save_config()
-    run_data(run)
-    run_train(run)
-    run_harvest(run)
-    run_train_sae(run)
+    results = run_pipeline(run, stages=["data", "train", "harvest", "train-sae"])
+    assert [r.name for r in results if r.ran and r.finished] == ["data", "train", "harvest", "train-sae"]
     return run
 
 
@@ -124,15 +119,19 @@ def test_unknown_hook_and_d_in_mismatch_are_one_line_errors(sae_run, tmp_path, c
         check_d_in(sae, cache, hook, "somewhere")
     from sae_ooc.cli import main
 
-    assert main(["train-sae", "--run", str(sae_run.root), "--set", "sae.hooks=[blocks.9.hook_resid_pre]"]) == 2
+    copy = tmp_path / "run"  # the CLI saves the overridden config into the run directory: leave the shared fixture alone
+    shutil.copytree(sae_run.root, copy)
+    before = _digests(copy / "saes")
+    assert main(["train-sae", "--run", str(copy), "--set", "sae.hooks=[blocks.9.hook_resid_pre]"]) == 2
     err = capsys.readouterr().err
     assert "unknown hook 'blocks.9.hook_resid_pre'" in err and "valid hooks: blocks.0.hook_resid_pre" in err
+    assert _digests(copy / "saes") == before  # refused before touching the SAEs
 
 
 def test_a_width_on_the_command_line_wins_over_the_per_hook_default():
     sys.path.insert(0, str(REPO))
     import train_sae as script
-    from sae_ooc.saes.train import resolved_d_sae, resolved_k
+    from sae_ooc.saes.architectures import resolved_d_sae, resolved_k
 
     hook = "blocks.0.hook_resid_pre"  # the built-in config gives this hook its own d_sae (128) and k (3)
     base = ["--activations", "x", "--hook", hook, "--out", "y"]
@@ -194,7 +193,6 @@ def test_spliced_sae_with_error_term_reproduces_clean_loss(sae_run):
 def _label_precision(run, hook, lab):
     """Share of held-out tokens at the label's position on which the feature fires that carry the labelled value."""
     from sae_ooc.activations.cache import ROLES
-    from sae_ooc.saes.evaluate import eval_rows
 
     cache = open_cache(run.activations_dir)
     tok = cache.tokens()
@@ -208,23 +206,130 @@ def _label_precision(run, hook, lab):
     return float((tok[lab["variable"]][rows][fires] == value_id).double().mean())
 
 
+def _digests(root):
+    from sae_ooc.io import sha256_file
+
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def test_eval_sae_writes_metrics_labels_and_summary(sae_run):
-    run_eval_sae(sae_run)
+    saes_before = _digests(sae_run.saes_dir)
+    result = run_stage(sae_run, "eval-sae")
+    assert result.ran and result.finished and result.info["summary"] == str(sae_run.sae_eval_dir / "summary.md")
+    assert _digests(sae_run.saes_dir) == saes_before  # eval-sae reads train-sae's outputs, never rewrites them
+    assert not run_stage(sae_run, "eval-sae").ran  # up to date: skipped
+    ev = sae_run.sae_eval_dir
     hooks = read_json(sae_run.activations_dir / "manifest.json")["hooks"]
     for h in hooks:
-        m = read_json(sae_dir(sae_run.saes_dir, h) / "metrics.json")
-        assert {"reconstruction", "task", "alignment", "feature_labels", "training"} <= m.keys()
+        m = read_json(eval_metrics_path(ev, h))
+        assert {"reconstruction", "task", "alignment", "feature_labels"} <= m.keys()
+        assert "training" in read_json(sae_dir(sae_run.saes_dir, h) / "metrics.json")  # training metrics stay with train-sae
         assert set(m["task"]["splits"]) == {"train", "test_id", "test_ood", "atomic_test"}
         for lab in m["feature_labels"]:
             assert set(lab) == {"feature", "variable", "position", "value", "auroc", "precision"} and lab["auroc"] >= 0.9
             assert 0 <= lab["feature"] < 64 and lab["position"] in ("head", "r1", "r2")
             assert lab["precision"] == pytest.approx(_label_precision(sae_run, h, lab), abs=1e-4) and lab["precision"] >= 0.5
         assert len({lab["feature"] for lab in m["feature_labels"]}) == len(m["feature_labels"])  # best match per feature
-    n_labels = sum(len(read_json(sae_dir(sae_run.saes_dir, h) / "metrics.json")["feature_labels"]) for h in hooks)
+    n_labels = sum(len(read_json(eval_metrics_path(ev, h))["feature_labels"]) for h in hooks)
     assert n_labels > 0  # the precision check above must have had something to check
+    from sae_ooc.saes.features import load_feature_labels
+
+    labels = load_feature_labels(ev)  # what circuit and query show: eval-sae's labels
+    assert sum(len(v) for per in labels.values() for v in per.values()) == n_labels
+    assert not any(load_feature_labels(sae_run.saes_dir).values())  # train-sae's metrics carry no labels
     # layer 0, head position: the token itself is the head entity; some feature must read it out
-    a = read_json(sae_dir(sae_run.saes_dir, "blocks.0.hook_resid_pre") / "metrics.json")["alignment"]["head@head"]
+    a = read_json(eval_metrics_path(ev, "blocks.0.hook_resid_pre"))["alignment"]["head@head"]
     assert a["frac_detected_probe"] == 1.0 and a["mean_auroc_features"] > 0.8
-    summary = (sae_run.saes_dir / "summary.md").read_text()
+    summary = (ev / "summary.md").read_text()
     assert all(h in summary for h in hooks) and "Bridge entity" in summary
-    assert (sae_run.saes_dir / "alignment_bridge.png").exists() and (sae_run.saes_dir / "alignment_bridge.svg").exists()
+    assert (ev / "alignment_bridge.png").exists() and (ev / "alignment_bridge.svg").exists()
+
+
+# the architecture registry ---------------------------------------------------------------------------
+def test_architecture_registry_matches_config_and_sae_lens():
+    from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY
+
+    ARCHITECTURES.check()
+    assert ARCHITECTURES.names() == SAE_ARCHITECTURES  # same names, same order (--help and error messages list them)
+    for name in ARCHITECTURES.names():
+        assert ARCHITECTURES.get(name).training_classes() == SAE_TRAINING_CLASS_REGISTRY[name]
+    with pytest.raises(UserError, match="unknown sae.architecture 'nope'; valid values: standard, topk"):
+        ARCHITECTURES.get("nope")
+
+
+def test_config_and_registry_import_without_torch_and_a_bad_architecture_is_one_line():
+    code = ("import sys, sae_ooc.config, sae_ooc.saes.architectures, sae_ooc.commands.train_sae, sae_ooc.commands.eval_sae; "
+            "heavy = [m for m in ('torch', 'sae_lens', 'transformer_lens') if m in sys.modules]; assert not heavy, heavy")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, str(REPO / "train_sae.py"), "--activations", "x", "--hook", "h", "--out", "y", "--architecture", "relu"],
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    err = r.stderr.strip()
+    assert r.returncode == 2 and "\n" not in err and err.startswith("train_sae.py: error: argument --architecture: invalid choice: 'relu'")
+    assert "matryoshka_batchtopk" in err
+    r = subprocess.run([sys.executable, str(REPO / "train_sae.py"), "--activations", "x", "--hook", "h", "--out", "y", "--k", "0"],
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    err = r.stderr.strip()
+    assert r.returncode == 2 and "\n" not in err and "train_sae.py: error: train_sae.py arguments: invalid value for 'sae.k'" in err
+
+
+# the standalone script and the stage -------------------------------------------------------------------
+def test_standalone_script_trains_several_hooks_that_sae_lens_loads(sae_run, tmp_path, capsys):
+    sys.path.insert(0, str(REPO))
+    import train_sae as script
+
+    hooks = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_post"]
+    args = ["--activations", str(sae_run.activations_dir), "--out", str(tmp_path / "out"), "--training-tokens", "640", "--batch-size", "64",
+            "--d-sae", "16", "--architecture", "jumprelu"]
+    for h in hooks:
+        args += ["--hook", h]
+    assert script.main(args) == 0
+    for h in hooks:
+        sae = SAE.load_from_disk(tmp_path / "out" / h)
+        assert sae.cfg.metadata.hook_name == h and sae.cfg.d_sae == 16 and sae.cfg.architecture() == "jumprelu"
+        assert read_json(tmp_path / "out" / h / "metrics.json")["architecture"] == "jumprelu"
+    mtimes = {h: (tmp_path / "out" / h / "sae_weights.safetensors").stat().st_mtime_ns for h in hooks}
+    capsys.readouterr()
+    assert script.main(args) == 0  # the same settings again: nothing retrained
+    assert "kept" in capsys.readouterr().out
+    assert {h: (tmp_path / "out" / h / "sae_weights.safetensors").stat().st_mtime_ns for h in hooks} == mtimes
+
+
+def test_train_sae_stage_resumes_an_interrupted_run_and_a_rerun_recomputes(sae_run, tmp_path, monkeypatch):
+    import sae_ooc.saes.train as stage
+
+    root = tmp_path / "run"
+    shutil.copytree(sae_run.root, root)
+    hooks = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"]
+    cfg = load_config(root / "config.yaml", [f"sae.hooks=[{','.join(hooks)}]", "sae.training_tokens=1280"])
+    run = RunDir(root, cfg)
+    weights = lambda h: sae_dir(run.saes_dir, h) / "sae_weights.safetensors"  # noqa: E731
+
+    real = stage.train_sae
+    monkeypatch.setattr(stage, "train_sae", lambda cache, h, *a, **kw: real(cache, h, *a, **{**kw, "stop_after_steps": 15 if h == hooks[1] else None}))
+    first = run_stage(run, "train-sae")  # the first hook finishes, the second is "killed" at step 15
+    assert first.ran and not first.finished and run.stage_record("train-sae") is None
+    assert (run.saes_dir / ".progress.json").exists() and any((sae_dir(run.saes_dir, hooks[1]) / "checkpoints").iterdir())
+    done_at = weights(hooks[0]).stat().st_mtime_ns
+    monkeypatch.setattr(stage, "train_sae", real)
+
+    second = run_stage(run, "train-sae")
+    assert second.finished and second.info["hooks"] == hooks and not (run.saes_dir / ".progress.json").exists()
+    assert weights(hooks[0]).stat().st_mtime_ns == done_at  # the finished hook was kept, not retrained
+    cache = open_cache(run.activations_dir)
+    full = train_sae(cache, hooks[1], tmp_path / "full", cfg.sae)  # uninterrupted
+    a, b = load_file(str(tmp_path / "full" / "sae_weights.safetensors")), load_file(str(weights(hooks[1])))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert read_json(sae_dir(run.saes_dir, hooks[1]) / "metrics.json")["reconstruction"] == full["reconstruction"]
+    assert sorted(p.name for p in run.saes_dir.iterdir() if p.is_dir()) == hooks  # a fresh run dropped the fixture's other hook
+
+    assert not run_stage(run, "train-sae").ran  # up to date
+    before = {h: load_file(str(weights(h))) for h in hooks}
+    (sae_dir(run.saes_dir, hooks[0]) / "curves.svg").unlink()  # an output gone: the stage reruns, from scratch
+    third = run_stage(run, "train-sae")
+    assert third.ran and third.finished and (sae_dir(run.saes_dir, hooks[0]) / "curves.svg").exists()
+    assert weights(hooks[0]).stat().st_mtime_ns != done_at
+    for h in hooks:
+        after = load_file(str(weights(h)))
+        assert all(torch.equal(before[h][k], after[k]) for k in after)  # deterministic: the same SAEs again
+

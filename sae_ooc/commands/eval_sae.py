@@ -1,17 +1,14 @@
 """Evaluate every SAE in RUN/saes: reconstruction, spliced-in task metrics, ground-truth feature alignment.
 
-Writes RUN/saes/<hook_name>/metrics.json, RUN/saes/summary.md and alignment heatmaps RUN/saes/alignment_<variable>.png/.svg.
+Writes RUN/sae_eval/<hook_name>/metrics.json (with the feature labels circuit and query show), RUN/sae_eval/summary.md
+and alignment heatmaps RUN/sae_eval/alignment_<variable>.png/.svg; RUN/saes is only read.
 """
 
-from sae_ooc.saes.evaluate import run_eval_sae
+from sae_ooc.commands import verb
 
 
-def add_arguments(p) -> None:
-    pass
-
-
-def main(run, args) -> int:
-    run.check_and_save_config(force=False)
-    done = run_eval_sae(run, force=args.force)
-    print(f"eval-sae: {'wrote' if done else 'unchanged, skipped'} {run.saes_dir / 'summary.md'}")
-    return 0
+def summarize(run, result) -> str:
+    info = result.info
+    recovered = ", ".join(f"{h} {'n/a' if v is None else format(v, '.3f')}" for h, v in info.get("loss_recovered", {}).items())
+    return (f"eval-sae: {verb(result)} {run.sae_eval_dir}/ (<hook_name>/metrics.json, summary.md, alignment_*.png/.svg)"
+            + (f": loss recovered {recovered}" if recovered else ""))

@@ -1,8 +1,8 @@
 """What an SAE feature is about: its ground-truth label, its top-activating task prompts, and the
 answer tokens its decoder direction promotes.
 
-Labels come from the SAE evaluation (`RUN/saes/<hook>/metrics.json`, key `feature_labels`: the task
-variable - head, r1, r2, bridge or answer - and value a feature detects, with its AUROC). Promoted
+Labels come from the SAE evaluation (stage eval-sae: `RUN/sae_eval/<hook>/metrics.json`, key `feature_labels`:
+the task variable - head, r1, r2, bridge or answer - and value a feature detects, with its AUROC). Promoted
 tokens follow the direct path from the decoder direction to the unembedding: the direction is
 carried into the residual stream (through W_O or W_out for hook_z and MLP hooks), centred and scaled
 like ln_final does on average over the task prompts, and multiplied by W_U; only entity tokens count,
@@ -17,16 +17,18 @@ from pathlib import Path
 import torch
 
 from sae_ooc.io import read_json
+from sae_ooc.saes.store import METRICS_FILE
 from sae_ooc.tasks.data import POSITION_ROLES
 
 EXAMPLE_SPLITS = ("train", "test_id", "test_ood")
 
 
-def load_feature_labels(saes_root: str | Path) -> dict[str, dict[int, list[dict]]]:
-    """{hook: {feature: [label, ...]}}, best AUROC first; empty where the SAE evaluation has not run."""
+def load_feature_labels(sae_eval_dir: str | Path) -> dict[str, dict[int, list[dict]]]:
+    """{hook: {feature: [label, ...]}}, best AUROC first, from eval-sae's outputs in `sae_eval_dir` (a run's
+    `run.sae_eval_dir`, RUN/sae_eval/); empty where the SAE evaluation has not run."""
     out: dict[str, dict[int, list[dict]]] = {}
-    root = Path(saes_root)
-    for path in sorted(root.glob("*/metrics.json")) if root.is_dir() else []:
+    root = Path(sae_eval_dir)
+    for path in sorted(root.glob(f"*/{METRICS_FILE}")) if root.is_dir() else []:
         try:
             labels = read_json(path).get("feature_labels") or []
         except (ValueError, AttributeError):
@@ -137,10 +139,10 @@ def promoted_tokens(sp, hook: str, feats: list[int], n_entities: int, k: int = 5
     return {f: list(zip(i[r].tolist(), v[r].tolist())) for r, f in enumerate(feats)}
 
 
-def describe_features(sp, ds, vocab, saes_root, wanted: dict[str, list[int]], k_examples: int = 5, k_tokens: int = 5) -> dict[tuple[str, int], dict]:
-    """{(hook, feature): {label, labels, description, top_activations, promoted}}."""
+def describe_features(sp, ds, vocab, sae_eval_dir, wanted: dict[str, list[int]], k_examples: int = 5, k_tokens: int = 5) -> dict[tuple[str, int], dict]:
+    """{(hook, feature): {label, labels, description, top_activations, promoted}}; labels from `sae_eval_dir` (RUN/sae_eval)."""
     wanted = {h: sorted(set(f)) for h, f in wanted.items() if f}
-    labels = load_feature_labels(saes_root)
+    labels = load_feature_labels(sae_eval_dir)
     tokens, lengths = task_examples(ds, vocab.pad_id)
     tops = top_activations(sp, tokens, lengths, wanted, k_examples)
     scale = final_scale(sp.base, tokens)
@@ -175,14 +177,14 @@ def short_description(labs: list[dict], acts: list[dict], promoted: list[dict]) 
     return on + (" → " + ",".join(p["token"] for p in promoted[:3]) if promoted else "")
 
 
-def describe_nodes(sp, ds, vocab, saes_root, nodes, k_examples: int = 5, k_tokens: int = 5) -> dict[str, dict]:
+def describe_nodes(sp, ds, vocab, sae_eval_dir, nodes, k_examples: int = 5, k_tokens: int = 5) -> dict[str, dict]:
     """{node id: description fields} for circuit nodes (objects with hook, pos, idx, id); error nodes
     get a fixed description."""
     wanted: dict[str, list[int]] = {}
     for n in nodes:
         if n.idx is not None:
             wanted.setdefault(n.hook, []).append(n.idx)
-    feats = describe_features(sp, ds, vocab, saes_root, wanted, k_examples, k_tokens)
+    feats = describe_features(sp, ds, vocab, sae_eval_dir, wanted, k_examples, k_tokens)
     out = {}
     for n in nodes:
         if n.idx is None:

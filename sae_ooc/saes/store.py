@@ -1,7 +1,11 @@
-"""Where the per-hook SAEs live and how to load them: `RUN/saes/<hook_name>/` in SAELens's own format.
+"""Where the SAEs and their evaluation live, and how to load the SAEs.
 
-Each directory holds `cfg.json` + `sae_weights.safetensors` written by SAELens (inference form), so
-`sae_lens.SAE.load_from_disk(dir)` gives the SAE back with no sae_ooc code; `metrics.json` sits beside them.
+    RUN/saes/<hook_name>/          stage train-sae: cfg.json + sae_weights.safetensors in SAELens's own (inference)
+                                   format, so `sae_lens.SAE.load_from_disk(dir)` gives the SAE back with no sae_ooc
+                                   code; metrics.json (training-time reconstruction metrics), train_log.jsonl, curves
+    RUN/saes/heldout_rows.safetensors  the cache rows held out of SAE training (what eval-sae evaluates on)
+    RUN/sae_eval/<hook_name>/metrics.json  stage eval-sae: reconstruction, spliced-in task metrics, alignment,
+                                   feature labels; RUN/sae_eval/summary.md and alignment_<variable>.png/.svg
 """
 
 from __future__ import annotations
@@ -13,11 +17,23 @@ from sae_ooc.errors import UserError
 SAE_CFG_FILE = "cfg.json"  # sae_lens.constants.SAE_CFG_FILENAME
 SAE_WEIGHTS_FILE = "sae_weights.safetensors"  # sae_lens.constants.SAE_WEIGHTS_FILENAME
 METRICS_FILE = "metrics.json"
+HELDOUT_FILE = "heldout_rows.safetensors"
+SUMMARY_FILE = "summary.md"
 
 
 def sae_dir(saes_root: str | Path, hook_name: str) -> Path:
     """The directory of the SAE trained on `hook_name`: RUN/saes/<hook_name>/."""
     return Path(saes_root) / hook_name
+
+
+def eval_metrics_path(sae_eval_dir: str | Path, hook_name: str) -> Path:
+    """eval-sae's metrics of the SAE on `hook_name`: RUN/sae_eval/<hook_name>/metrics.json."""
+    return Path(sae_eval_dir) / hook_name / METRICS_FILE
+
+
+def eval_rows(saes_root: str | Path) -> Path:
+    """The file of cache rows held out of SAE training: RUN/saes/heldout_rows.safetensors."""
+    return Path(saes_root) / HELDOUT_FILE
 
 
 def saved_hooks(saes_root: str | Path) -> list[str]:

@@ -1,0 +1,129 @@
+"""Train a SAELens SAE on one hook (or several) of any sae_ooc activation cache, standalone.
+
+    python train_sae.py --activations RUN/activations --hook blocks.1.hook_resid_pre --out DIR \\
+        [--architecture topk] [--d-sae 512 | --expansion-factor 8] [--k 8] [--l1-coefficient 5] [--lr 1e-3] \\
+        [--training-tokens 4000000] [--batch-size 2048] [--sweep-k 4,8,16,32] [--wandb]
+
+The SAE lands in DIR (cfg.json + sae_weights.safetensors, loadable with sae_lens.SAE.load_from_disk)
+with metrics.json, train_log.jsonl and curves.png/.svg; rerunning after an interruption resumes from the
+last checkpoint, and an SAE already there with the same settings is kept. With --hook given several times,
+DIR/<hook>/ holds each. With a sweep list, DIR/<hook>/<param>_<value>/ holds one SAE per value and
+DIR/pareto_<hook with _ for .>.png the L0-vs-FVU (and, when RUN/model and RUN/data sit next to the cache,
+L0-vs-loss recovered) fronts. Defaults come from the `sae` config section (or --config FILE's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from sae_ooc.cli import _Parser, check_device
+from sae_ooc.config import Config, SaeConfig, load_config
+from sae_ooc.errors import UserError
+from sae_ooc.rundir import RunDir
+from sae_ooc.saes.architectures import ARCHITECTURES
+
+PROG = "train_sae.py"
+
+
+def _list(tp):
+    return lambda s: [tp(v) for v in s.split(",") if v.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--activations", type=Path, required=True, help="an activation cache directory (with manifest.json)")
+    p.add_argument("--hook", required=True, action="append",
+                   help="hook name in the cache, e.g. blocks.1.hook_resid_pre (repeatable: one SAE per hook in DIR/<hook>/)")
+    p.add_argument("--out", type=Path, required=True, help="output directory for the SAE (or the sweep)")
+    p.add_argument("--config", type=Path, default=None, help="take defaults from this experiment YAML's `sae` section")
+    p.add_argument("--architecture", choices=ARCHITECTURES.names())
+    p.add_argument("--d-sae", type=int, help="number of features (0 = expansion factor x d_in)")
+    p.add_argument("--expansion-factor", type=int)
+    p.add_argument("--k", type=int, help="active features per token (topk, batchtopk, matryoshka_batchtopk)")
+    p.add_argument("--l1-coefficient", type=float, help="sparsity coefficient (standard, gated)")
+    p.add_argument("--l0-coefficient", type=float, help="sparsity coefficient (jumprelu)")
+    p.add_argument("--aux-loss-coefficient", type=float, help="AuxK dead-feature loss (topk family)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--training-tokens", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--dead-feature-window", type=int)
+    p.add_argument("--eval-fraction", type=float, help="share of sequences held out for evaluation")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="torch threads (0 = torch default; 1 is fastest at small d_in on a busy machine)")
+    p.add_argument("--sweep-k", type=_list(int), help="comma-separated k values: one SAE each + Pareto plot")
+    p.add_argument("--sweep-l1-coefficient", type=_list(float), help="comma-separated sparsity coefficients")
+    p.add_argument("--sweep-d-sae", type=_list(int), help="comma-separated d_sae values")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
+    p.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (off by default)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    return p
+
+
+def sae_params(args) -> SaeConfig:
+    """The `sae` config section (built-in or --config's) with the options given on the command line."""
+    cfg = load_config(args.config)
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k in {f.name for f in dataclasses.fields(cfg.sae)}}
+    if "d_sae" in overrides or "expansion_factor" in overrides:
+        overrides["d_sae_by_hook"] = {}  # a width given on the command line wins over the config's per-hook widths
+    if "k" in overrides:
+        overrides["k_by_hook"] = {}
+    p = dataclasses.replace(cfg.sae, **overrides)
+    p.validate(f"{PROG} arguments")
+    return p
+
+
+def train_standalone(activations: str | Path, hooks: str | list[str], out: str | Path, p: SaeConfig, device: str = "cpu",
+                     wandb: bool = False) -> dict:
+    """Train one SAE per hook of the cache in `activations` into `out` (itself for one hook, else out/<hook>/), or
+    with a sweep configured one SAE per value in out/<hook>/<param>_<value>/; {hook: metrics or sweep points}."""
+    from sae_ooc.activations.cache import open_cache
+    from sae_ooc.saes.store import sae_dir
+    from sae_ooc.saes.sweep import pareto_stem, sweep_spec, train_sweep
+    from sae_ooc.saes.train import train_hooks
+
+    hooks = [hooks] if isinstance(hooks, str) else list(hooks)
+    out = Path(out)
+    cache = open_cache(activations)
+    for h in hooks:
+        cache.check_hook(h)
+    if sweep_spec(p) is not None:
+        task_eval = _run_task_eval(Path(activations), cache, device)
+        points = {h: train_sweep(cache, h, out, p, device=device, task_eval=task_eval) for h in hooks}
+        print("Pareto plot: " + ", ".join(str(pareto_stem(out, h).with_suffix(".png")) for h in hooks))
+        return points
+    dirs = {hooks[0]: out} if len(hooks) == 1 else {h: sae_dir(out, h) for h in hooks}
+    return train_hooks(cache, dirs, p, device=device, wandb=wandb)
+
+
+def _run_task_eval(activations: Path, cache, device: str):
+    """Spliced-in task metrics for a sweep when the cache is a run's RUN/activations, next to the model it came from."""
+    from sae_ooc.models.hooked import MODEL_FILE, model_hash
+    from sae_ooc.saes.task_metrics import test_id_evaluator
+
+    run = RunDir(activations.resolve().parent, Config())
+    if run.activations_dir != activations.resolve() or not (run.model_dir / MODEL_FILE).is_file() or not run.data_dir.is_dir():
+        return None
+    if model_hash(run.model_dir) != cache.model_hash:
+        return None
+    return test_id_evaluator(run.model_dir, run.data_dir, device=device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python train_sae.py ...`: errors the user can fix print one line and exit 2 (--debug: the traceback)."""
+    args = build_parser().parse_args(argv)
+    try:
+        train_standalone(args.activations, args.hook, args.out, sae_params(args), device=check_device(args.device), wandb=args.wandb)
+        return 0
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"{PROG}: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return 130
