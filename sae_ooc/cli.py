@@ -27,7 +27,7 @@ OTHER_COMMANDS: dict[str, str] = {
 DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2, like every other user error
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
@@ -88,13 +88,13 @@ def commands() -> dict[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="sae-ooc",
         description="Find how a transformer does out-of-context two-hop inference: "
         "data → train → harvest → train-sae → eval-sae → attribute → circuit → export / query → report.",
     )
     parser.add_argument("--version", action="version", version=f"sae-ooc {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, modname in commands().items():
         mod = importlib.import_module(modname)
         doc = (mod.__doc__ or name).strip()
@@ -111,17 +111,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    try:
+    def command() -> int:
         run = resolve_run(args)
         if hasattr(args._module, "summarize"):
             from sae_ooc.commands import run_stage_command
 
             return run_stage_command(args.command, args._module, run, args)
         return int(args._module.main(run, args) or 0)
+
+    return guarded(f"sae-ooc {args.command}", args.debug, command)
+
+
+def guarded(prog: str, debug: bool, fn) -> int:
+    """Run `fn()`: a UserError becomes one line on stderr and exit 2 (`--debug`: the traceback), Ctrl-C exit 130."""
+    try:
+        return fn()
     except UserError as e:
-        if args.debug:
+        if debug:
             raise
-        print(f"sae-ooc {args.command}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # `sae-ooc query ... | head`: the reader left; end quietly (and keep Python from complaining at exit)
@@ -130,11 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        if args.debug:
+        if debug:
             raise
-        print(f"sae-ooc {args.command}: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        print(f"{prog}: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
         return 130
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
-from sae_ooc.cli import _Parser, check_device
+from sae_ooc.cli import Parser, check_device, guarded
 from sae_ooc.config import Config, SaeConfig, load_config
-from sae_ooc.errors import UserError
 from sae_ooc.rundir import RunDir
 from sae_ooc.saes.architectures import ARCHITECTURES
 
@@ -33,7 +31,7 @@ def _list(tp):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--activations", type=Path, required=True, help="an activation cache directory (with manifest.json)")
     p.add_argument("--hook", required=True, action="append",
                    help="hook name in the cache, e.g. blocks.1.hook_resid_pre (repeatable: one SAE per hook in DIR/<hook>/)")
@@ -114,16 +112,9 @@ def _run_task_eval(activations: Path, cache, device: str):
 def main(argv: list[str] | None = None) -> int:
     """`python train_sae.py ...`: errors the user can fix print one line and exit 2 (--debug: the traceback)."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def command() -> int:
         train_standalone(args.activations, args.hook, args.out, sae_params(args), device=check_device(args.device), wandb=args.wandb)
         return 0
-    except UserError as e:
-        if args.debug:
-            raise
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        print(f"{PROG}: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
-        return 130
+
+    return guarded(PROG, args.debug, command)
