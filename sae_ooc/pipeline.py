@@ -13,6 +13,7 @@ stage (and then everything downstream) run again.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,14 @@ def config_part(run: RunDir, stage: Stage) -> dict:
     return out
 
 
+def stage_defaults(stage: Stage) -> dict:
+    """The stage function's own keyword defaults: an option left out fingerprints like the same value passed."""
+    if not stage.fingerprint_options:
+        return {}
+    params = inspect.signature(stage.function()).parameters
+    return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+
+
 def fingerprint(run: RunDir, stage: Stage, options: dict) -> str:
     """What the stage's outputs depend on. Raises a UserError naming the command when an upstream stage is
     missing or its outputs were altered since it ran."""
@@ -95,7 +104,8 @@ def fingerprint(run: RunDir, stage: Stage, options: dict) -> str:
             raise UserError(f"the outputs of stage '{u}' in {run.root} are not what it wrote ({bad}); "
                             f"rerun `sae-ooc {u} --run {run.root}` (or `sae-ooc pipeline --run {run.root}`)")
         ups[u] = rec["digest"]
-    opts = {k: options.get(k) for k in stage.fingerprint_options}
+    defaults = stage_defaults(stage)
+    opts = {k: options.get(k, defaults.get(k)) for k in stage.fingerprint_options}
     return sha256_json({"config": config_part(run, stage), "options": opts, "upstream": ups})
 
 

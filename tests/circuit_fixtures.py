@@ -12,8 +12,11 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from sae_ooc.config import load_config
 from sae_ooc.io import write_json
 from sae_ooc.models.hooked import build_model, save_model
+from sae_ooc.pipeline import outputs_digest, record_outputs, run_stage
 from sae_ooc.rundir import RunDir
-from sae_ooc.tasks.data import SEQ_LEN, load_task, run_data, split_tensors
+from sae_ooc.saes.store import METRICS_FILE
+from sae_ooc.stages import get_stage
+from sae_ooc.tasks.data import SEQ_LEN, load_task, split_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.1.hook_resid_post"]
@@ -52,27 +55,35 @@ def train_a_little(model, ds, vocab, steps: int, lr: float = 3e-3) -> None:
     model.eval()
 
 
-def make_run(tmp_path: Path, *, saes: dict | None = None, train_steps: int = 0, overrides=(), model=None, labels: dict | None = None) -> RunDir:
-    """RUN with data, a saved model marked trained, and SAEs saved under RUN/saes/<hook>/.
+def mark_stages(run: RunDir, names) -> None:
+    """Record stages as done in RUN/stages.json with the outputs they have now, as if the pipeline had run them."""
+    for name in names:
+        outputs = record_outputs(run, get_stage(name))
+        run.record(name, {"fingerprint": "fixture", "digest": outputs_digest(outputs), "outputs": outputs, "info": {}})
 
-    `saes`: {hook: SAE} (default: random TopK SAEs on HOOKS); `labels`: {hook: feature_labels list}."""
+
+def make_run(tmp_path: Path, *, saes: dict | None = None, train_steps: int = 0, overrides=(), model=None, labels: dict | None = None) -> RunDir:
+    """RUN with data, a saved model, SAEs saved under RUN/saes/<hook>/ and their feature labels under
+    RUN/sae_eval/<hook>/, the stages that made them recorded as done.
+
+    `saes`: {hook: SAE} (default: random TopK SAEs on HOOKS; {}: none, so train-sae is not done);
+    `labels`: {hook: feature_labels list}."""
     cfg = load_config(ROOT / "configs" / "tiny.yaml", ["attribution.only_correct=false", "attribution.n_pairs=12", *overrides])
     run = RunDir(tmp_path / "run", cfg)
     run.check_and_save_config()
-    run_data(run)
+    run_stage(run, "data")
     ds, vocab = load_task(run.data_dir)
     if model is None:
         model = build_model(cfg.model, vocab, seed=0)
         if train_steps:
             train_a_little(model, ds, vocab, train_steps)
     save_model(model, run.model_dir)
-    run.mark_done("train", "fixture")
     d = model.cfg.d_model
     saes = saes if saes is not None else {h: topk_sae(h, d, seed=i) for i, h in enumerate(HOOKS)}
     for h, sae in saes.items():
         sae.save_model(run.saes_dir / h)
-        if labels and h in labels:
-            write_json(run.saes_dir / h / "metrics.json", {"feature_labels": labels[h]})
+        write_json(run.sae_eval_dir / h / METRICS_FILE, {"feature_labels": (labels or {}).get(h, [])})
+    mark_stages(run, ("train", "train-sae", "eval-sae") if saes else ("train",))
     return run
 
 

@@ -9,24 +9,18 @@ import torch
 from circuit_fixtures import HOOKS, linear_model, linear_sae, make_run, topk_sae
 from safetensors import safe_open
 
-from sae_ooc.circuits.attribution import (
-    EFFECTS_FILE,
-    EFFECTS_JSON,
-    VALIDATION_FILE,
-    effects_exact,
-    load_node_effects,
-    load_spliced,
-    make_pairs,
-    node_effects,
-    run_attribute,
-    spearman,
-    two_hop_facts,
-)
-from sae_ooc.circuits.spliced import Spliced
+from sae_ooc.circuits.effects import EFFECTS_FILE, EFFECTS_JSON, load_node_effects
+from sae_ooc.circuits.methods import ATTRIBUTION_METHODS, effects_exact, node_effects
+from sae_ooc.circuits.pairs import make_pairs, two_hop_facts
+from sae_ooc.circuits.spliced import Spliced, load_spliced
+from sae_ooc.circuits.validation import VALIDATION_FILE
 from sae_ooc.cli import main as cli_main
+from sae_ooc.config import ATTRIBUTION_METHODS as METHOD_NAMES
 from sae_ooc.config import load_config
+from sae_ooc.errors import UserError
 from sae_ooc.models.hooked import build_model
-from sae_ooc.stats import rankdata
+from sae_ooc.pipeline import run_stage
+from sae_ooc.stats import rankdata, spearman
 from sae_ooc.tasks.data import generate, split_tensors
 
 TINY = load_config(__import__("circuit_fixtures").ROOT / "configs" / "tiny.yaml")
@@ -48,7 +42,8 @@ def tiny_spliced(task):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     run = make_run(tmp_path_factory.mktemp("attr"), overrides=["attribution.method=exact", "attribution.validate_pairs=6"])
-    assert run_attribute(run, validate=True) is True
+    result = run_stage(run, "attribute", validate=True)
+    assert result.ran is True and result.info["method"] == "exact" and result.info["n_pairs"] == 12
     return run
 
 
@@ -217,7 +212,7 @@ def test_attribute_stage_files(run):
         r = v["methods"][m]
         assert -1 <= r["spearman_all"] <= 1 and 0 <= r["top10_overlap"] <= 1 and isinstance(r["trusted"], bool)
     assert (run.attribution_dir / "validation.png").exists() and (run.attribution_dir / "validation.svg").exists()
-    assert run_attribute(run) is False  # unchanged inputs: skipped
+    assert run_stage(run, "attribute", validate=True).ran is False  # unchanged inputs: skipped
 
 
 def test_attribute_cli(run, capsys):
@@ -249,3 +244,14 @@ def test_fast_exact_path_equals_patching_the_spliced_model(task, tiny_spliced, m
     slow = effects_exact(sp, pairs, "logit_diff")
     for h in HOOKS:
         torch.testing.assert_close(fast[h], slow[h], atol=1e-5, rtol=1e-4)
+
+
+def test_method_registry_is_the_configs_list_and_unknown_methods_are_one_line_errors(task, tiny_spliced):
+    ATTRIBUTION_METHODS.check()
+    assert ATTRIBUTION_METHODS.names() == METHOD_NAMES
+    _, sp = tiny_spliced
+    pairs = make_pairs(task[0], task[1], "all", 2, seed=0)
+    with pytest.raises(UserError) as e:
+        node_effects(sp, pairs, "gradient_magic", "logit_diff", progress=False)
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and "gradient_magic" in msg and all(m in msg for m in METHOD_NAMES)

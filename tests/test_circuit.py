@@ -8,36 +8,29 @@ import torch
 from circuit_fixtures import HOOKS, ROOT, linear_model, linear_sae, make_run, topk_sae
 from safetensors.torch import load_file
 
-from sae_ooc.circuits.attribution import (
-    EFFECTS_FILE,
-    NodeEffects,
-    load_node_effects,
-    load_spliced,
-    make_pairs,
-    node_effects,
-    run_attribute,
-)
-from sae_ooc.circuits.circuit import (
+from sae_ooc.circuits.ablation import ABLATIONS, ablated_metric, ablation_values
+from sae_ooc.circuits.circuit import FAITHFULNESS_FILE
+from sae_ooc.circuits.edges import ablate_edges, edge_weights, exact_edges
+from sae_ooc.circuits.effects import EFFECTS_FILE, NodeEffects, load_node_effects
+from sae_ooc.circuits.faithfulness import Faith, circuit_scores
+from sae_ooc.circuits.graph import (
     CIRCUIT_FILE,
-    FAITHFULNESS_FILE,
-    SINK,
-    Faith,
-    Node,
-    ablate_edges,
-    ablated_metric,
-    ablation_values,
-    circuit_scores,
-    edge_weights,
-    exact_edges,
-    keep_masks,
-    prompt_keep_masks,
-    run_circuit,
-    select_nodes,
+    PROMPT_CIRCUIT_FILE,
+    CircuitGraph,
+    load_circuit,
+    load_prompt_circuit,
 )
-from sae_ooc.circuits.spliced import Spliced
+from sae_ooc.circuits.methods import node_effects
+from sae_ooc.circuits.nodes import SINK, Node
+from sae_ooc.circuits.pairs import make_pairs
+from sae_ooc.circuits.selection import keep_masks, prompt_keep_masks, select_nodes
+from sae_ooc.circuits.spliced import Spliced, load_spliced
 from sae_ooc.cli import main as cli_main
+from sae_ooc.config import ABLATIONS as ABLATION_NAMES
 from sae_ooc.config import load_config
+from sae_ooc.errors import UserError
 from sae_ooc.models.hooked import build_model
+from sae_ooc.pipeline import run_stage
 from sae_ooc.tasks.data import generate, load_task
 
 TINY = load_config(ROOT / "configs" / "tiny.yaml")
@@ -50,32 +43,33 @@ def task():
     return generate(TINY.task)
 
 
+def _with_effects(ds, vocab, sp, n_pairs: int, seed: int, method: str):
+    """(sp, pairs, node effects by `method` on them) for unit tests; the pair metrics are left at zero."""
+    pairs = make_pairs(ds, vocab, "all", n_pairs, seed=seed)
+    ne = NodeEffects(sp.hooks, sp.d_sae, method, "logit_diff", node_effects(sp, pairs, method, "logit_diff", progress=False), pairs,
+                     torch.zeros(len(pairs)), torch.zeros(len(pairs)))
+    return sp, pairs, ne
+
+
 @pytest.fixture(scope="module")
 def setup(task):
     ds, vocab = task
     model = build_model(TINY.model, vocab, seed=0)
-    sp = Spliced(model, {h: topk_sae(h, TINY.model.d_model, seed=i) for i, h in enumerate(HOOKS)})
-    pairs = make_pairs(ds, vocab, "all", 8, seed=0)
-    ne = NodeEffects(sp.hooks, sp.d_sae, "atp", "logit_diff", node_effects(sp, pairs, "atp", "logit_diff", progress=False), pairs,
-                     torch.zeros(len(pairs)), torch.zeros(len(pairs)))
-    return sp, pairs, ne
+    return _with_effects(ds, vocab, Spliced(model, {h: topk_sae(h, TINY.model.d_model, seed=i) for i, h in enumerate(HOOKS)}), 8, 0, "atp")
 
 
 @pytest.fixture(scope="module")
 def linear(task):
     ds, vocab = task
-    sp = Spliced(linear_model(vocab), {h: linear_sae(h, 16, seed=i) for i, h in enumerate(HOOKS)})
-    pairs = make_pairs(ds, vocab, "all", 6, seed=1)
-    ne = NodeEffects(sp.hooks, sp.d_sae, "exact", "logit_diff", node_effects(sp, pairs, "exact", "logit_diff", progress=False), pairs,
-                     torch.zeros(len(pairs)), torch.zeros(len(pairs)))
-    return sp, pairs, ne
+    return _with_effects(ds, vocab, Spliced(linear_model(vocab), {h: linear_sae(h, 16, seed=i) for i, h in enumerate(HOOKS)}), 6, 1, "exact")
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     run = make_run(tmp_path_factory.mktemp("circ"), train_steps=20, overrides=CIRCUIT_SETTINGS)
-    run_attribute(run)
-    assert run_circuit(run) is True
+    run_stage(run, "attribute", validate=False)
+    result = run_stage(run, "circuit")
+    assert result.ran is True and result.info["n_feature_nodes"] == 6
     return run
 
 
@@ -233,7 +227,7 @@ def test_circuit_stage_files(run):
     assert pr["rounds"][0]["faithfulness"] == pytest.approx(1.0, abs=1e-5) and pr["rounds"][-1]["max_nodes"] == 0
     for ext in ("png", "svg"):
         assert (run.circuit_dir / f"faithfulness_curve.{ext}").stat().st_size > 0
-    assert run_circuit(run) is False
+    assert run_stage(run, "circuit").ran is False
 
 
 def test_example_prompt_circuit_is_the_pruned_circuit_of_the_first_pair(run):
@@ -260,8 +254,8 @@ def test_example_prompt_circuit_is_the_pruned_circuit_of_the_first_pair(run):
 
 def test_gradient_edge_weights_are_checked_on_a_sample(tmp_path):
     run = make_run(tmp_path, train_steps=20, overrides=CIRCUIT_SETTINGS + ["circuit.edge_weights=gradient", "circuit.prune_ablation=none"])
-    run_attribute(run)
-    run_circuit(run)
+    run_stage(run, "attribute", validate=False)
+    run_stage(run, "circuit")
     c = json.loads((run.circuit_dir / CIRCUIT_FILE).read_text())
     f = json.loads((run.circuit_dir / FAITHFULNESS_FILE).read_text())
     chk = f["edges"]["exact_check"]
@@ -279,3 +273,25 @@ def test_circuit_needs_attribution(tmp_path, capsys):
     run = make_run(tmp_path)
     assert cli_main(["circuit", "--run", str(run.root)]) == 2
     assert "sae-ooc attribute" in capsys.readouterr().err
+
+
+def test_saved_graphs_load_and_save_back_unchanged(run, tmp_path):
+    for path, graph in ((run.circuit_dir / CIRCUIT_FILE, load_circuit(run)), (run.circuit_dir / PROMPT_CIRCUIT_FILE, load_prompt_circuit(run))):
+        raw = json.loads(path.read_text())
+        assert isinstance(graph, CircuitGraph) and graph.to_json() == raw
+        assert list(graph.to_json()["nodes"][0]) == list(raw["nodes"][0])  # the same keys in the same order
+        assert graph.save(tmp_path / path.name).read_bytes() == path.read_bytes()
+        assert [n.id for n in graph.nodes] == [n["id"] for n in raw["nodes"]]
+        assert all(n.node.id == n.id for n in graph.nodes)
+    assert "activation" in raw["nodes"][0] and "rank" not in raw["nodes"][0]  # the prompt circuit
+    assert "rank" in json.loads((run.circuit_dir / CIRCUIT_FILE).read_text())["nodes"][0]
+
+
+def test_ablation_registry_is_the_configs_list_and_unknown_kinds_are_one_line_errors(task, setup):
+    ABLATIONS.check()
+    assert ABLATIONS.names() == ABLATION_NAMES
+    sp, pairs, _ = setup
+    with pytest.raises(UserError) as e:
+        ablation_values(sp, task[0], "median", 64, 0, pairs)
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and "median" in msg and all(k in msg for k in ABLATION_NAMES)

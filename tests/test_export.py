@@ -1,5 +1,5 @@
 """Export: every format parses (SVG as XML, graph JSON against GRAPH_SCHEMA, DOT structure, a self-contained
-HTML page with escaped labels), drawing options, and the `export` command with --out and --results-dir."""
+HTML page with escaped labels), drawing options, and the `export` command on a run."""
 
 import json
 import re
@@ -8,15 +8,14 @@ import xml.etree.ElementTree as ET
 import pytest
 from circuit_fixtures import HOOKS, make_run
 
-from sae_ooc.circuits.attribution import run_attribute
-from sae_ooc.circuits.circuit import run_circuit
+from sae_ooc.circuits.graph import CircuitGraph
 from sae_ooc.cli import main as cli_main
-from sae_ooc.viz.export import (
+from sae_ooc.pipeline import run_stage
+from sae_ooc.viz.export import ExportOptions, export_circuit, select_drawn
+from sae_ooc.viz.graph_json import (
     GRAPH_SCHEMA,
-    ExportOptions,
     check_schema,
-    export_circuit,
-    select_drawn,
+    to_graph_json,
     validate_graph,
 )
 
@@ -97,8 +96,6 @@ def test_drawing_options_only_change_what_is_drawn(tmp_path):
 
 def test_schema_checker_rejects_bad_graphs():
     circuit = synthetic_circuit()
-    from sae_ooc.viz.export import to_graph_json
-
     nodes, edges = select_drawn(circuit, ExportOptions())
     graph = to_graph_json(circuit, nodes, edges, ExportOptions())
     assert check_schema(graph, GRAPH_SCHEMA) == []
@@ -119,27 +116,30 @@ def run(tmp_path_factory):
     run = make_run(tmp_path_factory.mktemp("export"), labels=labels,
                    overrides=["circuit.top_n=5", "circuit.curve_sizes=[0]", "circuit.edge_counts=[2]", "circuit.random_edge_sets=2",
                               "circuit.edge_check=2", "circuit.mean_examples=32", "attribution.n_pairs=6"])
-    run_attribute(run)
-    run_circuit(run)
+    run_stage(run, "attribute", validate=False)
+    run_stage(run, "circuit")
     return run
 
 
 def test_export_command_on_a_run(run, tmp_path, capsys):
-    results = tmp_path / "results"
-    assert cli_main(["export", "--run", str(run.root), "--results-dir", str(results)]) == 0
-    out = run.root / "export"
+    assert cli_main(["export", "--run", str(run.root)]) == 0
+    out = run.export_dir
+    assert "export: wrote" in capsys.readouterr().out
     circuit = json.loads((run.circuit_dir / "circuit.json").read_text())
     graph, dot, page, _ = check_outputs(out, circuit)
     assert "&lt;script&gt;" in page and EVIL not in page
     labelled = [n for n in circuit["nodes"] if n["type"] == "feature"]
     assert labelled and all(n["label"] == f"bridge={EVIL}@r1" for n in labelled)
     for f in ("circuit.png", "circuit.svg", "circuit.html", "prompt_circuit.png", "prompt_circuit.svg", "prompt_circuit.html"):
-        assert (results / f).read_bytes() == (out / f).read_bytes()
+        assert (out / f).stat().st_size > 0
     # the example pair's own (pruned) circuit goes through the same exporters
     example = json.loads((run.circuit_dir / "prompt_circuit.json").read_text())
     check_outputs(out, example, prefix="prompt_")
-    assert "copied the diagram" in capsys.readouterr().out
-    other = tmp_path / "elsewhere"
-    assert cli_main(["export", "--run", str(run.root), "--out", str(other), "--max-nodes", "2", "--results-dir", "none"]) == 0
-    assert len(json.loads((other / "circuit_full.json").read_text())["drawn"]["nodes"]) == 2
-    assert not (tmp_path / "results" / "graph.json").exists()
+    # the typed graph exports to the same files as its JSON form
+    export_circuit(CircuitGraph.from_json(circuit), tmp_path / "typed")
+    assert (tmp_path / "typed" / "circuit_full.json").read_bytes() == (out / "circuit_full.json").read_bytes()
+    assert cli_main(["export", "--run", str(run.root)]) == 0
+    assert "export: unchanged, skipped" in capsys.readouterr().out
+    assert cli_main(["export", "--run", str(run.root), "--max-nodes", "2"]) == 0  # other options: drawn again
+    assert "export: wrote" in capsys.readouterr().out
+    assert len(json.loads((out / "circuit_full.json").read_text())["drawn"]["nodes"]) == 2

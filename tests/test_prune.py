@@ -6,14 +6,16 @@ import pytest
 import torch
 from circuit_fixtures import HOOKS, ROOT, linear_model, linear_sae, topk_sae
 
-from sae_ooc.circuits.attribution import make_pairs
-from sae_ooc.circuits.circuit import Faith, ablated_metric, ablation_values, keep_masks
+from sae_ooc.circuits.ablation import ablated_metric, ablation_values
+from sae_ooc.circuits.faithfulness import Faith
+from sae_ooc.circuits.pairs import make_pairs
 from sae_ooc.circuits.prune import (
     NodeLayout,
     candidate_nodes,
     prune_circuits,
     summarize,
 )
+from sae_ooc.circuits.selection import keep_masks
 from sae_ooc.circuits.spliced import Spliced
 from sae_ooc.config import load_config
 from sae_ooc.models.hooked import build_model

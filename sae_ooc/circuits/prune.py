@@ -17,8 +17,14 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from sae_ooc.circuits.attribution import Pairs
-from sae_ooc.circuits.circuit import Ablation, Faith
+from sae_ooc.circuits.ablation import Ablation, ablation_values
+from sae_ooc.circuits.faithfulness import (
+    TARGET_FAITHFULNESS,
+    TARGET_MAX_FEATURES,
+    Faith,
+)
+from sae_ooc.circuits.nodes import Node
+from sae_ooc.circuits.pairs import Pairs
 from sae_ooc.circuits.spliced import Spliced
 from sae_ooc.errors import UserError
 from sae_ooc.tasks.data import SEQ_LEN
@@ -36,16 +42,16 @@ class NodeLayout:
     def flatten(self, acts: dict[str, torch.Tensor], errs: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.cat([acts[h].flatten(1) for h in self.hooks] + [errs[h] for h in self.hooks], 1)
 
-    def node_of(self, j: int) -> tuple[str, int, int | None]:
-        """(hook, position, feature or None for the error node) of flat index j."""
+    def node_of(self, j: int) -> Node:
+        """The node at flat index j."""
         n = len(self.hooks)
         if j < self.n_feature_cols:
             for h, size in zip(self.hooks, self.sizes[:n]):
                 if j < size:
-                    return h, j // self.d_sae[h], j % self.d_sae[h]
+                    return Node(h, j // self.d_sae[h], j % self.d_sae[h])
                 j -= size
         j -= self.n_feature_cols
-        return self.hooks[j // SEQ_LEN], j % SEQ_LEN, None
+        return Node(self.hooks[j // SEQ_LEN], j % SEQ_LEN, None)
 
     def unflatten(self, flat: torch.Tensor) -> tuple[dict, dict]:
         parts = flat.split(self.sizes, 1)
@@ -59,27 +65,19 @@ def candidate_nodes(sp: Spliced, pairs: Pairs, abl: Ablation, layout: NodeLayout
     """[n, n_nodes] bool: nodes whose clean value differs from their ablation value (the others are
     unchanged by ablating them, so no circuit needs them)."""
     _, clean = sp.cache(pairs.clean)
-    n = len(pairs)
-
-    def per_pair(t: torch.Tensor) -> torch.Tensor:
-        return t if t.dim() == 3 else t.expand(n, *t.shape)
-
-    acts = {h: clean.acts[h] != per_pair(abl.acts[h]) for h in sp.hooks}
-    errs = {h: (clean.errs[h] != per_pair(abl.errs[h])).any(-1) for h in sp.hooks}
-    return layout.flatten(acts, errs).cpu()
+    moved = clean.differs(abl)
+    return layout.flatten(moved.acts, moved.errs).cpu()
 
 
 @torch.no_grad()
 def _metric_rows(sp: Spliced, pairs: Pairs, rows: torch.Tensor, keep: torch.Tensor, abl: Ablation, metric: str,
                  layout: NodeLayout, batch: int) -> torch.Tensor:
     """Metric of pair rows[r] with only the nodes keep[r] kept (the rest ablated)."""
-    per_pair = any(t.dim() == 3 for t in abl.acts.values())
     out = []
     for s in range(0, len(rows), batch):
         idx = rows[s : s + batch]
         sub = pairs.subset(idx)
-        a = Ablation({h: t[idx] if t.dim() == 3 else t for h, t in abl.acts.items()},
-                     {h: t[idx] if t.dim() == 3 else t for h, t in abl.errs.items()}) if per_pair else abl
+        a = abl.rows(idx)
         ka, ke = layout.unflatten(keep[s : s + batch].to(sp.device))
         logits = sp.run_replaced(sub.clean, a.acts, a.errs, ka, ke)
         out.append(sub.metric(logits, metric).cpu())
@@ -149,3 +147,17 @@ def summarize(result: dict, target: float, max_features: int) -> dict:
             "max_features": max_features,
             "min_features_reaching_target": min((r["max_features"] for r in reach), default=None),
             "target": target}
+
+
+def pruned_circuits(sp: Spliced, pairs: Pairs, ds, c, metric: str) -> dict | None:
+    """Backward elimination on the first `circuit.prune_pairs` pairs under `circuit.prune_ablation` (None: "none")."""
+    if c.prune_ablation == "none":
+        return None
+    sub = pairs.subset(slice(0, c.prune_pairs))
+    abl = ablation_values(sp, ds, c.prune_ablation, c.mean_examples, c.seed, sub)
+    faith = Faith.measure(sp, sub, abl, metric)
+    res = prune_circuits(sp, sub, abl, metric, faith, c.prune_step, snapshot_max_features=TARGET_MAX_FEATURES)
+    res.update(summarize(res, TARGET_FAITHFULNESS, TARGET_MAX_FEATURES), ablation=c.prune_ablation)
+    if res["snapshot"] is not None:
+        res["snapshot"]["faith"] = faith
+    return res

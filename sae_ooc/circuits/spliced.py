@@ -18,33 +18,23 @@ avoid every other SAE layer: the direct effect that an edge measures.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from sae_lens import HookedSAETransformer
 
 from sae_ooc.errors import UserError
-from sae_ooc.saes.store import hook_sort_key
+from sae_ooc.models.hooked import load_model
+from sae_ooc.saes.store import hook_sort_key, load_saes
 
 Fn = Callable[[str, torch.Tensor], torch.Tensor | None]
-ERROR = "err"  # the feature field of an error node's id
-
-
-def node_id(hook: str, pos: int, idx: int | None) -> str:
-    """`blocks.1.hook_resid_pre:2:17` for feature 17 at position 2, `...:2:err` for the error node."""
-    return f"{hook}:{pos}:{ERROR if idx is None else idx}"
-
-
-def parse_node_id(nid: str) -> tuple[str, int, int | None]:
-    hook, pos, idx = nid.rsplit(":", 2)
-    return hook, int(pos), None if idx == ERROR else int(idx)
 
 
 def hooked_sae_transformer(model):
     """A HookedSAETransformer with `model`'s config and weights (parameters frozen)."""
-    from sae_lens import HookedSAETransformer
-
     hst = HookedSAETransformer(model.cfg)
     hst.load_state_dict(model.state_dict())
     hst.eval()
@@ -65,13 +55,62 @@ def task_metric(logits: torch.Tensor, answer_pos: torch.Tensor, target: torch.Te
 
 @dataclass
 class NodeValues:
-    """Feature activations and error terms of every hook: {hook: [B, P, d_sae]} and {hook: [B, P, d_in]}."""
+    """Feature activations and error terms of every hook: {hook: [..., P, d_sae]} and {hook: [..., P, d_in]}
+    (leading dims: a batch of prompts, or none for values shared by every prompt).
+
+    One node's values go through `get` and `set` (a node is anything with hook, pos and idx, idx None for the
+    error node), so no caller branches on feature vs error node."""
 
     acts: dict[str, torch.Tensor] = field(default_factory=dict)
     errs: dict[str, torch.Tensor] = field(default_factory=dict)
+    err_dims: ClassVar[int] = 1  # trailing dims of an error node's value (its d_in vector)
 
-    def index(self, idx) -> "NodeValues":
-        return NodeValues({h: a[idx] for h, a in self.acts.items()}, {h: e[idx] for h, e in self.errs.items()})
+    def rows(self, idx):
+        """Rows `idx` of per-prompt values; values shared by every prompt (no leading dim) stay as they are."""
+        return type(self)({h: a[idx] if a.dim() == 3 else a for h, a in self.acts.items()},
+                          {h: e[idx] if e.dim() == 2 + self.err_dims else e for h, e in self.errs.items()})
+
+    @classmethod
+    def cat(cls, parts: list[NodeValues]):
+        """Batches of values joined along the leading (prompt) dim."""
+        hooks = list(parts[0].acts)
+        return cls({h: torch.cat([v.acts[h] for v in parts]) for h in hooks}, {h: torch.cat([v.errs[h] for v in parts]) for h in hooks})
+
+    def differs(self, other: NodeValues) -> NodeMask:
+        """Which nodes take another value in `other` (broadcast: `other` may be shared by every prompt)."""
+        return NodeMask({h: a != other.acts[h] for h, a in self.acts.items()}, {h: (e != other.errs[h]).any(-1) for h, e in self.errs.items()})
+
+    def minus(self, other: NodeValues) -> NodeValues:
+        """self - other hook by hook (`other` detached: corrupted minus clean leaves is a constant)."""
+        return NodeValues({h: a - other.acts[h].detach() for h, a in self.acts.items()},
+                          {h: e - other.errs[h].detach() for h, e in self.errs.items()})
+
+    def grads(self) -> NodeValues:
+        """The gradients accumulated on leaf values."""
+        return NodeValues({h: a.grad for h, a in self.acts.items()}, {h: e.grad for h, e in self.errs.items()})
+
+    def tensor(self, node) -> torch.Tensor | None:
+        """The hook's whole tensor the node lives in (features or errors), None if there is none."""
+        return (self.errs if node.idx is None else self.acts).get(node.hook)
+
+    def _at(self, node, rows) -> tuple:
+        lead = Ellipsis if rows is None else rows
+        if node.idx is None:
+            return (lead, node.pos) + (slice(None),) * self.err_dims
+        return lead, node.pos, node.idx
+
+    def get(self, node, rows=None) -> torch.Tensor:
+        """The node's value in every row (or in `rows` of the leading dim): a feature's activation, an error's vector."""
+        return self.tensor(node)[self._at(node, rows)]
+
+    def set(self, node, value, rows=None) -> None:
+        self.tensor(node)[self._at(node, rows)] = value
+
+
+class NodeMask(NodeValues):
+    """Boolean masks of nodes: {hook: [..., P, d_sae]} for features, {hook: [..., P]} for error nodes."""
+
+    err_dims: ClassVar[int] = 0
 
 
 class RowPatches:
@@ -87,11 +126,13 @@ class RowPatches:
     def add_errs(self, hook: str, rows, pos, vectors) -> None:
         self.err.setdefault(hook, []).append((torch.as_tensor(rows), torch.as_tensor(pos), torch.as_tensor(vectors)))
 
-    def add(self, row: int, hook: str, pos: int, idx: int | None, value) -> None:
-        if idx is None:
-            self.add_errs(hook, [row], [pos], torch.as_tensor(value)[None])
+    def add_node(self, node, rows: torch.Tensor, values: torch.Tensor) -> None:
+        """`node` := values[r] in batch row rows[r] (scalars for a feature, vectors for an error node)."""
+        pos = torch.full((len(rows),), node.pos)
+        if node.idx is None:
+            self.add_errs(node.hook, rows, pos, values)
         else:
-            self.add_feats(hook, [row], [pos], [idx], [float(value)])
+            self.add_feats(node.hook, rows, pos, torch.full((len(rows),), node.idx), values)
 
     def acts_fn(self) -> Fn:
         feat = {h: [torch.cat(c) for c in zip(*v)] for h, v in self.feat.items()}
@@ -118,6 +159,11 @@ class RowPatches:
             return e
 
         return fn
+
+
+def load_spliced(run) -> Spliced:
+    """The run's trained model with its trained SAEs spliced in, on `run.device`."""
+    return Spliced(load_model(run.model_dir, run.device), load_saes(run.saes_dir, run.device))
 
 
 class Spliced:
@@ -250,25 +296,21 @@ class Spliced:
         """Logits with node values replaced: where keep_* is False (or missing, when acts/errs name the
         hook) the node takes the value in acts/errs (broadcast over rows). `record` collects what each
         hook computed before replacement."""
-        acts, errs = acts or {}, errs or {}
 
-        def a_fn(h, f):
-            if record is not None:
-                record.acts[h] = f.clone()
-            if h not in acts:
-                return None
-            keep = keep_acts.get(h) if keep_acts else None
-            return acts[h].expand_as(f).clone() if keep is None else torch.where(keep, f, acts[h])
+        def replace(part: str, values: dict | None, keeps: dict | None, widen: tuple):
+            values = values or {}
 
-        def e_fn(h, e):
-            if record is not None:
-                record.errs[h] = e.clone()
-            if h not in errs:
-                return None
-            keep = keep_errs.get(h) if keep_errs else None
-            return errs[h].expand_as(e).clone() if keep is None else torch.where(keep[..., None], e, errs[h])
+            def fn(h, t):
+                if record is not None:
+                    getattr(record, part)[h] = t.clone()
+                if h not in values:
+                    return None
+                keep = keeps.get(h) if keeps else None  # error masks [.., P] widen over the error vector
+                return values[h].expand_as(t).clone() if keep is None else torch.where(keep[(..., *widen)], t, values[h])
 
-        return self.run(tokens, acts_fn=a_fn, err_fn=e_fn)
+            return fn
+
+        return self.run(tokens, acts_fn=replace("acts", acts, keep_acts, ()), err_fn=replace("errs", errs, keep_errs, (None,)))
 
     @torch.no_grad()
     def run_patched(self, tokens: torch.Tensor, patches: RowPatches) -> torch.Tensor:

@@ -6,7 +6,7 @@ to the predicted answer (or --target), each with its label, top-activating task 
 
 import json
 
-from sae_ooc.viz.query import format_query, query
+COMMON = {"force": False}
 
 
 def add_arguments(p) -> None:
@@ -18,6 +18,8 @@ def add_arguments(p) -> None:
 
 
 def main(run, args) -> int:
-    res = query(run, args.prompt, target=args.target, top=args.top, n_examples=args.examples, device=args.device)
+    from sae_ooc.viz.query import format_query, query
+
+    res = query(run, args.prompt, target=args.target, top=args.top, n_examples=args.examples)
     print(json.dumps(res, indent=1) if args.json else format_query(res))
     return 0

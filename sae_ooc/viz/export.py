@@ -7,37 +7,32 @@ error nodes. Edge width is |weight|, colour its sign. Each node is labelled with
 short description (its ground-truth variable where the SAE evaluation found one, else what it fires on
 and which answers it promotes).
 
-Files (default RUN/export/): circuit.svg + circuit.png (matplotlib), circuit.dot (Graphviz),
+Files (RUN/export/): circuit.svg + circuit.png (matplotlib), circuit.dot (Graphviz),
 graph.json (circuit-tracer's graph format: metadata, qParams, nodes, links), circuit_full.json (the
 whole saved circuit plus what was drawn), circuit.html (one self-contained page, no network access:
 inline SVG and JS; hovering a node shows its top activations and promoted tokens).
-What is drawn is chosen by the export options; the saved circuit keeps everything.
+What is drawn is chosen by the export options; the saved circuit keeps everything. The example pair's
+pruned circuit (RUN/circuit/prompt_circuit.json), when the circuit stage wrote one, is exported the same way
+into prompt_-prefixed files. The circuit is read through `sae_ooc.circuits.graph.CircuitGraph`; the drawing
+code works on its JSON form.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from sae_ooc.errors import UserError
-from sae_ooc.io import read_json, write_json, write_text
+from sae_ooc.circuits.graph import CircuitGraph, load_circuit, load_prompt_circuit
+from sae_ooc.circuits.nodes import SINK
+from sae_ooc.io import write_json, write_text
+from sae_ooc.viz.export_options import ExportOptions
+from sae_ooc.viz.graph_json import to_graph_json, validate_graph
+from sae_ooc.viz.plots import plt, save_figure
 
-STAGE = "export"
-SINK = "metric"
 NEG, POS = "#d62728", "#1f77b4"
-RESULT_FILES = ("circuit.png", "circuit.svg", "circuit.html")
 PROMPT_PREFIX = "prompt_"  # files of the example pair's own circuit
-
-
-@dataclass
-class ExportOptions:
-    max_nodes: int = 0  # draw at most this many nodes, largest |effect| first (0 = every circuit node)
-    min_abs_effect: float = 0.0  # and only nodes with at least this |effect|
-    edge_threshold: float = 0.05  # draw edges with |weight| >= this fraction of the largest |weight|
-    max_edges: int = 150
 
 
 # what to draw --------------------------------------------------------------------------------------------
@@ -118,8 +113,6 @@ def _scale(v: float, vmax: float, lo: float, hi: float) -> float:
 
 # matplotlib ----------------------------------------------------------------------------------------------
 def draw_matplotlib(circuit: dict, nodes: list[dict], edges: list[dict], stem: Path) -> list[Path]:
-    from sae_ooc.viz.plots import plt, save_figure
-
     meta = circuit["metadata"]
     hooks = meta["hooks"]
     xy = layout(nodes, hooks)
@@ -181,123 +174,6 @@ def to_dot(circuit: dict, nodes: list[dict], edges: list[dict]) -> str:
                      f"color={_dot_str(NEG if e['weight'] < 0 else POS)}, tooltip={tip}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
-
-
-# circuit-tracer graph JSON -------------------------------------------------------------------------------
-GRAPH_SCHEMA = {
-    "type": "object",
-    "required": ["metadata", "qParams", "nodes", "links"],
-    "properties": {
-        "metadata": {
-            "type": "object",
-            "required": ["slug", "scan", "transcoder_list", "prompt_tokens", "prompt", "node_threshold", "schema_version"],
-            "properties": {"slug": {"type": "string"}, "scan": {"type": "string"}, "transcoder_list": {"type": "array", "items": {"type": "string"}},
-                           "prompt_tokens": {"type": "array", "items": {"type": "string"}}, "prompt": {"type": "string"},
-                           "node_threshold": {"type": ["number", "null"]}, "schema_version": {"type": "integer"}},
-        },
-        "qParams": {
-            "type": "object",
-            "required": ["pinnedIds", "supernodes", "linkType", "clickedId", "sg_pos"],
-            "properties": {"pinnedIds": {"type": "array", "items": {"type": "string"}}, "supernodes": {"type": "array"},
-                           "linkType": {"type": "string"}, "clickedId": {"type": "string"}, "sg_pos": {"type": "string"}},
-        },
-        "nodes": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["node_id", "feature", "layer", "ctx_idx", "feature_type", "jsNodeId", "clerp", "influence", "activation",
-                             "token_prob", "is_target_logit", "run_idx", "reverse_ctx_idx"],
-                "properties": {
-                    "node_id": {"type": "string"}, "feature": {"type": "integer"}, "layer": {"type": "string"}, "ctx_idx": {"type": "integer"},
-                    "feature_type": {"type": "string", "enum": ["sae feature", "sae reconstruction error", "embedding", "logit"]},
-                    "jsNodeId": {"type": "string"}, "clerp": {"type": "string"}, "influence": {"type": ["number", "null"]},
-                    "activation": {"type": ["number", "null"]}, "token_prob": {"type": "number"}, "is_target_logit": {"type": "boolean"},
-                    "run_idx": {"type": "integer"}, "reverse_ctx_idx": {"type": "integer"},
-                },
-            },
-        },
-        "links": {
-            "type": "array",
-            "items": {"type": "object", "required": ["source", "target", "weight"],
-                      "properties": {"source": {"type": "string"}, "target": {"type": "string"}, "weight": {"type": "number"}}},
-        },
-    },
-}
-
-_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
-
-
-def check_schema(obj, schema: dict, where: str = "$") -> list[str]:
-    """Errors of `obj` against the small JSON-Schema subset GRAPH_SCHEMA uses (type, required,
-    properties, items, enum)."""
-    errs = []
-    types = schema.get("type")
-    if types is not None:
-        types = types if isinstance(types, list) else [types]
-        if not any(_is_type(obj, t) for t in types):
-            return [f"{where}: expected {'/'.join(types)}, got {type(obj).__name__}"]
-    if "enum" in schema and obj not in schema["enum"]:
-        errs.append(f"{where}: {obj!r} not one of {schema['enum']}")
-    if isinstance(obj, dict):
-        errs += [f"{where}: missing '{k}'" for k in schema.get("required", []) if k not in obj]
-        for k, sub in schema.get("properties", {}).items():
-            if k in obj:
-                errs += check_schema(obj[k], sub, f"{where}.{k}")
-    if isinstance(obj, list) and "items" in schema:
-        for i, item in enumerate(obj):
-            errs += check_schema(item, schema["items"], f"{where}[{i}]")
-    return errs
-
-
-def _is_type(v, t: str) -> bool:
-    if t == "integer":
-        return isinstance(v, int) and not isinstance(v, bool)
-    if t == "number":
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-    return isinstance(v, _TYPES[t])
-
-
-def validate_graph(graph: dict) -> list[str]:
-    """Schema errors plus links whose endpoints are not nodes."""
-    errs = check_schema(graph, GRAPH_SCHEMA)
-    if not errs:
-        ids = {n["node_id"] for n in graph["nodes"]}
-        errs += [f"link {ln['source']} -> {ln['target']}: unknown endpoint" for ln in graph["links"] if ln["source"] not in ids or ln["target"] not in ids]
-    return errs
-
-
-def to_graph_json(circuit: dict, nodes: list[dict], edges: list[dict], opt: ExportOptions) -> dict:
-    meta = circuit["metadata"]
-    P = len(meta["positions"])
-    L = len(meta["hooks"])
-    out_nodes = []
-    for p, role in enumerate(meta["positions"]):
-        out_nodes.append(_graph_node(f"E_{role}_{p}", p, "E", p, "embedding", f"input position {p} ({role})", None, None, P))
-    for n in nodes:
-        err = n["type"] == "error"
-        out_nodes.append(_graph_node(n["id"], -1 if err else int(n["feature"]), str(n["hook_index"]), n["position"],
-                                     "sae reconstruction error" if err else "sae feature",
-                                     f"{n['hook']} {'error' if err else '#' + str(n['feature'])}: {n.get('description') or ''}", n["effect"],
-                                     (n.get("top_activations") or [{}])[0].get("activation"), P))
-    sink = _graph_node(SINK, -1, str(L + 1), P - 1, "logit", meta["sink"]["description"], None, None, P)
-    sink["is_target_logit"] = True
-    out_nodes.append(sink)
-    return {
-        "metadata": {"slug": f"sae_ooc-{meta.get('config', 'run')}", "scan": "sae_ooc", "transcoder_list": list(meta["hooks"]),
-                     "prompt_tokens": list(meta["positions"]),
-                     "prompt": f"{meta.get('example_prompt', '')} " + ("(one clean/corrupted pair)" if meta["n_pairs"] == 1 else
-                                                                          f"(effects averaged over {meta['n_pairs']} clean/corrupted pairs)"),
-                     "node_threshold": opt.min_abs_effect, "schema_version": 1, "sae_ooc": {"method": meta["method"], "metric": meta["metric"], "scores": circuit.get("scores", {})}},
-        "qParams": {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""},
-        "nodes": out_nodes,
-        "links": [{"source": e["source"], "target": e["target"], "weight": float(e["weight"])} for e in edges],
-    }
-
-
-def _graph_node(nid, feature, layer, ctx, ftype, clerp, influence, activation, P) -> dict:
-    return {"node_id": nid, "feature": int(feature), "layer": layer, "ctx_idx": int(ctx), "feature_type": ftype, "jsNodeId": nid,
-            "clerp": clerp, "influence": influence, "activation": activation, "token_prob": 0.0, "is_target_logit": False,
-            "run_idx": 0, "reverse_ctx_idx": P - 1 - int(ctx)}
 
 
 # HTML -------------------------------------------------------------------------------------------------------
@@ -408,8 +284,9 @@ Squares are SAE error nodes. Hover a node for its top activations and promoted a
 
 
 # the stage -----------------------------------------------------------------------------------------------
-def export_circuit(circuit: dict, out_dir: Path, opt: ExportOptions | None = None, prefix: str = "") -> list[Path]:
+def export_circuit(circuit: CircuitGraph | dict, out_dir: Path, opt: ExportOptions | None = None, prefix: str = "") -> list[Path]:
     """Write every export format of `circuit` into `out_dir` (file names start with `prefix`); returns the paths written."""
+    circuit = circuit.to_json() if isinstance(circuit, CircuitGraph) else circuit
     opt = opt or ExportOptions()
     out_dir = Path(out_dir)
     nodes, edges = select_drawn(circuit, opt)
@@ -426,44 +303,15 @@ def export_circuit(circuit: dict, out_dir: Path, opt: ExportOptions | None = Non
     return paths
 
 
-def resolve_results_dir(value: str | None, run) -> Path | None:
-    """--results-dir: 'auto' = results/ for the default config, 'none' = nowhere, else that folder."""
-    if value is None or value.lower() == "none" or value == "":
-        return None
-    if value == "auto":
-        return Path("results") if run.cfg.name == "default" else None
-    return Path(value)
-
-
-def run_export(run, force: bool = False, out: Path | None = None, opt: ExportOptions | None = None, results_dir: Path | None = None) -> bool:
-    """Stage `export`. Returns False when skipped (inputs unchanged); results_dir copies are always refreshed."""
-    from sae_ooc.circuits.circuit import STAGE as CIRCUIT_STAGE
-    from sae_ooc.circuits.circuit import load_circuit
-
-    opt = opt or ExportOptions()
-    out = Path(out) if out is not None else run.root / "export"
-    fp = run.stage_fingerprint((), (CIRCUIT_STAGE,), extra={"options": asdict(opt), "out": str(out)})
+def run_export(run, force: bool = False, max_nodes: int = ExportOptions.max_nodes, min_abs_effect: float = ExportOptions.min_abs_effect,
+               edge_threshold: float = ExportOptions.edge_threshold, max_edges: int = ExportOptions.max_edges) -> dict:
+    """Stage `export`: draw RUN/circuit/circuit.json (and the example pair's circuit, if any) into RUN/export/."""
+    opt = ExportOptions(max_nodes=max_nodes, min_abs_effect=min_abs_effect, edge_threshold=edge_threshold, max_edges=max_edges)
+    out = run.export_dir
+    paths = export_circuit(load_circuit(run), out, opt)
     example = load_prompt_circuit(run)
-    files = RESULT_FILES + (tuple(PROMPT_PREFIX + f for f in RESULT_FILES) if example is not None else ())
-    done = not force and run.is_done(STAGE, fp) and all((out / f).exists() for f in files)
-    if not done:
-        export_circuit(load_circuit(run), out, opt)
-        if example is not None:
-            export_circuit(example, out, opt, prefix=PROMPT_PREFIX)
-        run.mark_done(STAGE, fp, out=str(out))
-    if results_dir is not None:
-        results_dir = Path(results_dir)
-        results_dir.mkdir(parents=True, exist_ok=True)
-        for f in files:
-            if not (out / f).exists():
-                raise UserError(f"{out / f} is missing; rerun `sae-ooc export --run {run.root} --force`")
-            shutil.copyfile(out / f, results_dir / f)
-    return not done
-
-
-def load_prompt_circuit(run) -> dict | None:
-    """The example pair's pruned circuit written by the circuit stage, if it wrote one."""
-    from sae_ooc.circuits.circuit import PROMPT_CIRCUIT_FILE
-
-    path = run.circuit_dir / PROMPT_CIRCUIT_FILE
-    return read_json(path) if path.exists() else None
+    if example is not None:
+        paths += export_circuit(example, out, opt, prefix=PROMPT_PREFIX)
+    for stale in out.glob(f"{PROMPT_PREFIX}*") if example is None else ():  # from an earlier circuit that had an example
+        stale.unlink()
+    return {"out": str(out), "files": len(paths)}

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import torch
 
+from sae_ooc.circuits.spliced import load_spliced
 from sae_ooc.errors import UserError
 from sae_ooc.saes.features import describe_features
 from sae_ooc.tasks.data import POSITION_ROLES, load_task
 
 
-def query(run, prompt: str, target: str | None = None, top: int = 5, n_examples: int = 3, device: str | None = None) -> dict:
-    from sae_ooc.circuits.attribution import load_spliced
-
+def query(run, prompt: str, target: str | None = None, top: int = 5, n_examples: int = 3) -> dict:
+    """What the spliced model of `run` (on `run.device`) does on `prompt` (see the module docstring)."""
     ds, vocab = load_task(run.data_dir)
     ids = vocab.encode(prompt)
     target_id = None
@@ -29,7 +29,7 @@ def query(run, prompt: str, target: str | None = None, top: int = 5, n_examples:
         if len(t) != 1:
             raise UserError(f"--target must be one token such as e40, got {target!r}")
         target_id = t[0]
-    sp = load_spliced(run, device)
+    sp = load_spliced(run)
     tokens = torch.tensor([ids], dtype=torch.long)
     last = len(ids) - 1
     logits, leaves, _ = sp.run_leaves(tokens)
@@ -55,7 +55,7 @@ def query(run, prompt: str, target: str | None = None, top: int = 5, n_examples:
                          "by_activation": [{"feature": f, "activation": v, "attribution": float(attr[pos, f])} for f, v in by_act],
                          "by_attribution": [{"feature": f, "activation": float(a[pos, f]), "attribution": v} for f, v in by_attr],
                          "error_attribution": float((e[pos] * ge[pos]).sum()), "error_norm": float(e[pos].norm())})
-    desc = describe_features(sp, ds, vocab, run.saes_dir, wanted, k_examples=n_examples)
+    desc = describe_features(sp, ds, vocab, run.sae_eval_dir, wanted, k_examples=n_examples)
     for r in rows:
         for item in r["by_activation"] + r["by_attribution"]:
             d = desc.get((r["hook"], item["feature"]), {})

@@ -1,0 +1,150 @@
+"""The circuit graph: the one definition that the circuit stage writes and export and the report read.
+
+RUN/circuit/circuit.json (the circuit over every pair) and RUN/circuit/prompt_circuit.json (one pair's
+pruned circuit) are both a `CircuitGraph` saved as JSON:
+
+    metadata  what was measured and how: hooks, d_sae, positions, metric, method, ablation, edge_weights,
+              sink {id, description}, example prompt, selection rule, ...
+    scores    m_full, m_empty, m_circuit, faithfulness (+ m_complement, completeness for the aggregate circuit)
+    nodes     [GraphNode]: one per circuit node, with its effect and what it is about
+    edges     [GraphEdge]: source -> target (SINK for the metric) with its weight, largest |weight| first
+
+    g = CircuitGraph.load(path)          # or load_circuit(run) / load_prompt_circuit(run)
+    g.nodes[0].effect, g.edges[0].weight
+    g.save(path)                          # the same JSON, key for key
+
+Optional node fields that a graph does not have (`rank` in a one-pair circuit, `activation` in the aggregate
+one) are OMIT and left out of the JSON; keys this version does not know are kept in `extra` and written back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from sae_ooc.circuits.nodes import SINK, Node
+from sae_ooc.errors import UserError, unreadable
+from sae_ooc.io import read_json, write_json
+
+CIRCUIT_FILE = "circuit.json"
+PROMPT_CIRCUIT_FILE = "prompt_circuit.json"  # one pair's pruned circuit (the first attribution pair)
+
+
+class _Omit:
+    def __repr__(self) -> str:
+        return "OMIT"
+
+
+OMIT: Any = _Omit()  # an optional field the graph does not have (not written)
+
+
+class _Record:
+    """JSON for the dataclasses below: OMIT fields are left out, keys this version does not know kept in `extra`."""
+
+    def to_json(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra" and getattr(self, f.name) is not OMIT}
+        return {**out, **self.extra}
+
+    @classmethod
+    def from_json(cls, d: dict):
+        names = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in d.items() if k in names}, extra={k: v for k, v in d.items() if k not in names})
+
+
+@dataclass
+class GraphNode(_Record):
+    id: str
+    hook: str
+    hook_index: int  # the hook's place in metadata["hooks"] (forward order)
+    position: int
+    role: str  # the position's role: head, r1 or r2
+    type: str  # "feature" or "error"
+    feature: int | None  # None for the error node
+    effect: float  # mean patching effect (a one-pair circuit: that pair's effect)
+    effect_std: float
+    rank: int | None = OMIT  # aggregate circuit: rank by |mean effect| over every node (None: zero effect)
+    activation: float = OMIT  # one-pair circuit: the node's value on the pair (an error node: its norm)
+    label: str | None = OMIT  # description fields (sae_ooc.saes.features.describe_nodes)
+    labels: list = OMIT
+    description: str | None = OMIT
+    top_activations: list = OMIT
+    promoted: list = OMIT
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, node: Node, hooks: list[str], roles: list[str], effect: float, effect_std: float, **optional) -> GraphNode:
+        return cls(id=node.id, hook=node.hook, hook_index=hooks.index(node.hook), position=node.pos, role=roles[node.pos],
+                   type=node.type, feature=node.idx, effect=effect, effect_std=effect_std, **optional)
+
+    def describe(self, desc: dict) -> None:
+        """Set the description fields from describe_nodes' record of this node."""
+        known = {f.name for f in fields(self)}
+        for k, v in desc.items():
+            if k in known and k != "extra":
+                setattr(self, k, v)
+            else:
+                self.extra[k] = v
+
+    @property
+    def node(self) -> Node:
+        return Node(self.hook, self.position, self.feature)
+
+
+@dataclass
+class GraphEdge(_Record):
+    source: str  # node id
+    target: str  # node id, or SINK
+    weight: float
+    gradient: float = OMIT  # the gradient estimate beside an exact weight
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class CircuitGraph:
+    metadata: dict
+    scores: dict
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+
+    @property
+    def hooks(self) -> list[str]:
+        return self.metadata["hooks"]
+
+    @property
+    def sink(self) -> str:
+        return self.metadata.get("sink", {}).get("id", SINK)
+
+    def to_json(self) -> dict:
+        return {"metadata": self.metadata, "scores": self.scores, "nodes": [n.to_json() for n in self.nodes],
+                "edges": [e.to_json() for e in self.edges]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> CircuitGraph:
+        if not isinstance(d, dict) or not all(k in d for k in ("metadata", "nodes", "edges")):
+            raise ValueError("not a circuit graph (needs metadata, nodes and edges)")
+        return cls(d["metadata"], d.get("scores", {}), [GraphNode.from_json(n) for n in d["nodes"]],
+                   [GraphEdge.from_json(e) for e in d["edges"]])
+
+    def save(self, path: Path) -> Path:
+        return write_json(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: Path, command: str = "sae-ooc circuit") -> CircuitGraph:
+        try:
+            return cls.from_json(read_json(path))
+        except (ValueError, KeyError, TypeError) as e:
+            raise unreadable(path, e, command) from None
+
+
+def load_circuit(run) -> CircuitGraph:
+    path = run.circuit_dir / CIRCUIT_FILE
+    if not path.exists():
+        raise UserError(f"no circuit in {run.circuit_dir}; run `sae-ooc circuit --run {run.root}` first")
+    return CircuitGraph.load(path, f"sae-ooc circuit --run {run.root} --force")
+
+
+def load_prompt_circuit(run) -> CircuitGraph | None:
+    """The example pair's pruned circuit written by the circuit stage, if it wrote one."""
+    path = run.circuit_dir / PROMPT_CIRCUIT_FILE
+    return CircuitGraph.load(path, f"sae-ooc circuit --run {run.root} --force") if path.exists() else None

@@ -1,0 +1,110 @@
+"""Clean/corrupted A→C prompt pairs: the contrast every node effect, ablation and edge is measured on.
+
+A clean two-hop prompt (h, r1, r2) with answer t2 is paired with a corrupted prompt (h', r1, r2) whose bridge
+and answer both differ (t2'); (h', r1, r2) is a known two-hop fact of any split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+from sae_ooc.circuits.spliced import task_metric
+from sae_ooc.errors import UserError
+
+PAIR_SPLITS = ("train", "test_id", "test_ood")
+
+
+# prompt pairs -------------------------------------------------------------------------------------
+@dataclass
+class Pairs:
+    """Clean/corrupted A→C prompts; `answer` is t2 and `answer_corrupt` t2'."""
+
+    clean: torch.Tensor  # [n, 3]
+    corrupt: torch.Tensor  # [n, 3]
+    answer_pos: torch.Tensor  # [n]
+    answer: torch.Tensor
+    answer_corrupt: torch.Tensor
+    bridge: torch.Tensor
+    bridge_corrupt: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.answer.shape[0])
+
+    def subset(self, idx) -> Pairs:
+        return Pairs(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+    def batches(self, size: int):
+        for i in range(0, len(self), size):
+            yield self.subset(slice(i, i + size))
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        return {f"pairs.{f.name}": getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor]) -> Pairs:
+        return cls(**{f.name: t[f"pairs.{f.name}"] for f in fields(cls)})
+
+    def metric(self, logits: torch.Tensor, kind: str, corrupt: bool = False) -> torch.Tensor:
+        target, foil = (self.answer_corrupt, self.answer) if corrupt else (self.answer, self.answer_corrupt)
+        return task_metric(logits, self.answer_pos.to(logits.device), target.to(logits.device), foil.to(logits.device), kind)
+
+
+def two_hop_facts(ds) -> dict[tuple[int, int], list[tuple[int, int, int]]]:
+    """{(r1, r2): [(h, bridge, answer), ...]} over the two-hop facts of every split."""
+    facts: dict[tuple[int, int], set] = {}
+    for split in PAIR_SPLITS:
+        d = ds[split]
+        for h, r1, r2, b, t, hop in zip(d["head"], d["r1"], d["r2"], d["bridge"], d["answer"], d["hop"]):
+            if hop == 2:
+                facts.setdefault((r1, r2), set()).add((h, b, t))
+    return {k: sorted(v) for k, v in facts.items()}
+
+
+def make_pairs(ds, vocab, split: str, n: int, seed: int, model=None, only_correct: bool = False, device: str = "cpu") -> Pairs:
+    """Up to `n` clean/corrupted pairs from the two-hop prompts of `split` ('all' = every split),
+    deterministic in `seed`. With `only_correct`, only clean prompts `model` answers correctly."""
+    splits = PAIR_SPLITS if split == "all" else (split,)
+    facts = two_hop_facts(ds)
+    rows = []
+    for s in splits:
+        d = ds[s]
+        rows += [(h, r1, r2, b, t) for h, r1, r2, b, t, hop in zip(d["head"], d["r1"], d["r2"], d["bridge"], d["answer"], d["hop"]) if hop == 2]
+    if not rows:
+        raise UserError(f"split '{split}' has no two-hop prompts to attribute; set attribution.split to one of train, test_id, test_ood, all")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(rows))
+    correct = _correct_mask(model, rows, device) if only_correct and model is not None else None
+    chosen = []
+    for i in order:
+        h, r1, r2, b, t = rows[i]
+        if correct is not None and not correct[i]:
+            continue
+        cands = [c for c in facts.get((r1, r2), []) if c[1] != b and c[2] != t]
+        if not cands:
+            continue
+        h2, b2, t2 = cands[int(rng.integers(len(cands)))]
+        chosen.append((h, r1, r2, b, t, h2, b2, t2))
+        if len(chosen) == n:
+            break
+    if not chosen:
+        why = " the model answers correctly" if correct is not None else ""
+        raise UserError(
+            f"no usable A→C prompt pairs in split '{split}' (need clean prompts{why} with a known fact (h', r1, r2) whose bridge and "
+            f"answer differ); try --set attribution.split=all or --set attribution.only_correct=false"
+        )
+    c = torch.tensor(chosen, dtype=torch.long)
+    return Pairs(
+        clean=c[:, [0, 1, 2]], corrupt=c[:, [5, 1, 2]], answer_pos=torch.full((len(c),), 2, dtype=torch.long),
+        answer=c[:, 4], answer_corrupt=c[:, 7], bridge=c[:, 3], bridge_corrupt=c[:, 6],
+    )
+
+
+@torch.no_grad()
+def _correct_mask(model, rows, device: str, batch: int = 8192) -> np.ndarray:
+    tokens = torch.tensor([r[:3] for r in rows], dtype=torch.long)
+    answers = torch.tensor([r[4] for r in rows], dtype=torch.long)
+    preds = torch.cat([model(tokens[i : i + batch].to(device))[:, -1].argmax(-1).cpu() for i in range(0, len(tokens), batch)])
+    return (preds == answers).numpy()
