@@ -265,6 +265,9 @@ class CircuitConfig:
     prune_ablation: str = "zero"  # per-prompt circuits by backward elimination under this ablation: zero | corrupt | mean | resample | none
     prune_pairs: int = 32  # pairs (the first of the attribution pairs) pruned
     prune_step: float = 0.02  # each round lowers the per-prompt node budget by this fraction (smaller: slower, finds smaller circuits)
+    # share of the attribution pairs held out: nodes, edges and thresholds are chosen on the rest (the selection
+    # pairs), faithfulness and edge-ablation results are reported on these (sae_ooc.circuits.pairs.Pairs.split)
+    heldout_fraction: float = 0.5
     seed: int = 0
 
     def validate(self, where: str) -> None:
@@ -281,6 +284,7 @@ class CircuitConfig:
         _check(self.prune_ablation in ABLATIONS + ("none",), where, "circuit.prune_ablation", f"must be one of {', '.join(ABLATIONS)}, none")
         _check(self.prune_pairs >= 1, where, "circuit.prune_pairs", "must be at least 1")
         _check(0 < self.prune_step < 1, where, "circuit.prune_step", "must be in (0, 1)")
+        _check(0 < self.heldout_fraction < 1, where, "circuit.heldout_fraction", "must be in (0, 1)")
 
 
 @dataclass

@@ -40,6 +40,18 @@ class Pairs:
         for i in range(0, len(self), size):
             yield self.subset(slice(i, i + size))
 
+    def split(self, heldout_fraction: float, seed: int) -> tuple[Pairs, Pairs]:
+        """(selection, held-out) pairs: circuits are chosen on the first and scored on the second.
+
+        A fixed random share `heldout_fraction` (at least one pair each way when there are two or more) goes to
+        the held-out set; the draw depends only on `seed` and the number of pairs.
+        """
+        n = len(self)
+        n_held = min(max(round(heldout_fraction * n), 1 if n > 1 and heldout_fraction > 0 else 0), n - 1 if n > 1 else 0)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        held, sel = perm[:n_held].sort().values, perm[n_held:].sort().values
+        return self.subset(sel), self.subset(held)
+
     def to_tensors(self) -> dict[str, torch.Tensor]:
         return {f"pairs.{f.name}": getattr(self, f.name) for f in fields(self)}
 
