@@ -4,33 +4,20 @@ import shutil
 
 import pytest
 import torch
+from conftest import SHARD
 from safetensors.torch import load_file
 
 from sae_ooc.activations.cache import MANIFEST, PROGRESS, open_cache
 from sae_ooc.activations.harvest import (
+    SPLIT_CODE_ORDER,
     ShardWriter,
     default_hooks,
     harvest_activations,
 )
-from sae_ooc.config import load_config
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json
 from sae_ooc.models.hooked import load_model, model_hash
-from sae_ooc.pipeline import run_stage
-from sae_ooc.rundir import RunDir
 from sae_ooc.tasks.data import SPLITS, load_task, split_tensors
-
-SHARD = 128  # the tiny task has ~450 tokens: several shards per hook
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    cfg = load_config("configs/tiny.yaml", ["train.steps=30", "train.eval_every=30", "train.n_checkpoints=0", f"harvest.shard_tokens={SHARD}"])
-    run = RunDir(tmp_path_factory.mktemp("run"), cfg)
-    run.check_and_save_config()
-    for stage in ("data", "train", "harvest"):
-        run_stage(run, stage)
-    return run
 
 
 def _split_tensors(run):
@@ -38,16 +25,17 @@ def _split_tensors(run):
     return {s: split_tensors(ds[s], vocab.pad_id) for s in SPLITS}
 
 
-def test_cache_loads_with_safetensors_and_matches_run_with_cache(tiny_run):
-    root = tiny_run.activations_dir
+def test_cache_loads_with_safetensors_and_matches_run_with_cache(harvested_run):
+    root = harvested_run.activations_dir
     manifest = read_json(root / MANIFEST)
-    model = load_model(tiny_run.model_dir)
+    model = load_model(harvested_run.model_dir)
     assert manifest["hooks"] == default_hooks(model.cfg.n_layers) == ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.1.hook_resid_post"]
-    assert manifest["model_hash"] == model_hash(tiny_run.model_dir)
+    assert manifest["model_hash"] == model_hash(harvested_run.model_dir)
     tokens = load_file(str(root / "tokens.safetensors"))
     expected_rows = {h: [] for h in manifest["hooks"]}
     expected_meta = []
-    for code, (split, st) in enumerate(_split_tensors(tiny_run).items()):
+    for split, st in _split_tensors(harvested_run).items():
+        code = SPLIT_CODE_ORDER.index(split)
         _, cache = model.run_with_cache(st.tokens)
         for i in range(len(st)):
             for p in range(int(st.answer_pos[i]) + 1):
@@ -67,10 +55,10 @@ def test_cache_loads_with_safetensors_and_matches_run_with_cache(tiny_run):
         torch.testing.assert_close(acts, torch.stack(expected_rows[h]), rtol=0, atol=1e-6)
 
 
-def test_interrupted_harvest_resumes_after_last_complete_shard(tiny_run, tmp_path):
-    model = load_model(tiny_run.model_dir)
-    splits = _split_tensors(tiny_run)
-    mh = model_hash(tiny_run.model_dir)
+def test_interrupted_harvest_resumes_after_last_complete_shard(harvested_run, tmp_path):
+    model = load_model(harvested_run.model_dir)
+    splits = _split_tensors(harvested_run)
+    mh = model_hash(harvested_run.model_dir)
     out = tmp_path / "acts"
     kw = dict(shard_tokens=SHARD, batch_size=16)
     assert harvest_activations(model, splits, out, mh, stop_after_shards=2, **kw) is None
@@ -89,9 +77,9 @@ def test_interrupted_harvest_resumes_after_last_complete_shard(tiny_run, tmp_pat
     assert resumed["tokens_sha256"] == reference["tokens_sha256"]
 
 
-def test_corrupted_or_truncated_shard_is_a_one_line_error_naming_the_file(tiny_run, tmp_path):
+def test_corrupted_or_truncated_shard_is_a_one_line_error_naming_the_file(harvested_run, tmp_path):
     root = tmp_path / "acts"
-    shutil.copytree(tiny_run.activations_dir, root)
+    shutil.copytree(harvested_run.activations_dir, root)
     bad = root / "blocks.0.hook_resid_pre" / "shard_00001.safetensors"
     data = bytearray(bad.read_bytes())
     data[-5] ^= 0xFF
@@ -106,21 +94,21 @@ def test_corrupted_or_truncated_shard_is_a_one_line_error_naming_the_file(tiny_r
         open_cache(root).load_shard("blocks.0.hook_resid_pre", 1)
 
 
-def test_cache_from_a_different_model_is_refused_unless_forced(tiny_run, tmp_path):
+def test_cache_from_a_different_model_is_refused_unless_forced(harvested_run, tmp_path):
     root = tmp_path / "acts"
-    shutil.copytree(tiny_run.activations_dir, root)
-    model = load_model(tiny_run.model_dir)
+    shutil.copytree(harvested_run.activations_dir, root)
+    model = load_model(harvested_run.model_dir)
     other_hash = "0" * 64
     with pytest.raises(UserError, match="different model"):
         open_cache(root, expected_model_hash=other_hash)
     with pytest.raises(UserError, match="different model.*--force"):
-        harvest_activations(model, _split_tensors(tiny_run), root, other_hash, shard_tokens=SHARD)
-    manifest = harvest_activations(model, _split_tensors(tiny_run), root, other_hash, shard_tokens=SHARD, force=True)
+        harvest_activations(model, _split_tensors(harvested_run), root, other_hash, shard_tokens=SHARD)
+    manifest = harvest_activations(model, _split_tensors(harvested_run), root, other_hash, shard_tokens=SHARD, force=True)
     assert manifest["model_hash"] == other_hash
     assert open_cache(root, expected_model_hash=other_hash).n_tokens == manifest["n_tokens"]
 
 
-def test_harvest_streams_with_a_fixed_number_of_shard_buffers(tiny_run, tmp_path, monkeypatch):
+def test_harvest_streams_with_a_fixed_number_of_shard_buffers(harvested_run, tmp_path, monkeypatch):
     """Structural memory bound: shards are written while sequences are still being run, and each hook holds
     two buffers of `shard_tokens` rows, allocated once (one filling, one being written), never more."""
     writers = []
@@ -133,7 +121,7 @@ def test_harvest_streams_with_a_fixed_number_of_shard_buffers(tiny_run, tmp_path
     monkeypatch.setattr(ShardWriter, "__init__", spy_init)
     events = []
     shard = 50
-    harvest_activations(load_model(tiny_run.model_dir), _split_tensors(tiny_run), tmp_path / "acts", model_hash(tiny_run.model_dir),
+    harvest_activations(load_model(harvested_run.model_dir), _split_tensors(harvested_run), tmp_path / "acts", model_hash(harvested_run.model_dir),
                         shard_tokens=shard, batch_size=8, events=events)
     forwards = [i for i, e in enumerate(events) if e[0] == "forward"]
     shards = [i for i, e in enumerate(events) if e[0] == "shard"]
@@ -144,7 +132,7 @@ def test_harvest_streams_with_a_fixed_number_of_shard_buffers(tiny_run, tmp_path
     assert writers and all(len(w.buffers) == 2 and all(b.shape[0] == shard for b in w.buffers) and w.peak_fill <= shard for w in writers)
 
 
-def test_unknown_hook_in_config_lists_valid_ones(tiny_run):
+def test_unknown_hook_in_config_lists_valid_ones(harvested_run):
     with pytest.raises(UserError, match="valid residual-stream hooks: .*blocks.0.hook_resid_pre"):
-        harvest_activations(load_model(tiny_run.model_dir), _split_tensors(tiny_run), tiny_run.root / "nope", "x",
+        harvest_activations(load_model(harvested_run.model_dir), _split_tensors(harvested_run), harvested_run.root / "nope", "x",
                             hooks=["blocks.7.hook_resid_pre"])

@@ -33,6 +33,8 @@ from sae_ooc.models.hooked import load_model, model_hash
 from sae_ooc.tasks.data import SplitTensors, load_task, split_tensors
 from sae_ooc.threads import torch_threads
 
+# the `split` column's codes; new splits go at the end so an older cache's codes keep their meaning
+SPLIT_CODE_ORDER = ("train", "test_id", "test_ood", "atomic_test", "valid_id")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -221,7 +223,7 @@ def harvest_activations(
     """
     out_dir = Path(out_dir)
     hooks = resolve_hooks(model, hooks)
-    split_codes = {name: i for i, name in enumerate(("train", "test_id", "test_ood", "atomic_test"))}
+    split_codes = {name: i for i, name in enumerate(SPLIT_CODE_ORDER)}
     table = token_table(splits, split_codes)
     n_tokens = len(table["seq"])
     settings = _settings(model_hash, hooks, model.cfg.d_model, dtype, shard_tokens, splits, n_tokens)

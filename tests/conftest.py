@@ -1,0 +1,51 @@
+"""Fixtures shared by the test files. The end-to-end ones are built once per test session and copied by tests
+that change them; builders that make runs without the train and SAE stages live in circuit_fixtures.py.
+
+- `tiny_cfg`, `tiny_task`: configs/tiny.yaml and its generated task (no files).
+- `harvested_run`: configs/tiny.yaml through data → train (30 steps) → harvest (shards of 128 tokens). Read-only:
+  tests that modify a run copy it first with `copy_run`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sae_ooc.config import load_config
+from sae_ooc.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+SHARD = 128  # the tiny task has ~450 tokens: several shards per hook
+HARVEST_SETTINGS = ("train.steps=30", "train.eval_every=30", "train.n_checkpoints=0", f"harvest.shard_tokens={SHARD}")
+
+
+def copy_run(run: RunDir, dest: Path, overrides=()) -> RunDir:
+    """A private copy of a shared run (timestamps kept, so the pipeline sees its stages as done), with its config
+    plus `overrides`: stages whose config sections the overrides leave alone stay up to date."""
+    shutil.copytree(run.root, dest, copy_function=shutil.copy2)
+    return RunDir(dest, load_config(TINY, [*HARVEST_SETTINGS, *overrides]))
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    return load_config(TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_task(tiny_cfg):
+    from sae_ooc.tasks.data import generate
+
+    return generate(tiny_cfg.task)
+
+
+@pytest.fixture(scope="session")
+def harvested_run(tmp_path_factory) -> RunDir:
+    from sae_ooc.pipeline import run as run_pipeline
+
+    run = RunDir(tmp_path_factory.mktemp("harvested") / "run", load_config(TINY, list(HARVEST_SETTINGS)))
+    results = run_pipeline(run, stages=["data", "train", "harvest"])
+    assert [r.name for r in results if r.ran and r.finished] == ["data", "train", "harvest"]
+    return run
