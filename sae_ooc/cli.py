@@ -19,7 +19,8 @@ from sae_ooc.errors import UserError
 from sae_ooc.stages import STAGES
 
 # Each module here defines `add_arguments(parser)` and `main(run, args)`; its docstring's first line is the
-# subcommand's help. `COMMON` says which common options it takes (query and report have no use for --force).
+# subcommand's help. `COMMON` says which common options it takes (query and report have no use for --force or
+# --set, and query none for --config: it reads the run as it is).
 OTHER_COMMANDS: dict[str, str] = {
     "pipeline": "sae_ooc.commands.pipeline",
     "query": "sae_ooc.commands.query",
@@ -33,12 +34,22 @@ class Parser(argparse.ArgumentParser):
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the docstring's line breaks and shows every option's default."""
+    """Keeps the docstring's line breaks and shows every option's default: as a value where it has one, in the
+    help's own words where it says "default" (a default of None or False printed as such says nothing)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        d = action.default
+        if "default" in text or d is None or d is False or d == [] or d is argparse.SUPPRESS:  # `is`: 0 is a default to show
+            return text
+        return super()._get_help_string(action)
 
 
-def add_common(p: argparse.ArgumentParser, force: bool = True, overrides: bool = True) -> None:
-    p.add_argument("--config", type=Path, default=None,
-                   help="experiment YAML (default: RUN/config.yaml if it exists, else the built-in defaults of configs/default.yaml)")
+def add_common(p: argparse.ArgumentParser, force: bool = True, overrides: bool = True, config: bool = True) -> None:
+    """The options every command shares; a command leaves out those that mean nothing to it (COMMON)."""
+    if config:
+        p.add_argument("--config", type=Path, default=None,
+                       help="experiment YAML (default: RUN/config.yaml if it exists, else the built-in defaults of configs/default.yaml)")
     if overrides:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
@@ -75,8 +86,10 @@ def resolve_run(args):
 
     if args.run is not None and Path(args.run).exists() and not Path(args.run).is_dir():
         raise UserError(f"--run {args.run} is a file, not a directory; pass a directory (it is created if missing)")
-    cfg_path = args.config
-    if cfg_path is None and args.run is not None and (Path(args.run) / "config.yaml").is_file():
+    cfg_path = getattr(args, "config", None)
+    # a command without --config (query) reads the run's files, not its config: an old or damaged config.yaml
+    # must not stop it, so it gets the built-in defaults
+    if cfg_path is None and hasattr(args, "config") and args.run is not None and (Path(args.run) / "config.yaml").is_file():
         cfg_path = Path(args.run) / "config.yaml"
     cfg = load_config(cfg_path, getattr(args, "overrides", []))
     root = Path(args.run) if args.run is not None else default_run_dir(cfg)

@@ -104,7 +104,8 @@ def fingerprint(run: RunDir, stage: Stage, options: dict) -> str:
             raise UserError(f"the outputs of stage '{u}' in {run.root} are not what it wrote ({bad}); "
                             f"rerun `sae-ooc {u} --run {run.root}` (or `sae-ooc pipeline --run {run.root}`)")
         ups[u] = rec["digest"]
-    defaults = stage_defaults(stage)
+    # the CLI passes every option: importing the stage's module (torch, seconds) only to read defaults is for library calls
+    defaults = stage_defaults(stage) if any(k not in options for k in stage.fingerprint_options) else {}
     opts = {k: options.get(k, defaults.get(k)) for k in stage.fingerprint_options}
     return sha256_json({"config": config_part(run, stage), "options": opts, "upstream": ups})
 

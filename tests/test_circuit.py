@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from sae_ooc.circuits.ablation import ABLATIONS, ablated_metric, ablation_values
 from sae_ooc.circuits.circuit import FAITHFULNESS_FILE
-from sae_ooc.circuits.edges import ablate_edges, edge_weights, exact_edges
+from sae_ooc.circuits.edges import ablate_edge_sets, ablate_edges, edge_weights, exact_edges
 from sae_ooc.circuits.effects import EFFECTS_FILE, NodeEffects, load_node_effects
 from sae_ooc.circuits.faithfulness import Faith, circuit_scores
 from sae_ooc.circuits.graph import (
@@ -31,16 +31,12 @@ from sae_ooc.config import load_config
 from sae_ooc.errors import UserError
 from sae_ooc.models.hooked import build_model
 from sae_ooc.pipeline import run_stage
-from sae_ooc.tasks.data import generate, load_task
+from sae_ooc.tasks.data import load_task
+from sae_ooc.threads import torch_threads
 
 TINY = load_config(ROOT / "configs" / "tiny.yaml")
 CIRCUIT_SETTINGS = ["circuit.top_n=6", "circuit.curve_sizes=[0,3,6,1000]", "circuit.edge_counts=[2,4]", "circuit.random_edge_sets=3",
-                    "circuit.edge_check=6", "circuit.mean_examples=64"]
-
-
-@pytest.fixture(scope="module")
-def task():
-    return generate(TINY.task)
+                    "circuit.edge_check=6", "circuit.mean_examples=64", "circuit.edge_pool_nodes=20"]
 
 
 def _with_effects(ds, vocab, sp, n_pairs: int, seed: int, method: str):
@@ -51,16 +47,22 @@ def _with_effects(ds, vocab, sp, n_pairs: int, seed: int, method: str):
     return sp, pairs, ne
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    with torch_threads(1):  # tiny tensors: a second thread only waits on the busy machine's other work
+        yield
+
+
 @pytest.fixture(scope="module")
-def setup(task):
-    ds, vocab = task
+def setup(tiny_task):
+    ds, vocab = tiny_task
     model = build_model(TINY.model, vocab, seed=0)
     return _with_effects(ds, vocab, Spliced(model, {h: topk_sae(h, TINY.model.d_model, seed=i) for i, h in enumerate(HOOKS)}), 8, 0, "atp")
 
 
 @pytest.fixture(scope="module")
-def linear(task):
-    ds, vocab = task
+def linear(tiny_task):
+    ds, vocab = tiny_task
     return _with_effects(ds, vocab, Spliced(linear_model(vocab), {h: linear_sae(h, 16, seed=i) for i, h in enumerate(HOOKS)}), 6, 1, "exact")
 
 
@@ -73,8 +75,8 @@ def run(tmp_path_factory):
     return run
 
 
-def test_faithfulness_is_one_for_the_model_and_zero_for_the_empty_circuit(task, setup):
-    ds, _ = task
+def test_faithfulness_is_one_for_the_model_and_zero_for_the_empty_circuit(tiny_task, setup):
+    ds, _ = tiny_task
     sp, pairs, ne = setup
     for kind in ("mean", "zero", "resample", "corrupt"):
         abl = ablation_values(sp, ds, kind, 64, seed=0, pairs=pairs)
@@ -90,8 +92,8 @@ def test_faithfulness_is_one_for_the_model_and_zero_for_the_empty_circuit(task, 
             torch.testing.assert_close(m_empty, pairs.metric(sp.model(pairs.corrupt), "logit_diff").detach(), atol=1e-4, rtol=1e-4)
 
 
-def test_mean_ablation_sets_nodes_to_their_task_mean(task, setup):
-    ds, _ = task
+def test_mean_ablation_sets_nodes_to_their_task_mean(tiny_task, setup):
+    ds, _ = tiny_task
     sp, pairs, _ = setup
     abl = ablation_values(sp, ds, "mean", 10**6, seed=0, pairs=pairs)
     two_hop = torch.tensor([ids for ids, hop in zip(ds["train"]["input_ids"], ds["train"]["hop"]) if hop == 2])
@@ -126,8 +128,8 @@ def test_selection_by_top_n_threshold_and_error_rule(setup):
     assert len([n for n in select_nodes(ne, 0, errors="all") if n.is_error]) == len(HOOKS) * 3
 
 
-def test_per_prompt_circuits_keep_each_pairs_own_top_nodes(task, setup):
-    ds, _ = task
+def test_per_prompt_circuits_keep_each_pairs_own_top_nodes(tiny_task, setup):
+    ds, _ = tiny_task
     sp, pairs, ne = setup
     ka, ke = prompt_keep_masks(sp, ne, 4, "none")
     for b in range(len(pairs)):
@@ -169,8 +171,8 @@ def test_edges_into_a_node_add_up_to_its_linearised_effect(linear):
     assert incoming == pytest.approx(float(ne.mean[d.hook][d.pos, d.idx if d.idx is not None else -1]), rel=1e-3, abs=1e-6)
 
 
-def test_ablating_no_edges_is_the_model_and_ablating_sink_edges_is_ablating_the_nodes(task, linear):
-    ds, _ = task
+def test_ablating_no_edges_is_the_model_and_ablating_sink_edges_is_ablating_the_nodes(tiny_task, linear):
+    ds, _ = tiny_task
     sp, pairs, ne = linear
     abl = ablation_values(sp, ds, "mean", 64, 0, pairs)
     clean = pairs.metric(sp.model(pairs.clean), "logit_diff").detach()
@@ -181,12 +183,22 @@ def test_ablating_no_edges_is_the_model_and_ablating_sink_edges_is_ablating_the_
     everything = [Node(h, p, i) for h in HOOKS for p in range(3) for i in [None, *range(sp.d_sae[h])]]
     want = ablated_metric(sp, pairs, keep_masks(sp, [n for n in everything if n not in last]), abl, "logit_diff")
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    # many edge sets in one pass (split over chunks and pair batches) are each ablated as if alone
+    edges = sorted(edge_weights(sp, pairs, select_nodes(ne, 8, errors="all"), "logit_diff"))
+    sets = [edges[i::5][: 1 + i] for i in range(5)] + [[]]
+    together = ablate_edge_sets(sp, pairs, sets, abl, "logit_diff", batch=4, max_rows=40)
+    for s_, row in zip(sets, together):
+        torch.testing.assert_close(row, ablate_edges(sp, pairs, s_, abl, "logit_diff"), atol=1e-5, rtol=1e-4)
+    assert len({tuple(r.tolist()) for r in together}) > 2  # the sets differ in what they do
 
 
 def test_circuit_stage_files(run):
     c = json.loads((run.circuit_dir / CIRCUIT_FILE).read_text())
     f = json.loads((run.circuit_dir / FAITHFULNESS_FILE).read_text())
-    ne = load_node_effects(run.attribution_dir / EFFECTS_FILE)
+    ne_all = load_node_effects(run.attribution_dir / EFFECTS_FILE)
+    sel, held = f["pairs"]["selection"], f["pairs"]["heldout"]
+    assert (len(sel), len(held)) == (f["n_selection_pairs"], f["n_heldout_pairs"]) == (6, 6) and not set(sel) & set(held)
+    ne = ne_all.subset(torch.tensor(sel))  # everything below is chosen on the selection pairs
     feats = [n for n in c["nodes"] if n["type"] == "feature"]
     assert len(feats) == 6 == f["n_feature_nodes"]
     top6 = [(h, p, i) for h, p, i, _ in ne.ranked() if i is not None][:6]
@@ -197,49 +209,57 @@ def test_circuit_stage_files(run):
         assert "description" in n and "top_activations" in n and "promoted" in n
     ids = {n["id"] for n in c["nodes"]} | {SINK}
     assert c["edges"] and all(e["source"] in ids and e["target"] in ids for e in c["edges"])
-    assert c["scores"]["faithfulness"] == f["faithfulness"]
-    sizes = [r["n_features"] for r in f["curve"]]
+    h = f["heldout"]
+    assert c["scores"]["faithfulness"] == h["faithfulness"] and c["metadata"]["n_pairs"] == 6 and c["scores"]["n_pairs"] == 6
+    sizes = [r["n_features"] for r in h["curve"]]
     assert sizes == sorted(set(sizes)) and sizes[0] == 0 and 6 in sizes
-    assert f["curve"][0]["faithfulness"] == pytest.approx(0.0, abs=1e-6)
-    assert f["curve"][-1]["n_features"] == len([r for r in ne.ranked() if r[2] is not None])
+    assert h["curve"][0]["faithfulness"] == pytest.approx(0.0, abs=1e-6)
+    assert h["curve"][-1]["n_features"] == len([r for r in ne.ranked() if r[2] is not None])
+    assert [r["n_features"] for r in f["selection"]["curve"]] == sizes and f["selection"]["in_sample"] is True
     chk = f["edges"]["exact_check"]
     assert f["edges"]["weights"] == "exact" and chk["n_edges"] == len(c["edges"]) and len(chk["edges"]) == min(6, len(c["edges"]))
-    # every edge weight is exact edge patching, recomputed here edge by edge; the gradient weight is kept beside it
+    # every edge weight is exact edge patching on the selection pairs, recomputed here edge by edge; the gradient weight is kept beside it
     sp = load_spliced(run)
     for e in c["edges"][:3]:
         assert e["weight"] == pytest.approx(exact_edges(sp, ne.pairs, [(e["source"], e["target"])], "logit_diff")[0], abs=1e-5)
         assert isinstance(e["gradient"], float)
-    assert f["edges"]["ablation_by_kind"]["mean"] == f["edges"]["ablation"] and set(f["edges"]["ablation_by_kind"]) == {"mean", "zero"}
-    for row in f["edges"]["ablation"] + f["edges"]["ablation_by_kind"]["zero"]:
-        assert len(row["random_edges_drops"]) == 3 and isinstance(row["top_hurts_more"], bool) and row["k"] < len(c["edges"])
-        assert row["random_pool"] == ("other edges" if len(c["edges"]) - row["k"] >= row["k"] else "all edges")
-    assert set(f["target"]) >= {"faithfulness", "max_feature_nodes", "min_feature_nodes_reaching", "met"}
+    assert set(f["edges"]["ablation_by_kind"]) == {"mean", "zero"} and f["edges"]["n_candidate_edges"] > len(c["edges"])
+    for row in f["edges"]["ablation_by_kind"]["mean"] + f["edges"]["ablation_by_kind"]["zero"]:
+        assert len(row["random_edges_drops"]) == 3 and 0 <= row["percentile"] <= 100
+        assert row["pool_size"] == f["edges"]["n_candidate_edges"] - row["k"]
+    assert set(h["target"]) >= {"faithfulness", "max_feature_nodes", "min_feature_nodes_reaching", "met"}
     assert set(f["by_ablation"]) == {"mean", "zero", "resample", "corrupt"}
     mean = f["by_ablation"]["mean"]
-    assert mean["m_full"] == pytest.approx(f["m_full"]) and mean["m_empty"] == pytest.approx(f["m_empty"])
+    assert mean["m_full"] == pytest.approx(h["m_full"]) and mean["m_empty"] == pytest.approx(h["m_empty"])
     i6 = mean["sizes"].index(6)
-    assert mean["faithfulness"][i6] == pytest.approx(f["faithfulness"], abs=1e-6)
-    assert len(mean["faithfulness_per_prompt_circuits"]) == len(mean["sizes"])
-    # under zero ablation the circuit of every active node and error term is the model itself
-    assert f["by_ablation"]["zero"]["faithfulness_active_nodes"] == pytest.approx(1.0, abs=1e-5)
+    assert mean["faithfulness"][i6] == pytest.approx(h["faithfulness"], abs=1e-6)
+    assert len(mean["faithfulness_per_prompt_circuits_in_sample"]) == len(mean["sizes"])
+    # zero ablation of TopK features leaves inactive ones where they are: the check passes, and says it could not fail
+    zero = f["by_ablation"]["zero"]["inactive_check"]
+    assert zero["passes"] is True and zero["can_fail"] is False and zero["max_abs_change"] == 0.0
+    assert f["by_ablation"]["mean"]["inactive_check"]["can_fail"] is True
     pr = f["pruned_per_prompt"]
-    assert pr["ablation"] == "zero" and pr["n_pairs"] == min(12, 32)
+    assert pr["ablation"] == "zero" and pr["n_pairs"] == 6 and pr["source_pairs"] == sel and pr["in_sample"] is True
     assert pr["rounds"][0]["faithfulness"] == pytest.approx(1.0, abs=1e-5) and pr["rounds"][-1]["max_nodes"] == 0
+    tr = pr["transfer"]  # each pruned circuit on the 11 other pairs, split by whether they share its (r1, r2)
+    assert tr["same_relations"]["n_rows"] + tr["other_relations"]["n_rows"] == 6 * 11
     for ext in ("png", "svg"):
         assert (run.circuit_dir / f"faithfulness_curve.{ext}").stat().st_size > 0
     assert run_stage(run, "circuit").ran is False
 
 
-def test_example_prompt_circuit_is_the_pruned_circuit_of_the_first_pair(run):
+def test_example_prompt_circuit_is_the_pruned_circuit_of_the_first_selection_pair(run):
     ex = json.loads((run.circuit_dir / "prompt_circuit.json").read_text())
     snap = load_file(str(run.circuit_dir / "prompt_circuits.safetensors"))
     ne = load_node_effects(run.attribution_dir / EFFECTS_FILE)
+    first = json.loads((run.circuit_dir / FAITHFULNESS_FILE).read_text())["pairs"]["selection"][0]
+    assert int(snap["pairs"][0]) == first
     sp = load_spliced(run)
     ds = load_task(run.data_dir)[0]
     feats = [n for n in ex["nodes"] if n["type"] == "feature"]
     assert 0 < len(feats) <= 50 and int(snap["keep"][0].sum()) == len(ex["nodes"])
-    # its faithfulness, recomputed from its nodes under zero ablation, on that pair alone
-    one = ne.pairs.subset([0])
+    # its faithfulness, recomputed from its nodes under zero ablation, on that pair alone (in-sample: it was pruned there)
+    one = ne.pairs.subset([first])
     nodes = [Node(n["hook"], n["position"], n["feature"]) for n in ex["nodes"]]
     abl = ablation_values(sp, ds, "zero", 64, 0, one)
     ka, ke = keep_masks(sp, nodes)
@@ -247,6 +267,7 @@ def test_example_prompt_circuit_is_the_pruned_circuit_of_the_first_pair(run):
     m_full = ablated_metric(sp, one, None, abl, "logit_diff")
     m_empty = ablated_metric(sp, one, keep_masks(sp, []), abl, "logit_diff")
     assert ex["scores"]["faithfulness"] == pytest.approx(float((m_c - m_empty) / (m_full - m_empty)), abs=1e-4)
+    assert ex["scores"]["in_sample"] is True
     for e in ex["edges"][:3]:
         assert e["weight"] == pytest.approx(exact_edges(sp, one, [(e["source"], e["target"])], "logit_diff")[0], abs=1e-5)
     assert ex["metadata"]["prompt"] == " ".join(ex["metadata"]["prompt"].split()) and ex["metadata"]["answer"].startswith("e")
@@ -287,11 +308,11 @@ def test_saved_graphs_load_and_save_back_unchanged(run, tmp_path):
     assert "rank" in json.loads((run.circuit_dir / CIRCUIT_FILE).read_text())["nodes"][0]
 
 
-def test_ablation_registry_is_the_configs_list_and_unknown_kinds_are_one_line_errors(task, setup):
+def test_ablation_registry_is_the_configs_list_and_unknown_kinds_are_one_line_errors(tiny_task, setup):
     ABLATIONS.check()
     assert ABLATIONS.names() == ABLATION_NAMES
     sp, pairs, _ = setup
     with pytest.raises(UserError) as e:
-        ablation_values(sp, task[0], "median", 64, 0, pairs)
+        ablation_values(sp, tiny_task[0], "median", 64, 0, pairs)
     msg = str(e.value)
     assert len(msg.splitlines()) == 1 and "median" in msg and all(k in msg for k in ABLATION_NAMES)

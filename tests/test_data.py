@@ -37,15 +37,18 @@ def test_split_sizes_match_config(twohop):
     assert sum(f["hop"] == 1 for f in train) == n_atomic_train == len(ds["atomic_test"])
     assert sum(f["hop"] == 2 for f in train) == round(CFG.phi * n_atomic_train)
     # every (h, r1) has exactly k continuations r2 through its bridge: E*k*k two-hop facts in all
-    n_inferred = sum(f["hop"] == 2 for f in train) + len(ds["test_id"]) + len(ds["test_ood"])
+    n_inferred = sum(f["hop"] == 2 for f in train) + len(ds["valid_id"]) + len(ds["test_id"]) + len(ds["test_ood"])
     assert n_inferred == E * k * k
     assert len(ds["test_id"]) > 0 and len(ds["test_ood"]) > 0
+    # valid_id takes task.valid_fraction of the held-out in-distribution pool, test_id the rest
+    held = len(ds["valid_id"]) + len(ds["test_id"])
+    assert len(ds["valid_id"]) == round(CFG.valid_fraction * held) > 0
 
 
 def test_inferred_answers_follow_from_atomic_facts(twohop):
     ds, _ = twohop
     atomic = {(f["head"], f["r1"]): f["answer"] for f in _facts(ds["atomic_test"])}
-    for split in ("train", "test_id"):
+    for split in ("train", "valid_id", "test_id"):
         for f in _facts(ds[split]):
             if f["hop"] == 2:
                 assert atomic[(f["head"], f["r1"])] == f["bridge"]
@@ -67,11 +70,48 @@ def test_ood_facts_use_a_held_out_atomic_fact(twohop):
 def test_no_test_fact_leaks_into_train(twohop):
     ds, _ = twohop
     train = {tuple(f["input_ids"]) for f in _facts(ds["train"])}
-    for split in ("test_id", "test_ood"):
+    for split in ("valid_id", "test_id", "test_ood"):
         for f in _facts(ds[split]):
             assert tuple(f["input_ids"]) not in train
     atomic_train = {(f["head"], f["r1"]) for f in _facts(ds["train"]) if f["hop"] == 1}
     assert atomic_train == {(f["head"], f["r1"]) for f in _facts(ds["atomic_test"])}
+
+
+def _atomic_in_train(ds) -> dict:
+    return {(f["head"], f["r1"]): f["answer"] for f in _facts(ds["train"]) if f["hop"] == 1}
+
+
+def test_valid_id_is_held_out_like_test_id_and_disjoint_from_it(twohop):
+    ds, _ = twohop
+    train = {tuple(f["input_ids"]) for f in _facts(ds["train"])}
+    valid = _facts(ds["valid_id"])
+    test = {tuple(f["input_ids"]) for f in _facts(ds["test_id"])}
+    atomic = _atomic_in_train(ds)  # read from train itself, not from atomic_test
+    assert valid and all(f["hop"] == 2 for f in valid)
+    for f in valid:
+        ids = tuple(f["input_ids"])
+        assert ids not in train and ids not in test
+        # both atomic facts it composes are trained on, and they lead to its answer
+        assert atomic[(f["head"], f["r1"])] == f["bridge"] and atomic[(f["bridge"], f["r2"])] == f["answer"]
+    assert len({tuple(f["input_ids"]) for f in valid}) == len(valid)
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.5])
+def test_valid_fraction_sets_the_size_and_leaves_train_and_the_pool_unchanged(twohop, fraction):
+    ds, _ = twohop
+    other, _ = generate(TaskConfig(**{**CFG.__dict__, "valid_fraction": fraction}))
+    pool = {tuple(x) for s in ("valid_id", "test_id") for x in ds[s]["input_ids"]}
+    assert {tuple(x) for s in ("valid_id", "test_id") for x in other[s]["input_ids"]} == pool
+    assert len(other["valid_id"]) == round(fraction * len(pool))
+    assert other["train"]["input_ids"] == ds["train"]["input_ids"]  # the model trains on the same data
+
+
+def test_default_experiment_sizes():
+    from sae_ooc.config import load_config
+
+    ds, _ = generate(load_config("configs/default.yaml").task)
+    # the same held-out pool as before valid_id existed (1,415), a few hundred of it to stop and tune on
+    assert (len(ds["valid_id"]), len(ds["test_id"])) == (283, 1132)
 
 
 def test_each_entity_has_k_distinct_relations(twohop):
@@ -105,11 +145,14 @@ def test_reversal_holds_out_inverse_facts():
     R = cfg.n_relations
     fwd = {(f["head"], f["r1"]): f["answer"] for f in _facts(ds["atomic_test"])}
     train = {tuple(f["input_ids"]) for f in _facts(ds["train"])}
-    assert len(ds["test_id"]) == round(cfg.reversal_holdout * (len(fwd)))
-    for f in _facts(ds["test_id"]):
+    n_held = round(cfg.reversal_holdout * (len(fwd)))
+    assert len(ds["valid_id"]) + len(ds["test_id"]) == n_held
+    assert len(ds["valid_id"]) == round(cfg.valid_fraction * n_held) > 0
+    assert not {tuple(x) for x in ds["valid_id"]["input_ids"]} & {tuple(x) for x in ds["test_id"]["input_ids"]}
+    for f in _facts(ds["valid_id"]) + _facts(ds["test_id"]):
         b, r_inv, a = f["head"], f["r1"], f["answer"]
         r = r_inv - R  # inverse relation token r{R+i} undoes r{i}
-        assert fwd[(a, r)] == b
+        assert fwd[(a, r)] == b and (a, r) in train  # its forward fact is trained on
         assert (b, r_inv) not in train
     for f in _facts(ds["test_ood"]):
         assert (f["answer"], f["r1"] - R) not in fwd  # neither direction was trained
@@ -149,3 +192,20 @@ def test_majority_rate_is_the_most_common_answer_share(twohop):
     answers = ds["test_id"]["answer"]
     best = max(answers.count(a) for a in set(answers))
     assert majority_rate(ds["test_id"]) == pytest.approx(best / len(answers))
+
+
+@pytest.mark.parametrize("value", ["0", "1", "1.5"])
+def test_valid_fraction_outside_0_1_is_a_config_error(value):
+    from sae_ooc.config import load_config
+    from sae_ooc.typed_yaml import ConfigError
+
+    with pytest.raises(ConfigError, match="task.valid_fraction"):
+        load_config(None, [f"task.valid_fraction={value}"])
+
+
+def test_a_pool_of_two_still_gives_valid_id_and_test_id_one_fact_each():
+    # phi at its largest: exactly two inferred facts left out of train
+    probe, _ = generate(TaskConfig(n_entities=6, n_relations=2, facts_per_entity=2, phi=0.0, ood_fraction=0.0, seed=1))
+    n_pool, n_atomic = len(probe["valid_id"]) + len(probe["test_id"]), len(probe["atomic_test"])
+    ds, _ = generate(TaskConfig(n_entities=6, n_relations=2, facts_per_entity=2, phi=(n_pool - 2) / n_atomic, ood_fraction=0.0, seed=1))
+    assert (len(ds["valid_id"]), len(ds["test_id"])) == (1, 1)

@@ -142,4 +142,6 @@ def test_export_command_on_a_run(run, tmp_path, capsys):
     assert "export: unchanged, skipped" in capsys.readouterr().out
     assert cli_main(["export", "--run", str(run.root), "--max-nodes", "2"]) == 0  # other options: drawn again
     assert "export: wrote" in capsys.readouterr().out
-    assert len(json.loads((out / "circuit_full.json").read_text())["drawn"]["nodes"]) == 2
+    drawn = json.loads((out / "circuit_full.json").read_text())["drawn"]
+    assert len(drawn["nodes"]) + len(drawn["not_drawn_without_edges"]) == 2  # the top two; those without a drawn edge only counted
+    assert all(any(n in e for e in drawn["edges"]) for n in drawn["nodes"])

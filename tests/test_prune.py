@@ -6,40 +6,58 @@ import pytest
 import torch
 from circuit_fixtures import HOOKS, ROOT, linear_model, linear_sae, topk_sae
 
+from sae_ooc.circuits import prune
 from sae_ooc.circuits.ablation import ablated_metric, ablation_values
 from sae_ooc.circuits.faithfulness import Faith
+from sae_ooc.circuits.nodes import Node
 from sae_ooc.circuits.pairs import make_pairs
 from sae_ooc.circuits.prune import (
     NodeLayout,
     candidate_nodes,
     prune_circuits,
     summarize,
+    transfer,
 )
 from sae_ooc.circuits.selection import keep_masks
 from sae_ooc.circuits.spliced import Spliced
 from sae_ooc.config import load_config
 from sae_ooc.models.hooked import build_model
-from sae_ooc.tasks.data import generate
+from sae_ooc.threads import torch_threads
 
 TINY = load_config(ROOT / "configs" / "tiny.yaml")
-
-
-@pytest.fixture(scope="module")
-def task():
-    return generate(TINY.task)
 
 
 def _faith(sp, pairs, abl):
     return Faith(ablated_metric(sp, pairs, None, abl, "logit_diff"), ablated_metric(sp, pairs, keep_masks(sp, []), abl, "logit_diff"))
 
 
-def test_rounds_run_from_the_whole_model_to_the_empty_circuit(task):
-    ds, vocab = task
-    sp = Spliced(build_model(TINY.model, vocab, seed=0), {h: topk_sae(h, TINY.model.d_model, seed=i) for i, h in enumerate(HOOKS)})
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    with torch_threads(1):  # tiny tensors: a second thread only waits on the busy machine's other work
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny_sp(tiny_task):
+    return Spliced(build_model(TINY.model, tiny_task[1], seed=0), {h: topk_sae(h, TINY.model.d_model, seed=i) for i, h in enumerate(HOOKS)})
+
+
+def test_rounds_run_from_the_whole_model_to_the_empty_circuit(tiny_task, tiny_sp, monkeypatch):
+    ds, vocab = tiny_task
+    sp = tiny_sp
     pairs = make_pairs(ds, vocab, "all", 5, seed=0)
     abl = ablation_values(sp, ds, "zero", 64, 0, pairs)
-    res = prune_circuits(sp, pairs, abl, "logit_diff", _faith(sp, pairs, abl), step=0.2, progress=False)
+    bars = []
+
+    def bar(items, **kw):  # the progress bar: what it is told to expect, and what it is given
+        items = list(items)
+        bars.append((kw.get("total", len(items)), len(items)))
+        return items
+
+    monkeypatch.setattr(prune, "tqdm", bar)
+    res = prune_circuits(sp, pairs, abl, "logit_diff", _faith(sp, pairs, abl), step=0.2, progress=True)
     r = res["rounds"]
+    assert bars == [(len(r) - 1, len(r) - 1)]  # one step per round after the first
     # zero ablation: the candidates are the active features and the error nodes, i.e. the whole model
     assert r[0]["faithfulness"] == pytest.approx(1.0, abs=1e-5)
     assert r[0]["mean_features"] == pytest.approx(sum(6 * 3 for _ in HOOKS))  # k = 6 active features per (hook, position)
@@ -51,8 +69,8 @@ def test_rounds_run_from_the_whole_model_to_the_empty_circuit(task):
     assert s["faithfulness_within_max"] == next(x["faithfulness"] for x in r if x["max_features"] <= 10)
 
 
-def test_on_a_linear_model_the_search_matches_one_on_the_analytic_contributions(task):
-    ds, vocab = task
+def test_on_a_linear_model_the_search_matches_one_on_the_analytic_contributions(tiny_task):
+    ds, vocab = tiny_task
     model = linear_model(vocab)
     h = HOOKS[1]
     sae = linear_sae(h, 16, seed=3)
@@ -95,3 +113,29 @@ def test_on_a_linear_model_the_search_matches_one_on_the_analytic_contributions(
     for rnd, (_, want) in zip(res["rounds"][1:], expected):
         assert rnd["faithfulness"] == pytest.approx(want, rel=1e-3, abs=1e-3), rnd["budget"]
     assert res["rounds"][0]["faithfulness"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_prompts_circuit_is_scored_on_the_other_prompts_by_whether_they_share_its_relations(tiny_task, tiny_sp):
+    ds, vocab = tiny_task
+    sp = tiny_sp
+    pairs = make_pairs(ds, vocab, "all", 12, seed=0)
+    rel = pairs.relations()
+    sources = [i for i in range(len(pairs)) if rel.count(rel[i]) > 1][:2] + [i for i in range(len(pairs)) if rel.count(rel[i]) == 1][:1]
+    assert len(sources) == 3  # two prompts with partners that share (r1, r2), one without
+    abl = ablation_values(sp, ds, "mean", 64, 0, pairs)
+    faith = _faith(sp, pairs, abl)
+    every = [Node(h, p, i) for h in HOOKS for p in range(3) for i in [None, *range(sp.d_sae[h])]]
+    g = torch.Generator().manual_seed(0)
+    circuits = [[every[j] for j in torch.randperm(len(every), generator=g)[:150].tolist()] for _ in sources]
+    layout = NodeLayout(sp)
+    keep = torch.cat([layout.flatten(*({h: m[None] for h, m in part.items()} for part in keep_masks(sp, c))) for c in circuits])
+    got = transfer(sp, pairs, sources, keep, abl, "logit_diff", faith)
+    for name, same in (("same_relations", True), ("other_relations", False)):
+        rows = [(k, j) for k, i in enumerate(sources) for j in range(len(pairs)) if j != i and (rel[j] == rel[i]) == same]
+        m = torch.cat([ablated_metric(sp, pairs.subset([j]), tuple({h: x[None] for h, x in part.items()} for part in keep_masks(sp, circuits[k])),
+                                      abl.rows([j]), "logit_diff") for k, j in rows])
+        idx = torch.tensor([j for _, j in rows])
+        want = float((m.mean() - faith.m_empty[idx].mean()) / (faith.m_full[idx].mean() - faith.m_empty[idx].mean()))
+        assert got[name]["n_rows"] == len(rows) and got[name]["faithfulness"] == pytest.approx(want, rel=1e-4, abs=1e-5)
+        assert got[name]["per_source"]["n"] == len({k for k, _ in rows})
+    assert got["same_relations"]["per_source"]["n"] == 2 and got["other_relations"]["n_rows"] + got["same_relations"]["n_rows"] == 3 * 11

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from circuit_fixtures import mark_stages
+from conftest import copy_run
+from test_heldout_prefixes import row_prefixes
 from sae_lens import SAE
 from safetensors.torch import load_file
 
@@ -24,6 +27,7 @@ from sae_ooc.saes.reconstruction import check_d_in
 from sae_ooc.saes.store import eval_metrics_path, eval_rows, load_saes, sae_dir
 from sae_ooc.saes.task_metrics import TaskEvaluator
 from sae_ooc.saes.trainer import train_sae
+from sae_ooc.tasks.data import SPLITS, load_task
 
 REPO = Path(__file__).resolve().parents[1]
 SAE_SETTINGS = ["sae.training_tokens=3840", "sae.batch_size=64", "sae.d_sae=64", "sae.d_sae_by_hook={}", "sae.k_by_hook={}", "sae.k=4", "sae.log_every=10", "sae.n_checkpoints=2",
@@ -31,12 +35,10 @@ SAE_SETTINGS = ["sae.training_tokens=3840", "sae.batch_size=64", "sae.d_sae=64",
 
 
 @pytest.fixture(scope="module")
-def sae_run(tmp_path_factory):
-    cfg = load_config(REPO / "configs/tiny.yaml", ["train.steps=30", "train.eval_every=30", "train.n_checkpoints=0", "harvest.shard_tokens=128",
-                                                   *SAE_SETTINGS])
-    run = RunDir(tmp_path_factory.mktemp("run"), cfg)
+def sae_run(harvested_run, tmp_path_factory):
+    run = copy_run(harvested_run, tmp_path_factory.mktemp("sae") / "run", SAE_SETTINGS)
     results = run_pipeline(run, stages=["data", "train", "harvest", "train-sae"])
-    assert [r.name for r in results if r.ran and r.finished] == ["data", "train", "harvest", "train-sae"]
+    assert [r.name for r in results if r.ran] == ["train-sae"]  # the shared stages are reused, not recomputed
     return run
 
 
@@ -45,6 +47,7 @@ def test_saes_load_with_sae_lens_and_metrics_recompute_from_the_cache(sae_run):
     manifest = read_json(root / "manifest.json")
     held = load_file(str(sae_run.saes_dir / "heldout_rows.safetensors"))["rows"]
     assert 0 < len(held) < manifest["n_tokens"]
+    held = distinct(held, row_prefixes(load_file(str(root / "tokens.safetensors"))))  # metrics count each held-out prefix once
     for hook in manifest["hooks"]:
         d = sae_dir(sae_run.saes_dir, hook)
         sae = SAE.load_from_disk(d)
@@ -156,6 +159,14 @@ def test_train_sae_script_runs_standalone_with_a_sweep(sae_run, tmp_path):
     assert (out / "pareto_blocks_1_hook_resid_pre.png").exists() and (out / "pareto_blocks_1_hook_resid_pre.svg").exists()
 
 
+def distinct(rows: torch.Tensor, prefixes: list) -> torch.Tensor:
+    """The first of `rows` with each prefix (`row_prefixes`), ascending."""
+    first: dict = {}
+    for r in rows.tolist():
+        first.setdefault(prefixes[r], r)
+    return torch.tensor(sorted(first.values()))
+
+
 def _brute_auroc(scores, labels, value):
     pos, neg = scores[labels == value], scores[labels != value]
     wins = (pos[:, None] > neg[None, :]).double().sum() + 0.5 * (pos[:, None] == neg[None, :]).double().sum()
@@ -191,19 +202,27 @@ def test_spliced_sae_with_error_term_reproduces_clean_loss(sae_run):
 
 
 def _label_precision(run, hook, lab):
-    """Share of held-out tokens at the label's position on which the feature fires that carry the labelled value."""
+    """Share of the distinct held-out prefixes at the label's position that determine the variable (every row with
+    the prefix agrees on its value; the answer only at answer positions) on which the feature fires that carry the
+    labelled value."""
     from sae_ooc.activations.cache import ROLES
 
     cache = open_cache(run.activations_dir)
     tok = cache.tokens()
-    heldout = torch.zeros(cache.n_tokens, dtype=torch.bool)
-    heldout[load_file(str(eval_rows(run.saes_dir)))["rows"]] = True
-    rows = ((tok["pos"] == ROLES.index(lab["position"])) & heldout & (tok[lab["variable"]] >= 0)).nonzero().squeeze(1)
+    prefixes = row_prefixes(tok)
+    var = lab["variable"]
+    values: dict = {}
+    for r, (v, a) in enumerate(zip(tok[var].tolist(), tok["is_answer_pos"].tolist())):
+        if v >= 0 and (a == 1 or var != "answer"):
+            values.setdefault(prefixes[r], set()).add(v)
+    held = distinct(load_file(str(eval_rows(run.saes_dir)))["rows"], prefixes).tolist()
+    rows = [r for r in held if prefixes[r][0] == ROLES.index(lab["position"]) and len(values.get(prefixes[r], ())) == 1]
     sae = SAE.load_from_disk(str(sae_dir(run.saes_dir, hook)))
     with torch.no_grad():
-        fires = sae.encode(cache.read(hook, rows))[:, lab["feature"]] > 0
+        fires = sae.encode(cache.read(hook, torch.tensor(rows)))[:, lab["feature"]] > 0
     value_id = read_json(run.data_dir / "vocab.json")["id_of"][lab["value"]]
-    return float((tok[lab["variable"]][rows][fires] == value_id).double().mean())
+    carried = torch.tensor([next(iter(values[prefixes[r]])) for r in rows])
+    return float((carried[fires] == value_id).double().mean())
 
 
 def _digests(root):
@@ -212,19 +231,37 @@ def _digests(root):
     return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_eval_sae_writes_metrics_labels_and_summary(sae_run):
+def test_eval_sae_writes_metrics_labels_and_summary(sae_run, capsys):
     saes_before = _digests(sae_run.saes_dir)
+    capsys.readouterr()
     result = run_stage(sae_run, "eval-sae")
+    bar = capsys.readouterr().err.replace("\r", "\n")  # a progress bar that names the hook in hand and ends full
+    assert "eval-sae: blocks.1.hook_resid_post" in bar and "100%" in bar.strip().splitlines()[-1]
     assert result.ran and result.finished and result.info["summary"] == str(sae_run.sae_eval_dir / "summary.md")
     assert _digests(sae_run.saes_dir) == saes_before  # eval-sae reads train-sae's outputs, never rewrites them
     assert not run_stage(sae_run, "eval-sae").ran  # up to date: skipped
     ev = sae_run.sae_eval_dir
     hooks = read_json(sae_run.activations_dir / "manifest.json")["hooks"]
+    tok = load_file(str(sae_run.activations_dir / "tokens.safetensors"))
+    held = set(load_file(str(eval_rows(sae_run.saes_dir)))["rows"].tolist())
+    trained_on = {prefix for r, (_, prefix) in enumerate(row_prefixes(tok)) if r not in held}
+    ds, _ = load_task(sae_run.data_dir)
     for h in hooks:
         m = read_json(eval_metrics_path(ev, h))
         assert {"reconstruction", "task", "alignment", "feature_labels"} <= m.keys()
         assert "training" in read_json(sae_dir(sae_run.saes_dir, h) / "metrics.json")  # training metrics stay with train-sae
-        assert set(m["task"]["splits"]) == {"train", "test_id", "test_ood", "atomic_test"}
+        assert set(m["task"]["splits"]) == set(SPLITS)
+        unseen = m["task"]["heldout_prefixes"]  # prompts whose whole prompt the SAE never saw, counted independently
+        for split, r in unseen.items():
+            prompts = [tuple(ids) for ids in ds[split]["input_ids"]]
+            assert r["n"] == sum(p not in trained_on for p in prompts) and 0 < r["n"] < len(prompts)
+        assert "test_id" in unseen
+        rec = m["reconstruction"]
+        assert set(rec["by_position"]) == {"head", "r1", "r2"} and sum(v["n_tokens"] for v in rec["by_position"].values()) == rec["n_tokens"]
+        for a in m["alignment"].values():
+            p = a["probe"]
+            assert len(p["random_model_accs"]) == len(p["shuffled_accs"]) == sae_run.cfg.sae_eval.n_controls and p["step0_accs"] == []
+            assert p["n_heldout"] == a["n_heldout"] and p["heldout_ci95"][0] <= p["heldout_acc"] <= p["heldout_ci95"][1]
         for lab in m["feature_labels"]:
             assert set(lab) == {"feature", "variable", "position", "value", "auroc", "precision"} and lab["auroc"] >= 0.9
             assert 0 <= lab["feature"] < 64 and lab["position"] in ("head", "r1", "r2")
@@ -237,9 +274,12 @@ def test_eval_sae_writes_metrics_labels_and_summary(sae_run):
     labels = load_feature_labels(ev)  # what circuit and query show: eval-sae's labels
     assert sum(len(v) for per in labels.values() for v in per.values()) == n_labels
     assert not any(load_feature_labels(sae_run.saes_dir).values())  # train-sae's metrics carry no labels
-    # layer 0, head position: the token itself is the head entity; some feature must read it out
-    a = read_json(eval_metrics_path(ev, "blocks.0.hook_resid_pre"))["alignment"]["head@head"]
-    assert a["frac_detected_probe"] == 1.0 and a["mean_auroc_features"] > 0.8
+    # layer 0 is the embeddings: at r1 the stream is the r1 token, readable from held-out prefixes by the trained and
+    # the random models alike (the control is not a floor at zero), while the head entity is not in it at all
+    al = read_json(eval_metrics_path(ev, "blocks.0.hook_resid_pre"))["alignment"]
+    assert al["r1@r1"]["probe"]["heldout_acc"] == 1.0 and al["r1@r1"]["probe"]["random_model_acc"] == 1.0
+    assert al["head@r1"]["probe"]["heldout_acc"] <= al["head@r1"]["probe"]["majority_acc"] + 1e-9
+    assert "head@head" not in al  # one prefix per head entity: no held-out value the probe could have seen
     summary = (ev / "summary.md").read_text()
     assert all(h in summary for h in hooks) and "Bridge entity" in summary
     assert (ev / "alignment_bridge.png").exists() and (ev / "alignment_bridge.svg").exists()
@@ -333,3 +373,59 @@ def test_train_sae_stage_resumes_an_interrupted_run_and_a_rerun_recomputes(sae_r
         after = load_file(str(weights(h)))
         assert all(torch.equal(before[h][k], after[k]) for k in after)  # deterministic: the same SAEs again
 
+
+
+# damaged inputs and progress (issue #10) ------------------------------------------------------------------
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_a_truncated_sae_weights_file_is_a_one_line_error_naming_it_and_the_fix(sae_run, tmp_path):
+    run = copy_run(sae_run, tmp_path / "run", SAE_SETTINGS)
+    weights = sae_dir(run.saes_dir, "blocks.1.hook_resid_pre") / "sae_weights.safetensors"
+    _truncate(weights)
+    with pytest.raises(UserError) as e:
+        load_saes(run.saes_dir)
+    assert str(weights) in str(e.value) and f"sae-ooc train-sae --run {run.root} --force" in str(e.value)
+    (sae_dir(run.saes_dir, "blocks.0.hook_resid_pre") / "cfg.json").write_text('{"d_in": 3')
+    with pytest.raises(UserError, match="cfg.json is corrupt or truncated"):
+        load_saes(run.saes_dir)
+    from sae_ooc.saes.evaluate import run_eval_sae
+
+    with pytest.raises(UserError, match="cfg.json is corrupt"):  # what the eval-sae stage runs into
+        run_eval_sae(run)
+
+
+def test_train_sae_checks_every_shard_before_training_or_deleting_anything(sae_run, tmp_path, capsys):
+    from sae_ooc.cli import main
+
+    run = copy_run(sae_run, tmp_path / "run", SAE_SETTINGS)
+    shard = sorted((run.activations_dir / "blocks.1.hook_resid_post").glob("shard_*.safetensors"))[-1]  # the last hook's last shard
+    _truncate(shard)
+    before = _digests(run.saes_dir)
+    capsys.readouterr()
+    assert main(["train-sae", "--run", str(run.root), "--force"]) == 2  # the pipeline sees the harvest's file changed
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and shard.name in err and f"sae-ooc harvest --run {run.root}" in err
+    # where the record cannot tell (the harvest wrote the bad shard itself, or the file kept its size and time), the
+    # stage reads every shard's checksum before it trains a step or deletes an SAE
+    mark_stages(run, ["harvest"])
+    with pytest.raises(UserError) as e:
+        run_stage(run, "train-sae", force=True)
+    assert str(shard) in str(e.value) and f"sae-ooc harvest --force --run {run.root}" in str(e.value)
+    assert _digests(run.saes_dir) == before  # nothing retrained, nothing removed
+
+
+def test_the_training_bar_names_its_hook_and_ends_at_100_percent(sae_run, tmp_path, capsys):
+    import dataclasses
+
+    cache = open_cache(sae_run.activations_dir)
+    p = dataclasses.replace(sae_run.cfg.sae, training_tokens=640)  # 10 steps: SAELens's own bar would stop at 0 of 640
+    capsys.readouterr()
+    train_sae(cache, "blocks.1.hook_resid_pre", tmp_path / "sae", p)
+    err = capsys.readouterr().err
+    last = err.replace("\r", "\n").strip().splitlines()
+    bar = [line for line in last if "640/640" in line]
+    assert bar and "train-sae blocks.1.hook_resid_pre" in bar[-1] and "100%" in bar[-1]
+    assert "Training SAE" not in err

@@ -240,11 +240,11 @@ def test_lr_schedules():
 
 
 def test_early_stop_needs_both_thresholds_and_a_rerun_does_not_continue(tmp_path):
-    # atomic facts are learnt long before test_id moves on tiny, so a low test_id bar stops at the first eval
-    run = _run(tmp_path, "early", ["train.stop_at_test_id=0.01", "train.stop_at_atomic=0.5"])
+    # atomic facts are learnt long before valid_id moves on tiny, so a low valid_id bar stops at the first eval
+    run = _run(tmp_path, "early", ["train.stop_at_valid_id=0.01", "train.stop_at_atomic=0.5"])
     run_stage(run, "train")
     recs = read_jsonl(run.model_dir / "metrics.jsonl")
-    first = next(r for r in recs if r["test_id_acc"] >= 0.01 and r["atomic_test_acc"] >= 0.5 and r["step"] > 0)
+    first = next(r for r in recs if r["valid_id_acc"] >= 0.01 and r["atomic_test_acc"] >= 0.5 and r["step"] > 0)
     final = read_json(run.model_dir / "final_metrics.json")
     assert final["stopped_early"] and final["steps"] == first["step"] == recs[-1]["step"] < run.cfg.train.steps
     assert (run.model_dir / "checkpoints" / f"step_{first['step']}" / "model.safetensors").exists()
@@ -252,8 +252,32 @@ def test_early_stop_needs_both_thresholds_and_a_rerun_does_not_continue(tmp_path
     run_stage(run, "train")
     assert read_json(run.model_dir / "final_metrics.json")["steps"] == first["step"]
 
-    never = _run(tmp_path, "never", ["train.stop_at_test_id=0.99", "train.stop_at_atomic=0.5"])
+    never = _run(tmp_path, "never", ["train.stop_at_valid_id=0.99", "train.stop_at_atomic=0.5"])
     run_stage(never, "train")
     final = read_json(never.model_dir / "final_metrics.json")
-    assert max(r["test_id_acc"] for r in read_jsonl(never.model_dir / "metrics.jsonl")) < 0.99
+    assert max(r["valid_id_acc"] for r in read_jsonl(never.model_dir / "metrics.jsonl")) < 0.99
     assert not final["stopped_early"] and final["steps"] == never.cfg.train.steps
+
+
+def test_early_stop_reads_valid_id_not_test_id(tmp_path, monkeypatch):
+    """Periodic evals where test_id passes the bar from step 50 but valid_id only from step 100: the run must
+    stop at 100 and say it read valid_id."""
+    real = train_mod.evaluate_splits
+    periodic = {"n": 0}
+
+    def staged(model, tensors, max_examples=None, device=None):
+        m = real(model, tensors, max_examples=max_examples, device=device)
+        if max_examples is None:  # the final, full evaluation stays real
+            return m
+        step = periodic["n"] * 50  # tiny evaluates every 50 steps, starting at step 0
+        periodic["n"] += 1
+        return {**m, "test_id_acc": 1.0 if step >= 50 else 0.0, "valid_id_acc": 1.0 if step >= 100 else 0.0, "atomic_test_acc": 1.0}
+
+    monkeypatch.setattr(train_mod, "evaluate_splits", staged)
+    run = _run(tmp_path, "split", ["train.stop_at_valid_id=0.5", "train.stop_at_atomic=0.5"])
+    run_stage(run, "train")
+    final = read_json(run.model_dir / "final_metrics.json")
+    recs = read_jsonl(run.model_dir / "metrics.jsonl")
+    assert final["stopped_early"] and final["steps"] == recs[-1]["step"] == 100
+    assert final["stop_split"] == "valid_id"
+    assert (final["valid_id_0.9_step"], final["test_id_0.9_step"]) == (100, 50)  # both recorded, from the same lines

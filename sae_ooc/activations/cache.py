@@ -143,10 +143,12 @@ class ActivationCache:
             out[sel] = self.load_shard(hook_name, i)[rows[sel] - start].to(dtype)
         return out
 
-    def verify(self) -> None:
-        """Check every file against its checksum (raises a UserError naming the first bad one)."""
+    def verify(self, hooks: list[str] | None = None) -> None:
+        """Check the token table and the shards of `hooks` (default: all) against their checksums (raises a UserError
+        naming the first bad file and `sae-ooc harvest --force`)."""
         self.tokens()
-        for hook in self.hooks:
+        for hook in self.hooks if hooks is None else hooks:
+            self.check_hook(hook)
             for i in range(self.n_shards):
                 self.load_shard(hook, i)
 
@@ -155,12 +157,49 @@ def open_cache(root: str | Path, expected_model_hash: str | None = None) -> Acti
     return ActivationCache(root, expected_model_hash)
 
 
+def prefix_ids(tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per row, the id of its (position, token prefix): the tokens up to and including its position.
+
+    Under causal attention a token's activation is a function of exactly this prefix, so rows that share one are
+    twins (bit-identical activations up to float noise). Ids are dense, 0.., in (position, tokens) order.
+    """
+    pos = tokens["pos"].long()
+    cols = [pos] + [torch.where(pos >= i, tokens[role].long(), -1) for i, role in enumerate(ROLES)]
+    return torch.unique(torch.stack(cols, 1), dim=0, return_inverse=True)[1]
+
+
 def heldout_mask(tokens: dict[str, torch.Tensor], fraction: float, seed: int) -> torch.Tensor:
-    """Rows of whole sequences held out of SAE training (a seeded `fraction` of the sequences): [n_tokens] bool."""
-    gid = tokens["split"].long() * 10_000_000 + tokens["seq"].long()
-    uniq, inverse = torch.unique(gid, return_inverse=True)
-    n_held = int(round(fraction * len(uniq)))
+    """Rows held out of SAE training, by prefix: at each position a seeded `fraction` of the distinct prefixes
+    (at least one and all but one where there are two or more), with every row that carries one: [n_tokens] bool.
+
+    Holding out whole sequences instead leaves most held-out head and r1 tokens with a twin in training (their
+    prefix recurs in other sequences); split this way, no held-out row has a twin on the other side.
+    """
+    pid = prefix_ids(tokens)
+    n = int(pid.max()) + 1 if len(pid) else 0
+    pos_of = torch.zeros(n, dtype=torch.long).scatter_(0, pid, tokens["pos"].long())
+    held = torch.zeros(n, dtype=torch.bool)
     g = torch.Generator().manual_seed(seed)
-    held = torch.zeros(len(uniq), dtype=torch.bool)
-    held[torch.randperm(len(uniq), generator=g)[:n_held]] = True
-    return held[inverse]
+    for p in torch.unique(pos_of).tolist():
+        ids = (pos_of == p).nonzero().squeeze(1)
+        k = min(max(int(round(fraction * len(ids))), 1), len(ids) - 1) if len(ids) >= 2 else 0
+        held[ids[torch.randperm(len(ids), generator=g)[:k]]] = True
+    return held[pid]
+
+
+def distinct_rows(tokens: dict[str, torch.Tensor], mask: torch.Tensor, pid: torch.Tensor | None = None) -> torch.Tensor:
+    """One row per distinct prefix among the rows in `mask` (its first), ascending: a repeated prompt counts once.
+    `pid`: `prefix_ids(tokens)` when the caller has it."""
+    rows = mask.nonzero().squeeze(1)
+    if len(rows) == 0:
+        return rows
+    uniq, inv = torch.unique((prefix_ids(tokens) if pid is None else pid)[rows], return_inverse=True)
+    first = torch.full((len(uniq),), len(rows), dtype=torch.long).scatter_reduce_(0, inv, torch.arange(len(rows)), "amin")
+    return rows[first].sort().values
+
+
+def prefix_tuples(tokens: dict[str, torch.Tensor], rows: torch.Tensor) -> set[tuple[int, ...]]:
+    """The token prefixes (as tuples of token ids) of cache rows `rows`."""
+    pos = tokens["pos"][rows].tolist()
+    toks = torch.stack([tokens[role][rows] for role in ROLES], 1).tolist()
+    return {tuple(t[: p + 1]) for t, p in zip(toks, pos)}

@@ -9,7 +9,9 @@ methods registered in `sae_ooc.circuits.methods`).
 
 Outputs (RUN/attribution/):
   node_effects.safetensors, node_effects.json  the effects (`sae_ooc.circuits.effects`).
-  validation.json (+ validation.png/.svg) with validate=True: every other method against exact patching
+  validation.json (+ validation.png/.svg) with validate=True: every other method against exact patching, per
+                                           pair and never on the nodes it patched exactly itself, with its
+                                           speed against batched exact patching timed alongside
                                            (`sae_ooc.circuits.validation`).
 """
 
@@ -30,6 +32,7 @@ from sae_ooc.circuits.spliced import load_spliced
 from sae_ooc.circuits.validation import VALIDATION_FILE, validate_methods
 from sae_ooc.io import write_json
 from sae_ooc.tasks.data import load_task
+from sae_ooc.threads import torch_threads
 from sae_ooc.viz.circuit_plots import plot_validation
 
 VALIDATION_FILES = (VALIDATION_FILE, "validation.png", "validation.svg")
@@ -38,6 +41,11 @@ VALIDATION_FILES = (VALIDATION_FILE, "validation.png", "validation.svg")
 def run_attribute(run, force: bool = False, validate: bool = True) -> dict:
     """Stage `attribute`: node effects of every node on `attribution.n_pairs` pairs, and with `validate` the
     approximations checked against exact patching on the first `attribution.validate_pairs` of them."""
+    with torch_threads(run.cfg.attribution.threads):
+        return _attribute(run, validate)
+
+
+def _attribute(run, validate: bool) -> dict:
     a = run.cfg.attribution
     out = run.attribution_dir
     sp = load_spliced(run)
@@ -57,9 +65,11 @@ def run_attribute(run, force: bool = False, validate: bool = True) -> dict:
     if validate:
         sample = pairs.subset(slice(0, a.validate_pairs))
         report, flat = validate_methods(sp, sample, a.metric, a.ig_steps, a.exact_batch_size, a.batch_size, a.trust_spearman,
-                                        verify_top=a.verify_top)
+                                        a.trust_recall, verify_top=a.verify_top)
         plot_validation(flat, report, out / "validation")
         write_json(out / VALIDATION_FILE, report)
+        info["validation"] = {m: {k: r[k] for k in ("recall_top50", "spearman_not_exact", "trusted", "speedup_vs_batched_exact")}
+                              for m, r in report["methods"].items()}
     else:  # what the stage leaves must match how it ran: no validation from an earlier run
         for name in VALIDATION_FILES:
             (out / name).unlink(missing_ok=True)

@@ -4,10 +4,17 @@ The pieces live beside this module: node selection (`selection`), ablation and f
 `faithfulness`), edges and edge ablation (`edges`), per-prompt circuits by backward elimination (`prune`)
 and the saved graph (`graph`); this module runs them in order and writes the files.
 
-Outputs (RUN/circuit/): circuit.json (nodes with effects and descriptions, edges with weights: a
-`CircuitGraph`), circuit.safetensors (node masks per hook), faithfulness.json, faithfulness_curve.png/.svg,
-and with per-prompt pruning prompt_circuit.json (the first pair's pruned circuit, also a `CircuitGraph`)
-and prompt_circuits.safetensors.
+The attribution pairs are split (`circuit.heldout_fraction`, `Pairs.split`): nodes, edges and their weights, the
+candidate edges and the per-prompt pruning are chosen on the selection pairs; faithfulness, completeness, the
+ablation comparison, the methods' circuits and edge ablation are reported on the held-out pairs, with the
+in-sample numbers on the selection pairs beside them, labelled as such.
+
+Outputs (RUN/circuit/): circuit.json (nodes with their mean effects over the selection pairs and descriptions,
+edges with weights, held-out scores: a `CircuitGraph`), circuit.safetensors (node masks per hook),
+faithfulness.json ("heldout", "selection" (in-sample), "by_ablation", "by_method", "pruned_per_prompt", "edges",
+the pair indices under "pairs"), faithfulness_curve.png/.svg, and with per-prompt pruning prompt_circuit.json
+(the first selection pair's pruned circuit, also a `CircuitGraph`) and prompt_circuits.safetensors (each pruned pair's keep
+mask `keep` [n, n_nodes] in `prune.NodeLayout` order, its metric, and its index among the attribution pairs `pairs`).
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ from __future__ import annotations
 import torch
 
 from sae_ooc.circuits.ablation import ablation_values
+from sae_ooc.circuits.by_method import method_circuits
 from sae_ooc.circuits.edges import (
+    candidate_edges,
     edge_ablation_test,
     edge_weights,
     exact_edges,
@@ -28,6 +37,7 @@ from sae_ooc.circuits.faithfulness import (
     Faith,
     ablation_curves,
     circuit_scores,
+    end_points,
     faithfulness_curve,
 )
 from sae_ooc.circuits.graph import (
@@ -38,7 +48,7 @@ from sae_ooc.circuits.graph import (
     GraphNode,
 )
 from sae_ooc.circuits.nodes import SINK, Node
-from sae_ooc.circuits.pairs import Pairs
+from sae_ooc.circuits.pairs import Pairs, split_indices
 from sae_ooc.circuits.prune import NodeLayout, pruned_circuits
 from sae_ooc.circuits.selection import keep_masks, select_nodes
 from sae_ooc.circuits.spliced import Spliced, load_spliced
@@ -46,6 +56,7 @@ from sae_ooc.errors import UserError
 from sae_ooc.io import save_tensors, write_json
 from sae_ooc.saes.features import describe_nodes
 from sae_ooc.tasks.data import POSITION_ROLES, load_task
+from sae_ooc.threads import torch_threads
 from sae_ooc.viz.circuit_plots import plot_curve
 
 FAITHFULNESS_FILE = "faithfulness.json"
@@ -101,69 +112,103 @@ def prompt_circuit(sp: Spliced, pairs: Pairs, i: int, keep_row: torch.Tensor, m_
                      f"{TARGET_MAX_FEATURES} feature nodes per prompt",
         "sink": {"id": SINK, "description": METRIC_TEXT[metric]},
     }
-    scores = {"m_full": float(faith.m_full[i]), "m_empty": float(faith.m_empty[i]), "m_circuit": float(m_circuit), "faithfulness": f}
+    # fitted to this prompt by backward elimination, so its faithfulness here is in-sample
+    scores = {"m_full": float(faith.m_full[i]), "m_empty": float(faith.m_empty[i]), "m_circuit": float(m_circuit), "faithfulness": f,
+              "in_sample": True}
     return CircuitGraph(metadata, scores, gnodes, _edges(edges, gradient))
 
 
-def run_circuit(run, force: bool = False) -> dict:
-    """Stage `circuit` (see the module docstring). Returns the headline numbers."""
-    c = run.cfg.circuit
-    out = run.circuit_dir
-    ne = load_node_effects(run.attribution_dir / EFFECTS_FILE)
-    sp = load_spliced(run)
-    if sp.hooks != ne.hooks:
-        raise UserError(f"the SAEs in {run.saes_dir} ({', '.join(sp.hooks)}) differ from those the node effects were computed with; rerun `sae-ooc attribute --run {run.root}`")
-    ds, vocab = load_task(run.data_dir)
-    metric = ne.metric
-    pairs = ne.pairs
-    abl = ablation_values(sp, ds, c.ablation, c.mean_examples, c.seed, pairs)
-    faith = Faith.measure(sp, pairs, abl, metric)
-    nodes = select_nodes(ne, c.top_n, c.node_threshold, c.errors)
-    scores = circuit_scores(sp, pairs, nodes, abl, metric, faith)
-    sizes = sorted(set(c.curve_sizes) | {0, c.top_n})
-    curve = faithfulness_curve(sp, ne, pairs, abl, metric, faith, sizes, c.errors)
-    reach = [r for r in curve if r["faithfulness"] >= TARGET_FAITHFULNESS]
+def _score_sets(sp: Spliced, ne: NodeEffects, held: Pairs, nodes: list[Node], ds, c, metric: str, sizes: list[int]) -> tuple[dict, tuple]:
+    """The circuit and its curve scored on the held-out pairs and, in-sample, on the selection pairs it was chosen
+    on. Returns ({"heldout": ..., "selection": ...}, (held-out ablation, held-out Faith))."""
+    scored = {}
+    for name, pairs in (("heldout", held), ("selection", ne.pairs)):
+        abl = ablation_values(sp, ds, c.ablation, c.mean_examples, c.seed, pairs)
+        faith = Faith.measure(sp, pairs, abl, metric)
+        scored[name] = {**end_points(faith), **circuit_scores(sp, pairs, nodes, abl, metric, faith, ci_seed=c.seed),
+                        "curve": faithfulness_curve(sp, ne, pairs, abl, metric, faith, sizes, c.errors)}
+        if name == "heldout":
+            held_abl = (abl, faith)
+    scored["selection"]["in_sample"] = True
+    reach = [r for r in scored["heldout"]["curve"] if r["faithfulness"] >= TARGET_FAITHFULNESS]
     min_feats = min((r["n_features"] for r in reach), default=None)
+    scored["heldout"]["target"] = {"faithfulness": TARGET_FAITHFULNESS, "max_feature_nodes": TARGET_MAX_FEATURES,
+                                   "min_feature_nodes_reaching": min_feats, "met": min_feats is not None and min_feats <= TARGET_MAX_FEATURES}
+    return scored, held_abl
+
+
+def run_circuit(run, force: bool = False) -> dict:
+    """Stage `circuit` (see the module docstring). Returns the headline numbers (held-out pairs)."""
+    with torch_threads(run.cfg.circuit.threads):
+        return _circuit(run)
+
+
+def _circuit(run) -> dict:
+    c, a = run.cfg.circuit, run.cfg.attribution
+    out = run.circuit_dir
+    ne_all = load_node_effects(run.attribution_dir / EFFECTS_FILE)
+    sp = load_spliced(run)
+    if sp.hooks != ne_all.hooks:
+        raise UserError(f"the SAEs in {run.saes_dir} ({', '.join(sp.hooks)}) differ from those the node effects were computed with; rerun `sae-ooc attribute --run {run.root}`")
+    if len(ne_all.pairs) < 2:
+        raise UserError(f"the circuit needs at least 2 attribution pairs (one to choose it on, one to score it on) but {run.attribution_dir} "
+                        f"has {len(ne_all.pairs)}; raise attribution.n_pairs (or use attribution.split=all) and rerun `sae-ooc attribute`")
+    ds, vocab = load_task(run.data_dir)
+    metric = ne_all.metric
+    sel_idx, held_idx = split_indices(len(ne_all.pairs), c.heldout_fraction, c.seed)
+    ne, ne_held = ne_all.subset(sel_idx), ne_all.subset(held_idx)  # chosen on ne's pairs, scored on ne_held's
+    held = ne_held.pairs
+    nodes = select_nodes(ne, c.top_n, c.node_threshold, c.errors)
+    sizes = sorted(set(c.curve_sizes) | {0, c.top_n})
+    scored, (abl, faith) = _score_sets(sp, ne, held, nodes, ds, c, metric, sizes)
     coarse = [n for n in sizes if n < 5 or n % 5 == 0 or n == c.top_n]
-    curves = ablation_curves(sp, ne, pairs, ds, c, metric, coarse)
-    pruned = pruned_circuits(sp, pairs, ds, c, metric)
+    curves = ablation_curves(sp, ne, ne_held, ds, c, metric, coarse)
+    by_method = method_circuits(sp, ne, held, abl, faith, c, a)
+    pruned = pruned_circuits(sp, ne_all.pairs, sel_idx, ds, c, metric)
     snap = pruned.pop("snapshot") if pruned else None
     example = None
-    if snap is not None:
-        example = prompt_circuit(sp, pairs, 0, snap["keep"][0], float(snap["metric"][0]), snap["faith"], ne, ds, vocab, run.sae_eval_dir,
+    if snap is not None:  # the first selection pair: source 0 of the pruning, pair 0 of `ne`
+        example = prompt_circuit(sp, ne.pairs, 0, snap["keep"][0], float(snap["metric"][0]), snap["faith"], ne, ds, vocab, run.sae_eval_dir,
                                  metric, c.prune_ablation, run.cfg.name)
-        save_tensors(out / "prompt_circuits.safetensors", {"keep": snap["keep"], "metric": snap["metric"]})
+        save_tensors(out / "prompt_circuits.safetensors", {"keep": snap["keep"], "metric": snap["metric"], "pairs": sel_idx[: c.prune_pairs]})
     elif (out / "prompt_circuits.safetensors").exists():
         (out / "prompt_circuits.safetensors").unlink()
-    plot_curve(curve, curves, c.ablation, out / "faithfulness_curve", f"{run.cfg.name}: {len(pairs)} pairs ({ne.method} effects), metric {metric}",
+    plot_curve(scored, curves, c.ablation, out / "faithfulness_curve",
+               f"{run.cfg.name}: chosen on {len(sel_idx)} pairs ({ne.method} effects), scored on {len(held_idx)} held-out pairs, metric {metric}",
                pruned)
 
-    edges, gradient, edge_check = weigh_edges(sp, pairs, nodes, metric, c, run.cfg.attribution.batch_size)
+    edges, gradient, edge_check = weigh_edges(sp, ne.pairs, nodes, metric, c, a.batch_size)
+    candidates = candidate_edges(sp, ne.pairs, ne, c, edges, a.batch_size)
     # zero ablation too: an ablated edge from a feature silent on the prompt then changes nothing, while under mean
-    # ablation it feeds the prompt the feature's mean, which the completeness check shows moves the answer
+    # ablation it feeds the prompt the feature's mean, which the inactive-feature check shows can move the answer
     edge_abl_by = {}
     for kind in dict.fromkeys((c.ablation, "zero")):
-        kind_abl = abl if kind == c.ablation else ablation_values(sp, ds, kind, c.mean_examples, c.seed, pairs)
-        edge_abl_by[kind] = edge_ablation_test(sp, pairs, edges, kind_abl, metric, list(c.edge_counts), c.random_edge_sets, c.seed)
+        kind_abl = abl if kind == c.ablation else ablation_values(sp, ds, kind, c.mean_examples, c.seed, held)
+        edge_abl_by[kind] = edge_ablation_test(sp, held, edges, candidates, kind_abl, metric, list(c.edge_counts), c.random_edge_sets, c.seed,
+                                               label=f"{kind} ablation")
 
     n_feat = sum(1 for n in nodes if not n.is_error)
-    target = {"faithfulness": TARGET_FAITHFULNESS, "max_feature_nodes": TARGET_MAX_FEATURES, "min_feature_nodes_reaching": min_feats,
-              "met": min_feats is not None and min_feats <= TARGET_MAX_FEATURES}
     faith_json = {
-        "metric": metric, "ablation": c.ablation, "n_pairs": len(pairs), "m_full": float(faith.m_full.mean()), "m_empty": float(faith.m_empty.mean()),
-        **scores, "n_feature_nodes": n_feat, "n_error_nodes": len(nodes) - n_feat, "target": target, "curve": curve, "by_ablation": curves,
-        "pruned_per_prompt": pruned,
-        "edges": {"n_edges": len(edges), "weights": c.edge_weights, "exact_check": edge_check, "ablation": edge_abl_by[c.ablation],
+        "metric": metric, "ablation": c.ablation, "n_selection_pairs": len(sel_idx), "n_heldout_pairs": len(held_idx),
+        "pairs": {"heldout_fraction": c.heldout_fraction, "seed": c.seed, "selection": sel_idx.tolist(), "heldout": held_idx.tolist(),
+                  "chosen_on_selection": "nodes, edges and their weights, candidate edges, per-prompt pruning",
+                  "reported_on_heldout": "heldout, by_ablation, by_method, edges.ablation_by_kind"},
+        "n_feature_nodes": n_feat, "n_error_nodes": len(nodes) - n_feat, **scored,
+        "by_ablation": curves, "by_method": by_method, "pruned_per_prompt": pruned,
+        "edges": {"n_edges": len(edges), "weights": c.edge_weights, "weighed_on": "selection", "exact_check": edge_check,
+                  "n_candidate_edges": len(candidates), "candidate_pool_nodes": c.edge_pool_nodes, "ablated_on": "heldout",
                   "ablation_by_kind": edge_abl_by},
     }
     metadata = {
-        "run": str(run.root), "config": run.cfg.name, "method": ne.method, "metric": metric, "n_pairs": len(pairs), "hooks": sp.hooks,
+        "run": str(run.root), "config": run.cfg.name, "method": ne.method, "metric": metric, "n_pairs": len(sel_idx),
+        "effects_over": "selection pairs", "n_heldout_pairs": len(held_idx), "hooks": sp.hooks,
         "d_sae": sp.d_sae, "positions": list(POSITION_ROLES), "selection": {"top_n": c.top_n, "node_threshold": c.node_threshold, "errors": c.errors},
         "ablation": c.ablation, "edge_weights": c.edge_weights, "sink": {"id": SINK, "description": METRIC_TEXT[metric]},
-        "example_prompt": vocab.decode(pairs.clean[0]), "example_answer": vocab.name(int(pairs.answer[0])),
+        "example_prompt": vocab.decode(ne.pairs.clean[0]), "example_answer": vocab.name(int(ne.pairs.answer[0])),
     }
-    score_keys = ("m_full", "m_empty", "m_circuit", "m_complement", "faithfulness", "completeness")
-    graph = circuit_graph(sp, ne, nodes, edges, gradient, metadata, {k: faith_json[k] for k in score_keys}, ds, vocab, run.sae_eval_dir)
+    score_keys = ("m_full", "m_empty", "m_circuit", "m_complement", "faithfulness", "faithfulness_ci95", "completeness")
+    scores = {**{k: scored["heldout"][k] for k in score_keys}, "pairs": "heldout", "n_pairs": len(held_idx)}
+    graph = circuit_graph(sp, ne, nodes, edges, gradient, metadata, scores, ds, vocab, run.sae_eval_dir)
     ka, ke = keep_masks(sp, nodes)
     save_tensors(out / "circuit.safetensors", {**{f"features.{h}": m for h, m in ka.items()}, **{f"errors.{h}": m for h, m in ke.items()}})
     write_json(out / FAITHFULNESS_FILE, faith_json)
@@ -172,5 +217,8 @@ def run_circuit(run, force: bool = False) -> dict:
         example.save(out / PROMPT_CIRCUIT_FILE)
     elif (out / PROMPT_CIRCUIT_FILE).exists():
         (out / PROMPT_CIRCUIT_FILE).unlink()
-    return {"faithfulness": scores["faithfulness"], "completeness": scores["completeness"], "n_feature_nodes": n_feat,
-            "n_error_nodes": len(nodes) - n_feat, "n_edges": len(edges), "min_feature_nodes_for_target": min_feats}
+    h = scored["heldout"]
+    return {"faithfulness_heldout": h["faithfulness"], "completeness_heldout": h["completeness"],
+            "faithfulness_selection_in_sample": scored["selection"]["faithfulness"], "n_selection_pairs": len(sel_idx),
+            "n_heldout_pairs": len(held_idx), "n_feature_nodes": n_feat, "n_error_nodes": len(nodes) - n_feat, "n_edges": len(edges),
+            "min_feature_nodes_for_target_heldout": h["target"]["min_feature_nodes_reaching"]}

@@ -10,7 +10,10 @@ clean run. With `circuit.edge_weights: exact` (default) the gradient method prop
 exact patching weighs each of them; with `gradient` the gradient weights stand and a sample is checked.
 
 Edges are evaluated by ablating them: an ablated edge u -> d feeds d the ablated value of u along
-u's direct path; the top edges by |weight| must hurt the metric more than random edges of the same count.
+u's direct path. The top edges by |weight| (weighed on the selection pairs) are ablated on the held-out pairs
+beside at least 100 random sets of as many edges drawn from the candidate edges outside the top set (every edge
+the gradient method proposes among a wider set of nodes, `candidate_edges`), and the top set's percentile among
+them is reported.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import torch
 from tqdm.auto import tqdm
 
 from sae_ooc.circuits.ablation import Ablation
+from sae_ooc.circuits.effects import NodeEffects
 from sae_ooc.circuits.nodes import SINK, Node, node_or_sink
 from sae_ooc.circuits.pairs import Pairs
+from sae_ooc.circuits.selection import select_nodes
 from sae_ooc.circuits.spliced import NodeValues, RowPatches, Spliced
 from sae_ooc.stats import pearson, spearman
 
@@ -101,36 +106,62 @@ def _exact_edges(sp: Spliced, pairs: Pairs, edges: list[tuple[str, str]], metric
     return out
 
 
-@torch.no_grad()
 def ablate_edges(sp: Spliced, pairs: Pairs, edges: list[tuple[str, str]], abl: Ablation, metric: str, batch: int = 512) -> torch.Tensor:
     """Per-pair metric with `edges` ablated: each target node is recomputed with its ablated sources
     set to their ablation value and every other SAE layer frozen, hook by hook in forward order."""
-    into: dict[object, list[Node]] = {}
-    for u, d in edges:
-        into.setdefault(node_or_sink(d), []).append(node_or_sink(u))
-    out = []
+    return ablate_edge_sets(sp, pairs, [edges], abl, metric, batch)[0]
+
+
+@torch.no_grad()
+def ablate_edge_sets(sp: Spliced, pairs: Pairs, edge_sets: list[list[tuple[str, str]]], abl: Ablation, metric: str, batch: int = 512,
+                     max_rows: int = 4096) -> torch.Tensor:
+    """[n_sets, n_pairs]: `ablate_edges` of every set, as many sets per forward pass as fit in `max_rows` rows."""
+    intos = []
+    for edges in edge_sets:
+        into: dict[object, list[Node]] = {}
+        for u, d in edges:
+            into.setdefault(node_or_sink(d), []).append(node_or_sink(u))
+        intos.append(into)
+    out = torch.zeros(len(edge_sets), len(pairs))
     for s in range(0, len(pairs), batch):
         b, a = pairs.subset(slice(s, s + batch)), abl.rows(slice(s, s + batch))
-        B = len(b)
-        state = NodeValues()
-        for hj in sp.hooks:
-            targets = [d for d in into if d != SINK and d.hook == hj]
-            nb = 1 + len(targets)
-            rec = NodeValues()
-            blocks = [(k + 1, into[d]) for k, d in enumerate(targets)]
-            acts_fn, err_fn = _frozen_fns(state, blocks, a, B, nb, record=rec, stop=hj)
-            sp.run(b.clean.repeat(nb, 1), acts_fn=acts_fn, err_fn=err_fn)
-            state.acts[hj], state.errs[hj] = rec.acts[hj][:B].clone(), rec.errs[hj][:B].clone()
-            for k, d in enumerate(targets):
-                state.set(d, rec.get(d, rows=slice((k + 1) * B, (k + 2) * B)))
-        acts_fn, err_fn = _frozen_fns(state, [(0, into.get(SINK, []))], a, B, 1)
-        out.append(b.metric(sp.run(b.clean, acts_fn=acts_fn, err_fn=err_fn), metric).cpu())
-    return torch.cat(out)
+        chunk: list[int] = []
+        for r in range(len(intos) + 1):
+            rows = len(b) * sum(len(intos[i]) + 1 for i in chunk + ([r] if r < len(intos) else []))
+            if chunk and (r == len(intos) or rows > max_rows):
+                out[chunk, s : s + len(b)] = _ablate_chunk(sp, b, a, [intos[i] for i in chunk], metric)
+                chunk = []
+            if r < len(intos):
+                chunk.append(r)
+    return out
 
 
-def _frozen_fns(state: NodeValues, blocks: list[tuple[int, list[Node]]], abl: Ablation, B: int, nb: int, record: NodeValues | None = None, stop: str | None = None):
-    """Hook functions that replace every hook in `state` by its state value (repeated for `nb` row
-    blocks), with block k's source nodes set to their ablation value; the hook `stop` is recorded."""
+def _ablate_chunk(sp: Spliced, b: Pairs, a: Ablation, intos: list[dict], metric: str) -> torch.Tensor:
+    """[n_sets, B]: the state of every set is one block of B rows (set-major); at each hook, every set's targets
+    there are recomputed in blocks of their own, their sources ablated, and written into their set's state."""
+    B, S = len(b), len(intos)
+    state = NodeValues()
+    for hj in sp.hooks:
+        targets = [(r, d) for r, into in enumerate(intos) for d in into if d != SINK and d.hook == hj]
+        blocks = [(r, []) for r in range(S)] + [(r, intos[r][d]) for r, d in targets]
+        rec = NodeValues()
+        acts_fn, err_fn = _frozen_fns(state, blocks, a, B, record=rec, stop=hj)
+        sp.run(b.clean.repeat(len(blocks), 1), acts_fn=acts_fn, err_fn=err_fn, stop_after=hj)
+        state.acts[hj], state.errs[hj] = rec.acts[hj][: S * B].clone(), rec.errs[hj][: S * B].clone()
+        for k, (r, d) in enumerate(targets):
+            state.set(d, rec.get(d, rows=slice((S + k) * B, (S + k + 1) * B)), rows=slice(r * B, (r + 1) * B))
+    acts_fn, err_fn = _frozen_fns(state, [(r, into.get(SINK, [])) for r, into in enumerate(intos)], a, B)
+    rep = b.subset(torch.arange(B).repeat(S))
+    return rep.metric(sp.run(rep.clean, acts_fn=acts_fn, err_fn=err_fn), metric).cpu().view(S, B)
+
+
+def _frozen_fns(state: NodeValues, blocks: list[tuple[int, list[Node]]], abl: Ablation, B: int, record: NodeValues | None = None,
+                stop: str | None = None):
+    """Hook functions that replace every hook in `state` ([n_sets * B, ...]) by its value, block k of B rows
+    taking set blocks[k][0]'s, with the block's source nodes blocks[k][1] set to their ablation value; the hook
+    `stop` is recorded."""
+    sets = torch.tensor([r for r, _ in blocks], dtype=torch.long)
+    rows = (sets[:, None] * B + torch.arange(B)).flatten()
 
     def fn(part: str):  # "acts" (features) or "errs" (error terms)
         def replace(h, t):
@@ -138,9 +169,10 @@ def _frozen_fns(state: NodeValues, blocks: list[tuple[int, list[Node]]], abl: Ab
                 getattr(record, part)[h] = t
             if h not in getattr(state, part):
                 return None
-            v = getattr(state, part)[h].repeat(nb, 1, 1)
+            v = getattr(state, part)[h]
+            v = v[rows.to(v.device)]
             view = NodeValues(**{part: {h: v}})
-            for k, srcs in blocks:
+            for k, (_, srcs) in enumerate(blocks):
                 for u in srcs:
                     if view.tensor(u) is not None:  # a source at this hook, of this part
                         view.set(u, abl.get(u), rows=slice(k * B, (k + 1) * B))
@@ -151,29 +183,46 @@ def _frozen_fns(state: NodeValues, blocks: list[tuple[int, list[Node]]], abl: Ab
     return fn("acts"), fn("errs")
 
 
-def edge_ablation_test(sp: Spliced, pairs: Pairs, edges: dict[tuple[str, str], float], abl: Ablation, metric: str,
-                       counts: list[int], n_random: int, seed: int) -> list[dict]:
-    """Metric drop from ablating the top-K edges by |weight| vs K random circuit edges: drawn from the other
-    edges while at least K remain, else from all edges (then they overlap the top K). K below the number of
-    edges only: ablating every edge leaves nothing random to compare with."""
+def edge_ablation_test(sp: Spliced, pairs: Pairs, edges: dict[tuple[str, str], float], candidates: list[tuple[str, str]], abl: Ablation,
+                       metric: str, counts: list[int], n_random: int, seed: int, label: str = "") -> list[dict]:
+    """Metric drop on `pairs` from ablating the top-K edges by |weight| against `n_random` sets of K edges drawn
+    (without replacement within a set) from the `candidates` outside those top K; the top set's percentile among
+    the random drops (ties count half). K up to the number of edges, where K candidates remain outside."""
     ranked = sorted(edges, key=lambda e: -abs(edges[e]))
     m_base = ablate_edges(sp, pairs, [], abl, metric)
     rng = np.random.default_rng(seed)
     rows = []
-    for K in tqdm([k for k in counts if k < len(ranked)], desc="edge ablation", unit="size", leave=False):
-        top, rest = ranked[:K], ranked[K:]
-        pool = rest if len(rest) >= K else ranked
-        drop_top = float((m_base - ablate_edges(sp, pairs, top, abl, metric)).mean())
-        drops = []
-        for _ in range(n_random):
-            pick = rng.choice(len(pool), size=K, replace=False)
-            drops.append(float((m_base - ablate_edges(sp, pairs, [pool[i] for i in pick], abl, metric)).mean()))
+    sizes = [k for k in counts if k <= len(ranked)]
+    for K in tqdm(sizes, desc=f"edge ablation ({label})" if label else "edge ablation", unit="size", leave=False):
+        top = ranked[:K]
+        pool = sorted(set(candidates) - set(top))
+        if len(pool) < K:
+            continue
+        draws = [[pool[i] for i in rng.choice(len(pool), size=K, replace=False)] for _ in range(n_random)]
+        m = ablate_edge_sets(sp, pairs, [top] + draws, abl, metric)
+        drop = m_base - m[0]
+        drop_top = float(drop.mean())
+        drops = (m_base - m[1:]).mean(1).double().numpy()
         rows.append({
-            "k": K, "top_edges_drop": drop_top, "random_edges_drop_mean": float(np.mean(drops)),
-            "random_edges_drop_std": float(np.std(drops)), "random_edges_drops": drops,
-            "random_pool": "other edges" if pool is rest else "all edges", "top_hurts_more": drop_top > float(np.mean(drops)),
+            "k": K, "top_edges_drop": drop_top, "top_edges_drop_std": float(drop.std()) if len(drop) > 1 else 0.0,
+            "random_edges_drop_mean": float(drops.mean()), "random_edges_drop_std": float(drops.std()),
+            "random_edges_drop_quantiles": {q: float(np.quantile(drops, p)) for q, p in (("5", 0.05), ("50", 0.5), ("95", 0.95))},
+            "random_edges_drops": drops.tolist(), "n_random": n_random, "pool_size": len(pool),
+            "random_pool": "candidate edges outside the top K", "percentile": percentile(drop_top, drops),
         })
     return rows
+
+
+def candidate_edges(sp: Spliced, pairs: Pairs, ne: NodeEffects, c, circuit_edges, batch: int = 256) -> list[tuple[str, str]]:
+    """Every edge the gradient method proposes on `pairs` among the top `circuit.edge_pool_nodes` feature nodes of
+    `ne` (plus error nodes by `circuit.errors`), and the circuit's own edges: where random edges are drawn from."""
+    pool = select_nodes(ne, c.edge_pool_nodes, 0.0, c.errors)
+    return sorted(set(edge_weights(sp, pairs, pool, ne.metric, batch)) | set(circuit_edges))
+
+
+def percentile(x: float, draws: np.ndarray) -> float:
+    """Share of `draws` below `x` in percent, ties counted half."""
+    return float(100.0 * ((draws < x).sum() + 0.5 * (draws == x).sum()) / len(draws)) if len(draws) else float("nan")
 
 
 def weigh_edges(sp: Spliced, pairs: Pairs, nodes: list[Node], metric: str, c, batch: int) -> tuple[dict, dict, dict]:

@@ -51,6 +51,11 @@ class NodeEffects:
         pp = self.of(node)
         return float(pp.std()) if len(pp) > 1 else 0.0
 
+    def subset(self, idx) -> NodeEffects:
+        """The effects on pairs `idx` only (what a circuit chosen on those pairs may see)."""
+        return NodeEffects(self.hooks, self.d_sae, self.method, self.metric, {h: e[idx] for h, e in self.per_prompt.items()},
+                           self.pairs.subset(idx), self.metric_clean[idx], self.metric_corrupt[idx])
+
     def ranked(self) -> list[tuple[str, int, int | None, float]]:
         """Every node with a nonzero mean effect as (hook, pos, feature or None, mean effect), largest |effect| first."""
         out = []

@@ -2,12 +2,21 @@
 
 C is the model with every node outside the circuit ablated (`sae_ooc.circuits.ablation`), ∅ ablates every
 node, M is the model. Completeness ablates only the circuit: (m(M \\ C) - m(∅)) / (m(M) - m(∅)), low is good.
+Circuits are chosen on one set of pairs (`NodeEffects` of the selection pairs) and scored on pairs they never
+saw (`Pairs.split`); curves, the per-ablation comparison and the inactive-feature check below take the pairs
+they score on as an argument, apart from the effects the circuit is chosen from.
+
+The inactive-feature check: ablating only the features inactive on a prompt (activation 0), keeping every active
+feature and error term, must leave the metric where it is; an ablation that moves it feeds the prompt signal
+through features the prompt does not use, so circuits measured under it say little. Under zero ablation of a
+TopK or ReLU SAE it passes by construction (inactive features are already 0): `can_fail` says so.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -21,13 +30,13 @@ from sae_ooc.circuits.effects import NodeEffects
 from sae_ooc.circuits.nodes import Node
 from sae_ooc.circuits.pairs import Pairs
 from sae_ooc.circuits.selection import (
-    active_node_masks,
     keep_masks,
     prompt_keep_masks,
     ranked_features,
     select_nodes,
 )
-from sae_ooc.circuits.spliced import Spliced
+from sae_ooc.circuits.spliced import NodeValues, Spliced
+from sae_ooc.tasks.data import SEQ_LEN
 
 TARGET_FAITHFULNESS = 0.8
 TARGET_MAX_FEATURES = 50
@@ -51,12 +60,32 @@ class Faith:
         """The end points under `abl`: the model, and every node ablated."""
         return cls(ablated_metric(sp, pairs, None, abl, metric), ablated_metric(sp, pairs, keep_masks(sp, []), abl, metric))
 
+    def ci95(self, m: torch.Tensor, seed: int, n_boot: int = 1000) -> list[float] | None:
+        """95% bootstrap interval of `of(m)` over the pairs (pairs resampled with replacement): the spread of a
+        ratio of means, where per-pair ratios blow up on pairs with m(M) close to m(∅)."""
+        n = len(m)
+        if n < 2:
+            return None
+        idx = torch.randint(n, (n_boot, n), generator=torch.Generator().manual_seed(seed))
+        m, full, empty = (t.double().cpu()[idx].mean(1) for t in (m, self.m_full, self.m_empty))
+        f = ((m - empty) / (full - empty)).numpy()
+        f = f[np.isfinite(f)]
+        return [float(np.quantile(f, 0.025)), float(np.quantile(f, 0.975))] if len(f) else None
 
-def circuit_scores(sp: Spliced, pairs: Pairs, nodes: list[Node], abl: Ablation, metric: str, faith: Faith, batch: int = 1024) -> dict:
+
+def circuit_scores(sp: Spliced, pairs: Pairs, nodes: list[Node], abl: Ablation, metric: str, faith: Faith, batch: int = 1024,
+                   ci_seed: int | None = None) -> dict:
+    """m(C), m(M \\ C), faithfulness and completeness of `nodes` on `pairs`; with `ci_seed`, their 95% bootstrap intervals."""
     m_c = ablated_metric(sp, pairs, keep_masks(sp, nodes), abl, metric, batch)
     m_rest = ablated_metric(sp, pairs, keep_masks(sp, nodes, invert=True), abl, metric, batch)
-    return {"m_circuit": float(m_c.mean()), "m_complement": float(m_rest.mean()),
-            "faithfulness": faith.of(m_c), "completeness": faith.of(m_rest)}
+    out = {"m_circuit": float(m_c.mean()), "m_complement": float(m_rest.mean()), "faithfulness": faith.of(m_c), "completeness": faith.of(m_rest)}
+    if ci_seed is not None:
+        out.update(faithfulness_ci95=faith.ci95(m_c, ci_seed), completeness_ci95=faith.ci95(m_rest, ci_seed))
+    return out
+
+
+def end_points(faith: Faith) -> dict:
+    return {"m_full": float(faith.m_full.mean()), "m_empty": float(faith.m_empty.mean())}
 
 
 def faithfulness_curve(sp: Spliced, ne: NodeEffects, pairs: Pairs, abl: Ablation, metric: str, faith: Faith, sizes: list[int],
@@ -75,24 +104,42 @@ def faithfulness_curve(sp: Spliced, ne: NodeEffects, pairs: Pairs, abl: Ablation
     return curve
 
 
-def ablation_curves(sp: Spliced, ne: NodeEffects, pairs: Pairs, ds, c, metric: str, sizes: list[int]) -> dict[str, dict]:
-    """For every ablation kind: m(M), m(∅), and faithfulness against circuit size for the aggregate
-    circuit (top-n by |mean effect|) and for per-prompt circuits (each pair its own top-n)."""
+@torch.no_grad()
+def inactive_check(sp: Spliced, pairs: Pairs, abl: Ablation, metric: str, faith: Faith, tolerance: float, batch: int = 2048) -> dict:
+    """Ablate only the features inactive on each prompt (see the module docstring). Passes when the mean |change|
+    of the metric is at most `tolerance` of |m(M) - m(∅)|; `can_fail` is False when no inactive feature's
+    ablation value differs from 0, so nothing could move."""
+    clean = NodeValues.cat([sp.cache(b.clean)[1] for b in pairs.batches(batch)])
+    active = {h: clean.acts[h] != 0 for h in sp.hooks}
+    moved = clean.differs(abl)
+    can_fail = any(bool((moved.acts[h] & ~active[h]).any()) for h in sp.hooks)
+    keep = (active, {h: torch.ones(len(pairs), SEQ_LEN, dtype=torch.bool, device=sp.device) for h in sp.hooks})
+    change = (ablated_metric(sp, pairs, keep, abl, metric, batch) - faith.m_full).double()
+    scale = abs(float(faith.m_full.mean() - faith.m_empty.mean()))
+    rel = float(change.abs().mean()) / scale if scale > 0 else None  # no range to measure against
+    return {"metric_change_mean": float(change.mean()), "metric_change_std": float(change.std()) if len(change) > 1 else 0.0,
+            "max_abs_change": float(change.abs().max()) if len(change) else 0.0, "relative_change": rel, "tolerance": tolerance,
+            "passes": rel is not None and rel <= tolerance, "can_fail": can_fail, "n_pairs": len(pairs)}
+
+
+def ablation_curves(sp: Spliced, ne: NodeEffects, held: NodeEffects, ds, c, metric: str, sizes: list[int]) -> dict[str, dict]:
+    """For every ablation kind, on the held-out pairs (`held`): m(M), m(∅), the inactive-feature check, and
+    faithfulness against circuit size for the aggregate circuit (top-n by |mean effect| on the selection pairs,
+    `ne`) and for per-prompt circuits (each held-out pair its own top-n by its own effects: in-sample)."""
     n_feats = len(ranked_features(ne))
     sizes = sorted({min(s, n_feats) for s in sizes})
-    active = active_node_masks(sp, pairs)
+    pairs = held.pairs
     out = {}
     for kind in tqdm(ABLATIONS.names(), desc="ablations", unit="kind", leave=False):
         abl = ablation_values(sp, ds, kind, c.mean_examples, c.seed, pairs)
         faith = Faith.measure(sp, pairs, abl, metric)
-        complete = faith.of(ablated_metric(sp, pairs, active, abl, metric))
         agg, per = [], []
         for n in sizes:
             agg.append(faith.of(ablated_metric(sp, pairs, keep_masks(sp, select_nodes(ne, n, 0.0, c.errors)), abl, metric)))
-            per.append(faith.of(ablated_metric(sp, pairs, prompt_keep_masks(sp, ne, n, c.errors), abl, metric)))
-        out[kind] = {"m_full": float(faith.m_full.mean()), "m_empty": float(faith.m_empty.mean()), "sizes": sizes,
-                     "faithfulness_active_nodes": complete,
-                     "faithfulness": agg, "faithfulness_per_prompt_circuits": per,
+            per.append(faith.of(ablated_metric(sp, pairs, prompt_keep_masks(sp, held, n, c.errors), abl, metric)))
+        out[kind] = {**end_points(faith), "sizes": sizes,
+                     "inactive_check": inactive_check(sp, pairs, abl, metric, faith, c.inactive_tolerance),
+                     "faithfulness": agg, "faithfulness_per_prompt_circuits_in_sample": per,
                      "min_features_reaching_target": next((n for n, f in zip(sizes, agg) if f >= TARGET_FAITHFULNESS), None),
-                     "min_features_reaching_target_per_prompt": next((n for n, f in zip(sizes, per) if f >= TARGET_FAITHFULNESS), None)}
+                     "min_features_reaching_target_per_prompt_in_sample": next((n for n, f in zip(sizes, per) if f >= TARGET_FAITHFULNESS), None)}
     return out

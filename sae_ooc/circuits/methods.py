@@ -94,18 +94,30 @@ def effects_atp_verified(sp: Spliced, pairs: Pairs, metric: str, verify_top: int
         _, corr = sp.cache(pairs.corrupt)
         m_clean = pairs.metric(logits, metric).cpu()
         jobs = _changed_jobs(sp, clean, corr)
-        score = torch.zeros(len(jobs))
+        short = shortlist_mask(out, changed_mask(sp, clean, corr), verify_top)
+        chosen = torch.zeros(len(jobs), dtype=torch.bool)
         for h, sel, b, p, col in _job_columns(sp, jobs):
-            score[sel] = out[h][b, p, col].abs()
-        # each pair's top `verify_top` jobs by |atp|: sort by (pair, -score), keep the first k of each pair
-        order = torch.argsort(-score, stable=True)
-        order = order[torch.argsort(jobs[order, 1], stable=True)]
-        pair_of = jobs[order, 1]
-        first = torch.searchsorted(pair_of, pair_of, right=False)
-        rank = torch.arange(len(order)) - first
-        chosen = jobs[order[rank < verify_top]]
-        _patch_jobs(sp, pairs, chosen, clean, corr, m_clean, metric, out, chunk, progress)
+            chosen[sel] = short[h][b, p, col]
+        _patch_jobs(sp, pairs, jobs[chosen], clean, corr, m_clean, metric, out, chunk, progress)
     return out
+
+
+def changed_mask(sp: Spliced, clean: NodeValues, corr: NodeValues) -> dict[str, torch.Tensor]:
+    """{hook: [n, P, d_sae + 1] bool}: nodes whose corrupted value differs from their clean value (the only
+    nodes with a nonzero effect, and the only ones any method computes)."""
+    moved = corr.differs(clean)
+    return {h: torch.cat([moved.acts[h], moved.errs[h][..., None]], -1).cpu() for h in sp.hooks}
+
+
+def shortlist_mask(atp: dict[str, torch.Tensor], changed: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+    """atp_verified's shortlist: each pair's `k` changed nodes with the largest |atp| (ties: the earlier node
+    in hook, position, column order), as {hook: [n, P, d_sae + 1] bool}: the nodes it patches exactly."""
+    hooks = list(atp)
+    score = torch.cat([atp[h].abs().masked_fill(~changed[h], -1.0).flatten(1) for h in hooks], 1)
+    top = score.argsort(dim=1, descending=True, stable=True)[:, :k]
+    flat = torch.zeros_like(score, dtype=torch.bool).scatter_(1, top, True) & (score >= 0)
+    parts = flat.split([atp[h][0].numel() for h in hooks], 1)
+    return {h: part.view(atp[h].shape) for h, part in zip(hooks, parts)}
 
 
 def _changed_jobs(sp: Spliced, clean: NodeValues, corr: NodeValues) -> torch.Tensor:

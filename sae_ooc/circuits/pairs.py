@@ -14,7 +14,7 @@ import torch
 from sae_ooc.circuits.spliced import task_metric
 from sae_ooc.errors import UserError
 
-PAIR_SPLITS = ("train", "test_id", "test_ood")
+PAIR_SPLITS = ("train", "valid_id", "test_id", "test_ood")  # the two-hop splits (valid_id: data made since it exists)
 
 
 # prompt pairs -------------------------------------------------------------------------------------
@@ -46,11 +46,12 @@ class Pairs:
         A fixed random share `heldout_fraction` (at least one pair each way when there are two or more) goes to
         the held-out set; the draw depends only on `seed` and the number of pairs.
         """
-        n = len(self)
-        n_held = min(max(round(heldout_fraction * n), 1 if n > 1 and heldout_fraction > 0 else 0), n - 1 if n > 1 else 0)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        held, sel = perm[:n_held].sort().values, perm[n_held:].sort().values
+        sel, held = split_indices(len(self), heldout_fraction, seed)
         return self.subset(sel), self.subset(held)
+
+    def relations(self) -> list[tuple[int, int]]:
+        """(r1, r2) of each clean prompt."""
+        return [tuple(r) for r in self.clean[:, 1:3].tolist()]
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         return {f"pairs.{f.name}": getattr(self, f.name) for f in fields(self)}
@@ -64,10 +65,17 @@ class Pairs:
         return task_metric(logits, self.answer_pos.to(logits.device), target.to(logits.device), foil.to(logits.device), kind)
 
 
+def split_indices(n: int, heldout_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(selection, held-out) indices of `Pairs.split`, each sorted: disjoint, together 0..n-1."""
+    n_held = min(max(round(heldout_fraction * n), 1 if n > 1 and heldout_fraction > 0 else 0), n - 1 if n > 1 else 0)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[n_held:].sort().values, perm[:n_held].sort().values
+
+
 def two_hop_facts(ds) -> dict[tuple[int, int], list[tuple[int, int, int]]]:
     """{(r1, r2): [(h, bridge, answer), ...]} over the two-hop facts of every split."""
     facts: dict[tuple[int, int], set] = {}
-    for split in PAIR_SPLITS:
+    for split in (s for s in PAIR_SPLITS if s in ds):
         d = ds[split]
         for h, r1, r2, b, t, hop in zip(d["head"], d["r1"], d["r2"], d["bridge"], d["answer"], d["hop"]):
             if hop == 2:
@@ -78,7 +86,10 @@ def two_hop_facts(ds) -> dict[tuple[int, int], list[tuple[int, int, int]]]:
 def make_pairs(ds, vocab, split: str, n: int, seed: int, model=None, only_correct: bool = False, device: str = "cpu") -> Pairs:
     """Up to `n` clean/corrupted pairs from the two-hop prompts of `split` ('all' = every split),
     deterministic in `seed`. With `only_correct`, only clean prompts `model` answers correctly."""
-    splits = PAIR_SPLITS if split == "all" else (split,)
+    splits = [s for s in PAIR_SPLITS if s in ds] if split == "all" else (split,)
+    if split not in ds and split != "all":
+        raise UserError(f"the task data has no split '{split}'; set attribution.split to one of {', '.join(s for s in PAIR_SPLITS if s in ds)}, all "
+                        "(or regenerate the data with `sae-ooc data --force`)")
     facts = two_hop_facts(ds)
     rows = []
     for s in splits:

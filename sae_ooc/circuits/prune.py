@@ -8,11 +8,13 @@ ablated value differs from its clean value (with zero ablation: its active featu
 keeping all of them reproduces the model exactly) and repeatedly drops the nodes without which its
 metric stays closest to the model's, re-measuring every remaining node after each round. Greedy, so the sizes it reaches
 are upper bounds on the smallest faithful circuit of each prompt.
+
+Such a circuit is fitted to its prompt, so its faithfulness there is in-sample. What generalizes is measured by
+`transfer`: the pruned node types (hook, position, feature or error) of one prompt applied to every other prompt
+that shares its relations (r1, r2), beside the same for prompts with other relations (the control).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from tqdm.auto import tqdm
@@ -22,10 +24,12 @@ from sae_ooc.circuits.faithfulness import (
     TARGET_FAITHFULNESS,
     TARGET_MAX_FEATURES,
     Faith,
+    faithfulness_of,
 )
 from sae_ooc.circuits.nodes import Node
 from sae_ooc.circuits.pairs import Pairs
 from sae_ooc.circuits.spliced import Spliced
+from sae_ooc.circuits.validation import spread
 from sae_ooc.errors import UserError
 from sae_ooc.tasks.data import SEQ_LEN
 
@@ -111,12 +115,8 @@ def prune_circuits(sp: Spliced, pairs: Pairs, abl: Ablation, metric: str, faith:
             snap.update(keep=keep.clone(), metric=m, round=len(rounds) - 1)
 
     snap: dict = {}
-    budget = n_cand
-    record(budget)
-    total = max(1, math.ceil(math.log(max(n_cand, 2)) / -math.log(1 - step))) if n_cand else 0
-    bar = tqdm(total=total, desc="prune circuits", unit="round", leave=False, disable=not progress)
-    while budget > 0:
-        budget = min(budget - 1, int(budget * (1 - step)))
+    record(n_cand)
+    for budget in tqdm(budgets(n_cand, step), desc="prune circuits", unit="round", leave=False, disable=not progress):
         over = keep.sum(1) > budget
         if over.any():
             b, j = keep[over].nonzero(as_tuple=True)
@@ -131,10 +131,17 @@ def prune_circuits(sp: Spliced, pairs: Pairs, abl: Ablation, metric: str, faith:
                 drop = sel[dist[sel].argsort(stable=True)[: len(sel) - budget]]
                 keep[p, j[drop]] = False
         record(budget)
-        bar.update(1)
-    bar.close()
     return {"rounds": rounds, "n_pairs": len(pairs), "step": step, "candidates_max": n_cand, "candidates_mean": cand_mean,
             "snapshot": snap or None}
+
+
+def budgets(n: int, step: float) -> list[int]:
+    """The node budget of every round after the first: each `step` of the last lower (at least 1 lower), down to 0."""
+    out = []
+    while n > 0:
+        n = min(n - 1, int(n * (1 - step)))
+        out.append(n)
+    return out
 
 
 def summarize(result: dict, target: float, max_features: int) -> dict:
@@ -149,15 +156,42 @@ def summarize(result: dict, target: float, max_features: int) -> dict:
             "target": target}
 
 
-def pruned_circuits(sp: Spliced, pairs: Pairs, ds, c, metric: str) -> dict | None:
-    """Backward elimination on the first `circuit.prune_pairs` pairs under `circuit.prune_ablation` (None: "none")."""
+def transfer(sp: Spliced, pairs: Pairs, sources: list[int], keep: torch.Tensor, abl: Ablation, metric: str, faith: Faith,
+             batch: int = 2048) -> dict:
+    """Source prompt k's circuit (keep[k], a NodeLayout mask) applied to every other pair of `pairs` (sources[k]
+    is its own index there): faithfulness pooled over the (source, target) rows whose target shares the source's
+    (r1, r2), the same over each source's targets (spread), and both for targets with other relations (control)."""
+    layout = NodeLayout(sp)
+    rel = pairs.relations()
+    out = {}
+    for name, same in (("same_relations", True), ("other_relations", False)):
+        rows = [(k, j) for k, i in enumerate(sources) for j in range(len(pairs)) if j != i and (rel[j] == rel[i]) == same]
+        src, tgt = (torch.tensor([r[c] for r in rows], dtype=torch.long) for c in (0, 1))
+        m = _metric_rows(sp, pairs, tgt, keep[src], abl, metric, layout, batch)
+        full, empty = faith.m_full.cpu()[tgt], faith.m_empty.cpu()[tgt]
+        per_source = [faithfulness_of(m[src == k], full[src == k], empty[src == k]) for k in src.unique().tolist()]
+        out[name] = {"faithfulness": faithfulness_of(m, full, empty) if len(rows) else None, "n_rows": len(rows),
+                     "per_source": spread(per_source)}
+    return out
+
+
+def pruned_circuits(sp: Spliced, pairs: Pairs, sources: torch.Tensor, ds, c, metric: str) -> dict | None:
+    """Backward elimination on the first `circuit.prune_pairs` of `sources` (indices into `pairs`: the selection
+    pairs) under `circuit.prune_ablation` (None: "none"), and the transfer of their circuits to the other pairs."""
     if c.prune_ablation == "none":
         return None
-    sub = pairs.subset(slice(0, c.prune_pairs))
+    src = sources[: c.prune_pairs]
+    sub = pairs.subset(src)
     abl = ablation_values(sp, ds, c.prune_ablation, c.mean_examples, c.seed, sub)
     faith = Faith.measure(sp, sub, abl, metric)
     res = prune_circuits(sp, sub, abl, metric, faith, c.prune_step, snapshot_max_features=TARGET_MAX_FEATURES)
-    res.update(summarize(res, TARGET_FAITHFULNESS, TARGET_MAX_FEATURES), ablation=c.prune_ablation)
-    if res["snapshot"] is not None:
-        res["snapshot"]["faith"] = faith
+    res.update(summarize(res, TARGET_FAITHFULNESS, TARGET_MAX_FEATURES), ablation=c.prune_ablation, in_sample=True,
+               source_pairs=src.tolist())
+    snap = res["snapshot"]
+    if snap is not None:
+        snap["faith"] = faith
+        abl_all = ablation_values(sp, ds, c.prune_ablation, c.mean_examples, c.seed, pairs)
+        res["transfer"] = {"round": snap["round"], "max_features": res["rounds"][snap["round"]]["max_features"],
+                           "in_sample_faithfulness": res["rounds"][snap["round"]]["faithfulness"],
+                           **transfer(sp, pairs, src.tolist(), snap["keep"], abl_all, metric, Faith.measure(sp, pairs, abl_all, metric))}
     return res

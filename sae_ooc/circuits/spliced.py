@@ -191,11 +191,13 @@ class Spliced:
         return self.model.cfg.device
 
     # the one forward pass everything else is built from ------------------------------------------
-    def run(self, tokens: torch.Tensor, acts_fn: Fn | None = None, err_fn: Fn | None = None, out_fn=None, in_fn: Fn | None = None) -> torch.Tensor:
+    def run(self, tokens: torch.Tensor, acts_fn: Fn | None = None, err_fn: Fn | None = None, out_fn=None, in_fn: Fn | None = None,
+            stop_after: str | None = None) -> torch.Tensor:
         """Logits, with optional rewrites of each hook's input, activations, error and output.
 
         Each function gets (hook_name, tensor) and returns a replacement, or None to leave it; `out_fn`
-        gets (hook_name, output, sae_input).
+        gets (hook_name, output, sae_input). With `stop_after` (a hook `blocks.L....`), the pass ends after block L
+        and returns its residual stream instead of logits: for callers that only read the hooks up to there.
         """
         inputs: dict[str, torch.Tensor] = {}
         hooks = []
@@ -207,7 +209,8 @@ class Spliced:
                 hooks.append((f"{h}.hook_sae_error", _wrap(h, err_fn)))
             if out_fn is not None:
                 hooks.append((f"{h}.hook_sae_output", _wrap_out(h, out_fn, inputs)))
-        return self.model.run_with_hooks(tokens.to(self.device), return_type="logits", fwd_hooks=hooks)
+        stop = int(stop_after.split(".")[1]) + 1 if stop_after is not None and stop_after.startswith("blocks.") else None
+        return self.model.run_with_hooks(tokens.to(self.device), return_type="logits", fwd_hooks=hooks, stop_at_layer=stop)
 
     @torch.no_grad()
     def cache(self, tokens: torch.Tensor) -> tuple[torch.Tensor, NodeValues]:

@@ -11,9 +11,52 @@ and `sae-ooc <stage>` and `sae-ooc pipeline` both go through `run_stage_command`
 
 from __future__ import annotations
 
+import re
+
+_HOOK_DIR = re.compile(r"^(blocks\.\d+\.)?hook_\w+$")  # a TransformerLens hook name used as a folder name
+_PADDED_INDEX = re.compile(r"\d{3,}")  # shard_00000, data-00000-of-00001
+
 
 def verb(result, done: str = "wrote") -> str:
     return done if result.ran else "unchanged, skipped"
+
+
+def _pattern(part: str, is_dir: bool) -> str:
+    if is_dir:
+        return "<hook_name>" if _HOOK_DIR.match(part) else re.sub(r"\d+", "<n>", part)
+    return _PADDED_INDEX.sub("<n>", part)
+
+
+def _render(node: dict) -> str:
+    """'a.{png,svg}, b.json, {x,y}/ (...)': files by stem, then folders, folders with the same contents merged."""
+    stems: dict[str, list[str]] = {}
+    for name in sorted(node.get("", ())):
+        stem, dot, ext = name.rpartition(".")
+        stems.setdefault(stem if dot else name, []).append(ext if dot else "")
+    parts = [stem + ("" if exts == [""] else "." + (exts[0] if len(exts) == 1 else "{" + ",".join(exts) + "}"))
+             for stem, exts in stems.items()]
+    by_contents: dict[str, list[str]] = {}
+    for name in sorted(k for k in node if k):
+        by_contents.setdefault(_render(node[name]), []).append(name)
+    for contents, names in by_contents.items():
+        parts.append(f"{names[0] if len(names) == 1 else '{' + ','.join(names) + '}'}/ ({contents})")
+    return ", ".join(parts)
+
+
+def files_written(run, stage: str) -> str:
+    """Every file the stage wrote, from its record in RUN/stages.json, as one compact phrase: 'RUN/model/
+    (accuracy.{png,svg}, ..., {latest,step_<n>}/ (config.json, ...))'; hook folders are <hook_name>/."""
+    rec = run.stage_record(stage) or {}
+    tree: dict = {}
+    for rel in rec.get("outputs", {}):
+        *dirs, name = rel.split("/")
+        node = tree
+        for i, d in enumerate(dirs):
+            node = node.setdefault(d if i == 0 else _pattern(d, True), {})
+        node.setdefault("", set()).add(_pattern(name, False))
+    top = [f"{run.root / name}" for name in sorted(tree.get("", ()))]
+    top += [f"{run.root / name}/ ({_render(sub)})" for name, sub in sorted(tree.items()) if name]
+    return ", ".join(top) or "nothing"
 
 
 def add_arguments(mod, parser) -> None:

@@ -7,7 +7,7 @@ and a scatter plot). Settings: the `attribution` config section (method, metric,
 
 import argparse
 
-from sae_ooc.commands import verb
+from sae_ooc.commands import files_written, verb
 
 
 def add_arguments(p) -> None:
@@ -21,20 +21,24 @@ def options(args) -> dict:
 
 
 def summarize(run, result) -> str:
-    from sae_ooc.circuits.effects import EFFECTS_JSON
-    from sae_ooc.circuits.validation import VALIDATION_FILE
     from sae_ooc.io import read_json
+
+    # circuits.effects.EFFECTS_JSON and circuits.validation.VALIDATION_FILE: importing those modules loads torch and
+    # transformer_lens, seconds that a skipped stage's line should not cost
+    EFFECTS_JSON, VALIDATION_FILE = "node_effects.json", "validation.json"
 
     s = read_json(run.attribution_dir / EFFECTS_JSON)
     top = s["nodes"][0] if s["nodes"] else None
-    lines = [f"attribute: {verb(result)} {run.attribution_dir}: {s['method']} on {s['n_pairs']} pairs, "
+    lines = [f"attribute: {verb(result)} {files_written(run, 'attribute')}: {s['method']} on {s['n_pairs']} pairs, "
              f"{s['metric']} clean {s['metric_clean_mean']:.3f} -> corrupted {s['metric_corrupt_mean']:.3f}; "
              f"{s['n_nonzero_nodes']} nonzero nodes" + (f", top {top['node']} ({top['mean_effect']:+.3f})" if top else "")]
     if (run.attribution_dir / VALIDATION_FILE).exists():  # written exactly when the stage ran with validation
         v = read_json(run.attribution_dir / VALIDATION_FILE)
-        k = v["top"]
+        def num(x):
+            return "n/a" if x is None else f"{x:.3f}"
+
         for m, r in v["methods"].items():
-            lines.append(f"  {m} vs exact on {v['n_pairs']} pairs, {v['n_active_nodes']} active nodes: Spearman {r['spearman_all']:.3f} "
-                         f"(top {k}: {r[f'spearman_top{k}']:.3f}), top-10 overlap {r['top10_overlap']:.2f}, "
-                         f"{'trusted' if r['trusted'] else 'NOT trusted'}")
+            lines.append(f"  {m} vs exact on {v['n_pairs']} pairs (per pair, mean): recall of exact's top 10 {num(r['recall_top10'])}, "
+                         f"top 50 {num(r['recall_top50'])}; Spearman on the nodes it did not patch exactly {num(r['spearman_not_exact'])}; "
+                         f"{r['speedup_vs_batched_exact']:.1f}x batched exact; {'trusted' if r['trusted'] else 'NOT trusted'}")
     return "\n".join(lines)

@@ -3,34 +3,53 @@
 Settings: the `circuit` config section (top_n, node_threshold, errors, ablation, curve_sizes, prune_ablation, ...).
 """
 
-from sae_ooc.commands import verb
+from sae_ooc.commands import files_written, verb
 
 
 def summarize(run, result) -> str:
-    from sae_ooc.circuits.circuit import FAITHFULNESS_FILE
     from sae_ooc.io import read_json
 
-    f = read_json(run.circuit_dir / FAITHFULNESS_FILE)
-    t = f["target"]
+    # circuits.circuit.FAITHFULNESS_FILE: importing that module loads torch and matplotlib, seconds that a skipped
+    # stage's line should not cost
+    f = read_json(run.circuit_dir / "faithfulness.json")
+    h, sel = f["heldout"], f["selection"]
+    t = h["target"]
     chk = f["edges"]["exact_check"]
-    lines = [f"circuit: {verb(result)} {run.circuit_dir}: {f['n_feature_nodes']} feature + {f['n_error_nodes']} error nodes, "
-             f"{f['edges']['n_edges']} edges; faithfulness {f['faithfulness']:.3f}, completeness {f['completeness']:.3f} ({f['ablation']} ablation); "
+
+    def num(x):
+        return "n/a" if x is None else f"{x:.3f}"
+
+    ci = "n/a" if h["faithfulness_ci95"] is None else "[" + ", ".join(f"{v:.3f}" for v in h["faithfulness_ci95"]) + "]"
+
+    lines = [f"circuit: {verb(result)} {files_written(run, 'circuit')}: {f['n_feature_nodes']} feature + {f['n_error_nodes']} error nodes, "
+             f"{f['edges']['n_edges']} edges, chosen on {f['n_selection_pairs']} pairs; on {f['n_heldout_pairs']} held-out pairs "
+             f"({f['ablation']} ablation): faithfulness {num(h['faithfulness'])} (95% CI {ci}), completeness "
+             f"{num(h['completeness'])}; in-sample on the selection pairs {num(sel['faithfulness'])}; "
              + (f"faithfulness >= {t['faithfulness']} first at {t['min_feature_nodes_reaching']} feature nodes "
                 if t["min_feature_nodes_reaching"] is not None else f"faithfulness never >= {t['faithfulness']} on the curve ")
-             + f"({'met' if t['met'] else 'NOT met'} within {t['max_feature_nodes']}); edge weights {f['edges'].get('weights', 'gradient')}; "
-               f"gradient vs exact: Pearson {chk['pearson']:.3f} on {chk['n_edges']} edges"]
+             + f"({'met' if t['met'] else 'NOT met'} within {t['max_feature_nodes']}); edge weights {f['edges']['weights']}; "
+               f"gradient vs exact: Pearson {num(chk['pearson'])} on {chk['n_edges']} edges"]
+    for m, r in f["by_method"].items():
+        lines.append(f"  circuit selected by {m} effects: held-out faithfulness {num(r['faithfulness'])} "
+                     f"({r['shared_feature_nodes']}/{r['n_feature_nodes']} feature nodes shared with the stage's circuit)")
     pr = f.get("pruned_per_prompt")
     if pr:
-        lines.append(f"  per-prompt circuits by backward elimination ({pr['ablation']} ablation, {pr['n_pairs']} pairs): faithfulness "
-                     f"{pr['faithfulness_within_max']:.3f} with <= {pr['max_features']} feature nodes; >= {pr['target']} down to "
+        lines.append(f"  per-prompt circuits by backward elimination ({pr['ablation']} ablation, {pr['n_pairs']} selection pairs, in-sample): "
+                     f"faithfulness {num(pr['faithfulness_within_max'])} with <= {pr['max_features']} feature nodes; >= {pr['target']} down to "
                      f"{pr['min_features_reaching_target']} feature nodes")
+        tr = pr.get("transfer")
+        if tr:
+            lines.append(f"  the same circuits on other prompts: same (r1, r2) {num(tr['same_relations']['faithfulness'])} "
+                         f"({tr['same_relations']['n_rows']} prompt pairs), other (r1, r2) {num(tr['other_relations']['faithfulness'])}")
     for ab, cv in f["by_ablation"].items():
-        if cv["faithfulness_active_nodes"] < 0.9:
-            lines.append(f"  note: under {ab} ablation even the complete circuit (every active node) scores {cv['faithfulness_active_nodes']:.3f}: "
-                         "that ablation moves the answer through features the prompt does not use")
-    for kind, rows in (f["edges"].get("ablation_by_kind") or {f["ablation"]: f["edges"]["ablation"]}).items():
+        chk_i = cv["inactive_check"]
+        if not chk_i["passes"]:
+            lines.append(f"  note: under {ab} ablation, ablating only the features inactive on each prompt moves the metric by "
+                         f"{num(chk_i['relative_change'])} of its range (tolerance {chk_i['tolerance']}): that ablation moves the answer "
+                         "through features the prompt does not use")
+    for kind, rows in f["edges"]["ablation_by_kind"].items():
         for r in rows:
-            rnd = r["random_edges_drop_mean"]
-            lines.append(f"  {kind} ablation of the top {r['k']} edges: metric drop {r['top_edges_drop']:.3f} vs random "
-                         f"{'n/a' if rnd is None else f'{rnd:.3f}'}")
+            lines.append(f"  {kind} ablation of the top {r['k']} edges (held-out): metric drop {r['top_edges_drop']:.3f}, percentile "
+                         f"{r['percentile']:.0f} among {r['n_random']} random sets from {r['pool_size']} candidate edges "
+                         f"(random mean {r['random_edges_drop_mean']:.3f})")
     return "\n".join(lines)

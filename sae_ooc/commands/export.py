@@ -5,7 +5,7 @@ pair's own circuit, when the circuit stage pruned one, is drawn too (prompt_* fi
 copies the diagrams elsewhere (e.g. results/).
 """
 
-from sae_ooc.commands import verb
+from sae_ooc.commands import files_written, verb
 from sae_ooc.viz.export_options import ExportOptions
 
 
@@ -24,5 +24,5 @@ def options(args) -> dict:
 
 def summarize(run, result) -> str:
     example = any(run.export_dir.glob("prompt_circuit.*"))
-    return (f"export: {verb(result)} {run.export_dir} (circuit.svg/.png/.dot/.html, graph.json, circuit_full.json"
-            + (", and the same with prefix prompt_ for the example pair's circuit)" if example else ")"))
+    return (f"export: {verb(result)} {files_written(run, 'export')}"
+            + ("; prompt_*: the example pair's own circuit" if example else ""))

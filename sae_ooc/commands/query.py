@@ -1,25 +1,46 @@
 """Ask what the model and its SAE features do on one prompt: sae-ooc query --run RUN "e12 r3 r7".
 
-Prints the top answers, then per hook and position the top features by activation and by attribution
-to the predicted answer (or --target), each with its label, top-activating task prompts and promoted answers.
+Prints the prompt, its true answer and bridge when it is a fact of the task, the model's top answers, and per
+hook the features that move the answer's logit most (activation x gradient), each with its label. --full lists
+every hook and position with top-activating task prompts and promoted answers; --json prints every number.
+The first query of a run describes every SAE feature once (RUN/query_cache/); later ones reuse it.
 """
 
+import argparse
 import json
 
-COMMON = {"force": False}
+COMMON = {"force": False, "overrides": False, "config": False}  # query reads the run as it is: nothing to set or force
+MAX_EXAMPLES = 10  # = sae_ooc.saes.features.DESCRIBE_EXAMPLES, the examples cached per feature (not imported: torch)
+
+
+def count(lo: int, hi: int | None = None):
+    """An argparse type: an integer in [lo, hi]."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be an integer {f'from {lo} to {hi}' if hi is not None else f'>= {lo}'}, got {text!r}")
+        return v
+
+    return parse
 
 
 def add_arguments(p) -> None:
-    p.add_argument("prompt", help='token names separated by spaces, e.g. "e12 r3 r7" (two-hop) or "e12 r3" (atomic)')
-    p.add_argument("--target", default=None, help="answer token to attribute to (default: the model's prediction)")
-    p.add_argument("--top", type=int, default=5, help="answers and features listed per hook and position")
-    p.add_argument("--examples", type=int, default=3, help="top-activating task prompts shown per feature")
-    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.add_argument("prompt", help='an entity then one or two relations, e.g. "e12 r3 r7" (two-hop) or "e12 r3" (atomic)')
+    p.add_argument("--target", default=None, help="the answer entity to attribute to, e.g. e40 (default: the model's top answer)")
+    p.add_argument("--top", type=count(1), default=3, help="answers listed, and features per hook (per hook and position with --full)")
+    p.add_argument("--examples", type=count(0, MAX_EXAMPLES), default=3, help="top-activating task prompts listed per feature (--full, --json)")
+    p.add_argument("--full", action="store_true", help="every hook and position: features by activation and by attribution, with examples")
+    p.add_argument("--json", action="store_true", help="print every number as JSON, for scripts")
 
 
 def main(run, args) -> int:
     from sae_ooc.viz.query import format_query, query
 
     res = query(run, args.prompt, target=args.target, top=args.top, n_examples=args.examples)
-    print(json.dumps(res, indent=1) if args.json else format_query(res))
+    # flushed here, inside the CLI's error handler, so that a reader that left (`| head`) ends the command quietly
+    print(json.dumps(res, indent=1) if args.json else format_query(res, full=args.full), flush=True)
     return 0

@@ -1,16 +1,14 @@
 """Train the toy HookedTransformer from scratch on RUN/data into RUN/model (resumes from the last checkpoint)."""
 
-from sae_ooc.commands import verb
+from sae_ooc.commands import files_written, verb
 
 
 def summarize(run, result) -> str:
     if not result.finished:
         return f"train: stopped early; rerun to resume from the last checkpoint in {run.model_dir / 'checkpoints'}"
-    from sae_ooc.io import read_json
-    from sae_ooc.models.train import FINAL_METRICS_FILE
-
-    m = read_json(run.model_dir / FINAL_METRICS_FILE)
-    acc, maj = m["accuracy"], m["majority_rate"]
-    return (f"train: {verb(result, 'trained')} {run.model_dir}/ (model.safetensors, config.json, metrics.jsonl, final_metrics.json, "
-            f"checkpoints/, accuracy.png/.svg): test_id {acc['test_id']:.3f} (majority {maj['test_id']:.3f}), "
-            f"atomic {acc['atomic_test']:.3f}, ood {acc['test_ood']:.3f} after {m['steps']} steps, {m['minutes']:.2f} min")
+    m = result.info  # what run_train recorded in RUN/stages.json: no model code to import for a skipped stage
+    maj = m["majority_rate"]
+    stop = f"stopped early on {m['stop_split']}" if m["stopped_early"] else "ran every step"
+    return (f"train: {verb(result, 'trained')} {files_written(run, 'train')}: valid_id {m['valid_id_acc']:.3f} "
+            f"(majority {maj['valid_id']:.3f}), test_id {m['test_id_acc']:.3f} (majority {maj['test_id']:.3f}), "
+            f"atomic {m['atomic_test_acc']:.3f}, ood {m['test_ood_acc']:.3f} after {m['steps']} steps ({stop}), {m['minutes']:.2f} min")

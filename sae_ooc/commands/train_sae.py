@@ -6,7 +6,7 @@ sweep_l1_coefficient / sweep_d_sae) also trains one SAE per value and draws Pare
 The same training, outside a run directory: `python train_sae.py --help`.
 """
 
-from sae_ooc.commands import verb
+from sae_ooc.commands import files_written, verb
 
 
 def add_arguments(p) -> None:
@@ -22,5 +22,4 @@ def summarize(run, result) -> str:
         return f"train-sae: stopped early; rerun to resume (finished hooks stay, the current one continues from its checkpoint in {run.saes_dir})"
     info = result.info
     per_hook = ", ".join(f"{h} EV {info['explained_variance'][h]:.3f} L0 {info['l0'][h]:.1f}" for h in info["hooks"])
-    return (f"train-sae: {verb(result, 'trained')} {run.saes_dir}/<hook_name>/ (cfg.json + sae_weights.safetensors, metrics.json, "
-            f"train_log.jsonl, curves.png/.svg): {per_hook}")
+    return f"train-sae: {verb(result, 'trained')} {files_written(run, 'train-sae')}: held-out {per_hook}"

@@ -2,8 +2,9 @@
 
 The loss is cross-entropy at the answer position only. Every `train.eval_every` steps each split is
 evaluated (a fixed subsample), a line goes to RUN/model/metrics.jsonl and a rolling checkpoint to
-RUN/model/checkpoints/latest/. Batches are a pure function of (seed, step) and the learning rate a pure
-function of the step, so a run resumed from a checkpoint ends bit-identical to an uninterrupted one.
+RUN/model/checkpoints/latest/. Early stopping reads valid_id (STOP_SPLIT) and atomic_test, never test_id, so
+the reported test_id accuracy is not selected on. Batches are a pure function of (seed, step) and the learning
+rate a pure function of the step, so a run resumed from a checkpoint ends bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from sae_ooc.tasks.data import (
     split_tensors,
 )
 from sae_ooc.threads import torch_threads
+from sae_ooc.viz.train_plots import plot_training
 
 METRICS_FILE = "metrics.jsonl"
 FINAL_METRICS_FILE = "final_metrics.json"
@@ -49,6 +51,7 @@ OPTIMIZER_JSON = "optimizer.json"
 TRAINER_STATE_FILE = "trainer_state.json"
 LATEST = "latest"
 THRESHOLDS = (0.5, 0.9)
+STOP_SPLIT = "valid_id"  # the split early stopping reads (recorded in final_metrics.json as stop_split)
 
 
 # evaluation ---------------------------------------------------------------------------------------
@@ -226,29 +229,9 @@ def _first_reach(records: list[dict], key: str, threshold: float) -> tuple[int |
 
 
 def _should_stop(tc: TrainConfig, metrics: dict) -> bool:
-    if tc.stop_at_test_id <= 0:
+    if tc.stop_at_valid_id <= 0:
         return False
-    return metrics["test_id_acc"] >= tc.stop_at_test_id and metrics["atomic_test_acc"] >= tc.stop_at_atomic
-
-
-def plot_training(records: list[dict], stem: Path) -> None:
-    from matplotlib.ticker import NullFormatter
-
-    from sae_ooc.viz.plots import plt, save_figure
-
-    recs = [r for r in records if r["step"] > 0]  # log x has no place for step 0
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.8))
-    steps = [r["step"] for r in recs]
-    for split, label in (("train", "train"), ("test_id", "test (ID)"), ("test_ood", "test (OOD)"), ("atomic_test", "atomic")):
-        ax_acc.plot(steps, [r.get(f"{split}_acc", float("nan")) for r in recs], label=label)
-        ax_loss.plot(steps, [r.get(f"{split}_loss", float("nan")) for r in recs], label=label)
-    ax_acc.set(xscale="log", xlabel="step", ylabel="accuracy", ylim=(-0.02, 1.02), title="accuracy")
-    ax_loss.set(xscale="log", xlabel="step", ylabel="cross-entropy", title="loss")
-    for ax in (ax_acc, ax_loss):
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels on a short log axis overlap
-    ax_acc.legend(loc="best", fontsize=8)
-    save_figure(fig, stem)
+    return metrics[f"{STOP_SPLIT}_acc"] >= tc.stop_at_valid_id and metrics["atomic_test_acc"] >= tc.stop_at_atomic
 
 
 def run_train(run, force: bool = False, stop_after_steps: int | None = None) -> dict | None:
@@ -316,7 +299,7 @@ def _train(run, fp: str, force: bool, stop_after_steps: int | None) -> dict | No
         save_checkpoint(ckpt_root / LATEST, model, opt, trainer_state())
 
     bar = tqdm(total=tc.steps, initial=prog.step, desc="train", unit="step", dynamic_ncols=True, mininterval=0.5)
-    test_id_acc = records[-1].get("test_id_acc", float("nan")) if records else float("nan")
+    stop_acc = records[-1].get(f"{STOP_SPLIT}_acc", float("nan")) if records else float("nan")
     try:
         while prog.step < tc.steps and not prog.stopped_early:
             if stop_after_steps is not None and prog.step >= stop_after_steps:
@@ -337,14 +320,14 @@ def _train(run, fp: str, force: bool, stop_after_steps: int | None) -> dict | No
             last = prog.step == tc.steps
             if prog.step % tc.eval_every == 0 or last:
                 rec = do_eval(loss)
-                test_id_acc = rec["test_id_acc"]
+                stop_acc = rec[f"{STOP_SPLIT}_acc"]
                 prog.stopped_early = _should_stop(tc, rec) and not last
                 save_checkpoint(ckpt_root / LATEST, model, opt, trainer_state())
             if prog.step in ckpt_at or prog.stopped_early:
                 prog.elapsed = time.perf_counter() - t0
                 save_checkpoint(ckpt_root / f"step_{prog.step}", model, opt, trainer_state())
             if prog.step % 10 == 0 or last:
-                bar.set_postfix(loss=f"{loss:.3f}", test_id=f"{test_id_acc:.3f}", refresh=False)
+                bar.set_postfix(loss=f"{loss:.3f}", **{STOP_SPLIT: f"{stop_acc:.3f}"}, refresh=False)
     finally:
         bar.close()
 
@@ -354,7 +337,8 @@ def _train(run, fp: str, force: bool, stop_after_steps: int | None) -> dict | No
     final = _final_metrics(model, tensors, ds, records, prog, tc, device)
     write_json(model_dir / FINAL_METRICS_FILE, final)
     plot_training(records, model_dir / "accuracy")
-    return {"steps": prog.step, "minutes": final["minutes"], **{f"{s}_acc": final["accuracy"][s] for s in SPLITS}}
+    return {"steps": prog.step, "minutes": final["minutes"], "stopped_early": prog.stopped_early, "stop_split": STOP_SPLIT,
+            **{f"{s}_acc": final["accuracy"][s] for s in SPLITS}, "majority_rate": final["majority_rate"]}
 
 
 def _final_metrics(model, tensors, ds, records, prog: _Progress, tc: TrainConfig, device: str) -> dict:
@@ -362,14 +346,16 @@ def _final_metrics(model, tensors, ds, records, prog: _Progress, tc: TrainConfig
     out = {
         "steps": prog.step,
         "stopped_early": prog.stopped_early,
+        "stop_split": STOP_SPLIT,
         "minutes": round(prog.elapsed / 60.0, 3),
         "accuracy": {s: full[f"{s}_acc"] for s in SPLITS},
         "loss": {s: full[f"{s}_loss"] for s in SPLITS},
         "majority_rate": {s: majority_rate(ds[s]) for s in SPLITS},
         "n_examples": {s: len(tensors[s]) for s in SPLITS},
     }
-    for th in THRESHOLDS:
-        step, minutes = _first_reach(records, "test_id_acc", th)
-        out[f"test_id_{th}_step"] = step
-        out[f"test_id_{th}_minutes"] = None if minutes is None else round(minutes, 3)
+    for split in (STOP_SPLIT, "test_id"):
+        for th in THRESHOLDS:
+            step, minutes = _first_reach(records, f"{split}_acc", th)
+            out[f"{split}_{th}_step"] = step
+            out[f"{split}_{th}_minutes"] = None if minutes is None else round(minutes, 3)
     return out

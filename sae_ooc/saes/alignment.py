@@ -1,17 +1,23 @@
 """Ground-truth alignment: which single SAE feature (and how well a linear probe on the raw activations) detects
-each value of each planted task variable (head, r1, r2, bridge, answer) at each position, by AUROC.
+each value of each planted task variable (head, r1, r2, bridge, answer) at each position, on held-out prefixes.
+
+Everything is chosen on the distinct selection prefixes and reported on the distinct held-out prefixes of
+`sae_ooc.saes.prefixes` (the SAE's own split: no held-out prefix was seen by the SAE, the probe or the feature
+search). Beside every number are its controls: for the probe, untrained models and shuffled labels
+(`sae_ooc.saes.probes`); for the single-feature search, the same search on the same features with the selection
+labels shuffled, which is what a chosen feature's held-out AUROC reaches by selection alone.
 """
 
 from __future__ import annotations
 
 import torch
 
-from sae_ooc.activations.cache import ROLES, ActivationCache
+from sae_ooc.activations.cache import ActivationCache
+from sae_ooc.saes.controls import Acts
+from sae_ooc.saes.prefixes import VARIABLES, PositionSlice
+from sae_ooc.saes.probes import probe_table, shuffled
 from sae_ooc.saes.reconstruction import feature_acts
 from sae_ooc.stats import tie_ranks
-from sae_ooc.threads import torch_threads
-
-VARIABLES = ("head", "r1", "r2", "bridge", "answer")
 
 
 def auroc_matrix(scores: torch.Tensor, labels: torch.Tensor, values: torch.Tensor, chunk: int = 512,
@@ -38,125 +44,99 @@ def column_ranks(scores: torch.Tensor, chunk: int = 512) -> torch.Tensor:
     return torch.cat([tie_ranks(scores[:, s : s + chunk].float()).float() for s in range(0, scores.shape[1], chunk)], dim=1)
 
 
-def train_probes(x: torch.Tensor, targets: dict[str, tuple[torch.Tensor, torch.Tensor, int]], steps: int, lr: float,
-                 weight_decay: float, seed: int) -> dict:
-    """One multinomial logistic-regression probe per variable on standardised activations, trained jointly.
-
-    `targets[var] = (row_mask, class_ids of those rows, n_classes)`. The heads share no parameters, so the
-    summed loss trains each exactly as alone, in one full-batch loop. Returns {var: scoring function}.
-    """
-    mu, sd = x.mean(0), x.std(0).clamp(min=1e-6)
-    xs = (x - mu) / sd
-    g = torch.Generator().manual_seed(seed)
-    names = list(targets)
-    sizes = [targets[v][2] for v in names]
-    w = (torch.randn(x.shape[1], sum(sizes), generator=g) * 0.01).requires_grad_()
-    b = torch.zeros(sum(sizes), requires_grad=True)
-    opt = torch.optim.Adam([w, b], lr=lr, weight_decay=weight_decay)
-    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
-    with torch.enable_grad(), torch_threads(1):
-        for _ in range(steps):
-            opt.zero_grad()
-            logits = xs @ w + b
-            loss = sum(torch.nn.functional.cross_entropy(logits[targets[v][0], o : o + n], targets[v][1])
-                       for v, o, n in zip(names, offsets, sizes))
-            loss.backward()
-            opt.step()
-    w, b = w.detach(), b.detach()
-    return {v: (lambda z, o=o, n=n: ((z - mu) / sd) @ w[:, o : o + n] + b[o : o + n]) for v, o, n in zip(names, offsets, sizes)}
+def _scorable(y_sel: torch.Tensor, y_ev: torch.Tensor) -> bool:
+    """A probe can be tested: two classes to fit, and a held-out prefix whose value the selection side has."""
+    vals = torch.unique(y_sel[y_sel >= 0])
+    return len(vals) >= 2 and bool(torch.isin(y_ev[y_ev >= 0], vals).any())
 
 
-def _subsample(rows: torch.Tensor, cap: int, seed: int) -> torch.Tensor:
-    if len(rows) <= cap:
-        return rows
-    g = torch.Generator().manual_seed(seed)
-    return rows[torch.randperm(len(rows), generator=g)[:cap].sort().values]
+def _best_on_heldout(au_sel: torch.Tensor, au_ev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per value, the feature with the best selection AUROC and that feature's held-out AUROC."""
+    best = au_sel.argmax(0)
+    return best, au_ev[best, torch.arange(au_ev.shape[1])]
+
+
+def _feature_controls(f_sel, y_sel, scored, ranks, au_ev, thr: float, ecfg) -> dict:
+    """The feature search on shuffled selection labels, scored on the true held-out labels (n_controls runs)."""
+    means, fracs = [], []
+    for i in range(ecfg.n_controls):
+        _, b_ev = _best_on_heldout(auroc_matrix(f_sel, shuffled(y_sel, ecfg.seed + 1 + i), scored, ranks=ranks), au_ev)
+        means.append(float(b_ev.mean()))
+        fracs.append(float((b_ev >= thr).double().mean()))
+    return {"shuffled_mean_auroc": sum(means) / len(means), "shuffled_mean_auroc_runs": means,
+            "shuffled_frac_detected": sum(fracs) / len(fracs), "shuffled_frac_detected_runs": fracs}
 
 
 @torch.no_grad()
-def alignment(sae, cache: ActivationCache, hook_name: str, heldout: torch.Tensor, ecfg, names: list[str] | None = None) -> dict:
+def alignment(sae, cache: ActivationCache, hook_name: str, slices: list[PositionSlice], ecfg, names: list[str] | None = None,
+              controls: dict[str, list[Acts]] | None = None, progress=None) -> dict:
     """Which single SAE feature (and how well a linear probe) detects each value of each planted variable.
 
-    For every position and variable, values with at least `min_positives` tokens in both slices are
-    scored: the best feature per value is chosen on the selection slice (non-held-out sequences, at most
-    `max_select_tokens` per position) and its AUROC reported on the held-out slice; the probe is trained on
-    the selection slice and scored on the held-out one. Returns per (variable, position) summaries, the
-    per-value table, and the best label per feature.
+    Per position and variable: the probe fit on the selection prefixes, scored on the held-out ones, beside its
+    controls (`controls`: activations of control models at `hook_name`, from `sae_ooc.saes.controls`); for values
+    labelling at least `min_positives` selection prefixes and one held-out prefix, the best feature per value chosen
+    on the selection prefixes and its held-out AUROC, beside the same search on shuffled labels. Returns per
+    (variable, position) summaries with the per-value table, and the best label per feature. `progress()` is called
+    after each position.
     """
-    tok = cache.tokens()
     results: dict[str, dict] = {}
     label_best: dict[int, dict] = {}
     name = (lambda v: names[v]) if names else (lambda v: str(v))
-    for p_idx, pos_name in enumerate(ROLES):
-        at = tok["pos"] == p_idx
-        sel_all = (at & ~heldout).nonzero().squeeze(1)
-        ev_all = (at & heldout).nonzero().squeeze(1)
-        if len(sel_all) == 0 or len(ev_all) == 0:
-            continue
-        sel_all = _subsample(sel_all, ecfg.max_select_tokens, ecfg.seed)
-        x_sel, x_ev = cache.read(hook_name, sel_all), cache.read(hook_name, ev_all)
-        f_sel, f_ev = feature_acts(sae, x_sel).cpu(), feature_acts(sae, x_ev).cpu()
-        per_var = {}
-        for var in VARIABLES:
-            y_sel_all, y_ev_all = tok[var][sel_all].long(), tok[var][ev_all].long()
-            ms, me = y_sel_all >= 0, y_ev_all >= 0
-            y_sel, y_ev = y_sel_all[ms], y_ev_all[me]
-            if len(y_sel) == 0 or len(y_ev) == 0:
+    thr = ecfg.auroc_threshold
+    for sl in slices:
+        labels = {v: sl.labels[v] for v in VARIABLES if _scorable(*sl.labels[v])}
+        if labels:
+            x_sel, x_ev = cache.read(hook_name, sl.sel), cache.read(hook_name, sl.ev)
+            f_sel, f_ev = feature_acts(sae, x_sel).float().cpu(), feature_acts(sae, x_ev).float().cpu()
+            ctrl = {kind: [acts[hook_name][sl.pos] for acts in runs] for kind, runs in (controls or {}).items()}
+            probes, logits = probe_table(x_sel, x_ev, labels, sl.known_ev, ctrl, ecfg)
+            memo: dict[tuple, torch.Tensor] = {}  # variables labelling the same prefixes share their feature ranks
+
+            def ranks(f: torch.Tensor, mask: torch.Tensor, tag: str) -> torch.Tensor:
+                key = (tag, mask.numpy().tobytes())
+                if key not in memo:
+                    memo[key] = column_ranks(f[mask])
+                return memo[key]
+
+        for var, (y_sel, y_ev) in labels.items():
+            ms, me = y_sel >= 0, y_ev >= 0
+            classes, lg_ev = logits[var]
+            cnt_sel = (y_sel[ms][:, None] == classes[None, :]).sum(0)
+            cnt_ev = (y_ev[me][:, None] == classes[None, :]).sum(0)
+            scored = classes[(cnt_sel >= ecfg.min_positives) & (cnt_ev >= 1) & (cnt_ev < int(me.sum())) & (cnt_sel < int(ms.sum()))]
+            rec = {"variable": var, "position": sl.name, "n_values": len(scored), "n_select": int(ms.sum()), "n_heldout": int(me.sum()),
+                   "probe_accuracy": probes[var]["heldout_acc"], "probe": probes[var], "frac_detected_features": None,
+                   "frac_detected_probe": None, "mean_auroc_features": None, "mean_auroc_probe": None, "features": None, "values": []}
+            results[f"{var}@{sl.name}"] = rec
+            if len(scored) == 0:
                 continue
-            vals = torch.unique(y_sel)  # the probe's classes: every value seen in the selection slice
-            cnt_sel = (y_sel[:, None] == vals[None, :]).sum(0)
-            cnt_ev = (y_ev[:, None] == vals[None, :]).sum(0)
-            ok = (cnt_sel >= ecfg.min_positives) & (cnt_ev >= ecfg.min_positives) & (cnt_ev < len(y_ev)) & (cnt_sel < len(y_sel))
-            if ok.any():
-                per_var[var] = (ms, me, y_sel, y_ev, vals, vals[ok])
-        if not per_var:
-            continue
-        probes = train_probes(x_sel, {v: (ms, torch.searchsorted(vals, y_sel), len(vals)) for v, (ms, _, y_sel, _, vals, _) in per_var.items()},
-                              ecfg.probe_steps, ecfg.probe_lr, ecfg.probe_weight_decay, ecfg.seed)
-        thr = ecfg.auroc_threshold
-        rank_cache: dict[tuple, torch.Tensor] = {}
-
-        def ranks_of(f: torch.Tensor, mask: torch.Tensor, tag: str) -> torch.Tensor:
-            key = (tag, int(mask.sum()), hash(mask.numpy().tobytes()))  # head, r1, answer share one mask; r2, bridge another
-            if key not in rank_cache:
-                rank_cache[key] = column_ranks(f[mask])
-            return rank_cache[key]
-
-        for var, (ms, me, y_sel, y_ev, vals, scored) in per_var.items():
-            au_sel = auroc_matrix(f_sel[ms], y_sel, scored, ranks=ranks_of(f_sel, ms, "sel"))  # [d_sae, n_values]
-            au_ev = auroc_matrix(f_ev[me], y_ev, scored, ranks=ranks_of(f_ev, me, "ev"))
-            best = au_sel.argmax(0)
-            best_ev = au_ev[best, torch.arange(len(scored))]
-            all_logits = probes[var](x_ev[me])
-            logits = all_logits[:, torch.searchsorted(vals, scored)]
-            au_probe = auroc_matrix(logits, y_ev, scored).diagonal()
-            # AUROC >= 0.9 is a loose bar when a value is partly predictable from context (the bridge is one of
-            # the head's ~k tails); the probe's exact-value accuracy tells decoding from guessing
-            probe_acc = float((vals[all_logits.argmax(1)] == y_ev).double().mean())
-            results[f"{var}@{pos_name}"] = {
-                "variable": var, "position": pos_name, "n_values": len(scored), "n_select": int(ms.sum()), "n_heldout": int(me.sum()),
-                "frac_detected_features": float((best_ev >= thr).double().mean()),
-                "frac_detected_probe": float((au_probe >= thr).double().mean()),
-                "mean_auroc_features": float(best_ev.mean()),
-                "mean_auroc_probe": float(au_probe.mean()),
-                "probe_accuracy": probe_acc,
-                "values": [
-                    {"value": name(int(v)), "id": int(v), "feature": int(f), "auroc_feature": round(float(a), 4), "auroc_probe": round(float(q), 4)}
-                    for v, f, a, q in zip(scored, best, best_ev, au_probe)
-                ],
-            }
-            # best label per feature: chosen on the selection slice, confirmed on the held-out slice. AUROC alone
+            ranks_sel, ranks_ev = ranks(f_sel, ms, "sel"), ranks(f_ev, me, "ev")
+            au_sel = auroc_matrix(f_sel[ms], y_sel[ms], scored, ranks=ranks_sel)  # [d_sae, n_values]
+            au_ev = auroc_matrix(f_ev[me], y_ev[me], scored, ranks=ranks_ev)
+            best, best_ev = _best_on_heldout(au_sel, au_ev)
+            au_probe = auroc_matrix(lg_ev[me][:, torch.searchsorted(classes, scored)], y_ev[me], scored).diagonal()
+            sd = float(best_ev.std()) if len(scored) > 1 else 0.0
+            feats = {"mean_auroc": float(best_ev.mean()), "sd_auroc_over_values": sd, "frac_detected": float((best_ev >= thr).double().mean()),
+                     **_feature_controls(f_sel[ms], y_sel[ms], scored, ranks_sel, au_ev, thr, ecfg)}
+            # clearly above: the mean over values beats the best shuffled search by two standard errors of that mean
+            feats["above_controls"] = bool(feats["mean_auroc"] - max(feats["shuffled_mean_auroc_runs"]) > 2 * sd / len(scored) ** 0.5)
+            rec.update({"frac_detected_features": feats["frac_detected"], "frac_detected_probe": float((au_probe >= thr).double().mean()),
+                        "mean_auroc_features": feats["mean_auroc"], "mean_auroc_probe": float(au_probe.mean()), "features": feats,
+                        "values": [{"value": name(int(v)), "id": int(v), "feature": int(f), "auroc_feature": round(float(a), 4),
+                                    "auroc_probe": round(float(q), 4)} for v, f, a, q in zip(scored, best, best_ev, au_probe)]})
+            # best label per feature: chosen on the selection prefixes, confirmed on the held-out ones. AUROC alone
             # also passes a feature that fires on many values as long as this one ranks high, so a label also
-            # needs precision: most held-out tokens the feature fires on must carry the value
+            # needs precision: most held-out prefixes the feature fires on must carry the value
             top_sel, top_idx = au_sel.max(1)
             acts_ev = f_ev[me]
             for f in (top_sel >= thr).nonzero().squeeze(1).tolist():
                 j = int(top_idx[f])
                 a_ev = float(au_ev[f, j])
                 fires = acts_ev[:, f] > 0
-                precision = float((y_ev[fires] == scored[j]).double().mean()) if fires.any() else 0.0
+                precision = float((y_ev[me][fires] == scored[j]).double().mean()) if fires.any() else 0.0
                 if a_ev >= thr and precision >= ecfg.label_min_precision and (f not in label_best or a_ev > label_best[f]["auroc"]):
-                    label_best[f] = {"feature": f, "variable": var, "position": pos_name, "value": name(int(scored[j])),
+                    label_best[f] = {"feature": f, "variable": var, "position": sl.name, "value": name(int(scored[j])),
                                      "auroc": round(a_ev, 4), "precision": round(precision, 4)}
-    labels = [label_best[f] for f in sorted(label_best)]
-    return {"by_variable_position": results, "feature_labels": labels}
+        if progress is not None:
+            progress()
+    return {"by_variable_position": results, "feature_labels": [label_best[f] for f in sorted(label_best)]}

@@ -7,20 +7,27 @@ tokens follow the direct path from the decoder direction to the unembedding: the
 carried into the residual stream (through W_O or W_out for hook_z and MLP hooks), centred and scaled
 like ln_final does on average over the task prompts, and multiplied by W_U; only entity tokens count,
 since every answer is an entity.
+
+A feature's description is read from its DESCRIBE_EXAMPLES largest activations whatever number of them is
+shown, so it never changes with how many examples a view asks for. `FeatureStats` holds those activations
+and promoted tokens as tensors, for a few features (the circuit's nodes) or every feature of every hook
+(`sae-ooc query` caches them once per run: sae_ooc.viz.query_cache).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from sae_ooc.io import read_json
 from sae_ooc.saes.store import METRICS_FILE
-from sae_ooc.tasks.data import POSITION_ROLES
+from sae_ooc.tasks.data import POSITION_ROLES, SEQ_LEN, SPLITS
 
-EXAMPLE_SPLITS = ("train", "test_id", "test_ood")
+DESCRIBE_EXAMPLES = 10  # top activations a description is read from (and the most a view can show)
+PROMOTED_TOKENS = 5
 
 
 def load_feature_labels(sae_eval_dir: str | Path) -> dict[str, dict[int, list[dict]]]:
@@ -43,32 +50,61 @@ def load_feature_labels(sae_eval_dir: str | Path) -> dict[str, dict[int, list[di
     return out
 
 
-def label_text(lab: dict) -> str:
+def label_text(lab: dict, pos_prefix: str = "") -> str:
     """'bridge=e12@r1' for the bridge entity e12 detected at position r1 (the position always shows: a
-    feature labelled at one position may fire at others, where the label makes no claim)."""
+    feature labelled at one position may fire at others, where the label makes no claim). `pos_prefix`
+    ('pos:') tells positions from relation tokens where both are on screen: 'r1=r3@pos:r1'."""
     var, val, pos = lab.get("variable", "?"), lab.get("value", "?"), lab.get("position")
-    return f"{var}={val}" + (f"@{pos}" if pos else "")
+    return f"{var}={val}" + (f"@{pos_prefix}{pos}" if pos else "")
 
 
-def task_examples(ds, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every distinct prompt of the train and test splits, right-padded to 3: (tokens [N, 3], lengths [N])."""
-    seen, rows = set(), []
-    for s in EXAMPLE_SPLITS:
-        for ids in ds[s]["input_ids"]:
-            t = tuple(ids)
-            if t not in seen:
-                seen.add(t)
-                rows.append(t)
-    lengths = torch.tensor([len(r) for r in rows])
-    tokens = torch.tensor([list(r) + [pad_id] * (3 - len(r)) for r in rows], dtype=torch.long)
-    return tokens, lengths
+@dataclass
+class Examples:
+    """Every distinct prompt of the task (train first, then the held-out splits), right-padded to SEQ_LEN,
+    with its ground truth: answer, bridge (-1 for atomic facts) and the first split it is in."""
+
+    tokens: torch.Tensor  # [N, SEQ_LEN]
+    lengths: torch.Tensor  # [N]
+    answer: torch.Tensor  # [N]
+    bridge: torch.Tensor  # [N]
+    split: torch.Tensor  # [N], index into SPLITS
+
+    @classmethod
+    def from_dataset(cls, ds, pad_id: int) -> "Examples":
+        seen, rows = set(), []
+        for s, name in enumerate(SPLITS):
+            d = ds[name]
+            for ids, a, b in zip(d["input_ids"], d["answer"], d["bridge"]):
+                if tuple(ids) not in seen:
+                    seen.add(tuple(ids))
+                    rows.append((list(ids), len(ids), a, b, s))
+        ids, lengths, answer, bridge, split = zip(*rows) if rows else ((),) * 5
+        tokens = torch.tensor([r + [pad_id] * (SEQ_LEN - len(r)) for r in ids], dtype=torch.long).reshape(-1, SEQ_LEN)
+        return cls(tokens, *(torch.tensor(c, dtype=torch.long) for c in (lengths, answer, bridge, split)))
+
+    def find(self, ids: list[int]) -> int | None:
+        """The row of prompt `ids`, None when it is not a prompt of the task."""
+        row = torch.tensor(ids + [-1] * (SEQ_LEN - len(ids)))
+        hit = ((self.tokens == row) | (row < 0)).all(1) & (self.lengths == len(ids))
+        return int(hit.nonzero()[0]) if hit.any() else None
+
+    def prompt(self, vocab, e: int) -> str:
+        return vocab.decode(self.tokens[e, : self.lengths[e]])
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f"examples.{k}": getattr(self, k) for k in ("tokens", "lengths", "answer", "bridge", "split")}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor]) -> "Examples":
+        return cls(*(t[f"examples.{k}"] for k in ("tokens", "lengths", "answer", "bridge", "split")))
 
 
 @torch.no_grad()
 def top_activations(sp, tokens: torch.Tensor, lengths: torch.Tensor, wanted: dict[str, list[int]], k: int = 5,
-                    batch: int = 4096) -> dict[tuple[str, int], list[tuple[int, int, float]]]:
-    """{(hook, feature): [(example, position, activation), ...]}: the k largest activations over the
-    examples (padding excluded), largest first; only activations > 0."""
+                    batch: int = 4096) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{hook: (values [k, F], flat indices [k, F])} for the features `wanted[hook]` (F of them, in that order):
+    the k largest activations over the examples (padding excluded), largest first; a flat index is
+    example * SEQ_LEN + position."""
     best: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     P = tokens.shape[1]
     for s in range(0, len(tokens), batch):
@@ -85,14 +121,7 @@ def top_activations(sp, tokens: torch.Tensor, lengths: torch.Tensor, wanted: dic
                 v, j = torch.cat([best[h][0], v]).topk(min(k, len(best[h][0]) + len(v)), dim=0)
                 idx = torch.cat([best[h][1], idx]).gather(0, j)
             best[h] = (v, idx)
-    out = {}
-    for h, feats in wanted.items():
-        if h not in best:
-            continue
-        v, idx = best[h]
-        for c, f in enumerate(feats):
-            out[(h, f)] = [(int(ix) // P, int(ix) % P, float(val)) for val, ix in zip(v[:, c].tolist(), idx[:, c].tolist()) if val > 0]
-    return out
+    return {h: (v.cpu(), i.cpu()) for h, (v, i) in best.items()}
 
 
 @torch.no_grad()
@@ -123,12 +152,14 @@ def to_residual(model, hook: str, directions: torch.Tensor) -> torch.Tensor | No
 
 
 @torch.no_grad()
-def promoted_tokens(sp, hook: str, feats: list[int], n_entities: int, k: int = 5, scale: float = 1.0) -> dict[int, list[tuple[int, float]]]:
-    """{feature: [(entity id, logit contribution per unit activation), ...]} along the direct path."""
+def promoted_tokens(sp, hook: str, feats: list[int], n_entities: int, k: int = PROMOTED_TOKENS,
+                    scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(entity ids [F, k], logit contribution per unit activation [F, k]) along the direct path; [F, 0]
+    where the hook has no linear route to the logits."""
     model = sp.base
-    d = to_residual(model, hook, sp.saes[hook].W_dec[feats].float())
-    if d is None or not feats:
-        return {}
+    d = to_residual(model, hook, sp.saes[hook].W_dec[feats].float()) if feats else None
+    if d is None:
+        return torch.zeros(len(feats), 0, dtype=torch.long), torch.zeros(len(feats), 0)
     if model.cfg.normalization_type in ("LN", "LNPre"):
         d = d - d.mean(-1, keepdim=True)
     w = getattr(model.ln_final, "w", None)
@@ -136,48 +167,101 @@ def promoted_tokens(sp, hook: str, feats: list[int], n_entities: int, k: int = 5
         d = d * w
     logits = (d / scale) @ model.W_U[:, :n_entities]
     v, i = logits.topk(min(k, n_entities), dim=-1)
-    return {f: list(zip(i[r].tolist(), v[r].tolist())) for r, f in enumerate(feats)}
+    return i.cpu(), v.float().cpu()
 
 
-def describe_features(sp, ds, vocab, sae_eval_dir, wanted: dict[str, list[int]], k_examples: int = 5, k_tokens: int = 5) -> dict[tuple[str, int], dict]:
+@dataclass
+class FeatureStats:
+    """Per hook, for the features `feats[hook]`: their largest activations over the task examples
+    (top_val/top_idx [k, F], see top_activations) and the entities their decoder promotes (prom_ids/prom_val [F, T])."""
+
+    feats: dict[str, torch.Tensor]
+    top_val: dict[str, torch.Tensor]
+    top_idx: dict[str, torch.Tensor]
+    prom_ids: dict[str, torch.Tensor]
+    prom_val: dict[str, torch.Tensor]
+    _col: dict = field(default_factory=dict, repr=False)
+
+    FIELDS = ("feats", "top_val", "top_idx", "prom_ids", "prom_val")
+
+    @classmethod
+    def compute(cls, sp, examples: Examples, wanted: dict[str, list[int]], n_entities: int, k: int = DESCRIBE_EXAMPLES,
+                k_tokens: int = PROMOTED_TOKENS) -> "FeatureStats":
+        wanted = {h: f for h, f in wanted.items() if f}
+        tops = top_activations(sp, examples.tokens, examples.lengths, wanted, k)
+        scale = final_scale(sp.base, examples.tokens)
+        prom = {h: promoted_tokens(sp, h, f, n_entities, k_tokens, scale) for h, f in wanted.items()}
+        return cls({h: torch.tensor(f) for h, f in wanted.items()}, {h: tops[h][0] for h in wanted}, {h: tops[h][1] for h in wanted},
+                   {h: p[0] for h, p in prom.items()}, {h: p[1] for h, p in prom.items()})
+
+    def column(self, hook: str, feature: int) -> int | None:
+        if hook not in self._col:
+            self._col[hook] = {int(f): c for c, f in enumerate(self.feats.get(hook, torch.zeros(0)).tolist())}
+        return self._col[hook].get(feature)
+
+    def top(self, hook: str, feature: int, k: int) -> list[tuple[int, int, float]]:
+        """[(example, position, activation), ...]: the feature's k largest activations, those > 0 only."""
+        c = self.column(hook, feature)
+        if c is None:
+            return []
+        vals, idx = self.top_val[hook][:k, c].tolist(), self.top_idx[hook][:k, c].tolist()
+        return [(i // SEQ_LEN, i % SEQ_LEN, v) for v, i in zip(vals, idx) if v > 0]
+
+    def promoted(self, hook: str, feature: int) -> list[tuple[int, float]]:
+        c = self.column(hook, feature)
+        return [] if c is None else list(zip(self.prom_ids[hook][c].tolist(), self.prom_val[hook][c].tolist()))
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f"{h}/{name}": getattr(self, name)[h] for name in self.FIELDS for h in self.feats}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor]) -> "FeatureStats":
+        hooks = [k.rpartition("/")[0] for k in t if k.endswith("/feats")]
+        return cls(*({h: t[f"{h}/{name}"] for h in hooks} for name in cls.FIELDS))
+
+
+def describe(stats: FeatureStats, labels: dict, examples: Examples, vocab, hook: str, feature: int, k_examples: int = 5,
+             pos_prefix: str = "") -> dict:
+    """{label, labels, description, top_activations, promoted} of one feature; the description is read from
+    its DESCRIBE_EXAMPLES largest activations, of which `k_examples` are listed."""
+    labs = labels.get(hook, {}).get(feature, [])
+    acts = [{"prompt": examples.prompt(vocab, e), "position": p, "role": POSITION_ROLES[p], "token": vocab.name(int(examples.tokens[e, p])),
+             "activation": round(a, 4)} for e, p, a in stats.top(hook, feature, max(k_examples, DESCRIBE_EXAMPLES))]
+    promoted = [{"token": vocab.name(t), "score": round(s, 4)} for t, s in stats.promoted(hook, feature)]
+    return {
+        "label": label_text(labs[0], pos_prefix) if labs else None,
+        "labels": [{**lab, "text": label_text(lab, pos_prefix)} for lab in labs],
+        "description": short_description(labs, acts, promoted, pos_prefix),
+        "top_activations": acts[:k_examples],
+        "promoted": promoted,
+    }
+
+
+def describe_features(sp, ds, vocab, sae_eval_dir, wanted: dict[str, list[int]], k_examples: int = 5,
+                      k_tokens: int = PROMOTED_TOKENS) -> dict[tuple[str, int], dict]:
     """{(hook, feature): {label, labels, description, top_activations, promoted}}; labels from `sae_eval_dir` (RUN/sae_eval)."""
     wanted = {h: sorted(set(f)) for h, f in wanted.items() if f}
+    examples = Examples.from_dataset(ds, vocab.pad_id)
+    stats = FeatureStats.compute(sp, examples, wanted, vocab.n_entities, max(k_examples, DESCRIBE_EXAMPLES), k_tokens)
     labels = load_feature_labels(sae_eval_dir)
-    tokens, lengths = task_examples(ds, vocab.pad_id)
-    tops = top_activations(sp, tokens, lengths, wanted, k_examples)
-    scale = final_scale(sp.base, tokens)
-    out = {}
-    for h, feats in wanted.items():
-        prom = promoted_tokens(sp, h, feats, vocab.n_entities, k_tokens, scale)
-        for f in feats:
-            labs = labels.get(h, {}).get(f, [])
-            acts = [{"prompt": vocab.decode(tokens[e, : lengths[e]]), "position": p, "role": POSITION_ROLES[p],
-                     "token": vocab.name(int(tokens[e, p])), "activation": round(a, 4)} for e, p, a in tops.get((h, f), [])]
-            promoted = [{"token": vocab.name(t), "score": round(s, 4)} for t, s in prom.get(f, [])]
-            out[(h, f)] = {
-                "label": label_text(labs[0]) if labs else None,
-                "labels": [{**lab, "text": label_text(lab)} for lab in labs],
-                "description": short_description(labs, acts, promoted),
-                "top_activations": acts,
-                "promoted": promoted,
-            }
-    return out
+    return {(h, f): describe(stats, labels, examples, vocab, h, f, k_examples) for h, feats in wanted.items() for f in feats}
 
 
-def short_description(labs: list[dict], acts: list[dict], promoted: list[dict]) -> str:
-    """The label where the SAE evaluation found one, else what it fires on and what it promotes."""
+def short_description(labs: list[dict], acts: list[dict], promoted: list[dict], pos_prefix: str = "") -> str:
+    """The label where the SAE evaluation found one, else what it fires on most and what it promotes
+    (`acts`: its DESCRIBE_EXAMPLES largest activations, not just those a view shows)."""
     if labs:
         lab = labs[0]
         auroc = lab.get("auroc")
-        return label_text(lab) + (f" (AUROC {float(auroc):.2f})" if auroc is not None else "")
+        return label_text(lab, pos_prefix) + (f" (AUROC {float(auroc):.2f})" if auroc is not None else "")
     if not acts and not promoted:
         return "inactive on the task prompts"
-    common = Counter(f"{a['token']}@{a['role']}" for a in acts).most_common(2)
-    on = "on " + ",".join(t for t, _ in common) if acts else "inactive"
+    common = Counter(f"{a['token']}@{pos_prefix}{a['role']}" for a in acts).most_common(2)
+    on = "on " + ",".join(t for t, _ in common) if acts else "inactive on the task prompts"
     return on + (" → " + ",".join(p["token"] for p in promoted[:3]) if promoted else "")
 
 
-def describe_nodes(sp, ds, vocab, sae_eval_dir, nodes, k_examples: int = 5, k_tokens: int = 5) -> dict[str, dict]:
+def describe_nodes(sp, ds, vocab, sae_eval_dir, nodes, k_examples: int = 5, k_tokens: int = PROMOTED_TOKENS) -> dict[str, dict]:
     """{node id: description fields} for circuit nodes (objects with hook, pos, idx, id); error nodes
     get a fixed description."""
     wanted: dict[str, list[int]] = {}

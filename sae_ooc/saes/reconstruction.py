@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from sae_ooc.activations.cache import ActivationCache
+from sae_ooc.activations.cache import ROLES, ActivationCache
 from sae_ooc.errors import UserError
 
 
@@ -26,47 +26,58 @@ def feature_acts(sae, x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def reconstruction_metrics(sae, cache: ActivationCache, hook_name: str, rows: torch.Tensor, dense_threshold: float = 0.1,
                            batch_size: int = 8192) -> dict:
-    """Explained variance, FVU, MSE, mean L0, dead and dense features of `sae` on cache rows `rows`.
+    """Explained variance, FVU, MSE, mean L0, dead and dense features of `sae` on cache rows `rows`, pooled and per
+    position (`by_position`: {role: explained_variance, fvu, mse, l0, n_tokens}).
 
     Explained variance is 1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over the rows (SAELens's
-    `metrics/explained_variance`); a feature is dead if it never fires on these rows.
+    `metrics/explained_variance`); a feature is dead if it never fires on these rows. Pooled over positions,
+    mean(x) is one mean for all of them, so the between-position variance (large: the positional embedding)
+    inflates the denominator; per position each has its own mean, which is the stricter number.
     """
     sae.eval()
     n = len(rows)
     if n == 0:
         raise UserError(f"no held-out tokens to evaluate the SAE of {hook_name} on; raise sae.eval_fraction")
-    d = cache.d_model
-    sq_err = 0.0
-    sum_x = torch.zeros(d, dtype=torch.float64)
-    sum_x2 = 0.0
-    l0_sum = 0.0
+    d, n_pos = cache.d_model, len(ROLES)
+    pos_all = cache.tokens()["pos"].long()
+    sq_err = torch.zeros(n_pos, dtype=torch.float64)
+    sum_x = torch.zeros(n_pos, d, dtype=torch.float64)
+    sum_x2 = torch.zeros(n_pos, dtype=torch.float64)
+    l0_sum = torch.zeros(n_pos, dtype=torch.float64)
+    count = torch.zeros(n_pos, dtype=torch.float64)
     fire_count = torch.zeros(sae.cfg.d_sae, dtype=torch.float64)
     for s in range(0, n, batch_size):
-        x = cache.read(hook_name, rows[s : s + batch_size]).to(sae.device)
+        r = rows[s : s + batch_size]
+        pos = pos_all[r]
+        x = cache.read(hook_name, r).to(sae.device)
         acts = sae.encode(x)
-        x_hat = sae.decode(acts)
-        x64, xh64 = x.double(), x_hat.double()
-        sq_err += float(((x64 - xh64) ** 2).sum())
-        sum_x += x64.sum(0).cpu()
-        sum_x2 += float((x64**2).sum())
-        active = (acts != 0).double()
-        l0_sum += float(active.sum())
-        fire_count += active.sum(0).cpu()
-    total_var = sum_x2 - float((sum_x**2).sum()) / n
-    ev = 1.0 - sq_err / total_var if total_var > 0 else float("nan")
+        x64 = x.double().cpu()
+        active = (acts != 0).double().cpu()
+        sq_err.index_add_(0, pos, ((x64 - sae.decode(acts).double().cpu()) ** 2).sum(1))
+        sum_x.index_add_(0, pos, x64)
+        sum_x2.index_add_(0, pos, (x64**2).sum(1))
+        l0_sum.index_add_(0, pos, active.sum(1))
+        count.index_add_(0, pos, torch.ones(len(r), dtype=torch.float64))
+        fire_count += active.sum(0)
     freq = fire_count / n
+    by_position = {ROLES[p]: _ev(float(sq_err[p]), sum_x[p], float(sum_x2[p]), float(l0_sum[p]), int(count[p]), d)
+                   for p in range(n_pos) if count[p] > 0}
     return {
-        "explained_variance": ev,
-        "fvu": 1.0 - ev,
-        "mse": sq_err / (n * d),
-        "mse_per_token": sq_err / n,
-        "l0": l0_sum / n,
+        **_ev(float(sq_err.sum()), sum_x.sum(0), float(sum_x2.sum()), float(l0_sum.sum()), n, d),
+        "mse_per_token": float(sq_err.sum()) / n,
         "dead_fraction": float((fire_count == 0).double().mean()),
         "n_dead": int((fire_count == 0).sum()),
         "dense_fraction": float((freq > dense_threshold).double().mean()),
         "n_dense": int((freq > dense_threshold).sum()),
-        "n_tokens": n,
+        "by_position": by_position,
     }
+
+
+def _ev(sq_err: float, sum_x: torch.Tensor, sum_x2: float, l0_sum: float, n: int, d: int) -> dict:
+    """Explained variance, FVU, MSE and mean L0 of `n` rows from their sums (total variance about their own mean)."""
+    total_var = sum_x2 - float((sum_x**2).sum()) / n
+    ev = 1.0 - sq_err / total_var if total_var > 0 else float("nan")
+    return {"explained_variance": finite(ev), "fvu": finite(1.0 - ev), "mse": sq_err / (n * d), "l0": l0_sum / n, "n_tokens": n}
 
 
 def finite(x: float) -> float | None:

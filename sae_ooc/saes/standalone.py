@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--training-tokens", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--dead-feature-window", type=int)
-    p.add_argument("--eval-fraction", type=float, help="share of sequences held out for evaluation")
+    p.add_argument("--eval-fraction", type=float, help="share of the distinct token prefixes at each position held out for evaluation")
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="torch threads (0 = torch default; 1 is fastest at small d_in on a busy machine)")
     p.add_argument("--sweep-k", type=_list(int), help="comma-separated k values: one SAE each + Pareto plot")
@@ -99,14 +99,14 @@ def train_standalone(activations: str | Path, hooks: str | list[str], out: str |
 def _run_task_eval(activations: Path, cache, device: str):
     """Spliced-in task metrics for a sweep when the cache is a run's RUN/activations, next to the model it came from."""
     from sae_ooc.models.hooked import MODEL_FILE, model_hash
-    from sae_ooc.saes.task_metrics import test_id_evaluator
+    from sae_ooc.saes.task_metrics import task_evaluator
 
     run = RunDir(activations.resolve().parent, Config())
     if run.activations_dir != activations.resolve() or not (run.model_dir / MODEL_FILE).is_file() or not run.data_dir.is_dir():
         return None
     if model_hash(run.model_dir) != cache.model_hash:
         return None
-    return test_id_evaluator(run.model_dir, run.data_dir, device=device)
+    return task_evaluator(run.model_dir, run.data_dir, device=device)
 
 
 def main(argv: list[str] | None = None) -> int:

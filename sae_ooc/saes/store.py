@@ -3,16 +3,18 @@
     RUN/saes/<hook_name>/          stage train-sae: cfg.json + sae_weights.safetensors in SAELens's own (inference)
                                    format, so `sae_lens.SAE.load_from_disk(dir)` gives the SAE back with no sae_ooc
                                    code; metrics.json (training-time reconstruction metrics), train_log.jsonl, curves
-    RUN/saes/heldout_rows.safetensors  the cache rows held out of SAE training (what eval-sae evaluates on)
+    RUN/saes/heldout_rows.safetensors  the cache rows held out of SAE training: every row of the prefixes held out
+                                   at each position (sae_ooc.activations.cache.heldout_mask), what eval-sae evaluates on
     RUN/sae_eval/<hook_name>/metrics.json  stage eval-sae: reconstruction, spliced-in task metrics, alignment,
                                    feature labels; RUN/sae_eval/summary.md and alignment_<variable>.png/.svg
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from sae_ooc.errors import UserError
+from sae_ooc.errors import UserError, unreadable
 
 SAE_CFG_FILE = "cfg.json"  # sae_lens.constants.SAE_CFG_FILENAME
 SAE_WEIGHTS_FILE = "sae_weights.safetensors"  # sae_lens.constants.SAE_WEIGHTS_FILENAME
@@ -55,8 +57,6 @@ def hook_sort_key(hook_name: str) -> tuple:
 
 def load_saes(saes_root: str | Path, device: str = "cpu", hook_names: list[str] | None = None) -> dict:
     """{hook_name: sae_lens.SAE} for every SAE saved under `saes_root` (or just `hook_names`)."""
-    from sae_lens import SAE
-
     available = saved_hooks(saes_root)
     if not available:
         raise UserError(f"no trained SAEs in {saes_root}; run `sae-ooc train-sae --run {Path(saes_root).parent}` first")
@@ -64,4 +64,21 @@ def load_saes(saes_root: str | Path, device: str = "cpu", hook_names: list[str] 
     missing = [h for h in wanted if h not in available]
     if missing:
         raise UserError(f"no trained SAE for hook(s) {', '.join(missing)} in {saes_root}; available: {', '.join(available)}")
-    return {h: SAE.load_from_disk(sae_dir(saes_root, h), device=device) for h in wanted}
+    return {h: load_sae(sae_dir(saes_root, h), device, f"sae-ooc train-sae --run {Path(saes_root).parent} --force") for h in wanted}
+
+
+def load_sae(path: str | Path, device: str = "cpu", rebuild: str = "sae-ooc train-sae --force"):
+    """`sae_lens.SAE.load_from_disk(path)`; a truncated or garbled cfg.json or weights file is a one-line error naming
+    the file and `rebuild`, the command that writes it again."""
+    from safetensors import SafetensorError
+    from sae_lens import SAE
+
+    path = Path(path)
+    try:
+        json.loads((path / SAE_CFG_FILE).read_text())
+    except ValueError as e:
+        raise unreadable(path / SAE_CFG_FILE, e, rebuild) from None
+    try:
+        return SAE.load_from_disk(path, device=device)
+    except SafetensorError as e:  # a truncated or overwritten weights file
+        raise unreadable(path / SAE_WEIGHTS_FILE, e, rebuild) from None

@@ -78,7 +78,8 @@ def train_sweep(cache: ActivationCache, hook_name: str, root: str | Path, p: Sae
             if "task" not in m:
                 m["task"] = task_eval(SAE.load_from_disk(out, device=device))
                 write_json(out / METRICS_FILE, m)
-            point["loss_recovered"] = m["task"].get("loss_recovered")
+            point["loss_recovered"] = m["task"].get("loss_recovered")  # test_id: reported only
+            point["loss_recovered_valid_id"] = m["task"].get("loss_recovered_valid_id")  # what a choice of SAE reads
             point["test_id_acc"] = m["task"].get("splits", {}).get("test_id", {}).get("acc_sae")
         points.append(point)
         print(f"{hook_name} {param}={v}: L0 {point['l0']:.1f}  FVU {point['fvu']:.4f}  loss recovered {point.get('loss_recovered')}")

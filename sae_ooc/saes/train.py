@@ -2,7 +2,8 @@
 
 RUN/saes/<hook_name>/ holds each SAE in SAELens's inference format (`sae_lens.SAE.load_from_disk` loads it
 directly) with metrics.json (training-time reconstruction metrics on the held-out rows), train_log.jsonl and
-curves.png/.svg; RUN/saes/heldout_rows.safetensors the rows held out of training; with a sweep configured,
+curves.png/.svg; RUN/saes/heldout_rows.safetensors the rows held out of training (whole prefixes per position,
+`sae_ooc.activations.cache.heldout_mask`); with a sweep configured,
 RUN/saes/sweep/<hook_name>/<param>_<value>/ one SAE per value and the Pareto plots. One SAE is trained by
 `sae_ooc.saes.trainer.train_sae`; `train_hooks` (shared with the standalone train_sae.py) loops over hooks.
 
@@ -22,7 +23,7 @@ from sae_ooc.io import read_json, save_tensors, write_json
 from sae_ooc.models.hooked import model_hash
 from sae_ooc.saes.store import eval_rows, sae_dir
 from sae_ooc.saes.sweep import sweep_spec, train_sweep
-from sae_ooc.saes.task_metrics import test_id_evaluator
+from sae_ooc.saes.task_metrics import task_evaluator
 from sae_ooc.saes.trainer import Reuse, finished_metrics, settings_hash, train_sae
 
 PROGRESS_FILE = ".progress.json"  # hidden: bookkeeping of an unfinished run, not an output of the stage
@@ -112,6 +113,9 @@ def run_train_sae(run, force: bool = False, stop_after_steps: int | None = None,
     root = run.saes_dir
     cache = open_cache(run.activations_dir, expected_model_hash=model_hash(run.model_dir))
     hooks = configured_hooks(cache, p)
+    # every shard is read (and its checksum checked) before anything is trained or deleted: a truncated shard is a
+    # one-line error now, not after the first hook has trained for a while
+    cache.verify(hooks)
     progress = StageProgress(root, run.current_fingerprint, force)
     progress.start()
     held = heldout_mask(cache.tokens(), p.eval_fraction, p.seed)
@@ -121,7 +125,7 @@ def run_train_sae(run, force: bool = False, stop_after_steps: int | None = None,
     if metrics is None:
         return None
     if sweep_spec(p) is not None:
-        task_eval = test_id_evaluator(run.model_dir, run.data_dir, device=run.device)
+        task_eval = task_evaluator(run.model_dir, run.data_dir, device=run.device)
         for h in hooks:
             train_sweep(cache, h, root / SWEEP_DIR, p, device=run.device, task_eval=task_eval, reuse=progress)
     progress.finish()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from sae_ooc.activations.cache import ActivationCache, heldout_mask
+from sae_ooc.activations.cache import ActivationCache, distinct_rows, heldout_mask
 from sae_ooc.config import SaeConfig
 from sae_ooc.errors import UserError
 from sae_ooc.io import append_jsonl, read_json, read_jsonl, sha256_json, write_json
@@ -64,15 +64,34 @@ class _Stopped(Exception):
 
 
 def _logging_trainer_class():
+    from sae_lens.training import sae_trainer
     from sae_lens.training.sae_trainer import SAETrainer
 
     class _LoggingTrainer(SAETrainer):
         """SAETrainer that also appends a JSONL line of its own train-step metrics every `log_every` steps."""
 
         log_path: Path
+        hook_name: str
         log_every: int
         total_steps: int
         stop_at: int | None = None
+
+        def fit(self):
+            # SAELens makes its bar inside fit() as "Training SAE": name the hook from the start
+            orig = sae_trainer.tqdm
+            sae_trainer.tqdm = lambda *a, **kw: orig(*a, **{**kw, "desc": f"train-sae {self.hook_name}"})
+            try:
+                return super().fit()
+            finally:
+                sae_trainer.tqdm = orig
+
+        def _update_pbar(self, step_output, pbar, update_interval: int = 100):
+            # SAELens's bar moves every 100 steps, so it stops short of 100% unless the step count divides by 100:
+            # land exactly on the samples trained
+            if self.n_training_steps % update_interval and self.n_training_samples < self.cfg.total_training_samples:
+                return
+            pbar.set_postfix({k: f"{float(torch.as_tensor(v() if callable(v) else v).detach()):.4g}" for k, v in step_output.losses.items()}, refresh=False)
+            pbar.update(self.n_training_samples - pbar.n)
 
         def step(self, batch):
             if self.stop_at is not None and self.n_training_steps >= self.stop_at:
@@ -108,9 +127,12 @@ def _latest_checkpoint(ckpt_root: Path, settings_hash: str) -> Path | None:
     return max(done)[1] if done else None
 
 
+SPLIT = "prefix-per-position/1"  # how the training rows are chosen (heldout_mask): an SAE trained on another split is not reused
+
+
 def settings_hash(p: SaeConfig, hook_name: str, cache: ActivationCache, extra: dict | None = None) -> str:
     return sha256_json({"sae": dataclasses.asdict(p), "hook": hook_name, "model_hash": cache.model_hash, "n_tokens": cache.n_tokens,
-                        "d_model": cache.d_model, "extra": extra or {}})
+                        "d_model": cache.d_model, "split": SPLIT, "extra": extra or {}})
 
 
 # training --------------------------------------------------------------------------------------
@@ -129,8 +151,9 @@ def train_sae(
 ) -> dict | None:
     """Train one SAE on `hook_name` of `cache` into `out_dir`; returns the metrics written to metrics.json.
 
-    `rows_mask` selects the training rows (default: all but the held-out sequences, sae.eval_fraction);
-    `eval_rows` the rows the reconstruction metrics are measured on (default: the held-out ones).
+    `rows_mask` selects the training rows (default: all but the held-out prefixes, sae.eval_fraction of the distinct
+    prefixes at each position); `eval_rows` the rows the reconstruction metrics are measured on (default: one row per
+    held-out prefix).
     `stop_after_steps` stops as if killed after that many steps (returns None); rerunning resumes from the
     last checkpoint.
     """
@@ -141,7 +164,7 @@ def train_sae(
     if rows_mask is None or eval_rows is None:
         held = heldout_mask(cache.tokens(), p.eval_fraction, p.seed)
         rows_mask = ~held if rows_mask is None else rows_mask
-        eval_rows = held.nonzero().squeeze(1) if eval_rows is None else eval_rows
+        eval_rows = distinct_rows(cache.tokens(), held) if eval_rows is None else eval_rows
     shash = settings_hash(p, hook_name, cache)
     ckpt_root = out_dir / CKPT_DIR
     log_path = out_dir / LOG_FILE
@@ -171,7 +194,7 @@ def train_sae(
     provider = CacheBatches(cache, hook_name, rows_mask, p.batch_size, p.seed, start=start)
 
     trainer = _logging_trainer_class()(cfg=tcfg, sae=sae, data_provider=provider, save_checkpoint_fn=None)
-    trainer.log_path, trainer.log_every, trainer.total_steps = log_path, p.log_every, steps
+    trainer.log_path, trainer.log_every, trainer.total_steps, trainer.hook_name = log_path, p.log_every, steps, hook_name
     trainer.stop_at = stop_after_steps
     elapsed0 = 0.0
     if resume_from is not None:
@@ -229,14 +252,14 @@ def train_sae(
         "params": dataclasses.asdict(p),
         "settings": shash,
         "cache": {"root": str(cache.root), "model_hash": cache.model_hash, "n_tokens": cache.n_tokens,
-                  "n_train_tokens": int(rows_mask.sum()), "n_eval_tokens": len(eval_rows)},
+                  "n_train_tokens": int(rows_mask.sum()), "n_eval_tokens": len(eval_rows), "split": SPLIT},
         "training": {
             "steps": steps, "tokens": steps * p.batch_size, "seconds": seconds, "tokens_per_s": steps * p.batch_size / max(seconds, 1e-9),
             "final_log": log[-1] if log else {},
             "sae_lens_window_l0": finite(getattr(trainer.sae.cfg.metadata, "l0", None)),
             "sae_lens_num_dead_features": getattr(trainer.sae.cfg.metadata, "num_dead_features", None),
         },
-        "reconstruction": {k: finite(v) for k, v in recon.items()},
+        "reconstruction": recon,
     }
     write_json(out_dir / METRICS_FILE, metrics)
     if log:

@@ -3,6 +3,11 @@
 Token ids: entities e0..e{E-1} are ids 0..E-1, relations r0.. follow, then `<pad>`. A prompt is a list
 of token names (`"e12 r3 r7"`). Atomic facts are `[h, r]` and two-hop facts `[h, r1, r2]`; the answer is
 predicted at the last position, so right-padding to length 3 never changes what the model sees.
+
+Splits: `train`; `valid_id` and `test_id`, two disjoint random parts of the same held-out in-distribution pool
+(two-hop facts not in train whose two atomic facts are; reversal: inverses not in train whose forward fact is),
+`task.valid_fraction` of it in valid_id: early stopping and every tuning choice read valid_id, test_id is only
+reported; `test_ood` (a needed atomic fact is not in train) and `atomic_test` (the atomic facts of train).
 """
 
 from __future__ import annotations
@@ -23,12 +28,12 @@ from datasets import (
     load_from_disk,
 )
 
-from sae_ooc.config import TASK_FAMILIES, TaskConfig
+from sae_ooc.config import TASK_FAMILIES, TASK_SPLITS, TaskConfig
 from sae_ooc.registry import Registry
 from sae_ooc.errors import UserError, unreadable
 from sae_ooc.io import read_json, write_json
 
-SPLITS = ("train", "test_id", "test_ood", "atomic_test")
+SPLITS = TASK_SPLITS  # listed in config.py, which config validation (harvest.splits) reads without torch
 SEQ_LEN = 3
 POSITION_ROLES = ("head", "r1", "r2")  # the role of each input position
 FEATURES = Features(
@@ -133,6 +138,12 @@ def _shuffled(cols: dict[str, list], rng: np.random.Generator) -> dict[str, list
     return {k: [v[i] for i in order] for k, v in cols.items()}
 
 
+def valid_test(held: list, cfg: TaskConfig) -> tuple[list, list]:
+    """The held-out in-distribution facts (already in random order) cut into (valid_id, test_id), at least one each."""
+    n_valid = min(max(int(round(cfg.valid_fraction * len(held))), 1), len(held) - 1)
+    return held[:n_valid], held[n_valid:]
+
+
 FAMILIES: Registry = Registry("task.family", expected=TASK_FAMILIES)
 
 
@@ -163,17 +174,19 @@ def generate_twohop(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
 
     atomic_train = [f for i, f in enumerate(atomic) if i not in held_out]
     n_inferred_train = int(round(cfg.phi * len(atomic_train)))
-    if n_inferred_train >= len(inferred_id):
+    if n_inferred_train > len(inferred_id) - 2:
         raise UserError(
             f"task.phi={cfg.phi} asks for {n_inferred_train} inferred facts in train but only {len(inferred_id)} exist, "
-            f"leaving none for test_id; lower task.phi (at most {max(len(inferred_id) - 1, 0) / max(len(atomic_train), 1):.2f})"
+            f"leaving fewer than 2 for valid_id and test_id; lower task.phi "
+            f"(at most {max(len(inferred_id) - 2, 0) / max(len(atomic_train), 1):.2f})"
         )
     order = rng.permutation(len(inferred_id))
     inferred_train = [inferred_id[i] for i in order[:n_inferred_train]]
-    test_id = [inferred_id[i] for i in order[n_inferred_train:]]
+    valid_id, test_id = valid_test([inferred_id[i] for i in order[n_inferred_train:]], cfg)
 
     splits = {
         "train": _shuffled(_concat(_rows(atomic_train, 1), _rows(inferred_train, 2)), rng),
+        "valid_id": _rows(valid_id, 2),
         "test_id": _rows(test_id, 2),
         "test_ood": _rows(inferred_ood, 2),
         "atomic_test": _rows(atomic_train, 1),
@@ -183,7 +196,7 @@ def generate_twohop(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
 
 @FAMILIES.register("reversal")
 def generate_reversal(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
-    """(a, r) -> b in train; (b, r⁻¹) -> a is in train for some pairs and held out (test_id) for others.
+    """(a, r) -> b in train; (b, r⁻¹) -> a is in train for some pairs and held out (valid_id, test_id) for others.
 
     Each relation is a random permutation of the entities so that the inverse is a function too.
     Relation r's inverse is token r{R + r}. Pairs in the OOD slice appear in neither direction.
@@ -199,10 +212,14 @@ def generate_reversal(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
             pairs.append((a, r, int(perms[r][a])))
     order = rng.permutation(len(pairs))
     n_ood = int(round(cfg.ood_fraction * len(pairs)))
-    n_hold = max(1, int(round(cfg.reversal_holdout * (len(pairs) - n_ood))))
+    n_hold = max(2, int(round(cfg.reversal_holdout * (len(pairs) - n_ood))))
+    if n_hold >= len(pairs) - n_ood:
+        raise UserError(f"the reversal task has {len(pairs) - n_ood} in-distribution pairs, too few to hold out {n_hold} inverses "
+                        f"(valid_id and test_id need one each) and train on the rest; raise task.n_entities or task.facts_per_entity")
     ood = [pairs[i] for i in order[:n_ood]]
     held = [pairs[i] for i in order[n_ood : n_ood + n_hold]]
     kept = [pairs[i] for i in order[n_ood + n_hold :]]
+    valid, test = valid_test(held, cfg)
 
     def fwd(ps):
         return [(a, rel(r), b) for a, r, b in ps]
@@ -212,7 +229,8 @@ def generate_reversal(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
 
     splits = {
         "train": _shuffled(_concat(_rows(fwd(held + kept), 1), _rows(inv(kept), 1)), rng),
-        "test_id": _rows(inv(held), 1),
+        "valid_id": _rows(inv(valid), 1),
+        "test_id": _rows(inv(test), 1),
         "test_ood": _rows(inv(ood), 1),
         "atomic_test": _rows(fwd(held + kept), 1),
     }
@@ -251,9 +269,13 @@ def load_task(data_dir: Path) -> tuple[DatasetDict, Vocab]:
     except (ValueError, KeyError, TypeError) as e:
         raise unreadable(data_dir / "vocab.json", e, rebuild) from None
     try:
-        return load_from_disk(str(data_dir)), vocab
+        ds = load_from_disk(str(data_dir))
     except Exception as e:  # datasets raises many kinds on a damaged folder (arrow, JSON, missing files)
         raise unreadable(data_dir, e, rebuild) from None
+    missing = [s for s in SPLITS if s not in ds]
+    if missing:  # data written before a split existed (valid_id)
+        raise UserError(f"task data in {data_dir} has no split {', '.join(missing)} (written by an older version); rerun `{rebuild}`")
+    return ds, vocab
 
 
 @dataclass

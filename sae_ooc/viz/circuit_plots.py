@@ -10,44 +10,68 @@ from sae_ooc.circuits.faithfulness import TARGET_FAITHFULNESS, TARGET_MAX_FEATUR
 from sae_ooc.viz.plots import plt, save_figure
 
 
-def plot_validation(flat: dict[str, np.ndarray], report: dict, stem: Path) -> None:
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def plot_validation(flat: dict, report: dict, stem: Path) -> None:
+    """Per (pair, changed node): each approximation against exact patching; the nodes a method computed exactly
+    itself (atp_verified's shortlist) in grey, apart from the ones it is judged on."""
     methods = list(report["methods"])
     fig, axes = plt.subplots(1, len(methods), figsize=(4.5 * len(methods), 4.2), squeeze=False)
-    x = flat["exact"]
-    lim = float(np.abs(np.concatenate(list(flat.values()))).max() or 1.0) * 1.05
+    changed = flat["changed"]
+    x = flat["exact"][changed].numpy()
+    lim = float(max(np.abs(flat[m][changed].numpy()).max(initial=0.0) for m in ["exact", *methods]) or 1.0) * 1.05
     for ax, m in zip(axes[0], methods):
         r = report["methods"][m]
-        ax.scatter(x, flat[m], s=8, alpha=0.6)
+        y = flat[m][changed].numpy()
+        own = flat[f"computed.{m}"][changed].numpy() if f"computed.{m}" in flat else np.zeros(len(x), dtype=bool)
+        ax.scatter(x[~own], y[~own], s=6, alpha=0.5, label="estimated")
+        if own.any():
+            ax.scatter(x[own], y[own], s=6, alpha=0.5, color="grey", label="computed exactly (not judged)")
+            ax.legend(fontsize=7, loc="upper left")
         ax.plot([-lim, lim], [-lim, lim], color="grey", lw=0.8, ls="--")
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
-        ax.set_xlabel("exact patching effect")
+        ax.set_xlabel("exact patching effect (per pair)")
         ax.set_ylabel(f"{m} estimate")
-        top = report["top"]
-        ax.set_title(f"{m}: Spearman {r['spearman_all']:.3f} (top {top}: {r[f'spearman_top{top}']:.3f})", fontsize=9)
-    fig.suptitle(f"Node effects on {report['n_pairs']} pairs, {report['n_active_nodes']} active nodes", fontsize=10)
+        ax.set_title(f"{m}: recall@50 {_fmt(r['recall_top50'])}, Spearman (not exact) {_fmt(r['spearman_not_exact'])}; "
+                     f"{'trusted' if r['trusted'] else 'NOT trusted'}", fontsize=8)
+    fig.suptitle(f"Node effects on {report['n_pairs']} pairs, {report['n_changed_nodes']} (pair, node) effects", fontsize=10)
     save_figure(fig, stem)
 
 
-def plot_curve(curve: list[dict], curves: dict[str, dict], main: str, stem: Path, title: str, pruned: dict | None = None) -> None:
+def plot_curve(scored: dict, curves: dict[str, dict], main: str, stem: Path, title: str, pruned: dict | None = None) -> None:
+    """Faithfulness against circuit size: the circuit chosen on the selection pairs scored on the held-out pairs
+    (solid) and, in-sample, on the selection pairs; then by ablation, with per-prompt circuits (in-sample) and what
+    the pruned per-prompt circuits give on other prompts."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     ax = axes[0]
+    curve = scored["heldout"]["curve"]
     x = [r["n_features"] for r in curve]
-    ax.plot(x, [r["faithfulness"] for r in curve], marker="o", ms=3, label="faithfulness (circuit kept)")
+    ax.plot(x, [r["faithfulness"] for r in curve], marker="o", ms=3, label="faithfulness, held-out pairs")
     if "faithfulness_features_only" in curve[0]:
-        ax.plot(x, [r["faithfulness_features_only"] for r in curve], marker="s", ms=3, ls="--", label="faithfulness, no error nodes")
-    ax.plot(x, [r["completeness"] for r in curve], marker="^", ms=3, ls=":", label="circuit ablated (completeness; low is good)")
-    ax.set_title(f"{main} ablation: aggregate circuit", fontsize=9)
+        ax.plot(x, [r["faithfulness_features_only"] for r in curve], marker="s", ms=3, ls="--", label="held-out, no error nodes")
+    ax.plot(x, [r["completeness"] for r in curve], marker="^", ms=3, ls=":", label="held-out, circuit ablated (completeness; low is good)")
+    sel = scored["selection"]["curve"]
+    ax.plot([r["n_features"] for r in sel], [r["faithfulness"] for r in sel], color="grey", lw=1, ls="--",
+            label="faithfulness, selection pairs (in-sample)")
+    ax.set_title(f"{main} ablation: one circuit chosen on the selection pairs", fontsize=9)
     ax = axes[1]
     for k, (kind, cv) in enumerate(curves.items()):
         color = f"C{k}"
-        ax.plot(cv["sizes"], cv["faithfulness"], color=color, marker="o", ms=2, label=f"{kind}: aggregate circuit")
-        ax.plot(cv["sizes"], cv["faithfulness_per_prompt_circuits"], color=color, ls="--", label=f"{kind}: per-prompt circuits")
+        ax.plot(cv["sizes"], cv["faithfulness"], color=color, marker="o", ms=2, label=f"{kind}: chosen on selection, held-out pairs")
+        ax.plot(cv["sizes"], cv["faithfulness_per_prompt_circuits_in_sample"], color=color, ls="--", label=f"{kind}: per-prompt top nodes (in-sample)")
     if pruned:
         r = pruned["rounds"]
         ax.plot([x["max_features"] for x in r], [x["faithfulness"] for x in r], color="k", lw=1.5,
-                label=f"{pruned['ablation']}: per-prompt circuits by backward elimination ({pruned['n_pairs']} pairs)")
-    ax.set_title("faithfulness by ablation; dashed: each pair keeps its own top nodes", fontsize=9)
+                label=f"{pruned['ablation']}: backward elimination per prompt ({pruned['n_pairs']} pairs, in-sample)")
+        t = pruned.get("transfer")
+        for key, marker, text in (("same_relations", "*", "same (r1, r2)"), ("other_relations", "x", "other (r1, r2)")):
+            if t and t[key]["faithfulness"] is not None:
+                ax.plot([t["max_features"]], [t[key]["faithfulness"]], color="k", marker=marker, ms=9, ls="none",
+                        label=f"pruned circuits on other prompts, {text} ({t[key]['n_rows']})")
+    ax.set_title("faithfulness by ablation (held-out pairs); dashed: each pair keeps its own top nodes", fontsize=9)
     for ax in axes:
         ax.axhline(TARGET_FAITHFULNESS, color="grey", lw=0.8, ls="--")
         ax.axvline(TARGET_MAX_FEATURES, color="grey", lw=0.8, ls=":")
@@ -55,6 +79,7 @@ def plot_curve(curve: list[dict], curves: dict[str, dict], main: str, stem: Path
         ax.set_xlim(left=0)
         ax.set_xlabel("feature nodes in the circuit (top by |effect|)")
         ax.set_ylabel("(m(C) - m(∅)) / (m(M) - m(∅))")
-        ax.legend(fontsize=6, loc="upper left")
+        # below the panel, never over the curves (save_figure's tight bounding box keeps it in the file)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     fig.suptitle(title, fontsize=10)
     save_figure(fig, stem)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sae_ooc.circuits.nodes import SINK
 from sae_ooc.viz.export_options import ExportOptions
+from sae_ooc.viz.node_labels import node_caption, node_title
 
 GRAPH_SCHEMA = {
     "type": "object",
@@ -101,9 +102,9 @@ def to_graph_json(circuit: dict, nodes: list[dict], edges: list[dict], opt: Expo
         out_nodes.append(_graph_node(f"E_{role}_{p}", p, "E", p, "embedding", f"input position {p} ({role})", None, None, P))
     for n in nodes:
         err = n["type"] == "error"
-        out_nodes.append(_graph_node(n["id"], -1 if err else int(n["feature"]), str(n["hook_index"]), n["position"],
+        out_nodes.append(_graph_node(n["id"], -1 if err or n.get("feature") is None else int(n["feature"]), str(n["hook_index"]), n["position"],
                                      "sae reconstruction error" if err else "sae feature",
-                                     f"{n['hook']} {'error' if err else '#' + str(n['feature'])}: {n.get('description') or ''}", n["effect"],
+                                     f"{node_title(n)}: {node_caption(n, meta['positions'])}", n["effect"],
                                      (n.get("top_activations") or [{}])[0].get("activation"), P))
     sink = _graph_node(SINK, -1, str(L + 1), P - 1, "logit", meta["sink"]["description"], None, None, P)
     sink["is_target_logit"] = True

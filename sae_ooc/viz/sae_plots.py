@@ -50,17 +50,21 @@ def plot_pareto(points: list[dict], stem: Path, title: str = "") -> list[Path]:
 
 
 def plot_alignment_heatmap(grid: dict, hooks: list[str], positions: list[str], stem: Path, variable: str = "bridge",
-                           threshold: float = 0.9) -> list[Path]:
-    """Where `variable` is readable, hook x position: by one SAE feature (share of values with AUROC >= threshold)
-    and in the raw stream (a linear probe's exact-value accuracy).
+                           panels: list[tuple[str, str]] | None = None, threshold: float = 0.9) -> list[Path]:
+    """Where `variable` is readable on held-out prefixes, hook x position, one panel per (key, title) of `panels`:
+    the trained model's probe beside the same probe on its controls, and one SAE feature beside the shuffled search.
 
-    `grid[(hook, position)] = {"features": share or None, "probe_accuracy": accuracy or None}`.
+    `grid[(hook, position)][key]` is a share in [0, 1] or None (a blank cell), `grid[...][key + "_mark"]` an optional
+    suffix for its label ("*": clearly above the controls). All panels share one colour scale, so a control reads
+    against the trained model at a glance.
     """
     import numpy as np
 
-    panels = (("features", f"{variable}: one SAE feature\n(share of values with AUROC >= {threshold})"),
-              ("probe_accuracy", f"{variable}: linear probe on raw activations\n(exact-value accuracy)"))
-    fig, axes = plt.subplots(1, 2, figsize=(1.3 * len(positions) * 2 + 4.5, 0.5 * len(hooks) + 1.8), sharey=True)
+    panels = panels or [("trained", "trained model"), ("features", "one SAE feature")]
+    height = 0.5 * len(hooks) + 2.2
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.1 * len(positions) * len(panels) + 4.5, height), sharey=True, squeeze=False)
+    fig.subplots_adjust(top=1 - 0.8 / height, bottom=0.6 / height)  # room for the title above the panel titles
+    axes = axes[0]
     for ax, (key, label) in zip(axes, panels):
         m = np.full((len(hooks), len(positions)), np.nan)
         for i, h in enumerate(hooks):
@@ -72,10 +76,13 @@ def plot_alignment_heatmap(grid: dict, hooks: list[str], positions: list[str], s
         for i in range(len(hooks)):
             for j in range(len(positions)):
                 if not np.isnan(m[i, j]):
-                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", color="w" if m[i, j] < 0.6 else "k", fontsize=8)
+                    mark = grid[(hooks[i], positions[j])].get(f"{key}_mark") or ""
+                    ax.text(j, i, f"{m[i, j]:.2f}{mark}", ha="center", va="center", color="w" if m[i, j] < 0.6 else "k", fontsize=8)
         ax.set_xticks(range(len(positions)), positions)
         ax.set_xlabel("position")
-        ax.set_title(label, fontsize=9)
+        ax.set_title(label, fontsize=8)
     axes[0].set_yticks(range(len(hooks)), hooks)
+    fig.suptitle(f"{variable} on held-out prefixes: probe exact-value accuracy (trained vs controls; * clearly above every "
+                 f"control); share of values one feature detects (AUROC >= {threshold})", fontsize=9)
     fig.colorbar(im, ax=list(axes), shrink=0.8)
     return save_figure(fig, stem)

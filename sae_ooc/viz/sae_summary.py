@@ -1,79 +1,155 @@
-"""The SAE evaluation in words and pictures: RUN/sae_eval/summary.md (a table over layers, alignment tables, where
-the bridge entity becomes readable, targets) with its alignment heatmaps, and eval-sae's line per SAE."""
+"""The SAE evaluation in words and pictures: RUN/sae_eval/summary.md (reconstruction per position, spliced-in task
+metrics, every alignment number beside its controls, where the bridge entity becomes readable, targets) with its
+alignment heatmaps, and eval-sae's line per SAE."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from sae_ooc.io import write_text
-from sae_ooc.saes.alignment import VARIABLES
+from sae_ooc.saes.prefixes import VARIABLES
 from sae_ooc.saes.store import SUMMARY_FILE, hook_sort_key
 from sae_ooc.viz.sae_plots import plot_alignment_heatmap
+
+POSITIONS = ("head", "r1", "r2")
+# heatmap panels: (key into a cell, title); the probe ones are held-out exact-value accuracies
+PROBE_PANELS = (("trained", "trained model"), ("random_model", "random-init models (mean)"), ("step0", "step-0 checkpoint"),
+                ("shuffled", "shuffled labels (mean)"))
+FEATURE_PANELS = (("features", "one SAE feature"), ("features_shuffled", "one feature, shuffled labels (mean)"))
 
 
 def _fmt(x, spec: str = ".3f") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
+def _pct(x) -> str:
+    return _fmt(x, ".0%")
+
+
 def _best_bridge(al: dict) -> str:
-    best = max((v for v in al.values() if v["variable"] == "bridge"), key=lambda v: v["frac_detected_features"], default=None)
-    if best is None:
+    rows = [v for v in al.values() if v["variable"] == "bridge"]
+    if not rows:
         return "n/a"
-    return f"{best['frac_detected_features']:.0%} of values by one feature at {best['position']} (probe {best['frac_detected_probe']:.0%})"
+    best = max(rows, key=lambda v: v["probe"]["heldout_acc"] or 0.0)
+    p = best["probe"]
+    return (f"probe {_fmt(p['heldout_acc'], '.2f')} at {best['position']} on {p['n_heldout']} held-out prefixes "
+            f"(controls <= {_fmt(p['control_max_acc'], '.2f')})")
 
 
-def write_summary(per_hook: dict[str, dict], out_dir: Path, threshold: float) -> Path:
-    """`out_dir`/summary.md (a table over layers + alignment tables) and the alignment heatmaps `out_dir`/alignment_<variable>."""
-    hooks = sorted(per_hook, key=hook_sort_key)
-    lines = ["# SAEs: reconstruction, spliced-in task metrics, ground-truth alignment", "",
-             "Reconstruction on held-out sequences; task metrics with the SAE replacing the activation at its hook "
-             "(loss recovered = (CE_zero - CE_sae) / (CE_zero - CE_clean), on test_id).", "",
-             "| hook | arch | d_sae | EV | FVU | MSE | L0 | dead | dense | test_id acc clean | test_id acc SAE | loss recovered | train acc SAE | test_ood acc SAE | atomic acc SAE |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def _recon_table(per_hook: dict, hooks: list[str]) -> list[str]:
+    lines = ["## Reconstruction (held-out prefixes, one row per distinct prefix)", "",
+             "Pooled explained variance shares one mean over positions, so the between-position variance inflates its "
+             "denominator; the per-position columns are the stricter numbers.", "",
+             "| hook | arch | d_sae | EV pooled | EV head (n) | EV r1 (n) | EV r2 (n) | FVU | MSE | L0 | dead | dense | prefixes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for h in hooks:
         m = per_hook[h]
         r = m["reconstruction"]
-        t = m.get("task", {}).get("splits", {})
-        acc = lambda s, k="acc_sae": _fmt(t.get(s, {}).get(k))  # noqa: E731
-        lines.append(f"| {h} | {m.get('architecture', '?')} | {m.get('d_sae', '?')} | {_fmt(r['explained_variance'])} | {_fmt(r['fvu'])} | "
-                     f"{_fmt(r['mse'], '.4g')} | {r['l0']:.2f} | {r['dead_fraction']:.1%} | {r['dense_fraction']:.1%} | "
-                     f"{acc('test_id', 'acc_clean')} | {acc('test_id')} | {_fmt(m.get('task', {}).get('loss_recovered'))} | "
-                     f"{acc('train')} | {acc('test_ood')} | {acc('atomic_test')} |")
-    positions = ["head", "r1", "r2"]
+        bp = r.get("by_position", {})
+        ev = " | ".join(f"{_fmt(bp[p]['explained_variance'])} ({bp[p]['n_tokens']})" if p in bp else "n/a" for p in POSITIONS)
+        lines.append(f"| {h} | {m.get('architecture', '?')} | {m.get('d_sae', '?')} | {_fmt(r['explained_variance'])} | {ev} | "
+                     f"{_fmt(r['fvu'])} | {_fmt(r['mse'], '.4g')} | {r['l0']:.2f} | {r['dead_fraction']:.1%} | {r['dense_fraction']:.1%} | "
+                     f"{r['n_tokens']} |")
+    return lines
+
+
+def _task_table(per_hook: dict, hooks: list[str]) -> list[str]:
+    lines = ["", "## Spliced-in task metrics", "",
+             "Accuracy clean → with the SAE replacing the activation at its hook; loss recovered = (CE_zero - CE_sae) / "
+             "(CE_zero - CE_clean). test_id is reported, valid_id is what a choice reads. *Unseen*: the prompts whose whole "
+             "prompt (the prefix at the answer position) the SAE never saw.", "",
+             "| hook | test_id acc | loss recovered test_id | valid_id acc | loss recovered valid_id | test_id unseen acc (n) | "
+             "loss recovered unseen | train acc SAE | test_ood acc SAE | atomic acc SAE |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for h in hooks:
+        t = per_hook[h].get("task", {})
+        s, ho = t.get("splits", {}), t.get("heldout_prefixes", {}).get("test_id", {})
+        acc = lambda d: f"{_fmt(d.get('acc_clean'))} → {_fmt(d.get('acc_sae'))}" if d else "n/a"  # noqa: E731
+        lines.append(f"| {h} | {acc(s.get('test_id'))} | {_fmt(t.get('loss_recovered'))} | {acc(s.get('valid_id'))} | "
+                     f"{_fmt(t.get('loss_recovered_valid_id'))} | {acc(ho)} ({ho.get('n', 0)}) | {_fmt(ho.get('loss_recovered'))} | "
+                     f"{_fmt(s.get('train', {}).get('acc_sae'))} | {_fmt(s.get('test_ood', {}).get('acc_sae'))} | "
+                     f"{_fmt(s.get('atomic_test', {}).get('acc_sae'))} |")
+    return lines
+
+
+def _probe_cell(p: dict) -> str:
+    ci = p.get("heldout_ci95") or [None, None]
+    verdict = " **>controls**" if p.get("above_controls") else ""
+    return (f"{_fmt(p['heldout_acc'], '.2f')} [{_fmt(ci[0], '.2f')}, {_fmt(ci[1], '.2f')}] · rand {_fmt(p['random_model_acc'], '.2f')} · "
+            f"step0 {_fmt(p.get('step0_acc'), '.2f')} · shuf {_fmt(p['shuffled_acc'], '.2f')} · maj {_fmt(p['majority_acc'], '.2f')} "
+            f"(n={p['n_heldout']}){verdict}")
+
+
+def _feature_cell(a: dict) -> str:
+    f = a.get("features")
+    if not f:
+        return "–"
+    verdict = " **>shuffled**" if f.get("above_controls") else ""
+    return (f"{_pct(f['frac_detected'])} (AUROC {f['mean_auroc']:.2f}±{f['sd_auroc_over_values']:.2f}) · shuf "
+            f"{_pct(f['shuffled_frac_detected'])} ({f['shuffled_mean_auroc']:.2f}) (n={a['n_values']}){verdict}")
+
+
+def _grid(per_hook: dict, hooks: list[str], var: str) -> dict:
+    grid = {}
+    for h in hooks:
+        for pos in POSITIONS:
+            a = per_hook[h].get("alignment", {}).get(f"{var}@{pos}")
+            if a is None:
+                continue
+            p, f = a["probe"], a.get("features") or {}
+            grid[(h, pos)] = {"trained": p["heldout_acc"], "random_model": p["random_model_acc"], "step0": p.get("step0_acc"),
+                              "shuffled": p["shuffled_acc"], "features": f.get("frac_detected"), "features_shuffled": f.get("shuffled_frac_detected"),
+                              "trained_mark": "*" if p.get("above_controls") else "", "features_mark": "*" if f.get("above_controls") else ""}
+    return grid
+
+
+def _alignment_tables(per_hook: dict, hooks: list[str], out_dir: Path, threshold: float) -> tuple[list[str], list[str]]:
+    lines = ["", "## Alignment on held-out prefixes, beside its controls", "",
+             "Probe: exact-value accuracy of a linear probe fit on the selection prefixes, on the held-out prefixes, with its "
+             "95% Wilson interval; beside it the same probe on untrained models of the same architecture (rand, mean over "
+             "seeds), on the step-0 checkpoint (when the run kept one), on shuffled selection labels (shuf), and always "
+             "answering the most common selection value (maj). **>controls**: the interval's lower end clears the best "
+             f"control's upper end. Feature: share of values whose best feature (chosen on the selection prefixes) reaches "
+             f"AUROC >= {threshold} on the held-out ones, mean ± sd AUROC over values, and the same search on shuffled labels.", ""]
     figs = []
     for var in VARIABLES:
-        lines += ["", f"## {var}: share of values detected with AUROC >= {threshold} (held-out), one SAE feature / linear probe "
-                  "(probe acc: the probe's exact-value accuracy)", "",
-                  "| hook | " + " | ".join(positions) + " |", "|---|" + "---|" * len(positions)]
-        grid = {}
+        grid = _grid(per_hook, hooks, var)
+        if not grid:
+            continue
+        lines += [f"### {var}", "", "| hook | position | probe (held-out) and controls | single feature (held-out) and control |", "|---|---|---|---|"]
         for h in hooks:
-            cells = []
-            for pos in positions:
+            for pos in POSITIONS:
                 a = per_hook[h].get("alignment", {}).get(f"{var}@{pos}")
-                if a is None:
-                    cells.append("–")
-                    continue
-                grid[(h, pos)] = {"features": a["frac_detected_features"], "probe_accuracy": a.get("probe_accuracy")}
-                cells.append(f"{a['frac_detected_features']:.0%} / {a['frac_detected_probe']:.0%} (n={a['n_values']}, probe acc {a.get('probe_accuracy', float('nan')):.2f})")
-            lines.append(f"| {h} | " + " | ".join(cells) + " |")
-        if grid:
-            plot_alignment_heatmap(grid, hooks, positions, Path(out_dir) / f"alignment_{var}", variable=var, threshold=threshold)
-            figs.append(f"alignment_{var}.png")
+                if a is not None:
+                    lines.append(f"| {h} | {pos} | {_probe_cell(a['probe'])} | {_feature_cell(a)} |")
+        lines.append("")
+        panels = [pp for pp in PROBE_PANELS if any(c.get(pp[0]) is not None for c in grid.values())]
+        plot_alignment_heatmap(grid, hooks, list(POSITIONS), Path(out_dir) / f"alignment_{var}", variable=var,
+                               panels=panels + list(FEATURE_PANELS), threshold=threshold)
+        figs.append(f"alignment_{var}.png")
+    return lines, figs
+
+
+def _bridge_section(per_hook: dict, hooks: list[str]) -> list[str]:
     bridge = [(h, a) for h in hooks for a in per_hook[h].get("alignment", {}).values() if a["variable"] == "bridge"]
-    if bridge:
-        h, a = max(bridge, key=lambda x: (x[1]["frac_detected_features"], x[1]["mean_auroc_features"]))
-        lines += ["", f"**Bridge entity**: best read out at `{h}`, position {a['position']}: one feature detects "
-                  f"{a['frac_detected_features']:.0%} of {a['n_values']} bridge values (mean AUROC {a['mean_auroc_features']:.3f}); "
-                  f"linear probe {a['frac_detected_probe']:.0%} (mean AUROC {a['mean_auroc_probe']:.3f}, exact-value accuracy {a.get('probe_accuracy', float('nan')):.2f})."]
-        hp = max(bridge, key=lambda x: x[1].get("probe_accuracy", 0.0))
-        lines.append(f"Raw stream: the probe decodes the exact bridge best at `{hp[0]}`, position {hp[1]['position']} "
-                     f"(accuracy {hp[1].get('probe_accuracy', float('nan')):.2f}).")
-        first_f = next((f"`{h}` at {a['position']}" for h, a in bridge if a["frac_detected_features"] >= 0.8), "nowhere")
-        first_p = next((f"`{h}` at {a['position']}" for h, a in bridge if a.get("probe_accuracy", 0.0) >= 0.9), "nowhere")
-        lines.append(f"First readable (layer order): by single features (>= 80% of values) {first_f}; by the probe "
-                     f"(exact-value accuracy >= 0.9) {first_p}.")
-    lines += ["", "## Targets (default experiment goals)", "",
-              "| hook | EV >= 0.95 at L0 <= 16 | dead < 5% | test_id acc within 2 points of clean |", "|---|---|---|---|"]
+    if not bridge:
+        return []
+    lines = ["## Bridge entity", ""]
+    first = next((f"`{h}` at {a['position']}" for h, a in bridge if a["probe"].get("above_controls")), None)
+    lines.append(f"First place (layer order) where a probe reads the exact bridge from held-out prefixes clearly above every "
+                 f"control: {first or 'nowhere'}.")
+    for h, a in bridge:
+        p = a["probe"]
+        if a["position"] == "r1" and p.get("n_heldout_known") is not None:
+            lines.append(f"- `{h}` at r1: held-out (head, r1) prefixes whose atomic fact the model was trained on: "
+                         f"{_fmt(p['heldout_acc_known'], '.2f')} (n={p['n_heldout_known']}; random-init {_fmt(p['random_model_acc_known'], '.2f')}, "
+                         f"shuffled {_fmt(p['shuffled_acc_known'], '.2f')}); whose first hop no model could know: "
+                         f"{_fmt(p['heldout_acc_unknown'], '.2f')} (n={p['n_heldout_unknown']}).")
+    return lines + [""]
+
+
+def _targets(per_hook: dict, hooks: list[str]) -> list[str]:
+    lines = ["## Targets (default experiment goals)", "",
+             "| hook | EV >= 0.95 at L0 <= 16 (pooled) | dead < 5% | test_id acc within 2 points of clean |", "|---|---|---|---|"]
     ok = lambda c: "yes" if c else "no"  # noqa: E731
     for h in hooks:
         r, t = per_hook[h]["reconstruction"], per_hook[h].get("task", {}).get("splits", {}).get("test_id")
@@ -81,7 +157,20 @@ def write_summary(per_hook: dict[str, dict], out_dir: Path, threshold: float) ->
         lines.append(f"| {h} | {ok((r['explained_variance'] or 0) >= 0.95 and r['l0'] <= 16)} ({_fmt(r['explained_variance'])} at {r['l0']:.1f}) | "
                      f"{ok(r['dead_fraction'] < 0.05)} ({r['dead_fraction']:.1%}) | "
                      f"{'n/a' if drop is None else ok(drop <= 0.02) + f' ({-drop * 100:+.1f} points)'} |")
-    lines += ["", "Figures: " + ", ".join(figs), ""]
+    return lines
+
+
+def write_summary(per_hook: dict[str, dict], out_dir: Path, threshold: float) -> Path:
+    """`out_dir`/summary.md and the alignment heatmaps `out_dir`/alignment_<variable>.png/.svg."""
+    hooks = sorted(per_hook, key=hook_sort_key)
+    lines = ["# SAEs: reconstruction, spliced-in task metrics, ground-truth alignment", "",
+             "Every number is measured on held-out *prefixes*: at each position a share of the distinct token prefixes that "
+             "determine the activation there was held out of SAE training, probe fitting and feature selection, and each "
+             "distinct prefix counts once. Numbers on the selection prefixes are marked in-sample.", ""]
+    lines += _recon_table(per_hook, hooks) + _task_table(per_hook, hooks)
+    align, figs = _alignment_tables(per_hook, hooks, out_dir, threshold)
+    lines += align + _bridge_section(per_hook, hooks) + _targets(per_hook, hooks)
+    lines += ["", "Figures: " + (", ".join(figs) or "none"), ""]
     path = Path(out_dir) / SUMMARY_FILE
     write_text(path, "\n".join(lines))
     return path
@@ -90,6 +179,6 @@ def write_summary(per_hook: dict[str, dict], out_dir: Path, threshold: float) ->
 def eval_line(hook_name: str, res: dict) -> str:
     """eval-sae's console line for one SAE."""
     r, t = res["reconstruction"], res["task"]["splits"]["test_id"]
-    return (f"eval-sae: {hook_name}: EV {r['explained_variance']:.3f} L0 {r['l0']:.1f} dead {r['dead_fraction']:.1%} | test_id acc "
+    return (f"eval-sae: {hook_name}: EV {_fmt(r['explained_variance'])} L0 {r['l0']:.1f} dead {r['dead_fraction']:.1%} | test_id acc "
             f"{t['acc_clean']:.3f} -> {t['acc_sae']:.3f}, loss recovered {_fmt(t['loss_recovered'])} | bridge "
             f"{_best_bridge(res['alignment'])}")

@@ -1,0 +1,44 @@
+"""Figure of the variable-circuit stage: faithfulness against the number of groups, and the circuit against its controls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sae_ooc.viz.plots import plt, save_figure
+
+
+def plot_variable_faithfulness(faith: dict, stem: Path, title: str) -> list[Path]:
+    """Left: faithfulness of the top-k groups per ablation kind (solid: held-out pairs, dashed: the selection pairs the
+    size was chosen on). Right: per kind, the circuit's held-out faithfulness (dot) among its random-group controls
+    (grey), beside the same number of top individual features (x)."""
+    kinds = list(faith["by_ablation"])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    ax = axes[0]
+    for j, kind in enumerate(kinds):
+        cv = faith["by_ablation"][kind]["curve"]
+        ax.plot(cv["sizes"], cv["heldout"], color=f"C{j}", marker="o", ms=2, label=f"{kind}: held-out")
+        ax.plot(cv["sizes"], cv["selection"], color=f"C{j}", ls="--", lw=0.8, label=f"{kind}: selection (in-sample)")
+    ch = faith["selection"]
+    ax.axvline(ch["n_groups"], color="k", lw=0.8, ls=":", label=f"chosen: {ch['n_groups']} groups ({ch['ablation']}, selection pairs)")
+    ax.axhline(ch["target"], color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("variable nodes in the circuit (top by |effect| on the selection pairs)")
+    ax.set_ylabel("(m(C) - m(∅)) / (m(M) - m(∅))")
+    ax.legend(fontsize=6, loc="best")
+    ax = axes[1]
+    for j, kind in enumerate(kinds):
+        r = faith["by_ablation"][kind]
+        rnd = r["random_groups"]["heldout"]["values"]
+        ax.scatter([j + 0.15] * len(rnd), rnd, s=8, color="grey", alpha=0.5, label="random groups, same sizes" if j == 0 else None)
+        h = r["heldout"]
+        # a percentile interval of a ratio need not contain the point estimate: clip the bars at it
+        ax.errorbar([j], [h["faithfulness"]], yerr=[[max(h["faithfulness"] - h["ci95"][0], 0.0)], [max(h["ci95"][1] - h["faithfulness"], 0.0)]],
+                    fmt="o", color=f"C{j}", capsize=3, label="variable circuit (95% CI over pairs)" if j == 0 else None)
+        ax.scatter([j - 0.15], [r["top_features_same_size"]["heldout"]], marker="x", color="k",
+                   label="same number of top individual features" if j == 0 else None)
+    ax.axhline(ch["target"], color="grey", lw=0.8, ls="--")
+    ax.set_xticks(range(len(kinds)))
+    ax.set_xticklabels([f"{k} ablation" for k in kinds])
+    ax.set_ylabel(f"faithfulness on {faith['n_heldout']} held-out pairs")
+    ax.legend(fontsize=6, loc="best")
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, stem)

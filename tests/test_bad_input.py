@@ -1,0 +1,168 @@
+"""Bad input ends in one line on stderr, exit code 2, no traceback and nothing half-written (GitHub issue #10,
+"Crashes"): bad devices and run paths, damaged model / SAE / vocabulary files met by `query` and `pipeline`, a
+corrupt stages.json, out-of-range or misplaced query arguments, ignored --set overrides, a reader that leaves
+the pipe early, and a stage whose upstream outputs were deleted."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from circuit_fixtures import HOOKS, make_run, mark_stages
+
+from sae_ooc.cli import main as cli_main
+from sae_ooc.io import write_json
+from sae_ooc.pipeline import fingerprint
+from sae_ooc.rundir import RunDir
+from sae_ooc.stages import get_stage
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("bad_input"))
+
+
+@pytest.fixture
+def run(base, tmp_path):
+    """A fresh copy of the run for tests that damage it (copytree keeps mtimes, so its outputs stay intact)."""
+    shutil.copytree(base.root, tmp_path / "run")
+    return RunDir(tmp_path / "run", base.cfg)
+
+
+def one_line_error(capsys, argv, *needles) -> str:
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+def argparse_error(capsys, argv, *needles) -> str:
+    with pytest.raises(SystemExit) as e:
+        cli_main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and all(n in err for n in needles), err
+    return err
+
+
+def test_devices_are_checked_up_front(base, capsys):
+    one_line_error(capsys, ["query", "--run", str(base.root), "e3 r1 r2", "--device", "gpu0"], "'gpu0' is not a torch device")
+    if not torch.cuda.is_available():
+        one_line_error(capsys, ["query", "--run", str(base.root), "e3 r1 r2", "--device", "cuda"], "no CUDA", "--device cpu")
+        one_line_error(capsys, ["pipeline", "--run", str(base.root), "--device", "cuda:0"], "no CUDA")
+
+
+def test_run_pointing_at_a_file(tmp_path, capsys):
+    f = tmp_path / "notadir"
+    f.write_text("x")
+    for cmd in (["query", "e1 r0"], ["pipeline"], ["data"]):
+        one_line_error(capsys, [cmd[0], "--run", str(f), *cmd[1:]], "is a file, not a directory")
+
+
+DAMAGE = [  # (file, how, the command that rebuilds it)
+    ("model/model.safetensors", "truncate", "sae-ooc train"),
+    (f"saes/{HOOKS[1]}/sae_weights.safetensors", "truncate", "sae-ooc train-sae"),
+    ("data/vocab.json", "garbage", "sae-ooc data"),
+]
+
+
+def _damage(path, how):
+    if how == "truncate":
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        path.write_text('{"names": ["e0", ')
+
+
+@pytest.mark.parametrize("rel, how, rebuild", DAMAGE)
+def test_damaged_files_met_by_query_and_pipeline(run, capsys, rel, how, rebuild):
+    _damage(run.root / rel, how)
+    stages_before = run.stages_file.read_bytes()
+    # query loads the file: names it, says it is damaged and how to rebuild it; caches nothing
+    one_line_error(capsys, ["query", "--run", str(run.root), "e3 r1 r2"], str(run.root / rel), "corrupt or truncated", rebuild)
+    assert not (run.root / "query_cache").exists()
+    # the pipeline sees the stage's recorded output changed before loading it: names the file and the command
+    one_line_error(capsys, ["pipeline", "--run", str(run.root), "--stages", "attribute"], rel, "changed", f"rerun `{rebuild} --run {run.root}`")
+    assert run.stages_file.read_bytes() == stages_before and not run.attribution_dir.exists()
+
+
+def test_corrupt_stages_json(run, capsys):
+    run.stages_file.write_text('{"data": {"fingerprint": ')
+    for argv in (["pipeline", "--stages", "attribute"], ["attribute"]):
+        one_line_error(capsys, [argv[0], "--run", str(run.root), *argv[1:]], str(run.stages_file), "is corrupt", "delete it")
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--top", "0"], ["--top", "must be an integer >= 1", "'0'"]),
+    (["--top", "-1"], ["--top", "'-1'"]),
+    (["--top", "two"], ["--top", "'two'"]),
+    (["--examples", "-1"], ["--examples", "from 0 to 10", "'-1'"]),
+    (["--examples", "11"], ["--examples", "'11'"]),
+    (["--set", "task.n_entities=20"], ["unrecognized arguments: --set"]),  # query reads the run as it is
+    (["--force"], ["unrecognized arguments: --force"]),
+])
+def test_query_arguments_out_of_range_or_meaningless(base, capsys, args, needles):
+    argparse_error(capsys, ["query", "--run", str(base.root), "e3 r1 r2", *args], *needles)
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["r1 e1"], ["'r1 e1' is not a task prompt", "an entity then one or two relations"]),
+    (["e1 e2 r1"], ["not a task prompt"]),
+    (["e1"], ["not a task prompt"]),
+    (["e1 r0 <pad>"], ["not a task prompt"]),
+    (["e3 r1 r2", "--target", "r1"], ["--target 'r1' is a relation", "one entity e0..e11"]),
+    (["e3 r1 r2", "--target", "e99"], ["--target 'e99' is not an entity of this task", "did you mean"]),
+    (["e3 r1 x2"], ["unknown token 'x2'", "did you mean"]),
+    (["e3 r1 r2 r0"], ["has 4 tokens"]),
+])
+def test_query_prompt_and_target_must_be_task_shaped(base, capsys, args, needles):
+    err = one_line_error(capsys, ["query", "--run", str(base.root), *args], *needles)
+    if "--target" in args:
+        assert "prompt" not in err  # a bad target is named as the target
+
+
+def test_set_echoes_what_the_user_typed(tmp_path, capsys):
+    err = one_line_error(capsys, ["train", "--run", str(tmp_path / "r"), "--set", "train.stop_at_valid_id=yes"], "stop_at_valid_id", "'yes'")
+    assert "True" not in err  # YAML reads `yes` as true; the message shows what was typed
+    assert not (tmp_path / "r").exists()
+
+
+def test_closed_pipe_ends_query_quietly(base, capsys):
+    argv = ["query", "--run", str(base.root), "e3 r1 r2", "--json", "--full", "--top", "20", "--examples", "10"]
+    assert cli_main(argv) == 0
+    assert len(capsys.readouterr().out) > 4 * 65536  # far more than a pipe holds: the writer must meet the closed pipe
+    cmd = [sys.executable, "-m", "sae_ooc.cli", *argv]
+    writer = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    head = subprocess.run(["head", "-1"], stdin=writer.stdout, capture_output=True, text=True)
+    writer.stdout.close()
+    err = writer.stderr.read().decode()
+    assert writer.wait(timeout=120) == 0 and head.stdout == "{\n"
+    assert "BrokenPipeError" not in err and "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def test_deleted_upstream_output_is_not_skipped(run, capsys):
+    """Remove RUN/attribution/ after attribute and circuit ran: circuit must say so, not 'unchanged, skipped'."""
+    write_json(run.attribution_dir / "node_effects.json", {"nodes": []})
+    mark_stages(run, ["attribute"])
+    # circuit recorded as done with the very fingerprint it has while attribution/ is there
+    fp = fingerprint(run, get_stage("circuit"), {})
+    write_json(run.circuit_dir / "circuit.json", {})
+    mark_stages(run, ["circuit"])
+    rec = run.stage_record("circuit")
+    run.record("circuit", {**rec, "fingerprint": fp})
+    shutil.rmtree(run.attribution_dir)
+    err = one_line_error(capsys, ["circuit", "--run", str(run.root)], "'attribute'", "attribution/node_effects.json is missing",
+                         f"sae-ooc attribute --run {run.root}")
+    assert "skipped" not in err
+    assert json.loads(run.stages_file.read_text())["circuit"]["fingerprint"] == fp  # nothing rewritten on the way out
+
+
+def test_query_reads_the_run_files_not_its_config(run, capsys):
+    """query takes no --config: a config.yaml from an older version, or a damaged one, does not stop it."""
+    (run.root / "config.yaml").write_text("train:\n  stop_at_test_id: 0.9\n  [broken")
+    assert cli_main(["query", "--run", str(run.root), "e3 r1 r2"]) == 0
+    assert capsys.readouterr().out.startswith("prompt  e3 r1 r2")
+    one_line_error(capsys, ["pipeline", "--run", str(run.root)], "config.yaml")  # the stages do read it
