@@ -58,6 +58,7 @@ class RunDir:
     sae_eval_dir = _under("sae_eval")
     attribution_dir = _under("attribution")
     circuit_dir = _under("circuit")
+    variable_circuit_dir = _under("variable_circuit")
     export_dir = _under("export")
     stages_file = _under("stages.json")
 

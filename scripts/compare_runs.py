@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 
 # keys whose values are timings or locations, not results
-VOLATILE = {"seconds", "elapsed_s", "minutes", "tokens_per_s", "wall_s", "run", "fingerprint", "summary", "settings"}
+VOLATILE = {"seconds", "elapsed_s", "minutes", "tokens_per_s", "wall_s", "run", "fingerprint", "summary", "settings", "timing_s", "root"}
+# module paths named in text fields that the layout change moved (old -> new)
+MODULES = {"sae_ooc.circuits.prune": "sae_ooc.prune"}
 SKIP = re.compile(r"(^stages\.json$|^config\.yaml$|trainer_state\.json$|^REPORT\.md$|(^|/)\.|progress\.json$|/checkpoints/.*\.json$)")
 # layout before the stage table (left) -> after (right); eval-sae's part of saes/<hook>/metrics.json moved to sae_eval/
 RENAMES = [
@@ -28,9 +30,12 @@ RENAMES = [
 
 def strip(obj):
     if isinstance(obj, dict):
-        return {k: strip(v) for k, v in obj.items() if k not in VOLATILE}
+        return {k: strip(v) for k, v in obj.items() if k not in VOLATILE and not k.endswith("_minutes")}
     if isinstance(obj, list):
         return [strip(v) for v in obj]
+    if isinstance(obj, str):
+        for new, old in MODULES.items():
+            obj = obj.replace(new, old)
     return obj
 
 

@@ -29,6 +29,17 @@ def copy_run(run: RunDir, dest: Path, overrides=()) -> RunDir:
     return RunDir(dest, load_config(TINY, [*HARVEST_SETTINGS, *overrides]))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tests use tiny tensors: on 2 busy cores OpenMP's barriers make them many times slower on 2 threads than on 1."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def tiny_cfg():
     return load_config(TINY)
