@@ -60,8 +60,9 @@ STAGES: tuple[Stage, ...] = (
           ("data", "train", "train-sae", "eval-sae", "attribute"), ("variable_circuit",), "sae_ooc.commands.variable_circuit"),
     Stage("export", "sae_ooc.viz.export:run_export", (), ("circuit",), ("export",), "sae_ooc.commands.export",
           fingerprint_options=("max_nodes", "min_abs_effect", "edge_threshold", "max_edges")),
-    Stage("report", "sae_ooc.viz.report:run_report", (), ("data", "train", "train-sae", "eval-sae", "attribute", "circuit", "export"),
-          ("REPORT.md",), "sae_ooc.commands.report", always=True),
+    Stage("report", "sae_ooc.viz.report.stage:run_report", (),
+          ("data", "train", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit", "export"),
+          ("REPORT.md", "summary.json"), "sae_ooc.commands.report", always=True),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)

@@ -1,0 +1,51 @@
+"""The report being written: its Markdown lines, the figures it shows and its headline numbers.
+
+Every headline number goes through `Doc.number`, which records it for RUN/summary.json with the data it was
+measured on and whether that data also chose it (in-sample), and returns it formatted for the text: the
+Markdown and the JSON cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sae_ooc.io import read_json
+
+
+def load(path: Path):
+    return read_json(path) if Path(path).exists() else None
+
+
+def pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def f3(x, spec=".3f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+@dataclass
+class Doc:
+    run: object
+    lines: list[str] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    numbers: list[dict] = field(default_factory=list)
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def number(self, name: str, value, measured_on: str, in_sample: bool = False, spec: str = ".3f") -> str:
+        """Record a headline number for summary.json and return its text (in-sample numbers say so)."""
+        v = None if value is None else (value if isinstance(value, (str, bool)) else float(value))
+        self.numbers.append({"name": name, "value": v, "measured_on": measured_on, "in_sample": bool(in_sample)})
+        text = v if isinstance(v, str) else f3(v, spec)
+        return f"{text} (in-sample)" if in_sample else text
+
+    def figure(self, *paths: Path) -> None:
+        self.figures.extend(paths)
+
+    def cmd(self, stage: str, extra: str = "") -> str:
+        run = self.run
+        cfg = f" --config configs/{run.cfg.name}.yaml" if (Path("configs") / f"{run.cfg.name}.yaml").exists() else ""
+        return f"`sae-ooc {stage}{cfg} --run {run.root}{extra}`"
