@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import sys
 import time
@@ -31,7 +32,11 @@ sys.path.insert(0, str(ROOT))
 from sae_ooc.circuits.methods import node_effects  # noqa: E402
 from sae_ooc.circuits.pairs import make_pairs  # noqa: E402
 from sae_ooc.circuits.spliced import Spliced, load_spliced  # noqa: E402
-from sae_ooc.circuits.validation import APPROXIMATIONS, single_patch_seconds, validate_methods  # noqa: E402
+from sae_ooc.circuits.validation import (  # noqa: E402
+    APPROXIMATIONS,
+    single_patch_seconds,
+    validate_methods,
+)
 from sae_ooc.config import load_config  # noqa: E402
 
 HEADING = "## Attribution: approximations vs batched exact patching (bench_attribution.py)"
@@ -96,6 +101,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    load = os.getloadavg()  # the machine is shared: timings are only comparable at similar load
     sp, ds, vocab, what = from_run(args.run, args.device) if args.run else synthetic()
     pairs = make_pairs(ds, vocab, args.split, args.pairs, seed=0)
     kw = {"batch_size": len(pairs), "ig_steps": args.ig_steps, "exact_batch_size": args.exact_batch, "progress": False,
@@ -108,7 +114,8 @@ def main(argv=None) -> int:
     t_one = single_patch_seconds(sp, pairs)
     lines = [
         f"setup: {what}; hooks {len(sp.hooks)}, d_sae {sorted(set(sp.d_sae.values()))}; {len(pairs)} pairs; device {args.device}; "
-        f"{torch.get_num_threads()} CPU threads ({platform.processor() or platform.machine()})",
+        f"{torch.get_num_threads()} CPU threads ({platform.processor() or platform.machine()}); load average before "
+        f"{load[0]:.1f}, after {os.getloadavg()[0]:.1f}",
         f"nodes per prompt: {n_nodes}; changed (pair, node) effects, i.e. rows exact patching runs: {n_changed}",
         f"exact, batched (the baseline): {times['exact'] * 1000:.1f} ms ({n_changed} patched rows in batches of {args.exact_batch}), best of {args.repeats}",
     ]

@@ -103,8 +103,8 @@ def commands() -> dict[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="sae-ooc",
-        description="Find how a transformer does out-of-context two-hop inference: "
-        "data → train → harvest → train-sae → eval-sae → attribute → circuit → export / query → report.",
+        description="Find how a transformer does out-of-context two-hop inference. Stages, in order: "
+        + " → ".join(s.name for s in STAGES) + "; `sae-ooc pipeline` runs them all, `sae-ooc query` asks about one prompt.",
     )
     parser.add_argument("--version", action="version", version=f"sae-ooc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)

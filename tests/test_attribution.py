@@ -22,15 +22,8 @@ from sae_ooc.models.hooked import build_model
 from sae_ooc.pipeline import run_stage
 from sae_ooc.stats import rankdata, spearman
 from sae_ooc.tasks.data import split_tensors
-from sae_ooc.threads import torch_threads
 
 TINY = load_config(__import__("circuit_fixtures").ROOT / "configs" / "tiny.yaml")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with torch_threads(1):  # tiny tensors: a second thread only waits on the busy machine's other work
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,12 @@ from safetensors.torch import load_file
 
 from sae_ooc.circuits.ablation import ABLATIONS, ablated_metric, ablation_values
 from sae_ooc.circuits.circuit import FAITHFULNESS_FILE
-from sae_ooc.circuits.edges import ablate_edge_sets, ablate_edges, edge_weights, exact_edges
+from sae_ooc.circuits.edges import (
+    ablate_edge_sets,
+    ablate_edges,
+    edge_weights,
+    exact_edges,
+)
 from sae_ooc.circuits.effects import EFFECTS_FILE, NodeEffects, load_node_effects
 from sae_ooc.circuits.faithfulness import Faith, circuit_scores
 from sae_ooc.circuits.graph import (
@@ -32,7 +37,6 @@ from sae_ooc.errors import UserError
 from sae_ooc.models.hooked import build_model
 from sae_ooc.pipeline import run_stage
 from sae_ooc.tasks.data import load_task
-from sae_ooc.threads import torch_threads
 
 TINY = load_config(ROOT / "configs" / "tiny.yaml")
 CIRCUIT_SETTINGS = ["circuit.top_n=6", "circuit.curve_sizes=[0,3,6,1000]", "circuit.edge_counts=[2,4]", "circuit.random_edge_sets=3",
@@ -45,12 +49,6 @@ def _with_effects(ds, vocab, sp, n_pairs: int, seed: int, method: str):
     ne = NodeEffects(sp.hooks, sp.d_sae, method, "logit_diff", node_effects(sp, pairs, method, "logit_diff", progress=False), pairs,
                      torch.zeros(len(pairs)), torch.zeros(len(pairs)))
     return sp, pairs, ne
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with torch_threads(1):  # tiny tensors: a second thread only waits on the busy machine's other work
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -209,3 +209,12 @@ def test_a_pool_of_two_still_gives_valid_id_and_test_id_one_fact_each():
     n_pool, n_atomic = len(probe["valid_id"]) + len(probe["test_id"]), len(probe["atomic_test"])
     ds, _ = generate(TaskConfig(n_entities=6, n_relations=2, facts_per_entity=2, phi=(n_pool - 2) / n_atomic, ood_fraction=0.0, seed=1))
     assert (len(ds["valid_id"]), len(ds["test_id"])) == (1, 1)
+
+
+def test_data_written_before_valid_id_existed_asks_for_a_rebuild(tmp_path, twohop):
+    from datasets import DatasetDict
+
+    ds, vocab = twohop
+    save_task(DatasetDict({s: ds[s] for s in SPLITS if s != "valid_id"}), vocab, tmp_path / "data")
+    with pytest.raises(UserError, match=r"no split valid_id .*sae-ooc data --run .* --force"):
+        load_task(tmp_path / "data")

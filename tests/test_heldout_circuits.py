@@ -32,16 +32,9 @@ from sae_ooc.models.hooked import build_model
 from sae_ooc.pipeline import run_stage
 from sae_ooc.stats import spearman
 from sae_ooc.tasks.data import load_task
-from sae_ooc.threads import torch_threads
 
 SETTINGS = ["circuit.top_n=6", "circuit.curve_sizes=[0,6]", "circuit.edge_counts=[2]", "circuit.random_edge_sets=2",
             "circuit.edge_pool_nodes=12", "circuit.prune_ablation=none", "circuit.ablation=mean", "circuit.mean_examples=1000000"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with torch_threads(1):  # tiny tensors: a second thread only waits on the busy machine's other work
-        yield
 
 
 @pytest.fixture(scope="module")

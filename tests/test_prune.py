@@ -22,19 +22,12 @@ from sae_ooc.circuits.selection import keep_masks
 from sae_ooc.circuits.spliced import Spliced
 from sae_ooc.config import load_config
 from sae_ooc.models.hooked import build_model
-from sae_ooc.threads import torch_threads
 
 TINY = load_config(ROOT / "configs" / "tiny.yaml")
 
 
 def _faith(sp, pairs, abl):
     return Faith(ablated_metric(sp, pairs, None, abl, "logit_diff"), ablated_metric(sp, pairs, keep_masks(sp, []), abl, "logit_diff"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with torch_threads(1):  # tiny tensors: a second thread only waits on the busy machine's other work
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -297,6 +297,8 @@ def _train(run, fp: str, force: bool, stop_after_steps: int | None) -> dict | No
     if resume is None:
         do_eval(None)
         save_checkpoint(ckpt_root / LATEST, model, opt, trainer_state())
+        if tc.n_checkpoints > 0:  # the untrained model: eval-sae's step-0 control (what the initialisation alone gives a probe)
+            save_checkpoint(ckpt_root / "step_0", model, opt, trainer_state())
 
     bar = tqdm(total=tc.steps, initial=prog.step, desc="train", unit="step", dynamic_ncols=True, mininterval=0.5)
     stop_acc = records[-1].get(f"{STOP_SPLIT}_acc", float("nan")) if records else float("nan")

@@ -82,7 +82,7 @@ def train_sweep(cache: ActivationCache, hook_name: str, root: str | Path, p: Sae
             point["loss_recovered_valid_id"] = m["task"].get("loss_recovered_valid_id")  # what a choice of SAE reads
             point["test_id_acc"] = m["task"].get("splits", {}).get("test_id", {}).get("acc_sae")
         points.append(point)
-        print(f"{hook_name} {param}={v}: L0 {point['l0']:.1f}  FVU {point['fvu']:.4f}  loss recovered {point.get('loss_recovered')}")
+        print(f"{hook_name} {param}={v}: L0 {point['l0']:.1f}  FVU {point['fvu']:.4f}  loss recovered (valid_id) {point.get('loss_recovered_valid_id')}")
     write_json(Path(root) / hook_name / "sweep.json", points)
     plot_pareto(points, pareto_stem(root, hook_name), title=f"{hook_name}: sweep over {param}")
     return points

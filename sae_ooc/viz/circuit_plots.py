@@ -26,9 +26,10 @@ def plot_validation(flat: dict, report: dict, stem: Path) -> None:
         r = report["methods"][m]
         y = flat[m][changed].numpy()
         own = flat[f"computed.{m}"][changed].numpy() if f"computed.{m}" in flat else np.zeros(len(x), dtype=bool)
-        ax.scatter(x[~own], y[~own], s=6, alpha=0.5, label="estimated")
-        if own.any():
+        if own.any():  # drawn first: the estimated nodes, the ones judged, stay visible on top
             ax.scatter(x[own], y[own], s=6, alpha=0.5, color="grey", label="computed exactly (not judged)")
+        ax.scatter(x[~own], y[~own], s=6, alpha=0.5, color="C0", label="estimated")
+        if own.any():
             ax.legend(fontsize=7, loc="upper left")
         ax.plot([-lim, lim], [-lim, lim], color="grey", lw=0.8, ls="--")
         ax.set_xlim(-lim, lim)

@@ -29,10 +29,10 @@ def plot_training_curves(log: list[dict], stem: Path, title: str = "") -> list[P
 
 def plot_pareto(points: list[dict], stem: Path, title: str = "") -> list[Path]:
     """L0 vs FVU and L0 vs fraction of answer loss recovered, one point per SAE of a sweep."""
-    has_task = any(p.get("loss_recovered") is not None for p in points)
+    has_task = any(p.get("loss_recovered_valid_id") is not None for p in points)
     fig, axes = plt.subplots(1, 2 if has_task else 1, figsize=(9 if has_task else 4.5, 3.5), squeeze=False)
     pts = sorted(points, key=lambda p: p["l0"])
-    panels = [("fvu", "FVU (1 - explained variance)")] + ([("loss_recovered", "answer loss recovered")] if has_task else [])
+    panels = [("fvu", "FVU (1 - explained variance)")] + ([("loss_recovered_valid_id", "answer loss recovered (valid_id)")] if has_task else [])
     for ax, (key, label) in zip(axes[0], panels):
         xs = [p["l0"] for p in pts if p.get(key) is not None]
         ys = [p[key] for p in pts if p.get(key) is not None]

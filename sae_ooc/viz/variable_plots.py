@@ -10,7 +10,7 @@ from sae_ooc.viz.plots import plt, save_figure
 def plot_variable_faithfulness(faith: dict, stem: Path, title: str) -> list[Path]:
     """Left: faithfulness of the top-k groups per ablation kind (solid: held-out pairs, dashed: the selection pairs the
     size was chosen on). Right: per kind, the circuit's held-out faithfulness (dot) among its random-group controls
-    (grey), beside the same number of top individual features (x)."""
+    (grey), beside the same number of top individual features (x) and its labelled variable groups alone (v)."""
     kinds = list(faith["by_ablation"])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     ax = axes[0]
@@ -35,9 +35,12 @@ def plot_variable_faithfulness(faith: dict, stem: Path, title: str) -> list[Path
                     fmt="o", color=f"C{j}", capsize=3, label="variable circuit (95% CI over pairs)" if j == 0 else None)
         ax.scatter([j - 0.15], [r["top_features_same_size"]["heldout"]], marker="x", color="k",
                    label="same number of top individual features" if j == 0 else None)
+        ax.scatter([j - 0.3], [r["variables_only"]["heldout"]], marker="v", color="k",
+                   label="the circuit's labelled variable groups alone" if j == 0 else None)
     ax.axhline(ch["target"], color="grey", lw=0.8, ls="--")
     ax.set_xticks(range(len(kinds)))
-    ax.set_xticklabels([f"{k} ablation" for k in kinds])
+    ax.set_xticklabels(kinds)
+    ax.set_xlabel("ablation")
     ax.set_ylabel(f"faithfulness on {faith['n_heldout']} held-out pairs")
     ax.legend(fontsize=6, loc="best")
     fig.suptitle(title, fontsize=10)
