@@ -40,6 +40,10 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _from_manifest(key: str, cast) -> property:
+    return property(lambda self: cast(self.manifest[key]), doc=f"manifest.json's {key!r}")
+
+
 class ActivationCache:
     """Read access to a finished harvest. `expected_model_hash` refuses a cache made from another model."""
 
@@ -65,33 +69,17 @@ class ActivationCache:
         self._tokens: dict[str, torch.Tensor] | None = None
 
     # facts from the manifest -----------------------------------------------------------------
-    @property
-    def model_hash(self) -> str:
-        return self.manifest["model_hash"]
-
-    @property
-    def hooks(self) -> list[str]:
-        return list(self.manifest["hooks"])
-
-    @property
-    def d_model(self) -> int:
-        return int(self.manifest["d_model"])
-
-    @property
-    def n_tokens(self) -> int:
-        return int(self.manifest["n_tokens"])
-
-    @property
-    def shard_tokens(self) -> int:
-        return int(self.manifest["shard_tokens"])
+    model_hash = _from_manifest("model_hash", str)
+    hooks = _from_manifest("hooks", list)
+    d_model = _from_manifest("d_model", int)
+    n_tokens = _from_manifest("n_tokens", int)
+    shard_tokens = _from_manifest("shard_tokens", int)
 
     @property
     def n_shards(self) -> int:
         return len(next(iter(self.manifest["shards"].values()))) if self.manifest["shards"] else 0
 
-    @property
-    def splits(self) -> list[str]:
-        return list(self.manifest["splits"])
+    splits = _from_manifest("splits", list)
 
     def shard_bounds(self, i: int) -> tuple[int, int]:
         """Rows [start, end) of the token table that shard i holds (the same for every hook)."""
