@@ -86,3 +86,18 @@ def test_help_and_config_errors_do_not_import_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT)
     assert "HEAVY []" in out.stdout, out.stdout[-500:] + out.stderr[-500:]
     assert "unknown" in out.stderr or "nope" in out.stderr
+
+
+def test_architecture_doc_lists_the_stage_table():
+    """docs/ARCHITECTURE.md's table is a copy of sae_ooc/stages.py: same stages, functions, upstream and outputs."""
+    from sae_ooc.stages import STAGES
+
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| `")]
+    doc = {cells[0].strip().strip("`"): [c.strip() for c in cells[1:]] for cells in rows if len(cells) == 5}
+    assert list(doc) == [s.name for s in STAGES]
+    for s in STAGES:
+        fn, _, ups, outs = doc[s.name]
+        assert fn.strip("`") == s.run.replace("sae_ooc.", "")
+        assert [u.strip() for u in ups.split(",")] == (list(s.upstream) or ["—"])
+        assert [o.strip().strip("`").rstrip("/") for o in outs.split(",")] == list(s.outputs)

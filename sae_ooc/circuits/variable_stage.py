@@ -196,7 +196,7 @@ def score_circuit(scorers: dict[str, Scorer], groups: list[Group], chosen: list[
 
 def _run(run) -> dict:
     v, c = run.cfg.variables, run.cfg.circuit
-    out = run.root / VARIABLE_DIR
+    out = run.variable_circuit_dir
     ne = load_node_effects(run.attribution_dir / EFFECTS_FILE)
     sp = load_spliced(run)
     if sp.hooks != ne.hooks:
