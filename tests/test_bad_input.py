@@ -166,3 +166,15 @@ def test_query_reads_the_run_files_not_its_config(run, capsys):
     assert cli_main(["query", "--run", str(run.root), "e3 r1 r2"]) == 0
     assert capsys.readouterr().out.startswith("prompt  e3 r1 r2")
     one_line_error(capsys, ["pipeline", "--run", str(run.root)], "config.yaml")  # the stages do read it
+
+
+def test_written_files_follow_the_users_umask(tmp_path, monkeypatch):
+    """The temp-file-then-rename path must not leave files 0600 (mkstemp's mode): colleagues read shared runs."""
+    import stat
+
+    import sae_ooc.io as io_mod
+
+    for umask, mode in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
+        monkeypatch.setattr(io_mod, "_UMASK", umask)  # read once at import, as the process's umask
+        io_mod.write_json(tmp_path / f"{umask:o}.json", {"x": 1})
+        assert stat.S_IMODE((tmp_path / f"{umask:o}.json").stat().st_mode) == mode
