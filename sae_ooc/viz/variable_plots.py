@@ -12,7 +12,7 @@ def plot_variable_faithfulness(faith: dict, stem: Path, title: str) -> list[Path
     size was chosen on). Right: per kind, the circuit's held-out faithfulness (dot) among its random-group controls
     (grey), beside the same number of top individual features (x) and its labelled variable groups alone (v)."""
     kinds = list(faith["by_ablation"])
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.6))
     ax = axes[0]
     for j, kind in enumerate(kinds):
         cv = faith["by_ablation"][kind]["curve"]
@@ -23,7 +23,8 @@ def plot_variable_faithfulness(faith: dict, stem: Path, title: str) -> list[Path
     ax.axhline(ch["target"], color="grey", lw=0.8, ls="--")
     ax.set_xlabel("variable nodes in the circuit (top by |effect| on the selection pairs)")
     ax.set_ylabel("(m(C) - m(∅)) / (m(M) - m(∅))")
-    ax.legend(fontsize=6, loc="best")
+    # legends below the axes: inside they covered the curves
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False, ncol=2)
     ax = axes[1]
     for j, kind in enumerate(kinds):
         r = faith["by_ablation"][kind]
@@ -42,6 +43,7 @@ def plot_variable_faithfulness(faith: dict, stem: Path, title: str) -> list[Path
     ax.set_xticklabels(kinds)
     ax.set_xlabel("ablation")
     ax.set_ylabel(f"faithfulness on {faith['n_heldout']} held-out pairs")
-    ax.legend(fontsize=6, loc="best")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False, ncol=2)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return save_figure(fig, stem)
