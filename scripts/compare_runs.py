@@ -19,7 +19,7 @@ from pathlib import Path
 VOLATILE = {"seconds", "elapsed_s", "minutes", "tokens_per_s", "wall_s", "run", "fingerprint", "summary", "settings", "timing_s", "root"}
 # module paths named in text fields that the layout change moved (old -> new)
 MODULES = {"sae_ooc.circuits.prune": "sae_ooc.prune"}
-SKIP = re.compile(r"(^stages\.json$|^config\.yaml$|trainer_state\.json$|^REPORT\.md$|(^|/)\.|progress\.json$|/checkpoints/.*\.json$)")
+SKIP = re.compile(r"(^query_cache/|^stages\.json$|^config\.yaml$|trainer_state\.json$|^REPORT\.md$|(^|/)\.|progress\.json$|/checkpoints/.*\.json$)")
 # layout before the stage table (left) -> after (right); eval-sae's part of saes/<hook>/metrics.json moved to sae_eval/
 RENAMES = [
     (re.compile(r"^figures/(.*)$"), r"model/\1"),
@@ -28,9 +28,13 @@ RENAMES = [
 ]
 
 
+def _is_timing(key: str) -> bool:
+    return key in VOLATILE or key.endswith(("_minutes", "_s")) or key.startswith(("speedup", "seconds"))
+
+
 def strip(obj):
     if isinstance(obj, dict):
-        return {k: strip(v) for k, v in obj.items() if k not in VOLATILE and not k.endswith("_minutes")}
+        return {k: strip(v) for k, v in obj.items() if not _is_timing(k)}
     if isinstance(obj, list):
         return [strip(v) for v in obj]
     if isinstance(obj, str):
@@ -45,12 +49,12 @@ def load_json_like(path: Path):
     return json.loads(path.read_text())
 
 
-def counterpart(b: Path, rel: str) -> list[Path]:
+def counterpart(a: Path, b: Path, rel: str) -> list[Path]:
     for pat, rep in RENAMES:
         if pat.match(rel):
             return [b / pat.sub(rep, rel)]
     m = re.match(r"^saes/([^/]+)/metrics\.json$", rel)
-    if m:  # one file before, two after: train-sae's record and eval-sae's
+    if m and not (a / "sae_eval").exists():  # A in the layout before eval-sae had its own folder: one file became two
         return [b / rel, b / "sae_eval" / m.group(1) / "metrics.json"]
     return [b / rel]
 
@@ -70,7 +74,7 @@ def compare(a: Path, b: Path) -> list[str]:
         rel = fa.relative_to(a).as_posix()
         if SKIP.search(rel):
             continue
-        fbs = counterpart(b, rel)
+        fbs = counterpart(a, b, rel)
         if not all(f.exists() for f in fbs):
             problems.append(f"{rel}: no counterpart in {b} ({', '.join(str(f) for f in fbs)})")
             continue
