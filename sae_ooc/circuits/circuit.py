@@ -30,7 +30,10 @@ from sae_ooc.circuits.edges import (
     exact_edges,
     weigh_edges,
 )
-from sae_ooc.circuits.effects import EFFECTS_FILE, NodeEffects, load_node_effects
+from sae_ooc.circuits.effects import (
+    NodeEffects,
+    load_effects_and_model,
+)
 from sae_ooc.circuits.faithfulness import (
     TARGET_FAITHFULNESS,
     TARGET_MAX_FEATURES,
@@ -51,8 +54,7 @@ from sae_ooc.circuits.nodes import SINK, Node
 from sae_ooc.circuits.pairs import Pairs, split_indices
 from sae_ooc.circuits.prune import NodeLayout, pruned_circuits
 from sae_ooc.circuits.selection import keep_masks, select_nodes
-from sae_ooc.circuits.spliced import Spliced, load_spliced
-from sae_ooc.errors import UserError
+from sae_ooc.circuits.spliced import Spliced
 from sae_ooc.io import save_tensors, write_json
 from sae_ooc.saes.features import describe_nodes
 from sae_ooc.tasks.data import POSITION_ROLES, load_task
@@ -146,13 +148,7 @@ def run_circuit(run, force: bool = False) -> dict:
 def _circuit(run) -> dict:
     c, a = run.cfg.circuit, run.cfg.attribution
     out = run.circuit_dir
-    ne_all = load_node_effects(run.attribution_dir / EFFECTS_FILE)
-    sp = load_spliced(run)
-    if sp.hooks != ne_all.hooks:
-        raise UserError(f"the SAEs in {run.saes_dir} ({', '.join(sp.hooks)}) differ from those the node effects were computed with; rerun `sae-ooc attribute --run {run.root}`")
-    if len(ne_all.pairs) < 2:
-        raise UserError(f"the circuit needs at least 2 attribution pairs (one to choose it on, one to score it on) but {run.attribution_dir} "
-                        f"has {len(ne_all.pairs)}; raise attribution.n_pairs (or use attribution.split=all) and rerun `sae-ooc attribute`")
+    ne_all, sp = load_effects_and_model(run, "the circuit")
     ds, vocab = load_task(run.data_dir)
     metric = ne_all.metric
     sel_idx, held_idx = split_indices(len(ne_all.pairs), c.heldout_fraction, c.seed)

@@ -16,6 +16,7 @@ from safetensors import safe_open
 
 from sae_ooc.circuits.nodes import Node
 from sae_ooc.circuits.pairs import Pairs
+from sae_ooc.circuits.spliced import load_spliced
 from sae_ooc.errors import UserError
 from sae_ooc.io import save_tensors
 from sae_ooc.tasks.data import POSITION_ROLES
@@ -111,3 +112,17 @@ def effects_summary(ne: NodeEffects, vocab, top: int) -> dict:
                   for c, k, a, a2 in zip(ne.pairs.clean, ne.pairs.corrupt, ne.pairs.answer, ne.pairs.answer_corrupt)],
         "nodes": nodes,
     }
+
+
+def load_effects_and_model(run, what: str):
+    """(node effects, spliced model) for a stage that builds a circuit from the attribute stage's pairs: the SAEs must
+    be the ones the effects were computed with, and there must be a pair to choose on and one to score on."""
+    ne = load_node_effects(run.attribution_dir / EFFECTS_FILE)
+    sp = load_spliced(run)
+    if sp.hooks != ne.hooks:
+        raise UserError(f"the SAEs in {run.saes_dir} ({', '.join(sp.hooks)}) differ from those the node effects were computed with; "
+                        f"rerun `sae-ooc attribute --run {run.root}`")
+    if len(ne.pairs) < 2:
+        raise UserError(f"{what} needs at least 2 attribution pairs (one to choose it on, one to score it on) but {run.attribution_dir} "
+                        f"has {len(ne.pairs)}; raise attribution.n_pairs (or use attribution.split=all) and rerun `sae-ooc attribute`")
+    return ne, sp

@@ -30,11 +30,12 @@ import torch
 
 from sae_ooc.circuits.ablation import ABLATIONS, ablated_metric, ablation_values
 from sae_ooc.circuits.circuit import METRIC_TEXT
-from sae_ooc.circuits.effects import EFFECTS_FILE, load_node_effects
+from sae_ooc.circuits.effects import (
+    load_effects_and_model,
+)
 from sae_ooc.circuits.graph import CircuitGraph, GraphEdge, GraphNode
 from sae_ooc.circuits.nodes import SINK
 from sae_ooc.circuits.selection import active_node_masks
-from sae_ooc.circuits.spliced import load_spliced
 from sae_ooc.circuits.variable_edges import SINK_INDEX, candidate_edges, group_edges
 from sae_ooc.circuits.variable_scores import (
     SETS,
@@ -51,7 +52,6 @@ from sae_ooc.circuits.variables import (
     group_masks,
     split_indices,
 )
-from sae_ooc.errors import UserError
 from sae_ooc.io import write_json
 from sae_ooc.saes.features import load_feature_labels
 from sae_ooc.tasks.data import POSITION_ROLES, load_task
@@ -197,15 +197,8 @@ def score_circuit(scorers: dict[str, Scorer], groups: list[Group], chosen: list[
 def _run(run) -> dict:
     v, c = run.cfg.variables, run.cfg.circuit
     out = run.variable_circuit_dir
-    ne = load_node_effects(run.attribution_dir / EFFECTS_FILE)
-    sp = load_spliced(run)
-    if sp.hooks != ne.hooks:
-        raise UserError(f"the SAEs in {run.saes_dir} ({', '.join(sp.hooks)}) differ from those the node effects were computed with; "
-                        f"rerun `sae-ooc attribute --run {run.root}`")
+    ne, sp = load_effects_and_model(run, "the variable circuit")
     pairs, metric = ne.pairs, ne.metric
-    if len(pairs) < 2:
-        raise UserError(f"the variable circuit needs at least 2 attribution pairs (one to choose on, one to score on), got {len(pairs)}; "
-                        "raise attribution.n_pairs (or use attribution.split=all)")
     ds, vocab = load_task(run.data_dir)
     sel, held = split_indices(len(pairs), c.heldout_fraction, c.seed)
     idx = {"selection": sel, "heldout": held}
