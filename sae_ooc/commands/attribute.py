@@ -8,6 +8,7 @@ and a scatter plot). Settings: the `attribution` config section (method, metric,
 import argparse
 
 from sae_ooc.commands import files_written, verb
+from sae_ooc.viz.text import fmt as num
 
 
 def add_arguments(p) -> None:
@@ -34,9 +35,6 @@ def summarize(run, result) -> str:
              f"{s['n_nonzero_nodes']} nonzero nodes" + (f", top {top['node']} ({top['mean_effect']:+.3f})" if top else "")]
     if (run.attribution_dir / VALIDATION_FILE).exists():  # written exactly when the stage ran with validation
         v = read_json(run.attribution_dir / VALIDATION_FILE)
-        def num(x):
-            return "n/a" if x is None else f"{x:.3f}"
-
         for m, r in v["methods"].items():
             lines.append(f"  {m} vs exact on {v['n_pairs']} pairs (per pair, mean): recall of exact's top 10 {num(r['recall_top10'])}, "
                          f"top 50 {num(r['recall_top50'])}; Spearman on the nodes it did not patch exactly {num(r['spearman_not_exact'])}; "

@@ -4,6 +4,7 @@ Settings: the `circuit` config section (top_n, node_threshold, errors, ablation,
 """
 
 from sae_ooc.commands import files_written, verb
+from sae_ooc.viz.text import fmt as num
 
 
 def summarize(run, result) -> str:
@@ -15,9 +16,6 @@ def summarize(run, result) -> str:
     h, sel = f["heldout"], f["selection"]
     t = h["target"]
     chk = f["edges"]["exact_check"]
-
-    def num(x):
-        return "n/a" if x is None else f"{x:.3f}"
 
     ci = "n/a" if h["faithfulness_ci95"] is None else "[" + ", ".join(f"{v:.3f}" for v in h["faithfulness_ci95"]) + "]"
 

@@ -8,10 +8,7 @@ import numpy as np
 
 from sae_ooc.circuits.faithfulness import TARGET_FAITHFULNESS, TARGET_MAX_FEATURES
 from sae_ooc.viz.plots import plt, save_figure
-
-
-def _fmt(v) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
+from sae_ooc.viz.text import fmt as _fmt
 
 
 def plot_validation(flat: dict, report: dict, stem: Path) -> None:

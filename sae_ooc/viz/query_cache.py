@@ -21,7 +21,12 @@ from safetensors import SafetensorError, safe_open
 
 from sae_ooc.io import save_tensors, sha256_file, sha256_json
 from sae_ooc.models.hooked import CONFIG_FILE, MODEL_FILE
-from sae_ooc.saes.features import DESCRIBE_EXAMPLES, PROMOTED_TOKENS, Examples, FeatureStats
+from sae_ooc.saes.features import (
+    DESCRIBE_EXAMPLES,
+    PROMOTED_TOKENS,
+    Examples,
+    FeatureStats,
+)
 from sae_ooc.saes.store import SAE_CFG_FILE, SAE_WEIGHTS_FILE, sae_dir, saved_hooks
 
 CACHE_DIR = "query_cache"

@@ -10,16 +10,13 @@ from sae_ooc.io import write_text
 from sae_ooc.saes.prefixes import VARIABLES
 from sae_ooc.saes.store import SUMMARY_FILE, hook_sort_key
 from sae_ooc.viz.sae_plots import plot_alignment_heatmap
+from sae_ooc.viz.text import fmt as _fmt
 
 POSITIONS = ("head", "r1", "r2")
 # heatmap panels: (key into a cell, title); the probe ones are held-out exact-value accuracies
 PROBE_PANELS = (("trained", "trained model"), ("random_model", "random-init models (mean)"), ("step0", "step-0 checkpoint"),
                 ("shuffled", "shuffled labels (mean)"))
 FEATURE_PANELS = (("features", "one SAE feature"), ("features_shuffled", "one feature, shuffled labels (mean)"))
-
-
-def _fmt(x, spec: str = ".3f") -> str:
-    return "n/a" if x is None else format(x, spec)
 
 
 def _pct(x) -> str:

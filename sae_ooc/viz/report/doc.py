@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sae_ooc.io import read_json
+from sae_ooc.viz.text import fmt
 
 
 def load(path: Path):
@@ -21,9 +22,7 @@ def pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def f3(x, spec=".3f") -> str:
-    return "n/a" if x is None else format(x, spec)
-
+f3 = fmt  # the report's short name
 
 @dataclass
 class Doc:
