@@ -1,0 +1,120 @@
+"""Sections of the activation harvest, SAE training and SAE evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sae_ooc.sections.model import TASK_SPLITS
+from sae_ooc.sections.check import check as _check
+
+
+HARVEST_DTYPES = ("float32", "float16", "bfloat16")
+# each is one registration in sae_ooc.saes.architectures (SAELens names), which checks at import that the lists agree
+SAE_ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk")
+
+
+@dataclass
+class HarvestConfig:
+    hooks: list[str] = field(default_factory=list)  # empty = every layer's hook_resid_pre + the last layer's hook_resid_post
+    splits: list[str] = field(default_factory=lambda: list(TASK_SPLITS))
+    shard_tokens: int = 16384  # tokens per shard file; also the bound on what the harvest holds in memory per hook
+    batch_size: int = 1024  # sequences per forward pass
+    dtype: str = "float32"  # float32 | float16 | bfloat16
+    threads: int = 1  # torch threads for the forward passes (0 = torch's default); see train.threads
+
+    def validate(self, where: str) -> None:
+        bad = [s for s in self.splits if s not in TASK_SPLITS]
+        _check(not bad and len(self.splits) > 0, where, "harvest.splits", f"must be a non-empty list of {', '.join(TASK_SPLITS)} (got {bad or 'nothing'})")
+        _check(all(h.startswith("blocks.") or h.startswith("hook_") for h in self.hooks), where, "harvest.hooks",
+               "must be TransformerLens hook names such as blocks.1.hook_resid_pre (or empty for the default set)")
+        _check(self.shard_tokens >= 1, where, "harvest.shard_tokens", "must be at least 1")
+        _check(self.batch_size >= 1, where, "harvest.batch_size", "must be at least 1")
+        _check(self.dtype in HARVEST_DTYPES, where, "harvest.dtype", f"must be one of {', '.join(HARVEST_DTYPES)}")
+        _check(self.threads >= 0, where, "harvest.threads", "must be >= 0 (0 = torch's default)")
+
+
+@dataclass
+class SaeConfig:
+    architecture: str = "topk"  # one of SAE_ARCHITECTURES
+    d_sae: int = 0  # 0 = expansion_factor * d_in
+    expansion_factor: int = 16
+    # per-hook d_sae and k: the embedding stream holds only ~120 distinct (token, position) vectors; 128 features
+    # with 3 active reconstruct it (EV 0.9998, none dead) and keep each token to a few features, which is what lets
+    # per-prompt circuits shrink (faithfulness >= 0.8 down to ~41 features, against 64 with k 16 of 256)
+    d_sae_by_hook: dict[str, int] = field(default_factory=lambda: {"blocks.0.hook_resid_pre": 128})
+    k: int = 16  # topk, batchtopk, matryoshka_batchtopk: active features per token
+    k_by_hook: dict[str, int] = field(default_factory=lambda: {"blocks.0.hook_resid_pre": 3})
+    l1_coefficient: float = 5.0  # standard, gated
+    l0_coefficient: float = 1.0  # jumprelu
+    aux_loss_coefficient: float = 4.0  # topk family: AuxK loss that revives dead features
+    # topk family: select and scale features as if decoder rows had unit norm (SAELens's default). Off here: at
+    # d_in 64 those [batch, d_sae] products cost as much as the matmuls, and without them no feature died
+    rescale_acts_by_decoder_norm: bool = False
+    matryoshka_widths: list[int] = field(default_factory=list)  # empty = d_sae/8, d_sae/4, d_sae/2, d_sae
+    lr: float = 3e-3
+    lr_warm_up_steps: int = 0
+    lr_decay_fraction: float = 0.2  # final share of the steps over which the lr decays linearly to 0
+    training_tokens: int = 2_000_000  # ~60 passes over the default task's ~29k training tokens
+    batch_size: int = 512  # more, smaller steps beat fewer large ones on this small, repetitive data
+    dead_feature_window: int = 10  # steps without firing before a feature counts as dead (and gets the AuxK loss)
+    normalize_activations: str = "expected_average_only_in"  # or none
+    hooks: list[str] = field(default_factory=list)  # empty = every hook in the activation cache
+    eval_fraction: float = 0.15  # share of the distinct token prefixes at each position held out of SAE training, for evaluation
+    n_checkpoints: int = 2
+    log_every: int = 25  # steps between lines of RUN/saes/<hook>/train_log.jsonl
+    threads: int = 1  # torch threads for SAE training and evaluation (0 = torch's default); at d_in 64 one thread is fastest on a busy 2-core machine
+    sweep_k: list[int] = field(default_factory=list)  # non-empty: also train one SAE per value (Pareto plots)
+    sweep_l1_coefficient: list[float] = field(default_factory=list)  # the sparsity coefficient (l0 for jumprelu)
+    sweep_d_sae: list[int] = field(default_factory=list)
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        _check(self.architecture in SAE_ARCHITECTURES, where, "sae.architecture", f"must be one of {', '.join(SAE_ARCHITECTURES)}")
+        _check(self.d_sae >= 0, where, "sae.d_sae", "must be >= 0 (0 means expansion_factor * d_in)")
+        _check(self.expansion_factor >= 1, where, "sae.expansion_factor", "must be at least 1")
+        _check(all(isinstance(v, int) and v >= 1 for v in self.d_sae_by_hook.values()), where, "sae.d_sae_by_hook",
+               "must map hook names to positive integers")
+        _check(self.k >= 1, where, "sae.k", "must be at least 1")
+        _check(all(isinstance(v, int) and v >= 1 for v in self.k_by_hook.values()), where, "sae.k_by_hook",
+               "must map hook names to positive integers")
+        _check(self.l1_coefficient >= 0 and self.l0_coefficient >= 0, where, "sae.l1_coefficient", "sparsity coefficients must be >= 0")
+        _check(self.aux_loss_coefficient >= 0, where, "sae.aux_loss_coefficient", "must be >= 0")
+        _check(self.lr > 0, where, "sae.lr", "must be > 0")
+        _check(self.lr_warm_up_steps >= 0, where, "sae.lr_warm_up_steps", "must be >= 0")
+        _check(0 <= self.lr_decay_fraction < 1, where, "sae.lr_decay_fraction", "must be in [0, 1)")
+        _check(self.batch_size >= 1, where, "sae.batch_size", "must be at least 1")
+        _check(self.training_tokens >= self.batch_size, where, "sae.training_tokens", f"must be at least sae.batch_size ({self.batch_size})")
+        _check(self.dead_feature_window >= 1, where, "sae.dead_feature_window", "must be at least 1")
+        _check(self.normalize_activations in ("none", "expected_average_only_in"), where, "sae.normalize_activations",
+               "must be none or expected_average_only_in")
+        _check(0 < self.eval_fraction < 1, where, "sae.eval_fraction", "must be in (0, 1)")
+        _check(self.n_checkpoints >= 0, where, "sae.n_checkpoints", "must be >= 0")
+        _check(self.log_every >= 1, where, "sae.log_every", "must be at least 1")
+        _check(self.threads >= 0, where, "sae.threads", "must be >= 0 (0 = torch's default)")
+        sweeps = [n for n in ("sweep_k", "sweep_l1_coefficient", "sweep_d_sae") if getattr(self, n)]
+        _check(len(sweeps) <= 1, where, "sae.sweep_k", f"set at most one of sae.sweep_k, sae.sweep_l1_coefficient, sae.sweep_d_sae (got {', '.join(sweeps)})")
+        _check(all(v >= 1 for v in self.sweep_k + self.sweep_d_sae), where, "sae.sweep_k", "sweep values of k and d_sae must be at least 1")
+        _check(all(w >= 1 for w in self.matryoshka_widths), where, "sae.matryoshka_widths", "widths must be positive")
+
+
+@dataclass
+class SaeEvalConfig:
+    auroc_threshold: float = 0.9  # a value counts as detected when one feature (or the probe) reaches this AUROC
+    label_min_precision: float = 0.5  # a feature is labelled with a value only if this share of the tokens it fires on carry it
+    dense_threshold: float = 0.1  # a feature active on more than this share of held-out tokens is dense
+    min_positives: int = 3  # a value is scored when it labels this many distinct selection prefixes and one held-out prefix
+    max_select_tokens: int = 20000  # selection prefixes per position used to pick each value's best feature and fit the probe
+    probe_steps: int = 300
+    probe_lr: float = 0.05
+    probe_weight_decay: float = 1e-4
+    n_controls: int = 3  # untrained models (seeds 10000, ...) and label shufflings beside every alignment number (sae_ooc.saes.probes)
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        _check(0.5 <= self.auroc_threshold <= 1, where, "sae_eval.auroc_threshold", "must be in [0.5, 1]")
+        _check(0 <= self.label_min_precision <= 1, where, "sae_eval.label_min_precision", "must be in [0, 1]")
+        _check(0 < self.dense_threshold <= 1, where, "sae_eval.dense_threshold", "must be in (0, 1]")
+        _check(self.min_positives >= 1, where, "sae_eval.min_positives", "must be at least 1")
+        _check(self.max_select_tokens >= 10, where, "sae_eval.max_select_tokens", "must be at least 10")
+        _check(self.probe_steps >= 1 and self.probe_lr > 0, where, "sae_eval.probe_steps", "probe_steps must be >= 1 and probe_lr > 0")
+        _check(self.n_controls >= 1, where, "sae_eval.n_controls", "must be at least 1: every alignment number is shown beside its controls")
