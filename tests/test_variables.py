@@ -29,7 +29,6 @@ from sae_ooc.circuits.variables import (
     group_features,
     group_masks,
     random_groups,
-    split_indices,
 )
 from sae_ooc.cli import main as cli_main
 from sae_ooc.config import load_config
@@ -203,7 +202,9 @@ def test_stage_numbers_equal_an_independent_recomputation(run, parts):
     f = read_json(out / FAITHFULNESS_FILE)
     graph = CircuitGraph.load(out / GRAPH_FILE)
     sel_pairs, held_pairs = pairs.split(c.heldout_fraction, c.seed)
-    sel, held = split_indices(len(pairs), c.heldout_fraction, c.seed)
+    sel, held = pairs.split_indices(c.heldout_fraction, c.seed)
+    # held-out pairs share no head entity (so no head or r1 activation) with the selection pairs
+    assert not set(pairs.clean[held, 0].tolist()) & set(pairs.clean[sel, 0].tolist())
     assert torch.equal(pairs.subset(held).clean, held_pairs.clean) and torch.equal(pairs.subset(sel).clean, sel_pairs.clean)
     assert f["n_heldout"] == len(held_pairs) and f["n_selection"] == len(sel_pairs)
     # the circuit's nodes, read back from the saved graph: members at their cell, or the error node

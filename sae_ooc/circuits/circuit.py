@@ -51,7 +51,7 @@ from sae_ooc.circuits.graph import (
     GraphNode,
 )
 from sae_ooc.circuits.nodes import SINK, Node
-from sae_ooc.circuits.pairs import Pairs, split_indices
+from sae_ooc.circuits.pairs import Pairs
 from sae_ooc.circuits.prune import NodeLayout, pruned_circuits
 from sae_ooc.circuits.selection import keep_masks, select_nodes
 from sae_ooc.circuits.spliced import Spliced
@@ -151,7 +151,7 @@ def _circuit(run) -> dict:
     ne_all, sp = load_effects_and_model(run, "the circuit")
     ds, vocab = load_task(run.data_dir)
     metric = ne_all.metric
-    sel_idx, held_idx = split_indices(len(ne_all.pairs), c.heldout_fraction, c.seed)
+    sel_idx, held_idx = ne_all.pairs.split_indices(c.heldout_fraction, c.seed)
     ne, ne_held = ne_all.subset(sel_idx), ne_all.subset(held_idx)  # chosen on ne's pairs, scored on ne_held's
     held = ne_held.pairs
     nodes = select_nodes(ne, c.top_n, c.node_threshold, c.errors)

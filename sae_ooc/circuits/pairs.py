@@ -41,13 +41,17 @@ class Pairs:
             yield self.subset(slice(i, i + size))
 
     def split(self, heldout_fraction: float, seed: int) -> tuple[Pairs, Pairs]:
-        """(selection, held-out) pairs: circuits are chosen on the first and scored on the second.
-
-        A fixed random share `heldout_fraction` (at least one pair each way when there are two or more) goes to
-        the held-out set; the draw depends only on `seed` and the number of pairs.
-        """
-        sel, held = split_indices(len(self), heldout_fraction, seed)
+        """(selection, held-out) pairs: circuits are chosen on the first and scored on the second (`split_indices`)."""
+        sel, held = self.split_indices(heldout_fraction, seed)
         return self.subset(sel), self.subset(held)
+
+    def split_indices(self, heldout_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(selection, held-out) indices, by whole head entities: under causal attention the head and r1 activations of
+        a prompt depend only on (h) and (h, r1), so a held-out pair that shared its head entity with a selection pair
+        would bring the very activations the circuit was chosen on. About `heldout_fraction` of the pairs are held out
+        (at least one pair each way when there are two head entities or more); the draw depends only on `seed` and the
+        pairs' head entities."""
+        return split_indices(len(self), heldout_fraction, seed, groups=self.clean[:, 0])
 
     def relations(self) -> list[tuple[int, int]]:
         """(r1, r2) of each clean prompt."""
@@ -65,11 +69,20 @@ class Pairs:
         return task_metric(logits, self.answer_pos.to(logits.device), target.to(logits.device), foil.to(logits.device), kind)
 
 
-def split_indices(n: int, heldout_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(selection, held-out) indices of `Pairs.split`, each sorted: disjoint, together 0..n-1."""
-    n_held = min(max(round(heldout_fraction * n), 1 if n > 1 and heldout_fraction > 0 else 0), n - 1 if n > 1 else 0)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[n_held:].sort().values, perm[:n_held].sort().values
+def split_indices(n: int, heldout_fraction: float, seed: int, groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(selection, held-out) indices, each sorted: disjoint, together 0..n-1. With `groups` (one id per item) whole
+    groups go to one side, drawn in a seeded random order until the held-out side has at least its share."""
+    groups = torch.arange(n) if groups is None else groups
+    ids = torch.unique(groups)
+    order = ids[torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))]
+    target = round(heldout_fraction * n) if heldout_fraction > 0 else 0
+    held_mask = torch.zeros(n, dtype=torch.bool)
+    for i, g in enumerate(order.tolist()):
+        if int(held_mask.sum()) >= max(target, 1 if len(ids) > 1 and heldout_fraction > 0 else 0) or i == len(ids) - 1:
+            break
+        held_mask |= groups == g
+    idx = torch.arange(n)
+    return idx[~held_mask], idx[held_mask]
 
 
 def two_hop_facts(ds) -> dict[tuple[int, int], list[tuple[int, int, int]]]:

@@ -50,7 +50,6 @@ from sae_ooc.circuits.variables import (
     group_effects,
     group_features,
     group_masks,
-    split_indices,
 )
 from sae_ooc.io import write_json
 from sae_ooc.saes.features import load_feature_labels
@@ -200,7 +199,7 @@ def _run(run) -> dict:
     ne, sp = load_effects_and_model(run, "the variable circuit")
     pairs, metric = ne.pairs, ne.metric
     ds, vocab = load_task(run.data_dir)
-    sel, held = split_indices(len(pairs), c.heldout_fraction, c.seed)
+    sel, held = pairs.split_indices(c.heldout_fraction, c.seed)
     idx = {"selection": sel, "heldout": held}
     labels = load_feature_labels(run.sae_eval_dir)
     groups = group_features(labels, sp.hooks, sp.d_sae)

@@ -22,7 +22,7 @@ kept = members of the circuit's groups, or silent on the clean prompt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -174,13 +174,6 @@ def group_effects(sp: Spliced, pairs: Pairs, groups: list[Group], metric: str, m
         logits = patched_run(sp, sub.clean, masks.rows(gd), corr.rows(bd))
         out[b, g] = sub.metric(logits, metric).cpu() - m_clean[b]
     return out
-
-
-def split_indices(n: int, heldout_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pair indices of Pairs.split(heldout_fraction, seed) on n pairs: (selection, held-out)."""
-    idx = torch.arange(n)
-    sel, held = Pairs(**{f.name: idx for f in fields(Pairs)}).split(heldout_fraction, seed)
-    return sel.answer, held.answer
 
 
 def random_groups(groups: list[Group], chosen: list[int], d_sae: dict[str, int], rng: np.random.Generator) -> tuple[list[Group], float]:

@@ -65,7 +65,7 @@ class CircuitConfig:
     prune_pairs: int = 32  # pairs pruned: the first of the selection pairs
     prune_step: float = 0.02  # each round lowers the per-prompt node budget by this fraction (smaller: slower, finds smaller circuits)
     inactive_tolerance: float = 0.05  # max mean |metric change| from ablating the inactive features, / |m(M) - m(∅)|
-    # share of the attribution pairs held out: circuits are chosen on the rest (selection), scored on these (Pairs.split)
+    # share of the attribution pairs held out, by whole head entities: circuits are chosen on the rest (selection), scored on these (Pairs.split)
     heldout_fraction: float = 0.5
     threads: int = 1  # torch threads (0 = torch's default); see train.threads
     seed: int = 0
