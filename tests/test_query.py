@@ -212,3 +212,45 @@ def test_help_shows_defaults_and_only_options_that_mean_something(capsys):
     with pytest.raises(SystemExit) as e:
         cli_main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith("sae-ooc ")
+
+
+def test_prompt_index_gives_the_live_numbers_and_needs_no_torch(run, capsys):
+    """Compact queries of task prompts are read from the prompt index: the same answers, ranks and features (by an
+    independent live computation per prompt), invalidated by a change of labels, and read without importing torch."""
+    import subprocess
+    import sys
+
+    from sae_ooc.viz.query import query
+    from sae_ooc.viz.query_index import index_paths, lookup
+
+    ds, vocab = load_task(run.data_dir)
+    prompts = [vocab.decode(ds[s][0]["input_ids"]) for s in ("test_id", "train", "atomic_test")]
+    for prompt in prompts:
+        live = query(run, prompt, top=3)  # builds the index when it is missing
+        got = lookup(run, prompt, 3)
+        assert got is not None and got["from_index"] is True, prompt
+        assert got["truth"]["split"] == live["truth"]["split"] and got["truth"]["answer"] == live["truth"]["answer"]
+        for key in ("answer_model", "bridge_model"):
+            if live["truth"][key] is not None:
+                assert got["truth"][key]["rank"] == live["truth"][key]["rank"]
+                assert got["truth"][key]["prob"] == pytest.approx(live["truth"][key]["prob"], abs=1e-5)
+        assert [a["token"] for a in got["answers"]] == [a["token"] for a in live["answers"]]
+        assert [a["prob"] for a in got["answers"]] == pytest.approx([a["prob"] for a in live["answers"]], abs=1e-5)
+        for g, w in zip(got["per_hook"], live["per_hook"], strict=True):
+            assert g["feature_attribution"] == pytest.approx(w["feature_attribution"], abs=1e-4)
+            assert [(i["feature"], i["position"], i["label"], i["description"]) for i in g["features"]] == \
+                   [(i["feature"], i["position"], i["label"], i["description"]) for i in w["features"]]
+            assert [i["attribution"] for i in g["features"]] == pytest.approx([i["attribution"] for i in w["features"]], abs=1e-4)
+    assert lookup(run, prompts[0], 11) is None  # more than the index keeps: the live path
+    code = ("import sys; from pathlib import Path; from sae_ooc.rundir import RunDir; from sae_ooc.config import Config; "
+            "from sae_ooc.viz.query_index import lookup; "
+            f"r = lookup(RunDir(Path({str(run.root)!r}), Config()), {prompts[0]!r}, 3); "
+            "assert r is not None and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:3]")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # new labels change the descriptions: the index is stale until a live query rebuilds it
+    labels = run.sae_eval_dir / HOOKS[1] / "metrics.json"
+    labels.write_text(labels.read_text() + "\n")
+    assert lookup(run, prompts[0], 3) is None
+    query(run, prompts[0])
+    assert lookup(run, prompts[0], 3) is not None and index_paths(run)[0].is_file()

@@ -3,7 +3,8 @@
 Prints the prompt, its true answer and bridge when it is a fact of the task, the model's top answers, and per
 hook the features that move the answer's logit most (activation x gradient), each with its label. --full lists
 every hook and position with top-activating task prompts and promoted answers; --json prints every number.
-The first query of a run describes every SAE feature once (RUN/query_cache/); later ones reuse it.
+The first query of a run describes every SAE feature and indexes every task prompt once (RUN/query_cache/); later
+compact queries of a task prompt are read from that index without loading the model.
 """
 
 import argparse
@@ -38,9 +39,16 @@ def add_arguments(p) -> None:
 
 
 def main(run, args) -> int:
-    from sae_ooc.viz.query import format_query, query
+    from sae_ooc.viz.query_index import lookup
+    from sae_ooc.viz.query_view import format_query
 
-    res = query(run, args.prompt, target=args.target, top=args.top, n_examples=args.examples)
+    res = None
+    if not (args.full or args.json or args.target is not None):  # the compact view of a task prompt: from the index, without torch
+        res = lookup(run, args.prompt, args.top)
+    if res is None:
+        from sae_ooc.viz.query import query
+
+        res = query(run, args.prompt, target=args.target, top=args.top, n_examples=args.examples)
     # flushed here, inside the CLI's error handler, so that a reader that left (`| head`) ends the command quietly
     print(json.dumps(res, indent=1) if args.json else format_query(res, full=args.full), flush=True)
     return 0

@@ -18,8 +18,7 @@ from sae_ooc.errors import UserError, unreadable
 from sae_ooc.io import load_tensors, save_tensors, sha256_file, write_json
 from sae_ooc.tasks.data import SEQ_LEN, Vocab
 
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
+from sae_ooc.models.files import CONFIG_FILE, MODEL_FILE  # noqa: F401  (re-exported)
 
 
 def hooked_config_kwargs(mcfg: ModelConfig, vocab: Vocab, seed: int) -> dict:

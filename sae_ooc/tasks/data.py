@@ -12,7 +12,6 @@ reported; `test_ood` (a needed atomic fact is not in train) and `atomic_test` (t
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +31,9 @@ from sae_ooc.config import TASK_FAMILIES, TASK_SPLITS, TaskConfig
 from sae_ooc.registry import Registry
 from sae_ooc.errors import UserError, unreadable
 from sae_ooc.io import read_json, write_json
+from sae_ooc.tasks.vocab import POSITION_ROLES, SEQ_LEN, Vocab  # noqa: F401  (re-exported)
 
 SPLITS = TASK_SPLITS  # listed in config.py, which config validation (harvest.splits) reads without torch
-SEQ_LEN = 3
-POSITION_ROLES = ("head", "r1", "r2")  # the role of each input position
 FEATURES = Features(
     {
         "input_ids": Sequence(Value("int64")),
@@ -47,65 +45,6 @@ FEATURES = Features(
         "r2": Value("int64"),
     }
 )
-
-
-@dataclass
-class Vocab:
-    names: list[str]
-    n_entities: int
-    n_relations: int  # relation tokens in the vocabulary (2R for the reversal family: r and its inverse)
-
-    @classmethod
-    def build(cls, n_entities: int, n_relation_tokens: int) -> "Vocab":
-        names = [f"e{i}" for i in range(n_entities)] + [f"r{i}" for i in range(n_relation_tokens)] + ["<pad>"]
-        return cls(names, n_entities, n_relation_tokens)
-
-    @property
-    def pad_id(self) -> int:
-        return len(self.names) - 1
-
-    @property
-    def d_vocab(self) -> int:
-        return len(self.names)
-
-    def relation_id(self, r: int) -> int:
-        return self.n_entities + r
-
-    def name(self, token_id: int) -> str:
-        return self.names[token_id]
-
-    def encode(self, prompt: str) -> list[int]:
-        """Token names separated by spaces to ids; an unknown name is an error that suggests close ones."""
-        index = {n: i for i, n in enumerate(self.names)}
-        ids = []
-        for tok in prompt.split():
-            if tok not in index:
-                close = difflib.get_close_matches(tok, self.names, n=3, cutoff=0.4)
-                hint = f"; did you mean {', '.join(close)}?" if close else ""
-                raise UserError(
-                    f"unknown token '{tok}' in prompt {prompt!r}; valid tokens are e0..e{self.n_entities - 1} and "
-                    f"r0..r{self.n_relations - 1}{hint}"
-                )
-            ids.append(index[tok])
-        if not 1 <= len(ids) <= SEQ_LEN:
-            raise UserError(f"prompt {prompt!r} has {len(ids)} tokens; write 'h r' (atomic) or 'h r1 r2' (two-hop)")
-        return ids
-
-    def decode(self, ids) -> str:
-        return " ".join(self.names[int(i)] for i in ids)
-
-    def to_json(self) -> dict:
-        return {
-            "names": self.names,
-            "id_of": {n: i for i, n in enumerate(self.names)},
-            "n_entities": self.n_entities,
-            "n_relations": self.n_relations,
-            "pad_id": self.pad_id,
-        }
-
-    @classmethod
-    def from_json(cls, d: dict) -> "Vocab":
-        return cls(list(d["names"]), int(d["n_entities"]), int(d["n_relations"]))
 
 
 def _rows(facts: list[tuple], hop: int) -> dict[str, list]:

@@ -14,41 +14,19 @@ error node of each (hook, position) is reported too. Feature descriptions come f
 
 from __future__ import annotations
 
-import difflib
+import json
+import sys
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from sae_ooc.circuits.spliced import load_spliced
-from sae_ooc.errors import UserError
+from sae_ooc.io import save_tensors, write_json
 from sae_ooc.saes.features import describe, load_feature_labels
 from sae_ooc.tasks.data import POSITION_ROLES, SPLITS, load_task
 from sae_ooc.viz.query_cache import feature_cache
-
-POS = "pos:"  # positions are written pos:head, pos:r1, pos:r2, never to be read as relation tokens r1, r2
-ATTRIBUTION = "activation x d logit(target) / d activation"
-
-
-def parse_prompt(vocab, prompt: str) -> list[int]:
-    """Token ids of a task-shaped prompt: an entity, then one or two relations."""
-    ids = vocab.encode(prompt)
-    E, R = vocab.n_entities, vocab.n_relations
-    if len(ids) < 2 or ids[0] >= E or not all(E <= i < E + R for i in ids[1:]):
-        raise UserError(f"prompt {prompt!r} is not a task prompt: write an entity then one or two relations, e.g. 'e12 r3' (atomic) "
-                        f"or 'e12 r3 r7' (two-hop); entities are e0..e{E - 1}, relations r0..r{R - 1}")
-    return ids
-
-
-def parse_target(vocab, target: str) -> int:
-    """The token id of --target, which must be an entity: every answer of the task is one."""
-    E = vocab.n_entities
-    entities = vocab.names[:E]
-    if target in entities:
-        return entities.index(target)
-    kind = "a relation" if target in vocab.names[E : E + vocab.n_relations] else "not an entity of this task"
-    close = difflib.get_close_matches(target, entities, n=3, cutoff=0.4)
-    raise UserError(f"--target {target!r} is {kind}; the target is the answer to attribute to, one entity e0..e{E - 1}"
-                    + (f"; did you mean {', '.join(close)}?" if close else ""))
-
+from sae_ooc.viz.query_index import INDEX_TOP, index_key, index_paths
+from sae_ooc.viz.query_view import ATTRIBUTION, POS, format_query, parse_prompt, parse_target  # noqa: F401  (format_query: the CLI's)
 
 def _rank(probs: torch.Tensor, token: int) -> dict:
     return {"prob": float(probs[token]), "rank": int((probs > probs[token]).sum()) + 1}
@@ -64,40 +42,108 @@ def ground_truth(examples, vocab, ids: list[int], probs: torch.Tensor) -> dict |
             "bridge": vocab.name(bridge) if bridge >= 0 else None, "bridge_model": _rank(probs, bridge) if bridge >= 0 else None}
 
 
+def attribute_batch(sp, tokens: torch.Tensor, targets: torch.Tensor | None = None) -> dict:
+    """For prompts of one length [B, L]: answer probabilities at the last position, the target (the top answer unless
+    given) and per hook the feature activations and activation x gradient of the target's logit. Prompts do not
+    interact (causal attention within each row), so one backward pass of the summed logits gives every prompt's own
+    gradient."""
+    last = tokens.shape[1] - 1
+    logits, leaves, _ = sp.run_leaves(tokens.to(sp.device))
+    probs = torch.softmax(logits[:, last].detach().float(), -1).cpu()
+    targets = probs.argmax(-1) if targets is None else targets
+    logits[torch.arange(len(tokens)), last, targets.to(logits.device)].sum().backward()
+    out = {"probs": probs, "targets": targets, "acts": {}, "attr": {}, "err_attr": {}, "err_norm": {}}
+    for h in sp.hooks:
+        a = leaves.acts[h].detach()
+        out["acts"][h], out["attr"][h] = a.cpu(), (a * leaves.acts[h].grad).cpu()
+        out["err_attr"][h] = (leaves.errs[h].detach() * leaves.errs[h].grad).sum(-1).cpu()
+        out["err_norm"][h] = leaves.errs[h].detach().norm(dim=-1).cpu()
+    return out
+
+
 def query(run, prompt: str, target: str | None = None, top: int = 3, n_examples: int = 3) -> dict:
-    """What the spliced model of `run` (on `run.device`) does on `prompt` (see the module docstring)."""
+    """What the spliced model of `run` (on `run.device`) does on `prompt` (see the module docstring). Also builds the
+    run's prompt index (sae_ooc.viz.query_index) when it is missing or stale, so that later compact queries need no torch."""
     ds, vocab = load_task(run.data_dir)
     ids = parse_prompt(vocab, prompt)
     target_id = parse_target(vocab, target) if target is not None else None
     sp = load_spliced(run)
     examples, stats = feature_cache(run, sp, ds, vocab)
-    tokens = torch.tensor([ids], dtype=torch.long)
-    last = len(ids) - 1
-    logits, leaves, _ = sp.run_leaves(tokens)
-    probs = torch.softmax(logits[0, last].detach().float(), -1).cpu()
+    labels = load_feature_labels(run.sae_eval_dir)
+    ensure_index(run, sp, examples, stats, labels, vocab)
+    b = attribute_batch(sp, torch.tensor([ids], dtype=torch.long), None if target_id is None else torch.tensor([target_id]))
+    probs = b["probs"][0]
     p, i = probs.topk(min(top, len(probs)))
     answers = [{"token": vocab.name(int(t)), "prob": float(q)} for t, q in zip(i, p)]
     source = "--target" if target_id is not None else "the model's top answer"
-    target_id = int(i[0]) if target_id is None else target_id
-    logits[0, last, target_id].backward()
+    target_id = int(b["targets"][0])
 
     rows, per_hook = [], []
     for h in sp.hooks:
-        a, g = leaves.acts[h][0].detach().cpu(), leaves.acts[h].grad[0].cpu()
-        attr = a * g
-        err_attr = (leaves.errs[h][0].detach() * leaves.errs[h].grad[0]).sum(-1).cpu()
+        a, attr, err_attr = b["acts"][h][0], b["attr"][h][0], b["err_attr"][h][0]
         for pos in range(len(ids)):
-            rows.append(position_row(h, pos, vocab.name(ids[pos]), a[pos], attr[pos], top, float(err_attr[pos]),
-                                     float(leaves.errs[h][0, pos].detach().norm())))
+            rows.append(position_row(h, pos, vocab.name(ids[pos]), a[pos], attr[pos], top, float(err_attr[pos]), float(b["err_norm"][h][0, pos])))
         per_hook.append({"hook": h, "feature_attribution": float(attr.sum()), "error_attribution": float(err_attr.sum()),
                          "features": top_features(h, ids, vocab, a, attr, top)})
-    labels = load_feature_labels(run.sae_eval_dir)
     for it in [it for r in rows for it in r["by_activation"] + r["by_attribution"]] + [it for r in per_hook for it in r["features"]]:
         d = describe(stats, labels, examples, vocab, it["hook"], it["feature"], n_examples, POS)
         it.update({k: d[k] for k in ("label", "description", "top_activations", "promoted")})
     return {"prompt": vocab.decode(ids), "roles": [f"{POS}{r}" for r in POSITION_ROLES[: len(ids)]],
             "truth": ground_truth(examples, vocab, ids, probs), "target": vocab.name(target_id), "target_source": source,
             "target_prob": float(probs[target_id]), "attribution": ATTRIBUTION, "answers": answers, "per_hook": per_hook, "hooks": rows}
+
+
+def ensure_index(run, sp, examples, stats, labels, vocab, batch: int = 512) -> None:
+    """Build RUN/query_cache's prompt index (sae_ooc.viz.query_index) unless a current one is there: every distinct
+    task prompt in batches of one length, the same numbers as `query` (a test checks it)."""
+    path, desc_path = index_paths(run)
+    key = index_key(run)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if (f.metadata() or {}).get("key") == key and desc_path.is_file():
+                return
+    except (OSError, SafetensorError):
+        pass
+    n = len(examples.tokens)
+    print(f"query: indexing the {n} prompts of the task once for this run (cached in {path})", file=sys.stderr)
+    k = min(INDEX_TOP, vocab.d_vocab)
+    cols: dict[str, list] = {}
+    wanted: dict[str, set[int]] = {h: set() for h in sp.hooks}
+    for L in sorted(set(examples.lengths.tolist())):
+        rows = (examples.lengths == L).nonzero().squeeze(1)
+        for chunk in rows.split(batch):
+            b = attribute_batch(sp, examples.tokens[chunk, :L])
+            probs = b["probs"]
+            p, i = probs.topk(k, dim=-1)
+            ans, br = examples.answer[chunk], examples.bridge[chunk]
+            part = {"row": chunk, "answer_ids": i, "answer_probs": p, "split": examples.split[chunk], "answer": ans, "bridge": br,
+                    "answer_prob": probs.gather(1, ans[:, None])[:, 0], "answer_rank": _ranks(probs, ans),
+                    "bridge_prob": probs.gather(1, br.clamp(min=0)[:, None])[:, 0], "bridge_rank": _ranks(probs, br.clamp(min=0))}
+            for j, h in enumerate(sp.hooks):
+                attr, acts = b["attr"][h].flatten(1), b["acts"][h].flatten(1)
+                v, idx = attr.abs().topk(min(k, attr.shape[1]), dim=-1)
+                part.update({f"h{j}.idx": idx, f"h{j}.act": acts.gather(1, idx), f"h{j}.attr": attr.gather(1, idx),
+                             f"h{j}.attr_sum": attr.sum(1), f"h{j}.err_sum": b["err_attr"][h].sum(1),
+                             f"h{j}.d_sae": torch.full((len(chunk),), sp.d_sae[h])})
+                wanted[h].update((idx[v > 0] % sp.d_sae[h]).tolist())
+            for name, x in part.items():
+                cols.setdefault(name, []).append(x)
+    order = torch.cat(cols.pop("row")).argsort()  # back to the examples' order
+    tensors = {name: torch.cat(x)[order].contiguous() for name, x in cols.items()}
+    tokens = examples.tokens.clone()
+    tokens[torch.arange(tokens.shape[1])[None, :] >= examples.lengths[:, None]] = -1  # padding written as -1
+    tensors["tokens"] = tokens
+    features = {h: {str(f): [d["label"], d["description"]] for f in sorted(fs) for d in [describe(stats, labels, examples, vocab, h, f, 0, POS)]}
+                for h, fs in wanted.items()}
+    try:
+        write_json(desc_path, {"key": key, "features": features})
+        save_tensors(path, tensors, metadata={"key": key, "hooks": json.dumps(list(sp.hooks))})
+    except OSError as e:
+        print(f"query: could not save the prompt index {path} ({e.strerror or e}); the next query computes it again", file=sys.stderr)
+
+
+def _ranks(probs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    return (probs > probs.gather(1, tokens[:, None])).sum(1) + 1
 
 
 def _item(h: str, f: int, pos: int, act: float, attr: float) -> dict:
@@ -122,71 +168,3 @@ def top_features(h: str, ids: list[int], vocab, a: torch.Tensor, attr: torch.Ten
     d = attr.shape[-1]
     return [{**_item(h, int(j) % d, int(j) // d, float(a.flatten()[j]), float(attr.flatten()[j])), "token": vocab.name(ids[int(j) // d])}
             for j, x in zip(i, v) if x > 0]
-
-
-# text views ----------------------------------------------------------------------------------------
-LEGEND = ("labels: bridge=e86@pos:r1 = eval-sae found the feature detects bridge e86 at position r1 (held-out AUROC); "
-          "on e7@pos:head → e4,e6 = no label: fires most on e7 at position head, its decoder promotes e4, e6")
-
-
-def _model_view(m: dict) -> str:
-    return f"rank {m['rank']}, p {m['prob']:.3f}"
-
-
-def header(res: dict) -> list[str]:
-    """Prompt, ground truth beside the model's answers, and what the attribution is of."""
-    toks = res["prompt"].split()
-    t = res["truth"]
-    if t is None:
-        truth = "not a fact of the task: no ground truth"
-    else:
-        truth = f"answer {t['answer']} (model: {_model_view(t['answer_model'])})"
-        if t["bridge"] is not None:
-            truth += f", bridge {t['bridge']} (model: {_model_view(t['bridge_model'])})"
-        truth += f"; a {t['split']} fact"
-    return [f"prompt  {res['prompt']}   ({', '.join(f'{r} {tok}' for r, tok in zip(res['roles'], toks))})",
-            f"truth   {truth}",
-            "model   " + ", ".join(f"{a['token']} {a['prob']:.3f}" for a in res["answers"]),
-            f"features by attribution to logit({res['target']}), {res['target_source']} (p {res['target_prob']:.3f}): "
-            "attr = activation × gradient, what the feature adds to that logit to first order, on this prompt only"]
-
-
-def _feature_line(it: dict, where: str = "") -> str:
-    return f"  {where}#{it['feature']:<5} attr {it['attribution']:+7.3f}  act {it['activation']:7.3f}  {it.get('description') or ''}"
-
-
-def compact_view(res: dict) -> list[str]:
-    """Per hook, the features that move the target's logit most, over all positions."""
-    lines = []
-    for r in res["per_hook"]:
-        lines.append(f"{r['hook']}   (attr of all its features {r['feature_attribution']:+.3f}, of its SAE error {r['error_attribution']:+.3f})")
-        for it in r["features"]:
-            lines.append(_feature_line(it, f"{POS}{it['role']:<5} {it['token']:<4} "))
-        if not r["features"]:
-            lines.append("  (no active feature here reaches the answer: every attribution is 0)")
-    return lines
-
-
-def full_view(res: dict) -> list[str]:
-    """Per hook and position, the top features by activation and by attribution, with examples and promoted answers."""
-    lines = []
-    for r in res["hooks"]:
-        lines.append(f"\n{r['hook']} @ {POS}{r['role']} ({r['token']}): {r['n_active']} features active; "
-                     f"SAE error attr {r['error_attribution']:+.3f}, norm {r['error_norm']:.3f}")
-        for title, key in (("by activation", "by_activation"), ("by attribution", "by_attribution")):
-            lines.append(f"  {title}:")
-            for it in r[key]:
-                ex = "; ".join(f"{t['prompt']}@{POS}{t['role']} {t['activation']:.2f}" for t in it.get("top_activations") or [])
-                prom = ", ".join(p["token"] for p in it.get("promoted") or [])
-                lines.append("  " + _feature_line(it))
-                lines.append("           " + (f"top: {ex} | " if ex else "") + f"promotes: {prom or '-'}")
-            if not r[key]:
-                lines.append("    (no feature active)" if r["n_active"] == 0 else
-                             f"    (none of the {r['n_active']} active features reaches the answer: every attribution is 0)")
-    return lines
-
-
-def format_query(res: dict, full: bool = False) -> str:
-    body = full_view(res) if full else compact_view(res)
-    more = "" if full else "; --full: every position with examples"
-    return "\n".join(header(res) + body + ["", LEGEND + more + "; --json: every number"])

@@ -19,17 +19,15 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-from sae_ooc.io import save_tensors, sha256_file, sha256_json
-from sae_ooc.models.hooked import CONFIG_FILE, MODEL_FILE
+from sae_ooc.io import save_tensors, sha256_json
 from sae_ooc.saes.features import (
     DESCRIBE_EXAMPLES,
     PROMOTED_TOKENS,
     Examples,
     FeatureStats,
 )
-from sae_ooc.saes.store import SAE_CFG_FILE, SAE_WEIGHTS_FILE, sae_dir, saved_hooks
+from sae_ooc.viz.query_index import CACHE_DIR, inputs_key
 
-CACHE_DIR = "query_cache"
 CACHE_FILE = "features.safetensors"
 FORMAT = 1  # bump when what is cached or how it is computed changes
 
@@ -38,13 +36,9 @@ def cache_path(run) -> Path:
     return run.root / CACHE_DIR / CACHE_FILE
 
 
-def inputs_key(run) -> str:
+def cache_key(run) -> str:
     """What the cached statistics depend on: the content of the task data, the model and every SAE."""
-    files = [p for p in sorted(Path(run.data_dir).rglob("*")) if p.is_file() and not p.name.startswith(".")]
-    files += [run.model_dir / MODEL_FILE, run.model_dir / CONFIG_FILE]
-    files += [sae_dir(run.saes_dir, h) / f for h in saved_hooks(run.saes_dir) for f in (SAE_CFG_FILE, SAE_WEIGHTS_FILE)]
-    return sha256_json({"format": FORMAT, "examples": DESCRIBE_EXAMPLES, "promoted": PROMOTED_TOKENS,
-                        "files": {p.relative_to(run.root).as_posix(): sha256_file(p) for p in files}})
+    return sha256_json({"format": FORMAT, "examples": DESCRIBE_EXAMPLES, "promoted": PROMOTED_TOKENS, "inputs": inputs_key(run)})
 
 
 def load_cache(path: Path, key: str) -> tuple[Examples, FeatureStats] | None:
@@ -62,7 +56,7 @@ def load_cache(path: Path, key: str) -> tuple[Examples, FeatureStats] | None:
 def feature_cache(run, sp, ds, vocab) -> tuple[Examples, FeatureStats]:
     """The task's prompts and every feature's statistics for `run` (spliced model `sp`): from the cache when its
     key matches, else computed (tens of seconds on the default run) and saved."""
-    path, key = cache_path(run), inputs_key(run)
+    path, key = cache_path(run), cache_key(run)
     cached = load_cache(path, key)
     if cached is not None:
         return cached

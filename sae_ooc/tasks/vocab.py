@@ -1,0 +1,71 @@
+"""The task's vocabulary and prompt shape, without torch: `sae-ooc query` reads them before deciding whether it
+needs the model at all."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from sae_ooc.errors import UserError
+
+SEQ_LEN = 3
+POSITION_ROLES = ("head", "r1", "r2")  # the role of each input position
+
+
+@dataclass
+class Vocab:
+    names: list[str]
+    n_entities: int
+    n_relations: int  # relation tokens in the vocabulary (2R for the reversal family: r and its inverse)
+
+    @classmethod
+    def build(cls, n_entities: int, n_relation_tokens: int) -> "Vocab":
+        names = [f"e{i}" for i in range(n_entities)] + [f"r{i}" for i in range(n_relation_tokens)] + ["<pad>"]
+        return cls(names, n_entities, n_relation_tokens)
+
+    @property
+    def pad_id(self) -> int:
+        return len(self.names) - 1
+
+    @property
+    def d_vocab(self) -> int:
+        return len(self.names)
+
+    def relation_id(self, r: int) -> int:
+        return self.n_entities + r
+
+    def name(self, token_id: int) -> str:
+        return self.names[token_id]
+
+    def encode(self, prompt: str) -> list[int]:
+        """Token names separated by spaces to ids; an unknown name is an error that suggests close ones."""
+        index = {n: i for i, n in enumerate(self.names)}
+        ids = []
+        for tok in prompt.split():
+            if tok not in index:
+                close = difflib.get_close_matches(tok, self.names, n=3, cutoff=0.4)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise UserError(
+                    f"unknown token '{tok}' in prompt {prompt!r}; valid tokens are e0..e{self.n_entities - 1} and "
+                    f"r0..r{self.n_relations - 1}{hint}"
+                )
+            ids.append(index[tok])
+        if not 1 <= len(ids) <= SEQ_LEN:
+            raise UserError(f"prompt {prompt!r} has {len(ids)} tokens; write 'h r' (atomic) or 'h r1 r2' (two-hop)")
+        return ids
+
+    def decode(self, ids) -> str:
+        return " ".join(self.names[int(i)] for i in ids)
+
+    def to_json(self) -> dict:
+        return {
+            "names": self.names,
+            "id_of": {n: i for i, n in enumerate(self.names)},
+            "n_entities": self.n_entities,
+            "n_relations": self.n_relations,
+            "pad_id": self.pad_id,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Vocab":
+        return cls(list(d["names"]), int(d["n_entities"]), int(d["n_relations"]))
