@@ -8,7 +8,8 @@ as possible under their second moment C = E[k k^T] (estimated on the train promp
 
 and k* @ W' = k* @ W_out + (k*^T u) d = v* exactly. v* is found by gradient descent: the change delta added to the
 MLP's output at the key's position of the fact's prompt that makes the model answer b' (cross-entropy, a weight decay
-on |delta|^2 / |v0|^2, |delta| clamped to `clamp` |v0|, v0 = the MLP's output there; ROME's recipe with one prompt).
+on |delta|^2 / |x|^2, |delta| clamped to `clamp` |x|: ROME's recipe with one prompt, except that the scale x is the
+residual stream after the layer there rather than the MLP's own output, which is 0 for a dead MLP and would freeze delta).
 
 An edit is applied either to the weights (`applied`, restored exactly on exit) or, for batched evaluation of many
 independent edits in one forward pass, as a hook adding (k . u_row) d_row to the MLP output of each row (`edit_hooks`);
@@ -124,10 +125,11 @@ def optimise_values(model, tokens: torch.Tensor, answer_pos: torch.Tensor, key_p
 
         return fn
 
+    resid = f"blocks.{layer}.hook_resid_post"
     with torch.no_grad():
-        model.run_with_hooks(tokens, fwd_hooks=[(key_hook(layer), grab("k")), (out_hook(layer), grab("out"))])
+        model.run_with_hooks(tokens, fwd_hooks=[(key_hook(layer), grab("k")), (out_hook(layer), grab("out")), (resid, grab("x"))])
     keys, v0 = cache["k"][:, key_pos], cache["out"][:, key_pos]
-    v0_norm = v0.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+    v0_norm = cache["x"][:, key_pos].norm(dim=-1, keepdim=True).clamp(min=1e-6)  # the scale of delta's clamp and decay
     delta = torch.zeros_like(v0, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=lr)
 
@@ -149,7 +151,7 @@ def optimise_values(model, tokens: torch.Tensor, answer_pos: torch.Tensor, key_p
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                with torch.no_grad():  # ROME's clamp: |delta| <= clamp * |v0|
+                with torch.no_grad():  # ROME's clamp: |delta| <= clamp * |x|
                     scale = (clamp * v0_norm / delta.norm(dim=-1, keepdim=True).clamp(min=1e-12)).clamp(max=1.0)
                     delta.mul_(scale)
     finally:

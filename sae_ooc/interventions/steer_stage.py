@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sae_ooc.errors import UserError
 from sae_ooc.interventions.facts import Facts, answer_logits
 from sae_ooc.interventions.steering import (
     bridge_feature_matrix,
@@ -201,7 +200,3 @@ def _run_steer(run, scfg) -> dict:
             "best": None if best is None else {"hook": best["hook"], "position": best["position"],
                                                "consistent": best["methods"]["features"]["consistent"]["share"]}}
 
-
-def check_ready(run) -> None:
-    if not saved_hooks(run.saes_dir):
-        raise UserError(f"no SAEs in {run.saes_dir}; run `sae-ooc train-sae --run {run.root}` first")

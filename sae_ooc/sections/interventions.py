@@ -50,8 +50,8 @@ class EditConfig:
     position: str = "r1"  # where the key is read: r1 (the atomic prompt's last token) | head (the subject token)
     value_steps: int = 60  # Adam steps optimising the value (what the MLP must output for the model to say b')
     value_lr: float = 0.1
-    clamp_norm: float = 4.0  # the value's change is at most this times the norm of the MLP output it replaces (ROME)
-    weight_decay: float = 0.01  # on |change|^2 / |original output|^2 (ROME's v_weight_decay)
+    clamp_norm: float = 4.0  # the value's change is at most this times the residual stream's norm after the layer (ROME: clamp_norm_factor)
+    weight_decay: float = 0.01  # on |change|^2 / |that residual|^2 (ROME's v_weight_decay)
     covariance_examples: int = 8192  # train prompts whose MLP keys (every position) estimate E[k k^T]
     ridge: float = 1e-3  # added to the key covariance, times its mean eigenvalue
     specificity_prompts: int = 64  # unrelated atomic facts and two-hop prompts checked per edit (each)

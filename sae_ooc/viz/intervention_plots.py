@@ -74,10 +74,10 @@ def plot_edit_layers(by_layer: list[dict], stem: Path) -> list[Path]:
 
 def plot_localization(points: dict, corr: dict, stem: Path) -> list[Path]:
     """Causal-tracing effect of each (fact, layer) against that edit's success (efficacy score and propagation)."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.8))
     layers = np.asarray(points["layer"])
     cmap = plt.get_cmap("viridis", max(int(layers.max()) + 1, 2))
-    for ax, key, label in ((axes[0], "rewrite", "rewrite score (p(b') gain / (1 - p₀(b')))"), (axes[1], "propagation", "propagation share")):
+    for ax, key, label in ((axes[0], "rewrite", "rewrite score"), (axes[1], "propagation", "propagation share")):
         y = np.array([np.nan if v is None else v for v in points[key]], dtype=float)
         sc = ax.scatter(points["trace"], y, c=layers, cmap=cmap, s=10, alpha=0.7, vmin=-0.5, vmax=layers.max() + 0.5)
         c = corr.get(key) or {}
@@ -87,8 +87,8 @@ def plot_localization(points: dict, corr: dict, stem: Path) -> list[Path]:
             return "n/a" if d.get("value") is None else f"{d['value']:.2f} [{d['ci95'][0]:.2f}, {d['ci95'][1]:.2f}]"
 
         ax.set_title(f"Pearson {txt(p)}, Spearman {txt(s)}", fontsize=8)
-        ax.set_xlabel("causal-tracing effect of the layer's MLP (restored p(b) gain)")
-        ax.set_ylabel(label)
+        ax.set_xlabel("tracing effect of the layer's MLP (restored p(b) gain)", fontsize=8)
+        ax.set_ylabel(label, fontsize=8)
     fig.colorbar(sc, ax=axes, label="layer", ticks=sorted(set(layers.tolist())))
     fig.suptitle("Does localization inform editing? (each point: one fact edited at one layer)", fontsize=9)
     return save_figure(fig, stem)
