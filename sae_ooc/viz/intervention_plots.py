@@ -43,7 +43,7 @@ def plot_steering(result: dict, stem: Path) -> list[Path]:
     ax.set_ylim(0, 1.05)
     ax.set_title(f"Steering the bridge to b' on {result['settings']['n_prompts']} {result['settings']['split']} prompts "
                  "(95% CI; random: range over draws)", fontsize=9)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=3, frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=3, frameon=False)
     return save_figure(fig, stem)
 
 
