@@ -38,6 +38,13 @@ from sae_ooc.sections.circuits import (  # noqa: F401
     VARIABLE_INTERVENTIONS,
     VariablesConfig,
 )
+from sae_ooc.sections.interventions import (  # noqa: F401
+    EDIT_POSITIONS,
+    STEER_POSITIONS,
+    STEER_SPLITS,
+    EditConfig,
+    SteerConfig,
+)
 from sae_ooc.typed_yaml import ConfigError, apply_overrides, build_dataclass
 
 
@@ -53,6 +60,8 @@ class Config:
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
     circuit: CircuitConfig = field(default_factory=CircuitConfig)
     variables: VariablesConfig = field(default_factory=VariablesConfig)
+    steer: SteerConfig = field(default_factory=SteerConfig)
+    edit: EditConfig = field(default_factory=EditConfig)
 
     def validate(self, where: str = "config") -> "Config":
         for f in dataclasses.fields(self):

@@ -60,6 +60,8 @@ class RunDir:
     circuit_dir = _under("circuit")
     variable_circuit_dir = _under("variable_circuit")
     export_dir = _under("export")
+    steer_dir = _under("steer")
+    edit_dir = _under("edit")
     stages_file = _under("stages.json")
 
     # config ---------------------------------------------------------------------------------

@@ -1,0 +1,137 @@
+"""Which facts are edited, which prompts each edit is judged on, and the batched evaluation of many independent edits.
+
+An edit (h, r1) -> b' (instead of b) is judged on
+- efficacy: (h, r1) now answers b';
+- propagation: every two-hop prompt (h, r1, r2) with r2 known for both b and b' (and different answers) now answers
+  t(b', r2); measured on the prompts the model answered t(b, r2) before the edit (the model did the two hops);
+- specificity: the other facts of the same head (h, r != r1), unrelated atomic facts and unrelated two-hop prompts keep
+  their pre-edit answer (share) and next-token distribution (KL(pre || post));
+- reverse (reversal family): (b', r1^-1) now answers h.
+Every prompt of every edit of a layer goes through the model in one batched forward pass, each row with its own edit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sae_ooc.interventions.facts import Facts, answer_logits
+from sae_ooc.interventions.rome import RankOneEdits, edit_hooks
+
+KINDS = ("efficacy", "propagation", "reverse", "same_head", "atomic", "two_hop")
+
+
+@dataclass
+class EvalSet:
+    """Every prompt of every edit, one row each: which edit, which kind, the target (b', t(b', r2) or h; -1 for
+    specificity rows) and the pre-edit logits."""
+
+    tokens: torch.Tensor  # [m, SEQ_LEN]
+    answer_pos: torch.Tensor
+    edit: torch.Tensor  # [m] index of the edit the row judges
+    kind: torch.Tensor  # [m] index into KINDS
+    target: torch.Tensor  # [m]
+    old: torch.Tensor  # [m] the answer before the fact changed (b, t(b, r2)); -1 where none
+    pre: torch.Tensor  # [m, d_vocab] logits before the edit
+
+
+def choose_edits(facts: Facts, model, n_edits: int, seed: int, batch: int = 4096) -> list[dict]:
+    """A seeded sample of train atomic facts the model answers correctly, each with a new tail b' drawn (seeded) among the
+    entities that change at least one two-hop answer (twohop) or any other entity (no two-hop facts: reversal)."""
+    atomic = facts.atomic()
+    tok, pos = facts.tokens([(h, r) for h, r, _ in atomic])
+    pred = answer_logits(model, tok, pos, batch).argmax(-1)
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in rng.permutation(len(atomic)):
+        h, r, b = atomic[i]
+        if int(pred[i]) != b:
+            continue
+        # reversal (no two-hop facts): any other tail; twohop: a tail that changes at least one two-hop answer
+        cands = [e for e in range(facts.n_entities) if e != b and (facts.inverse or facts.shared_relations(b, e))]
+        if not cands:
+            continue
+        out.append({"h": h, "r1": r, "b": b, "b2": int(cands[int(rng.integers(len(cands)))])})
+        if len(out) == n_edits:
+            break
+    return out
+
+
+def build_eval_set(facts: Facts, model, edits: list[dict], n_spec: int, seed: int, batch: int = 4096) -> EvalSet:
+    atomic = facts.atomic()
+    rng = np.random.default_rng(seed + 7)
+    atomic_pool = [atomic[i] for i in rng.permutation(len(atomic))]
+    two_hop_pool = [(h, r1, r2) for h, r1, b in atomic for r2 in facts.relations.get(b, [])]
+    two_hop_pool = [two_hop_pool[i] for i in rng.permutation(len(two_hop_pool))]
+    prompts, edit, kind, target, old = [], [], [], [], []
+
+    def add(p, e, k, t=-1, o=-1):
+        prompts.append(p)
+        edit.append(e)
+        kind.append(KINDS.index(k))
+        target.append(t)
+        old.append(o)
+
+    for e, ed in enumerate(edits):
+        h, r1, b, b2 = ed["h"], ed["r1"], ed["b"], ed["b2"]
+        add((h, r1), e, "efficacy", b2, b)
+        for r2 in facts.shared_relations(b, b2):
+            add((h, r1, r2), e, "propagation", facts.tail[(b2, r2)], facts.tail[(b, r2)])
+        if r1 in facts.inverse:
+            add((b2, facts.inverse[r1]), e, "reverse", h)
+        for r in facts.relations.get(h, []):
+            if r != r1:
+                add((h, r), e, "same_head")
+        # unrelated: another head, and nothing that reads the edited fact or its old and new tails as a head
+        for p in [a[:2] for a in atomic_pool if a[0] not in (h, b, b2)][:n_spec]:
+            add(p, e, "atomic")
+        for p in [q for q in two_hop_pool if q[0] != h and q[0] not in (b, b2)][:n_spec]:
+            add(p, e, "two_hop")
+    tok, pos = facts.tokens(prompts)
+    uniq, inv = torch.unique(tok, dim=0, return_inverse=True)
+    upos = torch.zeros(len(uniq), dtype=torch.long).scatter_(0, inv, pos)
+    pre = answer_logits(model, uniq, upos, batch)[inv]
+    return EvalSet(tok, pos, torch.tensor(edit), torch.tensor(kind), torch.tensor(target), torch.tensor(old), pre)
+
+
+@torch.no_grad()
+def edited_logits(model, es: EvalSet, edits: RankOneEdits, batch: int = 4096) -> torch.Tensor:
+    """[m, d_vocab] answer logits of every row under its own edit (one forward pass per `batch` rows)."""
+    return torch.cat([answer_logits(model, es.tokens[s : s + batch], es.answer_pos[s : s + batch], batch,
+                                    fwd_hooks=edit_hooks(edits.rows(es.edit[s : s + batch])))
+                      for s in range(0, len(es.tokens), batch)])
+
+
+def row_outcomes(es: EvalSet, post: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per row: hits its target after / before the edit, keeps its pre-edit answer, KL(pre || post), p(target) after and before."""
+    rows = torch.arange(len(post))
+    t = es.target.clamp(min=0)
+    lp_pre, lp_post = es.pre.log_softmax(-1), post.log_softmax(-1)
+    return {"hit": post.argmax(-1) == es.target, "hit_pre": es.pre.argmax(-1) == es.target,
+            "was_old": es.pre.argmax(-1) == es.old, "kept": post.argmax(-1) == es.pre.argmax(-1),
+            "kl": (lp_pre.exp() * (lp_pre - lp_post)).sum(-1), "p": lp_post[rows, t].exp(), "p_pre": lp_pre[rows, t].exp()}
+
+
+def per_edit(es: EvalSet, out: dict[str, torch.Tensor], n_edits: int) -> list[dict]:
+    """Each edit's numbers on its own prompts (None where it has none of a kind)."""
+
+    def mean(x, m):
+        return float(x[m].double().mean()) if m.any() else None
+
+    recs = []
+    for e in range(n_edits):
+        at = es.edit == e
+        k = {name: at & (es.kind == i) for i, name in enumerate(KINDS)}
+        eff = k["efficacy"]
+        p, p0 = float(out["p"][eff].squeeze()), float(out["p_pre"][eff].squeeze())
+        prop = k["propagation"] & out["was_old"]
+        recs.append({"efficacy": bool(out["hit"][eff].squeeze()), "p_new": p, "p_new_pre": p0,
+                     "rewrite": (p - p0) / max(1 - p0, 1e-9), "propagation": mean(out["hit"], prop),
+                     "n_propagation": int(prop.sum()), "n_two_hop_of_fact": int(k["propagation"].sum()),
+                     "propagation_all": mean(out["hit"], k["propagation"]), "reverse": mean(out["hit"], k["reverse"]),
+                     "specificity_same_head": mean(out["kept"], k["same_head"]), "specificity_atomic": mean(out["kept"], k["atomic"]),
+                     "specificity_two_hop": mean(out["kept"], k["two_hop"]), "kl_atomic": mean(out["kl"], k["atomic"]),
+                     "kl_two_hop": mean(out["kl"], k["two_hop"]), "kl_same_head": mean(out["kl"], k["same_head"])})
+    return recs

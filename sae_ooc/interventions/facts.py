@@ -1,0 +1,103 @@
+"""The task's facts as lookup tables, for interventions that ask what the model *should* answer once one fact changes.
+
+Only the atomic facts of the train split count as known: a two-hop answer t(b, r2) is defined when (b, r2) is one of
+them. Prompts are padded token rows like `split_tensors` makes (right padding never changes what the model sees).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sae_ooc.tasks.data import SEQ_LEN
+
+
+@dataclass
+class Facts:
+    n_entities: int
+    pad_id: int
+    tail: dict[tuple[int, int], int]  # (h, r) -> t for every atomic fact of the train split (token ids)
+    relations: dict[int, list[int]]  # entity -> the relations it has a train atomic fact for
+    inverse: dict[int, int]  # relation -> its inverse relation (reversal family; empty otherwise)
+
+    @classmethod
+    def from_dataset(cls, ds, vocab, family: str) -> "Facts":
+        tail: dict[tuple[int, int], int] = {}
+        d = ds["train"]
+        for ids, a, hop in zip(d["input_ids"], d["answer"], d["hop"]):
+            if hop == 1:
+                tail[(int(ids[0]), int(ids[1]))] = int(a)
+        relations: dict[int, list[int]] = {}
+        for h, r in sorted(tail):
+            relations.setdefault(h, []).append(r)
+        inverse: dict[int, int] = {}
+        if family == "reversal":  # relation r's inverse is token r{R + r} (sae_ooc.tasks.data.generate_reversal)
+            half = vocab.n_relations // 2
+            for r in range(half):
+                a, b = vocab.relation_id(r), vocab.relation_id(half + r)
+                inverse[a], inverse[b] = b, a
+        return cls(vocab.n_entities, vocab.pad_id, tail, relations, inverse)
+
+    def atomic(self) -> list[tuple[int, int, int]]:
+        """Every known (h, r, t), in a fixed order."""
+        return [(h, r, t) for (h, r), t in sorted(self.tail.items())]
+
+    def counterfactual_bridges(self, b: int, r2: int) -> list[int]:
+        """Entities b' != b for which (b', r2) is known with another answer than (b, r2): a bridge that changes the answer."""
+        t = self.tail.get((b, r2))
+        return [e for e in range(self.n_entities) if e != b and (e, r2) in self.tail and self.tail[(e, r2)] != t]
+
+    def heads_into(self, b: int) -> list[tuple[int, int]]:
+        """Every (h, r1) whose known tail is b."""
+        return [(h, r) for (h, r), t in self.tail.items() if t == b]
+
+    def shared_relations(self, b: int, b2: int) -> list[int]:
+        """Relations r2 known for both b and b2 with different answers: the two-hop prompts an edit b -> b2 must move."""
+        return [r for r in self.relations.get(b, []) if (b2, r) in self.tail and self.tail[(b2, r)] != self.tail[(b, r)]]
+
+    def tokens(self, prompts: list[tuple[int, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """[n, SEQ_LEN] right-padded token rows and [n] answer positions (the last real token)."""
+        out = torch.full((len(prompts), SEQ_LEN), self.pad_id, dtype=torch.long)
+        for i, p in enumerate(prompts):
+            out[i, : len(p)] = torch.tensor(p, dtype=torch.long)
+        return out, torch.tensor([len(p) - 1 for p in prompts], dtype=torch.long)
+
+
+@torch.no_grad()
+def answer_logits(model, tokens: torch.Tensor, answer_pos: torch.Tensor, batch: int = 4096, fwd_hooks=()) -> torch.Tensor:
+    """[n, d_vocab] logits at each row's answer position (batched; `fwd_hooks` as TransformerLens takes them)."""
+    out = []
+    dev = model.cfg.device
+    for s in range(0, len(tokens), batch):
+        lg = model.run_with_hooks(tokens[s : s + batch].to(dev), return_type="logits", fwd_hooks=list(fwd_hooks))
+        out.append(lg[torch.arange(lg.shape[0], device=lg.device), answer_pos[s : s + batch].to(dev)].float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, model.cfg.d_vocab_out)
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> list[float] | None:
+    """95% Wilson interval of a share k/n (None when n is 0)."""
+    if n == 0:
+        return None
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / den
+    return [max(0.0, mid - half), min(1.0, mid + half)]
+
+
+def mean_ci(x: torch.Tensor) -> dict:
+    """Mean and its 95% normal interval over the entries of x (NaNs dropped)."""
+    x = x[~torch.isnan(x)].double()
+    n = len(x)
+    if n == 0:
+        return {"mean": None, "ci95": None, "n": 0}
+    m = float(x.mean())
+    se = float(x.std() / n**0.5) if n > 1 else 0.0
+    return {"mean": m, "ci95": [m - 1.96 * se, m + 1.96 * se], "n": n}
+
+
+def share(mask: torch.Tensor) -> dict:
+    """Share of True entries with its 95% Wilson interval."""
+    k, n = int(mask.sum()), int(mask.numel())
+    return {"share": k / n if n else None, "ci95": wilson(k, n), "n": n}

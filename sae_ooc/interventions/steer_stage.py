@@ -1,0 +1,202 @@
+"""Stage `steer`: does the model *use* its bridge features? Make it think the bridge is b' and see whether the two-hop
+answer follows: t(b', r2) (consistent), t(b, r2) (unchanged) or something else.
+
+On the held-out prompts (h, r1, r2) of `steer.split` (the model's answer correct when `steer.only_correct`), per hook
+with an SAE and position in `steer.positions`: b' is drawn (seeded) among the entities whose answer to r2 differs from
+b's and that have bridge=b' features at that hook and position (prompts with none are steered by the baselines only,
+and the row says how many the features covered). Interventions (sae_ooc.interventions.steering): feature steering,
+feature steering with b' = b (the identity), random features of matched norm (`steer.random_draws` draws), and the
+whole residual patched from a donor prompt (h', r1', r2) whose bridge is b' (and, as a control, one whose bridge is b).
+
+Outputs (RUN/steer/): steer.json (settings, one row per hook and position: every intervention's shares and consistent
+logit with 95% intervals over prompts; the random control's mean, sd and range over draws), steer.png/.svg.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sae_ooc.interventions.facts import Facts, answer_logits
+from sae_ooc.interventions.steering import (
+    bridge_feature_matrix,
+    decode_delta,
+    logits_with_delta,
+    matched_norm,
+    outcome,
+    random_masks,
+    steering_masks,
+    switched,
+    typical_activation,
+)
+from sae_ooc.io import write_json
+from sae_ooc.models.hooked import load_model
+from sae_ooc.saes.features import load_feature_labels
+from sae_ooc.saes.store import load_saes, saved_hooks
+from sae_ooc.tasks.data import POSITION_ROLES, load_task, split_tensors
+from sae_ooc.threads import torch_threads
+from sae_ooc.viz.intervention_plots import plot_steering
+
+STEER_FILE = "steer.json"
+METHODS = ("features", "features_same_bridge", "resid_patch", "resid_patch_same_bridge")
+
+
+@torch.no_grad()
+def residuals(model, tokens: torch.Tensor, hooks: list[str], batch: int) -> dict[str, torch.Tensor]:
+    """{hook: [n, SEQ_LEN, d]} clean activations."""
+    out: dict[str, list] = {h: [] for h in hooks}
+    for s in range(0, len(tokens), batch):
+        _, cache = model.run_with_cache(tokens[s : s + batch].to(model.cfg.device), names_filter=lambda n: n in hooks)
+        for h in hooks:
+            out[h].append(cache[h].float().cpu())
+    return {h: torch.cat(v) for h, v in out.items()}
+
+
+def _donor(facts: Facts, h: int, r1: int, b: int, rng: np.random.Generator) -> tuple[int, int] | None:
+    """A (h', r1') != (h, r1) whose tail is b, the same r1 preferred (so only the bridge differs)."""
+    cands = [c for c in facts.heads_into(b) if c != (h, r1)]
+    same = [c for c in cands if c[1] == r1]
+    pool = same or cands
+    return pool[int(rng.integers(len(pool)))] if pool else None
+
+
+def steer_prompts(run, facts: Facts, model, scfg) -> dict:
+    """The prompts steered: two-hop rows of the split (seeded sample), answered correctly if asked, with a counterfactual."""
+    ds, vocab = load_task(run.data_dir)
+    st = split_tensors(ds[scfg.split], vocab.pad_id)
+    keep = (st.hop == 2).nonzero().squeeze(1)
+    g = torch.Generator().manual_seed(scfg.seed)
+    keep = keep[torch.randperm(len(keep), generator=g)[: scfg.max_prompts].sort().values]
+    st = st.subset(keep)
+    clean = answer_logits(model, st.tokens, st.answer_pos, scfg.batch_size)
+    ok = clean.argmax(-1) == st.answer if scfg.only_correct else torch.ones(len(st), dtype=torch.bool)
+    ok &= torch.tensor([bool(facts.counterfactual_bridges(int(b), int(t[2]))) for b, t in zip(st.bridge, st.tokens)], dtype=torch.bool)
+    idx = ok.nonzero().squeeze(1)
+    return {"tokens": st.tokens[idx], "answer_pos": st.answer_pos[idx], "answer": st.answer[idx], "bridge": st.bridge[idx],
+            "clean": clean[idx], "n_split": int((st.hop == 2).sum()), "n_correct": int((clean.argmax(-1) == st.answer).sum())}
+
+
+def steer_row(model, sae, hook: str, pos: int, P: dict, facts: Facts, M: torch.Tensor, typical: torch.Tensor, clean_x: torch.Tensor,
+              scfg, row_seed: int) -> dict:
+    """Every intervention at one (hook, position) on the prompts P; returns the row's results."""
+    rng = np.random.default_rng([scfg.seed, row_seed])
+    tok, b = P["tokens"], P["bridge"]
+    n = len(tok)
+    has = M.any(1)
+    b2, covered = torch.empty(n, dtype=torch.long), torch.zeros(n, dtype=torch.bool)
+    donors, donors_same = [], []
+    for i in range(n):
+        h, r1, r2 = (int(t) for t in tok[i])
+        cands = facts.counterfactual_bridges(int(b[i]), r2)
+        lab = [e for e in cands if has[e]]
+        pool = lab or cands
+        b2[i] = pool[int(rng.integers(len(pool)))]
+        covered[i] = bool(lab)
+        donors.append(_donor(facts, h, r1, int(b2[i]), rng))
+        donors_same.append(_donor(facts, h, r1, int(b[i]), rng))
+    use = covered if covered.any() else torch.ones(n, dtype=torch.bool)
+    use &= torch.tensor([d is not None for d in donors])
+    idx = use.nonzero().squeeze(1)
+    tok, b, b2 = tok[idx], b[idx], b2[idx]
+    consistent = torch.tensor([facts.tail[(int(e), int(t[2]))] for e, t in zip(b2, tok)], dtype=torch.long)
+    original, clean_lg = P["answer"][idx], P["clean"][idx]
+    ans_pos = P["answer_pos"][idx]
+    x = clean_x[idx]
+    f = sae.encode(x.to(sae.W_dec.device)).float()
+    typ = typical.to(f.device)
+
+    def run(delta):
+        return outcome(logits_with_delta(model, tok, ans_pos, hook, pos, delta, scfg.batch_size), consistent, original, clean_lg)
+
+    res, deltas = {}, {}
+    if covered.any():
+        Md = M.to(f.device)
+        off, on = steering_masks(Md, b.to(f.device), b2.to(f.device))
+        deltas["features"] = decode_delta(sae, f, switched(f, off, on, typ))
+        same_off, same_on = steering_masks(Md, b.to(f.device), b.to(f.device))
+        deltas["features_same_bridge"] = decode_delta(sae, f, switched(f, same_off, same_on, typ))
+        n_off, n_on = (off & (f > 0)).sum(1), on.sum(1)
+    # the residual patch: (h', r1', r2) has bridge b' (b for the control); a missing same-bridge donor keeps the prompt's own
+    d_tok = torch.tensor([[*donors[int(i)], int(P["tokens"][i, 2])] for i in idx], dtype=torch.long).reshape(-1, 3)
+    ds_tok = torch.tensor([[*(donors_same[int(i)] or P["tokens"][i, :2].tolist()), int(P["tokens"][i, 2])] for i in idx],
+                          dtype=torch.long).reshape(-1, 3)
+    for name, dt in (("resid_patch", d_tok), ("resid_patch_same_bridge", ds_tok)):
+        xd = residuals(model, dt, [hook], scfg.batch_size)[hook][:, pos] if len(dt) else x
+        deltas[name] = xd - x
+    for name, d in deltas.items():
+        res[name] = run(d)
+        res[name]["delta_norm"] = float(d.norm(dim=-1).mean()) if len(d) else None
+    if covered.any():
+        g = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        labelled = M.any(0).to(f.device)
+        draws = []
+        for _ in range(scfg.random_draws):
+            r_off, r_on = random_masks(f, n_off, n_on, labelled, typ, g)
+            draws.append(run(matched_norm(decode_delta(sae, f, switched(f, r_off, r_on, typ)), deltas["features"])))
+        res["random"] = summarize_draws(draws)
+        res["features"]["n_switched_off"] = float(n_off.float().mean())
+        res["features"]["n_switched_on"] = float(n_on.float().mean())
+    return {"hook": hook, "position": POSITION_ROLES[pos], "n_prompts": len(idx), "covered_by_features": int(covered.sum()),
+            "n_labelled_bridges": int(has.sum()), "n_bridge_features": int(M.any(0).sum()), "methods": res}
+
+
+def summarize_draws(draws: list[dict]) -> dict:
+    """The random control over its draws: each share's and the consistent logit's mean, sd and range."""
+    out = {"n_draws": len(draws), "draws": draws}
+    for key in ("consistent", "unchanged", "other"):
+        v = np.array([d[key]["share"] for d in draws], dtype=float)
+        out[key] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)), "min": float(v.min()), "max": float(v.max())}
+    v = np.array([d["consistent_logit"]["mean"] for d in draws], dtype=float)
+    out["consistent_logit"] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)), "min": float(v.min()), "max": float(v.max())}
+    return out
+
+
+def run_steer(run, force: bool = False) -> dict:
+    scfg = run.cfg.steer
+    with torch_threads(scfg.threads):
+        return _run_steer(run, scfg)
+
+
+def _run_steer(run, scfg) -> dict:
+    ds, vocab = load_task(run.data_dir)
+    facts = Facts.from_dataset(ds, vocab, run.cfg.task.family)
+    hooks = scfg.hooks or saved_hooks(run.saes_dir)
+    saes = load_saes(run.saes_dir, run.device, hooks)
+    model = load_model(run.model_dir, run.device)
+    labels = load_feature_labels(run.sae_eval_dir)
+    out_dir = run.steer_dir
+    P = steer_prompts(run, facts, model, scfg)
+    settings = {"split": scfg.split, "only_correct": scfg.only_correct, "n_split_two_hop": P["n_split"], "n_correct": P["n_correct"],
+                "n_prompts": len(P["tokens"]), "random_draws": scfg.random_draws, "seed": scfg.seed, "hooks": hooks,
+                "positions": list(scfg.positions)}
+    if len(P["tokens"]) == 0:
+        result = {"settings": settings, "rows": [], "note": f"no two-hop prompt of {scfg.split} to steer (none, none correct, or "
+                  "no counterfactual bridge); the reversal family has no two-hop prompts"}
+        write_json(out_dir / STEER_FILE, result)
+        return {"n_prompts": 0, "rows": 0}
+    # typical activations: train prompts (never the steered split), every position the prompt has
+    tr = split_tensors(ds["train"], vocab.pad_id)
+    g = torch.Generator().manual_seed(scfg.seed + 1)
+    tr = tr.subset(torch.randperm(len(tr), generator=g)[: scfg.typical_examples].sort().values)
+    train_x = residuals(model, tr.tokens, hooks, scfg.batch_size)
+    clean_x = residuals(model, P["tokens"], hooks, scfg.batch_size)
+    entity_of = {vocab.name(e): e for e in range(vocab.n_entities)}
+    rows = []
+    todo = [(h, POSITION_ROLES.index(p)) for h in hooks for p in scfg.positions]
+    for k, (h, pos) in enumerate(tqdm(todo, desc="steer", leave=False)):
+        sae = saes[h]
+        d_sae = int(sae.cfg.d_sae)
+        M = bridge_feature_matrix(labels.get(h, {}), POSITION_ROLES[pos], entity_of, vocab.n_entities, d_sae)
+        at = tr.answer_pos >= pos
+        with torch.no_grad():
+            typ = typical_activation(sae.encode(train_x[h][at, pos].to(sae.W_dec.device)).float())
+        rows.append(steer_row(model, sae, h, pos, P, facts, M, typ, clean_x[h][:, pos], scfg, k))
+    result = {"settings": settings, "rows": rows}
+    write_json(out_dir / STEER_FILE, result)
+    plot_steering(result, out_dir / "steer")
+    best = max((r for r in rows if "random" in r["methods"]), key=lambda r: r["methods"]["features"]["consistent"]["share"] or 0, default=None)
+    return {"n_prompts": len(P["tokens"]), "rows": len(rows),
+            "best": None if best is None else {"hook": best["hook"], "position": best["position"],
+                                               "consistent": best["methods"]["features"]["consistent"]["share"]}}
+

@@ -1,0 +1,116 @@
+"""Feature steering with the SAE spliced in, and its baselines, each written as the change it makes to the residual stream.
+
+With every SAE spliced in with its error term (sae_ooc.circuits.spliced), changing the features of one hook at one
+position moves that hook's output by decode(f') - decode(f) and leaves every other spliced layer the identity (their
+error terms absorb what they do not reconstruct), so an intervention is a vector added to the residual at (hook,
+position) of the original model: `Spliced.run_deltas`'s identity, which the tests check against the spliced model.
+
+Interventions, per prompt with bridge b and counterfactual bridge b':
+- features: the features labelled bridge=b switched off (0) and those labelled bridge=b' switched on at their typical
+  activation (their mean where active on train prompts); b' = b switches nothing (the identity, exactly);
+- random: as many random unlabelled features switched off (among the active ones) and on (at their typical activation),
+  the change rescaled to the norm of the feature steering's change on that prompt;
+- residual patch: the whole residual at (hook, position) taken from a donor prompt whose bridge is b' (or, as a
+  control, another prompt whose bridge is b).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sae_ooc.interventions.facts import mean_ci, share
+
+
+def bridge_feature_matrix(hook_labels: dict[int, list[dict]], position: str, entity_of: dict[str, int], n_entities: int,
+                          d_sae: int) -> torch.Tensor:
+    """[n_entities, d_sae] bool: feature f is labelled bridge=e at `position` (eval-sae's labels of one hook)."""
+    m = torch.zeros(n_entities, d_sae, dtype=torch.bool)
+    for f, labs in hook_labels.items():
+        for lab in labs:
+            e = entity_of.get(str(lab.get("value")))
+            if lab.get("variable") == "bridge" and lab.get("position") == position and e is not None and f < d_sae:
+                m[e, f] = True
+    return m
+
+
+def typical_activation(acts: torch.Tensor) -> torch.Tensor:
+    """[d_sae]: each feature's mean activation where it is active (0 for a feature never active)."""
+    on = acts > 0
+    return (acts * on).sum(0) / on.sum(0).clamp(min=1)
+
+
+@torch.no_grad()
+def decode_delta(sae, f: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """decode(new) - decode(f), row by row ([n, d_in]); exactly 0 where new == f."""
+    return sae.decode(new) - sae.decode(f)
+
+
+def switched(f: torch.Tensor, off: torch.Tensor, on: torch.Tensor, typical: torch.Tensor) -> torch.Tensor:
+    """f with the `off` features set to 0 and the `on` features set to their typical activation."""
+    new = f.masked_fill(off, 0.0)
+    return torch.where(on, typical.to(f.dtype).expand_as(f), new)
+
+
+def steering_masks(M: torch.Tensor, b: torch.Tensor, b2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(off, on) [n, d_sae]: bridge=b features not labelled b' go off, bridge=b' features not labelled b go on
+    (b' = b: nothing changes)."""
+    Mb, Mb2 = M[b], M[b2]
+    return Mb & ~Mb2, Mb2 & ~Mb
+
+
+def random_masks(f: torch.Tensor, n_off: torch.Tensor, n_on: torch.Tensor, labelled: torch.Tensor, typical: torch.Tensor,
+                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, n_off random active and n_on random silent features (none labelled bridge; `on` only among features with
+    a typical activation), chosen uniformly."""
+
+    def pick(cand: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        score = torch.rand(cand.shape, generator=gen).masked_fill(~cand.cpu(), -1.0)
+        order = score.argsort(dim=1, descending=True)
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(cand.shape[1]).expand_as(order).contiguous())
+        return ((rank < count.cpu()[:, None]) & cand.cpu()).to(cand.device)
+
+    active = f > 0
+    off = pick(active & ~labelled, n_off)
+    on = pick(~active & ~labelled & (typical > 0), n_on)
+    return off, on
+
+
+def matched_norm(delta: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """`delta` rescaled row by row to the norm of `ref` (rows of zero norm stay 0)."""
+    n = delta.norm(dim=-1, keepdim=True)
+    return torch.where(n > 0, delta * ref.norm(dim=-1, keepdim=True) / n.clamp(min=1e-12), torch.zeros_like(delta))
+
+
+@torch.no_grad()
+def logits_with_delta(model, tokens: torch.Tensor, answer_pos: torch.Tensor, hook: str, pos: int, delta: torch.Tensor | None,
+                      batch: int = 4096) -> torch.Tensor:
+    """[n, d_vocab] answer-position logits of the model with delta[i] added to `hook` at position `pos` of row i."""
+    dev = model.cfg.device
+    out = []
+    for s in range(0, len(tokens), batch):
+        tok = tokens[s : s + batch].to(dev)
+        hooks = []
+        if delta is not None:
+            d = delta[s : s + batch].to(dev)
+
+            def add(x, hook=None, d=d):
+                x = x.clone()
+                x[:, pos] += d.to(x.dtype)
+                return x
+
+            hooks = [(hook, add)]
+        lg = model.run_with_hooks(tok, return_type="logits", fwd_hooks=hooks)
+        out.append(lg[torch.arange(len(tok), device=dev), answer_pos[s : s + batch].to(dev)].float().cpu())
+    return torch.cat(out)
+
+
+def outcome(logits: torch.Tensor, consistent: torch.Tensor, original: torch.Tensor, clean_logits: torch.Tensor) -> dict:
+    """Shares of prompts answering t(b', r2) (consistent), t(b, r2) (unchanged) or something else, and the logit of the
+    consistent answer (and its change from the unsteered model), each with a 95% interval over prompts."""
+    rows = torch.arange(len(logits))
+    pred = logits.argmax(-1)
+    cons, same = pred == consistent, pred == original
+    lc = logits[rows, consistent]
+    return {"consistent": share(cons), "unchanged": share(same), "other": share(~cons & ~same),
+            "consistent_logit": mean_ci(lc), "consistent_logit_change": mean_ci(lc - clean_logits[rows, consistent]),
+            "max_abs_logit_change": float((logits - clean_logits).abs().max()) if len(logits) else 0.0}
