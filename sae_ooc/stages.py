@@ -60,8 +60,11 @@ STAGES: tuple[Stage, ...] = (
           ("data", "train", "train-sae", "eval-sae", "attribute"), ("variable_circuit",), "sae_ooc.commands.variable_circuit"),
     Stage("export", "sae_ooc.viz.export:run_export", (), ("circuit",), ("export",), "sae_ooc.commands.export",
           fingerprint_options=("max_nodes", "min_abs_effect", "edge_threshold", "max_edges")),
+    Stage("browse", "sae_ooc.viz.browse.stage:run_browse", ("sae_eval.seed", "sae_eval.dense_threshold", "sae.hooks"),
+          ("data", "train", "harvest", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit", "export"), ("browse",),
+          "sae_ooc.commands.browse"),
     Stage("report", "sae_ooc.viz.report.stage:run_report", (),
-          ("data", "train", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit", "export"),
+          ("data", "train", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit", "export", "browse"),
           ("REPORT.md", "summary.json"), "sae_ooc.commands.report", always=True),
 )
 
