@@ -9,12 +9,14 @@ Attribution here has no corrupted prompt: it is activation x gradient of the tar
 what the feature adds to that logit: switching it off lowers the logit by about that much, on this one prompt), with the gradient of the original model (spliced
 layers pass it straight through). The target is the model's top answer unless --target names another. The SAE
 error node of each (hook, position) is reported too. Feature descriptions come from a once-per-run cache
-(sae_ooc.viz.query_cache) and labels from eval-sae (RUN/sae_eval/).
+(sae_ooc.viz.query_cache) and labels from eval-sae (RUN/sae_eval/); each feature's page in RUN/browse/ is named when
+`sae-ooc browse` has written it.
 """
 
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 
 import torch
 
@@ -22,6 +24,7 @@ from sae_ooc.circuits.spliced import load_spliced
 from sae_ooc.errors import UserError
 from sae_ooc.saes.features import describe, load_feature_labels
 from sae_ooc.tasks.data import POSITION_ROLES, SPLITS, load_task
+from sae_ooc.viz.browse.paths import site_page
 from sae_ooc.viz.query_cache import feature_cache
 
 POS = "pos:"  # positions are written pos:head, pos:r1, pos:r2, never to be read as relation tokens r1, r2
@@ -95,6 +98,8 @@ def query(run, prompt: str, target: str | None = None, top: int = 3, n_examples:
     for it in [it for r in rows for it in r["by_activation"] + r["by_attribution"]] + [it for r in per_hook for it in r["features"]]:
         d = describe(stats, labels, examples, vocab, it["hook"], it["feature"], n_examples, POS)
         it.update({k: d[k] for k in ("label", "description", "top_activations", "promoted")})
+        page = site_page(run.root, it["hook"], it["feature"])  # the feature's page when `sae-ooc browse` has run
+        it["page"] = str(page) if page is not None else None
     return {"prompt": vocab.decode(ids), "roles": [f"{POS}{r}" for r in POSITION_ROLES[: len(ids)]],
             "truth": ground_truth(examples, vocab, ids, probs), "target": vocab.name(target_id), "target_source": source,
             "target_prob": float(probs[target_id]), "attribution": ATTRIBUTION, "answers": answers, "per_hook": per_hook, "hooks": rows}
@@ -162,6 +167,9 @@ def compact_view(res: dict) -> list[str]:
         lines.append(f"{r['hook']}   (attr of all its features {r['feature_attribution']:+.3f}, of its SAE error {r['error_attribution']:+.3f})")
         for it in r["features"]:
             lines.append(_feature_line(it, f"{POS}{it['role']:<5} {it['token']:<4} "))
+        pages = [it["page"] for it in r["features"] if it.get("page")]
+        if pages:  # one line: the folder once, then each page's file name
+            lines.append(f"  pages: {Path(pages[0]).parent}/{{{','.join(Path(p).name for p in pages)}}}")
         if not r["features"]:
             lines.append("  (no active feature here reaches the answer: every attribution is 0)")
     return lines
@@ -180,6 +188,8 @@ def full_view(res: dict) -> list[str]:
                 prom = ", ".join(p["token"] for p in it.get("promoted") or [])
                 lines.append("  " + _feature_line(it))
                 lines.append("           " + (f"top: {ex} | " if ex else "") + f"promotes: {prom or '-'}")
+                if it.get("page"):
+                    lines.append(f"           page: {it['page']}")
             if not r[key]:
                 lines.append("    (no feature active)" if r["n_active"] == 0 else
                              f"    (none of the {r['n_active']} active features reaches the answer: every attribution is 0)")
