@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-FILE = "screenshot.png"
+FILE = "feature_page.png"
 
 
 def find_chromium() -> str | None:

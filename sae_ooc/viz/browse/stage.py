@@ -6,7 +6,7 @@
     browse/<hook>/neuronpedia/batch-N.json  SAE-dashboard's Neuronpedia batch format
     browse/circuits/*.html            the run's circuit diagrams, whose feature nodes link to the feature pages
     browse/assets/browse.{css,js}     the one style sheet and the one script
-    browse/browse.json                what the site was built from; screenshot.png: a feature page (headless Chromium)
+    browse/browse.json                what the site was built from; feature_page.png: a screenshot of one page (headless Chromium)
 
 Per hook, one batched pass over the activation cache gives every feature's numbers (collect.py); then features are
 written CHUNK at a time (page, JSON, index rows, a Neuronpedia batch), so memory stays bounded by the chunk and by
