@@ -124,13 +124,18 @@ def test_numbers_on_a_feature_page_are_the_sae_recomputed_on_the_cache(run):
 
 def test_json_uses_the_sae_dashboard_names_and_batches_hold_every_feature(run):
     batch = json.loads((run.browse_dir / HOOKS[0] / "neuronpedia" / "batch-0.json").read_text())
-    assert set(batch) == {"model_id", "layer", "sae_set", "features"}
+    assert set(batch) == {"model_id", "layer", "sae_set", "sae_id_suffix", "features"}
     assert [feat["feature_index"] for feat in batch["features"]] == list(range(48))
     feat = batch["features"][0]
     for key in ("frac_nonzero", "freq_hist_data_bar_values", "freq_hist_data_bar_heights", "logits_hist_data_bar_heights",
                 "pos_str", "pos_values", "neg_str", "neg_values", "activations"):
         assert key in feat
-    assert all(set(a) == {"bin_min", "bin_max", "bin_contains", "tokens", "values"} for a in feat["activations"])
+    assert all(set(a) == {"bin_min", "bin_max", "bin_contains", "tokens", "values", "qualifying_token_index"} for a in feat["activations"])
+    try:  # sae-dashboard is not a dependency; where it is installed, its own class must read the batch back unchanged
+        from sae_dashboard.neuronpedia.neuronpedia_dashboard import NeuronpediaDashboardBatch
+    except ImportError:
+        return
+    assert NeuronpediaDashboardBatch(**batch).to_dict() == batch
 
 
 def _chromium(url: str, exe: str) -> subprocess.CompletedProcess:

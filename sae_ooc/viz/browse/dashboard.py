@@ -6,8 +6,9 @@ NeuronpediaDashboardFeature / NeuronpediaDashboardBatch), so those tools can loa
 features), which `NeuronpediaDashboardBatch(**json.load(f))` reads. Mapping: frac_nonzero = density over the cache;
 freq_hist_data_* = the held-out activation histogram (bar centres, counts); logits_hist_data_* and pos/neg_str/values =
 the direct-path logit effects; activations = the top examples (bin_min -1, bin_max = the feature's max, bin_contains
--1, as the dashboard marks its top-activations group) and the random sample (bin_min 0, bin_contains its share of
-active prefixes), each with every token's activation.
+-1, as the dashboard marks its top-activations group) and the random sample (bin_min 0, bin_contains 1), each with every
+token's activation and, as qualifying_token_index, the position it was chosen at. Checked by loading the batches with
+sae-dashboard 0.8.0's NeuronpediaDashboardBatch: its to_dict() gives back every field as written.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ NEURONPEDIA_FIELDS = ("feature_index", "neuron_alignment_indices", "neuron_align
                       "correlated_neurons_indices", "correlated_neurons_l1", "correlated_neurons_pearson", "correlated_features_indices",
                       "correlated_features_l1", "correlated_features_pearson", "neg_str", "neg_values", "pos_str", "pos_values",
                       "frac_nonzero", "freq_hist_data_bar_values", "freq_hist_data_bar_heights", "logits_hist_data_bar_heights",
-                      "logits_hist_data_bar_values", "n_prompts_total", "n_tokens_in_prompt", "dataset", "decoder_weights_dist", "activations")
+                      "logits_hist_data_bar_values", "n_prompts_total", "n_tokens_in_prompt", "dataset", "decoder_weights_dist", "vector",
+                      "activations")
 DATASET = "sae_ooc task prompts (RUN/activations)"
 
 
 def _activation(ex: dict, bin_min: float, bin_max: float, bin_contains: float) -> dict:
-    return {"bin_min": bin_min, "bin_max": bin_max, "bin_contains": bin_contains, "tokens": ex["tokens"], "values": ex["values"]}
+    return {"bin_min": bin_min, "bin_max": bin_max, "bin_contains": bin_contains, "tokens": ex["tokens"], "values": ex["values"],
+            "qualifying_token_index": ex["position"]}
 
 
 def neuronpedia_feature(rec: dict, n_prompts: int) -> dict:
@@ -43,4 +46,4 @@ def feature_json(rec: dict, n_prompts: int) -> dict:
 
 
 def batch_json(model_id: str, layer: int, sae_set: str, features: list[dict]) -> dict:
-    return {"model_id": model_id, "layer": layer, "sae_set": sae_set, "features": features}
+    return {"model_id": model_id, "layer": layer, "sae_set": sae_set, "sae_id_suffix": None, "features": features}
