@@ -94,6 +94,7 @@ def index_row(rec: dict) -> list:
     pos = max(rec["by_position"], key=lambda p: p["frac_nonzero"] * p["n_tokens"])["position"] if rec["n_active"] else ""
     lab = rec["labels"][0] if rec["labels"] else None
     eff = max(rec["node_effects"] or [], key=lambda e: abs(e["effect"]), default=None)
+    eff = eff if eff is not None and eff["effect"] != 0 else None  # exactly 0: never active on the pairs
     return [rec["feature"], rec["frac_nonzero"], round(rec["mean_activation"], 4), round(rec["max_activation"], 4), pos,
             lab["text"] if lab else "", lab["variable"] if lab else "", lab["position"] if lab else "",
             lab.get("auroc") if lab else None, round(eff["effect"], 4) if eff else None, eff["position"] if eff else "",
