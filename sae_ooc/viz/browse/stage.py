@@ -91,7 +91,7 @@ def write_hook(ctx: Context, sae, hook: str, site: Path, dense_threshold: float,
         write_json(site / hook / "neuronpedia" / f"batch-{c}.json", dashboard.batch_json("sae_ooc", layer, f"sae_ooc-{hook}", batch))
     ev = ((ctx.eval_metrics.get(hook) or {}).get("reconstruction") or {}).get("explained_variance")
     summary = {"hook": hook, "d_sae": F, "n_dead": n_dead, "n_dense": n_dense, "n_labelled": n_lab, "explained_variance": ev,
-               "mean_density": float(st_all.count.double().mean()) / max(st_all.n_tokens, 1)}
+               "mean_density": float(st_all.count.double().mean()) / max(st_all.n_tokens, 1), "most_active": int(st_all.count.argmax())}
     write_text(site / hook / "index.html", index.index_html(f"{hook}: {F} SAE features", "../", [hook], chunks,
                                                              index.hooks_table([summary], "../")))
     return {"summary": summary, "chunks": chunks}
@@ -154,7 +154,7 @@ def build_site(run, out: Path, hooks: list[str] | None = None, shot: bool = True
 
 
 def pick_feature(summaries: list[dict], ctx: Context) -> str | None:
-    """The page a screenshot shows: the labelled feature with the largest |node effect|, else feature 0 of the first hook."""
+    """The page a screenshot shows: the labelled feature with the largest |node effect|, else a frequently active one."""
     best, where = -1.0, None
     for s in summaries:
         h = s["hook"]
@@ -163,7 +163,10 @@ def pick_feature(summaries: list[dict], ctx: Context) -> str | None:
             e = float(eff[:, f].abs().max()) if eff is not None and f < eff.shape[1] - 1 else 0.0
             if e > best:
                 best, where = e, paths.feature_page(h, f)
-    return where or (paths.feature_page(summaries[0]["hook"], 0) if summaries else None)
+    if where is None and summaries:  # no labels: the middle hook's most frequently active feature
+        s = summaries[len(summaries) // 2]
+        where = paths.feature_page(s["hook"], s["most_active"])
+    return where
 
 
 def run_browse(run, force: bool = False) -> dict:
