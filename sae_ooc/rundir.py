@@ -62,6 +62,7 @@ class RunDir:
     export_dir = _under("export")
     steer_dir = _under("steer")
     edit_dir = _under("edit")
+    browse_dir = _under("browse")
     stages_file = _under("stages.json")
 
     # config ---------------------------------------------------------------------------------

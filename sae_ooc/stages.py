@@ -63,8 +63,11 @@ STAGES: tuple[Stage, ...] = (
     Stage("steer", "sae_ooc.interventions.steer_stage:run_steer", ("steer",), ("data", "train", "train-sae", "eval-sae"),
           ("steer",), "sae_ooc.commands.steer"),
     Stage("edit", "sae_ooc.interventions.edit_stage:run_edit", ("edit",), ("data", "train"), ("edit",), "sae_ooc.commands.edit"),
+    Stage("browse", "sae_ooc.viz.browse.stage:run_browse", ("sae_eval.seed", "sae_eval.dense_threshold", "sae.hooks"),
+          ("data", "train", "harvest", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit", "export"), ("browse",),
+          "sae_ooc.commands.browse"),
     Stage("report", "sae_ooc.viz.report.stage:run_report", (),
-          ("data", "train", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit", "export", "steer", "edit"),
+          ("data", "train", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit", "export", "steer", "edit", "browse"),
           ("REPORT.md", "summary.json"), "sae_ooc.commands.report", always=True),
 )
 

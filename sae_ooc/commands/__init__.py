@@ -5,6 +5,7 @@ A stage's module defines
 and, when the stage takes options,
     add_arguments(parser)          its own options (the common ones come from sae_ooc.cli.add_common)
     options(args) -> dict          keyword options of its stage function, from the parsed arguments
+    after(run, args) -> str|None   what the command does after the stage, run or skipped (not the pipeline), and its line
 and `sae-ooc <stage>` and `sae-ooc pipeline` both go through `run_stage_command` below. Other commands
 (pipeline, query) define `main(run, args)`. No module here imports torch at import time.
 """
@@ -74,4 +75,7 @@ def run_stage_command(name: str, mod, run, args) -> int:
     run.check_and_save_config(force=getattr(args, "force", False))
     result = run_stage(run, name, force=getattr(args, "force", False), **options(mod, args))
     print(mod.summarize(run, result))
+    line = mod.after(run, args) if hasattr(mod, "after") else None  # the command's own work, stage run or skipped (browse --out)
+    if line:
+        print(line)
     return 0

@@ -156,18 +156,26 @@ def promoted_tokens(sp, hook: str, feats: list[int], n_entities: int, k: int = P
                     scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(entity ids [F, k], logit contribution per unit activation [F, k]) along the direct path; [F, 0]
     where the hook has no linear route to the logits."""
-    model = sp.base
-    d = to_residual(model, hook, sp.saes[hook].W_dec[feats].float()) if feats else None
-    if d is None:
+    logits = direct_logits(sp.base, hook, sp.saes[hook].W_dec[feats].float(), scale) if feats else None
+    if logits is None:
         return torch.zeros(len(feats), 0, dtype=torch.long), torch.zeros(len(feats), 0)
+    v, i = logits[:, :n_entities].topk(min(k, n_entities), dim=-1)
+    return i.cpu(), v.float().cpu()
+
+
+@torch.no_grad()
+def direct_logits(model, hook: str, directions: torch.Tensor, scale: float = 1.0) -> torch.Tensor | None:
+    """[F, d_vocab] logit change per unit activation of each direction along the direct path (carried into the
+    residual stream, centred and scaled like ln_final on average, times W_U); None where there is no linear route."""
+    d = to_residual(model, hook, directions)
+    if d is None:
+        return None
     if model.cfg.normalization_type in ("LN", "LNPre"):
         d = d - d.mean(-1, keepdim=True)
     w = getattr(model.ln_final, "w", None)
     if w is not None:
         d = d * w
-    logits = (d / scale) @ model.W_U[:, :n_entities]
-    v, i = logits.topk(min(k, n_entities), dim=-1)
-    return i.cpu(), v.float().cpu()
+    return (d / scale) @ model.W_U
 
 
 @dataclass

@@ -32,7 +32,7 @@ def _json_for_script(obj) -> str:
     return json.dumps(obj).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _svg(circuit: dict, nodes: list[dict], edges: list[dict]) -> str:
+def _svg(circuit: dict, nodes: list[dict], edges: list[dict], links: dict[str, str] | None = None) -> str:
     plan = plan_diagram(circuit, nodes, edges, FONT_PX, MAX_WIDTH_PX)
     lay, fs, esc = plan.layout, FONT_PX, html.escape
     m = fs / 2
@@ -63,10 +63,13 @@ def _svg(circuit: dict, nodes: list[dict], edges: list[dict]) -> str:
         dash = ' stroke-dasharray="4 3"' if err else ""
         lines = plan.text[n["id"]].split("\n")
         spans = "".join(f'<tspan x="{x + w / 2:.1f}" dy="{0 if k == 0 else lh:.1f}">{esc(s)}</tspan>' for k, s in enumerate(lines))
-        svg.append(f'<g class="node" data-id="{esc(n["id"])}"><rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" rx="{0 if err else fs / 2:.1f}" '
+        href = (links or {}).get(n["id"])
+        svg.append((f'<a href="{esc(href)}">' if href else "") +
+                   f'<g class="node" data-id="{esc(n["id"])}"><rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" rx="{0 if err else fs / 2:.1f}" '
                    f'fill="{fill(n["effect"], emax)}" stroke="black" stroke-width="{2 if n["type"] not in ("feature", "error") else 0.8}"'
                    f'{dash}/>'
-                   f'<text y="{y + h / 2 - (len(lines) - 1) * lh / 2:.1f}" text-anchor="middle" dominant-baseline="central" class="lab">{spans}</text></g>')
+                   f'<text y="{y + h / 2 - (len(lines) - 1) * lh / 2:.1f}" text-anchor="middle" dominant-baseline="central" class="lab">{spans}</text></g>'
+                   + ("</a>" if href else ""))
     sx, sy, d, _ = box[SINK]
     sl = lay.sink_label
     svg.append(f'<g class="node" data-id="{SINK}"><polygon points="{sx + d / 2:.1f},{sy:.1f} {sx + d:.1f},{sy + d / 2:.1f} {sx + d / 2:.1f},{sy + d:.1f} '
@@ -94,7 +97,8 @@ def _legend(wmax: float) -> str:
     return '<div class="legend">' + "".join(f"<span>{s} {t}</span>" for s, t in items) + "</div>"
 
 
-def to_html(circuit: dict, nodes: list[dict], edges: list[dict], dropped: int = 0) -> str:
+def to_html(circuit: dict, nodes: list[dict], edges: list[dict], dropped: int = 0, links: dict[str, str] | None = None) -> str:
+    """The page; `links`: node id -> URL its box links to (the feature browser's pages, `sae-ooc browse`)."""
     meta = circuit["metadata"]
     info = {n["id"]: {k: n.get(k) for k in ("id", "hook", "role", "type", "feature", "effect", "effect_std", "rank", "label", "description",
                                               "top_activations", "promoted")} for n in nodes}
@@ -106,8 +110,9 @@ def to_html(circuit: dict, nodes: list[dict], edges: list[dict], dropped: int = 
                + f" and {plural(len(edges), 'edge')} drawn" + (f"; {plural(dropped, 'node')} without a drawn edge not shown" if dropped else ""))
     wmax = max((abs(e["weight"]) for e in edges), default=0.0)
     return _HTML.format(title=html.escape(f"sae_ooc {heading(meta)}"), summary=html.escape(summary), legend=_legend(wmax),
-                        effect=html.escape(effect_name(meta)), svg=_svg(circuit, nodes, edges),
-                        data=_json_for_script({"effect_name": effect_name(meta), "nodes": info}))
+                        effect=html.escape(effect_name(meta)), svg=_svg(circuit, nodes, edges, links),
+                        data=_json_for_script({"effect_name": effect_name(meta), "nodes": info}),
+                        links_note="; click a feature node for its page in the feature browser" if links else "")
 
 
 _HTML = """<!DOCTYPE html>
@@ -131,7 +136,7 @@ p {{ margin: 4px 0; overflow-wrap: anywhere; }}
 <body>
 <h3>{title}</h3>
 <p>{summary}. Each box: hook, feature and the position it is measured at; its label or description; its {effect}.
-Edges run upward from a node to a later one. Hover a node for its top activations and promoted answers.</p>
+Edges run upward from a node to a later one. Hover a node for its top activations and promoted answers{links_note}.</p>
 {legend}
 {svg}
 <div id="tip"></div>

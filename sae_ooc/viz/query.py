@@ -9,7 +9,8 @@ Attribution here has no corrupted prompt: it is activation x gradient of the tar
 what the feature adds to that logit: switching it off lowers the logit by about that much, on this one prompt), with the gradient of the original model (spliced
 layers pass it straight through). The target is the model's top answer unless --target names another. The SAE
 error node of each (hook, position) is reported too. Feature descriptions come from a once-per-run cache
-(sae_ooc.viz.query_cache) and labels from eval-sae (RUN/sae_eval/).
+(sae_ooc.viz.query_cache) and labels from eval-sae (RUN/sae_eval/); each feature's page in RUN/browse/ is named when
+`sae-ooc browse` has written it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sae_ooc.circuits.spliced import load_spliced
 from sae_ooc.io import save_tensors, write_json
 from sae_ooc.saes.features import describe, load_feature_labels
 from sae_ooc.tasks.data import POSITION_ROLES, SPLITS, load_task
+from sae_ooc.viz.browse.paths import site_page
 from sae_ooc.viz.query_cache import feature_cache
 from sae_ooc.viz.query_index import INDEX_TOP, index_key, index_paths
 from sae_ooc.viz.query_view import ATTRIBUTION, POS, format_query, parse_prompt, parse_target  # noqa: F401  (format_query: the CLI's)
@@ -88,6 +90,8 @@ def query(run, prompt: str, target: str | None = None, top: int = 3, n_examples:
     for it in [it for r in rows for it in r["by_activation"] + r["by_attribution"]] + [it for r in per_hook for it in r["features"]]:
         d = describe(stats, labels, examples, vocab, it["hook"], it["feature"], n_examples, POS)
         it.update({k: d[k] for k in ("label", "description", "top_activations", "promoted")})
+        page = site_page(run.root, it["hook"], it["feature"])  # the feature's page when `sae-ooc browse` has run
+        it["page"] = str(page) if page is not None else None
     return {"prompt": vocab.decode(ids), "roles": [f"{POS}{r}" for r in POSITION_ROLES[: len(ids)]],
             "truth": ground_truth(examples, vocab, ids, probs), "target": vocab.name(target_id), "target_source": source,
             "target_prob": float(probs[target_id]), "attribution": ATTRIBUTION, "answers": answers, "per_hook": per_hook, "hooks": rows}

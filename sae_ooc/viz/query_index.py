@@ -21,6 +21,7 @@ from sae_ooc.io import read_json, sha256_file, sha256_json
 from sae_ooc.models.files import CONFIG_FILE, MODEL_FILE
 from sae_ooc.saes.store import SAE_CFG_FILE, SAE_WEIGHTS_FILE, sae_dir, saved_hooks
 from sae_ooc.tasks.vocab import POSITION_ROLES, Vocab
+from sae_ooc.viz.browse.paths import site_page
 from sae_ooc.viz.query_view import ATTRIBUTION, POS, parse_prompt
 
 CACHE_DIR = "query_cache"
@@ -76,7 +77,7 @@ def lookup(run, prompt: str, top: int) -> dict | None:
         desc = json.loads(desc_path.read_text())
         if desc.get("key") != meta["key"]:
             return None
-        return _result(vocab, ids, t, json.loads(meta["hooks"]), desc["features"], top)
+        return _result(run.root, vocab, ids, t, json.loads(meta["hooks"]), desc["features"], top)
     except (OSError, SafetensorError, KeyError, ValueError, TypeError, IndexError):  # an unreadable index is never an error
         return None
 
@@ -85,7 +86,7 @@ def _rank(t: dict, name: str) -> dict:
     return {"prob": float(t[f"{name}_prob"]), "rank": int(t[f"{name}_rank"])}
 
 
-def _result(vocab: Vocab, ids: list[int], t: dict, hooks: list[str], features: dict, top: int) -> dict:
+def _result(run_root: Path, vocab: Vocab, ids: list[int], t: dict, hooks: list[str], features: dict, top: int) -> dict:
     """The same dict as `sae_ooc.viz.query.query` for the compact view (per-position rows are not indexed)."""
     split, bridge = int(t["split"]), int(t["bridge"])
     truth = {"split": SPLIT_NAMES[split], "answer": vocab.name(int(t["answer"])), "answer_model": _rank(t, "answer"),
@@ -100,8 +101,10 @@ def _result(vocab: Vocab, ids: list[int], t: dict, hooks: list[str], features: d
                 continue
             f_, pos = int(j) % d, int(j) // d
             label, description = features[h][str(f_)]
+            page = site_page(run_root, h, f_)  # the feature's page when `sae-ooc browse` has written it
             items.append({"hook": h, "feature": f_, "position": pos, "role": POSITION_ROLES[pos], "activation": float(a),
-                          "attribution": float(at), "token": vocab.name(ids[pos]), "label": label, "description": description})
+                          "attribution": float(at), "token": vocab.name(ids[pos]), "label": label, "description": description,
+                          "page": str(page) if page is not None else None})
         per_hook.append({"hook": h, "feature_attribution": float(t[f"h{k}.attr_sum"]), "error_attribution": float(t[f"h{k}.err_sum"]),
                          "features": items})
     target = answers[0]

@@ -4,6 +4,7 @@ run's prompt index (sae_ooc.viz.query_index) never imports it."""
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 
 from sae_ooc.errors import UserError
 
@@ -71,6 +72,9 @@ def compact_view(res: dict) -> list[str]:
         lines.append(f"{r['hook']}   (attr of all its features {r['feature_attribution']:+.3f}, of its SAE error {r['error_attribution']:+.3f})")
         for it in r["features"]:
             lines.append(_feature_line(it, f"{POS}{it['role']:<5} {it['token']:<4} "))
+        pages = [it["page"] for it in r["features"] if it.get("page")]
+        if pages:  # one line: the folder once, then each page's file name
+            lines.append(f"  pages: {Path(pages[0]).parent}/{{{','.join(Path(p).name for p in pages)}}}")
         if not r["features"]:
             lines.append("  (no active feature here reaches the answer: every attribution is 0)")
     return lines
@@ -89,6 +93,8 @@ def full_view(res: dict) -> list[str]:
                 prom = ", ".join(p["token"] for p in it.get("promoted") or [])
                 lines.append("  " + _feature_line(it))
                 lines.append("           " + (f"top: {ex} | " if ex else "") + f"promotes: {prom or '-'}")
+                if it.get("page"):
+                    lines.append(f"           page: {it['page']}")
             if not r[key]:
                 lines.append("    (no feature active)" if r["n_active"] == 0 else
                              f"    (none of the {r['n_active']} active features reaches the answer: every attribution is 0)")
