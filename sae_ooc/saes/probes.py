@@ -32,20 +32,21 @@ def train_probes(x: torch.Tensor, targets: dict[str, tuple[torch.Tensor, torch.T
     g = torch.Generator().manual_seed(seed)
     names = list(targets)
     sizes = [targets[v][2] for v in names]
-    w = (torch.randn(x.shape[1], sum(sizes), generator=g) * 0.01).requires_grad_()
-    b = torch.zeros(sum(sizes), requires_grad=True)
-    opt = torch.optim.Adam([w, b], lr=lr, weight_decay=weight_decay)
-    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+    w0 = torch.randn(x.shape[1], sum(sizes), generator=g) * 0.01
+    # one weight block per variable, each multiplied only by the rows it labels: the same loss as slicing one big
+    # logit matrix, without the full-size gradient scatter that slicing costs every step (~2x faster)
+    ws = [blk.clone().requires_grad_() for blk in w0.split(sizes, dim=1)]
+    bs = [torch.zeros(n, requires_grad=True) for n in sizes]
+    xv = [xs[targets[v][0]] for v in names]
+    ys = [targets[v][1] for v in names]
+    opt = torch.optim.Adam([*ws, *bs], lr=lr, weight_decay=weight_decay)
     with torch.enable_grad(), torch_threads(1):
         for _ in range(steps):
             opt.zero_grad()
-            logits = xs @ w + b
-            loss = sum(torch.nn.functional.cross_entropy(logits[targets[v][0], o : o + n], targets[v][1])
-                       for v, o, n in zip(names, offsets, sizes))
+            loss = sum(torch.nn.functional.cross_entropy(xi @ w + b, y) for xi, w, b, y in zip(xv, ws, bs, ys))
             loss.backward()
             opt.step()
-    w, b = w.detach(), b.detach()
-    return {v: (lambda z, o=o, n=n: ((z - mu) / sd) @ w[:, o : o + n] + b[o : o + n]) for v, o, n in zip(names, offsets, sizes)}
+    return {v: (lambda z, w=w.detach(), b=b.detach(): ((z - mu) / sd) @ w + b) for v, w, b in zip(names, ws, bs)}
 
 
 def fit_predict(x_sel: torch.Tensor, xs: list[torch.Tensor], labels_sel: dict[str, torch.Tensor], ecfg) -> dict[str, tuple[torch.Tensor, list]]:
