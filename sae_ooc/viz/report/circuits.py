@@ -58,7 +58,8 @@ def circuit_section(doc: Doc) -> None:
     tgt = held.get("target", {})
     doc.add(
         f"{faith['n_feature_nodes']} feature nodes and {faith['n_error_nodes']} error nodes, chosen by |mean effect| on {ns} selection "
-        f"pairs; every number below (unless marked in-sample) on the other {nh} pairs, never used to choose. Everything outside the "
+        f"pairs; every number below (unless marked in-sample) on the other {nh} pairs, never used to choose, whose head entities "
+        f"(and so head and r1 activations) no selection pair shares. Everything outside the "
         f"circuit {faith['ablation']}-ablated (the intervention); metric `{faith['metric']}`: full model {held['m_full']:.3f}, "
         f"everything ablated {held['m_empty']:.3f}, circuit only {held['m_circuit']:.3f}.", "",
         f"- **Faithfulness** (m(C) − m(∅)) / (m(M) − m(∅)), held out: **{doc.number('circuit.feature.faithfulness', held['faithfulness'], on)}** "
