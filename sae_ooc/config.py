@@ -38,6 +38,10 @@ from sae_ooc.sections.circuits import (  # noqa: F401
     VARIABLE_INTERVENTIONS,
     VariablesConfig,
 )
+from sae_ooc.sections.analyze import (  # noqa: F401
+    ANALYSIS_NAMES,
+    AnalyzeConfig,
+)
 from sae_ooc.typed_yaml import ConfigError, apply_overrides, build_dataclass
 
 
@@ -53,6 +57,7 @@ class Config:
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
     circuit: CircuitConfig = field(default_factory=CircuitConfig)
     variables: VariablesConfig = field(default_factory=VariablesConfig)
+    analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
 
     def validate(self, where: str = "config") -> "Config":
         for f in dataclasses.fields(self):

@@ -60,6 +60,7 @@ class RunDir:
     circuit_dir = _under("circuit")
     variable_circuit_dir = _under("variable_circuit")
     export_dir = _under("export")
+    analyze_dir = _under("analyze")
     stages_file = _under("stages.json")
 
     # config ---------------------------------------------------------------------------------

@@ -60,8 +60,10 @@ STAGES: tuple[Stage, ...] = (
           ("data", "train", "train-sae", "eval-sae", "attribute"), ("variable_circuit",), "sae_ooc.commands.variable_circuit"),
     Stage("export", "sae_ooc.viz.export:run_export", (), ("circuit",), ("export",), "sae_ooc.commands.export",
           fingerprint_options=("max_nodes", "min_abs_effect", "edge_threshold", "max_edges")),
+    Stage("analyze", "sae_ooc.analyses.stage:run_analyze", ("analyze", "sae.eval_fraction", "sae.seed"), ("data", "train", "harvest"),
+          ("analyze",), "sae_ooc.commands.analyze", fingerprint_options=("names",)),
     Stage("report", "sae_ooc.viz.report.stage:run_report", (),
-          ("data", "train", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit", "export"),
+          ("data", "train", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit", "export", "analyze"),
           ("REPORT.md", "summary.json"), "sae_ooc.commands.report", always=True),
 )
 
