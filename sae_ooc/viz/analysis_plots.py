@@ -22,13 +22,12 @@ def _heat(ax, m, xlabels, ylabels, title, cmap="viridis", vmin=None, vmax=None, 
     ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7)
     ax.set_title(title, fontsize=8)
     if a.size <= 120:
-        lo, hi = im.get_clim()
         for i in range(a.shape[0]):
             for j in range(a.shape[1]):
                 if np.isfinite(a[i, j]):
-                    dark = (a[i, j] - lo) / ((hi - lo) or 1) < 0.5 if not center else abs(a[i, j]) > 0.6 * hi
+                    r, g, b, _ = im.cmap(im.norm(a[i, j]))
                     ax.text(j, i, fmt.format(a[i, j]), ha="center", va="center", fontsize=6,
-                            color="white" if dark else "black")
+                            color="white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black")
     return im
 
 
