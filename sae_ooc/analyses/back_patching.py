@@ -33,7 +33,7 @@ def back_patch(model, tokens: torch.Tensor, answer: torch.Tensor, answer_pos: to
     """(correct without patching [n], correct with each patch [C, n], logits with each patch at the answer position [C, n, V])."""
     device = next(model.parameters()).device
     L = model.cfg.n_layers
-    names = {state_name(s, L) for _, s, _ in patches}
+    names = {state_name(s, L) for _, s, _ in patches} | {state_name(d, L) for _, _, d in patches}
     logits, cache = model.run_with_cache(tokens.to(device), names_filter=lambda h: h in names)
     n = len(tokens)
     rows = torch.arange(n)
@@ -55,7 +55,9 @@ def back_patch(model, tokens: torch.Tensor, answer: torch.Tensor, answer_pos: to
                     act[b.to(device), p] = cache[name][src[r[b]].to(device), p]
             return act
 
-        lg = run_hooked(model, tokens.repeat(len(idx), 1), [(f"blocks.{d}.hook_resid_pre", hook)], batch_size)
+        # start at block d from the run's own stream there (the layers below are unchanged by the patch)
+        x = cache[state_name(d, L)].repeat(len(idx), 1, 1)
+        lg = run_hooked(model, x, [(f"blocks.{d}.hook_resid_pre", hook)], batch_size, start=d)
         out[idx] = lg[torch.arange(len(src)), answer_pos[src]].view(len(idx), n, -1)
     return base, out.argmax(-1) == answer[None], out
 

@@ -40,15 +40,17 @@ def roles() -> list[str]:
 
 
 @torch.no_grad()
-def run_hooked(model, tokens: torch.Tensor, hooks: list, batch_size: int) -> torch.Tensor:
-    """Logits of `model` on `tokens` with `hooks` [(name, fn(act, hook, rows))], in batches of rows: `fn` gets the
-    slice of rows of the batch, so a hook can patch a different site in each block of rows."""
+def run_hooked(model, x: torch.Tensor, hooks: list, batch_size: int, start: int | None = None) -> torch.Tensor:
+    """Logits of `model` on `x` with `hooks` [(name, fn(act, hook, rows))], in batches of rows: `fn` gets the slice of
+    rows of the batch, so a hook can patch a different site in each block of rows. With `start`, `x` is the residual
+    stream entering block `start` (TransformerLens's `start_at_layer`): a patch at layer l need not recompute the
+    layers below it, which are the same in every patched row."""
     out = []
     device = next(model.parameters()).device
-    for s in range(0, len(tokens), batch_size):
-        rows = slice(s, min(s + batch_size, len(tokens)))
+    for s in range(0, len(x), batch_size):
+        rows = slice(s, min(s + batch_size, len(x)))
         fwd = [(name, (lambda act, hook, fn=fn, rows=rows: fn(act, hook, rows))) for name, fn in hooks]
-        out.append(model.run_with_hooks(tokens[rows].to(device), fwd_hooks=fwd).float().cpu())
+        out.append(model.run_with_hooks(x[rows].to(device), fwd_hooks=fwd, start_at_layer=start).float().cpu())
     return torch.cat(out)
 
 

@@ -6,7 +6,7 @@ embeddings of the prompts' head entities (ROME: 3 sigma of the subject embedding
 restored: resid_pre of each block at each position; for MLP and attention, the outputs of a window of `window` layers
 centred on the layer (ROME's `trace_with_repatch` window). Indirect effect = p(answer | corrupted, state restored) -
 p(answer | corrupted); total effect = p(answer | clean) - p(answer | corrupted). Every (layer, position) of a kind
-is one block of rows of one batched forward per layer.
+is one block of rows of one batched forward per layer, which starts at that layer from the noised run's residual stream.
 """
 
 from __future__ import annotations
@@ -39,41 +39,41 @@ def causal_trace(model, tokens: torch.Tensor, answer: torch.Tensor, answer_pos: 
     g = torch.Generator().manual_seed(seed)
     noise = (torch.randn(samples, n, emb.shape[-1], generator=g) * noise_scale * sigma).to(device)  # [S, n, d]
     src = torch.arange(n).repeat(samples)  # row s*n + i: prompt i, draw s
-    draw = torch.arange(samples).repeat_interleave(n)
 
-    def noised(n_blocks: int):
-        """The hook that adds each row's noise draw at the head position (rows: blocks of samples * n)."""
-        def hook(act, hook, rs):
-            r = torch.arange(rs.start, rs.stop) % (samples * n)
-            act[:, subject_pos] = act[:, subject_pos] + noise[draw[r], src[r]]
-            return act
-        return hook
+    def noised(act, hook):
+        """Each row's own noise draw at the head position (row s * n + i: prompt i, draw s)."""
+        act[:, subject_pos] = act[:, subject_pos] + noise.reshape(samples * n, -1)
+        return act
 
     def probs(logits_, k_blocks: int) -> torch.Tensor:
         src_all = src.repeat(k_blocks)
         return answer_prob_rank(logits_[torch.arange(len(src_all)), answer_pos[src_all]], answer[src_all])[0]
 
-    p_corrupt = probs(run_hooked(model, tokens[src], [("hook_embed", noised(1))], batch_size), 1).view(samples, n)
+    resid = [f"blocks.{l}.hook_resid_pre" for l in range(L)]
+    with model.hooks(fwd_hooks=[("hook_embed", noised)]):
+        lg_noised, noised_cache = model.run_with_cache(tokens[src].to(device), names_filter=lambda h: h in resid)
+    p_corrupt = probs(lg_noised.float().cpu(), 1).view(samples, n)
     base = p_corrupt.mean(0)  # per prompt
     out = {"n_prompts": n, "samples": samples, "noise_scale": noise_scale, "sigma": sigma, "noise_std": noise_scale * sigma,
            "window": window, "subject_pos": subject_pos, "roles": roles()[:P], "p_clean": float(p_clean.mean()),
            "p_corrupt": float(base.mean()), "total_effect": float((p_clean - base).mean())}
     block = samples * n
+    pos_of = torch.arange(P).repeat_interleave(block)  # block p of rows restores position p
+
+    def restore(act, hook, rs):
+        r = torch.arange(rs.start, rs.stop)
+        b = torch.arange(len(r), device=device)
+        p = pos_of[r].to(device)
+        act[b, p] = cache[hook.name][src[r % block].to(device), p]
+        return act
+
     for kind, fmt in KINDS.items():
         grid = torch.zeros(L, P)
         for l in range(L):
             layers = [l] if kind == "resid" else window_layers(l, window, L)
-            pos_of = torch.arange(P).repeat_interleave(block)  # block p restores position p
-
-            def restore(act, hook, rs, layer_name=None):
-                r = torch.arange(rs.start, rs.stop)
-                b = torch.arange(len(r), device=device)
-                p = pos_of[r].to(device)
-                act[b, p] = cache[hook.name][src[r % block].to(device), p]
-                return act
-
-            hooks = [("hook_embed", noised(P))] + [(fmt.format(l=k), restore) for k in layers]
-            p = probs(run_hooked(model, tokens[src].repeat(P, 1), hooks, batch_size), P).view(P, samples, n)
+            # start at the first restored layer from the noised run's stream: below it every row is that run
+            x = noised_cache[resid[layers[0]]].repeat(P, 1, 1)
+            p = probs(run_hooked(model, x, [(fmt.format(l=k), restore) for k in layers], batch_size, start=layers[0]), P).view(P, samples, n)
             grid[l] = (p.mean(1) - base).mean(-1)
         out[kind] = grid.tolist()
     return out

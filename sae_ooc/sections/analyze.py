@@ -22,10 +22,10 @@ class AnalyzeConfig:
     noise_scale: float = 3.0  # causal tracing: noise std in units of the head-entity embeddings' std (ROME: 3)
     noise_samples: int = 10  # noise draws per prompt
     window: int = 2  # causal tracing of MLP / attention outputs: layers restored at once, centred (ROME: 10 of 48)
-    probe_steps: int = 200  # probes: full-batch Adam steps (sae_ooc.saes.probes)
+    probe_steps: int = 150  # probes: full-batch Adam steps (sae_ooc.saes.probes); with probe_max_select, what keeps probes under 60 s
     probe_lr: float = 0.05
     probe_weight_decay: float = 1e-4
-    probe_max_select: int = 4000  # selection prefixes per position the probes are fit on (seeded subsample)
+    probe_max_select: int = 2000  # selection prefixes per position the probes are fit on (seeded subsample)
     n_controls: int = 1  # random-init models and label shufflings beside every probe
     batch_size: int = 8192  # rows per batched forward pass
     threads: int = 1  # torch threads (0 = torch's default)
