@@ -105,7 +105,8 @@ def _back_patching(c: Context) -> dict:
     if res["valid_id"] is not None and (~res["valid_id"][0]).any():
         base, fixed = res["valid_id"]
         rates = fixed[:, ~base].double().mean(1)
-        chosen = int(rates.argmax())  # the patch fixing most valid_id failures: chosen there, scored on test_id / test_ood
+        # the patch fixing most valid_id failures: chosen there, scored on test_id / test_ood; none if none fixes any
+        chosen = int(rates.argmax()) if float(rates.max()) > 0 else None
     out = {"patches": [{"position": p, "src": s, "dst": d} for p, s, d in patches], "n_layers": L,
            "states": [f"resid_pre {s}" for s in range(L)] + ["final resid_post"],
            "chosen": None if chosen is None else {"index": chosen, "position": patches[chosen][0], "src": patches[chosen][1],
