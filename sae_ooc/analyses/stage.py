@@ -144,7 +144,7 @@ def run_analyze(run, force: bool = False, names: str = "all") -> dict:
     ctx = Context(run, model, sample, ds, vocab)
     run.analyze_dir.mkdir(parents=True, exist_ok=True)
     _stale(run, chosen, mhash)
-    seconds = {}
+    seconds, plot_seconds = {}, {}
     for name in tqdm(chosen, desc="analyze", unit="analysis", dynamic_ncols=True):
         t0 = time.perf_counter()
         torch.manual_seed(a.seed)
@@ -154,6 +154,8 @@ def run_analyze(run, force: bool = False, names: str = "all") -> dict:
         result = {"analysis": name, "model_hash": mhash, "prompts": sample.describe(), "n_sample": sample.n, "seed": a.seed,
                   "seconds": seconds[name], **result}
         write_json(run.analyze_dir / f"{name}.json", result)
+        t0 = time.perf_counter()
         plots.PLOTS[name](result, run.analyze_dir / name, f"{run.cfg.name}")
-    return {"analyses": chosen, "n_prompts": sample.n, "seconds": seconds}
+        plot_seconds[name] = round(time.perf_counter() - t0, 2)
+    return {"analyses": chosen, "n_prompts": sample.n, "seconds": seconds, "plot_seconds": plot_seconds}
 
