@@ -43,13 +43,29 @@ def attention(model, pairs: Pairs, names: list[str], metric: str = "logit_diff",
                           "attn_r2_to_r1_std": float(pattern[:, l, h, ANSWER_POS, R1].std()) if len(pairs) > 1 else 0.0,
                           "attn_r2_to_head": float(mean[l, h, ANSWER_POS, 0]), "z_patch_at_r2_recovered": rec,
                           "mover": bool(a >= min_attention and rec == rec and rec >= min_effect)})
+    movers = [h for h in heads if h["mover"]]
+    joint = None
+    if movers:  # every mover's output at r2 patched at once: how much of the gap the movers carry together
+        by_layer = {}
+        for h in movers:
+            by_layer.setdefault(h["layer"], []).append(h["head_index"])
+
+        def put(act, hook):
+            l = int(hook.name.split(".")[1])
+            hs = torch.tensor(by_layer[l], device=act.device)
+            act[:, ANSWER_POS, hs] = cache[z_names[l]][:, ANSWER_POS, hs]
+            return act
+
+        lg = model.run_with_hooks(pairs.corrupt.to(device), fwd_hooks=[(z_names[l], put) for l in by_layer])
+        m = float(pairs.metric(lg.float().cpu(), metric).mean())
+        joint = (m - m_corrupt) / gap if abs(gap) > 1e-9 else None
     ex = list(range(min(n_examples, len(pairs))))
     return {
         "n_prompts": len(pairs), "roles": roles(), "mean_pattern": mean.tolist(),
         "examples": [{"prompt": " ".join(names[int(t)] for t in pairs.clean[i]), "answer": names[int(pairs.answer[i])],
                       "bridge": names[int(pairs.bridge[i])], "pattern": pattern[i].tolist()} for i in ex],
         "metric": metric, "clean": m_clean, "corrupt": m_corrupt, "heads": heads,
-        "movers": [h["head"] for h in heads if h["mover"]],
+        "movers": [h["head"] for h in movers], "movers_joint_recovered": joint,
         "mover_rule": f"mean attention r2 -> r1 >= {min_attention} and patching the head's output at r2 clean -> corrupted "
                       f"recovers >= {min_effect} of the {metric} gap",
     }

@@ -40,7 +40,8 @@ def bridge_at_r1(doc: Doc, a: dict) -> list[str]:
         else:
             i = first
             n_r1 = f"{b['n_heldout'][i][j]} held-out prefixes at r1"
-            out.append(f"The bridge is first linearly decodable at r1 in the stream entering {layer_name(pr['hooks'][i])}: held-out probe accuracy "
+            block = (f" (so block {i - 1} resolves it)" if i > 0 and pr["hooks"][i].endswith("resid_pre") else "")
+            out.append(f"The bridge is first linearly decodable at r1 in the stream entering {layer_name(pr['hooks'][i])}{block}: held-out probe accuracy "
                        f"{doc.number('mechanism.bridge_r1.probe_acc', b['heldout_acc'][i][j], n_r1)} "
                        f"against {f3(b['control_max_acc'][i][j])} for the best control (random-init model, shuffled labels)"
                        + (f"; one stream earlier, {f3(b['heldout_acc'][i - 1][j])}" if i > 0 and b['heldout_acc'][i - 1][j] is not None else "") + ".")
@@ -53,7 +54,8 @@ def bridge_at_r1(doc: Doc, a: dict) -> list[str]:
                        f"of prompts): the bridge at r1 is not in the unembedding's basis (no tuned lens; see the probes).")
         else:
             out.append(f"Read through the unembedding, the bridge is ranked first at r1 from state {ll['states'][first]} on "
-                       f"{doc.number('mechanism.bridge_r1.lens_top1', top[first], ll['n_sample_text'])} of prompts (logit lens).")
+                       f"{doc.number('mechanism.bridge_r1.lens_top1', top[first], ll['n_sample_text'])} of prompts (logit lens; at r1 the "
+                       "model's own next-token guess is the first hop's tail, which is the bridge).")
     return out
 
 
@@ -71,7 +73,9 @@ def movers(doc: Doc, a: dict) -> list[str]:
     for h in (x for x in at["heads"] if x["mover"]):
         parts.append(f"{h['head']} (r2 attends to r1 with weight {doc.number('mechanism.mover.' + h['head'] + '.attention', h['attn_r2_to_r1'], on)}; "
                      f"patching its output at r2 clean -> corrupted recovers {doc.number('mechanism.mover.' + h['head'] + '.patch', h['z_patch_at_r2_recovered'], on)} of the {at['metric']} gap)")
-    return [f"Heads that move information from r1 to r2: {'; '.join(parts)}."]
+    joint = at.get("movers_joint_recovered")
+    tail = (f" Patched together, their outputs at r2 recover {doc.number('mechanism.movers.joint_patch', joint, on)} of the gap." if joint is not None else "")
+    return [f"Heads that move information from r1 to r2: {'; '.join(parts)}.{tail}"]
 
 
 def answer(doc: Doc, a: dict) -> list[str]:
@@ -97,8 +101,23 @@ def answer(doc: Doc, a: dict) -> list[str]:
                        + (f"; {f3(col[first - 1])} at layer {first - 1}" if first > 0 else "") + ")"
                        + (f", and at r1 it does up to layer {last_r1} ({doc.number('mechanism.patch_r1_last', r1[last_r1], on)}): "
                           f"the information crosses from r1 to r2 between layers {last_r1} and {first}." if last_r1 is not None else "."))
+        elif last_r1 is not None and last_r1 == len(r1) - 1:
+            best = max(range(len(col)), key=lambda l: col[l] if col[l] is not None else -1)
+            out.append(f"Patching the clean residual stream into the corrupted run still recovers {doc.number('mechanism.patch_r1_last', r1[last_r1], on)} "
+                       f"of the {pa['metric']} gap at r1 entering the last layer ({last_r1}), while at r2 it recovers at most "
+                       f"{doc.number('mechanism.patch_r2_max', col[best], on)} (layer {best}): most of the information crosses from r1 to r2 in "
+                       "the last layer.")
         else:
-            out.append(f"Patching the residual stream at r2 never recovers {MATTERS:.0%} of the gap at any layer: where the answer forms is not determined by patching.")
+            out.append(f"Patching the residual stream at r2 never recovers {MATTERS:.0%} of the gap at any layer entering a block: where the "
+                       "answer forms is not determined by patching.")
+    tr = a["causal-tracing"]
+    if tr:
+        cells = [(tr["resid"][l][p], l, p) for l in range(len(tr["resid"])) for p in range(len(tr["resid"][0]))
+                 if not (l == 0 and p == tr["subject_pos"])]
+        ie, l, p = max(cells)
+        on = f"{tr['n_prompts']} held-out test_id prompts x {tr['samples']} noise draws"
+        out.append(f"Causal tracing (head entity noised): restoring one clean state recovers most at {tr['roles'][p]} entering layer {l}, "
+                   f"{doc.number('mechanism.tracing.max_ie', ie, on)} of p(answer) (total effect {f3(tr['total_effect'])}).")
     if dl:
         comps = sorted(dl["components"], key=lambda c: -c["answer_minus_corrupt"])
         c = comps[0]
