@@ -45,6 +45,10 @@ from sae_ooc.sections.interventions import (  # noqa: F401
     EditConfig,
     SteerConfig,
 )
+from sae_ooc.sections.analyze import (  # noqa: F401
+    ANALYSIS_NAMES,
+    AnalyzeConfig,
+)
 from sae_ooc.typed_yaml import ConfigError, apply_overrides, build_dataclass
 
 
@@ -60,6 +64,7 @@ class Config:
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
     circuit: CircuitConfig = field(default_factory=CircuitConfig)
     variables: VariablesConfig = field(default_factory=VariablesConfig)
+    analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
     steer: SteerConfig = field(default_factory=SteerConfig)
     edit: EditConfig = field(default_factory=EditConfig)
 

@@ -60,6 +60,7 @@ class RunDir:
     circuit_dir = _under("circuit")
     variable_circuit_dir = _under("variable_circuit")
     export_dir = _under("export")
+    analyze_dir = _under("analyze")
     steer_dir = _under("steer")
     edit_dir = _under("edit")
     browse_dir = _under("browse")

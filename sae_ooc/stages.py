@@ -60,6 +60,8 @@ STAGES: tuple[Stage, ...] = (
           ("data", "train", "train-sae", "eval-sae", "attribute"), ("variable_circuit",), "sae_ooc.commands.variable_circuit"),
     Stage("export", "sae_ooc.viz.export:run_export", (), ("circuit",), ("export",), "sae_ooc.commands.export",
           fingerprint_options=("max_nodes", "min_abs_effect", "edge_threshold", "max_edges")),
+    Stage("analyze", "sae_ooc.analyses.stage:run_analyze", ("analyze", "sae.eval_fraction", "sae.seed"), ("data", "train", "harvest"),
+          ("analyze",), "sae_ooc.commands.analyze", fingerprint_options=("names",)),
     Stage("steer", "sae_ooc.interventions.steer_stage:run_steer", ("steer",), ("data", "train", "train-sae", "eval-sae"),
           ("steer",), "sae_ooc.commands.steer"),
     Stage("edit", "sae_ooc.interventions.edit_stage:run_edit", ("edit",), ("data", "train"), ("edit",), "sae_ooc.commands.edit"),
@@ -67,7 +69,8 @@ STAGES: tuple[Stage, ...] = (
           ("data", "train", "harvest", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit", "export"), ("browse",),
           "sae_ooc.commands.browse"),
     Stage("report", "sae_ooc.viz.report.stage:run_report", (),
-          ("data", "train", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit", "export", "steer", "edit", "browse"),
+          ("data", "train", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit", "export", "analyze", "steer", "edit",
+           "browse"),
           ("REPORT.md", "summary.json"), "sae_ooc.commands.report", always=True),
 )
 

@@ -1,4 +1,4 @@
-"""Report section 7: interventions that test the story. Feature steering of the bridge (does the two-hop answer follow
+"""Report sections 8 and 9: interventions that test the story. Feature steering of the bridge (does the two-hop answer follow
 the bridge features?) and rank-one fact edits (do the model's other beliefs follow an edited fact, and does causal
 tracing say where an edit works?)."""
 
@@ -16,7 +16,7 @@ def _ci(d: dict | None) -> str:
 
 def steer_section(doc: Doc) -> None:
     run = doc.run
-    doc.add("## 7. Interventions: steering the bridge", "")
+    doc.add("## 8. Interventions: steering the bridge", "")
     s = load(run.steer_dir / "steer.json")
     if s is None:
         doc.add(f"Not run yet: {doc.cmd('steer')}.", "")
@@ -75,7 +75,7 @@ def steer_section(doc: Doc) -> None:
 
 def edit_section(doc: Doc) -> None:
     run = doc.run
-    doc.add("## 8. Interventions: editing a fact, and whether localization informs editing", "")
+    doc.add("## 9. Interventions: editing a fact, and whether localization informs editing", "")
     e = load(run.edit_dir / "edit.json")
     if e is None:
         doc.add(f"Not run yet: {doc.cmd('edit')}.", "")

@@ -1,0 +1,30 @@
+"""Mechanistic analyses of the trained model into RUN/analyze/<name>.{json,png,svg}: attention, logit-lens, patching, causal-tracing, probes, dla, back-patching.
+
+`sae-ooc analyze NAME --run RUN` runs one (or a comma-separated list; `all`, the default, runs every one). Each
+averages over a seeded sample of analyze.n_prompts held-out test_id prompts (probes: held-out prefixes of the
+activation cache; back-patching: every failure of valid_id, test_id and test_ood). Settings: the `analyze` config
+section (n_prompts, seed, metric, noise_scale, noise_samples, window, probe_*, n_controls, ...).
+"""
+
+from sae_ooc.commands import files_written, verb
+from sae_ooc.config import ANALYSIS_NAMES
+from sae_ooc.errors import UserError
+
+
+def add_arguments(p) -> None:
+    p.add_argument("names", nargs="?", default="all", metavar="NAME",
+                   help=f"analysis to run: all (default), {', '.join(ANALYSIS_NAMES)}, or several separated by commas")
+
+
+def options(args) -> dict:
+    bad = [n for n in args.names.split(",") if n.strip() not in ("all", *ANALYSIS_NAMES)]
+    if bad:
+        raise UserError(f"unknown analysis {bad[0].strip()!r}; valid: all, {', '.join(ANALYSIS_NAMES)}")
+    return {"names": args.names}
+
+
+def summarize(run, result) -> str:
+    info = result.info or {}
+    secs = ", ".join(f"{n} {s:.1f} s" for n, s in info.get("seconds", {}).items())
+    return (f"analyze: {verb(result)} {files_written(run, 'analyze')}: {', '.join(info.get('analyses', []))} on "
+            f"{info.get('n_prompts')} held-out test_id prompts" + (f" ({secs})" if secs and result.ran else ""))

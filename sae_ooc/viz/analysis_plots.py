@@ -1,0 +1,171 @@
+"""Figures of the `analyze` stage, one per analysis (PNG + SVG via save_figure), each titled with what it shows and
+on how many prompts. Inputs are the analyses' JSON dicts, so a figure can be redrawn from RUN/analyze/<name>.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sae_ooc.viz.plots import plt, save_figure
+
+ROLES = ("head", "r1", "r2")
+
+
+def _heat(ax, m, xlabels, ylabels, title, cmap="viridis", vmin=None, vmax=None, fmt="{:.2f}", center=False):
+    a = np.array([[np.nan if v is None else v for v in row] for row in m], dtype=float)
+    if center:
+        lim = np.nanmax(np.abs(a)) if np.isfinite(a).any() else 1.0
+        vmin, vmax, cmap = -lim or -1, lim or 1, "RdBu_r"
+    im = ax.imshow(a, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(xlabels)), xlabels, fontsize=7)
+    ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7)
+    ax.set_title(title, fontsize=8)
+    if a.size <= 120:
+        for i in range(a.shape[0]):
+            for j in range(a.shape[1]):
+                if np.isfinite(a[i, j]):
+                    r, g, b, _ = im.cmap(im.norm(a[i, j]))
+                    ax.text(j, i, fmt.format(a[i, j]), ha="center", va="center", fontsize=6,
+                            color="white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black")
+    return im
+
+
+def plot_attention(r: dict, stem: Path, name: str) -> list[Path]:
+    mean, heads = r["mean_pattern"], r["heads"]
+    L, H = len(mean), len(mean[0])
+    ex = r["examples"]
+    fig, axes = plt.subplots(L, H + 1, figsize=(2.3 * (H + 1), 2.2 * L + 0.8), squeeze=False)
+    movers = set(r["movers"])
+    for l in range(L):
+        for h in range(H):
+            ax = axes[l][h]
+            tag = f"L{l}H{h}"
+            info = next(x for x in heads if x["head"] == tag)
+            _heat(ax, mean[l][h], ROLES, ROLES, f"{tag}{' (mover)' if tag in movers else ''}: patch@r2 "
+                  f"{info['z_patch_at_r2_recovered']:.2f}", cmap="Blues", vmin=0, vmax=1)
+            if tag in movers:
+                for s in ax.spines.values():
+                    s.set_edgecolor("red")
+                    s.set_linewidth(2.5)
+            if h == 0:
+                ax.set_ylabel("destination", fontsize=7)
+            if l == L - 1:
+                ax.set_xlabel("source", fontsize=7)
+        # last column: each example prompt's attention from r2, every head of this layer
+        rows = [[ex[i]["pattern"][l][h][2][s] for s in range(3)] for i in range(len(ex)) for h in range(H)]
+        labels = [f"#{i} H{h}" for i in range(len(ex)) for h in range(H)]
+        _heat(axes[l][H], rows, ROLES, labels, f"L{l}: from r2, example prompts", cmap="Blues", vmin=0, vmax=1)
+    exs = "; ".join(f"#{i}: {e['prompt']} -> {e['answer']} (bridge {e['bridge']})" for i, e in enumerate(ex))
+    fig.suptitle(f"{name}: attention pattern per head, mean over {r['n_prompts']} held-out test_id prompts (destination x source role).\n"
+                 f"Red frame: r1 -> r2 mover ({r['mover_rule']}).\nExamples {exs}", fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, stem)
+
+
+def plot_logit_lens(r: dict, stem: Path, name: str) -> list[Path]:
+    fig, axes = plt.subplots(2, 3, figsize=(11, 6.5))
+    states = r["states"]
+    for i, var in enumerate(("bridge", "answer")):
+        d = r[var]
+        _heat(axes[i][0], d["prob"], ROLES, states, f"{var}: mean probability", vmin=0, vmax=1)
+        _heat(axes[i][1], d["top1"], ROLES, states, f"{var}: share ranked first", vmin=0, vmax=1)
+        _heat(axes[i][2], np.log10(1 + np.array(d["median_rank"])), ROLES, states, f"{var}: log10(1 + median rank)",
+              cmap="viridis_r", fmt="{:.1f}")
+    fig.suptitle(f"{name}: logit lens (residual stream -> ln_final -> unembed), bridge and answer per state and position, "
+                 f"{r['n_prompts']} held-out test_id prompts\nno tuned lens: a poor rank in early layers is not absence", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, stem)
+
+
+def plot_patching(r: dict, stem: Path, name: str) -> list[Path]:
+    fig, axes = plt.subplots(1, 5, figsize=(18, 4.4), gridspec_kw={"width_ratios": [1, 1, 1, 1.3, 1.3]})
+    L = len(r["resid_pre"]["normalised"])
+    layers = [f"L{l}" for l in range(L)]
+    for ax, kind in zip(axes[:3], ("resid_pre", "attn_out", "mlp_out")):
+        _heat(ax, r[kind]["normalised"], ROLES, layers, f"{kind}", center=True)
+    for ax, kind, what in ((axes[3], "z", "head output z (position)"), (axes[4], "pattern", "head pattern (destination)")):
+        m = r[kind]["normalised"]  # [L][P][H]
+        H = len(m[0][0])
+        rows = [[m[l][p][h] for p in range(3)] for l in range(L) for h in range(H)]
+        _heat(ax, rows, ROLES, [f"L{l}H{h}" for l in range(L) for h in range(H)], what, center=True)
+    fig.suptitle(f"{name}: activation patching clean -> corrupted (h' r1 r2, other bridge and answer), {r['n_prompts']} held-out "
+                 f"test_id pairs; share of the {r['metric']} gap recovered (clean {r['clean']:.2f}, corrupted {r['corrupt']:.2f})",
+                 fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, stem)
+
+
+def plot_tracing(r: dict, stem: Path, name: str) -> list[Path]:
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    L = len(r["resid"])
+    layers = [f"L{l}" for l in range(L)]
+    lim = max(abs(r["total_effect"]), max(abs(v) for k in ("resid", "mlp", "attn") for row in r[k] for v in row), 1e-6)
+    for ax, kind, what in zip(axes, ("resid", "mlp", "attn"), ("resid_pre restored", f"MLP outputs restored (window {r['window']})",
+                                                               f"attention outputs restored (window {r['window']})")):
+        _heat(ax, r[kind], ROLES, layers, what, cmap="RdBu_r", vmin=-lim, vmax=lim, fmt="{:.3f}")
+    fig.suptitle(f"{name}: causal tracing, indirect effect on p(answer) of restoring one clean state after noising the head entity "
+                 f"({r['noise_scale']}x its embedding std, {r['samples']} draws),\n{r['n_prompts']} held-out test_id prompts: "
+                 f"p clean {r['p_clean']:.3f}, p noised {r['p_corrupt']:.3f}, total effect {r['total_effect']:.3f}", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, stem)
+
+
+def plot_probes(r: dict, stem: Path, name: str) -> list[Path]:
+    variables = ("head", "bridge", "answer")
+    fig, axes = plt.subplots(len(variables), 3, figsize=(11, 3.1 * len(variables)), squeeze=False)
+    hooks = [h.replace("blocks.", "L").replace(".hook_", " ") for h in r["hooks"]]
+    for i, v in enumerate(variables):
+        d = r[v]
+        ctrl = [[None if a is None else max(x for x in (a, b) if x is not None) for a, b in zip(ra, rb)]
+                for ra, rb in zip(d["random_model_acc"], d["shuffled_acc"])]
+        n = max((x for row in d["n_heldout"] for x in row if x), default=0)
+        _heat(axes[i][0], d["heldout_acc"], r["positions"], hooks, f"{v}: held-out probe accuracy (up to {n} prefixes)", vmin=0, vmax=1)
+        _heat(axes[i][1], ctrl, r["positions"], hooks, f"{v}: best control (random model, shuffled labels)", vmin=0, vmax=1)
+        _heat(axes[i][2], d["chance"], r["positions"], hooks, f"{v}: chance (label frequencies)", vmin=0, vmax=1)
+    fig.suptitle(f"{name}: linear probes per layer and position, fit on selection prefixes, scored on held-out prefixes "
+                 f"({r['n_controls']} control model(s) and label shuffling(s)); blank: the prefix does not determine the variable", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, stem)
+
+
+def plot_dla(r: dict, stem: Path, name: str) -> list[Path]:
+    comps = r["components"]
+    labels = [c["component"] for c in comps]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.28 * len(labels) + 2))
+    for ax, key, what in ((axes[0], "answer", "logit of the answer t2"), (axes[1], "answer_minus_corrupt", "logit(t2) - logit(t2')")):
+        vals = [c[key] for c in comps]
+        err = [c[f"{key}_std"] for c in comps]
+        ax.barh(range(len(labels)), vals, xerr=err, color=["C3" if v < 0 else "C0" for v in vals], error_kw={"lw": 0.6})
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.axvline(0, color="k", lw=0.6)
+        ax.set_title(f"direct attribution to {what} (mean ± std)", fontsize=8)
+    fig.suptitle(f"{name}: direct logit attribution at r2 per head, MLP and embedding, {r['n_prompts']} held-out test_id prompts",
+                 fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, stem)
+
+
+def plot_back_patching(r: dict, stem: Path, name: str) -> list[Path]:
+    splits = [s for s in ("test_id", "test_ood") if r.get(s)]
+    L = r["n_layers"]
+    fig, axes = plt.subplots(len(splits), 2, figsize=(9, 3.6 * max(len(splits), 1)), squeeze=False)
+    for i, s in enumerate(splits):
+        d = r[s]
+        for j, pos in enumerate(("r1", "r2")):
+            grid = [[None] * L for _ in range(L + 1)]  # [src][dst]
+            for k, p in enumerate(r["patches"]):
+                if p["position"] == pos:
+                    grid[p["src"]][p["dst"]] = d["fixed_by_patch"][k]
+            _heat(axes[i][j], grid, [f"into L{x}" for x in range(L)], r["states"], f"{s}: {d['n_failures']} failures, patch at {pos}",
+                  vmin=0, vmax=1)
+    ch = r.get("chosen")
+    fig.suptitle(f"{name}: back-patching, share of failures fixed by copying a later state (rows) into an earlier layer (columns)"
+                 + (f"\nchosen on valid_id failures: {ch['position']} state {ch['src']} into L{ch['dst']}" if ch else ""), fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, stem)
+
+
+PLOTS = {"attention": plot_attention, "logit-lens": plot_logit_lens, "patching": plot_patching, "causal-tracing": plot_tracing,
+         "probes": plot_probes, "dla": plot_dla, "back-patching": plot_back_patching}
