@@ -23,16 +23,16 @@ B1, B3P, B0 = "blocks.1.hook_resid_pre", "blocks.3.hook_resid_post", "blocks.0.h
 VARIANTS = {
     "b1_default": (B1, {}),
     "b1_d256": (B1, {"d_sae": 256}),
-    "b0_k3_default": (B0, {}),
-    "b0_k4": (B0, {"k": 4}),
     "b3post_default": (B3P, {}),
     "b3post_d256": (B3P, {"d_sae": 256}),
+    "b0_k3_default": (B0, {}),
+    "b0_k4": (B0, {"k": 4}),
     "b1_batch2048": (B1, {"batch_size": 2048}),
     "b1_lr1e-3": (B1, {"lr": 1e-3}),
     "b1_aux1_dw50": (B1, {"aux_loss_coefficient": 1.0, "dead_feature_window": 50}),
 }
 SEEDS = (0, 1)
-ONE_SEED = ("b1_batch2048", "b1_lr1e-3", "b1_aux1_dw50")  # compared with the default's two-seed spread (time)
+ONE_SEED = ("b3post_default", "b3post_d256", "b1_batch2048", "b1_lr1e-3", "b1_aux1_dw50")  # compared with the default's two-seed spread (time)
 
 
 def main() -> None:
