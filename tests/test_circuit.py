@@ -2,6 +2,7 @@
 patching on a linear model, edge ablation, and the `circuit` stage's files."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -315,3 +316,13 @@ def test_ablation_registry_is_the_configs_list_and_unknown_kinds_are_one_line_er
         ablation_values(sp, tiny_task[0], "median", 64, 0, pairs)
     msg = str(e.value)
     assert len(msg.splitlines()) == 1 and "median" in msg and all(k in msg for k in ABLATION_NAMES)
+
+
+@pytest.mark.parametrize("setting", ["circuit.top_n=0", "circuit.node_threshold=1e9"])
+def test_a_circuit_of_no_nodes_is_a_one_line_error(run, tmp_path, capsys, setting):
+    shutil.copytree(run.root, tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run" / "circuit").iterdir()}
+    assert cli_main(["circuit", "--run", str(tmp_path / "run"), "--set", setting]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no nodes" in err and "circuit.top_n" in err, err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run" / "circuit").iterdir()} == before
