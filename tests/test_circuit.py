@@ -14,6 +14,7 @@ from sae_ooc.circuits.circuit import FAITHFULNESS_FILE
 from sae_ooc.circuits.edges import (
     ablate_edge_sets,
     ablate_edges,
+    edge_ablation_test,
     edge_weights,
     exact_edges,
 )
@@ -326,3 +327,23 @@ def test_a_circuit_of_no_nodes_is_a_one_line_error(run, tmp_path, capsys, settin
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no nodes" in err and "circuit.top_n" in err, err
     assert {p.name: p.read_bytes() for p in (tmp_path / "run" / "circuit").iterdir()} == before
+
+
+def test_the_edge_ablation_bar_says_which_ablation_and_counts_the_sizes_it_tests(tiny_task, linear, monkeypatch):
+    import sae_ooc.circuits.edges as edges_mod
+
+    ds, _ = tiny_task
+    sp, pairs, ne = linear
+    edges = edge_weights(sp, pairs, select_nodes(ne, 8, errors="all"), "logit_diff")
+    bars = []
+
+    def bar(items, **kw):
+        bars.append((kw.get("desc"), len(items)))
+        return items
+
+    monkeypatch.setattr(edges_mod, "tqdm", bar)
+    for kind in ("mean", "zero"):
+        abl = ablation_values(sp, ds, kind, 32, 0, pairs)
+        edge_ablation_test(sp, pairs, edges, sorted(edges), abl, "logit_diff", [1, 2, 10**6], 2, 0, label=f"{kind} ablation")
+    # two bars, told apart by their ablation; sizes beyond the number of edges are not counted as steps
+    assert bars == [("edge ablation (mean ablation)", 2), ("edge ablation (zero ablation)", 2)]
