@@ -219,3 +219,12 @@ def test_help_shows_defaults_and_only_meaningful_options(capsys):
     for stage in ("steer", "edit"):
         h = help_of(stage)
         assert "--set" in h and "--force" in h and "(default: cpu)" in h
+
+
+def test_steer_and_edit_name_a_missing_or_changed_upstream(run, capsys):
+    """The new stages go through the same checks: a deleted model is named with the command that rebuilds it."""
+    shutil.rmtree(run.model_dir)
+    for cmd in ("steer", "edit"):
+        for force in ([], ["--force"]):
+            one_line_error(capsys, [cmd, "--run", str(run.root), *force], "stage 'train'", "is missing", f"sae-ooc train --run {run.root}")
+    assert not run.steer_dir.exists() and not run.edit_dir.exists()
