@@ -92,6 +92,15 @@ def test_damaged_files_met_by_query_and_pipeline(run, capsys, rel, how, rebuild)
     assert run.stages_file.read_bytes() == stages_before and not run.attribution_dir.exists()
 
 
+def test_the_pipeline_rebuilds_a_damaged_output_and_names_it(run, capsys):
+    """Run as a whole, the pipeline recomputes the stage whose file was damaged, saying which file it was."""
+    _damage(run.data_dir / "vocab.json", "garbage")
+    assert cli_main(["pipeline", "--run", str(run.root), "--stages", "data"]) == 0
+    captured = capsys.readouterr()
+    assert "data: data/vocab.json changed since it ran; recomputing" in captured.err and "data: wrote" in captured.out
+    assert json.loads((run.data_dir / "vocab.json").read_text())["names"][0] == "e0"
+
+
 @pytest.mark.parametrize("text", ['{"data": {"fingerprint": ', '[1, 2]', '{"data": 5}'])
 def test_corrupt_stages_json(run, capsys, text):
     run.stages_file.write_text(text)  # broken JSON, not an object, a stage record that is not an object
