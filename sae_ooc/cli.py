@@ -53,7 +53,8 @@ def add_common(p: argparse.ArgumentParser, force: bool = True, overrides: bool =
     if overrides:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
-    p.add_argument("--run", type=Path, default=None, help="run directory (default: runs/<config name>)")
+    p.add_argument("--run", type=Path, default=None,  # without --config the config is the built-in default, named "default"
+                   help=f"run directory (default: {'runs/<config name>' if config else 'runs/default'})")
     if force:
         p.add_argument("--force", action="store_true", help="recompute even if the inputs are unchanged")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
@@ -84,8 +85,12 @@ def resolve_run(args):
     from sae_ooc.config import load_config
     from sae_ooc.rundir import RunDir, default_run_dir
 
-    if args.run is not None and Path(args.run).exists() and not Path(args.run).is_dir():
-        raise UserError(f"--run {args.run} is a file, not a directory; pass a directory (it is created if missing)")
+    if args.run is not None:
+        # the run itself, or a folder above it (`--run results.txt/x`), must not be a file: mkdir would fail deep inside a stage
+        for p in (Path(args.run), *Path(args.run).parents):
+            if p.exists() and not p.is_dir():
+                where = "" if p == Path(args.run) else f" (in --run {args.run})"
+                raise UserError(f"--run: {p} is a file, not a directory{where}; pass a directory (it is created if missing)")
     cfg_path = getattr(args, "config", None)
     # a command without --config (query) reads the run's files, not its config: an old or damaged config.yaml
     # must not stop it, so it gets the built-in defaults
@@ -114,13 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=doc.splitlines()[0], description=doc, formatter_class=_Formatter)
         add_common(p, **getattr(mod, "COMMON", {}))
         commands_mod.add_arguments(mod, p)
-        p.set_defaults(_module=mod)
+        p.set_defaults(_module=mod, _parser=p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the subcommand that refused them (`sae-ooc query: ... --set`), pointing at its own --help
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 2

@@ -22,6 +22,13 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once: os.umask can only be read by setting it, which races with writer threads
 
 
+def follow_umask(path: Path) -> Path:
+    """Give a file another library wrote (SAELens writes its weights 0600 through a temporary file) the mode a
+    plain `open()` would: 0666 less the user's umask."""
+    os.chmod(path, 0o666 & ~_UMASK)
+    return Path(path)
+
+
 def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     """Write to a temporary file beside `path`, then rename: readers never see a half-written file."""
     path = Path(path)
@@ -31,7 +38,7 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; a shared run must stay readable to colleagues
+        follow_umask(tmp_path)  # mkstemp makes 0600; a shared run must stay readable to colleagues
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

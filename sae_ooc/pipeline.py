@@ -14,6 +14,7 @@ stage (and then everything downstream) run again.
 from __future__ import annotations
 
 import inspect
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,7 +113,12 @@ def fingerprint(run: RunDir, stage: Stage, options: dict) -> str:
 
 def is_up_to_date(run: RunDir, stage: Stage, fp: str) -> bool:
     rec = run.stage_record(stage.name)
-    return rec is not None and rec.get("fingerprint") == fp and outputs_intact(run, stage, rec.get("outputs")) is None
+    if rec is None or rec.get("fingerprint") != fp:
+        return False
+    bad = outputs_intact(run, stage, rec.get("outputs"))
+    if bad is not None:  # its inputs are unchanged, its own files are not: say which file makes it run again
+        print(f"{stage.name}: {bad} since it ran; recomputing", file=sys.stderr, flush=True)
+    return bad is None
 
 
 # running ------------------------------------------------------------------------------------------------

@@ -94,8 +94,9 @@ class RunDir:
         except (ValueError, OSError) as e:
             raise UserError(f"{self.stages_file} is corrupt ({e.__class__.__name__}); delete it and rerun "
                             f"`sae-ooc pipeline --run {self.root}` (stages whose outputs are intact are recomputed once)")
-        if not isinstance(stages, dict):
-            raise UserError(f"{self.stages_file} is corrupt (not a JSON object); delete it and rerun `sae-ooc pipeline --run {self.root}`")
+        # a record that is not an object (hand-edited, another program's file) is as corrupt as broken JSON
+        if not isinstance(stages, dict) or not all(isinstance(r, dict) for r in stages.values()):
+            raise UserError(f"{self.stages_file} is corrupt (not a JSON object of stage records); delete it and rerun `sae-ooc pipeline --run {self.root}`")
         return stages
 
     def stage_record(self, stage: str) -> dict | None:

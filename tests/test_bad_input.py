@@ -59,8 +59,11 @@ def test_devices_are_checked_up_front(base, capsys):
 def test_run_pointing_at_a_file(tmp_path, capsys):
     f = tmp_path / "notadir"
     f.write_text("x")
-    for cmd in (["query", "e1 r0"], ["pipeline"], ["data"]):
+    for cmd in (["query", "e1 r0"], ["pipeline"], ["data"], ["steer"], ["edit"]):
         one_line_error(capsys, [cmd[0], "--run", str(f), *cmd[1:]], "is a file, not a directory")
+        # a file above the run directory: mkdir would fail inside the first stage that writes
+        one_line_error(capsys, [cmd[0], "--run", str(f / "sub"), *cmd[1:]], f"{f} is a file, not a directory")
+    assert f.read_text() == "x"
 
 
 DAMAGE = [  # (file, how, the command that rebuilds it)
@@ -89,10 +92,21 @@ def test_damaged_files_met_by_query_and_pipeline(run, capsys, rel, how, rebuild)
     assert run.stages_file.read_bytes() == stages_before and not run.attribution_dir.exists()
 
 
-def test_corrupt_stages_json(run, capsys):
-    run.stages_file.write_text('{"data": {"fingerprint": ')
-    for argv in (["pipeline", "--stages", "attribute"], ["attribute"]):
+def test_the_pipeline_rebuilds_a_damaged_output_and_names_it(run, capsys):
+    """Run as a whole, the pipeline recomputes the stage whose file was damaged, saying which file it was."""
+    _damage(run.data_dir / "vocab.json", "garbage")
+    assert cli_main(["pipeline", "--run", str(run.root), "--stages", "data"]) == 0
+    captured = capsys.readouterr()
+    assert "data: data/vocab.json changed since it ran; recomputing" in captured.err and "data: wrote" in captured.out
+    assert json.loads((run.data_dir / "vocab.json").read_text())["names"][0] == "e0"
+
+
+@pytest.mark.parametrize("text", ['{"data": {"fingerprint": ', '[1, 2]', '{"data": 5}'])
+def test_corrupt_stages_json(run, capsys, text):
+    run.stages_file.write_text(text)  # broken JSON, not an object, a stage record that is not an object
+    for argv in (["pipeline", "--stages", "attribute"], ["attribute"], ["report"]):
         one_line_error(capsys, [argv[0], "--run", str(run.root), *argv[1:]], str(run.stages_file), "is corrupt", "delete it")
+    assert run.stages_file.read_text() == text
 
 
 @pytest.mark.parametrize("args, needles", [
@@ -105,7 +119,8 @@ def test_corrupt_stages_json(run, capsys):
     (["--force"], ["unrecognized arguments: --force"]),
 ])
 def test_query_arguments_out_of_range_or_meaningless(base, capsys, args, needles):
-    argparse_error(capsys, ["query", "--run", str(base.root), "e3 r1 r2", *args], *needles)
+    err = argparse_error(capsys, ["query", "--run", str(base.root), "e3 r1 r2", *args], *needles)
+    assert err.startswith("sae-ooc query: error:") and "`sae-ooc query --help`" in err  # the subcommand refused it
 
 
 @pytest.mark.parametrize("args, needles", [
@@ -178,3 +193,47 @@ def test_written_files_follow_the_users_umask(tmp_path, monkeypatch):
         monkeypatch.setattr(io_mod, "_UMASK", umask)  # read once at import, as the process's umask
         io_mod.write_json(tmp_path / f"{umask:o}.json", {"x": 1})
         assert stat.S_IMODE((tmp_path / f"{umask:o}.json").stat().st_mode) == mode
+
+
+def test_edit_layers_beyond_the_model(run, capsys):
+    """edit.layers [0, 5] on a 2-layer model: named before anything runs, not dropped (an edit of no layer crashed)."""
+    one_line_error(capsys, ["edit", "--run", str(run.root), "--set", "edit.layers=[0,5]"], "edit.layers [5]", "2 layer(s)", "0..1")
+    assert not run.edit_dir.exists() and run.stage_record("edit") is None
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--max-edges", "-5"], ["--max-edges", "integer >= 0", "'-5'"]),  # was taken as "all but the last 5 edges"
+    (["--max-nodes", "-1"], ["--max-nodes", "'-1'"]),
+    (["--edge-threshold", "2"], ["--edge-threshold", "from 0 to 1", "'2'"]),
+    (["--edge-threshold", "nan"], ["--edge-threshold", "'nan'"]),
+    (["--min-abs-effect", "-1"], ["--min-abs-effect", "'-1'"]),
+    (["--set", "train.lr=1"], ["sae-ooc export: error: unrecognized arguments: --set"]),  # export reads no config section
+])
+def test_export_options_out_of_range_or_meaningless(base, capsys, args, needles):
+    config = (base.root / "config.yaml").read_bytes()
+    argparse_error(capsys, ["export", "--run", str(base.root), *args], *needles)
+    assert (base.root / "config.yaml").read_bytes() == config and not base.export_dir.exists()
+
+
+def test_help_shows_defaults_and_only_meaningful_options(capsys):
+    def help_of(cmd):
+        with pytest.raises(SystemExit):
+            cli_main([cmd, "--help"])
+        return " ".join(capsys.readouterr().out.split())
+
+    q = help_of("query")
+    assert "(default: 3)" in q and "(default: runs/default)" in q and "--set" not in q and "--force" not in q
+    e = help_of("export")
+    assert "(default: 150)" in e and "--set" not in e and "--force" in e
+    for stage in ("steer", "edit"):
+        h = help_of(stage)
+        assert "--set" in h and "--force" in h and "(default: cpu)" in h
+
+
+def test_steer_and_edit_name_a_missing_or_changed_upstream(run, capsys):
+    """The new stages go through the same checks: a deleted model is named with the command that rebuilds it."""
+    shutil.rmtree(run.model_dir)
+    for cmd in ("steer", "edit"):
+        for force in ([], ["--force"]):
+            one_line_error(capsys, [cmd, "--run", str(run.root), *force], "stage 'train'", "is missing", f"sae-ooc train --run {run.root}")
+    assert not run.steer_dir.exists() and not run.edit_dir.exists()

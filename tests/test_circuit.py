@@ -2,6 +2,7 @@
 patching on a linear model, edge ablation, and the `circuit` stage's files."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from sae_ooc.circuits.circuit import FAITHFULNESS_FILE
 from sae_ooc.circuits.edges import (
     ablate_edge_sets,
     ablate_edges,
+    edge_ablation_test,
     edge_weights,
     exact_edges,
 )
@@ -315,3 +317,33 @@ def test_ablation_registry_is_the_configs_list_and_unknown_kinds_are_one_line_er
         ablation_values(sp, tiny_task[0], "median", 64, 0, pairs)
     msg = str(e.value)
     assert len(msg.splitlines()) == 1 and "median" in msg and all(k in msg for k in ABLATION_NAMES)
+
+
+@pytest.mark.parametrize("setting", ["circuit.top_n=0", "circuit.node_threshold=1e9"])
+def test_a_circuit_of_no_nodes_is_a_one_line_error(run, tmp_path, capsys, setting):
+    shutil.copytree(run.root, tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run" / "circuit").iterdir()}
+    assert cli_main(["circuit", "--run", str(tmp_path / "run"), "--set", setting]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no nodes" in err and "circuit.top_n" in err, err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run" / "circuit").iterdir()} == before
+
+
+def test_the_edge_ablation_bar_says_which_ablation_and_counts_the_sizes_it_tests(tiny_task, linear, monkeypatch):
+    import sae_ooc.circuits.edges as edges_mod
+
+    ds, _ = tiny_task
+    sp, pairs, ne = linear
+    edges = edge_weights(sp, pairs, select_nodes(ne, 8, errors="all"), "logit_diff")
+    bars = []
+
+    def bar(items, **kw):
+        bars.append((kw.get("desc"), len(items)))
+        return items
+
+    monkeypatch.setattr(edges_mod, "tqdm", bar)
+    for kind in ("mean", "zero"):
+        abl = ablation_values(sp, ds, kind, 32, 0, pairs)
+        edge_ablation_test(sp, pairs, edges, sorted(edges), abl, "logit_diff", [1, 2, 10**6], 2, 0, label=f"{kind} ablation")
+    # two bars, told apart by their ablation; sizes beyond the number of edges are not counted as steps
+    assert bars == [("edge ablation (mean ablation)", 2), ("edge ablation (zero ablation)", 2)]

@@ -187,3 +187,25 @@ def test_training_figure_axis_and_lines_are_readable(tmp_path, monkeypatch):
     r = fig.canvas.get_renderer()
     legend = fig.legends[0].get_window_extent(r)
     assert not any(legend.overlaps(ax.get_window_extent(r)) for ax in fig.axes)
+
+
+def test_faithfulness_curve_axis_is_labelled_and_legends_stay_off_the_data(tmp_path, monkeypatch):
+    """faithfulness_curve.png: symlog's own ticks label a 50-node curve only at 0 and 10; and the legends (they
+    covered the curves) sit outside both panels."""
+    import sae_ooc.viz.circuit_plots as cp
+
+    drawn = {}
+    monkeypatch.setattr(cp, "save_figure", lambda fig, stem: drawn.setdefault("fig", fig))
+    sizes = [0, 1, 2, 3, 5, 10, 20, 50]
+    rows = [{"n_features": n, "faithfulness": n / 50, "completeness": 1 - n / 50} for n in sizes]
+    curves = {k: {"sizes": sizes, "faithfulness": [n / 50 for n in sizes], "faithfulness_per_prompt_circuits_in_sample": [n / 60 for n in sizes]}
+              for k in ("mean", "zero")}
+    cp.plot_curve({"heldout": {"curve": rows}, "selection": {"curve": rows}}, curves, "mean", tmp_path / "f", "t")
+    fig = drawn["fig"]
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        lo, hi = ax.get_xlim()
+        labels = [t.get_text() for t in ax.get_xticklabels() if lo <= t.get_position()[0] <= hi and t.get_text()]
+        assert len(labels) >= 5 and {"0", "10", "50"} <= set(labels), labels
+        assert not ax.get_legend().get_window_extent(r).overlaps(ax.get_window_extent(r))

@@ -145,3 +145,15 @@ def test_export_command_on_a_run(run, tmp_path, capsys):
     drawn = json.loads((out / "circuit_full.json").read_text())["drawn"]
     assert len(drawn["nodes"]) + len(drawn["not_drawn_without_edges"]) == 2  # the top two; those without a drawn edge only counted
     assert all(any(n in e for e in drawn["edges"]) for n in drawn["nodes"])
+
+
+def test_the_prompt_page_names_its_prompt_and_speaks_of_one_prompt(run, capsys):
+    """Issue #10: a per-prompt page titled with the prompt, not "1 pairs" or a "mean effect" over one prompt."""
+    assert cli_main(["export", "--run", str(run.root)]) == 0
+    example = json.loads((run.circuit_dir / "prompt_circuit.json").read_text())
+    prompt = example["metadata"].get("prompt") or example["metadata"]["example_prompt"]
+    page = (run.export_dir / "prompt_circuit.html").read_text()
+    title = re.search(r"<title>(.*?)</title>", page, re.S).group(1)
+    assert f"circuit of the prompt &#x27;{prompt}&#x27;" in title or f"circuit of the prompt '{prompt}'" in title, title
+    assert "1 pairs" not in page and "mean effect" not in page and "effect on this prompt" in page
+    assert "mean effect over the selection pairs" in (run.export_dir / "circuit.html").read_text()

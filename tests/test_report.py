@@ -45,3 +45,20 @@ def test_the_same_figure_gives_the_same_bytes(tmp_path):
         ax.legend()
         files.append([p.read_bytes() for p in save_figure(fig, tmp_path / f"fig{k}")])
     assert files[0] == files[1]  # committed results/ figures change only when their data do
+
+
+def test_the_pipeline_writes_results_only_for_the_default_run_directory(tmp_path, monkeypatch):
+    """Issue #10: a default-config pipeline in another directory must not overwrite the committed results/."""
+    from pathlib import Path
+
+    import sae_ooc.pipeline
+
+    root = Path(__file__).parents[1]
+    asked = []
+    monkeypatch.setattr(sae_ooc.pipeline, "run", lambda run, options, **kw: asked.append((run.root, options["report"].get("out"))) or [])
+    monkeypatch.chdir(tmp_path)
+    cfg = ["--config", str(root / "configs" / "default.yaml")]
+    for argv in ([*cfg, "--run", str(tmp_path / "x")], cfg, [*cfg, "--run", "runs/default"], ["--config", str(root / "configs" / "tiny.yaml")]):
+        assert main(["pipeline", *argv]) == 0
+    assert [out for _, out in asked] == [None, Path("results"), Path("results"), None]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "x").exists()

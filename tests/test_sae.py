@@ -429,3 +429,20 @@ def test_the_training_bar_names_its_hook_and_ends_at_100_percent(sae_run, tmp_pa
     bar = [line for line in last if "640/640" in line]
     assert bar and "train-sae blocks.1.hook_resid_pre" in bar[-1] and "100%" in bar[-1]
     assert "Training SAE" not in err
+
+
+def test_saved_sae_files_follow_the_users_umask(sae_run, tmp_path, monkeypatch):
+    """SAELens writes its weights 0600 (through a temporary file): a shared run's SAEs must be readable like the rest."""
+    import dataclasses
+    import stat
+
+    import sae_ooc.io as io_mod
+
+    process_mode = 0o666 & ~io_mod._UMASK
+    modes = {p.relative_to(sae_run.root).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in sae_run.root.rglob("*") if p.is_file()}
+    assert modes and {k: m for k, m in modes.items() if m != process_mode} == {}
+    monkeypatch.setattr(io_mod, "_UMASK", 0o002)  # a group-shared project
+    train_sae(open_cache(sae_run.activations_dir), "blocks.1.hook_resid_pre", tmp_path / "sae",
+              dataclasses.replace(sae_run.cfg.sae, training_tokens=640))
+    for name in ("sae_weights.safetensors", "cfg.json", "metrics.json"):
+        assert stat.S_IMODE((tmp_path / "sae" / name).stat().st_mode) == 0o664, name

@@ -73,6 +73,32 @@ def written(run, stage: str) -> list[str]:
     return sorted(files)
 
 
+def readme_patterns(stage: str) -> list[str]:
+    """The backticked paths in the README stage table's "writes" cell for `stage`, braces expanded."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith(f"| `{stage}` |"))
+    return [q for p in re.findall(r"`([^`]+)`", row.split(" | ")[2]) for q in _expand(p)]
+
+
+def readme_unlisted(stage: str, files: list[str]) -> list[str]:
+    """The files the README's table does not list for the stage. A path matches a pattern when some tail of it
+    (whole segments) does; a folder pattern ('checkpoints/{latest,step_N}/') covers what is in it, except the
+    stage's own output folder (listing `model/` alone names nothing). `*` and `<...>` stand for any name, `_N` for a number."""
+    tops = {o.rstrip("/") + "/" for o in get_stage(stage).outputs}
+    regexes = []
+    for p in readme_patterns(stage):
+        if p in tops or "." not in p and not p.endswith("/"):
+            continue  # the stage's own folder, or a word (a split name) rather than a path
+        rx = re.escape(p).replace(r"\*", "[^/]*").replace("_N", r"_\d+")
+        rx = re.sub(r"<[^>]+>", "[^/]+", rx)
+        regexes.append(re.compile(rx + ".*" if p.endswith("/") else rx))
+
+    def listed(rel: str) -> bool:
+        parts = rel.split("/")
+        return any(r.fullmatch("/".join(parts[i:])) for r in regexes for i in range(len(parts)))
+    return [f for f in files if not listed(f)]
+
+
 def check_line(run, stage: str, result: StageResult) -> str:
     line = importlib.import_module(get_stage(stage).command).summarize(run, result)
     files = written(run, stage)
@@ -82,6 +108,8 @@ def check_line(run, stage: str, result: StageResult) -> str:
     assert not unnamed, f"{stage}: {unnamed} not named in: {line}"
     phantom = [r.pattern for r in regexes if not any(r.fullmatch(f) for f in files)]
     assert not phantom, f"{stage}: names files it did not write ({phantom}): {line}"
+    unlisted = readme_unlisted(stage, files)
+    assert not unlisted, f"README's stage table does not list {unlisted} for {stage}"
     return line
 
 
@@ -140,3 +168,16 @@ def test_circuit_stages_name_every_file(tmp_path):
             assert result.ran and result.finished
             line = check_line(run, stage, result)
     assert "prompt_graph.json" in line and "prompt_circuit.{" in line  # the example pair's drawings (issue #10)
+
+
+def test_report_names_both_files_it_writes(harvested_run, tmp_path):
+    run = copy_run(harvested_run, tmp_path / "run")
+    line = check_line(run, "report", run_stage(run, "report"))
+    assert f"{run.root / 'REPORT.md'}, {run.root / 'summary.json'}" in line
+
+
+def test_the_readme_checker_catches_an_unlisted_file():
+    assert readme_unlisted("circuit", ["circuit/circuit.json", "circuit/prompt_circuits.safetensors"]) == []
+    assert readme_unlisted("circuit", ["circuit/new_thing.json"]) == ["circuit/new_thing.json"]
+    assert readme_unlisted("train", ["model/checkpoints/step_200/optimizer.json", "model/checkpoints/latest/config.json"]) == []
+    assert readme_unlisted("train", ["model/other/x.json"]) == ["model/other/x.json"]  # `model/` alone lists nothing

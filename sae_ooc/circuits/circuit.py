@@ -55,6 +55,7 @@ from sae_ooc.circuits.pairs import Pairs
 from sae_ooc.circuits.prune import NodeLayout, pruned_circuits
 from sae_ooc.circuits.selection import keep_masks, select_nodes
 from sae_ooc.circuits.spliced import Spliced
+from sae_ooc.errors import UserError
 from sae_ooc.io import save_tensors, write_json
 from sae_ooc.saes.features import describe_nodes
 from sae_ooc.tasks.data import POSITION_ROLES, load_task
@@ -155,6 +156,10 @@ def _circuit(run) -> dict:
     ne, ne_held = ne_all.subset(sel_idx), ne_all.subset(held_idx)  # chosen on ne's pairs, scored on ne_held's
     held = ne_held.pairs
     nodes = select_nodes(ne, c.top_n, c.node_threshold, c.errors)
+    if not nodes:  # before anything is written: a circuit of nothing has no edges to weigh
+        why = f"no feature has |mean effect| >= circuit.node_threshold {c.node_threshold}" if c.node_threshold > 0 else "circuit.top_n is 0"
+        raise UserError(f"the circuit would have no nodes ({why}); use --set circuit.top_n=N with N >= 1 "
+                        "(and circuit.node_threshold=0), or a smaller circuit.node_threshold")
     sizes = sorted(set(c.curve_sizes) | {0, c.top_n})
     scored, (abl, faith) = _score_sets(sp, ne, held, nodes, ds, c, metric, sizes)
     coarse = [n for n in sizes if n < 5 or n % 5 == 0 or n == c.top_n]

@@ -12,6 +12,7 @@ and `sae-ooc <stage>` and `sae-ooc pipeline` both go through `run_stage_command`
 
 from __future__ import annotations
 
+import argparse
 import re
 
 _HOOK_DIR = re.compile(r"^(blocks\.\d+\.)?hook_\w+$")  # a TransformerLens hook name used as a folder name
@@ -58,6 +59,22 @@ def files_written(run, stage: str) -> str:
     top = [f"{run.root / name}" for name in sorted(tree.get("", ()))]
     top += [f"{run.root / name}/ ({_render(sub)})" for name, sub in sorted(tree.items()) if name]
     return ", ".join(top) or "nothing"
+
+
+def bounded(kind: type, lo: float, hi: float | None = None):
+    """An argparse type: an int (or float) in [lo, hi], refused in one line naming the range and what was typed."""
+    what = "an integer" if kind is int else "a number"
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            v = None
+        if v is None or v != v or v < lo or (hi is not None and v > hi):  # v != v: nan
+            raise argparse.ArgumentTypeError(f"must be {what} {f'from {lo} to {hi}' if hi is not None else f'>= {lo}'}, got {text!r}")
+        return v
+
+    return parse
 
 
 def add_arguments(mod, parser) -> None:

@@ -5,16 +5,18 @@ pair's own circuit, when the circuit stage pruned one, is drawn too (prompt_* fi
 copies the diagrams elsewhere (e.g. results/).
 """
 
-from sae_ooc.commands import files_written, verb
+from sae_ooc.commands import bounded, files_written, verb
 from sae_ooc.viz.export_options import ExportOptions
+
+COMMON = {"overrides": False}  # export reads no config section: a --set would only be saved into RUN/config.yaml, unused
 
 
 def add_arguments(p) -> None:
     d = ExportOptions()
-    p.add_argument("--max-nodes", type=int, default=d.max_nodes, help="draw at most this many nodes, largest |effect| first (0 = all)")
-    p.add_argument("--min-abs-effect", type=float, default=d.min_abs_effect, help="draw only nodes with at least this |effect|")
-    p.add_argument("--edge-threshold", type=float, default=d.edge_threshold, help="draw edges with |weight| >= this fraction of the largest")
-    p.add_argument("--max-edges", type=int, default=d.max_edges, help="draw at most this many edges")
+    p.add_argument("--max-nodes", type=bounded(int, 0), default=d.max_nodes, help="draw at most this many nodes, largest |effect| first (0 = all)")
+    p.add_argument("--min-abs-effect", type=bounded(float, 0), default=d.min_abs_effect, help="draw only nodes with at least this |effect|")
+    p.add_argument("--edge-threshold", type=bounded(float, 0, 1), default=d.edge_threshold, help="draw edges with |weight| >= this fraction of the largest")
+    p.add_argument("--max-edges", type=bounded(int, 0), default=d.max_edges, help="draw at most this many edges")
 
 
 def options(args) -> dict:

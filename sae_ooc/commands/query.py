@@ -7,33 +7,19 @@ The first query of a run describes every SAE feature and indexes every task prom
 compact queries of a task prompt are read from that index without loading the model.
 """
 
-import argparse
 import json
+
+from sae_ooc.commands import bounded
 
 COMMON = {"force": False, "overrides": False, "config": False}  # query reads the run as it is: nothing to set or force
 MAX_EXAMPLES = 10  # = sae_ooc.saes.features.DESCRIBE_EXAMPLES, the examples cached per feature (not imported: torch)
 
 
-def count(lo: int, hi: int | None = None):
-    """An argparse type: an integer in [lo, hi]."""
-
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            v = None
-        if v is None or v < lo or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"must be an integer {f'from {lo} to {hi}' if hi is not None else f'>= {lo}'}, got {text!r}")
-        return v
-
-    return parse
-
-
 def add_arguments(p) -> None:
     p.add_argument("prompt", help='an entity then one or two relations, e.g. "e12 r3 r7" (two-hop) or "e12 r3" (atomic)')
     p.add_argument("--target", default=None, help="the answer entity to attribute to, e.g. e40 (default: the model's top answer)")
-    p.add_argument("--top", type=count(1), default=3, help="answers listed, and features per hook (per hook and position with --full)")
-    p.add_argument("--examples", type=count(0, MAX_EXAMPLES), default=3, help="top-activating task prompts listed per feature (--full, --json)")
+    p.add_argument("--top", type=bounded(int, 1), default=3, help="answers listed, and features per hook (per hook and position with --full)")
+    p.add_argument("--examples", type=bounded(int, 0, MAX_EXAMPLES), default=3, help="top-activating task prompts listed per feature (--full, --json)")
     p.add_argument("--full", action="store_true", help="every hook and position: features by activation and by attribution, with examples")
     p.add_argument("--json", action="store_true", help="print every number as JSON, for scripts")
 

@@ -15,5 +15,7 @@ def options(args) -> dict:
 
 
 def summarize(run, result) -> str:
+    from sae_ooc.commands import files_written
+
     out = result.info.get("out")
-    return f"report: wrote {run.root / 'REPORT.md'}" + (f" and {out}/ ({', '.join(result.info['copied'])})" if out else "")
+    return f"report: wrote {files_written(run, 'report')}" + (f" and {out}/ ({', '.join(result.info['copied'])})" if out else "")

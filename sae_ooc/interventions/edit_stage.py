@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from sae_ooc.errors import UserError
 from sae_ooc.interventions.editing import KINDS, build_eval_set, choose_edits, edited_logits, per_edit, row_outcomes
 from sae_ooc.interventions.facts import Facts, mean_ci, share
 from sae_ooc.interventions.rome import RankOneEdits, key_second_moment, mlp_keys, optimise_values, rank_one
@@ -84,7 +85,11 @@ def _run_edit(run, ecfg) -> dict:
     for p in model.parameters():
         p.requires_grad_(False)
     n_layers = model.cfg.n_layers
-    layers = [L for L in (ecfg.layers or range(n_layers)) if L < n_layers]
+    missing = [L for L in ecfg.layers if L >= n_layers]
+    if missing:  # not dropped quietly: edit.layers [5] on a 2-layer model would edit nothing
+        raise UserError(f"edit.layers {missing} not in this model, which has {n_layers} layer(s); use layers 0..{n_layers - 1} "
+                        f"(e.g. --set edit.layers=[{n_layers - 1}]), or [] for every layer")
+    layers = list(ecfg.layers or range(n_layers))
     key_pos = POSITION_ROLES.index(ecfg.position)
     edits = choose_edits(facts, model, ecfg.n_edits, ecfg.seed, ecfg.batch_size)
     settings = {"n_edits": len(edits), "n_edits_asked": ecfg.n_edits, "layers": layers, "position": ecfg.position,

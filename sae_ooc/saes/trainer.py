@@ -19,7 +19,7 @@ import torch
 from sae_ooc.activations.cache import ActivationCache, distinct_rows, heldout_mask
 from sae_ooc.config import SaeConfig
 from sae_ooc.errors import UserError
-from sae_ooc.io import append_jsonl, read_json, read_jsonl, sha256_json, write_json
+from sae_ooc.io import append_jsonl, follow_umask, read_json, read_jsonl, sha256_json, write_json
 from sae_ooc.saes.architectures import training_sae
 from sae_ooc.saes.batches import CacheBatches
 from sae_ooc.saes.reconstruction import check_d_in, finite, reconstruction_metrics
@@ -276,7 +276,7 @@ def _save_inference(sae, out_dir: Path) -> None:
         shutil.rmtree(tmp)
     sae.save_inference_model(str(tmp))
     for name in (SAE_WEIGHTS_FILE, SAE_CFG_FILE):
-        (tmp / name).replace(out_dir / name)
+        follow_umask(tmp / name).replace(out_dir / name)
     shutil.rmtree(tmp)
 
 

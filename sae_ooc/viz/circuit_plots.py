@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import NullLocator
 
 from sae_ooc.circuits.faithfulness import TARGET_FAITHFULNESS, TARGET_MAX_FEATURES
 from sae_ooc.viz.plots import plt, save_figure
@@ -75,6 +76,11 @@ def plot_curve(scored: dict, curves: dict[str, dict], main: str, stem: Path, tit
         ax.axvline(TARGET_MAX_FEATURES, color="grey", lw=0.8, ls=":")
         ax.set_xscale("symlog", linthresh=10)
         ax.set_xlim(left=0)
+        # symlog's own ticks are 0, 10^1, 10^2: one or two labels on a small circuit; label 1-2-5 steps instead
+        hi = ax.get_xlim()[1]
+        ticks = [t for t in (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000) if t <= hi]
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("feature nodes in the circuit (top by |effect|)")
         ax.set_ylabel("(m(C) - m(∅)) / (m(M) - m(∅))")
         # below the panel, never over the curves (save_figure's tight bounding box keeps it in the file)
