@@ -183,7 +183,7 @@ def _circuit(run) -> dict:
     # zero ablation too: an ablated edge from a feature silent on the prompt then changes nothing, while under mean
     # ablation it feeds the prompt the feature's mean, which the inactive-feature check shows can move the answer
     edge_abl_by = {}
-    for kind in dict.fromkeys((c.ablation, "zero")):
+    for kind in dict.fromkeys((c.ablation, *c.edge_extra_ablations)):
         kind_abl = abl if kind == c.ablation else ablation_values(sp, ds, kind, c.mean_examples, c.seed, held)
         edge_abl_by[kind] = edge_ablation_test(sp, held, edges, candidates, kind_abl, metric, list(c.edge_counts), c.random_edge_sets, c.seed,
                                                label=f"{kind} ablation")

@@ -59,6 +59,8 @@ class CircuitConfig:
     edge_weights: str = "exact"
     edge_check: int = 24  # edges checked against exact edge patching (gradient), or listed in the check (exact)
     edge_counts: list[int] = field(default_factory=lambda: [5, 10, 20, 50])  # top-edge ablation sizes
+    # ablations the edge test also runs besides circuit.ablation (each costs as much again: half the circuit stage's time)
+    edge_extra_ablations: list[str] = field(default_factory=list)
     random_edge_sets: int = 100  # random edge sets per size, from the candidate edges outside the top set (its percentile among them)
     edge_pool_nodes: int = 200  # candidate edges: those the gradient method proposes among this many top feature nodes (+ errors)
     prune_ablation: str = "zero"  # per-prompt circuits by backward elimination under this ablation: zero | corrupt | mean | resample | none
@@ -80,6 +82,8 @@ class CircuitConfig:
         _check(self.edge_weights in ("exact", "gradient"), where, "circuit.edge_weights", "must be one of exact, gradient")
         _check(self.edge_check >= 0, where, "circuit.edge_check", "must be >= 0")
         _check(all(n >= 1 for n in self.edge_counts), where, "circuit.edge_counts", "counts must be at least 1")
+        _check(all(k in ABLATIONS for k in self.edge_extra_ablations), where, "circuit.edge_extra_ablations",
+               f"must be a list of {', '.join(ABLATIONS)}")
         _check(self.random_edge_sets >= 1, where, "circuit.random_edge_sets", "must be at least 1")
         _check(self.edge_pool_nodes >= 1, where, "circuit.edge_pool_nodes", "must be at least 1")
         _check(self.inactive_tolerance >= 0, where, "circuit.inactive_tolerance", "must be >= 0")
