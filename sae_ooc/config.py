@@ -38,6 +38,7 @@ from sae_ooc.sections.circuits import (  # noqa: F401
     VARIABLE_INTERVENTIONS,
     VariablesConfig,
 )
+from sae_ooc.sections.dynamics import DynamicsConfig  # noqa: F401
 from sae_ooc.typed_yaml import ConfigError, apply_overrides, build_dataclass
 
 
@@ -53,6 +54,7 @@ class Config:
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
     circuit: CircuitConfig = field(default_factory=CircuitConfig)
     variables: VariablesConfig = field(default_factory=VariablesConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
 
     def validate(self, where: str = "config") -> "Config":
         for f in dataclasses.fields(self):
