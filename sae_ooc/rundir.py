@@ -60,6 +60,7 @@ class RunDir:
     circuit_dir = _under("circuit")
     variable_circuit_dir = _under("variable_circuit")
     export_dir = _under("export")
+    dynamics_dir = _under("dynamics")
     stages_file = _under("stages.json")
 
     # config ---------------------------------------------------------------------------------
