@@ -16,11 +16,12 @@ from sae_ooc.errors import UserError
 from sae_ooc.io import write_json, write_text
 from sae_ooc.viz.report.circuits import attribution_section, circuit_section
 from sae_ooc.viz.report.doc import Doc
+from sae_ooc.viz.report.dynamics import dynamics_section
 from sae_ooc.viz.report.model import task_section, train_section
 from sae_ooc.viz.report.saes import sae_section
 from sae_ooc.viz.report.variables import variable_section
 
-SECTIONS = (task_section, train_section, sae_section, attribution_section, circuit_section, variable_section)
+SECTIONS = (task_section, train_section, sae_section, attribution_section, circuit_section, variable_section, dynamics_section)
 SUMMARY_FILE = "summary.json"
 # the export's diagrams that results/ keeps beside the report
 DIAGRAMS = tuple(f"{p}circuit.{ext}" for p in ("", "prompt_") for ext in ("png", "svg", "html"))
