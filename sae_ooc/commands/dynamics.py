@@ -14,7 +14,7 @@ from sae_ooc.commands import files_written, verb
 def summarize(run, result) -> str:
     i = result.info
     rd = i.get("bridge_first_readable")
-    where = (f"the bridge is first readable (held-out probe >= 0.5, above shuffled labels) at step {rd['step']} in {rd['hook']} at {rd['position']}"
+    where = (f"the bridge is first readable (held-out probe >= 0.5, above shuffled labels and the step-0 model) at step {rd['step']} in {rd['hook']} at {rd['position']}"
              if rd else "no probe read the bridge at any checkpoint")
     comp = i.get("composition_step_test_id")
     order = {True: "before", False: "not before", None: "(no test_id rise to compare with)"}[i.get("bridge_readable_before_composition")]

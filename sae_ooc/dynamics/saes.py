@@ -50,7 +50,7 @@ def checkpoint_saes(run, model, ckpt_dir: Path, work: Path, hooks: list[str], he
         eval_rows = distinct_rows(cache.tokens(), held)
         out = {}
         for h in hooks:
-            m = train_sae(cache, h, work / "saes" / h, p, device=run.device, rows_mask=~held, eval_rows=eval_rows, resume=False)
+            m = train_sae(cache, h, work / "saes" / h, p, device=run.device, rows_mask=~held, eval_rows=eval_rows, resume=False, plot=False)
             sae = SAE.load_from_disk(work / "saes" / h, device=run.device)
             al = alignment(sae, cache, h, slices, run.cfg.sae_eval)["by_variable_position"]
             rec = {"explained_variance": m["reconstruction"]["explained_variance"], "l0": m["reconstruction"]["l0"]}

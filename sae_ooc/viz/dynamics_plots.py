@@ -45,19 +45,20 @@ def plot_dynamics(result: dict, stem: Path) -> list[Path]:
         xs, ys = _series(pts, lambda p: max(r[pos]["shuffled_acc"] for r in p["probes"].values() if pos in r))
         ax.plot(xs, ys, ":", color="grey", label="shuffled labels (max over layers)")
         n = next((r[pos]["n_heldout"] for p in pts for r in p["probes"].values() if pos in r), "?")
-        ax.set(title=f"bridge probe at {pos}: held-out accuracy ({n} held-out prefixes)", ylabel="accuracy", ylim=(-0.02, 1.02))
+        ax.set(title=f"bridge probe at {pos} ({n} held-out prefixes)", ylabel="held-out accuracy", ylim=(-0.02, 1.02))
         ax.legend(fontsize=7)
     labels = pts[0]["logit_lens"]["labels"] if pts else []
     for i, lab in enumerate(labels):
         xs, ys = _series(pts, lambda p, i=i: 1 + p["logit_lens"]["bridge@r1"]["median_rank"][i])
-        a_ll.plot(xs, ys, "o-", ms=3, color=cmap(i / max(len(labels) - 1, 1)), label=f"after {lab}")
+        name = "final resid_post" if lab == "final_post" else f"resid_pre {lab.split('_')[0]}"
+        a_ll.plot(xs, ys, "o-", ms=3, color=cmap(i / max(len(labels) - 1, 1)), label=name)
     a_ll.set(yscale="log", title=f"logit lens: bridge at r1 ({result['n_prompts_logit_lens']} test_id prompts)",
              ylabel="median rank of the bridge (1 = top)")
     a_ll.legend(fontsize=7)
     for pos, color in (("r1", "C0"), ("r2", "C1")):
         xs, ys = _series(pts, lambda p, pos=pos: p["patching"][f"peak@{pos}"]["value"])
         a_patch.plot(xs, ys, "o-", ms=3, color=color, label=f"max over layers at {pos}")
-    a_patch.set(title=f"resid_pre patching, clean → corrupted ({result['n_patch_pairs']} test_id pairs)",
+    a_patch.set(title=f"resid_pre patching into corrupted ({result['n_patch_pairs']} test_id pairs)",
                 ylabel="logit difference recovered (1 = clean)")
     a_patch.axhline(0, color="grey", lw=0.6)
     a_patch.legend(fontsize=7)
@@ -67,7 +68,7 @@ def plot_dynamics(result: dict, stem: Path) -> list[Path]:
             a_sae.plot(xs, ys, ls, marker="o", ms=3, color=f"C{i}", label=f"{_layer_label(h)}: {key}")
         xs, ys = _series(pts, lambda p, h=h: p["saes"][h]["bridge@r1"]["shuffled_mean_auroc"])
         a_sae.plot(xs, ys, ":", color=f"C{i}", alpha=0.6, label=f"{_layer_label(h)}: shuffled labels")
-    a_sae.set(title="per-checkpoint SAEs: best feature per bridge value", ylabel="mean held-out AUROC", ylim=(0.4, 1.02))
+    a_sae.set(title="per-checkpoint SAEs: best feature per bridge value", ylabel="mean held-out AUROC", ylim=(0.25, 1.02))
     if result.get("sae_hooks"):
         a_sae.legend(fontsize=6)
     else:
