@@ -108,3 +108,16 @@ def test_dynamics_runs_on_a_tiny_run_and_its_numbers_check_out(tiny_run, tmp_pat
 
     assert "dynamics" in STAGE_NAMES and "dynamics" not in PIPELINE_STAGES
     assert not run_stage(tiny_run, "dynamics").ran
+
+
+def test_weight_shared_model_runs_the_pipeline_through_circuit(tmp_path):
+    from tests.conftest import HARVEST_SETTINGS
+
+    over = [*HARVEST_SETTINGS, "model.weight_sharing=true", "sae.training_tokens=4096", "sae_eval.probe_steps=30", "sae_eval.n_controls=1"]
+    run = RunDir(tmp_path / "run", load_config(TINY, over))
+    stages = ["data", "train", "harvest", "train-sae", "eval-sae", "attribute", "circuit"]
+    results = run_pipeline(run, stages=stages)
+    assert [r.name for r in results if r.finished] == stages
+    assert (run.model_dir / "sharing.json").is_file() and is_weight_shared(load_model(run.model_dir))
+    assert is_weight_shared(load_model(run.model_dir, sae_transformer=True))
+    assert (run.circuit_dir / "circuit.json").is_file()
