@@ -85,7 +85,11 @@ def replay_checkpoints(run, steps: list[int], out_root: Path) -> dict[int, Path]
     opt = make_optimizer(model, tc)
     model.train()
     cur = None
-    n_steps = sum(t - max(s for s in saved if s <= t) for t in todo)
+    n_steps, at = 0, None  # the steps the loop below will take
+    for t in todo:
+        b = max(s for s in saved if s <= t)
+        n_steps += t - (b if at is None or b > at else at)
+        at = t
     with torch_threads(tc.threads), tqdm(total=n_steps, desc="dynamics: replaying training", unit="step", dynamic_ncols=True) as bar:
         for target in todo:
             base = max(s for s in saved if s <= target)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from sae_ooc.config import Config, config_to_yaml, load_config
+from sae_ooc.config import Config, ConfigError, config_to_yaml, load_config
 from sae_ooc.errors import UserError
 from sae_ooc.io import sha256_json
 
@@ -67,7 +67,10 @@ class Sweep:
                 continue
             slug = "__".join(f"{k.split('.')[-1]}={_text(v)}" for k, v in values.items()) or "base"
             overrides = [f"{k}={_text(v)}" for k, v in {**self.fixed, **values}.items()]
-            cfg = load_config(self.base, overrides)
+            try:
+                cfg = load_config(self.base, overrides)
+            except ConfigError as e:
+                raise ConfigError(f"{self.path}, point {slug}: {e}") from None
             cfg.name = f"{self.name}-{slug}"
             out.append(Point(slug, values, overrides, cfg))
         return out
