@@ -81,8 +81,11 @@ def test_replayed_checkpoint_is_bit_identical_to_the_saved_one(tiny_run, tmp_pat
 
 
 def test_dynamics_runs_on_a_tiny_run_and_its_numbers_check_out(tiny_run, tmp_path):
+    from tests.test_stage_outputs import check_line
+
     res = run_stage(tiny_run, "dynamics")
     assert res.finished and tiny_run.stage_record("dynamics") is not None
+    check_line(tiny_run, "dynamics", res)  # its summary line names every file it wrote
     out = json.loads((tiny_run.dynamics_dir / "dynamics.json").read_text())
     assert (tiny_run.dynamics_dir / "dynamics.png").is_file() and (tiny_run.dynamics_dir / "dynamics.svg").is_file()
     steps = [p["step"] for p in out["checkpoints"]]
@@ -105,6 +108,11 @@ def test_dynamics_runs_on_a_tiny_run_and_its_numbers_check_out(tiny_run, tmp_pat
         assert set(p["probes"]) == set(out["hooks"]) and set(p["saes"]) == set(out["sae_hooks"])
     # not part of the default pipeline, and skipped when nothing changed
     from sae_ooc.stages import PIPELINE_STAGES, STAGE_NAMES
+    from sae_ooc.viz.report.stage import build_report
+
+    doc = build_report(tiny_run)  # the report shows the dynamics once they exist
+    assert "## Training dynamics" in "\n".join(doc.lines) and tiny_run.dynamics_dir / "dynamics.png" in doc.figures
+    assert {"dynamics.final_bridge_probe_r1", "dynamics.final_patching_peak"} <= {n["name"] for n in doc.numbers}
 
     assert "dynamics" in STAGE_NAMES and "dynamics" not in PIPELINE_STAGES
     assert not run_stage(tiny_run, "dynamics").ran
