@@ -27,12 +27,19 @@ from sae_ooc.tasks.data import split_tensors
 KEEP = ("bridge@r1", "bridge@r2", "answer@r2")
 
 
+def only_kept(sl: PositionSlice) -> PositionSlice:
+    """The slice with every variable but those of KEEP unlabelled, so alignment scores only what is kept."""
+    keep = {k.split("@")[0] for k in KEEP if k.endswith(f"@{sl.name}")}
+    labels = {v: ys if v in keep else (torch.full_like(ys[0], -1), torch.full_like(ys[1], -1)) for v, ys in sl.labels.items()}
+    return dataclasses.replace(sl, labels=labels)
+
+
 def default_sae_hooks(n_layers: int) -> list[str]:
     return [f"blocks.{layer}.hook_resid_pre" for layer in range(1, n_layers)] or ["blocks.0.hook_resid_post"]
 
 
 def checkpoint_saes(run, model, ckpt_dir: Path, work: Path, hooks: list[str], held: torch.Tensor, slices: list[PositionSlice],
-                    n_tokens_expected: int, ds, vocab) -> dict[str, dict]:
+                    n_tokens_expected: int, ds, vocab, ecfg) -> dict[str, dict]:
     """{hook: {explained_variance, l0, "bridge@r1": {mean_auroc_features, shuffled_mean_auroc, frac_detected_features,
     probe_accuracy}, ...}} for SAEs trained on this checkpoint's activations."""
     p = dataclasses.replace(run.cfg.sae, training_tokens=run.cfg.dynamics.sae_training_tokens, hooks=list(hooks),
@@ -48,11 +55,12 @@ def checkpoint_saes(run, model, ckpt_dir: Path, work: Path, hooks: list[str], he
         if cache.n_tokens != n_tokens_expected:
             raise RuntimeError(f"checkpoint cache has {cache.n_tokens} tokens, the run's {n_tokens_expected}")  # same splits: cannot happen
         eval_rows = distinct_rows(cache.tokens(), held)
+        slices = [only_kept(sl) for sl in slices]
         out = {}
         for h in hooks:
             m = train_sae(cache, h, work / "saes" / h, p, device=run.device, rows_mask=~held, eval_rows=eval_rows, resume=False, plot=False)
             sae = SAE.load_from_disk(work / "saes" / h, device=run.device)
-            al = alignment(sae, cache, h, slices, run.cfg.sae_eval)["by_variable_position"]
+            al = alignment(sae, cache, h, slices, ecfg)["by_variable_position"]
             rec = {"explained_variance": m["reconstruction"]["explained_variance"], "l0": m["reconstruction"]["l0"]}
             for key in KEEP:
                 a = al.get(key)

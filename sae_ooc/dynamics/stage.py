@@ -10,6 +10,7 @@ Writes RUN/dynamics/: dynamics.json, dynamics.png/.svg and the replayed checkpoi
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import torch
@@ -59,7 +60,8 @@ def first_readable(points: list[dict], hooks: list[str]) -> dict | None:
 
 
 def run_dynamics(run, force: bool = False) -> dict:
-    dc, ecfg = run.cfg.dynamics, run.cfg.sae_eval
+    dc = run.cfg.dynamics
+    ecfg = dataclasses.replace(run.cfg.sae_eval, n_controls=dc.n_controls)
     out_dir = run.dynamics_dir
     ck_root = out_dir / "checkpoints"
     if force and out_dir.exists():
@@ -80,7 +82,7 @@ def run_dynamics(run, force: bool = False) -> dict:
     tensors = {s: split_tensors(ds[s], vocab.pad_id) for s in SPLITS}
     cache = ActivationCache(run.activations_dir, expected_model_hash=model_hash(run.model_dir))
     held = heldout_mask(cache.tokens(), run.cfg.sae.eval_fraction, run.cfg.sae.seed)  # = train-sae's split
-    slices = position_slices(cache, held, ecfg.max_select_tokens, ecfg.seed)
+    slices = [sl for sl in position_slices(cache, held, ecfg.max_select_tokens, ecfg.seed) if sl.name in ("r1", "r2")]
     tokens, bridge, answer = _prompts(ds, vocab, dc.n_prompts, dc.seed)
     pairs = make_pairs(ds, vocab, "test_id", dc.patch_pairs, dc.seed)
     n_layers = run.cfg.model.n_layers
@@ -97,7 +99,7 @@ def run_dynamics(run, force: bool = False) -> dict:
                  "logit_lens": logit_lens(model, tokens, bridge, answer),
                  "patching": resid_patching(model, pairs)}
             if dc.sae_training_tokens > 0:
-                p["saes"] = checkpoint_saes(run, model, d, out_dir / ".work", sae_hooks, held, slices, cache.n_tokens, ds, vocab)
+                p["saes"] = checkpoint_saes(run, model, d, out_dir / ".work", sae_hooks, held, slices, cache.n_tokens, ds, vocab, ecfg)
             points.append(p)
 
     composition = rise["test_id"].get("moment")

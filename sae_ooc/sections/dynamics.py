@@ -21,6 +21,7 @@ class DynamicsConfig:
     sae_hooks: list[str] = field(default_factory=list)  # empty = blocks.L.hook_resid_pre for L = 1 .. n_layers - 1
     # SAEs per checkpoint: the run's `sae` settings with this many training tokens (0 = no SAEs)
     sae_training_tokens: int = 131072
+    n_controls: int = 1  # shuffled-label probes (and feature searches) per number, in place of sae_eval.n_controls: dozens of checkpoints
     seed: int = 0
 
     def validate(self, where: str) -> None:
@@ -29,4 +30,5 @@ class DynamicsConfig:
                "dynamics.rise_low and dynamics.rise_high must satisfy 0 < rise_low < rise_high < 1")
         _check(self.n_prompts >= 1, where, "dynamics.n_prompts", "must be at least 1")
         _check(self.patch_pairs >= 1, where, "dynamics.patch_pairs", "must be at least 1")
+        _check(self.n_controls >= 1, where, "dynamics.n_controls", "must be at least 1")
         _check(self.sae_training_tokens >= 0, where, "dynamics.sae_training_tokens", "must be >= 0 (0 = no SAEs per checkpoint)")
