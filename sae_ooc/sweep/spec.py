@@ -22,10 +22,11 @@ from pathlib import Path
 
 import yaml
 
-from sae_ooc.config import Config, ConfigError, config_to_yaml, load_config
+from sae_ooc.config import Config, ConfigError, load_config
 from sae_ooc.errors import UserError
 from sae_ooc.io import sha256_json
 
+SECTIONS = ("task", "model", "train")  # the config sections of the stages a point runs (runner.STAGES: data, train)
 KEYS = ("name", "base", "set", "grid", "exclude", "plot", "out", "stages")
 
 
@@ -38,7 +39,9 @@ class Point:
 
     @property
     def config_hash(self) -> str:
-        return sha256_json(config_to_yaml(self.cfg))
+        """What the point's results depend on: the sections the data and train stages read (a new key elsewhere in
+        the config, e.g. for a later stage, leaves finished points finished)."""
+        return sha256_json(self.cfg.section(*SECTIONS))
 
 
 @dataclass

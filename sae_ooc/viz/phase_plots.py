@@ -14,6 +14,10 @@ METRICS = (("test_id", "final test_id accuracy", "viridis"), ("steps", "steps to
            ("test_ood", "final test_ood accuracy", "viridis"))
 
 
+def _label(v) -> str:
+    return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+
 def _value(rec: dict, metric: str):
     if rec is None:
         return None
@@ -34,20 +38,24 @@ def plot_phase(sw, points, done: dict[str, dict], stem: Path) -> list[Path]:
         for col, (metric, title, cmap) in enumerate(METRICS):
             ax = axes[row, col]
             grid = np.full((len(ys), len(xs)), np.nan)
+            texts = {}
             for i, yv in enumerate(ys):
                 for j, xv in enumerate(xs):
-                    vals = {**fixed, **({x: xv} if x else {}), **({y: yv} if y else {})}
-                    v = _value(by_values.get(tuple(sorted(vals.items(), key=str))), metric)
+                    key = tuple(sorted({**fixed, **({x: xv} if x else {}), **({y: yv} if y else {})}.items(), key=str))
+                    rec = by_values.get(key)
+                    v = _value(rec, metric)
                     if v is not None:
                         grid[i, j] = v
-                    key = tuple(sorted(vals.items(), key=str))
-                    rec = by_values.get(key)
-                    text = "n/a" if key not in by_values else ("…" if rec is None else ("never" if v is None else (f"{v:.2f}" if metric != "steps" else str(int(v)))))
-                    ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if metric != "steps" else "black")
+                    texts[i, j] = "n/a" if key not in by_values else ("…" if rec is None else ("never" if v is None else (
+                        f"{v:.2f}" if metric != "steps" else str(int(v)))))
             vmax = max_steps if metric == "steps" else 1.0
             im = ax.imshow(grid, cmap=cmap, vmin=0, vmax=vmax, aspect="auto", origin="lower")
-            ax.set_xticks(range(len(xs)), [str(v) for v in xs])
-            ax.set_yticks(range(len(ys)), [str(v) for v in ys])
+            for (i, j), text in texts.items():
+                v = grid[i, j]
+                r, g, b, _ = im.cmap(im.norm(v)) if np.isfinite(v) else (1, 1, 1, 1)
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, color="black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white")
+            ax.set_xticks(range(len(xs)), [_label(v) for v in xs])
+            ax.set_yticks(range(len(ys)), [_label(v) for v in ys])
             ax.set_xlabel(x or "")
             ax.set_ylabel(y or "")
             sub = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in fixed.items())
