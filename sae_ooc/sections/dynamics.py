@@ -11,7 +11,7 @@ from sae_ooc.sections.check import check as _check
 class DynamicsConfig:
     # extra checkpoints replayed (deterministically, from the nearest saved one) across the window in which valid_id
     # accuracy rises, where the log-spaced schedule is coarse; 0 = only the checkpoints train saved
-    dense_checkpoints: int = 8
+    dense_checkpoints: int = 4
     # the rise window: from the last evaluation with valid_id below rise_low of its way from its first to its best
     # value, to the first at or above rise_high; the marked moment is the first at or above half way
     rise_low: float = 0.1
@@ -20,7 +20,7 @@ class DynamicsConfig:
     patch_pairs: int = 32  # clean/corrupted test_id pairs for the resid_pre patching heatmap
     sae_hooks: list[str] = field(default_factory=list)  # empty = blocks.L.hook_resid_pre for L = 1 .. n_layers - 1
     # SAEs per checkpoint: the run's `sae` settings with this many training tokens (0 = no SAEs)
-    sae_training_tokens: int = 131072
+    sae_training_tokens: int = 65536  # 128 steps of the default sae.batch_size: the default run, 17 checkpoints, ~15 min on a busy 2-core CPU
     n_controls: int = 1  # shuffled-label probes (and feature searches) per number, in place of sae_eval.n_controls: dozens of checkpoints
     seed: int = 0
 
