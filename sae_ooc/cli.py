@@ -16,7 +16,7 @@ from pathlib import Path
 from sae_ooc import __version__
 from sae_ooc import commands as commands_mod
 from sae_ooc.errors import UserError
-from sae_ooc.stages import STAGES
+from sae_ooc.stages import PIPELINE_STAGES, STAGES
 
 # Each module here defines `add_arguments(parser)` and `main(run, args)`; its docstring's first line is the
 # subcommand's help. `COMMON` says which common options it takes (query and report have no use for --force or
@@ -24,6 +24,7 @@ from sae_ooc.stages import STAGES
 OTHER_COMMANDS: dict[str, str] = {
     "pipeline": "sae_ooc.commands.pipeline",
     "query": "sae_ooc.commands.query",
+    "sweep": "sae_ooc.commands.sweep",
 }
 DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 
@@ -45,16 +46,17 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
         return super()._get_help_string(action)
 
 
-def add_common(p: argparse.ArgumentParser, force: bool = True, overrides: bool = True, config: bool = True) -> None:
-    """The options every command shares; a command leaves out those that mean nothing to it (COMMON)."""
+def add_common(p: argparse.ArgumentParser, force: bool = True, overrides: bool = True, config: bool = True, run: bool = True) -> None:
+    """The options every command shares; a command leaves out those that mean nothing to it (COMMON; `run=False`: a
+    command over many run directories, whose `main(args)` gets no RunDir)."""
     if config:
         p.add_argument("--config", type=Path, default=None,
                        help="experiment YAML (default: RUN/config.yaml if it exists, else the built-in defaults of configs/default.yaml)")
     if overrides:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
-    p.add_argument("--run", type=Path, default=None,  # without --config the config is the built-in default, named "default"
-                   help=f"run directory (default: {'runs/<config name>' if config else 'runs/default'})")
+    if run:  # without --config the config is the built-in default, named "default"
+        p.add_argument("--run", type=Path, default=None, help=f"run directory (default: {'runs/<config name>' if config else 'runs/default'})")
     if force:
         p.add_argument("--force", action="store_true", help="recompute even if the inputs are unchanged")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
@@ -109,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="sae-ooc",
         description="Find how a transformer does out-of-context two-hop inference. Stages, in order: "
-        + " → ".join(s.name for s in STAGES) + "; `sae-ooc pipeline` runs them all, `sae-ooc query` asks about one prompt.",
+        + " → ".join(PIPELINE_STAGES) + "; `sae-ooc pipeline` runs them all, `sae-ooc query` asks about one prompt; "
+        "`sae-ooc dynamics` (over training checkpoints) and `sae-ooc sweep` (a grid of runs) are run on their own.",
     )
     parser.add_argument("--version", action="version", version=f"sae-ooc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -132,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     def command() -> int:
+        if getattr(args._module, "COMMON", {}).get("run", True) is False:
+            return int(args._module.main(args) or 0)
         run = resolve_run(args)
         if hasattr(args._module, "summarize"):
             from sae_ooc.commands import run_stage_command

@@ -49,6 +49,7 @@ from sae_ooc.sections.analyze import (  # noqa: F401
     ANALYSIS_NAMES,
     AnalyzeConfig,
 )
+from sae_ooc.sections.dynamics import DynamicsConfig  # noqa: F401
 from sae_ooc.typed_yaml import ConfigError, apply_overrides, build_dataclass
 
 
@@ -67,6 +68,7 @@ class Config:
     analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
     steer: SteerConfig = field(default_factory=SteerConfig)
     edit: EditConfig = field(default_factory=EditConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
 
     def validate(self, where: str = "config") -> "Config":
         for f in dataclasses.fields(self):

@@ -22,7 +22,7 @@ from pathlib import Path
 from sae_ooc.errors import UserError
 from sae_ooc.io import sha256_file, sha256_json
 from sae_ooc.rundir import RunDir
-from sae_ooc.stages import STAGE_NAMES, STAGES, Stage, get_stage
+from sae_ooc.stages import PIPELINE_STAGES, STAGES, Stage, get_stage
 
 
 @dataclass
@@ -143,14 +143,14 @@ def run_stage(run: RunDir, name: str, force: bool = False, **options) -> StageRe
 
 def run(run_dir: str | Path | RunDir, stages: list[str] | None = None, config=None, force: bool = False, device: str = "cpu",
         options: dict[str, dict] | None = None, on_result=None) -> list[StageResult]:
-    """Run `stages` (default: all, in pipeline order) in `run_dir`, each only if stale unless `force`.
+    """Run `stages` (default: every stage of the pipeline, in order; commands such as `dynamics` only when named) in `run_dir`, each only if stale unless `force`.
 
     `config`: a Config, a YAML path, or None for the run's saved config.yaml (else the built-in defaults).
     `options`: per-stage keyword options, e.g. {"attribute": {"validate": False}}. `on_result(StageResult)` is
     called after each stage (the CLI prints its summary there).
     """
     run_ = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir, config=config, device=device)
-    names = list(stages) if stages is not None else list(STAGE_NAMES)
+    names = list(stages) if stages is not None else list(PIPELINE_STAGES)
     for n in names:
         get_stage(n)
     run_.check_and_save_config(force=force)

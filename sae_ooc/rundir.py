@@ -64,6 +64,7 @@ class RunDir:
     steer_dir = _under("steer")
     edit_dir = _under("edit")
     browse_dir = _under("browse")
+    dynamics_dir = _under("dynamics")
     stages_file = _under("stages.json")
 
     # config ---------------------------------------------------------------------------------

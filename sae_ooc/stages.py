@@ -36,6 +36,9 @@ class Stage:
     # options (keyword arguments of the stage function) that change its outputs, so enter its fingerprint
     fingerprint_options: tuple[str, ...] = field(default=())
     always: bool = False  # cheap and reads everything: run every time (the report)
+    # False: a command of its own (`sae-ooc <name>`), left out of `sae-ooc pipeline` unless named in --stages;
+    # its outputs are recorded and checked like any stage's
+    in_pipeline: bool = True
 
     def function(self) -> Callable:
         mod, fn = self.run.split(":")
@@ -68,6 +71,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("browse", "sae_ooc.viz.browse.stage:run_browse", ("sae_eval.seed", "sae_eval.dense_threshold", "sae.hooks"),
           ("data", "train", "harvest", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit", "export"), ("browse",),
           "sae_ooc.commands.browse"),
+    Stage("dynamics", "sae_ooc.dynamics.stage:run_dynamics", ("dynamics", "harvest", "sae", "sae_eval"),
+          ("data", "train", "harvest"), ("dynamics",), "sae_ooc.commands.dynamics", in_pipeline=False),
     Stage("report", "sae_ooc.viz.report.stage:run_report", (),
           ("data", "train", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit", "export", "analyze", "steer", "edit",
            "browse"),
@@ -75,6 +80,7 @@ STAGES: tuple[Stage, ...] = (
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+PIPELINE_STAGES: tuple[str, ...] = tuple(s.name for s in STAGES if s.in_pipeline)  # what `sae-ooc pipeline` runs by default
 
 
 def get_stage(name: str) -> Stage:

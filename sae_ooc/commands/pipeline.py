@@ -17,7 +17,7 @@ COMMON = {"overrides": True, "force": True}
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--stages", default=None, help="comma-separated subset of stages to run (default: all)")
+    p.add_argument("--stages", default=None, help="comma-separated subset of stages to run (default: every stage but the separate commands, e.g. dynamics)")
 
 
 def stage_defaults(mod) -> argparse.Namespace:

@@ -2,3 +2,4 @@
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+SHARING_FILE = "sharing.json"  # present only for a weight-shared model: {"weight_sharing": "blocks"}

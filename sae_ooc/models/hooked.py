@@ -3,6 +3,12 @@
 A saved model is `model.safetensors` (the state dict) plus `config.json` (the keyword arguments of
 HookedTransformerConfig), so `HookedTransformer(HookedTransformerConfig(**json.load(f)))` and
 `load_state_dict` give it back with no sae_ooc code.
+
+A weight-shared (looped) model (`model.weight_sharing`, He et al. 2026) is a HookedTransformer whose blocks are
+distinct modules (each keeps its own hook points, `blocks.L.hook_resid_pre`, ...) holding the *same* Parameter
+objects as block 0 (`tie_blocks`). Its state dict is saved with every layer's (identical) copy, so the plain
+recipe above still gives a model computing the same function; `sharing.json` beside it tells `load_model` to tie
+the blocks again, so training or fine-tuning the reloaded model keeps one block.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from sae_ooc.errors import UserError, unreadable
 from sae_ooc.io import load_tensors, save_tensors, sha256_file, write_json
 from sae_ooc.tasks.data import SEQ_LEN, Vocab
 
-from sae_ooc.models.files import CONFIG_FILE, MODEL_FILE  # noqa: F401  (re-exported)
+from sae_ooc.models.files import CONFIG_FILE, MODEL_FILE, SHARING_FILE  # noqa: F401  (re-exported)
 
 
 def hooked_config_kwargs(mcfg: ModelConfig, vocab: Vocab, seed: int) -> dict:
@@ -39,10 +45,33 @@ def hooked_config_kwargs(mcfg: ModelConfig, vocab: Vocab, seed: int) -> dict:
     )
 
 
+def tie_blocks(model: HookedTransformer) -> HookedTransformer:
+    """Make every block use block 0's Parameter objects (in place): one block applied n_layers times.
+
+    The modules stay distinct, so each layer keeps its own hook points and TransformerLens names; the parameters
+    are the same objects, so `model.parameters()` yields each once and an optimizer updates one block.
+    """
+    first = model.blocks[0]
+    shared = dict(first.named_parameters())
+    for block in model.blocks[1:]:
+        for name in list(dict(block.named_parameters())):
+            owner_path, _, pname = name.rpartition(".")
+            owner = block.get_submodule(owner_path) if owner_path else block
+            setattr(owner, pname, shared[name])  # nn.Module.__setattr__ registers the shared Parameter
+    return model
+
+
+def is_weight_shared(model: HookedTransformer) -> bool:
+    blocks = model.blocks
+    return len(blocks) > 1 and all(p is q for b in blocks[1:] for p, q in zip(b.parameters(), blocks[0].parameters()))
+
+
 def build_model(mcfg: ModelConfig, vocab: Vocab, seed: int, device: str = "cpu") -> HookedTransformer:
     kwargs = hooked_config_kwargs(mcfg, vocab, seed)
     torch.manual_seed(seed)
     model = HookedTransformer(HookedTransformerConfig(**kwargs, device=device))
+    if mcfg.weight_sharing:
+        tie_blocks(model)
     model.sae_ooc_config_kwargs = kwargs  # what save_model writes; HookedTransformerConfig has derived fields too
     return model
 
@@ -52,8 +81,14 @@ def save_model(model: HookedTransformer, out_dir: Path, config_kwargs: dict | No
     kwargs = config_kwargs or getattr(model, "sae_ooc_config_kwargs", None)
     if kwargs is None:
         raise ValueError("save_model needs the HookedTransformerConfig kwargs (build the model with build_model)")
-    save_tensors(out_dir / MODEL_FILE, dict(model.state_dict()))
+    shared = is_weight_shared(model)
+    # safetensors refuses tensors that share memory: a tied model saves each layer's copy (the file then loads untied too)
+    save_tensors(out_dir / MODEL_FILE, {k: v.clone() if shared else v for k, v in model.state_dict().items()})
     write_json(out_dir / CONFIG_FILE, kwargs)
+    if shared:
+        write_json(out_dir / SHARING_FILE, {"weight_sharing": "blocks"})
+    else:
+        (out_dir / SHARING_FILE).unlink(missing_ok=True)
 
 
 def load_model(model_dir: Path, device: str = "cpu", sae_transformer: bool = False) -> HookedTransformer:
@@ -79,6 +114,8 @@ def load_model(model_dir: Path, device: str = "cpu", sae_transformer: bool = Fal
     else:
         model = HookedTransformer(HookedTransformerConfig(**kwargs, device=device))
         model.load_state_dict(state)
+    if (model_dir / SHARING_FILE).is_file():
+        tie_blocks(model)  # the saved copies are identical: tying after loading keeps the weights
     model.sae_ooc_config_kwargs = kwargs
     model.eval()
     return model

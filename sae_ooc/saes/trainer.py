@@ -148,6 +148,7 @@ def train_sae(
     resume: bool = True,
     stop_after_steps: int | None = None,
     dense_threshold: float = 0.1,
+    plot: bool = True,
 ) -> dict | None:
     """Train one SAE on `hook_name` of `cache` into `out_dir`; returns the metrics written to metrics.json.
 
@@ -155,7 +156,7 @@ def train_sae(
     prefixes at each position); `eval_rows` the rows the reconstruction metrics are measured on (default: one row per
     held-out prefix).
     `stop_after_steps` stops as if killed after that many steps (returns None); rerunning resumes from the
-    last checkpoint.
+    last checkpoint. `plot=False` skips the curves figure (seconds per SAE; `sae-ooc dynamics` trains dozens).
     """
     from sae_lens import SAE
 
@@ -262,7 +263,7 @@ def train_sae(
         "reconstruction": recon,
     }
     write_json(out_dir / METRICS_FILE, metrics)
-    if log:
+    if log and plot:
         plot_training_curves(log, out_dir / "curves", title=f"{hook_name} ({p.architecture}, d_sae {metrics['d_sae']})")
     if ckpt_root.exists():
         shutil.rmtree(ckpt_root)  # the final SAE is saved; checkpoints only serve resuming

@@ -51,6 +51,9 @@ class ModelConfig:
     act_fn: str = "gelu"
     normalization_type: str = "LN"
     positional_embeddings: bool = True
+    # a looped model (He et al. 2026): one block's parameters applied n_layers times. Every layer keeps its own
+    # modules and hook points (blocks.L.hook_resid_pre, ...); only the parameters are shared
+    weight_sharing: bool = False
 
     def validate(self, where: str) -> None:
         _check(self.n_layers >= 1, where, "model.n_layers", "must be at least 1")

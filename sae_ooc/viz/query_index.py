@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from sae_ooc.io import read_json, sha256_file, sha256_json
-from sae_ooc.models.files import CONFIG_FILE, MODEL_FILE
+from sae_ooc.models.files import CONFIG_FILE, MODEL_FILE, SHARING_FILE
 from sae_ooc.saes.store import SAE_CFG_FILE, SAE_WEIGHTS_FILE, sae_dir, saved_hooks
 from sae_ooc.tasks.vocab import POSITION_ROLES, Vocab
 from sae_ooc.viz.browse.paths import site_page
@@ -35,7 +35,7 @@ SPLIT_NAMES = ("train", "valid_id", "test_id", "test_ood", "atomic_test")  # = s
 def inputs_key(run, labels: bool = False) -> str:
     """The sha256 of the content of the task data, the model and every SAE (and, with `labels`, eval-sae's label files)."""
     files = [p for p in sorted(Path(run.data_dir).rglob("*")) if p.is_file() and not p.name.startswith(".")]
-    files += [run.model_dir / MODEL_FILE, run.model_dir / CONFIG_FILE]
+    files += [run.model_dir / MODEL_FILE, run.model_dir / CONFIG_FILE, run.model_dir / SHARING_FILE]  # (no sharing file: skipped)
     files += [sae_dir(run.saes_dir, h) / f for h in saved_hooks(run.saes_dir) for f in (SAE_CFG_FILE, SAE_WEIGHTS_FILE)]
     if labels and Path(run.sae_eval_dir).is_dir():
         files += sorted(Path(run.sae_eval_dir).glob("*/metrics.json"))

@@ -1,0 +1,22 @@
+"""Training dynamics: accuracy, bridge probes, logit lens, patching and per-checkpoint SAEs against training step.
+
+Runs over every checkpoint train saved (log-spaced, plus step 0) and `dynamics.dense_checkpoints` more, replayed
+exactly from the nearest saved one across the window where valid_id accuracy rises (valid_id locates it; test_id is
+only reported). Not part of `sae-ooc pipeline`: run it after the pipeline's harvest. Writes RUN/dynamics/
+(dynamics.json, dynamics.png/.svg, checkpoints/step_N/); `sae-ooc report` shows it when present.
+Settings: the `dynamics` config section (dense_checkpoints, rise_low/high, n_prompts, patch_pairs, sae_hooks,
+sae_training_tokens).
+"""
+
+from sae_ooc.commands import files_written, verb
+
+
+def summarize(run, result) -> str:
+    i = result.info
+    rd = i.get("bridge_first_readable")
+    where = (f"the bridge is first readable (held-out probe >= 0.5, above shuffled labels and the step-0 model) at step {rd['step']} in {rd['hook']} at {rd['position']}"
+             if rd else "no probe read the bridge at any checkpoint")
+    comp = i.get("composition_step_test_id")
+    order = {True: "before", False: "not before", None: "(no test_id rise to compare with)"}[i.get("bridge_readable_before_composition")]
+    return (f"dynamics: {verb(result)} {files_written(run, 'dynamics')}: {i.get('n_checkpoints')} checkpoints ({i.get('replayed')} replayed); "
+            f"test_id rises (half way) at step {comp}; {where}, {order} composition")

@@ -1,0 +1,1 @@
+"""Training dynamics (`sae-ooc dynamics`) and the simplest-setup sweep (`sae-ooc sweep`)."""

@@ -1,0 +1,89 @@
+"""What `sae-ooc dynamics` measures on one checkpoint: held-out bridge probes, the logit lens and resid_pre patching.
+
+Probes use the machinery of eval-sae (`sae_ooc.saes.prefixes`, `sae_ooc.saes.probes`): fit on the selection
+prefixes, scored on the held-out prefixes, beside the same probe on shuffled labels. The logit lens reads each
+layer's residual stream (TransformerLens's `ActivationCache.accumulated_resid`) through the model's own final
+layer norm (recomputed on that layer's stream) and unembedding, with no tuned lens. Patching is
+`transformer_lens.patching.get_act_patch_resid_pre`, clean activations into the corrupted run.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sae_ooc.saes.controls import prefix_activations
+from sae_ooc.saes.prefixes import PositionSlice
+from sae_ooc.saes.probes import probe_table
+
+POSITIONS = {1: "r1", 2: "r2"}  # the prompt positions the bridge is read at
+
+
+def resid_hooks(n_layers: int) -> list[str]:
+    """The residual stream entering every layer, then leaving the last one: one per `accumulated_resid` entry."""
+    return [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)] + [f"blocks.{n_layers - 1}.hook_resid_post"]
+
+
+def bridge_probes(model, slices: list[PositionSlice], hooks: list[str], ecfg) -> dict[str, dict[str, dict]]:
+    """{hook: {"r1"|"r2": {heldout_acc, shuffled_acc, majority_acc, n_heldout}}}: a bridge probe per hook and position."""
+    use = [sl for sl in slices if sl.pos in POSITIONS]
+    acts = prefix_activations(model, use, hooks)
+    out: dict[str, dict[str, dict]] = {h: {} for h in hooks}
+    for sl in use:
+        y_sel, y_ev = sl.labels["bridge"]
+        if len(torch.unique(y_sel[y_sel >= 0])) < 2 or not (y_ev >= 0).any():
+            continue
+        for h in hooks:
+            x_sel, x_ev = acts[h][sl.pos]
+            rec = probe_table(x_sel, x_ev, {"bridge": (y_sel, y_ev)}, None, {}, ecfg)[0]["bridge"]
+            out[h][POSITIONS[sl.pos]] = {k: rec[k] for k in ("heldout_acc", "shuffled_acc", "majority_acc", "n_heldout", "heldout_ci95")}
+    return out
+
+
+@torch.no_grad()
+def logit_lens(model, tokens: torch.Tensor, bridge: torch.Tensor, answer: torch.Tensor) -> dict:
+    """Per layer (resid_pre of each block, then the final resid_post) the rank (0 = top) of the bridge at r1 and r2 and
+    of the answer at r2 among all tokens: {"labels", "bridge@r1": {"median_rank", "top1"}: per layer lists, ...}."""
+    device = next(model.parameters()).device
+    _, cache = model.run_with_cache(tokens.to(device), names_filter=lambda n: "hook_resid" in n)
+    stack, labels = cache.accumulated_resid(incl_mid=False, apply_ln=False, return_labels=True)  # [L+1, n, pos, d]
+    out: dict = {"labels": list(labels), "n_prompts": int(tokens.shape[0])}
+    for name, pos, target in (("bridge@r1", 1, bridge), ("bridge@r2", 2, bridge), ("answer@r2", 2, answer)):
+        logits = model.unembed(model.ln_final(stack[:, :, pos])).float()  # ln recomputed on each layer's own stream
+        t = target.to(device)
+        tl = logits.gather(-1, t[None, :, None].expand(len(stack), -1, 1))
+        ranks = (logits > tl).sum(-1).float()  # [L+1, n]
+        out[name] = {"median_rank": ranks.median(1).values.tolist(), "top1": (ranks == 0).float().mean(1).tolist()}
+    return out
+
+
+@torch.no_grad()
+def resid_patching(model, pairs) -> dict:
+    """Clean resid_pre patched into the corrupted run, per layer and position, on the mean A→C logit difference
+    (answer - corrupted answer), normalised so 0 = the corrupted run and 1 = the clean one. The peak leaves out the
+    head-entity position, where patching layer 0 replays the whole clean input (1 by construction)."""
+    from transformer_lens import patching
+
+    device = next(model.parameters()).device
+    clean, corrupt = pairs.clean.to(device), pairs.corrupt.to(device)
+    rows = torch.arange(len(pairs), device=device)
+    pos, ans, foil = pairs.answer_pos.to(device), pairs.answer.to(device), pairs.answer_corrupt.to(device)
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        lg = logits[rows, pos]
+        return (lg[rows, ans] - lg[rows, foil]).mean()
+
+    clean_logits, clean_cache = model.run_with_cache(clean)
+    m_clean, m_corrupt = float(metric(clean_logits)), float(metric(model(corrupt)))
+    heat = patching.get_act_patch_resid_pre(model, corrupt, clean_cache, metric).float().cpu()  # [n_layers, pos]
+    gap = m_clean - m_corrupt
+    norm = (heat - m_corrupt) / gap if abs(gap) > 1e-6 else torch.full_like(heat, float("nan"))
+    out = {"clean_logit_diff": m_clean, "corrupt_logit_diff": m_corrupt, "n_pairs": len(pairs), "normalised": norm.tolist()}
+    body = norm[:, 1:]
+    if torch.isfinite(body).any():
+        flat = torch.nan_to_num(body, nan=-float("inf")).flatten().argmax()
+        layer, p = divmod(int(flat), body.shape[1])
+        out["peak"] = {"value": float(body[layer, p]), "layer": layer, "position": POSITIONS[p + 1]}
+        for p_idx, name in POSITIONS.items():
+            col = norm[:, p_idx]
+            out[f"peak@{name}"] = {"value": float(col.max()), "layer": int(col.argmax())}
+    return out

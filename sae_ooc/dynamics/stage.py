@@ -1,0 +1,117 @@
+"""Stage `dynamics` (a command, not part of the default pipeline): how the A→C ability forms over training.
+
+Over every checkpoint train saved (log-spaced, plus step 0) and `dynamics.dense_checkpoints` more replayed exactly
+(`sae_ooc.models.replay`) across the window in which valid_id accuracy rises: accuracy per split (every example),
+held-out-prefix bridge probes per layer at r1 and r2 beside shuffled labels, the logit-lens rank of the bridge,
+the resid_pre patching heatmap's peak, and the ground-truth alignment of small SAEs trained per checkpoint. The
+rise is located on valid_id (it chose where to add checkpoints); test_id's rise is only reported beside it.
+Writes RUN/dynamics/: dynamics.json, dynamics.png/.svg and the replayed checkpoints (checkpoints/step_N/).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import torch
+from tqdm.auto import tqdm
+
+from sae_ooc.activations.cache import ActivationCache, heldout_mask
+from sae_ooc.circuits.pairs import make_pairs
+from sae_ooc.dynamics.measures import bridge_probes, logit_lens, resid_hooks, resid_patching
+from sae_ooc.dynamics.saes import checkpoint_saes, default_sae_hooks
+from sae_ooc.io import read_json, read_jsonl, write_json
+from sae_ooc.models.evaluate import evaluate_splits
+from sae_ooc.models.hooked import load_model, model_hash
+from sae_ooc.models.replay import accuracy_rise, dense_steps, replay_checkpoints, saved_checkpoints
+from sae_ooc.models.train import METRICS_FILE
+from sae_ooc.saes.prefixes import position_slices
+from sae_ooc.tasks.data import SPLITS, load_task, split_tensors
+from sae_ooc.threads import torch_threads
+from sae_ooc.viz.dynamics_plots import plot_dynamics
+
+RESULT_FILE = "dynamics.json"
+READABLE = 0.5  # a probe "reads" the bridge from the first step its held-out accuracy reaches this (and beats shuffled labels)
+
+
+def _prompts(ds, vocab, n: int, seed: int):
+    """A seeded sample of the test_id two-hop prompts: (tokens, bridge, answer)."""
+    st = split_tensors(ds["test_id"], vocab.pad_id)
+    two = (st.hop == 2).nonzero().squeeze(1)
+    g = torch.Generator().manual_seed(seed)
+    idx = two[torch.randperm(len(two), generator=g)[:n]].sort().values
+    return st.tokens[idx], st.bridge[idx], st.answer[idx]
+
+
+def first_readable(points: list[dict], hooks: list[str]) -> dict | None:
+    """The earliest (step, hook, position) at which a bridge probe reads the bridge: held-out accuracy >= READABLE and the
+    lower end of its 95% interval above both controls, the shuffled-label probe and the same probe on the step-0
+    initialisation (at r2 a held-out prefix may share its (head, r1) with selection prefixes, which a random model encodes)."""
+    init = next((p for p in points if p["step"] == 0), None)
+    for p in points:
+        for h in hooks:
+            for pos, r in p["probes"].get(h, {}).items():
+                ci = r.get("heldout_ci95")
+                ctrl = [r.get("shuffled_acc")] + ([init["probes"].get(h, {}).get(pos, {}).get("heldout_acc")] if init and p is not init else [])
+                worst = max((c for c in ctrl if c is not None), default=0.0)
+                if r.get("heldout_acc") is not None and r["heldout_acc"] >= READABLE and ci is not None and ci[0] > worst and p is not init:
+                    return {"step": p["step"], "hook": h, "position": pos, "heldout_acc": r["heldout_acc"]}
+    return None
+
+
+def run_dynamics(run, force: bool = False) -> dict:
+    dc = run.cfg.dynamics
+    ecfg = dataclasses.replace(run.cfg.sae_eval, n_controls=dc.n_controls)
+    out_dir = run.dynamics_dir
+    ck_root = out_dir / "checkpoints"
+    if force and out_dir.exists():
+        shutil.rmtree(out_dir)
+    records = read_jsonl(run.model_dir / METRICS_FILE)
+    rise = {s: accuracy_rise(records, s, dc.rise_low, dc.rise_high) for s in ("valid_id", "test_id")}
+    saved = saved_checkpoints(run.model_dir)
+    r = rise["valid_id"]
+    extra = dense_steps(r["start"], r["end"], dc.dense_checkpoints, set(saved)) if r["found"] else []
+    if ck_root.exists():  # replayed steps no longer asked for (another config) go
+        for d in ck_root.glob("step_*"):
+            if int(d.name.split("_")[1]) not in extra:
+                shutil.rmtree(d)
+    replayed = replay_checkpoints(run, extra, ck_root) if extra else {}
+    ckpts = sorted([(s, d, "saved") for s, d in saved.items()] + [(s, d, "replayed") for s, d in replayed.items()])
+
+    ds, vocab = load_task(run.data_dir)
+    tensors = {s: split_tensors(ds[s], vocab.pad_id) for s in SPLITS}
+    cache = ActivationCache(run.activations_dir, expected_model_hash=model_hash(run.model_dir))
+    held = heldout_mask(cache.tokens(), run.cfg.sae.eval_fraction, run.cfg.sae.seed)  # = train-sae's split
+    slices = [sl for sl in position_slices(cache, held, ecfg.max_select_tokens, ecfg.seed) if sl.name in ("r1", "r2")]
+    tokens, bridge, answer = _prompts(ds, vocab, dc.n_prompts, dc.seed)
+    pairs = make_pairs(ds, vocab, "test_id", dc.patch_pairs, dc.seed)
+    n_layers = run.cfg.model.n_layers
+    hooks = resid_hooks(n_layers)
+    sae_hooks = list(dc.sae_hooks) or default_sae_hooks(n_layers)
+
+    points = []
+    with torch_threads(run.cfg.sae.threads):
+        for step, d, source in tqdm(ckpts, desc="dynamics: checkpoints", unit="ckpt", dynamic_ncols=True):
+            model = load_model(d, device=run.device)
+            p = {"step": step, "source": source,
+                 "accuracy": {s.removesuffix("_acc"): v for s, v in evaluate_splits(model, tensors, device=run.device).items() if s.endswith("_acc")},
+                 "probes": bridge_probes(model, slices, hooks, ecfg),
+                 "logit_lens": logit_lens(model, tokens, bridge, answer),
+                 "patching": resid_patching(model, pairs)}
+            if dc.sae_training_tokens > 0:
+                p["saes"] = checkpoint_saes(run, model, d, out_dir / ".work", sae_hooks, held, slices, cache.n_tokens, ds, vocab, ecfg)
+            points.append(p)
+
+    composition = rise["test_id"].get("moment")
+    readable = first_readable(points, hooks)
+    answers = {
+        "composition_step_test_id": composition, "rise_step_valid_id": r.get("moment"),
+        "bridge_first_readable": readable,
+        "bridge_readable_before_composition": None if readable is None or composition is None else readable["step"] < composition,
+    }
+    result = {"rise": rise, "readable_threshold": READABLE, "hooks": hooks, "sae_hooks": sae_hooks if dc.sae_training_tokens > 0 else [],
+              "n_checkpoints": {"saved": len(saved), "replayed": len(replayed)}, "answers": answers,
+              "n_prompts_logit_lens": int(tokens.shape[0]), "n_patch_pairs": len(pairs), "checkpoints": points}
+    write_json(out_dir / RESULT_FILE, result)
+    plot_dynamics(result, out_dir / "dynamics")
+    return {"n_checkpoints": len(points), "replayed": len(replayed), **answers}

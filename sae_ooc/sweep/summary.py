@@ -1,0 +1,60 @@
+"""A sweep's results: SWEEP_DIR/sweep.json (every point), table.md and the phase diagram, and the smallest setting
+that composed (test_id >= COMPOSED on held-out two-hop facts, with atomic_test >= ATOMIC, as the report's verdict)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sae_ooc.io import write_json, write_text
+from sae_ooc.viz.phase_plots import plot_phase
+
+COMPOSED = 0.9
+ATOMIC = 0.99
+
+
+def composed(rec: dict) -> bool:
+    return rec["accuracy"]["test_id"] >= COMPOSED and rec["accuracy"]["atomic_test"] >= ATOMIC
+
+
+def smallest(recs: list[dict]) -> dict | None:
+    """The composing point with the fewest distinct parameters (ties: fewer steps to test_id >= 0.9)."""
+    ok = [r for r in recs if composed(r)]
+    return min(ok, key=lambda r: (r["unique_parameters"], r.get("test_id_0.9_step") or 10**12)) if ok else None
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return "—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def write_summary(sw, root: Path, points, done: dict[str, dict]) -> dict:
+    keys = list(sw.grid)
+    recs = [done[p.slug] for p in points if p.slug in done]
+    lines = [f"# Sweep `{sw.name}` ({len(recs)} of {len(points)} points finished)", "",
+             f"Each point trains from scratch (data + train stages) with `{sw.path}`; composition = test_id ≥ {COMPOSED} and "
+             f"atomic_test ≥ {ATOMIC}. test_id: held-out two-hop facts (never used to stop or choose); test_ood: two-hop facts "
+             "whose atomic fact was held out (no model can answer them beyond chance). Steps to test_id ≥ 0.9 are at the "
+             "periodic evaluations (train.eval_every).", "",
+             "| " + " | ".join(keys) + " | unique params | steps | test_id | steps to test_id ≥ 0.9 | test_ood | valid_id | atomic_test | composed |",
+             "|" + "---|" * (len(keys) + 8)]
+    for p in points:
+        r = done.get(p.slug)
+        vals = " | ".join(_fmt(p.values[k]) for k in keys)
+        if r is None:
+            lines.append(f"| {vals} | not finished |" + " |" * 7)
+            continue
+        a = r["accuracy"]
+        lines.append(f"| {vals} | {r['unique_parameters']} | {r['steps']} | {a['test_id']:.3f} | {_fmt(r.get('test_id_0.9_step'))} | "
+                     f"{a['test_ood']:.3f} | {a['valid_id']:.3f} | {a['atomic_test']:.3f} | {'yes' if composed(r) else 'no'} |")
+    best = smallest(recs)
+    verdict = ("Smallest setting that composed: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best["values"].items())
+               + f" ({best['unique_parameters']} distinct parameters; test_id {best['accuracy']['test_id']:.3f}, "
+               f"test_ood {best['accuracy']['test_ood']:.3f})") if best else "No point composed."
+    lines += ["", verdict, "", "![phase diagram](phase_diagram.png)", ""]
+    write_text(root / "table.md", "\n".join(lines))
+    write_json(root / "sweep.json", {"name": sw.name, "grid": sw.grid, "axes": sw.axes(), "composed_threshold": COMPOSED,
+                                     "points": recs, "smallest_composed": best, "n_points": len(points)})
+    figs = plot_phase(sw, points, done, root / "phase_diagram") if recs else []
+    return {"text": f"sweep {sw.name}: {len(recs)}/{len(points)} points finished; {verdict} -> {root / 'table.md'}",
+            "smallest": best, "figures": figs}

@@ -1,0 +1,62 @@
+"""Report section: training dynamics (`sae-ooc dynamics`), when it has been run."""
+
+from __future__ import annotations
+
+from sae_ooc.viz.report.doc import Doc, load
+
+
+def _best(probes: dict, pos: str) -> tuple[str | None, dict | None]:
+    cands = [(h, r[pos]) for h, r in probes.items() if pos in r and r[pos].get("heldout_acc") is not None]
+    return max(cands, key=lambda c: c[1]["heldout_acc"], default=(None, None))
+
+
+def dynamics_section(doc: Doc) -> None:
+    run = doc.run
+    res = load(run.dynamics_dir / "dynamics.json")
+    doc.add("## Training dynamics: when does the bridge become readable, and when does A→C appear?", "")
+    if res is None:
+        doc.add(f"Not run (a separate command, not part of the pipeline): {doc.cmd('dynamics')}.", "")
+        return
+    pts, rise, ans = res["checkpoints"], res["rise"], res["answers"]
+    n = res["n_checkpoints"]
+    v, t = rise["valid_id"], rise["test_id"]
+    doc.add(f"{len(pts)} checkpoints: {n['saved']} saved by train (log-spaced, with step 0, the random initialisation) and "
+            f"{n['replayed']} replayed exactly from the nearest saved one across the window where valid_id accuracy rises"
+            + (f" (steps {v['start']}–{v['end']}); valid_id reaches half its rise at step "
+               f"{doc.number('dynamics.valid_id_rise_step', v['moment'], 'valid_id, periodic evaluations', in_sample=True, spec='.0f')} "
+               "(it chose where checkpoints were added)" if v.get("found") else "; valid_id never rose") + ". "
+            + (f"test_id (only reported) reaches half its rise at step "
+               f"{doc.number('dynamics.test_id_rise_step', t['moment'], 'test_id, periodic evaluations', spec='.0f')}." if t.get("found")
+               else "test_id accuracy never rose."), "")
+    rd = ans.get("bridge_first_readable")
+    if rd:
+        order = {True: "**before**", False: "**not before**", None: "(no test_id rise to compare)"}[ans.get("bridge_readable_before_composition")]
+        doc.add(f"A linear probe (fit on selection prefixes, scored on held-out prefixes) first reads the bridge entity at step "
+                f"{doc.number('dynamics.bridge_readable_step', rd['step'], 'held-out prefixes, per checkpoint', spec='.0f')} in "
+                f"`{rd['hook']}` at {rd['position']} (held-out accuracy {doc.number('dynamics.bridge_readable_acc', rd['heldout_acc'], 'held-out prefixes')}, "
+                f"its 95% interval above the shuffled-label probe and the step-0 model's probe): {order} test_id composition appears.", "")
+    else:
+        doc.add("No probe read the bridge (held-out accuracy ≥ 0.5 above its controls) at any checkpoint.", "")
+    last = pts[-1]
+    n_prompts, n_pairs = res["n_prompts_logit_lens"], res["n_patch_pairs"]
+    parts = []
+    for pos in ("r1", "r2"):
+        h, r = _best(last["probes"], pos)
+        if r is not None:
+            on = f"{r['n_heldout']} held-out prefixes"
+            parts.append(f"bridge probe at {pos}: best `{h}` {doc.number(f'dynamics.final_bridge_probe_{pos}', r['heldout_acc'], on)} "
+                         f"(shuffled labels {doc.number(f'dynamics.final_bridge_probe_{pos}_shuffled', r['shuffled_acc'], on)})")
+    ll = last["logit_lens"]["bridge@r1"]["top1"]
+    best_layer = max(range(len(ll)), key=ll.__getitem__)
+    parts.append(f"logit lens: the bridge is the top token at r1 after `{last['logit_lens']['labels'][best_layer]}` on "
+                 f"{doc.number('dynamics.final_logit_lens_bridge_top1', ll[best_layer], f'{n_prompts} test_id prompts')} of prompts")
+    pk = last["patching"].get("peak")
+    if pk:
+        parts.append(f"resid_pre patching peak (head position left out) "
+                     f"{doc.number('dynamics.final_patching_peak', pk['value'], f'{n_pairs} test_id pairs')} at layer {pk['layer']}, {pk['position']}")
+    doc.add(f"At the last checkpoint (step {last['step']}): " + "; ".join(parts) + ".", "",
+            "![training dynamics](dynamics.png)", "",
+            "The logit lens reads each layer's residual stream through the final layer norm and unembedding as they are (no tuned "
+            "lens): a bridge that is linearly present but not in the unembedding's basis shows in the probes, not here.", "",
+            f"Reproduce: {doc.cmd('dynamics')}", "")
+    doc.figure(run.dynamics_dir / "dynamics.png", run.dynamics_dir / "dynamics.svg")

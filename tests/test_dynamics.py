@@ -1,0 +1,131 @@
+"""Weight sharing (a looped model) and `sae-ooc dynamics` (per-checkpoint measures, exact replayed checkpoints)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from sae_ooc.config import load_config
+from sae_ooc.models.hooked import build_model, is_weight_shared, load_model, save_model
+from sae_ooc.models.replay import accuracy_rise, dense_steps, replay_checkpoints, saved_checkpoints
+from sae_ooc.pipeline import run as run_pipeline
+from sae_ooc.pipeline import run_stage
+from sae_ooc.rundir import RunDir
+from tests.conftest import TINY
+
+SMALL = ["train.steps=40", "train.eval_every=10", "train.n_checkpoints=4", "sae.training_tokens=4096", "sae_eval.probe_steps=30",
+         "sae_eval.n_controls=1", "dynamics.sae_training_tokens=2048", "dynamics.dense_checkpoints=2", "dynamics.patch_pairs=8"]
+
+
+def test_weight_sharing_ties_parameters_keeps_hooks_and_reloads(tiny_cfg, tiny_task, tmp_path):
+    _, vocab = tiny_task
+    cfg = load_config(TINY, ["model.weight_sharing=true", "model.n_layers=3"])
+    model = build_model(cfg.model, vocab, seed=0)
+    untied = build_model(load_config(TINY, ["model.n_layers=3"]).model, vocab, seed=0)
+    assert is_weight_shared(model) and not is_weight_shared(untied)
+    block = sum(p.numel() for p in untied.blocks[0].parameters())
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in untied.parameters()) - 2 * block
+    for layer in range(3):  # every layer keeps its own TransformerLens hook points
+        assert f"blocks.{layer}.hook_resid_pre" in model.hook_dict and f"blocks.{layer}.attn.hook_z" in model.hook_dict
+    assert model.hook_dict["blocks.1.hook_resid_pre"] is not model.hook_dict["blocks.2.hook_resid_pre"]
+
+    # one optimizer step moves every layer the same way: the parameters are one block's
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    tokens = torch.randint(0, vocab.d_vocab, (4, 3))
+    model(tokens, return_type="loss").backward()
+    opt.step()
+    assert torch.equal(model.blocks[0].attn.W_Q, model.blocks[2].attn.W_Q)
+    assert torch.equal(model.blocks[1].mlp.W_in, model.blocks[0].mlp.W_in)
+
+    save_model(model, tmp_path / "m")
+    back = load_model(tmp_path / "m")
+    assert is_weight_shared(back)
+    assert torch.allclose(back(tokens), model(tokens), atol=1e-6)
+    # plain TransformerLens, no sae_ooc code: untied, but the same function
+    kwargs = json.loads((tmp_path / "m" / "config.json").read_text())
+    plain = HookedTransformer(HookedTransformerConfig(**kwargs))
+    plain.load_state_dict(load_file(str(tmp_path / "m" / "model.safetensors")))
+    assert torch.allclose(plain(tokens), model(tokens), atol=1e-6)
+    # an untied model saved afterwards in the same folder is not tied on reload
+    save_model(untied, tmp_path / "m")
+    assert not is_weight_shared(load_model(tmp_path / "m"))
+
+
+def test_accuracy_rise_and_dense_steps_known_answers():
+    recs = [{"step": s, "v_acc": a} for s, a in [(0, 0.0), (10, 0.05), (20, 0.1), (30, 0.4), (40, 0.8), (50, 0.95), (60, 1.0)]]
+    r = accuracy_rise(recs, "v", 0.1, 0.9)
+    assert r["found"] and (r["start"], r["moment"], r["end"]) == (10, 40, 50)
+    assert not accuracy_rise([{"step": 0, "v_acc": 0.2}, {"step": 5, "v_acc": 0.22}], "v", 0.1, 0.9)["found"]
+    assert dense_steps(10, 50, 4, {20}) == [30, 40, 50]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run = RunDir(tmp_path_factory.mktemp("dyn") / "run", load_config(TINY, SMALL))
+    assert all(r.finished for r in run_pipeline(run, stages=["data", "train", "harvest"]))
+    return run
+
+
+def test_replayed_checkpoint_is_bit_identical_to_the_saved_one(tiny_run, tmp_path):
+    saved = saved_checkpoints(tiny_run.model_dir)
+    assert sorted(saved) == [0, 1, 3, 12, 40]
+    out = replay_checkpoints(tiny_run, [12, 7], tmp_path / "replay")  # 12 replayed from step 3, not loaded
+    ref = load_file(str(saved[12] / "model.safetensors"))
+    got = load_file(str(out[12] / "model.safetensors"))
+    assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
+    assert (out[7] / "model.safetensors").is_file()
+
+
+def test_dynamics_runs_on_a_tiny_run_and_its_numbers_check_out(tiny_run, tmp_path):
+    from tests.test_stage_outputs import check_line
+
+    res = run_stage(tiny_run, "dynamics")
+    assert res.finished and tiny_run.stage_record("dynamics") is not None
+    check_line(tiny_run, "dynamics", res)  # its summary line names every file it wrote
+    out = json.loads((tiny_run.dynamics_dir / "dynamics.json").read_text())
+    assert (tiny_run.dynamics_dir / "dynamics.png").is_file() and (tiny_run.dynamics_dir / "dynamics.svg").is_file()
+    steps = [p["step"] for p in out["checkpoints"]]
+    assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == 40
+    last = out["checkpoints"][-1]
+    final = json.loads((tiny_run.model_dir / "final_metrics.json").read_text())["accuracy"]
+    assert last["accuracy"] == pytest.approx(final)  # the last checkpoint is the final model
+    # logit lens after the final layer is the model's own output: the answer is top-1 exactly where the model is right
+    model = load_model(tiny_run.model_dir)
+    from sae_ooc.dynamics.stage import _prompts
+    from sae_ooc.tasks.data import load_task
+
+    ds, vocab = load_task(tiny_run.data_dir)
+    toks, _, answer = _prompts(ds, vocab, tiny_run.cfg.dynamics.n_prompts, tiny_run.cfg.dynamics.seed)
+    right = (model(toks)[:, 2].argmax(-1) == answer).float().mean().item()
+    assert last["logit_lens"]["answer@r2"]["top1"][-1] == pytest.approx(right)
+    # patching the clean resid_pre at layer 0 of the head position replays the whole clean prompt: 1 by construction
+    assert last["patching"]["normalised"][0][0] == pytest.approx(1.0, abs=1e-4)
+    for p in out["checkpoints"]:
+        assert set(p["probes"]) == set(out["hooks"]) and set(p["saes"]) == set(out["sae_hooks"])
+    # not part of the default pipeline, and skipped when nothing changed
+    from sae_ooc.stages import PIPELINE_STAGES, STAGE_NAMES
+    from sae_ooc.viz.report.stage import build_report
+
+    doc = build_report(tiny_run)  # the report shows the dynamics once they exist
+    assert "## Training dynamics" in "\n".join(doc.lines) and tiny_run.dynamics_dir / "dynamics.png" in doc.figures
+    assert {"dynamics.final_bridge_probe_r1", "dynamics.final_patching_peak"} <= {n["name"] for n in doc.numbers}
+
+    assert "dynamics" in STAGE_NAMES and "dynamics" not in PIPELINE_STAGES
+    assert not run_stage(tiny_run, "dynamics").ran
+
+
+def test_weight_shared_model_runs_the_pipeline_through_circuit(tmp_path):
+    from tests.conftest import HARVEST_SETTINGS
+
+    over = [*HARVEST_SETTINGS, "model.weight_sharing=true", "sae.training_tokens=4096", "sae_eval.probe_steps=30", "sae_eval.n_controls=1"]
+    run = RunDir(tmp_path / "run", load_config(TINY, over))
+    stages = ["data", "train", "harvest", "train-sae", "eval-sae", "attribute", "circuit"]
+    results = run_pipeline(run, stages=stages)
+    assert [r.name for r in results if r.finished] == stages
+    assert (run.model_dir / "sharing.json").is_file() and is_weight_shared(load_model(run.model_dir))
+    assert is_weight_shared(load_model(run.model_dir, sae_transformer=True))
+    assert (run.circuit_dir / "circuit.json").is_file()

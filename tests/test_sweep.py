@@ -1,0 +1,95 @@
+"""`sae-ooc sweep`: grid points, submitit's local executor, resuming after a kill, the phase diagram and table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sae_ooc.config import ConfigError
+from sae_ooc.errors import UserError
+from sae_ooc.sweep.runner import POINT_FILE, run_point, run_sweep
+from sae_ooc.sweep.spec import load_sweep
+from sae_ooc.sweep.summary import smallest
+from tests.conftest import TINY
+
+pytest.importorskip("submitit")
+
+SWEEP = f"""
+name: t
+base: {TINY}
+set: {{train.steps: 40, train.eval_every: 10, train.n_checkpoints: 3}}
+grid:
+  model.n_layers: [1, 2]
+  model.weight_sharing: [false, true]
+exclude:
+  - {{model.n_layers: 1, model.weight_sharing: true}}
+"""
+
+
+def _write(tmp_path, text=SWEEP):
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_grid_points_exclude_and_errors(tmp_path):
+    sw = load_sweep(_write(tmp_path))
+    pts = sw.points()
+    assert [p.slug for p in pts] == ["n_layers=1__weight_sharing=false", "n_layers=2__weight_sharing=false", "n_layers=2__weight_sharing=true"]
+    assert pts[2].cfg.model.weight_sharing and pts[2].cfg.model.n_layers == 2 and pts[2].cfg.train.steps == 40
+    assert sw.axes() == ("model.n_layers", "model.weight_sharing")
+    with pytest.raises(ConfigError, match="model.n_layerz"):
+        load_sweep(_write(tmp_path, SWEEP.replace("model.n_layers: [1, 2]", "model.n_layerz: [1, 2]"))).points()
+    with pytest.raises(UserError, match="unknown key"):
+        load_sweep(_write(tmp_path, SWEEP + "bogus: 1\n"))
+    with pytest.raises(UserError, match="not found"):
+        load_sweep(tmp_path / "nope.yaml")
+
+
+def test_smallest_composing_point_is_the_one_with_fewest_distinct_parameters():
+    acc = lambda t: {"test_id": t, "atomic_test": 1.0, "test_ood": 0.0}  # noqa: E731
+    recs = [{"unique_parameters": 900, "accuracy": acc(0.95)}, {"unique_parameters": 500, "accuracy": acc(0.95)},
+            {"unique_parameters": 100, "accuracy": acc(0.5)}]
+    assert smallest(recs)["unique_parameters"] == 500
+    assert smallest(recs[2:]) is None
+
+
+def test_sweep_resumes_after_a_kill_through_submitit_local_executor(tmp_path, capsys):
+    sw = load_sweep(_write(tmp_path, SWEEP.replace("[1, 2]", "[2]").replace("train.steps: 40", "train.steps: 30")))
+    out = tmp_path / "sweep"
+    tied = "n_layers=2__weight_sharing=true"
+    # first attempt: the tied point is killed at step 25 (its last checkpoint: step 20); the other finishes
+    res = run_sweep(sw, jobs=2, out=out, stop_after_steps={tied: 25})
+    assert not res["all_done"] and set(res["done"]) == {p.slug for p in sw.points()} - {tied}
+    assert not (out / "points" / tied / POINT_FILE).exists()
+    assert (out / "points" / tied / "model" / "checkpoints" / "latest").is_dir()
+    assert list((out / ".submitit").glob("*_log.out"))  # the points ran as submitit jobs
+    stamps = {p.slug: (out / "points" / p.slug / POINT_FILE).stat().st_mtime_ns for p in sw.points() if p.slug != tied}
+
+    res = run_sweep(sw, jobs=2, out=out)
+    assert res["all_done"]
+    assert "1 finished (skipped), 1 to run" in capsys.readouterr().out
+    for slug, ns in stamps.items():  # finished points were not run again
+        assert (out / "points" / slug / POINT_FILE).stat().st_mtime_ns == ns
+    log = "".join(f.read_text() for f in (out / ".submitit").glob("*_log.out"))
+    assert "resuming from" in log
+
+    # the resumed point ends bit-identical to the same point run without interruption
+    p = next(q for q in sw.points() if q.slug == tied)
+    ref_dir = tmp_path / "ref" / tied
+    run_point(str(ref_dir), str(sw.base), p.overrides, p.cfg.name, p.config_hash, p.values)
+    ref = load_file(str(ref_dir / "model" / "model.safetensors"))
+    got = load_file(str(out / "points" / tied / "model" / "model.safetensors"))
+    assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
+
+    table = (out / "table.md").read_text()
+    assert table.count("| 2 | false |") == 1 and "| 2 | true |" in table
+    js = json.loads((out / "sweep.json").read_text())
+    assert len(js["points"]) == 2
+    tied_rec = next(r for r in js["points"] if r["slug"] == tied)
+    untied_rec = next(r for r in js["points"] if r["slug"] == "n_layers=2__weight_sharing=false")
+    assert tied_rec["unique_parameters"] < untied_rec["unique_parameters"]
+    assert (out / "phase_diagram.png").is_file() and (out / "phase_diagram.svg").is_file()
