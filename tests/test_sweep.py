@@ -92,4 +92,26 @@ def test_sweep_resumes_after_a_kill_through_submitit_local_executor(tmp_path, ca
     tied_rec = next(r for r in js["points"] if r["slug"] == tied)
     untied_rec = next(r for r in js["points"] if r["slug"] == "n_layers=2__weight_sharing=false")
     assert tied_rec["unique_parameters"] < untied_rec["unique_parameters"]
-    assert (out / "phase_diagram.png").is_file() and (out / "phase_diagram.svg").is_file()
+    assert (out / f"phase_{js['name']}.png").is_file() and (out / f"phase_{js['name']}.svg").is_file()
+
+    # the report of a run beside the sweeps folder shows every point, the smallest composing one and the phase diagram
+    import shutil
+
+    from sae_ooc.viz.report.doc import Doc
+    from sae_ooc.viz.report.sweeps import sweep_section
+
+    shutil.copytree(out, tmp_path / "runs" / "sweeps" / js["name"], ignore=shutil.ignore_patterns("points", ".submitit"))
+
+    class Run:
+        root = tmp_path / "runs" / "default"
+
+    doc = Doc(Run())
+    sweep_section(doc)
+    text = "\n".join(doc.lines)
+    rows = [line for line in text.splitlines() if line.startswith("| 2 | ")]
+    assert len(rows) == len(js["points"]) == 2
+    for r in js["points"]:
+        row = next(line for line in rows if line.startswith(f"| 2 | {str(r['values']['model.weight_sharing']).lower()} |"))
+        assert f"{r['accuracy']['test_id']:.3f}" in row and f"{r['unique_parameters']:,}" in row
+    assert [f.name for f in doc.figures] == [f"phase_{js['name']}.png", f"phase_{js['name']}.svg"]
+    assert (js["smallest_composed"] is None) == ("No point of this sweep composed." in text)

@@ -51,10 +51,10 @@ def write_summary(sw, root: Path, points, done: dict[str, dict]) -> dict:
     verdict = ("Smallest setting that composed: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best["values"].items())
                + f" ({best['unique_parameters']} distinct parameters; test_id {best['accuracy']['test_id']:.3f}, "
                f"test_ood {best['accuracy']['test_ood']:.3f})") if best else "No point composed."
-    lines += ["", verdict, "", "![phase diagram](phase_diagram.png)", ""]
+    lines += ["", verdict, "", f"![phase diagram](phase_{sw.name}.png)", ""]
     write_text(root / "table.md", "\n".join(lines))
     write_json(root / "sweep.json", {"name": sw.name, "grid": sw.grid, "axes": sw.axes(), "composed_threshold": COMPOSED,
                                      "points": recs, "smallest_composed": best, "n_points": len(points)})
-    figs = plot_phase(sw, points, done, root / "phase_diagram") if recs else []
+    figs = plot_phase(sw, points, done, root / f"phase_{sw.name}") if recs else []  # named per sweep: the report copies several into one folder
     return {"text": f"sweep {sw.name}: {len(recs)}/{len(points)} points finished; {verdict} -> {root / 'table.md'}",
             "smallest": best, "figures": figs}

@@ -13,7 +13,7 @@ def _best(probes: dict, pos: str) -> tuple[str | None, dict | None]:
 def dynamics_section(doc: Doc) -> None:
     run = doc.run
     res = load(run.dynamics_dir / "dynamics.json")
-    doc.add("## Training dynamics: when does the bridge become readable, and when does A→C appear?", "")
+    doc.add("## 11. Training dynamics: when does the bridge become readable, and when does A→C appear?", "")
     if res is None:
         doc.add(f"Not run (a separate command, not part of the pipeline): {doc.cmd('dynamics')}.", "")
         return

@@ -64,6 +64,9 @@ def steer_section(doc: Doc) -> None:
         verdict = ("the bridge features move the answer to t(b', r2) well beyond random features of the same size and norm"
                    if cons > rc and cons > 0.5 else
                    "above every random draw, but on a minority of prompts: the labelled features carry part of the bridge, not all of it"
+                   if cons > rc and cons >= 0.1 else
+                   "barely above random features and far below the residual patch: switching the labelled bridge features does not "
+                   "switch the bridge the model reads; they detect it (eval-sae) without being, on their own, what carries it"
                    if cons > rc else
                    "no better than random features of the same size and norm: these labels do not pick out what the model reads")
         doc.add(f"**What it implies.** Best row `{r['hook']}@{r['position']}`: feature steering makes {pct(cons)} of the prompts answer "

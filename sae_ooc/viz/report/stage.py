@@ -21,12 +21,14 @@ from sae_ooc.viz.report.doc import Doc
 from sae_ooc.viz.report.interventions import edit_section, steer_section
 from sae_ooc.viz.report.mechanism import mechanism_section
 from sae_ooc.viz.report.dynamics import dynamics_section
+from sae_ooc.viz.report.sweeps import sweep_section
 from sae_ooc.viz.report.model import task_section, train_section
 from sae_ooc.viz.report.saes import sae_section
 from sae_ooc.viz.report.variables import variable_section
 
 SECTIONS = (mechanism_section, task_section, train_section, sae_section, attribution_section, circuit_section, variable_section,
-            analyses_section, steer_section, edit_section, browse_section, dynamics_section)
+            analyses_section, steer_section, edit_section, browse_section, dynamics_section,
+            sweep_section)
 SUMMARY_FILE = "summary.json"
 # the export's diagrams that results/ keeps beside the report
 DIAGRAMS = tuple(f"{p}circuit.{ext}" for p in ("", "prompt_") for ext in ("png", "svg", "html"))

@@ -1,0 +1,49 @@
+"""Report section: the simplest-setup sweeps (`sae-ooc sweep`), when any has been run beside this run.
+
+A sweep is many runs, so no stage of this run owns it: the section reads every `sweep.json` under the sweeps folder
+next to the run directory (runs/sweeps/<name>/ for runs/default, where `sae-ooc sweep` writes by default).
+"""
+
+from __future__ import annotations
+
+from sae_ooc.viz.report.doc import Doc, load
+
+
+def _val(v) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def sweep_section(doc: Doc) -> None:
+    run = doc.run
+    found = sorted((run.root.parent / "sweeps").glob("*/sweep.json"))
+    doc.add("## 12. The simplest-setup sweeps: what is the smallest model that composes A→C?", "")
+    if not found:
+        doc.add("Not run (a separate command over many runs): `sae-ooc sweep configs/sweeps/simplest.yaml`.", "")
+        return
+    doc.add("Each point trains the default task's model from scratch with one setting changed, stopping as the default run does "
+            "(valid_id ≥ 0.92 and atomic ≥ 0.99, never test_id); *composed* = test_id ≥ 0.9 with atomic_test ≥ 0.99. test_id is "
+            "held out of every choice; test_ood (a needed atomic fact held out) is the control no model can answer.", "")
+    for path in found:
+        sw = load(path)
+        axes, pts, name = list(sw["grid"]), sw["points"], sw["name"]  # every grid key, varied or not
+        doc.add(f"**`{name}`** ({len(pts)} of {sw['n_points']} points finished; grid "
+                + ", ".join(f"`{k}` ∈ {{{', '.join(_val(v) for v in vals)}}}" for k, vals in sw["grid"].items()) + "):", "",
+                "| " + " | ".join(f"`{a}`" for a in axes) + " | distinct parameters | steps | test_id | steps to test_id ≥ 0.9 | test_ood | composed |",
+                "|" + "---|" * (len(axes) + 6))
+        for p in pts:
+            a = p["accuracy"]
+            ok = a["test_id"] >= sw["composed_threshold"] and a["atomic_test"] >= 0.99
+            doc.add("| " + " | ".join(_val(p["values"][k]) for k in axes) + f" | {p['unique_parameters']:,} | {p['steps']:,} | "
+                    f"{a['test_id']:.3f} | {p.get('test_id_0.9_step') or '—'} | {a['test_ood']:.3f} | {'yes' if ok else 'no'} |")
+        best = sw.get("smallest_composed")
+        if best:
+            setting = ", ".join(f"`{k}` = {_val(v)}" for k, v in best["values"].items())
+            doc.add("", f"Smallest setting that composed here: {setting} ({best['unique_parameters']:,} distinct parameters; test_id "
+                    f"{doc.number(f'sweep.{name}.smallest_test_id', best['accuracy']['test_id'], 'test_id of that point')}).")
+        else:
+            doc.add("", "No point of this sweep composed.")
+        fig = path.parent / f"phase_{name}.png"
+        if fig.exists():
+            doc.add("", f"![phase diagram of {name}]({fig.name})")
+            doc.figure(fig, fig.with_suffix(".svg"))
+        doc.add("", f"Reproduce: `sae-ooc sweep configs/sweeps/{name}.yaml --jobs 2` (finished points are skipped on a rerun).", "")
