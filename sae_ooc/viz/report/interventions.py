@@ -65,14 +65,17 @@ def steer_section(doc: Doc) -> None:
                    if cons > rc and cons > 0.5 else
                    "above every random draw, but on a minority of prompts: the labelled features carry part of the bridge, not all of it"
                    if cons > rc and cons >= 0.1 else
-                   "barely above random features and far below the residual patch: switching the labelled bridge features does not "
-                   "switch the bridge the model reads; they detect it (eval-sae) without being, on their own, what carries it"
+                   (f"barely above random features and far below the residual patch, though it shifts the t(b', r2) logit by "
+                    f"{f3(f['consistent_logit_change']['mean'], '+.2f')} (a change of norm {f3(f.get('delta_norm'))} against the "
+                    f"residual patch's {f3(rp.get('delta_norm'))}): the labelled features carry a small part of the bridge the model "
+                    f"reads, far from enough to switch it (here {r.get('n_labelled_bridges')} bridge values have labelled features)")
                    if cons > rc else
                    "no better than random features of the same size and norm: these labels do not pick out what the model reads")
         doc.add(f"**What it implies.** Best row `{r['hook']}@{r['position']}`: feature steering makes {pct(cons)} of the prompts answer "
                 f"t(b', r2), random features at most {pct(rc)}, the whole residual from a b' prompt {pct(pc)}: {verdict}. "
                 "The residual patch bounds what any intervention at that point can do; where it is low too, the bridge is not (only) "
-                "read there. Labels were chosen on eval-sae's selection prefixes, the prompts here are held out.", "")
+                "read there. The prompts are test_id prompts, held out of model training; most of their r1 prefixes are among the "
+                "selection prefixes eval-sae chose the labels on, so this tests the labels as interventions, not on unseen prefixes.", "")
     doc.add(f"Reproduce: {doc.cmd('steer')}", "")
 
 
@@ -136,8 +139,9 @@ def edit_section(doc: Doc) -> None:
     doc.add("", "![localization vs editing](localization.png)", "")
     props = [r["propagation"]["share"] for r in e["by_layer"] if r["propagation"]["share"] is not None]
     effs = [r["efficacy"]["share"] for r in e["by_layer"]]
-    text = (f"**What it implies.** Efficacy is {pct(min(effs))}–{pct(max(effs))} across layers: a rank-one edit can make *any* layer "
-            "say b' at the edited prompt, so efficacy alone localizes nothing. ")
+    text = (f"**What it implies.** Efficacy is {pct(min(effs))}–{pct(max(effs))} across layers (on the prompt each edit's value was "
+            "optimised for, so high by construction): a rank-one edit can make *any* layer say b' at the edited prompt, so efficacy "
+            "alone localizes nothing. ")
     if props:
         text += f"Propagation ranges from {pct(min(props))} to {pct(max(props))} across layers"
         if props[0] - props[-1] > 0.2:
@@ -153,6 +157,9 @@ def edit_section(doc: Doc) -> None:
              f"{pct(tr['propagation_mean_over_layers'])})"
              + ("; tracing finds where the atomic answer is read out, not where the bridge is kept for the second hop"
                 if (tr["propagation_at_traced_layer"] or 0) < 0.5 * (tr["propagation_mean_over_layers"] or 0) else "")
+             + (f". An edit of the last layer's MLP at {st['position']} cannot reach r2 (no attention follows it), so propagation there "
+                "is 0 by the architecture, and wherever tracing points to the last layer the low propagation is partly structural"
+                if st["layers"] and st["layers"][-1] == len(e["by_layer"]) - 1 and st.get("position") != "r2" else "")
              + ". The pooled correlations mix layers; the within-layer Spearman columns are "
              "the comparison Hase et al. (2023) make: where they straddle 0, tracing does not tell which *facts* an edit will "
              "work for, as they found in GPT-J.")

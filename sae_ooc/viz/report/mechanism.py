@@ -40,11 +40,15 @@ def bridge_at_r1(doc: Doc, a: dict) -> list[str]:
         else:
             i = first
             n_r1 = f"{b['n_heldout'][i][j]} held-out prefixes at r1"
-            block = (f" (so block {i - 1} resolves it)" if i > 0 and pr["hooks"][i].endswith("resid_pre") else "")
-            out.append(f"The bridge is first linearly decodable at r1 in the stream entering {layer_name(pr['hooks'][i])}{block}: held-out probe accuracy "
+            above = next((k for k in range(len(pr["hooks"])) if b["heldout_acc"][k][j] is not None and b["above_controls"][k][j]), i)
+            early = (f"; it is above its controls already in the stream entering {layer_name(pr['hooks'][above])} "
+                     f"({f3(b['heldout_acc'][above][j])}), so the first hop is resolved gradually over the blocks before" if above < i else "")
+            out.append(f"The bridge is first linearly decodable at r1 (held-out accuracy ≥ {DECODED}, above every control) in the stream "
+                       f"entering {layer_name(pr['hooks'][i])}: held-out probe accuracy "
                        f"{doc.number('mechanism.bridge_r1.probe_acc', b['heldout_acc'][i][j], n_r1)} "
-                       f"against {f3(b['control_max_acc'][i][j])} for the best control (random-init model, shuffled labels)"
-                       + (f"; one stream earlier, {f3(b['heldout_acc'][i - 1][j])}" if i > 0 and b['heldout_acc'][i - 1][j] is not None else "") + ".")
+                       f"against {f3(b['control_max_acc'][i][j])} for the best of its controls (random-init model, step-0 checkpoint, "
+                       f"shuffled labels){early}. These are the analyses' lighter probes; eval-sae's (section 3) are trained longer "
+                       "on the same prefixes and can differ by a few points. A probe reads; it does not show the model uses what it reads.")
     ll = a["logit-lens"]
     if ll:
         top = [row[R1] for row in ll["bridge"]["top1"]]
@@ -74,8 +78,10 @@ def movers(doc: Doc, a: dict) -> list[str]:
         parts.append(f"{h['head']} (r2 attends to r1 with weight {doc.number('mechanism.mover.' + h['head'] + '.attention', h['attn_r2_to_r1'], on)}; "
                      f"patching its output at r2 clean -> corrupted recovers {doc.number('mechanism.mover.' + h['head'] + '.patch', h['z_patch_at_r2_recovered'], on)} of the {at['metric']} gap)")
     joint = at.get("movers_joint_recovered")
-    tail = (f" Patched together, their outputs at r2 recover {doc.number('mechanism.movers.joint_patch', joint, on)} of the gap." if joint is not None else "")
-    return [f"Heads that move information from r1 to r2: {'; '.join(parts)}.{tail}"]
+    tail = (f" Patched together, their outputs at r2 recover {doc.number('mechanism.movers.joint_patch', joint, on, in_sample=True)} of the gap "
+            "(the heads were picked by their patching effect on these same pairs)." if joint is not None else "")
+    return [f"Heads passing the mover rule ({at['mover_rule']}), candidates for moving the bridge from r1 to r2 (no path patching "
+            f"isolates r1 as their source): {'; '.join(parts)}.{tail}"]
 
 
 def answer(doc: Doc, a: dict) -> list[str]:
@@ -142,9 +148,9 @@ def back_patching(doc: Doc, a: dict) -> list[str]:
         return [f"Back-patching: the model fails on no test_id prompt, so whether failures are a too-late bridge is not determined."]
     on = f"{t['n_failures']} test_id failures"
     fixed = t["chosen_fixed"]
+    n_valid = (bp.get("valid_id") or {}).get("n_failures")
     verdict = ("so failures are largely a too-late resolution of the bridge" if fixed >= 0.5 else
-               "so a too-late bridge explains some failures but not most" if fixed >= 0.1 else
-               "so failures are not explained by a too-late bridge (not determined beyond that)")
+               f"so whether failures are a too-late bridge is not determined (the patch was chosen on {n_valid} valid_id failures)")
     return [f"Back-patching the {ch['position']} stream of state {ch['src']} into layer {ch['dst']} (chosen on valid_id failures) fixes "
             f"{doc.number('mechanism.backpatch.test_id_fixed', fixed, on)} of test_id failures while breaking {f3(t['chosen_breaks_correct'])} of "
             f"correct answers; the best patch per prompt fixes at most {f3(t['fixed_by_any_patch_upper_bound'])} (an upper bound chosen on "

@@ -38,7 +38,7 @@ def variable_section(doc: Doc) -> None:
     if vo:
         doc.add(f"- Its {vo['n_groups']} labelled variable nodes alone: {doc.number('circuit.variable.variables_only', vo['heldout'], on)}")
     if tf:
-        doc.add(f"- The same number of individual features ({tf['n_features']}, ranked by {tf['ranked_by']}): {f3(tf['heldout'])}")
+        doc.add(f"- The {tf['n_features']} individual features with any effect (at most as many as the circuit's, ranked by {tf['ranked_by']}): {f3(tf['heldout'])}")
     doc.add("", "| ablation | held-out faithfulness (95% CI) | selection (in-sample) | random groups (mean ± sd) |", "|---|---|---|---|")
     for k, v in f["by_ablation"].items():
         h, r = v["heldout"], (v.get("random_groups") or {}).get("heldout") or {}
