@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sae_ooc.viz.report.doc import Doc, load
+from sae_ooc.viz.report.doc import Doc, f3, load
 
 
 def _best(probes: dict, pos: str) -> tuple[str | None, dict | None]:
@@ -34,7 +34,10 @@ def dynamics_section(doc: Doc) -> None:
         doc.add(f"A linear probe (fit on selection prefixes, scored on held-out prefixes) first reads the bridge entity at step "
                 f"{doc.number('dynamics.bridge_readable_step', rd['step'], 'held-out prefixes, per checkpoint', spec='.0f')} in "
                 f"`{rd['hook']}` at {rd['position']} (held-out accuracy {doc.number('dynamics.bridge_readable_acc', rd['heldout_acc'], 'held-out prefixes')}, "
-                f"its 95% interval above the shuffled-label probe and the step-0 model's probe): {order} test_id composition appears.", "")
+                f"its 95% interval above the shuffled-label probe and the step-0 model's probe): {order} test_id reaches half its rise"
+                + "".join(f" (at that checkpoint test_id is {f3(c['accuracy']['test_id'])} and atomic_test {f3(c['accuracy']['atomic_test'])}: "
+                          "the bridge becomes readable as the atomic facts are learned)"
+                          for c in pts if c["step"] == rd["step"] and "test_id" in c.get("accuracy", {})) + ".", "")
     else:
         doc.add("No probe read the bridge (held-out accuracy ≥ 0.5 above its controls) at any checkpoint.", "")
     last = pts[-1]

@@ -42,7 +42,7 @@ def bridge_at_r1(doc: Doc, a: dict) -> list[str]:
             n_r1 = f"{b['n_heldout'][i][j]} held-out prefixes at r1"
             above = next((k for k in range(len(pr["hooks"])) if b["heldout_acc"][k][j] is not None and b["above_controls"][k][j]), i)
             early = (f"; it is above its controls already in the stream entering {layer_name(pr['hooks'][above])} "
-                     f"({f3(b['heldout_acc'][above][j])}), so the first hop is resolved gradually over the blocks before" if above < i else "")
+                     f"({f3(b['heldout_acc'][above][j])}), so the first hop is resolved over more than one block" if above < i else "")
             out.append(f"The bridge is first linearly decodable at r1 (held-out accuracy ≥ {DECODED}, above every control) in the stream "
                        f"entering {layer_name(pr['hooks'][i])}: held-out probe accuracy "
                        f"{doc.number('mechanism.bridge_r1.probe_acc', b['heldout_acc'][i][j], n_r1)} "
