@@ -46,7 +46,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
         return super()._get_help_string(action)
 
 
-def add_common(p: argparse.ArgumentParser, force: bool = True, overrides: bool = True, config: bool = True, run: bool = True) -> None:
+def add_common(p: argparse.ArgumentParser, force: bool = True, overrides: bool = True, config: bool = True, run: bool = True,
+               device: bool = True) -> None:
     """The options every command shares; a command leaves out those that mean nothing to it (COMMON; `run=False`: a
     command over many run directories, whose `main(args)` gets no RunDir)."""
     if config:
@@ -59,7 +60,8 @@ def add_common(p: argparse.ArgumentParser, force: bool = True, overrides: bool =
         p.add_argument("--run", type=Path, default=None, help=f"run directory (default: {'runs/<config name>' if config else 'runs/default'})")
     if force:
         p.add_argument("--force", action="store_true", help="recompute even if the inputs are unchanged")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
+    if device:
+        p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
 
 

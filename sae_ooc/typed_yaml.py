@@ -6,6 +6,7 @@ Every failure is a one-line ConfigError naming the file and the key (config.py h
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
@@ -53,11 +54,13 @@ def _coerce(value: Any, tp: Any, where: str, key: str) -> Any:
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads '3e-4' as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: '{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):  # inf passes every `> 0` check and nan every `not <= 0`: both end as NaN results
+            raise ConfigError(f"{where}: '{key}' must be a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -50,6 +50,10 @@ def test_every_analysis_writes_json_png_svg(analyzed):
     assert not run_stage(analyzed, "analyze").ran
     r = run_stage(analyzed, "analyze", names="dla")
     assert r.ran and r.info["analyses"] == ["dla"] and (analyzed.analyze_dir / "probes.json").is_file()
+    from sae_ooc.commands.analyze import summarize
+
+    line = summarize(analyzed, r)  # names the files written now, not the other analyses' older ones
+    assert "wrote" in line and "dla.{json,png,svg}" in line and "probes" not in line, line
 
 
 def test_patching_agrees_with_transformer_lens(harvested_run):

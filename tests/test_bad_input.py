@@ -197,8 +197,11 @@ def test_written_files_follow_the_users_umask(tmp_path, monkeypatch):
 
 def test_edit_layers_beyond_the_model(run, capsys):
     """edit.layers [0, 5] on a 2-layer model: named before anything runs, not dropped (an edit of no layer crashed)."""
+    config = (run.root / "config.yaml").read_bytes()
     one_line_error(capsys, ["edit", "--run", str(run.root), "--set", "edit.layers=[0,5]"], "edit.layers [5]", "2 layer(s)", "0..1")
     assert not run.edit_dir.exists() and run.stage_record("edit") is None
+    # the refused value is not left in RUN/config.yaml, where the next command without --set would meet it again
+    assert (run.root / "config.yaml").read_bytes() == config
 
 
 @pytest.mark.parametrize("args, needles", [
@@ -237,3 +240,57 @@ def test_steer_and_edit_name_a_missing_or_changed_upstream(run, capsys):
         for force in ([], ["--force"]):
             one_line_error(capsys, [cmd, "--run", str(run.root), *force], "stage 'train'", "is missing", f"sae-ooc train --run {run.root}")
     assert not run.steer_dir.exists() and not run.edit_dir.exists()
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", ".nan", "nan"])
+def test_non_finite_numbers_are_refused(tmp_path, capsys, value):
+    """analyze.noise_scale=inf passed `> 0` and wrote NaN causal-tracing results; nan passes every `not <= 0` check."""
+    one_line_error(capsys, ["analyze", "--run", str(tmp_path / "r"), "--set", f"analyze.noise_scale={value}"],
+                   "'analyze.noise_scale' must be a finite number")
+    assert not (tmp_path / "r").exists()
+
+
+def test_steer_hooks_without_an_sae_name_the_key(run, capsys):
+    one_line_error(capsys, ["steer", "--run", str(run.root), "--set", "steer.hooks=[blocks.1.hook_mlp_out]"],
+                   "steer.hooks: no trained SAE for blocks.1.hook_mlp_out", "--set steer.hooks=[", "or [] for every hook")
+    assert "hook_mlp_out" not in (run.root / "config.yaml").read_text() and not run.steer_dir.exists()
+
+
+def test_dynamics_refuses_a_run_without_checkpoints_and_unknown_sae_hooks(run, capsys):
+    """A run trained with train.n_checkpoints 0 crashed in the replay (max() of nothing); a bad dynamics.sae_hooks was
+    named as harvest.hooks after minutes of work. Both are named before anything runs."""
+    from sae_ooc.dynamics.stage import _check_inputs, run_dynamics
+    from sae_ooc.errors import UserError
+    from sae_ooc.models.hooked import load_model, save_model
+
+    with pytest.raises(UserError, match=r"no step_0 checkpoint .*--set train.n_checkpoints=12"):
+        run_dynamics(run)
+    step0 = run.model_dir / "checkpoints" / "step_0"
+    save_model(load_model(run.model_dir), step0)
+    write_json(step0 / "trainer_state.json", {"step": 0})
+    (step0 / "optimizer.json").write_text("{}")  # what train's _complete asks of a checkpoint
+    (step0 / "optimizer.safetensors").write_bytes(b"")
+    with pytest.raises(UserError) as e:
+        _check_inputs(run, ["blocks.7.hook_resid_pre"])
+    assert "dynamics.sae_hooks: blocks.7.hook_resid_pre not in this 2-layer model" in str(e.value) and "harvest" not in str(e.value)
+    _check_inputs(run, ["blocks.1.hook_resid_pre"])
+
+
+def test_browse_out_onto_a_file_or_inside_the_site(run, tmp_path, capsys):
+    """--out under a file crashed with FileExistsError after the whole site was built; --out inside the site copied the
+    site into itself (one level deeper on every rerun). Refused in one line, a bad --out before any page is built."""
+    from sae_ooc.errors import UserError
+    from sae_ooc.viz.browse.copy import copy_site
+    from sae_ooc.viz.browse.paths import MARKER
+
+    f = tmp_path / "notes.txt"
+    f.write_text("mine")
+    for out in (f, f / "site"):
+        one_line_error(capsys, ["browse", "--run", str(run.root), "--out", str(out)], f"{f} is a file, not a folder")
+    assert not run.browse_dir.exists() and f.read_text() == "mine"
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / MARKER).write_text("{}")
+    with pytest.raises(UserError, match="inside the site it copies"):
+        copy_site(site, site / "copy")
+    assert sorted(p.name for p in site.iterdir()) == [MARKER]

@@ -78,6 +78,11 @@ def test_replayed_checkpoint_is_bit_identical_to_the_saved_one(tiny_run, tmp_pat
     got = load_file(str(out[12] / "model.safetensors"))
     assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
     assert (out[7] / "model.safetensors").is_file()
+    # a damaged replayed checkpoint is replayed again (it was loaded as is, and the error named `sae-ooc train` on it)
+    with open(out[7] / "model.safetensors", "r+b") as f:
+        f.truncate(100)
+    replay_checkpoints(tiny_run, [12, 7], tmp_path / "replay")
+    assert load_file(str(out[7] / "model.safetensors")).keys() == ref.keys()
 
 
 def test_dynamics_runs_on_a_tiny_run_and_its_numbers_check_out(tiny_run, tmp_path):
@@ -111,7 +116,7 @@ def test_dynamics_runs_on_a_tiny_run_and_its_numbers_check_out(tiny_run, tmp_pat
     from sae_ooc.viz.report.stage import build_report
 
     doc = build_report(tiny_run)  # the report shows the dynamics once they exist
-    assert "## Training dynamics" in "\n".join(doc.lines) and tiny_run.dynamics_dir / "dynamics.png" in doc.figures
+    assert "Training dynamics: when does the bridge" in "\n".join(doc.lines) and tiny_run.dynamics_dir / "dynamics.png" in doc.figures
     assert {"dynamics.final_bridge_probe_r1", "dynamics.final_patching_peak"} <= {n["name"] for n in doc.numbers}
 
     assert "dynamics" in STAGE_NAMES and "dynamics" not in PIPELINE_STAGES

@@ -49,6 +49,30 @@ def test_grid_points_exclude_and_errors(tmp_path):
         load_sweep(tmp_path / "nope.yaml")
 
 
+@pytest.mark.parametrize("edit, needles", [
+    (("grid:", "set: [1, 2]\ngrid:"), ["'set' must be a mapping"]),  # each crashed with a traceback
+    (("  - {model.n_layers: 1, model.weight_sharing: true}", "  - model.n_layers"), ["'exclude' must be a list of mappings"]),
+    (("grid:", "plot: model.n_layers\ngrid:"), ["'plot' must be a mapping"]),
+    ((f"base: {TINY}", "base: nothere.yaml"), ["base", "nothere.yaml not found", "relative to the sweep file"]),  # was "e.g. --config"
+    (("model.n_layers: [1, 2]", "sae_eval.probe_steps: [1, 2]"), ["grid key 'sae_eval.probe_steps' is not in task, model, train"]),
+    (("grid:", "stages: [data]\ngrid:"), ["unknown key(s) stages"]),  # was accepted and ignored
+    (("grid:", "grid: {model.n_layers: [1, 2]\nx:"), ["is not valid YAML at line"]),
+])
+def test_malformed_sweep_files_are_one_line_errors(tmp_path, edit, needles):
+    with pytest.raises(UserError) as e:
+        load_sweep(_write(tmp_path, SWEEP.replace(*edit, 1)))
+    assert len(str(e.value).splitlines()) == 1 and all(n in str(e.value) for n in needles), str(e.value)
+
+
+def test_sweep_help_has_no_device(capsys):
+    from sae_ooc.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    h = capsys.readouterr().out
+    assert "--device" not in h and "--jobs" in h  # a point's RunDir is CPU: a --device here reached nothing
+
+
 def test_smallest_composing_point_is_the_one_with_fewest_distinct_parameters():
     acc = lambda t: {"test_id": t, "atomic_test": 1.0, "test_ood": 0.0}  # noqa: E731
     recs = [{"unique_parameters": 900, "accuracy": acc(0.95)}, {"unique_parameters": 500, "accuracy": acc(0.95)},

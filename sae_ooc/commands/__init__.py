@@ -45,12 +45,15 @@ def _render(node: dict) -> str:
     return ", ".join(parts)
 
 
-def files_written(run, stage: str) -> str:
+def files_written(run, stage: str, keep=None) -> str:
     """Every file the stage wrote, from its record in RUN/stages.json, as one compact phrase: 'RUN/model/
-    (accuracy.{png,svg}, ..., {latest,step_<n>}/ (config.json, ...))'; hook folders are <hook_name>/."""
+    (accuracy.{png,svg}, ..., {latest,step_<n>}/ (config.json, ...))'; hook folders are <hook_name>/. `keep(rel)`:
+    only those files (a stage that ran part of its work: `analyze attention`)."""
     rec = run.stage_record(stage) or {}
     tree: dict = {}
     for rel in rec.get("outputs", {}):
+        if keep is not None and not keep(rel):
+            continue
         *dirs, name = rel.split("/")
         node = tree
         for i, d in enumerate(dirs):
@@ -87,10 +90,21 @@ def options(mod, args) -> dict:
 
 
 def run_stage_command(name: str, mod, run, args) -> int:
+    from sae_ooc.errors import UserError
+    from sae_ooc.io import write_text
     from sae_ooc.pipeline import run_stage
 
+    saved = run.root / "config.yaml"
+    before = saved.read_text() if saved.is_file() else None
     run.check_and_save_config(force=getattr(args, "force", False))
-    result = run_stage(run, name, force=getattr(args, "force", False), **options(mod, args))
+    try:
+        result = run_stage(run, name, force=getattr(args, "force", False), **options(mod, args))
+    except UserError:
+        # a value the stage refused (--set edit.layers=[9] on 2 layers) must not stay in RUN/config.yaml, where every
+        # later command without --set would meet it again
+        if before is not None:
+            write_text(saved, before)
+        raise
     print(mod.summarize(run, result))
     line = mod.after(run, args) if hasattr(mod, "after") else None  # the command's own work, stage run or skipped (browse --out)
     if line:

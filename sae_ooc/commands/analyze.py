@@ -26,5 +26,7 @@ def options(args) -> dict:
 def summarize(run, result) -> str:
     info = result.info or {}
     secs = ", ".join(f"{n} {s:.1f} s" for n, s in info.get("seconds", {}).items())
-    return (f"analyze: {verb(result)} {files_written(run, 'analyze')}: {', '.join(info.get('analyses', []))} on "
+    ran = set(info.get("analyses", []))  # `analyze attention`: the other analyses' files are older, not written now
+    files = files_written(run, "analyze", keep=lambda rel: rel.split("/")[-1].rsplit(".", 1)[0] in ran)
+    return (f"analyze: {verb(result)} {files}: {', '.join(info.get('analyses', []))} on "
             f"{info.get('n_prompts')} held-out test_id prompts" + (f" ({secs})" if secs and result.ran else ""))

@@ -16,6 +16,14 @@ def add_arguments(p) -> None:
                                                          "default: only RUN/browse/")
 
 
+def options(args) -> dict:
+    if args.out is not None:  # a bad --out is refused before the pages are built, not after
+        from sae_ooc.viz.browse.copy import check_out
+
+        check_out(args.out)
+    return {}
+
+
 def summarize(run, result) -> str:
     info = result.info or {}
     shot = f"; screenshot {run.root / 'browse' / info['screenshot']}" if info.get("screenshot") else "; no screenshot (Chromium not found)"

@@ -9,7 +9,8 @@ SWEEP_DIR/sweep.json, table.md and phase_<name>.png/.svg (final test_id, steps t
 import os
 from pathlib import Path
 
-COMMON = {"force": False, "overrides": False, "config": False, "run": False}
+# no --device: run_point makes CPU run directories (RunDir's default device), which a --device here would not reach
+COMMON = {"force": False, "overrides": False, "config": False, "run": False, "device": False}
 
 
 def add_arguments(p) -> None:

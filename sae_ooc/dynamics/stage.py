@@ -20,6 +20,7 @@ from sae_ooc.activations.cache import ActivationCache, heldout_mask
 from sae_ooc.circuits.pairs import make_pairs
 from sae_ooc.dynamics.measures import bridge_probes, logit_lens, resid_hooks, resid_patching
 from sae_ooc.dynamics.saes import checkpoint_saes, default_sae_hooks
+from sae_ooc.errors import UserError
 from sae_ooc.io import read_json, read_jsonl, write_json
 from sae_ooc.models.evaluate import evaluate_splits
 from sae_ooc.models.hooked import load_model, model_hash
@@ -59,11 +60,28 @@ def first_readable(points: list[dict], hooks: list[str]) -> dict | None:
     return None
 
 
+def _check_inputs(run, sae_hooks: list[str]) -> None:
+    """Refuse at once, not after minutes of replay: a run without the step-0 checkpoint (train.n_checkpoints 0) and
+    dynamics.sae_hooks the model does not have."""
+    if 0 not in saved_checkpoints(run.model_dir):
+        raise UserError(f"{run.model_dir / 'checkpoints'} has no step_0 checkpoint (train.n_checkpoints was 0): dynamics needs the "
+                        f"log-spaced checkpoints; retrain with `sae-ooc train --force --run {run.root} --set train.n_checkpoints=12`")
+    model = load_model(run.model_dir)  # the final model: the same hook names as every checkpoint
+    bad = [h for h in sae_hooks if h not in model.hook_dict]
+    if bad:
+        resid = [h for h in model.hook_dict if "resid" in h]
+        raise UserError(f"dynamics.sae_hooks: {', '.join(bad)} not in this {model.cfg.n_layers}-layer model; use hooks such as "
+                        f"{', '.join(resid)} (e.g. --set dynamics.sae_hooks=[{resid[-1]}]), or [] for blocks.L.hook_resid_pre, L >= 1")
+
+
 def run_dynamics(run, force: bool = False) -> dict:
     dc = run.cfg.dynamics
     ecfg = dataclasses.replace(run.cfg.sae_eval, n_controls=dc.n_controls)
     out_dir = run.dynamics_dir
     ck_root = out_dir / "checkpoints"
+    n_layers = run.cfg.model.n_layers
+    sae_hooks = list(dc.sae_hooks) or default_sae_hooks(n_layers)
+    _check_inputs(run, sae_hooks)  # before --force deletes the last results
     if force and out_dir.exists():
         shutil.rmtree(out_dir)
     records = read_jsonl(run.model_dir / METRICS_FILE)
@@ -85,9 +103,7 @@ def run_dynamics(run, force: bool = False) -> dict:
     slices = [sl for sl in position_slices(cache, held, ecfg.max_select_tokens, ecfg.seed) if sl.name in ("r1", "r2")]
     tokens, bridge, answer = _prompts(ds, vocab, dc.n_prompts, dc.seed)
     pairs = make_pairs(ds, vocab, "test_id", dc.patch_pairs, dc.seed)
-    n_layers = run.cfg.model.n_layers
     hooks = resid_hooks(n_layers)
-    sae_hooks = list(dc.sae_hooks) or default_sae_hooks(n_layers)
 
     points = []
     with torch_threads(run.cfg.sae.threads):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from sae_ooc.errors import UserError
 from sae_ooc.interventions.facts import Facts, answer_logits
 from sae_ooc.interventions.steering import (
     bridge_feature_matrix,
@@ -161,7 +162,12 @@ def run_steer(run, force: bool = False) -> dict:
 def _run_steer(run, scfg) -> dict:
     ds, vocab = load_task(run.data_dir)
     facts = Facts.from_dataset(ds, vocab, run.cfg.task.family)
-    hooks = scfg.hooks or saved_hooks(run.saes_dir)
+    available = saved_hooks(run.saes_dir)
+    hooks = scfg.hooks or available
+    bad = [h for h in hooks if h not in available]
+    if bad and available:  # (no SAEs at all: load_saes names train-sae)
+        raise UserError(f"steer.hooks: no trained SAE for {', '.join(bad)} in {run.saes_dir}; use some of {', '.join(available)} "
+                        f"(e.g. --set steer.hooks=[{available[-1]}]), or [] for every hook with an SAE")
     saes = load_saes(run.saes_dir, run.device, hooks)
     model = load_model(run.model_dir, run.device)
     labels = load_feature_labels(run.sae_eval_dir)

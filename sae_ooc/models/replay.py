@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from sae_ooc.errors import UserError
-from sae_ooc.io import read_json
+from sae_ooc.io import load_tensors, read_json
 from sae_ooc.models.hooked import build_model, save_model
 from sae_ooc.models.train import (
     TRAINER_STATE_FILE,
@@ -66,6 +66,18 @@ def dense_steps(start: int, end: int, n: int, have: set[int]) -> list[int]:
     return sorted(s for s in steps if s not in have and s > 0)
 
 
+def _readable(step_dir: Path) -> bool:
+    """A replayed checkpoint kept from an earlier run: present and not truncated (else it is replayed again)."""
+    from safetensors import SafetensorError
+
+    try:
+        load_tensors(step_dir / "model.safetensors")
+        read_json(step_dir / "config.json")
+    except (OSError, ValueError, SafetensorError):  # missing, garbled JSON, or a truncated or garbled weights file
+        return False
+    return True
+
+
 def replay_checkpoints(run, steps: list[int], out_root: Path) -> dict[int, Path]:
     """The model at each of `steps`, saved as out_root/step_N (model.safetensors + config.json), by continuing
     training from the nearest saved checkpoint at or before it. Steps already replayed there are kept."""
@@ -73,7 +85,7 @@ def replay_checkpoints(run, steps: list[int], out_root: Path) -> dict[int, Path]
     if not saved:
         raise UserError(f"no saved checkpoints in {run.model_dir / 'checkpoints'}; rerun `sae-ooc train --force --run {run.root}` "
                         f"with train.n_checkpoints > 0")
-    todo = sorted(s for s in steps if not (out_root / f"step_{s}" / "model.safetensors").is_file())
+    todo = sorted(s for s in steps if not _readable(out_root / f"step_{s}"))
     out = {s: out_root / f"step_{s}" for s in steps}
     if not todo:
         return out

@@ -9,10 +9,16 @@ time; their logs are in SWEEP_DIR/.submitit/.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json, write_json, write_text
@@ -84,22 +90,61 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _steps_done(run_dir: Path) -> int:
+    """The last training step a point logged (RUN/model/metrics.jsonl, models.train.METRICS_FILE; importing that loads
+    torch): the sweep's progress bar, polled while the point's own bar goes to its submitit log."""
+    f = run_dir / "model" / "metrics.jsonl"
+    try:
+        with open(f, "rb") as fh:
+            fh.seek(max(0, f.stat().st_size - 4096))
+            last = [ln for ln in fh.read().splitlines() if ln.strip()][-1]
+        return int(json.loads(last)["step"])
+    except (OSError, IndexError, ValueError, KeyError, TypeError):  # not started, or a line being written
+        return 0
+
+
+@contextlib.contextmanager
+def _quiet_children(log: Path):
+    """Point submitit's local controller processes' stderr at `log`: on Ctrl-C (or the cancel below) each prints a
+    KeyboardInterrupt traceback, which belongs in a log, not under the sweep's one-line message."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(log, "a") as fh:
+        os.dup2(fh.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _collect(ex, sw: Sweep, root: Path, todo: list[Point], jobs: int, stop_after_steps: dict | None, done: dict, failed: dict) -> None:
     """Submit `todo`, at most `jobs` running at once, and gather their point.json records into `done`."""
     pending, running = list(todo), {}
     main_thread = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    total = {p.slug: p.cfg.train.steps for p in todo}
+    steps = {p.slug: min(_steps_done(root / "points" / p.slug), total[p.slug]) for p in todo}  # resumed points start part way
+    bar = tqdm(total=sum(total.values()), initial=sum(steps.values()), desc="sweep: training steps", unit="step", dynamic_ncols=True)
     try:
         while pending or running:
             while pending and len(running) < jobs:
                 p = pending.pop(0)
-                running[p.slug] = ex.submit(run_point, str(root / "points" / p.slug), None if sw.base is None else str(sw.base),
-                                            p.overrides, p.cfg.name, p.config_hash, p.values, (stop_after_steps or {}).get(p.slug))
+                with _quiet_children(root / ".submitit" / "controllers.log"):
+                    running[p.slug] = ex.submit(run_point, str(root / "points" / p.slug), None if sw.base is None else str(sw.base),
+                                                p.overrides, p.cfg.name, p.config_hash, p.values, (stop_after_steps or {}).get(p.slug))
             time.sleep(POLL_S)
+            for slug in running:
+                now = min(_steps_done(root / "points" / slug), total[slug])
+                bar.update(max(0, now - steps[slug]))
+                steps[slug] = max(steps[slug], now)
             for slug, job in list(running.items()):
                 if not job.done():
                     continue
                 del running[slug]
+                bar.update(total[slug] - steps[slug])  # a point that stopped early (train.stop_at_valid_id) is done too
+                steps[slug] = total[slug]
                 try:
                     rec = job.result()
                 except Exception as e:  # the point's own error: reported, the others go on
@@ -107,8 +152,8 @@ def _collect(ex, sw: Sweep, root: Path, todo: list[Point], jobs: int, stop_after
                     continue
                 if rec is not None:
                     done[slug] = rec
-                    print(f"  {slug}: test_id {rec['accuracy']['test_id']:.3f}, test_ood {rec['accuracy']['test_ood']:.3f} "
-                          f"after {rec['steps']} steps ({rec['minutes']:.1f} min)", flush=True)
+                    tqdm.write(f"  {slug}: test_id {rec['accuracy']['test_id']:.3f}, test_ood {rec['accuracy']['test_ood']:.3f} "
+                          f"after {rec['steps']} steps ({rec['minutes']:.1f} min)")
     except BaseException:
         # Ctrl-C or a kill of the sweep: its point processes go too (a local job outlives its parent otherwise), so a
         # rerun is the only writer of their run directories; train resumes from their last checkpoints
@@ -116,6 +161,7 @@ def _collect(ex, sw: Sweep, root: Path, todo: list[Point], jobs: int, stop_after
             job.cancel(check=False)
         raise
     finally:
+        bar.close()
         if main_thread:
             signal.signal(signal.SIGTERM, old)
 

@@ -27,7 +27,7 @@ from sae_ooc.errors import UserError
 from sae_ooc.io import sha256_json
 
 SECTIONS = ("task", "model", "train")  # the config sections of the stages a point runs (runner.STAGES: data, train)
-KEYS = ("name", "base", "set", "grid", "exclude", "plot", "out", "stages")
+KEYS = ("name", "base", "set", "grid", "exclude", "plot", "out")
 
 
 @dataclass
@@ -90,7 +90,9 @@ def load_sweep(path: str | Path) -> Sweep:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise UserError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); fix it and rerun") from None
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{path} is not valid YAML{at} ({getattr(e, 'problem', None) or str(e).splitlines()[0]}); fix it and rerun") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a sweep is a mapping with keys {', '.join(KEYS)}")
     bad = sorted(set(raw) - set(KEYS))
@@ -99,8 +101,20 @@ def load_sweep(path: str | Path) -> Sweep:
     grid = raw.get("grid") or {}
     if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
         raise UserError(f"{path}: 'grid' must map config keys to non-empty lists of values, e.g. model.n_layers: [1, 2]")
+    for key, kind, example in (("set", dict, "{train.steps: 3000}"), ("exclude", list, "[{model.n_layers: 1, model.weight_sharing: true}]"),
+                               ("plot", dict, "{x: model.n_layers, y: model.weight_sharing}")):
+        v = raw.get(key)
+        if v is not None and not (isinstance(v, kind) and (kind is not list or all(isinstance(x, dict) for x in v))):
+            raise UserError(f"{path}: '{key}' must be {'a mapping' if kind is dict else 'a list of mappings'}, e.g. {key}: {example}")
+    # a grid over a later stage's key would make every point the same run: a point runs only data and train
+    other = [k for k in grid if str(k).split(".")[0] not in SECTIONS]
+    if other:
+        raise UserError(f"{path}: grid key {other[0]!r} is not in {', '.join(SECTIONS)}, the only sections a sweep point runs "
+                        f"(data and train); grid keys look like model.n_layers")
     base = raw.get("base")
     base = (path.parent / base) if base is not None and not Path(base).is_absolute() else (Path(base) if base else None)
+    if base is not None and not base.is_file():
+        raise UserError(f"{path}: base {base} not found (a relative base is relative to the sweep file); point it at an experiment YAML, e.g. base: ../default.yaml")
     sw = Sweep(name=str(raw.get("name", path.stem)), path=path, base=base, fixed=dict(raw.get("set") or {}), grid=grid,
                exclude=list(raw.get("exclude") or []), plot=dict(raw.get("plot") or {}),
                out=Path(raw["out"]) if raw.get("out") else None)

@@ -56,5 +56,6 @@ def write_summary(sw, root: Path, points, done: dict[str, dict]) -> dict:
     write_json(root / "sweep.json", {"name": sw.name, "grid": sw.grid, "axes": sw.axes(), "composed_threshold": COMPOSED,
                                      "points": recs, "smallest_composed": best, "n_points": len(points)})
     figs = plot_phase(sw, points, done, root / f"phase_{sw.name}") if recs else []  # named per sweep: the report copies several into one folder
-    return {"text": f"sweep {sw.name}: {len(recs)}/{len(points)} points finished; {verdict} -> {root / 'table.md'}",
+    files = f"sweep.json, sweep.log.txt, table.md{f', phase_{sw.name}.{{png,svg}}' if figs else ''}, points/<point>/ (a run directory each)"
+    return {"text": f"sweep {sw.name}: {len(recs)}/{len(points)} points finished; {verdict} Wrote {root}/ ({files})",
             "smallest": best, "figures": figs}
