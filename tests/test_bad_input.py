@@ -202,6 +202,9 @@ def test_edit_layers_beyond_the_model(run, capsys):
     assert not run.edit_dir.exists() and run.stage_record("edit") is None
     # the refused value is not left in RUN/config.yaml, where the next command without --set would meet it again
     assert (run.root / "config.yaml").read_bytes() == config
+    # nor when the pipeline meets it
+    one_line_error(capsys, ["pipeline", "--run", str(run.root), "--stages", "edit", "--set", "edit.layers=[0,5]"], "edit.layers [5]")
+    assert (run.root / "config.yaml").read_bytes() == config
 
 
 @pytest.mark.parametrize("args, needles", [
