@@ -53,6 +53,10 @@ def steer_section(doc: Doc) -> None:
                 best = (r, f, rnd, rp)
         else:
             feat = "– | – | – | – | –"
+        doc.number(f"steer.{name}.resid_patch_consistent", rp["consistent"]["share"], f"{r['n_prompts']} {st['split']} prompts")
+        if f:
+            doc.number(f"steer.{name}.random_consistent_max", rnd["consistent"]["max"], f"{r['n_prompts']} {st['split']} prompts, {rnd.get('n_draws')} draws")
+            doc.number(f"steer.{name}.features_logit_change", f["consistent_logit_change"]["mean"], f"{r['n_prompts']} {st['split']} prompts")
         doc.add(f"| `{name}` | {r['n_prompts']} ({r['covered_by_features']}) | {feat} | {pct(rp['consistent']['share'])}{_ci(rp['consistent'])} | "
                 f"{pct(rps['unchanged']['share'])} | {pct(same['unchanged']['share']) if same else '–'} |")
     doc.add("")
