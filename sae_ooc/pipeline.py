@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sae_ooc.errors import UserError
-from sae_ooc.io import sha256_file, sha256_json, write_text
+from sae_ooc.io import sha256_file, sha256_json
 from sae_ooc.rundir import RunDir
 from sae_ooc.stages import PIPELINE_STAGES, STAGES, Stage, get_stage
 
@@ -153,11 +153,8 @@ def run(run_dir: str | Path | RunDir, stages: list[str] | None = None, config=No
     names = list(stages) if stages is not None else list(PIPELINE_STAGES)
     for n in names:
         get_stage(n)
-    saved = run_.root / "config.yaml"
-    before = saved.read_text() if saved.is_file() else None
-    run_.check_and_save_config(force=force)
     results = []
-    try:
+    with run_.saved_config(force=force):
         for s in STAGES:
             if s.name not in names:
                 continue
@@ -167,9 +164,4 @@ def run(run_dir: str | Path | RunDir, stages: list[str] | None = None, config=No
                 on_result(r)
             if not r.finished:
                 break
-    except UserError:
-        # as for a single stage's command: a value a stage refused must not stay in RUN/config.yaml for the next command
-        if before is not None:
-            write_text(saved, before)
-        raise
     return results

@@ -8,6 +8,7 @@ paths and reads and writes that record.
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -85,6 +86,20 @@ class RunDir:
                     f"use --run NEW_DIR for the new task, or --force to rebuild this run from scratch"
                 )
         write_text(saved, config_to_yaml(self.cfg))
+
+    @contextmanager
+    def saved_config(self, force: bool = False):
+        """`check_and_save_config`, undone if the stages run inside refuse a value: a refused --set (edit.layers=[9] on
+        2 layers) must not stay in RUN/config.yaml, where every later command without --set would meet it again."""
+        saved = self.root / "config.yaml"
+        before = saved.read_text() if saved.is_file() else None
+        self.check_and_save_config(force=force)
+        try:
+            yield
+        except UserError:
+            if before is not None:
+                write_text(saved, before)
+            raise
 
     # stage bookkeeping (sae_ooc.pipeline decides; these only read and write RUN/stages.json) ---------
     def _stages(self) -> dict:

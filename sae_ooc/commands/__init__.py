@@ -90,21 +90,10 @@ def options(mod, args) -> dict:
 
 
 def run_stage_command(name: str, mod, run, args) -> int:
-    from sae_ooc.errors import UserError
-    from sae_ooc.io import write_text
     from sae_ooc.pipeline import run_stage
 
-    saved = run.root / "config.yaml"
-    before = saved.read_text() if saved.is_file() else None
-    run.check_and_save_config(force=getattr(args, "force", False))
-    try:
+    with run.saved_config(force=getattr(args, "force", False)):
         result = run_stage(run, name, force=getattr(args, "force", False), **options(mod, args))
-    except UserError:
-        # a value the stage refused (--set edit.layers=[9] on 2 layers) must not stay in RUN/config.yaml, where every
-        # later command without --set would meet it again
-        if before is not None:
-            write_text(saved, before)
-        raise
     print(mod.summarize(run, result))
     line = mod.after(run, args) if hasattr(mod, "after") else None  # the command's own work, stage run or skipped (browse --out)
     if line:
