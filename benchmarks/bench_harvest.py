@@ -38,7 +38,7 @@ def task_tensors(cfg, scale: int = 1) -> dict[str, SplitTensors]:
     ds, vocab = generate(cfg.task)
     out = {}
     for s in SPLITS:
-        st = split_tensors(ds[s], vocab.pad_id)
+        st = split_tensors(ds[s], vocab)
         out[s] = SplitTensors(*(t.repeat(scale, *([1] * (t.dim() - 1))) for t in (st.tokens, st.answer_pos, st.answer, st.bridge, st.hop)))
     return out, vocab
 

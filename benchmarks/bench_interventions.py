@@ -88,7 +88,7 @@ def main() -> None:
     print(f"  per-prompt loop (weights)      {tc:8.3f} s")
     print(f"  max |logit difference|: batched vs per-edit {float((a - b).abs().max()):.2e}, per-edit vs per-prompt {float((b - c).abs().max()):.2e}")
 
-    st = split_tensors(ds["test_id"], vocab.pad_id)
+    st = split_tensors(ds["test_id"], vocab)
     st = st.subset(torch.arange(min(args.prompts, len(st))))
     hook = "blocks.1.hook_resid_pre"
     delta = torch.randn(len(st), model.cfg.d_model, generator=g)

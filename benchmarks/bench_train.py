@@ -44,7 +44,7 @@ def reference_loop(run: RunDir, n_warm: int, n_timed: int) -> float:
     """Seconds per step of the plainest loop: forward, answer-position CE, backward, AdamW step."""
     cfg = run.cfg
     ds, vocab = load_task(run.data_dir)
-    st = split_tensors(ds["train"], vocab.pad_id)
+    st = split_tensors(ds["train"], vocab)
     sampler = BatchSampler(len(st), cfg.train.batch_size, cfg.train.seed)
     batches = []
     for i in range(n_warm + n_timed):
@@ -81,7 +81,7 @@ def main() -> None:
         run = RunDir(Path(tmp) / "bench", cfg)
         run_data(run)
         ds, vocab = load_task(run.data_dir)
-        tensors = {s: split_tensors(ds[s], vocab.pad_id) for s in SPLITS}
+        tensors = {s: split_tensors(ds[s], vocab) for s in SPLITS}
         ours, ref, evals = [], [], []
         for _ in range(args.repeats):
             ours.append((time_ours(run, long_) - time_ours(run, short)) / args.steps)

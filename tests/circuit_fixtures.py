@@ -43,7 +43,7 @@ def linear_sae(hook: str, d_in: int, d_sae: int = 24, seed: int = 0) -> Standard
 
 
 def train_a_little(model, ds, vocab, steps: int, lr: float = 3e-3) -> None:
-    st = split_tensors(ds["train"], vocab.pad_id)
+    st = split_tensors(ds["train"], vocab)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     rows = torch.arange(len(st))
     for _ in range(steps):

@@ -174,7 +174,7 @@ def test_round_trip_through_datasets(tmp_path, twohop):
 
 def test_split_tensors_pad_right_and_read_last_position(twohop):
     ds, vocab = twohop
-    t = split_tensors(ds["train"], vocab.pad_id)
+    t = split_tensors(ds["train"], vocab)
     hops = np.asarray(ds["train"]["hop"])
     assert (t.answer_pos.numpy() == hops).all()  # hop 1: [h, r] -> pos 1; hop 2: [h, r1, r2] -> pos 2
     assert (t.tokens[hops == 1, 2] == vocab.pad_id).all()

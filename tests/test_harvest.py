@@ -22,7 +22,7 @@ from sae_ooc.tasks.data import SPLITS, load_task, split_tensors
 
 def _split_tensors(run):
     ds, vocab = load_task(run.data_dir)
-    return {s: split_tensors(ds[s], vocab.pad_id) for s in SPLITS}
+    return {s: split_tensors(ds[s], vocab) for s in SPLITS}
 
 
 def test_cache_loads_with_safetensors_and_matches_run_with_cache(harvested_run):

@@ -84,7 +84,7 @@ def test_every_prefix_is_on_one_side_and_no_heldout_row_has_a_twin(harvested_run
 def test_first_hop_known_matches_the_atomic_facts_of_train(tiny_cfg, tiny_task):
     ds, vocab = tiny_task
     codes = {s: i for i, s in enumerate(ds)}
-    tok = token_table({s: split_tensors(ds[s], vocab.pad_id) for s in ds}, codes)
+    tok = token_table({s: split_tensors(ds[s], vocab) for s in ds}, codes)
     known = first_hop_known(tok, codes["train"])
     facts = {tuple(ids) for ids, hop in zip(ds["train"]["input_ids"], ds["train"]["hop"]) if hop == 1}
     expect = [(h, r) in facts for h, r in zip(tok["head"].tolist(), tok["r1"].tolist())]
@@ -110,7 +110,7 @@ def bridge_task():
                                             "model.d_model=64", "sae_eval.probe_steps=300", "sae_eval.n_controls=3"])
     ds, vocab = generate(cfg.task)
     codes = {s: i for i, s in enumerate(ds)}
-    tok = token_table({s: split_tensors(ds[s], vocab.pad_id) for s in ds}, codes)
+    tok = token_table({s: split_tensors(ds[s], vocab) for s in ds}, codes)
     cache = SimpleNamespace(tokens=lambda: tok, manifest={"split_codes": codes})  # what position_slices reads
     held = heldout_mask(tok, 0.3, 0)
     r1 = next(s for s in position_slices(cache, held, 10**6, 0) if s.name == "r1")

@@ -42,7 +42,7 @@ def test_steering_on_the_plain_model_equals_the_spliced_model(run):
     """The delta added to the residual is exactly the feature change made inside the spliced model, error term kept."""
     sp = load_spliced(run)
     ds, vocab = load_task(run.data_dir)
-    st = split_tensors(ds["test_id"], vocab.pad_id)
+    st = split_tensors(ds["test_id"], vocab)
     hook, pos = HOOKS[1], 1
     _, vals = sp.cache(st.tokens)
     f = vals.acts[hook][:, pos]

@@ -30,6 +30,9 @@ ROLES = ("head", "r1", "r2")  # token role = position in the prompt
 # Per-token metadata: which sequence and position a row comes from and the task's planted variables
 # for that sequence (token ids; -1 where the sequence has none, e.g. bridge/r2 for atomic facts).
 TOKEN_COLUMNS = ("seq", "split", "pos", "token", "role", "head", "r1", "r2", "bridge", "answer", "hop", "is_answer_pos")
+# natural-language tasks add the id of each row's token prefix (their head/r1/r2 columns are planted variables, not
+# the prompt's tokens); `role` is then the row's layout position in an analysed question, -1 elsewhere
+PREFIX_COLUMN = "prefix"
 
 
 def shard_name(i: int) -> str:
@@ -114,6 +117,16 @@ class ActivationCache:
         entry = self.manifest["shards"][hook_name][i]
         return self._read_verified(self.shard_path(hook_name, i), entry["sha256"])["activations"]
 
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The task's position names (its layout), as harvested."""
+        return tuple(self.manifest.get("roles", ROLES))
+
+    def position_name(self, pos: int) -> str:
+        """A token position's name: its role in the toy task (every prompt is laid out by role); `pos<p>` in a
+        natural-language task, whose prompts of other kinds (training documents) put other tokens there."""
+        return self.roles[pos] if PREFIX_COLUMN not in self.tokens() and pos < len(self.roles) else f"pos{pos}"
+
     def tokens(self) -> dict[str, torch.Tensor]:
         """The per-token metadata table: {column: [n_tokens] int tensor}, see TOKEN_COLUMNS."""
         if self._tokens is None:
@@ -151,6 +164,8 @@ def prefix_ids(tokens: dict[str, torch.Tensor]) -> torch.Tensor:
     Under causal attention a token's activation is a function of exactly this prefix, so rows that share one are
     twins (bit-identical activations up to float noise). Ids are dense, 0.., in (position, tokens) order.
     """
+    if PREFIX_COLUMN in tokens:
+        return tokens[PREFIX_COLUMN].long()
     pos = tokens["pos"].long()
     cols = [pos] + [torch.where(pos >= i, tokens[role].long(), -1) for i, role in enumerate(ROLES)]
     return torch.unique(torch.stack(cols, 1), dim=0, return_inverse=True)[1]
@@ -184,6 +199,12 @@ def distinct_rows(tokens: dict[str, torch.Tensor], mask: torch.Tensor, pid: torc
     uniq, inv = torch.unique((prefix_ids(tokens) if pid is None else pid)[rows], return_inverse=True)
     first = torch.full((len(uniq),), len(rows), dtype=torch.long).scatter_reduce_(0, inv, torch.arange(len(rows)), "amin")
     return rows[first].sort().values
+
+
+def prefix_tokens(tokens: dict[str, torch.Tensor], rows: torch.Tensor, pos: int) -> torch.Tensor:
+    """[len(rows), pos + 1] the token prefixes of rows `rows`, all at position `pos`: the table is in (split, sequence,
+    position) order, so a row's prefix is the `pos` rows before it and itself."""
+    return tokens["token"][rows[:, None] - pos + torch.arange(pos + 1)].long()
 
 
 def prefix_tuples(tokens: dict[str, torch.Tensor], rows: torch.Tensor) -> set[tuple[int, ...]]:

@@ -22,6 +22,7 @@ from sae_ooc.activations.cache import (
     MANIFEST,
     PROGRESS,
     ROLES,
+    PREFIX_COLUMN,
     TOKEN_COLUMNS,
     TOKENS_FILE,
     _sha256,
@@ -60,24 +61,32 @@ def token_table(splits: dict[str, SplitTensors], split_codes: dict[str, int]) ->
         mask = torch.arange(L)[None, :] <= st.answer_pos[:, None]
         seq = torch.arange(n)[:, None].expand(n, L)[mask]
         pos = torch.arange(L)[None, :].expand(n, L)[mask]
-        lengths = st.answer_pos + 1
-        per_seq = {
-            "head": st.tokens[:, 0],
-            "r1": torch.where(lengths >= 2, st.tokens[:, 1], -1) if L > 1 else torch.full((n,), -1),
-            "r2": torch.where(lengths >= 3, st.tokens[:, 2], -1) if L > 2 else torch.full((n,), -1),
-            "bridge": st.bridge,
-            "answer": st.answer,
-            "hop": st.hop,
-        }
+        per_seq = {v: st.variable(v) for v in ("head", "r1", "r2", "bridge", "answer")}
+        per_seq["hop"] = st.hop
         cols["seq"].append(seq)
         cols["split"].append(torch.full_like(seq, split_codes[name]))
         cols["pos"].append(pos)
-        cols["role"].append(pos)
+        cols["role"].append(st.role_codes()[mask])
         cols["token"].append(st.tokens[mask])
         cols["is_answer_pos"].append((pos == st.answer_pos[seq]).long())
         for k, v in per_seq.items():
             cols[k].append(v[seq])
-    return {k: torch.cat(v).to(torch.int32) if v else torch.zeros(0, dtype=torch.int32) for k, v in cols.items()}
+    out = {k: torch.cat(v).to(torch.int32) if v else torch.zeros(0, dtype=torch.int32) for k, v in cols.items()}
+    if any(st.planted is not None for st in splits.values()):  # a natural-language task: prefixes from the tokens
+        out[PREFIX_COLUMN] = token_prefix_ids(splits)
+    return out
+
+
+def token_prefix_ids(splits: dict[str, SplitTensors]) -> torch.Tensor:
+    """Per token-table row, a dense id of its (position, token prefix), in (position, tokens) order: what
+    `prefix_ids` computes from the head/r1/r2 columns in the toy task, where they are the prompt's tokens."""
+    keys = []
+    for st in splits.values():
+        L = st.tokens.shape[1]
+        for row, last in zip(st.tokens.tolist(), st.answer_pos.tolist()):
+            keys += [(p,) + tuple(row[: p + 1]) for p in range(min(last + 1, L))]
+    order = {k: i for i, k in enumerate(sorted(set(keys)))}
+    return torch.tensor([order[k] for k in keys], dtype=torch.int32)
 
 
 def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
@@ -151,7 +160,8 @@ class ShardWriter:
         return {**entry, "sha256": sha.result() if isinstance(sha, Future) else sha}
 
 
-def _settings(model_hash: str, hooks: list[str], d_model: int, dtype: str, shard_tokens: int, splits: dict[str, SplitTensors], n_tokens: int) -> dict:
+def _settings(model_hash: str, hooks: list[str], d_model: int, dtype: str, shard_tokens: int, splits: dict[str, SplitTensors], n_tokens: int,
+              roles: tuple[str, ...] = ROLES) -> dict:
     return {
         "format": FORMAT,
         "model_hash": model_hash,
@@ -162,7 +172,7 @@ def _settings(model_hash: str, hooks: list[str], d_model: int, dtype: str, shard
         "splits": list(splits),
         "split_sizes": {k: len(v) for k, v in splits.items()},
         "n_tokens": n_tokens,
-        "roles": list(ROLES),
+        "roles": list(roles),
         "token_columns": list(TOKEN_COLUMNS),
     }
 
@@ -213,6 +223,7 @@ def harvest_activations(
     device: str = "cpu",
     stop_after_shards: int | None = None,
     events: list | None = None,
+    roles: tuple[str, ...] = ROLES,
 ) -> dict | None:
     """Harvest `hooks` of any HookedTransformer over `splits` into `out_dir`; returns the manifest.
 
@@ -226,7 +237,7 @@ def harvest_activations(
     split_codes = {name: i for i, name in enumerate(SPLIT_CODE_ORDER)}
     table = token_table(splits, split_codes)
     n_tokens = len(table["seq"])
-    settings = _settings(model_hash, hooks, model.cfg.d_model, dtype, shard_tokens, splits, n_tokens)
+    settings = _settings(model_hash, hooks, model.cfg.d_model, dtype, shard_tokens, splits, n_tokens, roles)
     settings["split_codes"] = {k: split_codes[k] for k in splits}
 
     old_hash = _existing_model_hash(out_dir)
@@ -366,12 +377,13 @@ def run_harvest(run, force: bool = False, stop_after_shards: int | None = None) 
     # rebuilt; only the shards of an interrupted harvest of this model are resumed
     force = force or (out_dir / MANIFEST).exists() or _existing_model_hash(out_dir) not in (None, mhash)
     ds, vocab = load_task(run.data_dir)
-    splits = {s: split_tensors(ds[s], vocab.pad_id) for s in hc.splits}
+    splits = {s: split_tensors(ds[s], vocab) for s in hc.splits}
     model = load_model(run.model_dir, device=run.device)
     with torch_threads(hc.threads):
         manifest = harvest_activations(
             model, splits, out_dir, mhash, hooks=hc.hooks, shard_tokens=hc.shard_tokens,
             batch_size=hc.batch_size, dtype=hc.dtype, force=force, device=run.device, stop_after_shards=stop_after_shards,
+            roles=vocab.layout.position_names,
         )
     if manifest is None:
         return None

@@ -98,7 +98,7 @@ def _back_patching(c: Context) -> dict:
     patches = all_patches(L)
     res = {}
     for split in ("valid_id", "test_id", "test_ood"):
-        t = split_tensors(c.ds[split], c.vocab.pad_id)
+        t = split_tensors(c.ds[split], c.vocab)
         t = t.subset((t.hop == 2).nonzero().squeeze(1))
         res[split] = back_patch(c.model, t.tokens, t.answer, t.answer_pos, patches, c.cfg.batch_size)[:2] if len(t) else None
     chosen = None

@@ -19,7 +19,6 @@ from sae_ooc.circuits.spliced import NodeMask, NodeValues, Spliced
 from sae_ooc.config import ABLATIONS as ABLATION_NAMES
 from sae_ooc.errors import UserError
 from sae_ooc.registry import Registry
-from sae_ooc.tasks.data import SEQ_LEN
 
 ABLATIONS: Registry = Registry("ablation", expected=ABLATION_NAMES)
 
@@ -48,8 +47,8 @@ def mean_ablation(sp: Spliced, ds, pairs: Pairs, n_examples: int, seed: int, bat
     g = torch.Generator().manual_seed(seed)
     if len(prompts) > n_examples:
         prompts = prompts[torch.randperm(len(prompts), generator=g)[:n_examples]]
-    sa = {h: torch.zeros(SEQ_LEN, sp.d_sae[h], device=sp.device, dtype=torch.float64) for h in sp.hooks}
-    se = {h: torch.zeros(SEQ_LEN, sp.d_in[h], device=sp.device, dtype=torch.float64) for h in sp.hooks}
+    sa = {h: torch.zeros(sp.n_pos, sp.d_sae[h], device=sp.device, dtype=torch.float64) for h in sp.hooks}
+    se = {h: torch.zeros(sp.n_pos, sp.d_in[h], device=sp.device, dtype=torch.float64) for h in sp.hooks}
     for i in range(0, len(prompts), batch):
         _, v = sp.cache(prompts[i : i + batch])
         for h in sp.hooks:
@@ -61,8 +60,8 @@ def mean_ablation(sp: Spliced, ds, pairs: Pairs, n_examples: int, seed: int, bat
 
 @ABLATIONS.register("zero")
 def zero_ablation(sp: Spliced, ds, pairs: Pairs, n_examples: int, seed: int, batch: int) -> Ablation:
-    return Ablation({h: torch.zeros(SEQ_LEN, sp.d_sae[h], device=sp.device) for h in sp.hooks},
-                    {h: torch.zeros(SEQ_LEN, sp.d_in[h], device=sp.device) for h in sp.hooks})
+    return Ablation({h: torch.zeros(sp.n_pos, sp.d_sae[h], device=sp.device) for h in sp.hooks},
+                    {h: torch.zeros(sp.n_pos, sp.d_in[h], device=sp.device) for h in sp.hooks})
 
 
 @ABLATIONS.register("resample")

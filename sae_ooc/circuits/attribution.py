@@ -55,7 +55,7 @@ def _attribute(run, validate: bool) -> dict:
     per_prompt = node_effects(sp, pairs, a.method, a.metric, a.batch_size, a.ig_steps, a.exact_batch_size, verify_top=a.verify_top)
     seconds = time.perf_counter() - t0
     m_clean, m_corrupt = pair_metrics(sp, pairs, a.metric)
-    ne = NodeEffects(sp.hooks, sp.d_sae, a.method, a.metric, per_prompt, pairs, m_clean, m_corrupt)
+    ne = NodeEffects(sp.hooks, sp.d_sae, a.method, a.metric, per_prompt, pairs, m_clean, m_corrupt, sp.position_names)
     save_node_effects(out / EFFECTS_FILE, ne)
     summary = effects_summary(ne, vocab, a.top_json)
     summary["seconds"] = seconds

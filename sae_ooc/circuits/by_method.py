@@ -34,7 +34,7 @@ def method_circuits(sp: Spliced, ne: NodeEffects, held: Pairs, abl: Ablation, fa
             t0 = time.perf_counter()
             eff = node_effects(sp, ne.pairs, m, ne.metric, a.batch_size, a.ig_steps, a.exact_batch_size, progress=False, verify_top=a.verify_top)
             seconds = time.perf_counter() - t0
-            ne_m = NodeEffects(ne.hooks, ne.d_sae, m, ne.metric, eff, ne.pairs, ne.metric_clean, ne.metric_corrupt)
+            ne_m = NodeEffects(ne.hooks, ne.d_sae, m, ne.metric, eff, ne.pairs, ne.metric_clean, ne.metric_corrupt, ne.positions)
         nodes = select_nodes(ne_m, c.top_n, c.node_threshold, c.errors)
         feats = [n for n in nodes if not n.is_error]
         out[m] = {**circuit_scores(sp, held, nodes, abl, ne.metric, faith, ci_seed=c.seed), "n_feature_nodes": len(feats),

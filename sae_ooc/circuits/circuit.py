@@ -58,7 +58,7 @@ from sae_ooc.circuits.spliced import Spliced
 from sae_ooc.errors import UserError
 from sae_ooc.io import save_tensors, write_json
 from sae_ooc.saes.features import describe_nodes
-from sae_ooc.tasks.data import POSITION_ROLES, load_task
+from sae_ooc.tasks.data import load_task
 from sae_ooc.threads import torch_threads
 from sae_ooc.viz.circuit_plots import plot_curve
 
@@ -82,7 +82,7 @@ def circuit_graph(sp: Spliced, ne: NodeEffects, nodes: list[Node], edges: dict, 
     """The aggregate circuit: `nodes` with their mean effects over the pairs and their rank among every node."""
     rank = {Node(h, p, i).id: r + 1 for r, (h, p, i, _) in enumerate(ne.ranked())}
     mean = ne.mean
-    gnodes = [GraphNode.of(n, sp.hooks, POSITION_ROLES, float(mean[n.hook][n.pos, ne.column(n)]), ne.std_of(n), rank=rank.get(n.id))
+    gnodes = [GraphNode.of(n, sp.hooks, sp.position_names, float(mean[n.hook][n.pos, ne.column(n)]), ne.std_of(n), rank=rank.get(n.id))
               for n in nodes]
     _describe(gnodes, sp, ds, vocab, labels_root, nodes)
     return CircuitGraph(metadata, scores, gnodes, _edges(edges, gradient))
@@ -102,14 +102,14 @@ def prompt_circuit(sp: Spliced, pairs: Pairs, i: int, keep_row: torch.Tensor, m_
     for n in nodes:
         v = clean.get(n, rows=0)
         act = v.norm() if n.is_error else v  # an error node's value is a vector: its norm
-        gnodes.append(GraphNode.of(n, sp.hooks, POSITION_ROLES, float(ne.of(n)[i]), 0.0, activation=float(act)))
+        gnodes.append(GraphNode.of(n, sp.hooks, sp.position_names, float(ne.of(n)[i]), 0.0, activation=float(act)))
     _describe(gnodes, sp, ds, vocab, labels_root, nodes)
     f = float((m_circuit - faith.m_empty[i]) / (faith.m_full[i] - faith.m_empty[i])) if faith.m_full[i] != faith.m_empty[i] else float("nan")
     metadata = {
-        "config": config, "prompt": vocab.decode(pairs.clean[i]), "answer": vocab.name(int(pairs.answer[i])),
-        "corrupted_prompt": vocab.decode(pairs.corrupt[i]), "corrupted_answer": vocab.name(int(pairs.answer_corrupt[i])),
-        "bridge": vocab.name(int(pairs.bridge[i])), "metric": metric, "n_pairs": 1, "hooks": sp.hooks, "d_sae": sp.d_sae,
-        "positions": list(POSITION_ROLES), "ablation": ablation, "edge_weights": "exact", "method": ne.method,
+        "config": config, "prompt": vocab.decode(pairs.clean[i]), "answer": vocab.entity_name(int(pairs.answer[i])),
+        "corrupted_prompt": vocab.decode(pairs.corrupt[i]), "corrupted_answer": vocab.entity_name(int(pairs.answer_corrupt[i])),
+        "bridge": vocab.entity_name(int(pairs.bridge[i])), "metric": metric, "n_pairs": 1, "hooks": sp.hooks, "d_sae": sp.d_sae,
+        "positions": list(sp.position_names), "ablation": ablation, "edge_weights": "exact", "method": ne.method,
         "example_prompt": vocab.decode(pairs.clean[i]),
         "selection": "backward elimination (sae_ooc.circuits.prune), first round with at most "
                      f"{TARGET_MAX_FEATURES} feature nodes per prompt",
@@ -203,9 +203,9 @@ def _circuit(run) -> dict:
     metadata = {
         "run": str(run.root), "config": run.cfg.name, "method": ne.method, "metric": metric, "n_pairs": len(sel_idx),
         "effects_over": "selection pairs", "n_heldout_pairs": len(held_idx), "hooks": sp.hooks,
-        "d_sae": sp.d_sae, "positions": list(POSITION_ROLES), "selection": {"top_n": c.top_n, "node_threshold": c.node_threshold, "errors": c.errors},
+        "d_sae": sp.d_sae, "positions": list(sp.position_names), "selection": {"top_n": c.top_n, "node_threshold": c.node_threshold, "errors": c.errors},
         "ablation": c.ablation, "edge_weights": c.edge_weights, "sink": {"id": SINK, "description": METRIC_TEXT[metric]},
-        "example_prompt": vocab.decode(ne.pairs.clean[0]), "example_answer": vocab.name(int(ne.pairs.answer[0])),
+        "example_prompt": vocab.decode(ne.pairs.clean[0]), "example_answer": vocab.entity_name(int(ne.pairs.answer[0])),
     }
     score_keys = ("m_full", "m_empty", "m_circuit", "m_complement", "faithfulness", "faithfulness_ci95", "completeness")
     scores = {**{k: scored["heldout"][k] for k in score_keys}, "pairs": "heldout", "n_pairs": len(held_idx)}

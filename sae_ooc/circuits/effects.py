@@ -35,6 +35,7 @@ class NodeEffects:
     pairs: Pairs
     metric_clean: torch.Tensor
     metric_corrupt: torch.Tensor
+    positions: tuple[str, ...] = POSITION_ROLES  # the name (role) of each node position (Spliced.position_names)
 
     @property
     def mean(self) -> dict[str, torch.Tensor]:
@@ -55,7 +56,7 @@ class NodeEffects:
     def subset(self, idx) -> NodeEffects:
         """The effects on pairs `idx` only (what a circuit chosen on those pairs may see)."""
         return NodeEffects(self.hooks, self.d_sae, self.method, self.metric, {h: e[idx] for h, e in self.per_prompt.items()},
-                           self.pairs.subset(idx), self.metric_clean[idx], self.metric_corrupt[idx])
+                           self.pairs.subset(idx), self.metric_clean[idx], self.metric_corrupt[idx], self.positions)
 
     def ranked(self) -> list[tuple[str, int, int | None, float]]:
         """Every node with a nonzero mean effect as (hook, pos, feature or None, mean effect), largest |effect| first."""
@@ -72,7 +73,7 @@ def save_node_effects(path: Path, ne: NodeEffects) -> None:
     tensors.update({f"per_prompt.{h}": e for h, e in ne.per_prompt.items()})
     tensors.update(ne.pairs.to_tensors())
     tensors["metric.clean"], tensors["metric.corrupt"] = ne.metric_clean, ne.metric_corrupt
-    meta = {"hooks": ne.hooks, "d_sae": ne.d_sae, "method": ne.method, "metric": ne.metric, "positions": list(POSITION_ROLES),
+    meta = {"hooks": ne.hooks, "d_sae": ne.d_sae, "method": ne.method, "metric": ne.metric, "positions": list(ne.positions),
             "layout": "effects.<hook>: [n_pos, d_sae + 1], last column = SAE error node; per_prompt.<hook>: [n_pairs, n_pos, d_sae + 1]"}
     save_tensors(path, tensors, metadata={"sae_ooc": json.dumps(meta)})
 
@@ -87,7 +88,7 @@ def load_node_effects(path: Path) -> NodeEffects:
     return NodeEffects(
         hooks=meta["hooks"], d_sae={h: int(v) for h, v in meta["d_sae"].items()}, method=meta["method"], metric=meta["metric"],
         per_prompt={h: t[f"per_prompt.{h}"] for h in meta["hooks"]}, pairs=Pairs.from_tensors(t),
-        metric_clean=t["metric.clean"], metric_corrupt=t["metric.corrupt"],
+        metric_clean=t["metric.clean"], metric_corrupt=t["metric.corrupt"], positions=tuple(meta.get("positions", POSITION_ROLES)),
     )
 
 
@@ -97,18 +98,18 @@ def effects_summary(ne: NodeEffects, vocab, top: int) -> dict:
     for rank, (h, p, i, v) in enumerate(ranked[:top]):
         n = Node(h, p, i)
         nodes.append({
-            "rank": rank + 1, "node": n.id, "hook": h, "position": p, "role": POSITION_ROLES[p],
+            "rank": rank + 1, "node": n.id, "hook": h, "position": p, "role": ne.positions[p],
             "feature": "error" if i is None else i, "mean_effect": v, "std_effect": ne.std_of(n),
             "per_prompt": [round(x, 6) for x in ne.of(n).tolist()],
         })
     total = ne.metric_corrupt - ne.metric_clean
     return {
-        "method": ne.method, "metric": ne.metric, "n_pairs": len(ne.pairs), "hooks": ne.hooks, "positions": list(POSITION_ROLES),
+        "method": ne.method, "metric": ne.metric, "n_pairs": len(ne.pairs), "hooks": ne.hooks, "positions": list(ne.positions),
         "metric_clean_mean": float(ne.metric_clean.mean()), "metric_corrupt_mean": float(ne.metric_corrupt.mean()),
         "total_effect_mean": float(total.mean()),
         "sum_of_node_effects_mean": float(sum(e.sum((1, 2)) for e in ne.per_prompt.values()).mean()),
         "n_nonzero_nodes": len(ranked),
-        "pairs": [{"clean": vocab.decode(c), "corrupt": vocab.decode(k), "answer": vocab.name(int(a)), "answer_corrupt": vocab.name(int(a2))}
+        "pairs": [{"clean": vocab.decode(c), "corrupt": vocab.decode(k), "answer": vocab.entity_name(int(a)), "answer_corrupt": vocab.entity_name(int(a2))}
                   for c, k, a, a2 in zip(ne.pairs.clean, ne.pairs.corrupt, ne.pairs.answer, ne.pairs.answer_corrupt)],
         "nodes": nodes,
     }

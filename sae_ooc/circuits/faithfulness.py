@@ -36,7 +36,6 @@ from sae_ooc.circuits.selection import (
     select_nodes,
 )
 from sae_ooc.circuits.spliced import NodeValues, Spliced
-from sae_ooc.tasks.data import SEQ_LEN
 
 TARGET_FAITHFULNESS = 0.8
 TARGET_MAX_FEATURES = 50
@@ -113,7 +112,7 @@ def inactive_check(sp: Spliced, pairs: Pairs, abl: Ablation, metric: str, faith:
     active = {h: clean.acts[h] != 0 for h in sp.hooks}
     moved = clean.differs(abl)
     can_fail = any(bool((moved.acts[h] & ~active[h]).any()) for h in sp.hooks)
-    keep = (active, {h: torch.ones(len(pairs), SEQ_LEN, dtype=torch.bool, device=sp.device) for h in sp.hooks})
+    keep = (active, {h: torch.ones(len(pairs), sp.n_pos, dtype=torch.bool, device=sp.device) for h in sp.hooks})
     change = (ablated_metric(sp, pairs, keep, abl, metric, batch) - faith.m_full).double()
     scale = abs(float(faith.m_full.mean() - faith.m_empty.mean()))
     rel = float(change.abs().mean()) / scale if scale > 0 else None  # no range to measure against

@@ -23,13 +23,12 @@ from sae_ooc.circuits.pairs import Pairs
 from sae_ooc.circuits.spliced import NodeValues, RowPatches, Spliced
 from sae_ooc.config import ATTRIBUTION_METHODS as METHOD_NAMES
 from sae_ooc.registry import Registry
-from sae_ooc.tasks.data import SEQ_LEN
 
 ATTRIBUTION_METHODS: Registry = Registry("attribution.method", expected=METHOD_NAMES)
 
 
 def _empty(sp: Spliced, n: int) -> dict[str, torch.Tensor]:
-    return {h: torch.zeros(n, SEQ_LEN, sp.d_sae[h] + 1) for h in sp.hooks}
+    return {h: torch.zeros(n, sp.n_pos, sp.d_sae[h] + 1) for h in sp.hooks}
 
 
 def _per_node(sp: Spliced, acts: dict[str, torch.Tensor], errs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

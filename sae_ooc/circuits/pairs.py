@@ -2,6 +2,14 @@
 
 A clean two-hop prompt (h, r1, r2) with answer t2 is paired with a corrupted prompt (h', r1, r2) whose bridge
 and answer both differ (t2'); (h', r1, r2) is a known two-hop fact of any split.
+
+Multi-token answers (a natural-language task). The metric is the log-probability difference of the two answers'
+token sequences, log p(t2 | x) - log p(t2' | x), and scoring a sequence needs it teacher-forced after the prompt.
+So a pair is two rows: one continues both prompts with t2's tokens, the other with t2''s (`cont`), and each row's
+metric is its share of the pair's (+2 log p(t2), -2 log p(t2'); `Pairs.metric`), so that the mean over rows is
+exactly the mean over pairs of the metric and every intervention (patching, ablation, gradients) is applied to
+both rows alike. Per-row values (a row's effect, a one-row circuit) are halves of a pair's; the two rows of a pair
+share their head entity, so a split by head entities keeps them together.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import numpy as np
 import torch
 
 from sae_ooc.circuits.spliced import task_metric
+from sae_ooc.models.evaluate import answer_scores
 from sae_ooc.errors import UserError
 
 PAIR_SPLITS = ("train", "valid_id", "test_id", "test_ood")  # the two-hop splits (valid_id: data made since it exists)
@@ -29,6 +38,18 @@ class Pairs:
     answer_corrupt: torch.Tensor
     bridge: torch.Tensor
     bridge_corrupt: torch.Tensor
+    answer_ids: torch.Tensor  # [n, A] t2's tokens (the toy task: [t2])
+    answer_corrupt_ids: torch.Tensor  # [n, A] t2''s tokens
+    cont_is_answer: torch.Tensor  # [n] bool: the answer tokens that follow the prompts in this row are t2's (else t2''s)
+
+    @property
+    def multi_token(self) -> bool:
+        return self.answer_ids.shape[1] > 1
+
+    @property
+    def cont(self) -> torch.Tensor:
+        """[n, A] the answer tokens teacher-forced after the prompts in each row."""
+        return torch.where(self.cont_is_answer[:, None], self.answer_ids, self.answer_corrupt_ids)
 
     def __len__(self) -> int:
         return int(self.answer.shape[0])
@@ -65,8 +86,21 @@ class Pairs:
         return cls(**{f.name: t[f"pairs.{f.name}"] for f in fields(cls)})
 
     def metric(self, logits: torch.Tensor, kind: str, corrupt: bool = False) -> torch.Tensor:
-        target, foil = (self.answer_corrupt, self.answer) if corrupt else (self.answer, self.answer_corrupt)
+        """Per-row metric of the clean answer (t2; with `corrupt`, of t2' against t2)."""
+        if self.multi_token:
+            return self._sequence_metric(logits, kind, corrupt)
+        target, foil = self.answer_ids[:, 0], self.answer_corrupt_ids[:, 0]
+        if corrupt:
+            target, foil = foil, target
         return task_metric(logits, self.answer_pos.to(logits.device), target.to(logits.device), foil.to(logits.device), kind)
+
+    def _sequence_metric(self, logits: torch.Tensor, kind: str, corrupt: bool) -> torch.Tensor:
+        lp, _ = answer_scores(logits, self.answer_pos.to(logits.device), self.cont.to(logits.device))
+        is_target = self.cont_is_answer.to(logits.device) != corrupt  # this row continues with the metric's target
+        if kind == "logit_diff":
+            return torch.where(is_target, 2 * lp, -2 * lp)
+        lp = torch.where(is_target, 2 * lp, torch.zeros_like(lp))
+        return lp if kind == "logprob" else -lp
 
 
 def split_indices(n: int, heldout_fraction: float, seed: int, groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,7 +146,7 @@ def make_pairs(ds, vocab, split: str, n: int, seed: int, model=None, only_correc
         raise UserError(f"split '{split}' has no two-hop prompts to attribute; set attribution.split to one of train, test_id, test_ood, all")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(rows))
-    correct = _correct_mask(model, rows, device) if only_correct and model is not None else None
+    correct = _correct_mask(model, rows, vocab, device) if only_correct and model is not None else None
     chosen = []
     for i in order:
         h, r1, r2, b, t = rows[i]
@@ -131,16 +165,43 @@ def make_pairs(ds, vocab, split: str, n: int, seed: int, model=None, only_correc
             f"no usable A→C prompt pairs in split '{split}' (need clean prompts{why} with a known fact (h', r1, r2) whose bridge and "
             f"answer differ); try --set attribution.split=all or --set attribution.only_correct=false"
         )
+    return _build(chosen, vocab)
+
+
+def _build(chosen: list[tuple], vocab) -> Pairs:
+    """Pairs of the chosen (h, r1, r2, b, t, h', b', t') facts, their prompts rendered by `vocab`."""
     c = torch.tensor(chosen, dtype=torch.long)
+    clean = torch.tensor([vocab.question_ids(h, r1, r2) for h, r1, r2, *_ in chosen], dtype=torch.long)
+    corrupt = torch.tensor([vocab.question_ids(h2, r1, r2) for _, r1, r2, _, _, h2, _, _ in chosen], dtype=torch.long)
+    ans = torch.tensor([vocab.answer_token_ids(t) for *_, t, _, _, _ in chosen], dtype=torch.long).reshape(len(c), -1)
+    ans2 = torch.tensor([vocab.answer_token_ids(t2) for *_, t2 in chosen], dtype=torch.long).reshape(len(c), -1)
+    n, A = ans.shape
+    rows = torch.arange(n)
+    cont_is_answer = torch.ones(n, dtype=torch.bool)
+    if A > 1:  # two rows a pair: t2's tokens after both prompts, then t2''s (module docstring)
+        rows = rows.repeat_interleave(2)
+        cont_is_answer = torch.tensor([True, False]).repeat(n)
+        cont = torch.where(cont_is_answer[:, None], ans[rows], ans2[rows])[:, :-1]
+        clean, corrupt = torch.cat([clean[rows], cont], 1), torch.cat([corrupt[rows], cont], 1)
     return Pairs(
-        clean=c[:, [0, 1, 2]], corrupt=c[:, [5, 1, 2]], answer_pos=torch.full((len(c),), 2, dtype=torch.long),
-        answer=c[:, 4], answer_corrupt=c[:, 7], bridge=c[:, 3], bridge_corrupt=c[:, 6],
+        clean=clean, corrupt=corrupt, answer_pos=torch.full((len(rows),), vocab.layout.answer_pos, dtype=torch.long),
+        answer=c[rows, 4], answer_corrupt=c[rows, 7], bridge=c[rows, 3], bridge_corrupt=c[rows, 6],
+        answer_ids=ans[rows], answer_corrupt_ids=ans2[rows], cont_is_answer=cont_is_answer,
     )
 
 
 @torch.no_grad()
-def _correct_mask(model, rows, device: str, batch: int = 8192) -> np.ndarray:
-    tokens = torch.tensor([r[:3] for r in rows], dtype=torch.long)
-    answers = torch.tensor([r[4] for r in rows], dtype=torch.long)
-    preds = torch.cat([model(tokens[i : i + batch].to(device))[:, -1].argmax(-1).cpu() for i in range(0, len(tokens), batch)])
-    return (preds == answers).numpy()
+def _correct_mask(model, rows, vocab, device: str, batch: int = 8192) -> np.ndarray:
+    """Whether greedy decoding gives each two-hop row's whole answer."""
+    prompts = [vocab.question_ids(h, r1, r2) for h, r1, r2, _, _ in rows]
+    answers = torch.tensor([vocab.answer_token_ids(t) for *_, t in rows], dtype=torch.long).reshape(len(rows), -1)
+    tokens = torch.cat([torch.tensor(prompts, dtype=torch.long), answers[:, :-1]], 1)
+    pos = torch.full((len(rows),), len(prompts[0]) - 1, dtype=torch.long)
+    hits = []
+    for i in range(0, len(tokens), batch):
+        logits = model(tokens[i : i + batch].to(device))
+        if answers.shape[1] == 1:  # the toy path, as before: argmax at the last position
+            hits.append((logits[:, -1].argmax(-1).cpu() == answers[i : i + batch, 0]))
+        else:
+            hits.append(answer_scores(logits, pos[i : i + batch].to(device), answers[i : i + batch].to(device))[1].cpu())
+    return torch.cat(hits).numpy()

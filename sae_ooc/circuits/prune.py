@@ -31,7 +31,6 @@ from sae_ooc.circuits.pairs import Pairs
 from sae_ooc.circuits.spliced import Spliced
 from sae_ooc.circuits.validation import spread
 from sae_ooc.errors import UserError
-from sae_ooc.tasks.data import SEQ_LEN
 
 
 class NodeLayout:
@@ -40,7 +39,8 @@ class NodeLayout:
     def __init__(self, sp: Spliced):
         self.hooks = list(sp.hooks)
         self.d_sae = dict(sp.d_sae)
-        self.sizes = [SEQ_LEN * sp.d_sae[h] for h in self.hooks] + [SEQ_LEN] * len(self.hooks)
+        self.n_pos = sp.n_pos
+        self.sizes = [sp.n_pos * sp.d_sae[h] for h in self.hooks] + [sp.n_pos] * len(self.hooks)
         self.n_feature_cols = sum(self.sizes[: len(self.hooks)])
 
     def flatten(self, acts: dict[str, torch.Tensor], errs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -55,12 +55,12 @@ class NodeLayout:
                     return Node(h, j // self.d_sae[h], j % self.d_sae[h])
                 j -= size
         j -= self.n_feature_cols
-        return Node(self.hooks[j // SEQ_LEN], j % SEQ_LEN, None)
+        return Node(self.hooks[j // self.n_pos], j % self.n_pos, None)
 
     def unflatten(self, flat: torch.Tensor) -> tuple[dict, dict]:
         parts = flat.split(self.sizes, 1)
         n = len(self.hooks)
-        return ({h: parts[i].reshape(-1, SEQ_LEN, self.d_sae[h]) for i, h in enumerate(self.hooks)},
+        return ({h: parts[i].reshape(-1, self.n_pos, self.d_sae[h]) for i, h in enumerate(self.hooks)},
                 {h: parts[n + i] for i, h in enumerate(self.hooks)})
 
 

@@ -13,7 +13,6 @@ from sae_ooc.circuits.effects import NodeEffects
 from sae_ooc.circuits.nodes import Node
 from sae_ooc.circuits.pairs import Pairs
 from sae_ooc.circuits.spliced import NodeMask, NodeValues, Spliced
-from sae_ooc.tasks.data import SEQ_LEN
 
 
 def ranked_features(ne: NodeEffects) -> list[tuple[Node, float]]:
@@ -32,7 +31,7 @@ def select_nodes(ne: NodeEffects, top_n: int, node_threshold: float = 0.0, error
     nodes = [n for n, _ in chosen]
     mean = ne.mean
     for h in ne.hooks:
-        for p in range(SEQ_LEN):
+        for p in range(mean[h].shape[0]):
             v = float(mean[h][p, -1])
             if errors == "all" or (errors == "threshold" and v != 0 and abs(v) >= cut):
                 nodes.append(Node(h, p, None))
@@ -41,8 +40,8 @@ def select_nodes(ne: NodeEffects, top_n: int, node_threshold: float = 0.0, error
 
 def keep_masks(sp: Spliced, nodes: list[Node], invert: bool = False) -> tuple[dict, dict]:
     """Boolean masks of the nodes to keep: {hook: [P, d_sae]} for features, {hook: [P]} for errors."""
-    mask = NodeMask({h: torch.zeros(SEQ_LEN, sp.d_sae[h], dtype=torch.bool) for h in sp.hooks},
-                    {h: torch.zeros(SEQ_LEN, dtype=torch.bool) for h in sp.hooks})
+    mask = NodeMask({h: torch.zeros(sp.n_pos, sp.d_sae[h], dtype=torch.bool) for h in sp.hooks},
+                    {h: torch.zeros(sp.n_pos, dtype=torch.bool) for h in sp.hooks})
     for n in nodes:
         mask.set(n, True)
     ka, ke = mask.acts, mask.errs
@@ -63,10 +62,10 @@ def prompt_keep_masks(sp: Spliced, ne: NodeEffects, n: int, errors: str) -> tupl
         keep = v > 0
         ka_flat.scatter_(1, i, keep)
         cut = torch.where(keep.any(1), v.masked_fill(~keep, float("inf")).min(1).values, cut)
-    sizes = [SEQ_LEN * sp.d_sae[h] for h in sp.hooks]
+    sizes = [sp.n_pos * sp.d_sae[h] for h in sp.hooks]
     ka, ke = {}, {}
     for h, part in zip(sp.hooks, ka_flat.split(sizes, 1)):
-        ka[h] = part.view(-1, SEQ_LEN, sp.d_sae[h]).to(sp.device)
+        ka[h] = part.view(-1, sp.n_pos, sp.d_sae[h]).to(sp.device)
         err = ne.per_prompt[h][..., -1].abs()
         keep_err = torch.ones_like(err, dtype=torch.bool) if errors == "all" else (err >= cut[:, None]) & (err > 0) if errors == "threshold" else torch.zeros_like(err, dtype=torch.bool)
         ke[h] = keep_err.to(sp.device)
@@ -81,5 +80,5 @@ def active_node_masks(sp: Spliced, pairs: Pairs, batch: int = 2048) -> tuple[dic
     value-specific features does), so circuits measured under it say little."""
     clean = NodeValues.cat([sp.cache(b.clean)[1] for b in pairs.batches(batch)])
     ka = {h: clean.acts[h] != 0 for h in sp.hooks}
-    ke = {h: torch.ones(len(pairs), SEQ_LEN, dtype=torch.bool, device=sp.device) for h in sp.hooks}
+    ke = {h: torch.ones(len(pairs), sp.n_pos, dtype=torch.bool, device=sp.device) for h in sp.hooks}
     return ka, ke

@@ -29,6 +29,7 @@ from sae_lens import HookedSAETransformer
 from sae_ooc.errors import UserError
 from sae_ooc.models.hooked import load_model
 from sae_ooc.saes.store import hook_sort_key, load_saes
+from sae_ooc.tasks.layout import TOY_LAYOUT, Layout, load_layout
 
 Fn = Callable[[str, torch.Tensor], torch.Tensor | None]
 
@@ -163,13 +164,14 @@ class RowPatches:
 
 def load_spliced(run) -> Spliced:
     """The run's trained model with its trained SAEs spliced in, on `run.device`."""
-    return Spliced(load_model(run.model_dir, run.device), load_saes(run.saes_dir, run.device))
+    return Spliced(load_model(run.model_dir, run.device), load_saes(run.saes_dir, run.device), load_layout(run.data_dir))
 
 
 class Spliced:
-    """`model` with `saes` ({hook_name: SAE}) spliced in with their error terms."""
+    """`model` with `saes` ({hook_name: SAE}) spliced in with their error terms; node positions are the
+    `layout`'s (`n_pos` of them, named `position_names`)."""
 
-    def __init__(self, model, saes: dict):
+    def __init__(self, model, saes: dict, layout: Layout = TOY_LAYOUT):
         missing = [h for h in saes if h not in model.hook_dict]
         if missing:
             raise UserError(f"SAE hook(s) {', '.join(missing)} are not hook points of the model; retrain the SAEs on this model's hooks")
@@ -185,6 +187,9 @@ class Spliced:
             self.model.add_sae(sae, use_error_term=True)
         self.d_sae = {h: int(s.cfg.d_sae) for h, s in self.saes.items()}
         self.d_in = {h: int(s.cfg.d_in) for h, s in self.saes.items()}
+        self.layout = layout
+        self.n_pos = layout.node_len
+        self.position_names = layout.node_names
 
     @property
     def device(self):

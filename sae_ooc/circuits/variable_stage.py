@@ -53,7 +53,7 @@ from sae_ooc.circuits.variables import (
 )
 from sae_ooc.io import write_json
 from sae_ooc.saes.features import load_feature_labels
-from sae_ooc.tasks.data import POSITION_ROLES, load_task
+from sae_ooc.tasks.data import load_task
 from sae_ooc.threads import torch_threads
 from sae_ooc.viz.export import export_circuit
 from sae_ooc.viz.variable_plots import plot_variable_faithfulness
@@ -202,7 +202,7 @@ def _run(run) -> dict:
     sel, held = pairs.split_indices(c.heldout_fraction, c.seed)
     idx = {"selection": sel, "heldout": held}
     labels = load_feature_labels(run.sae_eval_dir)
-    groups = group_features(labels, sp.hooks, sp.d_sae)
+    groups = group_features(labels, sp.hooks, sp.d_sae, sp.position_names)
     masks = group_masks(sp, groups)
     active = active_node_masks(sp, pairs)
     m_full = ablated_metric(sp, pairs, None, None, metric)
@@ -249,12 +249,12 @@ def _run(run) -> dict:
     }
     metadata = {
         "run": str(run.root), "config": f"{run.cfg.name} variable circuit", "method": f"group {v.intervention}", "metric": metric,
-        "n_pairs": len(held), "hooks": sp.hooks, "d_sae": sp.d_sae, "positions": list(POSITION_ROLES), "node_kind": "variable groups",
+        "n_pairs": len(held), "hooks": sp.hooks, "d_sae": sp.d_sae, "positions": list(sp.position_names), "node_kind": "variable groups",
         "selection": choice, "ablation": v.ablation, "ablation_rule": ABLATION_RULE, "effect": effect_text,
         "edge_weights": f"exact group edge patching, source group by {v.intervention}",
         "values_on": "held-out pairs (selection-pair means in effect_selection / weight_selection)",
         "sink": {"id": SINK, "description": METRIC_TEXT[metric]},
-        "example_prompt": vocab.decode(pairs.clean[0]), "example_answer": vocab.name(int(pairs.answer[0])),
+        "example_prompt": vocab.decode(pairs.clean[0]), "example_answer": vocab.entity_name(int(pairs.answer[0])),
     }
     scores = {"m_full": main["heldout"]["m_full"], "m_empty": main["heldout"]["m_empty"], "m_circuit": main["heldout"]["m_circuit"],
               "faithfulness": main["heldout"]["faithfulness"], "completeness": main["heldout"]["completeness"],

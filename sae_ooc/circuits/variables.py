@@ -22,7 +22,7 @@ kept = members of the circuit's groups, or silent on the clean prompt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from sae_ooc.circuits.pairs import Pairs
 from sae_ooc.circuits.spliced import NodeMask, NodeValues, Spliced
 from sae_ooc.errors import UserError
 from sae_ooc.saes.prefixes import VARIABLES
-from sae_ooc.tasks.data import POSITION_ROLES, SEQ_LEN
+from sae_ooc.tasks.data import POSITION_ROLES
 
 REMAINDER, ERROR = "rest", "err"  # the name part of remainder and error group ids
 
@@ -44,14 +44,15 @@ class Group:
     hook: str
     pos: int
     members: tuple[int, ...] = ()  # feature indices at (hook, pos); () for the error node
+    positions: tuple[str, ...] = field(default=POSITION_ROLES, compare=False, repr=False)  # the task's position names
 
     @property
     def id(self) -> str:
-        return group_id(self.name, self.pos, self.hook)
+        return group_id(self.name, self.pos, self.hook, self.positions)
 
     @property
     def role(self) -> str:
-        return POSITION_ROLES[self.pos]
+        return self.positions[self.pos]
 
     @property
     def size(self) -> int:
@@ -62,12 +63,13 @@ class Group:
         return [Node(self.hook, self.pos, None)] if self.kind == "error" else [Node(self.hook, self.pos, i) for i in self.members]
 
 
-def group_id(name: str, pos: int, hook: str) -> str:
+def group_id(name: str, pos: int, hook: str, positions: tuple[str, ...] = POSITION_ROLES) -> str:
     """`bridge@r1@blocks.1.hook_resid_pre`: the variable, the position's role, the hook."""
-    return f"{name}@{POSITION_ROLES[pos]}@{hook}"
+    return f"{name}@{positions[pos]}@{hook}"
 
 
-def group_features(labels: dict[str, dict[int, list[dict]]], hooks: list[str], d_sae: dict[str, int]) -> list[Group]:
+def group_features(labels: dict[str, dict[int, list[dict]]], hooks: list[str], d_sae: dict[str, int],
+                   positions: tuple[str, ...] = POSITION_ROLES) -> list[Group]:
     """Every node of the spliced model in exactly one group (see the module docstring), hook by hook in forward
     order, then position, then variable groups (in the order of the task's variables), remainder, error.
 
@@ -82,25 +84,25 @@ def group_features(labels: dict[str, dict[int, list[dict]]], hooks: list[str], d
             if not 0 <= f < d_sae[h]:
                 raise UserError(f"feature {f} labelled at {h} is outside its SAE's {d_sae[h]} features: the labels are from other SAEs; "
                                 "rerun `sae-ooc eval-sae` for these SAEs")
-            if lab.get("position") not in POSITION_ROLES or not lab.get("variable"):
+            if lab.get("position") not in positions or not lab.get("variable"):
                 continue  # no claim about a position of the prompt
-            cells.setdefault((POSITION_ROLES.index(lab["position"]), str(lab["variable"])), []).append(f)
-        for p in range(SEQ_LEN):
+            cells.setdefault((positions.index(lab["position"]), str(lab["variable"])), []).append(f)
+        for p in range(len(positions)):
             named = sorted(((v, fs) for (q, v), fs in cells.items() if q == p), key=lambda c: (order.get(c[0], len(order)), c[0]))
-            groups += [Group("variable", v, h, p, tuple(fs)) for v, fs in named]
+            groups += [Group("variable", v, h, p, tuple(fs), positions) for v, fs in named]
             taken = {f for _, fs in named for f in fs}
             rest = tuple(f for f in range(d_sae[h]) if f not in taken)
             if rest:
-                groups.append(Group("remainder", REMAINDER, h, p, rest))
-            groups.append(Group("error", ERROR, h, p))
+                groups.append(Group("remainder", REMAINDER, h, p, rest, positions))
+            groups.append(Group("error", ERROR, h, p, (), positions))
     return groups
 
 
 def group_masks(sp: Spliced, groups: list[Group]) -> NodeMask:
     """Each group's members as node masks with a leading group dim: acts {hook: [G, P, d_sae]}, errs {hook: [G, P]}."""
     G = len(groups)
-    mask = NodeMask({h: torch.zeros(G, SEQ_LEN, sp.d_sae[h], dtype=torch.bool) for h in sp.hooks},
-                    {h: torch.zeros(G, SEQ_LEN, dtype=torch.bool) for h in sp.hooks})
+    mask = NodeMask({h: torch.zeros(G, sp.n_pos, sp.d_sae[h], dtype=torch.bool) for h in sp.hooks},
+                    {h: torch.zeros(G, sp.n_pos, dtype=torch.bool) for h in sp.hooks})
     for g, grp in enumerate(groups):
         if grp.kind == "error":
             mask.errs[grp.hook][g, grp.pos] = True

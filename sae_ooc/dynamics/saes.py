@@ -45,7 +45,7 @@ def checkpoint_saes(run, model, ckpt_dir: Path, work: Path, hooks: list[str], he
     p = dataclasses.replace(run.cfg.sae, training_tokens=run.cfg.dynamics.sae_training_tokens, hooks=list(hooks),
                             sweep_k=[], sweep_l1_coefficient=[], sweep_d_sae=[], n_checkpoints=0, log_every=10**9)
     hc = run.cfg.harvest
-    splits = {s: split_tensors(ds[s], vocab.pad_id) for s in hc.splits}
+    splits = {s: split_tensors(ds[s], vocab) for s in hc.splits}
     if work.exists():
         shutil.rmtree(work)
     try:

@@ -37,7 +37,7 @@ READABLE = 0.5  # a probe "reads" the bridge from the first step its held-out ac
 
 def _prompts(ds, vocab, n: int, seed: int):
     """A seeded sample of the test_id two-hop prompts: (tokens, bridge, answer)."""
-    st = split_tensors(ds["test_id"], vocab.pad_id)
+    st = split_tensors(ds["test_id"], vocab)
     two = (st.hop == 2).nonzero().squeeze(1)
     g = torch.Generator().manual_seed(seed)
     idx = two[torch.randperm(len(two), generator=g)[:n]].sort().values
@@ -97,7 +97,7 @@ def run_dynamics(run, force: bool = False) -> dict:
     ckpts = sorted([(s, d, "saved") for s, d in saved.items()] + [(s, d, "replayed") for s, d in replayed.items()])
 
     ds, vocab = load_task(run.data_dir)
-    tensors = {s: split_tensors(ds[s], vocab.pad_id) for s in SPLITS}
+    tensors = {s: split_tensors(ds[s], vocab) for s in SPLITS}
     cache = ActivationCache(run.activations_dir, expected_model_hash=model_hash(run.model_dir))
     held = heldout_mask(cache.tokens(), run.cfg.sae.eval_fraction, run.cfg.sae.seed)  # = train-sae's split
     slices = [sl for sl in position_slices(cache, held, ecfg.max_select_tokens, ecfg.seed) if sl.name in ("r1", "r2")]

@@ -104,7 +104,7 @@ def _run_edit(run, ecfg) -> dict:
     es = build_eval_set(facts, model, edits, ecfg.specificity_prompts, ecfg.seed, ecfg.batch_size)
     tok, apos = facts.tokens([(e["h"], e["r1"]) for e in edits])
     # the keys' second moment: every real position of a seeded sample of train prompts
-    tr = split_tensors(ds["train"], vocab.pad_id)
+    tr = split_tensors(ds["train"], vocab)
     g = torch.Generator().manual_seed(ecfg.seed + 1)
     tr = tr.subset(torch.randperm(len(tr), generator=g)[: ecfg.covariance_examples].sort().values)
     valid = torch.arange(tr.tokens.shape[1])[None] <= tr.answer_pos[:, None]

@@ -65,7 +65,7 @@ def _donor(facts: Facts, h: int, r1: int, b: int, rng: np.random.Generator) -> t
 def steer_prompts(run, facts: Facts, model, scfg) -> dict:
     """The prompts steered: two-hop rows of the split (seeded sample), answered correctly if asked, with a counterfactual."""
     ds, vocab = load_task(run.data_dir)
-    st = split_tensors(ds[scfg.split], vocab.pad_id)
+    st = split_tensors(ds[scfg.split], vocab)
     keep = (st.hop == 2).nonzero().squeeze(1)
     g = torch.Generator().manual_seed(scfg.seed)
     keep = keep[torch.randperm(len(keep), generator=g)[: scfg.max_prompts].sort().values]
@@ -182,7 +182,7 @@ def _run_steer(run, scfg) -> dict:
         write_json(out_dir / STEER_FILE, result)
         return {"n_prompts": 0, "rows": 0}
     # typical activations: train prompts (never the steered split), every position the prompt has
-    tr = split_tensors(ds["train"], vocab.pad_id)
+    tr = split_tensors(ds["train"], vocab)
     g = torch.Generator().manual_seed(scfg.seed + 1)
     tr = tr.subset(torch.randperm(len(tr), generator=g)[: scfg.typical_examples].sort().values)
     train_x = residuals(model, tr.tokens, hooks, scfg.batch_size)

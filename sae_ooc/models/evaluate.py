@@ -16,6 +16,24 @@ def answer_logits(model, tokens: torch.Tensor, answer_pos: torch.Tensor) -> torc
     return logits[torch.arange(tokens.shape[0], device=tokens.device), answer_pos]
 
 
+def answer_token_logits(logits: torch.Tensor, answer_pos: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    """Logits predicting each of an answer's `n_tokens` tokens (teacher forcing: token j at answer_pos + j):
+    [n, n_tokens, d_vocab]. Positions past the sequence (padding of a shorter answer) read its last position."""
+    idx = (answer_pos[:, None] + torch.arange(n_tokens, device=logits.device)).clamp(max=logits.shape[1] - 1)
+    return logits[torch.arange(logits.shape[0], device=logits.device)[:, None], idx]
+
+
+def answer_scores(logits: torch.Tensor, answer_pos: torch.Tensor, answer_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probability of the whole answer [n], whether greedy decoding produces it [n]) from teacher-forced logits:
+    the sum over the answer's tokens, and every token the argmax given the ones before (= greedy exact match)."""
+    lg = answer_token_logits(logits, answer_pos, answer_ids.shape[1]).float()
+    valid = answer_ids >= 0
+    target = answer_ids.clamp(min=0)
+    lp = F.log_softmax(lg, dim=-1).gather(-1, target[..., None])[..., 0]
+    hit = (lg.argmax(-1) == target) | ~valid
+    return (lp * valid).sum(-1), hit.all(-1)
+
+
 def eval_indices(n: int, max_examples: int | None, seed: int = EVAL_SEED) -> torch.Tensor | None:
     """A fixed subsample of a split (None = all of it), independent of the run's seeds."""
     if max_examples is None or max_examples <= 0 or n <= max_examples:
@@ -40,6 +58,11 @@ def evaluate(model, st: SplitTensors, max_examples: int | None = None, batch_siz
     for start in range(0, n, batch_size):
         sl = slice(start, start + batch_size)
         tokens, pos, ans = st.tokens[sl].to(device), st.answer_pos[sl].to(device), st.answer[sl].to(device)
+        if st.multi_token:  # the answer's summed log-probability; correct = greedy decoding gives every token
+            lp, hit = answer_scores(model(tokens, return_type="logits"), pos, st.answer_ids[sl].to(device))
+            correct += int(hit.sum())
+            loss_sum += float(-lp.sum())
+            continue
         logits = answer_logits(model, tokens, pos).float()
         correct += int((logits.argmax(-1) == ans).sum())
         loss_sum += float(F.cross_entropy(logits, ans, reduction="sum"))

@@ -22,7 +22,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from sae_ooc.config import ModelConfig
 from sae_ooc.errors import UserError, unreadable
 from sae_ooc.io import load_tensors, save_tensors, sha256_file, write_json
-from sae_ooc.tasks.data import SEQ_LEN, Vocab
+from sae_ooc.tasks.data import Vocab
 
 from sae_ooc.models.files import CONFIG_FILE, MODEL_FILE, SHARING_FILE  # noqa: F401  (re-exported)
 
@@ -36,7 +36,7 @@ def hooked_config_kwargs(mcfg: ModelConfig, vocab: Vocab, seed: int) -> dict:
         d_mlp=mcfg.d_mlp if mcfg.d_mlp > 0 else 4 * mcfg.d_model,
         d_vocab=vocab.d_vocab,
         d_vocab_out=vocab.d_vocab,
-        n_ctx=SEQ_LEN,
+        n_ctx=vocab.layout.seq_len,
         act_fn=mcfg.act_fn,
         normalization_type=mcfg.normalization_type,
         positional_embedding_type="standard" if mcfg.positional_embeddings else "rotary",

@@ -91,7 +91,7 @@ def replay_checkpoints(run, steps: list[int], out_root: Path) -> dict[int, Path]
         return out
     tc = run.cfg.train
     ds, vocab = load_task(run.data_dir)
-    train = split_tensors(ds["train"], vocab.pad_id)
+    train = split_tensors(ds["train"], vocab)
     sampler = BatchSampler(len(train), tc.batch_size, tc.seed)
     model = build_model(run.cfg.model, vocab, seed=tc.seed, device=run.device)
     opt = make_optimizer(model, tc)
@@ -110,7 +110,7 @@ def replay_checkpoints(run, steps: list[int], out_root: Path) -> dict[int, Path]
             while cur < target:
                 idx = sampler.indices(cur)
                 batch = train if idx is None else train.subset(idx)
-                train_step(model, opt, batch.tokens.to(run.device), batch.answer_pos.to(run.device), batch.answer.to(run.device),
+                train_step(model, opt, batch.tokens.to(run.device), batch.answer_pos.to(run.device), batch.targets.to(run.device),
                            lr_at(tc, cur), tc.grad_clip)
                 cur += 1
                 bar.update(1)

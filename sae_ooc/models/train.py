@@ -32,11 +32,10 @@ from sae_ooc.io import (
     write_json,
     write_text,
 )
-from sae_ooc.models.evaluate import answer_logits, evaluate_splits
+from sae_ooc.models.evaluate import answer_logits, answer_token_logits, evaluate_splits
 from sae_ooc.models.hooked import CONFIG_FILE, MODEL_FILE, build_model, save_model
 from sae_ooc.tasks.data import (
     SPLITS,
-    SplitTensors,
     load_task,
     majority_rate,
     split_tensors,
@@ -108,11 +107,15 @@ class BatchSampler:
 
 # one step --------------------------------------------------------------------------------------
 def train_step(model, opt, tokens, answer_pos, answer, lr: float, grad_clip: float = 0.0) -> torch.Tensor:
-    """One AdamW update on a batch; returns the (detached) loss before the update."""
+    """One AdamW update on a batch; returns the (detached) loss before the update. `answer` is [n] answer tokens,
+    or [n, A] token ids (-1 padded) of multi-token answers: then the loss is the mean cross-entropy per answer token."""
     for group in opt.param_groups:
         group["lr"] = lr
-    logits = answer_logits(model, tokens, answer_pos)
-    loss = F.cross_entropy(logits, answer)
+    if answer.dim() == 1:
+        loss = F.cross_entropy(answer_logits(model, tokens, answer_pos), answer)
+    else:
+        lg = answer_token_logits(model(tokens, return_type="logits"), answer_pos, answer.shape[1])
+        loss = F.cross_entropy(lg.flatten(0, 1), answer.flatten(), ignore_index=-1)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip > 0:
@@ -254,11 +257,11 @@ def _train(run, fp: str, force: bool, stop_after_steps: int | None) -> dict | No
     metrics_path = model_dir / METRICS_FILE
 
     ds, vocab = load_task(run.data_dir)
-    tensors = {s: split_tensors(ds[s], vocab.pad_id) for s in SPLITS}
+    tensors = {s: split_tensors(ds[s], vocab) for s in SPLITS}
     train_st = tensors["train"]
     if len(train_st) == 0:
         raise UserError(f"the train split in {run.data_dir} is empty; check the task section of the config and rerun `sae-ooc data --force`")
-    dev_train = SplitTensors(*(t.to(device) for t in (train_st.tokens, train_st.answer_pos, train_st.answer, train_st.bridge, train_st.hop)))
+    dev_train = train_st.to(device)
 
     model = build_model(run.cfg.model, vocab, seed=tc.seed, device=device)
     model.train()
@@ -308,7 +311,7 @@ def _train(run, fp: str, force: bool, stop_after_steps: int | None) -> dict | No
                 return None
             idx = sampler.indices(prog.step)
             batch = dev_train if idx is None else dev_train.subset(idx.to(device))
-            loss_t = train_step(model, opt, batch.tokens, batch.answer_pos, batch.answer, lr_at(tc, prog.step), tc.grad_clip)
+            loss_t = train_step(model, opt, batch.tokens, batch.answer_pos, batch.targets, lr_at(tc, prog.step), tc.grad_clip)
             loss = float(loss_t)
             if not math.isfinite(loss):
                 last_good = find_resume_checkpoint(ckpt_root, fp)

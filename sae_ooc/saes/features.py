@@ -24,7 +24,7 @@ import torch
 
 from sae_ooc.io import read_json
 from sae_ooc.saes.store import METRICS_FILE
-from sae_ooc.tasks.data import POSITION_ROLES, SEQ_LEN, SPLITS
+from sae_ooc.tasks.data import SPLITS
 
 DESCRIBE_EXAMPLES = 10  # top activations a description is read from (and the most a view can show)
 PROMOTED_TOKENS = 5
@@ -60,17 +60,18 @@ def label_text(lab: dict, pos_prefix: str = "") -> str:
 
 @dataclass
 class Examples:
-    """Every distinct prompt of the task (train first, then the held-out splits), right-padded to SEQ_LEN,
+    """Every distinct prompt of the task (train first, then the held-out splits), right-padded to the longest
+    (at least the layout's prompt length),
     with its ground truth: answer, bridge (-1 for atomic facts) and the first split it is in."""
 
-    tokens: torch.Tensor  # [N, SEQ_LEN]
+    tokens: torch.Tensor  # [N, W]
     lengths: torch.Tensor  # [N]
     answer: torch.Tensor  # [N]
     bridge: torch.Tensor  # [N]
     split: torch.Tensor  # [N], index into SPLITS
 
     @classmethod
-    def from_dataset(cls, ds, pad_id: int) -> "Examples":
+    def from_dataset(cls, ds, vocab) -> "Examples":
         seen, rows = set(), []
         for s, name in enumerate(SPLITS):
             d = ds[name]
@@ -79,12 +80,15 @@ class Examples:
                     seen.add(tuple(ids))
                     rows.append((list(ids), len(ids), a, b, s))
         ids, lengths, answer, bridge, split = zip(*rows) if rows else ((),) * 5
-        tokens = torch.tensor([r + [pad_id] * (SEQ_LEN - len(r)) for r in ids], dtype=torch.long).reshape(-1, SEQ_LEN)
+        W = max([vocab.layout.n_pos] + [len(r) for r in ids])
+        tokens = torch.tensor([r + [vocab.pad_id] * (W - len(r)) for r in ids], dtype=torch.long).reshape(-1, W)
         return cls(tokens, *(torch.tensor(c, dtype=torch.long) for c in (lengths, answer, bridge, split)))
 
     def find(self, ids: list[int]) -> int | None:
         """The row of prompt `ids`, None when it is not a prompt of the task."""
-        row = torch.tensor(ids + [-1] * (SEQ_LEN - len(ids)))
+        if len(ids) > self.tokens.shape[1]:
+            return None
+        row = torch.tensor(ids + [-1] * (self.tokens.shape[1] - len(ids)))
         hit = ((self.tokens == row) | (row < 0)).all(1) & (self.lengths == len(ids))
         return int(hit.nonzero()[0]) if hit.any() else None
 
@@ -104,7 +108,7 @@ def top_activations(sp, tokens: torch.Tensor, lengths: torch.Tensor, wanted: dic
                     batch: int = 4096) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{hook: (values [k, F], flat indices [k, F])} for the features `wanted[hook]` (F of them, in that order):
     the k largest activations over the examples (padding excluded), largest first; a flat index is
-    example * SEQ_LEN + position."""
+    example * W + position (W = tokens.shape[1])."""
     best: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     P = tokens.shape[1]
     for s in range(0, len(tokens), batch):
@@ -207,13 +211,14 @@ class FeatureStats:
             self._col[hook] = {int(f): c for c, f in enumerate(self.feats.get(hook, torch.zeros(0)).tolist())}
         return self._col[hook].get(feature)
 
-    def top(self, hook: str, feature: int, k: int) -> list[tuple[int, int, float]]:
-        """[(example, position, activation), ...]: the feature's k largest activations, those > 0 only."""
+    def top(self, hook: str, feature: int, k: int, width: int) -> list[tuple[int, int, float]]:
+        """[(example, position, activation), ...]: the feature's k largest activations, those > 0 only (`width`: the
+        examples' padded length, which the flat indices count in)."""
         c = self.column(hook, feature)
         if c is None:
             return []
         vals, idx = self.top_val[hook][:k, c].tolist(), self.top_idx[hook][:k, c].tolist()
-        return [(i // SEQ_LEN, i % SEQ_LEN, v) for v, i in zip(vals, idx) if v > 0]
+        return [(i // width, i % width, v) for v, i in zip(vals, idx) if v > 0]
 
     def promoted(self, hook: str, feature: int) -> list[tuple[int, float]]:
         c = self.column(hook, feature)
@@ -233,8 +238,10 @@ def describe(stats: FeatureStats, labels: dict, examples: Examples, vocab, hook:
     """{label, labels, description, top_activations, promoted} of one feature; the description is read from
     its DESCRIBE_EXAMPLES largest activations, of which `k_examples` are listed."""
     labs = labels.get(hook, {}).get(feature, [])
-    acts = [{"prompt": examples.prompt(vocab, e), "position": p, "role": POSITION_ROLES[p], "token": vocab.name(int(examples.tokens[e, p])),
-             "activation": round(a, 4)} for e, p, a in stats.top(hook, feature, max(k_examples, DESCRIBE_EXAMPLES))]
+    W = examples.tokens.shape[1]
+    acts = [{"prompt": examples.prompt(vocab, e), "position": p, "role": vocab.layout.role_at(p, int(examples.lengths[e])),
+             "token": vocab.name(int(examples.tokens[e, p])), "activation": round(a, 4)}
+            for e, p, a in stats.top(hook, feature, max(k_examples, DESCRIBE_EXAMPLES), W)]
     promoted = [{"token": vocab.name(t), "score": round(s, 4)} for t, s in stats.promoted(hook, feature)]
     return {
         "label": label_text(labs[0], pos_prefix) if labs else None,
@@ -249,7 +256,7 @@ def describe_features(sp, ds, vocab, sae_eval_dir, wanted: dict[str, list[int]],
                       k_tokens: int = PROMOTED_TOKENS) -> dict[tuple[str, int], dict]:
     """{(hook, feature): {label, labels, description, top_activations, promoted}}; labels from `sae_eval_dir` (RUN/sae_eval)."""
     wanted = {h: sorted(set(f)) for h, f in wanted.items() if f}
-    examples = Examples.from_dataset(ds, vocab.pad_id)
+    examples = Examples.from_dataset(ds, vocab)
     stats = FeatureStats.compute(sp, examples, wanted, vocab.n_entities, max(k_examples, DESCRIBE_EXAMPLES), k_tokens)
     labels = load_feature_labels(sae_eval_dir)
     return {(h, f): describe(stats, labels, examples, vocab, h, f, k_examples) for h, feats in wanted.items() for f in feats}

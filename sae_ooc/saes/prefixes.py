@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sae_ooc.activations.cache import ROLES, ActivationCache, distinct_rows, prefix_ids
+from sae_ooc.activations.cache import ActivationCache, distinct_rows, prefix_ids, prefix_tokens
 
 VARIABLES = ("head", "r1", "r2", "bridge", "answer")
 NONE = -1  # label of a prefix that does not determine the variable
@@ -54,7 +54,7 @@ def first_hop_known(tokens: dict[str, torch.Tensor], train_code: int | None) -> 
     key = head * (int(r1.max()) + 2) + r1 + 1 if len(r1) else head
     if train_code is None:
         return torch.zeros(len(head), dtype=torch.bool)
-    atomic = (tokens["split"] == train_code) & (tokens["hop"] == 1) & (tokens["pos"] == 1)
+    atomic = (tokens["split"] == train_code) & (tokens["hop"] == 1) & (tokens["is_answer_pos"] == 1)  # a row per fact
     return torch.isin(key, key[atomic]) & (r1 >= 0)
 
 
@@ -71,14 +71,13 @@ def position_slices(cache: ActivationCache, held: torch.Tensor, max_select: int,
     pid = prefix_ids(tok)
     labels = {v: prefix_labels(tok, pid, v) for v in VARIABLES}
     known = first_hop_known(tok, cache.manifest.get("split_codes", {}).get("train"))
-    prefix = torch.stack([tok[r].long() for r in ROLES], 1)
     out = []
-    for p, name in enumerate(ROLES):
-        at = tok["pos"] == p
+    for p, name in enumerate(cache.roles):
+        at = tok["role"] == p  # the toy task: every row at position p; a natural one: analysed questions' rows only
         sel, ev = distinct_rows(tok, at & ~held, pid), distinct_rows(tok, at & held, pid)
         if len(sel) == 0 or len(ev) == 0:
             continue
         sel = _subsample(sel, max_select, seed)
         out.append(PositionSlice(p, name, sel, ev, {v: (labels[v][sel], labels[v][ev]) for v in VARIABLES},
-                                 known[ev] if p >= 1 else None, prefix[sel, : p + 1], prefix[ev, : p + 1]))
+                                 known[ev] if p >= 1 else None, prefix_tokens(tok, sel, p), prefix_tokens(tok, ev, p)))
     return out

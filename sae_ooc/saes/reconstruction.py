@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from sae_ooc.activations.cache import ROLES, ActivationCache
+from sae_ooc.activations.cache import ActivationCache
 from sae_ooc.errors import UserError
 
 
@@ -38,8 +38,8 @@ def reconstruction_metrics(sae, cache: ActivationCache, hook_name: str, rows: to
     n = len(rows)
     if n == 0:
         raise UserError(f"no held-out tokens to evaluate the SAE of {hook_name} on; raise sae.eval_fraction")
-    d, n_pos = cache.d_model, len(ROLES)
     pos_all = cache.tokens()["pos"].long()
+    d, n_pos = cache.d_model, max(len(cache.roles), int(pos_all.max()) + 1 if len(pos_all) else 0)
     sq_err = torch.zeros(n_pos, dtype=torch.float64)
     sum_x = torch.zeros(n_pos, d, dtype=torch.float64)
     sum_x2 = torch.zeros(n_pos, dtype=torch.float64)
@@ -60,7 +60,7 @@ def reconstruction_metrics(sae, cache: ActivationCache, hook_name: str, rows: to
         count.index_add_(0, pos, torch.ones(len(r), dtype=torch.float64))
         fire_count += active.sum(0)
     freq = fire_count / n
-    by_position = {ROLES[p]: _ev(float(sq_err[p]), sum_x[p], float(sum_x2[p]), float(l0_sum[p]), int(count[p]), d)
+    by_position = {cache.position_name(p): _ev(float(sq_err[p]), sum_x[p], float(sum_x2[p]), float(l0_sum[p]), int(count[p]), d)
                    for p in range(n_pos) if count[p] > 0}
     return {
         **_ev(float(sq_err.sum()), sum_x.sum(0), float(sum_x2.sum()), float(l0_sum.sum()), n, d),

@@ -42,7 +42,7 @@ class TaskEvaluator:
     @classmethod
     def from_dirs(cls, model_dir: Path, data_dir: Path, device: str = "cpu", splits=None, train_prefixes=None) -> "TaskEvaluator":
         ds, vocab = load_task(data_dir)
-        tensors = {s: split_tensors(ds[s], vocab.pad_id) for s in (splits or SPLITS) if s in ds}
+        tensors = {s: split_tensors(ds[s], vocab) for s in (splits or SPLITS) if s in ds}
         return cls(load_model(model_dir, device, sae_transformer=True), tensors, device, train_prefixes)
 
     @classmethod

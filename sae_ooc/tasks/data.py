@@ -31,13 +31,15 @@ from sae_ooc.config import TASK_FAMILIES, TASK_SPLITS, TaskConfig
 from sae_ooc.registry import Registry
 from sae_ooc.errors import UserError, unreadable
 from sae_ooc.io import read_json, write_json
+from sae_ooc.tasks.layout import LAYOUT_FILE, TOY_LAYOUT, Layout, load_layout
 from sae_ooc.tasks.vocab import POSITION_ROLES, SEQ_LEN, Vocab  # noqa: F401  (re-exported)
 
 SPLITS = TASK_SPLITS  # listed in config.py, which config validation (harvest.splits) reads without torch
 FEATURES = Features(
     {
-        "input_ids": Sequence(Value("int64")),
-        "answer": Value("int64"),
+        "input_ids": Sequence(Value("int64")),  # the prompt, without the answer
+        "answer_ids": Sequence(Value("int64")),  # the answer's tokens (the toy task: one)
+        "answer": Value("int64"),  # planted variables (answer .. r2): entity and relation ids, -1 for none
         "bridge": Value("int64"),
         "hop": Value("int64"),
         "head": Value("int64"),
@@ -58,6 +60,7 @@ def _rows(facts: list[tuple], hop: int) -> dict[str, list]:
             h, r1, r2, t, b = f
             ids = [h, r1, r2]
         cols["input_ids"].append(ids)
+        cols["answer_ids"].append([t])
         cols["answer"].append(t)
         cols["bridge"].append(b)
         cols["hop"].append(hop)
@@ -181,7 +184,8 @@ def generate(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
     return FAMILIES.get(cfg.family)(cfg)
 
 
-def save_task(ds: DatasetDict, vocab: Vocab, data_dir: Path) -> None:
+def save_task(ds: DatasetDict, vocab: Vocab, data_dir: Path, layout: Layout = TOY_LAYOUT, extra: dict | None = None) -> None:
+    """Write the task atomically: the DatasetDict, vocab.json, layout.json and `extra` files ({name: write(path)})."""
     data_dir = Path(data_dir)
     tmp = data_dir.with_name(data_dir.name + ".tmp")
     if tmp.exists():
@@ -191,6 +195,9 @@ def save_task(ds: DatasetDict, vocab: Vocab, data_dir: Path) -> None:
     disable_progress_bars()  # three bars for a sub-second write is noise
     ds.save_to_disk(str(tmp))
     write_json(tmp / "vocab.json", vocab.to_json())
+    write_json(tmp / LAYOUT_FILE, layout.to_json())
+    for name, write in (extra or {}).items():
+        write(tmp / name)
     if data_dir.exists():
         import shutil
 
@@ -214,39 +221,100 @@ def load_task(data_dir: Path) -> tuple[DatasetDict, Vocab]:
     missing = [s for s in SPLITS if s not in ds]
     if missing:  # data written before a split existed (valid_id)
         raise UserError(f"task data in {data_dir} has no split {', '.join(missing)} (written by an older version); rerun `{rebuild}`")
+    if "answer_ids" not in ds["train"].column_names:
+        raise UserError(f"task data in {data_dir} has no answer_ids column (written by an older version); rerun `{rebuild}`")
+    vocab.layout = load_layout(data_dir)
     return ds, vocab
 
 
 @dataclass
 class SplitTensors:
-    """A split as padded tensors: what the model sees and where the answer is read."""
+    """A split as padded tensors: what the model sees and where the answer is read.
 
-    tokens: torch.Tensor  # [n, SEQ_LEN], right-padded
-    answer_pos: torch.Tensor  # [n] index of the last real token
-    answer: torch.Tensor  # [n]
+    `tokens` is the prompt followed by the answer's tokens but its last (teacher forcing), right-padded to the
+    layout's seq_len; answer token j is predicted at position `answer_pos + j`."""
+
+    tokens: torch.Tensor  # [n, seq_len], right-padded
+    answer_pos: torch.Tensor  # [n] index of the last prompt token
+    answer: torch.Tensor  # [n] the answer's first token
     bridge: torch.Tensor  # [n], -1 when there is none
     hop: torch.Tensor  # [n]
+    answer_ids: torch.Tensor | None = None  # [n, answer_len] every answer token, -1 padded (None: one token, = answer)
+    planted: dict | None = None  # {head, r1, r2, answer}: the planted variables, [n] each (None: the toy's = tokens)
 
     def __len__(self) -> int:
         return int(self.answer.shape[0])
 
+    @property
+    def multi_token(self) -> bool:
+        return self.answer_ids is not None and self.answer_ids.shape[1] > 1
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """What the training loss reads: [n] answer tokens, or [n, answer_len] for multi-token answers."""
+        return self.answer_ids if self.multi_token else self.answer
+
+    def variable(self, name: str) -> torch.Tensor:
+        """Planted variable `name` (head, r1, r2, bridge, answer) per example, -1 where the example has none."""
+        if name == "bridge":
+            return self.bridge
+        if self.planted is not None:
+            return self.planted[name]
+        lengths = self.answer_pos + 1  # the toy task: the variables are the prompt's tokens
+        if name == "answer":
+            return self.answer
+        i = ("head", "r1", "r2").index(name)
+        return torch.where(lengths > i, self.tokens[:, i], -1) if self.tokens.shape[1] > i else torch.full_like(self.answer, -1)
+
+    def role_codes(self) -> torch.Tensor:
+        """[n, seq_len] the layout position (role) of each token, -1 where a token has none: every toy position is
+        its role; in a natural-language task only the tokens of analysed question prompts (`planted["question"]`)
+        have roles, training documents' tokens do not."""
+        n, L = self.tokens.shape
+        pos = torch.arange(L)[None, :].expand(n, L)
+        if self.planted is None:
+            return pos
+        return torch.where(self.planted["question"].bool()[:, None], pos, -1)
+
+    def _map(self, f) -> "SplitTensors":
+        return SplitTensors(*(None if t is None else f(t) for t in (self.tokens, self.answer_pos, self.answer, self.bridge, self.hop, self.answer_ids)),
+                            None if self.planted is None else {k: f(v) for k, v in self.planted.items()})
+
+    def to(self, device) -> "SplitTensors":
+        return self._map(lambda t: t.to(device))
+
     def subset(self, idx: torch.Tensor) -> "SplitTensors":
-        return SplitTensors(self.tokens[idx], self.answer_pos[idx], self.answer[idx], self.bridge[idx], self.hop[idx])
+        return self._map(lambda t: t[idx])
 
 
-def split_tensors(ds: Dataset, pad_id: int) -> SplitTensors:
-    n = len(ds)
-    tokens = torch.full((n, SEQ_LEN), pad_id, dtype=torch.long)
+def split_tensors(ds: Dataset, vocab: Vocab) -> SplitTensors:
+    """The split as tensors, `vocab.layout.seq_len` wide (every split of a task has the same width)."""
+    n, pad_id, seq_len = len(ds), vocab.pad_id, vocab.layout.seq_len
+    prompts, answers = ds["input_ids"], ds["answer_ids"]
+    width = max((len(p) + len(a) - 1 for p, a in zip(prompts, answers)), default=1)
+    if width > seq_len:
+        raise UserError(f"an example of {width} tokens does not fit the task's seq_len {seq_len}; rerun `sae-ooc data --force`")
+    a_len = max((len(a) for a in answers), default=1)
+    tokens = torch.full((n, seq_len), pad_id, dtype=torch.long)
     lengths = torch.zeros(n, dtype=torch.long)
-    for i, ids in enumerate(ds["input_ids"]):
-        tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    answer_ids = torch.full((n, a_len), -1, dtype=torch.long)
+    for i, (ids, ans) in enumerate(zip(prompts, answers)):
+        row = list(ids) + list(ans[:-1])
+        tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         lengths[i] = len(ids)
+        answer_ids[i, : len(ans)] = torch.tensor(ans, dtype=torch.long)
+    col = {k: torch.tensor(ds[k], dtype=torch.long).reshape(n) for k in ("head", "r1", "r2", "answer")}
+    if vocab.layout.render != "toy":  # which prompts are the analysed question about their planted variables
+        col["question"] = torch.tensor([list(ids) == vocab.question_ids(h, r1, None if r2 < 0 else r2)
+                                        for ids, h, r1, r2 in zip(prompts, ds["head"], ds["r1"], ds["r2"])], dtype=torch.long).reshape(n)
     return SplitTensors(
         tokens=tokens,
         answer_pos=lengths - 1,
-        answer=torch.tensor(ds["answer"], dtype=torch.long).reshape(n),
+        answer=answer_ids[:, 0].clone() if n else torch.zeros(0, dtype=torch.long),
         bridge=torch.tensor(ds["bridge"], dtype=torch.long).reshape(n),
         hop=torch.tensor(ds["hop"], dtype=torch.long).reshape(n),
+        answer_ids=answer_ids if a_len > 1 else None,
+        planted=None if vocab.layout.render == "toy" else col,
     )
 
 
@@ -261,5 +329,5 @@ def majority_rate(ds: Dataset) -> float:
 def run_data(run, force: bool = False) -> dict:
     """Stage `data`: generate the task into RUN/data (a DatasetDict + vocab.json)."""
     ds, vocab = generate(run.cfg.task)
-    save_task(ds, vocab, run.data_dir)
+    save_task(ds, vocab, run.data_dir, TOY_LAYOUT)
     return {"sizes": {s: len(ds[s]) for s in SPLITS}, "majority_rate": {s: majority_rate(ds[s]) for s in SPLITS}}

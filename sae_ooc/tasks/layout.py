@@ -26,13 +26,30 @@ class Layout:
     position_names: tuple[str, ...]  # the role of each position of an analysed prompt (its last token is answer_pos)
     answer_pos: int  # the position that predicts the first answer token
     seq_len: int  # model context needed by every example: max over examples of len(input_ids) + len(answer_ids) - 1
-    answer_len: int = 1  # the longest answer, in tokens
+    answer_len: int = 1  # the analysed prompts' answer length, in tokens
     roles: dict = field(default_factory=dict)  # role -> [start, end) token span in an analysed prompt
 
     @property
     def n_pos(self) -> int:
         """Positions of an analysed prompt (the node positions of features and circuits)."""
         return len(self.position_names)
+
+    @property
+    def node_len(self) -> int:
+        """Positions the circuits see: an analysed prompt and its answer but the last token (teacher forcing)."""
+        return self.n_pos + self.answer_len - 1
+
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        """The name of each of the `node_len` positions (the toy's: head, r1, r2)."""
+        return self.position_names + tuple(f"answer.{j}" for j in range(1, self.answer_len))
+
+    def role_at(self, pos: int, length: int) -> str:
+        """The role of position `pos` in a prompt of `length` tokens: the layout's name in an analysed prompt (and in
+        any toy prompt, whose atomic facts are its first positions), `pos<p>` in other prompts (training documents)."""
+        if self.render == "toy" or length == self.n_pos:
+            return self.position_names[pos] if pos < self.n_pos else f"pos{pos}"
+        return f"pos{pos}"
 
     def index(self, role: str) -> int:
         """The position of `role`: the last token of its span (a position name, or a role of `roles`)."""

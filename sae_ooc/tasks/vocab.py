@@ -4,12 +4,14 @@ needs the model at all."""
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sae_ooc.errors import UserError
+from sae_ooc.tasks.layout import TOY_LAYOUT, Layout
 
-SEQ_LEN = 3
-POSITION_ROLES = ("head", "r1", "r2")  # the role of each input position
+# the toy task's prompt shape; every stage reads `vocab.layout` (the task's own) instead
+SEQ_LEN = TOY_LAYOUT.seq_len
+POSITION_ROLES = TOY_LAYOUT.position_names
 
 
 @dataclass
@@ -17,6 +19,7 @@ class Vocab:
     names: list[str]
     n_entities: int
     n_relations: int  # relation tokens in the vocabulary (2R for the reversal family: r and its inverse)
+    layout: Layout = field(default=TOY_LAYOUT, compare=False)  # set by load_task from data/layout.json
 
     @classmethod
     def build(cls, n_entities: int, n_relation_tokens: int) -> "Vocab":
@@ -53,6 +56,22 @@ class Vocab:
         if not 1 <= len(ids) <= SEQ_LEN:
             raise UserError(f"prompt {prompt!r} has {len(ids)} tokens; write 'h r' (atomic) or 'h r1 r2' (two-hop)")
         return ids
+
+    def entity_name(self, e: int) -> str:
+        """The name of planted entity `e` (toy: its token)."""
+        return self.names[int(e)]
+
+    def relation_name(self, r: int) -> str:
+        """The name of planted relation id `r` (Vocab space: n_entities + relation index)."""
+        return self.names[int(r)]
+
+    def question_ids(self, head: int, r1: int, r2: int | None = None) -> list[int]:
+        """The token ids of the analysed question about planted (head, r1[, r2]) (toy: the ids themselves)."""
+        return [int(head), int(r1)] + ([] if r2 is None else [int(r2)])
+
+    def answer_token_ids(self, e: int) -> list[int]:
+        """The token ids that name entity `e` as an answer (toy: one token, `e`)."""
+        return [int(e)]
 
     def decode(self, ids) -> str:
         return " ".join(self.names[int(i)] for i in ids)

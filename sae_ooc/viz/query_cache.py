@@ -61,7 +61,7 @@ def feature_cache(run, sp, ds, vocab) -> tuple[Examples, FeatureStats]:
     if cached is not None:
         return cached
     print(f"query: describing every SAE feature once for this run (cached in {path})", file=sys.stderr)
-    examples = Examples.from_dataset(ds, vocab.pad_id)
+    examples = Examples.from_dataset(ds, vocab)
     stats = FeatureStats.compute(sp, examples, {h: list(range(sp.d_sae[h])) for h in sp.hooks}, vocab.n_entities)
     try:
         save_tensors(path, {**examples.tensors(), **stats.tensors()}, metadata={"key": key})
