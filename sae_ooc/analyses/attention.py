@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import torch
 
-from sae_ooc.analyses.common import ANSWER_POS, roles
+from sae_ooc.analyses.common import roles
+from sae_ooc.tasks.layout import TOY_LAYOUT, Layout
 from sae_ooc.analyses.patching import clean_cache, patch_layer
 from sae_ooc.circuits.pairs import Pairs
 
-R1 = 1  # position of r1
 
 
 @torch.no_grad()
 def attention(model, pairs: Pairs, names: list[str], metric: str = "logit_diff", n_examples: int = 3,
-              min_attention: float = 0.3, min_effect: float = 0.1, batch_size: int = 8192) -> dict:
-    """Mean pattern [L][H][dest][src] over the clean prompts, the first `n_examples` prompts' patterns, and the movers."""
+              min_attention: float = 0.3, min_effect: float = 0.1, batch_size: int = 8192, layout: Layout = TOY_LAYOUT) -> dict:
+    """Mean pattern [L][H][dest][src] over the clean prompts, the first `n_examples` prompts' patterns, and the movers.
+    Attention is read from the answer position (`r2` in the toy) to r1's (last) token and to the head's."""
     L, H = model.cfg.n_layers, model.cfg.n_heads
+    ANSWER_POS, R1, HEAD = layout.answer_pos, layout.index("r1"), layout.index("head")
     pat_names = [f"blocks.{l}.attn.hook_pattern" for l in range(L)]
     z_names = [f"blocks.{l}.attn.hook_z" for l in range(L)]
     logits, cache = clean_cache(model, pairs, pat_names + z_names)
@@ -41,7 +43,7 @@ def attention(model, pairs: Pairs, names: list[str], metric: str = "logit_diff",
             rec = float(recovered[l, h])
             heads.append({"head": f"L{l}H{h}", "layer": l, "head_index": h, "attn_r2_to_r1": a,
                           "attn_r2_to_r1_std": float(pattern[:, l, h, ANSWER_POS, R1].std()) if len(pairs) > 1 else 0.0,
-                          "attn_r2_to_head": float(mean[l, h, ANSWER_POS, 0]), "z_patch_at_r2_recovered": rec,
+                          "attn_r2_to_head": float(mean[l, h, ANSWER_POS, HEAD]), "z_patch_at_r2_recovered": rec,
                           "mover": bool(a >= min_attention and rec == rec and rec >= min_effect)})
     movers = [h for h in heads if h["mover"]]
     joint = None
@@ -61,7 +63,7 @@ def attention(model, pairs: Pairs, names: list[str], metric: str = "logit_diff",
         joint = (m - m_corrupt) / gap if abs(gap) > 1e-9 else None
     ex = list(range(min(n_examples, len(pairs))))
     return {
-        "n_prompts": len(pairs), "roles": roles(), "mean_pattern": mean.tolist(),
+        "n_prompts": len(pairs), "roles": roles(layout), "mean_pattern": mean.tolist(),
         "examples": [{"prompt": " ".join(names[int(t)] for t in pairs.clean[i]), "answer": names[int(pairs.answer[i])],
                       "bridge": names[int(pairs.bridge[i])], "pattern": pattern[i].tolist()} for i in ex],
         "metric": metric, "clean": m_clean, "corrupt": m_corrupt, "heads": heads,

@@ -29,7 +29,7 @@ def all_patches(n_layers: int) -> list[tuple[str, int, int]]:
 
 @torch.no_grad()
 def back_patch(model, tokens: torch.Tensor, answer: torch.Tensor, answer_pos: torch.Tensor, patches: list[tuple[str, int, int]],
-               batch_size: int = 8192) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               batch_size: int = 8192, where: dict[str, int] = POSITIONS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(correct without patching [n], correct with each patch [C, n], logits with each patch at the answer position [C, n, V])."""
     device = next(model.parameters()).device
     L = model.cfg.n_layers
@@ -41,7 +41,7 @@ def back_patch(model, tokens: torch.Tensor, answer: torch.Tensor, answer_pos: to
     out = torch.zeros(len(patches), n, model.cfg.d_vocab_out)
     for d in sorted({d for _, _, d in patches}):
         idx = [c for c, (_, _, dd) in enumerate(patches) if dd == d]
-        pos_of = torch.tensor([POSITIONS[patches[c][0]] for c in idx]).repeat_interleave(n)
+        pos_of = torch.tensor([where[patches[c][0]] for c in idx]).repeat_interleave(n)
         src_state = [state_name(patches[c][1], L) for c in idx]
         src = rows.repeat(len(idx))
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 
 from sae_ooc.circuits.pairs import Pairs, make_pairs
-from sae_ooc.tasks.data import POSITION_ROLES
+from sae_ooc.tasks.layout import TOY_LAYOUT, Layout
 
-ANSWER_POS = 2  # a two-hop prompt (h, r1, r2) is read at r2
+ANSWER_POS = TOY_LAYOUT.answer_pos  # the toy's two-hop prompt (h, r1, r2) is read at r2; every analysis reads its layout's
 SPLIT = "test_id"  # held out of training and of every choice: only reported
 
 
@@ -20,6 +20,7 @@ class Sample:
     pairs: Pairs
     split: str
     names: list[str]  # vocabulary, for labels
+    layout: Layout = TOY_LAYOUT  # where the roles of the prompts are
 
     @property
     def n(self) -> int:
@@ -31,12 +32,13 @@ class Sample:
 
 def sample_prompts(ds, vocab, n: int, seed: int, split: str = SPLIT) -> Sample:
     """A seeded sample of up to `n` two-hop prompts of `split`, each with a corrupted partner (h', r1, r2) whose bridge
-    and answer differ (the contrast of every patching analysis)."""
-    return Sample(make_pairs(ds, vocab, split, n, seed), split, list(vocab.names))
+    and answer differ (the contrast of every patching analysis). The analyses read answers off one position's logits,
+    so a multi-token answer is represented by its first token (`make_pairs(first_token=True)`)."""
+    return Sample(make_pairs(ds, vocab, split, n, seed, first_token=True), split, list(vocab.names), vocab.layout)
 
 
-def roles() -> list[str]:
-    return list(POSITION_ROLES)
+def roles(layout: Layout = TOY_LAYOUT) -> list[str]:
+    return list(layout.position_names)
 
 
 @torch.no_grad()

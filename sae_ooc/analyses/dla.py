@@ -26,8 +26,9 @@ def folded(model):
 
 
 @torch.no_grad()
-def dla(model, pairs: Pairs) -> dict:
-    """Mean (and std) direct logit attribution per component over the clean prompts."""
+def dla(model, pairs: Pairs, answer_pos: int = ANSWER_POS) -> dict:
+    """Mean (and std) direct logit attribution per component over the clean prompts, at the answer position."""
+    ANSWER_POS = answer_pos
     model = folded(model)
     device = next(model.parameters()).device
     logits, cache = model.run_with_cache(pairs.clean.to(device))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from sae_ooc.analyses.common import answer_prob_rank, roles
+from sae_ooc.tasks.layout import TOY_LAYOUT, Layout
 from sae_ooc.circuits.pairs import Pairs
 
 CAVEAT = ("logit lens without a tuned lens: every layer's residual stream is read through the final layer norm and "
@@ -20,7 +21,7 @@ CAVEAT = ("logit lens without a tuned lens: every layer's residual stream is rea
 
 
 @torch.no_grad()
-def logit_lens(model, pairs: Pairs) -> dict:
+def logit_lens(model, pairs: Pairs, layout: Layout = TOY_LAYOUT) -> dict:
     """Per state (resid_pre of each block, then the final resid_post) and position: mean probability, median rank and
     top-1 rate of the bridge and of the answer, over the clean prompts."""
     device = next(model.parameters()).device
@@ -28,7 +29,7 @@ def logit_lens(model, pairs: Pairs) -> dict:
     stack, labels = cache.accumulated_resid(layer=None, incl_mid=False, apply_ln=False, return_labels=True)  # [S, n, P, d]
     normed = cache.apply_ln_to_stack(stack, layer=None, recompute_ln=True)
     logits = model.unembed(normed.reshape(-1, *normed.shape[2:])).reshape(*normed.shape[:3], -1).float().cpu()  # [S, n, P, V]
-    out = {"n_prompts": len(pairs), "states": labels, "roles": roles(), "caveat": CAVEAT}
+    out = {"n_prompts": len(pairs), "states": labels, "roles": roles(layout), "caveat": CAVEAT}
     for var, target in (("bridge", pairs.bridge), ("answer", pairs.answer)):
         prob, rank = answer_prob_rank(logits, target[None, :, None])
         out[var] = {"prob": prob.mean(1).tolist(), "prob_std": prob.std(1).tolist() if len(pairs) > 1 else None,

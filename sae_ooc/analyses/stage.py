@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sae_ooc.analyses.attention import attention
-from sae_ooc.analyses.back_patching import all_patches, back_patch, summarise
+from sae_ooc.analyses.back_patching import POSITIONS, all_patches, back_patch, summarise
 from sae_ooc.analyses.common import Sample, sample_prompts
 from sae_ooc.analyses.dla import dla
 from sae_ooc.analyses.logit_lens import logit_lens
@@ -53,12 +53,12 @@ class Context:
 def _attention(c: Context) -> dict:
     a = c.cfg
     return attention(c.model, c.sample.pairs, c.sample.names, a.metric, a.example_prompts, a.mover_min_attention, a.mover_min_effect,
-                     a.batch_size)
+                     a.batch_size, layout=c.sample.layout)
 
 
 @ANALYSES.register("logit-lens")
 def _logit_lens(c: Context) -> dict:
-    return logit_lens(c.model, c.sample.pairs)
+    return logit_lens(c.model, c.sample.pairs, c.sample.layout)
 
 
 @ANALYSES.register("patching")
@@ -69,12 +69,13 @@ def _patching(c: Context) -> dict:
 @ANALYSES.register("causal-tracing")
 def _tracing(c: Context) -> dict:
     p, a = c.sample.pairs, c.cfg
-    return causal_trace(c.model, p.clean, p.answer, p.answer_pos, 0, a.noise_scale, a.noise_samples, a.window, a.seed, a.batch_size)
+    return causal_trace(c.model, p.clean, p.answer, p.answer_pos, list(c.sample.layout.span("head")), a.noise_scale, a.noise_samples, a.window,
+                        a.seed, a.batch_size, layout=c.sample.layout)
 
 
 @ANALYSES.register("dla")
 def _dla(c: Context) -> dict:
-    return dla(c.model, c.sample.pairs)
+    return dla(c.model, c.sample.pairs, c.sample.layout.answer_pos)
 
 
 @ANALYSES.register("probes")
@@ -96,11 +97,12 @@ def _probes(c: Context) -> dict:
 def _back_patching(c: Context) -> dict:
     L = c.model.cfg.n_layers
     patches = all_patches(L)
+    where = {p: c.vocab.layout.index(p) for p in POSITIONS}
     res = {}
     for split in ("valid_id", "test_id", "test_ood"):
         t = split_tensors(c.ds[split], c.vocab)
         t = t.subset((t.hop == 2).nonzero().squeeze(1))
-        res[split] = back_patch(c.model, t.tokens, t.answer, t.answer_pos, patches, c.cfg.batch_size)[:2] if len(t) else None
+        res[split] = back_patch(c.model, t.tokens, t.answer, t.answer_pos, patches, c.cfg.batch_size, where)[:2] if len(t) else None
     chosen = None
     if res["valid_id"] is not None and (~res["valid_id"][0]).any():
         base, fixed = res["valid_id"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from sae_ooc.analyses.common import answer_prob_rank, roles, run_hooked
+from sae_ooc.tasks.layout import TOY_LAYOUT, Layout
 
 KINDS = {"resid": "blocks.{l}.hook_resid_pre", "mlp": "blocks.{l}.hook_mlp_out", "attn": "blocks.{l}.hook_attn_out"}
 
@@ -24,9 +25,14 @@ def window_layers(layer: int, window: int, n_layers: int) -> list[int]:
 
 
 @torch.no_grad()
-def causal_trace(model, tokens: torch.Tensor, answer: torch.Tensor, answer_pos: torch.Tensor, subject_pos: int = 0,
-                 noise_scale: float = 3.0, samples: int = 10, window: int = 2, seed: int = 0, batch_size: int = 8192) -> dict:
-    """Indirect effects {kind: [L][P]} (mean over prompts and noise draws) with the clean and corrupted probabilities."""
+def causal_trace(model, tokens: torch.Tensor, answer: torch.Tensor, answer_pos: torch.Tensor, subject_pos: int | list[int] = 0,
+                 noise_scale: float = 3.0, samples: int = 10, window: int = 2, seed: int = 0, batch_size: int = 8192,
+                 layout: Layout = TOY_LAYOUT) -> dict:
+    """Indirect effects {kind: [L][P]} (mean over prompts and noise draws) with the clean and corrupted probabilities.
+    `subject_pos`: the subject's position, or every position of a multi-token subject (each token noised independently,
+    as Meng et al. do)."""
+    if not isinstance(subject_pos, int):
+        subject_pos = int(subject_pos[0]) if len(subject_pos) == 1 else [int(p) for p in subject_pos]
     device = next(model.parameters()).device
     n, P = tokens.shape
     L = model.cfg.n_layers
@@ -37,12 +43,12 @@ def causal_trace(model, tokens: torch.Tensor, answer: torch.Tensor, answer_pos: 
     emb = cache["hook_embed"][:, subject_pos]
     sigma = float(emb.std())
     g = torch.Generator().manual_seed(seed)
-    noise = (torch.randn(samples, n, emb.shape[-1], generator=g) * noise_scale * sigma).to(device)  # [S, n, d]
+    noise = (torch.randn(samples, *emb.shape, generator=g) * noise_scale * sigma).to(device)  # [S, n, (k,) d]
     src = torch.arange(n).repeat(samples)  # row s*n + i: prompt i, draw s
 
     def noised(act, hook):
         """Each row's own noise draw at the head position (row s * n + i: prompt i, draw s)."""
-        act[:, subject_pos] = act[:, subject_pos] + noise.reshape(samples * n, -1)
+        act[:, subject_pos] = act[:, subject_pos] + noise.reshape(samples * n, *emb.shape[1:])
         return act
 
     def probs(logits_, k_blocks: int) -> torch.Tensor:
@@ -55,7 +61,7 @@ def causal_trace(model, tokens: torch.Tensor, answer: torch.Tensor, answer_pos: 
     p_corrupt = probs(lg_noised.float().cpu(), 1).view(samples, n)
     base = p_corrupt.mean(0)  # per prompt
     out = {"n_prompts": n, "samples": samples, "noise_scale": noise_scale, "sigma": sigma, "noise_std": noise_scale * sigma,
-           "window": window, "subject_pos": subject_pos, "roles": roles()[:P], "p_clean": float(p_clean.mean()),
+           "window": window, "subject_pos": subject_pos, "roles": (roles(layout) + [f"pos{p}" for p in range(layout.n_pos, P)])[:P], "p_clean": float(p_clean.mean()),
            "p_corrupt": float(base.mean()), "total_effect": float((p_clean - base).mean())}
     block = samples * n
     pos_of = torch.arange(P).repeat_interleave(block)  # block p of rows restores position p

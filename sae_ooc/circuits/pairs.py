@@ -130,9 +130,14 @@ def two_hop_facts(ds) -> dict[tuple[int, int], list[tuple[int, int, int]]]:
     return {k: sorted(v) for k, v in facts.items()}
 
 
-def make_pairs(ds, vocab, split: str, n: int, seed: int, model=None, only_correct: bool = False, device: str = "cpu") -> Pairs:
+def make_pairs(ds, vocab, split: str, n: int, seed: int, model=None, only_correct: bool = False, device: str = "cpu",
+               first_token: bool = False) -> Pairs:
     """Up to `n` clean/corrupted pairs from the two-hop prompts of `split` ('all' = every split),
-    deterministic in `seed`. With `only_correct`, only clean prompts `model` answers correctly."""
+    deterministic in `seed`. With `only_correct`, only clean prompts `model` answers correctly.
+
+    `first_token`: one row a pair scoring the answers' first tokens, with answer, answer_corrupt, bridge and
+    bridge_corrupt the first tokens of those entities' names (what the model-level analyses read off the logits);
+    the same as the default in the toy task, whose names are one token each."""
     splits = [s for s in PAIR_SPLITS if s in ds] if split == "all" else (split,)
     if split not in ds and split != "all":
         raise UserError(f"the task data has no split '{split}'; set attribution.split to one of {', '.join(s for s in PAIR_SPLITS if s in ds)}, all "
@@ -165,16 +170,22 @@ def make_pairs(ds, vocab, split: str, n: int, seed: int, model=None, only_correc
             f"no usable A→C prompt pairs in split '{split}' (need clean prompts{why} with a known fact (h', r1, r2) whose bridge and "
             f"answer differ); try --set attribution.split=all or --set attribution.only_correct=false"
         )
-    return _build(chosen, vocab)
+    return _build(chosen, vocab, first_token)
 
 
-def _build(chosen: list[tuple], vocab) -> Pairs:
+def _build(chosen: list[tuple], vocab, first_token: bool = False) -> Pairs:
     """Pairs of the chosen (h, r1, r2, b, t, h', b', t') facts, their prompts rendered by `vocab`."""
     c = torch.tensor(chosen, dtype=torch.long)
     clean = torch.tensor([vocab.question_ids(h, r1, r2) for h, r1, r2, *_ in chosen], dtype=torch.long)
     corrupt = torch.tensor([vocab.question_ids(h2, r1, r2) for _, r1, r2, _, _, h2, _, _ in chosen], dtype=torch.long)
     ans = torch.tensor([vocab.answer_token_ids(t) for *_, t, _, _, _ in chosen], dtype=torch.long).reshape(len(c), -1)
     ans2 = torch.tensor([vocab.answer_token_ids(t2) for *_, t2 in chosen], dtype=torch.long).reshape(len(c), -1)
+    if first_token:
+        first = torch.tensor([[vocab.answer_token_ids(e)[0] for e in (t, t2, b, b2)] for _, _, _, b, t, _, b2, t2 in chosen],
+                             dtype=torch.long).reshape(len(c), 4)
+        c = c.clone()
+        c[:, [4, 7, 3, 6]] = first
+        ans, ans2 = ans[:, :1], ans2[:, :1]
     n, A = ans.shape
     rows = torch.arange(n)
     cont_is_answer = torch.ones(n, dtype=torch.bool)

@@ -30,9 +30,9 @@ from datasets import (
 from sae_ooc.config import TASK_FAMILIES, TASK_SPLITS, TaskConfig
 from sae_ooc.registry import Registry
 from sae_ooc.errors import UserError, unreadable
-from sae_ooc.io import read_json, write_json
-from sae_ooc.tasks.layout import LAYOUT_FILE, TOY_LAYOUT, Layout, load_layout
-from sae_ooc.tasks.vocab import POSITION_ROLES, SEQ_LEN, Vocab  # noqa: F401  (re-exported)
+from sae_ooc.io import write_json
+from sae_ooc.tasks.layout import LAYOUT_FILE, TOY_LAYOUT, Layout
+from sae_ooc.tasks.vocab import POSITION_ROLES, SEQ_LEN, Vocab, read_vocab  # noqa: F401  (re-exported)
 
 SPLITS = TASK_SPLITS  # listed in config.py, which config validation (harvest.splits) reads without torch
 FEATURES = Features(
@@ -211,8 +211,8 @@ def load_task(data_dir: Path) -> tuple[DatasetDict, Vocab]:
         raise UserError(f"no task data in {data_dir}; run `sae-ooc data --run {data_dir.parent}` first")
     rebuild = f"sae-ooc data --run {data_dir.parent} --force"
     try:
-        vocab = Vocab.from_json(read_json(data_dir / "vocab.json"))
-    except (ValueError, KeyError, TypeError) as e:
+        vocab = read_vocab(data_dir)
+    except (ValueError, KeyError, TypeError, OSError) as e:
         raise unreadable(data_dir / "vocab.json", e, rebuild) from None
     try:
         ds = load_from_disk(str(data_dir))
@@ -223,7 +223,6 @@ def load_task(data_dir: Path) -> tuple[DatasetDict, Vocab]:
         raise UserError(f"task data in {data_dir} has no split {', '.join(missing)} (written by an older version); rerun `{rebuild}`")
     if "answer_ids" not in ds["train"].column_names:
         raise UserError(f"task data in {data_dir} has no answer_ids column (written by an older version); rerun `{rebuild}`")
-    vocab.layout = load_layout(data_dir)
     return ds, vocab
 
 

@@ -88,3 +88,23 @@ class Vocab:
     @classmethod
     def from_json(cls, d: dict) -> "Vocab":
         return cls(list(d["names"]), int(d["n_entities"]), int(d["n_relations"]))
+
+
+def read_vocab(data_dir) -> Vocab:
+    """The task's vocabulary from RUN/data (vocab.json, and tokenizer.json for a natural-language task), with its
+    layout; no torch. Raises ValueError/KeyError/TypeError/OSError on a damaged file (callers name the fix)."""
+    import json
+    from pathlib import Path
+
+    from sae_ooc.tasks.layout import load_layout
+
+    data_dir = Path(data_dir)
+    d = json.loads((data_dir / "vocab.json").read_text())
+    if d.get("render", "toy") == "toy":
+        vocab = Vocab.from_json(d)
+    else:
+        from sae_ooc.tasks.natural.text_vocab import TextVocab
+
+        vocab = TextVocab.from_dir(data_dir)
+    vocab.layout = load_layout(data_dir)
+    return vocab

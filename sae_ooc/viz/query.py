@@ -40,7 +40,7 @@ def ground_truth(examples, vocab, ids: list[int], probs: torch.Tensor) -> dict |
     if e is None:
         return None
     answer, bridge = int(examples.answer[e]), int(examples.bridge[e])
-    return {"split": SPLITS[int(examples.split[e])], "answer": vocab.name(answer), "answer_model": _rank(probs, answer),
+    return {"split": SPLITS[int(examples.split[e])], "answer": vocab.name(answer), "answer_model": _rank(probs, answer),  # (first) tokens
             "bridge": vocab.name(bridge) if bridge >= 0 else None, "bridge_model": _rank(probs, bridge) if bridge >= 0 else None}
 
 
@@ -81,10 +81,11 @@ def query(run, prompt: str, target: str | None = None, top: int = 3, n_examples:
     target_id = int(b["targets"][0])
 
     rows, per_hook = [], []
+    roles = prompt_roles(vocab, len(ids))
     for h in sp.hooks:
         a, attr, err_attr = b["acts"][h][0], b["attr"][h][0], b["err_attr"][h][0]
         for pos in range(len(ids)):
-            rows.append(position_row(h, pos, vocab.name(ids[pos]), a[pos], attr[pos], top, float(err_attr[pos]), float(b["err_norm"][h][0, pos])))
+            rows.append(position_row(h, pos, vocab.name(ids[pos]), a[pos], attr[pos], top, float(err_attr[pos]), float(b["err_norm"][h][0, pos]), roles))
         per_hook.append({"hook": h, "feature_attribution": float(attr.sum()), "error_attribution": float(err_attr.sum()),
                          "features": top_features(h, ids, vocab, a, attr, top)})
     for it in [it for r in rows for it in r["by_activation"] + r["by_attribution"]] + [it for r in per_hook for it in r["features"]]:
@@ -92,7 +93,7 @@ def query(run, prompt: str, target: str | None = None, top: int = 3, n_examples:
         it.update({k: d[k] for k in ("label", "description", "top_activations", "promoted")})
         page = site_page(run.root, it["hook"], it["feature"])  # the feature's page when `sae-ooc browse` has run
         it["page"] = str(page) if page is not None else None
-    return {"prompt": vocab.decode(ids), "roles": [f"{POS}{r}" for r in POSITION_ROLES[: len(ids)]],
+    return {"prompt": vocab.decode(ids), "roles": [f"{POS}{r}" for r in roles],
             "truth": ground_truth(examples, vocab, ids, probs), "target": vocab.name(target_id), "target_source": source,
             "target_prob": float(probs[target_id]), "attribution": ATTRIBUTION, "answers": answers, "per_hook": per_hook, "hooks": rows}
 
@@ -150,18 +151,24 @@ def _ranks(probs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return (probs > probs.gather(1, tokens[:, None])).sum(1) + 1
 
 
-def _item(h: str, f: int, pos: int, act: float, attr: float) -> dict:
-    return {"hook": h, "feature": f, "position": pos, "role": POSITION_ROLES[pos], "activation": act, "attribution": attr}
+def prompt_roles(vocab, length: int) -> list[str]:
+    """The role of each position of a prompt of `length` tokens (the task's layout)."""
+    return [vocab.layout.role_at(p, length) for p in range(length)]
 
 
-def position_row(h: str, pos: int, token: str, a: torch.Tensor, attr: torch.Tensor, top: int, err_attr: float, err_norm: float) -> dict:
+def _item(h: str, f: int, pos: int, act: float, attr: float, roles) -> dict:
+    return {"hook": h, "feature": f, "position": pos, "role": roles[pos], "activation": act, "attribution": attr}
+
+
+def position_row(h: str, pos: int, token: str, a: torch.Tensor, attr: torch.Tensor, top: int, err_attr: float, err_norm: float,
+                 roles=POSITION_ROLES) -> dict:
     """The top features at one (hook, position): by activation (> 0) and by |attribution| (!= 0)."""
     k = min(top, a.shape[-1])
     act_v, act_i = a.topk(k)
     at_v, at_i = attr.abs().topk(k)
-    return {"hook": h, "position": pos, "role": POSITION_ROLES[pos], "token": token, "n_active": int((a > 0).sum()),
-            "by_activation": [_item(h, int(f), pos, float(v), float(attr[f])) for f, v in zip(act_i, act_v) if v > 0],
-            "by_attribution": [_item(h, int(f), pos, float(a[f]), float(attr[f])) for f, v in zip(at_i, at_v) if v > 0],
+    return {"hook": h, "position": pos, "role": roles[pos], "token": token, "n_active": int((a > 0).sum()),
+            "by_activation": [_item(h, int(f), pos, float(v), float(attr[f]), roles) for f, v in zip(act_i, act_v) if v > 0],
+            "by_attribution": [_item(h, int(f), pos, float(a[f]), float(attr[f]), roles) for f, v in zip(at_i, at_v) if v > 0],
             "error_attribution": err_attr, "error_norm": err_norm}
 
 
@@ -170,5 +177,6 @@ def top_features(h: str, ids: list[int], vocab, a: torch.Tensor, attr: torch.Ten
     flat = attr.abs().flatten()
     v, i = flat.topk(min(top, len(flat)))
     d = attr.shape[-1]
-    return [{**_item(h, int(j) % d, int(j) // d, float(a.flatten()[j]), float(attr.flatten()[j])), "token": vocab.name(ids[int(j) // d])}
+    roles = prompt_roles(vocab, len(ids))
+    return [{**_item(h, int(j) % d, int(j) // d, float(a.flatten()[j]), float(attr.flatten()[j]), roles), "token": vocab.name(ids[int(j) // d])}
             for j, x in zip(i, v) if x > 0]

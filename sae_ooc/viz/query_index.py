@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sae_ooc.io import read_json, sha256_file, sha256_json
+from sae_ooc.io import sha256_file, sha256_json
 from sae_ooc.models.files import CONFIG_FILE, MODEL_FILE, SHARING_FILE
 from sae_ooc.saes.store import SAE_CFG_FILE, SAE_WEIGHTS_FILE, sae_dir, saved_hooks
-from sae_ooc.tasks.vocab import POSITION_ROLES, Vocab
+from sae_ooc.tasks.vocab import Vocab, read_vocab
 from sae_ooc.viz.browse.paths import site_page
 from sae_ooc.viz.query_view import ATTRIBUTION, POS, parse_prompt
 
@@ -57,7 +57,7 @@ def lookup(run, prompt: str, top: int) -> dict | None:
 
     path, desc_path = index_paths(run)
     try:
-        vocab = Vocab.from_json(read_json(run.data_dir / "vocab.json"))
+        vocab = read_vocab(run.data_dir)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # the live path names the damaged file and the command that rebuilds it
     ids = parse_prompt(vocab, prompt)
@@ -102,12 +102,12 @@ def _result(run_root: Path, vocab: Vocab, ids: list[int], t: dict, hooks: list[s
             f_, pos = int(j) % d, int(j) // d
             label, description = features[h][str(f_)]
             page = site_page(run_root, h, f_)  # the feature's page when `sae-ooc browse` has written it
-            items.append({"hook": h, "feature": f_, "position": pos, "role": POSITION_ROLES[pos], "activation": float(a),
+            items.append({"hook": h, "feature": f_, "position": pos, "role": vocab.layout.role_at(pos, len(ids)), "activation": float(a),
                           "attribution": float(at), "token": vocab.name(ids[pos]), "label": label, "description": description,
                           "page": str(page) if page is not None else None})
         per_hook.append({"hook": h, "feature_attribution": float(t[f"h{k}.attr_sum"]), "error_attribution": float(t[f"h{k}.err_sum"]),
                          "features": items})
     target = answers[0]
-    return {"prompt": vocab.decode(ids), "roles": [f"{POS}{r}" for r in POSITION_ROLES[: len(ids)]], "truth": truth,
+    return {"prompt": vocab.decode(ids), "roles": [f"{POS}{vocab.layout.role_at(p, len(ids))}" for p in range(len(ids))], "truth": truth,
             "target": target["token"], "target_source": "the model's top answer", "target_prob": target["prob"],
             "attribution": ATTRIBUTION, "answers": answers, "per_hook": per_hook, "from_index": True}
