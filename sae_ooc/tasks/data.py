@@ -31,13 +31,17 @@ from sae_ooc.config import TASK_FAMILIES, TASK_SPLITS, TaskConfig
 from sae_ooc.registry import Registry
 from sae_ooc.errors import UserError, unreadable
 from sae_ooc.io import read_json, write_json
+from sae_ooc.tasks.layout import LAYOUT_FILE, TOY_LAYOUT, Layout, load_layout
+from sae_ooc.tasks.natural.generate import render_natural
+from sae_ooc.tasks.natural.text_vocab import TOKENIZER_FILE, TextVocab
 from sae_ooc.tasks.vocab import POSITION_ROLES, SEQ_LEN, Vocab  # noqa: F401  (re-exported)
 
 SPLITS = TASK_SPLITS  # listed in config.py, which config validation (harvest.splits) reads without torch
 FEATURES = Features(
     {
-        "input_ids": Sequence(Value("int64")),
-        "answer": Value("int64"),
+        "input_ids": Sequence(Value("int64")),  # the prompt, without the answer
+        "answer_ids": Sequence(Value("int64")),  # the answer's tokens (the toy task: one)
+        "answer": Value("int64"),  # planted variables (answer .. r2): entity and relation ids, -1 for none
         "bridge": Value("int64"),
         "hop": Value("int64"),
         "head": Value("int64"),
@@ -58,6 +62,7 @@ def _rows(facts: list[tuple], hop: int) -> dict[str, list]:
             h, r1, r2, t, b = f
             ids = [h, r1, r2]
         cols["input_ids"].append(ids)
+        cols["answer_ids"].append([t])
         cols["answer"].append(t)
         cols["bridge"].append(b)
         cols["hop"].append(hop)
@@ -181,7 +186,8 @@ def generate(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
     return FAMILIES.get(cfg.family)(cfg)
 
 
-def save_task(ds: DatasetDict, vocab: Vocab, data_dir: Path) -> None:
+def save_task(ds: DatasetDict, vocab: Vocab, data_dir: Path, layout: Layout = TOY_LAYOUT, extra: dict | None = None) -> None:
+    """Write the task atomically: the DatasetDict, vocab.json, layout.json and `extra` files ({name: write(path)})."""
     data_dir = Path(data_dir)
     tmp = data_dir.with_name(data_dir.name + ".tmp")
     if tmp.exists():
@@ -191,6 +197,9 @@ def save_task(ds: DatasetDict, vocab: Vocab, data_dir: Path) -> None:
     disable_progress_bars()  # three bars for a sub-second write is noise
     ds.save_to_disk(str(tmp))
     write_json(tmp / "vocab.json", vocab.to_json())
+    write_json(tmp / LAYOUT_FILE, layout.to_json())
+    for name, write in (extra or {}).items():
+        write(tmp / name)
     if data_dir.exists():
         import shutil
 
@@ -204,8 +213,9 @@ def load_task(data_dir: Path) -> tuple[DatasetDict, Vocab]:
         raise UserError(f"no task data in {data_dir}; run `sae-ooc data --run {data_dir.parent}` first")
     rebuild = f"sae-ooc data --run {data_dir.parent} --force"
     try:
-        vocab = Vocab.from_json(read_json(data_dir / "vocab.json"))
-    except (ValueError, KeyError, TypeError) as e:
+        d = read_json(data_dir / "vocab.json")
+        vocab = TextVocab.from_json(d, data_dir) if d.get("render") == "natural" else Vocab.from_json(d)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise unreadable(data_dir / "vocab.json", e, rebuild) from None
     try:
         ds = load_from_disk(str(data_dir))
@@ -214,6 +224,7 @@ def load_task(data_dir: Path) -> tuple[DatasetDict, Vocab]:
     missing = [s for s in SPLITS if s not in ds]
     if missing:  # data written before a split existed (valid_id)
         raise UserError(f"task data in {data_dir} has no split {', '.join(missing)} (written by an older version); rerun `{rebuild}`")
+    vocab.layout = load_layout(data_dir)
     return ds, vocab
 
 
@@ -259,7 +270,11 @@ def majority_rate(ds: Dataset) -> float:
 
 
 def run_data(run, force: bool = False) -> dict:
-    """Stage `data`: generate the task into RUN/data (a DatasetDict + vocab.json)."""
+    """Stage `data`: generate the task into RUN/data (a DatasetDict + vocab.json + layout.json; natural: + tokenizer.json)."""
     ds, vocab = generate(run.cfg.task)
-    save_task(ds, vocab, run.data_dir)
+    if run.cfg.task.render == "natural":
+        ds, vocab, layout, tok = render_natural(run.cfg.task, ds, FEATURES, getattr(run.cfg.model, "path", None))
+        save_task(ds, vocab, run.data_dir, layout, {TOKENIZER_FILE: lambda path: tok.tokenizer.save(str(path))})
+    else:
+        save_task(ds, vocab, run.data_dir, TOY_LAYOUT)
     return {"sizes": {s: len(ds[s]) for s in SPLITS}, "majority_rate": {s: majority_rate(ds[s]) for s in SPLITS}}
