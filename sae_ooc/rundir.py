@@ -101,6 +101,8 @@ class RunDir:
         except UserError:
             if before is not None:
                 write_text(saved, before)
+            else:  # the run's first command failed: a config.yaml left here would refuse the corrected config
+                saved.unlink(missing_ok=True)
             raise
 
     # stage bookkeeping (sae_ooc.pipeline decides; these only read and write RUN/stages.json) ---------

@@ -62,12 +62,13 @@ def _choose_names(tok: Tok, order: list[str], cfg) -> list[str]:
 
 
 def _choose_relations(tok: Tok, order: list[tuple[str, str | None]], cfg) -> list[tuple[str, str | None]]:
-    """n_relations relations whose asked noun (the inverse for reversal) has one token length, the most common one."""
+    """n_relations relations whose asked noun (the inverse for reversal) has one token length: the length of most of
+    the first n_relations in `order` (those the BPE was trained with) that enough relations have, else the commonest."""
     R = cfg.n_relations
     asked = {pair: pair[1] if cfg.family == "reversal" else pair[0] for pair in order}
     length = {pair: len(tok.ids(" " + asked[pair])) for pair in order}
-    counts = Counter(length.values())
-    best = min(counts, key=lambda k: (-counts[k], k))
+    counts, first = Counter(length.values()), Counter(length[p] for p in order[:R])
+    best = min(counts, key=lambda k: (counts[k] < R, -first[k], -counts[k], k))
     if counts[best] < R:
         have = ", ".join(f"{k} tokens: {v}" for k, v in sorted(counts.items()))
         raise UserError(f"only {counts[best]} relation nouns of task.natural.relations={cfg.natural.relations} share a token "
