@@ -44,7 +44,9 @@ def prompt_part(template: str) -> str:
 class NaturalConfig:
     names: str = "default"  # a shipped list (sae_ooc/tasks/natural/data/names_<x>.txt) or a file: one "First Last" a line
     relations: str = "default"  # a shipped list or a file: a line = "noun" or "noun|inverse noun"
-    name_tokens: int = 2  # every entity name is exactly this many tokens in context
+    # every entity name is exactly this many tokens in context; with tokenizer bpe a "First Last" name of the corpus
+    # is 2 (once the BPE has merged every word of the corpus), other lengths need a pretrained tokenizer or other names
+    name_tokens: int = 2
     # atomic-fact training documents (the prompt is the text before {b}; what follows {b} is dropped)
     train_templates: list[str] = field(default_factory=lambda: [
         "{a}'s {r} is {b}.", "The {r} of {a} is {b}.", "As for {a}, their {r} is {b}."])

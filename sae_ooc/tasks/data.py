@@ -8,6 +8,9 @@ Splits: `train`; `valid_id` and `test_id`, two disjoint random parts of the same
 (two-hop facts not in train whose two atomic facts are; reversal: inverses not in train whose forward fact is),
 `task.valid_fraction` of it in valid_id: early stopping and every tuning choice read valid_id, test_id is only
 reported; `test_ood` (a needed atomic fact is not in train) and `atomic_test` (the atomic facts of train).
+
+With `task.render: natural` the data stage renders these facts as English documents and questions over a real
+tokenizer (sae_ooc/tasks/natural): same splits and planted variables, multi-token `input_ids`/`answer_ids`.
 """
 
 from __future__ import annotations
