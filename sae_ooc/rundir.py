@@ -79,6 +79,8 @@ class RunDir:
                 old = {}
             old_task = old.get("task")
             new_task = dataclasses.asdict(self.cfg.task)
+            if isinstance(old_task, dict):  # a key added since the run was made (task.render) had its default then
+                old_task = {**dataclasses.asdict(type(self.cfg.task)()), **old_task}
             if old_task is not None and old_task != new_task:
                 diffs = [f"task.{k}: {old_task.get(k)!r} -> {v!r}" for k, v in new_task.items() if old_task.get(k) != v]
                 raise UserError(
@@ -99,6 +101,8 @@ class RunDir:
         except UserError:
             if before is not None:
                 write_text(saved, before)
+            else:  # the run's first command failed: a config.yaml left here would refuse the corrected config
+                saved.unlink(missing_ok=True)
             raise
 
     # stage bookkeeping (sae_ooc.pipeline decides; these only read and write RUN/stages.json) ---------

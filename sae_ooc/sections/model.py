@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sae_ooc.sections.check import check as _check
+from sae_ooc.sections.natural import NaturalConfig
 
 
 # names of the registered task generators (sae_ooc.tasks.data.FAMILIES checks it registers exactly these)
 TASK_FAMILIES = ("twohop", "reversal")
 # the splits every task family writes (sae_ooc.tasks.data.SPLITS)
 TASK_SPLITS = ("train", "valid_id", "test_id", "test_ood", "atomic_test")
+TASK_RENDERS = ("toy", "natural")  # one token per entity/relation | natural-language documents (sae_ooc/tasks/natural)
 
 
 @dataclass
@@ -25,9 +27,14 @@ class TaskConfig:
     # held-out in-distribution facts that go to valid_id (what stopping and tuning read), the rest to test_id (reported only)
     valid_fraction: float = 0.2
     seed: int = 0
+    render: str = "toy"  # toy | natural
+    natural: NaturalConfig = field(default_factory=NaturalConfig)  # read when render is natural
 
     def validate(self, where: str) -> None:
         _check(self.family in TASK_FAMILIES, where, "task.family", f"must be one of {', '.join(TASK_FAMILIES)}")
+        _check(self.render in TASK_RENDERS, where, "task.render", f"must be one of {', '.join(TASK_RENDERS)}")
+        if self.render == "natural":
+            self.natural.validate(where, self.family)
         _check(self.n_entities >= 4, where, "task.n_entities", "must be at least 4")
         _check(self.n_relations >= 1, where, "task.n_relations", "must be at least 1")
         _check(

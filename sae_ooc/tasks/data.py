@@ -8,6 +8,9 @@ Splits: `train`; `valid_id` and `test_id`, two disjoint random parts of the same
 (two-hop facts not in train whose two atomic facts are; reversal: inverses not in train whose forward fact is),
 `task.valid_fraction` of it in valid_id: early stopping and every tuning choice read valid_id, test_id is only
 reported; `test_ood` (a needed atomic fact is not in train) and `atomic_test` (the atomic facts of train).
+
+With `task.render: natural` the data stage renders these facts as English documents and questions over a real
+tokenizer (sae_ooc/tasks/natural): same splits and planted variables, multi-token `input_ids`/`answer_ids`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from sae_ooc.registry import Registry
 from sae_ooc.errors import UserError, unreadable
 from sae_ooc.io import write_json
 from sae_ooc.tasks.layout import LAYOUT_FILE, TOY_LAYOUT, Layout
+from sae_ooc.tasks.natural.generate import render_natural
+from sae_ooc.tasks.natural.text_vocab import TOKENIZER_FILE
 from sae_ooc.tasks.vocab import POSITION_ROLES, SEQ_LEN, Vocab, read_vocab  # noqa: F401  (re-exported)
 
 SPLITS = TASK_SPLITS  # listed in config.py, which config validation (harvest.splits) reads without torch
@@ -212,7 +217,7 @@ def load_task(data_dir: Path) -> tuple[DatasetDict, Vocab]:
     rebuild = f"sae-ooc data --run {data_dir.parent} --force"
     try:
         vocab = read_vocab(data_dir)
-    except (ValueError, KeyError, TypeError, OSError) as e:
+    except (ValueError, KeyError, TypeError, OSError, AttributeError) as e:
         raise unreadable(data_dir / "vocab.json", e, rebuild) from None
     try:
         ds = load_from_disk(str(data_dir))
@@ -326,7 +331,11 @@ def majority_rate(ds: Dataset) -> float:
 
 
 def run_data(run, force: bool = False) -> dict:
-    """Stage `data`: generate the task into RUN/data (a DatasetDict + vocab.json)."""
+    """Stage `data`: generate the task into RUN/data (a DatasetDict + vocab.json + layout.json; natural: + tokenizer.json)."""
     ds, vocab = generate(run.cfg.task)
-    save_task(ds, vocab, run.data_dir, TOY_LAYOUT)
+    if run.cfg.task.render == "natural":
+        ds, vocab, layout, tok = render_natural(run.cfg.task, ds, FEATURES, getattr(run.cfg.model, "path", None))
+        save_task(ds, vocab, run.data_dir, layout, {TOKENIZER_FILE: lambda path: tok.tokenizer.save(str(path))})
+    else:
+        save_task(ds, vocab, run.data_dir, TOY_LAYOUT)
     return {"sizes": {s: len(ds[s]) for s in SPLITS}, "majority_rate": {s: majority_rate(ds[s]) for s in SPLITS}}
