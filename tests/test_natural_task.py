@@ -233,3 +233,23 @@ def test_a_pretrained_tokenizer_directory(tmp_path):
     assert vocab.bos_id == hf.bos_token_id and layout.n_pos == len(ds["test_id"][0]["input_ids"])
     with pytest.raises(Exception, match="model.path"):
         render_natural(cfg, generate(cfg)[0], FEATURES, None)
+
+
+def test_question_ids_render_the_analysed_prompts_exactly(twohop, reversal):
+    """TextVocab.question_ids / answer_token_ids (what circuits, pairs and analyses render prompts with) give every
+    two-hop question's input_ids and answer_ids, token for token, and the layout's length; reversal: the inverse question."""
+    _, ds, vocab = twohop
+    n = 0
+    for split in ("train", "valid_id", "test_id", "test_ood"):
+        d = ds[split]
+        for ids, ans, h, r1, r2, t, hop in zip(d["input_ids"], d["answer_ids"], d["head"], d["r1"], d["r2"], d["answer"], d["hop"]):
+            if hop == 2:
+                assert vocab.question_ids(h, r1, r2) == list(ids)
+                assert vocab.answer_token_ids(t) == list(ans)
+                assert len(ids) == vocab.layout.n_pos
+                n += 1
+    assert n > 50
+    _, ds, vocab = reversal
+    d = ds["test_id"]
+    for ids, ans, h, r1, t in zip(d["input_ids"], d["answer_ids"], d["head"], d["r1"], d["answer"]):
+        assert vocab.question_ids(h, r1) == list(ids) and vocab.answer_token_ids(t) == list(ans)

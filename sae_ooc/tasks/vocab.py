@@ -105,6 +105,6 @@ def read_vocab(data_dir) -> Vocab:
     else:
         from sae_ooc.tasks.natural.text_vocab import TextVocab
 
-        vocab = TextVocab.from_dir(data_dir)
+        vocab = TextVocab.from_json(d, data_dir)
     vocab.layout = load_layout(data_dir)
     return vocab

@@ -186,5 +186,6 @@ def render_natural(cfg, toy_ds, features, model_path=None):
         splits[s] = Dataset.from_dict({k: cols[k] for k in features}, features=features)
     first = next(x for xs in rendered.values() for x in xs if x.analysed)
     vocab = TextVocab(tok.tokenizer, entities, relations, tok.bos_id, tok.pad_id, tok.source,
-                      example=full_text(first.prompt).strip(), layout=layout)
+                      example=full_text(first.prompt).strip(), question_template=nat.question_template,
+                      inverse_template=nat.test_templates[0], layout=layout)
     return DatasetDict(splits), vocab, layout, tok

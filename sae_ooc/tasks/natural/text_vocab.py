@@ -25,6 +25,8 @@ class TextVocab:
     pad: int
     source: str = "bpe"  # bpe | pretrained
     example: str = ""  # an analysed prompt's text (what `encode` errors suggest)
+    question_template: str = ""  # the two-hop question (task.natural.question_template)
+    inverse_template: str = ""  # the reversal family's inverse question (task.natural.test_templates[0])
     layout: Layout = field(default=TOY_LAYOUT, compare=False)  # set by the data stage / load_task
     _names: list[str] | None = field(default=None, repr=False, compare=False)
 
@@ -80,11 +82,35 @@ class TextVocab:
                             f"ask like the task's questions, e.g. {self.example.strip()!r}")
         return ids
 
+    def _piece_ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def question_ids(self, head: int, r1: int, r2: int | None = None) -> list[int]:
+        """The analysed question about planted (head, r1, r2) (the reversal family's inverse question about (head,
+        r1) when r2 is None), tokenized piece by piece as the data stage does: its exact input_ids."""
+        from sae_ooc.tasks.natural.render import fill
+
+        if r2 is None:
+            values = {"a": (self.entity_name(head), "head"), "r": (self.relation_name(r1), "r1"), "b": ("", "obj")}
+            prompt, _ = fill(self.inverse_template, values)
+        else:
+            values = {"a": (self.entity_name(head), "head"), "r1": (self.relation_name(r1), "r1"),
+                      "r2": (self.relation_name(r2), "r2"), "b": ("", "obj")}
+            prompt, _ = fill(self.question_template, values)
+        ids = [] if self.bos_id is None else [self.bos_id]
+        for text, _ in prompt:
+            ids += self._piece_ids(text)
+        return ids
+
+    def answer_token_ids(self, e: int) -> list[int]:
+        """The tokens of entity `e`'s name as an answer (after a space, as every template puts it)."""
+        return self._piece_ids(" " + self.entity_name(e))
+
     def to_json(self) -> dict:
         return {"render": "natural", "tokenizer": TOKENIZER_FILE, "source": self.source, "d_vocab": self.d_vocab,
                 "n_entities": self.n_entities, "n_relations": self.n_relations, "entity_names": list(self.entity_names),
                 "relation_names": list(self.relation_names), "bos_id": self.bos_id, "pad_id": self.pad,
-                "example": self.example}
+                "example": self.example, "question_template": self.question_template, "inverse_template": self.inverse_template}
 
     @classmethod
     def from_json(cls, d: dict, data_dir: Path) -> "TextVocab":
@@ -100,4 +126,5 @@ class TextVocab:
             raise unreadable(f, e, f"sae-ooc data --run {Path(data_dir).parent} --force") from None
         bos = d.get("bos_id")
         return cls(tokenizer, [str(n) for n in d["entity_names"]], [str(n) for n in d["relation_names"]],
-                   None if bos is None else int(bos), int(d["pad_id"]), str(d.get("source", "bpe")), str(d.get("example", "")))
+                   None if bos is None else int(bos), int(d["pad_id"]), str(d.get("source", "bpe")), str(d.get("example", "")),
+                   str(d["question_template"]), str(d.get("inverse_template", "")))
