@@ -199,3 +199,14 @@ def test_bad_inputs_are_one_line_errors(ckpts, tmp_path, capsys):
     assert "LlamaForCausalLM" in _fails(capsys, root, *_pretrained("gpt2", tmp_path / "llama"))
     assert "17 token ids" in _fails(capsys, root, *_pretrained("gpt2", tmp_path / "small_vocab"))
     assert "context of 2" in _fails(capsys, root, *_pretrained("gpt2", tmp_path / "short"))
+
+
+@pytest.mark.parametrize("name", ["finetune_gpt2", "finetune_pythia70m"])
+def test_finetune_configs_load(name):
+    from sae_ooc.config import TaskConfig
+
+    if not hasattr(TaskConfig(), "natural"):
+        pytest.skip("task.natural (the natural-language renderer) is not merged yet")
+    cfg = load_config(TINY_TOY.parent / f"{name}.yaml")
+    assert cfg.model.source == "pretrained" and cfg.task.natural.tokenizer == "pretrained"
+    assert cfg.model.path == f"models/{cfg.model.name}" and cfg.name == name
