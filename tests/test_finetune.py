@@ -210,3 +210,17 @@ def test_finetune_configs_load(name):
     cfg = load_config(TINY_TOY.parent / f"{name}.yaml")
     assert cfg.model.source == "pretrained" and cfg.task.natural.tokenizer == "pretrained"
     assert cfg.model.path == f"models/{cfg.model.name}" and cfg.name == name
+
+
+def test_harvest_reads_the_finetuned_model(finetuned):
+    """A later stage reads the fine-tuned model through load_model unchanged: the harvest caches its activations."""
+    from sae_ooc.activations.cache import ActivationCache
+    from sae_ooc.models.hooked import model_hash
+
+    assert run_stage(finetuned, "harvest").finished
+    cache = ActivationCache(finetuned.activations_dir, expected_model_hash=model_hash(finetuned.model_dir))
+    cache.verify()
+    hook = "blocks.1.hook_resid_pre"
+    x = cache.read(hook, torch.arange(cache.n_tokens))
+    assert x.shape == (cache.n_tokens, 32)  # the checkpoint's d_model, not the model section's default 64
+    assert cache.n_tokens > 0 and x.abs().sum() > 0
