@@ -25,6 +25,7 @@ OTHER_COMMANDS: dict[str, str] = {
     "pipeline": "sae_ooc.commands.pipeline",
     "query": "sae_ooc.commands.query",
     "sweep": "sae_ooc.commands.sweep",
+    "finetune": "sae_ooc.commands.finetune",  # the train stage, refusing a scratch model.source
 }
 DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 

@@ -16,9 +16,12 @@ import yaml
 from sae_ooc.sections.model import (  # noqa: F401
     TASK_FAMILIES,
     TASK_SPLITS,
+    MODEL_SOURCES,
+    TRAINABLE,
     TaskConfig,
     ModelConfig,
     TrainConfig,
+    check_model_source,
 )
 from sae_ooc.sections.saes import (  # noqa: F401
     HARVEST_DTYPES,
@@ -75,6 +78,7 @@ class Config:
             section = getattr(self, f.name)
             if hasattr(section, "validate"):
                 section.validate(where)
+        check_model_source(self.task, self.model, where)
         return self
 
     def to_dict(self) -> dict:

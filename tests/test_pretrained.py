@@ -12,46 +12,7 @@ import torch
 from sae_ooc.errors import UserError
 from sae_ooc.models.pretrained import hooked_config_dict, load_pretrained
 
-VOCAB = 100
-SENTENCES = [
-    "The mentor of Alice is Bob.",
-    "Bob's mentor is Carol.",
-    "The teacher of Dave is Erin, and Erin lives in Paris.",
-    "Who is the mentor of the mentor of Alice?",
-] * 4
-
-
-def _gpt2(n_ctx: bool = False):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    extra = {"n_ctx": 32} if n_ctx else {}  # hub GPT-2 configs carry n_ctx; ones built by transformers 5 do not
-    torch.manual_seed(0)
-    return GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=VOCAB, n_positions=32,
-                                      bos_token_id=0, eos_token_id=0, **extra)).eval()
-
-
-def _neox():
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-    torch.manual_seed(0)
-    return GPTNeoXForCausalLM(GPTNeoXConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2,
-                                            rotary_pct=0.25, intermediate_size=128, vocab_size=VOCAB,
-                                            max_position_embeddings=32, bos_token_id=0, eos_token_id=0)).eval()
-
-
-def _save_tokenizer(directory):
-    """A byte-level BPE trained on a few sentences, its alphabet limited to theirs so ids fit the tiny vocab."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(SENTENCES, trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<|endoftext|>"],
-                                                           initial_alphabet=[]))
-    assert tok.get_vocab_size() <= VOCAB
-    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                            bos_token="<|endoftext|>").save_pretrained(directory)
+from pretrained_fixtures import VOCAB, gpt2 as _gpt2, neox as _neox, save_tokenizer as _save_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Train the toy HookedTransformer from scratch on RUN/data into RUN/model (resumes from the last checkpoint)."""
+"""Train the model into RUN/model: the toy from scratch, or fine-tune a pretrained checkpoint (model.source); resumes from the last checkpoint."""
 
 from sae_ooc.commands import files_written, verb
 
@@ -9,6 +9,9 @@ def summarize(run, result) -> str:
     m = result.info  # what run_train recorded in RUN/stages.json: no model code to import for a skipped stage
     maj = m["majority_rate"]
     stop = f"stopped early on {m['stop_split']}" if m["stopped_early"] else "ran every step"
-    return (f"train: {verb(result, 'trained')} {files_written(run, 'train')}: valid_id {m['valid_id_acc']:.3f} "
+    done = "trained"
+    if m.get("source") == "pretrained":
+        done = f"fine-tuned {m['name']} ({'MLP weights only' if m['trainable'] == 'mlp' else 'all weights'}) into"
+    return (f"train: {verb(result, done)} {files_written(run, 'train')}: valid_id {m['valid_id_acc']:.3f} "
             f"(majority {maj['valid_id']:.3f}), test_id {m['test_id_acc']:.3f} (majority {maj['test_id']:.3f}), "
             f"atomic {m['atomic_test_acc']:.3f}, ood {m['test_ood_acc']:.3f} after {m['steps']} steps ({stop}), {m['minutes']:.2f} min")

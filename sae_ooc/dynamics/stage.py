@@ -23,6 +23,7 @@ from sae_ooc.dynamics.saes import checkpoint_saes, default_sae_hooks
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json, read_jsonl, write_json
 from sae_ooc.models.evaluate import evaluate_splits
+from sae_ooc.models.files import CONFIG_FILE
 from sae_ooc.models.hooked import load_model, model_hash
 from sae_ooc.models.replay import accuracy_rise, dense_steps, replay_checkpoints, saved_checkpoints
 from sae_ooc.models.train import METRICS_FILE
@@ -79,7 +80,8 @@ def run_dynamics(run, force: bool = False) -> dict:
     ecfg = dataclasses.replace(run.cfg.sae_eval, n_controls=dc.n_controls)
     out_dir = run.dynamics_dir
     ck_root = out_dir / "checkpoints"
-    n_layers = run.cfg.model.n_layers
+    saved_cfg = run.model_dir / CONFIG_FILE  # the trained model's own: a pretrained source's layers are its checkpoint's
+    n_layers = int(read_json(saved_cfg)["n_layers"]) if saved_cfg.is_file() else run.cfg.model.n_layers
     sae_hooks = list(dc.sae_hooks) or default_sae_hooks(n_layers)
     _check_inputs(run, sae_hooks)  # before --force deletes the last results
     if force and out_dir.exists():

@@ -19,27 +19,29 @@ SUPPORTED = ("GPT2LMHeadModel", "GPTNeoXForCausalLM")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-def _where_to_put(path: Path) -> str:
+def _where_to_put(path: Path, hub: str = "gpt2") -> str:
     return (f"put the checkpoint (config.json + model.safetensors or pytorch_model.bin) in {path}, e.g. from "
-            f"`huggingface-cli download gpt2 --local-dir {path}` on a machine with network")
+            f"`huggingface-cli download {hub} --local-dir {path}` on a machine with network")
 
 
-def checkpoint_architecture(path: str | Path) -> str:
-    """The checkpoint's architecture name (from config.json), after checking the directory is loadable by us."""
+def checkpoint_architecture(path: str | Path, hub: str = "gpt2") -> str:
+    """The checkpoint's architecture name (from config.json), after checking the directory is loadable by us.
+
+    `hub`: the hub id the error messages suggest downloading."""
     from sae_ooc.errors import UserError
 
     path = Path(path)
     if not path.is_dir():
         what = "is not a directory" if path.exists() else "does not exist"
-        raise UserError(f"pretrained checkpoint {path} {what}; {_where_to_put(path)}")
+        raise UserError(f"pretrained checkpoint {path} {what}; {_where_to_put(path, hub)}")
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise UserError(f"{path} has no config.json, so it is not a Hugging Face checkpoint; {_where_to_put(path)}")
+        raise UserError(f"{path} has no config.json, so it is not a Hugging Face checkpoint; {_where_to_put(path, hub)}")
     try:
         hf_cfg = json.loads(config_file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{config_file} is unreadable ({type(exc).__name__}); download the checkpoint again "
-                        f"({_where_to_put(path)})") from None
+                        f"({_where_to_put(path, hub)})") from None
     archs = hf_cfg.get("architectures") if isinstance(hf_cfg, dict) else None
     arch = archs[0] if isinstance(archs, list) and archs else None
     if arch not in SUPPORTED:
@@ -47,7 +49,7 @@ def checkpoint_architecture(path: str | Path) -> str:
                         f"sae_ooc cannot load; use a checkpoint of one of: {', '.join(SUPPORTED)} "
                         f"(e.g. gpt2, EleutherAI/pythia-70m)")
     if not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise UserError(f"{path} has config.json but no weights; {_where_to_put(path)}")
+        raise UserError(f"{path} has config.json but no weights; {_where_to_put(path, hub)}")
     return arch
 
 
@@ -119,11 +121,14 @@ def load_tokenizer(path: str | Path):
                         f"checkpoint's tokenizer files again") from None
 
 
-def load_pretrained(path: str | Path, device="cpu"):
+def load_pretrained(path: str | Path, device="cpu", name: str | None = None):
     """Load the checkpoint at `path` as a float32 HookedTransformer with TransformerLens's hook names.
 
     Weights are neither folded nor centered, so logits match the Hugging Face model's; the tokenizer is
-    attached when the directory has one.
+    attached when the directory has one. `model.sae_ooc_config_kwargs` holds the JSON-able
+    HookedTransformerConfig fields `models.hooked.save_model` writes (no tokenizer name: a saved model is
+    rebuilt by `load_model` without its checkpoint directory). `name` (default: the directory's name) is the
+    config's model_name.
     """
     import torch
     from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -141,7 +146,7 @@ def load_pretrained(path: str | Path, device="cpu"):
                         f"checkpoint again ({_where_to_put(path)})") from None
     hf_model.eval()
     tokenizer = load_tokenizer(path)
-    cfg_dict = hooked_config_dict(hf_model.config, arch, path.name)
+    cfg_dict = hooked_config_dict(hf_model.config, arch, name or path.name)
     # Without a tokenizer, a tokenizer_name would make HookedTransformer try to fetch one from the hub.
     cfg = HookedTransformerConfig.from_dict(dict(cfg_dict, device=str(device), dtype=torch.float32,
                                                  tokenizer_name=str(path) if tokenizer is not None else None))
@@ -153,6 +158,7 @@ def load_pretrained(path: str | Path, device="cpu"):
         model = HookedTransformer(cfg, tokenizer=tokenizer)
     model.load_and_process_state_dict(state_dict, fold_ln=False, center_writing_weights=False,
                                       center_unembed=False, fold_value_biases=False)
-    model.to(device)
+    model.to(device, print_details=False)
     model.eval()
+    model.sae_ooc_config_kwargs = cfg_dict
     return model

@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 
 from sae_ooc.errors import UserError
 from sae_ooc.io import load_tensors, read_json
-from sae_ooc.models.hooked import build_model, save_model
+from sae_ooc.models.hooked import save_model
+from sae_ooc.models.source import initial_model
 from sae_ooc.models.train import (
     TRAINER_STATE_FILE,
     BatchSampler,
@@ -93,7 +94,7 @@ def replay_checkpoints(run, steps: list[int], out_root: Path) -> dict[int, Path]
     ds, vocab = load_task(run.data_dir)
     train = split_tensors(ds["train"], vocab)
     sampler = BatchSampler(len(train), tc.batch_size, tc.seed)
-    model = build_model(run.cfg.model, vocab, seed=tc.seed, device=run.device)
+    model = initial_model(run, vocab, device=run.device)  # its weights are replaced by a checkpoint's below
     opt = make_optimizer(model, tc)
     model.train()
     cur = None

@@ -1,4 +1,7 @@
-"""Stage `train`: train the toy HookedTransformer from scratch on RUN/data.
+"""Stage `train`: train the toy HookedTransformer from scratch, or fine-tune a pretrained checkpoint, on RUN/data.
+
+Where the starting model comes from (`model.source`) and which weights are trained (`train.trainable`) is
+`models/source.py`; everything below is the same for both sources.
 
 The loss is cross-entropy at the answer position only. Every `train.eval_every` steps each split is
 evaluated (a fixed subsample), a line goes to RUN/model/metrics.jsonl and a rolling checkpoint to
@@ -33,7 +36,8 @@ from sae_ooc.io import (
     write_text,
 )
 from sae_ooc.models.evaluate import answer_logits, answer_token_logits, evaluate_splits
-from sae_ooc.models.hooked import CONFIG_FILE, MODEL_FILE, build_model, save_model
+from sae_ooc.models.hooked import CONFIG_FILE, MODEL_FILE, save_model
+from sae_ooc.models.source import initial_model, source_info, trainable_parameters
 from sae_ooc.tasks.data import (
     SPLITS,
     load_task,
@@ -125,7 +129,9 @@ def train_step(model, opt, tokens, answer_pos, answer, lr: float, grad_clip: flo
 
 
 def make_optimizer(model, tc: TrainConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
+    """AdamW over the parameters `train.trainable` leaves trainable (it freezes the others in place)."""
+    return torch.optim.AdamW(trainable_parameters(model, tc.trainable), lr=tc.lr, betas=(tc.beta1, tc.beta2),
+                             weight_decay=tc.weight_decay)
 
 
 # optimizer state in safetensors + JSON -----------------------------------------------------------
@@ -263,7 +269,7 @@ def _train(run, fp: str, force: bool, stop_after_steps: int | None) -> dict | No
         raise UserError(f"the train split in {run.data_dir} is empty; check the task section of the config and rerun `sae-ooc data --force`")
     dev_train = train_st.to(device)
 
-    model = build_model(run.cfg.model, vocab, seed=tc.seed, device=device)
+    model = initial_model(run, vocab, device=device)
     model.train()
     opt = make_optimizer(model, tc)
 
@@ -343,7 +349,7 @@ def _train(run, fp: str, force: bool, stop_after_steps: int | None) -> dict | No
     write_json(model_dir / FINAL_METRICS_FILE, final)
     plot_training(records, model_dir / "accuracy")
     return {"steps": prog.step, "minutes": final["minutes"], "stopped_early": prog.stopped_early, "stop_split": STOP_SPLIT,
-            **{f"{s}_acc": final["accuracy"][s] for s in SPLITS}, "majority_rate": final["majority_rate"]}
+            **{f"{s}_acc": final["accuracy"][s] for s in SPLITS}, "majority_rate": final["majority_rate"], **source_info(run)}
 
 
 def _final_metrics(model, tensors, ds, records, prog: _Progress, tc: TrainConfig, device: str) -> dict:

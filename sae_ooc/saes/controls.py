@@ -12,11 +12,12 @@ from pathlib import Path
 
 import torch
 
-from sae_ooc.models.hooked import CONFIG_FILE, MODEL_FILE, build_model, load_model
+from sae_ooc.models.hooked import CONFIG_FILE, MODEL_FILE, load_model
+from sae_ooc.models.source import random_model
 from sae_ooc.saes.prefixes import PositionSlice
 from sae_ooc.tasks.data import load_task
 
-RANDOM_SEED0 = 10_000  # random-model control i is build_model(seed=RANDOM_SEED0 + i): far from any training seed
+RANDOM_SEED0 = 10_000  # random-model control i is random_model(seed=RANDOM_SEED0 + i): far from any training seed
 STEP0 = Path("checkpoints") / "step_0"  # under RUN/model
 
 # {hook: {position index: (activations at the selection prefixes, at the held-out prefixes)}}
@@ -27,7 +28,7 @@ def control_models(run, n_random: int) -> dict[str, list]:
     """{"random_model": n_random untrained models of the run's architecture, "step0": [the step-0 checkpoint] or []}."""
     _, vocab = load_task(run.data_dir)
     seeds = [RANDOM_SEED0 + i for i in range(n_random)]
-    out = {"random_model": [build_model(run.cfg.model, vocab, seed=s, device=run.device).eval() for s in seeds], "step0": []}
+    out = {"random_model": [random_model(run, vocab, seed=s, device=run.device).eval() for s in seeds], "step0": []}
     step0 = run.model_dir / STEP0
     if (step0 / MODEL_FILE).is_file() and (step0 / CONFIG_FILE).is_file():
         out["step0"] = [load_model(step0, device=run.device)]

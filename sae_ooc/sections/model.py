@@ -13,6 +13,28 @@ TASK_FAMILIES = ("twohop", "reversal")
 # the splits every task family writes (sae_ooc.tasks.data.SPLITS)
 TASK_SPLITS = ("train", "valid_id", "test_id", "test_ood", "atomic_test")
 TASK_RENDERS = ("toy", "natural")  # one token per entity/relation | natural-language documents (sae_ooc/tasks/natural)
+# where the model comes from: trained from scratch, or a local Hugging Face checkpoint fine-tuned here
+MODEL_SOURCES = ("scratch", "pretrained")
+# TransformerLens model names (org prefix dropped, lower case) -> the Hugging Face architecture sae_ooc loads for
+# them (models/pretrained.py SUPPORTED); the checkpoint at model.path must have that architecture
+PRETRAINED_FAMILIES = (("gpt2", "GPT2LMHeadModel"), ("distilgpt2", "GPT2LMHeadModel"), ("pythia", "GPTNeoXForCausalLM"))
+# ModelConfig fields that describe a scratch model's architecture; a pretrained source reads them from the checkpoint
+ARCHITECTURE_FIELDS = ("n_layers", "d_model", "n_heads", "d_mlp", "act_fn", "normalization_type", "positional_embeddings",
+                       "weight_sharing")
+TRAINABLE = ("all", "mlp")
+
+
+def pretrained_architecture(name: str) -> str | None:
+    """The Hugging Face architecture of a TransformerLens model name (gpt2, gpt2-medium, pythia-70m,
+    EleutherAI/pythia-160m-deduped, ...), None for a name of a family sae_ooc cannot load."""
+    base = name.strip().lower().rsplit("/", 1)[-1]
+    return next((arch for prefix, arch in PRETRAINED_FAMILIES if base.startswith(prefix)), None)
+
+
+def hub_id(name: str) -> str:
+    """The Hugging Face hub id to download a TransformerLens model name from (pythia-70m -> EleutherAI/pythia-70m)."""
+    name = name.strip()
+    return name if "/" in name or not name.lower().startswith("pythia") else f"EleutherAI/{name}"
 
 
 @dataclass
@@ -51,6 +73,19 @@ class TaskConfig:
 
 @dataclass
 class ModelConfig:
+    # "scratch": the architecture below, randomly initialised (seed train.seed) and trained on the task.
+    # "pretrained": the Hugging Face checkpoint in `path` (GPT-2 or GPT-NeoX/Pythia), loaded through TransformerLens
+    # (same hook names) and fine-tuned; its architecture (layers, widths, activation, normalisation, positional
+    # embeddings, context, vocabulary) is read from the checkpoint, so the ARCHITECTURE_FIELDS below must keep their
+    # defaults (a changed one is an error, not silently ignored)
+    source: str = "scratch"
+    # pretrained only: the TransformerLens model name (gpt2, gpt2-medium, distilgpt2, pythia-70m, EleutherAI/pythia-160m, ...);
+    # names the model and fixes the architecture the checkpoint must have
+    name: str = ""
+    # pretrained only: the local checkpoint directory (config.json + model.safetensors or pytorch_model.bin, and its
+    # tokenizer files), e.g. from `huggingface-cli download gpt2 --local-dir models/gpt2`. A relative path is relative
+    # to the directory sae-ooc runs in (like --run and --config): run the commands from the project root
+    path: str = ""
     n_layers: int = 4
     d_model: int = 64
     n_heads: int = 4
@@ -73,6 +108,25 @@ class ModelConfig:
         )
         _check(self.act_fn in ("gelu", "relu", "silu", "gelu_new"), where, "model.act_fn", "must be one of gelu, relu, silu, gelu_new")
         _check(self.normalization_type in ("LN", "LNPre", "RMS", "RMSPre"), where, "model.normalization_type", "must be one of LN, LNPre, RMS, RMSPre")
+        _check(self.source in MODEL_SOURCES, where, "model.source", f"must be one of {', '.join(MODEL_SOURCES)}")
+        if self.source == "scratch":
+            _check(not self.path, where, "model.path", "is only read with model.source: pretrained; set model.source: pretrained "
+                   "to fine-tune that checkpoint, or remove model.path")
+            _check(not self.name, where, "model.name", "is only read with model.source: pretrained; set model.source: pretrained "
+                   "(and model.path), or remove model.name")
+            return
+        _check(bool(self.name.strip()), where, "model.name", "model.source: pretrained needs the TransformerLens model name, "
+               "e.g. gpt2 or pythia-70m")
+        _check(pretrained_architecture(self.name) is not None, where, "model.name",
+               f"{self.name!r} is not a model sae_ooc can load; use a GPT-2 (gpt2, gpt2-medium, distilgpt2, ...) or "
+               f"Pythia (pythia-70m, EleutherAI/pythia-160m, ...) name")
+        local = f"models/{self.name.strip().rsplit('/', 1)[-1]}"
+        _check(bool(self.path.strip()), where, "model.path", "model.source: pretrained needs the local checkpoint directory: "
+               f"download it (`huggingface-cli download {hub_id(self.name)} --local-dir {local}` on a machine with network) "
+               f"and set model.path: {local}")
+        changed = [k for k in ARCHITECTURE_FIELDS if getattr(self, k) != getattr(ModelConfig, k)]
+        _check(not changed, where, f"model.{changed[0] if changed else ''}",
+               f"the architecture of a pretrained model is read from its checkpoint; remove {', '.join('model.' + k for k in changed)}")
 
 
 @dataclass
@@ -92,10 +146,14 @@ class TrainConfig:
     stop_at_valid_id: float = 0.92  # stop early once valid_id (never test_id) accuracy reaches this (0 = never)
     stop_at_atomic: float = 0.99  # ... and atomic_test accuracy reaches this
     threads: int = 1  # torch threads (0 = torch's default); 2 threads are ~40% faster on an idle 2-core machine but ~40x slower when anything else runs
+    # which parameters are trained: "all", or "mlp" (every other weight frozen: embeddings, attention, layer norms and
+    # unembedding keep their initial or pretrained values; only the MLP weights and biases get gradients and AdamW state)
+    trainable: str = "all"
     seed: int = 0
 
     def validate(self, where: str) -> None:
         _check(self.steps >= 1, where, "train.steps", "must be at least 1")
+        _check(self.trainable in TRAINABLE, where, "train.trainable", f"must be one of {', '.join(TRAINABLE)}")
         _check(self.lr > 0, where, "train.lr", "must be > 0")
         _check(self.lr_schedule in ("constant", "cosine", "linear"), where, "train.lr_schedule", "must be one of constant, cosine, linear")
         _check(self.warmup_steps >= 0, where, "train.warmup_steps", "must be >= 0")
@@ -106,3 +164,18 @@ class TrainConfig:
         _check(0 <= self.stop_at_valid_id <= 1, where, "train.stop_at_valid_id", "must be in [0, 1]")
         _check(0 <= self.stop_at_atomic <= 1, where, "train.stop_at_atomic", "must be in [0, 1]")
         _check(self.threads >= 0, where, "train.threads", "must be >= 0 (0 = torch's default)")
+
+
+def check_model_source(task, model: ModelConfig, where: str) -> None:
+    """Across sections: a pretrained model reads its checkpoint's token ids, so a natural-language task must be
+    tokenized by that checkpoint's tokenizer (task.natural.tokenizer: pretrained), which only a pretrained source has."""
+    natural = getattr(task, "natural", None)
+    if getattr(task, "render", "toy") != "natural" or natural is None:
+        return  # the toy task's token ids are its own symbols (a pretrained model reuses its first embedding rows for them)
+    tokenizer = getattr(natural, "tokenizer", None)
+    if model.source == "pretrained":
+        _check(tokenizer == "pretrained", where, "task.natural.tokenizer",
+               "must be pretrained with model.source: pretrained (the model reads its checkpoint's token ids)")
+    else:
+        _check(tokenizer != "pretrained", where, "task.natural.tokenizer",
+               "pretrained reads model.path's tokenizer, which needs model.source: pretrained; use bpe for a scratch model")

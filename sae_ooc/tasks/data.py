@@ -334,7 +334,7 @@ def run_data(run, force: bool = False) -> dict:
     """Stage `data`: generate the task into RUN/data (a DatasetDict + vocab.json + layout.json; natural: + tokenizer.json)."""
     ds, vocab = generate(run.cfg.task)
     if run.cfg.task.render == "natural":
-        ds, vocab, layout, tok = render_natural(run.cfg.task, ds, FEATURES, getattr(run.cfg.model, "path", None))
+        ds, vocab, layout, tok = render_natural(run.cfg.task, ds, FEATURES, run.cfg.model.path or None)
         save_task(ds, vocab, run.data_dir, layout, {TOKENIZER_FILE: lambda path: tok.tokenizer.save(str(path))})
     else:
         save_task(ds, vocab, run.data_dir, TOY_LAYOUT)

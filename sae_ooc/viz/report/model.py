@@ -30,13 +30,12 @@ def train_section(doc: Doc) -> None:
     if fm is None:
         doc.add("Not run yet: `sae-ooc train`.", "")
         return
-    m, tc = run.cfg.model, run.cfg.train
+    tc = run.cfg.train
     acc, maj = fm["accuracy"], fm["majority_rate"]
     stop = fm.get("stop_split", "valid_id")
     sizes = (run.stage_record("data") or {}).get("info", {}).get("sizes", {})
     doc.add(
-        f"A {m.n_layers}-layer HookedTransformer (d_model {m.d_model}, {m.n_heads} heads, d_mlp {m.d_mlp}) trained from scratch "
-        f"for {fm['steps']} steps in {fm['minutes']:.2f} minutes (on the machine that made this report)"
+        f"{_model_description(run)} for {fm['steps']} steps in {fm['minutes']:.2f} minutes (on the machine that made this report)"
         + (f", stopped early once {stop} ≥ {tc.stop_at_valid_id} and atomic_test ≥ {tc.stop_at_atomic}" if fm.get("stopped_early") else "")
         + ". Accuracy on every example of each split (the saved model, reloaded, gives the same numbers); "
         f"{stop} chose when to stop, so its number is in-sample; test_id played no part in any choice:", "",
@@ -58,3 +57,15 @@ def train_section(doc: Doc) -> None:
             f"{f3(maj['test_id'])}; test_ood (a held-out atomic fact, the control no model can answer) {f3(acc['test_ood'])}.", "",
             "![accuracy](accuracy.png)", "", f"Reproduce: {doc.cmd('train')}", "")
     doc.figure(run.model_dir / "accuracy.png", run.model_dir / "accuracy.svg")
+
+
+def _model_description(run) -> str:
+    """What was trained, from the model the train stage saved (a pretrained source's architecture is its checkpoint's)."""
+    m, tc = run.cfg.model, run.cfg.train
+    which = " (MLP weights only; every other weight frozen)" if tc.trainable == "mlp" else ""
+    if m.source == "scratch":
+        return f"A {m.n_layers}-layer HookedTransformer (d_model {m.d_model}, {m.n_heads} heads, d_mlp {m.d_mlp}) trained from scratch{which}"
+    kw = load(run.model_dir / "config.json") or {}
+    return (f"The pretrained {m.name} ({kw.get('original_architecture', '?')}: {kw.get('n_layers', '?')} layers, d_model "
+            f"{kw.get('d_model', '?')}, {kw.get('n_heads', '?')} heads, d_mlp {kw.get('d_mlp', '?')}; checkpoint `{m.path}`) "
+            f"fine-tuned{which or ' (all weights)'}")
