@@ -29,9 +29,11 @@ class Ablation(NodeValues):
 
 
 def task_prompts(ds) -> torch.Tensor:
-    """The two-hop prompts of train (of every split if train has none): the task distribution."""
+    """The two-hop prompts of train (of every split if train has none): the task distribution. A multi-token answer's
+    tokens but its last follow the prompt, as in the pairs (node positions cover them)."""
     for splits in (("train",), ("train", "test_id", "test_ood")):
-        rows = [ids for s in splits for ids, hop in zip(ds[s]["input_ids"], ds[s]["hop"]) if hop == 2]
+        rows = [list(ids) + list(ans[:-1]) for s in splits
+                for ids, ans, hop in zip(ds[s]["input_ids"], ds[s]["answer_ids"], ds[s]["hop"]) if hop == 2]
         if rows:
             return torch.tensor(rows, dtype=torch.long)
     raise UserError("the task has no two-hop prompts to ablate with; regenerate the data with task.phi > 0")

@@ -38,6 +38,9 @@ class Pairs:
     answer_corrupt: torch.Tensor
     bridge: torch.Tensor
     bridge_corrupt: torch.Tensor
+    head: torch.Tensor  # [n] the clean prompt's head entity (planted; the toy's first token)
+    r1: torch.Tensor  # [n] its relations (planted ids; the toy's second and third tokens)
+    r2: torch.Tensor
     answer_ids: torch.Tensor  # [n, A] t2's tokens (the toy task: [t2])
     answer_corrupt_ids: torch.Tensor  # [n, A] t2''s tokens
     cont_is_answer: torch.Tensor  # [n] bool: the answer tokens that follow the prompts in this row are t2's (else t2''s)
@@ -72,17 +75,21 @@ class Pairs:
         would bring the very activations the circuit was chosen on. About `heldout_fraction` of the pairs are held out
         (at least one pair each way when there are two head entities or more); the draw depends only on `seed` and the
         pairs' head entities."""
-        return split_indices(len(self), heldout_fraction, seed, groups=self.clean[:, 0])
+        return split_indices(len(self), heldout_fraction, seed, groups=self.head)
 
     def relations(self) -> list[tuple[int, int]]:
         """(r1, r2) of each clean prompt."""
-        return [tuple(r) for r in self.clean[:, 1:3].tolist()]
+        return list(zip(self.r1.tolist(), self.r2.tolist()))
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         return {f"pairs.{f.name}": getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor]) -> Pairs:
+        missing = [f.name for f in fields(cls) if f"pairs.{f.name}" not in t]
+        if missing:
+            raise UserError(f"saved prompt pairs lack {', '.join(missing)} (written by an older version); rerun "
+                            "`sae-ooc attribute --force` (and the stages after it)")
         return cls(**{f.name: t[f"pairs.{f.name}"] for f in fields(cls)})
 
     def metric(self, logits: torch.Tensor, kind: str, corrupt: bool = False) -> torch.Tensor:
@@ -197,7 +204,7 @@ def _build(chosen: list[tuple], vocab, first_token: bool = False) -> Pairs:
     return Pairs(
         clean=clean, corrupt=corrupt, answer_pos=torch.full((len(rows),), vocab.layout.answer_pos, dtype=torch.long),
         answer=c[rows, 4], answer_corrupt=c[rows, 7], bridge=c[rows, 3], bridge_corrupt=c[rows, 6],
-        answer_ids=ans[rows], answer_corrupt_ids=ans2[rows], cont_is_answer=cont_is_answer,
+        head=c[rows, 0], r1=c[rows, 1], r2=c[rows, 2], answer_ids=ans[rows], answer_corrupt_ids=ans2[rows], cont_is_answer=cont_is_answer,
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sae_ooc.activations.cache import ROLES, ActivationCache
+from sae_ooc.activations.cache import ActivationCache
 from sae_ooc.saes.reconstruction import feature_acts
 
 N_BINS = 24
@@ -74,7 +74,7 @@ def collect(sae, cache: ActivationCache, hook: str, first: torch.Tensor, held: t
     F = int(sae.cfg.d_sae)
     n = cache.n_tokens
     pos = cache.tokens()["pos"].long()
-    P = len(ROLES)
+    P = max(len(cache.roles), int(pos.max()) + 1 if n else 0)  # every position a cached token has
     batch = max(1, min(n, batch_elems // F))
     count = torch.zeros(F, dtype=torch.long)
     total = torch.zeros(F, dtype=torch.float64)

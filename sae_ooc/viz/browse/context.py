@@ -7,6 +7,8 @@ Everything here is small (per prompt or per labelled feature); per-feature activ
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,10 +34,10 @@ CIRCUITS = (("circuit", "the aggregate feature circuit", ("export", "circuit_ful
 class Prompts:
     """Per cache row: its prompt (token ids, -1 past its end), the true answer, and the model's answer to the prompt."""
 
-    tokens: torch.Tensor  # [n_tokens, 3]
+    tokens: torch.Tensor  # [n_tokens, W] (W: the longest prompt)
     pos: torch.Tensor  # [n_tokens]
     split: torch.Tensor  # [n_tokens] split code
-    answer: torch.Tensor  # [n_tokens]
+    answer: torch.Tensor  # [n_tokens] the true answer's (first) token
     model_answer: torch.Tensor  # [n_tokens]
     model_prob: torch.Tensor  # [n_tokens]
 
@@ -60,12 +62,31 @@ class Context:
     members: dict = field(default_factory=dict)  # (hook, feature) -> [variable node id, ...]
     alignment: dict = field(default_factory=dict)  # hook -> feature -> [eval-sae's values it detects best, ...]
     appearances: dict = field(default_factory=dict)  # (hook, feature) -> [{circuit, id, role, effect, rank, drawn}, ...]
+    positions: tuple = ROLES  # the name of each token position (the cache's: the task layout's roles, or pos<p>)
 
 
 @torch.no_grad()
+def row_prompts(tok: dict) -> torch.Tensor:
+    """Per cache row: the whole prompt it is a token of, [n_tokens, W] (-1 past its end). A prompt's rows are consecutive
+    in the cache, in position order, and its last is the one `is_answer_pos` marks."""
+    pos, token = tok["pos"].long(), tok["token"].long()
+    n = len(pos)
+    if n == 0:
+        return torch.zeros(0, len(ROLES), dtype=torch.long)
+    start = torch.arange(n) - pos
+    last = torch.nonzero(tok["is_answer_pos"] == 1).squeeze(1)
+    length = torch.zeros(n, dtype=torch.long)
+    length[start[last]] = pos[last] + 1
+    length = length[start]  # every row: its prompt's length
+    W = max(int(length.max()), len(ROLES))
+    j = torch.arange(W)
+    idx = (start[:, None] + j).clamp(max=n - 1)
+    return torch.where(j[None, :] < length[:, None], token[idx], -1)
+
+
 def model_answers(model, tok: dict, pad_id: int, batch: int = 4096) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per cache row: its prompt [n, 3] (-1 past the end) and the model's top answer to it and that answer's probability."""
-    prompt = torch.stack([tok[r].long() for r in ROLES], 1)
+    """Per cache row: its prompt [n, W] (-1 past the end) and the model's top answer to it and that answer's probability."""
+    prompt = row_prompts(tok)
     uniq, inv = torch.unique(prompt, dim=0, return_inverse=True)
     last = (uniq >= 0).sum(1) - 1
     ans, prob = torch.empty(len(uniq), dtype=torch.long), torch.empty(len(uniq))
@@ -104,8 +125,9 @@ def node_effects(path: Path) -> tuple[dict, dict]:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
+            meta = {**meta, **json.loads(meta.get("sae_ooc") or "{}")}  # method, metric, positions, ...
             return {k.removeprefix("effects."): f.get_tensor(k) for k in f.keys() if k.startswith("effects.")}, meta
-    except (OSError, SafetensorError):
+    except (OSError, SafetensorError, ValueError):
         return {}, {}
 
 
@@ -146,7 +168,7 @@ def load_context(run, hooks: list[str], seed: int = 0) -> Context:
     key = torch.rand(cache.n_tokens, generator=torch.Generator().manual_seed(seed))
     model = load_model(run.model_dir, device=run.device)
     prompt, ans, prob = model_answers(model, tok, vocab.pad_id)
-    prompts = Prompts(prompt, tok["pos"].long(), tok["split"].long(), tok["answer"].long(), ans, prob)
+    prompts = Prompts(prompt, tok["pos"].long(), tok["split"].long(), first_tokens(vocab, tok["answer"].long()), ans, prob)
     uniq = torch.unique(prompt, dim=0)
     scale = final_scale(model, torch.where(uniq >= 0, uniq, vocab.pad_id))
     eval_metrics = {h: _read_json(eval_metrics_path(run.sae_eval_dir, h)) or {} for h in hooks}
@@ -159,4 +181,13 @@ def load_context(run, hooks: list[str], seed: int = 0) -> Context:
     codes = {int(v): k for k, v in (cache.manifest.get("split_codes") or {}).items()}
     return Context(vocab, cache, hooks, prompts, codes, first, held, key, model, scale, load_feature_labels(run.sae_eval_dir),
                    eval_metrics, effects, meta, circuits, variable_members(run, circuits.get("variable_circuit")),
-                   {h: alignment_by_feature(m) for h, m in eval_metrics.items()}, appearances(circuits))
+                   {h: alignment_by_feature(m) for h, m in eval_metrics.items()}, appearances(circuits),
+                   tuple(cache.position_name(p) for p in range(prompt.shape[1])))
+
+
+def first_tokens(vocab, entities: torch.Tensor) -> torch.Tensor:
+    """The first token of each entity's name (-1 stays -1); the toy's entities are their tokens."""
+    if vocab.layout.render == "toy":
+        return entities
+    first = {e: vocab.answer_token_ids(e)[0] for e in torch.unique(entities).tolist() if e >= 0}
+    return torch.tensor([first.get(e, -1) for e in entities.tolist()], dtype=torch.long)

@@ -26,12 +26,13 @@ def _options(values, all_text: str = "all") -> str:
     return f'<option value="">{all_text}</option>' + "".join(f'<option value="{esc(v)}">{esc(t)}</option>' for v, t in values)
 
 
-def index_html(title: str, up: str, hooks: list[str], chunks: list[str], summary: str, selected: str | None = None) -> str:
+def index_html(title: str, up: str, hooks: list[str], chunks: list[str], summary: str, selected: str | None = None,
+               positions=ROLES) -> str:
     """The table over `hooks` (rows loaded from `chunks`, paths from the site's root); `up`: the way to the root."""
     hook_opts = _options([(h, h) for h in hooks]).replace(f'value="{esc(selected)}"', f'value="{esc(selected)}" selected') if selected else _options([(h, h) for h in hooks])
     var_opts = _options([("*", "any label"), ("-", "no label")] + [(v, v) for v in VARIABLES])
     filters = (f'<div id="filters"><label>hook <select id="f-hook">{hook_opts}</select></label>'
-               f'<label>position <select id="f-pos">{_options([(r, r) for r in ROLES])}</select></label>'
+               f'<label>position <select id="f-pos">{_options([(r, r) for r in positions])}</select></label>'
                f'<label>variable <select id="f-var">{var_opts}</select></label>'
                '<label>label contains <input id="f-label" size="12"></label>'
                '<label>state <select id="f-state"><option value="">all</option><option value="alive">not dead</option>'

@@ -64,9 +64,9 @@ def feature_record(ctx: Context, hook: str, st: HookStats, j: int, feature: int,
     the rows of its examples' prompts."""
     n, c = st.n_tokens, int(st.count[j])
     total = float(st.total[j])
-    by_pos = [{"position": ROLES[q], "n_tokens": int(st.pos_n[q]), "frac_nonzero": _r(int(st.pos_count[q, j]) / max(int(st.pos_n[q]), 1)),
+    by_pos = [{"position": ctx.positions[q], "n_tokens": int(st.pos_n[q]), "frac_nonzero": _r(int(st.pos_count[q, j]) / max(int(st.pos_n[q]), 1)),
                "mean_activation": _r(float(st.pos_total[q, j]) / int(st.pos_count[q, j])) if st.pos_count[q, j] > 0 else None}
-              for q in range(len(ROLES))]
+              for q in range(len(st.pos_n))]
     width = float(st.held_max[j]) / N_BINS
     hist = {"n_prefixes": st.held_n, "n_active": int(st.held_count[j]), "max": _r(st.held_max[j]),
             "bar_heights": [int(h) for h in st.hist[j].tolist()], "bar_values": [_r((i + 0.5) * width, 4) for i in range(N_BINS)],
@@ -74,7 +74,9 @@ def feature_record(ctx: Context, hook: str, st: HookStats, j: int, feature: int,
     top, sample = example_rows(st, j)
     labels = [{**lab, "text": label_text(lab)} for lab in ctx.labels.get(hook, {}).get(feature, [])]
     eff = ctx.effects.get(hook)
-    effects = None if eff is None or feature >= eff.shape[1] - 1 else [{"position": ROLES[q], "effect": _r(eff[q, feature])} for q in range(eff.shape[0])]
+    effect_positions = list((ctx.effects_meta or {}).get("positions") or ROLES)
+    effects = None if eff is None or feature >= eff.shape[1] - 1 else [{"position": effect_positions[q], "effect": _r(eff[q, feature])}
+                                                                          for q in range(eff.shape[0])]
     return {
         "hook": hook, "feature": feature, "n_tokens": n, "n_active": c, "frac_nonzero": _r(c / max(n, 1)),
         "mean_activation": _r(total / c) if c else 0.0, "mean_activation_all_tokens": _r(total / max(n, 1)), "max_activation": _r(st.max[j]),

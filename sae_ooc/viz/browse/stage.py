@@ -59,7 +59,8 @@ def write_hook(ctx: Context, sae, hook: str, site: Path, dense_threshold: float,
     F = int(sae.cfg.d_sae)
     st_all = collect(sae, ctx.cache, hook, ctx.first, ctx.held, ctx.key)
     W_dec = sae.W_dec.detach().float()
-    names = ctx.vocab.names[: ctx.vocab.pad_id]  # logit effects on real tokens only
+    # logit effects on real tokens only (the toy's pad is its last token; a tokenizer's pad is also its BOS/EOS token)
+    names = ctx.vocab.names[: ctx.vocab.pad_id] if ctx.vocab.pad_id == len(ctx.vocab.names) - 1 else ctx.vocab.names
     n_prompts = int(torch.unique(ctx.prompts.tokens, dim=0).shape[0])
     layer = int(hook.split(".")[1]) if hook.startswith("blocks.") else 0
     chunks, n_dead, n_dense, n_lab = [], 0, 0, 0
@@ -93,7 +94,7 @@ def write_hook(ctx: Context, sae, hook: str, site: Path, dense_threshold: float,
     summary = {"hook": hook, "d_sae": F, "n_dead": n_dead, "n_dense": n_dense, "n_labelled": n_lab, "explained_variance": ev,
                "mean_density": float(st_all.count.double().mean()) / max(st_all.n_tokens, 1), "most_active": int(st_all.count.argmax())}
     write_text(site / hook / "index.html", index.index_html(f"{hook}: {F} SAE features", "../", [hook], chunks,
-                                                             index.hooks_table([summary], "../")))
+                                                             index.hooks_table([summary], "../"), positions=ctx.vocab.layout.position_names))
     return {"summary": summary, "chunks": chunks}
 
 
@@ -138,7 +139,8 @@ def build_site(run, out: Path, hooks: list[str] | None = None, shot: bool = True
         front = index.hooks_table(summaries) + "".join(f'<p><a href="{paths.CIRCUITS}/{n}.html">{render.esc(render.CIRCUIT_TITLES[n])}</a></p>'
                                                         for n in sorted(circuits))
         write_text(site / "index.html", index.index_html(f"sae_ooc feature browser: {run.cfg.name}", "", list(saes),
-                                                          [c for p in per_hook for c in p["chunks"]], front))
+                                                          [c for p in per_hook for c in p["chunks"]], front,
+                                                          positions=ctx.vocab.layout.position_names))
         info = {"run": str(run.root), "hooks": summaries, "circuits": sorted(circuits), "n_features": total,
                 "n_tokens": ctx.cache.n_tokens, "n_heldout_prefixes": len(ctx.held), "attribution": bool(ctx.effects)}
         if shot:
