@@ -79,7 +79,7 @@ def run_eval_sae(run, force: bool = False) -> dict:
         for h, sae in saes.items():
             bar.set_description(f"eval-sae: {h}")
             with torch_threads(run.cfg.sae.threads):
-                res = evaluate_sae(sae, cache, h, heldout, slices, ecfg, task, vocab.names, controls, bar)
+                res = evaluate_sae(sae, cache, h, heldout, slices, ecfg, task, vocab.planted_names, controls, bar)
             trained = _train_metrics(run.saes_dir, h)
             metrics = {"hook_name": h, "architecture": trained.get("architecture", sae.cfg.architecture()),
                        "inference_architecture": sae.cfg.architecture(), "d_in": int(sae.cfg.d_in), "d_sae": int(sae.cfg.d_sae), **res}

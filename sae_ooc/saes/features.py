@@ -66,8 +66,8 @@ class Examples:
 
     tokens: torch.Tensor  # [N, W]
     lengths: torch.Tensor  # [N]
-    answer: torch.Tensor  # [N]
-    bridge: torch.Tensor  # [N]
+    answer: torch.Tensor  # [N] the answer (the first token of its name in a natural-language task)
+    bridge: torch.Tensor  # [N] the bridge, -1 for none (likewise)
     split: torch.Tensor  # [N], index into SPLITS
 
     @classmethod
@@ -80,6 +80,9 @@ class Examples:
                     seen.add(tuple(ids))
                     rows.append((list(ids), len(ids), a, b, s))
         ids, lengths, answer, bridge, split = zip(*rows) if rows else ((),) * 5
+        if vocab.layout.render != "toy":  # what the model's logits are read against: the names' first tokens
+            answer = [vocab.answer_token_ids(a)[0] for a in answer]
+            bridge = [vocab.answer_token_ids(b)[0] if b >= 0 else -1 for b in bridge]
         W = max([vocab.layout.n_pos] + [len(r) for r in ids])
         tokens = torch.tensor([r + [vocab.pad_id] * (W - len(r)) for r in ids], dtype=torch.long).reshape(-1, W)
         return cls(tokens, *(torch.tensor(c, dtype=torch.long) for c in (lengths, answer, bridge, split)))
@@ -156,15 +159,27 @@ def to_residual(model, hook: str, directions: torch.Tensor) -> torch.Tensor | No
 
 
 @torch.no_grad()
-def promoted_tokens(sp, hook: str, feats: list[int], n_entities: int, k: int = PROMOTED_TOKENS,
+def promoted_tokens(sp, hook: str, feats: list[int], entities: int | list[int], k: int = PROMOTED_TOKENS,
                     scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(entity ids [F, k], logit contribution per unit activation [F, k]) along the direct path; [F, 0]
-    where the hook has no linear route to the logits."""
+    """(entity token ids [F, k], logit contribution per unit activation [F, k]) along the direct path; [F, 0]
+    where the hook has no linear route to the logits. `entities`: the answer tokens to rank (an int E: tokens
+    0..E-1, the toy's entities; a natural-language task: its names' first tokens, `entity_tokens(vocab)`)."""
     logits = direct_logits(sp.base, hook, sp.saes[hook].W_dec[feats].float(), scale) if feats else None
     if logits is None:
         return torch.zeros(len(feats), 0, dtype=torch.long), torch.zeros(len(feats), 0)
-    v, i = logits[:, :n_entities].topk(min(k, n_entities), dim=-1)
-    return i.cpu(), v.float().cpu()
+    if isinstance(entities, int):
+        v, i = logits[:, :entities].topk(min(k, entities), dim=-1)
+        return i.cpu(), v.float().cpu()
+    cand = torch.tensor(entities, dtype=torch.long, device=logits.device)
+    v, i = logits[:, cand].topk(min(k, len(cand)), dim=-1)
+    return cand[i].cpu(), v.float().cpu()
+
+
+def entity_tokens(vocab) -> int | list[int]:
+    """What `promoted_tokens` ranks: the toy's entities are tokens 0..E-1; a natural task's, its names' first tokens."""
+    if vocab.layout.render == "toy":
+        return vocab.n_entities
+    return sorted({vocab.answer_token_ids(e)[0] for e in range(vocab.n_entities)})
 
 
 @torch.no_grad()
@@ -197,7 +212,7 @@ class FeatureStats:
     FIELDS = ("feats", "top_val", "top_idx", "prom_ids", "prom_val")
 
     @classmethod
-    def compute(cls, sp, examples: Examples, wanted: dict[str, list[int]], n_entities: int, k: int = DESCRIBE_EXAMPLES,
+    def compute(cls, sp, examples: Examples, wanted: dict[str, list[int]], n_entities: int | list[int], k: int = DESCRIBE_EXAMPLES,
                 k_tokens: int = PROMOTED_TOKENS) -> "FeatureStats":
         wanted = {h: f for h, f in wanted.items() if f}
         tops = top_activations(sp, examples.tokens, examples.lengths, wanted, k)
@@ -257,7 +272,7 @@ def describe_features(sp, ds, vocab, sae_eval_dir, wanted: dict[str, list[int]],
     """{(hook, feature): {label, labels, description, top_activations, promoted}}; labels from `sae_eval_dir` (RUN/sae_eval)."""
     wanted = {h: sorted(set(f)) for h, f in wanted.items() if f}
     examples = Examples.from_dataset(ds, vocab)
-    stats = FeatureStats.compute(sp, examples, wanted, vocab.n_entities, max(k_examples, DESCRIBE_EXAMPLES), k_tokens)
+    stats = FeatureStats.compute(sp, examples, wanted, entity_tokens(vocab), max(k_examples, DESCRIBE_EXAMPLES), k_tokens)
     labels = load_feature_labels(sae_eval_dir)
     return {(h, f): describe(stats, labels, examples, vocab, h, f, k_examples) for h, feats in wanted.items() for f in feats}
 

@@ -57,6 +57,11 @@ class Vocab:
             raise UserError(f"prompt {prompt!r} has {len(ids)} tokens; write 'h r' (atomic) or 'h r1 r2' (two-hop)")
         return ids
 
+    @property
+    def planted_names(self) -> list[str]:
+        """The name of each planted variable value (entities, then relations), by id: the toy's are its tokens."""
+        return self.names
+
     def entity_name(self, e: int) -> str:
         """The name of planted entity `e` (toy: its token)."""
         return self.names[int(e)]

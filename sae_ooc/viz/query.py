@@ -93,7 +93,7 @@ def query(run, prompt: str, target: str | None = None, top: int = 3, n_examples:
         it.update({k: d[k] for k in ("label", "description", "top_activations", "promoted")})
         page = site_page(run.root, it["hook"], it["feature"])  # the feature's page when `sae-ooc browse` has run
         it["page"] = str(page) if page is not None else None
-    return {"prompt": vocab.decode(ids), "roles": [f"{POS}{r}" for r in roles],
+    return {"prompt": vocab.decode(ids), "tokens": [vocab.name(i) for i in ids], "roles": [f"{POS}{r}" for r in roles],
             "truth": ground_truth(examples, vocab, ids, probs), "target": vocab.name(target_id), "target_source": source,
             "target_prob": float(probs[target_id]), "attribution": ATTRIBUTION, "answers": answers, "per_hook": per_hook, "hooks": rows}
 

@@ -25,11 +25,12 @@ from sae_ooc.saes.features import (
     PROMOTED_TOKENS,
     Examples,
     FeatureStats,
+    entity_tokens,
 )
 from sae_ooc.viz.query_index import CACHE_DIR, inputs_key
 
 CACHE_FILE = "features.safetensors"
-FORMAT = 1  # bump when what is cached or how it is computed changes
+FORMAT = 2  # bump when what is cached or how it is computed changes
 
 
 def cache_path(run) -> Path:
@@ -62,7 +63,7 @@ def feature_cache(run, sp, ds, vocab) -> tuple[Examples, FeatureStats]:
         return cached
     print(f"query: describing every SAE feature once for this run (cached in {path})", file=sys.stderr)
     examples = Examples.from_dataset(ds, vocab)
-    stats = FeatureStats.compute(sp, examples, {h: list(range(sp.d_sae[h])) for h in sp.hooks}, vocab.n_entities)
+    stats = FeatureStats.compute(sp, examples, {h: list(range(sp.d_sae[h])) for h in sp.hooks}, entity_tokens(vocab))
     try:
         save_tensors(path, {**examples.tensors(), **stats.tensors()}, metadata={"key": key})
     except OSError as e:

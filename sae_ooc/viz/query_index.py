@@ -108,6 +108,6 @@ def _result(run_root: Path, vocab: Vocab, ids: list[int], t: dict, hooks: list[s
         per_hook.append({"hook": h, "feature_attribution": float(t[f"h{k}.attr_sum"]), "error_attribution": float(t[f"h{k}.err_sum"]),
                          "features": items})
     target = answers[0]
-    return {"prompt": vocab.decode(ids), "roles": [f"{POS}{vocab.layout.role_at(p, len(ids))}" for p in range(len(ids))], "truth": truth,
+    return {"prompt": vocab.decode(ids), "tokens": [vocab.name(i) for i in ids], "roles": [f"{POS}{vocab.layout.role_at(p, len(ids))}" for p in range(len(ids))], "truth": truth,
             "target": target["token"], "target_source": "the model's top answer", "target_prob": target["prob"],
             "attribution": ATTRIBUTION, "answers": answers, "per_hook": per_hook, "from_index": True}

@@ -13,8 +13,11 @@ ATTRIBUTION = "activation x d logit(target) / d activation"
 
 
 def parse_prompt(vocab, prompt: str) -> list[int]:
-    """Token ids of a task-shaped prompt: an entity, then one or two relations."""
+    """Token ids of a task-shaped prompt: an entity, then one or two relations (a natural-language task: any text
+    its tokenizer reads, within the model's context)."""
     ids = vocab.encode(prompt)
+    if vocab.layout.render != "toy":
+        return ids
     E, R = vocab.n_entities, vocab.n_relations
     if len(ids) < 2 or ids[0] >= E or not all(E <= i < E + R for i in ids[1:]):
         raise UserError(f"prompt {prompt!r} is not a task prompt: write an entity then one or two relations, e.g. 'e12 r3' (atomic) "
@@ -23,8 +26,16 @@ def parse_prompt(vocab, prompt: str) -> list[int]:
 
 
 def parse_target(vocab, target: str) -> int:
-    """The token id of --target, which must be an entity: every answer of the task is one."""
+    """The token id of --target, which must be an entity: every answer of the task is one (a natural-language task:
+    the first token of the entity's name, the token the query attributes)."""
     E = vocab.n_entities
+    if vocab.layout.render != "toy":
+        names = [vocab.entity_name(e) for e in range(E)]
+        if target in names:
+            return vocab.answer_token_ids(names.index(target))[0]
+        close = difflib.get_close_matches(target, names, n=3, cutoff=0.4)
+        raise UserError(f"--target {target!r} is not an entity of this task; give one entity's name, e.g. {names[0]!r}"
+                        + (f"; did you mean {', '.join(close)}?" if close else ""))
     entities = vocab.names[:E]
     if target in entities:
         return entities.index(target)
@@ -45,7 +56,7 @@ def _model_view(m: dict) -> str:
 
 def header(res: dict) -> list[str]:
     """Prompt, ground truth beside the model's answers, and what the attribution is of."""
-    toks = res["prompt"].split()
+    toks = res.get("tokens") or res["prompt"].split()
     t = res["truth"]
     if t is None:
         truth = "not a fact of the task: no ground truth"

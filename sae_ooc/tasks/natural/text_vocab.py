@@ -51,6 +51,11 @@ class TextVocab:
     def relation_id(self, r: int) -> int:
         return self.n_entities + r
 
+    @property
+    def planted_names(self) -> list[str]:
+        """The name of each planted variable value by id: entities 0..E-1, then relations (what labels show)."""
+        return list(self.entity_names) + list(self.relation_names)
+
     def entity_name(self, e: int) -> str:
         return self.entity_names[int(e)]
 
