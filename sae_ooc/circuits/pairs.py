@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from sae_ooc.circuits.spliced import task_metric
-from sae_ooc.models.evaluate import answer_scores
+from sae_ooc.models.evaluate import answer_scores, logit_batch
 from sae_ooc.errors import UserError
 
 PAIR_SPLITS = ("train", "valid_id", "test_id", "test_ood")  # the two-hop splits (valid_id: data made since it exists)
@@ -215,6 +215,7 @@ def _correct_mask(model, rows, vocab, device: str, batch: int = 8192) -> np.ndar
     answers = torch.tensor([vocab.answer_token_ids(t) for *_, t in rows], dtype=torch.long).reshape(len(rows), -1)
     tokens = torch.cat([torch.tensor(prompts, dtype=torch.long), answers[:, :-1]], 1)
     pos = torch.full((len(rows),), len(prompts[0]) - 1, dtype=torch.long)
+    batch = logit_batch(batch, tokens.shape[1], model.cfg.d_vocab_out)
     hits = []
     for i in range(0, len(tokens), batch):
         logits = model(tokens[i : i + batch].to(device))

@@ -34,6 +34,14 @@ def answer_scores(logits: torch.Tensor, answer_pos: torch.Tensor, answer_ids: to
     return (lp * valid).sum(-1), hit.all(-1)
 
 
+LOGIT_BUDGET = 1 << 27  # logits held at once (512 MB in float32): a 50k-token vocabulary must not get 8192-row batches
+
+
+def logit_batch(batch_size: int, seq_len: int, d_vocab: int) -> int:
+    """`batch_size`, lowered so that one batch's logits [batch, seq_len, d_vocab] fit LOGIT_BUDGET."""
+    return max(1, min(batch_size, LOGIT_BUDGET // max(seq_len * d_vocab, 1)))
+
+
 def eval_indices(n: int, max_examples: int | None, seed: int = EVAL_SEED) -> torch.Tensor | None:
     """A fixed subsample of a split (None = all of it), independent of the run's seeds."""
     if max_examples is None or max_examples <= 0 or n <= max_examples:
@@ -52,6 +60,7 @@ def evaluate(model, st: SplitTensors, max_examples: int | None = None, batch_siz
     if n == 0:
         return {"acc": float("nan"), "loss": float("nan"), "n": 0}
     device = device or str(next(model.parameters()).device)
+    batch_size = logit_batch(batch_size, st.tokens.shape[1], model.cfg.d_vocab_out)
     was_training = model.training
     model.eval()
     correct, loss_sum = 0, 0.0

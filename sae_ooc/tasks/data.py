@@ -309,7 +309,8 @@ def split_tensors(ds: Dataset, vocab: Vocab) -> SplitTensors:
         answer_ids[i, : len(ans)] = torch.tensor(ans, dtype=torch.long)
     col = {k: torch.tensor(ds[k], dtype=torch.long).reshape(n) for k in ("head", "r1", "r2", "answer")}
     if vocab.layout.render != "toy":  # which prompts are the analysed question about their planted variables
-        col["question"] = torch.tensor([list(ids) == vocab.question_ids(h, r1, None if r2 < 0 else r2)
+        two_hop = "r2" in vocab.layout.roles  # the analysed prompt: the two-hop question, else (reversal) the inverse one
+        col["question"] = torch.tensor([(r2 >= 0) == two_hop and list(ids) == vocab.question_ids(h, r1, r2 if two_hop else None)
                                         for ids, h, r1, r2 in zip(prompts, ds["head"], ds["r1"], ds["r2"])], dtype=torch.long).reshape(n)
     return SplitTensors(
         tokens=tokens,

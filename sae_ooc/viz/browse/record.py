@@ -14,7 +14,7 @@ LOGIT_BINS = 20
 
 
 def _r(x: float, nd: int = 6) -> float:
-    return round(float(x), nd)
+    return round(float(x.detach() if isinstance(x, torch.Tensor) else x), nd)
 
 
 def seq_rows(ctx: Context, row: int) -> list[int]:

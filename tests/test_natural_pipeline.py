@@ -1,0 +1,151 @@
+"""The natural-language task through every stage of the pipeline (a small GPT-2-architecture model and a BPE
+trained here), and the numbers that differ from the toy's checked against independent computations: multi-token
+answers scored by their whole sequence, the pair metric as a log-probability difference of two sequences, the
+roles of harvested tokens, the query's view of a prompt."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from sae_ooc.cli import main
+from sae_ooc.config import load_config
+from sae_ooc.rundir import RunDir
+from sae_ooc.stages import PIPELINE_STAGES
+from sae_ooc.tasks.data import load_task, split_tensors
+
+from conftest import ROOT, TINY
+
+# the natural task at the size of the other tests, with configs/tiny.yaml's model and stage budgets
+SMALL_TASK = {"n_entities": 16, "n_relations": 4, "facts_per_entity": 2, "phi": 1.0}
+
+
+@pytest.fixture(scope="module")
+def natural_run(tmp_path_factory) -> RunDir:
+    from sae_ooc.pipeline import run as run_pipeline
+
+    root = tmp_path_factory.mktemp("natural_pipeline")
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["task"] = {**yaml.safe_load((ROOT / "configs" / "natural_tiny.yaml").read_text())["task"], **SMALL_TASK}
+    cfg["name"] = "natural_test"
+    path = root / "natural.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = RunDir(root / "run", load_config(path))
+    results = run_pipeline(run)
+    assert [r.name for r in results if r.finished] == list(PIPELINE_STAGES)
+    return run
+
+
+def _model(run):
+    from sae_ooc.models.hooked import load_model
+
+    return load_model(run.model_dir)
+
+
+def test_the_model_is_sized_by_the_tokenizer_and_the_layout(natural_run):
+    _, vocab = load_task(natural_run.data_dir)
+    model = _model(natural_run)
+    assert vocab.layout.render == "natural" and vocab.layout.answer_len == 2
+    assert model.cfg.d_vocab == vocab.d_vocab == vocab.tokenizer.get_vocab_size()
+    assert model.cfg.n_ctx == vocab.layout.seq_len
+
+
+@torch.no_grad()
+def test_accuracy_is_greedy_decoding_of_the_whole_answer(natural_run):
+    """The final metrics' accuracy (teacher-forced, every answer token the argmax) equals decoding greedily token by
+    token from the prompt alone, and the loss is the answer's summed negative log-probability."""
+    ds, vocab = load_task(natural_run.data_dir)
+    model = _model(natural_run).eval()
+    fm = json.loads((natural_run.model_dir / "final_metrics.json").read_text())
+    for split in ("test_id", "atomic_test"):
+        hits, nll = 0, 0.0
+        for ids, ans in zip(ds[split]["input_ids"], ds[split]["answer_ids"]):
+            seq = list(ids)
+            for _ in ans:
+                seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
+            hits += seq[len(ids):] == list(ans)
+            logp = torch.log_softmax(model(torch.tensor([list(ids) + list(ans)[:-1]]))[0].double(), -1)
+            nll -= sum(float(logp[len(ids) - 1 + j, t]) for j, t in enumerate(ans))
+        assert fm["accuracy"][split] == pytest.approx(hits / len(ds[split]), abs=1e-9)
+        assert fm["loss"][split] == pytest.approx(nll / len(ds[split]), rel=1e-4)
+
+
+@torch.no_grad()
+def test_the_pair_metric_is_the_log_probability_difference_of_the_two_answers(natural_run):
+    from sae_ooc.circuits.pairs import make_pairs
+
+    ds, vocab = load_task(natural_run.data_dir)
+    model = _model(natural_run).eval()
+    pairs = make_pairs(ds, vocab, "all", 6, seed=0)
+    assert len(pairs) == 12 and pairs.cont_is_answer.tolist() == [True, False] * 6  # two rows a pair
+    m = pairs.metric(model(pairs.clean), "logit_diff")
+    m_corrupt = pairs.metric(model(pairs.corrupt), "logit_diff", corrupt=True)
+
+    def logp(prompt, answer):
+        lp = torch.log_softmax(model(torch.tensor([prompt + answer[:-1]]))[0].double(), -1)
+        return sum(float(lp[len(prompt) - 1 + j, t]) for j, t in enumerate(answer))
+
+    for i in range(0, len(pairs), 2):
+        h, r1, r2 = int(pairs.head[i]), int(pairs.r1[i]), int(pairs.r2[i])
+        x = vocab.question_ids(h, r1, r2)
+        assert pairs.clean[i, : len(x)].tolist() == x
+        t, t2 = vocab.answer_token_ids(int(pairs.answer[i])), vocab.answer_token_ids(int(pairs.answer_corrupt[i]))
+        want = logp(x, t) - logp(x, t2)
+        assert float(m[i] + m[i + 1]) / 2 == pytest.approx(want, rel=1e-4, abs=1e-4)  # the pair's mean over its rows
+        xc = pairs.corrupt[i, : len(x)].tolist()
+        assert float(m_corrupt[i] + m_corrupt[i + 1]) / 2 == pytest.approx(logp(xc, t2) - logp(xc, t), rel=1e-4, abs=1e-4)
+
+
+def test_harvested_roles_are_the_questions_tokens_only(natural_run):
+    """Only tokens of analysed questions carry a role (their layout position); training documents' tokens carry
+    none, and a token's prefix id is shared exactly by the rows with the same token prefix."""
+    from sae_ooc.activations.cache import PREFIX_COLUMN, ActivationCache
+
+    ds, vocab = load_task(natural_run.data_dir)
+    tok = ActivationCache(natural_run.activations_dir).tokens()
+    role, pos = tok["role"].long(), tok["pos"].long()
+    n_questions = sum(h == 2 for s in ds for h in ds[s]["hop"])
+    assert int((role >= 0).sum()) == n_questions * vocab.layout.n_pos
+    assert torch.equal(role[role >= 0], pos[role >= 0])
+    assert int((tok["hop"][role >= 0] == 2).all())
+    prefixes = {}
+    start = 0
+    for i in range(len(pos)):
+        start = i if pos[i] == 0 else start
+        key = tuple(tok["token"][start : i + 1].tolist())
+        assert prefixes.setdefault(key, int(tok[PREFIX_COLUMN][i])) == int(tok[PREFIX_COLUMN][i])
+    assert len(set(prefixes.values())) == len(prefixes)
+
+
+def test_circuit_nodes_are_named_by_the_layout(natural_run):
+    _, vocab = load_task(natural_run.data_dir)
+    full = json.loads((natural_run.circuit_dir / "circuit.json").read_text())
+    assert full["metadata"]["positions"] == list(vocab.layout.node_names)
+    assert "head" in full["metadata"]["positions"] and "answer.1" in full["metadata"]["positions"]
+    assert full["metadata"]["n_heldout_pairs"] > 0
+
+
+def test_eval_sae_labels_name_entities(natural_run):
+    _, vocab = load_task(natural_run.data_dir)
+    names = set(vocab.planted_names)
+    values = [v["value"] for f in natural_run.sae_eval_dir.glob("*/metrics.json")
+              for rec in (json.loads(f.read_text()).get("alignment") or {}).values() for v in rec.get("values") or []]
+    assert values and all(v in names for v in values)
+
+
+def test_query_reads_a_question_by_its_roles(natural_run, capsys):
+    ds, vocab = load_task(natural_run.data_dir)
+    d = ds["test_id"]
+    ids, h, r1, r2 = d["input_ids"][0], d["head"][0], d["r1"][0], d["r2"][0]
+    text = vocab.decode(ids)
+    assert main(["query", "--run", str(natural_run.root), text, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["tokens"] == [vocab.name(i) for i in vocab.question_ids(h, r1, r2)]
+    assert res["roles"] == [f"pos:{r}" for r in vocab.layout.position_names]
+    st = split_tensors(ds["test_id"], vocab)
+    assert res["truth"]["answer"] == vocab.name(vocab.answer_token_ids(d["answer"][0])[0]) == vocab.name(int(st.answer[0]))
+    assert main(["query", "--run", str(natural_run.root), text, "--target", vocab.entity_name(0)]) == 0
+    assert main(["query", "--run", str(natural_run.root), text, "--target", "Nobody Atall"]) == 2
