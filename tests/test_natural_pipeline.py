@@ -31,6 +31,13 @@ def natural_run(tmp_path_factory) -> RunDir:
     cfg = yaml.safe_load(TINY.read_text())
     cfg["task"] = {**yaml.safe_load((ROOT / "configs" / "natural_tiny.yaml").read_text())["task"], **SMALL_TASK}
     cfg["name"] = "natural_test"
+    # budgets that run every stage in seconds; the toy's tests check what these budgets buy
+    cfg["train"].update(steps=100)
+    cfg["analyze"] = {"n_prompts": 24, "noise_samples": 2, "probe_steps": 40}
+    cfg["sae"].update(training_tokens=8192)
+    cfg["sae_eval"].update(probe_steps=40)
+    cfg["circuit"].update(curve_sizes=[0, 2, 5, 20], edge_check=4, edge_counts=[2, 5], edge_extra_ablations=[], random_edge_sets=8,
+                          prune_pairs=4)
     path = root / "natural.yaml"
     path.write_text(yaml.safe_dump(cfg))
     run = RunDir(root / "run", load_config(path))

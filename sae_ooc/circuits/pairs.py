@@ -75,7 +75,12 @@ class Pairs:
         would bring the very activations the circuit was chosen on. About `heldout_fraction` of the pairs are held out
         (at least one pair each way when there are two head entities or more); the draw depends only on `seed` and the
         pairs' head entities."""
-        return split_indices(len(self), heldout_fraction, seed, groups=self.head)
+        sel, held = split_indices(len(self), heldout_fraction, seed, groups=self.head)
+        if len(sel) == 0 or len(held) == 0:
+            raise UserError(f"the {len(self)} attributed pairs share {len(torch.unique(self.head))} head entit(y/ies): too few to "
+                            "choose a circuit on some and score it on others; raise attribution.n_pairs, or set "
+                            "attribution.only_correct=false or attribution.split=all, then rerun `sae-ooc attribute`")
+        return sel, held
 
     def relations(self) -> list[tuple[int, int]]:
         """(r1, r2) of each clean prompt."""
