@@ -227,7 +227,10 @@ def test_a_pretrained_tokenizer_directory(tmp_path):
                      for n in names for _ in range(2)], 2000)
     hf = PreTrainedTokenizerFast(tokenizer_object=bpe.tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
     hf.save_pretrained(str(tmp_path / "ckpt"))
-    cfg = load_config(NATURAL, [*SMALL, "task.natural.tokenizer=pretrained"]).task
+    from dataclasses import replace
+
+    task = load_config(NATURAL, SMALL).task  # (a whole config with tokenizer: pretrained also needs a pretrained model.source)
+    cfg = replace(task, natural=replace(task.natural, tokenizer="pretrained"))
     ds, vocab, layout, tok = render_natural(cfg, generate(cfg)[0], FEATURES, tmp_path / "ckpt")
     assert vocab.source == "pretrained" and vocab.d_vocab == bpe.tokenizer.get_vocab_size()
     assert vocab.bos_id == hf.bos_token_id and layout.n_pos == len(ds["test_id"][0]["input_ids"])
