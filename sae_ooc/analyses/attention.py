@@ -62,12 +62,13 @@ def attention(model, pairs: Pairs, names: list[str], metric: str = "logit_diff",
         m = float(pairs.metric(lg.float().cpu(), metric).mean())
         joint = (m - m_corrupt) / gap if abs(gap) > 1e-9 else None
     ex = list(range(min(n_examples, len(pairs))))
+    A = layout.position_names[ANSWER_POS]  # the answer position's role: r2 in the toy
     return {
         "n_prompts": len(pairs), "roles": roles(layout), "mean_pattern": mean.tolist(),
         "examples": [{"prompt": " ".join(names[int(t)] for t in pairs.clean[i]), "answer": names[int(pairs.answer[i])],
                       "bridge": names[int(pairs.bridge[i])], "pattern": pattern[i].tolist()} for i in ex],
         "metric": metric, "clean": m_clean, "corrupt": m_corrupt, "heads": heads,
         "movers": [h["head"] for h in movers], "movers_joint_recovered": joint,
-        "mover_rule": f"mean attention r2 -> r1 >= {min_attention} and patching the head's output at r2 clean -> corrupted "
+        "mover_rule": f"mean attention {A} -> r1 >= {min_attention} and patching the head's output at {A} clean -> corrupted "
                       f"recovers >= {min_effect} of the {metric} gap",
     }

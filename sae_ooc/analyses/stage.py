@@ -63,7 +63,7 @@ def _logit_lens(c: Context) -> dict:
 
 @ANALYSES.register("patching")
 def _patching(c: Context) -> dict:
-    return patching(c.model, c.sample.pairs, c.cfg.metric, c.cfg.batch_size)
+    return {**patching(c.model, c.sample.pairs, c.cfg.metric, c.cfg.batch_size), "roles": list(c.sample.layout.position_names)}
 
 
 @ANALYSES.register("causal-tracing")

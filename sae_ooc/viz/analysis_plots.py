@@ -9,7 +9,7 @@ import numpy as np
 
 from sae_ooc.viz.plots import plt, save_figure
 
-ROLES = ("head", "r1", "r2")
+ROLES = ("head", "r1", "r2")  # the toy's; a result's own "roles" name its positions
 
 
 def _heat(ax, m, xlabels, ylabels, title, cmap="viridis", vmin=None, vmax=None, fmt="{:.2f}", center=False):
@@ -32,6 +32,7 @@ def _heat(ax, m, xlabels, ylabels, title, cmap="viridis", vmin=None, vmax=None, 
 
 
 def plot_attention(r: dict, stem: Path, name: str) -> list[Path]:
+    roles = tuple(r.get("roles") or ROLES)  # the task layout's position names
     mean, heads = r["mean_pattern"], r["heads"]
     L, H = len(mean), len(mean[0])
     ex = r["examples"]
@@ -42,7 +43,7 @@ def plot_attention(r: dict, stem: Path, name: str) -> list[Path]:
             ax = axes[l][h]
             tag = f"L{l}H{h}"
             info = next(x for x in heads if x["head"] == tag)
-            _heat(ax, mean[l][h], ROLES, ROLES, f"{tag}{' (mover)' if tag in movers else ''}: patch@r2 "
+            _heat(ax, mean[l][h], roles, roles, f"{tag}{' (mover)' if tag in movers else ''}: patch@r2 "
                   f"{info['z_patch_at_r2_recovered']:.2f}", cmap="Blues", vmin=0, vmax=1)
             if tag in movers:
                 for s in ax.spines.values():
@@ -55,7 +56,7 @@ def plot_attention(r: dict, stem: Path, name: str) -> list[Path]:
         # last column: each example prompt's attention from r2, every head of this layer
         rows = [[ex[i]["pattern"][l][h][2][s] for s in range(3)] for i in range(len(ex)) for h in range(H)]
         labels = [f"#{i} H{h}" for i in range(len(ex)) for h in range(H)]
-        _heat(axes[l][H], rows, ROLES, labels, f"L{l}: from r2, example prompts", cmap="Blues", vmin=0, vmax=1)
+        _heat(axes[l][H], rows, roles, labels, f"L{l}: from r2, example prompts", cmap="Blues", vmin=0, vmax=1)
     exs = "; ".join(f"#{i}: {e['prompt']} -> {e['answer']} (bridge {e['bridge']})" for i, e in enumerate(ex))
     fig.suptitle(f"{name}: attention pattern per head, mean over {r['n_prompts']} held-out test_id prompts (destination x source role).\n"
                  f"Red frame: r1 -> r2 mover ({r['mover_rule']}).\nExamples {exs}", fontsize=8)
@@ -64,13 +65,14 @@ def plot_attention(r: dict, stem: Path, name: str) -> list[Path]:
 
 
 def plot_logit_lens(r: dict, stem: Path, name: str) -> list[Path]:
+    roles = tuple(r.get("roles") or ROLES)  # the task layout's position names
     fig, axes = plt.subplots(2, 3, figsize=(11, 6.5))
     states = r["states"]
     for i, var in enumerate(("bridge", "answer")):
         d = r[var]
-        _heat(axes[i][0], d["prob"], ROLES, states, f"{var}: mean probability", vmin=0, vmax=1)
-        _heat(axes[i][1], d["top1"], ROLES, states, f"{var}: share ranked first", vmin=0, vmax=1)
-        _heat(axes[i][2], np.log10(1 + np.array(d["median_rank"])), ROLES, states, f"{var}: log10(1 + median rank)",
+        _heat(axes[i][0], d["prob"], roles, states, f"{var}: mean probability", vmin=0, vmax=1)
+        _heat(axes[i][1], d["top1"], roles, states, f"{var}: share ranked first", vmin=0, vmax=1)
+        _heat(axes[i][2], np.log10(1 + np.array(d["median_rank"])), roles, states, f"{var}: log10(1 + median rank)",
               cmap="viridis_r", fmt="{:.1f}")
     fig.suptitle(f"{name}: logit lens (residual stream -> ln_final -> unembed), bridge and answer per state and position, "
                  f"{r['n_prompts']} held-out test_id prompts\nno tuned lens: a poor rank in early layers is not absence", fontsize=9)
@@ -79,16 +81,17 @@ def plot_logit_lens(r: dict, stem: Path, name: str) -> list[Path]:
 
 
 def plot_patching(r: dict, stem: Path, name: str) -> list[Path]:
+    roles = tuple(r.get("roles") or ROLES)  # the task layout's position names
     fig, axes = plt.subplots(1, 5, figsize=(18, 4.4), gridspec_kw={"width_ratios": [1, 1, 1, 1.3, 1.3]})
     L = len(r["resid_pre"]["normalised"])
     layers = [f"L{l}" for l in range(L)]
     for ax, kind in zip(axes[:3], ("resid_pre", "attn_out", "mlp_out")):
-        _heat(ax, r[kind]["normalised"], ROLES, layers, f"{kind}", center=True)
+        _heat(ax, r[kind]["normalised"], roles, layers, f"{kind}", center=True)
     for ax, kind, what in ((axes[3], "z", "head output z (position)"), (axes[4], "pattern", "head pattern (destination)")):
         m = r[kind]["normalised"]  # [L][P][H]
         H = len(m[0][0])
         rows = [[m[l][p][h] for p in range(3)] for l in range(L) for h in range(H)]
-        _heat(ax, rows, ROLES, [f"L{l}H{h}" for l in range(L) for h in range(H)], what, center=True)
+        _heat(ax, rows, roles, [f"L{l}H{h}" for l in range(L) for h in range(H)], what, center=True)
     fig.suptitle(f"{name}: activation patching clean -> corrupted (h' r1 r2, other bridge and answer), {r['n_prompts']} held-out "
                  f"test_id pairs; share of the {r['metric']} gap recovered (clean {r['clean']:.2f}, corrupted {r['corrupt']:.2f})",
                  fontsize=9)
@@ -97,13 +100,14 @@ def plot_patching(r: dict, stem: Path, name: str) -> list[Path]:
 
 
 def plot_tracing(r: dict, stem: Path, name: str) -> list[Path]:
+    roles = tuple(r.get("roles") or ROLES)  # the task layout's position names
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
     L = len(r["resid"])
     layers = [f"L{l}" for l in range(L)]
     lim = max(abs(r["total_effect"]), max(abs(v) for k in ("resid", "mlp", "attn") for row in r[k] for v in row), 1e-6)
     for ax, kind, what in zip(axes, ("resid", "mlp", "attn"), ("resid_pre restored", f"MLP outputs restored (window {r['window']})",
                                                                f"attention outputs restored (window {r['window']})")):
-        _heat(ax, r[kind], ROLES, layers, what, cmap="RdBu_r", vmin=-lim, vmax=lim, fmt="{:.3f}")
+        _heat(ax, r[kind], roles, layers, what, cmap="RdBu_r", vmin=-lim, vmax=lim, fmt="{:.3f}")
     fig.suptitle(f"{name}: causal tracing, indirect effect on p(answer) of restoring one clean state after noising the head entity "
                  f"({r['noise_scale']}x its embedding std, {r['samples']} draws),\n{r['n_prompts']} held-out test_id prompts: "
                  f"p clean {r['p_clean']:.3f}, p noised {r['p_corrupt']:.3f}, total effect {r['total_effect']:.3f}", fontsize=9)

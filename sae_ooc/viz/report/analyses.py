@@ -4,7 +4,7 @@ figure and the command that reproduces it."""
 from __future__ import annotations
 
 from sae_ooc.viz.report.doc import Doc, f3
-from sae_ooc.viz.report.mechanism import R1, R2, analyses, layer_name
+from sae_ooc.viz.report.mechanism import analyses, answer_role, layer_name, role_index
 
 TITLES = {"attention": "Attention patterns", "logit-lens": "Logit lens", "patching": "Activation patching",
           "causal-tracing": "Causal tracing", "probes": "Linear probes", "dla": "Direct logit attribution",
@@ -15,17 +15,17 @@ def _attention(doc: Doc, r: dict) -> None:
     on = f"{r['n_prompts']} held-out test_id prompts"
     best = max(r["heads"], key=lambda h: h["attn_r2_to_r1"])
     doc.add(f"Mean attention of every head by token role, and {len(r['examples'])} prompts one by one. Movers ({r['mover_rule']}): "
-            f"{', '.join(r['movers']) or 'none'}. The head attending most from r2 to r1 is {best['head']}: "
+            f"{', '.join(r['movers']) or 'none'}. The head attending most from {answer_role(r)} to r1 is {best['head']}: "
             f"{doc.number('analyze.attention.max_r2_to_r1', best['attn_r2_to_r1'], on)} (sd over prompts {f3(best['attn_r2_to_r1_std'])}); "
-            f"patching its output at r2 recovers {f3(best['z_patch_at_r2_recovered'])} of the gap.")
+            f"patching its output at {answer_role(r)} recovers {f3(best['z_patch_at_r2_recovered'])} of the gap.")
 
 
 def _logit_lens(doc: Doc, r: dict) -> None:
     on = f"{r['n_prompts']} held-out test_id prompts"
-    b = [row[R1] for row in r["bridge"]["top1"]]
-    ans = [row[R2] for row in r["answer"]["top1"]]
+    b = [row[role_index(r, "r1")] for row in r["bridge"]["top1"]]
+    ans = [row[role_index(r, "answer")] for row in r["answer"]["top1"]]
     doc.add(f"Share of prompts ranking the bridge first at r1, by state ({', '.join(r['states'])}): {', '.join(f3(x, '.2f') for x in b)}; "
-            f"the answer at r2: {', '.join(f3(x, '.2f') for x in ans)} (final: {doc.number('analyze.logit_lens.final_accuracy', r['final_accuracy'], on)}, "
+            f"the answer at {answer_role(r)}: {', '.join(f3(x, '.2f') for x in ans)} (final: {doc.number('analyze.logit_lens.final_accuracy', r['final_accuracy'], on)}, "
             f"the model's accuracy on these prompts). Caveat: {r['caveat']}.")
 
 
@@ -34,13 +34,15 @@ def _patching(doc: Doc, r: dict) -> None:
     rp = r["resid_pre"]["normalised"]
     doc.add(f"Clean -> corrupted patching (corrupted prompt h' r1 r2 with another bridge and answer, `circuits.pairs`); metric {r['metric']}: "
             f"clean {doc.number('analyze.patching.clean', r['clean'], on)}, corrupted {f3(r['corrupt'])}. Share of the gap recovered by "
-            f"resid_pre at r1 per layer: {', '.join(f3(row[R1], '.2f') for row in rp)}; at r2: {', '.join(f3(row[R2], '.2f') for row in rp)}. "
+            f"resid_pre at r1 per layer: {', '.join(f3(row[role_index(r, 'r1')], '.2f') for row in rp)}; at {answer_role(r)}: "
+            f"{', '.join(f3(row[role_index(r, 'answer')], '.2f') for row in rp)}. "
             "The resid_pre heatmap equals `transformer_lens.patching.get_act_patch_resid_pre` on the same pairs (tests/test_analyze.py).")
 
 
 def _tracing(doc: Doc, r: dict) -> None:
     on = f"{r['n_prompts']} held-out test_id prompts x {r['samples']} noise draws"
-    cells = [(r["resid"][l][p], l, p) for l in range(len(r["resid"])) for p in range(len(r["resid"][0])) if not (l == 0 and p == r["subject_pos"])]
+    subject = r["subject_pos"] if isinstance(r["subject_pos"], list) else [r["subject_pos"]]
+    cells = [(r["resid"][l][p], l, p) for l in range(len(r["resid"])) for p in range(len(r["resid"][0])) if not (l == 0 and p in subject)]
     ie, l, p = max(cells)
     doc.add(f"Noise of {f3(r['noise_std'])} ({r['noise_scale']} x the head embeddings' std) on the head entity drops p(answer) from "
             f"{doc.number('analyze.tracing.p_clean', r['p_clean'], on)} to {f3(r['p_corrupt'])} (total effect {f3(r['total_effect'])}). "

@@ -7,7 +7,19 @@ from __future__ import annotations
 
 from sae_ooc.viz.report.doc import Doc, f3, load
 
-R1, R2 = 1, 2
+TOY_ROLES = ["head", "r1", "r2"]
+
+
+def role_index(res: dict, role: str) -> int:
+    """A role's position in an analysis result, by its `roles` (the task layout's position names; the toy's head, r1,
+    r2); `answer` is the position that predicts the answer (r2 in the toy, `last` in a natural-language task)."""
+    roles = res.get("roles") or TOY_ROLES
+    return roles.index(answer_role(res) if role == "answer" else role)
+
+
+def answer_role(res: dict) -> str:
+    roles = res.get("roles") or TOY_ROLES
+    return "last" if "last" in roles else "r2"
 DECODED = 0.5  # a probe "decodes" a variable at held-out accuracy >= this, and above all its controls
 READ = 0.5  # the logit lens "reads" a token when it is ranked first on at least this share of prompts
 MATTERS = 0.5  # a patched state "carries" the answer when it recovers at least this share of the metric gap
@@ -51,7 +63,7 @@ def bridge_at_r1(doc: Doc, a: dict) -> list[str]:
                        "on the same prefixes and can differ by a few points. A probe reads; it does not show the model uses what it reads.")
     ll = a["logit-lens"]
     if ll:
-        top = [row[R1] for row in ll["bridge"]["top1"]]
+        top = [row[role_index(ll, "r1")] for row in ll["bridge"]["top1"]]
         first = next((s for s, v in enumerate(top) if v >= READ), None)
         if first is None:
             out.append(f"The logit lens never ranks the bridge first at r1 (at most {doc.number('mechanism.bridge_r1.lens_top1_max', max(top), ll['n_sample_text'])} "
@@ -70,17 +82,17 @@ def movers(doc: Doc, a: dict) -> list[str]:
     on = f"{at['n_prompts']} held-out test_id pairs"
     if not at["movers"]:
         best = max(at["heads"], key=lambda h: h["attn_r2_to_r1"])
-        return [f"Which heads move the bridge from r1 to r2: not determined; no head passes the rule ({at['mover_rule']}); the head "
-                f"attending most from r2 to r1 is {best['head']} ({f3(best['attn_r2_to_r1'])} of its attention, patching its output "
+        return [f"Which heads move the bridge from r1 to {answer_role(at)}: not determined; no head passes the rule ({at['mover_rule']}); the head "
+                f"attending most from {answer_role(at)} to r1 is {best['head']} ({f3(best['attn_r2_to_r1'])} of its attention, patching its output "
                 f"recovers {f3(best['z_patch_at_r2_recovered'])} of the gap)."]
     parts = []
     for h in (x for x in at["heads"] if x["mover"]):
-        parts.append(f"{h['head']} (r2 attends to r1 with weight {doc.number('mechanism.mover.' + h['head'] + '.attention', h['attn_r2_to_r1'], on)}; "
-                     f"patching its output at r2 clean -> corrupted recovers {doc.number('mechanism.mover.' + h['head'] + '.patch', h['z_patch_at_r2_recovered'], on)} of the {at['metric']} gap)")
+        parts.append(f"{h['head']} ({answer_role(at)} attends to r1 with weight {doc.number('mechanism.mover.' + h['head'] + '.attention', h['attn_r2_to_r1'], on)}; "
+                     f"patching its output at {answer_role(at)} clean -> corrupted recovers {doc.number('mechanism.mover.' + h['head'] + '.patch', h['z_patch_at_r2_recovered'], on)} of the {at['metric']} gap)")
     joint = at.get("movers_joint_recovered")
-    tail = (f" Patched together, their outputs at r2 recover {doc.number('mechanism.movers.joint_patch', joint, on, in_sample=True)} of the gap "
+    tail = (f" Patched together, their outputs at {answer_role(at)} recover {doc.number('mechanism.movers.joint_patch', joint, on, in_sample=True)} of the gap "
             "(the heads were picked by their patching effect on these same pairs)." if joint is not None else "")
-    return [f"Heads passing the mover rule ({at['mover_rule']}), candidates for moving the bridge from r1 to r2 (no path patching "
+    return [f"Heads passing the mover rule ({at['mover_rule']}), candidates for moving the bridge from r1 to {answer_role(at)} (no path patching "
             f"isolates r1 as their source): {'; '.join(parts)}.{tail}"]
 
 
@@ -88,38 +100,40 @@ def answer(doc: Doc, a: dict) -> list[str]:
     out = []
     ll, pa, dl = a["logit-lens"], a["patching"], a["dla"]
     if ll:
-        top = [row[R2] for row in ll["answer"]["top1"]]
+        top = [row[role_index(ll, "answer")] for row in ll["answer"]["top1"]]
         first = next((s for s, v in enumerate(top) if v >= READ), None)
-        out.append(f"The answer appears at r2 through the logit lens from state {ll['states'][first]}: ranked first on "
+        at = answer_role(ll)
+        out.append(f"The answer appears at {at} through the logit lens from state {ll['states'][first]}: ranked first on "
                    f"{doc.number('mechanism.answer_r2.lens_top1', top[first], ll['n_sample_text'])} of prompts"
                    + (f" ({f3(top[first - 1])} one state earlier)." if first > 0 else ".") if first is not None else
-                   f"Where the answer appears: not determined by the logit lens; it never ranks the answer first at r2 on {READ:.0%} of prompts "
+                   f"Where the answer appears: not determined by the logit lens; it never ranks the answer first at {at} on {READ:.0%} of prompts "
                    f"(at most {doc.number('mechanism.answer_r2.lens_top1_max', max(top), ll['n_sample_text'])}).")
     if pa:
         on = f"{pa['n_prompts']} held-out test_id pairs"
-        col = [row[R2] for row in pa["resid_pre"]["normalised"]]
+        col = [row[role_index(pa, "answer")] for row in pa["resid_pre"]["normalised"]]
         first = next((l for l, v in enumerate(col) if v is not None and v >= MATTERS), None)
-        r1 = [row[R1] for row in pa["resid_pre"]["normalised"]]
+        r1 = [row[role_index(pa, "r1")] for row in pa["resid_pre"]["normalised"]]
+        at = answer_role(pa)
         last_r1 = max((l for l, v in enumerate(r1) if v is not None and v >= MATTERS), default=None)
         if first is not None:
-            out.append(f"Patching the clean residual stream into the corrupted run at r2 restores the answer from layer {first} on "
+            out.append(f"Patching the clean residual stream into the corrupted run at {at} restores the answer from layer {first} on "
                        f"({doc.number('mechanism.patch_r2_first', col[first], on)} of the {pa['metric']} gap"
                        + (f"; {f3(col[first - 1])} at layer {first - 1}" if first > 0 else "") + ")"
                        + (f", and at r1 it does up to layer {last_r1} ({doc.number('mechanism.patch_r1_last', r1[last_r1], on)}): "
-                          f"the information crosses from r1 to r2 between layers {last_r1} and {first}." if last_r1 is not None else "."))
+                          f"the information crosses from r1 to {at} between layers {last_r1} and {first}." if last_r1 is not None else "."))
         elif last_r1 is not None and last_r1 == len(r1) - 1:
             best = max(range(len(col)), key=lambda l: col[l] if col[l] is not None else -1)
             out.append(f"Patching the clean residual stream into the corrupted run still recovers {doc.number('mechanism.patch_r1_last', r1[last_r1], on)} "
-                       f"of the {pa['metric']} gap at r1 entering the last layer ({last_r1}), while at r2 it recovers at most "
-                       f"{doc.number('mechanism.patch_r2_max', col[best], on)} (layer {best}): most of the information crosses from r1 to r2 in "
+                       f"of the {pa['metric']} gap at r1 entering the last layer ({last_r1}), while at {at} it recovers at most "
+                       f"{doc.number('mechanism.patch_r2_max', col[best], on)} (layer {best}): most of the information crosses from r1 to {at} in "
                        "the last layer.")
         else:
-            out.append(f"Patching the residual stream at r2 never recovers {MATTERS:.0%} of the gap at any layer entering a block: where the "
+            out.append(f"Patching the residual stream at {at} never recovers {MATTERS:.0%} of the gap at any layer entering a block: where the "
                        "answer forms is not determined by patching.")
     tr = a["causal-tracing"]
     if tr:
         cells = [(tr["resid"][l][p], l, p) for l in range(len(tr["resid"])) for p in range(len(tr["resid"][0]))
-                 if not (l == 0 and p == tr["subject_pos"])]
+                 if not (l == 0 and p in (tr["subject_pos"] if isinstance(tr["subject_pos"], list) else [tr["subject_pos"]]))]
         ie, l, p = max(cells)
         on = f"{tr['n_prompts']} held-out test_id prompts x {tr['samples']} noise draws"
         out.append(f"Causal tracing (head entity noised): restoring one clean state recovers most at {tr['roles'][p]} entering layer {l}, "
