@@ -115,6 +115,11 @@ def _run_edit(run, ecfg) -> dict:
     if facts.prompter.natural:
         settings["prompts"] = (f"atomic facts asked as their first train template {facts.prompter.template!r} (key at token "
                                f"{key_pos}, the last of {ecfg.position}); two-hop prompts: the task's question")
+        atomic_len = {len(facts.prompter.render((e["h"], e["r1"]))) for e in edits}
+        settings["positions"] = {"key": key_pos, "atomic_answer": max(atomic_len, default=0) - 1, "two_hop_answer": vocab.layout.answer_pos,
+                                 # the key is the same vector in the two-hop question when both prompts agree up to it
+                                 "two_hop_shares_key": all(facts.prompter.render((e["h"], e["r1"]))[: key_pos + 1]
+                                                           == facts.prompter.two_hop(e["h"], e["r1"], e["r1"])[: key_pos + 1] for e in edits)}
         settings["answers"] = ("whole answers: efficacy / propagation / reverse = the greedy answer is exactly the target's name, "
                                "specificity = the greedy answer unchanged, p_new = the name's probability (teacher forced), "
                                "KL = next-token KL at the answer position (first answer token); causal tracing: p(whole name)")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sae_ooc.interventions.prompts import Prompter
+from sae_ooc.interventions.prompts import Prompter, read_batched
 
 
 @dataclass
@@ -85,15 +85,9 @@ def atomic_template(task_cfg) -> str | None:
     return task_cfg.natural.train_templates[0] if task_cfg.render == "natural" else None
 
 
-@torch.no_grad()
 def answer_logits(model, tokens: torch.Tensor, answer_pos: torch.Tensor, batch: int = 4096, fwd_hooks=()) -> torch.Tensor:
-    """[n, d_vocab] logits at each row's answer position (batched; `fwd_hooks` as TransformerLens takes them)."""
-    out = []
-    dev = model.cfg.device
-    for s in range(0, len(tokens), batch):
-        lg = model.run_with_hooks(tokens[s : s + batch].to(dev), return_type="logits", fwd_hooks=list(fwd_hooks))
-        out.append(lg[torch.arange(lg.shape[0], device=lg.device), answer_pos[s : s + batch].to(dev)].float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, model.cfg.d_vocab_out)
+    """[n, d_vocab] logits at each row's answer position (batched; `fwd_hooks` as TransformerLens takes them, for every batch)."""
+    return read_batched(model, tokens, answer_pos, 1, batch, lambda sl: list(fwd_hooks)).first
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> list[float] | None:
