@@ -9,6 +9,11 @@ before any edit. Causal tracing (`sae_ooc.interventions.tracing`) of each edited
 its Pearson and Spearman correlations with the edit's rewrite score and propagation carry 95% intervals from resampling
 the facts.
 
+On a natural-language task an atomic fact is asked as its first train template (a document the model was trained on;
+with the default templates it is the two-hop question's own prefix, so the key is the same vector in both), the key is
+the last token of `edit.position`'s span there, the value is optimised on the whole name b' (teacher forced), answers
+are judged whole (sae_ooc.interventions.editing), and causal tracing corrupts every token of the head's name.
+
 Outputs (RUN/edit/): edit.json (settings, by layer, controls, localization and correlations), edits.json (every fact's
 numbers at every layer), edit_layers.png/.svg, localization.png/.svg.
 """
@@ -113,10 +118,11 @@ def _run_edit(run, ecfg) -> dict:
                 "trace_samples": ecfg.trace_samples, "trace_noise": ecfg.trace_noise, "seed": ecfg.seed,
                 "family": run.cfg.task.family}
     if facts.prompter.natural:
-        settings["prompts"] = (f"atomic facts asked as their first train template {facts.prompter.template!r} (key at token "
-                               f"{key_pos}, the last of {ecfg.position}); two-hop prompts: the task's question")
+        settings["prompts"] = (f"atomic facts (and reverse facts) asked as the first train template {facts.prompter.template!r} "
+                               f"(key at token {key_pos}, the last of {ecfg.position}); two-hop prompts: the task's two-hop question")
         atomic_len = {len(facts.prompter.render((e["h"], e["r1"]))) for e in edits}
-        settings["positions"] = {"key": key_pos, "atomic_answer": max(atomic_len, default=0) - 1, "two_hop_answer": vocab.layout.answer_pos,
+        two_hop_len = {len(facts.prompter.two_hop(e["h"], e["r1"], e["r1"])) for e in edits}
+        settings["positions"] = {"key": key_pos, "atomic_answer": max(atomic_len, default=0) - 1, "two_hop_answer": max(two_hop_len, default=0) - 1,
                                  # the key is the same vector in the two-hop question when both prompts agree up to it
                                  "two_hop_shares_key": all(facts.prompter.render((e["h"], e["r1"]))[: key_pos + 1]
                                                            == facts.prompter.two_hop(e["h"], e["r1"], e["r1"])[: key_pos + 1] for e in edits)}

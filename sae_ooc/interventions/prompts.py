@@ -40,7 +40,8 @@ class Prompter:
         if not self.natural:
             return [int(h), int(r)], {"head": range(1), "r1": range(1, 2)}
         if not self.template:
-            raise UserError("a natural-language task needs task.natural.train_templates to render atomic prompts; rerun `sae-ooc data --force`")
+            raise UserError("the run's task data is natural-language but its config's task.render is not natural: run with the "
+                            "config that made the data (--config), or rerun `sae-ooc data --force` with this one")
         from sae_ooc.tasks.natural.render import fill
 
         v = self.vocab

@@ -8,6 +8,11 @@ and the row says how many the features covered). Interventions (sae_ooc.interven
 feature steering with b' = b (the identity), random features of matched norm (`steer.random_draws` draws), and the
 whole residual patched from a donor prompt (h', r1', r2) whose bridge is b' (and, as a control, one whose bridge is b).
 
+Any task: the prompts are the task's two-hop questions rendered from their planted (h, r1, r2) (donors too), a position
+`steer.positions` names is the last token of that role in the question (`vocab.layout.index`), labels name entities by
+their planted names, and answers are whole answers (a natural task's multi-token names: greedy decoding must give the
+name exactly; the consistent answer's log-probability is reported beside its first token's logit).
+
 Outputs (RUN/steer/): steer.json (settings, one row per hook and position: every intervention's shares and consistent
 logit with 95% intervals over prompts; the random control's mean, sd and range over draws), steer.png/.svg.
 """
