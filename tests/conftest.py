@@ -4,6 +4,8 @@ that change them; builders that make runs without the train and SAE stages live 
 - `tiny_cfg`, `tiny_task`: configs/tiny.yaml and its generated task (no files).
 - `harvested_run`: configs/tiny.yaml through data → train (30 steps) → harvest (shards of 128 tokens). Read-only:
   tests that modify a run copy it first with `copy_run`.
+- `natural_trained`: a small configs/natural_tiny.yaml task (16 entities, NATURAL_SETTINGS) through data → train
+  (100 steps: every train fact learnt, few two-hop answers). Read-only: copy it with `copy_run(..., config=NATURAL)`.
 """
 
 from __future__ import annotations
@@ -18,15 +20,19 @@ from sae_ooc.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
+NATURAL = ROOT / "configs" / "natural_tiny.yaml"
 SHARD = 128  # the tiny task has ~450 tokens: several shards per hook
 HARVEST_SETTINGS = ("train.steps=30", "train.eval_every=30", "train.n_checkpoints=0", f"harvest.shard_tokens={SHARD}")
+NATURAL_SETTINGS = ("task.n_entities=16", "task.n_relations=4", "task.facts_per_entity=2", "task.phi=1.0", "model.d_mlp=128",
+                    "train.steps=100", "train.batch_size=128", "train.eval_every=100", "train.n_checkpoints=0")
 
 
-def copy_run(run: RunDir, dest: Path, overrides=()) -> RunDir:
+def copy_run(run: RunDir, dest: Path, overrides=(), config: Path = TINY) -> RunDir:
     """A private copy of a shared run (timestamps kept, so the pipeline sees its stages as done), with its config
     plus `overrides`: stages whose config sections the overrides leave alone stay up to date."""
     shutil.copytree(run.root, dest, copy_function=shutil.copy2)
-    return RunDir(dest, load_config(TINY, [*HARVEST_SETTINGS, *overrides]))
+    base = NATURAL_SETTINGS if config == NATURAL else HARVEST_SETTINGS
+    return RunDir(dest, load_config(config, [*base, *overrides]))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -59,4 +65,14 @@ def harvested_run(tmp_path_factory) -> RunDir:
     run = RunDir(tmp_path_factory.mktemp("harvested") / "run", load_config(TINY, list(HARVEST_SETTINGS)))
     results = run_pipeline(run, stages=["data", "train", "harvest"])
     assert [r.name for r in results if r.ran and r.finished] == ["data", "train", "harvest"]
+    return run
+
+
+@pytest.fixture(scope="session")
+def natural_trained(tmp_path_factory) -> RunDir:
+    from sae_ooc.pipeline import run as run_pipeline
+
+    run = RunDir(tmp_path_factory.mktemp("natural") / "run", load_config(NATURAL, list(NATURAL_SETTINGS)))
+    results = run_pipeline(run, stages=["data", "train"])
+    assert [r.name for r in results if r.ran and r.finished] == ["data", "train"]
     return run

@@ -3,10 +3,13 @@ spliced model (error term kept), the random control's counts and norms, and the 
 
 import pytest
 import torch
-from circuit_fixtures import HOOKS, make_run
+from circuit_fixtures import HOOKS, make_run, mark_stages, topk_sae
 from test_stage_outputs import check_line
 
 from sae_ooc.circuits.spliced import load_spliced
+from sae_ooc.interventions.facts import Facts, atomic_template
+from sae_ooc.interventions.prompts import read_batched
+from sae_ooc.interventions.steer_stage import steer_prompts
 from sae_ooc.interventions.steering import (
     bridge_feature_matrix,
     decode_delta,
@@ -17,8 +20,11 @@ from sae_ooc.interventions.steering import (
     switched,
     typical_activation,
 )
-from sae_ooc.io import read_json
+from sae_ooc.io import read_json, write_json
+from sae_ooc.models.evaluate import answer_scores
+from sae_ooc.models.hooked import load_model
 from sae_ooc.pipeline import run_stage
+from sae_ooc.saes.store import METRICS_FILE
 from sae_ooc.tasks.data import load_task, split_tensors
 
 LABELS = {HOOKS[1]: [{"feature": f, "variable": "bridge", "position": "r1", "value": f"e{f % 6}", "auroc": 0.95} for f in range(18)]
@@ -102,4 +108,71 @@ def test_steer_stage(run):
         sh = m[key]
         assert sh["consistent"]["share"] + sh["unchanged"]["share"] + sh["other"]["share"] == pytest.approx(1.0)
     assert "features" not in rows[(HOOKS[0], "r1")]["methods"]  # no labels there: baselines only
+    check_line(run, "steer", result)
+
+
+# --- a natural-language task: prompts are the task's questions, answers whole names, labels name entities -------------
+
+
+@pytest.fixture(scope="module")
+def natural(natural_trained, tmp_path_factory):
+    """The small natural run with random TopK SAEs and bridge labels that name entities (as eval-sae writes them)."""
+    from conftest import NATURAL, copy_run
+
+    run = copy_run(natural_trained, tmp_path_factory.mktemp("steer_nat") / "run", config=NATURAL,
+                   overrides=("steer.only_correct=false", "steer.random_draws=3", "steer.typical_examples=64"))
+    ds, vocab = load_task(run.data_dir)
+    d = load_model(run.model_dir, "cpu").cfg.d_model
+    labels = [{"feature": f, "variable": "bridge", "position": "r1", "value": vocab.entity_name(f % 6), "auroc": 0.95} for f in range(12)]
+    for i, h in enumerate(HOOKS):
+        topk_sae(h, d, seed=i).save_model(run.saes_dir / h)
+        write_json(run.sae_eval_dir / h / METRICS_FILE, {"feature_labels": labels if h == HOOKS[1] else []})
+    mark_stages(run, ("harvest", "train-sae", "eval-sae"))
+    return run, ds, vocab
+
+
+def test_natural_steered_prompts_are_the_task_questions(natural):
+    """Every steered prompt is its test_id row's question token for token, and the clean answers (greedy decoding of
+    whole names) agree with the teacher-forced evaluation of the dataset rows."""
+    run, ds, vocab = natural
+    facts = Facts.from_dataset(ds, vocab, "twohop", atomic_template(run.cfg.task))
+    model = load_model(run.model_dir, "cpu")
+    P = steer_prompts(run, facts, model, run.cfg.steer)
+    rows = {(r["head"], r["r1"], r["r2"]): r for r in ds["test_id"] if r["hop"] == 2}
+    assert len(P["tokens"]) > 0 and P["tokens"].shape[1] >= vocab.layout.seq_len
+    for tok, pos, (h, r1, r2), a in zip(P["tokens"], P["answer_pos"], P["planted"].tolist(), P["answer"]):
+        row = rows[(h, r1, r2)]
+        assert tok[: int(pos) + 1].tolist() == row["input_ids"] == vocab.question_ids(h, r1, r2)
+        assert facts.answer_ids([a])[0].tolist() == row["answer_ids"]
+        assert int(pos) == vocab.layout.answer_pos
+    st = split_tensors(ds["test_id"], vocab)
+    st = st.subset((st.hop == 2).nonzero().squeeze(1))
+    with torch.no_grad():
+        lp, hit = answer_scores(model(st.tokens), st.answer_pos, st.answer_ids)
+    assert P["n_correct"] == int(hit.sum())
+    # the teacher-forced log-probability read_answers gives equals the one of the dataset's own rows
+    tok, pos = facts.tokens([tuple(p) for p in P["planted"].tolist()])
+    order = [[tuple(r) for r in zip(st.variable("head").tolist(), st.variable("r1").tolist(), st.variable("r2").tolist())].index(tuple(p))
+             for p in P["planted"].tolist()]
+    ours = read_batched(model, tok, pos, facts.answer_len, 7, targets=facts.answer_ids(P["answer"])).logprob
+    assert torch.allclose(ours, lp[order], atol=1e-4)
+
+
+def test_natural_steer_stage(natural):
+    run, _, vocab = natural
+    result = run_stage(run, "steer")
+    s = read_json(run.steer_dir / "steer.json")
+    assert s["settings"]["position_index"] == {"r1": vocab.layout.index("r1"), "r2": vocab.layout.index("r2")}
+    rows = {(r["hook"], r["position"]): r for r in s["rows"]}
+    assert set(rows) == {(h, p) for h in HOOKS for p in ("r1", "r2")}
+    r = rows[(HOOKS[1], "r1")]
+    assert r["n_bridge_features"] == 12 and r["n_labelled_bridges"] == 6 and r["covered_by_features"] > 0  # labels read by name
+    m = r["methods"]
+    assert m["features_same_bridge"]["max_abs_logit_change"] == 0.0  # b' = b changes nothing
+    assert m["features_same_bridge"]["consistent_logprob_change"]["mean"] == 0.0
+    for key in ("features", "resid_patch", "resid_patch_same_bridge"):
+        sh = m[key]
+        assert sh["consistent"]["share"] + sh["unchanged"]["share"] + sh["other"]["share"] == pytest.approx(1.0)
+        assert sh["consistent_logprob"]["mean"] < 0
+    assert "features" not in rows[(HOOKS[0], "r1")]["methods"]
     check_line(run, "steer", result)

@@ -9,6 +9,11 @@ before any edit. Causal tracing (`sae_ooc.interventions.tracing`) of each edited
 its Pearson and Spearman correlations with the edit's rewrite score and propagation carry 95% intervals from resampling
 the facts.
 
+On a natural-language task an atomic fact is asked as its first train template (a document the model was trained on;
+with the default templates it is the two-hop question's own prefix, so the key is the same vector in both), the key is
+the last token of `edit.position`'s span there, the value is optimised on the whole name b' (teacher forced), answers
+are judged whole (sae_ooc.interventions.editing), and causal tracing corrupts every token of the head's name.
+
 Outputs (RUN/edit/): edit.json (settings, by layer, controls, localization and correlations), edits.json (every fact's
 numbers at every layer), edit_layers.png/.svg, localization.png/.svg.
 """
@@ -20,14 +25,28 @@ import torch
 from tqdm import tqdm
 
 from sae_ooc.errors import UserError
-from sae_ooc.interventions.editing import KINDS, build_eval_set, choose_edits, edited_logits, per_edit, row_outcomes
-from sae_ooc.interventions.facts import Facts, mean_ci, share
-from sae_ooc.interventions.rome import RankOneEdits, key_second_moment, mlp_keys, optimise_values, rank_one
+from sae_ooc.interventions.editing import (
+    KINDS,
+    build_eval_set,
+    choose_edits,
+    edited_answers,
+    per_edit,
+    row_outcomes,
+)
+from sae_ooc.interventions.facts import Facts, atomic_template, mean_ci, share
+from sae_ooc.interventions.prompts import with_answers
+from sae_ooc.interventions.rome import (
+    RankOneEdits,
+    key_second_moment,
+    mlp_keys,
+    optimise_values,
+    rank_one,
+)
 from sae_ooc.interventions.tracing import trace_effects
 from sae_ooc.io import write_json
 from sae_ooc.models.hooked import load_model
 from sae_ooc.stats import pearson, spearman
-from sae_ooc.tasks.data import POSITION_ROLES, load_task, split_tensors
+from sae_ooc.tasks.data import load_task, split_tensors
 from sae_ooc.threads import torch_threads
 from sae_ooc.viz.intervention_plots import plot_edit_layers, plot_localization
 
@@ -80,7 +99,7 @@ def run_edit(run, force: bool = False) -> dict:
 
 def _run_edit(run, ecfg) -> dict:
     ds, vocab = load_task(run.data_dir)
-    facts = Facts.from_dataset(ds, vocab, run.cfg.task.family)
+    facts = Facts.from_dataset(ds, vocab, run.cfg.task.family, atomic_template(run.cfg.task))
     model = load_model(run.model_dir, run.device)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -90,39 +109,53 @@ def _run_edit(run, ecfg) -> dict:
         raise UserError(f"edit.layers {missing} not in this model, which has {n_layers} layer(s); use layers 0..{n_layers - 1} "
                         f"(e.g. --set edit.layers=[{n_layers - 1}]), or [] for every layer")
     layers = list(ecfg.layers or range(n_layers))
-    key_pos = POSITION_ROLES.index(ecfg.position)
     edits = choose_edits(facts, model, ecfg.n_edits, ecfg.seed, ecfg.batch_size)
+    # the key: the last token of edit.position's span in the edited facts' atomic prompts (the toy's (h, r): 0 or 1)
+    key_pos = facts.prompter.atomic_position(ecfg.position, [(e["h"], e["r1"]) for e in edits])
     settings = {"n_edits": len(edits), "n_edits_asked": ecfg.n_edits, "layers": layers, "position": ecfg.position,
                 "value_steps": ecfg.value_steps, "value_lr": ecfg.value_lr, "clamp_norm": ecfg.clamp_norm,
                 "weight_decay": ecfg.weight_decay, "ridge": ecfg.ridge, "specificity_prompts": ecfg.specificity_prompts,
                 "trace_samples": ecfg.trace_samples, "trace_noise": ecfg.trace_noise, "seed": ecfg.seed,
                 "family": run.cfg.task.family}
+    if facts.prompter.natural:
+        settings["prompts"] = (f"atomic facts (and reverse facts) asked as the first train template {facts.prompter.template!r} "
+                               f"(key at token {key_pos}, the last of {ecfg.position}); two-hop prompts: the task's two-hop question")
+        atomic_len = {len(facts.prompter.render((e["h"], e["r1"]))) for e in edits}
+        two_hop_len = {len(facts.prompter.two_hop(e["h"], e["r1"], e["r1"])) for e in edits}
+        settings["positions"] = {"key": key_pos, "atomic_answer": max(atomic_len, default=0) - 1, "two_hop_answer": max(two_hop_len, default=0) - 1,
+                                 # the key is the same vector in the two-hop question when both prompts agree up to it
+                                 "two_hop_shares_key": all(facts.prompter.render((e["h"], e["r1"]))[: key_pos + 1]
+                                                           == facts.prompter.two_hop(e["h"], e["r1"], e["r1"])[: key_pos + 1] for e in edits)}
+        settings["answers"] = ("whole answers: efficacy / propagation / reverse = the greedy answer is exactly the target's name, "
+                               "specificity = the greedy answer unchanged, p_new = the name's probability (teacher forced), "
+                               "KL = next-token KL at the answer position (first answer token); causal tracing: p(whole name)")
     if not edits:
         write_json(run.edit_dir / EDIT_FILE, {"settings": settings, "by_layer": [], "localization": {"correlation": {}},
                                               "note": "no train atomic fact the model answers correctly"})
         return {"n_edits": 0}
     es = build_eval_set(facts, model, edits, ecfg.specificity_prompts, ecfg.seed, ecfg.batch_size)
     tok, apos = facts.tokens([(e["h"], e["r1"]) for e in edits])
+    target = facts.targets([e["b2"] for e in edits])
+    tok_new = with_answers(tok, apos, target) if target.dim() == 2 else tok  # teacher forced along b' (multi-token)
     # the keys' second moment: every real position of a seeded sample of train prompts
     tr = split_tensors(ds["train"], vocab)
     g = torch.Generator().manual_seed(ecfg.seed + 1)
     tr = tr.subset(torch.randperm(len(tr), generator=g)[: ecfg.covariance_examples].sort().values)
     valid = torch.arange(tr.tokens.shape[1])[None] <= tr.answer_pos[:, None]
     train_keys = mlp_keys(model, tr.tokens, layers, ecfg.batch_size)
-    target = torch.tensor([e["b2"] for e in edits])
     by_layer, records = [], [[] for _ in edits]
     pre = row_outcomes(es, es.pre)
     gen = torch.Generator().manual_seed(ecfg.seed + 2)
     for L in tqdm(layers, desc="edit", leave=False):
         C = key_second_moment(train_keys[L], valid, ecfg.ridge)
-        keys, values = optimise_values(model, tok, apos, key_pos, L, target, ecfg.value_steps, ecfg.value_lr, ecfg.clamp_norm,
+        keys, values = optimise_values(model, tok_new, apos, key_pos, L, target, ecfg.value_steps, ecfg.value_lr, ecfg.clamp_norm,
                                        ecfg.weight_decay)
         W = model.blocks[L].mlp.W_out.detach()
         ed = rank_one(W, C, keys, values, L)
-        out = row_outcomes(es, edited_logits(model, es, ed, ecfg.batch_size))
+        out = row_outcomes(es, edited_answers(model, es, ed, ecfg.batch_size))
         rnd = torch.randn(ed.d.shape, generator=gen)
         ctrl_ed = RankOneEdits(L, ed.u, rnd * ed.d.norm(dim=-1, keepdim=True) / rnd.norm(dim=-1, keepdim=True))
-        ctrl = row_outcomes(es, edited_logits(model, es, ctrl_ed, ecfg.batch_size))
+        ctrl = row_outcomes(es, edited_answers(model, es, ctrl_ed, ecfg.batch_size))
         row = {"layer": L, **layer_summary(es, out, ctrl), "value_change_norm": mean_ci(ed.d.norm(dim=-1)),
                "editable": int((ed.u.abs().sum(-1) > 0).sum())}
         by_layer.append(row)
@@ -134,8 +167,9 @@ def _run_edit(run, ecfg) -> dict:
     localization = localize(model, facts, edits, tok, apos, layers, key_pos, records, ecfg)
     result = {"settings": settings, "before_any_edit": before, "by_layer": by_layer, "localization": localization}
     write_json(run.edit_dir / EDIT_FILE, result)
-    write_json(run.edit_dir / EDITS_FILE, [{**e, "h_name": vocab.name(e["h"]), "r1_name": vocab.name(e["r1"]), "b_name": vocab.name(e["b"]),
-                                           "b2_name": vocab.name(e["b2"]), "by_layer": r} for e, r in zip(edits, records)])
+    name, rel = vocab.entity_name, vocab.relation_name
+    write_json(run.edit_dir / EDITS_FILE, [{**e, "h_name": name(e["h"]), "r1_name": rel(e["r1"]), "b_name": name(e["b"]),
+                                           "b2_name": name(e["b2"]), "by_layer": r} for e, r in zip(edits, records)])
     plot_edit_layers(by_layer, run.edit_dir / "edit_layers")
     plot_localization(localization["points"], localization["correlation"], run.edit_dir / "localization")
     return {"n_edits": len(edits), "layers": layers,
@@ -145,8 +179,13 @@ def _run_edit(run, ecfg) -> dict:
 
 def localize(model, facts: Facts, edits: list[dict], tok, apos, layers: list[int], key_pos: int, records: list[list[dict]], ecfg) -> dict:
     """Causal tracing of the edited facts, and its correlation with each edit's success across facts and layers."""
-    b = torch.tensor([e["b"] for e in edits])
-    tr = trace_effects(model, tok, b, apos, facts.n_entities, key_pos, layers, ecfg.trace_samples, ecfg.trace_noise, ecfg.seed)
+    b = facts.targets([e["b"] for e in edits])
+    p, head, rows = facts.prompter, 0, None
+    if p.natural:  # noise on every token of the head's name, its std the std of the names' token embeddings
+        head = list(p.atomic_with_spans(edits[0]["h"], edits[0]["r1"])[1]["head"])
+        rows = sorted({t for e in range(facts.n_entities) for t in p.answer(e)})
+    tr = trace_effects(model, with_answers(tok, apos, b) if b.dim() == 2 else tok, b, apos, facts.n_entities, key_pos, layers,
+                       ecfg.trace_samples, ecfg.trace_noise, ecfg.seed, head_pos=head, embed_rows=rows)
     def grid(key):
         return np.array([[np.nan if r[key] is None else float(r[key]) for r in rec] for rec in records], dtype=float)
 

@@ -8,6 +8,9 @@ An edit (h, r1) -> b' (instead of b) is judged on
   their pre-edit answer (share) and next-token distribution (KL(pre || post));
 - reverse (reversal family): (b', r1^-1) now answers h.
 Every prompt of every edit of a layer goes through the model in one batched forward pass, each row with its own edit.
+Answers are whole answers (sae_ooc.interventions.prompts): a row hits its target when its greedy answer is exactly the
+target's tokens, keeps its answer when its greedy answer is unchanged, p is the target answer's probability (all of its
+tokens, teacher forced); KL is of the next-token distribution at the answer position (the first answer token).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sae_ooc.interventions.facts import Facts, answer_logits
+from sae_ooc.interventions.facts import Facts
+from sae_ooc.interventions.prompts import Answers, matches, read_batched
 from sae_ooc.interventions.rome import RankOneEdits, edit_hooks
 
 KINDS = ("efficacy", "propagation", "reverse", "same_head", "atomic", "two_hop")
@@ -28,13 +32,28 @@ class EvalSet:
     """Every prompt of every edit, one row each: which edit, which kind, the target (b', t(b', r2) or h; -1 for
     specificity rows) and the pre-edit logits."""
 
-    tokens: torch.Tensor  # [m, SEQ_LEN]
+    tokens: torch.Tensor  # [m, width] prompts, with room for the answer's tokens
     answer_pos: torch.Tensor
     edit: torch.Tensor  # [m] index of the edit the row judges
     kind: torch.Tensor  # [m] index into KINDS
-    target: torch.Tensor  # [m]
+    target: torch.Tensor  # [m] entity
     old: torch.Tensor  # [m] the answer before the fact changed (b, t(b, r2)); -1 where none
-    pre: torch.Tensor  # [m, d_vocab] logits before the edit
+    pre: torch.Tensor  # [m, d_vocab] logits (of the first answer token) before the edit
+    target_ids: torch.Tensor | None = None  # [m, answer_len] the target's answer tokens (None: one token, = target)
+    old_ids: torch.Tensor | None = None  # [m, answer_len]
+    pre_answers: Answers | None = None  # the answers before the edit (None: one token, read from pre)
+
+    @property
+    def answer_len(self) -> int:
+        return 1 if self.target_ids is None else self.target_ids.shape[1]
+
+    def ids(self, which: str) -> torch.Tensor:
+        t = self.target_ids if which == "target" else self.old_ids
+        return t if t is not None else (self.target if which == "target" else self.old)[:, None]
+
+    @property
+    def before(self) -> Answers:
+        return self.pre_answers if self.pre_answers is not None else Answers.of_logits(self.pre)
 
 
 def choose_edits(facts: Facts, model, n_edits: int, seed: int, batch: int = 4096) -> list[dict]:
@@ -42,12 +61,12 @@ def choose_edits(facts: Facts, model, n_edits: int, seed: int, batch: int = 4096
     entities that change at least one two-hop answer (twohop) or any other entity (no two-hop facts: reversal)."""
     atomic = facts.atomic()
     tok, pos = facts.tokens([(h, r) for h, r, _ in atomic])
-    pred = answer_logits(model, tok, pos, batch).argmax(-1)
+    right = matches(read_batched(model, tok, pos, facts.answer_len, batch).greedy, facts.answer_ids([t for _, _, t in atomic]))
     rng = np.random.default_rng(seed)
     out = []
     for i in rng.permutation(len(atomic)):
         h, r, b = atomic[i]
-        if int(pred[i]) != b:
+        if not right[i]:
             continue
         # reversal (no two-hop facts): any other tail; twohop: a tail that changes at least one two-hop answer
         cands = [e for e in range(facts.n_entities) if e != b and (facts.inverse or facts.shared_relations(b, e))]
@@ -92,26 +111,43 @@ def build_eval_set(facts: Facts, model, edits: list[dict], n_spec: int, seed: in
     tok, pos = facts.tokens(prompts)
     uniq, inv = torch.unique(tok, dim=0, return_inverse=True)
     upos = torch.zeros(len(uniq), dtype=torch.long).scatter_(0, inv, pos)
-    pre = answer_logits(model, uniq, upos, batch)[inv]
-    return EvalSet(tok, pos, torch.tensor(edit), torch.tensor(kind), torch.tensor(target), torch.tensor(old), pre)
+    target, old = torch.tensor(target), torch.tensor(old)
+    if facts.answer_len == 1:
+        pre = read_batched(model, uniq, upos, 1, batch).first[inv]
+        return EvalSet(tok, pos, torch.tensor(edit), torch.tensor(kind), target, old, pre)
+    t_ids, o_ids = facts.answer_ids(target), facts.answer_ids(old)
+    pre = read_batched(model, uniq, upos, facts.answer_len, batch)[inv]
+    pre.logprob = read_batched(model, tok, pos, facts.answer_len, batch, targets=t_ids).logprob
+    return EvalSet(tok, pos, torch.tensor(edit), torch.tensor(kind), target, old, pre.first, t_ids, o_ids, pre)
 
 
-@torch.no_grad()
+def edited_answers(model, es: EvalSet, edits: RankOneEdits, batch: int = 4096) -> Answers:
+    """The answers of every row under its own edit (one forward pass per answer token and `batch` rows; with multi-token
+    answers one more for the target's probability)."""
+    return read_batched(model, es.tokens, es.answer_pos, es.answer_len, batch, lambda sl: edit_hooks(edits.rows(es.edit[sl])),
+                        es.target_ids)
+
+
 def edited_logits(model, es: EvalSet, edits: RankOneEdits, batch: int = 4096) -> torch.Tensor:
-    """[m, d_vocab] answer logits of every row under its own edit (one forward pass per `batch` rows)."""
-    return torch.cat([answer_logits(model, es.tokens[s : s + batch], es.answer_pos[s : s + batch], batch,
-                                    fwd_hooks=edit_hooks(edits.rows(es.edit[s : s + batch])))
-                      for s in range(0, len(es.tokens), batch)])
+    """[m, d_vocab] answer logits (first answer token) of every row under its own edit."""
+    return read_batched(model, es.tokens, es.answer_pos, 1, batch, lambda sl: edit_hooks(edits.rows(es.edit[sl]))).first
 
 
-def row_outcomes(es: EvalSet, post: torch.Tensor) -> dict[str, torch.Tensor]:
+def row_outcomes(es: EvalSet, post: Answers | torch.Tensor) -> dict[str, torch.Tensor]:
     """Per row: hits its target after / before the edit, keeps its pre-edit answer, KL(pre || post), p(target) after and before."""
-    rows = torch.arange(len(post))
+    post = Answers.of_logits(post) if isinstance(post, torch.Tensor) else post
+    pre = es.before
+    rows = torch.arange(len(post.first))
     t = es.target.clamp(min=0)
-    lp_pre, lp_post = es.pre.log_softmax(-1), post.log_softmax(-1)
-    return {"hit": post.argmax(-1) == es.target, "hit_pre": es.pre.argmax(-1) == es.target,
-            "was_old": es.pre.argmax(-1) == es.old, "kept": post.argmax(-1) == es.pre.argmax(-1),
-            "kl": (lp_pre.exp() * (lp_pre - lp_post)).sum(-1), "p": lp_post[rows, t].exp(), "p_pre": lp_pre[rows, t].exp()}
+    lp_pre, lp_post = es.pre.log_softmax(-1), post.first.log_softmax(-1)
+    target = es.ids("target")
+    if post.logprob is None:  # one-token answers: p is the answer position's softmax
+        p, p_pre = lp_post[rows, t].exp(), lp_pre[rows, t].exp()
+    else:
+        p, p_pre = post.logprob.exp(), pre.logprob.exp()
+    return {"hit": matches(post.greedy, target), "hit_pre": matches(pre.greedy, target),
+            "was_old": matches(pre.greedy, es.ids("old")), "kept": (post.greedy == pre.greedy).all(-1),
+            "kl": (lp_pre.exp() * (lp_pre - lp_post)).sum(-1), "p": p, "p_pre": p_pre}
 
 
 def per_edit(es: EvalSet, out: dict[str, torch.Tensor], n_edits: int) -> list[dict]:

@@ -1,43 +1,52 @@
 """The task's facts as lookup tables, for interventions that ask what the model *should* answer once one fact changes.
 
 Only the atomic facts of the train split count as known: a two-hop answer t(b, r2) is defined when (b, r2) is one of
-them. Prompts are padded token rows like `split_tensors` makes (right padding never changes what the model sees).
+them. Facts are read from the planted columns (head, r1, answer of the train split's hop-1 rows: entities and relations
+in planted-variable space, the toy's token ids), so a natural-language task's paraphrases of one fact are one fact.
+Prompts are rendered by `prompter` (sae_ooc.interventions.prompts) as padded token rows (right padding never changes
+what the model sees).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from sae_ooc.tasks.data import SEQ_LEN
+from sae_ooc.interventions.prompts import Prompter, read_batched
 
 
 @dataclass
 class Facts:
     n_entities: int
     pad_id: int
-    tail: dict[tuple[int, int], int]  # (h, r) -> t for every atomic fact of the train split (token ids)
+    tail: dict[tuple[int, int], int]  # (h, r) -> t for every atomic fact of the train split (planted ids)
     relations: dict[int, list[int]]  # entity -> the relations it has a train atomic fact for
     inverse: dict[int, int]  # relation -> its inverse relation (reversal family; empty otherwise)
+    prompter: Prompter | None = field(default=None, repr=False)
 
     @classmethod
-    def from_dataset(cls, ds, vocab, family: str) -> "Facts":
+    def from_dataset(cls, ds, vocab, family: str, atomic_template: str | None = None) -> Facts:
+        """`atomic_template`: a natural-language task's train template, how its atomic prompts are asked."""
         tail: dict[tuple[int, int], int] = {}
         d = ds["train"]
-        for ids, a, hop in zip(d["input_ids"], d["answer"], d["hop"]):
+        for h, r, a, hop in zip(d["head"], d["r1"], d["answer"], d["hop"]):
             if hop == 1:
-                tail[(int(ids[0]), int(ids[1]))] = int(a)
+                tail[(int(h), int(r))] = int(a)
         relations: dict[int, list[int]] = {}
         for h, r in sorted(tail):
             relations.setdefault(h, []).append(r)
         inverse: dict[int, int] = {}
-        if family == "reversal":  # relation r's inverse is token r{R + r} (sae_ooc.tasks.data.generate_reversal)
+        if family == "reversal":  # relation r's inverse is relation R + r (sae_ooc.tasks.data.generate_reversal)
             half = vocab.n_relations // 2
             for r in range(half):
                 a, b = vocab.relation_id(r), vocab.relation_id(half + r)
                 inverse[a], inverse[b] = b, a
-        return cls(vocab.n_entities, vocab.pad_id, tail, relations, inverse)
+        return cls(vocab.n_entities, vocab.pad_id, tail, relations, inverse, Prompter(vocab, atomic_template))
+
+    @property
+    def answer_len(self) -> int:
+        return self.prompter.answer_len
 
     def atomic(self) -> list[tuple[int, int, int]]:
         """Every known (h, r, t), in a fixed order."""
@@ -57,22 +66,28 @@ class Facts:
         return [r for r in self.relations.get(b, []) if (b2, r) in self.tail and self.tail[(b2, r)] != self.tail[(b, r)]]
 
     def tokens(self, prompts: list[tuple[int, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """[n, SEQ_LEN] right-padded token rows and [n] answer positions (the last real token)."""
-        out = torch.full((len(prompts), SEQ_LEN), self.pad_id, dtype=torch.long)
-        for i, p in enumerate(prompts):
-            out[i, : len(p)] = torch.tensor(p, dtype=torch.long)
-        return out, torch.tensor([len(p) - 1 for p in prompts], dtype=torch.long)
+        """[n, width] right-padded token rows of atomic (h, r) and two-hop (h, r1, r2) prompts, with room for the
+        answer's tokens, and [n] answer positions (the last prompt token)."""
+        return self.prompter.rows([self.prompter.render(p) for p in prompts])
+
+    def answer_ids(self, entities) -> torch.Tensor:
+        """[n, answer_len] the entities' answer tokens (-1 padded)."""
+        return self.prompter.answer_ids(entities)
+
+    def targets(self, entities) -> torch.Tensor:
+        """What a loss reads: [n] answer tokens when every answer is one token, else [n, answer_len]."""
+        ids = self.answer_ids(entities)
+        return ids[:, 0] if ids.shape[1] == 1 else ids
 
 
-@torch.no_grad()
+def atomic_template(task_cfg) -> str | None:
+    """How a natural-language task's atomic prompts are asked: its first train template (None for the toy)."""
+    return task_cfg.natural.train_templates[0] if task_cfg.render == "natural" else None
+
+
 def answer_logits(model, tokens: torch.Tensor, answer_pos: torch.Tensor, batch: int = 4096, fwd_hooks=()) -> torch.Tensor:
-    """[n, d_vocab] logits at each row's answer position (batched; `fwd_hooks` as TransformerLens takes them)."""
-    out = []
-    dev = model.cfg.device
-    for s in range(0, len(tokens), batch):
-        lg = model.run_with_hooks(tokens[s : s + batch].to(dev), return_type="logits", fwd_hooks=list(fwd_hooks))
-        out.append(lg[torch.arange(lg.shape[0], device=lg.device), answer_pos[s : s + batch].to(dev)].float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, model.cfg.d_vocab_out)
+    """[n, d_vocab] logits at each row's answer position (batched; `fwd_hooks` as TransformerLens takes them, for every batch)."""
+    return read_batched(model, tokens, answer_pos, 1, batch, lambda sl: list(fwd_hooks)).first
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> list[float] | None:

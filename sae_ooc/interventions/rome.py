@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from sae_ooc.models.evaluate import answer_token_logits
+
 
 def key_hook(layer: int) -> str:
     return f"blocks.{layer}.mlp.hook_post"
@@ -35,7 +37,7 @@ def out_hook(layer: int) -> str:
 
 @torch.no_grad()
 def mlp_keys(model, tokens: torch.Tensor, layers: list[int], batch: int = 4096) -> dict[int, torch.Tensor]:
-    """{layer: [n, SEQ_LEN, d_mlp]} keys of every position."""
+    """{layer: [n, width, d_mlp]} keys of every position."""
     names = {key_hook(L): L for L in layers}
     out: dict[int, list] = {L: [] for L in layers}
     for s in range(0, len(tokens), batch):
@@ -111,7 +113,9 @@ def optimise_values(model, tokens: torch.Tensor, answer_pos: torch.Tensor, key_p
                     steps: int, lr: float, clamp: float, weight_decay: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(keys [n, d_mlp], values [n, d_model]): for each row, the key at `key_pos` and the W_out product that makes the
     model answer target[i] at answer_pos[i] when the MLP's output at key_pos becomes value + b_out. All rows at once:
-    the loss is a sum of per-row terms, so each row's delta gets its own gradient (and Adam is per element)."""
+    the loss is a sum of per-row terms, so each row's delta gets its own gradient (and Adam is per element). A target
+    [n, answer_len] (-1 padded) is a multi-token answer: `tokens` then carry it (teacher forcing) and the loss is the
+    cross-entropy of all of its tokens."""
     dev = model.cfg.device
     tokens, target, answer_pos = tokens.to(dev), target.to(dev), answer_pos.to(dev)
     n = len(tokens)
@@ -145,8 +149,12 @@ def optimise_values(model, tokens: torch.Tensor, answer_pos: torch.Tensor, key_p
     try:
         with torch.enable_grad():
             for _ in range(steps):
-                lg = model.run_with_hooks(tokens, fwd_hooks=[(out_hook(layer), add)])[rows, answer_pos]
-                loss = F.cross_entropy(lg.float(), target, reduction="sum")
+                lg = model.run_with_hooks(tokens, fwd_hooks=[(out_hook(layer), add)])
+                if target.dim() == 1:
+                    loss = F.cross_entropy(lg[rows, answer_pos].float(), target, reduction="sum")
+                else:
+                    lg = answer_token_logits(lg, answer_pos, target.shape[1]).float()
+                    loss = F.cross_entropy(lg.flatten(0, 1), target.flatten(), ignore_index=-1, reduction="sum")
                 loss = loss + weight_decay * ((delta.norm(dim=-1, keepdim=True) / v0_norm) ** 2).sum()
                 opt.zero_grad()
                 loss.backward()

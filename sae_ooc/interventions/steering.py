@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from sae_ooc.interventions.facts import mean_ci, share
+from sae_ooc.interventions.prompts import Answers, matches, read_batched
 
 
 def bridge_feature_matrix(hook_labels: dict[int, list[dict]], position: str, entity_of: dict[str, int], n_entities: int,
@@ -81,36 +82,49 @@ def matched_norm(delta: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return torch.where(n > 0, delta * ref.norm(dim=-1, keepdim=True) / n.clamp(min=1e-12), torch.zeros_like(delta))
 
 
-@torch.no_grad()
+def delta_hooks(hook: str, pos: int, delta: torch.Tensor | None):
+    """`hooks_for(slice)` adding delta[i] to `hook` at position `pos` of row i (nothing when delta is None)."""
+
+    def hooks_for(sl):
+        if delta is None:
+            return []
+        d = delta[sl]
+
+        def add(x, hook=None, d=d):
+            x = x.clone()
+            x[:, pos] += d.to(x.device, x.dtype)
+            return x
+
+        return [(hook, add)]
+
+    return hooks_for
+
+
+def answers_with_delta(model, tokens: torch.Tensor, answer_pos: torch.Tensor, hook: str, pos: int, delta: torch.Tensor | None,
+                       batch: int = 4096, answer_len: int = 1, targets: torch.Tensor | None = None) -> Answers:
+    """The model's answers (sae_ooc.interventions.prompts.Answers) with delta[i] added to `hook` at position `pos` of row i."""
+    return read_batched(model, tokens, answer_pos, answer_len, batch, delta_hooks(hook, pos, delta), targets)
+
+
 def logits_with_delta(model, tokens: torch.Tensor, answer_pos: torch.Tensor, hook: str, pos: int, delta: torch.Tensor | None,
                       batch: int = 4096) -> torch.Tensor:
     """[n, d_vocab] answer-position logits of the model with delta[i] added to `hook` at position `pos` of row i."""
-    dev = model.cfg.device
-    out = []
-    for s in range(0, len(tokens), batch):
-        tok = tokens[s : s + batch].to(dev)
-        hooks = []
-        if delta is not None:
-            d = delta[s : s + batch].to(dev)
-
-            def add(x, hook=None, d=d):
-                x = x.clone()
-                x[:, pos] += d.to(x.dtype)
-                return x
-
-            hooks = [(hook, add)]
-        lg = model.run_with_hooks(tok, return_type="logits", fwd_hooks=hooks)
-        out.append(lg[torch.arange(len(tok), device=dev), answer_pos[s : s + batch].to(dev)].float().cpu())
-    return torch.cat(out)
+    return answers_with_delta(model, tokens, answer_pos, hook, pos, delta, batch).first
 
 
-def outcome(logits: torch.Tensor, consistent: torch.Tensor, original: torch.Tensor, clean_logits: torch.Tensor) -> dict:
-    """Shares of prompts answering t(b', r2) (consistent), t(b, r2) (unchanged) or something else, and the logit of the
-    consistent answer (and its change from the unsteered model), each with a 95% interval over prompts."""
-    rows = torch.arange(len(logits))
-    pred = logits.argmax(-1)
-    cons, same = pred == consistent, pred == original
-    lc = logits[rows, consistent]
-    return {"consistent": share(cons), "unchanged": share(same), "other": share(~cons & ~same),
-            "consistent_logit": mean_ci(lc), "consistent_logit_change": mean_ci(lc - clean_logits[rows, consistent]),
-            "max_abs_logit_change": float((logits - clean_logits).abs().max()) if len(logits) else 0.0}
+def outcome(out: Answers, consistent: torch.Tensor, original: torch.Tensor, clean: Answers) -> dict:
+    """Shares of prompts answering t(b', r2) (consistent), t(b, r2) (unchanged) or something else (whole answers,
+    `consistent` / `original` [n, answer_len] tokens), and the logit of the consistent answer's first token (and its change
+    from the unsteered model), each with a 95% interval over prompts; with multi-token answers also the consistent answer's
+    log-probability (`out.logprob`, teacher forced) and its change."""
+    rows = torch.arange(len(out.first))
+    cons, same = matches(out.greedy, consistent), matches(out.greedy, original)
+    c0 = consistent[:, 0]
+    lc = out.first[rows, c0]
+    res = {"consistent": share(cons), "unchanged": share(same), "other": share(~cons & ~same),
+           "consistent_logit": mean_ci(lc), "consistent_logit_change": mean_ci(lc - clean.first[rows, c0]),
+           "max_abs_logit_change": float((out.first - clean.first).abs().max()) if len(out.first) else 0.0}
+    if out.logprob is not None:
+        res["consistent_logprob"] = mean_ci(out.logprob)
+        res["consistent_logprob_change"] = mean_ci(out.logprob - clean.logprob)
+    return res

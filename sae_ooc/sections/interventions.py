@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 from sae_ooc.sections.check import check as _check
 
-STEER_POSITIONS = ("head", "r1", "r2")  # sae_ooc.tasks.data.POSITION_ROLES
+STEER_POSITIONS = ("head", "r1", "r2")  # roles of the two-hop question (the last token of each: vocab.layout.index)
 STEER_SPLITS = ("train", "valid_id", "test_id", "test_ood")
-EDIT_POSITIONS = ("head", "r1")  # positions of an atomic prompt (h, r) the key can be read at
+EDIT_POSITIONS = ("head", "r1")  # roles of an atomic prompt (h, r) the key can be read at (the last token of the role)
 
 
 @dataclass
@@ -47,7 +47,7 @@ class EditConfig:
 
     n_edits: int = 64  # atomic facts edited (seeded sample of the train facts the model answers correctly), each alone
     layers: list[int] = field(default_factory=list)  # layers edited (empty = every layer)
-    position: str = "r1"  # where the key is read: r1 (the atomic prompt's last token) | head (the subject token)
+    position: str = "r1"  # where the key is read: r1 (the relation; the toy atomic prompt's last token) | head (the subject's last token)
     value_steps: int = 60  # Adam steps optimising the value (what the MLP must output for the model to say b')
     value_lr: float = 0.1
     clamp_norm: float = 4.0  # the value's change is at most this times the residual stream's norm after the layer (ROME: clamp_norm_factor)

@@ -14,6 +14,27 @@ def _ci(d: dict | None) -> str:
     return f" ({pct(lo)}–{pct(hi)})"
 
 
+def _steer_natural(st: dict) -> str:
+    """What differs on a natural-language task: whole-name answers, positions as token indices of the question."""
+    if "answers" not in st:
+        return ""
+    where = ", ".join(f"{p} = token {i}" for p, i in (st.get("position_index") or {}).items())
+    return (f" Answers are whole entity names: a prompt counts as consistent (unchanged) when its greedy answer is exactly "
+            f"t(b', r2)'s (t(b, r2)'s) name; the logit change is of the name's first token. A position is the last token of its "
+            f"role in the question ({where}).")
+
+
+def _edit_natural(st: dict) -> str:
+    pos = st.get("positions")
+    if not pos:
+        return ""
+    shared = ("the two-hop question has the same tokens up to there, so the key is the same vector in both"
+              if pos.get("two_hop_shares_key") else "the two-hop question differs before it, so its key there is not the edited one")
+    return (f" Atomic facts are asked as their first training template; the key is token {pos['key']} of that prompt "
+            f"(answer read at token {pos['atomic_answer']}); {shared}. Answers are whole names (greedy answer exactly the name; "
+            "p = the name's probability, teacher forced; KL of the first answer token's distribution).")
+
+
 def steer_section(doc: Doc) -> None:
     run = doc.run
     doc.add("## 8. Interventions: steering the bridge", "")
@@ -35,7 +56,7 @@ def steer_section(doc: Doc) -> None:
             "two identities: feature steering with b' = b (changes nothing by construction) and the residual patched from another "
             "prompt with the same bridge b. Shares of prompts answering t(b', r2) (**consistent**), still t(b, r2) (unchanged) "
             "or something else; 95% Wilson intervals over prompts. Only prompts with some bridge=b' feature at the row are steered "
-            "(n); a row with no bridge features shows the baselines on all prompts.", "",
+            "(n); a row with no bridge features shows the baselines on all prompts." + _steer_natural(st), "",
             "| hook @ position | n (covered) | features: consistent | unchanged | other | consistent logit change | random features: "
             "consistent | residual patch from b': consistent | residual patch from same b: unchanged | b'=b: unchanged |",
             "|---|---|---|---|---|---|---|---|---|---|")
@@ -62,6 +83,14 @@ def steer_section(doc: Doc) -> None:
     doc.add("")
     doc.figure(run.steer_dir / "steer.png", run.steer_dir / "steer.svg")
     doc.add("![steering](steer.png)", "")
+    if best is None:
+        pcs = [r["methods"]["resid_patch"]["consistent"]["share"] or 0 for r in s["rows"]]
+        doc.add(f"**What it implies.** eval-sae labelled no feature bridge=<entity> at any steered hook and position "
+                f"({', '.join(st['positions'])}), so feature steering did not run: only the baselines did. The whole residual from a "
+                f"b' prompt makes {pct(min(pcs))}–{pct(max(pcs))} of the prompts answer t(b', r2): "
+                + ("the bridge is carried at some of these points, but no SAE feature is labelled with it."
+                   if max(pcs) >= 0.5 else "little of the bridge is read from these points, so the bridge (if the model computes one) "
+                   "lives elsewhere, e.g. at other positions of the prompt."), "")
     if best is not None:
         r, f, rnd, rp = best
         cons, rc, pc = f["consistent"]["share"], rnd["consistent"]["max"], rp["consistent"]["share"]
@@ -102,7 +131,7 @@ def edit_section(doc: Doc) -> None:
             "before now gives t(b', r2): belief consistency), **specificity** (pre-edit answer kept on the head's other facts, on "
             f"{st['specificity_prompts']} unrelated atomic facts and {st['specificity_prompts']} unrelated two-hop prompts per "
             "edit; KL(pre ‖ post) beside), and, for the reversal family, the reverse fact (b', r1⁻¹) → h. Control: the same edit "
-            "with its value change pointed in a random direction of the same norm. 95% intervals over prompts.", "",
+            "with its value change pointed in a random direction of the same norm. 95% intervals over prompts." + _edit_natural(st), "",
             "| layer | efficacy | propagation | specificity: same head (KL) | unrelated atomic (KL) | unrelated two-hop (KL) | reverse | "
             "random-direction control: efficacy / propagation |", "|---|---|---|---|---|---|---|---|")
     b = e.get("before_any_edit", {})
@@ -124,8 +153,10 @@ def edit_section(doc: Doc) -> None:
     loc = e["localization"]
     c = loc["correlation"]
     tr = loc["traced_layer"]
+    natural = "positions" in st
     doc.add(f"**Localization vs editing.** Causal tracing of each edited fact (noise {st['trace_noise']}× the entity embeddings' "
-            f"std on the head token, {st['trace_samples']} samples; p(b) clean {f3(loc['p_clean'])}, corrupted {f3(loc['p_corrupt'])}), "
+            f"std on {'every token of the head name' if natural else 'the head token'}, {st['trace_samples']} samples; "
+            f"p(b{chr(39) + 's name' if natural else ''}) clean {f3(loc['p_clean'])}, corrupted {f3(loc['p_corrupt'])}), "
             f"restoring one layer's MLP output at `{st['position']}`. Mean effect by layer: "
             + ", ".join(f"L{L} {f3(v)}" for L, v in zip(st["layers"], loc["mean_effect_by_layer"]["mlp"])) + ". Correlation over "
             "(fact, layer) points, 95% intervals from resampling facts:", "",
@@ -143,9 +174,16 @@ def edit_section(doc: Doc) -> None:
     doc.add("", "![localization vs editing](localization.png)", "")
     props = [r["propagation"]["share"] for r in e["by_layer"] if r["propagation"]["share"] is not None]
     effs = [r["efficacy"]["share"] for r in e["by_layer"]]
-    text = (f"**What it implies.** Efficacy is {pct(min(effs))}–{pct(max(effs))} across layers (on the prompt each edit's value was "
-            "optimised for, so high by construction): a rank-one edit can make *any* layer say b' at the edited prompt, so efficacy "
-            "alone localizes nothing. ")
+    pos = st.get("positions") or {}
+    key_before_answer = bool(pos) and pos["key"] < pos["atomic_answer"]
+    if key_before_answer:  # the key's token is not the answer position: the last layer's edit cannot reach the answer
+        text = (f"**What it implies.** Efficacy is {pct(min(effs))}–{pct(max(effs))} across layers, on the prompt each edit's value was "
+                "optimised for: it shows only that a layer can be made to say b' there (at the last layer it cannot, see below), "
+                "so efficacy alone localizes nothing. ")
+    else:
+        text = (f"**What it implies.** Efficacy is {pct(min(effs))}–{pct(max(effs))} across layers (on the prompt each edit's value was "
+                "optimised for, so high by construction): a rank-one edit can make *any* layer say b' at the edited prompt, so efficacy "
+                "alone localizes nothing. ")
     if props:
         text += f"Propagation ranges from {pct(min(props))} to {pct(max(props))} across layers"
         if props[0] - props[-1] > 0.2:
@@ -161,7 +199,12 @@ def edit_section(doc: Doc) -> None:
              f"{pct(tr['propagation_mean_over_layers'])})"
              + ("; tracing finds where the atomic answer is read out, not where the bridge is kept for the second hop"
                 if (tr["propagation_at_traced_layer"] or 0) < 0.5 * (tr["propagation_mean_over_layers"] or 0) else "")
-             + (f". An edit of the last layer's MLP at {st['position']} cannot reach r2 (no attention follows it), so propagation there "
+             + (f". An edit of the last layer's MLP at {st['position']} (token {pos.get('key')}) cannot reach the answer positions "
+                f"(token {pos.get('atomic_answer')} of the atomic prompt, {pos.get('two_hop_answer')} of the question; no attention "
+                "follows it), so efficacy and propagation there are 0 by the architecture, and wherever tracing points to the last "
+                "layer the low numbers are structural"
+                if pos and st["layers"] and st["layers"][-1] == len(e["by_layer"]) - 1 else
+                f". An edit of the last layer's MLP at {st['position']} cannot reach r2 (no attention follows it), so propagation there "
                 "is 0 by the architecture, and wherever tracing points to the last layer the low propagation is partly structural"
                 if st["layers"] and st["layers"][-1] == len(e["by_layer"]) - 1 and st.get("position") != "r2" else "")
              + ". The pooled correlations mix layers; the within-layer Spearman columns are "
