@@ -156,3 +156,24 @@ def test_query_reads_a_question_by_its_roles(natural_run, capsys):
     assert res["truth"]["answer"] == vocab.name(vocab.answer_token_ids(d["answer"][0])[0]) == vocab.name(int(st.answer[0]))
     assert main(["query", "--run", str(natural_run.root), text, "--target", vocab.entity_name(0)]) == 0
     assert main(["query", "--run", str(natural_run.root), text, "--target", "Nobody Atall"]) == 2
+
+
+def test_the_prompt_index_serves_natural_prompts_with_the_live_numbers(natural_run):
+    """A natural task's prompts (text, a tokenizer) are looked up in the prompt index like the toy's: the same answers,
+    ranks and features as the live computation, for a question, a training document and a held-out paraphrase."""
+    from sae_ooc.viz.query import query
+    from sae_ooc.viz.query_index import lookup
+
+    ds, vocab = load_task(natural_run.data_dir)
+    for split in ("test_id", "train", "atomic_test"):
+        prompt = vocab.decode(ds[split][0]["input_ids"])
+        live = query(natural_run, prompt, top=3)
+        got = lookup(natural_run, prompt, 3)
+        assert got is not None and got["from_index"] is True, prompt
+        assert got["tokens"] == live["tokens"] and got["roles"] == live["roles"]
+        assert got["truth"]["answer"] == live["truth"]["answer"] and got["truth"]["split"] == split
+        assert got["truth"]["answer_model"]["rank"] == live["truth"]["answer_model"]["rank"]
+        assert [a["token"] for a in got["answers"]] == [a["token"] for a in live["answers"]]
+        for g, w in zip(got["per_hook"], live["per_hook"], strict=True):
+            assert [(i["feature"], i["position"], i["role"]) for i in g["features"]] == \
+                   [(i["feature"], i["position"], i["role"]) for i in w["features"]]
