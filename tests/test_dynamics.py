@@ -15,7 +15,8 @@ from sae_ooc.models.replay import accuracy_rise, dense_steps, replay_checkpoints
 from sae_ooc.pipeline import run as run_pipeline
 from sae_ooc.pipeline import run_stage
 from sae_ooc.rundir import RunDir
-from tests.conftest import TINY
+from sae_ooc.tasks.data import load_task
+from tests.conftest import NATURAL, TINY, copy_run
 
 SMALL = ["train.steps=40", "train.eval_every=10", "train.n_checkpoints=4", "sae.training_tokens=4096", "sae_eval.probe_steps=30",
          "sae_eval.n_controls=1", "dynamics.sae_training_tokens=2048", "dynamics.dense_checkpoints=2", "dynamics.patch_pairs=8"]
@@ -101,7 +102,6 @@ def test_dynamics_runs_on_a_tiny_run_and_its_numbers_check_out(tiny_run, tmp_pat
     # logit lens after the final layer is the model's own output: the answer is top-1 exactly where the model is right
     model = load_model(tiny_run.model_dir)
     from sae_ooc.dynamics.stage import _prompts
-    from sae_ooc.tasks.data import load_task
 
     ds, vocab = load_task(tiny_run.data_dir)
     toks, _, answer = _prompts(ds, vocab, tiny_run.cfg.dynamics.n_prompts, tiny_run.cfg.dynamics.seed)
@@ -134,3 +134,63 @@ def test_weight_shared_model_runs_the_pipeline_through_circuit(tmp_path):
     assert (run.model_dir / "sharing.json").is_file() and is_weight_shared(load_model(run.model_dir))
     assert is_weight_shared(load_model(run.model_dir, sae_transformer=True))
     assert (run.circuit_dir / "circuit.json").is_file()
+
+
+def test_dynamics_on_a_natural_task_reads_the_layouts_positions(natural_trained, tmp_path):
+    """A natural-language task: the bridge is read at r1's token and at `last` (the layout's answer position), the
+    logit lens ranks the names' first tokens (recomputed here from the model's own logits and embeddings), and the
+    patching peak leaves out the head entity's tokens, not position 0 (a BOS)."""
+    from sae_ooc.viz.report.stage import build_report
+
+    run = copy_run(natural_trained, tmp_path / "run", config=NATURAL,
+                   overrides=("train.n_checkpoints=2", "harvest.hooks=[blocks.1.hook_resid_pre]", "sae_eval.probe_steps=30",
+                              "dynamics.dense_checkpoints=0", "dynamics.sae_training_tokens=1024", "dynamics.n_prompts=1000",
+                              "dynamics.patch_pairs=8", "dynamics.sae_hooks=[blocks.1.hook_resid_pre]"))
+    assert all(r.finished for r in run_pipeline(run, stages=["train", "harvest", "dynamics"]))
+    out = json.loads((run.dynamics_dir / "dynamics.json").read_text())
+    lay = json.loads((run.data_dir / "layout.json").read_text())
+    r1_pos, last = lay["roles"]["r1"][1] - 1, lay["answer_pos"]
+    assert lay["position_names"][last] == "last" and lay["position_names"][r1_pos] == "r1"
+    for p in out["checkpoints"]:
+        assert set(p["logit_lens"]) == {"labels", "n_prompts", "bridge@r1", "bridge@last", "answer@last"}
+        assert {pos for r in p["probes"].values() for pos in r} <= {"r1", "last"} and any(r for r in p["probes"].values())
+        assert {"peak@r1", "peak@last"} <= set(p["patching"])
+        assert p["patching"]["peak"]["position"] not in lay["position_names"][slice(*lay["roles"]["head"])]
+        assert set(p["saes"]["blocks.1.hook_resid_pre"]) >= {"bridge@r1", "bridge@last", "answer@last"}
+    assert out["targets"]["n_patch_pairs_same_first_token"] >= 0
+
+    # the final checkpoint's logit lens, recomputed from every test_id two-hop row (n_prompts covers them all)
+    ds, vocab = load_task(run.data_dir)
+    rows = [r for r in ds["test_id"] if r["hop"] == 2]
+    toks = torch.tensor([r["input_ids"] for r in rows])
+    assert all(vocab.decode([r["input_ids"][r1_pos]]).strip() == vocab.relation_name(r["r1"]) for r in rows)  # r1's token
+    bridge = torch.tensor([vocab.answer_token_ids(r["bridge"])[0] for r in rows])
+    answer = torch.tensor([r["answer_ids"][0] for r in rows])
+    model = load_model(run.model_dir)
+    final = out["checkpoints"][-1]
+    assert final["step"] == run.cfg.train.steps and final["logit_lens"]["n_prompts"] == len(rows)
+
+    def ranks(logits, target):
+        return (logits > logits.gather(-1, target[:, None])).sum(-1).float()
+
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(toks)
+        embedded = model.unembed(model.ln_final(cache["blocks.0.hook_resid_pre"][:, r1_pos]))  # layer 0: embeddings alone
+    for key, layer, rk in (("bridge@r1", -1, ranks(logits[:, r1_pos], bridge)), ("bridge@r1", 0, ranks(embedded, bridge)),
+                           ("answer@last", -1, ranks(logits[:, last], answer))):
+        assert final["logit_lens"][key]["median_rank"][layer] == pytest.approx(rk.median().item())
+        assert final["logit_lens"][key]["top1"][layer] == pytest.approx((rk == 0).float().mean().item())
+    # the patching metric: the clean prompts' first-token logit difference at `last`, from the whole-answer pairs
+    from sae_ooc.circuits.pairs import make_pairs
+
+    whole = make_pairs(ds, vocab, "test_id", run.cfg.dynamics.patch_pairs, run.cfg.dynamics.seed)
+    one = whole.subset(whole.cont_is_answer)  # one row a pair (the rows teacher-force t2's tokens)
+    with torch.no_grad():
+        lg = model(one.clean[:, : len(lay["position_names"])])[:, last]
+    rows = torch.arange(len(one))
+    diff = (lg[rows, one.answer_ids[:, 0]] - lg[rows, one.answer_corrupt_ids[:, 0]]).mean().item()
+    assert final["patching"]["n_pairs"] == len(one) and final["patching"]["clean_logit_diff"] == pytest.approx(diff, abs=1e-5)
+
+    doc = build_report(run)  # the report's dynamics section names the layout's positions
+    text = "\n".join(doc.lines)
+    assert "bridge probe at last" in text and "first token of its name" in text and "head entity's tokens left out" in text

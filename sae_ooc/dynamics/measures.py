@@ -5,6 +5,10 @@ prefixes, scored on the held-out prefixes, beside the same probe on shuffled lab
 layer's residual stream (TransformerLens's `ActivationCache.accumulated_resid`) through the model's own final
 layer norm (recomputed on that layer's stream) and unembedding, with no tuned lens. Patching is
 `transformer_lens.patching.get_act_patch_resid_pre`, clean activations into the corrupted run.
+
+Positions come from the task's layout (`read_positions`): the bridge is read at r1's last token and at the answer
+position, named as the layout names them (the toy's r1 and r2; a natural task's r1 and last). Targets are token ids:
+a multi-token name is represented by its first token (as in the model-level analyses).
 """
 
 from __future__ import annotations
@@ -15,7 +19,12 @@ from sae_ooc.saes.controls import prefix_activations
 from sae_ooc.saes.prefixes import PositionSlice
 from sae_ooc.saes.probes import probe_table
 
-POSITIONS = {1: "r1", 2: "r2"}  # the prompt positions the bridge is read at
+
+def read_positions(layout) -> dict[int, str]:
+    """{position: name} of the two positions the bridge is read at: r1's last token, then the answer position
+    (the toy's {1: "r1", 2: "r2"}; a natural task's e.g. {4: "r1", 7: "last"})."""
+    r1, ans = layout.index("r1"), layout.answer_pos
+    return {r1: layout.position_names[r1], ans: layout.position_names[ans]}
 
 
 def resid_hooks(n_layers: int) -> list[str]:
@@ -23,9 +32,10 @@ def resid_hooks(n_layers: int) -> list[str]:
     return [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)] + [f"blocks.{n_layers - 1}.hook_resid_post"]
 
 
-def bridge_probes(model, slices: list[PositionSlice], hooks: list[str], ecfg) -> dict[str, dict[str, dict]]:
-    """{hook: {"r1"|"r2": {heldout_acc, shuffled_acc, majority_acc, n_heldout}}}: a bridge probe per hook and position."""
-    use = [sl for sl in slices if sl.pos in POSITIONS]
+def bridge_probes(model, slices: list[PositionSlice], hooks: list[str], ecfg, positions: dict[int, str]) -> dict[str, dict[str, dict]]:
+    """{hook: {position name: {heldout_acc, shuffled_acc, majority_acc, n_heldout}}}: a bridge probe per hook and each of
+    `positions` (`read_positions`)."""
+    use = [sl for sl in slices if sl.pos in positions]
     acts = prefix_activations(model, use, hooks)
     out: dict[str, dict[str, dict]] = {h: {} for h in hooks}
     for sl in use:
@@ -35,19 +45,21 @@ def bridge_probes(model, slices: list[PositionSlice], hooks: list[str], ecfg) ->
         for h in hooks:
             x_sel, x_ev = acts[h][sl.pos]
             rec = probe_table(x_sel, x_ev, {"bridge": (y_sel, y_ev)}, None, {}, ecfg)[0]["bridge"]
-            out[h][POSITIONS[sl.pos]] = {k: rec[k] for k in ("heldout_acc", "shuffled_acc", "majority_acc", "n_heldout", "heldout_ci95")}
+            out[h][positions[sl.pos]] = {k: rec[k] for k in ("heldout_acc", "shuffled_acc", "majority_acc", "n_heldout", "heldout_ci95")}
     return out
 
 
 @torch.no_grad()
-def logit_lens(model, tokens: torch.Tensor, bridge: torch.Tensor, answer: torch.Tensor) -> dict:
-    """Per layer (resid_pre of each block, then the final resid_post) the rank (0 = top) of the bridge at r1 and r2 and
-    of the answer at r2 among all tokens: {"labels", "bridge@r1": {"median_rank", "top1"}: per layer lists, ...}."""
+def logit_lens(model, tokens: torch.Tensor, bridge: torch.Tensor, answer: torch.Tensor, positions: dict[int, str]) -> dict:
+    """Per layer (resid_pre of each block, then the final resid_post) the rank (0 = top) of the bridge token at both
+    `positions` (r1, then the answer position) and of the answer token at the answer position among all tokens:
+    {"labels", "bridge@r1": {"median_rank", "top1"}: per layer lists, ...} (the toy's keys: bridge@r1, bridge@r2, answer@r2)."""
     device = next(model.parameters()).device
     _, cache = model.run_with_cache(tokens.to(device), names_filter=lambda n: "hook_resid" in n)
     stack, labels = cache.accumulated_resid(incl_mid=False, apply_ln=False, return_labels=True)  # [L+1, n, pos, d]
     out: dict = {"labels": list(labels), "n_prompts": int(tokens.shape[0])}
-    for name, pos, target in (("bridge@r1", 1, bridge), ("bridge@r2", 2, bridge), ("answer@r2", 2, answer)):
+    (p1, n1), (pa, na) = positions.items()
+    for name, pos, target in ((f"bridge@{n1}", p1, bridge), (f"bridge@{na}", pa, bridge), (f"answer@{na}", pa, answer)):
         logits = model.unembed(model.ln_final(stack[:, :, pos])).float()  # ln recomputed on each layer's own stream
         t = target.to(device)
         tl = logits.gather(-1, t[None, :, None].expand(len(stack), -1, 1))
@@ -57,10 +69,11 @@ def logit_lens(model, tokens: torch.Tensor, bridge: torch.Tensor, answer: torch.
 
 
 @torch.no_grad()
-def resid_patching(model, pairs) -> dict:
+def resid_patching(model, pairs, positions: dict[int, str], names: tuple[str, ...], head: range) -> dict:
     """Clean resid_pre patched into the corrupted run, per layer and position, on the mean A→C logit difference
-    (answer - corrupted answer), normalised so 0 = the corrupted run and 1 = the clean one. The peak leaves out the
-    head-entity position, where patching layer 0 replays the whole clean input (1 by construction)."""
+    (answer - corrupted answer: `pairs`' answer tokens), normalised so 0 = the corrupted run and 1 = the clean one.
+    The peak leaves out the head entity's span `head`, where patching layer 0 replays the whole clean input (1 by
+    construction); `names` names every position, `positions` the two with their own peak."""
     from transformer_lens import patching
 
     device = next(model.parameters()).device
@@ -78,12 +91,13 @@ def resid_patching(model, pairs) -> dict:
     gap = m_clean - m_corrupt
     norm = (heat - m_corrupt) / gap if abs(gap) > 1e-6 else torch.full_like(heat, float("nan"))
     out = {"clean_logit_diff": m_clean, "corrupt_logit_diff": m_corrupt, "n_pairs": len(pairs), "normalised": norm.tolist()}
-    body = norm[:, 1:]
+    cols = [p for p in range(norm.shape[1]) if p not in head]
+    body = norm[:, cols]
     if torch.isfinite(body).any():
         flat = torch.nan_to_num(body, nan=-float("inf")).flatten().argmax()
         layer, p = divmod(int(flat), body.shape[1])
-        out["peak"] = {"value": float(body[layer, p]), "layer": layer, "position": POSITIONS[p + 1]}
-        for p_idx, name in POSITIONS.items():
+        out["peak"] = {"value": float(body[layer, p]), "layer": layer, "position": names[cols[p]]}
+        for p_idx, name in positions.items():
             col = norm[:, p_idx]
             out[f"peak@{name}"] = {"value": float(col.max()), "layer": int(col.argmax())}
     return out

@@ -24,12 +24,17 @@ from sae_ooc.saes.prefixes import PositionSlice
 from sae_ooc.saes.trainer import train_sae
 from sae_ooc.tasks.data import split_tensors
 
-KEEP = ("bridge@r1", "bridge@r2", "answer@r2")
+
+def kept(positions: dict[int, str]) -> tuple[str, ...]:
+    """The (variable@position) alignments kept: the bridge at both positions (`measures.read_positions`), the answer at
+    the answer position (the toy's bridge@r1, bridge@r2, answer@r2)."""
+    (_, r1), (_, ans) = positions.items()
+    return f"bridge@{r1}", f"bridge@{ans}", f"answer@{ans}"
 
 
-def only_kept(sl: PositionSlice) -> PositionSlice:
-    """The slice with every variable but those of KEEP unlabelled, so alignment scores only what is kept."""
-    keep = {k.split("@")[0] for k in KEEP if k.endswith(f"@{sl.name}")}
+def only_kept(sl: PositionSlice, keep_keys: tuple[str, ...]) -> PositionSlice:
+    """The slice with every variable but those of `keep_keys` unlabelled, so alignment scores only what is kept."""
+    keep = {k.split("@")[0] for k in keep_keys if k.endswith(f"@{sl.name}")}
     labels = {v: ys if v in keep else (torch.full_like(ys[0], -1), torch.full_like(ys[1], -1)) for v, ys in sl.labels.items()}
     return dataclasses.replace(sl, labels=labels)
 
@@ -39,9 +44,10 @@ def default_sae_hooks(n_layers: int) -> list[str]:
 
 
 def checkpoint_saes(run, model, ckpt_dir: Path, work: Path, hooks: list[str], held: torch.Tensor, slices: list[PositionSlice],
-                    n_tokens_expected: int, ds, vocab, ecfg) -> dict[str, dict]:
+                    n_tokens_expected: int, ds, vocab, ecfg, positions: dict[int, str]) -> dict[str, dict]:
     """{hook: {explained_variance, l0, "bridge@r1": {mean_auroc_features, shuffled_mean_auroc, frac_detected_features,
-    probe_accuracy}, ...}} for SAEs trained on this checkpoint's activations."""
+    probe_accuracy}, ...}} for SAEs trained on this checkpoint's activations, at `positions` (`kept`)."""
+    keep = kept(positions)
     p = dataclasses.replace(run.cfg.sae, training_tokens=run.cfg.dynamics.sae_training_tokens, hooks=list(hooks),
                             sweep_k=[], sweep_l1_coefficient=[], sweep_d_sae=[], n_checkpoints=0, log_every=10**9)
     hc = run.cfg.harvest
@@ -55,14 +61,14 @@ def checkpoint_saes(run, model, ckpt_dir: Path, work: Path, hooks: list[str], he
         if cache.n_tokens != n_tokens_expected:
             raise RuntimeError(f"checkpoint cache has {cache.n_tokens} tokens, the run's {n_tokens_expected}")  # same splits: cannot happen
         eval_rows = distinct_rows(cache.tokens(), held)
-        slices = [only_kept(sl) for sl in slices]
+        slices = [only_kept(sl, keep) for sl in slices]
         out = {}
         for h in hooks:
             m = train_sae(cache, h, work / "saes" / h, p, device=run.device, rows_mask=~held, eval_rows=eval_rows, resume=False, plot=False)
             sae = SAE.load_from_disk(work / "saes" / h, device=run.device)
             al = alignment(sae, cache, h, slices, ecfg)["by_variable_position"]
             rec = {"explained_variance": m["reconstruction"]["explained_variance"], "l0": m["reconstruction"]["l0"]}
-            for key in KEEP:
+            for key in keep:
                 a = al.get(key)
                 if a is not None:
                     rec[key] = {"mean_auroc_features": a["mean_auroc_features"], "frac_detected_features": a["frac_detected_features"],

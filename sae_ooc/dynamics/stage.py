@@ -2,9 +2,11 @@
 
 Over every checkpoint train saved (log-spaced, plus step 0) and `dynamics.dense_checkpoints` more replayed exactly
 (`sae_ooc.models.replay`) across the window in which valid_id accuracy rises: accuracy per split (every example),
-held-out-prefix bridge probes per layer at r1 and r2 beside shuffled labels, the logit-lens rank of the bridge,
-the resid_pre patching heatmap's peak, and the ground-truth alignment of small SAEs trained per checkpoint. The
+held-out-prefix bridge probes per layer at r1 and at the answer position (the layout's: r2 in the toy, `last` in a
+natural task) beside shuffled labels, the logit-lens rank of the bridge, the resid_pre patching heatmap's peak, and the ground-truth alignment of small SAEs trained per checkpoint. The
 rise is located on valid_id (it chose where to add checkpoints); test_id's rise is only reported beside it.
+The logit lens and the patching metric read one position's logits, so a multi-token name (bridge, answer) is
+represented by its first token, as in the model-level analyses (`make_pairs(first_token=True)`).
 Writes RUN/dynamics/: dynamics.json, dynamics.png/.svg and the replayed checkpoints (checkpoints/step_N/).
 """
 
@@ -18,7 +20,7 @@ from tqdm.auto import tqdm
 
 from sae_ooc.activations.cache import ActivationCache, heldout_mask
 from sae_ooc.circuits.pairs import make_pairs
-from sae_ooc.dynamics.measures import bridge_probes, logit_lens, resid_hooks, resid_patching
+from sae_ooc.dynamics.measures import bridge_probes, logit_lens, read_positions, resid_hooks, resid_patching
 from sae_ooc.dynamics.saes import checkpoint_saes, default_sae_hooks
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json, read_jsonl, write_json
@@ -37,12 +39,28 @@ READABLE = 0.5  # a probe "reads" the bridge from the first step its held-out ac
 
 
 def _prompts(ds, vocab, n: int, seed: int):
-    """A seeded sample of the test_id two-hop prompts: (tokens, bridge, answer)."""
+    """A seeded sample of the test_id two-hop prompts: (tokens [n, layout.n_pos], bridge, answer), the bridge and
+    answer as the first token of their names (the toy's: the entities' own tokens)."""
     st = split_tensors(ds["test_id"], vocab)
     two = (st.hop == 2).nonzero().squeeze(1)
     g = torch.Generator().manual_seed(seed)
     idx = two[torch.randperm(len(two), generator=g)[:n]].sort().values
-    return st.tokens[idx], st.bridge[idx], st.answer[idx]
+    lay = vocab.layout
+    if not bool((st.answer_pos[idx] == lay.answer_pos).all()):  # analysed prompts are aligned (the data stage checks it)
+        raise RuntimeError(f"test_id two-hop prompts not read at the layout's answer position {lay.answer_pos}")
+
+    def first(e: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([vocab.answer_token_ids(int(v))[0] for v in e], dtype=torch.long)
+
+    return st.tokens[idx, : lay.n_pos], first(st.variable("bridge")[idx]), first(st.variable("answer")[idx])
+
+
+def first_token_note(pairs) -> dict:
+    """What the logit lens and patching read when names are several tokens: each name's first token; pairs whose two
+    answers share it add 0 to both the clean and the corrupted logit difference (they dilute nothing once normalised)."""
+    return {"bridge_and_answer": "first token of each entity name (the logit lens ranks it, the patching metric is the "
+                                 "answer's first-token logit minus the corrupted answer's)",
+            "n_patch_pairs_same_first_token": int((pairs.answer == pairs.answer_corrupt).sum())}
 
 
 def first_readable(points: list[dict], hooks: list[str]) -> dict | None:
@@ -102,9 +120,11 @@ def run_dynamics(run, force: bool = False) -> dict:
     tensors = {s: split_tensors(ds[s], vocab) for s in SPLITS}
     cache = ActivationCache(run.activations_dir, expected_model_hash=model_hash(run.model_dir))
     held = heldout_mask(cache.tokens(), run.cfg.sae.eval_fraction, run.cfg.sae.seed)  # = train-sae's split
-    slices = [sl for sl in position_slices(cache, held, ecfg.max_select_tokens, ecfg.seed) if sl.name in ("r1", "r2")]
+    lay = vocab.layout
+    positions = read_positions(lay)  # r1 and the answer position, by the layout's names
+    slices = [sl for sl in position_slices(cache, held, ecfg.max_select_tokens, ecfg.seed) if sl.pos in positions]
     tokens, bridge, answer = _prompts(ds, vocab, dc.n_prompts, dc.seed)
-    pairs = make_pairs(ds, vocab, "test_id", dc.patch_pairs, dc.seed)
+    pairs = make_pairs(ds, vocab, "test_id", dc.patch_pairs, dc.seed, first_token=True)  # one position's logits: first tokens
     hooks = resid_hooks(n_layers)
 
     points = []
@@ -113,11 +133,11 @@ def run_dynamics(run, force: bool = False) -> dict:
             model = load_model(d, device=run.device)
             p = {"step": step, "source": source,
                  "accuracy": {s.removesuffix("_acc"): v for s, v in evaluate_splits(model, tensors, device=run.device).items() if s.endswith("_acc")},
-                 "probes": bridge_probes(model, slices, hooks, ecfg),
-                 "logit_lens": logit_lens(model, tokens, bridge, answer),
-                 "patching": resid_patching(model, pairs)}
+                 "probes": bridge_probes(model, slices, hooks, ecfg, positions),
+                 "logit_lens": logit_lens(model, tokens, bridge, answer, positions),
+                 "patching": resid_patching(model, pairs, positions, lay.position_names, lay.span("head"))}
             if dc.sae_training_tokens > 0:
-                p["saes"] = checkpoint_saes(run, model, d, out_dir / ".work", sae_hooks, held, slices, cache.n_tokens, ds, vocab, ecfg)
+                p["saes"] = checkpoint_saes(run, model, d, out_dir / ".work", sae_hooks, held, slices, cache.n_tokens, ds, vocab, ecfg, positions)
             points.append(p)
 
     composition = rise["test_id"].get("moment")
@@ -130,6 +150,8 @@ def run_dynamics(run, force: bool = False) -> dict:
     result = {"rise": rise, "readable_threshold": READABLE, "hooks": hooks, "sae_hooks": sae_hooks if dc.sae_training_tokens > 0 else [],
               "n_checkpoints": {"saved": len(saved), "replayed": len(replayed)}, "answers": answers,
               "n_prompts_logit_lens": int(tokens.shape[0]), "n_patch_pairs": len(pairs), "checkpoints": points}
+    if lay.answer_len > 1:  # said only where it matters, so the toy's result is unchanged
+        result["targets"] = first_token_note(pairs)
     write_json(out_dir / RESULT_FILE, result)
     plot_dynamics(result, out_dir / "dynamics")
     return {"n_checkpoints": len(points), "replayed": len(replayed), **answers}

@@ -14,6 +14,15 @@ def _layer_label(hook: str) -> str:
     return f"resid_pre {layer}" if hook.endswith("resid_pre") else f"resid_post {layer}"
 
 
+def read_at(result: dict) -> tuple[str, str]:
+    """The names of the two positions the bridge is read at, (r1, answer position), from the result's logit-lens keys
+    (bridge@<r1>, bridge@<answer position>, answer@<answer position>): the toy's ("r1", "r2"), a natural task's ("r1", "last")."""
+    keys = [k for k in result["checkpoints"][0]["logit_lens"] if "@" in k] if result["checkpoints"] else []
+    r1 = next((k.split("@", 1)[1] for k in keys if k.startswith("bridge@")), "r1")
+    ans = next((k.split("@", 1)[1] for k in keys if k.startswith("answer@")), "r2")
+    return r1, ans
+
+
 def _series(points, get):
     xs, ys = [], []
     for p in points:
@@ -32,30 +41,32 @@ def plot_dynamics(result: dict, stem: Path) -> list[Path]:
     hooks = result["hooks"]
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     (a_acc, a_r1, a_r2), (a_ll, a_patch, a_sae) = axes
+    r1, at = read_at(result)
+    first = " (first token)" if "targets" in result else ""  # multi-token names: the logit lens ranks their first token
     for split, color in SPLIT_STYLE.items():
         xs, ys = _series(pts, lambda p, s=split: p["accuracy"][s])
         a_acc.plot(xs, ys, "o-", color=color, ms=3, label=split)
     a_acc.set(title="accuracy per split (every example)", ylabel="accuracy", ylim=(-0.02, 1.02))
     a_acc.legend(fontsize=7)
     cmap = plt.get_cmap("viridis")
-    for ax, pos in ((a_r1, "r1"), (a_r2, "r2")):
+    for ax, pos in ((a_r1, r1), (a_r2, at)):
         for i, h in enumerate(hooks):
             xs, ys = _series(pts, lambda p, h=h: p["probes"][h][pos]["heldout_acc"])
             ax.plot(xs, ys, "o-", ms=3, color=cmap(i / max(len(hooks) - 1, 1)), label=_layer_label(h))
-        xs, ys = _series(pts, lambda p: max(r[pos]["shuffled_acc"] for r in p["probes"].values() if pos in r))
+        xs, ys = _series(pts, lambda p: max((r[pos]["shuffled_acc"] for r in p["probes"].values() if pos in r), default=None))
         ax.plot(xs, ys, ":", color="grey", label="shuffled labels (max over layers)")
         n = next((r[pos]["n_heldout"] for p in pts for r in p["probes"].values() if pos in r), "?")
         ax.set(title=f"bridge probe at {pos} ({n} held-out prefixes)", ylabel="held-out accuracy", ylim=(-0.02, 1.02))
         ax.legend(fontsize=7)
     labels = pts[0]["logit_lens"]["labels"] if pts else []
     for i, lab in enumerate(labels):
-        xs, ys = _series(pts, lambda p, i=i: 1 + p["logit_lens"]["bridge@r1"]["median_rank"][i])
+        xs, ys = _series(pts, lambda p, i=i: 1 + p["logit_lens"][f"bridge@{r1}"]["median_rank"][i])
         name = "final resid_post" if lab == "final_post" else f"resid_pre {lab.split('_')[0]}"
         a_ll.plot(xs, ys, "o-", ms=3, color=cmap(i / max(len(labels) - 1, 1)), label=name)
-    a_ll.set(yscale="log", title=f"logit lens: bridge at r1 ({result['n_prompts_logit_lens']} test_id prompts)",
-             ylabel="median rank of the bridge (1 = top)")
+    a_ll.set(yscale="log", title=f"logit lens: bridge{first} at {r1} ({result['n_prompts_logit_lens']} test_id prompts)",
+             ylabel=f"median rank of the bridge{first} (1 = top)")
     a_ll.legend(fontsize=7)
-    for pos, color in (("r1", "C0"), ("r2", "C1")):
+    for pos, color in ((r1, "C0"), (at, "C1")):
         xs, ys = _series(pts, lambda p, pos=pos: p["patching"][f"peak@{pos}"]["value"])
         a_patch.plot(xs, ys, "o-", ms=3, color=color, label=f"max over layers at {pos}")
     a_patch.set(title=f"resid_pre patching into corrupted ({result['n_patch_pairs']} test_id pairs)",
@@ -63,10 +74,10 @@ def plot_dynamics(result: dict, stem: Path) -> list[Path]:
     a_patch.axhline(0, color="grey", lw=0.6)
     a_patch.legend(fontsize=7)
     for i, h in enumerate(result.get("sae_hooks", [])):
-        for key, ls in (("bridge@r1", "-"), ("bridge@r2", "--")):
+        for key, ls in ((f"bridge@{r1}", "-"), (f"bridge@{at}", "--")):
             xs, ys = _series(pts, lambda p, h=h, key=key: p["saes"][h][key]["mean_auroc_features"])
             a_sae.plot(xs, ys, ls, marker="o", ms=3, color=f"C{i}", label=f"{_layer_label(h)}: {key}")
-        xs, ys = _series(pts, lambda p, h=h: p["saes"][h]["bridge@r1"]["shuffled_mean_auroc"])
+        xs, ys = _series(pts, lambda p, h=h: p["saes"][h][f"bridge@{r1}"]["shuffled_mean_auroc"])
         a_sae.plot(xs, ys, ":", color=f"C{i}", alpha=0.6, label=f"{_layer_label(h)}: shuffled labels")
     a_sae.set(title="per-checkpoint SAEs: best feature per bridge value", ylabel="mean held-out AUROC", ylim=(0.25, 1.02))
     if result.get("sae_hooks"):

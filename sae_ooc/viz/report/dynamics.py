@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sae_ooc.viz.dynamics_plots import read_at
 from sae_ooc.viz.report.doc import Doc, f3, load
 
 
@@ -43,20 +44,25 @@ def dynamics_section(doc: Doc) -> None:
     last = pts[-1]
     n_prompts, n_pairs = res["n_prompts_logit_lens"], res["n_patch_pairs"]
     parts = []
-    for pos in ("r1", "r2"):
+    r1, at = read_at(res)  # the layout's names: r1 and the answer position (the toy's r2, a natural task's last)
+    first = "(the first token of its name) " if "targets" in res else ""
+    for pos in (r1, at):
         h, r = _best(last["probes"], pos)
         if r is not None:
             on = f"{r['n_heldout']} held-out prefixes"
             parts.append(f"bridge probe at {pos}: best `{h}` {doc.number(f'dynamics.final_bridge_probe_{pos}', r['heldout_acc'], on)} "
                          f"(shuffled labels {doc.number(f'dynamics.final_bridge_probe_{pos}_shuffled', r['shuffled_acc'], on)})")
-    ll = last["logit_lens"]["bridge@r1"]["top1"]
+    ll = last["logit_lens"][f"bridge@{r1}"]["top1"]
     best_layer = max(range(len(ll)), key=ll.__getitem__)
-    parts.append(f"logit lens: the bridge is the top token at r1 after `{last['logit_lens']['labels'][best_layer]}` on "
+    parts.append(f"logit lens: the bridge {first}is the top token at {r1} after `{last['logit_lens']['labels'][best_layer]}` on "
                  f"{doc.number('dynamics.final_logit_lens_bridge_top1', ll[best_layer], f'{n_prompts} test_id prompts')} of prompts")
     pk = last["patching"].get("peak")
     if pk:
-        parts.append(f"resid_pre patching peak (head position left out) "
-                     f"{doc.number('dynamics.final_patching_peak', pk['value'], f'{n_pairs} test_id pairs')} at layer {pk['layer']}, {pk['position']}")
+        head = "head position" if not first else "head entity's tokens"
+        parts.append(f"resid_pre patching peak ({head} left out{'; first answer tokens' if first else ''}) "
+                     f"{doc.number('dynamics.final_patching_peak', pk['value'], f'{n_pairs} test_id pairs')} at layer {pk['layer']}, {pk['position']}"
+                     + (f" ({same} of the pairs' two answers share their first token and add nothing to either run)"
+                        if (same := res.get("targets", {}).get("n_patch_pairs_same_first_token")) else ""))
     doc.add(f"At the last checkpoint (step {last['step']}): " + "; ".join(parts) + ".", "",
             "![training dynamics](dynamics.png)", "",
             "The logit lens reads each layer's residual stream through the final layer norm and unembedding as they are (no tuned "
