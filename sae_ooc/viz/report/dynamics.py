@@ -5,6 +5,8 @@ from __future__ import annotations
 from sae_ooc.viz.dynamics_plots import read_at
 from sae_ooc.viz.report.doc import Doc, f3, load
 
+LEARNED = 0.9  # atomic_test accuracy from which the atomic facts count as learned
+
 
 def _best(probes: dict, pos: str) -> tuple[str | None, dict | None]:
     cands = [(h, r[pos]) for h, r in probes.items() if pos in r and r[pos].get("heldout_acc") is not None]
@@ -37,7 +39,8 @@ def dynamics_section(doc: Doc) -> None:
                 f"`{rd['hook']}` at {rd['position']} (held-out accuracy {doc.number('dynamics.bridge_readable_acc', rd['heldout_acc'], 'held-out prefixes')}, "
                 f"its 95% interval above the shuffled-label probe and the step-0 model's probe): {order} test_id reaches half its rise"
                 + "".join(f" (at that checkpoint test_id is {f3(c['accuracy']['test_id'])} and atomic_test {f3(c['accuracy']['atomic_test'])}: "
-                          "the bridge becomes readable as the atomic facts are learned)"
+                          + ("the bridge becomes readable as the atomic facts are learned)" if c["accuracy"]["atomic_test"] >= LEARNED
+                             else f"the atomic facts are not learned yet, atomic_test below {LEARNED})")
                           for c in pts if c["step"] == rd["step"] and "test_id" in c.get("accuracy", {})) + ".", "")
     else:
         doc.add("No probe read the bridge (held-out accuracy ≥ 0.5 above its controls) at any checkpoint.", "")
