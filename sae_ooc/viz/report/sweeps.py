@@ -13,10 +13,33 @@ def _val(v) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)
 
 
+def _same_task(sweep_dir, run) -> bool:
+    """Whether the sweep varies this run's task: its points' task section equals the run's apart from the task keys
+    the sweep's grid varies (a sweep of another task, e.g. the toy's beside a natural-language run, says nothing here)."""
+    from dataclasses import asdict
+
+    from sae_ooc.config import load_config
+
+    grid = (load(sweep_dir / "sweep.json") or {}).get("grid", {})
+    varied = {k.split(".", 1)[1].split(".")[0] for k in grid if k.startswith("task.")}
+    for cfg in sorted((sweep_dir / "points").glob("*/config.yaml"))[:1]:
+        try:
+            theirs = asdict(load_config(cfg).task)
+        except Exception:  # an unreadable or outdated point config: it cannot be matched
+            return False
+        ours = asdict(run.cfg.task)
+        return {k: v for k, v in theirs.items() if k not in varied} == {k: v for k, v in ours.items() if k not in varied}
+    return True  # no point written yet: nothing to tell it apart
+
+
 def sweep_section(doc: Doc) -> None:
     run = doc.run
-    found = sorted((run.root.parent / "sweeps").glob("*/sweep.json"))
+    beside = sorted((run.root.parent / "sweeps").glob("*/sweep.json"))
+    found = [p for p in beside if _same_task(p.parent, run)]
     doc.add("## 12. The simplest-setup sweeps: what is the smallest model that composes A→C?", "")
+    if beside and not found:
+        doc.add(f"No sweep of this run's task: the sweeps beside it ({', '.join(p.parent.name for p in beside)}) vary another task.", "")
+        return
     if not found:
         doc.add("Not run (a separate command over many runs): `sae-ooc sweep configs/sweeps/simplest.yaml`.", "")
         return
