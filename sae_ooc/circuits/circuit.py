@@ -64,6 +64,12 @@ from sae_ooc.viz.circuit_plots import plot_curve
 
 FAITHFULNESS_FILE = "faithfulness.json"
 METRIC_TEXT = {"logit_diff": "logit(t2) - logit(t2')", "logprob": "log p(t2)", "ce": "-log p(t2)"}
+# with multi-token answers the same metrics score whole token sequences (circuits/pairs.py)
+SEQUENCE_METRIC_TEXT = {"logit_diff": "log p(t2) - log p(t2'), whole names", "logprob": "log p(t2), whole name", "ce": "-log p(t2), whole name"}
+
+
+def metric_text(metric: str, answer_len: int) -> str:
+    return (SEQUENCE_METRIC_TEXT if answer_len > 1 else METRIC_TEXT)[metric]
 
 
 def _edges(edges: dict, gradient: dict) -> list[GraphEdge]:
@@ -113,7 +119,7 @@ def prompt_circuit(sp: Spliced, pairs: Pairs, i: int, keep_row: torch.Tensor, m_
         "example_prompt": vocab.decode(pairs.clean[i]),
         "selection": "backward elimination (sae_ooc.circuits.prune), first round with at most "
                      f"{TARGET_MAX_FEATURES} feature nodes per prompt",
-        "sink": {"id": SINK, "description": METRIC_TEXT[metric]},
+        "sink": {"id": SINK, "description": metric_text(metric, sp.layout.answer_len)},
     }
     # fitted to this prompt by backward elimination, so its faithfulness here is in-sample
     scores = {"m_full": float(faith.m_full[i]), "m_empty": float(faith.m_empty[i]), "m_circuit": float(m_circuit), "faithfulness": f,
@@ -204,7 +210,7 @@ def _circuit(run) -> dict:
         "run": str(run.root), "config": run.cfg.name, "method": ne.method, "metric": metric, "n_pairs": len(sel_idx),
         "effects_over": "selection pairs", "n_heldout_pairs": len(held_idx), "hooks": sp.hooks,
         "d_sae": sp.d_sae, "positions": list(sp.position_names), "selection": {"top_n": c.top_n, "node_threshold": c.node_threshold, "errors": c.errors},
-        "ablation": c.ablation, "edge_weights": c.edge_weights, "sink": {"id": SINK, "description": METRIC_TEXT[metric]},
+        "ablation": c.ablation, "edge_weights": c.edge_weights, "sink": {"id": SINK, "description": metric_text(metric, sp.layout.answer_len)},
         "example_prompt": vocab.decode(ne.pairs.clean[0]), "example_answer": vocab.entity_name(int(ne.pairs.answer[0])),
     }
     score_keys = ("m_full", "m_empty", "m_circuit", "m_complement", "faithfulness", "faithfulness_ci95", "completeness")

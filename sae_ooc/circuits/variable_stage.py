@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from sae_ooc.circuits.ablation import ABLATIONS, ablated_metric, ablation_values
-from sae_ooc.circuits.circuit import METRIC_TEXT
+from sae_ooc.circuits.circuit import metric_text
 from sae_ooc.circuits.effects import (
     load_effects_and_model,
 )
@@ -253,7 +253,7 @@ def _run(run) -> dict:
         "selection": choice, "ablation": v.ablation, "ablation_rule": ABLATION_RULE, "effect": effect_text,
         "edge_weights": f"exact group edge patching, source group by {v.intervention}",
         "values_on": "held-out pairs (selection-pair means in effect_selection / weight_selection)",
-        "sink": {"id": SINK, "description": METRIC_TEXT[metric]},
+        "sink": {"id": SINK, "description": metric_text(metric, sp.layout.answer_len)},
         "example_prompt": vocab.decode(pairs.clean[0]), "example_answer": vocab.entity_name(int(pairs.answer[0])),
     }
     scores = {"m_full": main["heldout"]["m_full"], "m_empty": main["heldout"]["m_empty"], "m_circuit": main["heldout"]["m_circuit"],

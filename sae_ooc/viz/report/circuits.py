@@ -6,6 +6,17 @@ from __future__ import annotations
 from sae_ooc.viz.report.doc import Doc, f3, load
 
 
+def _multi_token(run) -> str:
+    """What the metric means when answers are several tokens (a natural-language task); '' for one-token answers."""
+    n = (load(run.data_dir / "layout.json") or {}).get("answer_len", 1)
+    if n <= 1:
+        return ""
+    return (f" Answers are {n}-token names: `logit_diff` is then the log-probability difference of the two answers' token "
+            "sequences, log p(t2 | prompt) − log p(t2' | prompt), each scored teacher-forced after the prompt; a pair is two "
+            "rows (one per answer continuation) whose metrics add up to it, so node positions include the answer's tokens "
+            "but its last (`answer.1`, ...) and 'pairs' below count rows.")
+
+
 def attribution_section(doc: Doc) -> None:
     run = doc.run
     doc.add("## 4. Which features carry the A→C answer", "")
@@ -15,7 +26,7 @@ def attribution_section(doc: Doc) -> None:
         return
     doc.add(f"Node effects by `{ne['method']}` on {ne['n_pairs']} clean/corrupted pairs (corruption: a different head entity whose "
             f"bridge and answer both differ). Metric `{ne['metric']}`: clean {ne['metric_clean_mean']:.3f}, corrupted "
-            f"{ne['metric_corrupt_mean']:.3f}.", "")
+            f"{ne['metric_corrupt_mean']:.3f}." + _multi_token(run), "")
     val = load(run.attribution_dir / "validation.json")
     if val is None:
         doc.add("The approximations have **not** been validated against exact patching in this run "
