@@ -43,7 +43,7 @@ def plot_attention(r: dict, stem: Path, name: str) -> list[Path]:
             ax = axes[l][h]
             tag = f"L{l}H{h}"
             info = next(x for x in heads if x["head"] == tag)
-            _heat(ax, mean[l][h], roles, roles, f"{tag}{' (mover)' if tag in movers else ''}: patch@r2 "
+            _heat(ax, mean[l][h], roles, roles, f"{tag}{' (mover)' if tag in movers else ''}: patch@{roles[-1]} "
                   f"{info['z_patch_at_r2_recovered']:.2f}", cmap="Blues", vmin=0, vmax=1)
             if tag in movers:
                 for s in ax.spines.values():
@@ -54,12 +54,12 @@ def plot_attention(r: dict, stem: Path, name: str) -> list[Path]:
             if l == L - 1:
                 ax.set_xlabel("source", fontsize=7)
         # last column: each example prompt's attention from r2, every head of this layer
-        rows = [[ex[i]["pattern"][l][h][2][s] for s in range(3)] for i in range(len(ex)) for h in range(H)]
+        rows = [list(ex[i]["pattern"][l][h][-1]) for i in range(len(ex)) for h in range(H)]  # from the answer position (the last)
         labels = [f"#{i} H{h}" for i in range(len(ex)) for h in range(H)]
-        _heat(axes[l][H], rows, roles, labels, f"L{l}: from r2, example prompts", cmap="Blues", vmin=0, vmax=1)
+        _heat(axes[l][H], rows, roles, labels, f"L{l}: from {roles[-1]}, example prompts", cmap="Blues", vmin=0, vmax=1)
     exs = "; ".join(f"#{i}: {e['prompt']} -> {e['answer']} (bridge {e['bridge']})" for i, e in enumerate(ex))
     fig.suptitle(f"{name}: attention pattern per head, mean over {r['n_prompts']} held-out test_id prompts (destination x source role).\n"
-                 f"Red frame: r1 -> r2 mover ({r['mover_rule']}).\nExamples {exs}", fontsize=8)
+                 f"Red frame: r1 -> {roles[-1]} mover ({r['mover_rule']}).\nExamples {exs}", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, stem)
 
@@ -90,7 +90,7 @@ def plot_patching(r: dict, stem: Path, name: str) -> list[Path]:
     for ax, kind, what in ((axes[3], "z", "head output z (position)"), (axes[4], "pattern", "head pattern (destination)")):
         m = r[kind]["normalised"]  # [L][P][H]
         H = len(m[0][0])
-        rows = [[m[l][p][h] for p in range(3)] for l in range(L) for h in range(H)]
+        rows = [[m[l][p][h] for p in range(len(m[0]))] for l in range(L) for h in range(H)]
         _heat(ax, rows, roles, [f"L{l}H{h}" for l in range(L) for h in range(H)], what, center=True)
     fig.suptitle(f"{name}: activation patching clean -> corrupted (h' r1 r2, other bridge and answer), {r['n_prompts']} held-out "
                  f"test_id pairs; share of the {r['metric']} gap recovered (clean {r['clean']:.2f}, corrupted {r['corrupt']:.2f})",
