@@ -9,40 +9,32 @@ import json
 
 import pytest
 import torch
-import yaml
 
 from sae_ooc.cli import main
-from sae_ooc.config import load_config
 from sae_ooc.rundir import RunDir
 from sae_ooc.stages import PIPELINE_STAGES
 from sae_ooc.tasks.data import load_task, split_tensors
 
-from conftest import ROOT, TINY
+from conftest import NATURAL, copy_run
 
-# the natural task at the size of the other tests, with configs/tiny.yaml's model and stage budgets
-SMALL_TASK = {"n_entities": 16, "n_relations": 4, "facts_per_entity": 2, "phi": 1.0}
+BUDGETS = ("sae.expansion_factor=4", "sae.k=8", "sae.k_by_hook={blocks.0.hook_resid_pre: 3}", "sae.training_tokens=8192",
+           "sae.batch_size=128", "sae_eval.probe_steps=40", "sae_eval.n_controls=1", "attribution.n_pairs=32",
+           "attribution.ig_steps=5", "attribution.verify_top=32", "attribution.validate_pairs=8", "circuit.top_n=20",
+           "circuit.mean_examples=256", "circuit.curve_sizes=[0, 2, 5, 20]", "circuit.edge_check=4", "circuit.edge_counts=[2, 5]",
+           "circuit.random_edge_sets=8", "circuit.edge_pool_nodes=50", "circuit.prune_pairs=4", "circuit.prune_step=0.1",
+           "analyze.n_prompts=24", "analyze.noise_samples=2", "analyze.probe_steps=40")
 
 
 @pytest.fixture(scope="module")
-def natural_run(tmp_path_factory) -> RunDir:
+def natural_run(natural_trained, tmp_path_factory) -> RunDir:
+    """The shared natural run (data, train) through every later stage, at budgets that take seconds (the toy's tests
+    check what larger budgets buy)."""
     from sae_ooc.pipeline import run as run_pipeline
 
-    root = tmp_path_factory.mktemp("natural_pipeline")
-    cfg = yaml.safe_load(TINY.read_text())
-    cfg["task"] = {**yaml.safe_load((ROOT / "configs" / "natural_tiny.yaml").read_text())["task"], **SMALL_TASK}
-    cfg["name"] = "natural_test"
-    # budgets that run every stage in seconds; the toy's tests check what these budgets buy
-    cfg["train"].update(steps=100)
-    cfg["analyze"] = {"n_prompts": 24, "noise_samples": 2, "probe_steps": 40}
-    cfg["sae"].update(training_tokens=8192)
-    cfg["sae_eval"].update(probe_steps=40)
-    cfg["circuit"].update(curve_sizes=[0, 2, 5, 20], edge_check=4, edge_counts=[2, 5], edge_extra_ablations=[], random_edge_sets=8,
-                          prune_pairs=4)
-    path = root / "natural.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    run = RunDir(root / "run", load_config(path))
+    run = copy_run(natural_trained, tmp_path_factory.mktemp("natural_pipeline") / "run", BUDGETS, config=NATURAL)
     results = run_pipeline(run)
     assert [r.name for r in results if r.finished] == list(PIPELINE_STAGES)
+    assert [r.name for r in results if not r.ran] == ["data", "train"]  # the copy's own, kept
     return run
 
 

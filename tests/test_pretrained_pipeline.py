@@ -17,7 +17,8 @@ from sae_ooc.rundir import RunDir
 from sae_ooc.tasks.data import load_task
 
 from conftest import ROOT, TINY
-from test_natural_pipeline import SMALL_TASK
+
+SMALL_TASK = {"n_entities": 16, "n_relations": 4, "facts_per_entity": 2, "phi": 1.0}  # conftest.NATURAL_SETTINGS' task
 
 STAGES = ["harvest", "train-sae", "eval-sae", "attribute", "circuit"]
 
@@ -47,13 +48,11 @@ def _config(root, overrides: dict) -> "Path":  # noqa: F821
 
 
 @pytest.fixture(scope="module")
-def task_tokenizer(tmp_path_factory):
-    """A BPE trained on the natural task's corpus (what the natural data stage trains), as the checkpoints' tokenizer."""
+def task_tokenizer(natural_trained):
+    """The BPE the natural data stage trained on this task's corpus (conftest's natural run), as the checkpoints' tokenizer."""
     from tokenizers import Tokenizer
 
-    root = tmp_path_factory.mktemp("bpe")
-    assert main(["data", "--config", str(_config(root, {})), "--run", str(root / "run")]) == 0
-    return Tokenizer.from_file(str(root / "run" / "data" / "tokenizer.json"))
+    return Tokenizer.from_file(str(natural_trained.data_dir / "tokenizer.json"))
 
 
 def _checkpoint(directory, arch: str, tok) -> None:
