@@ -127,8 +127,21 @@ def test_circuit_nodes_are_named_by_the_layout(natural_run):
     assert full["metadata"]["n_heldout_pairs"] > 0
 
 
+def test_layout_positions_roles_or_every_token(natural_run):
+    from sae_ooc.tasks.layout import TOY_LAYOUT
+
+    _, vocab = load_task(natural_run.data_dir)
+    lay = vocab.layout
+    assert [lay.position_names[p] for p in lay.positions("roles")] == ["head", "r1", "r2", "last"]
+    assert lay.positions("all") == list(range(lay.n_pos)) and len(lay.span("head")) == 2
+    assert TOY_LAYOUT.positions("roles") == TOY_LAYOUT.positions("all") == [0, 1, 2]
+
+
 def test_eval_sae_labels_name_entities(natural_run):
     _, vocab = load_task(natural_run.data_dir)
+    metrics = [json.loads(f.read_text()) for f in natural_run.sae_eval_dir.glob("*/metrics.json")]
+    positions = {rec["position"] for m in metrics for rec in (m.get("alignment") or {}).values()}
+    assert positions and positions <= {"head", "r1", "r2", "last"}  # sae_eval.positions: roles, the default
     names = set(vocab.planted_names)
     values = [v["value"] for f in natural_run.sae_eval_dir.glob("*/metrics.json")
               for rec in (json.loads(f.read_text()).get("alignment") or {}).values() for v in rec.get("values") or []]

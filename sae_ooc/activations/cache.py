@@ -208,7 +208,8 @@ def prefix_tokens(tokens: dict[str, torch.Tensor], rows: torch.Tensor, pos: int)
 
 
 def prefix_tuples(tokens: dict[str, torch.Tensor], rows: torch.Tensor) -> set[tuple[int, ...]]:
-    """The token prefixes (as tuples of token ids) of cache rows `rows`."""
+    """The token prefixes (as tuples of token ids) of cache rows `rows` (a row's prefix is the `pos` rows before it and
+    itself: the table is in (split, sequence, position) order)."""
     pos = tokens["pos"][rows].tolist()
-    toks = torch.stack([tokens[role][rows] for role in ROLES], 1).tolist()
-    return {tuple(t[: p + 1]) for t, p in zip(toks, pos)}
+    token = tokens["token"].tolist()
+    return {tuple(token[r - p : r + 1]) for r, p in zip(rows.tolist(), pos)}

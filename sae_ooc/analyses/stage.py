@@ -83,7 +83,7 @@ def _probes(c: Context) -> dict:
     run, a = c.run, c.cfg
     cache = ActivationCache(run.activations_dir, expected_model_hash=model_hash(run.model_dir))
     held = heldout_mask(cache.tokens(), run.cfg.sae.eval_fraction, run.cfg.sae.seed)
-    slices = position_slices(cache, held, a.probe_max_select, a.seed)
+    slices = position_slices(cache, held, a.probe_max_select, a.seed, c.vocab.layout.positions(run.cfg.sae_eval.positions))
     hooks = list(cache.hooks)
     controls = control_activations(run, slices, hooks, a.n_controls)
     with tqdm(total=len(hooks) * len(slices), desc="analyze: probes", unit="cell", dynamic_ncols=True, leave=False) as bar:

@@ -69,7 +69,7 @@ def run_eval_sae(run, force: bool = False) -> dict:
     ecfg = run.cfg.sae_eval
     tok = cache.tokens()
     task = TaskEvaluator.from_run(run, device=run.device, train_prefixes=prefix_tuples(tok, (~heldout).nonzero().squeeze(1)))
-    slices = position_slices(cache, heldout, ecfg.max_select_tokens, ecfg.seed)
+    slices = position_slices(cache, heldout, ecfg.max_select_tokens, ecfg.seed, vocab.layout.positions(ecfg.positions))
     bar = tqdm(total=1 + len(saes) * (2 + len(slices)), desc="eval-sae: control models", unit="step", dynamic_ncols=True)
     per_hook = {}
     try:

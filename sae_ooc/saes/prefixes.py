@@ -65,14 +65,18 @@ def _subsample(rows: torch.Tensor, cap: int, seed: int) -> torch.Tensor:
     return rows[torch.randperm(len(rows), generator=g)[:cap].sort().values]
 
 
-def position_slices(cache: ActivationCache, held: torch.Tensor, max_select: int, seed: int) -> list[PositionSlice]:
-    """The selection / held-out prefixes of every position that has both, from the SAE's held-out rows `held`."""
+def position_slices(cache: ActivationCache, held: torch.Tensor, max_select: int, seed: int,
+                    positions: list[int] | None = None) -> list[PositionSlice]:
+    """The selection / held-out prefixes of every position that has both (of `positions` only, when given: e.g.
+    `layout.positions("roles")`), from the SAE's held-out rows `held`."""
     tok = cache.tokens()
     pid = prefix_ids(tok)
     labels = {v: prefix_labels(tok, pid, v) for v in VARIABLES}
     known = first_hop_known(tok, cache.manifest.get("split_codes", {}).get("train"))
     out = []
     for p, name in enumerate(cache.roles):
+        if positions is not None and p not in positions:
+            continue
         at = tok["role"] == p  # the toy task: every row at position p; a natural one: analysed questions' rows only
         sel, ev = distinct_rows(tok, at & ~held, pid), distinct_rows(tok, at & held, pid)
         if len(sel) == 0 or len(ev) == 0:

@@ -97,6 +97,9 @@ class SaeConfig:
         _check(all(w >= 1 for w in self.matryoshka_widths), where, "sae.matryoshka_widths", "widths must be positive")
 
 
+SAE_EVAL_POSITIONS = ("roles", "all")
+
+
 @dataclass
 class SaeEvalConfig:
     auroc_threshold: float = 0.9  # a value counts as detected when one feature (or the probe) reaches this AUROC
@@ -108,6 +111,9 @@ class SaeEvalConfig:
     probe_lr: float = 0.05
     probe_weight_decay: float = 1e-4
     n_controls: int = 3  # untrained models (seeds 10000, ...) and label shufflings beside every alignment number (sae_ooc.saes.probes)
+    # where features are labelled and probes fit (also analyze's probes): roles = the last token of each role span of the
+    # analysed prompt (head, r1, r2, and a natural task's last); all = every token of it (the toy: the same positions)
+    positions: str = "roles"
     seed: int = 0
 
     def validate(self, where: str) -> None:
@@ -118,3 +124,4 @@ class SaeEvalConfig:
         _check(self.max_select_tokens >= 10, where, "sae_eval.max_select_tokens", "must be at least 10")
         _check(self.probe_steps >= 1 and self.probe_lr > 0, where, "sae_eval.probe_steps", "probe_steps must be >= 1 and probe_lr > 0")
         _check(self.n_controls >= 1, where, "sae_eval.n_controls", "must be at least 1: every alignment number is shown beside its controls")
+        _check(self.positions in SAE_EVAL_POSITIONS, where, "sae_eval.positions", f"must be one of {', '.join(SAE_EVAL_POSITIONS)}")

@@ -44,6 +44,13 @@ class Layout:
         """The name of each of the `node_len` positions (the toy's: head, r1, r2)."""
         return self.position_names + tuple(f"answer.{j}" for j in range(1, self.answer_len))
 
+    def positions(self, which: str = "roles") -> list[int]:
+        """Positions of an analysed prompt to measure at: `roles`, the last token of each role span (the toy's every
+        position); `all`, every token (a natural prompt's BOS, the non-last tokens of a name, template words)."""
+        if which == "all" or not self.roles:
+            return list(range(self.n_pos))
+        return sorted({self.index(r) for r in self.roles})
+
     def role_at(self, pos: int, length: int) -> str:
         """The role of position `pos` in a prompt of `length` tokens: the layout's name in an analysed prompt (and in
         any toy prompt, whose atomic facts are its first positions), `pos<p>` in other prompts (training documents)."""
