@@ -256,3 +256,14 @@ def test_question_ids_render_the_analysed_prompts_exactly(twohop, reversal):
     d = ds["test_id"]
     for ids, ans, h, r1, t in zip(d["input_ids"], d["answer_ids"], d["head"], d["r1"], d["answer"]):
         assert vocab.question_ids(h, r1) == list(ids) and vocab.answer_token_ids(t) == list(ans)
+
+
+def test_a_missing_weights_directory_says_where_to_put_the_checkpoint(tmp_path, capsys):
+    """The data stage of a fine-tuning config reads the checkpoint's tokenizer first: a missing directory is one line
+    naming it and the download command (the Pythia hub id for a Pythia model), exit 2, and no data written."""
+    for config, hub in (("finetune_gpt2.yaml", "download gpt2 "), ("finetune_pythia70m.yaml", "download EleutherAI/pythia-70m ")):
+        root = tmp_path / config
+        code = cli_main(["data", "--config", str(ROOT / "configs" / config), "--run", str(root), "--set", f"model.path={tmp_path / 'nope'}"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and "does not exist" in err and hub in err
+        assert not (root / "data").exists()

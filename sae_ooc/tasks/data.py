@@ -31,6 +31,7 @@ from datasets import (
 )
 
 from sae_ooc.config import TASK_FAMILIES, TASK_SPLITS, TaskConfig
+from sae_ooc.sections.model import hub_id
 from sae_ooc.registry import Registry
 from sae_ooc.errors import UserError, unreadable
 from sae_ooc.io import write_json
@@ -335,7 +336,8 @@ def run_data(run, force: bool = False) -> dict:
     """Stage `data`: generate the task into RUN/data (a DatasetDict + vocab.json + layout.json; natural: + tokenizer.json)."""
     ds, vocab = generate(run.cfg.task)
     if run.cfg.task.render == "natural":
-        ds, vocab, layout, tok = render_natural(run.cfg.task, ds, FEATURES, run.cfg.model.path or None)
+        ds, vocab, layout, tok = render_natural(run.cfg.task, ds, FEATURES, run.cfg.model.path or None,
+                                               hub_id(run.cfg.model.name or "gpt2"))
         save_task(ds, vocab, run.data_dir, layout, {TOKENIZER_FILE: lambda path: tok.tokenizer.save(str(path))})
     else:
         save_task(ds, vocab, run.data_dir, TOY_LAYOUT)

@@ -150,7 +150,7 @@ def build_layout(tok: Tok, rendered: dict[str, list[Rendered]], encoded: dict[st
     return Layout("natural", _position_names(tok, x0, ids0), n - 1, seq_len, answer_len, roles)
 
 
-def render_natural(cfg, toy_ds, features, model_path=None):
+def render_natural(cfg, toy_ds, features, model_path=None, hub: str = "gpt2"):
     """(DatasetDict, TextVocab, Layout, Tok) of the natural rendering of the toy task `toy_ds` (same splits)."""
     from datasets import Dataset, DatasetDict
 
@@ -171,7 +171,7 @@ def render_natural(cfg, toy_ds, features, model_path=None):
                                   _relation_names(pair_order[:cfg.n_relations], cfg.family))
         tok = train_bpe(_texts(provisional, name_order[:cfg.n_entities]), nat.bpe_vocab_size)
     else:
-        tok = pretrained_tokenizer(model_path)
+        tok = pretrained_tokenizer(model_path, hub)  # hub: the id the error message says to download
     entities = _choose_names(tok, name_order, cfg)
     relations = _relation_names(_choose_relations(tok, pair_order, cfg), cfg.family)
     rendered = _render_all(cfg, toy_rows, entities, relations)
