@@ -1,4 +1,4 @@
-"""Generate the task (two-hop or reversal) into RUN/data as a datasets DatasetDict plus vocab.json."""
+"""Generate the task (two-hop or reversal; toy tokens or natural-language text, task.render) into RUN/data as a datasets DatasetDict plus vocab.json, layout.json (and tokenizer.json)."""
 
 from sae_ooc.commands import files_written, verb
 
