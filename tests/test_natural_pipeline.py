@@ -182,3 +182,26 @@ def test_the_prompt_index_serves_natural_prompts_with_the_live_numbers(natural_r
         for g, w in zip(got["per_hook"], live["per_hook"], strict=True):
             assert [(i["feature"], i["position"], i["role"]) for i in g["features"]] == \
                    [(i["feature"], i["position"], i["role"]) for i in w["features"]]
+
+
+def test_steering_at_the_answer_position_of_a_natural_question(natural_run, tmp_path, capsys):
+    """`last` is a role of a natural task's question (the token before the answer): steer runs there, at the layout's
+    last position; the toy's question has no such role and says so in one line."""
+    import shutil
+
+    root = tmp_path / "run"
+    shutil.copytree(natural_run.root, root, copy_function=shutil.copy2)
+    assert main(["steer", "--run", str(root), "--set", "steer.positions=[last]"]) == 0
+    steer = json.loads((root / "steer" / "steer.json").read_text())
+    _, vocab = load_task(natural_run.data_dir)
+    assert {r["position"] for r in steer["rows"]} == {"last"}
+    assert steer["settings"]["position_index"] == {"last": vocab.layout.answer_pos}
+
+
+def test_a_toy_run_has_no_last_role(harvested_run, tmp_path):
+    from sae_ooc.errors import UserError
+    from sae_ooc.interventions.steer_stage import run_steer
+
+    run = copy_run(harvested_run, tmp_path / "toy", ["steer.positions=[last]"])
+    with pytest.raises(UserError, match="last is not a role of this task's question"):
+        run_steer(run)

@@ -179,6 +179,10 @@ def _run_steer(run, scfg) -> dict:
     ds, vocab = load_task(run.data_dir)
     facts = Facts.from_dataset(ds, vocab, run.cfg.task.family, atomic_template(run.cfg.task))
     layout = vocab.layout
+    missing = [p for p in scfg.positions if p not in layout.roles]
+    if missing:
+        raise UserError(f"steer.positions: {', '.join(missing)} is not a role of this task's question (roles: "
+                        f"{', '.join(layout.roles)}); e.g. --set steer.positions=[r1]")
     available = saved_hooks(run.saes_dir)
     hooks = scfg.hooks or available
     bad = [h for h in hooks if h not in available]
