@@ -162,9 +162,11 @@ def test_natural_steer_stage(natural):
     run, _, vocab = natural
     result = run_stage(run, "steer")
     s = read_json(run.steer_dir / "steer.json")
-    assert s["settings"]["position_index"] == {"r1": vocab.layout.index("r1"), "r2": vocab.layout.index("r2")}
+    positions = run.cfg.steer.positions  # configs/natural_tiny.yaml: r1 and last
+    assert s["settings"]["position_index"] == {p: vocab.layout.index(p) for p in positions}
+    assert s["settings"]["position_index"].get("last", vocab.layout.answer_pos) == vocab.layout.answer_pos
     rows = {(r["hook"], r["position"]): r for r in s["rows"]}
-    assert set(rows) == {(h, p) for h in HOOKS for p in ("r1", "r2")}
+    assert set(rows) == {(h, p) for h in HOOKS for p in positions}
     r = rows[(HOOKS[1], "r1")]
     assert r["n_bridge_features"] == 12 and r["n_labelled_bridges"] == 6 and r["covered_by_features"] > 0  # labels read by name
     m = r["methods"]
