@@ -30,7 +30,7 @@ from sae_ooc.models.hooked import load_model, model_hash
 from sae_ooc.models.replay import accuracy_rise, dense_steps, replay_checkpoints, saved_checkpoints
 from sae_ooc.models.train import METRICS_FILE
 from sae_ooc.saes.prefixes import position_slices
-from sae_ooc.tasks.data import SPLITS, load_task, split_tensors
+from sae_ooc.tasks.data import SPLITS, first_tokens, load_task, split_tensors
 from sae_ooc.threads import torch_threads
 from sae_ooc.viz.dynamics_plots import plot_dynamics
 
@@ -48,11 +48,7 @@ def _prompts(ds, vocab, n: int, seed: int):
     lay = vocab.layout
     if not bool((st.answer_pos[idx] == lay.answer_pos).all()):  # analysed prompts are aligned (the data stage checks it)
         raise RuntimeError(f"test_id two-hop prompts not read at the layout's answer position {lay.answer_pos}")
-
-    def first(e: torch.Tensor) -> torch.Tensor:
-        return torch.tensor([vocab.answer_token_ids(int(v))[0] for v in e], dtype=torch.long)
-
-    return st.tokens[idx, : lay.n_pos], first(st.variable("bridge")[idx]), first(st.variable("answer")[idx])
+    return st.tokens[idx, : lay.n_pos], first_tokens(vocab, st.variable("bridge")[idx]), first_tokens(vocab, st.variable("answer")[idx])
 
 
 def first_token_note(pairs) -> dict:

@@ -24,7 +24,7 @@ import torch
 
 from sae_ooc.io import read_json
 from sae_ooc.saes.store import METRICS_FILE
-from sae_ooc.tasks.data import SPLITS
+from sae_ooc.tasks.data import SPLITS, first_tokens
 
 DESCRIBE_EXAMPLES = 10  # top activations a description is read from (and the most a view can show)
 PROMOTED_TOKENS = 5
@@ -80,12 +80,11 @@ class Examples:
                     seen.add(tuple(ids))
                     rows.append((list(ids), len(ids), a, b, s))
         ids, lengths, answer, bridge, split = zip(*rows) if rows else ((),) * 5
-        if vocab.layout.render != "toy":  # what the model's logits are read against: the names' first tokens
-            answer = [vocab.answer_token_ids(a)[0] for a in answer]
-            bridge = [vocab.answer_token_ids(b)[0] if b >= 0 else -1 for b in bridge]
         W = max([vocab.layout.n_pos] + [len(r) for r in ids])
         tokens = torch.tensor([r + [vocab.pad_id] * (W - len(r)) for r in ids], dtype=torch.long).reshape(-1, W)
-        return cls(tokens, *(torch.tensor(c, dtype=torch.long) for c in (lengths, answer, bridge, split)))
+        lengths, answer, bridge, split = (torch.tensor(c, dtype=torch.long) for c in (lengths, answer, bridge, split))
+        # what the model's logits are read against: the names' first tokens
+        return cls(tokens, lengths, first_tokens(vocab, answer), first_tokens(vocab, bridge), split)
 
     def find(self, ids: list[int]) -> int | None:
         """The row of prompt `ids`, None when it is not a prompt of the task."""

@@ -292,6 +292,15 @@ class SplitTensors:
         return self._map(lambda t: t[idx])
 
 
+def first_tokens(vocab, entities: torch.Tensor) -> torch.Tensor:
+    """The first token of each entity's name (-1 stays -1): what a one-position logit reads an entity by. The toy's
+    entities are their tokens."""
+    if vocab.layout.render == "toy":
+        return entities
+    first = {e: vocab.answer_token_ids(e)[0] for e in torch.unique(entities).tolist() if e >= 0}
+    return torch.tensor([first.get(e, -1) for e in entities.tolist()], dtype=torch.long)
+
+
 def split_tensors(ds: Dataset, vocab: Vocab) -> SplitTensors:
     """The split as tensors, `vocab.layout.seq_len` wide (every split of a task has the same width)."""
     n, pad_id, seq_len = len(ds), vocab.pad_id, vocab.layout.seq_len

@@ -21,7 +21,7 @@ from sae_ooc.models.hooked import load_model, model_hash
 from sae_ooc.saes.evaluate import heldout_from_disk
 from sae_ooc.saes.features import final_scale, load_feature_labels
 from sae_ooc.saes.store import eval_metrics_path
-from sae_ooc.tasks.data import load_task
+from sae_ooc.tasks.data import first_tokens, load_task
 
 EFFECTS_FILE = "node_effects.safetensors"  # = sae_ooc.circuits.effects.EFFECTS_FILE (that module loads the spliced model)
 # (name, title, the JSON written by export or variable-circuit: the whole circuit plus what was drawn)
@@ -184,10 +184,3 @@ def load_context(run, hooks: list[str], seed: int = 0) -> Context:
                    {h: alignment_by_feature(m) for h, m in eval_metrics.items()}, appearances(circuits),
                    tuple(cache.position_name(p) for p in range(prompt.shape[1])))
 
-
-def first_tokens(vocab, entities: torch.Tensor) -> torch.Tensor:
-    """The first token of each entity's name (-1 stays -1); the toy's entities are their tokens."""
-    if vocab.layout.render == "toy":
-        return entities
-    first = {e: vocab.answer_token_ids(e)[0] for e in torch.unique(entities).tolist() if e >= 0}
-    return torch.tensor([first.get(e, -1) for e in entities.tolist()], dtype=torch.long)
