@@ -1,6 +1,6 @@
 """The circuit diagram's layout: for a circuit with many nodes and long labels no two labels overlap and none
-leaves the figure (measured in display coordinates by matplotlib's renderer), orphan nodes are dropped and
-counted, labels name the position they are measured at, and the barycenter ordering removes crossings."""
+leaves the figure (measured in display coordinates by matplotlib's renderer), nodes without a drawn edge are
+drawn and counted, labels name the position they are measured at, and the barycenter ordering removes crossings."""
 
 import json
 import random
@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 import sae_ooc.viz.train_plots as tp
 from sae_ooc.viz.diagram import draw_diagram, plan_diagram
 from sae_ooc.viz.diagram_layout import budgets, layered_layout, n_tiers
-from sae_ooc.viz.export import ExportOptions, drop_orphans, export_circuit, select_drawn
+from sae_ooc.viz.export import ExportOptions, export_circuit, select_drawn, without_edges
 from sae_ooc.viz.node_labels import node_caption, node_title, wrap
 
 HOOKS = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre", "blocks.3.hook_resid_pre",
@@ -55,9 +55,10 @@ def overlap(a, b) -> bool:
 def test_many_nodes_no_label_overlaps_and_all_inside_the_figure():
     circuit, orphans = big_circuit()
     nodes, edges = select_drawn(circuit, ExportOptions(edge_threshold=0.0, max_edges=1000))
-    nodes, dropped = drop_orphans(nodes, edges)
-    assert len(nodes) >= 60 and dropped == len(orphans) == 4
-    d = draw_diagram(circuit, nodes, edges, dropped)
+    unlinked = without_edges(nodes, edges)
+    assert len(nodes) == len(circuit["nodes"]) >= 60 and set(unlinked) == orphans and len(orphans) == 4
+    d = draw_diagram(circuit, nodes, edges, len(unlinked))
+    assert set(d.node_patch) == {n["id"] for n in circuit["nodes"]}  # the orphans too
     d.fig.canvas.draw()
     r = d.fig.canvas.get_renderer()
     fig_box = d.fig.bbox
@@ -80,22 +81,37 @@ def test_many_nodes_no_label_overlaps_and_all_inside_the_figure():
     assert all(t.get_fontsize() >= 8 for t in d.node_text.values())
     long_texts = [d.node_text[n["id"]].get_text() for n in nodes if n["description"] == LONG]
     assert long_texts and all(LONG in " ".join(t.split()) and max(map(len, t.split("\n"))) < len(LONG) for t in long_texts)
-    assert "4 nodes without a drawn edge not shown" in d.texts[0].get_text()
+    assert "4 nodes of these without an edge at or above the drawing threshold" in " ".join(d.texts[0].get_text().split())
     d.fig.clf()
 
 
-def test_orphans_are_not_drawn_but_recorded(tmp_path):
+def test_nodes_without_a_drawn_edge_are_drawn_and_recorded(tmp_path):
     circuit, orphans = big_circuit(n_features=20, n_orphans=3)
     export_circuit(circuit, tmp_path, ExportOptions(edge_threshold=0.0, max_edges=1000))
     full = json.loads((tmp_path / "circuit_full.json").read_text())
-    assert set(full["drawn"]["not_drawn_without_edges"]) == orphans
-    assert not orphans & set(full["drawn"]["nodes"]) and len(full["nodes"]) == len(circuit["nodes"])
+    assert set(full["drawn"]["without_drawn_edges"]) == orphans
+    assert set(full["drawn"]["nodes"]) == {n["id"] for n in circuit["nodes"]}
     page = (tmp_path / "circuit.html").read_text()
     drawn_ids = set(re.findall(r'<g class="node" data-id="([^"]+)"', page))
     assert drawn_ids == set(full["drawn"]["nodes"]) | {"metric"}
-    assert "3 nodes without a drawn edge not shown" in page
+    assert "3 nodes of these without an edge at or above the drawing threshold" in page
     svg = ET.fromstring(page[page.index("<svg"): page.index("</svg>") + 6])
     assert "width" not in svg.attrib and float(svg.attrib["viewBox"].split()[2]) <= 1345  # scales; fits a 1400 px window
+
+
+def test_a_circuit_of_one_node_and_no_edge_draws_that_node(tmp_path):
+    """Issue 19: the tiny run's variable circuit (one group, no edge) was drawn as the metric alone."""
+    circuit, _ = big_circuit(n_features=1, n_orphans=0)
+    node = dict(circuit["nodes"][0], id="r2@r2@blocks.0.hook_resid_pre", type="variable", feature=None, name="r2")
+    circuit.update(nodes=[node], edges=[])
+    export_circuit(circuit, tmp_path, prefix="variable_")
+    page = (tmp_path / "variable_circuit.html").read_text()
+    assert set(re.findall(r'<g class="node" data-id="([^"]+)"', page)) == {node["id"], "metric"}
+    assert 'data-id="r2@r2@blocks.0.hook_resid_pre"><rect' in page  # a box, not just an entry in the hover data
+    assert json.loads((tmp_path / "variable_circuit_full.json").read_text())["drawn"]["nodes"] == [node["id"]]
+    d = draw_diagram(circuit, [node], [], 1)
+    assert list(d.node_patch) == [node["id"]] and "L0 pre r2 @head" in d.node_text[node["id"]].get_text()
+    d.fig.clf()
 
 
 def test_labels_name_the_position_they_are_measured_at():

@@ -32,7 +32,7 @@ def _json_for_script(obj) -> str:
     return json.dumps(obj).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _svg(circuit: dict, nodes: list[dict], edges: list[dict], links: dict[str, str] | None = None) -> str:
+def _svg(circuit: dict, nodes: list[dict], edges: list[dict], links: dict[str, str] | None = None, deferred: bool = False) -> str:
     plan = plan_diagram(circuit, nodes, edges, FONT_PX, MAX_WIDTH_PX)
     lay, fs, esc = plan.layout, FONT_PX, html.escape
     m = fs / 2
@@ -64,7 +64,8 @@ def _svg(circuit: dict, nodes: list[dict], edges: list[dict], links: dict[str, s
         lines = plan.text[n["id"]].split("\n")
         spans = "".join(f'<tspan x="{x + w / 2:.1f}" dy="{0 if k == 0 else lh:.1f}">{esc(s)}</tspan>' for k, s in enumerate(lines))
         href = (links or {}).get(n["id"])
-        svg.append((f'<a href="{esc(href)}">' if href else "") +
+        # a deferred link (data-href) gets its href only once the page's script has found the feature browser
+        svg.append((f'<a {"data-href" if deferred else "href"}="{esc(href)}">' if href else "") +
                    f'<g class="node" data-id="{esc(n["id"])}"><rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" rx="{0 if err else fs / 2:.1f}" '
                    f'fill="{fill(n["effect"], emax)}" stroke="black" stroke-width="{2 if n["type"] not in ("feature", "error") else 0.8}"'
                    f'{dash}/>'
@@ -97,8 +98,11 @@ def _legend(wmax: float) -> str:
     return '<div class="legend">' + "".join(f"<span>{s} {t}</span>" for s, t in items) + "</div>"
 
 
-def to_html(circuit: dict, nodes: list[dict], edges: list[dict], dropped: int = 0, links: dict[str, str] | None = None) -> str:
-    """The page; `links`: node id -> URL its box links to (the feature browser's pages, `sae-ooc browse`)."""
+def to_html(circuit: dict, nodes: list[dict], edges: list[dict], unlinked: int = 0, links: dict[str, str] | None = None,
+            site_check: str | None = None) -> str:
+    """The page; `links`: node id -> URL its box links to (the feature browser's pages, `sae-ooc browse`); `unlinked`:
+    how many drawn nodes have no drawn edge. With `site_check` (the site's script, relative to the page) the links
+    are live only if that file loads: the site may be written after this page, or not at all where the page is copied."""
     meta = circuit["metadata"]
     info = {n["id"]: {k: n.get(k) for k in ("id", "hook", "role", "type", "feature", "effect", "effect_std", "rank", "label", "description",
                                               "top_activations", "promoted")} for n in nodes}
@@ -107,12 +111,36 @@ def to_html(circuit: dict, nodes: list[dict], edges: list[dict], dropped: int = 
     summary = (f"method {meta['method']}, metric {meta['sink']['description']}, {plural(int(meta['n_pairs']), 'pair')}"
                + (f", ablation {meta['ablation']}" if meta.get("ablation") else "") + f"; {score_text(circuit)}; "
                + ", ".join(plural(sum(n['type'] == t for n in nodes), f"{t} node") for t in types)
-               + f" and {plural(len(edges), 'edge')} drawn" + (f"; {plural(dropped, 'node')} without a drawn edge not shown" if dropped else ""))
+               + f" and {plural(len(edges), 'edge')} drawn"
+               + (f"; {plural(unlinked, 'node')} of these without an edge at or above the drawing threshold" if unlinked else ""))
     wmax = max((abs(e["weight"]) for e in edges), default=0.0)
     return _HTML.format(title=html.escape(f"sae_ooc {heading(meta)}"), summary=html.escape(summary), legend=_legend(wmax),
-                        effect=html.escape(effect_name(meta)), svg=_svg(circuit, nodes, edges, links),
+                        effect=html.escape(effect_name(meta)), svg=_svg(circuit, nodes, edges, links, deferred=site_check is not None),
                         data=_json_for_script({"effect_name": effect_name(meta), "nodes": info}),
-                        links_note="; click a feature node for its page in the feature browser" if links else "")
+                        links_note=_links_note(links, site_check), site_script=_site_script(site_check) if links else "")
+
+
+def _links_note(links: dict | None, site_check: str | None) -> str:
+    if not links:
+        return ""
+    if site_check is None:
+        return "; click a feature node for its page in the feature browser"
+    return ('<span id="links-note">; feature nodes link to their pages in the feature browser once `sae-ooc browse` has written it '
+            f'({html.escape(site_check.rsplit("/assets/", 1)[0])}/, beside this page)</span>')
+
+
+def _site_script(site_check: str | None) -> str:
+    """Turn the deferred links on if the feature browser's script loads (a <script> element: file:// pages may not fetch)."""
+    if site_check is None:
+        return ""
+    return ("<script>(function () {\n  var s = document.createElement(\"script\"), note = document.getElementById(\"links-note\");\n"
+            "  s.onload = function () {\n"
+            "    document.querySelectorAll(\"a[data-href]\").forEach(function (a) { a.setAttribute(\"href\", a.getAttribute(\"data-href\")); });\n"
+            "    document.body.setAttribute(\"data-site\", \"found\");\n"
+            "    note.textContent = \"; click a feature node for its page in the feature browser\";\n  };\n"
+            "  s.onerror = function () {\n    document.body.setAttribute(\"data-site\", \"missing\");\n"
+            "    note.textContent = \"; no feature browser beside this page (`sae-ooc browse` writes RUN/browse/), so the nodes link nowhere\";\n  };\n"
+            f"  s.src = {_json_for_script(site_check)};\n  document.body.appendChild(s);\n}})();</script>")
 
 
 _HTML = """<!DOCTYPE html>
@@ -173,5 +201,6 @@ Edges run upward from a node to a later one. Hover a node for its top activation
   }});
 }})();
 </script>
+{site_script}
 </body></html>
 """

@@ -89,15 +89,15 @@ def plan_diagram(circuit: dict, nodes: list[dict], edges: list[dict], fontsize: 
     return Plan(layout, text, sink_text, rows, row_label_width, fontsize)
 
 
-def caption(circuit: dict, nodes: list[dict], edges: list[dict], dropped: int) -> list[str]:
-    """Title lines: what the circuit is of, what is drawn (and what is not), and its scores."""
+def caption(circuit: dict, nodes: list[dict], edges: list[dict], unlinked: int) -> list[str]:
+    """Title lines: what the circuit is of, what is drawn (`unlinked`: how many of the nodes without a drawn edge), and its scores."""
     drawn = (f"{plural(sum(n['type'] == 'feature' for n in nodes), 'feature node')}, "
              f"{plural(sum(n['type'] == 'error' for n in nodes), 'SAE error node')}"
              + "".join(f", {plural(k, t + ' node')}" for t in sorted({n['type'] for n in nodes} - {"feature", "error"})
                        for k in [sum(n['type'] == t for n in nodes)])
              + f" and {plural(len(edges), 'edge')} drawn; box text: {effect_name(circuit['metadata'])}")
-    if dropped:
-        drawn += f"; {plural(dropped, 'node')} without a drawn edge not shown (all are in circuit_full.json)"
+    if unlinked:
+        drawn += f"; {plural(unlinked, 'node')} of these without an edge at or above the drawing threshold (every edge is in circuit_full.json)"
     return [heading(circuit["metadata"]), drawn, score_text(circuit)]
 
 
@@ -125,7 +125,7 @@ class Drawing:
     legend: object
 
 
-def draw_diagram(circuit: dict, nodes: list[dict], edges: list[dict], dropped: int = 0, fontsize: float = FONT,
+def draw_diagram(circuit: dict, nodes: list[dict], edges: list[dict], unlinked: int = 0, fontsize: float = FONT,
                  max_width: float = PNG_MAX_WIDTH) -> Drawing:
     plan = plan_diagram(circuit, nodes, edges, fontsize, max_width)
     lay, fs = plan.layout, fontsize
@@ -144,7 +144,7 @@ def draw_diagram(circuit: dict, nodes: list[dict], edges: list[dict], dropped: i
         leg_w, leg_h = bb.width * 72 / DPI, bb.height * 72 / DPI
         if leg_w <= plan.row_label_width + lay.width + 2 * fs:
             break
-    title = "\n".join(line for c in caption(circuit, nodes, edges, dropped) for line in textwrap.wrap(c, TITLE_CHARS))
+    title = "\n".join(line for c in caption(circuit, nodes, edges, unlinked) for line in textwrap.wrap(c, TITLE_CHARS))
     (title_w, title_h), = measure([title], fs)
     m = fs
     ox = m + plan.row_label_width + fs  # where the node area starts

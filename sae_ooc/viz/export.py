@@ -4,13 +4,16 @@ The diagram (sae_ooc.viz.diagram) is layered: one row per hook in forward order,
 per token position (head, r1, r2); each node is a box sized to its text (hook, feature, the position it is
 measured at, its label or description, its effect), placed to reduce edge crossings. Box colour is the sign of
 its effect, darker for larger |effect|; dashed squares are SAE error nodes. Edge width is |weight|, colour its
-sign; a legend says so. Nodes left without any drawn edge are not drawn (the caption counts them).
+sign; a legend says so. Every node the options choose is drawn, also one left without a drawn edge (its edges
+are below the threshold; the caption counts such nodes): a circuit of one node is that node, not an empty page.
 
 Files (RUN/export/): circuit.svg + circuit.png (matplotlib), circuit.dot (Graphviz),
 graph.json (circuit-tracer's graph format: metadata, qParams, nodes, links), circuit_full.json (the
-whole saved circuit plus `drawn`: the options, the drawn nodes and edges, and `not_drawn_without_edges`),
+whole saved circuit plus `drawn`: the options, the drawn nodes and edges, and `without_drawn_edges`),
 circuit.html (one self-contained page, no network access: inline SVG, CSS and JS; hovering a node shows its top
-activations and promoted tokens). Every format but circuit_full.json holds the drawn nodes and edges only.
+activations and promoted tokens; with `site` (the export stage: RUN/browse/ seen from RUN/export/) a feature node
+links to its page in the feature browser once `sae-ooc browse` has written it: the page checks for the site when it
+opens, so where there is none (a copy in results/, a run without browse) the boxes link nowhere and it says so). Every format but circuit_full.json holds the drawn nodes and edges only.
 What is drawn is chosen by the export options; the saved circuit keeps everything. The example pair's
 pruned circuit (RUN/circuit/prompt_circuit.json), when the circuit stage wrote one, is exported the same way
 into prompt_-prefixed files. The circuit is read through `sae_ooc.circuits.graph.CircuitGraph`; the drawing
@@ -25,6 +28,7 @@ from pathlib import Path
 from sae_ooc.circuits.graph import CircuitGraph, load_circuit, load_prompt_circuit
 from sae_ooc.circuits.nodes import SINK
 from sae_ooc.io import write_json, write_text
+from sae_ooc.viz.browse.paths import JS, SITE_DIR, feature_page
 from sae_ooc.viz.circuit_html import to_html
 from sae_ooc.viz.diagram import DPI, METRIC, NEG, POS, draw_diagram, edge_width, fill
 from sae_ooc.viz.export_options import ExportOptions
@@ -49,15 +53,20 @@ def select_drawn(circuit: dict, opt: ExportOptions) -> tuple[list[dict], list[di
     return nodes, edges
 
 
-def drop_orphans(nodes: list[dict], edges: list[dict]) -> tuple[list[dict], int]:
-    """The nodes with at least one drawn edge, and how many had none (they are not drawn, only counted)."""
+def without_edges(nodes: list[dict], edges: list[dict]) -> list[str]:
+    """The ids of the drawn nodes that no drawn edge touches (drawn all the same; the caption counts them)."""
     linked = {e["source"] for e in edges} | {e["target"] for e in edges}
-    kept = [n for n in nodes if n["id"] in linked]
-    return kept, len(nodes) - len(kept)
+    return [n["id"] for n in nodes if n["id"] not in linked]
 
 
-def draw_matplotlib(circuit: dict, nodes: list[dict], edges: list[dict], stem: Path, dropped: int = 0) -> list[Path]:
-    return save_figure(draw_diagram(circuit, nodes, edges, dropped).fig, stem, dpi=DPI)
+def site_links(nodes: list[dict], site: str) -> dict[str, str]:
+    """{node id: its feature page} for the feature nodes, `site` being the feature browser's root seen from the page."""
+    return {n["id"]: site + feature_page(n["hook"], n["feature"]) for n in nodes
+            if n.get("type") == "feature" and isinstance(n.get("feature"), int) and n.get("hook")}
+
+
+def draw_matplotlib(circuit: dict, nodes: list[dict], edges: list[dict], stem: Path, unlinked: int = 0) -> list[Path]:
+    return save_figure(draw_diagram(circuit, nodes, edges, unlinked).fig, stem, dpi=DPI)
 
 
 # graphviz --------------------------------------------------------------------------------------------------
@@ -90,16 +99,16 @@ def to_dot(circuit: dict, nodes: list[dict], edges: list[dict]) -> str:
 
 
 # the stage -----------------------------------------------------------------------------------------------
-def export_circuit(circuit: CircuitGraph | dict, out_dir: Path, opt: ExportOptions | None = None, prefix: str = "") -> list[Path]:
-    """Write every export format of `circuit` into `out_dir` (file names start with `prefix`); returns the paths written."""
+def export_circuit(circuit: CircuitGraph | dict, out_dir: Path, opt: ExportOptions | None = None, prefix: str = "",
+                   site: str | None = None) -> list[Path]:
+    """Write every export format of `circuit` into `out_dir` (file names start with `prefix`); returns the paths written.
+    `site`: the feature browser's root relative to `out_dir`, whose pages circuit.html's feature nodes link to once it exists."""
     circuit = circuit.to_json() if isinstance(circuit, CircuitGraph) else circuit
     opt = opt or ExportOptions()
     out_dir = Path(out_dir)
     nodes, edges = select_drawn(circuit, opt)
-    linked, dropped = drop_orphans(nodes, edges)
-    orphans = [n["id"] for n in nodes if n not in linked]
-    nodes = linked
-    paths = draw_matplotlib(circuit, nodes, edges, out_dir / f"{prefix}circuit", dropped)
+    unlinked = without_edges(nodes, edges)
+    paths = draw_matplotlib(circuit, nodes, edges, out_dir / f"{prefix}circuit", len(unlinked))
     paths.append(write_text(out_dir / f"{prefix}circuit.dot", to_dot(circuit, nodes, edges)))
     graph = to_graph_json(circuit, nodes, edges, opt)
     errs = validate_graph(graph)
@@ -107,9 +116,11 @@ def export_circuit(circuit: CircuitGraph | dict, out_dir: Path, opt: ExportOptio
         raise ValueError(f"graph.json does not match GRAPH_SCHEMA: {errs[:3]}")
     paths.append(write_json(out_dir / f"{prefix}graph.json", graph))
     full = {**circuit, "drawn": {"options": asdict(opt), "nodes": [n["id"] for n in nodes], "edges": [[e["source"], e["target"]] for e in edges],
-                                 "not_drawn_without_edges": orphans}}
+                                 "without_drawn_edges": unlinked}}
     paths.append(write_json(out_dir / f"{prefix}circuit_full.json", full))
-    paths.append(write_text(out_dir / f"{prefix}circuit.html", to_html(circuit, nodes, edges, dropped)))
+    links = site_links(nodes, site) if site is not None else None
+    paths.append(write_text(out_dir / f"{prefix}circuit.html", to_html(circuit, nodes, edges, len(unlinked), links=links,
+                                                                       site_check=None if site is None else site + JS)))
     return paths
 
 
@@ -118,10 +129,11 @@ def run_export(run, force: bool = False, max_nodes: int = ExportOptions.max_node
     """Stage `export`: draw RUN/circuit/circuit.json (and the example pair's circuit, if any) into RUN/export/."""
     opt = ExportOptions(max_nodes=max_nodes, min_abs_effect=min_abs_effect, edge_threshold=edge_threshold, max_edges=max_edges)
     out = run.export_dir
-    paths = export_circuit(load_circuit(run), out, opt)
+    site = f"../{SITE_DIR}/"  # RUN/browse/ from RUN/export/: written later by the browse stage, not by this one
+    paths = export_circuit(load_circuit(run), out, opt, site=site)
     example = load_prompt_circuit(run)
     if example is not None:
-        paths += export_circuit(example, out, opt, prefix=PROMPT_PREFIX)
+        paths += export_circuit(example, out, opt, prefix=PROMPT_PREFIX, site=site)
     for stale in out.glob(f"{PROMPT_PREFIX}*") if example is None else ():  # from an earlier circuit that had an example
         stale.unlink()
     return {"out": str(out), "files": len(paths)}

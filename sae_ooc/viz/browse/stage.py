@@ -34,6 +34,7 @@ from sae_ooc.viz.browse.context import Context, load_context
 from sae_ooc.viz.browse.record import example_rows, feature_record, index_row, seq_rows
 from sae_ooc.viz.browse.screenshot import screenshot
 from sae_ooc.viz.circuit_html import to_html
+from sae_ooc.viz.export import site_links
 
 CHUNK = 512  # features written (and held) at a time; also the size of an index rows file and a Neuronpedia batch
 
@@ -106,9 +107,8 @@ def circuit_pages(ctx: Context, site: Path) -> set[str]:
         ids, pairs = set(drawn.get("nodes", [])), {tuple(e) for e in drawn.get("edges", [])}
         nodes = [n for n in c["nodes"] if n["id"] in ids]
         edges = [e for e in c["edges"] if (e["source"], e["target"]) in pairs]
-        links = {n["id"]: "../" + paths.feature_page(n["hook"], n["feature"]) for n in nodes
-                 if n.get("type") == "feature" and isinstance(n.get("feature"), int) and n["hook"] in ctx.hooks}
-        write_text(site / paths.CIRCUITS / f"{name}.html", to_html(c, nodes, edges, len(drawn.get("not_drawn_without_edges", [])), links=links))
+        links = site_links([n for n in nodes if n.get("hook") in ctx.hooks], "../")
+        write_text(site / paths.CIRCUITS / f"{name}.html", to_html(c, nodes, edges, len(drawn.get("without_drawn_edges", [])), links=links))
         done.add(name)
     return done
 
