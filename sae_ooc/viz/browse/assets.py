@@ -3,6 +3,11 @@
 The index loads its rows from plain <script> files (`BROWSE_ROWS(hook, rows)`), one chunk after another, because
 browsers refuse fetch() and XHR on file:// pages but not scripts; it shows one page of rows at a time, so tens of
 thousands of features stay responsive. Feature pages need no script.
+
+The table's state (sort column and direction, every filter, the page) lives in the address's fragment
+(`index.html#sort=10&dir=desc&state=alive&page=3`): it is written on every change (history.replaceState, so the
+back button is not filled with one entry per click) and read when the page opens, so coming back from a feature
+page, or opening a saved link, shows the same rows.
 """
 
 CSS_TEXT = """body { font-family: "DejaVu Sans", Verdana, sans-serif; margin: 16px; max-width: 1200px; font-size: 14px; color: #111; }
@@ -31,7 +36,8 @@ JS_TEXT = r"""(function () {
   var NUM = {1: 1, 2: 1, 3: 1, 4: 1, 9: 1, 10: 1, 12: 1, 13: 1, 14: 1};
   var root = box.getAttribute("data-root");
   var queue = JSON.parse(box.getAttribute("data-chunks"));
-  var sortCol = 1, asc = true, page = 0, shown = [], loaded = 0;
+  var sortCol = 1, asc = true, page = 0, shown = [], loaded = 0, ready = false, wantPage = 0;
+  var FILTERS = {hook: "f-hook", pos: "f-pos", "var": "f-var", label: "f-label", state: "f-state"};
   function $(id) { return document.getElementById(id); }
   function el(tag, text, cls) { var e = document.createElement(tag); if (text !== undefined && text !== null) e.textContent = text; if (cls) e.className = cls; return e; }
   function pad(n) { var s = String(n); while (s.length < 5) s = "0" + s; return s; }
@@ -60,7 +66,40 @@ JS_TEXT = r"""(function () {
     if ($("f-circ").checked && !r[14]) return false;
     return true;
   }
-  function refresh() { shown = rows.filter(keep); shown.sort(cmp); page = 0; draw(); }
+  function saveState() {  // into the fragment, without a history entry per change
+    if (!ready) return;  // while rows load, the page asked for may not exist yet: keep the address as it came
+    var q = new URLSearchParams();
+    q.set("sort", String(sortCol)); q.set("dir", asc ? "asc" : "desc");
+    Object.keys(FILTERS).forEach(function (k) { var v = $(FILTERS[k]).value; if (v) q.set(k, v); });
+    if ($("f-circ").checked) q.set("circ", "1");
+    if (page) q.set("page", String(page + 1));
+    var h = "#" + q.toString();
+    if (location.hash === h) return;
+    try { history.replaceState(null, "", h); } catch (e) { location.replace(h); }
+  }
+  function sortMark() {
+    document.querySelectorAll("#features th").forEach(function (h) {
+      h.className = Number(h.getAttribute("data-col")) === sortCol ? "sorted" + (asc ? " asc" : "") : "";
+    });
+  }
+  function loadState() {  // from the fragment; unknown values are ignored
+    var q = new URLSearchParams(location.hash.replace(/^#/, ""));
+    var c = Number(q.get("sort"));
+    if (q.has("sort") && document.querySelector('#features th[data-col="' + c + '"]')) sortCol = c;
+    if (q.has("dir")) asc = q.get("dir") !== "desc";
+    Object.keys(FILTERS).forEach(function (k) {
+      var e = $(FILTERS[k]), v = q.get(k) || "";
+      if (e.tagName === "SELECT" && !Array.prototype.some.call(e.options, function (o) { return o.value === v; })) return;
+      e.value = v;
+    });
+    $("f-circ").checked = q.get("circ") === "1";
+    wantPage = Math.max(0, (parseInt(q.get("page"), 10) || 1) - 1);
+    sortMark();
+  }
+  function refresh(keepPage) {
+    if (!keepPage) wantPage = 0;
+    shown = rows.filter(keep); shown.sort(cmp); page = wantPage; draw();
+  }
   function draw() {
     var body = $("features").tBodies[0];
     body.replaceChildren();
@@ -84,28 +123,30 @@ JS_TEXT = r"""(function () {
     });
     $("status").textContent = n ? "features " + (page * PAGE + 1) + "–" + (page * PAGE + part.length) + " of " + n + " shown (" + rows.length + " loaded)" : "no feature matches (" + rows.length + " loaded)";
     $("prev").disabled = page === 0; $("next").disabled = page >= last;
+    saveState();
   }
   document.querySelectorAll("#features th").forEach(function (th) {
     th.addEventListener("click", function () {
       var c = Number(th.getAttribute("data-col"));
       if (c === sortCol) asc = !asc; else { sortCol = c; asc = !(NUM[c] && c !== 1); }
-      document.querySelectorAll("#features th").forEach(function (h) { h.className = ""; });
-      th.className = "sorted" + (asc ? " asc" : "");
-      shown.sort(cmp); page = 0; draw();
+      sortMark();
+      shown.sort(cmp); page = wantPage = 0; draw();
     });
   });
-  ["f-hook", "f-pos", "f-var", "f-state", "f-circ"].forEach(function (id) { $(id).addEventListener("change", refresh); });
-  $("f-label").addEventListener("input", refresh);
-  $("prev").addEventListener("click", function () { page--; draw(); });
-  $("next").addEventListener("click", function () { page++; draw(); });
+  ["f-hook", "f-pos", "f-var", "f-state", "f-circ"].forEach(function (id) { $(id).addEventListener("change", function () { refresh(false); }); });
+  $("f-label").addEventListener("input", function () { refresh(false); });
+  window.addEventListener("hashchange", function () { loadState(); if (ready) refresh(true); });  // an address typed or pasted
+  loadState();
+  $("prev").addEventListener("click", function () { wantPage = --page; draw(); });
+  $("next").addEventListener("click", function () { wantPage = ++page; draw(); });
   function next() {
-    if (!queue.length) { box.setAttribute("data-loaded", String(rows.length)); refresh(); return; }
+    if (!queue.length) { ready = true; refresh(true); box.setAttribute("data-loaded", String(rows.length)); return; }
     var s = document.createElement("script");
     s.src = root + queue.shift();
     s.onload = next;
     s.onerror = function () { $("status").textContent = "could not load " + s.src; };
     document.body.appendChild(s);
-    if (++loaded === 2) refresh();  // show the first chunk's rows while the rest load
+    if (++loaded === 2) refresh(true);  // show the first chunk's rows while the rest load
   }
   next();
 })();
