@@ -27,6 +27,21 @@ def test_report_quotes_the_stage_outputs_and_copies_figures(tmp_path, capsys):
     assert "Not run yet: `sae-ooc train-sae`" in text and "Not run yet: `sae-ooc circuit`" in text
     assert (results / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert read_json(results / "train_metrics.json") == fm
+    # issue 19: --out overwrites only what an earlier report wrote there (its marker lists it), never the user's files
+    (results / "REPORT.md").write_text("stale")
+    assert main(["report", "--run", str(run), "--out", str(results)]) == 0
+    assert (results / "REPORT.md").read_text() == text
+    capsys.readouterr()
+    before = (run / "REPORT.md").stat().st_mtime_ns
+    for name in ("REPORT.md", "accuracy.png"):  # a fixed name (refused up front) and a figure's (refused once the figures are known)
+        mine = tmp_path / f"mine-{name}"
+        mine.mkdir()
+        (mine / name).write_text("my own notes")
+        assert main(["report", "--run", str(run), "--out", str(mine)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "was not written by `sae-ooc report`" in err and name in err
+        assert [p.name for p in mine.iterdir()] == [name] and (mine / name).read_text() == "my own notes"
+    assert (run / "REPORT.md").stat().st_mtime_ns == before  # refused before anything was written
 
 
 def test_report_before_any_stage_is_a_one_line_error(tmp_path, capsys):

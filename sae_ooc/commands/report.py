@@ -7,10 +7,15 @@ COMMON = {"force": False, "overrides": False}
 
 def add_arguments(p) -> None:
     p.add_argument("--out", type=Path, default=None,
-                   help="also copy the report, tables, figures and diagrams to this folder (e.g. results/); default: only RUN/REPORT.md")
+                   help="also copy the report, tables, figures and diagrams to this folder (e.g. results/); files there are overwritten only if "
+                        "an earlier report wrote them (listed in its .sae_ooc_report.json); default: only RUN/REPORT.md")
 
 
 def options(args) -> dict:
+    if args.out is not None:  # refused before anything runs; the figures' names are checked again once they are known
+        from sae_ooc.viz.report.out import check_out
+
+        check_out(args.out)
     return {"out": args.out}
 
 

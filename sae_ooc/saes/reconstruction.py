@@ -8,6 +8,7 @@ import torch
 
 from sae_ooc.activations.cache import ActivationCache
 from sae_ooc.errors import UserError
+from sae_ooc.saes.dead import DEAD_ON, dead_on_heldout_prefixes
 
 
 def check_d_in(sae, cache: ActivationCache, hook_name: str, where: str) -> None:
@@ -30,7 +31,8 @@ def reconstruction_metrics(sae, cache: ActivationCache, hook_name: str, rows: to
     position (`by_position`: {role: explained_variance, fvu, mse, l0, n_tokens}).
 
     Explained variance is 1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over the rows (SAELens's
-    `metrics/explained_variance`); a feature is dead if it never fires on these rows. Pooled over positions,
+    `metrics/explained_variance`); `rows` are held-out rows, so a feature is dead as `dead_on_heldout_prefixes` says
+    (`dead_on` names the rule). Pooled over positions,
     mean(x) is one mean for all of them, so the between-position variance (large: the positional embedding)
     inflates the denominator; per position each has its own mean, which is the stricter number.
     """
@@ -65,8 +67,9 @@ def reconstruction_metrics(sae, cache: ActivationCache, hook_name: str, rows: to
     return {
         **_ev(float(sq_err.sum()), sum_x.sum(0), float(sum_x2.sum()), float(l0_sum.sum()), n, d),
         "mse_per_token": float(sq_err.sum()) / n,
-        "dead_fraction": float((fire_count == 0).double().mean()),
-        "n_dead": int((fire_count == 0).sum()),
+        "dead_fraction": float(dead_on_heldout_prefixes(fire_count).double().mean()),
+        "n_dead": int(dead_on_heldout_prefixes(fire_count).sum()),
+        "dead_on": DEAD_ON,
         "dense_fraction": float((freq > dense_threshold).double().mean()),
         "n_dense": int((freq > dense_threshold).sum()),
         "by_position": by_position,

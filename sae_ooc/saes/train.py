@@ -21,6 +21,7 @@ from sae_ooc.activations.cache import ActivationCache, heldout_mask, open_cache
 from sae_ooc.config import SaeConfig
 from sae_ooc.io import read_json, save_tensors, write_json
 from sae_ooc.models.hooked import model_hash
+from sae_ooc.saes.dead import DEAD_ON
 from sae_ooc.saes.store import eval_rows, sae_dir
 from sae_ooc.saes.sweep import sweep_spec, train_sweep
 from sae_ooc.saes.task_metrics import task_evaluator
@@ -39,7 +40,8 @@ def configured_hooks(cache: ActivationCache, p: SaeConfig) -> list[str]:
 
 def summary_line(hook_name: str, m: dict, out_dir: Path) -> str:
     r = m["reconstruction"]
-    return (f"{hook_name}: EV {r['explained_variance']:.4f}  FVU {r['fvu']:.4f}  L0 {r['l0']:.2f}  dead {r['dead_fraction']:.1%}  "
+    return (f"{hook_name}: EV {r['explained_variance']:.4f}  FVU {r['fvu']:.4f}  L0 {r['l0']:.2f}  "
+            f"dead {r['n_dead']}/{m['d_sae']} ({r['dead_fraction']:.1%}, {DEAD_ON})  "
             f"dense {r['dense_fraction']:.1%}  ({m['training']['tokens_per_s']:.0f} tok/s) -> {out_dir}")
 
 

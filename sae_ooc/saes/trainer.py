@@ -100,7 +100,10 @@ def _logging_trainer_class():
             done = self.n_training_steps + 1  # SAETrainer counts the step after this call returns
             if done % self.log_every == 0 or done == self.total_steps:
                 d = self.build_train_step_log_dict(out, n_training_samples=self.n_training_samples)
-                rec = {"step": done, "tokens": self.n_training_samples, "dead_fraction": float(self.dead_neurons.float().mean())}
+                # SAELens's own count (not fired in the last sae.dead_feature_window steps, what its AuxK loss revives): a
+                # training diagnostic under its own name; "dead" alone is reconstruction.DEAD_ON, measured after training
+                rec = {"step": done, "tokens": self.n_training_samples,
+                       "dead_fraction_training_window": float(self.dead_neurons.float().mean())}
                 for k, v in d.items():
                     if isinstance(v, (int, float)):
                         rec[k.split("/", 1)[-1]] = float(v)

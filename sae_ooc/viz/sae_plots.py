@@ -8,11 +8,12 @@ import matplotlib.pyplot as plt
 
 from sae_ooc.viz.plots import save_figure
 
-CURVES = (("overall_loss", "loss"), ("l0", "L0"), ("explained_variance", "explained variance"), ("dead_fraction", "dead fraction"))
+CURVES = (("overall_loss", "loss"), ("l0", "L0"), ("explained_variance", "explained variance"), ("dead_fraction_training_window", "fraction not active in the last\nsae.dead_feature_window training steps"))
 
 
 def plot_training_curves(log: list[dict], stem: Path, title: str = "") -> list[Path]:
-    """Loss, L0, explained variance and dead fraction against tokens seen (from train_log.jsonl)."""
+    """Loss, L0, explained variance and the fraction of features SAELens counts dead during training (not active in the
+    last `sae.dead_feature_window` steps: not the held-out `dead` of metrics.json) against tokens seen (train_log.jsonl)."""
     fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
     tokens = [r["tokens"] for r in log]
     for ax, (key, label) in zip(axes, CURVES):

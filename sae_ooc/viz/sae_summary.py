@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sae_ooc.io import write_text
+from sae_ooc.saes.dead import DEAD_ON
 from sae_ooc.saes.prefixes import VARIABLES
 from sae_ooc.saes.store import SUMMARY_FILE, hook_sort_key
 from sae_ooc.viz.sae_plots import plot_alignment_heatmap
@@ -36,7 +37,7 @@ def _best_bridge(al: dict) -> str:
 def _recon_table(per_hook: dict, hooks: list[str]) -> list[str]:
     lines = ["## Reconstruction (held-out prefixes, one row per distinct prefix)", "",
              "Pooled explained variance shares one mean over positions, so the between-position variance inflates its "
-             "denominator; the per-position columns are the stricter numbers.", "",
+             f"denominator; the per-position columns are the stricter numbers. Dead: {DEAD_ON}.", "",
              "| hook | arch | d_sae | EV pooled | EV head (n) | EV r1 (n) | EV r2 (n) | FVU | MSE | L0 | dead | dense | prefixes |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for h in hooks:
@@ -45,7 +46,7 @@ def _recon_table(per_hook: dict, hooks: list[str]) -> list[str]:
         bp = r.get("by_position", {})
         ev = " | ".join(f"{_fmt(bp[p]['explained_variance'])} ({bp[p]['n_tokens']})" if p in bp else "n/a" for p in POSITIONS)
         lines.append(f"| {h} | {m.get('architecture', '?')} | {m.get('d_sae', '?')} | {_fmt(r['explained_variance'])} | {ev} | "
-                     f"{_fmt(r['fvu'])} | {_fmt(r['mse'], '.4g')} | {r['l0']:.2f} | {r['dead_fraction']:.1%} | {r['dense_fraction']:.1%} | "
+                     f"{_fmt(r['fvu'])} | {_fmt(r['mse'], '.4g')} | {r['l0']:.2f} | {_dead(r, m.get('d_sae'))} | {r['dense_fraction']:.1%} | "
                      f"{r['n_tokens']} |")
     return lines
 
@@ -173,9 +174,14 @@ def write_summary(per_hook: dict[str, dict], out_dir: Path, threshold: float) ->
     return path
 
 
+def _dead(r: dict, d_sae) -> str:
+    """n/d_sae (percent) of dead features (`DEAD_ON`)."""
+    return f"{r['n_dead']}/{d_sae} ({r['dead_fraction']:.1%})" if "n_dead" in r and d_sae else f"{r['dead_fraction']:.1%}"
+
+
 def eval_line(hook_name: str, res: dict) -> str:
     """eval-sae's console line for one SAE."""
     r, t = res["reconstruction"], res["task"]["splits"]["test_id"]
-    return (f"eval-sae: {hook_name}: EV {_fmt(r['explained_variance'])} L0 {r['l0']:.1f} dead {r['dead_fraction']:.1%} | test_id acc "
+    return (f"eval-sae: {hook_name}: EV {_fmt(r['explained_variance'])} L0 {r['l0']:.1f} dead {r['n_dead']} ({r['dead_fraction']:.1%}, {DEAD_ON}) | test_id acc "
             f"{t['acc_clean']:.3f} -> {t['acc_sae']:.3f}, loss recovered {_fmt(t['loss_recovered'])} | bridge "
             f"{_best_bridge(res['alignment'])}")

@@ -11,6 +11,7 @@ import json
 
 from sae_ooc.activations.cache import ROLES
 from sae_ooc.saes.prefixes import VARIABLES
+from sae_ooc.saes.dead import DEAD_ON
 from sae_ooc.viz.browse.render import head, num, pct, tail
 
 esc = html.escape
@@ -41,8 +42,9 @@ def index_html(title: str, up: str, hooks: list[str], chunks: list[str], summary
     ths = "".join(f'<th data-col="{c}"{" class=" + chr(34) + "sorted asc" + chr(34) if c == 1 else ""}>{esc(t)}</th>' for c, t in HEADERS)
     return "".join([
         head(title, up), f"<h1>{esc(title)}</h1>\n{summary}\n",
-        "<p class='note'>Position: where the feature fires most, or where its label is. Click a column to sort; the table shows 100 rows "
-        "a page.</p>\n",
+        "<p class='note'>Position: where the feature fires most, or where its label is. Dead: " + esc(DEAD_ON) + "; dense: active on more "
+        "than the dense threshold of the cached tokens. Click a column to sort; the table shows 100 rows a page. The address keeps the "
+        "sort, the filters and the page, so the back button from a feature page returns to the same rows.</p>\n",
         f'<div id="browse-index" data-root="{up}" data-chunks="{esc(json.dumps(chunks))}">{filters}',
         '<div id="pager"><button id="prev">← previous</button><button id="next">next →</button><span id="status">loading…</span></div>',
         f'<table id="features"><thead><tr>{ths}</tr></thead><tbody></tbody></table></div>\n',
@@ -50,9 +52,10 @@ def index_html(title: str, up: str, hooks: list[str], chunks: list[str], summary
 
 
 def hooks_table(summaries: list[dict], up: str = "") -> str:
-    """One line per hook: its SAE's size, dead and dense features in the cache, labelled features, eval-sae's explained variance."""
+    """One line per hook: its SAE's size, dead features (`DEAD_ON`), dense features in the cache, labelled features, eval-sae's
+    explained variance."""
     rows = "".join(f"<tr><td><a href=\"{up}{esc(s['hook'])}/index.html\">{esc(s['hook'])}</a></td><td class='n'>{s['d_sae']}</td>"
                    f"<td class='n'>{s['n_dead']}</td><td class='n'>{s['n_dense']}</td><td class='n'>{s['n_labelled']}</td>"
                    f"<td class='n'>{num(s.get('explained_variance'), '.3f')}</td><td class='n'>{pct(s.get('mean_density'))}</td></tr>" for s in summaries)
-    return ("<table><tr><th>hook</th><th>features</th><th>dead (cache)</th><th>dense (cache)</th><th>labelled (eval-sae)</th>"
+    return (f"<table><tr><th>hook</th><th>features</th><th>dead ({esc(DEAD_ON)})</th><th>dense (cache)</th><th>labelled (eval-sae)</th>"
             f"<th>explained variance (eval-sae, held out)</th><th>mean density</th></tr>{rows}</table>")

@@ -6,6 +6,7 @@ import torch
 
 from sae_ooc.activations.cache import ROLES
 from sae_ooc.saes.features import label_text
+from sae_ooc.saes.dead import dead_on_heldout_prefixes
 from sae_ooc.viz.browse.collect import N_BINS, HookStats
 from sae_ooc.viz.browse.context import Context
 
@@ -80,7 +81,7 @@ def feature_record(ctx: Context, hook: str, st: HookStats, j: int, feature: int,
     return {
         "hook": hook, "feature": feature, "n_tokens": n, "n_active": c, "frac_nonzero": _r(c / max(n, 1)),
         "mean_activation": _r(total / c) if c else 0.0, "mean_activation_all_tokens": _r(total / max(n, 1)), "max_activation": _r(st.max[j]),
-        "dead": c == 0, "dense": c / max(n, 1) > dense_threshold, "dense_threshold": dense_threshold, "by_position": by_pos,
+        "dead": bool(dead_on_heldout_prefixes(st.held_count[j])), "dense": c / max(n, 1) > dense_threshold, "dense_threshold": dense_threshold, "by_position": by_pos,
         "heldout_histogram": hist, "top_activations": [_example(ctx, r, v, values) for r, v in top],
         "random_activations": [_example(ctx, r, v, values) for r, v in sample],
         "logits": logit_table(logits, ctx.vocab.names), "labels": labels,

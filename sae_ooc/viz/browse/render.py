@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 
+from sae_ooc.saes.dead import DEAD_ON
 from sae_ooc.viz.browse.paths import CIRCUITS, CSS, JS, feature_json, feature_page
 
 esc = html.escape
@@ -115,7 +116,7 @@ def feature_html(rec: dict, d_sae: int, available: set[str]) -> str:
         nav.append(f'<a href="{up}{feature_page(hook, f + 1)}" rel="next">#{f + 1} →</a>')
     nav.append(f'<a href="{up}{feature_json(hook, f)}">JSON</a>')
     label = rec["labels"][0]["text"] if rec["labels"] else "no label"
-    state = "dead (never active in the cache)" if rec["dead"] else ("dense" if rec["dense"] else "")
+    state = f"dead ({DEAD_ON})" if rec["dead"] else ("dense" if rec["dense"] else "")
     h = rec["heldout_histogram"]
     eff = rec["node_effects"]
     eff_html = ("<p class='note'>Attribution has not run.</p>" if eff is None else

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sae_ooc.saes.dead import DEAD_ON
 from sae_ooc.viz.browse.paths import MARKER
 from sae_ooc.viz.report.doc import Doc, load
 
@@ -19,10 +20,11 @@ def browse_section(doc: Doc) -> None:
             "density and activations by position, an activation histogram on the held-out prefixes, top and random activating "
             "prompts with the model's answer, logit effects through the unembedding, eval-sae's labels, attribution's node effect and "
             "the circuits it is in; the index sorts and filters them. Each feature's data is also JSON in SAE-dashboard's field names.", "",
-            "| hook | features | dead (on the cache) | dense (on the cache) | labelled (eval-sae) |", "|---|---|---|---|---|")
+            f"| hook | features | dead ({DEAD_ON}) | dense (on the cache) | labelled (eval-sae) |", "|---|---|---|---|---|")
+    held = f"{info.get('n_heldout_prefixes', '?')} held-out prefixes"
     for s in info["hooks"]:
         h = s["hook"]
-        doc.add(f"| `{h}` | {s['d_sae']} | {doc.number(f'browse.{h}.n_dead', s['n_dead'], on, spec='.0f')} | "
+        doc.add(f"| `{h}` | {s['d_sae']} | {doc.number(f'browse.{h}.n_dead', s['n_dead'], held, spec='.0f')} | "
                 f"{doc.number(f'browse.{h}.n_dense', s['n_dense'], on, spec='.0f')} | {s['n_labelled']} |")
     doc.add("")
     if info.get("screenshot"):

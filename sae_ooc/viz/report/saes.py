@@ -4,6 +4,7 @@ beside its controls (a random-init model, the step-0 checkpoint, shuffled labels
 from __future__ import annotations
 
 from sae_ooc.io import read_json
+from sae_ooc.saes.dead import DEAD_ON
 from sae_ooc.saes.store import hook_sort_key
 from sae_ooc.viz.report.doc import Doc, f3, load, pct
 
@@ -33,7 +34,7 @@ def sae_section(doc: Doc) -> None:
         "SAE was trained on; each distinct prefix counted once. Explained variance pooled over positions and per position (pooling "
         "adds the between-position variance to the denominator). Task metrics with the SAE **spliced in** (its reconstruction "
         "replaces the activation at its hook); loss recovered = (CE_zero − CE_sae) / (CE_zero − CE_clean).", "",
-        "| hook | arch | d_sae | held-out prefixes | EV pooled | EV head / r1 / r2 | L0 | dead | test_id acc clean → SAE | loss recovered test_id |",
+        f"| hook | arch | d_sae | held-out prefixes | EV pooled | EV head / r1 / r2 | L0 | dead ({DEAD_ON}) | test_id acc clean → SAE | loss recovered test_id |",
         "|---|---|---|---|---|---|---|---|---|---|",
     )
     for hook, trained, mj in rows:
@@ -44,7 +45,7 @@ def sae_section(doc: Doc) -> None:
         evp = doc.number(f"sae.{hook}.explained_variance", rec.get("explained_variance"), on)
         doc.add(f"| `{hook}` | {trained.get('architecture')} | {trained.get('d_sae')} | {rec.get('n_tokens')} | {evp} | "
                 + " / ".join(f3(byp.get(p, {}).get("explained_variance")) for p in ("head", "r1", "r2"))
-                + f" | {f3(rec.get('l0'), '.1f')} | {pct(rec.get('dead_fraction'))} | {f3(tid.get('acc_clean'))} → {f3(tid.get('acc_sae'))} | "
+                + f" | {f3(rec.get('l0'), '.1f')} | {_dead(doc, hook, rec, trained.get('d_sae'), on)} | {f3(tid.get('acc_clean'))} → {f3(tid.get('acc_sae'))} | "
                 f"{doc.number(f'sae.{hook}.loss_recovered_test_id', task.get('loss_recovered'), 'test_id split')} |")
     doc.add("")
     _probe_table(doc, rows)
@@ -54,6 +55,13 @@ def sae_section(doc: Doc) -> None:
             doc.figure(ev / f"alignment_{var}.png", ev / f"alignment_{var}.svg")
     doc.add("Full per-variable tables, with every control: [sae_summary.md](sae_summary.md).", "",
             f"Reproduce: {doc.cmd('harvest')}, then {doc.cmd('train-sae')}, then {doc.cmd('eval-sae')}", "")
+
+
+def _dead(doc: Doc, hook: str, rec: dict, d_sae, on: str) -> str:
+    """Dead features (`DEAD_ON`) as n/d_sae (percent), the count a headline number: the same count as train-sae's log and the browser's."""
+    if rec.get("n_dead") is None:
+        return pct(rec.get("dead_fraction"))
+    return f"{doc.number(f'sae.{hook}.n_dead', rec['n_dead'], on, spec='.0f')}/{d_sae} ({pct(rec.get('dead_fraction'))})"
 
 
 def _probe_table(doc: Doc, rows) -> None:

@@ -4,7 +4,9 @@ of the page as `{"name", "value", "measured_on", "in_sample"}` for scripts and c
 
 With `out` (`sae-ooc report --out results/`, or the pipeline on the default run directory), the report, summary.json,
 the metric tables, the figures and the circuit diagrams are copied there too, under stable names, so the committed
-results/ folder is always the output of one run. No other stage writes outside the run directory.
+results/ folder is always the output of one run. No other stage writes outside the run directory. The report
+overwrites there only what it wrote before (the marker `viz.report.out.MARKER` lists it); any other file in the way is
+refused before anything is written.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sae_ooc.viz.report.mechanism import mechanism_section
 from sae_ooc.viz.report.dynamics import dynamics_section
 from sae_ooc.viz.report.sweeps import sweep_section
 from sae_ooc.viz.report.model import task_section, train_section
+from sae_ooc.viz.report.out import check_out, claim
 from sae_ooc.viz.report.saes import sae_section
 from sae_ooc.viz.report.variables import variable_section
 
@@ -67,23 +70,26 @@ def run_report(run, force: bool = False, out: Path | None = None) -> dict:
     their tables, figures and the circuit diagrams there."""
     doc = build_report(run)
     text = "\n".join(doc.lines)
+    copies = {}
+    if out is not None:
+        out = Path(out)
+        copies = {f: out / f.name for f in doc.figures}
+        copies[run.sae_eval_dir / "summary.md"] = out / "sae_summary.md"
+        copies[run.model_dir / "final_metrics.json"] = out / "train_metrics.json"
+        copies[run.attribution_dir / "validation.json"] = out / "attribution_validation.json"
+        copies[run.circuit_dir / "faithfulness.json"] = out / "faithfulness.json"
+        copies.update({run.export_dir / name: out / name for name in DIAGRAMS})
+        copies = {src: dst for src, dst in copies.items() if src.exists()}
+        names = ["REPORT.md", SUMMARY_FILE] + [dst.name for dst in copies.values()]
+        check_out(out, names)  # before anything is written, the run's own REPORT.md included
     write_text(run.root / "REPORT.md", _run_links(run, text, doc.figures))
     write_json(run.root / SUMMARY_FILE, doc.numbers)
     if out is None:
         return {"out": None, "copied": [], "n_numbers": len(doc.numbers)}
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    claim(out, names)
     write_text(out / "REPORT.md", text)
     write_json(out / SUMMARY_FILE, doc.numbers)
-    copies = {f: out / f.name for f in doc.figures if f.exists()}
-    copies[run.sae_eval_dir / "summary.md"] = out / "sae_summary.md"
-    copies[run.model_dir / "final_metrics.json"] = out / "train_metrics.json"
-    copies[run.attribution_dir / "validation.json"] = out / "attribution_validation.json"
-    copies[run.circuit_dir / "faithfulness.json"] = out / "faithfulness.json"
-    copies.update({run.export_dir / name: out / name for name in DIAGRAMS})
-    copied = ["REPORT.md", SUMMARY_FILE]
     for src, dst in copies.items():
-        if src.exists():
-            shutil.copyfile(src, dst)
-            copied.append(dst.name)
-    return {"out": str(out), "copied": copied, "n_numbers": len(doc.numbers)}
+        shutil.copyfile(src, dst)
+    return {"out": str(out), "copied": names, "n_numbers": len(doc.numbers)}
