@@ -1,11 +1,15 @@
 """The feature browser (stage `browse`) on the shared tiny run: it builds, every link resolves inside the site, nothing
-points at the network, a headless browser loads it without console errors, and its numbers are the SAE's on the cache."""
+points at the network, a headless browser loads it without console errors, and its numbers are the SAE's on the cache;
+the index keeps its state in the address, export's circuit pages link into the site once it exists, and Chromium
+leaves the user's profile alone."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
+import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -23,7 +27,7 @@ from sae_ooc.io import save_tensors, write_json
 from sae_ooc.pipeline import run_stage
 from sae_ooc.saes.store import METRICS_FILE, eval_rows
 from sae_ooc.viz.browse.paths import feature_page
-from sae_ooc.viz.browse.screenshot import chromium_args, find_chromium
+from sae_ooc.viz.browse.screenshot import FILE, chromium_args, chromium_env, find_chromium, screenshot, temporary_profile
 
 SETTINGS = ["circuit.top_n=5", "circuit.curve_sizes=[0]", "circuit.edge_counts=[2]", "circuit.random_edge_sets=2", "circuit.edge_check=2",
             "circuit.mean_examples=32", "circuit.prune_pairs=2", "attribution.n_pairs=6", "attribution.only_correct=false",
@@ -139,8 +143,9 @@ def test_json_uses_the_sae_dashboard_names_and_batches_hold_every_feature(run):
 
 
 def _chromium(url: str, exe: str) -> subprocess.CompletedProcess:
-    return subprocess.run(chromium_args(exe) + ["--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", "--dump-dom", url],
-                          capture_output=True, text=True, timeout=120)
+    with temporary_profile() as profile:
+        return subprocess.run(chromium_args(exe, profile) + ["--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", "--dump-dom", url],
+                              capture_output=True, text=True, timeout=120, env=chromium_env(profile))
 
 
 def _console_errors(stderr: str) -> list[str]:
@@ -184,3 +189,103 @@ def test_query_names_the_feature_pages(run):
     res = query(run, "e1 r3 r1")
     items = [it for r in res["per_hook"] for it in r["features"]]
     assert items and all(Path(it["page"]) == run.browse_dir / feature_page(it["hook"], it["feature"]) for it in items)
+
+
+def test_export_pages_link_feature_nodes_to_the_browser_once_it_exists(run, tmp_path):
+    """Issue 19: RUN/export/circuit.html's feature nodes link to RUN/browse/ pages (export runs before browse, so the page
+    turns its links on only when it finds the site), and a copy away from any site links nowhere and says so."""
+    page = run.export_dir / "circuit.html"
+    text = page.read_text()
+    refs = re.findall(r'<a data-href="([^"]+)"', text)
+    circuit = json.loads((run.circuit_dir / "circuit.json").read_text())
+    assert len(refs) == sum(n["type"] == "feature" for n in circuit["nodes"]) > 0  # every feature node is drawn and linked
+    for ref in refs:
+        target = (page.parent / ref).resolve()
+        assert target.is_file() and target.is_relative_to(run.browse_dir.resolve()), ref
+    exe = find_chromium()
+    if exe is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium): the links were not followed in a browser")
+    live = re.compile(r'(?<!data-)href="\.\./browse/')
+    dom = _chromium(page.as_uri(), exe).stdout
+    assert 'data-site="found"' in dom and len(live.findall(dom)) == len(refs)
+    lone = tmp_path / "circuit.html"  # e.g. the copy in results/
+    shutil.copyfile(page, lone)
+    dom = _chromium(lone.as_uri(), exe).stdout
+    assert 'data-site="missing"' in dom and not live.search(dom) and "no feature browser beside this page" in dom
+
+
+def test_screenshot_leaves_the_users_chromium_profile_alone(run, tmp_path, monkeypatch):
+    """Issue 19: Chromium ran on the user's own ~/.config/chromium and ~/.cache; it must use a temporary profile, removed."""
+    if find_chromium() is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium): no screenshot is taken, so no profile is touched")
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    made, mkdtemp = [], tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **kw: made.append(mkdtemp(*a, **kw)) or made[-1])
+    site = tmp_path / "site"
+    shutil.copytree(run.browse_dir, site)
+    (site / FILE).unlink(missing_ok=True)
+    assert screenshot(site, feature_page(*LABELLED)) == FILE
+    assert (site / FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []  # no ~/.config/chromium, ~/.cache/...
+    assert len(made) == 1 and not Path(made[0]).exists()  # Chromium ran on a temporary profile, removed afterwards
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium under Selenium on a temporary profile, with the back-forward cache off: going back reloads the
+    index, so what it shows comes from its address, not from a page kept in memory."""
+    exe, driver = find_chromium(), shutil.which("chromedriver")
+    if exe is None or driver is None:
+        pytest.skip("Chromium or chromedriver is not installed (apt-get install chromium chromium-driver): the index's state was not checked")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium): the index's state was not checked")
+    from selenium.webdriver.chrome.service import Service
+
+    with temporary_profile() as profile:  # short paths: Chromium's socket under TMPDIR must stay within 108 characters
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = exe
+        for a in chromium_args(exe, profile)[1:] + ["--disable-back-forward-cache", "--window-size=1200,900"]:
+            opts.add_argument(a)
+        d = webdriver.Chrome(options=opts, service=Service(executable_path=driver, env=chromium_env(profile)))
+        try:
+            yield d
+        finally:
+            d.quit()
+
+
+def test_the_index_keeps_sort_filters_and_page_when_coming_back_from_a_feature_page(run, browser):
+    """Issue 19: sort, filters and page survive a visit to a feature page (and a saved link reopens them)."""
+    d = browser
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    def loaded():
+        WebDriverWait(d, 60).until(lambda d: d.find_element(By.ID, "browse-index").get_attribute("data-loaded"))
+
+    def state():
+        return (d.find_element(By.ID, "status").text, [a.text for a in d.find_elements(By.CSS_SELECTOR, "#features tbody a")],
+                [th.get_attribute("class") for th in d.find_elements(By.CSS_SELECTOR, "#features th")],
+                Select(d.find_element(By.ID, "f-var")).first_selected_option.get_attribute("value"))
+
+    d.get((run.browse_dir / "index.html").as_uri())
+    loaded()
+    default = state()
+    d.find_element(By.CSS_SELECTOR, '#features th[data-col="2"]').click()  # density, largest first
+    Select(d.find_element(By.ID, "f-var")).select_by_value("-")  # features without a label: more than one page
+    d.find_element(By.ID, "next").click()
+    before = state()
+    assert before[0].startswith("features 101–") and before[3] == "-" and "sorted" in before[2][2] and before != default
+    url = d.current_url
+    assert "page=2" in url and "sort=2" in url and "var=-" in url
+    d.find_elements(By.CSS_SELECTOR, "#features tbody a")[0].click()
+    WebDriverWait(d, 30).until(lambda d: re.search(r"/f\d{5}\.html$", d.current_url))
+    d.back()
+    loaded()
+    assert state() == before
+    d.get("about:blank")
+    d.get(url)  # the address alone brings the same rows back
+    loaded()
+    assert state() == before

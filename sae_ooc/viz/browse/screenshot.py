@@ -3,7 +3,7 @@
 Chromium runs with a profile of its own in a temporary folder (`--user-data-dir`, `--disk-cache-dir` inside it),
 removed when it exits: it must neither read nor write the user's ~/.config/chromium or ~/.cache/chromium. The flag
 alone is not enough (its crash reporter still writes ~/.config/chromium/Crash Reports, GTK ~/.cache/dconf), so it
-also runs with HOME and the XDG folders inside that temporary folder (`chromium_env`).
+also runs with HOME, the XDG folders and TMPDIR (its org.chromium.* folders) inside that temporary folder (`chromium_env`).
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ def chromium_args(exe: str, profile: str | Path) -> list[str]:
 
 
 def chromium_env(profile: str | Path) -> dict[str, str]:
-    """The environment with HOME and the XDG config / cache / data folders inside `profile`."""
+    """The environment with HOME, the XDG config / cache / data folders and TMPDIR inside `profile` (TMPDIR created)."""
     p = Path(profile)
+    (p / "tmp").mkdir(parents=True, exist_ok=True)
     return {**os.environ, "HOME": str(p / "home"), "XDG_CONFIG_HOME": str(p / "config"), "XDG_CACHE_HOME": str(p / "cache"),
-            "XDG_DATA_HOME": str(p / "data")}
+            "XDG_DATA_HOME": str(p / "data"), "TMPDIR": str(p / "tmp")}
 
 
 @contextmanager
