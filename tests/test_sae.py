@@ -64,7 +64,7 @@ def test_saes_load_with_sae_lens_and_metrics_recompute_from_the_cache(sae_run):
         assert m["l0"] == pytest.approx(float(l0), abs=1e-6) and m["l0"] <= 4
         assert m["dead_fraction"] == pytest.approx(float(((acts != 0).sum(0) == 0).float().mean()))
         log = read_jsonl(d / "train_log.jsonl")
-        assert [r["step"] for r in log] == list(range(10, 61, 10)) and all("explained_variance" in r and "dead_fraction" in r for r in log)
+        assert [r["step"] for r in log] == list(range(10, 61, 10)) and all("explained_variance" in r and "dead_fraction_training_window" in r for r in log)
         assert (d / "curves.png").exists() and (d / "curves.svg").exists()
     assert set(load_saes(sae_run.saes_dir)) == set(manifest["hooks"])
 
@@ -446,3 +446,38 @@ def test_saved_sae_files_follow_the_users_umask(sae_run, tmp_path, monkeypatch):
               dataclasses.replace(sae_run.cfg.sae, training_tokens=640))
     for name in ("sae_weights.safetensors", "cfg.json", "metrics.json"):
         assert stat.S_IMODE((tmp_path / "sae" / name).stat().st_mode) == 0o664, name
+
+
+def test_dead_is_one_count_in_the_train_sae_log_eval_sae_browse_and_report(sae_run, tmp_path):
+    """Issue 19: train-sae's log said `dead 43.8%` where the browser said 24/128: one definition (never active on the
+    held-out prefixes), recomputed here from the raw shards with SAELens's loader, in every place that shows it."""
+    from sae_ooc.saes.dead import DEAD_ON
+    from sae_ooc.saes.train import summary_line
+    from sae_ooc.viz.browse.stage import build_site
+    from sae_ooc.viz.report.stage import run_report
+
+    run_stage(sae_run, "eval-sae")  # skipped when test_eval_sae_writes_metrics_labels_and_summary has run it
+    run = copy_run(sae_run, tmp_path / "run", SAE_SETTINGS)
+    site = build_site(run, run.browse_dir, shot=False)
+    run_report(run)
+    report = (run.root / "REPORT.md").read_text()
+    root = run.activations_dir
+    manifest = read_json(root / "manifest.json")
+    held = load_file(str(eval_rows(run.saes_dir)))["rows"]
+    differs = False
+    for hook in manifest["hooks"]:
+        d = sae_dir(run.saes_dir, hook)
+        x = torch.cat([load_file(str(root / hook / s["file"]))["activations"] for s in manifest["shards"][hook]])
+        with torch.no_grad():
+            active = SAE.load_from_disk(d).encode(x) != 0
+        n_dead = int((active[held].sum(0) == 0).sum())
+        differs |= n_dead != int((active.sum(0) == 0).sum())  # the whole cache (the browser's old count) gives another number
+        train_m = read_json(d / "metrics.json")
+        assert f"dead {n_dead}/64 ({n_dead / 64:.1%}, {DEAD_ON})" in summary_line(hook, train_m, d)  # train-sae's log line
+        assert train_m["reconstruction"]["n_dead"] == read_json(eval_metrics_path(run.sae_eval_dir, hook))["reconstruction"]["n_dead"] == n_dead
+        assert next(s for s in site["hooks"] if s["hook"] == hook)["n_dead"] == n_dead
+        rows = [r for r in report.splitlines() if r.startswith(f"| `{hook}` |")]
+        assert f"| {n_dead}/64 ({100 * n_dead / 64:.1f}%) |" in rows[0]  # the SAE table
+        assert rows[-1].split(" | ")[2] == str(n_dead)  # the feature browser's table
+    assert differs
+    assert report.count(f"dead ({DEAD_ON})") == 2
