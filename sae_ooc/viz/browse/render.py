@@ -97,8 +97,9 @@ def _circuits(rec: dict, up: str, available: set[str]) -> str:
     for a in rec["circuits"]:
         name = CIRCUIT_TITLES.get(a["circuit"], a["circuit"])
         where = f'<a href="{up}{CIRCUITS}/{a["circuit"]}.html">{esc(name)}</a>' if a["circuit"] in available else esc(name)
+        hidden = "" if a["drawn"] else " (not drawn: left out by the export options max_nodes or min_abs_effect)"
         items.append(f"<li>{where}: node <code>{esc(a['id'])}</code> at {esc(str(a['role']))}, effect {num(a['effect'])}"
-                     f"{', rank ' + str(a['rank']) if a.get('rank') else ''}{'' if a['drawn'] else ' (not drawn: no edge above the threshold)'}</li>")
+                     f"{', rank ' + str(a['rank']) if a.get('rank') else ''}{hidden}</li>")
     for g in rec["variable_nodes"]:
         link = f'<a href="{up}{CIRCUITS}/variable_circuit.html">circuit of variable nodes</a>' if "variable_circuit" in available else "circuit of variable nodes"
         items.append(f"<li>{link}: member of the node <code>{esc(g)}</code></li>")
