@@ -58,13 +58,14 @@ class QueryApi:
     def answer(self, query_string: str) -> tuple[int, dict]:
         try:
             params = parse_qs(query_string, keep_blank_values=True, max_num_fields=len(PARAMS) + 2)
+        except ValueError as e:  # too many fields
+            return 400, {"error": f"bad query string ({e}); use {API}?prompt=...&target=..."}
+        try:
             args = self._args(params)
             with self.lock:
                 return 200, self.ask(*args)
         except UserError as e:  # a prompt or target the query refuses, or a bad parameter
             return 400, {"error": str(e)}
-        except ValueError as e:  # parse_qs: too many fields
-            return 400, {"error": f"bad query string ({e}); use {API}?prompt=...&target=..."}
         except Exception as e:  # a bug: the client gets one line, the log the traceback, and the server goes on
             traceback.print_exc(file=sys.stderr)
             return 500, {"error": f"internal error ({type(e).__name__}: {e}); the server's log has the traceback"}
