@@ -210,9 +210,31 @@ def test_refuses_a_run_without_a_site(tmp_path, run, capsys):
     assert len(err.splitlines()) == 1 and "sae-ooc browse --run" in err
 
 
+STUB_SESSION = """
+import sys, types
+stub = types.ModuleType("sae_ooc.viz.query")  # the real session is tested in-process above; this process tests Ctrl-C
+
+
+class QuerySession:
+    def __init__(self, run, index=True):
+        pass
+
+    def query(self, prompt, target=None, top=3, n_examples=3):
+        return {"prompt": prompt}
+
+
+stub.QuerySession = QuerySession
+sys.modules["sae_ooc.viz.query"] = stub
+from sae_ooc.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_ctrl_c_stops_the_server_process_cleanly(run):
+    """A real `sae-ooc serve` process (with a stub query session, so as not to import torch again) stops on SIGINT:
+    one line, exit 0, no traceback."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
-    p = subprocess.Popen([sys.executable, "-m", "sae_ooc.cli", "serve", "--run", str(run.root), "--port", "0"], env=env,
+    p = subprocess.Popen([sys.executable, "-c", STUB_SESSION, "serve", "--run", str(run.root), "--port", "0"], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = p.stdout.readline()  # printed once the server listens
@@ -220,7 +242,8 @@ def test_ctrl_c_stops_the_server_process_cleanly(run):
         port = int(re.match(r"serve: http://127\.0\.0\.1:(\d+)/", line).group(1))
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         c.request("GET", "/api/query?prompt=e3+r1+r2")
-        assert c.getresponse().status == 200
+        r = c.getresponse()
+        assert (r.status, json.loads(r.read())) == (200, {"prompt": "e3 r1 r2"})
         c.close()
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=30)
@@ -273,46 +296,52 @@ def _ask(drv, prompt: str, target: str = "") -> None:
                                  or "lq-error" in d.find_element(By.ID, "lq-status").get_attribute("class"))
 
 
-def test_chromium_prompt_box_shows_what_query_json_says(server, run, capsys):
+@pytest.fixture(scope="module")
+def browser():
+    with _driver() as drv:
+        yield drv
+
+
+def test_chromium_prompt_box_shows_what_query_json_says(server, run, capsys, browser):
     from selenium.webdriver.common.by import By
 
-    with _driver() as drv:
-        drv.get(url_of(server))
-        for prompt, target in (("e3 r1 r2", ""), ("e7 r0", "e5")):
-            _ask(drv, prompt, target)
-            want = _cli_json(capsys, run, prompt, *(["--target", target] if target else []))
-            assert drv.find_element(By.ID, "lq-out").get_attribute("data-prompt") == want["prompt"]
-            rows = drv.find_elements(By.CSS_SELECTOR, "#lq-answers tr[data-token]")
-            assert [(r.get_attribute("data-token"), r.find_elements(By.TAG_NAME, "td")[1].text) for r in rows] == \
-                   [(a["token"], f"{a['prob']:.3f}") for a in want["answers"]]
-            assert drv.find_element(By.ID, "lq-target-line").get_attribute("data-target") == want["target"]
-            for h in want["per_hook"]:  # per hook, the features that move the answer most, each linking to its page
-                tr = drv.find_element(By.CSS_SELECTOR, f'#lq-hooks tr[data-hook="{h["hook"]}"]')
-                links = tr.find_elements(By.CSS_SELECTOR, "a.lq-feature")
-                assert [(int(a.get_attribute("data-feature")), int(a.get_attribute("data-position"))) for a in links] == \
-                       [(it["feature"], it["position"]) for it in h["features"]]
-                for a, it in zip(links, h["features"]):
-                    assert float(a.get_attribute("data-attribution")) == pytest.approx(it["attribution"], rel=1e-6)
-                    assert a.get_attribute("href") == url_of(server) + paths.feature_page(it["hook"], it["feature"])
-            shown = [(a.get_attribute("data-hook"), int(a.get_attribute("data-position")), int(a.get_attribute("data-feature")))
-                     for a in drv.find_elements(By.CSS_SELECTOR, "#lq-positions a.lq-feature")]
-            assert shown == [(it["hook"], it["position"], it["feature"]) for r in want["hooks"] for it in r["by_attribution"]]
-        _ask(drv, "e3 e4")  # a bad prompt: the query's own message on the page
-        status = drv.find_element(By.ID, "lq-status")
-        assert "is not a task prompt" in status.text and "lq-error" in status.get_attribute("class")
-        errors = [e for e in drv.get_log("browser") if e["level"] == "SEVERE" and "api/query" not in e["message"]]
-        assert not errors, errors
-        drv.get(url_of(server) + paths.feature_page(HOOKS[1], 3))  # a feature link's target is served
-        assert f"{HOOKS[1]} feature 3" in drv.find_element(By.TAG_NAME, "h1").text
+    drv = browser
+    drv.get(url_of(server))
+    for prompt, target in (("e3 r1 r2", ""), ("e7 r0", "e5")):
+        _ask(drv, prompt, target)
+        want = _cli_json(capsys, run, prompt, *(["--target", target] if target else []))
+        assert drv.find_element(By.ID, "lq-out").get_attribute("data-prompt") == want["prompt"]
+        rows = drv.find_elements(By.CSS_SELECTOR, "#lq-answers tr[data-token]")
+        assert [(r.get_attribute("data-token"), r.find_elements(By.TAG_NAME, "td")[1].text) for r in rows] == \
+               [(a["token"], f"{a['prob']:.3f}") for a in want["answers"]]
+        assert drv.find_element(By.ID, "lq-target-line").get_attribute("data-target") == want["target"]
+        for h in want["per_hook"]:  # per hook, the features that move the answer most, each linking to its page
+            tr = drv.find_element(By.CSS_SELECTOR, f'#lq-hooks tr[data-hook="{h["hook"]}"]')
+            links = tr.find_elements(By.CSS_SELECTOR, "a.lq-feature")
+            assert [(int(a.get_attribute("data-feature")), int(a.get_attribute("data-position"))) for a in links] == \
+                   [(it["feature"], it["position"]) for it in h["features"]]
+            for a, it in zip(links, h["features"]):
+                assert float(a.get_attribute("data-attribution")) == pytest.approx(it["attribution"], rel=1e-6)
+                assert a.get_attribute("href") == url_of(server) + paths.feature_page(it["hook"], it["feature"])
+        shown = [(a.get_attribute("data-hook"), int(a.get_attribute("data-position")), int(a.get_attribute("data-feature")))
+                 for a in drv.find_elements(By.CSS_SELECTOR, "#lq-positions a.lq-feature")]
+        assert shown == [(it["hook"], it["position"], it["feature"]) for r in want["hooks"] for it in r["by_attribution"]]
+    _ask(drv, "e3 e4")  # a bad prompt: the query's own message on the page
+    status = drv.find_element(By.ID, "lq-status")
+    assert "is not a task prompt" in status.text and "lq-error" in status.get_attribute("class")
+    errors = [e for e in drv.get_log("browser") if e["level"] == "SEVERE" and "api/query" not in e["message"]]
+    assert not errors, errors
+    drv.get(url_of(server) + paths.feature_page(HOOKS[1], 3))  # a feature link's target is served
+    assert f"{HOOKS[1]} feature 3" in drv.find_element(By.TAG_NAME, "h1").text
 
 
-def test_chromium_from_disk_the_box_says_the_server_is_needed(run):
+def test_chromium_from_disk_the_box_says_the_server_is_needed(run, browser):
     from selenium.webdriver.common.by import By
 
-    with _driver() as drv:
-        drv.get((run.root / paths.SITE_DIR / "index.html").as_uri())
-        deadline = time.time() + 30
-        while drv.find_element(By.ID, "lq-prompt").is_enabled() and time.time() < deadline:
-            time.sleep(0.1)
-        assert drv.find_element(By.ID, "lq-status").text == live.NEEDS_SERVER
-        assert not drv.find_element(By.ID, "lq-prompt").is_enabled()
+    drv = browser
+    drv.get((run.root / paths.SITE_DIR / "index.html").as_uri())
+    deadline = time.time() + 30
+    while drv.find_element(By.ID, "lq-prompt").is_enabled() and time.time() < deadline:
+        time.sleep(0.1)
+    assert drv.find_element(By.ID, "lq-status").text == live.NEEDS_SERVER
+    assert not drv.find_element(By.ID, "lq-prompt").is_enabled()
