@@ -176,6 +176,17 @@ def test_nothing_outside_the_site_is_served(server, run, path):
     _alive(server, run)
 
 
+@pytest.mark.parametrize("host, status", [("evil.example:80", 403), ("127.0.0.1.evil.example", 403), ("", 403),
+                                          ("localhost:1234", 200), ("[::1]:1234", 200), ("127.0.0.1", 200)])
+def test_on_loopback_only_requests_for_a_loopback_host_are_answered(server, run, host, status):
+    """A page whose DNS name was rebound to 127.0.0.1 sends its own name as Host: it must not read the API."""
+    got, body = _request(server, "/api/query?prompt=e3+r1", headers={"Host": host})
+    assert got == status, body
+    if status == 403:
+        assert "not this machine's loopback address" in body["error"]
+    _alive(server, run)
+
+
 def test_site_files_are_served(server, run):
     status, body = _request(server, "/index.html")
     assert status == 200 and body == (run.root / paths.SITE_DIR / "index.html").read_bytes()

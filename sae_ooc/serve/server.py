@@ -7,6 +7,8 @@ parsing, content types, HEAD, caching headers are theirs), with what a server of
   Queries run one at a time (one model, one lock); the static files are served in parallel.
 - Static files only from inside the site folder: a `..` segment (written or percent-encoded) is refused, and a path
   whose real location (symlinks followed) lies outside the folder is not found; no directory listings.
+- On a loopback address (the default), only requests whose Host header names it (127.0.0.1, localhost, ::1): a page
+  elsewhere whose DNS name is rebound to 127.0.0.1 cannot read the site or the API through the user's browser.
 - Caps: the prompt (MAX_PROMPT characters), the request target (MAX_URL), a request body (none is read: anything
   above MAX_BODY bytes is refused), the query string's fields. Every error, the library's own included, is a small
   JSON body, never an HTML page or a traceback; the server keeps serving after any of them.
@@ -37,6 +39,7 @@ MAX_BODY = 1024  # bytes: the API takes no body
 MAX_TOP = 20  # answers and features per hook (and per position) listed
 MAX_EXAMPLES = 10  # = commands.query.MAX_EXAMPLES: top-activating prompts cached per feature
 PARAMS = ("prompt", "target", "top", "examples")
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
 
 Ask = Callable[[str, "str | None", int, int], dict]  # (prompt, target, top, examples) -> query's dict
 
@@ -140,7 +143,14 @@ class Handler(SimpleHTTPRequestHandler):
         pass
 
     def _refused(self) -> bool:
-        """Requests that are refused whatever they ask for: too long a target, a body."""
+        """Requests that are refused whatever they ask for: too long a target, a body, and (on a loopback address) a
+        Host header naming another machine: a web page whose name was rebound to 127.0.0.1 must not read the API."""
+        if self.server.loopback:
+            host = (self.headers.get("Host") or "").strip().lower()
+            name = host[1:].split("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0]
+            if name not in LOOPBACK_NAMES:
+                self.send_error(HTTPStatus.FORBIDDEN, f"Host {host[:60]!r} is not this machine's loopback address; open {url_of(self.server)}")
+                return True
         if len(self.path) > MAX_URL:
             self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG, f"request target over {MAX_URL} bytes; the prompt may have at most {MAX_PROMPT} characters")
             return True
@@ -194,6 +204,7 @@ class Handler(SimpleHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True  # a slow client never holds up Ctrl-C
+    loopback = True  # set by make_server
 
 
 class Server6(Server):
@@ -206,9 +217,11 @@ def make_server(site: str | Path, ask: Ask, host: str = "127.0.0.1", port: int =
     handler = partial(Handler, site=root, api=QueryApi(ask))
     cls = Server6 if ":" in host else Server
     try:
-        return cls((host, port), handler)
+        server = cls((host, port), handler)
     except OSError as e:
         raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port (0: any free one)") from None
+    server.loopback = is_loopback(host)
+    return server
 
 
 def url_of(server: ThreadingHTTPServer) -> str:
