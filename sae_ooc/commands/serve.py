@@ -4,6 +4,7 @@ One process loads the run's model, SAEs and feature statistics once, then serves
 browse`) and GET /api/query?prompt=...&target=..., which returns what `sae-ooc query --json` prints. The browser's
 front page gets a prompt box: type a prompt, see the model's answers and, per hook and position, the features that move
 the answer most, each linking to its page. Listens on 127.0.0.1 only unless --host says otherwise. Ctrl-C stops it.
+It answers from the run as it was at startup (model, SAEs, eval-sae's labels): restart it after rerunning a stage.
 """
 
 import sys
