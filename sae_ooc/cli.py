@@ -1,6 +1,6 @@
 """`sae-ooc`: a thin command line over `sae_ooc.pipeline` and the stage functions.
 
-Subcommands come from the stage table (sae_ooc.stages) plus `pipeline` and `query`. Errors the user can fix
+Subcommands come from the stage table (sae_ooc.stages) plus `pipeline`, `query`, `serve` and the others in OTHER_COMMANDS. Errors the user can fix
 print one line and exit 2; `--debug` shows the traceback instead. Nothing heavy is imported before a command
 runs, so `--help`, `--version` and config errors answer at once.
 """
@@ -24,6 +24,7 @@ from sae_ooc.stages import PIPELINE_STAGES, STAGES
 OTHER_COMMANDS: dict[str, str] = {
     "pipeline": "sae_ooc.commands.pipeline",
     "query": "sae_ooc.commands.query",
+    "serve": "sae_ooc.commands.serve",  # the browser and a live query API from one process
     "sweep": "sae_ooc.commands.sweep",
     "finetune": "sae_ooc.commands.finetune",  # the train stage, refusing a scratch model.source
 }

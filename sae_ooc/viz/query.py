@@ -63,39 +63,58 @@ def attribute_batch(sp, tokens: torch.Tensor, targets: torch.Tensor | None = Non
     return out
 
 
-def query(run, prompt: str, target: str | None = None, top: int = 3, n_examples: int = 3) -> dict:
-    """What the spliced model of `run` (on `run.device`) does on `prompt` (see the module docstring). Also builds the
+class QuerySession:
+    """The run's task, spliced model, feature statistics and labels, loaded once: each `query` after that costs one
+    forward and backward pass (`sae-ooc serve` keeps one for the life of the server). With `index`, also builds the
     run's prompt index (sae_ooc.viz.query_index) when it is missing or stale, so that later compact queries need no torch."""
-    ds, vocab = load_task(run.data_dir)
-    ids = parse_prompt(vocab, prompt)
-    target_id = parse_target(vocab, target) if target is not None else None
-    sp = load_spliced(run)
-    examples, stats = feature_cache(run, sp, ds, vocab)
-    labels = load_feature_labels(run.sae_eval_dir)
-    ensure_index(run, sp, examples, stats, labels, vocab)
-    b = attribute_batch(sp, torch.tensor([ids], dtype=torch.long), None if target_id is None else torch.tensor([target_id]))
-    probs = b["probs"][0]
-    p, i = probs.topk(min(top, len(probs)))
-    answers = [{"token": vocab.name(int(t)), "prob": float(q)} for t, q in zip(i, p)]
-    source = "--target" if target_id is not None else "the model's top answer"
-    target_id = int(b["targets"][0])
 
-    rows, per_hook = [], []
-    roles = prompt_roles(vocab, len(ids))
-    for h in sp.hooks:
-        a, attr, err_attr = b["acts"][h][0], b["attr"][h][0], b["err_attr"][h][0]
-        for pos in range(len(ids)):
-            rows.append(position_row(h, pos, vocab.name(ids[pos]), a[pos], attr[pos], top, float(err_attr[pos]), float(b["err_norm"][h][0, pos]), roles))
-        per_hook.append({"hook": h, "feature_attribution": float(attr.sum()), "error_attribution": float(err_attr.sum()),
-                         "features": top_features(h, ids, vocab, a, attr, top)})
-    for it in [it for r in rows for it in r["by_activation"] + r["by_attribution"]] + [it for r in per_hook for it in r["features"]]:
-        d = describe(stats, labels, examples, vocab, it["hook"], it["feature"], n_examples, POS)
-        it.update({k: d[k] for k in ("label", "description", "top_activations", "promoted")})
-        page = site_page(run.root, it["hook"], it["feature"])  # the feature's page when `sae-ooc browse` has run
-        it["page"] = str(page) if page is not None else None
-    return {"prompt": vocab.decode(ids), "tokens": [vocab.name(i) for i in ids], "roles": [f"{POS}{r}" for r in roles],
-            "truth": ground_truth(examples, vocab, ids, probs), "target": vocab.name(target_id), "target_source": source,
-            "target_prob": float(probs[target_id]), "attribution": ATTRIBUTION, "answers": answers, "per_hook": per_hook, "hooks": rows}
+    def __init__(self, run, index: bool = True, check: tuple[str, str | None] | None = None):
+        self.run = run
+        self.ds, self.vocab = load_task(run.data_dir)
+        if check is not None:  # (prompt, target) of a one-off query: refused before the model is loaded
+            parse_prompt(self.vocab, check[0])
+            if check[1] is not None:
+                parse_target(self.vocab, check[1])
+        self.sp = load_spliced(run)
+        self.examples, self.stats = feature_cache(run, self.sp, self.ds, self.vocab)
+        self.labels = load_feature_labels(run.sae_eval_dir)
+        if index:
+            ensure_index(run, self.sp, self.examples, self.stats, self.labels, self.vocab)
+
+    def query(self, prompt: str, target: str | None = None, top: int = 3, n_examples: int = 3) -> dict:
+        """What the spliced model does on `prompt` (see the module docstring)."""
+        run, vocab, sp, examples = self.run, self.vocab, self.sp, self.examples
+        ids = parse_prompt(vocab, prompt)
+        target_id = parse_target(vocab, target) if target is not None else None
+        b = attribute_batch(sp, torch.tensor([ids], dtype=torch.long), None if target_id is None else torch.tensor([target_id]))
+        probs = b["probs"][0]
+        p, i = probs.topk(min(top, len(probs)))
+        answers = [{"token": vocab.name(int(t)), "prob": float(q)} for t, q in zip(i, p)]
+        source = "--target" if target_id is not None else "the model's top answer"
+        target_id = int(b["targets"][0])
+
+        rows, per_hook = [], []
+        roles = prompt_roles(vocab, len(ids))
+        for h in sp.hooks:
+            a, attr, err_attr = b["acts"][h][0], b["attr"][h][0], b["err_attr"][h][0]
+            for pos in range(len(ids)):
+                rows.append(position_row(h, pos, vocab.name(ids[pos]), a[pos], attr[pos], top, float(err_attr[pos]), float(b["err_norm"][h][0, pos]), roles))
+            per_hook.append({"hook": h, "feature_attribution": float(attr.sum()), "error_attribution": float(err_attr.sum()),
+                             "features": top_features(h, ids, vocab, a, attr, top)})
+        for it in [it for r in rows for it in r["by_activation"] + r["by_attribution"]] + [it for r in per_hook for it in r["features"]]:
+            d = describe(self.stats, self.labels, examples, vocab, it["hook"], it["feature"], n_examples, POS)
+            it.update({k: d[k] for k in ("label", "description", "top_activations", "promoted")})
+            page = site_page(run.root, it["hook"], it["feature"])  # the feature's page when `sae-ooc browse` has run
+            it["page"] = str(page) if page is not None else None
+        return {"prompt": vocab.decode(ids), "tokens": [vocab.name(i) for i in ids], "roles": [f"{POS}{r}" for r in roles],
+                "truth": ground_truth(examples, vocab, ids, probs), "target": vocab.name(target_id), "target_source": source,
+                "target_prob": float(probs[target_id]), "attribution": ATTRIBUTION, "answers": answers, "per_hook": per_hook, "hooks": rows}
+
+
+def query(run, prompt: str, target: str | None = None, top: int = 3, n_examples: int = 3) -> dict:
+    """What the spliced model of `run` (on `run.device`) does on `prompt`: a QuerySession used once. The prompt and
+    target are read before the model is loaded, so a bad one is refused at once."""
+    return QuerySession(run, check=(prompt, target)).query(prompt, target, top, n_examples)
 
 
 def ensure_index(run, sp, examples, stats, labels, vocab, batch: int = 512) -> None:

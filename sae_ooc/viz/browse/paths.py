@@ -9,6 +9,7 @@ MARKER = "browse.json"  # what the site was built from; also tells a site folder
 ASSETS = "assets"
 CSS = f"{ASSETS}/browse.css"
 JS = f"{ASSETS}/browse.js"
+SERVE_JS = f"{ASSETS}/serve.js"  # the front page's prompt box (live.py), which asks `sae-ooc serve`
 CIRCUITS = "circuits"
 
 

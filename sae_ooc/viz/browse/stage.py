@@ -5,7 +5,7 @@
     browse/<hook>/fNNNNN.html|.json   one feature: page, and its data (SAE-dashboard field names + "sae_ooc")
     browse/<hook>/neuronpedia/batch-N.json  SAE-dashboard's Neuronpedia batch format
     browse/circuits/*.html            the run's circuit diagrams, whose feature nodes link to the feature pages
-    browse/assets/browse.{css,js}     the one style sheet and the one script
+    browse/assets/browse.{css,js}     the one style sheet and the one script; serve.js: the front page's prompt box (live.py)
     browse/browse.json                what the site was built from; feature_page.png: a screenshot of one page (headless Chromium)
 
 Per hook, one batched pass over the activation cache gives every feature's numbers (collect.py); then features are
@@ -28,7 +28,7 @@ from sae_ooc.errors import UserError
 from sae_ooc.io import write_json, write_text
 from sae_ooc.saes.features import direct_logits
 from sae_ooc.saes.store import load_saes
-from sae_ooc.viz.browse import assets, dashboard, index, paths, render
+from sae_ooc.viz.browse import assets, dashboard, index, live, paths, render
 from sae_ooc.viz.browse.collect import acts_at, collect
 from sae_ooc.viz.browse.context import Context, load_context
 from sae_ooc.viz.browse.record import example_rows, feature_record, index_row, seq_rows
@@ -128,6 +128,7 @@ def build_site(run, out: Path, hooks: list[str] | None = None, shot: bool = True
     try:
         write_text(site / paths.CSS, assets.CSS_TEXT)
         write_text(site / paths.JS, assets.JS_TEXT)
+        write_text(site / paths.SERVE_JS, live.JS_TEXT)
         circuits = circuit_pages(ctx, site)
         per_hook = []
         total = sum(int(s.cfg.d_sae) for s in saes.values())
@@ -137,7 +138,7 @@ def build_site(run, out: Path, hooks: list[str] | None = None, shot: bool = True
                 per_hook.append(write_hook(ctx, sae, h, site, run.cfg.sae_eval.dense_threshold, circuits, bar))
         summaries = [p["summary"] for p in per_hook]
         front = index.hooks_table(summaries) + "".join(f'<p><a href="{paths.CIRCUITS}/{n}.html">{render.esc(render.CIRCUIT_TITLES[n])}</a></p>'
-                                                        for n in sorted(circuits))
+                                                        for n in sorted(circuits)) + live.box_html("")
         write_text(site / "index.html", index.index_html(f"sae_ooc feature browser: {run.cfg.name}", "", list(saes),
                                                           [c for p in per_hook for c in p["chunks"]], front,
                                                           positions=ctx.vocab.layout.position_names))
