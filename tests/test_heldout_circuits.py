@@ -99,8 +99,12 @@ def test_a_circuit_chosen_on_selection_pairs_is_scored_on_pairs_it_never_saw(run
         pairs = ne.pairs.subset(torch.tensor(idx))
         with torch.no_grad():
             m_full = pairs.metric(sp.model(pairs.clean), "logit_diff")
-        m_empty = _metric_outside_replaced(sp, pairs, none_f, none_e, acts, errs)
-        m_c = _metric_outside_replaced(sp, pairs, {h: masks[f"features.{h}"] for h in HOOKS}, {h: masks[f"errors.{h}"] for h in HOOKS}, acts, errs)
+        # mean ablation sets only the features active on the clean prompt: silent ones stay 0 (kept by hand)
+        _, clean = sp.cache(pairs.clean)
+        silent = {h: clean.acts[h] == 0 for h in HOOKS}
+        m_empty = _metric_outside_replaced(sp, pairs, {h: none_f[h] | silent[h] for h in HOOKS}, none_e, acts, errs)
+        m_c = _metric_outside_replaced(sp, pairs, {h: masks[f"features.{h}"] | silent[h] for h in HOOKS},
+                                       {h: masks[f"errors.{h}"] for h in HOOKS}, acts, errs)
         want = float((m_c.mean() - m_empty.mean()) / (m_full.mean() - m_empty.mean()))
         assert f[name]["faithfulness"] == pytest.approx(want, rel=1e-3, abs=1e-4), name
         assert f[name]["m_full"] == pytest.approx(float(m_full.mean()), abs=1e-4)
