@@ -24,6 +24,7 @@ from sae_ooc.circuits.effects import EFFECTS_FILE, NodeEffects, load_node_effect
 from sae_ooc.circuits.faithfulness import Faith, inactive_check
 from sae_ooc.circuits.graph import CIRCUIT_FILE
 from sae_ooc.circuits.methods import node_effects
+from sae_ooc.circuits.nodes import SINK, Node
 from sae_ooc.circuits.pairs import make_pairs
 from sae_ooc.circuits.selection import keep_masks, select_nodes
 from sae_ooc.circuits.spliced import Spliced, load_spliced
@@ -225,6 +226,22 @@ def test_scope_check_of_interchange_ablations_ablates_features_silent_on_both_pr
     _, clean = sp.cache(pairs.clean)
     for h in HOOKS:
         assert torch.equal(abl.scope.acts[h], (clean.acts[h] != 0) | (abl.acts[h] != 0)) and bool(abl.scope.errs[h].all())
+
+
+def test_an_ablated_edge_from_a_feature_silent_on_the_prompt_changes_nothing(tiny_task, tiny_sp):
+    ds, vocab = tiny_task
+    sp = tiny_sp
+    pairs = make_pairs(ds, vocab, "all", 8, seed=1)
+    _, clean = sp.cache(pairs.clean)
+    abl = ablation_values(sp, ds, "mean", 10**6, 0, pairs)
+    h = HOOKS[-1]
+    silent = (clean.acts[h][:, 2] == 0).all(0) & (abl.acts[h][2] != 0)  # silent on every prompt at the answer position, mean not 0
+    f = int(silent.nonzero()[0, 0])
+    edge = [(Node(h, 2, f).id, SINK)]
+    base = ablate_edges(sp, pairs, [], abl, "logit_diff")
+    torch.testing.assert_close(ablate_edges(sp, pairs, edge, abl, "logit_diff"), base)
+    # without the scope the same edge would feed the prompt the feature's mean: the case can fail
+    assert (ablate_edges(sp, pairs, edge, abl.unscoped(), "logit_diff") - base).abs().max() > 1e-4
 
 
 def test_bootstrap_keeps_the_pairs_of_a_head_together():

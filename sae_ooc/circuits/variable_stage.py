@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sae_ooc.circuits.ablation import ABLATIONS, ablated_metric, ablation_values
+from sae_ooc.circuits.ablation import ABLATIONS, VALIDITY, ablated_metric, ablation_values
 from sae_ooc.circuits.circuit import metric_text
 from sae_ooc.circuits.effects import (
     load_effects_and_model,
@@ -194,6 +194,7 @@ def score_circuit(scorers: dict[str, Scorer], groups: list[Group], chosen: list[
         r["top_features_same_size"] = {**sc.both(sc.metric_keep(top_keep)), "n_features": len(top_feats),
                                        "ranked_by": "|mean node effect| (attribute stage) on the selection pairs"}
         r["curve"] = curves[kind]
+        r["valid_for"] = VALIDITY.get(kind)  # a group's members each by their own unit's rule
         by_kind[kind] = r
     reference = {kind: {s: by_kind[kind][s]["faithfulness"] for s in SETS} for kind in scorers}
     for kind, ctrl in random_controls(scorers, groups, chosen, reference, v.random_draws, v.seed).items():
