@@ -141,7 +141,7 @@ def _random_text(ctrl: dict, what: str) -> str:
         return f"{what}: none ({ctrl.get('note', 'no draw')})"
     share = ctrl["share_at_same_places"]
     where = "at the same places" if share == 1 else f"{share:.0%} of them at the same places, the rest where the circuit leaves features"
-    return (f"{what} ({where}): {r['mean']:.3f} ± {r['std']:.3f} (max {r['max']:.3f}, {len(r['values'])} draws; "
+    return (f"{what}, {where}: {r['mean']:.3f} ± {r['std']:.3f} (max {r['max']:.3f}, {len(r['values'])} draws; "
             f"{r['n_at_least_circuit']} at least as faithful)")
 
 

@@ -209,7 +209,9 @@ def random_groups(groups: list[Group], chosen: list[int], d_sae: dict[str, int],
                 at_place += k if cell == (h, p) else 0
                 need -= k
         if need:
-            raise ValueError(f"too few features outside the circuit for a random control of {total} features")
+            held = sum(len(m) for m in inside.values())
+            raise ValueError(f"too few features outside the circuit for a random control: it holds {held} of the "
+                             f"{sum(d_sae.values()) * n_pos} (feature, position) nodes, so no random set of its size avoids it")
     positions = next((g.positions for g in picked), POSITION_ROLES)
     out = [Group("remainder", "random", h, p, tuple(sorted(fs)), positions) for (h, p), fs in drawn.items()]
     return out + [g for g in picked if g.kind == "error"], (at_place / total if total else 1.0)
