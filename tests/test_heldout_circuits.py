@@ -101,18 +101,18 @@ def test_a_circuit_chosen_on_selection_pairs_is_scored_on_pairs_it_never_saw(run
         pairs = ne.pairs.subset(torch.tensor(idx))
         with torch.no_grad():
             m_full = pairs.metric(sp.model(pairs.clean), "logit_diff")
-        # mean ablation sets only the features active on the clean prompt: silent ones stay 0 (kept by hand)
+        # mean ablation sets the features active on the clean prompt to their means and holds the silent ones at 0, by hand
         _, clean = sp.cache(pairs.clean)
-        silent = {h: clean.acts[h] == 0 for h in HOOKS}
-        m_empty = _metric_outside_replaced(sp, pairs, {h: none_f[h] | silent[h] for h in HOOKS}, none_e, acts, errs)
-        m_c = _metric_outside_replaced(sp, pairs, {h: masks[f"features.{h}"] | silent[h] for h in HOOKS},
-                                       {h: masks[f"errors.{h}"] for h in HOOKS}, acts, errs)
+        scoped = {h: torch.where(clean.acts[h] != 0, acts[h], 0.0) for h in HOOKS}
+        m_empty = _metric_outside_replaced(sp, pairs, none_f, none_e, scoped, errs)
+        m_c = _metric_outside_replaced(sp, pairs, {h: masks[f"features.{h}"] for h in HOOKS}, {h: masks[f"errors.{h}"] for h in HOOKS}, scoped, errs)
         want = float((m_c.mean() - m_empty.mean()) / (m_full.mean() - m_empty.mean()))
         assert f[name]["faithfulness"] == pytest.approx(want, rel=1e-3, abs=1e-4), name
         assert f[name]["m_full"] == pytest.approx(float(m_full.mean()), abs=1e-4)
     assert f["selection"]["in_sample"] is True and "in_sample" not in f["heldout"]
     lo, hi = f["heldout"]["faithfulness_ci95"]
-    assert lo <= f["heldout"]["faithfulness"] <= hi
+    # over a few head entities a draw of every head once is the point estimate itself, up to rounding: it may be an end
+    assert lo - 1e-6 * abs(lo) <= f["heldout"]["faithfulness"] <= hi + 1e-6 * abs(hi)
     assert c["scores"]["faithfulness"] == f["heldout"]["faithfulness"] and c["scores"]["pairs"] == "heldout"
     # every method's circuit is scored on the same held-out pairs; the stage's own method reproduces the headline
     assert f["by_method"]["exact"]["faithfulness"] == pytest.approx(f["heldout"]["faithfulness"])
@@ -190,10 +190,12 @@ def test_mean_ablation_of_a_circuits_complement_touches_only_features_active_on_
     assert (unscoped - m_full).abs().max() > 1e-2
     # ... and ablating that complement now leaves every prompt exactly where it is
     torch.testing.assert_close(ablated_metric(sp, pairs, (active, errs), abl, "logit_diff"), m_full, atol=1e-5, rtol=1e-5)
-    # the empty circuit sets every active feature (and error term) to its mean and leaves every silent feature at 0, by hand
+    # the empty circuit sets every active feature (and error term) to its mean and holds every silent feature at 0, even
+    # where the ablation upstream would switch it on, by hand
     acts, err_means = _two_hop_means(sp, ds)
     none = {h: torch.zeros(3, sp.d_sae[h], dtype=torch.bool) for h in HOOKS}
-    want = _metric_outside_replaced(sp, pairs, {h: none[h] | ~active[h] for h in HOOKS}, {h: ~errs[h] for h in HOOKS}, acts, err_means)
+    want = _metric_outside_replaced(sp, pairs, none, {h: ~errs[h] for h in HOOKS},
+                                    {h: torch.where(active[h], acts[h], 0.0) for h in HOOKS}, err_means)
     torch.testing.assert_close(ablated_metric(sp, pairs, keep_masks(sp, []), abl, "logit_diff"), want, atol=1e-4, rtol=1e-4)
 
 

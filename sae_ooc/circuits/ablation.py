@@ -12,8 +12,8 @@ A kind is `fn(sp, ds, pairs, n_examples, seed, batch) -> Ablation`; adding one: 
 Scope: which nodes an ablation may set (`Ablation.scope`, per pair). A TopK or ReLU SAE's feature that is silent on a
 prompt is 0 there; setting it to its mean adds that feature's mean contribution to the prompt's own code (on the
 default run, 0.8-0.98 of the mean reconstruction), so "ablating" a silent feature injects signal instead of removing
-it. Every ablation therefore sets only the features in its scope and leaves the others at their value on the clean
-prompt:
+it. Every ablation therefore sets only the features in its scope to its values, and holds every other feature it
+ablates at its value on the clean prompt, 0, so an upstream ablation cannot switch it on either:
   shared values (mean, zero)               features active on the clean prompt;
   values of another prompt (resample,      features active on the clean prompt or on that prompt (a feature silent
   corrupt: per pair)                       on the clean prompt but active on the corrupted one is the very signal
@@ -66,6 +66,13 @@ class Ablation(NodeValues):
 
     def unscoped(self) -> Ablation:
         return Ablation(self.acts, self.errs)
+
+    def scoped_acts(self) -> dict[str, torch.Tensor]:
+        """What an ablated feature is set to on each pair: the ablation's value inside the scope, 0 (its value on the
+        clean prompt) outside it; without a scope, the values themselves."""
+        if self.scope is None:
+            return self.acts
+        return {h: torch.where(self.scope.acts[h], a, torch.zeros((), dtype=a.dtype, device=a.device)) for h, a in self.acts.items()}
 
 
 def is_interchange(abl: NodeValues) -> bool:
@@ -146,9 +153,9 @@ def ablation_values(sp: Spliced, ds, kind: str, n_examples: int, seed: int, pair
 
 @torch.no_grad()
 def ablated_metric(sp: Spliced, pairs: Pairs, keep: tuple[dict, dict] | None, abl: Ablation, metric: str, batch: int = 1024) -> torch.Tensor:
-    """Per-pair metric with every node outside `keep` and inside the ablation's scope set to its ablation value
-    (keep=None: the model). Keep masks (features, errors) are shared ([P, d_sae] and [P]) or per pair ([n, P, d_sae]
-    and [n, P])."""
+    """Per-pair metric with every node outside `keep` ablated (keep=None: the model): set to its ablation value inside
+    the ablation's scope, held at its clean value 0 outside it (`Ablation.scoped_acts`). Keep masks (features, errors)
+    are shared ([P, d_sae] and [P]) or per pair ([n, P, d_sae] and [n, P])."""
     out = []
     for s in range(0, len(pairs), batch):
         b = pairs.subset(slice(s, s + batch))
@@ -156,15 +163,7 @@ def ablated_metric(sp: Spliced, pairs: Pairs, keep: tuple[dict, dict] | None, ab
             logits = sp.model(b.clean.to(sp.device))
         else:
             a, k = abl.rows(slice(s, s + batch)), NodeMask(*keep).rows(slice(s, s + batch))
-            k = scoped_keep(k, a)
-            logits = sp.run_replaced(b.clean, a.acts, a.errs, k.acts, k.errs)
+            logits = sp.run_replaced(b.clean, a.scoped_acts(), a.errs, k.acts, k.errs)
         out.append(b.metric(logits, metric).cpu())
     return torch.cat(out)
 
-
-def scoped_keep(keep: NodeMask, abl: Ablation) -> NodeMask:
-    """`keep` widened by every node outside the ablation's scope (rows aligned with `abl`'s)."""
-    if getattr(abl, "scope", None) is None:
-        return keep
-    sc = abl.scope
-    return NodeMask({h: keep.acts[h] | ~sc.acts[h] for h in keep.acts}, {h: keep.errs[h] | ~sc.errs[h] for h in keep.errs})

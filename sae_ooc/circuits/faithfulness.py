@@ -3,7 +3,7 @@
 C is the model with every node outside the circuit ablated (`sae_ooc.circuits.ablation`), ∅ ablates every
 node, M is the model. Completeness ablates only the circuit: (m(M \\ C) - m(∅)) / (m(M) - m(∅)), low is good.
 Circuits are chosen on one set of pairs (`NodeEffects` of the selection pairs) and scored on pairs they never
-saw (`Pairs.split`); curves, the per-ablation comparison and the inactive-feature check below take the pairs
+saw (`Pairs.split`); curves, the per-ablation comparison and the scope check below take the pairs
 they score on as an argument, apart from the effects the circuit is chosen from.
 
 The scope check: every ablation sets only the nodes in its scope (`sae_ooc.circuits.ablation`: features active on the
@@ -38,7 +38,7 @@ from sae_ooc.circuits.selection import (
     ranked_features,
     select_nodes,
 )
-from sae_ooc.circuits.spliced import NodeMask, NodeValues, Spliced
+from sae_ooc.circuits.spliced import NodeValues, Spliced
 from sae_ooc.stats import cluster_ratio_ci
 
 TARGET_FAITHFULNESS = 0.8
@@ -113,10 +113,9 @@ def inactive_check(sp: Spliced, pairs: Pairs, abl: Ablation, metric: str, faith:
     """The scope check (see the module docstring). Passes when the mean |change| of the metric is at most `tolerance`
     of |m(M) - m(∅)|; `can_fail` is False when no node outside the scope takes another value under the ablation, so
     nothing could move. Every circuit is scored with the ablation restricted to its scope whatever this says."""
-    out = (NodeMask({h: ~m for h, m in abl.scope.acts.items()}, {h: ~m for h, m in abl.scope.errs.items()}))
     clean = NodeValues.cat([sp.cache(b.clean)[1] for b in pairs.batches(batch)])
     moved = clean.differs(abl)
-    can_fail = any(bool((moved.acts[h] & out.acts[h]).any()) for h in sp.hooks)
+    can_fail = any(bool((moved.acts[h] & ~abl.scope.acts[h]).any()) for h in sp.hooks)
     keep = (abl.scope.acts, {h: torch.ones(len(pairs), sp.n_pos, dtype=torch.bool, device=sp.device) for h in sp.hooks})
     change = (ablated_metric(sp, pairs, keep, abl.unscoped(), metric, batch) - faith.m_full).double()
     scale = abs(float(faith.m_full.mean() - faith.m_empty.mean()))

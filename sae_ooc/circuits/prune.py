@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from sae_ooc.circuits.ablation import Ablation, ablation_values, scoped_keep
+from sae_ooc.circuits.ablation import Ablation, ablation_values
 from sae_ooc.circuits.faithfulness import (
     TARGET_FAITHFULNESS,
     TARGET_MAX_FEATURES,
@@ -84,8 +84,8 @@ def _metric_rows(sp: Spliced, pairs: Pairs, rows: torch.Tensor, keep: torch.Tens
         idx = rows[s : s + batch]
         sub = pairs.subset(idx)
         a = abl.rows(idx)
-        k = scoped_keep(NodeMask(*layout.unflatten(keep[s : s + batch].to(sp.device))), a)
-        logits = sp.run_replaced(sub.clean, a.acts, a.errs, k.acts, k.errs)
+        ka, ke = layout.unflatten(keep[s : s + batch].to(sp.device))
+        logits = sp.run_replaced(sub.clean, a.scoped_acts(), a.errs, ka, ke)
         out.append(sub.metric(logits, metric).cpu())
     return torch.cat(out) if out else torch.zeros(0)
 

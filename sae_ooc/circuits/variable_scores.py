@@ -3,7 +3,7 @@ and the held-out pairs apart, with the controls beside them: random groups of th
 the same number of individual features chosen by effect, and the circuit's variable groups alone.
 
 Faithfulness is (m(C) - m(∅)) / (m(M) - m(∅)) over a set of pairs (means over its pairs), with ablation as
-variables.py defines it for groups (members in the ablation's scope ablated, the others left as they are), so ∅
+variables.py defines it for groups (members in the ablation's scope set to its values, the others held at 0), so ∅
 ablates every node in scope and m(M) is the model. Intervals resample head entities (`stats.cluster_weights`).
 """
 

@@ -15,8 +15,8 @@ Every node of the spliced model is in exactly one group, so keeping every group 
 Patching a group (clean -> corrupted, as the attribution stage does for one node) sets all its members at once to
 their values on the corrupted prompt. Ablating a group sets its members in the ablation's scope
 (`sae_ooc.circuits.ablation`: active on the clean prompt, and for resample and corrupt ablation also those active on
-the prompt the values come from; the error term always) to their ablation value and leaves the others as they are on
-the clean prompt, so no ablation switches on a feature the prompt does not use (mean ablation of value-specific
+the prompt the values come from; the error term always) to their ablation value and holds the others at their value
+on the clean prompt, 0, so no ablation switches on a feature the prompt does not use (mean ablation of value-specific
 features otherwise feeds every prompt a little of every value). A circuit of groups is then a keep mask over the
 nodes: kept = members of the circuit's groups (`ablated_metric` adds everything outside the scope).
 """
@@ -114,7 +114,7 @@ def group_masks(sp: Spliced, groups: list[Group]) -> NodeMask:
 
 def circuit_keep(masks: NodeMask, chosen: list[int]) -> tuple[dict, dict]:
     """Keep masks of the circuit made of groups `chosen` (indices into the masks' groups): their members. Ablation
-    (`ablation.ablated_metric`) sets only the other nodes inside its scope."""
+    (`ablation.ablated_metric`) sets every other node inside its scope to its value and holds the rest at 0."""
     idx = torch.as_tensor(chosen, dtype=torch.long, device=next(iter(masks.acts.values())).device)
     return {h: m[idx].any(0) for h, m in masks.acts.items()}, {h: m[idx].any(0) for h, m in masks.errs.items()}
 
