@@ -112,7 +112,8 @@ def test_a_circuit_chosen_on_selection_pairs_is_scored_on_pairs_it_never_saw(run
     assert f["selection"]["in_sample"] is True and "in_sample" not in f["heldout"]
     lo, hi = f["heldout"]["faithfulness_ci95"]
     # over a few head entities a draw of every head once is the point estimate itself, up to rounding: it may be an end
-    assert lo - 1e-6 * abs(lo) <= f["heldout"]["faithfulness"] <= hi + 1e-6 * abs(hi)
+    # (the point is a float32 mean, the interval float64)
+    assert lo - 1e-4 * abs(lo) <= f["heldout"]["faithfulness"] <= hi + 1e-4 * abs(hi)
     assert c["scores"]["faithfulness"] == f["heldout"]["faithfulness"] and c["scores"]["pairs"] == "heldout"
     # every method's circuit is scored on the same held-out pairs; the stage's own method reproduces the headline
     assert f["by_method"]["exact"]["faithfulness"] == pytest.approx(f["heldout"]["faithfulness"])
