@@ -74,7 +74,7 @@ def circuit_section(doc: Doc) -> None:
         f"pairs; every number below (unless marked in-sample) on the other {nh} pairs, never used to choose, whose head entities "
         f"(and so head and r1 activations) no selection pair shares. Everything outside the "
         f"circuit {faith['ablation']}-ablated (the intervention), within the ablation's scope: only features active on the clean prompt "
-        "(for resample and corrupt ablation, on either prompt) and error terms are set, so a silent feature is never switched on; metric `{faith['metric']}`: full model {held['m_full']:.3f}, "
+        f"(for resample and corrupt ablation, on either prompt) and error terms are set, so a silent feature is never switched on; metric `{faith['metric']}`: full model {held['m_full']:.3f}, "
         f"everything ablated {held['m_empty']:.3f}, circuit only {held['m_circuit']:.3f}.", "",
         f"- **Faithfulness** (m(C) − m(∅)) / (m(M) − m(∅)), held out: **{doc.number('circuit.feature.faithfulness', held['faithfulness'], on)}** "
         f"(95% CI over head entities {f3(ci[0])} to {f3(ci[1])}); on the selection pairs: "

@@ -146,7 +146,7 @@ def edit_section(doc: Doc) -> None:
             "", "Efficacy is measured on the prompt each edit was fitted on (in-sample). Most two-hop prompts an edited fact feeds are "
             "trained two-hop facts, whose old answer was memorised as a whole; propagation to the two-hop facts held out of training "
             "(the model composes their answer) is shown apart, and the pooled propagation is labelled in-sample.", "",
-            "| layer | efficacy (in-sample) | propagation, all (in-sample) | propagation, held-out two-hop facts (n) | specificity: same head (KL) | "
+            "| layer | efficacy | propagation, all | propagation, held-out two-hop facts (n) | specificity: same head (KL) | "
             "unrelated atomic (KL) | unrelated two-hop (KL) | reverse | random-direction control: efficacy / propagation |",
             "|---|---|---|---|---|---|---|---|---|")
     b = e.get("before_any_edit", {})

@@ -23,7 +23,7 @@ def variable_section(doc: Doc) -> None:
         "Features that eval-sae labels with the same variable at the same position and hook form one node (e.g. `bridge@r1@H`); "
         "the remaining features of a (hook, position) form a `rest` node and each SAE error term its own node (the kinds used: "
         f"{', '.join(sel['kinds'])}). A node is ablated as a whole: its members in the ablation's scope (active on the clean prompt; for "
-        "resample and corrupt ablation also those active on the prompt the values come from). Selection: {sel['rule']}; "
+        f"resample and corrupt ablation also those active on the prompt the values come from). Selection: {sel['rule']}; "
         f"chosen on the selection pairs, scored on held-out pairs never used to choose.", "",
         f"**Verdict: {ver['text']}**", "",
         f"- Faithfulness of the variable circuit ({circ.get('n_feature_nodes', '?')} SAE features in {len(circ['groups'])} nodes), held out: "
