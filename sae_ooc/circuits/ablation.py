@@ -43,7 +43,8 @@ VALIDITY = {
                         "mean's signal: see the scope check); so restricted here",
              "error": "valid: every error term is replaced by its mean"},
     "zero": {"feature": "valid: a silent TopK/ReLU feature is already 0, so only active features change",
-             "error": "off-distribution: a zero error term is far from any prompt's; read error-node numbers under zero with care"},
+             "error": "an error term set to 0 (as if the SAE reconstructed perfectly) is a value no prompt has: read error-node "
+                      "numbers under zero ablation with that in mind"},
     "resample": {"feature": "valid on features active on the clean or the resampled prompt (interchange); so restricted here",
                  "error": "valid: the resampled prompt's error term"},
     "corrupt": {"feature": "valid on features active on the clean or the corrupted prompt (interchange); so restricted here",
