@@ -1,4 +1,4 @@
-"""Rank statistics shared by attribution validation, edge checks and feature alignment."""
+"""Rank statistics shared by attribution validation, edge checks and feature alignment; the cluster bootstrap of circuit scores."""
 
 from __future__ import annotations
 
@@ -43,3 +43,30 @@ def tie_ranks(x: torch.Tensor) -> torch.Tensor:
     counts = torch.zeros(n * m, dtype=torch.float64).scatter_add_(0, flat, torch.ones_like(pos))
     avg = (sums / counts.clamp(min=1))[flat].view(n, m)
     return torch.empty(n, m, dtype=torch.float64).scatter_(0, order, avg)
+
+
+def cluster_weights(groups, n_boot: int, seed: int) -> np.ndarray:
+    """[n_boot, n] bootstrap weights over clusters: each draw picks as many clusters as there are, with replacement,
+    and every item gets its cluster's multiplicity, so items of one cluster (the pairs of one head entity, which share
+    their head and r1 activations) are always kept or dropped together. A weighted mean under row b is that draw's
+    mean over the resampled items."""
+    g = np.asarray(groups)
+    ids, inv = np.unique(g, return_inverse=True)
+    draws = np.random.default_rng(seed).integers(len(ids), size=(n_boot, len(ids)))
+    counts = np.zeros((n_boot, len(ids)))
+    np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
+    return counts[:, inv]
+
+
+def cluster_ratio_ci(num, den_hi, den_lo, groups, n_boot: int, seed: int) -> list[float] | None:
+    """95% percentile interval of (mean num - mean den_lo) / (mean den_hi - mean den_lo) (faithfulness: m(C), m(M),
+    m(∅) per pair) over a cluster bootstrap (`cluster_weights`); None with fewer than two clusters or no finite draw."""
+    if len(np.unique(np.asarray(groups))) < 2:
+        return None
+    w = cluster_weights(groups, n_boot, seed)
+    w = w / w.sum(1, keepdims=True)
+    m, hi, lo = (w @ np.asarray(x, dtype=np.float64) for x in (num, den_hi, den_lo))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = (m - lo) / (hi - lo)
+    f = f[np.isfinite(f)]
+    return [float(np.quantile(f, 0.025)), float(np.quantile(f, 0.975))] if len(f) else None

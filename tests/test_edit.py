@@ -194,6 +194,28 @@ def test_edit_stage_on_the_tiny_task(tmp_path):
         assert 0 <= r["specificity_atomic"]["share"] <= 1
     assert set(e["localization"]["correlation"]) >= {"rewrite", "propagation"}
     check_line(run, "edit", result)
+    # propagation apart on the two-hop facts held out of training: the edited facts' two-hop prompts, split by the train split
+    ds, vocab = load_task(run.data_dir)
+    facts = Facts.from_dataset(ds, vocab, "twohop")
+    d = ds["train"]
+    trained = {(h, r1, r2) for h, r1, r2, hop in zip(d["head"], d["r1"], d["r2"], d["hop"]) if hop == 2}
+    prompts = [(p["h"], p["r1"], r2) for p in per for r2 in facts.shared_relations(p["b"], p["b2"])]
+    n_trained = sum(q in trained for q in prompts)
+    assert 0 < n_trained < len(prompts)  # both kinds are there
+    for r in e["by_layer"]:
+        ph, pt = r["propagation_heldout"], r["propagation_trained"]
+        assert ph["n"] + pt["n"] == r["propagation"]["n"] and pt["n"] <= n_trained and ph["n"] <= len(prompts) - n_trained
+        assert r["propagation"]["share"] * r["propagation"]["n"] == pytest.approx((ph["share"] or 0) * ph["n"] + (pt["share"] or 0) * pt["n"])
+    from sae_ooc.viz.report.doc import Doc
+    from sae_ooc.viz.report.interventions import edit_section
+
+    doc = Doc(run)
+    edit_section(doc)
+    flags = {n["name"]: (n["in_sample"], n["value"]) for n in doc.numbers}
+    for r in e["by_layer"]:
+        L = r["layer"]
+        assert flags[f"edit.layer{L}.efficacy"][0] is True and flags[f"edit.layer{L}.propagation"][0] is True  # fitted on / trained on
+        assert flags[f"edit.layer{L}.propagation_heldout"] == (False, r["propagation_heldout"]["share"])
 
 
 def test_edit_stage_on_a_natural_task(natural_trained, tmp_path):

@@ -109,6 +109,15 @@ def test_steer_stage(run):
         assert sh["consistent"]["share"] + sh["unchanged"]["share"] + sh["other"]["share"] == pytest.approx(1.0)
     assert "features" not in rows[(HOOKS[0], "r1")]["methods"]  # no labels there: baselines only
     check_line(run, "steer", result)
+    # the labels were chosen on prefixes that include most of the steered prompts' prefixes: every steer number is in-sample
+    from sae_ooc.viz.report.doc import Doc
+    from sae_ooc.viz.report.interventions import steer_section
+
+    doc = Doc(run)
+    steer_section(doc)
+    steer = [n for n in doc.numbers if n["name"].startswith("steer.")]
+    assert {n["name"] for n in steer} >= {f"steer.{HOOKS[1]}@r1.features_consistent", f"steer.{HOOKS[1]}@r1.resid_patch_consistent"}
+    assert all(n["in_sample"] for n in steer)
 
 
 # --- a natural-language task: prompts are the task's questions, answers whole names, labels name entities -------------

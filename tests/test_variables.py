@@ -137,19 +137,23 @@ def test_ablating_a_group_ablates_exactly_its_active_members(parts, kind):
     abl = ablation_values(sp, ds, kind, 64, 0, pairs)
     active = active_node_masks(sp, pairs)
     g = next(i for i, x in enumerate(groups) if x.id == f"bridge@r1@{HOOKS[1]}")
-    got = ablated_metric(sp, pairs, circuit_keep(group_masks(sp, groups), [i for i in range(len(groups)) if i != g], active), abl, "logit_diff")
+    got = ablated_metric(sp, pairs, circuit_keep(group_masks(sp, groups), [i for i in range(len(groups)) if i != g]), abl, "logit_diff")
     every = [Node(h, p, i) for h in HOOKS for p in range(3) for i in [None, *range(D_SAE)]]
     grp = groups[g]
     on = active[0][grp.hook][:, grp.pos, list(grp.members)]
     assert on.any() and not on.all()  # some members fire, some do not: the rule is put to the test
+    if kind == "resample":  # values of another prompt: members active on that prompt are ablated too (switched on)
+        other = abl.acts[grp.hook][:, grp.pos, list(grp.members)] != 0
+        assert (other & ~on).any()  # some member silent on the clean prompt is switched on
+        on = on | other
     keep = []
-    for b in range(len(pairs)):  # each pair its own keep mask: every node but the group's members active on it
+    for b in range(len(pairs)):  # each pair its own keep mask: every node but the group's members in scope on it
         gone = {Node(grp.hook, grp.pos, f) for f, a in zip(grp.members, on[b].tolist()) if a}
         keep.append(keep_masks(sp, [n for n in every if n not in gone]))
     torch.testing.assert_close(got, ablated_metric(sp, pairs, _per_pair(keep), abl, "logit_diff"), atol=1e-5, rtol=1e-4)
-    if kind == "mean":  # and ablating every member (the silent ones to their mean too) is a different intervention
+    if kind == "mean":  # and ablating every member (the silent ones to their mean too: no scope) is a different intervention
         whole = ablated_metric(sp, pairs, keep_masks(sp, [n for n in every if not (n.hook == grp.hook and n.pos == grp.pos and n.idx in grp.members)]),
-                               abl, "logit_diff")
+                               abl.unscoped(), "logit_diff")
         assert (whole - got).abs().max() > 1e-4
 
 
@@ -174,20 +178,33 @@ def test_group_edges_of_single_nodes_equal_exact_edge_patching(parts):
     assert np.abs(want).max() > 1e-4
 
 
-def test_random_groups_keep_sizes_places_and_error_nodes():
+def test_random_groups_draw_no_circuit_feature_and_stay_at_their_places_while_they_can():
     d_sae = {h: D_SAE for h in HOOKS}
     groups = group_features(_labels(LABELS), HOOKS, d_sae)
     chosen = [i for i, g in enumerate(groups) if g.kind == "variable" or (g.kind == "error" and g.hook == HOOKS[0])]
     inside = {(groups[i].hook, groups[i].pos, f) for i in chosen for f in groups[i].members}
+    per_cell = {}
+    for i in chosen:
+        if groups[i].kind != "error":
+            per_cell[(groups[i].hook, groups[i].pos)] = per_cell.get((groups[i].hook, groups[i].pos), 0) + groups[i].size
     rng = np.random.default_rng(0)
     for _ in range(5):
-        rand, overlap = random_groups(groups, chosen, d_sae, rng)
-        assert [(g.hook, g.pos, g.kind, g.size) for g in rand] == [(groups[i].hook, groups[i].pos, groups[i].kind, groups[i].size) for i in chosen]
+        rand, at_place = random_groups(groups, chosen, d_sae, rng)
         drawn = [(g.hook, g.pos, f) for g in rand for f in g.members]
-        assert len(set(drawn)) == len(drawn) and not set(drawn) & inside and overlap == 0.0  # enough features outside the circuit
-    full = [i for i, g in enumerate(groups) if g.hook == HOOKS[1] and g.pos == 1 and g.kind != "error"]  # the whole cell
-    rand, overlap = random_groups(groups, full, d_sae, rng)
-    assert [g.size for g in rand] == [groups[i].size for i in full] and overlap == 1.0
+        assert len(set(drawn)) == len(drawn) and not set(drawn) & inside and at_place == 1.0  # enough features outside the circuit
+        assert {(g.hook, g.pos): g.size for g in rand if g.kind != "error"} == per_cell
+        assert [g for g in rand if g.kind == "error"] == [groups[i] for i in chosen if groups[i].kind == "error"]
+    # the circuit holds a whole cell (a remainder group does): the control goes to the hook's other positions, never into
+    # the circuit (the old control drew 100% circuit features here)
+    full = [i for i, g in enumerate(groups) if g.hook == HOOKS[1] and g.pos == 1 and g.kind != "error"]
+    inside = {(groups[i].hook, groups[i].pos, f) for i in full for f in groups[i].members}
+    rand, at_place = random_groups(groups, full, d_sae, rng)
+    drawn = [(g.hook, g.pos, f) for g in rand for f in g.members]
+    assert len(drawn) == D_SAE and len(set(drawn)) == len(drawn) and not set(drawn) & inside and at_place == 0.0
+    assert {g.hook for g in rand} == {HOOKS[1]} and {g.pos for g in rand} <= {0, 2}
+    everything = [i for i, g in enumerate(groups) if g.kind != "error"]
+    with pytest.raises(ValueError, match="too few features outside"):
+        random_groups(groups, everything, d_sae, rng)
 
 
 def test_choose_size_smallest_reaching_target_else_most_faithful():
@@ -211,19 +228,13 @@ def test_stage_numbers_equal_an_independent_recomputation(run, parts):
     circuit = [Node(n.hook, n.position, None) if n.type == "error" else Node(n.hook, n.position, i)
                for n in graph.nodes for i in (n.extra["members"] if n.type != "error" else [None])]
     assert [n.id for n in graph.nodes] == f["circuit"]["groups"]
-    _, clean = sp.cache(pairs.clean)
-    everything = [Node(h, p, i) for h in HOOKS for p in range(3) for i in [None, *range(D_SAE)]]
     with torch.no_grad():
         m_full = pairs.metric(sp.base(pairs.clean), "logit_diff")
     for kind in ABLATIONS.names():
         abl = ablation_values(sp, ds, kind, c.mean_examples, c.seed, pairs)
-        keep_c, keep_0 = [], []
-        for b in range(len(pairs)):  # per pair: nodes silent on its clean prompt are never ablated
-            silent = [n for n in everything if n.idx is not None and float(clean.get(n, rows=b)) == 0.0]
-            keep_c.append(keep_masks(sp, silent + circuit))
-            keep_0.append(keep_masks(sp, silent))
-        m_c = ablated_metric(sp, pairs, _per_pair(keep_c), abl, "logit_diff")
-        m_0 = ablated_metric(sp, pairs, _per_pair(keep_0), abl, "logit_diff")
+        # the circuit's nodes kept, every other node ablated (each feature by the ablation's scope), as single nodes
+        m_c = ablated_metric(sp, pairs, keep_masks(sp, circuit), abl, "logit_diff")
+        m_0 = ablated_metric(sp, pairs, keep_masks(sp, []), abl, "logit_diff")
         for name, idx in (("heldout", held), ("selection", sel)):
             want = float((m_c[idx].mean() - m_0[idx].mean()) / (m_full[idx].mean() - m_0[idx].mean()))
             got = f["by_ablation"][kind][name]
@@ -232,7 +243,8 @@ def test_stage_numbers_equal_an_independent_recomputation(run, parts):
             assert got["ci95"][0] <= got["ci95"][1] and got["n_pairs"] == len(idx)
         assert f["by_ablation"][kind]["selection"]["in_sample"] is True and f["by_ablation"][kind]["heldout"]["in_sample"] is False
         rnd = f["by_ablation"][kind]["random_groups"]
-        assert rnd["group_sizes"] == [n.extra["size"] for n in graph.nodes] and len(rnd["heldout"]["values"]) == 20
+        n_feat = sum(n.extra["size"] for n in graph.nodes if n.type != "error")
+        assert sum(rnd["group_sizes"]) == n_feat + sum(n.type == "error" for n in graph.nodes) and len(rnd["heldout"]["values"]) == 20
     main = f["by_ablation"][f["selection"]["ablation"]]
     assert graph.scores["faithfulness"] == main["heldout"]["faithfulness"]
     assert f["selection"]["n_groups"] == len(graph.nodes) <= 8

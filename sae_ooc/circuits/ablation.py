@@ -8,9 +8,22 @@ The kinds (`circuit.ablation`, `circuit.prune_ablation`), one registered functio
             node effects measure.
 A kind is `fn(sp, ds, pairs, n_examples, seed, batch) -> Ablation`; adding one: its name in
 `sae_ooc.config.ABLATIONS` and `@ABLATIONS.register("name")` on its function.
+
+Scope: which nodes an ablation may set (`Ablation.scope`, per pair). A TopK or ReLU SAE's feature that is silent on a
+prompt is 0 there; setting it to its mean adds that feature's mean contribution to the prompt's own code (on the
+default run, 0.8-0.98 of the mean reconstruction), so "ablating" a silent feature injects signal instead of removing
+it. Every ablation therefore sets only the features in its scope to its values, and holds every other feature it
+ablates at its value on the clean prompt, 0, so an upstream ablation cannot switch it on either:
+  shared values (mean, zero)               features active on the clean prompt;
+  values of another prompt (resample,      features active on the clean prompt or on that prompt (a feature silent
+  corrupt: per pair)                       on the clean prompt but active on the corrupted one is the very signal
+                                           an interchange moves in);
+and every error term. Which ablation is valid for which unit: `VALIDITY` (recorded in faithfulness.json).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -23,9 +36,56 @@ from sae_ooc.registry import Registry
 ABLATIONS: Registry = Registry("ablation", expected=ABLATION_NAMES)
 
 
+# which ablation is valid for which unit, as every circuit here applies it (features and error terms: single nodes;
+# variable groups: their members, each node by its own rule; subspaces are not ablated by these kinds)
+VALIDITY = {
+    "mean": {"feature": "valid only on features active on the clean prompt (a silent feature set to its mean injects the "
+                        "mean's signal: see the scope check); so restricted here",
+             "error": "valid: every error term is replaced by its mean"},
+    "zero": {"feature": "valid: a silent TopK/ReLU feature is already 0, so only active features change",
+             "error": "an error term set to 0 (as if the SAE reconstructed perfectly) is a value no prompt has: read error-node "
+                      "numbers under zero ablation with that in mind"},
+    "resample": {"feature": "valid on features active on the clean or the resampled prompt (interchange); so restricted here",
+                 "error": "valid: the resampled prompt's error term"},
+    "corrupt": {"feature": "valid on features active on the clean or the corrupted prompt (interchange); so restricted here",
+                "error": "valid: the corrupted prompt's error term"},
+}
+
+
+@dataclass
 class Ablation(NodeValues):
     """What an ablated node is set to: {hook: [P, d]} shared by all pairs, or [n_pairs, P, d] per pair
-    (`rows` picks pairs; `get(node)` is one node's value)."""
+    (`rows` picks pairs; `get(node)` is one node's value). `scope` (per pair, `ablation_scope`): the nodes it may
+    set; None: every node (only the scope check uses that)."""
+
+    scope: NodeMask | None = None
+
+    def rows(self, idx):
+        out = super().rows(idx)
+        out.scope = None if self.scope is None else self.scope.rows(idx)
+        return out
+
+    def unscoped(self) -> Ablation:
+        return Ablation(self.acts, self.errs)
+
+    def scoped_acts(self) -> dict[str, torch.Tensor]:
+        """What an ablated feature is set to on each pair: the ablation's value inside the scope, 0 (its value on the
+        clean prompt) outside it; without a scope, the values themselves."""
+        if self.scope is None:
+            return self.acts
+        return {h: torch.where(self.scope.acts[h], a, torch.zeros((), dtype=a.dtype, device=a.device)) for h, a in self.acts.items()}
+
+
+def is_interchange(abl: NodeValues) -> bool:
+    """Values of another prompt, one per pair (resample, corrupt), rather than values shared by every pair (mean, zero)."""
+    return any(a.dim() == 3 for a in abl.acts.values())
+
+
+def ablation_scope(clean: NodeValues, abl: NodeValues) -> NodeMask:
+    """Per pair, the nodes an ablation may set (module docstring): features active on the clean prompt, or for
+    values of another prompt active on either; every error term."""
+    acts = {h: (a != 0) | (abl.acts[h] != 0) if is_interchange(abl) else a != 0 for h, a in clean.acts.items()}
+    return NodeMask(acts, {h: torch.ones(e.shape[:-1], dtype=torch.bool, device=e.device) for h, e in clean.errs.items()})
 
 
 def task_prompts(ds) -> torch.Tensor:
@@ -84,14 +144,19 @@ ABLATIONS.check()  # the registrations above are exactly the names config valida
 
 @torch.no_grad()
 def ablation_values(sp: Spliced, ds, kind: str, n_examples: int, seed: int, pairs: Pairs, batch: int = 2048) -> Ablation:
-    """The values of ablation `kind` (see the module docstring); mean uses up to `n_examples` two-hop prompts."""
-    return ABLATIONS.get(kind)(sp, ds, pairs, n_examples, seed, batch)
+    """The values of ablation `kind` on `pairs` with their scope (see the module docstring); mean uses up to
+    `n_examples` two-hop prompts."""
+    abl = ABLATIONS.get(kind)(sp, ds, pairs, n_examples, seed, batch)
+    clean = NodeValues.cat([sp.cache(b.clean)[1] for b in pairs.batches(batch)])
+    abl.scope = ablation_scope(clean, abl)
+    return abl
 
 
 @torch.no_grad()
 def ablated_metric(sp: Spliced, pairs: Pairs, keep: tuple[dict, dict] | None, abl: Ablation, metric: str, batch: int = 1024) -> torch.Tensor:
-    """Per-pair metric with every node outside `keep` set to its ablation value (keep=None: the model).
-    Keep masks (features, errors) are shared ([P, d_sae] and [P]) or per pair ([n, P, d_sae] and [n, P])."""
+    """Per-pair metric with every node outside `keep` ablated (keep=None: the model): set to its ablation value inside
+    the ablation's scope, held at its clean value 0 outside it (`Ablation.scoped_acts`). Keep masks (features, errors)
+    are shared ([P, d_sae] and [P]) or per pair ([n, P, d_sae] and [n, P])."""
     out = []
     for s in range(0, len(pairs), batch):
         b = pairs.subset(slice(s, s + batch))
@@ -99,6 +164,7 @@ def ablated_metric(sp: Spliced, pairs: Pairs, keep: tuple[dict, dict] | None, ab
             logits = sp.model(b.clean.to(sp.device))
         else:
             a, k = abl.rows(slice(s, s + batch)), NodeMask(*keep).rows(slice(s, s + batch))
-            logits = sp.run_replaced(b.clean, a.acts, a.errs, k.acts, k.errs)
+            logits = sp.run_replaced(b.clean, a.scoped_acts(), a.errs, k.acts, k.errs)
         out.append(b.metric(logits, metric).cpu())
     return torch.cat(out)
+

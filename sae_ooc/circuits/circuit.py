@@ -7,7 +7,9 @@ and the saved graph (`graph`); this module runs them in order and writes the fil
 The attribution pairs are split (`circuit.heldout_fraction`, `Pairs.split`): nodes, edges and their weights, the
 candidate edges and the per-prompt pruning are chosen on the selection pairs; faithfulness, completeness, the
 ablation comparison, the methods' circuits and edge ablation are reported on the held-out pairs, with the
-in-sample numbers on the selection pairs beside them, labelled as such.
+in-sample numbers on the selection pairs beside them, labelled as such. Every ablation sets only the nodes in its
+scope (`ablation`: features active on the clean prompt, or on either prompt for resample and corrupt; error terms),
+and intervals resample head entities, the unit the pairs were split by.
 
 Outputs (RUN/circuit/): circuit.json (nodes with their mean effects over the selection pairs and descriptions,
 edges with weights, held-out scores: a `CircuitGraph`), circuit.safetensors (node masks per hook),
@@ -186,8 +188,7 @@ def _circuit(run) -> dict:
 
     edges, gradient, edge_check = weigh_edges(sp, ne.pairs, nodes, metric, c, a.batch_size)
     candidates = candidate_edges(sp, ne.pairs, ne, c, edges, a.batch_size)
-    # zero ablation too: an ablated edge from a feature silent on the prompt then changes nothing, while under mean
-    # ablation it feeds the prompt the feature's mean, which the inactive-feature check shows can move the answer
+    # circuit.edge_extra_ablations too (each ablation sets a source only where it is in its scope on the pair)
     edge_abl_by = {}
     for kind in dict.fromkeys((c.ablation, *c.edge_extra_ablations)):
         kind_abl = abl if kind == c.ablation else ablation_values(sp, ds, kind, c.mean_examples, c.seed, held)

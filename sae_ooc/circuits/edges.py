@@ -10,7 +10,7 @@ clean run. With `circuit.edge_weights: exact` (default) the gradient method prop
 exact patching weighs each of them; with `gradient` the gradient weights stand and a sample is checked.
 
 Edges are evaluated by ablating them: an ablated edge u -> d feeds d the ablated value of u along
-u's direct path. The top edges by |weight| (weighed on the selection pairs) are ablated on the held-out pairs
+u's direct path, where u is in the ablation's scope on that pair (`sae_ooc.circuits.ablation`; elsewhere u keeps its value). The top edges by |weight| (weighed on the selection pairs) are ablated on the held-out pairs
 beside at least 100 random sets of as many edges drawn from the candidate edges outside the top set (every edge
 the gradient method proposes among a wider set of nodes, `candidate_edges`), and the top set's percentile among
 them is reported.
@@ -173,9 +173,14 @@ def _frozen_fns(state: NodeValues, blocks: list[tuple[int, list[Node]]], abl: Ab
             v = v[rows.to(v.device)]
             view = NodeValues(**{part: {h: v}})
             for k, (_, srcs) in enumerate(blocks):
+                rows_k = slice(k * B, (k + 1) * B)
                 for u in srcs:
                     if view.tensor(u) is not None:  # a source at this hook, of this part
-                        view.set(u, abl.get(u), rows=slice(k * B, (k + 1) * B))
+                        value = abl.get(u)
+                        if abl.scope is not None:  # outside the ablation's scope a source keeps its value
+                            inside = abl.scope.get(u)
+                            value = torch.where(inside if u.idx is not None else inside[:, None], value, view.get(u, rows=rows_k))
+                        view.set(u, value, rows=rows_k)
             return v
 
         return replace

@@ -3,25 +3,28 @@
 C is the model with every node outside the circuit ablated (`sae_ooc.circuits.ablation`), ∅ ablates every
 node, M is the model. Completeness ablates only the circuit: (m(M \\ C) - m(∅)) / (m(M) - m(∅)), low is good.
 Circuits are chosen on one set of pairs (`NodeEffects` of the selection pairs) and scored on pairs they never
-saw (`Pairs.split`); curves, the per-ablation comparison and the inactive-feature check below take the pairs
+saw (`Pairs.split`); curves, the per-ablation comparison and the scope check below take the pairs
 they score on as an argument, apart from the effects the circuit is chosen from.
 
-The inactive-feature check: ablating only the features inactive on a prompt (activation 0), keeping every active
-feature and error term, must leave the metric where it is; an ablation that moves it feeds the prompt signal
-through features the prompt does not use, so circuits measured under it say little. Under zero ablation of a
-TopK or ReLU SAE it passes by construction (inactive features are already 0): `can_fail` says so.
+The scope check: every ablation sets only the nodes in its scope (`sae_ooc.circuits.ablation`: features active on the
+clean prompt, or for values of another prompt active on either prompt; every error term). The check ablates only the
+nodes *outside* the scope, to their ablation values, keeping everything else: an ablation whose values were harmless
+there would leave the metric where it is. Mean ablation fails it (a silent TopK feature set to its mean feeds the
+prompt the mean's signal), which is why it is restricted; for zero ablation (silent features are already 0) and for
+resample and corrupt ablation (a feature silent on both prompts is 0 on both) it passes by construction, and
+`can_fail` says so. Confidence intervals resample head entities, the unit the pairs were split by (`stats.cluster_weights`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from sae_ooc.circuits.ablation import (
     ABLATIONS,
+    VALIDITY,
     Ablation,
     ablated_metric,
     ablation_values,
@@ -36,6 +39,7 @@ from sae_ooc.circuits.selection import (
     select_nodes,
 )
 from sae_ooc.circuits.spliced import NodeValues, Spliced
+from sae_ooc.stats import cluster_ratio_ci
 
 TARGET_FAITHFULNESS = 0.8
 TARGET_MAX_FEATURES = 50
@@ -50,6 +54,7 @@ def faithfulness_of(m_c: torch.Tensor, m_full: torch.Tensor, m_empty: torch.Tens
 class Faith:
     m_full: torch.Tensor
     m_empty: torch.Tensor
+    heads: torch.Tensor | None = None  # each pair's head entity: the bootstrap's unit (None: every pair its own)
 
     def of(self, m: torch.Tensor) -> float:
         return faithfulness_of(m, self.m_full, self.m_empty)
@@ -57,19 +62,14 @@ class Faith:
     @classmethod
     def measure(cls, sp: Spliced, pairs: Pairs, abl: Ablation, metric: str) -> Faith:
         """The end points under `abl`: the model, and every node ablated."""
-        return cls(ablated_metric(sp, pairs, None, abl, metric), ablated_metric(sp, pairs, keep_masks(sp, []), abl, metric))
+        return cls(ablated_metric(sp, pairs, None, abl, metric), ablated_metric(sp, pairs, keep_masks(sp, []), abl, metric), pairs.head)
 
     def ci95(self, m: torch.Tensor, seed: int, n_boot: int = 1000) -> list[float] | None:
-        """95% bootstrap interval of `of(m)` over the pairs (pairs resampled with replacement): the spread of a
-        ratio of means, where per-pair ratios blow up on pairs with m(M) close to m(∅)."""
-        n = len(m)
-        if n < 2:
-            return None
-        idx = torch.randint(n, (n_boot, n), generator=torch.Generator().manual_seed(seed))
-        m, full, empty = (t.double().cpu()[idx].mean(1) for t in (m, self.m_full, self.m_empty))
-        f = ((m - empty) / (full - empty)).numpy()
-        f = f[np.isfinite(f)]
-        return [float(np.quantile(f, 0.025)), float(np.quantile(f, 0.975))] if len(f) else None
+        """95% bootstrap interval of `of(m)` over head entities (each draw resamples whole heads with replacement, their
+        pairs together: pairs of one head share its head and r1 activations, so they are not independent): the spread
+        of a ratio of means, where per-pair ratios blow up on pairs with m(M) close to m(∅). None with one head."""
+        heads = torch.arange(len(m)) if self.heads is None else self.heads
+        return cluster_ratio_ci(*(t.double().cpu().numpy() for t in (m, self.m_full, self.m_empty)), heads.cpu().numpy(), n_boot, seed)
 
 
 def circuit_scores(sp: Spliced, pairs: Pairs, nodes: list[Node], abl: Ablation, metric: str, faith: Faith, batch: int = 1024,
@@ -103,26 +103,31 @@ def faithfulness_curve(sp: Spliced, ne: NodeEffects, pairs: Pairs, abl: Ablation
     return curve
 
 
+SCOPE_RULE = ("ablate only the nodes outside the ablation's scope (mean, zero: features silent on the clean prompt; resample, "
+              "corrupt: features silent on both the clean prompt and the prompt the values come from) to their ablation values; "
+              "the metric must not move")
+
+
 @torch.no_grad()
 def inactive_check(sp: Spliced, pairs: Pairs, abl: Ablation, metric: str, faith: Faith, tolerance: float, batch: int = 2048) -> dict:
-    """Ablate only the features inactive on each prompt (see the module docstring). Passes when the mean |change|
-    of the metric is at most `tolerance` of |m(M) - m(∅)|; `can_fail` is False when no inactive feature's
-    ablation value differs from 0, so nothing could move."""
+    """The scope check (see the module docstring). Passes when the mean |change| of the metric is at most `tolerance`
+    of |m(M) - m(∅)|; `can_fail` is False when no node outside the scope takes another value under the ablation, so
+    nothing could move. Every circuit is scored with the ablation restricted to its scope whatever this says."""
     clean = NodeValues.cat([sp.cache(b.clean)[1] for b in pairs.batches(batch)])
-    active = {h: clean.acts[h] != 0 for h in sp.hooks}
     moved = clean.differs(abl)
-    can_fail = any(bool((moved.acts[h] & ~active[h]).any()) for h in sp.hooks)
-    keep = (active, {h: torch.ones(len(pairs), sp.n_pos, dtype=torch.bool, device=sp.device) for h in sp.hooks})
-    change = (ablated_metric(sp, pairs, keep, abl, metric, batch) - faith.m_full).double()
+    can_fail = any(bool((moved.acts[h] & ~abl.scope.acts[h]).any()) for h in sp.hooks)
+    keep = (abl.scope.acts, {h: torch.ones(len(pairs), sp.n_pos, dtype=torch.bool, device=sp.device) for h in sp.hooks})
+    change = (ablated_metric(sp, pairs, keep, abl.unscoped(), metric, batch) - faith.m_full).double()
     scale = abs(float(faith.m_full.mean() - faith.m_empty.mean()))
     rel = float(change.abs().mean()) / scale if scale > 0 else None  # no range to measure against
-    return {"metric_change_mean": float(change.mean()), "metric_change_std": float(change.std()) if len(change) > 1 else 0.0,
+    return {"rule": SCOPE_RULE, "metric_change_mean": float(change.mean()), "metric_change_std": float(change.std()) if len(change) > 1 else 0.0,
             "max_abs_change": float(change.abs().max()) if len(change) else 0.0, "relative_change": rel, "tolerance": tolerance,
-            "passes": rel is not None and rel <= tolerance, "can_fail": can_fail, "n_pairs": len(pairs)}
+            "passes": rel is not None and rel <= tolerance, "can_fail": can_fail, "n_pairs": len(pairs),
+            "circuits_restricted_to_scope": True}
 
 
 def ablation_curves(sp: Spliced, ne: NodeEffects, held: NodeEffects, ds, c, metric: str, sizes: list[int]) -> dict[str, dict]:
-    """For every ablation kind, on the held-out pairs (`held`): m(M), m(∅), the inactive-feature check, and
+    """For every ablation kind, on the held-out pairs (`held`): m(M), m(∅), the scope check, which unit it is valid for, and
     faithfulness against circuit size for the aggregate circuit (top-n by |mean effect| on the selection pairs,
     `ne`) and for per-prompt circuits (each held-out pair its own top-n by its own effects: in-sample)."""
     n_feats = len(ranked_features(ne))
@@ -136,7 +141,7 @@ def ablation_curves(sp: Spliced, ne: NodeEffects, held: NodeEffects, ds, c, metr
         for n in sizes:
             agg.append(faith.of(ablated_metric(sp, pairs, keep_masks(sp, select_nodes(ne, n, 0.0, c.errors)), abl, metric)))
             per.append(faith.of(ablated_metric(sp, pairs, prompt_keep_masks(sp, held, n, c.errors), abl, metric)))
-        out[kind] = {**end_points(faith), "sizes": sizes,
+        out[kind] = {**end_points(faith), "sizes": sizes, "valid_for": VALIDITY.get(kind),
                      "inactive_check": inactive_check(sp, pairs, abl, metric, faith, c.inactive_tolerance),
                      "faithfulness": agg, "faithfulness_per_prompt_circuits_in_sample": per,
                      "min_features_reaching_target": next((n for n, f in zip(sizes, agg) if f >= TARGET_FAITHFULNESS), None),

@@ -3,9 +3,9 @@
 Ranking nodes by their single-node patching effect finds the nodes that matter one at a time; when a
 prompt's computation is spread over many redundant features (each one's removal barely matters while
 removing them together breaks the answer), the top nodes by effect are not a sufficient set. Backward
-elimination searches for small sufficient sets directly: each prompt starts from every node whose
-ablated value differs from its clean value (with zero ablation: its active features and error terms;
-keeping all of them reproduces the model exactly) and repeatedly drops the nodes without which its
+elimination searches for small sufficient sets directly: each prompt starts from every node in the
+ablation's scope (`sae_ooc.circuits.ablation`) whose ablated value differs from its clean value (with zero or
+mean ablation: its active features and error terms; keeping all of them reproduces the model exactly) and repeatedly drops the nodes without which its
 metric stays closest to the model's, re-measuring every remaining node after each round. Greedy, so the sizes it reaches
 are upper bounds on the smallest faithful circuit of each prompt.
 
@@ -28,7 +28,7 @@ from sae_ooc.circuits.faithfulness import (
 )
 from sae_ooc.circuits.nodes import Node
 from sae_ooc.circuits.pairs import Pairs
-from sae_ooc.circuits.spliced import Spliced
+from sae_ooc.circuits.spliced import NodeMask, Spliced
 from sae_ooc.circuits.validation import spread
 from sae_ooc.errors import UserError
 
@@ -66,10 +66,12 @@ class NodeLayout:
 
 @torch.no_grad()
 def candidate_nodes(sp: Spliced, pairs: Pairs, abl: Ablation, layout: NodeLayout) -> torch.Tensor:
-    """[n, n_nodes] bool: nodes whose clean value differs from their ablation value (the others are
-    unchanged by ablating them, so no circuit needs them)."""
+    """[n, n_nodes] bool: nodes in the ablation's scope whose clean value differs from their ablation value (the
+    others are unchanged by ablating them, so no circuit needs them)."""
     _, clean = sp.cache(pairs.clean)
     moved = clean.differs(abl)
+    if abl.scope is not None:
+        moved = NodeMask({h: m & abl.scope.acts[h] for h, m in moved.acts.items()}, {h: m & abl.scope.errs[h] for h, m in moved.errs.items()})
     return layout.flatten(moved.acts, moved.errs).cpu()
 
 
@@ -83,7 +85,7 @@ def _metric_rows(sp: Spliced, pairs: Pairs, rows: torch.Tensor, keep: torch.Tens
         sub = pairs.subset(idx)
         a = abl.rows(idx)
         ka, ke = layout.unflatten(keep[s : s + batch].to(sp.device))
-        logits = sp.run_replaced(sub.clean, a.acts, a.errs, ka, ke)
+        logits = sp.run_replaced(sub.clean, a.scoped_acts(), a.errs, ka, ke)
         out.append(sub.metric(logits, metric).cpu())
     return torch.cat(out) if out else torch.zeros(0)
 

@@ -9,8 +9,8 @@ On the attribution stage's pairs, split by `circuit.heldout_fraction` / `circuit
      fewest top groups whose faithfulness on the selection pairs under `variables.ablation` reaches
      `variables.target`, trying up to `variables.max_groups` (none reaching: the most faithful of those sizes);
   3. faithfulness and completeness under every ablation kind on the held-out pairs (and, labelled in-sample, on the
-     selection pairs), with a bootstrap interval over pairs, beside its controls (`variable_scores`): random groups of
-     the same sizes at the same places, the same number of individual features with the largest node effects, and the
+     selection pairs), with a bootstrap interval over head entities, beside its controls (`variable_scores`): as many
+     random features outside the circuit, at the same places where enough are outside, the same number of individual features with the largest node effects, and the
      circuit's variable groups alone (with their own random-group control);
   4. edges between the circuit's groups by exact group edge patching (`variable_edges`), the source group set as in 1.
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sae_ooc.circuits.ablation import ABLATIONS, ablated_metric, ablation_values
+from sae_ooc.circuits.ablation import ABLATIONS, VALIDITY, ablated_metric, ablation_values
 from sae_ooc.circuits.circuit import metric_text
 from sae_ooc.circuits.effects import (
     load_effects_and_model,
@@ -63,8 +63,9 @@ GRAPH_FILE = "variable_circuit.json"
 FAITHFULNESS_FILE = "faithfulness.json"
 GROUPS_FILE = "groups.json"
 EXPORT_PREFIX = "variable_"
-ABLATION_RULE = ("a group is ablated by setting its members active on the pair's clean prompt (nonzero activation; the error "
-                 "term always) to their ablation value; silent members stay silent")
+ABLATION_RULE = ("a group is ablated by setting its members in the ablation's scope to their ablation value: features active on "
+                 "the pair's clean prompt (for resample and corrupt ablation also those active on the prompt the values come from), "
+                 "the error term always; the other members keep their clean value")
 EFFECT_TEXT = {"ablation": "m(the group alone ablated) - m(model)", "patching": "m(all its members clean -> corrupted) - m(clean)"}
 
 
@@ -133,27 +134,37 @@ def variable_graph(groups: list[Group], chosen: list[int], records: list[dict], 
     return CircuitGraph(metadata, scores, nodes, gedges)
 
 
+def _random_text(ctrl: dict, what: str) -> str:
+    """The random control in words: its spread, or why there is none."""
+    r = ctrl["heldout"]
+    if not r["values"]:
+        return f"{what}: none ({ctrl.get('note', 'no draw')})"
+    share = ctrl["share_at_same_places"]
+    where = "at the same places" if share == 1 else f"{share:.0%} of them at the same places, the rest where the circuit leaves features"
+    return (f"{what}, {where}: {r['mean']:.3f} ± {r['std']:.3f} (max {r['max']:.3f}, {len(r['values'])} draws; "
+            f"{r['n_at_least_circuit']} at least as faithful)")
+
+
 def verdict(by_kind: dict, main: str, target: float, k: int, groups: list[Group], chosen: list[int]) -> dict:
     """Whether the circuit is faithful on held-out pairs, and how it compares with its controls, in one sentence."""
     h = by_kind[main]["heldout"]
-    rnd = by_kind[main]["random_groups"]["heldout"]
+    ctrl = by_kind[main]["random_groups"]
+    rnd = ctrl["heldout"]
     top = by_kind[main]["top_features_same_size"]
     kinds = [groups[g].kind for g in chosen]
     faithful = bool(h["faithfulness"] >= target)
-    above = bool(rnd["n_at_least_circuit"] == 0)
+    above = bool(rnd["values"]) and rnd["n_at_least_circuit"] == 0
     n_feat = sum(groups[g].size for g in chosen if groups[g].kind != "error")
-    overlap = by_kind[main]["random_groups"]["mean_overlap_with_circuit"]
     vo = by_kind[main]["variables_only"]
     text = (f"The variable circuit ({k} group{'' if k == 1 else 's'}: {kinds.count('variable')} variable, {kinds.count('remainder')} remainder, "
             f"{kinds.count('error')} error; {n_feat} SAE features) is {'faithful' if faithful else 'NOT faithful'} on {h['n_pairs']} held-out "
-            f"pairs under {main} ablation: {h['faithfulness']:.3f} (95% CI {h['ci95'][0]:.3f} to {h['ci95'][1]:.3f}; target {target}). "
-            f"Random groups of the same sizes at the same places: {rnd['mean']:.3f} ± {rnd['std']:.3f} (max {rnd['max']:.3f}, "
-            f"{len(rnd['values'])} draws; {rnd['n_at_least_circuit']} at least as faithful"
-            + (f"; a weak control here: {overlap:.0%} of the random features are circuit features, the circuit holding most features at its "
-               "places" if overlap > 0.5 else "") + f"). The {top['n_features']} individual features with the largest effects: {top['heldout']:.3f}. "
-            f"Its {kinds.count('variable')} labelled variable groups alone: {vo['heldout']:.3f} (random groups of their sizes: "
-            f"{vo['random_groups']['heldout']['mean']:.3f} ± {vo['random_groups']['heldout']['std']:.3f}).")
-    return {"ablation": main, "target": target, "faithful": faithful, "above_every_random_draw": above, "control_overlap": overlap,
+            f"pairs under {main} ablation: {h['faithfulness']:.3f} (95% CI over head entities {h['ci95'][0]:.3f} to {h['ci95'][1]:.3f}; "
+            f"target {target}). " + _random_text(ctrl, "As many random features outside the circuit")
+            + f". The {top['n_features']} individual features with the largest effects: {top['heldout']:.3f}. "
+            f"Its {kinds.count('variable')} labelled variable groups alone: {vo['heldout']:.3f} ("
+            + _random_text(vo["random_groups"], "random features of their number") + ").")
+    return {"ablation": main, "target": target, "faithful": faithful, "above_every_random_draw": above,
+            "control_share_at_same_places": ctrl["share_at_same_places"],
             "faithful_under": [kind for kind, r in by_kind.items() if r["heldout"]["faithfulness"] >= target], "text": text}
 
 
@@ -183,6 +194,7 @@ def score_circuit(scorers: dict[str, Scorer], groups: list[Group], chosen: list[
         r["top_features_same_size"] = {**sc.both(sc.metric_keep(top_keep)), "n_features": len(top_feats),
                                        "ranked_by": "|mean node effect| (attribute stage) on the selection pairs"}
         r["curve"] = curves[kind]
+        r["valid_for"] = VALIDITY.get(kind)  # a group's members each by their own unit's rule
         by_kind[kind] = r
     reference = {kind: {s: by_kind[kind][s]["faithfulness"] for s in SETS} for kind in scorers}
     for kind, ctrl in random_controls(scorers, groups, chosen, reference, v.random_draws, v.seed).items():
@@ -206,7 +218,7 @@ def _run(run) -> dict:
     masks = group_masks(sp, groups)
     active = active_node_masks(sp, pairs)
     m_full = ablated_metric(sp, pairs, None, None, metric)
-    scorers = {kind: Scorer(sp, pairs, masks, active, ablation_values(sp, ds, kind, c.mean_examples, c.seed, pairs), metric, m_full, idx)
+    scorers = {kind: Scorer(sp, pairs, masks, ablation_values(sp, ds, kind, c.mean_examples, c.seed, pairs), metric, m_full, idx)
                for kind in ABLATIONS.names()}
     per_pair = {"ablation_effect": ablation_effects(scorers[v.ablation], len(groups)), "patching_effect": group_effects(sp, pairs, groups, metric)}
     per_pair["effect"] = per_pair[f"{v.intervention}_effect"]
@@ -218,14 +230,15 @@ def _run(run) -> dict:
     k, reached = choose_size(curves[v.ablation]["selection"], v.target)
     chosen = ranking[:k]
     n_feat = sum(groups[g].size for g in chosen if groups[g].kind != "error")
-    top = top_features_keep(sp, ne.per_prompt, sel, n_feat, [groups[g] for g in chosen if groups[g].kind == "error"], active)
+    top = top_features_keep(sp, ne.per_prompt, sel, n_feat, [groups[g] for g in chosen if groups[g].kind == "error"])
     by_kind = score_circuit(scorers, groups, chosen, {kind: ms[k] for kind, ms in curve_m.items()}, top, curves, v)
 
     circuit_groups = [groups[g] for g in chosen]
     edges = candidate_edges(sp.hooks, circuit_groups, int(pairs.answer_pos.max()), sp.base.cfg.n_layers)
     by_ablation = v.intervention == "ablation"
-    weights = group_edges(sp, pairs, circuit_groups, edges, metric, scorers[v.ablation].abl if by_ablation else None,
-                          active if by_ablation else None)
+    main_abl = scorers[v.ablation].abl
+    weights = group_edges(sp, pairs, circuit_groups, edges, metric, main_abl if by_ablation else None,
+                          (main_abl.scope.acts, main_abl.scope.errs) if by_ablation else None)
     active_counts = active_members(masks, active, groups).cpu()
     described = [describe_group(grp, labels, float(active_counts[held, g].mean())) for g, grp in enumerate(groups)]
     records = groups_record(groups, {n: t.cpu() for n, t in per_pair.items()}, idx, {g: r + 1 for r, g in enumerate(ranking)},
@@ -258,7 +271,8 @@ def _run(run) -> dict:
     }
     scores = {"m_full": main["heldout"]["m_full"], "m_empty": main["heldout"]["m_empty"], "m_circuit": main["heldout"]["m_circuit"],
               "faithfulness": main["heldout"]["faithfulness"], "completeness": main["heldout"]["completeness"],
-              "faithfulness_selection": main["selection"]["faithfulness"], "random_groups_mean": main["random_groups"]["heldout"]["mean"]}
+              "faithfulness_selection": main["selection"]["faithfulness"],
+              "random_groups_mean": main["random_groups"]["heldout"]["mean"]}
     graph = variable_graph(groups, chosen, records, described, sp.hooks, edges, weights, idx, metadata, scores)
     write_json(out / GROUPS_FILE, {"n_pairs": len(pairs), "ablation_rule": ABLATION_RULE, "groups": records})
     write_json(out / FAITHFULNESS_FILE, faith_json)

@@ -13,11 +13,12 @@ entity -> bridge at r1 -> bridge at r2 -> answer), so here a node is a *group* o
 Every node of the spliced model is in exactly one group, so keeping every group is the model.
 
 Patching a group (clean -> corrupted, as the attribution stage does for one node) sets all its members at once to
-their values on the corrupted prompt. Ablating a group sets the members *active on the clean prompt* (nonzero
-activation; the error term always) to their ablation value and leaves the silent ones silent, so no ablation
-switches on a feature the prompt does not use (mean ablation of value-specific features otherwise feeds every
-prompt a little of every value). A circuit of groups is then a per-pair keep mask over the nodes:
-kept = members of the circuit's groups, or silent on the clean prompt.
+their values on the corrupted prompt. Ablating a group sets its members in the ablation's scope
+(`sae_ooc.circuits.ablation`: active on the clean prompt, and for resample and corrupt ablation also those active on
+the prompt the values come from; the error term always) to their ablation value and holds the others at their value
+on the clean prompt, 0, so no ablation switches on a feature the prompt does not use (mean ablation of value-specific
+features otherwise feeds every prompt a little of every value). A circuit of groups is then a keep mask over the
+nodes: kept = members of the circuit's groups (`ablated_metric` adds everything outside the scope).
 """
 
 from __future__ import annotations
@@ -111,14 +112,11 @@ def group_masks(sp: Spliced, groups: list[Group]) -> NodeMask:
     return NodeMask({h: m.to(sp.device) for h, m in mask.acts.items()}, {h: m.to(sp.device) for h, m in mask.errs.items()})
 
 
-def circuit_keep(masks: NodeMask, chosen: list[int], active: tuple[dict, dict]) -> tuple[dict, dict]:
-    """Per-pair keep masks of the circuit made of groups `chosen` (indices into the masks' groups): their members,
-    and every node silent on the pair's clean prompt (`active`: selection.active_node_masks)."""
-    ka, ke = active
-    idx = torch.as_tensor(chosen, dtype=torch.long, device=next(iter(ka.values())).device)
-    keep_a = {h: masks.acts[h][idx].any(0) | ~ka[h] for h in ka}
-    keep_e = {h: masks.errs[h][idx].any(0) | ~ke[h] for h in ke}
-    return keep_a, keep_e
+def circuit_keep(masks: NodeMask, chosen: list[int]) -> tuple[dict, dict]:
+    """Keep masks of the circuit made of groups `chosen` (indices into the masks' groups): their members. Ablation
+    (`ablation.ablated_metric`) sets every other node inside its scope to its value and holds the rest at 0."""
+    idx = torch.as_tensor(chosen, dtype=torch.long, device=next(iter(masks.acts.values())).device)
+    return {h: m[idx].any(0) for h, m in masks.acts.items()}, {h: m[idx].any(0) for h, m in masks.errs.items()}
 
 
 def active_members(masks: NodeMask, active: tuple[dict, dict], groups: list[Group]) -> torch.Tensor:
@@ -179,27 +177,41 @@ def group_effects(sp: Spliced, pairs: Pairs, groups: list[Group], metric: str, m
 
 
 def random_groups(groups: list[Group], chosen: list[int], d_sae: dict[str, int], rng: np.random.Generator) -> tuple[list[Group], float]:
-    """The control for circuit `chosen`: each of its feature groups replaced by random features at the same (hook,
-    position) and of the same size (error groups kept), drawn without replacement from the features at that
-    (hook, position) outside the circuit, or from all of them where too few are outside. Returns the random
-    groups (in the order of `chosen`) and the share of drawn features that are in the circuit anyway."""
+    """The control for circuit `chosen`: as many random features as its feature groups hold at each (hook, position)
+    (error groups kept), drawn without replacement from the features *outside* the circuit, at the same (hook,
+    position) first; where too few are outside there, the rest at the hook's other positions, then at other hooks.
+    A circuit that holds most features at its places (remainder groups) would otherwise be compared with itself.
+    Returns the random groups (one per (hook, position) drawn at, errors last) and the share of drawn features at the
+    circuit's own places; raises ValueError when the whole model has too few features outside the circuit."""
     picked = [groups[i] for i in chosen]
-    cells: dict[tuple[str, int], list[Group]] = {}
+    inside: dict[tuple[str, int], set[int]] = {}
     for grp in picked:
         if grp.kind != "error":
-            cells.setdefault((grp.hook, grp.pos), []).append(grp)
-    drawn: dict[Group, Group] = {}
-    overlap = total = 0
-    for (h, p), members in cells.items():
-        inside = {f for grp in members for f in grp.members}
-        outside = [f for f in range(d_sae[h]) if f not in inside]
-        need = len(inside)  # the cell's groups are disjoint: their sizes add up
-        pool = outside if len(outside) >= need else list(range(d_sae[h]))
-        draw = rng.choice(pool, size=need, replace=False).tolist()
-        overlap += sum(f in inside for f in draw)
+            inside.setdefault((grp.hook, grp.pos), set()).update(grp.members)
+    n_pos = max([g.pos for g in groups] + [0]) + 1
+    free = {(h, p): [f for f in range(d_sae[h]) if f not in inside.get((h, p), ())] for h in d_sae for p in range(n_pos)}
+    drawn: dict[tuple[str, int], list[int]] = {}
+    at_place = total = 0
+    for (h, p), members in inside.items():
+        need = len(members)
         total += need
-        start = 0
-        for grp in members:
-            drawn[grp] = Group(grp.kind, grp.name, h, p, tuple(sorted(draw[start : start + len(grp.members)])))
-            start += len(grp.members)
-    return [drawn.get(g, g) for g in picked], (overlap / total if total else 0.0)
+        # the cell itself, then the hook's other positions, then the other hooks' cells
+        order = [(h, p)] + [(h, q) for q in range(n_pos) if q != p] + [c for c in free if c[0] != h]
+        for cell in order:
+            if need == 0:
+                break
+            pool = free[cell]
+            k = min(need, len(pool))
+            if k:
+                take = set(rng.choice(pool, size=k, replace=False).tolist())
+                free[cell] = [f for f in pool if f not in take]
+                drawn.setdefault(cell, []).extend(take)
+                at_place += k if cell == (h, p) else 0
+                need -= k
+        if need:
+            held = sum(len(m) for m in inside.values())
+            raise ValueError(f"too few features outside the circuit for a random control: it holds {held} of the "
+                             f"{sum(d_sae.values()) * n_pos} (feature, position) nodes, so no random set of its size avoids it")
+    positions = next((g.positions for g in picked), POSITION_ROLES)
+    out = [Group("remainder", "random", h, p, tuple(sorted(fs)), positions) for (h, p), fs in drawn.items()]
+    return out + [g for g in picked if g.kind == "error"], (at_place / total if total else 1.0)

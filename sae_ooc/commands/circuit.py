@@ -42,9 +42,9 @@ def summarize(run, result) -> str:
     for ab, cv in f["by_ablation"].items():
         chk_i = cv["inactive_check"]
         if not chk_i["passes"]:
-            lines.append(f"  note: under {ab} ablation, ablating only the features inactive on each prompt moves the metric by "
-                         f"{num(chk_i['relative_change'])} of its range (tolerance {chk_i['tolerance']}): that ablation moves the answer "
-                         "through features the prompt does not use")
+            lines.append(f"  note: under {ab} ablation, ablating only the features outside its scope (silent on the prompt) would move "
+                         f"the metric by {num(chk_i['relative_change'])} of its range (tolerance {chk_i['tolerance']}); every circuit "
+                         "here ablates only the features in scope")
     for kind, rows in f["edges"]["ablation_by_kind"].items():
         for r in rows:
             lines.append(f"  {kind} ablation of the top {r['k']} edges (held-out): metric drop {r['top_edges_drop']:.3f}, percentile "

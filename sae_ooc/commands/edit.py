@@ -17,7 +17,9 @@ def summarize(run, result) -> str:
     lines = [f"edit: {verb(result)} {files_written(run, 'edit')}: {st['n_edits']} facts edited alone at each of layers "
              f"{', '.join(str(x) for x in st['layers'])} (key at {st['position']})"]
     for r in e["by_layer"]:
-        lines.append(f"  layer {r['layer']}: efficacy {num(r['efficacy']['share'])}, propagation {num(r['propagation']['share'])}, "
+        held = r.get("propagation_heldout")
+        lines.append(f"  layer {r['layer']}: efficacy {num(r['efficacy']['share'])} (in-sample), propagation {num(r['propagation']['share'])}"
+                     + (f" ({num(held['share'])} on {held['n']} two-hop prompts held out of training)" if held else "") + ", "
                      f"specificity same head {num(r['specificity_same_head']['share'])} / unrelated atomic "
                      f"{num(r['specificity_atomic']['share'])} / unrelated two-hop {num(r['specificity_two_hop']['share'])}"
                      + (f", reverse {num(r['reverse']['share'])}" if r.get("reverse", {}).get("share") is not None else ""))

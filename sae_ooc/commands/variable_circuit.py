@@ -25,7 +25,8 @@ def summarize(run, result) -> str:
     for kind, r in f["by_ablation"].items():
         h, rnd = r["heldout"], r["random_groups"]["heldout"]
         lines.append(f"  {kind} ablation, {h['n_pairs']} held-out pairs: faithfulness {h['faithfulness']:.3f} [{h['ci95'][0]:.3f}, {h['ci95'][1]:.3f}], "
-                     f"completeness {h['completeness']:.3f}; random groups {rnd['mean']:.3f} ± {rnd['std']:.3f}; "
-                     f"top {r['top_features_same_size']['n_features']} features {r['top_features_same_size']['heldout']:.3f}; "
+                     f"completeness {h['completeness']:.3f}; random features outside the circuit "
+                     + (f"{rnd['mean']:.3f} ± {rnd['std']:.3f}; " if rnd["values"] else "(none drawn); ")
+                     + f"top {r['top_features_same_size']['n_features']} features {r['top_features_same_size']['heldout']:.3f}; "
                      f"selection (in-sample) {r['selection']['faithfulness']:.3f}")
     return "\n".join(lines)

@@ -55,7 +55,9 @@ EDITS_FILE = "edits.json"
 
 
 def layer_summary(es, out: dict, ctrl: dict) -> dict:
-    """Pooled over every edit's prompts of a kind: shares with Wilson intervals, KL with a normal interval."""
+    """Pooled over every edit's prompts of a kind: shares with Wilson intervals, KL with a normal interval. Propagation
+    also apart on the two-hop prompts held out of training (`propagation_heldout`: not a train example, so the new answer
+    must be composed) and on trained two-hop facts (`propagation_trained`: the old answer was memorised as a whole)."""
     k = {name: es.kind == i for i, name in enumerate(KINDS)}
     prop = k["propagation"] & out["was_old"]
     r = {"efficacy": share(out["hit"][k["efficacy"]]), "propagation": share(out["hit"][prop]),
@@ -66,6 +68,10 @@ def layer_summary(es, out: dict, ctrl: dict) -> dict:
          "p_new": mean_ci(out["p"][k["efficacy"]])}
     r["random_direction_control"] = {"efficacy": share(ctrl["hit"][k["efficacy"]]), "propagation": share(ctrl["hit"][prop]),
                                      "specificity_atomic": share(ctrl["kept"][k["atomic"]])}
+    if es.trained is not None:
+        held = prop & ~es.trained  # two-hop facts held out of training: the out-of-context rows
+        r.update(propagation_heldout=share(out["hit"][held]), propagation_trained=share(out["hit"][prop & es.trained]))
+        r["random_direction_control"]["propagation_heldout"] = share(ctrl["hit"][held])
     return r
 
 

@@ -42,6 +42,7 @@ class EvalSet:
     target_ids: torch.Tensor | None = None  # [m, answer_len] the target's answer tokens (None: one token, = target)
     old_ids: torch.Tensor | None = None  # [m, answer_len]
     pre_answers: Answers | None = None  # the answers before the edit (None: one token, read from pre)
+    trained: torch.Tensor | None = None  # [m] bool: the row's prompt is a train example (a trained two-hop fact)
 
     @property
     def answer_len(self) -> int:
@@ -85,8 +86,10 @@ def build_eval_set(facts: Facts, model, edits: list[dict], n_spec: int, seed: in
     two_hop_pool = [(h, r1, r2) for h, r1, b in atomic for r2 in facts.relations.get(b, [])]
     two_hop_pool = [two_hop_pool[i] for i in rng.permutation(len(two_hop_pool))]
     prompts, edit, kind, target, old = [], [], [], [], []
+    trained = []
 
     def add(p, e, k, t=-1, o=-1):
+        trained.append(len(p) == 3 and tuple(p) in facts.two_hop_train)
         prompts.append(p)
         edit.append(e)
         kind.append(KINDS.index(k))
@@ -114,11 +117,12 @@ def build_eval_set(facts: Facts, model, edits: list[dict], n_spec: int, seed: in
     target, old = torch.tensor(target), torch.tensor(old)
     if facts.answer_len == 1:
         pre = read_batched(model, uniq, upos, 1, batch).first[inv]
-        return EvalSet(tok, pos, torch.tensor(edit), torch.tensor(kind), target, old, pre)
+        return EvalSet(tok, pos, torch.tensor(edit), torch.tensor(kind), target, old, pre, trained=torch.tensor(trained, dtype=torch.bool))
     t_ids, o_ids = facts.answer_ids(target), facts.answer_ids(old)
     pre = read_batched(model, uniq, upos, facts.answer_len, batch)[inv]
     pre.logprob = read_batched(model, tok, pos, facts.answer_len, batch, targets=t_ids).logprob
-    return EvalSet(tok, pos, torch.tensor(edit), torch.tensor(kind), target, old, pre.first, t_ids, o_ids, pre)
+    return EvalSet(tok, pos, torch.tensor(edit), torch.tensor(kind), target, old, pre.first, t_ids, o_ids, pre,
+                   trained=torch.tensor(trained, dtype=torch.bool))
 
 
 def edited_answers(model, es: EvalSet, edits: RankOneEdits, batch: int = 4096) -> Answers:

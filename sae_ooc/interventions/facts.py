@@ -24,6 +24,7 @@ class Facts:
     relations: dict[int, list[int]]  # entity -> the relations it has a train atomic fact for
     inverse: dict[int, int]  # relation -> its inverse relation (reversal family; empty otherwise)
     prompter: Prompter | None = field(default=None, repr=False)
+    two_hop_train: frozenset = frozenset()  # (h, r1, r2) of the train split's two-hop facts: prompts the model was trained on
 
     @classmethod
     def from_dataset(cls, ds, vocab, family: str, atomic_template: str | None = None) -> Facts:
@@ -42,7 +43,8 @@ class Facts:
             for r in range(half):
                 a, b = vocab.relation_id(r), vocab.relation_id(half + r)
                 inverse[a], inverse[b] = b, a
-        return cls(vocab.n_entities, vocab.pad_id, tail, relations, inverse, Prompter(vocab, atomic_template))
+        trained = frozenset((int(h), int(r1), int(r2)) for h, r1, r2, hop in zip(d["head"], d["r1"], d["r2"], d["hop"]) if hop == 2)
+        return cls(vocab.n_entities, vocab.pad_id, tail, relations, inverse, Prompter(vocab, atomic_template), trained)
 
     @property
     def answer_len(self) -> int:

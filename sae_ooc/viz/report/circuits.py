@@ -73,10 +73,11 @@ def circuit_section(doc: Doc) -> None:
         f"{faith['n_feature_nodes']} feature nodes and {faith['n_error_nodes']} error nodes, chosen by |mean effect| on {ns} selection "
         f"pairs; every number below (unless marked in-sample) on the other {nh} pairs, never used to choose, whose head entities "
         f"(and so head and r1 activations) no selection pair shares. Everything outside the "
-        f"circuit {faith['ablation']}-ablated (the intervention); metric `{faith['metric']}`: full model {held['m_full']:.3f}, "
+        f"circuit {faith['ablation']}-ablated (the intervention), within the ablation's scope: only features active on the clean prompt "
+        f"(for resample and corrupt ablation, on either prompt) and error terms are set, so a silent feature is never switched on; metric `{faith['metric']}`: full model {held['m_full']:.3f}, "
         f"everything ablated {held['m_empty']:.3f}, circuit only {held['m_circuit']:.3f}.", "",
         f"- **Faithfulness** (m(C) − m(∅)) / (m(M) − m(∅)), held out: **{doc.number('circuit.feature.faithfulness', held['faithfulness'], on)}** "
-        f"(95% CI {f3(ci[0])} to {f3(ci[1])}); on the selection pairs: "
+        f"(95% CI over head entities {f3(ci[0])} to {f3(ci[1])}); on the selection pairs: "
         f"{doc.number('circuit.feature.faithfulness_selection', sel['faithfulness'], f'{ns} selection pairs', in_sample=True)}",
         f"- **Completeness** (circuit ablated, rest kept; low is good), held out: {f3(held['completeness'])}",
         f"- Target faithfulness ≥ {tgt.get('faithfulness', 0.8)} with ≤ {tgt.get('max_feature_nodes', 50)} feature nodes (held out): "
@@ -102,18 +103,25 @@ def _ablation_table(doc: Doc, faith: dict, cap: int) -> None:
     by = faith.get("by_ablation") or {}
     if not by:
         return
-    doc.add("Under each ablation, on held-out pairs. *Inactive check*: ablating only the features silent on a prompt must leave its "
-            "metric unchanged (within the tolerance); an ablation that fails it moves the answer through features the prompt does not "
-            "use, so circuits measured under it say little. *can fail: no* marks a pass that was guaranteed (zero ablation with "
-            "TopK SAEs, whose silent features are already 0). Per-prompt circuits (each pair its own top nodes) are in-sample.", "",
-            f"| ablation | m(∅) | inactive check (metric change / range) | aggregate circuit, {cap} features | per-prompt circuits, {cap} features (in-sample) |",
-            "|---|---|---|---|---|")
+    doc.add("Under each ablation, on held-out pairs. Every ablation sets only the nodes in its *scope*: for mean and zero ablation the "
+            "features active on the clean prompt, for resample and corrupt ablation those active on the clean prompt or on the prompt the "
+            "values come from (a feature silent on the clean prompt but active on the corrupted one is the signal an interchange moves "
+            "in), and every error term. *Scope check*: ablating only the features outside the scope, to their ablation values, must "
+            "leave the metric unchanged (within the tolerance); mean ablation fails it (a silent TopK feature set to its mean feeds the "
+            "prompt the mean's signal), which is why every number here is restricted to the scope. *can fail: no* marks a pass that was "
+            "guaranteed (silent TopK features are 0 under zero ablation, and 0 on both prompts of an interchange). Per-prompt circuits "
+            "(each pair its own top nodes) are in-sample.", "",
+            f"| ablation | m(∅) | scope check, unrestricted (metric change / range) | valid for features / error terms | aggregate circuit, "
+            f"{cap} features | per-prompt circuits, {cap} features (in-sample) |",
+            "|---|---|---|---|---|---|")
     for kind, cv in by.items():
         at = cv["sizes"].index(cap) if cap in cv["sizes"] else None
         chk = cv.get("inactive_check") or {}
         verdict = "passes" if chk.get("passes") else "**fails**"
+        valid = cv.get("valid_for") or {}
         doc.add(f"| {kind} | {f3(cv['m_empty'])} | {verdict} ({f3(chk.get('relative_change'))}; can fail: "
-                f"{'yes' if chk.get('can_fail') else 'no'}) | {f3(cv['faithfulness'][at]) if at is not None else '–'} | "
+                f"{'yes' if chk.get('can_fail') else 'no'}) | {valid.get('feature', '–')} / {valid.get('error', '–')} | "
+                f"{f3(cv['faithfulness'][at]) if at is not None else '–'} | "
                 f"{f3(cv['faithfulness_per_prompt_circuits_in_sample'][at]) if at is not None else '–'} |")
     doc.add("")
 
@@ -123,7 +131,7 @@ def _method_table(doc: Doc, faith: dict, on: str) -> None:
     if not bm:
         return
     doc.add("The circuit each attribution method would select (same size, chosen on the selection pairs by that method's effects), "
-            "scored on the held-out pairs:", "", "| method | faithfulness, held out (95% CI) | feature nodes shared with exact's |",
+            "scored on the held-out pairs:", "", "| method | faithfulness, held out (95% CI over heads) | feature nodes shared with exact's |",
             "|---|---|---|")
     for m, r in bm.items():
         ci = r.get("faithfulness_ci95") or [None, None]

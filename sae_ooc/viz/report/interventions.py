@@ -7,6 +7,11 @@ from __future__ import annotations
 from sae_ooc.viz.report.doc import Doc, f3, load, pct
 
 
+# steer's prompts are test_id prompts, but eval-sae chose the bridge labels on selection prefixes that include most of their
+# (h, r1) prefixes, and the steered rows and prompts covered follow those labels: every steer number is in-sample for the labels
+LABELS_ON = " (labels chosen on prefixes that include most of these prompts' prefixes)"
+
+
 def _ci(d: dict | None) -> str:
     if not d or d.get("ci95") is None:
         return ""
@@ -47,7 +52,9 @@ def steer_section(doc: Doc) -> None:
         doc.add(s.get("note", "Nothing to steer."), "")
         return
     on = f"{st['n_prompts']} {st['split']} two-hop prompts"
-    doc.add(f"On {on}{' the model answers correctly' if st['only_correct'] else ''} (held out; nothing was chosen on them), "
+    doc.add(f"On {on}{' the model answers correctly' if st['only_correct'] else ''} (held out of model training; but eval-sae chose "
+            "the bridge labels on selection prefixes that include most of these prompts' (h, r1) prefixes, and which rows are steered "
+            "follows the labels, so every number of this section is labelled in-sample), "
             "each prompt (h, r1, r2) with bridge b gets a counterfactual bridge b' whose answer to r2 differs. **Feature steering**: "
             "at one hook and position, the SAE features eval-sae labelled bridge=b are switched off and those labelled bridge=b' "
             "switched on at their typical activation (mean where active on train prompts), the SAE's error term kept. Beside it: "
@@ -66,7 +73,8 @@ def steer_section(doc: Doc) -> None:
         f, rnd, rp, rps, same = (m.get(k) for k in ("features", "random", "resid_patch", "resid_patch_same_bridge", "features_same_bridge"))
         name = f"{r['hook']}@{r['position']}"
         if f:
-            val = doc.number(f"steer.{name}.features_consistent", f["consistent"]["share"], f"{r['n_prompts']} {st['split']} prompts", spec=".1%")
+            val = doc.number(f"steer.{name}.features_consistent", f["consistent"]["share"], f"{r['n_prompts']} {st['split']} prompts{LABELS_ON}",
+                             in_sample=True, spec=".1%")
             feat = (f"{val}{_ci(f['consistent'])} | {pct(f['unchanged']['share'])} | {pct(f['other']['share'])} | "
                     f"{f3(f['consistent_logit_change']['mean'], '+.2f')} | {pct(rnd['consistent']['mean'])} "
                     f"({pct(rnd['consistent']['min'])}–{pct(rnd['consistent']['max'])})")
@@ -74,10 +82,13 @@ def steer_section(doc: Doc) -> None:
                 best = (r, f, rnd, rp)
         else:
             feat = "– | – | – | – | –"
-        doc.number(f"steer.{name}.resid_patch_consistent", rp["consistent"]["share"], f"{r['n_prompts']} {st['split']} prompts")
+        doc.number(f"steer.{name}.resid_patch_consistent", rp["consistent"]["share"], f"{r['n_prompts']} {st['split']} prompts{LABELS_ON}",
+                   in_sample=True)
         if f:
-            doc.number(f"steer.{name}.random_consistent_max", rnd["consistent"]["max"], f"{r['n_prompts']} {st['split']} prompts, {rnd.get('n_draws')} draws")
-            doc.number(f"steer.{name}.features_logit_change", f["consistent_logit_change"]["mean"], f"{r['n_prompts']} {st['split']} prompts")
+            doc.number(f"steer.{name}.random_consistent_max", rnd["consistent"]["max"],
+                       f"{r['n_prompts']} {st['split']} prompts, {rnd.get('n_draws')} draws{LABELS_ON}", in_sample=True)
+            doc.number(f"steer.{name}.features_logit_change", f["consistent_logit_change"]["mean"], f"{r['n_prompts']} {st['split']} prompts{LABELS_ON}",
+                       in_sample=True)
         doc.add(f"| `{name}` | {r['n_prompts']} ({r['covered_by_features']}) | {feat} | {pct(rp['consistent']['share'])}{_ci(rp['consistent'])} | "
                 f"{pct(rps['unchanged']['share'])} | {pct(same['unchanged']['share']) if same else '–'} |")
     doc.add("")
@@ -132,15 +143,24 @@ def edit_section(doc: Doc) -> None:
             f"{st['specificity_prompts']} unrelated atomic facts and {st['specificity_prompts']} unrelated two-hop prompts per "
             "edit; KL(pre ‖ post) beside), and, for the reversal family, the reverse fact (b', r1⁻¹) → h. Control: the same edit "
             "with its value change pointed in a random direction of the same norm. 95% intervals over prompts." + _edit_natural(st), "",
-            "| layer | efficacy | propagation | specificity: same head (KL) | unrelated atomic (KL) | unrelated two-hop (KL) | reverse | "
-            "random-direction control: efficacy / propagation |", "|---|---|---|---|---|---|---|---|")
+            "", "Efficacy is measured on the prompt each edit was fitted on (in-sample). Most two-hop prompts an edited fact feeds are "
+            "trained two-hop facts, whose old answer was memorised as a whole; propagation to the two-hop facts held out of training "
+            "(the model composes their answer) is shown apart, and the pooled propagation is labelled in-sample.", "",
+            "| layer | efficacy | propagation, all | propagation, held-out two-hop facts (n) | specificity: same head (KL) | "
+            "unrelated atomic (KL) | unrelated two-hop (KL) | reverse | random-direction control: efficacy / propagation |",
+            "|---|---|---|---|---|---|---|---|---|")
     b = e.get("before_any_edit", {})
     for r in e["by_layer"]:
         L = r["layer"]
         on = f"{n} edited facts at layer {L}"
         ctrl = r["random_direction_control"]
-        doc.add(f"| {L} | {doc.number(f'edit.layer{L}.efficacy', r['efficacy']['share'], on, spec='.1%')}{_ci(r['efficacy'])} | "
-                f"{doc.number(f'edit.layer{L}.propagation', r['propagation']['share'], on + ' (their two-hop prompts)', spec='.1%')}{_ci(r['propagation'])} | "
+        ph = r.get("propagation_heldout")
+        n_trained = (r.get("propagation_trained") or {}).get("n")
+        held_text = (f"{doc.number(f'edit.layer{L}.propagation_heldout', ph['share'], on + ' (their two-hop prompts held out of training)', spec='.1%')}"
+                     f"{_ci(ph)} (n {ph['n']})" if ph else "–")
+        doc.add(f"| {L} | {doc.number(f'edit.layer{L}.efficacy', r['efficacy']['share'], on + ' (the prompts the edits were fitted on)', in_sample=True, spec='.1%')}{_ci(r['efficacy'])} | "
+                f"{doc.number(f'edit.layer{L}.propagation', r['propagation']['share'], on + ' (their two-hop prompts' + (f', {n_trained} of ' + str(r['propagation']['n']) + ' trained two-hop facts)' if n_trained is not None else ')'), in_sample=True, spec='.1%')}{_ci(r['propagation'])} | "
+                f"{held_text} | "
                 f"{pct(r['specificity_same_head']['share'])} ({f3(r['kl_same_head']['mean'])}) | "
                 f"{doc.number(f'edit.layer{L}.specificity_atomic', r['specificity_atomic']['share'], on, spec='.1%')} ({f3(r['kl_atomic']['mean'])}) | "
                 f"{pct(r['specificity_two_hop']['share'])} ({f3(r['kl_two_hop']['mean'])}) | {pct(r['reverse']['share'])} | "

@@ -20,6 +20,8 @@ def role_index(res: dict, role: str) -> int:
 def answer_role(res: dict) -> str:
     roles = res.get("roles") or TOY_ROLES
     return "last" if "last" in roles else "r2"
+# under causal attention the r1 state of (h, r1, r2) is that of the atomic prompt (h, r1), which the model was trained on
+LENS_R1 = " (at r1: their atomic prefixes (h, r1), train examples)"
 DECODED = 0.5  # a probe "decodes" a variable at held-out accuracy >= this, and above all its controls
 READ = 0.5  # the logit lens "reads" a token when it is ranked first on at least this share of prompts
 MATTERS = 0.5  # a patched state "carries" the answer when it recovers at least this share of the metric gap
@@ -66,12 +68,13 @@ def bridge_at_r1(doc: Doc, a: dict) -> list[str]:
         top = [row[role_index(ll, "r1")] for row in ll["bridge"]["top1"]]
         first = next((s for s, v in enumerate(top) if v >= READ), None)
         if first is None:
-            out.append(f"The logit lens never ranks the bridge first at r1 (at most {doc.number('mechanism.bridge_r1.lens_top1_max', max(top), ll['n_sample_text'])} "
+            out.append(f"The logit lens never ranks the bridge first at r1 (at most {doc.number('mechanism.bridge_r1.lens_top1_max', max(top), ll['n_sample_text'] + LENS_R1, in_sample=True)} "
                        f"of prompts): the bridge at r1 is not in the unembedding's basis (no tuned lens; see the probes).")
         else:
             out.append(f"Read through the unembedding, the bridge is ranked first at r1 from state {ll['states'][first]} on "
-                       f"{doc.number('mechanism.bridge_r1.lens_top1', top[first], ll['n_sample_text'])} of prompts (logit lens; at r1 the "
-                       "model's own next-token guess is the first hop's tail, which is the bridge).")
+                       f"{doc.number('mechanism.bridge_r1.lens_top1', top[first], ll['n_sample_text'] + LENS_R1, in_sample=True)} of prompts (logit "
+                       "lens; at r1 the model's own next-token guess is the first hop's tail, which is the bridge; the r1 state of a test_id "
+                       "prompt is that of its atomic prompt (h, r1), a train example, so this is in-sample).")
     return out
 
 
@@ -87,8 +90,11 @@ def movers(doc: Doc, a: dict) -> list[str]:
                 f"recovers {f3(best['z_patch_at_r2_recovered'])} of the gap)."]
     parts = []
     for h in (x for x in at["heads"] if x["mover"]):
-        parts.append(f"{h['head']} ({answer_role(at)} attends to r1 with weight {doc.number('mechanism.mover.' + h['head'] + '.attention', h['attn_r2_to_r1'], on)}; "
-                     f"patching its output at {answer_role(at)} clean -> corrupted recovers {doc.number('mechanism.mover.' + h['head'] + '.patch', h['z_patch_at_r2_recovered'], on)} of the {at['metric']} gap)")
+        # the rule picks heads by both numbers on these same pairs: both are in-sample
+        parts.append(f"{h['head']} ({answer_role(at)} attends to r1 with weight "
+                     f"{doc.number('mechanism.mover.' + h['head'] + '.attention', h['attn_r2_to_r1'], on, in_sample=True)}; "
+                     f"patching its output at {answer_role(at)} clean -> corrupted recovers "
+                     f"{doc.number('mechanism.mover.' + h['head'] + '.patch', h['z_patch_at_r2_recovered'], on, in_sample=True)} of the {at['metric']} gap)")
     joint = at.get("movers_joint_recovered")
     tail = (f" Patched together, their outputs at {answer_role(at)} recover {doc.number('mechanism.movers.joint_patch', joint, on, in_sample=True)} of the gap "
             "(the heads were picked by their patching effect on these same pairs)." if joint is not None else "")

@@ -33,7 +33,9 @@ def sae_section(doc: Doc) -> None:
         "so held-out tokens are those whose prefix (h at head, (h, r1) at r1, (h, r1, r2) at r2) never occurs among the tokens the "
         "SAE was trained on; each distinct prefix counted once. Explained variance pooled over positions and per position (pooling "
         "adds the between-position variance to the denominator). Task metrics with the SAE **spliced in** (its reconstruction "
-        "replaces the activation at its hook); loss recovered = (CE_zero − CE_sae) / (CE_zero − CE_clean).", "",
+        "replaces the activation at its hook); loss recovered = (CE_zero − CE_sae) / (CE_zero − CE_clean), on the test_id split, most "
+        "of whose prompts the SAEs were trained on (the activation cache holds every split's prompts; only held-out prefixes are held "
+        "out of SAE training), so it is labelled in-sample.", "",
         f"| hook | arch | d_sae | held-out prefixes | EV pooled | EV head / r1 / r2 | L0 | dead ({DEAD_ON}) | test_id acc clean → SAE | loss recovered test_id |",
         "|---|---|---|---|---|---|---|---|---|---|",
     )
@@ -46,7 +48,7 @@ def sae_section(doc: Doc) -> None:
         doc.add(f"| `{hook}` | {trained.get('architecture')} | {trained.get('d_sae')} | {rec.get('n_tokens')} | {evp} | "
                 + " / ".join(f3(byp.get(p, {}).get("explained_variance")) for p in ("head", "r1", "r2"))
                 + f" | {f3(rec.get('l0'), '.1f')} | {_dead(doc, hook, rec, trained.get('d_sae'), on)} | {f3(tid.get('acc_clean'))} → {f3(tid.get('acc_sae'))} | "
-                f"{doc.number(f'sae.{hook}.loss_recovered_test_id', task.get('loss_recovered'), 'test_id split')} |")
+                f"{doc.number(f'sae.{hook}.loss_recovered_test_id', task.get('loss_recovered'), 'test_id split (most of its prompts are SAE training rows)', in_sample=True)} |")
     doc.add("")
     _probe_table(doc, rows)
     if (ev / "alignment_bridge.png").exists():

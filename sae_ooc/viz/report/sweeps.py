@@ -62,7 +62,8 @@ def sweep_section(doc: Doc) -> None:
         if best:
             setting = ", ".join(f"`{k}` = {_val(v)}" for k, v in best["values"].items())
             doc.add("", f"Smallest setting that composed here: {setting} ({best['unique_parameters']:,} distinct parameters; test_id "
-                    f"{doc.number(f'sweep.{name}.smallest_test_id', best['accuracy']['test_id'], 'test_id of that point')}).")
+                    f"{doc.number(f'sweep.{name}.smallest_test_id', best['accuracy']['test_id'], 'test_id of that point, chosen by its test_id', in_sample=True)}"
+                    "; the point was chosen by test_id ≥ the threshold, so its test_id is in-sample).")
         else:
             doc.add("", "No point of this sweep composed.")
         fig = path.parent / f"phase_{name}.png"
