@@ -19,7 +19,6 @@ from circuit_fixtures import make_run, mark_stages
 from sae_ooc import io as sae_io
 from sae_ooc.cli import main as cli_main
 from sae_ooc.config import config_to_yaml, load_config
-from sae_ooc.config_view import ConfigView, UndeclaredConfigKey
 from sae_ooc.errors import UserError
 from sae_ooc.pipeline import run_stage
 from sae_ooc.rundir import RunDir
@@ -136,6 +135,8 @@ def test_one_rule_for_per_hook_widths_in_every_entry_point(tmp_path):
 
 
 def test_a_stage_sees_only_its_declared_keys(tiny_cfg):
+    from sae_ooc.config_view import ConfigView, UndeclaredConfigKey
+
     view = ConfigView(tiny_cfg, ("task", "circuit.seed"), "example")
     assert view.task is tiny_cfg.task and view.circuit.seed == tiny_cfg.circuit.seed and view.name == "tiny"
     for read in (lambda: view.model, lambda: view.circuit.top_n, lambda: view.section("model"), lambda: getattr(view, "sae_eval", None)):
@@ -145,6 +146,7 @@ def test_a_stage_sees_only_its_declared_keys(tiny_cfg):
 
 def test_run_stage_hands_the_stage_the_strict_view(run, monkeypatch):
     import sae_ooc.tasks.data as data_mod
+    from sae_ooc.config_view import UndeclaredConfigKey
 
     seen = {}
 

@@ -26,7 +26,9 @@ def options(args) -> dict:
 def summarize(run, result) -> str:
     info = result.info or {}
     secs = ", ".join(f"{n} {s:.1f} s" for n, s in info.get("seconds", {}).items())
-    ran = set(info.get("analyses", []))  # `analyze attention`: the other analyses' files are older, not written now
-    files = files_written(run, "analyze", keep=lambda rel: rel.split("/")[-1].rsplit(".", 1)[0] in ran)
-    return (f"analyze: {verb(result)} {files}: {', '.join(info.get('analyses', []))} on "
+    names = info.get("analyses", [])  # `analyze attention`: the other analyses' files are older, not written now
+    if not result.ran:  # skipped: every analysis the record holds (its info is only the last run's subset)
+        names = [n for n in ANALYSIS_NAMES if n in ((run.stage_record("analyze") or {}).get("parts") or names)]
+    files = files_written(run, "analyze", keep=lambda rel: rel.split("/")[-1].rsplit(".", 1)[0] in names)
+    return (f"analyze: {verb(result)} {files}: {', '.join(names)} on "
             f"{info.get('n_prompts')} held-out test_id prompts" + (f" ({secs})" if secs and result.ran else ""))

@@ -39,7 +39,8 @@ class SaeConfig:
     architecture: str = "topk"  # one of SAE_ARCHITECTURES
     d_sae: int = 0  # 0 = expansion_factor * d_in
     expansion_factor: int = 16
-    # per-hook d_sae and k: the embedding stream holds only ~120 distinct (token, position) vectors; 128 features
+    # per-hook d_sae and k (a d_sae, expansion_factor or k written in a later layer of the config, e.g. --set, replaces
+    # them: PER_HOOK below): the embedding stream holds only ~120 distinct (token, position) vectors; 128 features
     # with 3 active reconstruct it (EV 0.9998, none dead) and keep each token to a few features, which is what lets
     # per-prompt circuits shrink (faithfulness >= 0.8 down to ~41 features, against 64 with k 16 of 256)
     d_sae_by_hook: dict[str, int] = field(default_factory=lambda: {"blocks.0.hook_resid_pre": 128})
