@@ -162,7 +162,10 @@ def interrupted_hint(args) -> str:
     pipeline skips the stages that finished."""
     mod = getattr(args, "_module", None)
     if getattr(args, "force", False):
-        return "interrupted; the stage that was running is not recorded as done (a rerun with --force starts again from scratch)"
+        if args.command == "pipeline":
+            return ("interrupted; the stages that finished are recorded: rerun without --force to keep them (with --force "
+                    "everything is recomputed from scratch again)")
+        return "interrupted; the stage is not recorded as done (a rerun with --force starts again from scratch)"
     if args.command == "pipeline":
         return "interrupted; run the same command again to continue: finished stages are skipped (train, harvest and train-sae resume from their last checkpoint)"
     if getattr(mod, "RESUMABLE", False):
