@@ -50,6 +50,9 @@ def run_lock(root: str | Path, command: str | None = None, shared: bool = False)
         finally:
             _held[key][1] -= 1
         return
+    created = None if root.exists() else root  # the topmost folder this lock creates, removed again if left empty
+    while created is not None and created.parent != created and not created.parent.exists():
+        created = created.parent
     try:
         root.mkdir(parents=True, exist_ok=True)
         fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
@@ -71,5 +74,11 @@ def run_lock(root: str | Path, command: str | None = None, shared: bool = False)
             yield
         finally:
             del _held[key]
+            if created is not None and [p.name for p in root.iterdir()] == [LOCK_FILE]:  # a command that wrote nothing leaves no folder
+                (root / LOCK_FILE).unlink()
+                for d in (root, *root.parents):
+                    d.rmdir()
+                    if d == created:
+                        break
     finally:
         os.close(fd)  # closing releases the flock
