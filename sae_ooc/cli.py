@@ -8,6 +8,7 @@ runs, so `--help`, `--version` and config errors answer at once.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import re
 import sys
@@ -28,6 +29,7 @@ OTHER_COMMANDS: dict[str, str] = {
     "sweep": "sae_ooc.commands.sweep",
     "finetune": "sae_ooc.commands.finetune",  # the train stage, refusing a scratch model.source
 }
+_CANNOT_WRITE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
 DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 
 
@@ -141,18 +143,42 @@ def main(argv: list[str] | None = None) -> int:
     def command() -> int:
         if getattr(args._module, "COMMON", {}).get("run", True) is False:
             return int(args._module.main(args) or 0)
+        from sae_ooc.runlock import run_lock
+
         run = resolve_run(args)
-        if hasattr(args._module, "summarize"):
-            from sae_ooc.commands import run_stage_command
+        # one writer per run directory (query only reads, beside other queries): a second command stops in one line
+        with run_lock(run.root, shared=getattr(args._module, "SHARED_LOCK", False)):
+            if hasattr(args._module, "summarize"):
+                from sae_ooc.commands import run_stage_command
 
-            return run_stage_command(args.command, args._module, run, args)
-        return int(args._module.main(run, args) or 0)
+                return run_stage_command(args.command, args._module, run, args)
+            return int(args._module.main(run, args) or 0)
 
-    return guarded(f"sae-ooc {args.command}", args.debug, command)
+    return guarded(f"sae-ooc {args.command}", args.debug, command, on_interrupt=interrupted_hint(args))
 
 
-def guarded(prog: str, debug: bool, fn) -> int:
-    """Run `fn()`: a UserError becomes one line on stderr and exit 2 (`--debug`: the traceback), Ctrl-C exit 130."""
+def interrupted_hint(args) -> str:
+    """What to say after Ctrl-C: "resume" only where it is true. A command's module sets RESUMABLE when a rerun
+    continues from its checkpoints (train, harvest, train-sae, sweep); --force starts them from scratch again; the
+    pipeline skips the stages that finished."""
+    mod = getattr(args, "_module", None)
+    if getattr(args, "force", False):
+        if args.command == "pipeline":
+            return ("interrupted; the stages that finished are recorded: rerun without --force to keep them (with --force "
+                    "everything is recomputed from scratch again)")
+        return "interrupted; the stage is not recorded as done (a rerun with --force starts again from scratch)"
+    if args.command == "pipeline":
+        return "interrupted; run the same command again to continue: finished stages are skipped (train, harvest and train-sae resume from their last checkpoint)"
+    if getattr(mod, "RESUMABLE", False):
+        return "interrupted; run the same command again to resume from the last checkpoint"
+    if hasattr(mod, "summarize"):
+        return "interrupted; the stage is not recorded as done: run the same command again to run it from the start"
+    return "interrupted"
+
+
+def guarded(prog: str, debug: bool, fn, on_interrupt: str = "interrupted") -> int:
+    """Run `fn()`: a UserError becomes one line on stderr and exit 2 (`--debug`: the traceback), Ctrl-C exit 130 with
+    `on_interrupt` on stderr."""
     try:
         return fn()
     except UserError as e:
@@ -166,11 +192,19 @@ def guarded(prog: str, debug: bool, fn) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:
+        # a run on a read-only file system, a folder of someone else's, a full disk: one line naming the path
+        if debug or e.errno not in _CANNOT_WRITE:
+            raise
+        print(f"{prog}: error: {e.strerror}: {e.filename or 'a file it writes'}; this command writes there: make it writable "
+              f"by you, or copy the run (cp -a RUN COPY) and pass --run COPY", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         if debug:
             raise
-        print(f"{prog}: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        print(f"{prog}: {on_interrupt}", file=sys.stderr)
         return 130
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -29,6 +29,7 @@ from sae_ooc.sections.saes import (  # noqa: F401
     HarvestConfig,
     SaeConfig,
     SaeEvalConfig,
+    per_hook_yields,
 )
 from sae_ooc.sections.circuits import (  # noqa: F401
     ATTRIBUTION_METHODS,
@@ -89,8 +90,9 @@ class Config:
         return {n: dataclasses.asdict(getattr(self, n)) for n in names}
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (or the defaults when `path` is None), apply `--set` overrides, validate."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, overrides_from: str = "--set") -> Config:
+    """Load a YAML config (or the defaults when `path` is None), apply `--set` overrides, validate. `overrides_from`:
+    where the overrides came from, for messages (train_sae.py's options are overrides of the `sae` section)."""
     data: dict = {}
     where = "defaults"
     if path is not None:
@@ -98,21 +100,31 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         where = str(path)
         if not path.exists():
             raise ConfigError(f"config file {path} not found; pass an existing YAML file, e.g. --config configs/default.yaml")
+        if path.is_dir():
+            inside = sorted(path.glob("*.yaml"))
+            raise ConfigError(f"--config {path} is a folder; pass a YAML file" + (f" in it, e.g. --config {inside[0]}" if inside else ""))
         try:
             loaded = yaml.safe_load(path.read_text())
+        except OSError as e:  # unreadable (permissions, a FIFO gone away): one line, not a traceback
+            raise ConfigError(f"config file {path} cannot be read ({e.strerror or e}); pass a readable YAML file") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             raise ConfigError(f"{path}: malformed YAML{at}: {getattr(e, 'problem', e)}; fix the syntax") from None
-        if loaded is None:
-            loaded = {}
+        if loaded is None or loaded == {}:
+            # an empty file is a mistake (a file not yet written, the wrong one): running the 100-entity default experiment
+            # from it without a word would cost an hour for nothing
+            raise ConfigError(f"config file {path} is empty; write the sections to change (task:, model:, train:, ...), or leave out "
+                              f"--config to run the built-in defaults (configs/default.yaml)")
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections (task:, model:, train:, ...)")
         data = loaded
+        per_hook_yields(data, data)
         data.setdefault("name", path.stem)
     if overrides:
         data = apply_overrides(data, overrides)
-        where = f"{where} (with --set)"
+        per_hook_yields(apply_overrides({}, overrides), data)
+        where = f"{where} (with --set)" if overrides_from == "--set" else overrides_from
     cfg = build_dataclass(Config, data, where)
     return cfg.validate(where)
 

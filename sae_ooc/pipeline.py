@@ -13,15 +13,18 @@ stage (and then everything downstream) run again.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sae_ooc.config_view import ConfigView
 from sae_ooc.errors import UserError
 from sae_ooc.io import sha256_file, sha256_json
 from sae_ooc.rundir import RunDir
+from sae_ooc.runlock import run_lock
 from sae_ooc.stages import PIPELINE_STAGES, STAGES, Stage, get_stage
 
 
@@ -121,23 +124,70 @@ def is_up_to_date(run: RunDir, stage: Stage, fp: str) -> bool:
     return bad is None
 
 
+def stage_run(run: RunDir, stage: Stage) -> RunDir:
+    """The run as `stage` sees it: its config holds only the keys the stage declares (sae_ooc.config_view), so a key
+    read but not fingerprinted fails at once instead of leaving stale outputs skipped. A stage that always runs (the
+    report) cannot be stale and sees everything."""
+    if stage.always:
+        return run
+    view = copy.copy(run)
+    view.cfg = ConfigView(run.cfg, stage.config, stage.name)
+    return view
+
+
+# parts ----------------------------------------------------------------------------------------------------
+def requested_parts(stage: Stage, value) -> list[str]:
+    """The parts `value` of the stage's parts option names ("all", None, or comma-separated), in the stage's order."""
+    if value in (None, "", "all"):
+        return list(stage.parts)
+    names = {n.strip() for n in str(value).split(",") if n.strip()}
+    return [p for p in stage.parts if p in names] + sorted(names - set(stage.parts))  # unknown ones: the stage refuses them
+
+
+def parts_to_run(run: RunDir, stage: Stage, fp: str, force: bool, options: dict) -> tuple[list[str], dict[str, str]]:
+    """(the requested parts to compute now, the part fingerprints to keep from the record): a part is current when the
+    record holds it under `fp` and the stage's recorded outputs are intact."""
+    requested = requested_parts(stage, options.get(stage.parts_option))
+    rec = run.stage_record(stage.name) or {}
+    done = rec.get("parts") if isinstance(rec.get("parts"), dict) else {}
+    current = {p for p, f in done.items() if f == fp}
+    if current and not force:
+        bad = outputs_intact(run, stage, rec.get("outputs"))
+        if bad is not None:  # which part owns the file is the stage's business: recompute every requested part
+            print(f"{stage.name}: {bad} since it ran; recomputing", file=sys.stderr, flush=True)
+            current, done = set(), {}  # the parts not requested now are not vouched for either
+    if force:
+        current = set()
+    return [p for p in requested if p not in current], done
+
+
 # running ------------------------------------------------------------------------------------------------
 def run_stage(run: RunDir, name: str, force: bool = False, **options) -> StageResult:
     """Run one stage if it is stale (or `force`), record it in RUN/stages.json, and say what happened."""
     stage = get_stage(name)
     # a stage that always runs reads whatever its upstream stages left (the report of a partial run)
     fp = sha256_json({"always": name}) if stage.always else fingerprint(run, stage, options)
-    if not force and not stage.always and is_up_to_date(run, stage, fp):
+    parts: dict[str, str] | None = None
+    if stage.parts:
+        todo, parts = parts_to_run(run, stage, fp, force, options)
+        if not todo:
+            return StageResult(name, ran=False, info=run.stage_record(name).get("info", {}))
+        options = {**options, stage.parts_option: ",".join(todo)}
+        parts = {**{p: f for p, f in parts.items() if p not in todo}, **{p: fp for p in todo}}
+    elif not force and not stage.always and is_up_to_date(run, stage, fp):
         return StageResult(name, ran=False, info=run.stage_record(name).get("info", {}))
     run.forget(name)  # a stage half-rerun is not done, whatever it recorded before
     t0 = time.perf_counter()
     run.current_fingerprint = fp  # resumable stages tag their checkpoints with it
-    info = stage.function()(run, force=force, **options)
+    info = stage.function()(stage_run(run, stage), force=force, **options)
     seconds = time.perf_counter() - t0
     if info is None:
         return StageResult(name, ran=True, finished=False, seconds=seconds)
     outputs = record_outputs(run, stage)
-    run.record(name, {"fingerprint": fp, "digest": outputs_digest(outputs), "outputs": outputs, "seconds": round(seconds, 2), "info": info})
+    record = {"fingerprint": fp, "digest": outputs_digest(outputs), "outputs": outputs, "seconds": round(seconds, 2), "info": info}
+    if parts is not None:
+        record["parts"] = parts
+    run.record(name, record)
     return StageResult(name, ran=True, info=info, seconds=seconds)
 
 
@@ -154,7 +204,7 @@ def run(run_dir: str | Path | RunDir, stages: list[str] | None = None, config=No
     for n in names:
         get_stage(n)
     results = []
-    with run_.saved_config(force=force):
+    with run_lock(run_.root, command=f"sae_ooc.pipeline.run({str(run_.root)!r})"), run_.saved_config(force=force):
         for s in STAGES:
             if s.name not in names:
                 continue

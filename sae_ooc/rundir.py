@@ -87,7 +87,10 @@ class RunDir:
                     f"run directory {self.root} was made with a different task config ({'; '.join(diffs) or 'keys differ'}); "
                     f"use --run NEW_DIR for the new task, or --force to rebuild this run from scratch"
                 )
-        write_text(saved, config_to_yaml(self.cfg))
+        text = config_to_yaml(self.cfg)
+        # unchanged: no write, so that an up-to-date command works on a read-only run (and leaves its mtime alone)
+        if not (saved.is_file() and saved.read_text() == text):
+            write_text(saved, text)
 
     @contextmanager
     def saved_config(self, force: bool = False):
@@ -100,7 +103,8 @@ class RunDir:
             yield
         except UserError:
             if before is not None:
-                write_text(saved, before)
+                if saved.read_text() != before:
+                    write_text(saved, before)
             else:  # the run's first command failed: a config.yaml left here would refuse the corrected config
                 saved.unlink(missing_ok=True)
             raise

@@ -24,6 +24,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Callable
 
+from sae_ooc.sections.analyze import ANALYSIS_NAMES  # plain names: no torch
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -39,6 +41,11 @@ class Stage:
     # False: a command of its own (`sae-ooc <name>`), left out of `sae-ooc pipeline` unless named in --stages;
     # its outputs are recorded and checked like any stage's
     in_pipeline: bool = True
+    # a stage of independent parts (analyze's analyses): the option `parts_option` names the parts to run ("all" or
+    # comma-separated), RUN/stages.json records the fingerprint each part was computed under, and a rerun computes only
+    # the requested parts whose fingerprint is not the current one (`analyze dla --force`, then `pipeline`: dla is current)
+    parts: tuple[str, ...] = ()
+    parts_option: str = ""
 
     def function(self) -> Callable:
         mod, fn = self.run.split(":")
@@ -46,12 +53,13 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("data", "sae_ooc.tasks.data:run_data", ("task",), (), ("data",), "sae_ooc.commands.data"),
+    Stage("data", "sae_ooc.tasks.data:run_data", ("task", "model.path", "model.name"), (), ("data",), "sae_ooc.commands.data"),
     Stage("train", "sae_ooc.models.train:run_train", ("model", "train"), ("data",), ("model",), "sae_ooc.commands.train"),
     Stage("harvest", "sae_ooc.activations.harvest:run_harvest", ("harvest",), ("data", "train"), ("activations",),
           "sae_ooc.commands.harvest"),
     Stage("train-sae", "sae_ooc.saes.train:run_train_sae", ("sae",), ("harvest",), ("saes",), "sae_ooc.commands.train_sae"),
-    Stage("eval-sae", "sae_ooc.saes.evaluate:run_eval_sae", ("sae_eval", "sae.threads"), ("data", "train", "harvest", "train-sae"),
+    Stage("eval-sae", "sae_ooc.saes.evaluate:run_eval_sae", ("sae_eval", "sae.threads", "sae.hooks", "model"),
+          ("data", "train", "harvest", "train-sae"),
           ("sae_eval",), "sae_ooc.commands.eval_sae"),
     Stage("attribute", "sae_ooc.circuits.attribution:run_attribute", ("attribution",), ("data", "train", "train-sae"),
           ("attribution",), "sae_ooc.commands.attribute", fingerprint_options=("validate",)),
@@ -63,15 +71,16 @@ STAGES: tuple[Stage, ...] = (
           ("data", "train", "train-sae", "eval-sae", "attribute"), ("variable_circuit",), "sae_ooc.commands.variable_circuit"),
     Stage("export", "sae_ooc.viz.export:run_export", (), ("circuit",), ("export",), "sae_ooc.commands.export",
           fingerprint_options=("max_nodes", "min_abs_effect", "edge_threshold", "max_edges")),
-    Stage("analyze", "sae_ooc.analyses.stage:run_analyze", ("analyze", "sae.eval_fraction", "sae.seed"), ("data", "train", "harvest"),
-          ("analyze",), "sae_ooc.commands.analyze", fingerprint_options=("names",)),
-    Stage("steer", "sae_ooc.interventions.steer_stage:run_steer", ("steer",), ("data", "train", "train-sae", "eval-sae"),
+    Stage("analyze", "sae_ooc.analyses.stage:run_analyze", ("analyze", "sae.eval_fraction", "sae.seed", "sae_eval.positions", "model"),
+          ("data", "train", "harvest"),
+          ("analyze",), "sae_ooc.commands.analyze", parts=ANALYSIS_NAMES, parts_option="names"),
+    Stage("steer", "sae_ooc.interventions.steer_stage:run_steer", ("steer", "task"), ("data", "train", "train-sae", "eval-sae"),
           ("steer",), "sae_ooc.commands.steer"),
-    Stage("edit", "sae_ooc.interventions.edit_stage:run_edit", ("edit",), ("data", "train"), ("edit",), "sae_ooc.commands.edit"),
+    Stage("edit", "sae_ooc.interventions.edit_stage:run_edit", ("edit", "task"), ("data", "train"), ("edit",), "sae_ooc.commands.edit"),
     Stage("browse", "sae_ooc.viz.browse.stage:run_browse", ("sae_eval.seed", "sae_eval.dense_threshold", "sae.hooks"),
           ("data", "train", "harvest", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit", "export"), ("browse",),
           "sae_ooc.commands.browse"),
-    Stage("dynamics", "sae_ooc.dynamics.stage:run_dynamics", ("dynamics", "harvest", "sae", "sae_eval"),
+    Stage("dynamics", "sae_ooc.dynamics.stage:run_dynamics", ("dynamics", "harvest", "sae", "sae_eval", "model", "train"),
           ("data", "train", "harvest"), ("dynamics",), "sae_ooc.commands.dynamics", in_pipeline=False),
     Stage("report", "sae_ooc.viz.report.stage:run_report", (),
           ("data", "train", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit", "export", "analyze", "steer", "edit",

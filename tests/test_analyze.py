@@ -46,10 +46,12 @@ def test_every_analysis_writes_json_png_svg(analyzed):
     d = json.loads((analyzed.analyze_dir / "dla.json").read_text())["check"]  # components + b_O sum to the logit minus b_U
     assert d["sum_answer"] == pytest.approx(d["logit_answer_minus_bU"], abs=1e-3)
     assert d["sum_diff"] == pytest.approx(d["logit_diff_minus_bU"], abs=1e-3)
-    # a rerun with nothing changed is skipped; one analysis alone reruns only that one and keeps the others
-    assert not run_stage(analyzed, "analyze").ran
-    r = run_stage(analyzed, "analyze", names="dla")
+    # a rerun with nothing changed is skipped; one analysis alone (current: only with --force) reruns only that one and
+    # keeps the others, and then the pipeline's `all` finds every analysis current (issue 19: it reran all seven)
+    assert not run_stage(analyzed, "analyze").ran and not run_stage(analyzed, "analyze", names="dla").ran
+    r = run_stage(analyzed, "analyze", force=True, names="dla")
     assert r.ran and r.info["analyses"] == ["dla"] and (analyzed.analyze_dir / "probes.json").is_file()
+    assert not run_stage(analyzed, "analyze", names="all").ran
     from sae_ooc.commands.analyze import summarize
 
     line = summarize(analyzed, r)  # names the files written now, not the other analyses' older ones

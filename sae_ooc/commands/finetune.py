@@ -7,6 +7,8 @@ figures as the toy's training, and every later stage reads the result as it read
 
 from sae_ooc.errors import UserError
 
+RESUMABLE = True  # a rerun continues from its checkpoints (sae_ooc.cli.interrupted_hint)
+
 
 def main(run, args) -> int:
     from sae_ooc.commands import run_stage_command

@@ -6,6 +6,8 @@ hooks are every layer's hook_resid_pre plus the last layer's hook_resid_post.
 
 from sae_ooc.commands import files_written, verb
 
+RESUMABLE = True  # a rerun continues from its checkpoints (sae_ooc.cli.interrupted_hint)
+
 
 def summarize(run, result) -> str:
     if not result.finished:

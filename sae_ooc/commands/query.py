@@ -12,6 +12,7 @@ import json
 from sae_ooc.commands import bounded
 
 COMMON = {"force": False, "overrides": False, "config": False}  # query reads the run as it is: nothing to set or force
+SHARED_LOCK = True  # it reads the run (and adds to its own cache): beside other queries, not beside a writer
 MAX_EXAMPLES = 10  # = sae_ooc.saes.features.DESCRIBE_EXAMPLES, the examples cached per feature (not imported: torch)
 
 

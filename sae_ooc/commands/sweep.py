@@ -9,6 +9,8 @@ SWEEP_DIR/sweep.json, table.md and phase_<name>.png/.svg (final test_id, steps t
 import os
 from pathlib import Path
 
+RESUMABLE = True  # a rerun continues from its checkpoints (sae_ooc.cli.interrupted_hint)
+
 # no --device: run_point makes CPU run directories (RunDir's default device), which a --device here would not reach
 COMMON = {"force": False, "overrides": False, "config": False, "run": False, "device": False}
 

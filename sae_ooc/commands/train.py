@@ -2,6 +2,8 @@
 
 from sae_ooc.commands import files_written, verb
 
+RESUMABLE = True  # a rerun continues from its checkpoints (sae_ooc.cli.interrupted_hint)
+
 
 def summarize(run, result) -> str:
     if not result.finished:

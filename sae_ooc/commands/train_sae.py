@@ -8,6 +8,8 @@ The same training, outside a run directory: `python train_sae.py --help`.
 
 from sae_ooc.commands import files_written, verb
 
+RESUMABLE = True  # a rerun continues from its checkpoints (sae_ooc.cli.interrupted_hint)
+
 
 def add_arguments(p) -> None:
     p.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (SAELens's logger; off by default)")

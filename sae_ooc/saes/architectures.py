@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from sae_ooc.config import SAE_ARCHITECTURES, SaeConfig
+from sae_ooc.errors import UserError
+from sae_ooc.sections.saes import TOPK_FAMILY
 from sae_ooc.registry import Registry
 
 
@@ -98,7 +100,10 @@ def training_sae_config(p: SaeConfig, d_in: int, hook_name: str, model_hash: str
     """The SAELens TrainingSAEConfig of `p.architecture` for an SAE on `hook_name` (d_in wide)."""
     arch = ARCHITECTURES.get(p.architecture)
     d_sae = resolved_d_sae(p, d_in, hook_name)
-    k = min(resolved_k(p, hook_name), d_sae)
+    k = resolved_k(p, hook_name)
+    if p.architecture in TOPK_FAMILY and k > d_sae:  # known only here when d_sae is expansion_factor * d_in
+        raise UserError(f"sae.k {k} is more than d_sae {d_sae} at {hook_name}: every feature would fire; choose k <= {d_sae}")
+    k = min(k, d_sae)  # the other architectures ignore k
     cfg = arch.training_classes()[1](d_in=d_in, d_sae=d_sae, dtype="float32", device=device,
                                      normalize_activations=p.normalize_activations, **arch.fields(p, d_sae, k))
     cfg.metadata.hook_name = hook_name

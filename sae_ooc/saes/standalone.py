@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
 
 from sae_ooc.cli import Parser, check_device, guarded
@@ -61,16 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def sae_params(args) -> SaeConfig:
-    """The `sae` config section (built-in or --config's) with the options given on the command line."""
-    cfg = load_config(args.config)
-    overrides = {k: v for k, v in vars(args).items() if v is not None and k in {f.name for f in dataclasses.fields(cfg.sae)}}
-    if "d_sae" in overrides or "expansion_factor" in overrides:
-        overrides["d_sae_by_hook"] = {}  # a width given on the command line wins over the config's per-hook widths
-    if "k" in overrides:
-        overrides["k_by_hook"] = {}
-    p = dataclasses.replace(cfg.sae, **overrides)
-    p.validate(f"{PROG} arguments")
-    return p
+    """The `sae` config section (built-in or --config's) with the options given on the command line, each applied as
+    `--set sae.<option>=<value>` is (the same rule for per-hook widths and k: sae_ooc.sections.saes.PER_HOOK)."""
+    names = {f.name for f in dataclasses.fields(SaeConfig)}
+    overrides = [f"sae.{k}={json.dumps(v)}" for k, v in vars(args).items() if v is not None and k in names]
+    return load_config(args.config, overrides, overrides_from=f"{PROG} arguments").sae
 
 
 def train_standalone(activations: str | Path, hooks: str | list[str], out: str | Path, p: SaeConfig, device: str = "cpu",
@@ -117,4 +113,4 @@ def main(argv: list[str] | None = None) -> int:
         train_standalone(args.activations, args.hook, args.out, sae_params(args), device=check_device(args.device), wandb=args.wandb)
         return 0
 
-    return guarded(PROG, args.debug, command)
+    return guarded(PROG, args.debug, command, on_interrupt="interrupted; run the same command again to resume from the last checkpoint")

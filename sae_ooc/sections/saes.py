@@ -11,6 +11,7 @@ from sae_ooc.sections.check import check as _check
 HARVEST_DTYPES = ("float32", "float16", "bfloat16")
 # each is one registration in sae_ooc.saes.architectures (SAELens names), which checks at import that the lists agree
 SAE_ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk")
+TOPK_FAMILY = ("topk", "batchtopk", "matryoshka_batchtopk")  # k active features per token
 
 
 @dataclass
@@ -38,7 +39,8 @@ class SaeConfig:
     architecture: str = "topk"  # one of SAE_ARCHITECTURES
     d_sae: int = 0  # 0 = expansion_factor * d_in
     expansion_factor: int = 16
-    # per-hook d_sae and k: the embedding stream holds only ~120 distinct (token, position) vectors; 128 features
+    # per-hook d_sae and k (a d_sae, expansion_factor or k written in a later layer of the config, e.g. --set, replaces
+    # them: PER_HOOK below): the embedding stream holds only ~120 distinct (token, position) vectors; 128 features
     # with 3 active reconstruct it (EV 0.9998, none dead) and keep each token to a few features, which is what lets
     # per-prompt circuits shrink (faithfulness >= 0.8 down to ~41 features, against 64 with k 16 of 256)
     d_sae_by_hook: dict[str, int] = field(default_factory=lambda: {"blocks.0.hook_resid_pre": 128})
@@ -77,6 +79,12 @@ class SaeConfig:
         _check(self.k >= 1, where, "sae.k", "must be at least 1")
         _check(all(isinstance(v, int) and v >= 1 for v in self.k_by_hook.values()), where, "sae.k_by_hook",
                "must map hook names to positive integers")
+        if self.architecture in TOPK_FAMILY:  # more active features than features: every one fires, and L0 is not k
+            widths = {h: self.d_sae_by_hook.get(h, self.d_sae) for h in {*self.k_by_hook, *self.d_sae_by_hook}} | {None: self.d_sae}
+            for h, width in widths.items():
+                k = self.k_by_hook.get(h, self.k) if h is not None else self.k
+                _check(not width or k <= width, where, "sae.k" if h is None or h not in self.k_by_hook else "sae.k_by_hook",
+                       f"k {k} is more than d_sae {width}{f' at {h}' if h else ''}; choose k <= d_sae")
         _check(self.l1_coefficient >= 0 and self.l0_coefficient >= 0, where, "sae.l1_coefficient", "sparsity coefficients must be >= 0")
         _check(self.aux_loss_coefficient >= 0, where, "sae.aux_loss_coefficient", "must be >= 0")
         _check(self.lr > 0, where, "sae.lr", "must be > 0")
@@ -95,6 +103,23 @@ class SaeConfig:
         _check(len(sweeps) <= 1, where, "sae.sweep_k", f"set at most one of sae.sweep_k, sae.sweep_l1_coefficient, sae.sweep_d_sae (got {', '.join(sweeps)})")
         _check(all(v >= 1 for v in self.sweep_k + self.sweep_d_sae), where, "sae.sweep_k", "sweep values of k and d_sae must be at least 1")
         _check(all(w >= 1 for w in self.matryoshka_widths), where, "sae.matryoshka_widths", "widths must be positive")
+
+
+# A width or k written in one layer of the config (the YAML file over the built-in defaults, then --set or train_sae.py's
+# options over the file) replaces the per-hook values of the layers below it, unless that same layer writes per-hook
+# values too. Without this, `--set sae.d_sae=512` left the embedding hook at the default's 128 while train_sae.py
+# --d-sae applied to every hook: one rule, here, for every entry point (sae_ooc.config.load_config applies it).
+PER_HOOK = {"d_sae": "d_sae_by_hook", "expansion_factor": "d_sae_by_hook", "k": "k_by_hook"}
+
+
+def per_hook_yields(layer: dict, data: dict) -> None:
+    """Clear, in the merged raw config `data`, the per-hook maps that a global value written in `layer` overrides."""
+    sae = layer.get("sae")
+    if not isinstance(sae, dict) or not isinstance(data.get("sae"), dict):
+        return
+    for key, per_hook in PER_HOOK.items():
+        if key in sae and per_hook not in sae:
+            data["sae"][per_hook] = {}
 
 
 SAE_EVAL_POSITIONS = ("roles", "all")
