@@ -49,12 +49,19 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def write_text(path: Path, text: str) -> Path:
+def write_text(path: Path, text: str, only_if_changed: bool = False) -> Path:
+    """`only_if_changed`: leave a file that already holds `text` untouched (no write, same mtime)."""
+    if only_if_changed:
+        try:
+            if Path(path).read_text() == text:
+                return Path(path)
+        except (OSError, UnicodeDecodeError):
+            pass
     return _atomic(path, lambda p: p.write_text(text))
 
 
-def write_json(path: Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+def write_json(path: Path, obj: Any, only_if_changed: bool = False) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", only_if_changed)
 
 
 def read_json(path: Path) -> Any:

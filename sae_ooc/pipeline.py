@@ -176,7 +176,9 @@ def run_stage(run: RunDir, name: str, force: bool = False, **options) -> StageRe
         parts = {**{p: f for p, f in parts.items() if p not in todo}, **{p: fp for p in todo}}
     elif not force and not stage.always and is_up_to_date(run, stage, fp):
         return StageResult(name, ran=False, info=run.stage_record(name).get("info", {}))
-    run.forget(name)  # a stage half-rerun is not done, whatever it recorded before
+    before = run.stage_record(name) if stage.always else None
+    if not stage.always:  # (an always-run stage, the report, keeps its record: a rerun that changes nothing writes nothing)
+        run.forget(name)  # a stage half-rerun is not done, whatever it recorded before
     t0 = time.perf_counter()
     run.current_fingerprint = fp  # resumable stages tag their checkpoints with it
     info = stage.function()(stage_run(run, stage), force=force, **options)
@@ -187,6 +189,8 @@ def run_stage(run: RunDir, name: str, force: bool = False, **options) -> StageRe
     record = {"fingerprint": fp, "digest": outputs_digest(outputs), "outputs": outputs, "seconds": round(seconds, 2), "info": info}
     if parts is not None:
         record["parts"] = parts
+    if before is not None and all(before.get(k) == record[k] for k in ("fingerprint", "outputs", "info")):
+        return StageResult(name, ran=True, info=info, seconds=seconds)  # its files are as recorded: stages.json stays untouched
     run.record(name, record)
     return StageResult(name, ran=True, info=info, seconds=seconds)
 

@@ -42,6 +42,16 @@ def test_report_quotes_the_stage_outputs_and_copies_figures(tmp_path, capsys):
         assert len(err.splitlines()) == 1 and "was not written by `sae-ooc report`" in err and name in err
         assert [p.name for p in mine.iterdir()] == [name] and (mine / name).read_text() == "my own notes"
     assert (run / "REPORT.md").stat().st_mtime_ns == before  # refused before anything was written
+    # --out the run directory itself: the report is written there anyway; one line that says so, not "not written by"
+    assert main(["report", "--run", str(run), "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is the run directory" in err
+    # a report that changes nothing rewrites nothing (REPORT.md, summary.json, stages.json): a read-only run stays answerable
+    assert main(["report", "--run", str(run)]) == 0  # (records that this report copied nowhere)
+    files = [run / "REPORT.md", run / "summary.json", run / "stages.json"]
+    stamps = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in files]
+    assert main(["report", "--run", str(run)]) == 0
+    assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in files] == stamps
 
 
 def test_report_before_any_stage_is_a_one_line_error(tmp_path, capsys):

@@ -31,9 +31,13 @@ def written_before(out: Path) -> set[str]:
     return {str(n) for n in m["files"]}
 
 
-def check_out(out: Path, names=FIXED) -> None:
-    """Refuse an --out that is a file or lies under one, or that holds a file named in `names` that the report did not write."""
+def check_out(out: Path, names=FIXED, run_root: Path | None = None) -> None:
+    """Refuse an --out that is a file or lies under one, that is the run directory itself (where the report is written
+    anyway), or that holds a file named in `names` that the report did not write."""
     out = Path(out)
+    if run_root is not None and out.resolve() == Path(run_root).resolve():
+        raise UserError(f"--out {out} is the run directory, where the report is written anyway (REPORT.md, summary.json); "
+                        "leave out --out or choose another folder")
     for p in (out, *out.parents):  # `--out notes.txt`: mkdir would fail with a traceback
         if p.exists() and not p.is_dir():
             raise UserError(f"--out {out}: {p} is a file, not a folder; choose a new or empty folder")

@@ -81,9 +81,10 @@ def run_report(run, force: bool = False, out: Path | None = None) -> dict:
         copies.update({run.export_dir / name: out / name for name in DIAGRAMS})
         copies = {src: dst for src, dst in copies.items() if src.exists()}
         names = ["REPORT.md", SUMMARY_FILE] + [dst.name for dst in copies.values()]
-        check_out(out, names)  # before anything is written, the run's own REPORT.md included
-    write_text(run.root / "REPORT.md", _run_links(run, text, doc.figures))
-    write_json(run.root / SUMMARY_FILE, doc.numbers)
+        check_out(out, names, run_root=run.root)  # before anything is written, the run's own REPORT.md included
+    # unchanged files are left alone, so an up-to-date pipeline writes nothing (and runs on a read-only run directory)
+    write_text(run.root / "REPORT.md", _run_links(run, text, doc.figures), only_if_changed=True)
+    write_json(run.root / SUMMARY_FILE, doc.numbers, only_if_changed=True)
     if out is None:
         return {"out": None, "copied": [], "n_numbers": len(doc.numbers)}
     out.mkdir(parents=True, exist_ok=True)
