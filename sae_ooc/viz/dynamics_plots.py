@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sae_ooc.viz.plots import plt, save_figure
+from sae_ooc.viz.plots import fail_soft, plt, save_figure
 
 SPLIT_STYLE = {"train": "C0", "valid_id": "C1", "test_id": "C2", "test_ood": "C3", "atomic_test": "C4"}
 
@@ -36,6 +36,7 @@ def _series(points, get):
     return xs, ys
 
 
+@fail_soft
 def plot_dynamics(result: dict, stem: Path) -> list[Path]:
     pts = result["checkpoints"]
     hooks = result["hooks"]

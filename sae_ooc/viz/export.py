@@ -30,7 +30,7 @@ from sae_ooc.viz.diagram import DPI, METRIC, NEG, POS, draw_diagram, edge_width,
 from sae_ooc.viz.export_options import ExportOptions
 from sae_ooc.viz.graph_json import to_graph_json, validate_graph
 from sae_ooc.viz.node_labels import node_lines
-from sae_ooc.viz.plots import save_figure
+from sae_ooc.viz.plots import fail_soft, save_figure
 
 PROMPT_PREFIX = "prompt_"  # files of the example pair's own circuit
 
@@ -56,6 +56,7 @@ def drop_orphans(nodes: list[dict], edges: list[dict]) -> tuple[list[dict], int]
     return kept, len(nodes) - len(kept)
 
 
+@fail_soft
 def draw_matplotlib(circuit: dict, nodes: list[dict], edges: list[dict], stem: Path, dropped: int = 0) -> list[Path]:
     return save_figure(draw_diagram(circuit, nodes, edges, dropped).fig, stem, dpi=DPI)
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
-from sae_ooc.viz.plots import save_figure
+from sae_ooc.viz.plots import fail_soft, floats, plt, save_figure
 
 CURVES = (("overall_loss", "loss"), ("l0", "L0"), ("explained_variance", "explained variance"), ("dead_fraction", "dead fraction"))
 
 
+@fail_soft
 def plot_training_curves(log: list[dict], stem: Path, title: str = "") -> list[Path]:
     """Loss, L0, explained variance and dead fraction against tokens seen (from train_log.jsonl)."""
     fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
@@ -27,6 +26,7 @@ def plot_training_curves(log: list[dict], stem: Path, title: str = "") -> list[P
     return save_figure(fig, stem)
 
 
+@fail_soft
 def plot_pareto(points: list[dict], stem: Path, title: str = "") -> list[Path]:
     """L0 vs FVU and L0 vs fraction of answer loss recovered, one point per SAE of a sweep."""
     has_task = any(p.get("loss_recovered_valid_id") is not None for p in points)
@@ -49,6 +49,7 @@ def plot_pareto(points: list[dict], stem: Path, title: str = "") -> list[Path]:
     return save_figure(fig, stem)
 
 
+@fail_soft
 def plot_alignment_heatmap(grid: dict, hooks: list[str], positions: list[str], stem: Path, variable: str = "bridge",
                            panels: list[tuple[str, str]] | None = None, threshold: float = 0.9) -> list[Path]:
     """Where `variable` is readable on held-out prefixes, hook x position, one panel per (key, title) of `panels`:
