@@ -260,3 +260,21 @@ def test_every_plot_function_fails_soft():
     """Each public plot function is wrapped: its failure cannot stop the stage that calls it."""
     unwrapped = [n for n, f in FUNCS.items() if not hasattr(f, "__wrapped__")]
     assert not unwrapped
+
+
+def test_alignment_star_tests_the_share_shown(tmp_path, fast_png):
+    """The feature panels show the share of values one feature detects; their * must test that share, not the mean
+    AUROC: a cell showing 0.00 never carries it, a share of 1 over 20 values against shuffled runs at 0 does."""
+    from sae_ooc.viz.sae_summary import _feature_cell, _grid
+
+    def cell(frac, n_values, mean_auroc_above):
+        f = {"frac_detected": frac, "mean_auroc": 0.85, "sd_auroc_over_values": 0.05, "shuffled_frac_detected": 0.0,
+             "shuffled_frac_detected_runs": [0.0, 0.0], "shuffled_mean_auroc": 0.5, "above_controls": mean_auroc_above}
+        probe = {"heldout_acc": 0.0, "random_model_acc": 0.1, "shuffled_acc": 0.1, "above_controls": False}
+        return {"variable": "bridge", "position": "r1", "n_values": n_values, "probe": probe, "features": f}
+
+    for frac, n, want in ((0.0, 20, ""), (1.0, 20, "*"), (0.2, 5, "")):  # 1 of 5 values: its interval reaches 0
+        a = cell(frac, n, mean_auroc_above=True)
+        g = _grid({"blocks.0.hook_resid_pre": {"alignment": {"bridge@r1": a}}}, ["blocks.0.hook_resid_pre"], "bridge")
+        assert g[("blocks.0.hook_resid_pre", "r1")]["features_mark"] == want, (frac, n)
+        assert ("**>shuffled**" in _feature_cell(a)) == (want == "*")

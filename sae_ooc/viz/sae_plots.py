@@ -56,7 +56,7 @@ def plot_alignment_heatmap(grid: dict, hooks: list[str], positions: list[str], s
     the trained model's probe beside the same probe on its controls, and one SAE feature beside the shuffled search.
 
     `grid[(hook, position)][key]` is a share in [0, 1] or None (a blank cell), `grid[...][key + "_mark"]` an optional
-    suffix for its label ("*": clearly above the controls). All panels share one colour scale, so a control reads
+    suffix for its label ("*": the share shown is clearly above the controls' shares; the caller tests what the cell shows). All panels share one colour scale, so a control reads
     against the trained model at a glance.
     """
     import numpy as np
@@ -83,7 +83,7 @@ def plot_alignment_heatmap(grid: dict, hooks: list[str], positions: list[str], s
         ax.set_xlabel("position")
         ax.set_title(label, fontsize=8)
     axes[0].set_yticks(range(len(hooks)), hooks)
-    fig.suptitle(f"{variable} on held-out prefixes: probe exact-value accuracy (trained vs controls; * clearly above every "
-                 f"control); share of values one feature detects (AUROC >= {threshold})", fontsize=9)
+    fig.suptitle(f"{variable} on held-out prefixes: probe exact-value accuracy and share of values one feature detects "
+                 f"(AUROC >= {threshold}); * the value shown clearly above every control's (95% Wilson intervals)", fontsize=9)
     fig.colorbar(im, ax=list(axes), shrink=0.8)
     return save_figure(fig, stem)
