@@ -30,6 +30,11 @@ FONT = 8.0  # points: 14 px at the 130 dpi the figures are saved at
 LINESPACING = 1.25
 DPI = 130
 PNG_MAX_WIDTH = 13 * 72.0  # points: about 1700 px wide at 130 dpi; wider cells fold into tiers
+# a diagram folded much taller than wide (many nodes in few cells: one box per tier, a staircase) gets more width, up
+# to WIDEN[-1] times the maximum: the first width at which the node area is at most TALL times as high as wide
+WIDEN = (1.0, 1.25, 1.5, 1.75, 2.0)
+TALL = 1.25
+COL_MIN = 3.0  # font sizes: the narrowest position column (an empty one is a band, not a sliver)
 TITLE_CHARS = 140
 
 
@@ -85,7 +90,7 @@ def plan_diagram(circuit: dict, nodes: list[dict], edges: list[dict], fontsize: 
     layout = layered_layout([(n["id"], n["hook_index"], n["position"]) for n in order], sizes,
                             [(e["source"], e["target"]) for e in edges], len(hooks), len(positions),
                             max_width - row_label_width - 2 * fontsize, Spacing.for_font(fontsize),
-                            col_min=[w for w, _ in col_sizes], sink=(SINK, 1.8 * fontsize, sink_size))
+                            col_min=[max(w, COL_MIN * fontsize) for w, _ in col_sizes], sink=(SINK, 1.8 * fontsize, sink_size))
     return Plan(layout, text, sink_text, rows, row_label_width, fontsize)
 
 
@@ -127,7 +132,10 @@ class Drawing:
 
 def draw_diagram(circuit: dict, nodes: list[dict], edges: list[dict], dropped: int = 0, fontsize: float = FONT,
                  max_width: float = PNG_MAX_WIDTH) -> Drawing:
-    plan = plan_diagram(circuit, nodes, edges, fontsize, max_width)
+    for widen in WIDEN:
+        plan = plan_diagram(circuit, nodes, edges, fontsize, max_width * widen)
+        if plan.layout.height <= TALL * plan.layout.width:
+            break
     lay, fs = plan.layout, fontsize
     emax = max((abs(n["effect"]) for n in nodes), default=0.0)
     wmax = max((abs(e["weight"]) for e in edges), default=0.0)
