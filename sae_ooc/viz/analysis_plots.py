@@ -29,7 +29,8 @@ def _heat(ax, m, xlabels, ylabels, title, cmap="viridis", vmin=None, vmax=None, 
         lim = np.nanmax(np.abs(a)) if np.isfinite(a).any() else 1.0
         vmin, vmax, cmap = -lim or -1, lim or 1, "RdBu_r"
     im = ax.imshow(a, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
-    ax.set_xticks(range(len(xlabels)), xlabels, fontsize=7)
+    # more than a few positions (a natural task's bos, head.0, head, 's, ...): upright labels ran into each other
+    ax.set_xticks(range(len(xlabels)), xlabels, fontsize=7, rotation=90 if len(xlabels) > 4 else 0)
     ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7)
     ax.set_title(title, fontsize=8)
     if a.size <= 120:
@@ -50,7 +51,8 @@ def plot_attention(r: dict, stem: Path, name: str) -> list[Path]:
         return na_figure(stem, f"{name}: attention pattern per head", "no layers or heads")
     L, H = len(mean), len(mean[0])
     ex = r["examples"]
-    fig, axes = plt.subplots(L, H + 1, figsize=(2.3 * (H + 1), 2.2 * L + 0.8), squeeze=False)
+    side = max(2.3, 0.3 * len(roles) + 0.4)  # a panel per head, wide enough for its cells' numbers
+    fig, axes = plt.subplots(L, H + 1, figsize=(side * (H + 1), (side - 0.1) * L + 0.8), squeeze=False)
     movers = set(r["movers"])
     for l in range(L):
         for h in range(H):
