@@ -62,6 +62,17 @@ def na_axes(ax, what: str = "") -> None:
     ax.set_yticks([])
 
 
+def mark_empty(ax, what: str = "no value measured") -> None:
+    """An "n/a" note on a panel whose data lines and points hold no finite value (reference lines do not count)."""
+    for ln in ax.lines:
+        if ln.get_transform() == ax.transData and np.isfinite(floats(ln.get_ydata())).any():
+            return
+    for c in ax.collections:
+        if np.isfinite(np.asarray(c.get_offsets(), dtype=float)).all(axis=-1).any():
+            return
+    ax.text(0.5, 0.5, f"n/a\n{what}", ha="center", va="center", fontsize=10, color="grey", transform=ax.transAxes)
+
+
 def na_figure(stem: str | Path, title: str, what: str = "") -> list[Path]:
     """A figure that says "n/a" (and why) in place of one with nothing to draw."""
     fig, ax = plt.subplots(figsize=(5, 2.2))

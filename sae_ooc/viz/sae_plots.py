@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sae_ooc.viz.plots import fail_soft, floats, plt, save_figure
+from sae_ooc.viz.plots import fail_soft, mark_empty, plt, save_figure
 
 CURVES = (("overall_loss", "loss"), ("l0", "L0"), ("explained_variance", "explained variance"), ("dead_fraction", "dead fraction"))
 
@@ -16,6 +16,7 @@ def plot_training_curves(log: list[dict], stem: Path, title: str = "") -> list[P
     tokens = [r["tokens"] for r in log]
     for ax, (key, label) in zip(axes, CURVES):
         ax.plot(tokens, [r.get(key, float("nan")) for r in log], lw=1.2)
+        mark_empty(ax)
         ax.set_xlabel("tokens seen")
         ax.set_title(label)
         if key == "overall_loss":
@@ -40,6 +41,7 @@ def plot_pareto(points: list[dict], stem: Path, title: str = "") -> list[Path]:
         for p in pts:
             if p.get(key) is not None:
                 ax.annotate(f"{p['param']}={p['value']}", (p["l0"], p[key]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        mark_empty(ax)
         ax.set_xlabel("mean L0 (held-out)")
         ax.set_ylabel(label)
         ax.set_xscale("log")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from matplotlib.ticker import MaxNLocator
 
-from sae_ooc.viz.plots import fail_soft, na_axes, plt, save_figure
+from sae_ooc.viz.plots import fail_soft, mark_empty, na_axes, plt, save_figure
 
 SPLITS = (("train", "train", "o", "-"), ("valid_id", "valid (ID)", "s", "--"), ("test_id", "test (ID)", "^", "-."),
           ("test_ood", "test (OOD)", "v", ":"), ("atomic_test", "atomic", "D", (0, (5, 1.5))))
@@ -40,6 +40,8 @@ def plot_training(records: list[dict], stem: Path) -> list[Path]:
     handles, labels = ax_acc.get_legend_handles_labels()
     if labels:
         fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
+        for ax in (ax_acc, ax_loss):
+            mark_empty(ax)
     else:
         for ax in (ax_acc, ax_loss):
             na_axes(ax, "no evaluation recorded")
