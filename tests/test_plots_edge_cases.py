@@ -243,7 +243,7 @@ def test_failing_figure_warns_and_stage_goes_on(tmp_path, monkeypatch, capsys):
     @plots.fail_soft
     def plot_broken(rows, stem):
         plots.plt.subplots()
-        raise ValueError("'yerr' must not contain negative values")
+        raise ValueError("'yerr' must not contain\nnegative values")
 
     monkeypatch.delenv(plots.STRICT_ENV, raising=False)
     n_open = len(plots.plt.get_fignums())

@@ -102,7 +102,8 @@ def fail_soft(draw):
             for num in set(plt.get_fignums()) - before:  # the half-drawn figure
                 plt.close(num)
             stem = Path(sig.bind(*args, **kwargs).arguments["stem"])
-            print(f"warning: figure {stem.name} ({draw.__name__}) not drawn: {type(e).__name__}: {e}; an n/a figure stands in "
+            why = " ".join(str(e).split())  # one line, whatever the message
+            print(f"warning: figure {stem.name} ({draw.__name__}) not drawn: {type(e).__name__}: {why}; an n/a figure stands in "
                   f"its place and the stage goes on", file=sys.stderr, flush=True)
             try:
                 return na_figure(stem, stem.name, f"this figure could not be drawn ({type(e).__name__})")
