@@ -10,6 +10,7 @@ that change them; builders that make runs without the train and SAE stages live 
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,11 @@ import pytest
 
 from sae_ooc.config import load_config
 from sae_ooc.rundir import RunDir
+from sae_ooc.viz.plots import STRICT_ENV
+
+# a figure that fails raises in tests (and in the CLI subprocesses they start) instead of warning: broken plot code must
+# not hide behind the guard that keeps it from stopping a stage
+os.environ.setdefault(STRICT_ENV, "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"

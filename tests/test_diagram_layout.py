@@ -225,3 +225,46 @@ def test_faithfulness_curve_axis_is_labelled_and_legends_stay_off_the_data(tmp_p
         labels = [t.get_text() for t in ax.get_xticklabels() if lo <= t.get_position()[0] <= hi and t.get_text()]
         assert len(labels) >= 5 and {"0", "10", "50"} <= set(labels), labels
         assert not ax.get_legend().get_window_extent(r).overlaps(ax.get_window_extent(r))
+
+
+def crowded_circuit(n: int = 15) -> dict:
+    """natural_tiny's shape: nine positions, three hooks, n nodes in each of three cells, the other positions empty."""
+    positions = ["bos", "head.0", "head", "'s", "r1", "'s#2", "r2", "last", "answer.1"]
+    hooks = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.1.hook_resid_post"]
+    nodes, edges = [], []
+    for h, p in ((0, 2), (1, 7), (2, 7)):
+        for k in range(n):
+            nid = f"{hooks[h]}:{p}:{k}"
+            nodes.append({"id": nid, "hook": hooks[h], "hook_index": h, "position": p, "role": positions[p], "type": "feature", "feature": k,
+                          "effect": -1.0 - k / n, "effect_std": 0.1, "label": None, "description": f"on Name{k}@pos4, Name{k}@head → A, B, C"})
+            edges.append({"source": nid, "target": "metric", "weight": -1.0})
+    meta = {"config": "crowded", "method": "atp", "metric": "logit_diff", "n_pairs": 16, "hooks": hooks, "positions": positions,
+            "sink": {"id": "metric", "description": "log p(t2) - log p(t2')"}, "example_prompt": "x"}
+    return {"metadata": meta, "scores": {"faithfulness": 0.5}, "nodes": nodes, "edges": edges}
+
+
+def test_crowded_cells_widen_the_png_instead_of_a_staircase():
+    """Many boxes in few cells folded one per tier (a 2001x5382 px staircase) before; now the PNG widens, at most
+    twice, until the node area is no taller than TALL times its width, and no column is a sliver."""
+    from sae_ooc.viz.diagram import COL_MIN, FONT, PNG_MAX_WIDTH, TALL, WIDEN
+
+    c = crowded_circuit()
+    d = draw_diagram(c, c["nodes"], c["edges"])
+    w, h = d.fig.get_size_inches() * 72
+    assert w <= WIDEN[-1] * PNG_MAX_WIDTH + 200 and h <= 1.6 * w, (w, h)
+    lay = plan_diagram(c, c["nodes"], c["edges"], max_width=w).layout
+    assert lay.height <= TALL * lay.width * 1.05
+    assert min(b - a for a, b in lay.cols) >= COL_MIN * FONT - 1e-6
+
+
+def test_every_node_type_has_its_own_legend_symbol():
+    """variable and remainder nodes shared one legend symbol (thick border); each type's border now differs, as drawn."""
+    from sae_ooc.viz.diagram import legend_handles, node_style
+
+    types = ["feature", "error", "variable", "remainder"]
+    nodes = [{"type": t} for t in types]
+    from matplotlib.patches import Patch
+
+    kinds = [h for h in legend_handles(nodes, 1.0) if isinstance(h, Patch) and h.get_facecolor()[:3] == (1.0, 1.0, 1.0)]
+    assert len(kinds) == len(types) and len({(h.get_linestyle(), h.get_linewidth()) for h in kinds}) == len(types)
+    assert len({node_style(t)[:3] for t in types}) == len(types)

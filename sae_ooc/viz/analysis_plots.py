@@ -7,18 +7,30 @@ from pathlib import Path
 
 import numpy as np
 
-from sae_ooc.viz.plots import plt, save_figure
+from sae_ooc.viz.plots import fail_soft, floats, na_axes, na_figure, plt, save_figure
+from sae_ooc.viz.text import fmt as num
 
 ROLES = ("head", "r1", "r2")  # the toy's; a result's own "roles" name its positions
 
 
+def _grid(m) -> np.ndarray:
+    """A (rows, columns) float array of a nested list, None as NaN; (0, 0) for no rows."""
+    rows = [floats(row) for row in m]
+    return np.array(rows, dtype=float) if rows and len(rows[0]) else np.zeros((0, 0))
+
+
 def _heat(ax, m, xlabels, ylabels, title, cmap="viridis", vmin=None, vmax=None, fmt="{:.2f}", center=False):
-    a = np.array([[np.nan if v is None else v for v in row] for row in m], dtype=float)
+    a = _grid(m)
+    if a.size == 0:  # no layers, heads or states: say so rather than fail
+        na_axes(ax, "nothing measured")
+        ax.set_title(title, fontsize=8)
+        return None
     if center:
         lim = np.nanmax(np.abs(a)) if np.isfinite(a).any() else 1.0
         vmin, vmax, cmap = -lim or -1, lim or 1, "RdBu_r"
     im = ax.imshow(a, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
-    ax.set_xticks(range(len(xlabels)), xlabels, fontsize=7)
+    # more than a few positions (a natural task's bos, head.0, head, 's, ...): upright labels ran into each other
+    ax.set_xticks(range(len(xlabels)), xlabels, fontsize=7, rotation=90 if len(xlabels) > 4 else 0)
     ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7)
     ax.set_title(title, fontsize=8)
     if a.size <= 120:
@@ -31,20 +43,24 @@ def _heat(ax, m, xlabels, ylabels, title, cmap="viridis", vmin=None, vmax=None, 
     return im
 
 
+@fail_soft
 def plot_attention(r: dict, stem: Path, name: str) -> list[Path]:
     roles = tuple(r.get("roles") or ROLES)  # the task layout's position names
     mean, heads = r["mean_pattern"], r["heads"]
+    if not mean or not mean[0]:
+        return na_figure(stem, f"{name}: attention pattern per head", "no layers or heads")
     L, H = len(mean), len(mean[0])
     ex = r["examples"]
-    fig, axes = plt.subplots(L, H + 1, figsize=(2.3 * (H + 1), 2.2 * L + 0.8), squeeze=False)
+    side = max(2.3, 0.3 * len(roles) + 0.4)  # a panel per head, wide enough for its cells' numbers
+    fig, axes = plt.subplots(L, H + 1, figsize=(side * (H + 1), (side - 0.1) * L + 0.8), squeeze=False)
     movers = set(r["movers"])
     for l in range(L):
         for h in range(H):
             ax = axes[l][h]
             tag = f"L{l}H{h}"
-            info = next(x for x in heads if x["head"] == tag)
+            info = next((x for x in heads if x["head"] == tag), {})
             _heat(ax, mean[l][h], roles, roles, f"{tag}{' (mover)' if tag in movers else ''}: patch@{roles[-1]} "
-                  f"{info['z_patch_at_r2_recovered']:.2f}", cmap="Blues", vmin=0, vmax=1)
+                  f"{num(info.get('z_patch_at_r2_recovered'), '.2f')}", cmap="Blues", vmin=0, vmax=1)
             if tag in movers:
                 for s in ax.spines.values():
                     s.set_edgecolor("red")
@@ -64,6 +80,7 @@ def plot_attention(r: dict, stem: Path, name: str) -> list[Path]:
     return save_figure(fig, stem)
 
 
+@fail_soft
 def plot_logit_lens(r: dict, stem: Path, name: str) -> list[Path]:
     roles = tuple(r.get("roles") or ROLES)  # the task layout's position names
     fig, axes = plt.subplots(2, 3, figsize=(11, 6.5))
@@ -72,7 +89,7 @@ def plot_logit_lens(r: dict, stem: Path, name: str) -> list[Path]:
         d = r[var]
         _heat(axes[i][0], d["prob"], roles, states, f"{var}: mean probability", vmin=0, vmax=1)
         _heat(axes[i][1], d["top1"], roles, states, f"{var}: share ranked first", vmin=0, vmax=1)
-        _heat(axes[i][2], np.log10(1 + np.array(d["median_rank"])), roles, states, f"{var}: log10(1 + median rank)",
+        _heat(axes[i][2], np.log10(1 + _grid(d["median_rank"])), roles, states, f"{var}: log10(1 + median rank)",
               cmap="viridis_r", fmt="{:.1f}")
     fig.suptitle(f"{name}: logit lens (residual stream -> ln_final -> unembed), bridge and answer per state and position, "
                  f"{r['n_prompts']} held-out test_id prompts\nno tuned lens: a poor rank in early layers is not absence", fontsize=9)
@@ -80,6 +97,7 @@ def plot_logit_lens(r: dict, stem: Path, name: str) -> list[Path]:
     return save_figure(fig, stem)
 
 
+@fail_soft
 def plot_patching(r: dict, stem: Path, name: str) -> list[Path]:
     roles = tuple(r.get("roles") or ROLES)  # the task layout's position names
     fig, axes = plt.subplots(1, 5, figsize=(18, 4.4), gridspec_kw={"width_ratios": [1, 1, 1, 1.3, 1.3]})
@@ -89,32 +107,36 @@ def plot_patching(r: dict, stem: Path, name: str) -> list[Path]:
         _heat(ax, r[kind]["normalised"], roles, layers, f"{kind}", center=True)
     for ax, kind, what in ((axes[3], "z", "head output z (position)"), (axes[4], "pattern", "head pattern (destination)")):
         m = r[kind]["normalised"]  # [L][P][H]
-        H = len(m[0][0])
+        H = len(m[0][0]) if m and m[0] else 0
         rows = [[m[l][p][h] for p in range(len(m[0]))] for l in range(L) for h in range(H)]
         _heat(ax, rows, roles, [f"L{l}H{h}" for l in range(L) for h in range(H)], what, center=True)
     fig.suptitle(f"{name}: activation patching clean -> corrupted (h' r1 r2, other bridge and answer), {r['n_prompts']} held-out "
-                 f"test_id pairs; share of the {r['metric']} gap recovered (clean {r['clean']:.2f}, corrupted {r['corrupt']:.2f})",
+                 f"test_id pairs; share of the {r['metric']} gap recovered (clean {num(r['clean'], '.2f')}, corrupted {num(r['corrupt'], '.2f')})",
                  fontsize=9)
     fig.tight_layout()
     return save_figure(fig, stem)
 
 
+@fail_soft
 def plot_tracing(r: dict, stem: Path, name: str) -> list[Path]:
     roles = tuple(r.get("roles") or ROLES)  # the task layout's position names
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
     L = len(r["resid"])
     layers = [f"L{l}" for l in range(L)]
-    lim = max(abs(r["total_effect"]), max(abs(v) for k in ("resid", "mlp", "attn") for row in r[k] for v in row), 1e-6)
+    cells = np.concatenate([floats(r["total_effect"])] + [_grid(r[k]).ravel() for k in ("resid", "mlp", "attn")])
+    lim = float(np.nanmax(np.abs(cells), initial=0.0)) if np.isfinite(cells).any() else 0.0
+    lim = max(lim, 1e-6)
     for ax, kind, what in zip(axes, ("resid", "mlp", "attn"), ("resid_pre restored", f"MLP outputs restored (window {r['window']})",
                                                                f"attention outputs restored (window {r['window']})")):
         _heat(ax, r[kind], roles, layers, what, cmap="RdBu_r", vmin=-lim, vmax=lim, fmt="{:.3f}")
     fig.suptitle(f"{name}: causal tracing, indirect effect on p(answer) of restoring one clean state after noising the head entity "
                  f"({r['noise_scale']}x its embedding std, {r['samples']} draws),\n{r['n_prompts']} held-out test_id prompts: "
-                 f"p clean {r['p_clean']:.3f}, p noised {r['p_corrupt']:.3f}, total effect {r['total_effect']:.3f}", fontsize=9)
+                 f"p clean {num(r['p_clean'])}, p noised {num(r['p_corrupt'])}, total effect {num(r['total_effect'])}", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, stem)
 
 
+@fail_soft
 def plot_probes(r: dict, stem: Path, name: str) -> list[Path]:
     variables = ("head", "bridge", "answer")
     fig, axes = plt.subplots(len(variables), 3, figsize=(11, 3.1 * len(variables)), squeeze=False)
@@ -133,14 +155,17 @@ def plot_probes(r: dict, stem: Path, name: str) -> list[Path]:
     return save_figure(fig, stem)
 
 
+@fail_soft
 def plot_dla(r: dict, stem: Path, name: str) -> list[Path]:
     comps = r["components"]
     labels = [c["component"] for c in comps]
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.28 * len(labels) + 2))
     for ax, key, what in ((axes[0], "answer", "logit of the answer t2"), (axes[1], "answer_minus_corrupt", "logit(t2) - logit(t2')")):
-        vals = [c[key] for c in comps]
-        err = [c[f"{key}_std"] for c in comps]
+        vals = floats([c[key] for c in comps])
+        err = np.nan_to_num(np.abs(floats([c[f"{key}_std"] for c in comps])))  # a missing std: no bar
         ax.barh(range(len(labels)), vals, xerr=err, color=["C3" if v < 0 else "C0" for v in vals], error_kw={"lw": 0.6})
+        if not np.isfinite(vals).any():
+            na_axes(ax, "no component measured")
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
         ax.invert_yaxis()
         ax.axvline(0, color="k", lw=0.6)
@@ -151,6 +176,7 @@ def plot_dla(r: dict, stem: Path, name: str) -> list[Path]:
     return save_figure(fig, stem)
 
 
+@fail_soft
 def plot_back_patching(r: dict, stem: Path, name: str) -> list[Path]:
     splits = [s for s in ("test_id", "test_ood") if r.get(s)]
     L = r["n_layers"]

@@ -19,6 +19,7 @@ from sae_ooc.viz.diagram import (
     POS,
     edge_width,
     fill,
+    node_style,
     plan_diagram,
 )
 from sae_ooc.viz.node_labels import effect_name, heading, plural, score_text
@@ -59,15 +60,15 @@ def _svg(circuit: dict, nodes: list[dict], edges: list[dict], links: dict[str, s
     lh = fs * LINESPACING
     for n in nodes:
         x, y, w, h = box[n["id"]]
-        err = n["type"] == "error"
-        dash = ' stroke-dasharray="4 3"' if err else ""
+        ls, lw, rounded, _ = node_style(n["type"])
+        dash = {"--": ' stroke-dasharray="4 3"', ":": ' stroke-dasharray="1.5 2"', "-.": ' stroke-dasharray="5 2 1.5 2"'}.get(ls, "")
         lines = plan.text[n["id"]].split("\n")
         spans = "".join(f'<tspan x="{x + w / 2:.1f}" dy="{0 if k == 0 else lh:.1f}">{esc(s)}</tspan>' for k, s in enumerate(lines))
         href = (links or {}).get(n["id"])
         # a deferred link (data-href) gets its href only once the page's script has found the feature browser
         svg.append((f'<a {"data-href" if deferred else "href"}="{esc(href)}">' if href else "") +
-                   f'<g class="node" data-id="{esc(n["id"])}"><rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" rx="{0 if err else fs / 2:.1f}" '
-                   f'fill="{fill(n["effect"], emax)}" stroke="black" stroke-width="{2 if n["type"] not in ("feature", "error") else 0.8}"'
+                   f'<g class="node" data-id="{esc(n["id"])}"><rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" rx="{fs / 2 if rounded else 0:.1f}" '
+                   f'fill="{fill(n["effect"], emax)}" stroke="black" stroke-width="{lw}"'
                    f'{dash}/>'
                    f'<text y="{y + h / 2 - (len(lines) - 1) * lh / 2:.1f}" text-anchor="middle" dominant-baseline="central" class="lab">{spans}</text></g>'
                    + ("</a>" if href else ""))
@@ -80,7 +81,7 @@ def _svg(circuit: dict, nodes: list[dict], edges: list[dict], links: dict[str, s
     return "\n".join(svg)
 
 
-def _legend(wmax: float) -> str:
+def _legend(wmax: float, types: list[str] = ()) -> str:
     """The legend as HTML (CSS swatches, so the page's only SVG is the diagram)."""
     def box(style: str) -> str:
         return f'<i class="sw" style="{style}"></i>'
@@ -90,9 +91,13 @@ def _legend(wmax: float) -> str:
 
     items = [(box(f"background: {fill(-1, 2)}; border-radius: 4px"), "node effect &lt; 0: patching it lowers the metric (carries the clean answer)"),
              (box(f"background: {fill(1, 2)}; border-radius: 4px"), "node effect &gt; 0: raises it; darker: larger |effect|"),
-             (box("border-style: dashed"), "SAE error node (dashed square)"),
-             (box(f"width: 10px; height: 10px; background: {METRIC}; transform: rotate(45deg)"), "metric"),
-             (line(NEG, 3), "edge weight &lt; 0: patching the edge lowers the metric"), (line(POS, 3), "edge weight &gt; 0: raises it")]
+             (box("border-style: dashed"), "SAE error node (dashed square)")]
+    for t in sorted(set(types) - {"feature", "error"}):  # each its own border, as drawn
+        ls, lw, rounded, words = node_style(t)
+        css = {"--": "dashed", ":": "dotted"}.get(ls, "solid")
+        items.append((box(f"border: {lw:g}px {css} black; border-radius: {4 if rounded else 0}px"), f"{t} node ({words})"))
+    items += [(box(f"width: 10px; height: 10px; background: {METRIC}; transform: rotate(45deg)"), "metric"),
+              (line(NEG, 3), "edge weight &lt; 0: patching the edge lowers the metric"), (line(POS, 3), "edge weight &gt; 0: raises it")]
     if wmax > 0:
         items += [(line("grey", edge_width(w, wmax)), f"|edge weight| {w:.3g}") for w in (wmax, wmax / 2, wmax / 10)]
     return '<div class="legend">' + "".join(f"<span>{s} {t}</span>" for s, t in items) + "</div>"
@@ -114,7 +119,7 @@ def to_html(circuit: dict, nodes: list[dict], edges: list[dict], unlinked: int =
                + f" and {plural(len(edges), 'edge')} drawn"
                + (f"; {plural(unlinked, 'node')} of these without an edge at or above the drawing threshold" if unlinked else ""))
     wmax = max((abs(e["weight"]) for e in edges), default=0.0)
-    return _HTML.format(title=html.escape(f"sae_ooc {heading(meta)}"), summary=html.escape(summary), legend=_legend(wmax),
+    return _HTML.format(title=html.escape(f"sae_ooc {heading(meta)}"), summary=html.escape(summary), legend=_legend(wmax, types),
                         effect=html.escape(effect_name(meta)), svg=_svg(circuit, nodes, edges, links, deferred=site_check is not None),
                         data=_json_for_script({"effect_name": effect_name(meta), "nodes": info}),
                         links_note=_links_note(links, site_check), site_script=_site_script(site_check) if links else "")

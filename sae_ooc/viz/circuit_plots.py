@@ -8,18 +8,19 @@ import numpy as np
 from matplotlib.ticker import NullLocator
 
 from sae_ooc.circuits.faithfulness import TARGET_FAITHFULNESS, TARGET_MAX_FEATURES
-from sae_ooc.viz.plots import plt, save_figure
+from sae_ooc.viz.plots import fail_soft, floats, na_axes, plt, save_figure
 from sae_ooc.viz.text import fmt as _fmt
 
 
-def plot_validation(flat: dict, report: dict, stem: Path) -> None:
+@fail_soft
+def plot_validation(flat: dict, report: dict, stem: Path) -> list[Path]:
     """Per (pair, changed node): each approximation against exact patching; the nodes a method computed exactly
     itself (atp_verified's shortlist) in grey, apart from the ones it is judged on."""
     methods = list(report["methods"])
     fig, axes = plt.subplots(1, len(methods), figsize=(4.5 * len(methods), 4.2), squeeze=False)
     changed = flat["changed"]
     x = flat["exact"][changed].numpy()
-    lim = float(max(np.abs(flat[m][changed].numpy()).max(initial=0.0) for m in ["exact", *methods]) or 1.0) * 1.05
+    lim = float(max(np.nanmax(np.abs(flat[m][changed].numpy()), initial=0.0) for m in ["exact", *methods]) or 1.0) * 1.05
     for ax, m in zip(axes[0], methods):
         r = report["methods"][m]
         y = flat[m][changed].numpy()
@@ -34,13 +35,18 @@ def plot_validation(flat: dict, report: dict, stem: Path) -> None:
         ax.set_ylim(-lim, lim)
         ax.set_xlabel("exact patching effect (per pair)")
         ax.set_ylabel(f"{m} estimate")
-        ax.set_title(f"{m}: recall@50 {_fmt(r['recall_top50'])}, Spearman (not exact) {_fmt(r['spearman_not_exact'])}; "
-                     f"{'trusted' if r['trusted'] else 'NOT trusted'}", fontsize=8)
+        if not np.isfinite(x).any() or not np.isfinite(y).any():
+            na_axes(ax, "no (pair, node) effect measured")
+        # two lines: one line per panel ran into its neighbours' at the figure's width
+        ax.set_title(f"{m}: {'trusted' if r['trusted'] else 'NOT trusted'}\nrecall@50 {_fmt(r['recall_top50'])}, "
+                     f"Spearman (not exact) {_fmt(r['spearman_not_exact'])}", fontsize=8)
     fig.suptitle(f"Node effects on {report['n_pairs']} pairs, {report['n_changed_nodes']} (pair, node) effects", fontsize=10)
-    save_figure(fig, stem)
+    fig.tight_layout()
+    return save_figure(fig, stem)
 
 
-def plot_curve(scored: dict, curves: dict[str, dict], main: str, stem: Path, title: str, pruned: dict | None = None) -> None:
+@fail_soft
+def plot_curve(scored: dict, curves: dict[str, dict], main: str, stem: Path, title: str, pruned: dict | None = None) -> list[Path]:
     """Faithfulness against circuit size: the circuit chosen on the selection pairs scored on the held-out pairs
     (solid) and, in-sample, on the selection pairs; then by ablation, with per-prompt circuits (in-sample) and what
     the pruned per-prompt circuits give on other prompts."""
@@ -48,22 +54,24 @@ def plot_curve(scored: dict, curves: dict[str, dict], main: str, stem: Path, tit
     ax = axes[0]
     curve = scored["heldout"]["curve"]
     x = [r["n_features"] for r in curve]
-    ax.plot(x, [r["faithfulness"] for r in curve], marker="o", ms=3, label="faithfulness, held-out pairs")
-    if "faithfulness_features_only" in curve[0]:
-        ax.plot(x, [r["faithfulness_features_only"] for r in curve], marker="s", ms=3, ls="--", label="held-out, no error nodes")
-    ax.plot(x, [r["completeness"] for r in curve], marker="^", ms=3, ls=":", label="held-out, circuit ablated (completeness; low is good)")
+    ax.plot(x, floats([r["faithfulness"] for r in curve]), marker="o", ms=3, label="faithfulness, held-out pairs")
+    if curve and "faithfulness_features_only" in curve[0]:
+        ax.plot(x, floats([r["faithfulness_features_only"] for r in curve]), marker="s", ms=3, ls="--", label="held-out, no error nodes")
+    ax.plot(x, floats([r["completeness"] for r in curve]), marker="^", ms=3, ls=":", label="held-out, circuit ablated (completeness; low is good)")
     sel = scored["selection"]["curve"]
-    ax.plot([r["n_features"] for r in sel], [r["faithfulness"] for r in sel], color="grey", lw=1, ls="--",
+    ax.plot([r["n_features"] for r in sel], floats([r["faithfulness"] for r in sel]), color="grey", lw=1, ls="--",
             label="faithfulness, selection pairs (in-sample)")
+    if not curve:
+        na_axes(ax, "no circuit size scored")
     ax.set_title(f"{main} ablation: one circuit chosen on the selection pairs", fontsize=9)
     ax = axes[1]
     for k, (kind, cv) in enumerate(curves.items()):
         color = f"C{k}"
-        ax.plot(cv["sizes"], cv["faithfulness"], color=color, marker="o", ms=2, label=f"{kind}: chosen on selection, held-out pairs")
-        ax.plot(cv["sizes"], cv["faithfulness_per_prompt_circuits_in_sample"], color=color, ls="--", label=f"{kind}: per-prompt top nodes (in-sample)")
+        ax.plot(cv["sizes"], floats(cv["faithfulness"]), color=color, marker="o", ms=2, label=f"{kind}: chosen on selection, held-out pairs")
+        ax.plot(cv["sizes"], floats(cv["faithfulness_per_prompt_circuits_in_sample"]), color=color, ls="--", label=f"{kind}: per-prompt top nodes (in-sample)")
     if pruned:
         r = pruned["rounds"]
-        ax.plot([x["max_features"] for x in r], [x["faithfulness"] for x in r], color="k", lw=1.5,
+        ax.plot([x["max_features"] for x in r], floats([x["faithfulness"] for x in r]), color="k", lw=1.5,
                 label=f"{pruned['ablation']}: backward elimination per prompt ({pruned['n_pairs']} pairs, in-sample)")
         t = pruned.get("transfer")
         for key, marker, text in (("same_relations", "*", "same (r1, r2)"), ("other_relations", "x", "other (r1, r2)")):
@@ -86,4 +94,4 @@ def plot_curve(scored: dict, curves: dict[str, dict], main: str, stem: Path, tit
         # below the panel, never over the curves (save_figure's tight bounding box keeps it in the file)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     fig.suptitle(title, fontsize=10)
-    save_figure(fig, stem)
+    return save_figure(fig, stem)

@@ -30,7 +30,21 @@ FONT = 8.0  # points: 14 px at the 130 dpi the figures are saved at
 LINESPACING = 1.25
 DPI = 130
 PNG_MAX_WIDTH = 13 * 72.0  # points: about 1700 px wide at 130 dpi; wider cells fold into tiers
+# a diagram folded much taller than wide (many nodes in few cells: one box per tier, a staircase) gets more width, up
+# to WIDEN[-1] times the maximum: the first width at which the node area is at most TALL times as high as wide
+WIDEN = (1.0, 1.25, 1.5, 1.75, 2.0)
+TALL = 1.25
+COL_MIN = 3.0  # font sizes: the narrowest position column (an empty one is a band, not a sliver)
 TITLE_CHARS = 140
+# a node's border by its type, in the PNG, its legend and the HTML page: (line style, width, rounded corners, words).
+# Each type its own: a legend with one symbol for two kinds (variable and remainder nodes) cannot be read
+NODE_STYLE = {"feature": ("-", 0.8, True, "rounded box"), "error": ("--", 0.8, False, "dashed square"),
+              "variable": ("-", 2.0, True, "thick border"), "remainder": (":", 2.0, False, "thick dotted square")}
+OTHER_STYLE = ("-.", 2.0, True, "thick dash-dot border")
+
+
+def node_style(kind: str) -> tuple[str, float, bool, str]:
+    return NODE_STYLE.get(kind, OTHER_STYLE)
 
 
 def fill(effect: float, emax: float) -> str:
@@ -85,7 +99,7 @@ def plan_diagram(circuit: dict, nodes: list[dict], edges: list[dict], fontsize: 
     layout = layered_layout([(n["id"], n["hook_index"], n["position"]) for n in order], sizes,
                             [(e["source"], e["target"]) for e in edges], len(hooks), len(positions),
                             max_width - row_label_width - 2 * fontsize, Spacing.for_font(fontsize),
-                            col_min=[w for w, _ in col_sizes], sink=(SINK, 1.8 * fontsize, sink_size))
+                            col_min=[max(w, COL_MIN * fontsize) for w, _ in col_sizes], sink=(SINK, 1.8 * fontsize, sink_size))
     return Plan(layout, text, sink_text, rows, row_label_width, fontsize)
 
 
@@ -101,16 +115,20 @@ def caption(circuit: dict, nodes: list[dict], edges: list[dict], unlinked: int) 
     return [heading(circuit["metadata"]), drawn, score_text(circuit)]
 
 
+def _swatch(kind: str, label: str) -> Patch:
+    ls, lw, _, words = node_style(kind)
+    return Patch(facecolor="white", edgecolor="black", linestyle=ls, linewidth=lw, label=f"{label} ({words})")
+
+
 def legend_handles(nodes: list[dict], wmax: float) -> list:
     h = [Patch(facecolor=fill(-1, 2), edgecolor="black", label="node effect < 0: patching it lowers the metric (carries the clean answer)"),
          Patch(facecolor=fill(1, 2), edgecolor="black", label="node effect > 0: patching it raises the metric; darker: larger |effect|"),
-         Patch(facecolor="white", edgecolor="black", label="SAE feature node (rounded box)"),
-         Patch(facecolor="white", edgecolor="black", linestyle="--", label="SAE error node: what the SAE does not reconstruct"),
+         _swatch("feature", "SAE feature node"), _swatch("error", "SAE error node: what the SAE does not reconstruct"),
          Line2D([], [], color=METRIC, marker="D", ls="", markeredgecolor="black", label="metric node"),
          Line2D([], [], color=NEG, lw=2, label="edge weight < 0: patching the edge lowers the metric"),
          Line2D([], [], color=POS, lw=2, label="edge weight > 0: patching the edge raises the metric")]
-    for t in sorted({n["type"] for n in nodes} - {"feature", "error"}):
-        h.insert(4, Patch(facecolor="white", edgecolor="black", linewidth=2, label=f"{t} node (thick border)"))
+    for t in sorted({n["type"] for n in nodes} - {"feature", "error"}, reverse=True):
+        h.insert(4, _swatch(t, f"{t} node"))
     if wmax > 0:
         h += [Line2D([], [], color="grey", lw=edge_width(w, wmax), label=f"|edge weight| {w:.3g}") for w in (wmax, wmax / 2, wmax / 10)]
     return h
@@ -127,7 +145,10 @@ class Drawing:
 
 def draw_diagram(circuit: dict, nodes: list[dict], edges: list[dict], unlinked: int = 0, fontsize: float = FONT,
                  max_width: float = PNG_MAX_WIDTH) -> Drawing:
-    plan = plan_diagram(circuit, nodes, edges, fontsize, max_width)
+    for widen in WIDEN:
+        plan = plan_diagram(circuit, nodes, edges, fontsize, max_width * widen)
+        if plan.layout.height <= TALL * plan.layout.width:
+            break
     lay, fs = plan.layout, fontsize
     emax = max((abs(n["effect"]) for n in nodes), default=0.0)
     wmax = max((abs(e["weight"]) for e in edges), default=0.0)
@@ -172,10 +193,9 @@ def draw_diagram(circuit: dict, nodes: list[dict], edges: list[dict], unlinked: 
     node_text, node_patch = {}, {}
     for n in nodes:
         x, y, w, h = box[n["id"]]
-        err = n["type"] == "error"
-        node_patch[n["id"]] = ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="square,pad=0" if err else f"round,pad=0,rounding_size={0.5 * fs}",
-                                    facecolor=fill(n["effect"], emax), edgecolor="black", zorder=3,
-                                    linestyle="--" if err else "-", linewidth=2 if n["type"] not in ("feature", "error") else 0.8))
+        ls, lw, rounded, _ = node_style(n["type"])
+        node_patch[n["id"]] = ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle=f"round,pad=0,rounding_size={0.5 * fs}" if rounded else "square,pad=0",
+                                    facecolor=fill(n["effect"], emax), edgecolor="black", zorder=3, linestyle=ls, linewidth=lw))
         node_text[n["id"]] = ax.text(x + w / 2, y + h / 2, plan.text[n["id"]], ha="center", va="center", multialignment="center",
                                      fontsize=fs, linespacing=LINESPACING, zorder=4)
     sx, sy, d, _ = box[SINK]

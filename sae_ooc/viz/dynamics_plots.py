@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sae_ooc.viz.plots import plt, save_figure
+from sae_ooc.viz.plots import fail_soft, mark_empty, plt, save_figure
 
 SPLIT_STYLE = {"train": "C0", "valid_id": "C1", "test_id": "C2", "test_ood": "C3", "atomic_test": "C4"}
 
@@ -36,6 +36,7 @@ def _series(points, get):
     return xs, ys
 
 
+@fail_soft
 def plot_dynamics(result: dict, stem: Path) -> list[Path]:
     pts = result["checkpoints"]
     hooks = result["hooks"]
@@ -86,6 +87,7 @@ def plot_dynamics(result: dict, stem: Path) -> list[Path]:
         a_sae.text(0.5, 0.5, "no SAEs (dynamics.sae_training_tokens = 0)", ha="center", transform=a_sae.transAxes)
     rise = result["rise"]
     for ax in axes.flat:
+        mark_empty(ax)
         ax.set_xscale("symlog", linthresh=1)
         ax.set_xlim(left=0)
         ax.set_xlabel("training step (symlog)")

@@ -34,7 +34,7 @@ from sae_ooc.viz.diagram import DPI, METRIC, NEG, POS, draw_diagram, edge_width,
 from sae_ooc.viz.export_options import ExportOptions
 from sae_ooc.viz.graph_json import to_graph_json, validate_graph
 from sae_ooc.viz.node_labels import node_lines
-from sae_ooc.viz.plots import save_figure
+from sae_ooc.viz.plots import fail_soft, save_figure
 
 PROMPT_PREFIX = "prompt_"  # files of the example pair's own circuit
 
@@ -65,6 +65,7 @@ def site_links(nodes: list[dict], site: str) -> dict[str, str]:
             if n.get("type") == "feature" and isinstance(n.get("feature"), int) and n.get("hook")}
 
 
+@fail_soft
 def draw_matplotlib(circuit: dict, nodes: list[dict], edges: list[dict], stem: Path, unlinked: int = 0) -> list[Path]:
     return save_figure(draw_diagram(circuit, nodes, edges, unlinked).fig, stem, dpi=DPI)
 

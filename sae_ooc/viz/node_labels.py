@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import textwrap
 
+from sae_ooc.viz.text import fmt
+
 CAPTION_CHARS = 26  # wrap width of a node's caption; long labels wrap, never truncate
 
 
@@ -104,9 +106,9 @@ def score_text(circuit: dict) -> str:
     else:
         where = f"in-sample: measured on the {plural(int(meta.get('n_pairs', 0)), 'pair')} the nodes were chosen on"
     ci = s.get("faithfulness_ci95")
-    parts = [f"faithfulness {s.get('faithfulness', float('nan')):.3f}" + (f" (95% CI {ci[0]:.3f} to {ci[1]:.3f})" if ci else "") + f" {where}"]
+    parts = [f"faithfulness {fmt(s.get('faithfulness'))}" + (f" (95% CI {fmt(ci[0])} to {fmt(ci[1])})" if ci else "") + f" {where}"]
     if "completeness" in s:
-        parts.append(f"completeness {s['completeness']:.3f}")
+        parts.append(f"completeness {fmt(s['completeness'])}")
     for k, v in s.items():
         if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("faithfulness", "completeness", "n_pairs"):
             if "selection" in k or "in_sample" in k:

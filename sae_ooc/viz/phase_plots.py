@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sae_ooc.viz.plots import plt, save_figure
+from sae_ooc.viz.plots import fail_soft, plt, save_figure
 
 METRICS = (("test_id", "final test_id accuracy", "viridis"), ("steps", "steps to test_id ≥ 0.9 (blank: never)", "magma_r"),
            ("test_ood", "final test_ood accuracy", "viridis"))
@@ -24,6 +24,7 @@ def _value(rec: dict, metric: str):
     return rec.get("test_id_0.9_step") if metric == "steps" else rec["accuracy"][metric]
 
 
+@fail_soft
 def plot_phase(sw, points, done: dict[str, dict], stem: Path) -> list[Path]:
     x, y = sw.axes()
     xs = sw.grid[x] if x else [None]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
-from sae_ooc.viz.plots import save_figure
+from sae_ooc.viz.plots import fail_soft, mark_empty, plt, save_figure
 
 CURVES = (("overall_loss", "loss"), ("l0", "L0"), ("explained_variance", "explained variance"), ("dead_fraction_training_window", "fraction not active in the last\nsae.dead_feature_window training steps"))
 
 
+@fail_soft
 def plot_training_curves(log: list[dict], stem: Path, title: str = "") -> list[Path]:
     """Loss, L0, explained variance and the fraction of features SAELens counts dead during training (not active in the
     last `sae.dead_feature_window` steps: not the held-out `dead` of metrics.json) against tokens seen (train_log.jsonl)."""
@@ -18,6 +17,7 @@ def plot_training_curves(log: list[dict], stem: Path, title: str = "") -> list[P
     tokens = [r["tokens"] for r in log]
     for ax, (key, label) in zip(axes, CURVES):
         ax.plot(tokens, [r.get(key, float("nan")) for r in log], lw=1.2)
+        mark_empty(ax)
         ax.set_xlabel("tokens seen")
         ax.set_title(label)
         if key == "overall_loss":
@@ -28,6 +28,7 @@ def plot_training_curves(log: list[dict], stem: Path, title: str = "") -> list[P
     return save_figure(fig, stem)
 
 
+@fail_soft
 def plot_pareto(points: list[dict], stem: Path, title: str = "") -> list[Path]:
     """L0 vs FVU and L0 vs fraction of answer loss recovered, one point per SAE of a sweep."""
     has_task = any(p.get("loss_recovered_valid_id") is not None for p in points)
@@ -41,6 +42,7 @@ def plot_pareto(points: list[dict], stem: Path, title: str = "") -> list[Path]:
         for p in pts:
             if p.get(key) is not None:
                 ax.annotate(f"{p['param']}={p['value']}", (p["l0"], p[key]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        mark_empty(ax)
         ax.set_xlabel("mean L0 (held-out)")
         ax.set_ylabel(label)
         ax.set_xscale("log")
@@ -50,13 +52,14 @@ def plot_pareto(points: list[dict], stem: Path, title: str = "") -> list[Path]:
     return save_figure(fig, stem)
 
 
+@fail_soft
 def plot_alignment_heatmap(grid: dict, hooks: list[str], positions: list[str], stem: Path, variable: str = "bridge",
                            panels: list[tuple[str, str]] | None = None, threshold: float = 0.9) -> list[Path]:
     """Where `variable` is readable on held-out prefixes, hook x position, one panel per (key, title) of `panels`:
     the trained model's probe beside the same probe on its controls, and one SAE feature beside the shuffled search.
 
     `grid[(hook, position)][key]` is a share in [0, 1] or None (a blank cell), `grid[...][key + "_mark"]` an optional
-    suffix for its label ("*": clearly above the controls). All panels share one colour scale, so a control reads
+    suffix for its label ("*": the share shown is clearly above the controls' shares; the caller tests what the cell shows). All panels share one colour scale, so a control reads
     against the trained model at a glance.
     """
     import numpy as np
@@ -83,7 +86,7 @@ def plot_alignment_heatmap(grid: dict, hooks: list[str], positions: list[str], s
         ax.set_xlabel("position")
         ax.set_title(label, fontsize=8)
     axes[0].set_yticks(range(len(hooks)), hooks)
-    fig.suptitle(f"{variable} on held-out prefixes: probe exact-value accuracy (trained vs controls; * clearly above every "
-                 f"control); share of values one feature detects (AUROC >= {threshold})", fontsize=9)
+    fig.suptitle(f"{variable} on held-out prefixes: probe exact-value accuracy and share of values one feature detects "
+                 f"(AUROC >= {threshold}); * the value shown clearly above every control's (95% Wilson intervals)", fontsize=9)
     fig.colorbar(im, ax=list(axes), shrink=0.8)
     return save_figure(fig, stem)

@@ -9,6 +9,7 @@ from pathlib import Path
 from sae_ooc.io import write_text
 from sae_ooc.saes.dead import DEAD_ON
 from sae_ooc.saes.prefixes import VARIABLES
+from sae_ooc.saes.probes import wilson
 from sae_ooc.saes.store import SUMMARY_FILE, hook_sort_key
 from sae_ooc.viz.sae_plots import plot_alignment_heatmap
 from sae_ooc.viz.text import fmt as _fmt
@@ -77,11 +78,21 @@ def _probe_cell(p: dict) -> str:
             f"(n={p['n_heldout']}){verdict}")
 
 
+def share_above_controls(f: dict, n_values: int) -> bool:
+    """The share of values one feature detects (what the cells show) clearly above the shuffled-label search: the
+    lower end of its 95% Wilson interval over `n_values` values clears the upper end of the best shuffled run's. A
+    share of 0 never passes. (features.above_controls tests the mean AUROC instead, which a cell showing 0.00 can pass.)"""
+    runs = [x for x in (f.get("shuffled_frac_detected_runs") or [f.get("shuffled_frac_detected")]) if x is not None]
+    if f.get("frac_detected") is None or not runs or not n_values:
+        return False
+    return wilson(f["frac_detected"], n_values)[0] > wilson(max(runs), n_values)[1]
+
+
 def _feature_cell(a: dict) -> str:
     f = a.get("features")
     if not f:
         return "–"
-    verdict = " **>shuffled**" if f.get("above_controls") else ""
+    verdict = " **>shuffled**" if share_above_controls(f, a["n_values"]) else ""
     return (f"{_pct(f['frac_detected'])} (AUROC {f['mean_auroc']:.2f}±{f['sd_auroc_over_values']:.2f}) · shuf "
             f"{_pct(f['shuffled_frac_detected'])} ({f['shuffled_mean_auroc']:.2f}) (n={a['n_values']}){verdict}")
 
@@ -96,7 +107,8 @@ def _grid(per_hook: dict, hooks: list[str], var: str) -> dict:
             p, f = a["probe"], a.get("features") or {}
             grid[(h, pos)] = {"trained": p["heldout_acc"], "random_model": p["random_model_acc"], "step0": p.get("step0_acc"),
                               "shuffled": p["shuffled_acc"], "features": f.get("frac_detected"), "features_shuffled": f.get("shuffled_frac_detected"),
-                              "trained_mark": "*" if p.get("above_controls") else "", "features_mark": "*" if f.get("above_controls") else ""}
+                              "trained_mark": "*" if p.get("above_controls") else "",
+                              "features_mark": "*" if share_above_controls(f, a.get("n_values", 0)) else ""}
     return grid
 
 
@@ -107,7 +119,9 @@ def _alignment_tables(per_hook: dict, hooks: list[str], out_dir: Path, threshold
              "seeds), on the step-0 checkpoint (when the run kept one), on shuffled selection labels (shuf), and always "
              "answering the most common selection value (maj). **>controls**: the interval's lower end clears the best "
              f"control's upper end. Feature: share of values whose best feature (chosen on the selection prefixes) reaches "
-             f"AUROC >= {threshold} on the held-out ones, mean ± sd AUROC over values, and the same search on shuffled labels.", ""]
+             f"AUROC >= {threshold} on the held-out ones, mean ± sd AUROC over values, and the same search on shuffled labels; "
+             "**>shuffled** (* in the figures): that share's 95% Wilson interval over the values clears the best shuffled "
+             "search's.", ""]
     figs = []
     for var in VARIABLES:
         grid = _grid(per_hook, hooks, var)

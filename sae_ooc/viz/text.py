@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def fmt(x, spec: str = ".3f") -> str:
-    return "n/a" if x is None else format(x, spec)
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)

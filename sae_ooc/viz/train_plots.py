@@ -12,12 +12,13 @@ from pathlib import Path
 
 from matplotlib.ticker import MaxNLocator
 
-from sae_ooc.viz.plots import plt, save_figure
+from sae_ooc.viz.plots import fail_soft, mark_empty, na_axes, plt, save_figure
 
 SPLITS = (("train", "train", "o", "-"), ("valid_id", "valid (ID)", "s", "--"), ("test_id", "test (ID)", "^", "-."),
           ("test_ood", "test (OOD)", "v", ":"), ("atomic_test", "atomic", "D", (0, (5, 1.5))))
 
 
+@fail_soft
 def plot_training(records: list[dict], stem: Path) -> list[Path]:
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4.2))
     steps = [r["step"] for r in records]
@@ -37,6 +38,12 @@ def plot_training(records: list[dict], stem: Path) -> list[Path]:
         ax.set_xlim(left=0)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True, steps=[1, 2, 2.5, 5, 10]))
     handles, labels = ax_acc.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
+    if labels:
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
+        for ax in (ax_acc, ax_loss):
+            mark_empty(ax)
+    else:
+        for ax in (ax_acc, ax_loss):
+            na_axes(ax, "no evaluation recorded")
     fig.tight_layout(rect=(0, 0.06, 1, 1))  # room for the legend under the panels
     return save_figure(fig, stem)
