@@ -65,9 +65,9 @@ def build_small_run(root: Path, overrides=(), config: Path = SMALL) -> RunDir:
 
 
 def accuracy(run: RunDir) -> dict:
-    """The train stage's final accuracies and majority-answer rates per split."""
+    """The train stage's final accuracies and majority-answer rates per split, and whether it stopped early on valid_id."""
     m = read_json(run.model_dir / "final_metrics.json")
-    return {"acc": m["accuracy"], "majority": m["majority_rate"]}
+    return {"acc": m["accuracy"], "majority": m["majority_rate"], "stopped_on": m["stop_split"] if m["stopped_early"] else None}
 
 
 def _context(run: RunDir) -> Context:

@@ -20,6 +20,7 @@ HOOK = "blocks.1.hook_resid_pre"  # the small model's middle of the residual str
 
 def test_small_model_composes(small_run):
     a = accuracy(small_run)
+    assert a["stopped_on"] == "valid_id", a  # chosen on valid_id, reported on test_id
     assert a["acc"]["test_id"] >= 0.8, a
     # test_ood's answer needs an atomic fact held out of train: no better than guessing from r2's usual answers
     assert a["acc"]["test_ood"] <= a["majority"]["test_ood"] + 0.1, a
