@@ -6,6 +6,9 @@ that change them; builders that make runs without the train and SAE stages live 
   tests that modify a run copy it first with `copy_run`.
 - `natural_trained`: a small configs/natural_tiny.yaml task (16 entities, NATURAL_SETTINGS) through data → train
   (100 steps: every train fact learnt, few two-hop answers). Read-only: copy it with `copy_run(..., config=NATURAL)`.
+- `small_run`: configs/small.yaml, a model that composes, through data → train → harvest → train-sae → feature labels
+  (tests/small_fixtures.py). For the mechanism tests (tests/test_mechanism_small.py); use it from that one file:
+  pytest-xdist builds a session fixture once in every worker that asks for it.
 """
 
 from __future__ import annotations
@@ -82,3 +85,10 @@ def natural_trained(tmp_path_factory) -> RunDir:
     results = run_pipeline(run, stages=["data", "train"])
     assert [r.name for r in results if r.ran and r.finished] == ["data", "train"]
     return run
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory) -> RunDir:
+    from small_fixtures import build_small_run
+
+    return build_small_run(tmp_path_factory.mktemp("small") / "run")

@@ -7,7 +7,7 @@ from circuit_fixtures import HOOKS, make_run, mark_stages, topk_sae
 from test_stage_outputs import check_line
 
 from sae_ooc.circuits.spliced import load_spliced
-from sae_ooc.interventions.facts import Facts, atomic_template
+from sae_ooc.interventions.facts import Facts, atomic_template, wilson
 from sae_ooc.interventions.prompts import read_batched
 from sae_ooc.interventions.steer_stage import steer_prompts
 from sae_ooc.interventions.steering import (
@@ -91,6 +91,17 @@ def test_random_control_switches_as_many_unlabelled_features_at_matched_norm():
     ref = torch.randn(5, 7, generator=g)
     m = matched_norm(torch.randn(5, 7, generator=g), ref)
     assert torch.allclose(m.norm(dim=-1), ref.norm(dim=-1))
+
+
+@pytest.mark.parametrize("n", [2, 7, 11, 124])
+def test_share_interval_contains_the_share_at_0_and_1(n):
+    # at k = 0 the Wilson lower end came out 2.8e-17 for n = 11: the steer figure's error bar went negative and the
+    # stage stopped on an untrained model (no prompt switched)
+    for k in (0, n):
+        lo, hi = wilson(k, n)
+        assert 0.0 <= lo <= k / n <= hi <= 1.0
+    lo, hi = wilson(n // 2, n)
+    assert 0.0 < lo < n // 2 / n < hi < 1.0  # interior shares keep a proper interval
 
 
 def test_steer_stage(run):

@@ -100,7 +100,9 @@ def wilson(k: int, n: int, z: float = 1.96) -> list[float] | None:
     den = 1 + z * z / n
     mid = (p + z * z / (2 * n)) / den
     half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / den
-    return [max(0.0, mid - half), min(1.0, mid + half)]
+    # the interval contains p: at k = 0 (k = n) rounding leaves mid - half a hair above 0 (mid + half below 1), which
+    # made the steer figure's error bars negative and stopped the stage on a model that switched no answer
+    return [max(0.0, min(p, mid - half)), min(1.0, max(p, mid + half))]
 
 
 def mean_ci(x: torch.Tensor) -> dict:
