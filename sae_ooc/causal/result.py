@@ -43,6 +43,8 @@ class VariableRow:
 class VariablesResult:
     settings: dict
     rows: list[VariableRow]
+    # the held-out interchange pairs every unit was scored on: [h, r1, r2, b, b', h', r1'] (planted ids), donor (h', r1')
+    heldout_pairs: list[list[int]] = field(default_factory=list)
     format: str = FORMAT
 
     def save(self, path: str | Path) -> None:
@@ -59,7 +61,7 @@ class VariablesResult:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise UserError(f"{path} is not a {FORMAT} file (format {d.get('format') if isinstance(d, dict) else None!r}); "
                             f"rerun `{rebuild}`")
-        return cls(d["settings"], [VariableRow(**r) for r in d["rows"]], d["format"])
+        return cls(d["settings"], [VariableRow(**r) for r in d["rows"]], d.get("heldout_pairs", []), d["format"])
 
     def row(self, variable: str, position: str, hook: str) -> VariableRow | None:
         return next((r for r in self.rows if (r.variable, r.position, r.hook) == (variable, position, hook)), None)

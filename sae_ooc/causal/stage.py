@@ -62,9 +62,11 @@ def heldout_prefixes(run, pos: int) -> set[tuple[int, int]]:
     return set(zip(tok["head"][at].tolist(), tok["r1"][at].tolist()))
 
 
-def resolve_hooks(run, ccfg) -> list[str]:
+def resolve_hooks(run, ccfg, n_layers: int) -> list[str]:
     available = saved_hooks(run.saes_dir)
-    hooks = ccfg.hooks or [h for h in available if h.split(".")[-1] in ("hook_resid_pre", "hook_resid_post")]
+    # by default every residual hook with an SAE but the last layer's output: nothing after it reads r1
+    last = f"blocks.{n_layers - 1}.hook_resid_post"
+    hooks = ccfg.hooks or [h for h in available if h.split(".")[-1] in ("hook_resid_pre", "hook_resid_post") and h != last]
     bad = [h for h in hooks if h not in available]
     if bad and available:
         raise UserError(f"causal.hooks: no trained SAE for {', '.join(bad)} in {run.saes_dir}; use some of {', '.join(available)} "
@@ -79,9 +81,9 @@ def _run_variables(run, ccfg) -> dict:
         raise UserError("stage variables localizes the bridge at r1, which this task's question does not have (the reversal "
                         "family asks one hop); use a two-hop task")
     facts = Facts.from_dataset(ds, vocab, run.cfg.task.family, atomic_template(run.cfg.task))
-    hooks = resolve_hooks(run, ccfg)
-    saes = load_saes(run.saes_dir, run.device, hooks)
     model = load_model(run.model_dir, run.device).eval()
+    hooks = resolve_hooks(run, ccfg, model.cfg.n_layers)
+    saes = load_saes(run.saes_dir, run.device, hooks)
     labels = load_feature_labels(run.sae_eval_dir)
     pos = layout.index("r1")
     splits = list(dict.fromkeys(ccfg.fit_splits + ccfg.heldout_splits))
@@ -121,7 +123,8 @@ def _run_variables(run, ccfg) -> dict:
                 "feature_counts": ccfg.feature_counts, "ranks": ccfg.ranks, "erase_rank": ccfg.erase_rank,
                 "random_draws": ccfg.random_draws, "bootstrap": ccfg.bootstrap, "das_steps": ccfg.das_steps, "seed": ccfg.seed,
                 "heldout_prefixes": "the (h, r1) prefixes train-sae held out at r1 (neither the SAE nor eval-sae's labels saw them)"}
-    result = VariablesResult(settings, rows)
+    P = pairs[HELD]
+    result = VariablesResult(settings, rows, torch.stack([P.head, P.r1, P.r2, P.b, P.b2, P.donor[:, 0], P.donor[:, 1]], 1).tolist())
     out = run.variables_dir
     result.save(out / VARIABLES_FILE)
     try:

@@ -51,7 +51,7 @@ def plot_control_curves(result, stem: Path) -> list[Path]:
         ax.grid(alpha=0.3, lw=0.5)
     axes[0][0].set_ylabel("held-out answers switched to t(b', r2)")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, -0.12))
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, -0.22))
     fig.suptitle("Where the bridge lives: interchange interventions on held-out prefixes (band: 95% CI over heads; random: range over draws)",
                  fontsize=9)
     return save_figure(fig, stem)
