@@ -76,8 +76,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("dynamics", "sae_ooc.dynamics.stage:run_dynamics", ("dynamics", "harvest", "sae", "sae_eval"),
           ("data", "train", "harvest"), ("dynamics",), "sae_ooc.commands.dynamics", in_pipeline=False),
     Stage("report", "sae_ooc.viz.report.stage:run_report", (),
-          ("data", "train", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit", "export", "analyze", "steer", "edit",
-           "browse"),
+          ("data", "train", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit", "variables", "export", "analyze", "steer",
+           "edit", "browse"),
           ("REPORT.md", "summary.json"), "sae_ooc.commands.report", always=True),
 )
 

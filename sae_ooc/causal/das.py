@@ -20,12 +20,18 @@ from torch.nn.utils.parametrizations import orthogonal
 class RotatedSubspace(torch.nn.Module):
     """An orthonormal basis W [r, d] (rows) and the interchange x + W^T W (xd - x)."""
 
-    def __init__(self, d: int, rank: int, seed: int = 0):
+    def __init__(self, d: int, rank: int, seed: int = 0, init: torch.Tensor | None = None):
+        """`init` [k, d]: directions to start from (their first min(k, rank)), completed by random ones; the orthogonal
+        parametrization keeps an orthonormal starting weight as it is."""
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         lin = torch.nn.Linear(d, rank, bias=False)
+        start = torch.randn(d, rank, generator=g)
+        if init is not None and len(init):
+            k = min(len(init), rank)
+            start[:, :k] = init[:k].T.float()
         with torch.no_grad():
-            lin.weight.copy_(torch.linalg.qr(torch.randn(d, rank, generator=g))[0].T)
+            lin.weight.copy_(torch.linalg.qr(start)[0].T)
         self.lin = orthogonal(lin)
 
     @property
@@ -50,13 +56,16 @@ def logits_from(model, resid: torch.Tensor, layer: int) -> torch.Tensor:
 
 
 def train_das(model, hook: str, base_resid: torch.Tensor, pos: int, answer_pos: torch.Tensor, xd: torch.Tensor,
-              target: torch.Tensor, rank: int, steps: int, batch: int, lr: float, seed: int) -> RotatedSubspace:
+              target: torch.Tensor, rank: int, steps: int, batch: int, lr: float, seed: int,
+              init: torch.Tensor | None = None) -> RotatedSubspace:
     """A rank-`rank` subspace trained by interchange: base_resid [N, width, d] (the base questions' residual at `hook`),
     its row `pos` interchanged with xd [N, d] (the donors' r1 state), loss the cross-entropy of `target` [N] (the
-    counterfactual answer's first token) at `answer_pos` [N]. The model's weights are frozen (only W learns)."""
+    counterfactual answer's first token) at `answer_pos` [N]. The model's weights are frozen (only W learns). `init`:
+    directions to start from (the stage starts from the top principal directions of the fit class means, which makes a
+    short training enough; pyvene starts from a random rotation)."""
     layer = start_layer(hook, model.cfg.n_layers)
     dev = model.cfg.device
-    mod = RotatedSubspace(base_resid.shape[-1], rank, seed).to(dev)
+    mod = RotatedSubspace(base_resid.shape[-1], rank, seed, init).to(dev)
     opt = torch.optim.Adam(mod.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
     flags = [p.requires_grad for p in model.parameters()]

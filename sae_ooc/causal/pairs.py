@@ -77,7 +77,7 @@ def prefix_groups(prefixes: list[tuple[int, int]], held: set[tuple[int, int]], v
 def draw_pairs(facts, q: Questions, rows: torch.Tensor, groups: dict, group: int, per_question: int, seed: int,
                allowed_b2: set[int] | None = None) -> Pairs:
     """`per_question` pairs for each question `rows` of q whose prefix is in `group`: b' uniform among the counterfactual
-    bridges with a donor prefix in the same group (and in `allowed_b2`, e.g. entities with a fit class mean), the donor
+    bridges with a donor prefix in the same group (b and b' both in `allowed_b2`, e.g. entities with a fit class mean), the donor
     prefix uniform among that group's prefixes into b', the base's r1 preferred."""
     rng = np.random.default_rng(seed)
     into: dict[int, list[tuple[int, int]]] = {}
@@ -87,7 +87,7 @@ def draw_pairs(facts, q: Questions, rows: torch.Tensor, groups: dict, group: int
     out: list[tuple] = []
     for i in rows.tolist():
         h, r1, r2, b = int(q.head[i]), int(q.r1[i]), int(q.r2[i]), int(q.bridge[i])
-        if groups.get((h, r1)) != group:
+        if groups.get((h, r1)) != group or (allowed_b2 is not None and b not in allowed_b2):
             continue
         cands = [e for e in facts.counterfactual_bridges(b, r2) if e in into and (allowed_b2 is None or e in allowed_b2)]
         if not cands:

@@ -127,7 +127,7 @@ def bridge_row(ctx: Context, sae, hook: str, X: torch.Tensor, q_x: torch.Tensor,
         target = ctx.facts.answer_ids(torch.tensor([ctx.facts.tail[(int(b2), int(r2))] for b2, r2 in zip(Fp.b2, Fp.r2)]))[:, 0]
         for r in ranks:
             mod = train_das(model, hook, q_x[Fp.base_q], pos, ctx.q_pos[Fp.base_q], xd_fit, target, r, cfg.das_steps,
-                            cfg.das_batch, cfg.das_lr, seed + r)
+                            cfg.das_batch, cfg.das_lr, seed + r, init=U[:r])
             bases[r] = mod.basis.detach().cpu()
             das["valid_switch"][str(r)] = switch_only(model, V, hook, pos, das_delta(mod, V.x, V.xd), bs)
             d = measure(f"das_rank{r}", das_delta(mod, S.x, S.xd), r, "das")

@@ -14,14 +14,14 @@ class CausalConfig:
     """Stage variables: score candidate units of the bridge at r1 (SAE features, the SAE code, class means, DAS subspaces)
     by interchange interventions on held-out prefixes, beside the residual patch above and random units below."""
 
-    hooks: list[str] = field(default_factory=list)  # hook_resid_pre / hook_resid_post hooks (empty = every hook with an SAE)
+    hooks: list[str] = field(default_factory=list)  # residual hooks (empty = every one with an SAE but the last layer's output, which nothing reads)
     heldout_splits: list[str] = field(default_factory=lambda: ["test_id"])  # two-hop questions scored (held-out prefixes only)
     fit_splits: list[str] = field(default_factory=lambda: ["train", "valid_id", "test_id"])  # questions the units are fit on (fit prefixes only)
     valid_fraction: float = 0.2  # share of the fit prefixes kept aside to choose DAS's rank
     feature_counts: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])  # top-n SAE features exchanged
     ranks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])  # ranks of the class-mean projections and DAS
-    das_steps: int = 150  # Adam steps per DAS subspace (batched interchange on cached activations, model run from the hook on)
-    das_batch: int = 512
+    das_steps: int = 100  # Adam steps per DAS subspace (batched interchange on cached activations, model run from the hook on)
+    das_batch: int = 256
     das_lr: float = 0.01
     das_pairs_per_prompt: int = 2  # seeded donors per fit question, redrawn per step from this pool
     erase_rank: int = 16  # rank of the erased unit (LEACE, mean projection, random subspace)
