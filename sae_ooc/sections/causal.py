@@ -20,12 +20,12 @@ class CausalConfig:
     valid_fraction: float = 0.2  # share of the fit prefixes kept aside to choose DAS's rank
     feature_counts: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])  # top-n SAE features exchanged
     ranks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])  # ranks of the class-mean projections and DAS
-    das_steps: int = 100  # Adam steps per DAS subspace (batched interchange on cached activations, model run from the hook on)
+    das_steps: int = 60  # Adam steps per DAS subspace (batched interchange on cached activations, model run from the hook on)
     das_batch: int = 256
     das_lr: float = 0.01
     das_pairs_per_prompt: int = 2  # seeded donors per fit question, redrawn per step from this pool
     erase_rank: int = 16  # rank of the erased unit (LEACE, mean projection, random subspace)
-    probe_steps: int = 200  # the refitted probe of b after erasure
+    probe_steps: int = 100  # the refitted probe of b after erasure
     random_draws: int = 5  # draws of each random reference (spread reported)
     bootstrap: int = 1000  # resamples over head entities for the 95% intervals
     only_correct: bool = True  # interchange only questions the model answers correctly

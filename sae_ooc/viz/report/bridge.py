@@ -47,7 +47,8 @@ def bridge_section(doc: Doc) -> None:
             "takes the unit's value from a donor question whose first hop lands on another bridge b' (uniform among those whose "
             "answer to r2 is known and differs), and the answer should become t(b', r2). Switch rates are measured on prefixes held "
             "out of SAE training, of eval-sae's labels and of everything fitted here (class means, top features, DAS), with 95% "
-            "intervals resampling head entities; DAS is trained on fit prefixes and its rank chosen on a validation part of them. "
+            "intervals resampling head entities; DAS (a learned orthonormal basis of rank r, started from the top-r directions of the class means and trained by "
+            "interchange on fit prefixes) has its rank chosen on a validation part of the fit prefixes. "
             f"On {on}; random references are {st['random_draws']} draws. {doc.cmd('variables')}", "")
     if not rows:
         doc.add("No held-out pair could be formed (too few held-out prefixes or correct answers).", "")
@@ -89,6 +90,7 @@ def bridge_section(doc: Doc) -> None:
         ref = r["units"]["resid_patch"]["switch"]
         if ref and (best is None or ref > best[1]):
             best = (r, ref)
+    _erase_table(doc, rows)
     if best is None:
         doc.add("No hook's residual patch switches any answer: the bridge was not found at r1.", "")
         return
@@ -101,7 +103,8 @@ def bridge_section(doc: Doc) -> None:
     erase_txt = ""
     if (er.get(f"leace_rank{k}") or {}).get("acc") is not None:
         erase_txt = (f" Erasing it (LEACE on the bridge's coordinates in the top {k} class-mean directions) takes held-out accuracy "
-                     f"from {pct(er['none']['acc'])} to {pct(er[f'leace_rank{k}']['acc'])} (a random rank-{k} subspace: "
+                     f"from {pct(er['none']['acc'])} to {pct(er[f'leace_rank{k}']['acc'])}, and projecting those {k} directions to "
+                     f"their mean to {pct((er.get(f'mean_proj_supervised_rank{k}') or {}).get('acc'))} (a random rank-{k} subspace: "
                      f"{pct(er[f'random_rank{k}']['acc'])}); a probe of b refitted on the erased stream reads "
                      f"{pct(er[f'leace_rank{k}']['probe'])} of held-out prefixes (unerased: {pct(er['none']['probe'])}).")
     lab = r["units"].get("labelled_features", {})
@@ -117,3 +120,23 @@ def bridge_section(doc: Doc) -> None:
                + ", ".join(f"{n} ({pct(u['switch'])})" for n, u in sorted(small, key=lambda t: t[1]["size"])[:3]) + "."
                if small else f"Target (a unit of rank ≤ {TARGET_RANK} reaching {TARGET_SHARE:.0%} of the patch): **not met**; the curve "
                "above is the measurement.") + erase_txt, "")
+
+
+def _erase_table(doc: Doc, rows: list[dict]) -> None:
+    """Necessity: held-out accuracy and a refitted held-out probe of b with a unit erased at (hook, r1)."""
+    ers = [r.get("erase") or {} for r in rows]
+    if not any(ers):
+        return
+    k = ers[0].get("rank")
+    names = (("none", "nothing erased"), (f"leace_rank{k}", f"LEACE, the bridge's top-{k} class-mean coordinates"),
+             ("leace_full", "LEACE, the one-hot bridge (every class)"),
+             (f"mean_proj_supervised_rank{k}", f"mean projection, top {k} class-mean directions"),
+             (f"mean_proj_das_rank{k}", f"mean projection, DAS rank {k}"),
+             (f"random_rank{k}", f"mean projection, random rank-{k} subspace (mean of draws)"))
+    doc.add(f"**Necessity.** Held-out accuracy ({ers[0].get('n_questions')} questions) / a probe of b refitted on the erased fit "
+            "prefixes and scored on the erased held-out prefixes:", "",
+            "| erased at r1 | " + " | ".join(f"`{r['hook']}`" for r in rows) + " |", "|---|" + "---|" * len(rows))
+    for key, label in names:
+        cells = [f"{pct((e.get(key) or {}).get('acc'))} / {pct((e.get(key) or {}).get('probe'))}" if e.get(key) else "–" for e in ers]
+        doc.add(f"| {label} | " + " | ".join(cells) + " |")
+    doc.add("")
