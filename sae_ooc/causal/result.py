@@ -33,6 +33,7 @@ class VariableRow:
     das: dict = field(default_factory=dict)
     erase: dict = field(default_factory=dict)
     class_means: dict = field(default_factory=dict)  # variance shares of the class means' principal directions
+    isolation: dict = field(default_factory=dict)  # share of pairs whose r2 is still read at the answer position, per unit
 
     def switch(self, unit: str) -> float | None:
         u = self.units.get(unit)

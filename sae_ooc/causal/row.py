@@ -9,6 +9,7 @@ import torch
 from sae_ooc.causal.control import Scored, score, spread, switch_only
 from sae_ooc.causal.das import das_delta, train_das
 from sae_ooc.causal.erase import leace, leace_fn, mean_projection_fn, one_hot, probe_accuracy
+from sae_ooc.causal.isolation import read_state
 from sae_ooc.causal.pairs import FIT, HELD, VALID, Pairs
 from sae_ooc.causal.result import VariableRow
 from sae_ooc.causal.units import (
@@ -44,6 +45,8 @@ class Context:
     pairs: dict[int, Pairs]
     heldout_q: torch.Tensor  # questions of the held-out splits with a held-out prefix (erasure's accuracy)
     entity_of: dict[str, int]
+    read_hook: str = ""  # where r2 is read for isolation (the last layer's output, answer position)
+    r2_reader: object = None  # activation there -> r2 (a probe fitted on clean fit-prefix questions)
 
     def prefix_rows(self, hr: torch.Tensor) -> torch.Tensor:
         index = {p: i for i, p in enumerate(self.prefixes)}
@@ -57,8 +60,7 @@ def scored(ctx: Context, P: Pairs, X: torch.Tensor) -> Scored:
     return Scored(ctx.q_tok[P.base_q], ctx.q_pos[P.base_q], ctx.clean[P.base_q], ctx.facts.answer_ids(cons), x, xd, P.head)
 
 
-def bridge_row(ctx: Context, sae, hook: str, X: torch.Tensor, q_x: torch.Tensor, hook_labels: dict, fit_rows: torch.Tensor,
-               seed: int) -> VariableRow:
+def bridge_row(ctx: Context, sae, hook: str, X: torch.Tensor, q_x: torch.Tensor, hook_labels: dict, seed: int) -> VariableRow:
     """The bridge at (hook, r1). X [P, d]: each prefix's r1 state at the hook; q_x [Q, width, d]: every question's
     residual at the hook (what DAS is trained on)."""
     cfg, model, pos, bs = ctx.cfg, ctx.model, ctx.pos, ctx.cfg.batch_size
@@ -142,8 +144,28 @@ def bridge_row(ctx: Context, sae, hook: str, X: torch.Tensor, q_x: torch.Tensor,
     if len(S) and "random_rank16" in row.units:
         row.units["random"] = dict(row.units["random_rank16"], reference="a random rank-16 subspace at das_rank16's norm")
     row.class_means = {"variance_share": [float(v) for v in var_share[:32]], "n_classes": int(has.sum())}
+    k = min(cfg.erase_rank, X.shape[1])
+    iso = {"resid_patch": S.xd - S.x, "supervised": edit}
+    if k in bases:
+        iso[f"das_rank{k}"] = ((S.xd - S.x) @ bases[k].T) @ bases[k]
+        iso[f"random_rank{k}"] = random_subspace_delta(S.x, S.xd, k, iso[f"das_rank{k}"], g)
+    row.isolation = isolation(ctx, hook, S, iso)
     row.erase = erase_row(ctx, hook, X, q_x, mu, has, U, bases, g)
     return row
+
+
+def isolation(ctx: Context, hook: str, S: Scored, deltas: dict[str, torch.Tensor]) -> dict:
+    """Share of held-out pairs on which r2 is still read at the answer position after each unit's interchange
+    (sae_ooc.causal.isolation), and on the clean questions."""
+    if ctx.r2_reader is None or len(S) == 0:
+        return {}
+    r2 = ctx.q.r2[ctx.pairs[HELD].base_q]
+
+    def kept(delta):
+        z = read_state(ctx.model, S.tokens, S.answer_pos, hook, ctx.pos, delta, ctx.read_hook, ctx.cfg.batch_size)
+        return float((ctx.r2_reader(z) == r2).float().mean())
+
+    return {"read_at": ctx.read_hook, "clean": kept(None), **{n: kept(d) for n, d in deltas.items()}}
 
 
 def erase_row(ctx: Context, hook: str, X: torch.Tensor, q_x: torch.Tensor, mu, has, U, bases: dict, g) -> dict:

@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from sae_ooc.activations.cache import ActivationCache
+from sae_ooc.causal.isolation import fit_reader, read_state
 from sae_ooc.causal.pairs import FIT, GROUP_NAMES, HELD, VALID, Questions, draw_pairs, prefix_groups
 from sae_ooc.causal.result import VARIABLES_FILE, VariablesResult
 from sae_ooc.causal.row import Context, bridge_row
@@ -108,13 +109,19 @@ def _run_variables(run, ccfg) -> dict:
     ctx = Context(model=model, facts=facts, cfg=ccfg, pos=pos, position_name=layout.position_names[pos], prefixes=prefixes,
                   p_group=p_group, p_bridge=p_bridge, q_tok=q_tok, q_pos=q_pos, clean=clean, q=q, pairs=pairs,
                   heldout_q=heldout_q, entity_of={vocab.planted_names[e]: e for e in range(vocab.n_entities)})
+    # isolation: a probe of r2 at the last layer's output, answer position, fitted on clean fit-prefix questions
+    ctx.read_hook = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    fit_q = pairs[FIT].base_q.unique()
+    fit_q = fit_q[torch.randperm(len(fit_q), generator=torch.Generator().manual_seed(ccfg.seed))[:4000]]
+    if len(fit_q) and len(q.r2[fit_q].unique()) > 1:
+        z = read_state(model, q_tok[fit_q], q_pos[fit_q], ctx.read_hook, pos, None, ctx.read_hook, ccfg.batch_size)
+        ctx.r2_reader = fit_reader(z, q.r2[fit_q], ccfg.probe_steps, ccfg.seed)
     p_x = residuals(model, p_tok, hooks, ccfg.batch_size)
-    fit_rows = pairs[FIT].base_q.unique()
     rows = []
     for k, h in enumerate(tqdm(hooks, desc="variables", leave=False)):
         # the base questions' whole residual at the hook: what DAS edits and runs the model on from the hook
         q_x = residuals(model, q_tok, [h], ccfg.batch_size)[h]
-        rows.append(bridge_row(ctx, saes[h], h, p_x[h][:, pos], q_x, labels.get(h, {}), fit_rows, seed=ccfg.seed + 1000 * k))
+        rows.append(bridge_row(ctx, saes[h], h, p_x[h][:, pos], q_x, labels.get(h, {}), seed=ccfg.seed + 1000 * k))
     settings = {"hooks": hooks, "position": layout.position_names[pos], "heldout_splits": ccfg.heldout_splits,
                 "fit_splits": ccfg.fit_splits, "only_correct": ccfg.only_correct,
                 "n_prefixes": {GROUP_NAMES[g]: int((p_group == g).sum()) for g in (FIT, VALID, HELD)},

@@ -107,6 +107,11 @@ def bridge_section(doc: Doc) -> None:
                      f"their mean to {pct((er.get(f'mean_proj_supervised_rank{k}') or {}).get('acc'))} (a random rank-{k} subspace: "
                      f"{pct(er[f'random_rank{k}']['acc'])}); a probe of b refitted on the erased stream reads "
                      f"{pct(er[f'leace_rank{k}']['probe'])} of held-out prefixes (unerased: {pct(er['none']['probe'])}).")
+    iso = r.get("isolation") or {}
+    if iso.get("clean") is not None:
+        units = ", ".join(f"{n} {pct(v)}" for n, v in iso.items() if n not in ("read_at", "clean"))
+        erase_txt += (f" Isolation (RAVEL's): a probe of r2 at `{iso['read_at']}` (answer position, fitted on clean fit-prefix "
+                      f"questions) reads r2 on {pct(iso['clean'])} of the clean held-out questions, and after each interchange: {units}.")
     lab = r["units"].get("labelled_features", {})
     ranks = [u["size"] for u in r["units"].values() if u.get("kind") == "das"]
     doc.add(f"**The bridge at r1** lives most at `{r['hook']}`, where patching the whole residual switches {pct(ref)} of held-out "
