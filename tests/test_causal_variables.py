@@ -17,6 +17,7 @@ from test_stage_outputs import check_line
 from sae_ooc.activations.cache import ActivationCache, heldout_mask
 from sae_ooc.causal.das import RotatedSubspace, das_delta, logits_from, start_layer, train_das
 from sae_ooc.causal.erase import leace, leace_fn, one_hot, probe_accuracy
+from sae_ooc.causal.isolation import read_state
 from sae_ooc.causal.result import VARIABLES_FILE, VariablesResult
 from sae_ooc.causal.units import bootstrap_share, class_means, principal_directions, projected
 from sae_ooc.config import load_config
@@ -65,6 +66,9 @@ def test_stage_writes_a_file_that_loads_back(run):
     for kind, names in row.curves.items():
         assert names and all(n in row.units for n in names), kind
     assert row.units["random_rank4"]["min"] <= row.units["random_rank4"]["switch"] <= row.units["random_rank4"]["max"]
+    assert row.isolation["read_at"] == "blocks.1.hook_resid_post"
+    assert all(0.0 <= v <= 1.0 for k, v in row.isolation.items() if k != "read_at")
+    assert {"clean", "resid_patch", "supervised", "das_rank4", "random_rank4"} <= set(row.isolation)
     assert (run.variables_dir / "control_curves.png").exists() and (run.variables_dir / "control_curves.svg").exists()
     bad = run.root / "other" / VARIABLES_FILE
     bad.parent.mkdir()
@@ -117,6 +121,24 @@ def test_das_at_full_rank_is_the_residual_patch(run):
     # below full rank the interchange is not the patch
     low = RotatedSubspace(d, 2, 0)
     assert (das_delta(low, base[:, 1], xd) - (xd - base[:, 1])).norm() > 1e-2
+
+
+def test_isolation_reads_the_state_the_model_computes(run):
+    """read_state with no delta is the cached activation; with a delta at r1 it is what run_with_hooks computes."""
+    model = load_model(run.model_dir, "cpu")
+    _, vocab = load_task(run.data_dir)
+    tok = torch.tensor([vocab.question_ids(h, vocab.relation_id(0), vocab.relation_id(1)) for h in range(3)])
+    apos = torch.full((3,), vocab.layout.answer_pos)
+    read = "blocks.1.hook_resid_post"
+    _, cache = model.run_with_cache(tok, names_filter=read)
+    torch.testing.assert_close(read_state(model, tok, apos, HOOK, 1, None, read, 2), cache[read][:, -1])
+    delta = torch.randn(3, model.cfg.d_model)
+    got = read_state(model, tok, apos, HOOK, 1, delta, read, 2)
+    store = {}
+    model.run_with_hooks(tok, fwd_hooks=[(HOOK, lambda x, hook: torch.cat([x[:, :1], x[:, 1:2] + delta[:, None], x[:, 2:]], 1)),
+                                         (read, lambda x, hook: store.setdefault("x", x))])
+    torch.testing.assert_close(got, store["x"][:, -1])
+    assert (got - cache[read][:, -1]).norm() > 1e-3
 
 
 def test_class_mean_edit_at_full_rank_is_the_class_mean_edit():

@@ -7,7 +7,8 @@ Per hook (causal.hooks, default every hook with an SAE), the bridge b at r1 (sae
   class-mean edit and its rank-r projections, DAS subspaces of rank r (rank chosen on fit-valid prefixes), the residual
   patch, random subspaces and random features of matched size and norm; switch rate to t(b', r2), logit change, cost;
 - necessity: LEACE and mean-projection erasure of a rank-`causal.erase_rank` unit against a random one: the held-out
-  questions' accuracy and a probe of b refitted on the erased stream.
+  questions' accuracy and a probe of b refitted on the erased stream;
+- isolation: r2 as a probe reads it at the last layer's answer position, after the interchange of a few units.
 
 Prefix groups and pairs: sae_ooc.causal.pairs. Outputs (RUN/variables/): variables.json (sae_ooc.causal.result) and
 control_curves.png/.svg.
