@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from sae_ooc.interventions.steering import delta_hooks
 from sae_ooc.saes.probes import train_probes
 
 
@@ -18,16 +19,7 @@ def read_state(model, tokens: torch.Tensor, answer_pos: torch.Tensor, hook: str,
     for s in range(0, len(tokens), batch):
         sl = slice(s, s + batch)
         got = {}
-        hooks = []
-        if delta is not None:
-            d = delta[sl]
-
-            def add(x, hook=None, d=d):
-                x = x.clone()
-                x[:, pos] += d.to(x.device, x.dtype)
-                return x
-
-            hooks.append((hook, add))
+        hooks = delta_hooks(hook, pos, delta)(sl)
         hooks.append((read_hook, lambda x, hook=None: got.__setitem__("x", x.detach())))
         tok = tokens[sl].to(model.cfg.device)
         model.run_with_hooks(tok, fwd_hooks=hooks, return_type=None)
