@@ -54,6 +54,7 @@ from sae_ooc.sections.analyze import (  # noqa: F401
     AnalyzeConfig,
 )
 from sae_ooc.sections.dynamics import DynamicsConfig  # noqa: F401
+from sae_ooc.sections.causal import CAUSAL_SPLITS, CausalConfig  # noqa: F401
 from sae_ooc.typed_yaml import ConfigError, apply_overrides, build_dataclass
 
 
@@ -73,6 +74,7 @@ class Config:
     steer: SteerConfig = field(default_factory=SteerConfig)
     edit: EditConfig = field(default_factory=EditConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    causal: CausalConfig = field(default_factory=CausalConfig)
 
     def validate(self, where: str = "config") -> "Config":
         for f in dataclasses.fields(self):

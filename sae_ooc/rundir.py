@@ -66,6 +66,7 @@ class RunDir:
     edit_dir = _under("edit")
     browse_dir = _under("browse")
     dynamics_dir = _under("dynamics")
+    variables_dir = _under("variables")
     stages_file = _under("stages.json")
 
     # config ---------------------------------------------------------------------------------

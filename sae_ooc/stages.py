@@ -69,6 +69,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("variable-circuit", "sae_ooc.circuits.variable_stage:run_variable_circuit",
           ("variables", "circuit.heldout_fraction", "circuit.seed", "circuit.mean_examples"),
           ("data", "train", "train-sae", "eval-sae", "attribute"), ("variable_circuit",), "sae_ooc.commands.variable_circuit"),
+    Stage("variables", "sae_ooc.causal.stage:run_variables", ("causal",), ("data", "train", "harvest", "train-sae", "eval-sae"),
+          ("variables",), "sae_ooc.commands.variables"),
     Stage("export", "sae_ooc.viz.export:run_export", (), ("circuit",), ("export",), "sae_ooc.commands.export",
           fingerprint_options=("max_nodes", "min_abs_effect", "edge_threshold", "max_edges")),
     Stage("analyze", "sae_ooc.analyses.stage:run_analyze", ("analyze", "sae.eval_fraction", "sae.seed", "sae_eval.positions", "model"),
@@ -83,8 +85,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("dynamics", "sae_ooc.dynamics.stage:run_dynamics", ("dynamics", "harvest", "sae", "sae_eval", "model", "train"),
           ("data", "train", "harvest"), ("dynamics",), "sae_ooc.commands.dynamics", in_pipeline=False),
     Stage("report", "sae_ooc.viz.report.stage:run_report", (),
-          ("data", "train", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit", "export", "analyze", "steer", "edit",
-           "browse"),
+          ("data", "train", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit", "variables", "export", "analyze", "steer",
+           "edit", "browse"),
           ("REPORT.md", "summary.json"), "sae_ooc.commands.report", always=True),
 )
 

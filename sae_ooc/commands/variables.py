@@ -1,0 +1,31 @@
+"""Where does the model carry the bridge, and in what form? Score candidate units at (hook, r1) by interchange (RUN/variables/).
+
+Per hook: labelled SAE features, the top-n SAE features by class-mean difference, the whole SAE code, the class-mean edit
+and its rank-r projections, DAS subspaces of rank r (rank chosen on fit-valid prefixes), beside the residual patch and
+random units of the same size; switch rate to t(b', r2) on held-out prefixes, and erasure (LEACE, mean projection) of a
+rank-`causal.erase_rank` unit. Settings: the `causal` config section.
+"""
+
+from sae_ooc.commands import files_written, verb
+from sae_ooc.viz.text import fmt as num
+
+
+def summarize(run, result) -> str:
+    from sae_ooc.io import read_json
+
+    # causal.result.VARIABLES_FILE: importing that package loads torch, seconds a skipped stage's line should not cost
+    v = read_json(run.root / "variables" / "variables.json")
+    st = v["settings"]
+    lines = [f"variables: {verb(result)} {files_written(run, 'variables')}: {st['n_pairs']['heldout']} held-out interchange pairs "
+             f"({st['n_prefixes']['heldout']} held-out prefixes)"]
+    for r in v["rows"]:
+        u = r["units"]
+
+        def s(name):
+            return num((u.get(name) or {}).get("switch"), ".1%")
+
+        lines.append(f"  {r['hook']}@{r['position']}: residual patch {s('resid_patch')}, DAS rank 16 {s('das_rank16')} "
+                     f"(min rank reaching 80%: {r['das'].get('min_rank_80')}), class means {s('supervised')} / rank 16 "
+                     f"{s('supervised_rank16')}, SAE code {s('sae_code_swap')}, top 16 features {s('top16_features')}, "
+                     f"labelled {s('labelled_features')}, random {s('random')}")
+    return "\n".join(lines)

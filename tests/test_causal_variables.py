@@ -1,0 +1,182 @@
+"""Stage `variables` (sae_ooc.causal): plumbing on the tiny run, and the properties its units must have.
+
+The tiny model does not compose, so nothing here is about the numbers' size: the file loads back through its typed
+class, switch rates are shares, the residual patch's switch rate is recomputed independently with plain
+`run_with_hooks`, DAS at full rank is the residual patch, the class-mean edit at full rank is the class-mean edit, and
+LEACE leaves no linear information a refit probe can use.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from circuit_fixtures import HOOKS, mark_stages, topk_sae
+from conftest import copy_run
+from test_stage_outputs import check_line
+
+from sae_ooc.activations.cache import ActivationCache, heldout_mask
+from sae_ooc.causal.das import RotatedSubspace, das_delta, logits_from, start_layer, train_das
+from sae_ooc.causal.erase import leace, leace_fn, one_hot, probe_accuracy
+from sae_ooc.causal.isolation import read_state
+from sae_ooc.causal.result import VARIABLES_FILE, VariablesResult
+from sae_ooc.causal.units import bootstrap_share, class_means, principal_directions, projected
+from sae_ooc.config import load_config
+from sae_ooc.errors import UserError
+from sae_ooc.io import save_tensors, write_json
+from sae_ooc.models.hooked import load_model
+from sae_ooc.pipeline import run_stage
+from sae_ooc.saes.store import METRICS_FILE, eval_rows
+from sae_ooc.tasks.data import load_task
+from sae_ooc.typed_yaml import ConfigError
+
+HOOK = HOOKS[1]  # blocks.1.hook_resid_pre
+SETTINGS = ("causal.only_correct=false", "causal.heldout_splits=[train,valid_id,test_id]", "causal.das_steps=5",
+            "causal.das_batch=64", "causal.ranks=[1,4,32]", "causal.feature_counts=[1,4]", "causal.random_draws=2",
+            "causal.probe_steps=20", "causal.bootstrap=50", "causal.erase_rank=4", f"causal.hooks=[{HOOK}]")
+
+
+@pytest.fixture(scope="module")
+def run(harvested_run, tmp_path_factory):
+    """The harvested tiny run with random TopK SAEs, the held-out prefixes train-sae would write, a bridge label; then
+    stage variables."""
+    run = copy_run(harvested_run, tmp_path_factory.mktemp("variables") / "run", SETTINGS)
+    run.check_and_save_config()
+    d = load_model(run.model_dir, "cpu").cfg.d_model
+    for i, h in enumerate(HOOKS):
+        topk_sae(h, d, seed=i).save_model(run.saes_dir / h)
+        labels = [{"feature": 0, "variable": "bridge", "position": "r1", "value": load_task(run.data_dir)[1].planted_names[0]}]
+        write_json(run.sae_eval_dir / h / METRICS_FILE, {"feature_labels": labels})
+    cache = ActivationCache(run.activations_dir)
+    save_tensors(eval_rows(run.saes_dir), {"rows": heldout_mask(cache.tokens(), 0.3, 0).nonzero().squeeze(1)})
+    mark_stages(run, ("train-sae", "eval-sae"))
+    run.result = run_stage(run, "variables")
+    return run
+
+
+def test_stage_writes_a_file_that_loads_back(run):
+    assert run.result.ran and run.result.finished
+    check_line(run, "variables", run.result)
+    res = VariablesResult.load(run.variables_dir / VARIABLES_FILE)
+    (row,) = res.rows
+    assert (row.variable, row.position, row.hook) == ("bridge", "r1", HOOK)
+    assert row.n_heldout == len(res.heldout_pairs) > 0
+    for name in ("resid_patch", "labelled_features", "top1_features", "top4_features", "sae_code_swap", "supervised",
+                 "supervised_rank4", "das_rank1", "das_rank32", "random_rank4", "random_features4"):
+        assert 0.0 <= row.units[name]["switch"] <= 1.0, name
+    for kind, names in row.curves.items():
+        assert names and all(n in row.units for n in names), kind
+    assert row.units["random_rank4"]["min"] <= row.units["random_rank4"]["switch"] <= row.units["random_rank4"]["max"]
+    assert row.isolation["read_at"] == "blocks.1.hook_resid_post"
+    assert all(0.0 <= v <= 1.0 for k, v in row.isolation.items() if k != "read_at")
+    assert {"clean", "resid_patch", "supervised", "das_rank4", "random_rank4"} <= set(row.isolation)
+    assert (run.variables_dir / "control_curves.png").exists() and (run.variables_dir / "control_curves.svg").exists()
+    bad = run.root / "other" / VARIABLES_FILE
+    bad.parent.mkdir()
+    bad.write_text('{"format": "something else"}')
+    with pytest.raises(UserError, match="not a sae_ooc.variables"):
+        VariablesResult.load(bad)
+
+
+def test_resid_patch_matches_plain_run_with_hooks(run):
+    """The stage's residual-patch switch rate, recomputed from its held-out pairs with TransformerLens alone."""
+    res = VariablesResult.load(run.variables_dir / VARIABLES_FILE)
+    ds, vocab = load_task(run.data_dir)
+    tail = {(int(h), int(r)): int(a) for h, r, a, hop in zip(ds["train"]["head"], ds["train"]["r1"], ds["train"]["answer"],
+                                                             ds["train"]["hop"]) if hop == 1}
+    model = load_model(run.model_dir, "cpu")
+    pairs = torch.tensor(res.heldout_pairs)
+    base = torch.tensor([vocab.question_ids(h, r1, r2) for h, r1, r2 in pairs[:, :3].tolist()])
+    donor = torch.tensor([vocab.question_ids(h, r1, r2) for h, r1, r2 in pairs[:, [5, 6, 2]].tolist()])
+    _, cache = model.run_with_cache(donor, names_filter=HOOK)
+    pos = vocab.layout.index("r1")
+
+    def patch(x, hook):
+        x = x.clone()
+        x[:, pos] = cache[HOOK][:, pos]
+        return x
+
+    logits = model.run_with_hooks(base, fwd_hooks=[(HOOK, patch)])[:, vocab.layout.answer_pos]
+    want = torch.tensor([vocab.answer_token_ids(tail[(b2, r2)])[0] for b2, r2 in pairs[:, [4, 2]].tolist()])
+    share = float((logits.argmax(-1) == want).float().mean())
+    assert res.rows[0].units["resid_patch"]["switch"] == pytest.approx(share)
+
+
+def test_das_at_full_rank_is_the_residual_patch(run):
+    model = load_model(run.model_dir, "cpu")
+    ds, vocab = load_task(run.data_dir)
+    tok = torch.tensor([vocab.question_ids(h, r, r2) for h, r, r2 in [(0, vocab.relation_id(0), vocab.relation_id(1))] * 4])
+    _, cache = model.run_with_cache(tok, names_filter=HOOK)
+    base = cache[HOOK]
+    xd = torch.randn(4, base.shape[-1])
+    d = base.shape[-1]
+    mod = train_das(model, HOOK, base, 1, torch.full((4,), 2), xd, torch.zeros(4, dtype=torch.long), d, 3, 4, 0.1, 0)
+    assert all(p.requires_grad for p in model.parameters())  # frozen only while training
+    delta = das_delta(mod, base[:, 1], xd)
+    torch.testing.assert_close(base[:, 1] + delta, xd, atol=1e-4, rtol=1e-4)
+    # and the model run from the hook on equals the whole model with the residual patched by a hook
+    r = base.clone()
+    r[:, 1] = base[:, 1] + delta
+    patched = model.run_with_hooks(tok, fwd_hooks=[(HOOK, lambda x, hook: torch.cat([x[:, :1], xd[:, None], x[:, 2:]], 1))])
+    torch.testing.assert_close(logits_from(model, r, start_layer(HOOK, model.cfg.n_layers)), patched, atol=1e-3, rtol=1e-3)
+    # below full rank the interchange is not the patch
+    low = RotatedSubspace(d, 2, 0)
+    assert (das_delta(low, base[:, 1], xd) - (xd - base[:, 1])).norm() > 1e-2
+
+
+def test_isolation_reads_the_state_the_model_computes(run):
+    """read_state with no delta is the cached activation; with a delta at r1 it is what run_with_hooks computes."""
+    model = load_model(run.model_dir, "cpu")
+    _, vocab = load_task(run.data_dir)
+    tok = torch.tensor([vocab.question_ids(h, vocab.relation_id(0), vocab.relation_id(1)) for h in range(3)])
+    apos = torch.full((3,), vocab.layout.answer_pos)
+    read = "blocks.1.hook_resid_post"
+    _, cache = model.run_with_cache(tok, names_filter=read)
+    torch.testing.assert_close(read_state(model, tok, apos, HOOK, 1, None, read, 2), cache[read][:, -1])
+    delta = torch.randn(3, model.cfg.d_model)
+    got = read_state(model, tok, apos, HOOK, 1, delta, read, 2)
+    store = {}
+    model.run_with_hooks(tok, fwd_hooks=[(HOOK, lambda x, hook: torch.cat([x[:, :1], x[:, 1:2] + delta[:, None], x[:, 2:]], 1)),
+                                         (read, lambda x, hook: store.setdefault("x", x))])
+    torch.testing.assert_close(got, store["x"][:, -1])
+    assert (got - cache[read][:, -1]).norm() > 1e-3
+
+
+def test_class_mean_edit_at_full_rank_is_the_class_mean_edit():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(200, 16, generator=g), torch.randint(0, 7, (200,), generator=g)
+    x += torch.randn(7, 16, generator=g)[y] * 3
+    mu, has = class_means(x, y, 9)
+    assert has.tolist() == [True] * 7 + [False] * 2
+    torch.testing.assert_close(mu[3], x[y == 3].mean(0))
+    U, share = principal_directions(mu, has)
+    edit = mu[torch.tensor([1, 2])] - mu[torch.tensor([4, 0])]
+    torch.testing.assert_close(projected(edit, U), edit, atol=1e-4, rtol=1e-4)
+    assert share.sum() == pytest.approx(1.0, abs=1e-5) and (projected(edit, U[:2]) - edit).norm() > 1e-2
+
+
+def test_leace_leaves_a_refit_probe_at_chance():
+    g = torch.Generator().manual_seed(0)
+    k = 4
+    y = torch.randint(0, k, (600,), generator=g)
+    x = torch.randn(600, 12, generator=g) + torch.randn(k, 12, generator=g)[y] * 2
+    fit, ev = slice(0, 400), slice(400, 600)
+    before = probe_accuracy(x[fit], y[fit], x[ev], y[ev], 300, 0)
+    erase = leace_fn(leace(x[fit], one_hot(y[fit], k)))
+    after = probe_accuracy(erase(x[fit]), y[fit], erase(x[ev]), y[ev], 300, 0)
+    majority = float((y[ev] == torch.bincount(y[fit]).argmax()).float().mean())
+    assert before > 0.9
+    assert after < max(1 / k, majority) + 0.12
+
+
+def test_bootstrap_resamples_head_entities():
+    v = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    heads = torch.tensor([0, 0, 0, 1])  # two heads: a resample has the three ones, the zero, or both
+    lo, hi = bootstrap_share(v, heads, 400, 0)
+    assert lo == 0.0 and hi == 1.0
+    lo, hi = bootstrap_share(v, torch.arange(4), 400, 0)
+    assert 0.0 <= lo < 0.75 < hi <= 1.0 and bootstrap_share(v[:0], heads[:0], 10, 0) is None
+
+
+def test_config_refuses_a_non_residual_hook():
+    with pytest.raises(ConfigError, match="causal.hooks"):
+        load_config(None, ["causal.hooks=[blocks.0.attn.hook_z]"])
