@@ -69,7 +69,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("variable-circuit", "sae_ooc.circuits.variable_stage:run_variable_circuit",
           ("variables", "circuit.heldout_fraction", "circuit.seed", "circuit.mean_examples"),
           ("data", "train", "train-sae", "eval-sae", "attribute"), ("variable_circuit",), "sae_ooc.commands.variable_circuit"),
-    Stage("variables", "sae_ooc.causal.stage:run_variables", ("causal",), ("data", "train", "harvest", "train-sae", "eval-sae"),
+    Stage("variables", "sae_ooc.causal.stage:run_variables", ("causal", "task"), ("data", "train", "harvest", "train-sae", "eval-sae"),
           ("variables",), "sae_ooc.commands.variables"),
     Stage("export", "sae_ooc.viz.export:run_export", (), ("circuit",), ("export",), "sae_ooc.commands.export",
           fingerprint_options=("max_nodes", "min_abs_effect", "edge_threshold", "max_edges")),

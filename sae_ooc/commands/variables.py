@@ -25,7 +25,7 @@ def summarize(run, result) -> str:
             return num((u.get(name) or {}).get("switch"), ".1%")
 
         lines.append(f"  {r['hook']}@{r['position']}: residual patch {s('resid_patch')}, DAS rank 16 {s('das_rank16')} "
-                     f"(min rank reaching 80%: {r['das'].get('min_rank_80')}), class means {s('supervised')} / rank 16 "
+                     f"(rank chosen on fit-valid prefixes, the smallest reaching 80% of the patch there: {r['das'].get('min_rank_80')}), class means {s('supervised')} / rank 16 "
                      f"{s('supervised_rank16')}, SAE code {s('sae_code_swap')}, top 16 features {s('top16_features')}, "
                      f"labelled {s('labelled_features')}, random {s('random')}")
     return "\n".join(lines)
