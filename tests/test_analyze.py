@@ -75,6 +75,14 @@ def test_patching_agrees_with_transformer_lens(harvested_run):
     ref = tl_patching.get_act_patch_attn_head_pattern_by_pos(model, pairs.corrupt, cache, metric)  # [layer, head, dest]
     torch.testing.assert_close(torch.tensor(ours["pattern"]["raw"]).permute(0, 2, 1), ref.cpu(), atol=1e-4, rtol=1e-4)
     assert ours["resid_pre"]["normalised"][0][0] == pytest.approx(1.0)  # the whole clean embedding at the head: clean
+    # dynamics' resid_pre heatmap is this patching too: against TransformerLens's, normalised by the clean/corrupted metric
+    from sae_ooc.dynamics.measures import resid_patching
+
+    ref = tl_patching.get_act_patch_resid_pre(model, pairs.corrupt, cache, metric).cpu()
+    clean, corrupt = float(metric(model(pairs.clean))), float(metric(model(pairs.corrupt)))
+    dyn = resid_patching(model, pairs, {1: "r1", 2: "r2"}, ("head", "r1", "r2"), range(0, 1))
+    assert dyn["clean_logit_diff"] == pytest.approx(clean, abs=1e-5) and dyn["corrupt_logit_diff"] == pytest.approx(corrupt, abs=1e-5)
+    torch.testing.assert_close(torch.tensor(dyn["normalised"]), (ref - corrupt) / (clean - corrupt), atol=1e-4, rtol=1e-4)
 
 
 def copy_head_model(V: int = 10) -> HookedTransformer:

@@ -101,3 +101,35 @@ def test_architecture_doc_lists_the_stage_table():
         assert fn.strip("`") == s.run.replace("sae_ooc.", "")
         assert [u.strip() for u in ups.split(",")] == (list(s.upstream) or ["—"])
         assert [o.strip().strip("`").rstrip("/") for o in outs.split(",")] == list(s.outputs)
+
+
+def test_each_registry_reads_its_names_from_the_one_list():
+    """Config validation and every registry read the same torch-free list (sae_ooc.registry.NAMES): a name must be
+    listed there to be registered, and every listed name is registered."""
+    import pytest
+
+    from sae_ooc import config
+    from sae_ooc.analyses.stage import ANALYSES
+    from sae_ooc.circuits.ablation import ABLATIONS
+    from sae_ooc.circuits.methods import ATTRIBUTION_METHODS
+    from sae_ooc.registry import NAMES, Registry
+    from sae_ooc.saes.architectures import ARCHITECTURES
+    from sae_ooc.tasks.data import FAMILIES
+
+    registries = (FAMILIES, ATTRIBUTION_METHODS, ABLATIONS, ARCHITECTURES, ANALYSES)
+    assert sorted(r.key for r in registries) == sorted(NAMES)
+    for r in registries:
+        r.check()
+        assert r.expected is NAMES[r.key] and set(r.names()) == set(NAMES[r.key])
+    # config's tuples are the same objects, not copies
+    assert config.TASK_FAMILIES is NAMES["task.family"] and config.ANALYSIS_NAMES is NAMES["analysis"]
+    assert config.ATTRIBUTION_METHODS is NAMES["attribution.method"] and config.ABLATIONS is NAMES["ablation"]
+    assert config.SAE_ARCHITECTURES is NAMES["sae.architecture"]
+    with pytest.raises(ValueError, match="not in sae_ooc.registry.NAMES"):
+        Registry("ablation").register("median")
+    half = Registry("ablation")
+    half.register("mean")(len)
+    with pytest.raises(AssertionError, match="NAMES lists"):
+        half.check()
+    with pytest.raises(ValueError, match="no list of names"):
+        Registry("nope")

@@ -26,7 +26,7 @@ from sae_ooc.interventions.rome import (
     out_hook,
     rank_one,
 )
-from sae_ooc.interventions.tracing import trace_effects
+from sae_ooc.analyses.tracing import trace_effects
 from sae_ooc.io import read_json
 from sae_ooc.models.hooked import load_model
 from sae_ooc.pipeline import run_stage

@@ -70,7 +70,8 @@ def share(x: torch.Tensor) -> float:
     return float(x.double().mean()) if x.numel() else float("nan")
 
 
-def normalise(m: torch.Tensor, clean: float, corrupt: float) -> torch.Tensor:
-    """(m - corrupt) / (clean - corrupt): 1 = the clean metric recovered, 0 = still the corrupted one."""
+def normalise(m: torch.Tensor, clean: float, corrupt: float, eps: float = 1e-9) -> torch.Tensor:
+    """(m - corrupt) / (clean - corrupt): 1 = the clean metric recovered, 0 = still the corrupted one (NaN when the
+    two differ by `eps` or less)."""
     gap = clean - corrupt
-    return (m - corrupt) / gap if abs(gap) > 1e-9 else torch.full_like(m, float("nan"))
+    return (m - corrupt) / gap if abs(gap) > eps else torch.full_like(m, float("nan"))

@@ -21,14 +21,25 @@ CAVEAT = ("logit lens without a tuned lens: every layer's residual stream is rea
 
 
 @torch.no_grad()
+def lens_logits(model, tokens: torch.Tensor, positions: list[int] | None = None) -> tuple[torch.Tensor, list[str]]:
+    """The logit lens itself, the one implementation (`analyze logit-lens` and `sae-ooc dynamics` read it): logits
+    [S, n, P, V] (float, on the CPU) of every state S (resid_pre of each block, then the final resid_post) at every
+    position of `tokens` [n, P], or only at `positions` (then P = len(positions)), with the state labels."""
+    device = next(model.parameters()).device
+    _, cache = model.run_with_cache(tokens.to(device), names_filter=lambda n: "hook_resid" in n)
+    stack, labels = cache.accumulated_resid(layer=None, incl_mid=False, apply_ln=False, return_labels=True)  # [S, n, P, d]
+    if positions is not None:
+        stack = stack[:, :, list(positions)]
+    normed = cache.apply_ln_to_stack(stack, layer=None, recompute_ln=True)  # ln_final on each state's own statistics
+    logits = model.unembed(normed.reshape(-1, *normed.shape[2:])).reshape(*normed.shape[:3], -1).float().cpu()  # [S, n, P, V]
+    return logits, list(labels)
+
+
+@torch.no_grad()
 def logit_lens(model, pairs: Pairs, layout: Layout = TOY_LAYOUT) -> dict:
     """Per state (resid_pre of each block, then the final resid_post) and position: mean probability, median rank and
     top-1 rate of the bridge and of the answer, over the clean prompts."""
-    device = next(model.parameters()).device
-    _, cache = model.run_with_cache(pairs.clean.to(device))
-    stack, labels = cache.accumulated_resid(layer=None, incl_mid=False, apply_ln=False, return_labels=True)  # [S, n, P, d]
-    normed = cache.apply_ln_to_stack(stack, layer=None, recompute_ln=True)
-    logits = model.unembed(normed.reshape(-1, *normed.shape[2:])).reshape(*normed.shape[:3], -1).float().cpu()  # [S, n, P, V]
+    logits, labels = lens_logits(model, pairs.clean)
     out = {"n_prompts": len(pairs), "states": labels, "roles": roles(layout), "caveat": CAVEAT}
     for var, target in (("bridge", pairs.bridge), ("answer", pairs.answer)):
         prob, rank = answer_prob_rank(logits, target[None, :, None])

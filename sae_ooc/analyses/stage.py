@@ -23,7 +23,6 @@ from sae_ooc.analyses.patching import patching
 from sae_ooc.analyses.probes import probe_settings, probes
 from sae_ooc.analyses.tracing import causal_trace
 from sae_ooc.activations.cache import ActivationCache, heldout_mask
-from sae_ooc.config import ANALYSIS_NAMES
 from sae_ooc.io import read_json, write_json
 from sae_ooc.models.hooked import load_model, model_hash
 from sae_ooc.registry import Registry
@@ -33,7 +32,7 @@ from sae_ooc.tasks.data import load_task, split_tensors
 from sae_ooc.threads import torch_threads
 from sae_ooc.viz import analysis_plots as plots
 
-ANALYSES: Registry = Registry("analysis", expected=ANALYSIS_NAMES)
+ANALYSES: Registry = Registry("analysis")
 
 
 @dataclass
@@ -116,6 +115,9 @@ def _back_patching(c: Context) -> dict:
     for split, r in res.items():
         out[split] = None if r is None else summarise(*r, patches, chosen)
     return out
+
+
+ANALYSES.check()  # every name of the one list (sae_ooc.registry.NAMES) is registered above
 
 
 def _stale(run, names: list[str], mhash: str) -> None:

@@ -7,7 +7,7 @@ The kinds (`circuit.ablation`, `circuit.prune_ablation`), one registered functio
   corrupt   its value on the pair's corrupted prompt, so the ablation matches the clean/corrupted contrast the
             node effects measure.
 A kind is `fn(sp, ds, pairs, n_examples, seed, batch) -> Ablation`; adding one: its name in
-`sae_ooc.config.ABLATIONS` and `@ABLATIONS.register("name")` on its function.
+`sae_ooc.registry.NAMES["ablation"]` and `@ABLATIONS.register("name")` on its function.
 
 Scope: which nodes an ablation may set (`Ablation.scope`, per pair). A TopK or ReLU SAE's feature that is silent on a
 prompt is 0 there; setting it to its mean adds that feature's mean contribution to the prompt's own code (on the
@@ -29,11 +29,10 @@ import torch
 
 from sae_ooc.circuits.pairs import Pairs
 from sae_ooc.circuits.spliced import NodeMask, NodeValues, Spliced
-from sae_ooc.config import ABLATIONS as ABLATION_NAMES
 from sae_ooc.errors import UserError
 from sae_ooc.registry import Registry
 
-ABLATIONS: Registry = Registry("ablation", expected=ABLATION_NAMES)
+ABLATIONS: Registry = Registry("ablation")
 
 
 # which ablation is valid for which unit, as every circuit here applies it (features and error terms: single nodes;
@@ -139,7 +138,7 @@ def corrupt_ablation(sp: Spliced, ds, pairs: Pairs, n_examples: int, seed: int, 
     return _cached(sp, (b.corrupt for b in pairs.batches(batch)))
 
 
-ABLATIONS.check()  # the registrations above are exactly the names config validation accepts
+ABLATIONS.check()  # every name of the one list (sae_ooc.registry.NAMES) is registered above
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ value) - m(clean run), exactly or estimated. Each is one function registered und
 
 A method is `fn(sp, pairs, metric, **options) -> {hook: [n_pairs, n_pos, d_sae + 1]}` (last column: the error
 node); it takes the options it needs (ig_steps, chunk, progress, verify_top) and ignores the rest. Adding one:
-its name in `sae_ooc.config.ATTRIBUTION_METHODS` and `@ATTRIBUTION_METHODS.register("name")` on its function.
+its name in `sae_ooc.registry.NAMES["attribution.method"]` and `@ATTRIBUTION_METHODS.register("name")` on its function.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from tqdm.auto import tqdm
 
 from sae_ooc.circuits.pairs import Pairs
 from sae_ooc.circuits.spliced import NodeValues, RowPatches, Spliced
-from sae_ooc.config import ATTRIBUTION_METHODS as METHOD_NAMES
 from sae_ooc.registry import Registry
 
-ATTRIBUTION_METHODS: Registry = Registry("attribution.method", expected=METHOD_NAMES)
+ATTRIBUTION_METHODS: Registry = Registry("attribution.method")
 
 
 def _empty(sp: Spliced, n: int) -> dict[str, torch.Tensor]:
@@ -191,7 +190,7 @@ def _deltas_of(sp: Spliced, job: torch.Tensor, clean: NodeValues, corr: NodeValu
     return deltas
 
 
-ATTRIBUTION_METHODS.check()  # the registrations above are exactly the names config validation accepts
+ATTRIBUTION_METHODS.check()  # every name of the one list (sae_ooc.registry.NAMES) is registered above
 
 
 def node_effects(sp: Spliced, pairs: Pairs, method: str, metric: str, batch_size: int = 256, ig_steps: int = 10,

@@ -1,10 +1,11 @@
 """What `sae-ooc dynamics` measures on one checkpoint: held-out bridge probes, the logit lens and resid_pre patching.
 
 Probes use the machinery of eval-sae (`sae_ooc.saes.prefixes`, `sae_ooc.saes.probes`): fit on the selection
-prefixes, scored on the held-out prefixes, beside the same probe on shuffled labels. The logit lens reads each
-layer's residual stream (TransformerLens's `ActivationCache.accumulated_resid`) through the model's own final
-layer norm (recomputed on that layer's stream) and unembedding, with no tuned lens. Patching is
-`transformer_lens.patching.get_act_patch_resid_pre`, clean activations into the corrupted run.
+prefixes, scored on the held-out prefixes, beside the same probe on shuffled labels. The logit lens is the one of
+`analyze logit-lens` (`sae_ooc.analyses.logit_lens.lens_logits`): each layer's residual stream through the model's own
+final layer norm (recomputed on that layer's stream) and unembedding, with no tuned lens. Patching is `analyze
+patching`'s (`sae_ooc.analyses.patching.patch_all`, TransformerLens's `get_act_patch_resid_pre` batched): clean resid_pre
+into the corrupted run.
 
 Positions come from the task's layout (`read_positions`): the bridge is read at r1's last token and at the answer
 position, named as the layout names them (the toy's r1 and r2; a natural task's r1 and last). Targets are token ids:
@@ -15,6 +16,9 @@ from __future__ import annotations
 
 import torch
 
+from sae_ooc.analyses.common import answer_prob_rank, normalise
+from sae_ooc.analyses.logit_lens import lens_logits
+from sae_ooc.analyses.patching import patch_all
 from sae_ooc.saes.controls import prefix_activations
 from sae_ooc.saes.prefixes import PositionSlice
 from sae_ooc.saes.probes import probe_table
@@ -49,21 +53,16 @@ def bridge_probes(model, slices: list[PositionSlice], hooks: list[str], ecfg, po
     return out
 
 
-@torch.no_grad()
 def logit_lens(model, tokens: torch.Tensor, bridge: torch.Tensor, answer: torch.Tensor, positions: dict[int, str]) -> dict:
     """Per layer (resid_pre of each block, then the final resid_post) the rank (0 = top) of the bridge token at both
     `positions` (r1, then the answer position) and of the answer token at the answer position among all tokens:
-    {"labels", "bridge@r1": {"median_rank", "top1"}: per layer lists, ...} (the toy's keys: bridge@r1, bridge@r2, answer@r2)."""
-    device = next(model.parameters()).device
-    _, cache = model.run_with_cache(tokens.to(device), names_filter=lambda n: "hook_resid" in n)
-    stack, labels = cache.accumulated_resid(incl_mid=False, apply_ln=False, return_labels=True)  # [L+1, n, pos, d]
-    out: dict = {"labels": list(labels), "n_prompts": int(tokens.shape[0])}
+    {"labels", "bridge@r1": {"median_rank", "top1"}: per layer lists, ...} (the toy's keys: bridge@r1, bridge@r2, answer@r2).
+    The lens is `analyze logit-lens`'s (`sae_ooc.analyses.logit_lens.lens_logits`), read at the two positions."""
     (p1, n1), (pa, na) = positions.items()
-    for name, pos, target in ((f"bridge@{n1}", p1, bridge), (f"bridge@{na}", pa, bridge), (f"answer@{na}", pa, answer)):
-        logits = model.unembed(model.ln_final(stack[:, :, pos])).float()  # ln recomputed on each layer's own stream
-        t = target.to(device)
-        tl = logits.gather(-1, t[None, :, None].expand(len(stack), -1, 1))
-        ranks = (logits > tl).sum(-1).float()  # [L+1, n]
+    logits, labels = lens_logits(model, tokens, [p1, pa])  # [L+1, n, 2, V]
+    out: dict = {"labels": labels, "n_prompts": int(tokens.shape[0])}
+    for name, col, target in ((f"bridge@{n1}", 0, bridge), (f"bridge@{na}", 1, bridge), (f"answer@{na}", 1, answer)):
+        ranks = answer_prob_rank(logits[:, :, col], target[None, :])[1].float()  # [L+1, n]
         out[name] = {"median_rank": ranks.median(1).values.tolist(), "top1": (ranks == 0).float().mean(1).tolist()}
     return out
 
@@ -73,23 +72,12 @@ def resid_patching(model, pairs, positions: dict[int, str], names: tuple[str, ..
     """Clean resid_pre patched into the corrupted run, per layer and position, on the mean A→C logit difference
     (answer - corrupted answer: `pairs`' answer tokens), normalised so 0 = the corrupted run and 1 = the clean one.
     The peak leaves out the head entity's span `head`, where patching layer 0 replays the whole clean input (1 by
-    construction); `names` names every position, `positions` the two with their own peak."""
-    from transformer_lens import patching
-
-    device = next(model.parameters()).device
-    clean, corrupt = pairs.clean.to(device), pairs.corrupt.to(device)
-    rows = torch.arange(len(pairs), device=device)
-    pos, ans, foil = pairs.answer_pos.to(device), pairs.answer.to(device), pairs.answer_corrupt.to(device)
-
-    def metric(logits: torch.Tensor) -> torch.Tensor:
-        lg = logits[rows, pos]
-        return (lg[rows, ans] - lg[rows, foil]).mean()
-
-    clean_logits, clean_cache = model.run_with_cache(clean)
-    m_clean, m_corrupt = float(metric(clean_logits)), float(metric(model(corrupt)))
-    heat = patching.get_act_patch_resid_pre(model, corrupt, clean_cache, metric).float().cpu()  # [n_layers, pos]
-    gap = m_clean - m_corrupt
-    norm = (heat - m_corrupt) / gap if abs(gap) > 1e-6 else torch.full_like(heat, float("nan"))
+    construction); `names` names every position, `positions` the two with their own peak. The patching is
+    `analyze patching`'s (`sae_ooc.analyses.patching.patch_all`), resid_pre only."""
+    m_clean, m_corrupt, per = patch_all(model, pairs, ("resid_pre",), "logit_diff")
+    m_clean, m_corrupt = float(m_clean.mean()), float(m_corrupt.mean())
+    heat = per["resid_pre"].mean(-1)  # [n_layers, pos]
+    norm = normalise(heat, m_clean, m_corrupt, eps=1e-6)
     out = {"clean_logit_diff": m_clean, "corrupt_logit_diff": m_corrupt, "n_pairs": len(pairs), "normalised": norm.tolist()}
     cols = [p for p in range(norm.shape[1]) if p not in head]
     body = norm[:, cols]

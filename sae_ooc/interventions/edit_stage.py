@@ -5,7 +5,7 @@ an edit works (Hase et al. 2023, "Does localization inform editing?").
 `edit.n_edits` facts, each edited alone (`sae_ooc.interventions.rome`: the key at `edit.position`, its second moment from
 the train prompts' keys, the value by gradient descent), are judged as `sae_ooc.interventions.editing` says; beside them
 the same edits with the value's change pointing in a random direction of the same norm (the control), and the rates
-before any edit. Causal tracing (`sae_ooc.interventions.tracing`) of each edited fact gives a per-(fact, layer) effect;
+before any edit. Causal tracing (`sae_ooc.analyses.tracing.trace_effects`) of each edited fact gives a per-(fact, layer) effect;
 its Pearson and Spearman correlations with the edit's rewrite score and propagation carry 95% intervals from resampling
 the facts.
 
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from sae_ooc.analyses.tracing import trace_effects
 from sae_ooc.errors import UserError
 from sae_ooc.interventions.editing import (
     KINDS,
@@ -42,7 +43,6 @@ from sae_ooc.interventions.rome import (
     optimise_values,
     rank_one,
 )
-from sae_ooc.interventions.tracing import trace_effects
 from sae_ooc.io import write_json
 from sae_ooc.models.hooked import load_model
 from sae_ooc.stats import pearson, spearman

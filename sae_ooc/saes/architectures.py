@@ -4,8 +4,8 @@ An architecture's name is SAELens's (`sae_lens.registry.get_sae_training_class(n
 TrainingSAEConfig classes); what a registration adds is how our `SaeConfig` fills the architecture's own fields
 of that config class (its sparsity coefficient, k, matryoshka widths) and which `SaeConfig` field a
 `sae.sweep_l1_coefficient` sweep varies. Adding an architecture SAELens supports is one `@architecture(...)`
-function here plus its name in `sae_ooc.config.SAE_ARCHITECTURES` (config validation must not import torch);
-this module checks at import that the two lists agree.
+function here plus its name in `sae_ooc.registry.NAMES["sae.architecture"]` (the one list, torch-free: config
+validation reads it too); this module checks at import that every listed name is registered.
 
 Importing this module imports neither torch nor sae_lens (train_sae.py's --help lists the names from here).
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from sae_ooc.config import SAE_ARCHITECTURES, SaeConfig
+from sae_ooc.config import SaeConfig
 from sae_ooc.errors import UserError
 from sae_ooc.sections.saes import TOPK_FAMILY
 from sae_ooc.registry import Registry
@@ -34,7 +34,7 @@ class Architecture:
         return get_sae_training_class(self.name)
 
 
-ARCHITECTURES: Registry[Architecture] = Registry("sae.architecture", expected=SAE_ARCHITECTURES)
+ARCHITECTURES: Registry[Architecture] = Registry("sae.architecture")
 
 
 def architecture(name: str, sparsity: str = "l1_coefficient"):
@@ -82,7 +82,7 @@ def _matryoshka_batchtopk(p: SaeConfig, d_sae: int, k: int) -> dict:
     return dict(**_topk_fields(p, k), matryoshka_widths=widths + [d_sae])
 
 
-ARCHITECTURES.check()  # the registrations above are exactly the names config validation accepts
+ARCHITECTURES.check()  # every name of the one list (sae_ooc.registry.NAMES) is registered above
 
 
 # sizes -----------------------------------------------------------------------------------------

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sae_ooc.registry import NAMES
 from sae_ooc.sections.check import check as _check
 from sae_ooc.sections.circuits import ATTRIBUTION_METRICS
 
-# each is one registration in sae_ooc.analyses.stage (ANALYSES), which checks at import that the lists agree
-ANALYSIS_NAMES = ("attention", "logit-lens", "patching", "causal-tracing", "probes", "dla", "back-patching")
+ANALYSIS_NAMES = NAMES["analysis"]  # the one list (sae_ooc.registry), each registered in sae_ooc.analyses.stage (ANALYSES)
 
 
 @dataclass

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sae_ooc.registry import NAMES
 from sae_ooc.sections.check import check as _check
 
 
-ATTRIBUTION_METHODS = ("exact", "atp", "ig", "atp_verified")
+ATTRIBUTION_METHODS = NAMES["attribution.method"]  # the one list (sae_ooc.registry), registered in sae_ooc.circuits.methods
 ATTRIBUTION_METRICS = ("logit_diff", "logprob", "ce")
 ATTRIBUTION_SPLITS = ("train", "valid_id", "test_id", "test_ood", "all")
-ABLATIONS = ("mean", "zero", "resample", "corrupt")
+ABLATIONS = NAMES["ablation"]  # the one list (sae_ooc.registry), registered in sae_ooc.circuits.ablation
 
 
 @dataclass

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sae_ooc.registry import NAMES
 from sae_ooc.sections.check import check as _check
 from sae_ooc.sections.natural import NaturalConfig
 
 
-# names of the registered task generators (sae_ooc.tasks.data.FAMILIES checks it registers exactly these)
-TASK_FAMILIES = ("twohop", "reversal")
+TASK_FAMILIES = NAMES["task.family"]  # the one list (sae_ooc.registry) of the task generators sae_ooc.tasks.data.FAMILIES registers
 # the splits every task family writes (sae_ooc.tasks.data.SPLITS)
 TASK_SPLITS = ("train", "valid_id", "test_id", "test_ood", "atomic_test")
 TASK_RENDERS = ("toy", "natural")  # one token per entity/relation | natural-language documents (sae_ooc/tasks/natural)

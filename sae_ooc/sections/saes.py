@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sae_ooc.sections.model import TASK_SPLITS
+from sae_ooc.registry import NAMES
 from sae_ooc.sections.check import check as _check
 
 
 HARVEST_DTYPES = ("float32", "float16", "bfloat16")
-# each is one registration in sae_ooc.saes.architectures (SAELens names), which checks at import that the lists agree
-SAE_ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk")
+SAE_ARCHITECTURES = NAMES["sae.architecture"]  # the one list (sae_ooc.registry): SAELens names, registered in sae_ooc.saes.architectures
 TOPK_FAMILY = ("topk", "batchtopk", "matryoshka_batchtopk")  # k active features per token
 
 
