@@ -27,6 +27,7 @@ OTHER_COMMANDS: dict[str, str] = {
     "query": "sae_ooc.commands.query",
     "serve": "sae_ooc.commands.serve",  # the browser and a live query API from one process
     "sweep": "sae_ooc.commands.sweep",
+    "compare": "sae_ooc.commands.compare",  # many finished runs side by side (seeds, sizes, families)
     "finetune": "sae_ooc.commands.finetune",  # the train stage, refusing a scratch model.source
 }
 _CANNOT_WRITE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)

@@ -1,0 +1,133 @@
+"""Figures of `sae-ooc compare`: the same curve of several runs side by side (one colour per run). Each takes plain
+data ({run label: what compare.curves read, or None}) and draws an "n/a" panel for a run without it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sae_ooc.viz.plots import fail_soft, floats, mark_empty, na_axes, plt, save_figure
+
+
+def _colors(n: int):
+    return [plt.cm.tab10(i % 10) for i in range(n)]
+
+
+def _short(hook: str) -> str:
+    return hook.replace("blocks.", "L").replace(".hook_", " ")
+
+
+@fail_soft
+def plot_compare_accuracy(curves: dict[str, dict | None], stem: Path) -> list[Path]:
+    """One panel per split, accuracy against training step, one line per run."""
+    splits = []
+    for c in curves.values():
+        splits += [s for s in (c or {}) if s not in splits]
+    fig, axes = plt.subplots(1, max(len(splits), 1), figsize=(3.2 * max(len(splits), 1) + 0.4, 3.0), sharey=True, squeeze=False)
+    if not splits:
+        na_axes(axes[0][0], "no model/metrics.jsonl in any run")
+    for ax, split in zip(axes[0], splits):
+        for color, (label, c) in zip(_colors(len(curves)), curves.items()):
+            if c and split in c:
+                ax.plot(c[split][0], floats(c[split][1]), color=color, lw=1.2, label=label)
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(split, fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3, lw=0.5)
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend(fontsize=7, frameon=False)
+    fig.suptitle("Accuracy over training, per run", fontsize=9, y=1.03)
+    return save_figure(fig, stem)
+
+
+@fail_soft
+def plot_compare_probes(probes: dict[str, dict | None], stem: Path) -> list[Path]:
+    """One panel per position: held-out bridge probe accuracy by hook (solid), the largest control (dotted)."""
+    positions = []
+    for p in probes.values():
+        positions += [q for q in (p or {}).get("positions", []) if q not in positions]
+    fig, axes = plt.subplots(1, max(len(positions), 1), figsize=(3.4 * max(len(positions), 1) + 0.4, 3.2), sharey=True, squeeze=False)
+    if not positions:
+        na_axes(axes[0][0], "no analyze/probes.json in any run")
+    for ax, pos in zip(axes[0], positions):
+        for color, (label, p) in zip(_colors(len(probes)), probes.items()):
+            if not p or pos not in p["positions"]:
+                continue
+            j = p["positions"].index(pos)
+            x = np.arange(len(p["hooks"]))
+            ax.plot(x, floats([row[j] for row in p["acc"]]), color=color, marker="o", ms=3, lw=1.2, label=label)
+            if p.get("control"):
+                ax.plot(x, floats([row[j] for row in p["control"]]), color=color, ls=":", lw=1.0)
+            ax.set_xticks(x, [_short(h) for h in p["hooks"]], rotation=45, ha="right", fontsize=7)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"bridge @ {pos}", fontsize=9)
+        mark_empty(ax, "not measured at this position")
+        ax.grid(alpha=0.3, lw=0.5)
+    axes[0][0].set_ylabel("held-out probe accuracy (dotted: best control)")
+    axes[0][0].legend(fontsize=7, frameon=False)
+    fig.suptitle("Bridge probes by layer, per run", fontsize=9, y=1.03)
+    return save_figure(fig, stem)
+
+
+@fail_soft
+def plot_compare_patching(maps: dict[str, dict | None], stem: Path) -> list[Path]:
+    """resid_pre patching heatmaps (normalised effect, layer x position), one per run, on one colour scale."""
+    n = len(maps)
+    fig, axes = plt.subplots(1, n, figsize=(2.6 * n + 1.0, 3.0), squeeze=False)
+    finite = [np.array(m["matrix"], dtype=float) for m in maps.values() if m]
+    vmax = max([float(np.nanmax(np.abs(a))) for a in finite if np.isfinite(a).any()] or [1.0])
+    im = None
+    for ax, (label, m) in zip(axes[0], maps.items()):
+        if not m:
+            na_axes(ax, "no analyze/patching.json")
+            ax.set_title(label, fontsize=9)
+            continue
+        a = np.array(m["matrix"], dtype=float)
+        im = ax.imshow(a, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
+        ax.set_xticks(range(a.shape[1]), m.get("roles") or range(a.shape[1]), fontsize=7)
+        ax.set_yticks(range(a.shape[0]), [f"L{i}" for i in range(a.shape[0])], fontsize=7)
+        ax.set_title(label, fontsize=9)
+    if im is not None:
+        fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="normalised patching effect")
+    fig.suptitle("Residual-stream (resid_pre) activation patching, per run", fontsize=9, y=1.03)
+    return save_figure(fig, stem)
+
+
+@fail_soft
+def plot_compare_controls(controls: dict[str, dict | None], stem: Path,
+                          kinds: tuple[str, ...] = ("das", "top_features", "random_features")) -> list[Path]:
+    """Control curves of the variables stage: per hook@position a panel, per run a colour, per unit kind a line style;
+    the residual patch as a dashed line in the run's colour."""
+    panels = []
+    for c in controls.values():
+        panels += [k for k in (c or {}) if k not in panels]
+    styles = dict(zip(kinds, ("-", "--", ":")))
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.4 * max(len(panels), 1) + 0.4, 3.2), sharey=True, squeeze=False)
+    if not panels:
+        na_axes(axes[0][0], "no variables/variables.json rows measured on held-out prefixes in any run")
+    for ax, key in zip(axes[0], panels):
+        for color, (label, c) in zip(_colors(len(controls)), controls.items()):
+            panel = (c or {}).get(key)
+            if not panel:
+                continue
+            for kind in kinds:
+                if kind in panel:
+                    x, y = panel[kind]
+                    ax.plot(floats(x), floats(y), color=color, ls=styles[kind], marker="o", ms=2.5, lw=1.1,
+                            label=f"{label}: {kind}")
+            if panel.get("resid_patch") is not None:
+                ax.axhline(panel["resid_patch"], color=color, ls="-.", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(-0.02, 1.02)
+        hook, _, pos = key.partition("@")
+        ax.set_title(f"{_short(hook)} @ {pos}", fontsize=9)
+        ax.set_xlabel("features exchanged / rank")
+        ax.grid(alpha=0.3, lw=0.5)
+    axes[0][0].set_ylabel("held-out answers switched")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, fontsize=6, loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, -0.25))
+    fig.suptitle("Control curves of the variables stage, per run (dash-dot: the run's residual patch)", fontsize=9, y=1.03)
+    return save_figure(fig, stem)
