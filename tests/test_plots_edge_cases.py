@@ -188,11 +188,34 @@ def diagram(n, vs, cis):
     return dict(circuit=circuit, nodes=nodes, edges=edges)
 
 
+def compare_accuracy(n, vs, cis):
+    """Two runs and one without model/metrics.jsonl."""
+    c = {"train": (list(range(n)), vs), "test_id": (list(range(n)), vs)} if n else {}
+    return dict(curves={"a": c, "b": c, "missing": None})
+
+
+def compare_probes(n, vs, cis):
+    p = {"hooks": [f"blocks.{i}.hook_resid_pre" for i in range(n)], "positions": ROLES, "acc": [[v] * 3 for v in vs],
+         "control": [[v] * 3 for v in vs]}
+    return dict(probes={"a": p, "b": p, "missing": None})
+
+
+def compare_patching(n, vs, cis):
+    m = {"matrix": [[_nan(v)] * 3 for v in vs] or [[]], "roles": ROLES}
+    return dict(maps={"a": m, "missing": None})
+
+
+def compare_controls(n, vs, cis):
+    panel = {"das": ([2 ** i for i in range(n)], vs), "top_features": ([2 ** i for i in range(n)], vs), "resid_patch": first(vs)}
+    return dict(controls={"a": {"blocks.0.hook_resid_pre@r1": panel} if n else {}, "missing": None})
+
+
 BUILDERS = {"plot_attention": attention, "plot_logit_lens": logit_lens, "plot_patching": patching, "plot_tracing": tracing,
             "plot_probes": probes, "plot_dla": dla, "plot_back_patching": back_patching, "plot_validation": validation, "plot_curve": curve,
             "plot_dynamics": dynamics, "plot_steering": steering, "plot_edit_layers": edit_layers, "plot_localization": localization,
             "plot_phase": phase, "plot_training_curves": training_curves, "plot_pareto": pareto, "plot_alignment_heatmap": alignment_heatmap,
-            "plot_training": training, "plot_variable_faithfulness": variable_faithfulness}
+            "plot_training": training, "plot_variable_faithfulness": variable_faithfulness, "plot_compare_accuracy": compare_accuracy,
+            "plot_compare_probes": compare_probes, "plot_compare_patching": compare_patching, "plot_compare_controls": compare_controls}
 
 
 def plot_functions() -> dict:

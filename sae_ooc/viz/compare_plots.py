@@ -37,7 +37,8 @@ def plot_compare_accuracy(curves: dict[str, dict | None], stem: Path) -> list[Pa
         ax.set_xlabel("step")
         ax.grid(alpha=0.3, lw=0.5)
     axes[0][0].set_ylabel("accuracy")
-    axes[0][0].legend(fontsize=7, frameon=False)
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=7, frameon=False)
     fig.suptitle("Accuracy over training, per run", fontsize=9, y=1.03)
     return save_figure(fig, stem)
 
@@ -66,7 +67,8 @@ def plot_compare_probes(probes: dict[str, dict | None], stem: Path) -> list[Path
         mark_empty(ax, "not measured at this position")
         ax.grid(alpha=0.3, lw=0.5)
     axes[0][0].set_ylabel("held-out probe accuracy (dotted: best control)")
-    axes[0][0].legend(fontsize=7, frameon=False)
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=7, frameon=False)
     fig.suptitle("Bridge probes by layer, per run", fontsize=9, y=1.03)
     return save_figure(fig, stem)
 
@@ -77,14 +79,14 @@ def plot_compare_patching(maps: dict[str, dict | None], stem: Path) -> list[Path
     n = len(maps)
     fig, axes = plt.subplots(1, n, figsize=(2.6 * n + 1.0, 3.0), squeeze=False)
     finite = [np.array(m["matrix"], dtype=float) for m in maps.values() if m]
-    vmax = max([float(np.nanmax(np.abs(a))) for a in finite if np.isfinite(a).any()] or [1.0])
+    vmax = max([float(np.nanmax(np.abs(a))) for a in finite if a.size and np.isfinite(a).any()] or [1.0]) or 1.0
     im = None
     for ax, (label, m) in zip(axes[0], maps.items()):
-        if not m:
-            na_axes(ax, "no analyze/patching.json")
+        a = np.array(m["matrix"], dtype=float) if m else np.zeros((0, 0))
+        if a.ndim != 2 or a.size == 0:
+            na_axes(ax, "no analyze/patching.json" if not m else "empty patching matrix")
             ax.set_title(label, fontsize=9)
             continue
-        a = np.array(m["matrix"], dtype=float)
         im = ax.imshow(a, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
         ax.set_xticks(range(a.shape[1]), m.get("roles") or range(a.shape[1]), fontsize=7)
         ax.set_yticks(range(a.shape[0]), [f"L{i}" for i in range(a.shape[0])], fontsize=7)
