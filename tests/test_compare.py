@@ -148,3 +148,18 @@ def test_mechanism_readings(tmp_path):
     m = mechanism.same_mechanism([a, b])
     assert m["bridge_carried_same"] is True and m["bridge_used_same"] is True and m["variable_circuit_same"] is False
     assert m["variable_circuit_node_jaccard"] == {"0-1": 0.0}
+
+
+def test_pipeline_seeds_runs_sibling_dirs_and_compares_them(tmp_path, capsys):
+    """--seeds 3,5 (stages data and report only: the wiring, not the science): RUN-seed3 and RUN-seed5 with train.seed
+    set and the task left alone, compared into RUN-seeds/; RUN itself is not left behind."""
+    import yaml
+
+    root = tmp_path / "w" / "r"
+    assert cli(["pipeline", "--config", "configs/tiny.yaml", "--run", str(root), "--seeds", "3,5", "--stages", "data,report"]) == 0
+    assert sorted(p.name for p in root.parent.iterdir()) == ["r-seed3", "r-seed5", "r-seeds"]
+    cfgs = [yaml.safe_load((root.parent / f"r-seed{s}" / "config.yaml").read_text()) for s in (3, 5)]
+    assert [c["train"]["seed"] for c in cfgs] == [3, 5] and cfgs[0]["task"] == cfgs[1]["task"]
+    assert (root.parent / "r-seed3" / "data" / "vocab.json").read_text() == (root.parent / "r-seed5" / "data" / "vocab.json").read_text()
+    res = json.loads((root.parent / "r-seeds" / "compare.json").read_text())
+    assert res["labels"] == ["r-seed3", "r-seed5"]
