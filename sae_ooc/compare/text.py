@@ -28,7 +28,7 @@ def _mechanism(m: dict, labels: list[str]) -> list[str]:
 
 def _saes(saes: dict) -> list[str]:
     if not saes:
-        return []
+        return ["## SAE features matched across runs", "", "Not computed (--no-sae-match).", ""]
     lines = ["## SAE features matched across runs", "",
              "Decoder cosine: one-to-one matching (Hungarian, scipy's linear_sum_assignment) of decoder directions, beside a "
              "random Gaussian decoder of the same shape. Directions are in each model's own residual basis: across separately "

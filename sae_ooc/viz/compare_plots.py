@@ -18,16 +18,31 @@ def _short(hook: str) -> str:
     return hook.replace("blocks.", "L").replace(".hook_", " ")
 
 
+def _panels(data: dict[str, dict | None], keys_of, missing: str, width: float = 3.4):
+    """One panel per key any run has (`keys_of(run's data)`, in first-seen order), sharing the y axis; an "n/a" panel
+    saying `missing` when no run has any."""
+    keys: list = []
+    for d in data.values():
+        keys += [k for k in (keys_of(d) if d else []) if k not in keys]
+    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(width * max(len(keys), 1) + 0.4, 3.2), sharey=True, squeeze=False)
+    if not keys:
+        na_axes(axes[0][0], missing)
+    return fig, axes[0], keys
+
+
+def _finish(fig, axes, ylabel: str, title: str, stem: Path) -> list[Path]:
+    axes[0].set_ylabel(ylabel)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=9, y=1.03)
+    return save_figure(fig, stem)
+
+
 @fail_soft
 def plot_compare_accuracy(curves: dict[str, dict | None], stem: Path) -> list[Path]:
     """One panel per split, accuracy against training step, one line per run."""
-    splits = []
-    for c in curves.values():
-        splits += [s for s in (c or {}) if s not in splits]
-    fig, axes = plt.subplots(1, max(len(splits), 1), figsize=(3.2 * max(len(splits), 1) + 0.4, 3.0), sharey=True, squeeze=False)
-    if not splits:
-        na_axes(axes[0][0], "no model/metrics.jsonl in any run")
-    for ax, split in zip(axes[0], splits):
+    fig, axes, splits = _panels(curves, list, "no model/metrics.jsonl in any run", width=3.2)
+    for ax, split in zip(axes, splits):
         for color, (label, c) in zip(_colors(len(curves)), curves.items()):
             if c and split in c:
                 ax.plot(c[split][0], floats(c[split][1]), color=color, lw=1.2, label=label)
@@ -36,23 +51,14 @@ def plot_compare_accuracy(curves: dict[str, dict | None], stem: Path) -> list[Pa
         ax.set_title(split, fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3, lw=0.5)
-    axes[0][0].set_ylabel("accuracy")
-    if axes[0][0].get_legend_handles_labels()[0]:
-        axes[0][0].legend(fontsize=7, frameon=False)
-    fig.suptitle("Accuracy over training, per run", fontsize=9, y=1.03)
-    return save_figure(fig, stem)
+    return _finish(fig, axes, "accuracy", "Accuracy over training, per run", stem)
 
 
 @fail_soft
 def plot_compare_probes(probes: dict[str, dict | None], stem: Path) -> list[Path]:
     """One panel per position: held-out bridge probe accuracy by hook (solid), the largest control (dotted)."""
-    positions = []
-    for p in probes.values():
-        positions += [q for q in (p or {}).get("positions", []) if q not in positions]
-    fig, axes = plt.subplots(1, max(len(positions), 1), figsize=(3.4 * max(len(positions), 1) + 0.4, 3.2), sharey=True, squeeze=False)
-    if not positions:
-        na_axes(axes[0][0], "no analyze/probes.json in any run")
-    for ax, pos in zip(axes[0], positions):
+    fig, axes, positions = _panels(probes, lambda p: p["positions"], "no analyze/probes.json in any run")
+    for ax, pos in zip(axes, positions):
         for color, (label, p) in zip(_colors(len(probes)), probes.items()):
             if not p or pos not in p["positions"]:
                 continue
@@ -66,11 +72,7 @@ def plot_compare_probes(probes: dict[str, dict | None], stem: Path) -> list[Path
         ax.set_title(f"bridge @ {pos}", fontsize=9)
         mark_empty(ax, "not measured at this position")
         ax.grid(alpha=0.3, lw=0.5)
-    axes[0][0].set_ylabel("held-out probe accuracy (dotted: best control)")
-    if axes[0][0].get_legend_handles_labels()[0]:
-        axes[0][0].legend(fontsize=7, frameon=False)
-    fig.suptitle("Bridge probes by layer, per run", fontsize=9, y=1.03)
-    return save_figure(fig, stem)
+    return _finish(fig, axes, "held-out probe accuracy (dotted: best control)", "Bridge probes by layer, per run", stem)
 
 
 @fail_soft
@@ -102,14 +104,9 @@ def plot_compare_controls(controls: dict[str, dict | None], stem: Path,
                           kinds: tuple[str, ...] = ("das", "top_features", "random_features")) -> list[Path]:
     """Control curves of the variables stage: per hook@position a panel, per run a colour, per unit kind a line style;
     the residual patch as a dashed line in the run's colour."""
-    panels = []
-    for c in controls.values():
-        panels += [k for k in (c or {}) if k not in panels]
     styles = dict(zip(kinds, ("-", "--", ":")))
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.4 * max(len(panels), 1) + 0.4, 3.2), sharey=True, squeeze=False)
-    if not panels:
-        na_axes(axes[0][0], "no variables/variables.json rows measured on held-out prefixes in any run")
-    for ax, key in zip(axes[0], panels):
+    fig, axes, panels = _panels(controls, list, "no variables/variables.json rows measured on held-out prefixes in any run")
+    for ax, key in zip(axes, panels):
         for color, (label, c) in zip(_colors(len(controls)), controls.items()):
             panel = (c or {}).get(key)
             if not panel:
@@ -127,9 +124,11 @@ def plot_compare_controls(controls: dict[str, dict | None], stem: Path,
         ax.set_title(f"{_short(hook)} @ {pos}", fontsize=9)
         ax.set_xlabel("features exchanged / rank")
         ax.grid(alpha=0.3, lw=0.5)
-    axes[0][0].set_ylabel("held-out answers switched")
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    axes[0].set_ylabel("held-out answers switched")
+    handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, fontsize=6, loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, -0.25))
-    fig.suptitle("Control curves of the variables stage, per run (dash-dot: the run's residual patch)", fontsize=9, y=1.03)
+    without = [label for label, c in controls.items() if not c]
+    fig.suptitle("Control curves of the variables stage, per run (dash-dot: the run's residual patch)"
+                 + (f"\nno held-out rows in: {', '.join(without)}" if without else ""), fontsize=9, y=1.07 if without else 1.03)
     return save_figure(fig, stem)
