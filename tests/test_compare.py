@@ -124,7 +124,7 @@ def test_compare_saes_on_saved_decoders_without_shared_prompts(tmp_path):
 
     w = RNG.normal(size=(16, 8)).astype(np.float32)
     perm = RNG.permutation(16)
-    for name, dec in (("a", w), ("b", w[perm])):
+    for name, dec in (("a", w), ("b", w[perm]), ("wide", RNG.normal(size=(16, 12)).astype(np.float32))):
         d = tmp_path / name / "saes" / "blocks.0.hook_resid_pre"
         d.mkdir(parents=True)
         save_file({"W_dec": dec}, str(d / "sae_weights.safetensors"))
@@ -133,6 +133,9 @@ def test_compare_saes_on_saved_decoders_without_shared_prompts(tmp_path):
     h = res["hooks"]["blocks.0.hook_resid_pre"]
     assert [int(perm[j]) for j in h["decoder"]["perm"]] == list(range(16)) and h["decoder"]["mean_cos"] == pytest.approx(1.0, abs=1e-6)
     assert "activations" not in h and "no activation cache" in res["activation_correlation"]
+    # models of other widths: no decoder cosine (no shared space), said in place of the numbers
+    wide = match.compare_saes(tmp_path / "a", tmp_path / "wide")["hooks"]["blocks.0.hook_resid_pre"]
+    assert wide["decoder"] == "not compared: d_in 8 vs 12"
 
 
 def test_mechanism_readings(tmp_path):

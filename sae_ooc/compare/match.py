@@ -134,10 +134,15 @@ def compare_saes(run_a: Path, run_b: Path, max_rows: int = MAX_ROWS) -> dict:
     out = {"hooks": {}, "activation_correlation": why_not or f"on {len(rows)} token rows shared by both runs"}
     for hook in shared_hooks(run_a, run_b):
         w_a, w_b = _decoder(run_a, hook), _decoder(run_b, hook)
-        dec = match_decoders(w_a, w_b)
-        res = {"d_sae": [int(w_a.shape[0]), int(w_b.shape[0])], "decoder": {k: v for k, v in dec.items() if k not in ("cos",)},
-               "decoder_random_baseline": random_decoder_baseline(w_a, w_b.shape)}
-        if rows is not None and w_a.shape[1] == w_b.shape[1]:
-            res["activations"] = match_activations(_features(run_a, hook, rows), _features(run_b, hook, rows), dec["perm"])
+        res: dict = {"d_sae": [int(w_a.shape[0]), int(w_b.shape[0])], "d_in": [int(w_a.shape[1]), int(w_b.shape[1])]}
+        perm = None
+        if w_a.shape[1] == w_b.shape[1]:
+            dec = match_decoders(w_a, w_b)
+            perm = dec["perm"]
+            res.update(decoder={k: v for k, v in dec.items() if k != "cos"}, decoder_random_baseline=random_decoder_baseline(w_a, w_b.shape))
+        else:  # models of other widths: no shared space for decoder directions; activations still correlate
+            res["decoder"] = f"not compared: d_in {w_a.shape[1]} vs {w_b.shape[1]}"
+        if rows is not None:
+            res["activations"] = match_activations(_features(run_a, hook, rows), _features(run_b, hook, rows), perm)
         out["hooks"][hook] = res
     return out

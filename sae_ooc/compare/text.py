@@ -41,8 +41,10 @@ def _saes(saes: dict) -> list[str]:
         for hook, h in res["hooks"].items():
             a = h.get("activations", {})
             f = lambda k: f"{a[k]:.3f}" if k in a else "n/a"  # noqa: E731
-            lines.append(f"| {pair} | {hook} | {h['d_sae'][0]}/{h['d_sae'][1]} | {h['decoder']['mean_cos']:.3f} "
-                         f"({h['decoder_random_baseline']:.3f}) | {h['decoder']['frac_above_0.9']:.2f} | {f('mean_corr')} ({f('shuffled_rows_mean_corr')}) "
+            d = h["decoder"]
+            dec = (f"{d['mean_cos']:.3f} ({h['decoder_random_baseline']:.3f}) | {d['frac_above_0.9']:.2f}" if isinstance(d, dict)
+                   else f"{d} | n/a")
+            lines.append(f"| {pair} | {hook} | {h['d_sae'][0]}/{h['d_sae'][1]} | {dec} | {f('mean_corr')} ({f('shuffled_rows_mean_corr')}) "
                          f"| {f('decoder_matched_mean_corr')} |")
     return lines + [""] + notes + [""]
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sae_ooc.saes.store import hook_sort_key
 from sae_ooc.viz.plots import fail_soft, floats, mark_empty, na_axes, plt, save_figure
 
 
@@ -58,16 +59,18 @@ def plot_compare_accuracy(curves: dict[str, dict | None], stem: Path) -> list[Pa
 def plot_compare_probes(probes: dict[str, dict | None], stem: Path) -> list[Path]:
     """One panel per position: held-out bridge probe accuracy by hook (solid), the largest control (dotted)."""
     fig, axes, positions = _panels(probes, lambda p: p["positions"], "no analyze/probes.json in any run")
+    # one x axis for runs of different depths: every hook any run probed, in forward order
+    hooks = sorted({h for p in probes.values() if p for h in p["hooks"]}, key=hook_sort_key)
     for ax, pos in zip(axes, positions):
         for color, (label, p) in zip(_colors(len(probes)), probes.items()):
             if not p or pos not in p["positions"]:
                 continue
             j = p["positions"].index(pos)
-            x = np.arange(len(p["hooks"]))
+            x = [hooks.index(h) for h in p["hooks"]]
             ax.plot(x, floats([row[j] for row in p["acc"]]), color=color, marker="o", ms=3, lw=1.2, label=label)
             if p.get("control"):
                 ax.plot(x, floats([row[j] for row in p["control"]]), color=color, ls=":", lw=1.0)
-            ax.set_xticks(x, [_short(h) for h in p["hooks"]], rotation=45, ha="right", fontsize=7)
+        ax.set_xticks(range(len(hooks)), [_short(h) for h in hooks], rotation=45, ha="right", fontsize=7)
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"bridge @ {pos}", fontsize=9)
         mark_empty(ax, "not measured at this position")
