@@ -210,7 +210,19 @@ def compare_controls(n, vs, cis):
     return dict(controls={"a": {"blocks.0.hook_resid_pre@r1": panel} if n else {}, "missing": None})
 
 
-BUILDERS = {"plot_attention": attention, "plot_logit_lens": logit_lens, "plot_patching": patching, "plot_tracing": tracing,
+def control_curves(n, vs, cis):
+    from sae_ooc.causal.result import VariableRow, VariablesResult
+
+    units = {f"das_rank{2 ** i}": {"size": 2 ** i, "switch": v, "ci95": list(ci) if ci else None} for i, (v, ci) in enumerate(zip(vs, cis))}
+    units |= {f"random_rank{2 ** i}": {"size": 2 ** i, "switch": v, "min": ci[0] if ci else None, "max": ci[1] if ci else None}
+              for i, (v, ci) in enumerate(zip(vs, cis))}
+    units["resid_patch"] = {"size": 64, "switch": first(vs)}
+    row = VariableRow("bridge", "r1", "blocks.2.hook_resid_pre", n_heldout=5 * n, n_heads=n, units=units,
+                      curves={"das": [f"das_rank{2 ** i}" for i in range(n)], "random_subspace": [f"random_rank{2 ** i}" for i in range(n)]})
+    return dict(result=VariablesResult(settings={}, rows=[row] if n else []))
+
+
+BUILDERS = {"plot_control_curves": control_curves, "plot_attention": attention, "plot_logit_lens": logit_lens, "plot_patching": patching, "plot_tracing": tracing,
             "plot_probes": probes, "plot_dla": dla, "plot_back_patching": back_patching, "plot_validation": validation, "plot_curve": curve,
             "plot_dynamics": dynamics, "plot_steering": steering, "plot_edit_layers": edit_layers, "plot_localization": localization,
             "plot_phase": phase, "plot_training_curves": training_curves, "plot_pareto": pareto, "plot_alignment_heatmap": alignment_heatmap,
