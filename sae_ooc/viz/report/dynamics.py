@@ -26,9 +26,15 @@ def _used(doc: Doc, res: dict, pts: list[dict], ans: dict, rd: dict | None) -> N
         return
     h = used["hook"]
     last = next(p for p in reversed(pts) if p.get("control"))["control"][h]
-    when = ("" if rd is None else f"; a probe first reads it at step {rd['step']}, "
-            + ("before" if rd["step"] < used["step"] else "at the same checkpoint as" if rd["step"] == used["step"] else "after")
-            + " it is used")
+    def order(step: int) -> str:
+        return "before" if step < used["step"] else "at the same checkpoint as" if step == used["step"] else "after"
+
+    when = "" if rd is None else f"; a probe first reads it at step {rd['step']} (`{rd['hook']}`), {order(rd['step'])} it is used"
+    th = res["readable_threshold"]
+    same = next((p["step"] for p in pts if p["step"] > 0
+                 and (p["probes"].get(h, {}).get(ctl["position"], {}).get("heldout_acc") or 0) >= th), None)
+    if same is not None:
+        when += f", and the probe at `{h}` itself reaches held-out accuracy {th} at step {same}, {order(same)} it is used"
     doc.add(f"**Used, not only readable**: per checkpoint, a rank-{ctl['rank']} DAS subspace at `{h}` {ctl['position']} (fitted on "
             f"the fit prefixes' pairs, {ctl['das_steps']} steps from the class means' principal directions) is interchanged "
             f"from a donor on {on}. Its switch rate to t(b', r2) first reaches half its final value at step "
