@@ -244,4 +244,6 @@ def test_dynamics_das_switch_is_the_variables_stages(harvested_run, tmp_path):
     assert got["n"] == row.units["das_rank4"]["n"] == len(res.heldout_pairs) > 0
     assert got["resid_patch"] == pytest.approx(row.units["resid_patch"]["switch"])
     assert got["das"] == pytest.approx(row.units["das_rank4"]["switch"])
+    assert got["das_ci95"] == pytest.approx(row.units["das_rank4"]["ci95"])
+    assert got["das_logit_change"] == pytest.approx(row.units["das_rank4"]["logit_change"], abs=1e-4)
     assert 0 <= got["random"] <= 1

@@ -20,7 +20,7 @@ import dataclasses
 
 import torch
 
-from sae_ooc.causal.control import switch_only
+from sae_ooc.causal.control import score, switch_only
 from sae_ooc.causal.das import das_delta
 from sae_ooc.causal.pairs import FIT, HELD, VALID, Pairs, draw_pairs, prefix_groups
 from sae_ooc.causal.row import Context, das_unit, scored
@@ -81,7 +81,8 @@ def control_setup(ds, vocab, task_cfg, ccfg, held: set[tuple[int, int]], das_ste
 
 
 def bridge_control(model, setup: ControlSetup, hooks: list[str], rank: int, n_random: int) -> dict[str, dict]:
-    """{hook: {das, resid_patch, random: switch rates on the held-out pairs}} on this checkpoint's `model`. The DAS seed
+    """{hook: {das, resid_patch, random: switch rates on the held-out pairs; das_ci95: the DAS rate's 95% interval over head
+    entities; das_logit_change}} on this checkpoint's `model`. The DAS seed
     of hook k is the variables stage's (causal.seed + 1000 k + rank), so on the same model and pairs the two agree."""
     ctx = dataclasses.replace(setup.ctx, model=model)
     cfg, pos, bs = ctx.cfg, ctx.pos, ctx.cfg.batch_size
@@ -101,7 +102,8 @@ def bridge_control(model, setup: ControlSetup, hooks: list[str], rank: int, n_ra
             seed = cfg.seed + 1000 * k
             mod = das_unit(ctx, h, X, residuals(model, ctx.q_tok[Fp.base_q], [h], bs)[h], U, r, seed + r)
             d = das_delta(mod, S.x, S.xd)
-            rec["das"] = switch_only(model, S, h, pos, d, bs)
+            sc = score(model, S, h, pos, d, bs, cfg.bootstrap, seed, r, "das")  # the variables stage's numbers for das_rank<r>
+            rec.update(das=sc["switch"], das_ci95=sc["ci95"], das_logit_change=sc["logit_change"])
             g = torch.Generator().manual_seed(seed)
             draws = [switch_only(model, S, h, pos, random_subspace_delta(S.x, S.xd, r, d, g), bs) for _ in range(n_random)]
             rec["random"] = sum(draws) / len(draws)

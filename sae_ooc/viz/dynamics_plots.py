@@ -45,6 +45,9 @@ def _plot_used(ax, pts, ctl: dict, r1: str, result_answers: dict | None) -> None
                               ("random", ":", f"random rank {ctl['rank']}")):
             xs, ys = _series(pts, lambda p, h=h, key=key: p["control"][h][key])
             ax.plot(xs, ys, ls, ms=3, color=c, alpha=1.0 if key == "das" else 0.6, label=f"{_layer_label(h)}: {name}")
+        xs, ci = _series(pts, lambda p, h=h: p["control"][h]["das_ci95"])
+        if ci:
+            ax.fill_between(xs, [lo for lo, _ in ci], [hi for _, hi in ci], color=c, alpha=0.15, lw=0)
         xs, ys = _series(pts, lambda p, h=h: p["probes"][h][r1]["heldout_acc"])
         ax.plot(xs, ys, "-.", color=c, alpha=0.5, lw=1, label=f"{_layer_label(h)}: probe of b (readable)")
     used = (result_answers or {}).get("bridge_first_used")

@@ -39,7 +39,9 @@ def _used(doc: Doc, res: dict, pts: list[dict], ans: dict, rd: dict | None) -> N
             f"the fit prefixes' pairs, {ctl['das_steps']} steps from the class means' principal directions) is interchanged "
             f"from a donor on {on}. Its switch rate to t(b', r2) first reaches half its final value at step "
             f"{doc.number('dynamics.bridge_used_step', used['step'], on + ', per checkpoint', spec='.0f')} (final "
-            f"{doc.number('dynamics.final_das_switch', last['das'], on)}; residual patch "
+            f"{doc.number('dynamics.final_das_switch', last['das'], on)}"
+            + (f", 95% interval over head entities {f3(last['das_ci95'][0])}–{f3(last['das_ci95'][1])}" if last.get("das_ci95") else "")
+            + "; residual patch "
             f"{doc.number('dynamics.final_resid_patch_switch', last['resid_patch'], on)}, random rank-{ctl['rank']} subspaces "
             f"{doc.number('dynamics.final_random_switch', last['random'], on)}){when}. " + caveat, "")
 
