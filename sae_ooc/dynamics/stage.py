@@ -81,9 +81,9 @@ def first_readable(points: list[dict], hooks: list[str]) -> dict | None:
     return None
 
 
-def _check_inputs(run, sae_hooks: list[str]) -> None:
-    """Refuse at once, not after minutes of replay: a run without the step-0 checkpoint (train.n_checkpoints 0) and
-    dynamics.sae_hooks the model does not have."""
+def _check_inputs(run, sae_hooks: list[str], das_hooks: list[str] = ()) -> None:
+    """Refuse at once, not after minutes of replay: a run without the step-0 checkpoint (train.n_checkpoints 0), and
+    dynamics.sae_hooks or dynamics.das_hooks the model does not have."""
     if 0 not in saved_checkpoints(run.model_dir):
         raise UserError(f"{run.model_dir / 'checkpoints'} has no step_0 checkpoint (train.n_checkpoints was 0): dynamics needs the "
                         f"log-spaced checkpoints; retrain with `sae-ooc train --force --run {run.root} --set train.n_checkpoints=12`")
@@ -93,6 +93,11 @@ def _check_inputs(run, sae_hooks: list[str]) -> None:
         resid = [h for h in model.hook_dict if "resid" in h]
         raise UserError(f"dynamics.sae_hooks: {', '.join(bad)} not in this {model.cfg.n_layers}-layer model; use hooks such as "
                         f"{', '.join(resid)} (e.g. --set dynamics.sae_hooks=[{resid[-1]}]), or [] for blocks.L.hook_resid_pre, L >= 1")
+    bad = [h for h in das_hooks if h not in model.hook_dict]
+    if bad:
+        resid = [h for h in model.hook_dict if h.endswith(("hook_resid_pre", "hook_resid_post"))]
+        raise UserError(f"dynamics.das_hooks: {', '.join(bad)} not in this {model.cfg.n_layers}-layer model; use some of "
+                        f"{', '.join(resid)} (e.g. --set dynamics.das_hooks=[{resid[-2]}]), or [] for blocks.L.hook_resid_pre, L >= 1")
 
 
 def run_dynamics(run, force: bool = False) -> dict:
@@ -103,7 +108,8 @@ def run_dynamics(run, force: bool = False) -> dict:
     saved_cfg = run.model_dir / CONFIG_FILE  # the trained model's own: a pretrained source's layers are its checkpoint's
     n_layers = int(read_json(saved_cfg)["n_layers"]) if saved_cfg.is_file() else run.cfg.model.n_layers
     sae_hooks = list(dc.sae_hooks) or default_sae_hooks(n_layers)
-    _check_inputs(run, sae_hooks)  # before --force deletes the last results
+    das_hooks = (list(dc.das_hooks) or default_sae_hooks(n_layers)) if dc.das_rank > 0 else []
+    _check_inputs(run, sae_hooks, das_hooks)  # before --force deletes the last results
     if force and out_dir.exists():
         shutil.rmtree(out_dir)
     records = read_jsonl(run.model_dir / METRICS_FILE)
@@ -129,7 +135,6 @@ def run_dynamics(run, force: bool = False) -> dict:
     tokens, bridge, answer = _prompts(ds, vocab, dc.n_prompts, dc.seed)
     pairs = make_pairs(ds, vocab, "test_id", dc.patch_pairs, dc.seed, first_token=True)  # one position's logits: first tokens
     hooks = resid_hooks(n_layers)
-    das_hooks = (list(dc.das_hooks) or default_sae_hooks(n_layers)) if dc.das_rank > 0 else []
     if das_hooks:  # the variables stage's pairs, on the prefixes train-sae holds out at r1
         setup = control_setup(ds, vocab, run.cfg.task, run.cfg.causal, prefixes_at(cache.tokens(), held, lay.index("r1")),
                               dc.das_steps, dc.das_fit_pairs)
