@@ -12,11 +12,11 @@ class DynamicsConfig:
     # extra checkpoints replayed (deterministically, from the nearest saved one) across the window in which valid_id
     # accuracy rises, where the log-spaced schedule is coarse; 0 = only the checkpoints train saved
     dense_checkpoints: int = 4
-    # the rise window: from the last evaluation with valid_id below rise_low of its way from its first to its best
-    # value, to the first at or above rise_high; the marked moment is the first at or above half way
     # and more still where the curves move: inside the rise window, a replayed checkpoint wherever two consecutive ones are
     # more than this factor of steps apart (geometrically spaced; 0 = none). The default run had none between 328 and 751
     dense_max_ratio: float = 1.5
+    # the rise window: from the last evaluation with valid_id below rise_low of its way from its first to its best
+    # value, to the first at or above rise_high; the marked moment is the first at or above half way
     rise_low: float = 0.1
     rise_high: float = 0.9
     n_prompts: int = 256  # test_id two-hop prompts for the logit lens (a seeded sample)
@@ -28,7 +28,7 @@ class DynamicsConfig:
     # the fit prefixes and scored by interchange on the held-out ones, beside the residual patch and random subspaces; 0 = off
     das_rank: int = 16
     das_hooks: list[str] = field(default_factory=list)  # empty = blocks.L.hook_resid_pre for L = 1 .. n_layers - 1
-    das_steps: int = 30  # Adam steps per checkpoint and hook (started from the class means' principal directions)
+    das_steps: int = 30  # Adam steps per checkpoint and hook (from the class means' principal directions; causal.das_batch, das_lr)
     das_fit_pairs: int = 4096  # at most this many fit pairs (a seeded sample) per checkpoint
     n_controls: int = 1  # shuffled-label probes (and feature searches) per number, in place of sae_eval.n_controls: dozens of checkpoints
     seed: int = 0
