@@ -107,11 +107,14 @@ def dynamics(n, vs, cis):
             "probes": {h: {p: {"heldout_acc": v, "shuffled_acc": v, "n_heldout": 4} for p in ("r1", "r2")} for h in hooks},
             "logit_lens": {"labels": ["0_pre", "final_post"], "bridge@r1": {"median_rank": [v, v]}, "answer@r2": {"median_rank": [v, v]}},
             "patching": {"peak@r1": {"value": v}, "peak@r2": {"value": v}},
-            "saes": {h: {k: {"mean_auroc_features": v, "shuffled_mean_auroc": v} for k in ("bridge@r1", "bridge@r2")} for h in hooks}}
-           for i, v in enumerate(vs)]
+            "saes": {h: {k: {"mean_auroc_features": v, "shuffled_mean_auroc": v} for k in ("bridge@r1", "bridge@r2")} for h in hooks},
+            "control": {hooks[0]: {"das": v, "resid_patch": v, "random": v, "das_ci95": list(ci) if ci else None}}}
+           for i, (v, ci) in enumerate(zip(vs, cis))]
     rise = {"found": n > 1, "moment": 10}
+    used = {"step": 10, "switch": first(vs), "hook": hooks[0], "final_switch": first(vs)} if n else None
     return dict(result={"checkpoints": pts, "hooks": hooks, "sae_hooks": hooks, "n_prompts_logit_lens": 5, "n_patch_pairs": 4,
-                        "rise": {"valid_id": rise, "test_id": rise}})
+                        "rise": {"valid_id": rise, "test_id": rise}, "answers": {"bridge_first_used": used},
+                        "control": {"hooks": [hooks[0]], "rank": 4, "n_heldout_pairs": 3}})
 
 
 def steering(n, vs, cis):
