@@ -281,8 +281,7 @@ def _driver():
     opts = webdriver.ChromeOptions()
     opts.binary_location = exe
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    for a in chromium_args(exe)[1:] + ["--disable-background-networking", "--disable-component-update", "--disable-sync",
-                                       f"--user-data-dir={profile}"]:
+    for a in chromium_args(exe, profile)[1:]:  # the screenshot's flags, its throwaway profile included
         opts.add_argument(a)
     d = None
     try:
