@@ -1,0 +1,59 @@
+"""Figure of stage `variables`, section 2: the circuit of causal variables as a graph. Inputs (head, r1, r2 tokens) feed
+the units of the high-level model (bridge@r1, bridge@answer, r2 at the answer position), each box naming its hook, rank
+and held-out IIA beside the residual patch there; the title gives the faithfulness of the circuit with no remainder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sae_ooc.viz.plots import plt, save_figure
+
+# (x, y) of each node of the high-level model
+PLACES = {"head": (0, 2), "r1": (0, 1), "r2": (0, 0), "bridge@r1": (1, 1.5), "bridge@answer": (2, 1), "r2@answer": (2, 0),
+          "answer": (3, 0.5)}
+EDGES = (("head", "bridge@r1"), ("r1", "bridge@r1"), ("bridge@r1", "bridge@answer"), ("r2", "r2@answer"),
+         ("bridge@answer", "answer"), ("r2@answer", "answer"))
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f}%"
+
+
+def _short(hook: str | None) -> str:
+    return "" if hook is None else hook.replace("blocks.", "L").replace(".hook_", " ")
+
+
+def plot_causal_circuit(circuit: dict, stem: Path) -> list[Path]:
+    if circuit.get("status") != "ok":
+        return []
+    nodes = circuit["nodes"]
+    faith = (circuit.get("faithfulness") or {}).get("circuit") or {}
+    text = {"head": "head", "r1": "r1", "r2": "r2", "answer": "answer\nt(bridge, r2)"}
+    for key, nd in nodes.items():
+        text[key] = (f"{key}\n{_short(nd['hook'])} rank {nd['rank']}\nIIA {_pct(nd['unit']['switch'])} "
+                     f"(patch {_pct(nd['resid_patch']['switch'])},\nrandom {_pct(nd['random'].get('switch'))})")
+    r2rank = (circuit.get("faithfulness") or {}).get("r2_rank") or {}
+    h2 = (nodes.get("bridge@answer") or {}).get("hook")
+    text["r2@answer"] = f"r2@answer\n{_short(h2)} rank {r2rank.get(h2, '?')}\n(class-mean span)"
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    for a, b in EDGES:
+        (x0, y0), (x1, y1) = PLACES[a], PLACES[b]
+        ax.annotate("", xy=(x1 - 0.28, y1), xytext=(x0 + 0.28, y0), arrowprops=dict(arrowstyle="->", color="gray"))
+    for key, (x, y) in PLACES.items():
+        unit = key in nodes
+        missing = key == "bridge@answer" and key not in nodes
+        ax.text(x, y, text.get(key, key + "\n(no unit)"), ha="center", va="center", fontsize=8,
+                bbox=dict(boxstyle="round", fc="lightblue" if unit else ("mistyrose" if missing else "whitesmoke"), ec="gray"))
+    u = faith.get("unit") or {}
+    rnd = faith.get("random") or {}
+    f = u.get("faithfulness")
+    ax.set_title(f"circuit of causal variables, no remainder nodes: keeps {_pct(u.get('kept'))} of held-out answers, "
+                 f"faithfulness {f:.2f}" if f is not None else "circuit of causal variables (faithfulness not measured)", fontsize=9)
+    if rnd:
+        ax.text(1.5, -0.55, f"random subspaces of the same ranks keep {_pct(rnd.get('kept'))}; full mean ablation keeps "
+                f"{_pct((faith.get('full_mean_ablation') or {}).get('kept'))}; n = {circuit['n_heldout']} held-out pairs",
+                ha="center", fontsize=8)
+    ax.set_xlim(-0.5, 3.5)
+    ax.set_ylim(-0.8, 2.5)
+    ax.axis("off")
+    return save_figure(fig, stem)
