@@ -219,6 +219,8 @@ def test_circuit_iia_matches_plain_run_with_hooks(run):
         logits = model.run_with_hooks(base, fwd_hooks=[(hook, interchange)])[:, apos]
         share = float((logits.argmax(-1) == first["counter"]).float().mean())
         assert node["unit"]["switch"] == pytest.approx(share), key
+    o = c["nodes"]["bridge@answer"]["other_r2"]
+    assert 0 < o["n"] <= len(base) and all(0 <= o[k] <= 1 for k in ("resid_patch", "resid_patch_donor_answer", "unit_donor_answer"))
 
 
 def test_circuit_no_remainder_matches_plain_run_with_hooks(run):

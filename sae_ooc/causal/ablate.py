@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from sae_ooc.causal.units import bootstrap_share
 from sae_ooc.interventions.prompts import Answers, matches, read_batched
 
 
@@ -54,13 +55,17 @@ def logit_diff(out: Answers, answer: torch.Tensor, counter: torch.Tensor) -> tor
     return out.first[rows, answer[:, 0]] - out.first[rows, counter[:, 0]]
 
 
-def faithfulness(out: Answers, clean: Answers, full: Answers, answer: torch.Tensor, counter: torch.Tensor) -> dict:
-    """`kept`: share of prompts whose whole answer is still the right one; `faithfulness`: (ablated - fully ablated) /
-    (clean - fully ablated) of the mean logit difference (logit_diff)."""
+def faithfulness(out: Answers, clean: Answers, full: Answers, answer: torch.Tensor, counter: torch.Tensor,
+                 heads: torch.Tensor | None = None, n_boot: int = 0, seed: int = 0) -> dict:
+    """`kept`: share of prompts whose whole answer is still the right one (with `heads`, its 95% interval resampling
+    them, `kept_ci95`); `faithfulness`: (ablated - fully ablated) / (clean - fully ablated) of the mean logit difference
+    (logit_diff)."""
     if len(answer) == 0:
         return {"kept": None, "faithfulness": None, "logit_diff": None}
     ld, lc, lf = (float(logit_diff(o, answer, counter).mean()) for o in (out, clean, full))
     den = lc - lf
-    return {"kept": float(matches(out.greedy, answer).float().mean()), "logit_diff": ld,
+    kept = matches(out.greedy, answer).float()
+    ci = {"kept_ci95": bootstrap_share(kept, heads, n_boot, seed)} if heads is not None and n_boot else {}
+    return ci | {"kept": float(kept.mean()), "logit_diff": ld,
             "faithfulness": (ld - lf) / den if abs(den) > 1e-9 else None,
             "max_abs_logit_change": float((out.first - clean.first).abs().max())}

@@ -109,6 +109,35 @@ def answer_units(ctx, hooks: list[str], F: PairStates, V: PairStates, H: PairSta
     return rec, bases
 
 
+def other_r2_iia(ctx, H: PairStates, hook: str, apos: int, W: torch.Tensor, seed: int) -> dict:
+    """bridge@answer from a donor that asks another relation r2'' (its bridge b', its answer t(b', r2'') != t(b', r2)): the
+    high-level model still answers t(b', r2), a unit carrying the donor's answer rather than its bridge would answer
+    t(b', r2''). The residual patch, which carries the donor's r2'' too, is the reference that should fail."""
+    rng = np.random.default_rng(seed)
+    P, tail = H.P, ctx.facts.tail
+    keep, prompts, other = [], [], []
+    for i, ((h2, a2), b2, r2) in enumerate(zip(P.donor.tolist(), P.b2.tolist(), P.r2.tolist())):
+        cands = [r for r in ctx.facts.relations.get(b2, []) if r != r2 and tail[(b2, r)] != tail[(b2, r2)]]
+        if cands:
+            r = cands[int(rng.integers(len(cands)))]
+            keep.append(i)
+            prompts.append((h2, a2, r))
+            other.append(tail[(b2, r)])
+    if not keep:
+        return {"n": 0, "unit": None, "resid_patch": None, "resid_patch_donor_answer": None}
+    idx = torch.tensor(keep)
+    d_tok, _ = ctx.facts.tokens(prompts)
+    xd = residuals(ctx.model, d_tok, [hook], ctx.cfg.batch_size)[hook][:, apos]
+    S = Scored(H.tokens[idx], H.answer_pos[idx], H.clean[idx], H.consistent[idx], H.base[hook][idx, apos], xd, P.head[idx])
+    cfg, bs = ctx.cfg, ctx.cfg.batch_size
+    patch = S.xd - S.x
+    donor_answer = Scored(S.tokens, S.answer_pos, S.clean, ctx.facts.answer_ids(torch.tensor(other)), S.x, S.xd, S.heads)
+    return {"n": len(S), "unit": score(ctx.model, S, hook, apos, projected(patch, W), bs, cfg.bootstrap, seed, len(W), "das"),
+            "resid_patch": switch_only(ctx.model, S, hook, apos, patch, bs),
+            "resid_patch_donor_answer": switch_only(ctx.model, donor_answer, hook, apos, patch, bs),
+            "unit_donor_answer": switch_only(ctx.model, donor_answer, hook, apos, projected(patch, W), bs)}
+
+
 def r2_unit(ctx, F: PairStates, hook: str, apos: int) -> torch.Tensor:
     """The span of the fit class means of r2 at (hook, answer position): the r2 node (rank <= relations - 1)."""
     x = F.base[hook][:, apos]
@@ -151,6 +180,7 @@ def variable_circuit(ctx, rows, hooks: list[str]) -> tuple[dict, dict[str, torch
         H2 = max(abases, key=lambda h: search[h]["valid_resid_patch"])
         W2 = abases[H2][search[H2]["chosen_rank"]]
         nodes["bridge@answer"] = node_iia(ctx, H.scored(H2, apos), H2, apos, W2, g, seed)
+        nodes["bridge@answer"]["other_r2"] = other_r2_iia(ctx, H, H2, apos, W2, seed)
     else:
         H2, W2 = None, None
     out["nodes"] = nodes
@@ -187,7 +217,7 @@ def no_remainder(ctx, F: PairStates, H: PairStates, H1: str, W1, H2: str, W2, ap
     for name, c in cuts.items():
         full = run({h: {} for h in c})
         ident = run({h: {p: eye for p in range(width)} for h in c})
-        unit = faithfulness(run(c), H.clean, full, H.answer, H.consistent)
+        unit = faithfulness(run(c), H.clean, full, H.answer, H.consistent, H.P.head, cfg.bootstrap, cfg.seed)
         draws = [faithfulness(run({h: {p: random_basis(d, len(W), g) for p, W in b.items()} for h, b in c.items()}),
                               H.clean, full, H.answer, H.consistent) for _ in range(cfg.random_draws)]
         f_full = faithfulness(full, H.clean, full, H.answer, H.consistent)

@@ -48,7 +48,19 @@ def causal_circuit_section(doc: Doc) -> None:
         doc.add(f"| {label} | `{nd['hook']}` | {nd['rank']} | {val}{ci} | {pct(nd['resid_patch']['switch'])} | "
                 f"{pct(rnd.get('switch'))} (draws {pct(rnd.get('min'))}–{pct(rnd.get('max'))}) |")
     doc.number("circuit.causal.iia", c.get("iia"), f"{on}; the weakest node's IIA", spec=".1%")
+    o = (c["nodes"].get("bridge@answer") or {}).get("other_r2") or {}
+    if o.get("n"):
+        u = o["unit"]
+        val = doc.number("circuit.causal.node_iia.bridge_answer_other_r2", u["switch"], f"{o['n']} held-out pairs, donor asks "
+                         "another r2", spec=".1%")
+        doc.add(f"| bridge at the answer position, the donor asking another relation r2'' | | | {val} | {pct(o['resid_patch'])} "
+                f"(the donor's own answer t(b', r2''): {pct(o['resid_patch_donor_answer'])}) | |")
     doc.add("")
+    if o.get("n"):
+        doc.add(f"The last row tells a bridge from an answer: the donor asks r2'' with t(b', r2'') ≠ t(b', r2); the high-level "
+                f"model still answers t(b', r2). The unit answers the donor's t(b', r2'') on {pct(o.get('unit_donor_answer'))} "
+                "of these pairs, the residual patch (which carries r2'' too) on "
+                f"{pct(o['resid_patch_donor_answer'])}.", "")
     f = c.get("faithfulness") or {}
     if "circuit" not in f:
         doc.add(f"Faithfulness not measured: {f.get('status', 'no bridge@answer unit')}.", "")
@@ -67,6 +79,8 @@ def causal_circuit_section(doc: Doc) -> None:
         u = r["unit"]
         if key == "circuit":
             kept = doc.number("circuit.causal.kept", u["kept"], f"{f['n']} held-out base questions", spec=".1%")
+            if u.get("kept_ci95"):
+                kept += f" ({pct(u['kept_ci95'][0])}–{pct(u['kept_ci95'][1])})"
             faith = doc.number("circuit.causal.faithfulness", u["faithfulness"], f"{f['n']} held-out base questions, logit "
                                "difference, no remainder nodes", spec=".3f")
         else:
