@@ -5,7 +5,8 @@ units of section 1 and a second DAS unit fitted here:
 - bridge@r1: section 1's DAS subspace at the hook whose residual patch at r1 switches most fit-valid pairs, at the rank
   chosen there (the smallest reaching 80% of that patch on fit-valid pairs);
 - bridge@answer: a DAS subspace at the answer position (the layout's `answer_pos`), trained by interchange from a donor
-  question with the same r2 and another bridge on fit pairs, at every residual hook (hook_resid_pre and hook_resid_mid of
+  question with another bridge (half the donors asking the same r2, half another r2'', the target t(b', r2) either way) on
+  fit pairs, at every residual hook (hook_resid_pre and hook_resid_mid of
   every layer, with or without an SAE) whose residual patch at the answer position
   switches at least `causal.circuit_patch_min` of fit-valid pairs; hook and rank chosen on fit-valid pairs the same way;
 - r2 at the answer position: the span of the fit class means of r2 there (a supervised unit: r2 is an input of the
@@ -86,7 +87,12 @@ def answer_units(ctx, hooks: list[str], F: PairStates, V: PairStates, H: PairSta
     subspace per rank (fit-valid and held-out switch). Returns (the record, {hook: {rank: basis}})."""
     cfg, bs, model = ctx.cfg, ctx.cfg.batch_size, ctx.model
     rec, bases = {}, {}
-    target = F.consistent[:, 0]
+    # half the training donors ask another relation r2'' (target still t(b', r2)): a subspace that carries the donor's
+    # answer t(b', r2'') instead of its bridge cannot fit them, so what is learned is the bridge, not the answer
+    o_idx, o_prompts, _ = other_r2_donors(ctx, F.P, seed + 1)
+    o_tok = ctx.facts.tokens(o_prompts)[0] if len(o_idx) else None
+    target = torch.cat([F.consistent[:, 0], F.consistent[o_idx, 0]])
+    tokens, answer_pos = torch.cat([F.tokens, F.tokens[o_idx]]), torch.cat([F.answer_pos, F.answer_pos[o_idx]])
     for k, h in enumerate(hooks):
         Sv = V.scored(h, apos)
         patch = switch_only(model, Sv, h, apos, Sv.xd - Sv.x, bs)
@@ -95,9 +101,12 @@ def answer_units(ctx, hooks: list[str], F: PairStates, V: PairStates, H: PairSta
             continue
         bases[h] = {}
         Sh = H.scored(h, apos)
+        xd = F.donor[h][:, apos]
+        if o_tok is not None:
+            xd = torch.cat([xd, residuals(model, o_tok, [h], bs)[h][:, apos]])
         for r in sorted(set(x for x in cfg.ranks if x <= Sv.x.shape[1])):
-            mod = train_das_hooked(model, h, F.tokens, apos, F.answer_pos, F.donor[h][:, apos], target, r, cfg.das_steps,
-                                   cfg.das_batch, cfg.das_lr, seed + 100 * k + r)
+            mod = train_das_hooked(model, h, tokens, apos, answer_pos, xd, target, r, cfg.das_steps, cfg.das_batch, cfg.das_lr,
+                                   seed + 100 * k + r)
             W = mod.basis.detach().cpu()
             bases[h][r] = W
             rec[h]["valid_switch"][r] = switch_only(model, Sv, h, apos, projected(Sv.xd - Sv.x, W), bs)
@@ -109,12 +118,11 @@ def answer_units(ctx, hooks: list[str], F: PairStates, V: PairStates, H: PairSta
     return rec, bases
 
 
-def other_r2_iia(ctx, H: PairStates, hook: str, apos: int, W: torch.Tensor, seed: int) -> dict:
-    """bridge@answer from a donor that asks another relation r2'' (its bridge b', its answer t(b', r2'') != t(b', r2)): the
-    high-level model still answers t(b', r2), a unit carrying the donor's answer rather than its bridge would answer
-    t(b', r2''). The residual patch, which carries the donor's r2'' too, is the reference that should fail."""
+def other_r2_donors(ctx, P: Pairs, seed: int) -> tuple[torch.Tensor, list[tuple[int, int, int]], torch.Tensor]:
+    """For each pair whose donor bridge b' has another known relation r2'' with t(b', r2'') != t(b', r2): (the pair rows,
+    the donor questions (h', r1', r2''), [n] t(b', r2'')), r2'' drawn seeded."""
     rng = np.random.default_rng(seed)
-    P, tail = H.P, ctx.facts.tail
+    tail = ctx.facts.tail
     keep, prompts, other = [], [], []
     for i, ((h2, a2), b2, r2) in enumerate(zip(P.donor.tolist(), P.b2.tolist(), P.r2.tolist())):
         cands = [r for r in ctx.facts.relations.get(b2, []) if r != r2 and tail[(b2, r)] != tail[(b2, r2)]]
@@ -123,15 +131,23 @@ def other_r2_iia(ctx, H: PairStates, hook: str, apos: int, W: torch.Tensor, seed
             keep.append(i)
             prompts.append((h2, a2, r))
             other.append(tail[(b2, r)])
-    if not keep:
+    return torch.tensor(keep, dtype=torch.long), prompts, torch.tensor(other, dtype=torch.long)
+
+
+def other_r2_iia(ctx, H: PairStates, hook: str, apos: int, W: torch.Tensor, seed: int) -> dict:
+    """bridge@answer from a donor that asks another relation r2'' (its bridge b', its answer t(b', r2'') != t(b', r2)): the
+    high-level model still answers t(b', r2), a unit carrying the donor's answer rather than its bridge would answer
+    t(b', r2''). The residual patch, which carries the donor's r2'' too, is the reference that should fail."""
+    P = H.P
+    idx, prompts, other = other_r2_donors(ctx, P, seed)
+    if not len(idx):
         return {"n": 0, "unit": None, "resid_patch": None, "resid_patch_donor_answer": None}
-    idx = torch.tensor(keep)
     d_tok, _ = ctx.facts.tokens(prompts)
     xd = residuals(ctx.model, d_tok, [hook], ctx.cfg.batch_size)[hook][:, apos]
     S = Scored(H.tokens[idx], H.answer_pos[idx], H.clean[idx], H.consistent[idx], H.base[hook][idx, apos], xd, P.head[idx])
     cfg, bs = ctx.cfg, ctx.cfg.batch_size
     patch = S.xd - S.x
-    donor_answer = Scored(S.tokens, S.answer_pos, S.clean, ctx.facts.answer_ids(torch.tensor(other)), S.x, S.xd, S.heads)
+    donor_answer = Scored(S.tokens, S.answer_pos, S.clean, ctx.facts.answer_ids(other), S.x, S.xd, S.heads)
     return {"n": len(S), "unit": score(ctx.model, S, hook, apos, projected(patch, W), bs, cfg.bootstrap, seed, len(W), "das"),
             "resid_patch": switch_only(ctx.model, S, hook, apos, patch, bs),
             "resid_patch_donor_answer": switch_only(ctx.model, donor_answer, hook, apos, patch, bs),

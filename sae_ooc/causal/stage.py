@@ -40,7 +40,7 @@ from sae_ooc.saes.features import load_feature_labels
 from sae_ooc.saes.store import load_saes, saved_hooks
 from sae_ooc.tasks.data import load_task, split_tensors
 from sae_ooc.threads import torch_threads
-from sae_ooc.viz.causal_circuit_plot import plot_causal_circuit
+from sae_ooc.viz.causal_circuit_plots import plot_causal_circuit
 from sae_ooc.viz.control_plots import plot_control_curves
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sae_ooc.viz.plots import plt, save_figure
+from sae_ooc.viz.plots import fail_soft, plt, save_figure
 
 # (x, y) of each node of the high-level model
-PLACES = {"head": (0, 2), "r1": (0, 1), "r2": (0, 0), "bridge@r1": (1, 1.5), "bridge@answer": (2, 1), "r2@answer": (2, 0),
+PLACES = {"head": (0, 2), "r1": (0, 1), "r2": (0, 0), "bridge@r1": (1, 1.5), "bridge@answer": (2, 1.1), "r2@answer": (2, -0.1),
           "answer": (3, 0.5)}
 EDGES = (("head", "bridge@r1"), ("r1", "bridge@r1"), ("bridge@r1", "bridge@answer"), ("r2", "r2@answer"),
          ("bridge@answer", "answer"), ("r2@answer", "answer"))
@@ -23,15 +23,21 @@ def _short(hook: str | None) -> str:
     return "" if hook is None else hook.replace("blocks.", "L").replace(".hook_", " ")
 
 
+@fail_soft
 def plot_causal_circuit(circuit: dict, stem: Path) -> list[Path]:
     if circuit.get("status") != "ok":
-        return []
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.text(0.5, 0.5, f"circuit of causal variables not built: {circuit.get('status')}", ha="center", va="center", fontsize=9)
+        ax.axis("off")
+        return save_figure(fig, stem)
     nodes = circuit["nodes"]
     faith = (circuit.get("faithfulness") or {}).get("circuit") or {}
     text = {"head": "head", "r1": "r1", "r2": "r2", "answer": "answer\nt(bridge, r2)"}
     for key, nd in nodes.items():
         text[key] = (f"{key}\n{_short(nd['hook'])} rank {nd['rank']}\nIIA {_pct(nd['unit']['switch'])} "
                      f"(patch {_pct(nd['resid_patch']['switch'])},\nrandom {_pct(nd['random'].get('switch'))})")
+        if (nd.get("other_r2") or {}).get("n"):
+            text[key] += f"\ndonor asking another r2: {_pct(nd['other_r2']['unit']['switch'])}"
     r2rank = (circuit.get("faithfulness") or {}).get("r2_rank") or {}
     h2 = (nodes.get("bridge@answer") or {}).get("hook")
     text["r2@answer"] = f"r2@answer\n{_short(h2)} rank {r2rank.get(h2, '?')}\n(class-mean span)"
@@ -48,10 +54,10 @@ def plot_causal_circuit(circuit: dict, stem: Path) -> list[Path]:
     rnd = faith.get("random") or {}
     f = u.get("faithfulness")
     ax.set_title(f"circuit of causal variables, no remainder nodes: keeps {_pct(u.get('kept'))} of held-out answers, "
-                 f"faithfulness {f:.2f}" if f is not None else "circuit of causal variables (faithfulness not measured)", fontsize=9)
+                 f"faithfulness {f:.2f}" if u.get("kept") is not None and f is not None else "circuit of causal variables (faithfulness not measured)", fontsize=9)
     if rnd:
         ax.text(1.5, -0.55, f"random subspaces of the same ranks keep {_pct(rnd.get('kept'))}; full mean ablation keeps "
-                f"{_pct((faith.get('full_mean_ablation') or {}).get('kept'))}; n = {circuit['n_heldout']} held-out pairs",
+                f"{_pct((faith.get('full_mean_ablation') or {}).get('kept'))}; n = {circuit.get('n_heldout')} held-out pairs",
                 ha="center", fontsize=8)
     ax.set_xlim(-0.5, 3.5)
     ax.set_ylim(-0.8, 2.5)
