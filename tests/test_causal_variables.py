@@ -253,3 +253,19 @@ def test_circuit_no_remainder_matches_plain_run_with_hooks(run):
     assert cut["unit"]["kept"] == pytest.approx(float((logits.argmax(-1) == first["answer"]).float().mean()))
     for name in ("cut_r1", "cut_answer", "circuit"):
         assert isinstance(f[name]["valid"], bool) and 0 <= f[name]["random"]["kept"] <= 1
+
+
+def test_circuit_drawn_in_every_format(run):
+    """DOT: every edge's ends declared; HTML: self-contained, its inline SVG well-formed XML."""
+    import re
+    import xml.etree.ElementTree as ET
+
+    dot = (run.variables_dir / "causal_circuit.dot").read_text()
+    assert dot.startswith("digraph causal_circuit {") and dot.rstrip().endswith("}") and dot.count("{") == dot.count("}")
+    declared = set(re.findall(r'^\s*("(?:[^"\\]|\\.)*") \[label=', dot, re.M))
+    edges = re.findall(r'^\s*("(?:[^"\\]|\\.)*") -> ("(?:[^"\\]|\\.)*")', dot, re.M)
+    assert len(edges) == 6 and all(a in declared and b in declared for a, b in edges)
+    page = (run.variables_dir / "causal_circuit.html").read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)  # nothing loaded from elsewhere
+    ET.fromstring(page[page.index("<svg"): page.index("</svg>") + 6])

@@ -15,7 +15,7 @@ sae_ooc.causal.circuit.
 
 Prefix groups and pairs: sae_ooc.causal.pairs. Outputs (RUN/variables/): variables.json (sae_ooc.causal.result),
 circuit_units.safetensors (the circuit's unit bases and ablation means), control_curves.png/.svg and
-causal_circuit.png/.svg.
+causal_circuit.png/.svg/.dot/.html.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from sae_ooc.causal.pairs import FIT, GROUP_NAMES, HELD, VALID, Questions, draw_
 from sae_ooc.causal.result import VARIABLES_FILE, VariablesResult
 from sae_ooc.causal.row import Context, bridge_row
 from sae_ooc.errors import UserError
-from sae_ooc.io import save_tensors
+from sae_ooc.io import save_tensors, write_text
 from sae_ooc.interventions.facts import Facts, atomic_template
 from sae_ooc.interventions.prompts import matches, read_batched
 from sae_ooc.interventions.steer_stage import residuals
@@ -40,7 +40,7 @@ from sae_ooc.saes.features import load_feature_labels
 from sae_ooc.saes.store import load_saes, saved_hooks
 from sae_ooc.tasks.data import load_task, split_tensors
 from sae_ooc.threads import torch_threads
-from sae_ooc.viz.causal_circuit_plots import plot_causal_circuit
+from sae_ooc.viz.causal_circuit_plots import causal_circuit_dot, causal_circuit_html, plot_causal_circuit
 from sae_ooc.viz.control_plots import plot_control_curves
 
 
@@ -150,10 +150,14 @@ def _run_variables(run, ccfg) -> dict:
         plot_control_curves(result, out / "control_curves")
     except Exception as e:  # no figure may stop a stage
         print(f"variables: the figure failed ({type(e).__name__}: {e})")
+    # the circuit in the export stage's formats: figure (PNG, SVG), DOT, and a page with both
+    plot_causal_circuit(circuit, out / "causal_circuit")
     try:
-        plot_causal_circuit(circuit, out / "causal_circuit")
-    except Exception as e:  # no figure may stop a stage
-        print(f"variables: the circuit figure failed ({type(e).__name__}: {e})")
+        write_text(out / "causal_circuit.dot", causal_circuit_dot(circuit))
+        svg = out / "causal_circuit.svg"
+        write_text(out / "causal_circuit.html", causal_circuit_html(circuit, svg.read_text() if svg.exists() else ""))
+    except Exception as e:  # no drawing may stop a stage
+        print(f"variables: the circuit drawing failed ({type(e).__name__}: {e})")
     best = {r.hook: {u: r.switch(u) for u in ("resid_patch", "das_rank16", "supervised")} for r in rows}
     faith = (circuit.get("faithfulness") or {}).get("circuit") or {}
     return {"n_heldout_pairs": len(pairs[HELD]), "hooks": len(hooks), "switch": best, "circuit_iia": circuit.get("iia"),

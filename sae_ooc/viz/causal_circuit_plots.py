@@ -63,3 +63,41 @@ def plot_causal_circuit(circuit: dict, stem: Path) -> list[Path]:
     ax.set_ylim(-0.8, 2.5)
     ax.axis("off")
     return save_figure(fig, stem)
+
+
+def _q(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def causal_circuit_dot(circuit: dict) -> str:
+    """The same graph in Graphviz DOT (the export stage's text format): each node labelled as in the figure."""
+    lines = ["digraph causal_circuit {", "  rankdir=LR;", "  node [shape=box, style=rounded];"]
+    if circuit.get("status") == "ok":
+        nodes = circuit["nodes"]
+        r2rank = (circuit.get("faithfulness") or {}).get("r2_rank") or {}
+        h2 = (nodes.get("bridge@answer") or {}).get("hook")
+        for key in PLACES:
+            if key in nodes:
+                nd = nodes[key]
+                label = f"{key}\n{nd['hook']} rank {nd['rank']}\nIIA {_pct(nd['unit']['switch'])} (held-out)"
+            elif key == "r2@answer":
+                label = f"r2@answer\n{h2} rank {r2rank.get(h2, '?')}"
+            else:
+                label = key if key not in ("bridge@answer", "bridge@r1") else f"{key}\n(no unit)"
+            lines.append(f"  {_q(key)} [label={_q(label)}];")
+        lines += [f"  {_q(a)} -> {_q(b)};" for a, b in EDGES]
+        u = ((circuit.get("faithfulness") or {}).get("circuit") or {}).get("unit") or {}
+        kept = _pct(u.get("kept"))
+        lines.append(f"  label={_q('no remainder nodes: keeps ' + kept + ' of held-out answers')};")
+    else:
+        lines.append(f"  label={_q('not built: ' + str(circuit.get('status')))};")
+    return "\n".join(lines + ["}"]) + "\n"
+
+
+def causal_circuit_html(circuit: dict, svg: str) -> str:
+    """A self-contained page: the figure's SVG inline and the DOT source below it (no external links)."""
+    import html
+
+    body = svg[svg.index("<svg"):] if "<svg" in svg else "<p>figure not drawn</p>"
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>circuit of causal variables</title></head><body>\n"
+            f"{body}\n<pre>{html.escape(causal_circuit_dot(circuit))}</pre>\n</body></html>\n")
