@@ -27,6 +27,7 @@ OTHER_COMMANDS: dict[str, str] = {
     "query": "sae_ooc.commands.query",
     "serve": "sae_ooc.commands.serve",  # the browser and a live query API from one process
     "sweep": "sae_ooc.commands.sweep",
+    "compare": "sae_ooc.commands.compare",  # many finished runs side by side (seeds, sizes, families)
     "finetune": "sae_ooc.commands.finetune",  # the train stage, refusing a scratch model.source
 }
 _CANNOT_WRITE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
@@ -118,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sae-ooc",
         description="Find how a transformer does out-of-context two-hop inference. Stages, in order: "
         + " → ".join(PIPELINE_STAGES) + "; `sae-ooc pipeline` runs them all, `sae-ooc query` asks about one prompt; "
-        "`sae-ooc dynamics` (over training checkpoints) and `sae-ooc sweep` (a grid of runs) are run on their own.",
+        "`sae-ooc dynamics` (over training checkpoints), `sae-ooc sweep` (a grid of runs) and `sae-ooc compare` (runs side by "
+        "side) are run on their own.",
     )
     parser.add_argument("--version", action="version", version=f"sae-ooc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)

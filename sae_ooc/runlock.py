@@ -77,7 +77,10 @@ def run_lock(root: str | Path, command: str | None = None, shared: bool = False)
             if created is not None and [p.name for p in root.iterdir()] == [LOCK_FILE]:  # a command that wrote nothing leaves no folder
                 (root / LOCK_FILE).unlink()
                 for d in (root, *root.parents):
-                    d.rmdir()
+                    try:
+                        d.rmdir()
+                    except OSError:  # a folder above now holds something else (pipeline --seeds writes RUN's siblings)
+                        break
                     if d == created:
                         break
     finally:

@@ -277,6 +277,9 @@ def test_dynamics_refuses_a_run_without_checkpoints_and_unknown_sae_hooks(run, c
         _check_inputs(run, ["blocks.7.hook_resid_pre"])
     assert "dynamics.sae_hooks: blocks.7.hook_resid_pre not in this 2-layer model" in str(e.value) and "harvest" not in str(e.value)
     _check_inputs(run, ["blocks.1.hook_resid_pre"])
+    with pytest.raises(UserError, match=r"dynamics.das_hooks: blocks.9.hook_resid_post not in this 2-layer model.*--set dynamics.das_hooks="):
+        _check_inputs(run, ["blocks.1.hook_resid_pre"], ["blocks.9.hook_resid_post"])
+    _check_inputs(run, ["blocks.1.hook_resid_pre"], ["blocks.1.hook_resid_post"])
 
 
 def test_browse_out_onto_a_file_or_inside_the_site(run, tmp_path, capsys):

@@ -11,7 +11,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from sae_ooc.config import load_config
 from sae_ooc.models.hooked import build_model, is_weight_shared, load_model, save_model
-from sae_ooc.models.replay import accuracy_rise, dense_steps, replay_checkpoints, saved_checkpoints
+from sae_ooc.models.replay import accuracy_rise, dense_steps, fill_gaps, replay_checkpoints, saved_checkpoints
 from sae_ooc.pipeline import run as run_pipeline
 from sae_ooc.pipeline import run_stage
 from sae_ooc.rundir import RunDir
@@ -62,6 +62,9 @@ def test_accuracy_rise_and_dense_steps_known_answers():
     assert r["found"] and (r["start"], r["moment"], r["end"]) == (10, 40, 50)
     assert not accuracy_rise([{"step": 0, "v_acc": 0.2}, {"step": 5, "v_acc": 0.22}], "v", 0.1, 0.9)["found"]
     assert dense_steps(10, 50, 4, {20}) == [30, 40, 50]
+    # gaps wider than the ratio in the window get geometrically spaced steps: 100 -> 400 at ratio 2 gets 200, 0 -> 100
+    # (counted from step 1) gets 1.93, 3.7, ..., 51.8 of which only 52 lies in the window
+    assert fill_gaps([0, 100, 400], 50, 400, 2.0) == [52, 200] and fill_gaps([0, 100, 400], 50, 400, 0) == []
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +114,10 @@ def test_dynamics_runs_on_a_tiny_run_and_its_numbers_check_out(tiny_run, tmp_pat
     assert last["patching"]["normalised"][0][0] == pytest.approx(1.0, abs=1e-4)
     for p in out["checkpoints"]:
         assert set(p["probes"]) == set(out["hooks"]) and set(p["saes"]) == set(out["sae_hooks"])
+        assert set(p["control"]) == set(out["control"]["hooks"]) == {"blocks.1.hook_resid_pre"}
+        assert all(0 <= p["control"][h][k] <= 1 for h in p["control"] for k in ("das", "resid_patch", "random"))
+    assert out["control"]["rank"] == 16 and out["control"]["n_heldout_pairs"] == last["control"]["blocks.1.hook_resid_pre"]["n"] > 0
+    assert "bridge_first_used" in out["answers"]
     # not part of the default pipeline, and skipped when nothing changed
     from sae_ooc.stages import PIPELINE_STAGES, STAGE_NAMES
     from sae_ooc.viz.report.stage import build_report
@@ -118,6 +125,7 @@ def test_dynamics_runs_on_a_tiny_run_and_its_numbers_check_out(tiny_run, tmp_pat
     doc = build_report(tiny_run)  # the report shows the dynamics once they exist
     assert "Training dynamics: when does the bridge" in "\n".join(doc.lines) and tiny_run.dynamics_dir / "dynamics.png" in doc.figures
     assert {"dynamics.final_bridge_probe_r1", "dynamics.final_patching_peak"} <= {n["name"] for n in doc.numbers}
+    assert "reads the atomic answer the model was trained to predict" in "\n".join(doc.lines)
 
     assert "dynamics" in STAGE_NAMES and "dynamics" not in PIPELINE_STAGES
     assert not run_stage(tiny_run, "dynamics").ran
@@ -194,3 +202,48 @@ def test_dynamics_on_a_natural_task_reads_the_layouts_positions(natural_trained,
     doc = build_report(run)  # the report's dynamics section names the layout's positions
     text = "\n".join(doc.lines)
     assert "bridge probe at last" in text and "first token of its name" in text and "head entity's tokens left out" in text
+
+
+def test_dynamics_das_switch_is_the_variables_stages(harvested_run, tmp_path):
+    """On one model and the same pairs, the per-checkpoint DAS switch rate and residual patch of `sae-ooc dynamics` are the
+    variables stage's numbers (one implementation: sae_ooc.causal's pairs, `row.das_unit`, `control.switch_only`), the
+    held-out prefixes being train-sae's split that dynamics recomputes from the cache."""
+    from circuit_fixtures import HOOKS, mark_stages, topk_sae
+
+    from sae_ooc.activations.cache import ActivationCache, heldout_mask
+    from sae_ooc.causal.pairs import HELD
+    from sae_ooc.causal.result import VARIABLES_FILE, VariablesResult
+    from sae_ooc.causal.stage import prefixes_at
+    from sae_ooc.dynamics.control import bridge_control, control_setup
+    from sae_ooc.io import save_tensors, write_json
+    from sae_ooc.saes.store import METRICS_FILE, eval_rows
+
+    hook = HOOKS[1]
+    run = copy_run(harvested_run, tmp_path / "run", (
+        "causal.only_correct=false", "causal.heldout_splits=[train,valid_id,test_id]", "causal.das_steps=5", "causal.das_batch=64",
+        "causal.ranks=[4]", "causal.feature_counts=[1]", "causal.random_draws=2", "causal.probe_steps=10", "causal.bootstrap=20",
+        "causal.erase_rank=4", f"causal.hooks=[{hook}]"))
+    run.check_and_save_config()
+    d = load_model(run.model_dir, "cpu").cfg.d_model
+    topk_sae(hook, d, seed=0).save_model(run.saes_dir / hook)
+    write_json(run.sae_eval_dir / hook / METRICS_FILE, {"feature_labels": []})
+    cache = ActivationCache(run.activations_dir)
+    held = heldout_mask(cache.tokens(), run.cfg.sae.eval_fraction, run.cfg.sae.seed)  # what dynamics computes
+    save_tensors(eval_rows(run.saes_dir), {"rows": held.nonzero().squeeze(1)})  # what train-sae would write
+    mark_stages(run, ("train-sae", "eval-sae"))
+    assert run_stage(run, "variables").finished
+    res = VariablesResult.load(run.variables_dir / VARIABLES_FILE)
+    row = res.rows[0]
+
+    ds, vocab = load_task(run.data_dir)
+    setup = control_setup(ds, vocab, run.cfg.task, run.cfg.causal, prefixes_at(cache.tokens(), held, vocab.layout.index("r1")),
+                          run.cfg.causal.das_steps, 10**9)
+    P = setup.ctx.pairs[HELD]
+    assert torch.stack([P.head, P.r1, P.r2, P.b, P.b2, P.donor[:, 0], P.donor[:, 1]], 1).tolist() == res.heldout_pairs
+    got = bridge_control(load_model(run.model_dir, "cpu").eval(), setup, [hook], 4, 2)[hook]
+    assert got["n"] == row.units["das_rank4"]["n"] == len(res.heldout_pairs) > 0
+    assert got["resid_patch"] == pytest.approx(row.units["resid_patch"]["switch"])
+    assert got["das"] == pytest.approx(row.units["das_rank4"]["switch"])
+    assert got["das_ci95"] == pytest.approx(row.units["das_rank4"]["ci95"])
+    assert got["das_logit_change"] == pytest.approx(row.units["das_rank4"]["logit_change"], abs=1e-4)
+    assert 0 <= got["random"] <= 1

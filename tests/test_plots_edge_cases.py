@@ -107,11 +107,14 @@ def dynamics(n, vs, cis):
             "probes": {h: {p: {"heldout_acc": v, "shuffled_acc": v, "n_heldout": 4} for p in ("r1", "r2")} for h in hooks},
             "logit_lens": {"labels": ["0_pre", "final_post"], "bridge@r1": {"median_rank": [v, v]}, "answer@r2": {"median_rank": [v, v]}},
             "patching": {"peak@r1": {"value": v}, "peak@r2": {"value": v}},
-            "saes": {h: {k: {"mean_auroc_features": v, "shuffled_mean_auroc": v} for k in ("bridge@r1", "bridge@r2")} for h in hooks}}
-           for i, v in enumerate(vs)]
+            "saes": {h: {k: {"mean_auroc_features": v, "shuffled_mean_auroc": v} for k in ("bridge@r1", "bridge@r2")} for h in hooks},
+            "control": {hooks[0]: {"das": v, "resid_patch": v, "random": v, "das_ci95": list(ci) if ci else None}}}
+           for i, (v, ci) in enumerate(zip(vs, cis))]
     rise = {"found": n > 1, "moment": 10}
+    used = {"step": 10, "switch": first(vs), "hook": hooks[0], "final_switch": first(vs)} if n else None
     return dict(result={"checkpoints": pts, "hooks": hooks, "sae_hooks": hooks, "n_prompts_logit_lens": 5, "n_patch_pairs": 4,
-                        "rise": {"valid_id": rise, "test_id": rise}})
+                        "rise": {"valid_id": rise, "test_id": rise}, "answers": {"bridge_first_used": used},
+                        "control": {"hooks": [hooks[0]], "rank": 4, "n_heldout_pairs": 3}})
 
 
 def steering(n, vs, cis):
@@ -198,11 +201,46 @@ def diagram(n, vs, cis):
     return dict(circuit=circuit, nodes=nodes, edges=edges)
 
 
-BUILDERS = {"plot_attention": attention, "plot_logit_lens": logit_lens, "plot_patching": patching, "plot_tracing": tracing,
+def compare_accuracy(n, vs, cis):
+    """Two runs and one without model/metrics.jsonl."""
+    c = {"train": (list(range(n)), vs), "test_id": (list(range(n)), vs)} if n else {}
+    return dict(curves={"a": c, "b": c, "missing": None})
+
+
+def compare_probes(n, vs, cis):
+    p = {"hooks": [f"blocks.{i}.hook_resid_pre" for i in range(n)], "positions": ROLES, "acc": [[v] * 3 for v in vs],
+         "control": [[v] * 3 for v in vs]}
+    return dict(probes={"a": p, "b": p, "missing": None})
+
+
+def compare_patching(n, vs, cis):
+    m = {"matrix": [[_nan(v)] * 3 for v in vs] or [[]], "roles": ROLES}
+    return dict(maps={"a": m, "missing": None})
+
+
+def compare_controls(n, vs, cis):
+    panel = {"das": ([2 ** i for i in range(n)], vs), "top_features": ([2 ** i for i in range(n)], vs), "resid_patch": first(vs)}
+    return dict(controls={"a": {"blocks.0.hook_resid_pre@r1": panel} if n else {}, "missing": None})
+
+
+def control_curves(n, vs, cis):
+    from sae_ooc.causal.result import VariableRow, VariablesResult
+
+    units = {f"das_rank{2 ** i}": {"size": 2 ** i, "switch": v, "ci95": list(ci) if ci else None} for i, (v, ci) in enumerate(zip(vs, cis))}
+    units |= {f"random_rank{2 ** i}": {"size": 2 ** i, "switch": v, "min": ci[0] if ci else None, "max": ci[1] if ci else None}
+              for i, (v, ci) in enumerate(zip(vs, cis))}
+    units["resid_patch"] = {"size": 64, "switch": first(vs)}
+    row = VariableRow("bridge", "r1", "blocks.2.hook_resid_pre", n_heldout=5 * n, n_heads=n, units=units,
+                      curves={"das": [f"das_rank{2 ** i}" for i in range(n)], "random_subspace": [f"random_rank{2 ** i}" for i in range(n)]})
+    return dict(result=VariablesResult(settings={}, rows=[row] if n else []))
+
+
+BUILDERS = {"plot_control_curves": control_curves, "plot_attention": attention, "plot_logit_lens": logit_lens, "plot_patching": patching, "plot_tracing": tracing,
             "plot_probes": probes, "plot_dla": dla, "plot_back_patching": back_patching, "plot_validation": validation, "plot_curve": curve,
             "plot_dynamics": dynamics, "plot_steering": steering, "plot_edit_layers": edit_layers, "plot_localization": localization,
             "plot_phase": phase, "plot_training_curves": training_curves, "plot_pareto": pareto, "plot_alignment_heatmap": alignment_heatmap,
-            "plot_training": training, "plot_variable_faithfulness": variable_faithfulness,
+            "plot_training": training, "plot_variable_faithfulness": variable_faithfulness, "plot_compare_accuracy": compare_accuracy,
+            "plot_compare_probes": compare_probes, "plot_compare_patching": compare_patching, "plot_compare_controls": compare_controls,
             "plot_causal_circuit": causal_circuit}
 
 

@@ -61,6 +61,18 @@ def scored(ctx: Context, P: Pairs, X: torch.Tensor) -> Scored:
     return Scored(ctx.q_tok[P.base_q], ctx.q_pos[P.base_q], ctx.clean[P.base_q], ctx.facts.answer_ids(cons), x, xd, P.head)
 
 
+def das_unit(ctx: Context, hook: str, X: torch.Tensor, base_resid: torch.Tensor, U: torch.Tensor, rank: int, seed: int):
+    """DAS of rank `rank` at (hook, r1), trained on the fit pairs ctx.pairs[FIT] (ctx.cfg's das_steps, das_batch, das_lr) and
+    started from U[:rank], the top principal directions of the fit class means. X [P, d]: each prefix's r1 state at the
+    hook; base_resid [len(fit pairs), width, d]: their base questions' residual at the hook. The variables stage and
+    `sae-ooc dynamics` (per checkpoint) both fit their subspaces here."""
+    cfg, Fp = ctx.cfg, ctx.pairs[FIT]
+    xd_fit = X[ctx.prefix_rows(Fp.donor)]
+    target = ctx.facts.answer_ids(torch.tensor([ctx.facts.tail[(int(b2), int(r2))] for b2, r2 in zip(Fp.b2, Fp.r2)]))[:, 0]
+    return train_das(ctx.model, hook, base_resid, ctx.pos, ctx.q_pos[Fp.base_q], xd_fit, target, rank, cfg.das_steps,
+                     cfg.das_batch, cfg.das_lr, seed, init=U[:rank])
+
+
 def bridge_row(ctx: Context, sae, hook: str, X: torch.Tensor, q_x: torch.Tensor, hook_labels: dict, seed: int) -> VariableRow:
     """The bridge at (hook, r1). X [P, d]: each prefix's r1 state at the hook; q_x [Q, width, d]: every question's
     residual at the hook (what DAS is trained on)."""
@@ -126,11 +138,8 @@ def bridge_row(ctx: Context, sae, hook: str, X: torch.Tensor, q_x: torch.Tensor,
     bases = {}
     row.curves["das"], row.curves["random_subspace"] = [], []
     if len(Fp):
-        xd_fit = X[ctx.prefix_rows(Fp.donor)]
-        target = ctx.facts.answer_ids(torch.tensor([ctx.facts.tail[(int(b2), int(r2))] for b2, r2 in zip(Fp.b2, Fp.r2)]))[:, 0]
         for r in ranks:
-            mod = train_das(model, hook, q_x[Fp.base_q], pos, ctx.q_pos[Fp.base_q], xd_fit, target, r, cfg.das_steps,
-                            cfg.das_batch, cfg.das_lr, seed + r, init=U[:r])
+            mod = das_unit(ctx, hook, X, q_x[Fp.base_q], U, r, seed + r)
             bases[r] = mod.basis.detach().cpu()
             das["valid_switch"][str(r)] = switch_only(model, V, hook, pos, das_delta(mod, V.x, V.xd), bs)
             d = measure(f"das_rank{r}", das_delta(mod, S.x, S.xd), r, "das")

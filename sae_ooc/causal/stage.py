@@ -65,9 +65,12 @@ def two_hop_questions(ds, vocab, splits: list[str]) -> Questions:
 def heldout_prefixes(run, pos: int) -> set[tuple[int, int]]:
     """The (h, r1) prefixes train-sae held out at position `pos` (RUN/saes/heldout_rows.safetensors over the cache rows)."""
     cache = ActivationCache(run.activations_dir)
-    held = heldout_from_disk(run.saes_dir, cache)
-    tok = cache.tokens()
-    at = held & (tok["role"] == pos) & (tok["r1"] >= 0)
+    return prefixes_at(cache.tokens(), heldout_from_disk(run.saes_dir, cache), pos)
+
+
+def prefixes_at(tok: dict[str, torch.Tensor], rows: torch.Tensor, pos: int) -> set[tuple[int, int]]:
+    """The (h, r1) prefixes of the cache rows `rows` [n_tokens] bool at position `pos` (token table `tok`)."""
+    at = rows & (tok["role"] == pos) & (tok["r1"] >= 0)
     return set(zip(tok["head"][at].tolist(), tok["r1"][at].tolist()))
 
 

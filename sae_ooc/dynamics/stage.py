@@ -4,7 +4,10 @@ Over every checkpoint train saved (log-spaced, plus step 0) and `dynamics.dense_
 (`sae_ooc.models.replay`) across the window in which valid_id accuracy rises: accuracy per split (every example),
 held-out-prefix bridge probes per layer at r1 and at the answer position (the layout's: r2 in the toy, `last` in a
 natural task) beside shuffled labels, the logit-lens rank of the bridge, the resid_pre patching heatmap's peak, and the ground-truth alignment of small SAEs trained per checkpoint. The
-rise is located on valid_id (it chose where to add checkpoints); test_id's rise is only reported beside it.
+rise is located on valid_id (it chose where to add checkpoints, with more wherever two consecutive checkpoints in the window
+are more than `dynamics.dense_max_ratio` steps apart); test_id's rise is only reported beside it. Per checkpoint too,
+whether the bridge at r1 is *used*: the interchange switch rate of a DAS subspace fitted on that checkpoint
+(`sae_ooc.dynamics.control`, the variables stage's units) beside the residual patch and random subspaces.
 The logit lens and the patching metric read one position's logits, so a multi-token name (bridge, answer) is
 represented by its first token, as in the model-level analyses (`make_pairs(first_token=True)`).
 Writes RUN/dynamics/: dynamics.json, dynamics.png/.svg and the replayed checkpoints (checkpoints/step_N/).
@@ -20,6 +23,9 @@ from tqdm.auto import tqdm
 
 from sae_ooc.activations.cache import ActivationCache, heldout_mask
 from sae_ooc.circuits.pairs import make_pairs
+from sae_ooc.causal.pairs import FIT, HELD
+from sae_ooc.causal.stage import prefixes_at
+from sae_ooc.dynamics.control import USED, bridge_control, control_setup, first_used
 from sae_ooc.dynamics.measures import bridge_probes, logit_lens, read_positions, resid_hooks, resid_patching
 from sae_ooc.dynamics.saes import checkpoint_saes, default_sae_hooks
 from sae_ooc.errors import UserError
@@ -27,7 +33,7 @@ from sae_ooc.io import read_json, read_jsonl, write_json
 from sae_ooc.models.evaluate import evaluate_splits
 from sae_ooc.models.files import CONFIG_FILE
 from sae_ooc.models.hooked import load_model, model_hash
-from sae_ooc.models.replay import accuracy_rise, dense_steps, replay_checkpoints, saved_checkpoints
+from sae_ooc.models.replay import accuracy_rise, dense_steps, fill_gaps, replay_checkpoints, saved_checkpoints
 from sae_ooc.models.train import METRICS_FILE
 from sae_ooc.saes.prefixes import position_slices
 from sae_ooc.tasks.data import SPLITS, first_tokens, load_task, split_tensors
@@ -75,9 +81,9 @@ def first_readable(points: list[dict], hooks: list[str]) -> dict | None:
     return None
 
 
-def _check_inputs(run, sae_hooks: list[str]) -> None:
-    """Refuse at once, not after minutes of replay: a run without the step-0 checkpoint (train.n_checkpoints 0) and
-    dynamics.sae_hooks the model does not have."""
+def _check_inputs(run, sae_hooks: list[str], das_hooks: list[str] = ()) -> None:
+    """Refuse at once, not after minutes of replay: a run without the step-0 checkpoint (train.n_checkpoints 0), and
+    dynamics.sae_hooks or dynamics.das_hooks the model does not have."""
     if 0 not in saved_checkpoints(run.model_dir):
         raise UserError(f"{run.model_dir / 'checkpoints'} has no step_0 checkpoint (train.n_checkpoints was 0): dynamics needs the "
                         f"log-spaced checkpoints; retrain with `sae-ooc train --force --run {run.root} --set train.n_checkpoints=12`")
@@ -87,6 +93,11 @@ def _check_inputs(run, sae_hooks: list[str]) -> None:
         resid = [h for h in model.hook_dict if "resid" in h]
         raise UserError(f"dynamics.sae_hooks: {', '.join(bad)} not in this {model.cfg.n_layers}-layer model; use hooks such as "
                         f"{', '.join(resid)} (e.g. --set dynamics.sae_hooks=[{resid[-1]}]), or [] for blocks.L.hook_resid_pre, L >= 1")
+    bad = [h for h in das_hooks if h not in model.hook_dict]
+    if bad:
+        resid = [h for h in model.hook_dict if h.endswith(("hook_resid_pre", "hook_resid_post"))]
+        raise UserError(f"dynamics.das_hooks: {', '.join(bad)} not in this {model.cfg.n_layers}-layer model; use some of "
+                        f"{', '.join(resid)} (e.g. --set dynamics.das_hooks=[{resid[-2]}]), or [] for blocks.L.hook_resid_pre, L >= 1")
 
 
 def run_dynamics(run, force: bool = False) -> dict:
@@ -97,7 +108,8 @@ def run_dynamics(run, force: bool = False) -> dict:
     saved_cfg = run.model_dir / CONFIG_FILE  # the trained model's own: a pretrained source's layers are its checkpoint's
     n_layers = int(read_json(saved_cfg)["n_layers"]) if saved_cfg.is_file() else run.cfg.model.n_layers
     sae_hooks = list(dc.sae_hooks) or default_sae_hooks(n_layers)
-    _check_inputs(run, sae_hooks)  # before --force deletes the last results
+    das_hooks = (list(dc.das_hooks) or default_sae_hooks(n_layers)) if dc.das_rank > 0 else []
+    _check_inputs(run, sae_hooks, das_hooks)  # before --force deletes the last results
     if force and out_dir.exists():
         shutil.rmtree(out_dir)
     records = read_jsonl(run.model_dir / METRICS_FILE)
@@ -105,6 +117,7 @@ def run_dynamics(run, force: bool = False) -> dict:
     saved = saved_checkpoints(run.model_dir)
     r = rise["valid_id"]
     extra = dense_steps(r["start"], r["end"], dc.dense_checkpoints, set(saved)) if r["found"] else []
+    extra += fill_gaps([*saved, *extra], r["start"], r["end"], dc.dense_max_ratio) if r["found"] else []
     if ck_root.exists():  # replayed steps no longer asked for (another config) go
         for d in ck_root.glob("step_*"):
             if int(d.name.split("_")[1]) not in extra:
@@ -122,6 +135,9 @@ def run_dynamics(run, force: bool = False) -> dict:
     tokens, bridge, answer = _prompts(ds, vocab, dc.n_prompts, dc.seed)
     pairs = make_pairs(ds, vocab, "test_id", dc.patch_pairs, dc.seed, first_token=True)  # one position's logits: first tokens
     hooks = resid_hooks(n_layers)
+    if das_hooks:  # the variables stage's pairs, on the prefixes train-sae holds out at r1
+        setup = control_setup(ds, vocab, run.cfg.task, run.cfg.causal, prefixes_at(cache.tokens(), held, lay.index("r1")),
+                              dc.das_steps, dc.das_fit_pairs)
 
     points = []
     with torch_threads(run.cfg.sae.threads):
@@ -132,6 +148,8 @@ def run_dynamics(run, force: bool = False) -> dict:
                  "probes": bridge_probes(model, slices, hooks, ecfg, positions),
                  "logit_lens": logit_lens(model, tokens, bridge, answer, positions),
                  "patching": resid_patching(model, pairs, positions, lay.position_names, lay.span("head"))}
+            if das_hooks:
+                p["control"] = bridge_control(model, setup, das_hooks, dc.das_rank, dc.n_controls)
             if dc.sae_training_tokens > 0:
                 p["saes"] = checkpoint_saes(run, model, d, out_dir / ".work", sae_hooks, held, slices, cache.n_tokens, ds, vocab, ecfg, positions)
             points.append(p)
@@ -143,9 +161,18 @@ def run_dynamics(run, force: bool = False) -> dict:
         "bridge_first_readable": readable,
         "bridge_readable_before_composition": None if readable is None or composition is None else readable["step"] < composition,
     }
+    if das_hooks:  # used: the DAS interchange switches answers (>= USED of its final rate), not only a probe reads it
+        answers["bridge_first_used"] = first_used(points, das_hooks)
     result = {"rise": rise, "readable_threshold": READABLE, "hooks": hooks, "sae_hooks": sae_hooks if dc.sae_training_tokens > 0 else [],
               "n_checkpoints": {"saved": len(saved), "replayed": len(replayed)}, "answers": answers,
               "n_prompts_logit_lens": int(tokens.shape[0]), "n_patch_pairs": len(pairs), "checkpoints": points}
+    if das_hooks:
+        P = setup.ctx.pairs
+        result["control"] = {"hooks": das_hooks, "position": lay.position_names[lay.index("r1")], "rank": dc.das_rank,
+                             "das_steps": dc.das_steps, "n_fit_pairs": len(P[FIT]), "n_heldout_pairs": len(P[HELD]),
+                             "n_random": dc.n_controls, "used_threshold": USED,
+                             "measured_on": "held-out (h, r1) prefixes' interchange pairs (train-sae's held-out prefixes); "
+                                            "DAS fitted per checkpoint on the fit prefixes' pairs"}
     if lay.answer_len > 1:  # said only where it matters, so the toy's result is unchanged
         result["targets"] = first_token_note(pairs)
     write_json(out_dir / RESULT_FILE, result)

@@ -67,6 +67,22 @@ def dense_steps(start: int, end: int, n: int, have: set[int]) -> list[int]:
     return sorted(s for s in steps if s not in have and s > 0)
 
 
+def fill_gaps(steps: list[int], start: int, end: int, ratio: float) -> list[int]:
+    """Steps to add inside [start, end] so that no two consecutive of `steps` (plus these) there are more than `ratio`
+    apart (geometrically spaced between each such pair); none when ratio is 0."""
+    if ratio <= 0 or end <= start:
+        return []
+    have = sorted(set(steps))
+    out: set[int] = set()
+    for a, b in zip(have, have[1:]):
+        if b <= start or a >= end or b <= max(a, 1) * ratio:
+            continue
+        lo = max(a, 1)
+        k = math.ceil(math.log(b / lo) / math.log(ratio)) - 1
+        out.update(round(lo * (b / lo) ** ((i + 1) / (k + 1))) for i in range(k))
+    return sorted(s for s in out if start <= s <= end and s not in have and s > 0)
+
+
 def _readable(step_dir: Path) -> bool:
     """A replayed checkpoint kept from an earlier run: present and not truncated (else it is replayed again)."""
     from safetensors import SafetensorError

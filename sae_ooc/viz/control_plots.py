@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sae_ooc.viz.plots import plt, save_figure
+from sae_ooc.viz.plots import fail_soft, floats, mark_empty, na_figure, plt, save_figure
 
 CURVES = (("das", "DAS subspace (rank)", "tab:blue", "o"),
           ("supervised", "class-mean edit, top-r directions", "tab:green", "s"),
@@ -24,9 +24,12 @@ def _short(hook: str) -> str:
     return hook.replace("blocks.", "L").replace(".hook_", " ")
 
 
+@fail_soft
 def plot_control_curves(result, stem: Path) -> list[Path]:
     rows = [r for r in result.rows if r.n_heldout > 0]
-    n = max(len(rows), 1)
+    if not rows:
+        return na_figure(stem, "Where the bridge lives", "no held-out interchange pairs")
+    n = len(rows)
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 0.6, 3.6), sharey=True, squeeze=False)
     for ax, r in zip(axes[0], rows):
         for kind, label, color, marker in CURVES:
@@ -37,9 +40,9 @@ def plot_control_curves(result, stem: Path) -> list[Path]:
             y = np.array([u["switch"] for u in us])
             ax.plot(x, y, marker=marker, ms=3.5, lw=1.2, color=color, label=label)
             if "min" in us[0]:  # random references: their range over draws
-                ax.fill_between(x, [u["min"] for u in us], [u["max"] for u in us], color=color, alpha=0.25, lw=0)
-            elif us[0].get("ci95"):
-                ax.fill_between(x, [u["ci95"][0] for u in us], [u["ci95"][1] for u in us], color=color, alpha=0.12, lw=0)
+                ax.fill_between(x, floats([u["min"] for u in us]), floats([u["max"] for u in us]), color=color, alpha=0.25, lw=0)
+            elif all(u.get("ci95") for u in us):
+                ax.fill_between(x, floats([u["ci95"][0] for u in us]), floats([u["ci95"][1] for u in us]), color=color, alpha=0.12, lw=0)
         for key, label, color, style in LINES:
             v = r.switch(key)
             if v is not None:
@@ -49,6 +52,7 @@ def plot_control_curves(result, stem: Path) -> list[Path]:
         ax.set_xlabel("features exchanged / rank")
         ax.set_title(f"{_short(r.hook)} @ {r.position} (n {r.n_heldout}, {r.n_heads} heads)", fontsize=8)
         ax.grid(alpha=0.3, lw=0.5)
+        mark_empty(ax)
     axes[0][0].set_ylabel("held-out answers switched to t(b', r2)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, -0.22))

@@ -36,13 +36,43 @@ def _series(points, get):
     return xs, ys
 
 
+def _plot_used(ax, pts, ctl: dict, r1: str, result_answers: dict | None) -> None:
+    """Per DAS hook: the interchange switch rate of the rank-r DAS subspace (solid), the residual patch (dashed), random
+    subspaces (dotted), and the held-out bridge probe at the same hook and r1 (dash-dot): used against readable."""
+    for i, h in enumerate(ctl["hooks"]):
+        c = f"C{i}"
+        for key, ls, name in (("das", "o-", f"DAS rank {ctl['rank']}"), ("resid_patch", "s--", "residual patch"),
+                              ("random", ":", f"random rank {ctl['rank']}")):
+            xs, ys = _series(pts, lambda p, h=h, key=key: p["control"][h][key])
+            ax.plot(xs, ys, ls, ms=3, color=c, alpha=1.0 if key == "das" else 0.6, label=f"{_layer_label(h)}: {name}")
+        xs, ci = _series(pts, lambda p, h=h: p["control"][h]["das_ci95"])
+        if ci:
+            ax.fill_between(xs, [lo for lo, _ in ci], [hi for _, hi in ci], color=c, alpha=0.15, lw=0)
+        xs, ys = _series(pts, lambda p, h=h: p["probes"][h][r1]["heldout_acc"])
+        ax.plot(xs, ys, "-.", color=c, alpha=0.5, lw=1, label=f"{_layer_label(h)}: probe of b (readable)")
+    used = (result_answers or {}).get("bridge_first_used")
+    if used:
+        ax.plot([used["step"]], [used["switch"]], "*", ms=12, color="k", label=f"used from step {used['step']} (half its final rate)")
+    ax.set(title=f"bridge used at {r1}: interchange switch rate ({ctl['n_heldout_pairs']} held-out pairs)",
+           ylabel="answers switched to t(b', r2)  /  probe accuracy", ylim=(-0.02, 1.02))
+    ax.legend(fontsize=6)
+
+
 @fail_soft
 def plot_dynamics(result: dict, stem: Path) -> list[Path]:
     pts = result["checkpoints"]
     hooks = result["hooks"]
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
-    (a_acc, a_r1, a_r2), (a_ll, a_patch, a_sae) = axes
+    ctl = result.get("control")
+    if ctl:  # a fourth column: is the bridge used (DAS interchange), beside readable (probe)
+        fig, axes = plt.subplots(2, 4, figsize=(20, 8.5))
+        (a_acc, a_r1, a_r2, a_used), (a_ll, a_patch, a_sae, a_off) = axes
+        a_off.axis("off")
+    else:  # the figure of runs without it, unchanged
+        fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+        (a_acc, a_r1, a_r2), (a_ll, a_patch, a_sae) = axes
     r1, at = read_at(result)
+    if ctl:
+        _plot_used(a_used, pts, ctl, r1, result.get("answers"))
     first = " (first token)" if "targets" in result else ""  # multi-token names: the logit lens ranks their first token
     for split, color in SPLIT_STYLE.items():
         xs, ys = _series(pts, lambda p, s=split: p["accuracy"][s])
@@ -87,6 +117,8 @@ def plot_dynamics(result: dict, stem: Path) -> list[Path]:
         a_sae.text(0.5, 0.5, "no SAEs (dynamics.sae_training_tokens = 0)", ha="center", transform=a_sae.transAxes)
     rise = result["rise"]
     for ax in axes.flat:
+        if not ax.axison:
+            continue
         mark_empty(ax)
         ax.set_xscale("symlog", linthresh=1)
         ax.set_xlim(left=0)

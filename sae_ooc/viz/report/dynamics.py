@@ -13,6 +13,39 @@ def _best(probes: dict, pos: str) -> tuple[str | None, dict | None]:
     return max(cands, key=lambda c: c[1]["heldout_acc"], default=(None, None))
 
 
+def _used(doc: Doc, res: dict, pts: list[dict], ans: dict, rd: dict | None) -> None:
+    """When the bridge becomes used (the DAS interchange switches answers), beside when a probe first reads it."""
+    ctl, used = res["control"], ans.get("bridge_first_used")
+    on = f"{ctl['n_heldout_pairs']} held-out pairs"
+    caveat = (f"A late-layer probe of b at {ctl['position']} reads the atomic answer the model was trained to predict there (the "
+              f"prompt (h, {ctl['position']}) is an atomic fact): readable there says the atomic fact is learned; the interchange "
+              "says whether the second hop uses it.")
+    if used is None:
+        doc.add(f"No checkpoint's rank-{ctl['rank']} DAS subspace at {ctl['position']} switched any held-out answer: the bridge is "
+                f"never shown *used* there ({on}). " + caveat, "")
+        return
+    h = used["hook"]
+    last = next(p for p in reversed(pts) if p.get("control"))["control"][h]
+    def order(step: int) -> str:
+        return "before" if step < used["step"] else "at the same checkpoint as" if step == used["step"] else "after"
+
+    when = "" if rd is None else f"; a probe first reads it at step {rd['step']} (`{rd['hook']}`), {order(rd['step'])} it is used"
+    th = res["readable_threshold"]
+    same = next((p["step"] for p in pts if p["step"] > 0
+                 and (p["probes"].get(h, {}).get(ctl["position"], {}).get("heldout_acc") or 0) >= th), None)
+    if same is not None:
+        when += f", and the probe at `{h}` itself reaches held-out accuracy {th} at step {same}, {order(same)} it is used"
+    doc.add(f"**Used, not only readable**: per checkpoint, a rank-{ctl['rank']} DAS subspace at `{h}` {ctl['position']} (fitted on "
+            f"the fit prefixes' pairs, {ctl['das_steps']} steps from the class means' principal directions) is interchanged "
+            f"from a donor on {on}. Its switch rate to t(b', r2) first reaches half its final value at step "
+            f"{doc.number('dynamics.bridge_used_step', used['step'], on + ', per checkpoint', spec='.0f')} (final "
+            f"{doc.number('dynamics.final_das_switch', last['das'], on)}"
+            + (f", 95% interval over head entities {f3(last['das_ci95'][0])}–{f3(last['das_ci95'][1])}" if last.get("das_ci95") else "")
+            + "; residual patch "
+            f"{doc.number('dynamics.final_resid_patch_switch', last['resid_patch'], on)}, random rank-{ctl['rank']} subspaces "
+            f"{doc.number('dynamics.final_random_switch', last['random'], on)}){when}. " + caveat, "")
+
+
 def dynamics_section(doc: Doc) -> None:
     run = doc.run
     res = load(run.dynamics_dir / "dynamics.json")
@@ -44,6 +77,8 @@ def dynamics_section(doc: Doc) -> None:
                           for c in pts if c["step"] == rd["step"] and "test_id" in c.get("accuracy", {})) + ".", "")
     else:
         doc.add("No probe read the bridge (held-out accuracy ≥ 0.5 above its controls) at any checkpoint.", "")
+    if res.get("control"):
+        _used(doc, res, pts, ans, rd)
     last = pts[-1]
     n_prompts, n_pairs = res["n_prompts_logit_lens"], res["n_patch_pairs"]
     parts = []
