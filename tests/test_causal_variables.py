@@ -32,7 +32,8 @@ from sae_ooc.typed_yaml import ConfigError
 HOOK = HOOKS[1]  # blocks.1.hook_resid_pre
 SETTINGS = ("causal.only_correct=false", "causal.heldout_splits=[train,valid_id,test_id]", "causal.das_steps=5",
             "causal.das_batch=64", "causal.ranks=[1,4,32]", "causal.feature_counts=[1,4]", "causal.random_draws=2",
-            "causal.probe_steps=20", "causal.bootstrap=50", "causal.erase_rank=4", f"causal.hooks=[{HOOK}]")
+            "causal.probe_steps=20", "causal.bootstrap=50", "causal.erase_rank=4", f"causal.hooks=[{HOOK}]",
+            "causal.circuit_patch_min=0")
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +181,91 @@ def test_bootstrap_resamples_head_entities():
 def test_config_refuses_a_non_residual_hook():
     with pytest.raises(ConfigError, match="causal.hooks"):
         load_config(None, ["causal.hooks=[blocks.0.attn.hook_z]"])
+
+
+def _circuit_check(run):
+    """The circuit's record, its saved units, and the held-out pairs rebuilt with the task's own facts."""
+    from sae_ooc.io import load_tensors
+
+    res = VariablesResult.load(run.variables_dir / VARIABLES_FILE)
+    units = load_tensors(run.variables_dir / "circuit_units.safetensors")
+    ds, vocab = load_task(run.data_dir)
+    tail = {(int(h), int(r)): int(a) for h, r, a, hop in zip(ds["train"]["head"], ds["train"]["r1"], ds["train"]["answer"],
+                                                             ds["train"]["hop"]) if hop == 1}
+    pairs = torch.tensor(res.heldout_pairs)
+    base = torch.tensor([vocab.question_ids(h, r1, r2) for h, r1, r2 in pairs[:, :3].tolist()])
+    donor = torch.tensor([vocab.question_ids(h, r1, r2) for h, r1, r2 in pairs[:, [5, 6, 2]].tolist()])
+    first = {k: torch.tensor([vocab.answer_token_ids(tail[(b, r2)])[0] for b, r2 in pairs[:, [i, 2]].tolist()]) for k, i in
+             (("answer", 3), ("counter", 4))}
+    return res.circuit, units, load_model(run.model_dir, "cpu"), base, donor, first, vocab.layout.answer_pos
+
+
+def test_circuit_iia_matches_plain_run_with_hooks(run):
+    """Each node's IIA recomputed from the saved unit with TransformerLens alone: the donor's coordinates in the subspace
+    replace the base's at (hook, position), the answer compared with t(b', r2)."""
+    c, units, model, base, donor, first, apos = _circuit_check(run)
+    assert c["status"] == "ok" and set(c["nodes"]) == {"bridge@r1", "bridge@answer"}
+    assert c["iia"] == min(n["unit"]["switch"] for n in c["nodes"].values())
+    for key, node in c["nodes"].items():
+        hook, pos, W = node["hook"], node["position"], units[key]
+        assert W.shape[0] == node["rank"]
+        _, cache = model.run_with_cache(donor, names_filter=hook)
+
+        def interchange(x, hook=None, hook_name=hook, pos=pos, W=W):
+            x = x.clone()
+            x[:, pos] = x[:, pos] + ((cache[hook_name][:, pos] - x[:, pos]) @ W.T) @ W
+            return x
+
+        logits = model.run_with_hooks(base, fwd_hooks=[(hook, interchange)])[:, apos]
+        share = float((logits.argmax(-1) == first["counter"]).float().mean())
+        assert node["unit"]["switch"] == pytest.approx(share), key
+    o = c["nodes"]["bridge@answer"]["other_r2"]
+    assert 0 < o["n"] <= len(base) and all(0 <= o[k] <= 1 for k in ("resid_patch", "resid_patch_donor_answer", "unit_donor_answer"))
+
+
+def test_circuit_no_remainder_matches_plain_run_with_hooks(run):
+    """The circuit with no remainder, recomputed with TransformerLens alone from the saved bases and means: every position
+    of each hook mean-ablated but the kept units; and its validity controls are what they claim."""
+    c, units, model, base, donor, first, apos = _circuit_check(run)
+    f = c["faithfulness"]
+    cut = f["circuit"]
+    assert cut["identity"]["kept"] == pytest.approx(float((model(base)[:, apos].argmax(-1) == first["answer"]).float().mean()))
+    assert cut["identity"]["max_abs_logit_change"] < 1e-3
+    hooks = []
+    for hook, kept in cut["units"].items():
+        mu = units[f"mean@{hook}"]
+        bases = {int(p): (units["bridge@r1"] if (hook, int(p)) == (c["nodes"]["bridge@r1"]["hook"], c["r1_position"]) else None)
+                 for p in kept}
+        if int(apos) in bases:
+            answer_unit = [units["bridge@answer"]] if hook == c["nodes"]["bridge@answer"]["hook"] else []
+            a = torch.cat([*answer_unit, units[f"r2@{hook}"]])
+            bases[int(apos)] = torch.linalg.svd(a, full_matrices=False)[2][: kept[str(apos)]]
+
+        def ablate(x, hook=None, mu=mu, bases=bases):
+            out = mu[None].expand_as(x).clone()
+            for p, W in bases.items():
+                out[:, p] = x[:, p] @ W.T @ W + mu[p] - mu[p] @ W.T @ W
+            return out
+
+        hooks.append((hook, ablate))
+        assert sum(kept.values()) == sum(len(W) for W in bases.values())
+    logits = model.run_with_hooks(base, fwd_hooks=hooks)[:, apos]
+    assert cut["unit"]["kept"] == pytest.approx(float((logits.argmax(-1) == first["answer"]).float().mean()))
+    for name in ("cut_r1", "cut_answer", "circuit"):
+        assert isinstance(f[name]["valid"], bool) and 0 <= f[name]["random"]["kept"] <= 1
+
+
+def test_circuit_drawn_in_every_format(run):
+    """DOT: every edge's ends declared; HTML: self-contained, its inline SVG well-formed XML."""
+    import re
+    import xml.etree.ElementTree as ET
+
+    dot = (run.variables_dir / "causal_circuit.dot").read_text()
+    assert dot.startswith("digraph causal_circuit {") and dot.rstrip().endswith("}") and dot.count("{") == dot.count("}")
+    declared = set(re.findall(r'^\s*("(?:[^"\\]|\\.)*") \[label=', dot, re.M))
+    edges = re.findall(r'^\s*("(?:[^"\\]|\\.)*") -> ("(?:[^"\\]|\\.)*")', dot, re.M)
+    assert len(edges) == 6 and all(a in declared and b in declared for a, b in edges)
+    page = (run.variables_dir / "causal_circuit.html").read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)  # nothing loaded from elsewhere
+    ET.fromstring(page[page.index("<svg"): page.index("</svg>") + 6])

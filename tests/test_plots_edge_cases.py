@@ -180,6 +180,16 @@ def variable_faithfulness(n, vs, cis):
                        "selection": {"n_groups": n, "ablation": "kind0", "target": 0.8}, "n_heldout": 4}, title="t")
 
 
+def causal_circuit(n, vs, cis):
+    """A node per row (at most the two of the high-level model), the circuit's numbers the first row's; no rows: not built."""
+    v = first(vs)
+    nodes = {k: {"hook": "blocks.2.hook_resid_pre", "rank": 16, "unit": {"switch": x}, "resid_patch": {"switch": x},
+                 "random": {"switch": x}, "other_r2": {"n": 3, "unit": {"switch": x}}} for k, x in zip(("bridge@r1", "bridge@answer"), vs)}
+    cut = {"unit": {"kept": v, "faithfulness": v}, "random": {"kept": v}, "full_mean_ablation": {"kept": v}}
+    return dict(circuit={"status": "ok" if n else "no held-out pairs", "nodes": nodes, "n_heldout": n,
+                         "faithfulness": {"r2_rank": {"blocks.2.hook_resid_pre": 9}, "circuit": cut}})
+
+
 def diagram(n, vs, cis):
     hooks = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"]
     nodes = [{"id": f"n{i}", "hook": hooks[i % 2], "hook_index": i % 2, "position": i % 3, "role": ROLES[i % 3], "type": "feature",
@@ -230,7 +240,8 @@ BUILDERS = {"plot_control_curves": control_curves, "plot_attention": attention, 
             "plot_dynamics": dynamics, "plot_steering": steering, "plot_edit_layers": edit_layers, "plot_localization": localization,
             "plot_phase": phase, "plot_training_curves": training_curves, "plot_pareto": pareto, "plot_alignment_heatmap": alignment_heatmap,
             "plot_training": training, "plot_variable_faithfulness": variable_faithfulness, "plot_compare_accuracy": compare_accuracy,
-            "plot_compare_probes": compare_probes, "plot_compare_patching": compare_patching, "plot_compare_controls": compare_controls}
+            "plot_compare_probes": compare_probes, "plot_compare_patching": compare_patching, "plot_compare_controls": compare_controls,
+            "plot_causal_circuit": causal_circuit}
 
 
 def plot_functions() -> dict:

@@ -94,3 +94,35 @@ def das_delta(mod: RotatedSubspace, x: torch.Tensor, xd: torch.Tensor) -> torch.
     """The interchange as a change of the residual: W^T W (xd - x), [n, d]."""
     W = mod.basis.detach().to(x.device)
     return ((xd - x) @ W.T) @ W
+
+
+def train_das_hooked(model, hook: str, tokens: torch.Tensor, pos: int, answer_pos: torch.Tensor, xd: torch.Tensor,
+                     target: torch.Tensor, rank: int, steps: int, batch: int, lr: float, seed: int) -> RotatedSubspace:
+    """`train_das` for any hook (hook_resid_mid included, where `start_at_layer` cannot start): the whole model runs on the
+    base questions' tokens [N, width] with the interchange applied at (hook, pos) by a TransformerLens hook."""
+    dev = model.cfg.device
+    mod = RotatedSubspace(xd.shape[-1], rank, seed).to(dev)
+    opt = torch.optim.Adam(mod.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    flags = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            for _ in range(steps):
+                idx = torch.randint(len(tokens), (min(batch, len(tokens)),), generator=g)
+                x_d = xd[idx].to(dev)
+
+                def edit(act, hook=None, x_d=x_d):
+                    return torch.cat([act[:, :pos], mod(act[:, pos], x_d)[:, None], act[:, pos + 1:]], 1)
+
+                lg = model.run_with_hooks(tokens[idx].to(dev), return_type="logits", fwd_hooks=[(hook, edit)])
+                loss = torch.nn.functional.cross_entropy(lg[torch.arange(len(idx), device=dev), answer_pos[idx].to(dev)],
+                                                         target[idx].to(dev))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+    return mod.eval()

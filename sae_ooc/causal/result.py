@@ -17,7 +17,8 @@ from pathlib import Path
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json, write_json
 
-FORMAT = "sae_ooc.variables/1"
+FORMAT = "sae_ooc.variables/2"
+READABLE = ("sae_ooc.variables/1", FORMAT)  # /1 has no circuit (section 2)
 VARIABLES_FILE = "variables.json"
 
 
@@ -46,6 +47,8 @@ class VariablesResult:
     rows: list[VariableRow]
     # the held-out interchange pairs every unit was scored on: [h, r1, r2, b, b', h', r1'] (planted ids), donor (h', r1')
     heldout_pairs: list[list[int]] = field(default_factory=list)
+    # section 2, the circuit of causal variables (sae_ooc.causal.circuit): IIA per node, faithfulness with no remainder
+    circuit: dict = field(default_factory=dict)
     format: str = FORMAT
 
     def save(self, path: str | Path) -> None:
@@ -59,10 +62,11 @@ class VariablesResult:
             d = read_json(path)
         except (ValueError, OSError) as e:
             raise UserError(f"{path} is unreadable ({e}); rerun `{rebuild}`") from None
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
+        if not isinstance(d, dict) or d.get("format") not in READABLE:
             raise UserError(f"{path} is not a {FORMAT} file (format {d.get('format') if isinstance(d, dict) else None!r}); "
                             f"rerun `{rebuild}`")
-        return cls(d["settings"], [VariableRow(**r) for r in d["rows"]], d.get("heldout_pairs", []), d["format"])
+        return cls(d["settings"], [VariableRow(**r) for r in d["rows"]], d.get("heldout_pairs", []), d.get("circuit", {}),
+                   d["format"])
 
     def row(self, variable: str, position: str, hook: str) -> VariableRow | None:
         return next((r for r in self.rows if (r.variable, r.position, r.hook) == (variable, position, hook)), None)

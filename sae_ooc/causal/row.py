@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -47,6 +47,7 @@ class Context:
     entity_of: dict[str, int]
     read_hook: str = ""  # where r2 is read for isolation (the last layer's output, answer position)
     r2_reader: object = None  # activation there -> r2 (a probe fitted on clean fit-prefix questions)
+    bases: dict = field(default_factory=dict)  # hook -> {rank: DAS basis [r, d]} of the bridge at r1 (the circuit's node)
 
     def prefix_rows(self, hr: torch.Tensor) -> torch.Tensor:
         index = {p: i for i, p in enumerate(self.prefixes)}
@@ -148,6 +149,7 @@ def bridge_row(ctx: Context, sae, hook: str, X: torch.Tensor, q_x: torch.Tensor,
     ref = das["valid_resid_patch"]
     reach = [r for r in ranks if ref and das["valid_switch"].get(str(r)) is not None and das["valid_switch"][str(r)] >= 0.8 * ref]
     das["min_rank_80"] = min(reach) if reach else None
+    ctx.bases[hook] = bases
     das["chosen_on"] = "fit-valid prefixes (never the held-out ones)"
     row.das = das
     if len(S) and "random_rank16" in row.units:

@@ -10,8 +10,12 @@ Per hook (causal.hooks, default every hook with an SAE), the bridge b at r1 (sae
   questions' accuracy and a probe of b refitted on the erased stream;
 - isolation: r2 as a probe reads it at the last layer's answer position, after the interchange of a few units.
 
-Prefix groups and pairs: sae_ooc.causal.pairs. Outputs (RUN/variables/): variables.json (sae_ooc.causal.result) and
-control_curves.png/.svg.
+Section 2, the circuit of causal variables built from these units (IIA per node, faithfulness with no remainder):
+sae_ooc.causal.circuit.
+
+Prefix groups and pairs: sae_ooc.causal.pairs. Outputs (RUN/variables/): variables.json (sae_ooc.causal.result),
+circuit_units.safetensors (the circuit's unit bases and ablation means), control_curves.png/.svg and
+causal_circuit.png/.svg/.dot/.html.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ import torch
 from tqdm import tqdm
 
 from sae_ooc.activations.cache import ActivationCache
+from sae_ooc.causal.circuit import CIRCUIT_UNITS_FILE, variable_circuit
 from sae_ooc.causal.isolation import fit_reader, read_state
 from sae_ooc.causal.pairs import FIT, GROUP_NAMES, HELD, VALID, Questions, draw_pairs, prefix_groups
 from sae_ooc.causal.result import VARIABLES_FILE, VariablesResult
 from sae_ooc.causal.row import Context, bridge_row
 from sae_ooc.errors import UserError
+from sae_ooc.io import save_tensors, write_text
 from sae_ooc.interventions.facts import Facts, atomic_template
 from sae_ooc.interventions.prompts import matches, read_batched
 from sae_ooc.interventions.steer_stage import residuals
@@ -34,6 +40,7 @@ from sae_ooc.saes.features import load_feature_labels
 from sae_ooc.saes.store import load_saes, saved_hooks
 from sae_ooc.tasks.data import load_task, split_tensors
 from sae_ooc.threads import torch_threads
+from sae_ooc.viz.causal_circuit_plots import causal_circuit_dot, causal_circuit_html, plot_causal_circuit
 from sae_ooc.viz.control_plots import plot_control_curves
 
 
@@ -135,12 +142,26 @@ def _run_variables(run, ccfg) -> dict:
                 "random_draws": ccfg.random_draws, "bootstrap": ccfg.bootstrap, "das_steps": ccfg.das_steps, "seed": ccfg.seed,
                 "heldout_prefixes": "the (h, r1) prefixes train-sae held out at r1 (neither the SAE nor eval-sae's labels saw them)"}
     P = pairs[HELD]
-    result = VariablesResult(settings, rows, torch.stack([P.head, P.r1, P.r2, P.b, P.b2, P.donor[:, 0], P.donor[:, 1]], 1).tolist())
+    circuit, units = variable_circuit(ctx, rows, hooks)
+    result = VariablesResult(settings, rows, torch.stack([P.head, P.r1, P.r2, P.b, P.b2, P.donor[:, 0], P.donor[:, 1]], 1).tolist(),
+                             circuit)
     out = run.variables_dir
     result.save(out / VARIABLES_FILE)
+    if units:
+        save_tensors(out / CIRCUIT_UNITS_FILE, units)
     try:
         plot_control_curves(result, out / "control_curves")
     except Exception as e:  # no figure may stop a stage
         print(f"variables: the figure failed ({type(e).__name__}: {e})")
+    # the circuit in the export stage's formats: figure (PNG, SVG), DOT, and a page with both
+    plot_causal_circuit(circuit, out / "causal_circuit")
+    try:
+        write_text(out / "causal_circuit.dot", causal_circuit_dot(circuit))
+        svg = out / "causal_circuit.svg"
+        write_text(out / "causal_circuit.html", causal_circuit_html(circuit, svg.read_text() if svg.exists() else ""))
+    except Exception as e:  # no drawing may stop a stage
+        print(f"variables: the circuit drawing failed ({type(e).__name__}: {e})")
     best = {r.hook: {u: r.switch(u) for u in ("resid_patch", "das_rank16", "supervised")} for r in rows}
-    return {"n_heldout_pairs": len(pairs[HELD]), "hooks": len(hooks), "switch": best}
+    faith = (circuit.get("faithfulness") or {}).get("circuit") or {}
+    return {"n_heldout_pairs": len(pairs[HELD]), "hooks": len(hooks), "switch": best, "circuit_iia": circuit.get("iia"),
+            "circuit_faithfulness": (faith.get("unit") or {}).get("faithfulness")}

@@ -28,4 +28,14 @@ def summarize(run, result) -> str:
                      f"(rank chosen on fit-valid prefixes, the smallest reaching 80% of the patch there: {r['das'].get('min_rank_80')}), class means {s('supervised')} / rank 16 "
                      f"{s('supervised_rank16')}, SAE code {s('sae_code_swap')}, top 16 features {s('top16_features')}, "
                      f"labelled {s('labelled_features')}, random {s('random')}")
+    c = v.get("circuit") or {}
+    if c.get("status") == "ok":
+        nodes = ", ".join(f"{k} at {n['hook']} rank {n['rank']} {num(n['unit']['switch'], '.1%')}" for k, n in c["nodes"].items())
+        cut = (c.get("faithfulness") or {}).get("circuit") or {}
+        u = cut.get("unit") or {}
+        lines.append(f"  circuit of causal variables (held-out): IIA {nodes}; no remainder keeps {num(u.get('kept'), '.1%')}, "
+                     f"faithfulness {num(u.get('faithfulness'), '.3f')} (random subspaces {num((cut.get('random') or {}).get('kept'), '.1%')}, "
+                     f"valid {cut.get('valid')})")
+    elif c:
+        lines.append(f"  circuit of causal variables: {c.get('status')}")
     return "\n".join(lines)

@@ -28,6 +28,7 @@ class CausalConfig:
     probe_steps: int = 100  # the refitted probe of b after erasure
     random_draws: int = 5  # draws of each random reference (spread reported)
     bootstrap: int = 1000  # resamples over head entities for the 95% intervals
+    circuit_patch_min: float = 0.5  # the circuit's bridge@answer unit is fitted at hooks whose residual patch at the answer position switches this share of fit-valid pairs
     only_correct: bool = True  # interchange only questions the model answers correctly
     batch_size: int = 4096
     threads: int = 1  # torch threads (0 = torch's default)
@@ -44,6 +45,7 @@ class CausalConfig:
         _check(bool(self.feature_counts) and all(n >= 1 for n in self.feature_counts), where, "causal.feature_counts",
                "must be a non-empty list of counts >= 1")
         _check(bool(self.ranks) and all(r >= 1 for r in self.ranks), where, "causal.ranks", "must be a non-empty list of ranks >= 1")
+        _check(0 <= self.circuit_patch_min <= 1, where, "causal.circuit_patch_min", "must be in [0, 1]")
         _check(self.das_steps >= 1, where, "causal.das_steps", "must be at least 1")
         _check(self.das_batch >= 1, where, "causal.das_batch", "must be at least 1")
         _check(self.das_lr > 0, where, "causal.das_lr", "must be > 0")
