@@ -19,7 +19,8 @@ from sae_ooc.tasks.data import load_task
 from tests.conftest import NATURAL, TINY, copy_run
 
 SMALL = ["train.steps=40", "train.eval_every=10", "train.n_checkpoints=4", "sae.training_tokens=4096", "sae_eval.probe_steps=30",
-         "sae_eval.n_controls=1", "dynamics.sae_training_tokens=2048", "dynamics.dense_checkpoints=2", "dynamics.patch_pairs=8"]
+         "sae_eval.n_controls=1", "dynamics.sae_training_tokens=2048", "dynamics.dense_checkpoints=2", "dynamics.patch_pairs=8",
+         "dynamics.das_steps=10"]  # the DAS curve's plumbing; its numbers are checked against the variables stage below
 
 
 def test_weight_sharing_ties_parameters_keeps_hooks_and_reloads(tiny_cfg, tiny_task, tmp_path):
@@ -153,7 +154,8 @@ def test_dynamics_on_a_natural_task_reads_the_layouts_positions(natural_trained,
     run = copy_run(natural_trained, tmp_path / "run", config=NATURAL,
                    overrides=("train.n_checkpoints=2", "harvest.hooks=[blocks.1.hook_resid_pre]", "sae_eval.probe_steps=30",
                               "dynamics.dense_checkpoints=0", "dynamics.sae_training_tokens=1024", "dynamics.n_prompts=1000",
-                              "dynamics.patch_pairs=8", "dynamics.sae_hooks=[blocks.1.hook_resid_pre]"))
+                              "dynamics.patch_pairs=8", "dynamics.sae_hooks=[blocks.1.hook_resid_pre]",
+                              "dynamics.dense_max_ratio=0", "dynamics.das_steps=5"))
     assert all(r.finished for r in run_pipeline(run, stages=["train", "harvest", "dynamics"]))
     out = json.loads((run.dynamics_dir / "dynamics.json").read_text())
     lay = json.loads((run.data_dir / "layout.json").read_text())
