@@ -55,6 +55,32 @@ def logits_from(model, resid: torch.Tensor, layer: int) -> torch.Tensor:
     return model(resid.to(model.cfg.device), start_at_layer=layer, return_type="logits")
 
 
+def _fit(model, mod: RotatedSubspace, n: int, answer_pos: torch.Tensor, target: torch.Tensor, steps: int, batch: int, lr: float,
+         seed: int, logits_of) -> RotatedSubspace:
+    """Train `mod` by interchange: `logits_of(idx)` runs the model with the interchange applied on rows `idx` of the n fit
+    questions; the loss is the cross-entropy of `target` [n] at `answer_pos` [n]. The model's weights are frozen."""
+    dev = model.cfg.device
+    opt = torch.optim.Adam(mod.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    flags = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            for _ in range(steps):
+                idx = torch.randint(n, (min(batch, n),), generator=g)
+                lg = logits_of(idx)
+                loss = torch.nn.functional.cross_entropy(lg[torch.arange(len(idx), device=dev), answer_pos[idx].to(dev)],
+                                                         target[idx].to(dev))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+    return mod.eval()
+
+
 def train_das(model, hook: str, base_resid: torch.Tensor, pos: int, answer_pos: torch.Tensor, xd: torch.Tensor,
               target: torch.Tensor, rank: int, steps: int, batch: int, lr: float, seed: int,
               init: torch.Tensor | None = None) -> RotatedSubspace:
@@ -66,27 +92,13 @@ def train_das(model, hook: str, base_resid: torch.Tensor, pos: int, answer_pos: 
     layer = start_layer(hook, model.cfg.n_layers)
     dev = model.cfg.device
     mod = RotatedSubspace(base_resid.shape[-1], rank, seed, init).to(dev)
-    opt = torch.optim.Adam(mod.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    flags = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        with torch.enable_grad():
-            for _ in range(steps):
-                idx = torch.randint(len(base_resid), (min(batch, len(base_resid)),), generator=g)
-                r = base_resid[idx].to(dev).clone()
-                r[:, pos] = mod(r[:, pos], xd[idx].to(dev))
-                lg = logits_from(model, r, layer)
-                loss = torch.nn.functional.cross_entropy(lg[torch.arange(len(idx), device=dev), answer_pos[idx].to(dev)],
-                                                         target[idx].to(dev))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-    finally:
-        for p, f in zip(model.parameters(), flags):
-            p.requires_grad_(f)
-    return mod.eval()
+
+    def logits_of(idx):
+        r = base_resid[idx].to(dev).clone()
+        r[:, pos] = mod(r[:, pos], xd[idx].to(dev))
+        return logits_from(model, r, layer)
+
+    return _fit(model, mod, len(base_resid), answer_pos, target, steps, batch, lr, seed, logits_of)
 
 
 @torch.no_grad()
@@ -102,27 +114,13 @@ def train_das_hooked(model, hook: str, tokens: torch.Tensor, pos: int, answer_po
     base questions' tokens [N, width] with the interchange applied at (hook, pos) by a TransformerLens hook."""
     dev = model.cfg.device
     mod = RotatedSubspace(xd.shape[-1], rank, seed).to(dev)
-    opt = torch.optim.Adam(mod.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    flags = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        with torch.enable_grad():
-            for _ in range(steps):
-                idx = torch.randint(len(tokens), (min(batch, len(tokens)),), generator=g)
-                x_d = xd[idx].to(dev)
 
-                def edit(act, hook=None, x_d=x_d):
-                    return torch.cat([act[:, :pos], mod(act[:, pos], x_d)[:, None], act[:, pos + 1:]], 1)
+    def logits_of(idx):
+        x_d = xd[idx].to(dev)
 
-                lg = model.run_with_hooks(tokens[idx].to(dev), return_type="logits", fwd_hooks=[(hook, edit)])
-                loss = torch.nn.functional.cross_entropy(lg[torch.arange(len(idx), device=dev), answer_pos[idx].to(dev)],
-                                                         target[idx].to(dev))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-    finally:
-        for p, f in zip(model.parameters(), flags):
-            p.requires_grad_(f)
-    return mod.eval()
+        def edit(act, hook=None):
+            return torch.cat([act[:, :pos], mod(act[:, pos], x_d)[:, None], act[:, pos + 1:]], 1)
+
+        return model.run_with_hooks(tokens[idx].to(dev), return_type="logits", fwd_hooks=[(hook, edit)])
+
+    return _fit(model, mod, len(tokens), answer_pos, target, steps, batch, lr, seed, logits_of)
