@@ -269,3 +269,23 @@ def test_circuit_drawn_in_every_format(run):
     assert page.startswith("<!DOCTYPE html>")
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)  # nothing loaded from elsewhere
     ET.fromstring(page[page.index("<svg"): page.index("</svg>") + 6])
+
+
+def test_a_das_subspace_depends_on_its_seed_not_on_the_global_rng():
+    """torch's orthogonal parametrization draws from the global RNG when it completes a non-square basis; two trainings
+    with the same seed in one process must still agree (the variables stage and dynamics train many in one process)."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from sae_ooc.causal.das import train_das
+
+    torch.manual_seed(0)
+    m = HookedTransformer(HookedTransformerConfig(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=32, n_ctx=4, d_vocab=20,
+                                                  act_fn="gelu")).eval()
+    toks = torch.randint(20, (40, 4))
+    _, cache = m.run_with_cache(toks)
+    args = (cache["blocks.1.hook_resid_pre"], 1, torch.full((40,), 3), torch.randn(40, 16), torch.randint(20, (40,)), 3, 7, 16, 0.01, 5)
+    bases = []
+    for state in (1, 2):
+        torch.manual_seed(state)  # a different global RNG state before each training
+        bases.append(train_das(m, "blocks.1.hook_resid_pre", *args).basis)
+    assert torch.equal(bases[0], bases[1])

@@ -32,7 +32,11 @@ class RotatedSubspace(torch.nn.Module):
             start[:, :k] = init[:k].T.float()
         with torch.no_grad():
             lin.weight.copy_(torch.linalg.qr(start)[0].T)
-        self.lin = orthogonal(lin)
+        # torch's orthogonal parametrization completes a non-square weight to a square orthogonal base with the global RNG:
+        # seeded here, so a subspace depends on `seed` alone, not on whatever ran before it in the process
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.lin = orthogonal(lin)
 
     @property
     def basis(self) -> torch.Tensor:
