@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import torch
+from browser_fixtures import selenium_chromium
 from circuit_fixtures import HOOKS, mark_stages, topk_sae
 from conftest import copy_run
 from safetensors.torch import load_file
@@ -238,22 +239,8 @@ def test_screenshot_leaves_the_users_chromium_profile_alone(run, tmp_path, monke
 def browser():
     """Headless Chromium under Selenium on a temporary profile, with the back-forward cache off: going back reloads the
     index, so what it shows comes from its address, not from a page kept in memory."""
-    exe, driver = find_chromium(), shutil.which("chromedriver")
-    if exe is None or driver is None:
-        pytest.skip("Chromium or chromedriver is not installed (apt-get install chromium chromium-driver): the index's state was not checked")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium): the index's state was not checked")
-    from selenium.webdriver.chrome.service import Service
-
-    with temporary_profile() as profile:  # short paths: Chromium's socket under TMPDIR must stay within 108 characters
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = exe
-        for a in chromium_args(exe, profile)[1:] + ["--disable-back-forward-cache", "--window-size=1200,900"]:
-            opts.add_argument(a)
-        d = webdriver.Chrome(options=opts, service=Service(executable_path=driver, env=chromium_env(profile)))
-        try:
-            yield d
-        finally:
-            d.quit()
+    with selenium_chromium("the index's state", ["--disable-back-forward-cache", "--window-size=1200,900"]) as d:
+        yield d
 
 
 def test_the_index_keeps_sort_filters_and_page_when_coming_back_from_a_feature_page(run, browser):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from circuit_fixtures import make_run, mark_stages
+from test_bad_input import one_line_error
 
 from sae_ooc import io as sae_io
 from sae_ooc.cli import main as cli_main
@@ -39,15 +40,6 @@ def base(tmp_path_factory):
 def run(base, tmp_path):
     shutil.copytree(base.root, tmp_path / "run")  # copy2: mtimes kept, so the recorded outputs stay intact
     return RunDir(tmp_path / "run", base.cfg)
-
-
-def one_line_error(capsys, argv, *needles) -> str:
-    assert cli_main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, err
-    return err
 
 
 # read-only runs -------------------------------------------------------------------------------------------------

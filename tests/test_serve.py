@@ -10,7 +10,6 @@ feature: the real `browse` stage needs a harvested run, which these tests do not
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
@@ -19,19 +18,18 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from browser_fixtures import selenium_chromium
 from circuit_fixtures import HOOKS, make_run
 
 from sae_ooc.cli import main as cli_main
 from sae_ooc.serve.server import MAX_PROMPT, MAX_URL, Server, make_server, url_of
 from sae_ooc.viz.browse import assets, index, live, paths
-from sae_ooc.viz.browse.screenshot import chromium_args, find_chromium
 from sae_ooc.viz.query import QuerySession
 
 SECRET = "the run's secret, never served"
@@ -266,33 +264,6 @@ def test_ctrl_c_stops_the_server_process_cleanly(run):
 
 
 # the real browser ------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _driver():
-    """Headless Chromium driven by selenium, with a throwaway profile removed afterwards."""
-    exe, drv = find_chromium(), shutil.which("chromedriver")
-    if exe is None or drv is None:
-        pytest.skip("Chromium or chromedriver is not installed (apt-get install chromium chromium-driver): the browser test did not run")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.skip("selenium is not installed (pip install -e '.[test]'): the browser test did not run")
-    profile = tempfile.mkdtemp(prefix="sae-ooc-chromium-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = exe
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    for a in chromium_args(exe, profile)[1:]:  # the screenshot's flags, its throwaway profile included
-        opts.add_argument(a)
-    d = None
-    try:
-        d = webdriver.Chrome(service=Service(drv), options=opts)
-        yield d
-    finally:
-        if d is not None:
-            d.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
 def _ask(drv, prompt: str, target: str = "") -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -308,7 +279,7 @@ def _ask(drv, prompt: str, target: str = "") -> None:
 
 @pytest.fixture(scope="module")
 def browser():
-    with _driver() as drv:
+    with selenium_chromium("the prompt box", capabilities={"goog:loggingPrefs": {"browser": "ALL"}}) as drv:
         yield drv
 
 
