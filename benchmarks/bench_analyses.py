@@ -161,7 +161,7 @@ def main() -> None:
     only = [x for x in args.only.split(",") if x] or list(ANALYSES.names())
     print(f"run {args.run}: {len(p)} prompts, {m.cfg.n_layers} layers, d_model {m.cfg.d_model}; 1 torch thread; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    t = split_tensors(ds["test_ood"], vocab)
+    t = split_tensors(ds["test_unanswerable"], vocab)
     t = t.subset((t.hop == 2).nonzero().squeeze(1))
     patches = back_patching.all_patches(m.cfg.n_layers)
     baselines = {

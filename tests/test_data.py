@@ -17,7 +17,7 @@ from sae_ooc.tasks.data import (
     split_tensors,
 )
 
-CFG = TaskConfig(n_entities=30, n_relations=6, facts_per_entity=4, phi=2.0, ood_fraction=0.1, seed=3)
+CFG = TaskConfig(n_entities=30, n_relations=6, facts_per_entity=4, phi=2.0, ood_fraction=0.1, unanswerable_fraction=0.05, seed=3)
 
 
 def _facts(ds):
@@ -32,14 +32,15 @@ def twohop():
 def test_split_sizes_match_config(twohop):
     ds, vocab = twohop
     E, k = CFG.n_entities, CFG.facts_per_entity
-    n_atomic_train = E * k - round(CFG.ood_fraction * E * k)
+    n_un, n_ood = round(CFG.unanswerable_fraction * E * k), round(CFG.ood_fraction * E * k)
     train = _facts(ds["train"])
-    assert sum(f["hop"] == 1 for f in train) == n_atomic_train == len(ds["atomic_test"])
-    assert sum(f["hop"] == 2 for f in train) == round(CFG.phi * n_atomic_train)
-    # every (h, r1) has exactly k continuations r2 through its bridge: E*k*k two-hop facts in all
-    n_inferred = sum(f["hop"] == 2 for f in train) + len(ds["valid_id"]) + len(ds["test_id"]) + len(ds["test_ood"])
-    assert n_inferred == E * k * k
-    assert len(ds["test_id"]) > 0 and len(ds["test_ood"]) > 0
+    assert sum(f["hop"] == 1 for f in train) == E * k - n_un == len(ds["atomic_test"])  # OOD atomic facts are trained
+    assert sum(f["hop"] == 2 for f in train) == round(CFG.phi * (E * k - n_un - n_ood))  # phi counts ID atomic facts (Wang et al.)
+    # every (h, r1) has exactly k continuations r2 through its bridge: E*k*k two-hop facts in all, less those that
+    # touch an OOD atomic fact without being made of OOD facts only (left out, as Wang et al. do)
+    n_inferred = sum(len(ds[s]) for s in ("valid_id", "test_id", "test_ood_sys", "test_unanswerable")) + sum(f["hop"] == 2 for f in train)
+    assert n_inferred < E * k * k
+    assert len(ds["test_id"]) > 0 and len(ds["test_unanswerable"]) > 0 and len(ds["test_ood_sys"]) > 0
     # valid_id takes task.valid_fraction of the held-out in-distribution pool, test_id the rest
     held = len(ds["valid_id"]) + len(ds["test_id"])
     assert len(ds["valid_id"]) == round(CFG.valid_fraction * held) > 0
@@ -56,10 +57,28 @@ def test_inferred_answers_follow_from_atomic_facts(twohop):
                 assert f["input_ids"] == [f["head"], f["r1"], f["r2"]]
 
 
-def test_ood_facts_use_a_held_out_atomic_fact(twohop):
+def test_systematic_ood_facts_are_made_of_trained_atomic_facts_no_inferred_training_fact_uses(twohop):
+    """Wang et al. 2024's OOD split: both atomic facts trained, neither used by a two-hop training fact."""
+    ds, _ = twohop
+    atomic = _atomic_in_train(ds)
+    used = {k for f in _facts(ds["train"]) if f["hop"] == 2 for k in ((f["head"], f["r1"]), (f["bridge"], f["r2"]))}
+    sys_facts = _facts(ds["test_ood_sys"])
+    assert sys_facts
+    ood = set()
+    for f in sys_facts:
+        first, second = (f["head"], f["r1"]), (f["bridge"], f["r2"])
+        assert atomic[first] == f["bridge"] and atomic[second] == f["answer"] and f["hop"] == 2
+        assert first not in used and second not in used
+        ood |= {first, second}
+    assert len(ood) <= round(CFG.ood_fraction * CFG.n_entities * CFG.facts_per_entity)
+    for s in ("valid_id", "test_id"):  # the ID splits use no OOD atomic fact
+        assert not any({(f["head"], f["r1"]), (f["bridge"], f["r2"])} & ood for f in _facts(ds[s]))
+
+
+def test_unanswerable_facts_use_a_held_out_atomic_fact(twohop):
     ds, _ = twohop
     atomic = {(f["head"], f["r1"]): f["answer"] for f in _facts(ds["atomic_test"])}
-    for f in _facts(ds["test_ood"]):
+    for f in _facts(ds["test_unanswerable"]):
         first_known = (f["head"], f["r1"]) in atomic
         second_known = first_known and (f["bridge"], f["r2"]) in atomic
         assert not (first_known and second_known)
@@ -70,7 +89,7 @@ def test_ood_facts_use_a_held_out_atomic_fact(twohop):
 def test_no_test_fact_leaks_into_train(twohop):
     ds, _ = twohop
     train = {tuple(f["input_ids"]) for f in _facts(ds["train"])}
-    for split in ("valid_id", "test_id", "test_ood"):
+    for split in ("valid_id", "test_id", "test_ood_sys", "test_unanswerable"):
         for f in _facts(ds[split]):
             assert tuple(f["input_ids"]) not in train
     atomic_train = {(f["head"], f["r1"]) for f in _facts(ds["train"]) if f["hop"] == 1}
@@ -110,8 +129,9 @@ def test_default_experiment_sizes():
     from sae_ooc.config import load_config
 
     ds, _ = generate(load_config("configs/default.yaml").task)
-    # the same held-out pool as before valid_id existed (1,415), a few hundred of it to stop and tune on
-    assert (len(ds["valid_id"]), len(ds["test_id"])) == (283, 1132)
+    # 10% of atomic facts OOD (Wang et al.'s split: ~100 test_ood_sys facts), 2% never trained; a fifth of the
+    # held-out in-distribution pool to stop and tune on
+    assert (len(ds["valid_id"]), len(ds["test_id"]), len(ds["test_ood_sys"]), len(ds["test_unanswerable"])) == (142, 566, 98, 372)
 
 
 def test_each_entity_has_k_distinct_relations(twohop):
@@ -145,7 +165,7 @@ def test_reversal_holds_out_inverse_facts():
     R = cfg.n_relations
     fwd = {(f["head"], f["r1"]): f["answer"] for f in _facts(ds["atomic_test"])}
     train = {tuple(f["input_ids"]) for f in _facts(ds["train"])}
-    n_held = round(cfg.reversal_holdout * (len(fwd)))
+    n_held = round(cfg.reversal_holdout * (len(fwd) - len(ds["test_ood_sys"])))
     assert len(ds["valid_id"]) + len(ds["test_id"]) == n_held
     assert len(ds["valid_id"]) == round(cfg.valid_fraction * n_held) > 0
     assert not {tuple(x) for x in ds["valid_id"]["input_ids"]} & {tuple(x) for x in ds["test_id"]["input_ids"]}
@@ -154,8 +174,10 @@ def test_reversal_holds_out_inverse_facts():
         r = r_inv - R  # inverse relation token r{R+i} undoes r{i}
         assert fwd[(a, r)] == b and (a, r) in train  # its forward fact is trained on
         assert (b, r_inv) not in train
-    for f in _facts(ds["test_ood"]):
+    for f in _facts(ds["test_unanswerable"]):
         assert (f["answer"], f["r1"] - R) not in fwd  # neither direction was trained
+    for f in _facts(ds["test_ood_sys"]):  # forward trained, inverse not
+        assert fwd[(f["answer"], f["r1"] - R)] == f["head"] and tuple(f["input_ids"]) not in train
     assert vocab.n_relations == 2 * R
 
 

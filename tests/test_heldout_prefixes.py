@@ -89,7 +89,7 @@ def test_first_hop_known_matches_the_atomic_facts_of_train(tiny_cfg, tiny_task):
     facts = {tuple(ids) for ids, hop in zip(ds["train"]["input_ids"], ds["train"]["hop"]) if hop == 1}
     expect = [(h, r) in facts for h, r in zip(tok["head"].tolist(), tok["r1"].tolist())]
     assert known.tolist() == expect and 0 < sum(expect) < len(expect)
-    assert not all(expect[i] for i in (tok["split"] == codes["test_ood"]).nonzero().squeeze(1).tolist())  # some first hops unknown
+    assert not all(expect[i] for i in (tok["split"] == codes["test_unanswerable"]).nonzero().squeeze(1).tolist())  # some first hops unknown
 
 
 def test_a_sequence_split_is_refused_by_eval_sae(harvested_run, tmp_path):

@@ -52,7 +52,7 @@ def test_loss_recovered_on_test_id_is_in_sample_and_explained_variance_on_held_o
 
 def test_the_smallest_composing_point_was_chosen_on_its_test_id(tmp_path):
     doc = _doc(tmp_path)
-    point = {"values": {"model.n_layers": 2}, "unique_parameters": 1000, "steps": 10, "accuracy": {"test_id": 0.95, "test_ood": 0.01,
+    point = {"values": {"model.n_layers": 2}, "unique_parameters": 1000, "steps": 10, "accuracy": {"test_id": 0.95, "test_unanswerable": 0.01,
                                                                                                    "atomic_test": 1.0}}
     write_json(doc.run.root.parent / "sweeps" / "s" / "sweep.json",
                {"name": "s", "grid": {"model.n_layers": [2]}, "points": [point], "n_points": 1, "composed_threshold": 0.9,

@@ -1,7 +1,7 @@
 """Mechanism-level behaviour on configs/small.yaml, a model that composes (tests/small_fixtures.py builds it once).
 
 configs/tiny.yaml's model does not compose, so probes, patching and steering run on noise there; these tests assert
-what a composing model must show and a non-composing one cannot: held-out two-hop accuracy (test_id) with test_ood at
+what a composing model must show and a non-composing one cannot: held-out two-hop accuracy (test_id) with test_unanswerable at
 chance; the bridge entity linearly readable at r1 above the probe's controls; patching the residual stream at r1
 recovering most of the clean-corrupted gap; and the residual patch at r1 from a donor with another bridge switching
 the answer to the one that bridge implies, far more often than random SAE features of the same norm. Each test fails
@@ -20,8 +20,8 @@ HOOK = "blocks.1.hook_resid_pre"  # the small model's middle of the residual str
 
 
 def composes(a: dict) -> bool:
-    # test_ood's answer needs an atomic fact held out of train: no better than guessing from r2's usual answers
-    return a["acc"]["test_id"] >= 0.8 and a["acc"]["test_ood"] <= a["majority"]["test_ood"] + 0.1
+    # test_unanswerable's answer needs an atomic fact held out of train: no better than guessing from r2's usual answers
+    return a["acc"]["test_id"] >= 0.8 and a["acc"]["test_unanswerable"] <= a["majority"]["test_unanswerable"] + 0.1
 
 
 def bridge_at_r1(probe: dict) -> bool:

@@ -80,7 +80,7 @@ def back_patching(n, vs, cis):
     patches = [{"position": p, "src": s, "dst": d} for p in ("r1", "r2") for s in range(n + 1) for d in range(min(s, n))]
     split = {"n_failures": 3, "fixed_by_patch": [vs[k % n] for k in range(len(patches))]}
     return dict(r={"n_layers": n, "states": [f"resid_pre {i}" for i in range(n + 1)], "patches": patches, "test_id": split,
-                   "test_ood": split, "chosen": {"position": "r1", "src": 1, "dst": 0} if n else None}, name="t")
+                   "test_unanswerable": split, "chosen": {"position": "r1", "src": 1, "dst": 0} if n else None}, name="t")
 
 
 def validation(n, vs, cis):
@@ -103,7 +103,7 @@ def curve(n, vs, cis):
 
 def dynamics(n, vs, cis):
     hooks = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_post"]
-    pts = [{"step": 10 * i, "accuracy": {s: v for s in ("train", "valid_id", "test_id", "test_ood", "atomic_test")},
+    pts = [{"step": 10 * i, "accuracy": {s: v for s in ("train", "valid_id", "test_id", "test_unanswerable", "atomic_test")},
             "probes": {h: {p: {"heldout_acc": v, "shuffled_acc": v, "n_heldout": 4} for p in ("r1", "r2")} for h in hooks},
             "logit_lens": {"labels": ["0_pre", "final_post"], "bridge@r1": {"median_rank": [v, v]}, "answer@r2": {"median_rank": [v, v]}},
             "patching": {"peak@r1": {"value": v}, "peak@r2": {"value": v}},
@@ -142,7 +142,7 @@ def phase(n, vs, cis):
     grid = {"model.n_layers": list(range(1, n + 1)), "model.weight_sharing": [False, True]}
     points = [SimpleNamespace(values={"model.n_layers": a, "model.weight_sharing": b}, slug=f"p{a}{b}") for a in grid["model.n_layers"]
               for b in grid["model.weight_sharing"]]
-    done = {p.slug: {"max_steps": 100, "test_id_0.9_step": None if v is None else 50, "accuracy": {"test_id": v, "test_ood": v}}
+    done = {p.slug: {"max_steps": 100, "test_id_0.9_step": None if v is None else 50, "accuracy": {"test_id": v, "test_unanswerable": v}}
             for p, v in zip(points[:-1], vs + vs)}
     sw = SimpleNamespace(name="s", grid=grid, axes=lambda: ("model.n_layers", "model.weight_sharing"))
     return dict(sw=sw, points=points, done=done)

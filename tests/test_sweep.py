@@ -74,7 +74,7 @@ def test_sweep_help_has_no_device(capsys):
 
 
 def test_smallest_composing_point_is_the_one_with_fewest_distinct_parameters():
-    acc = lambda t: {"test_id": t, "atomic_test": 1.0, "test_ood": 0.0}  # noqa: E731
+    acc = lambda t: {"test_id": t, "atomic_test": 1.0, "test_unanswerable": 0.0}  # noqa: E731
     recs = [{"unique_parameters": 900, "accuracy": acc(0.95)}, {"unique_parameters": 500, "accuracy": acc(0.95)},
             {"unique_parameters": 100, "accuracy": acc(0.5)}]
     assert smallest(recs)["unique_parameters"] == 500

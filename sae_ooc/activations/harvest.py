@@ -35,7 +35,7 @@ from sae_ooc.tasks.data import SplitTensors, load_task, split_tensors
 from sae_ooc.threads import torch_threads
 
 # the `split` column's codes; new splits go at the end so an older cache's codes keep their meaning
-SPLIT_CODE_ORDER = ("train", "test_id", "test_ood", "atomic_test", "valid_id")
+SPLIT_CODE_ORDER = ("train", "test_id", "test_unanswerable", "atomic_test", "valid_id", "test_ood_sys")  # code 2 was test_ood, the same facts
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 

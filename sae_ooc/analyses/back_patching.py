@@ -5,7 +5,7 @@ for the second hop, giving the earlier layers the later state fixes it.
 States are indexed 0..L: state s < L is blocks.s.hook_resid_pre, state L the final resid_post; a patch (pos, src, dst)
 sets blocks.dst.hook_resid_pre at `pos` to state `src` of the same prompt's unpatched run. Biran et al. report the
 share of failures fixed by *some* patch (up to 66% in LLMs), a per-prompt best: here it is reported as an upper
-bound beside one patch chosen on the valid_id failures and scored on the test_id and test_ood failures, and beside
+bound beside one patch chosen on the valid_id failures and scored on the test_id, test_ood_sys and test_unanswerable failures, and beside
 how many correct answers that patch breaks.
 """
 

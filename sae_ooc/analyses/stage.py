@@ -2,7 +2,7 @@
 
 Every analysis averages over one seeded sample of `analyze.n_prompts` held-out test_id two-hop prompts (with
 corrupted partners from `circuits.pairs` for the contrastive ones), except `probes` (held-out prefixes of the
-activation cache) and `back-patching` (every valid_id, test_id and test_ood failure). `names` runs a subset: the
+activation cache) and `back-patching` (every valid_id, test_id, test_ood_sys and test_unanswerable failure). `names` runs a subset: the
 other analyses' files stay, and any of them computed on another model is removed (the JSON records the model hash).
 """
 
@@ -98,7 +98,7 @@ def _back_patching(c: Context) -> dict:
     patches = all_patches(L)
     where = {p: c.vocab.layout.index(p) for p in POSITIONS}
     res = {}
-    for split in ("valid_id", "test_id", "test_ood"):
+    for split in ("valid_id", "test_id", "test_ood_sys", "test_unanswerable"):
         t = split_tensors(c.ds[split], c.vocab)
         t = t.subset((t.hop == 2).nonzero().squeeze(1))
         res[split] = back_patch(c.model, t.tokens, t.answer, t.answer_pos, patches, c.cfg.batch_size, where)[:2] if len(t) else None
@@ -106,7 +106,7 @@ def _back_patching(c: Context) -> dict:
     if res["valid_id"] is not None and (~res["valid_id"][0]).any():
         base, fixed = res["valid_id"]
         rates = fixed[:, ~base].double().mean(1)
-        # the patch fixing most valid_id failures: chosen there, scored on test_id / test_ood; none if none fixes any
+        # the patch fixing most valid_id failures: chosen there, scored on test_id / test_ood_sys / test_unanswerable; none if none fixes any
         chosen = int(rates.argmax()) if float(rates.max()) > 0 else None
     out = {"patches": [{"position": p, "src": s, "dst": d} for p, s, d in patches], "n_layers": L,
            "states": [f"resid_pre {s}" for s in range(L)] + ["final resid_post"],

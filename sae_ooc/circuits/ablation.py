@@ -90,7 +90,7 @@ def ablation_scope(clean: NodeValues, abl: NodeValues) -> NodeMask:
 def task_prompts(ds) -> torch.Tensor:
     """The two-hop prompts of train (of every split if train has none): the task distribution. A multi-token answer's
     tokens but its last follow the prompt, as in the pairs (node positions cover them)."""
-    for splits in (("train",), ("train", "test_id", "test_ood")):
+    for splits in (("train",), ("train", "test_id", "test_ood_sys", "test_unanswerable")):
         rows = [list(ids) + list(ans[:-1]) for s in splits
                 for ids, ans, hop in zip(ds[s]["input_ids"], ds[s]["answer_ids"], ds[s]["hop"]) if hop == 2]
         if rows:

@@ -23,7 +23,7 @@ from sae_ooc.circuits.spliced import task_metric
 from sae_ooc.models.evaluate import answer_scores, logit_batch
 from sae_ooc.errors import UserError
 
-PAIR_SPLITS = ("train", "valid_id", "test_id", "test_ood")  # the two-hop splits (valid_id: data made since it exists)
+PAIR_SPLITS = ("train", "valid_id", "test_id", "test_ood_sys", "test_unanswerable")  # the two-hop splits (valid_id: data made since it exists)
 
 
 # prompt pairs -------------------------------------------------------------------------------------
@@ -160,7 +160,7 @@ def make_pairs(ds, vocab, split: str, n: int, seed: int, model=None, only_correc
         d = ds[s]
         rows += [(h, r1, r2, b, t) for h, r1, r2, b, t, hop in zip(d["head"], d["r1"], d["r2"], d["bridge"], d["answer"], d["hop"]) if hop == 2]
     if not rows:
-        raise UserError(f"split '{split}' has no two-hop prompts to attribute; set attribution.split to one of train, test_id, test_ood, all")
+        raise UserError(f"split '{split}' has no two-hop prompts to attribute; set attribution.split to one of train, test_id, test_ood_sys, test_unanswerable, all")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(rows))
     correct = _correct_mask(model, rows, vocab, device) if only_correct and model is not None else None

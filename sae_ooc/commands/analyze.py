@@ -3,7 +3,7 @@
 `sae-ooc analyze NAME --run RUN` runs one (or a comma-separated list; `all`, the default, runs every one), each only
 if its inputs changed since it ran (--force: recomputed anyway; RUN/stages.json records each analysis). Each
 averages over a seeded sample of analyze.n_prompts held-out test_id prompts (probes: held-out prefixes of the
-activation cache; back-patching: every failure of valid_id, test_id and test_ood). Settings: the `analyze` config
+activation cache; back-patching: every failure of valid_id, test_id, test_ood_sys and test_unanswerable). Settings: the `analyze` config
 section (n_prompts, seed, metric, noise_scale, noise_samples, window, probe_*, n_controls, ...).
 """
 

@@ -16,4 +16,4 @@ def summarize(run, result) -> str:
         done = f"fine-tuned {m['name']} ({'MLP weights only' if m['trainable'] == 'mlp' else 'all weights'}) into"
     return (f"train: {verb(result, done)} {files_written(run, 'train')}: valid_id {m['valid_id_acc']:.3f} "
             f"(majority {maj['valid_id']:.3f}), test_id {m['test_id_acc']:.3f} (majority {maj['test_id']:.3f}), "
-            f"atomic {m['atomic_test_acc']:.3f}, ood {m['test_ood_acc']:.3f} after {m['steps']} steps ({stop}), {m['minutes']:.2f} min")
+            f"atomic {m['atomic_test_acc']:.3f}, ood_sys {m['test_ood_sys_acc']:.3f}, unanswerable {m['test_unanswerable_acc']:.3f} after {m['steps']} steps ({stop}), {m['minutes']:.2f} min")

@@ -10,7 +10,7 @@ from sae_ooc.sections.check import check as _check
 
 ATTRIBUTION_METHODS = NAMES["attribution.method"]  # the one list (sae_ooc.registry), registered in sae_ooc.circuits.methods
 ATTRIBUTION_METRICS = ("logit_diff", "logprob", "ce")
-ATTRIBUTION_SPLITS = ("train", "valid_id", "test_id", "test_ood", "all")
+ATTRIBUTION_SPLITS = ("train", "valid_id", "test_id", "test_ood_sys", "test_unanswerable", "all")
 ABLATIONS = NAMES["ablation"]  # the one list (sae_ooc.registry), registered in sae_ooc.circuits.ablation
 
 
@@ -18,7 +18,7 @@ ABLATIONS = NAMES["ablation"]  # the one list (sae_ooc.registry), registered in 
 class AttributionConfig:
     method: str = "exact"  # exact | atp | ig | atp_verified: how node effects are estimated (exact is affordable at this model size)
     metric: str = "logit_diff"  # logit_diff: logit(t2) - logit(t2') | logprob: log p(t2) | ce: -log p(t2)
-    split: str = "test_id"  # where the clean A→C prompts come from: train | valid_id | test_id | test_ood | all
+    split: str = "test_id"  # where the clean A→C prompts come from: train | valid_id | test_id | test_ood_sys | test_unanswerable | all
     n_pairs: int = 128  # clean/corrupted prompt pairs (fewer if the split has fewer usable prompts)
     only_correct: bool = True  # use only clean prompts the model answers correctly
     ig_steps: int = 10

@@ -8,7 +8,7 @@ from sae_ooc.sections.check import check as _check
 
 STEER_POSITIONS = ("head", "r1", "r2", "last")  # roles of the two-hop question (the last token of each: vocab.layout.index);
 # last: the token before the answer, a role of natural-language tasks only (the toy reads the answer at r2)
-STEER_SPLITS = ("train", "valid_id", "test_id", "test_ood")
+STEER_SPLITS = ("train", "valid_id", "test_id", "test_ood_sys", "test_unanswerable")
 EDIT_POSITIONS = ("head", "r1")  # roles of an atomic prompt (h, r) the key can be read at (the last token of the role)
 
 

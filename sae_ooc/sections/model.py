@@ -11,7 +11,7 @@ from sae_ooc.sections.natural import NaturalConfig
 
 TASK_FAMILIES = NAMES["task.family"]  # the one list (sae_ooc.registry) of the task generators sae_ooc.tasks.data.FAMILIES registers
 # the splits every task family writes (sae_ooc.tasks.data.SPLITS)
-TASK_SPLITS = ("train", "valid_id", "test_id", "test_ood", "atomic_test")
+TASK_SPLITS = ("train", "valid_id", "test_id", "test_ood_sys", "test_unanswerable", "atomic_test")
 TASK_RENDERS = ("toy", "natural")  # one token per entity/relation | natural-language documents (sae_ooc/tasks/natural)
 # where the model comes from: trained from scratch, or a local Hugging Face checkpoint fine-tuned here
 MODEL_SOURCES = ("scratch", "pretrained")
@@ -39,12 +39,18 @@ def hub_id(name: str) -> str:
 
 @dataclass
 class TaskConfig:
-    family: str = "twohop"  # "twohop" (A→B, B→C ⇒ A→C) or "reversal" ((a,r)→b ⇒ (b,r⁻¹)→a)
+    # "twohop" (A→B, B→C ⇒ A→C), "reversal" ((a,r)→b ⇒ (b,r⁻¹)→a) or "comparison" ((e,attr)→v ⇒ (e1,attr,e2)→lt/eq/gt)
+    family: str = "twohop"
     n_entities: int = 100
     n_relations: int = 10
     facts_per_entity: int = 10  # k: atomic facts (h, r) → t per head entity, each with a distinct r
     phi: float = 8.0  # inferred facts in train / atomic facts in train
-    ood_fraction: float = 0.05  # share of atomic facts held out of train (test_ood uses them)
+    # Wang et al. 2024's OOD atomic facts: trained, but no inferred training fact uses one (test_ood_sys asks the
+    # inferred facts made of OOD facts only)
+    ood_fraction: float = 0.05
+    unanswerable_fraction: float = 0.02  # share of atomic facts never trained (test_unanswerable: inferred facts using one)
+    n_values: int = 20  # comparison family: the values v0.. an attribute takes (Wang et al.: 20)
+    max_test: int = 2000  # most examples of each held-out split (valid_id + test_id together, test_ood_sys, test_unanswerable)
     reversal_holdout: float = 0.2  # reversal family: share of pairs whose inverse is held out
     # held-out in-distribution facts that go to valid_id (what stopping and tuning read), the rest to test_id (reported only)
     valid_fraction: float = 0.2
@@ -67,6 +73,10 @@ class TaskConfig:
         )
         _check(self.phi >= 0, where, "task.phi", "must be >= 0")
         _check(0 <= self.ood_fraction < 1, where, "task.ood_fraction", "must be in [0, 1)")
+        _check(0 <= self.unanswerable_fraction < 1 and self.ood_fraction + self.unanswerable_fraction < 1, where,
+               "task.unanswerable_fraction", "must be in [0, 1) and, with task.ood_fraction, below 1")
+        _check(self.n_values >= 2, where, "task.n_values", "must be at least 2")
+        _check(self.max_test >= 2, where, "task.max_test", "must be at least 2 (valid_id and test_id need one example each)")
         _check(0 < self.reversal_holdout < 1, where, "task.reversal_holdout", "must be in (0, 1)")
         _check(0 < self.valid_fraction < 1, where, "task.valid_fraction", "must be in (0, 1)")
 

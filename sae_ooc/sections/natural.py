@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from sae_ooc.sections.check import check as _check
 
 NATURAL_DOCUMENTS = ("separate", "together")
+NATURAL_FAMILIES = ("twohop", "reversal")  # the task families the natural renderer (sae_ooc/tasks/natural) can render
 NATURAL_TOKENIZERS = ("bpe", "pretrained")
 
 
@@ -60,6 +61,8 @@ class NaturalConfig:
 
     def validate(self, where: str, family: str = "twohop") -> None:
         p = "task.natural."
+        _check(family in NATURAL_FAMILIES, where, "task.render", f"natural renders the families {', '.join(NATURAL_FAMILIES)} "
+               f"(task.family {family} has no English rendering yet); use task.render: toy")
         _check(self.name_tokens >= 1, where, p + "name_tokens", "must be at least 1")
         _check(self.documents in NATURAL_DOCUMENTS, where, p + "documents", f"must be one of {', '.join(NATURAL_DOCUMENTS)}")
         _check(self.documents == "separate" or family == "twohop", where, p + "documents",

@@ -152,7 +152,7 @@ def _collect(ex, sw: Sweep, root: Path, todo: list[Point], jobs: int, stop_after
                     continue
                 if rec is not None:
                     done[slug] = rec
-                    tqdm.write(f"  {slug}: test_id {rec['accuracy']['test_id']:.3f}, test_ood {rec['accuracy']['test_ood']:.3f} "
+                    tqdm.write(f"  {slug}: test_id {rec['accuracy']['test_id']:.3f}, test_unanswerable {rec['accuracy']['test_unanswerable']:.3f} "
                           f"after {rec['steps']} steps ({rec['minutes']:.1f} min)")
     except BaseException:
         # Ctrl-C or a kill of the sweep: its point processes go too (a local job outlives its parent otherwise), so a

@@ -33,10 +33,10 @@ def write_summary(sw, root: Path, points, done: dict[str, dict]) -> dict:
     recs = [done[p.slug] for p in points if p.slug in done]
     lines = [f"# Sweep `{sw.name}` ({len(recs)} of {len(points)} points finished)", "",
              f"Each point trains from scratch (data + train stages) with `{sw.path}`; composition = test_id ≥ {COMPOSED} and "
-             f"atomic_test ≥ {ATOMIC}. test_id: held-out two-hop facts (never used to stop or choose); test_ood: two-hop facts "
+             f"atomic_test ≥ {ATOMIC}. test_id: held-out two-hop facts (never used to stop or choose); test_unanswerable: two-hop facts "
              "whose atomic fact was held out (no model can answer them beyond chance). Steps to test_id ≥ 0.9 are at the "
              "periodic evaluations (train.eval_every).", "",
-             "| " + " | ".join(keys) + " | unique params | steps | test_id | steps to test_id ≥ 0.9 | test_ood | valid_id | atomic_test | composed |",
+             "| " + " | ".join(keys) + " | unique params | steps | test_id | steps to test_id ≥ 0.9 | test_unanswerable | valid_id | atomic_test | composed |",
              "|" + "---|" * (len(keys) + 8)]
     for p in points:
         r = done.get(p.slug)
@@ -46,11 +46,11 @@ def write_summary(sw, root: Path, points, done: dict[str, dict]) -> dict:
             continue
         a = r["accuracy"]
         lines.append(f"| {vals} | {r['unique_parameters']} | {r['steps']} | {a['test_id']:.3f} | {_fmt(r.get('test_id_0.9_step'))} | "
-                     f"{a['test_ood']:.3f} | {a['valid_id']:.3f} | {a['atomic_test']:.3f} | {'yes' if composed(r) else 'no'} |")
+                     f"{a['test_unanswerable']:.3f} | {a['valid_id']:.3f} | {a['atomic_test']:.3f} | {'yes' if composed(r) else 'no'} |")
     best = smallest(recs)
     verdict = ("Smallest setting that composed: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best["values"].items())
                + f" ({best['unique_parameters']} distinct parameters; test_id {best['accuracy']['test_id']:.3f}, "
-               f"test_ood {best['accuracy']['test_ood']:.3f})") if best else "No point composed."
+               f"test_unanswerable {best['accuracy']['test_unanswerable']:.3f})") if best else "No point composed."
     lines += ["", verdict, "", f"![phase diagram](phase_{sw.name}.png)", ""]
     write_text(root / "table.md", "\n".join(lines))
     write_json(root / "sweep.json", {"name": sw.name, "grid": sw.grid, "axes": sw.axes(), "composed_threshold": COMPOSED,

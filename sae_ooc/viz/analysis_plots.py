@@ -178,7 +178,7 @@ def plot_dla(r: dict, stem: Path, name: str) -> list[Path]:
 
 @fail_soft
 def plot_back_patching(r: dict, stem: Path, name: str) -> list[Path]:
-    splits = [s for s in ("test_id", "test_ood") if r.get(s)]
+    splits = [s for s in ("test_id", "test_ood_sys", "test_unanswerable") if r.get(s)]
     L = r["n_layers"]
     fig, axes = plt.subplots(len(splits), 2, figsize=(9, 3.6 * max(len(splits), 1)), squeeze=False)
     for i, s in enumerate(splits):

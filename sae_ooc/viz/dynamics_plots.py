@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sae_ooc.viz.plots import fail_soft, mark_empty, plt, save_figure
 
-SPLIT_STYLE = {"train": "C0", "valid_id": "C1", "test_id": "C2", "test_ood": "C3", "atomic_test": "C4"}
+SPLIT_STYLE = {"train": "C0", "valid_id": "C1", "test_id": "C2", "test_unanswerable": "C3", "atomic_test": "C4", "test_ood_sys": "C5"}
 
 
 def _layer_label(hook: str) -> str:

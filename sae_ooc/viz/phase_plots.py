@@ -1,4 +1,4 @@
-"""The sweep's phase diagram: final test_id, steps to test_id >= 0.9 and test_ood over two grid axes, one row of
+"""The sweep's phase diagram: final test_id, steps to test_id >= 0.9 and test_unanswerable over two grid axes, one row of
 panels per combination of the other grid keys."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 from sae_ooc.viz.plots import fail_soft, plt, save_figure
 
 METRICS = (("test_id", "final test_id accuracy", "viridis"), ("steps", "steps to test_id ≥ 0.9 (blank: never)", "magma_r"),
-           ("test_ood", "final test_ood accuracy", "viridis"))
+           ("test_unanswerable", "final test_unanswerable accuracy", "viridis"))
 
 
 def _label(v) -> str:

@@ -29,7 +29,7 @@ INDEX_FILE = "prompt_index.safetensors"
 DESCRIPTIONS_FILE = "prompt_index_features.json"
 INDEX_TOP = 10  # answers and features per hook kept per prompt: --top up to this is answered from the index
 FORMAT = 1  # bump when what is indexed or how it is computed changes
-SPLIT_NAMES = ("train", "valid_id", "test_id", "test_ood", "atomic_test")  # = sae_ooc.tasks.data.SPLITS (not imported: torch)
+SPLIT_NAMES = ("train", "valid_id", "test_id", "test_ood_sys", "test_unanswerable", "atomic_test")  # = sae_ooc.tasks.data.SPLITS (not imported: torch)
 
 
 def inputs_key(run, labels: bool = False) -> str:

@@ -58,14 +58,14 @@ def _task_table(per_hook: dict, hooks: list[str]) -> list[str]:
              "(CE_zero - CE_clean). test_id is reported, valid_id is what a choice reads. *Unseen*: the prompts whose whole "
              "prompt (the prefix at the answer position) the SAE never saw.", "",
              "| hook | test_id acc | loss recovered test_id | valid_id acc | loss recovered valid_id | test_id unseen acc (n) | "
-             "loss recovered unseen | train acc SAE | test_ood acc SAE | atomic acc SAE |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "loss recovered unseen | train acc SAE | test_ood_sys acc SAE | atomic acc SAE |", "|---|---|---|---|---|---|---|---|---|---|"]
     for h in hooks:
         t = per_hook[h].get("task", {})
         s, ho = t.get("splits", {}), t.get("heldout_prefixes", {}).get("test_id", {})
         acc = lambda d: f"{_fmt(d.get('acc_clean'))} → {_fmt(d.get('acc_sae'))}" if d else "n/a"  # noqa: E731
         lines.append(f"| {h} | {acc(s.get('test_id'))} | {_fmt(t.get('loss_recovered'))} | {acc(s.get('valid_id'))} | "
                      f"{_fmt(t.get('loss_recovered_valid_id'))} | {acc(ho)} ({ho.get('n', 0)}) | {_fmt(ho.get('loss_recovered'))} | "
-                     f"{_fmt(s.get('train', {}).get('acc_sae'))} | {_fmt(s.get('test_ood', {}).get('acc_sae'))} | "
+                     f"{_fmt(s.get('train', {}).get('acc_sae'))} | {_fmt(s.get('test_ood_sys', {}).get('acc_sae'))} | "
                      f"{_fmt(s.get('atomic_test', {}).get('acc_sae'))} |")
     return lines
 

@@ -15,7 +15,8 @@ from matplotlib.ticker import MaxNLocator
 from sae_ooc.viz.plots import fail_soft, mark_empty, na_axes, plt, save_figure
 
 SPLITS = (("train", "train", "o", "-"), ("valid_id", "valid (ID)", "s", "--"), ("test_id", "test (ID)", "^", "-."),
-          ("test_ood", "test (OOD)", "v", ":"), ("atomic_test", "atomic", "D", (0, (5, 1.5))))
+          ("test_ood_sys", "test (OOD, systematic)", "v", ":"),
+          ("test_unanswerable", "unanswerable", "x", (0, (1, 2))), ("atomic_test", "atomic", "D", (0, (5, 1.5))))
 
 
 @fail_soft

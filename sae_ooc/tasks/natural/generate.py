@@ -25,7 +25,7 @@ from sae_ooc.tasks.natural.render import Renderer, Rendered, full_text
 from sae_ooc.tasks.natural.text_vocab import TextVocab
 
 ROLES = ("head", "r1", "r2")
-PLANTED = ("answer", "bridge", "hop", "head", "r1", "r2")
+PLANTED = ("answer", "bridge", "hop", "head", "r1", "r2", "bridge2")
 
 
 def _relation_nouns(pairs, family: str) -> list[tuple[str, str | None]]:
@@ -134,7 +134,7 @@ def build_layout(tok: Tok, rendered: dict[str, list[Rendered]], encoded: dict[st
     """The layout of the analysed prompts, checked on every one of them (one-line error otherwise)."""
     analysed = [(s, x, e) for s in rendered for x, e in zip(rendered[s], encoded[s]) if x.analysed]
     if not analysed:
-        raise UserError("the natural task has no analysed prompts (valid_id, test_id and test_ood are empty); raise task.n_entities")
+        raise UserError("the natural task has no analysed prompts (valid_id, test_id and test_unanswerable are empty); raise task.n_entities")
     _, x0, (ids0, _, spans0) = analysed[0]
     n = len(ids0)
     roles = {r: spans0[r] for r in ROLES if r in spans0}

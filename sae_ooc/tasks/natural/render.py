@@ -11,7 +11,7 @@ What each split holds (rows of the toy generator, `sae_ooc.tasks.data.FAMILIES`,
 - train, hop 1: one document per atomic fact *and train template* (all train paraphrases), e.g. " Alice Smith's
   mentor is" -> " Bob Jones". Reversal: forward facts with the noun, trained inverses with the inverse noun.
 - train, hop 2 (task.phi > 0): the question template with its answer.
-- valid_id, test_id, test_ood: the two-hop question (`question_template`); reversal: the inverse question,
+- valid_id, test_id, test_unanswerable: the two-hop question (`question_template`); reversal: the inverse question,
   `test_templates[0]` with the inverse noun. These are the *analysed* prompts (one layout, checked).
 - atomic_test: each train atomic fact once, in a held-out paraphrase drawn from `test_templates` (seeded).
 - documents: together (twohop only; "The Two-Hop Curse", Balesni et al. 2024, compare facts seen in separate
@@ -19,7 +19,7 @@ What each split holds (rows of the toy generator, `sae_ooc.tasks.data.FAMILIES`,
   test_id: a -r1-> b -r2-> c), one training document states both facts, the first in full and the second up to
   its object: " Alice Smith's mentor is Bob Jones. The employer of Bob Jones is" -> " Carol White", each with a
   seeded train paraphrase. Its planted variables are those of the second fact (head b, r1 = the chain's r2,
-  hop 1). test_ood chains get none (one of their facts is not in train).
+  hop 1). test_unanswerable chains get none (one of their facts is not in train).
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class Renderer:
             return [self.atomic(tpl, h, r1, t) for tpl in nat.train_templates]
         if split == "atomic_test":
             return [self.atomic(nat.test_templates[int(self.rng.integers(len(nat.test_templates)))], h, r1, t)]
-        # reversal: valid_id / test_id / test_ood hold the inverse questions, all asked the same way
+        # reversal: valid_id / test_id / test_unanswerable hold the inverse questions, all asked the same way
         return [self.atomic(nat.test_templates[0], h, r1, t, analysed=True)]
 
     def split(self, name: str, rows: list[dict], held_chains: list[dict] = ()) -> list[Rendered]:

@@ -79,7 +79,7 @@ def _dla(doc: Doc, r: dict) -> None:
 def _back_patching(doc: Doc, r: dict) -> None:
     ch = r.get("chosen")
     parts = []
-    for s in ("valid_id", "test_id", "test_ood"):
+    for s in ("valid_id", "test_id", "test_ood_sys", "test_unanswerable"):
         d = r.get(s)
         if d:
             parts.append(f"{s}: accuracy {f3(d['accuracy'])}, {d['n_failures']} failures, the chosen patch fixes {f3(d.get('chosen_fixed'))} "

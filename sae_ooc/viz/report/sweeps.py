@@ -45,19 +45,19 @@ def sweep_section(doc: Doc) -> None:
         return
     doc.add("Each point trains the default task's model from scratch with one setting changed, stopping as the default run does "
             "(valid_id ≥ 0.92 and atomic ≥ 0.99, never test_id); *composed* = test_id ≥ 0.9 with atomic_test ≥ 0.99. test_id is "
-            "held out of every choice; test_ood (a needed atomic fact held out) is the control no model can answer.", "")
+            "held out of every choice; test_unanswerable (a needed atomic fact held out) is the control no model can answer.", "")
     for path in found:
         sw = load(path)
         axes, pts, name = list(sw["grid"]), sw["points"], sw["name"]  # every grid key, varied or not
         doc.add(f"**`{name}`** ({len(pts)} of {sw['n_points']} points finished; grid "
                 + ", ".join(f"`{k}` ∈ {{{', '.join(_val(v) for v in vals)}}}" for k, vals in sw["grid"].items()) + "):", "",
-                "| " + " | ".join(f"`{a}`" for a in axes) + " | distinct parameters | steps | test_id | steps to test_id ≥ 0.9 | test_ood | composed |",
+                "| " + " | ".join(f"`{a}`" for a in axes) + " | distinct parameters | steps | test_id | steps to test_id ≥ 0.9 | test_unanswerable | composed |",
                 "|" + "---|" * (len(axes) + 6))
         for p in pts:
             a = p["accuracy"]
             ok = a["test_id"] >= sw["composed_threshold"] and a["atomic_test"] >= 0.99
             doc.add("| " + " | ".join(_val(p["values"][k]) for k in axes) + f" | {p['unique_parameters']:,} | {p['steps']:,} | "
-                    f"{a['test_id']:.3f} | {p.get('test_id_0.9_step') or '—'} | {a['test_ood']:.3f} | {'yes' if ok else 'no'} |")
+                    f"{a['test_id']:.3f} | {p.get('test_id_0.9_step') or '—'} | {a['test_unanswerable']:.3f} | {'yes' if ok else 'no'} |")
         best = sw.get("smallest_composed")
         if best:
             setting = ", ".join(f"`{k}` = {_val(v)}" for k, v in best["values"].items())

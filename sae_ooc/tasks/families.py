@@ -1,0 +1,240 @@
+"""The task families (`task.family`), each a generator of the toy task's splits: twohop, reversal, comparison.
+
+Every family writes the same splits (sae_ooc.sections.model.TASK_SPLITS) with the same planted columns, and its
+analysed prompts have the two-hop question's roles (head, r1, r2: the layout every stage reads), so no stage needs
+to know the family:
+- `train`; `valid_id` and `test_id`, two disjoint random parts of one held-out in-distribution pool (inferred
+  facts none of whose atomic facts is OOD or unanswerable), `task.valid_fraction` of it in valid_id;
+- `test_ood_sys`, the systematic out-of-distribution split of Wang et al. 2024 ("Grokked transformers are implicit
+  reasoners"): a share `task.ood_fraction` of the atomic facts is marked OOD; they *are* trained as atomic facts,
+  but no inferred training fact uses one (inferred facts touching one are left out of every split), and
+  test_ood_sys asks the inferred facts all of whose atomic facts are OOD. Their composition model scores ~0 there,
+  their comparison model generalizes;
+- `test_unanswerable`, the control no model can answer: inferred facts that need an atomic fact never trained
+  (`task.unanswerable_fraction` of them);
+- `atomic_test`, the atomic facts of train.
+Each held-out split keeps at most `task.max_test` examples (drawn at random), so that a family with many inferred
+facts (comparison: every pair of entities) keeps its evaluation and activation caches small.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from datasets import Dataset, DatasetDict, Features, Sequence, Value
+
+from sae_ooc.config import TASK_SPLITS, TaskConfig
+from sae_ooc.errors import UserError
+from sae_ooc.registry import Registry
+from sae_ooc.tasks.vocab import Vocab
+
+SPLITS = TASK_SPLITS
+FEATURES = Features(
+    {
+        "input_ids": Sequence(Value("int64")),  # the prompt, without the answer
+        "answer_ids": Sequence(Value("int64")),  # the answer's tokens (the toy task: one)
+        "answer": Value("int64"),  # planted variables (answer .. bridge2): token ids, -1 for none
+        "bridge": Value("int64"),  # the first intermediate value (twohop: b = t(h, r1); comparison: v1 = value(e1, attr))
+        "hop": Value("int64"),
+        "head": Value("int64"),
+        "r1": Value("int64"),
+        "r2": Value("int64"),
+        "bridge2": Value("int64"),  # the second intermediate value (comparison: v2 = value(e2, attr)), -1 for none
+    }
+)
+COMPARISON_LABELS = ("lt", "eq", "gt")  # the comparison family's answers: value(e1, attr) <, =, > value(e2, attr)
+
+
+def _rows(facts: list[tuple], hop: int) -> dict[str, list]:
+    """Rows for a split from tuples of token ids: (h, r, t) for hop 1, (h, r1, r2, t, b[, b2]) for hop 2."""
+    cols: dict[str, list] = {k: [] for k in FEATURES}
+    for f in facts:
+        if hop == 1:
+            h, r, t = f
+            ids, r1, r2, b, b2 = [h, r], r, -1, -1, -1
+        else:
+            h, r1, r2, t, b, *rest = f
+            ids, b2 = [h, r1, r2], (rest[0] if rest else -1)
+        for k, v in (("input_ids", ids), ("answer_ids", [t]), ("answer", t), ("bridge", b), ("hop", hop), ("head", h),
+                     ("r1", r1), ("r2", r2), ("bridge2", b2)):
+            cols[k].append(v)
+    return cols
+
+
+def _concat(*parts: dict[str, list]) -> dict[str, list]:
+    return {k: sum((p[k] for p in parts), []) for k in FEATURES}
+
+
+def _shuffled(cols: dict[str, list], rng: np.random.Generator) -> dict[str, list]:
+    n = len(cols["answer"])
+    order = rng.permutation(n)
+    return {k: [v[i] for i in order] for k, v in cols.items()}
+
+
+def valid_test(held: list, cfg: TaskConfig) -> tuple[list, list]:
+    """The held-out in-distribution facts (already in random order) cut into (valid_id, test_id), at least one each."""
+    n_valid = min(max(int(round(cfg.valid_fraction * len(held))), 1), len(held) - 1)
+    return held[:n_valid], held[n_valid:]
+
+
+def _capped(facts: list, n: int, rng: np.random.Generator) -> list:
+    """At most `n` of `facts`, a random subset in their order (all when there are no more)."""
+    if len(facts) <= n:
+        return facts
+    return [facts[i] for i in sorted(rng.choice(len(facts), size=n, replace=False).tolist())]
+
+
+def _marks(n: int, cfg: TaskConfig, rng: np.random.Generator) -> tuple[set, set]:
+    """(unanswerable, OOD) index sets of `n` atomic facts, disjoint: never trained / trained but in no inferred training fact."""
+    order = rng.permutation(n).tolist()
+    n_un = int(round(cfg.unanswerable_fraction * n))
+    n_ood = int(round(cfg.ood_fraction * n))
+    return set(order[:n_un]), set(order[n_un : n_un + n_ood])
+
+
+def _inferred_splits(inferred: list[tuple], needs: list[tuple], unanswerable: set, ood: set, n_train: int,
+                     cfg: TaskConfig, rng: np.random.Generator) -> dict[str, list]:
+    """Inferred facts, each with the atomic facts it needs (indices), into train / valid_id / test_id / test_ood_sys /
+    test_unanswerable (Wang et al.'s rule: a fact touching an OOD atomic fact but not only OOD ones goes nowhere)."""
+    pool, sys_, un = [], [], []
+    for fact, need in zip(inferred, needs):
+        if any(i in unanswerable for i in need):
+            un.append(fact)
+        elif all(i in ood for i in need):
+            sys_.append(fact)
+        elif not any(i in ood for i in need):
+            pool.append(fact)
+    if n_train > len(pool) - 2:
+        raise UserError(
+            f"task.phi={cfg.phi} asks for {n_train} inferred facts in train but only {len(pool)} in-distribution ones exist, "
+            f"leaving fewer than 2 for valid_id and test_id; lower task.phi, task.ood_fraction or task.unanswerable_fraction"
+        )
+    order = rng.permutation(len(pool))
+    held = _capped([pool[i] for i in order[n_train:]], cfg.max_test, rng)
+    valid, test = valid_test(held, cfg)
+    return {"train": [pool[i] for i in order[:n_train]], "valid_id": valid, "test_id": test,
+            "test_ood_sys": _capped(sys_, cfg.max_test, rng), "test_unanswerable": _capped(un, cfg.max_test, rng)}
+
+
+def _dataset(train_atomic: list, inferred: dict[str, list], rng: np.random.Generator, hop: int = 2) -> DatasetDict:
+    splits = {"train": _shuffled(_concat(_rows(train_atomic, 1), _rows(inferred["train"], hop)), rng),
+              **{s: _rows(inferred[s], hop) for s in ("valid_id", "test_id", "test_ood_sys", "test_unanswerable")},
+              "atomic_test": _rows(train_atomic, 1)}
+    return DatasetDict({s: Dataset.from_dict(splits[s], features=FEATURES) for s in SPLITS})
+
+
+FAMILIES: Registry = Registry("task.family")
+
+
+@FAMILIES.register("twohop")
+def generate_twohop(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
+    """(h, r1) -> b and (b, r2) -> t give the two-hop fact (h, r1, r2) -> t, with b the bridge."""
+    rng = np.random.default_rng(cfg.seed)
+    E, R, k = cfg.n_entities, cfg.n_relations, cfg.facts_per_entity
+    vocab = Vocab.build(E, R)
+    rel = vocab.relation_id
+
+    # (h, r) -> t: each head gets k distinct relations, each with a random tail entity
+    atomic: list[tuple[int, int, int]] = []
+    for h in range(E):
+        for r in sorted(rng.choice(R, size=k, replace=False).tolist()):
+            atomic.append((h, rel(r), int(rng.integers(E))))
+    unanswerable, ood = _marks(len(atomic), cfg, rng)
+    by_head: dict[int, list[int]] = {}
+    for i, (h, _, _) in enumerate(atomic):
+        by_head.setdefault(h, []).append(i)
+    inferred, needs = [], []
+    for i, (h, r1, b) in enumerate(atomic):
+        for j in by_head[b]:
+            _, r2, t = atomic[j]
+            inferred.append((h, r1, r2, t, b))
+            needs.append((i, j))
+    n_id_atomic = len(atomic) - len(unanswerable) - len(ood)  # Wang et al.: phi counts the ID atomic facts
+    parts = _inferred_splits(inferred, needs, unanswerable, ood, int(round(cfg.phi * n_id_atomic)), cfg, rng)
+    return _dataset([f for i, f in enumerate(atomic) if i not in unanswerable], parts, rng), vocab
+
+
+@FAMILIES.register("reversal")
+def generate_reversal(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
+    """(a, r) -> b in train; (b, r⁻¹) -> a is in train for some pairs and held out (valid_id, test_id) for others.
+
+    Each relation is a random permutation of the entities so that the inverse is a function too. Relation r's inverse
+    is token r{R + r}. Unanswerable pairs appear in neither direction. The systematic split: `task.ood_fraction` of the
+    pairs are OOD, trained forward, and their inverses form test_ood_sys. One atomic fact makes one inferred fact
+    here, so it asks the same as test_id; it is kept so that every family reports the same splits.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    E, R, k = cfg.n_entities, cfg.n_relations, cfg.facts_per_entity
+    vocab = Vocab.build(E, 2 * R)
+    rel = vocab.relation_id
+    perms = [rng.permutation(E) for _ in range(R)]
+    pairs = []
+    for a in range(E):
+        for r in sorted(rng.choice(R, size=k, replace=False).tolist()):
+            pairs.append((a, r, int(perms[r][a])))
+    unanswerable, ood = _marks(len(pairs), cfg, rng)
+    rest = [i for i in rng.permutation(len(pairs)).tolist() if i not in unanswerable and i not in ood]
+    n_hold = max(2, int(round(cfg.reversal_holdout * len(rest))))
+    if n_hold >= len(rest):
+        raise UserError(f"the reversal task has {len(rest)} in-distribution pairs, too few to hold out {n_hold} inverses "
+                        f"(valid_id and test_id need one each) and train on the rest; raise task.n_entities or task.facts_per_entity")
+    held = _capped([pairs[i] for i in rest[:n_hold]], cfg.max_test, rng)
+    kept = [pairs[i] for i in rest[n_hold:]]
+    valid, test = valid_test(held, cfg)
+
+    def fwd(ps):
+        return [(a, rel(r), b) for a, r, b in ps]
+
+    def inv(ps):
+        return [(b, rel(R + r), a) for a, r, b in ps]
+
+    trained = [p for i, p in enumerate(pairs) if i not in unanswerable]
+    parts = {"train": inv(kept), "valid_id": inv(valid), "test_id": inv(test),
+             "test_ood_sys": _capped(inv([pairs[i] for i in sorted(ood)]), cfg.max_test, rng),
+             "test_unanswerable": _capped(inv([pairs[i] for i in sorted(unanswerable)]), cfg.max_test, rng)}
+    return _dataset(fwd(trained), parts, rng, hop=1), vocab
+
+
+@FAMILIES.register("comparison")
+def generate_comparison(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
+    """Wang et al. 2024's comparison: atomic facts (e, attr) -> v, inferred facts (e1, attr, e2) -> lt / eq / gt.
+
+    Each entity has `task.facts_per_entity` of the `task.n_relations` attributes, each with a value v0..v{n_values-1}
+    drawn at random. The analysed prompt is `e1 attr e2` (Wang et al. write `attr e1 e2`; this order gives it the
+    two-hop question's roles: head e1, r1 the attribute, where v1 = value(e1, attr) is the bridge, r2 the second
+    entity, whose value v2 is `bridge2`), answered with lt, eq or gt. Both orders of each pair of distinct entities
+    that share the attribute are inferred facts. OOD and unanswerable marks are per atomic fact (Wang et al. mark
+    10% of the entities OOD per attribute, the same thing).
+
+    Token ids: the entity block (Vocab.n_entities: every token a planted variable can take) holds the entities
+    e0.., the values v0.. and the labels; then the attributes r0..; then `<pad>`.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    E, A, k, V = cfg.n_entities, cfg.n_relations, cfg.facts_per_entity, cfg.n_values
+    names = ([f"e{i}" for i in range(E)] + [f"v{i}" for i in range(V)] + list(COMPARISON_LABELS)
+             + [f"r{i}" for i in range(A)] + ["<pad>"])
+    vocab = Vocab(names, E + V + len(COMPARISON_LABELS), A)
+    value_id = E
+    label_id = E + V
+
+    atomic: list[tuple[int, int, int]] = []  # (e, attr token, value token)
+    by_attr: dict[int, list[int]] = {}
+    for e in range(E):
+        for a in sorted(rng.choice(A, size=k, replace=False).tolist()):
+            by_attr.setdefault(a, []).append(len(atomic))
+            atomic.append((e, vocab.relation_id(a), value_id + int(rng.integers(V))))
+    unanswerable, ood = _marks(len(atomic), cfg, rng)
+    inferred, needs = [], []
+    for a in sorted(by_attr):
+        for i in by_attr[a]:
+            for j in by_attr[a]:
+                if i == j:
+                    continue
+                (e1, r, v1), (e2, _, v2) = atomic[i], atomic[j]
+                inferred.append((e1, r, e2, label_id + int(np.sign(v1 - v2)) + 1, v1, v2))
+                needs.append((i, j))
+    n_id_atomic = len(atomic) - len(unanswerable) - len(ood)
+    parts = _inferred_splits(inferred, needs, unanswerable, ood, int(round(cfg.phi * n_id_atomic)), cfg, rng)
+    return _dataset([f for i, f in enumerate(atomic) if i not in unanswerable], parts, rng), vocab
+
+
+FAMILIES.check()  # every name of the one list (sae_ooc.registry.NAMES) is registered above
