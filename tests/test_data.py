@@ -240,3 +240,33 @@ def test_data_written_before_valid_id_existed_asks_for_a_rebuild(tmp_path, twoho
     save_task(DatasetDict({s: ds[s] for s in SPLITS if s != "valid_id"}), vocab, tmp_path / "data")
     with pytest.raises(UserError, match=r"no split valid_id .*sae-ooc data --run .* --force"):
         load_task(tmp_path / "data")
+
+
+def test_comparison_answers_compare_trained_values_and_keeps_wang_et_al_s_splits():
+    cfg = TaskConfig(family="comparison", n_entities=16, n_relations=3, facts_per_entity=2, n_values=4, phi=2.0,
+                     ood_fraction=0.2, unanswerable_fraction=0.1, max_test=10_000, seed=2)
+    ds, vocab = generate(cfg)
+    atomic = _atomic_in_train(ds)
+    assert len(atomic) == len(ds["atomic_test"]) == 32 - round(0.1 * 32)
+    assert all(vocab.name(v).startswith("v") and vocab.name(r).startswith("r") for (_, r), v in atomic.items())
+    used = {k for f in _facts(ds["train"]) if f["hop"] == 2 for k in ((f["head"], f["r1"]), (f["r2"], f["r1"]))}
+    ood = {k for f in _facts(ds["test_ood_sys"]) for k in ((f["head"], f["r1"]), (f["r2"], f["r1"]))}
+    for split in ("train", "valid_id", "test_id", "test_ood_sys", "test_unanswerable"):
+        for f in (f for f in _facts(ds[split]) if f["hop"] == 2):
+            e1, attr, e2 = f["input_ids"]
+            assert e1 != e2 and (f["head"], f["r1"], f["r2"]) == (e1, attr, e2)
+            v1, v2 = f["bridge"], f["bridge2"]
+            assert vocab.name(f["answer"]) == ("lt", "eq", "gt")[(v1 > v2) - (v1 < v2) + 1]
+            known = [atomic.get((e, attr)) for e in (e1, e2)]
+            if split == "test_unanswerable":
+                assert None in known
+            else:  # both values trained, and they are the fact's
+                assert known == [v1, v2]
+            if split == "test_ood_sys":  # Wang et al.'s OOD: no inferred training fact uses either atomic fact
+                assert (e1, attr) not in used and (e2, attr) not in used
+            elif split != "test_unanswerable":
+                assert not {(e1, attr), (e2, attr)} & ood
+    assert len(ds["test_ood_sys"]) > 0 and len(ds["test_id"]) > 0
+    # every ordered pair of distinct entities sharing an attribute is asked once, in one split at most
+    prompts = [tuple(x) for s in ("train", "valid_id", "test_id", "test_ood_sys", "test_unanswerable") for x in ds[s]["input_ids"] if len(x) == 3]
+    assert len(prompts) == len(set(prompts))

@@ -16,7 +16,7 @@ from sae_ooc.pipeline import run as run_pipeline
 from sae_ooc.pipeline import run_stage
 from sae_ooc.rundir import RunDir
 from sae_ooc.tasks.data import load_task
-from tests.conftest import NATURAL, TINY, copy_run
+from tests.conftest import NATURAL, ROOT, TINY, copy_run
 
 SMALL = ["train.steps=40", "train.eval_every=10", "train.n_checkpoints=4", "sae.training_tokens=4096", "sae_eval.probe_steps=30",
          "sae_eval.n_controls=1", "dynamics.sae_training_tokens=2048", "dynamics.dense_checkpoints=2", "dynamics.patch_pairs=8",
@@ -132,17 +132,31 @@ def test_dynamics_runs_on_a_tiny_run_and_its_numbers_check_out(tiny_run, tmp_pat
     assert not run_stage(tiny_run, "dynamics").ran
 
 
-def test_weight_shared_model_runs_the_pipeline_through_circuit(tmp_path):
+def test_weight_shared_comparison_model_runs_the_pipeline_through_circuit(tmp_path):
+    """Two things at the price of one run: a looped model, and the comparison family (configs/comparison_tiny.yaml)
+    through the stages with no family branch: its pairs are comparisons (e1, attr, e2) -> lt / eq / gt whose first
+    value v1 = value(e1, attr) is the bridge."""
     from tests.conftest import HARVEST_SETTINGS
 
     over = [*HARVEST_SETTINGS, "model.weight_sharing=true", "sae.training_tokens=4096", "sae_eval.probe_steps=30", "sae_eval.n_controls=1"]
-    run = RunDir(tmp_path / "run", load_config(TINY, over))
+    run = RunDir(tmp_path / "run", load_config(ROOT / "configs" / "comparison_tiny.yaml", over))
     stages = ["data", "train", "harvest", "train-sae", "eval-sae", "attribute", "circuit"]
     results = run_pipeline(run, stages=stages)
     assert [r.name for r in results if r.finished] == stages
     assert (run.model_dir / "sharing.json").is_file() and is_weight_shared(load_model(run.model_dir))
     assert is_weight_shared(load_model(run.model_dir, sae_transformer=True))
     assert (run.circuit_dir / "circuit.json").is_file()
+    ds, vocab = load_task(run.data_dir)
+    pairs = load_file(str(run.root / "attribution" / "node_effects.safetensors"))
+    atomic = {(h, r): a for h, r, a in zip(ds["atomic_test"]["head"], ds["atomic_test"]["r1"], ds["atomic_test"]["answer"])}
+    rows = {tuple(r["input_ids"]): r for s in ds for r in ds[s] if r["hop"] == 2}
+    for key in ("", "_corrupt"):  # each prompt's answer compares the two entities' values; the bridge is the first value
+        prompts = pairs["pairs.clean" if not key else "pairs.corrupt"].tolist()
+        for p, b, t in zip(prompts, pairs[f"pairs.bridge{key}"].tolist(), pairs[f"pairs.answer{key}"].tolist()):
+            v1, v2 = rows[tuple(p)]["bridge"], rows[tuple(p)]["bridge2"]
+            assert b == v1 and vocab.name(t) == ("lt", "eq", "gt")[(v1 > v2) - (v1 < v2) + 1]
+            if not key:  # a clean prompt is a test_id comparison: both of its values are trained atomic facts
+                assert (atomic[(p[0], p[1])], atomic[(p[2], p[1])]) == (v1, v2)
 
 
 def test_dynamics_on_a_natural_task_reads_the_layouts_positions(natural_trained, tmp_path):

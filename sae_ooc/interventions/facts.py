@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sae_ooc.tasks.families import inverse_relations
 from sae_ooc.interventions.prompts import Prompter, read_batched
 
 
@@ -37,12 +38,7 @@ class Facts:
         relations: dict[int, list[int]] = {}
         for h, r in sorted(tail):
             relations.setdefault(h, []).append(r)
-        inverse: dict[int, int] = {}
-        if family == "reversal":  # relation r's inverse is relation R + r (sae_ooc.tasks.data.generate_reversal)
-            half = vocab.n_relations // 2
-            for r in range(half):
-                a, b = vocab.relation_id(r), vocab.relation_id(half + r)
-                inverse[a], inverse[b] = b, a
+        inverse = inverse_relations(family, vocab)
         trained = frozenset((int(h), int(r1), int(r2)) for h, r1, r2, hop in zip(d["head"], d["r1"], d["r2"], d["hop"]) if hop == 2)
         return cls(vocab.n_entities, vocab.pad_id, tail, relations, inverse, Prompter(vocab, atomic_template), trained)
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from sae_ooc.sections.check import check as _check
 
 NATURAL_DOCUMENTS = ("separate", "together")
-NATURAL_FAMILIES = ("twohop", "reversal")  # the task families the natural renderer (sae_ooc/tasks/natural) can render
+NATURAL_FAMILIES = ("twohop", "reversal")
+CHAIN_FAMILIES = ("twohop",)  # families whose held-out facts are chains of two atomic facts (documents: together)  # the task families the natural renderer (sae_ooc/tasks/natural) can render
 NATURAL_TOKENIZERS = ("bpe", "pretrained")
 
 
@@ -65,7 +66,7 @@ class NaturalConfig:
                f"(task.family {family} has no English rendering yet); use task.render: toy")
         _check(self.name_tokens >= 1, where, p + "name_tokens", "must be at least 1")
         _check(self.documents in NATURAL_DOCUMENTS, where, p + "documents", f"must be one of {', '.join(NATURAL_DOCUMENTS)}")
-        _check(self.documents == "separate" or family == "twohop", where, p + "documents",
+        _check(self.documents == "separate" or family in CHAIN_FAMILIES, where, p + "documents",
                "together (both facts of a chain in one document) needs task.family twohop; use separate")
         _check(self.tokenizer in NATURAL_TOKENIZERS, where, p + "tokenizer", f"must be one of {', '.join(NATURAL_TOKENIZERS)}")
         _check(self.bpe_vocab_size >= 300, where, p + "bpe_vocab_size", "must be at least 300 (256 bytes + merges)")

@@ -237,4 +237,13 @@ def generate_comparison(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
     return _dataset([f for i, f in enumerate(atomic) if i not in unanswerable], parts, rng), vocab
 
 
+def inverse_relations(family: str, vocab: Vocab) -> dict[int, int]:
+    """{relation token: its inverse's token}: the reversal family's r{i} and r{R + i} (generate_reversal), else none."""
+    if family != "reversal":
+        return {}
+    half = vocab.n_relations // 2
+    pairs = [(vocab.relation_id(r), vocab.relation_id(half + r)) for r in range(half)]
+    return {**{a: b for a, b in pairs}, **{b: a for a, b in pairs}}
+
+
 FAMILIES.check()  # every name of the one list (sae_ooc.registry.NAMES) is registered above
