@@ -142,7 +142,8 @@ def phase(n, vs, cis):
     grid = {"model.n_layers": list(range(1, n + 1)), "model.weight_sharing": [False, True]}
     points = [SimpleNamespace(values={"model.n_layers": a, "model.weight_sharing": b}, slug=f"p{a}{b}") for a in grid["model.n_layers"]
               for b in grid["model.weight_sharing"]]
-    done = {p.slug: {"max_steps": 100, "test_id_0.9_step": None if v is None else 50, "accuracy": {"test_id": v, "test_unanswerable": v}}
+    done = {p.slug: {"max_steps": 100, "valid_id_0.9_step": None if v is None else 50,
+                       "accuracy": {"test_id": v, "test_ood_sys": v, "test_unanswerable": v}}
             for p, v in zip(points[:-1], vs + vs)}
     sw = SimpleNamespace(name="s", grid=grid, axes=lambda: ("model.n_layers", "model.weight_sharing"))
     return dict(sw=sw, points=points, done=done)

@@ -139,3 +139,44 @@ def test_sweep_resumes_after_a_kill_through_submitit_local_executor(tmp_path, ca
         assert f"{r['accuracy']['test_id']:.3f}" in row and f"{r['unique_parameters']:,}" in row
     assert [f.name for f in doc.figures] == [f"phase_{js['name']}.png", f"phase_{js['name']}.svg"]
     assert (js["smallest_composed"] is None) == ("No point of this sweep composed." in text)
+
+
+def test_family_and_seed_axes_spread_over_seeds_in_table_json_and_phase_diagram(tmp_path):
+    """A family axis is a grid key; `seeds` runs each setting once per seed (task.seed = train.seed = it), and the
+    table, sweep.json and phase diagram give each setting's mean and range over its seeds."""
+    import numpy as np
+
+    from sae_ooc.sweep.summary import write_summary
+    from sae_ooc.viz.phase_plots import cell
+
+    text = SWEEP.replace("model.weight_sharing: [false, true]", "task.family: [twohop, comparison]").replace(
+        "exclude:\n  - {model.n_layers: 1, model.weight_sharing: true}\n", "seeds: [0, 1, 2]\n")
+    sw = load_sweep(_write(tmp_path, text))
+    pts = sw.points()
+    assert len(pts) == 2 * 2 * 3 and pts[0].slug == "n_layers=1__family=twohop__seed=0"
+    assert [(p.cfg.task.seed, p.cfg.train.seed, p.seed) for p in pts[:3]] == [(0, 0, 0), (1, 1, 1), (2, 2, 2)]
+    assert {p.cfg.task.family for p in pts} == {"twohop", "comparison"}
+    rng = np.random.default_rng(0)
+    done = {}
+    for q in pts[:-1]:  # the last run is not finished
+        a = {s: float(rng.uniform()) for s in ("test_id", "test_ood_sys", "test_unanswerable", "valid_id", "atomic_test")}
+        done[q.slug] = {"slug": q.slug, "values": q.values, "seed": q.seed, "accuracy": a, "unique_parameters": 10, "steps": 40,
+                        "max_steps": 40, "valid_id_0.9_step": None if q.seed == 2 else 10 * (q.seed + 1), "test_id_0.9_step": None}
+    out = tmp_path / "sweep"
+    out.mkdir()
+    res = write_summary(sw, out, pts, done)
+    js = json.loads((out / "sweep.json").read_text())
+    assert js["seeds"] == [0, 1, 2] and len(js["settings"]) == 4 and len(js["points"]) == 11
+    for st in js["settings"]:
+        runs = [done[q.slug] for q in pts if q.values == st["values"] and q.slug in done]
+        ood = [r["accuracy"]["test_ood_sys"] for r in runs]
+        assert st["n_runs"] == len(runs) and st["test_ood_sys"]["mean"] == pytest.approx(np.mean(ood))
+        assert (st["test_ood_sys"]["min"], st["test_ood_sys"]["max"]) == (min(ood), max(ood))
+        assert st["test_ood_sys"]["sd"] == pytest.approx(np.std(ood, ddof=1))
+        assert st["valid_id_0.9_step"]["n"] == 2 and st["valid_id_0.9_step"]["mean"] == 15  # seeds 0 and 1 got there
+        v, txt = cell(runs, "test_ood_sys")
+        assert v == pytest.approx(np.mean(ood)) and txt.splitlines()[1] == f"{min(ood):.2f}–{max(ood):.2f}"
+        assert cell(runs, "steps")[1].splitlines() == ["15", "10–20"] + ([f"2/{len(runs)}"] if len(runs) > 2 else [])
+    table = (out / "table.md").read_text()
+    assert "Across seeds 0, 1, 2" in table and table.count("| comparison |") == 6 + 2  # 6 runs (one unfinished), 2 settings
+    assert [f.suffix for f in res["figures"]] == [".png", ".svg"] and all(f.stat().st_size > 0 for f in res["figures"])

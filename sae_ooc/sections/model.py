@@ -47,7 +47,7 @@ class TaskConfig:
     phi: float = 8.0  # inferred facts in train / atomic facts in train
     # Wang et al. 2024's OOD atomic facts: trained, but no inferred training fact uses one (test_ood_sys asks the
     # inferred facts made of OOD facts only)
-    ood_fraction: float = 0.05
+    ood_fraction: float = 0.1  # Wang et al. use 5% of 40,000; 10% of the default 1,000 leaves ~100 test_ood_sys facts
     unanswerable_fraction: float = 0.02  # share of atomic facts never trained (test_unanswerable: inferred facts using one)
     n_values: int = 20  # comparison family: the values v0.. an attribute takes (Wang et al.: 20)
     max_test: int = 2000  # most examples of each held-out split (valid_id + test_id together, test_ood_sys, test_unanswerable)

@@ -30,7 +30,7 @@ POLL_S = 0.5
 
 
 def run_point(run_dir: str, base: str | None, overrides: list[str], name: str, config_hash: str, values: dict,
-              stop_after_steps: int | None = None) -> dict | None:
+              stop_after_steps: int | None = None, seed: int | None = None) -> dict | None:
     """One grid point (in its own process): data + train in `run_dir`, then point.json; None if train stopped early."""
     from sae_ooc.config import load_config
     from sae_ooc.models.hooked import load_model
@@ -46,7 +46,7 @@ def run_point(run_dir: str, base: str | None, overrides: list[str], name: str, c
         return None
     fm = read_json(run.model_dir / "final_metrics.json")
     model = load_model(run.model_dir)
-    out = {"slug": Path(run_dir).name, "values": values, "config_hash": config_hash,
+    out = {"slug": Path(run_dir).name, "values": values, "seed": seed, "config_hash": config_hash,
            "unique_parameters": sum(p.numel() for p in model.parameters()),  # a tied block counts once
            "accuracy": fm["accuracy"], "majority_rate": fm["majority_rate"], "steps": fm["steps"], "minutes": fm["minutes"],
            "stopped_early": fm["stopped_early"], "test_id_0.9_step": fm.get("test_id_0.9_step"),
@@ -133,7 +133,7 @@ def _collect(ex, sw: Sweep, root: Path, todo: list[Point], jobs: int, stop_after
                 p = pending.pop(0)
                 with _quiet_children(root / ".submitit" / "controllers.log"):
                     running[p.slug] = ex.submit(run_point, str(root / "points" / p.slug), None if sw.base is None else str(sw.base),
-                                                p.overrides, p.cfg.name, p.config_hash, p.values, (stop_after_steps or {}).get(p.slug))
+                                                p.overrides, p.cfg.name, p.config_hash, p.values, (stop_after_steps or {}).get(p.slug), p.seed)
             time.sleep(POLL_S)
             for slug in running:
                 now = min(_steps_done(root / "points" / slug), total[slug])
@@ -152,7 +152,8 @@ def _collect(ex, sw: Sweep, root: Path, todo: list[Point], jobs: int, stop_after
                     continue
                 if rec is not None:
                     done[slug] = rec
-                    tqdm.write(f"  {slug}: test_id {rec['accuracy']['test_id']:.3f}, test_unanswerable {rec['accuracy']['test_unanswerable']:.3f} "
+                    tqdm.write(f"  {slug}: test_id {rec['accuracy']['test_id']:.3f}, test_ood_sys {rec['accuracy']['test_ood_sys']:.3f}, "
+                               f"test_unanswerable {rec['accuracy']['test_unanswerable']:.3f} "
                           f"after {rec['steps']} steps ({rec['minutes']:.1f} min)")
     except BaseException:
         # Ctrl-C or a kill of the sweep: its point processes go too (a local job outlives its parent otherwise), so a

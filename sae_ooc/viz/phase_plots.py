@@ -1,5 +1,7 @@
-"""The sweep's phase diagram: final test_id, steps to test_id >= 0.9 and test_unanswerable over two grid axes, one row of
-panels per combination of the other grid keys."""
+"""The sweep's phase diagram: final test_id, final test_ood_sys (Wang et al. 2024's systematic OOD split) and steps
+to valid_id >= 0.9 over two grid axes, one row of panels per combination of the other grid keys (a family axis
+among them). With a sweep's `seeds`, each cell is the seeds' mean and its text the range (min–max) beneath it;
+steps average the seeds that got there ("k/n" says how many did)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ import numpy as np
 
 from sae_ooc.viz.plots import fail_soft, plt, save_figure
 
-METRICS = (("test_id", "final test_id accuracy", "viridis"), ("steps", "steps to test_id ≥ 0.9 (blank: never)", "magma_r"),
-           ("test_unanswerable", "final test_unanswerable accuracy", "viridis"))
+METRICS = (("test_id", "final test_id accuracy", "viridis"), ("test_ood_sys", "final test_ood_sys accuracy", "viridis"),
+           ("steps", "steps to valid_id ≥ 0.9 (blank: never)", "magma_r"))
 
 
 def _label(v) -> str:
@@ -19,9 +21,25 @@ def _label(v) -> str:
 
 
 def _value(rec: dict, metric: str):
-    if rec is None:
-        return None
-    return rec.get("test_id_0.9_step") if metric == "steps" else rec["accuracy"][metric]
+    if metric == "steps":
+        return rec.get("valid_id_0.9_step")
+    return rec["accuracy"].get(metric)
+
+
+def cell(recs: list[dict], metric: str) -> tuple[float | None, str]:
+    """(colour value, text) of one setting over its finished seeds' records."""
+    vals = [_value(r, metric) for r in recs]
+    got = [float(v) for v in vals if v is not None and np.isfinite(v)]
+    if not got:
+        return None, "never" if metric == "steps" else "n/a"
+    mean = float(np.mean(got))
+    text = str(int(round(mean))) if metric == "steps" else f"{mean:.2f}"
+    if len(got) > 1:
+        lo, hi = min(got), max(got)
+        text += f"\n{int(lo)}–{int(hi)}" if metric == "steps" else f"\n{lo:.2f}–{hi:.2f}"
+    if metric == "steps" and len(got) < len(vals):
+        text += f"\n{len(got)}/{len(vals)}"
+    return mean, text
 
 
 @fail_soft
@@ -31,9 +49,14 @@ def plot_phase(sw, points, done: dict[str, dict], stem: Path) -> list[Path]:
     ys = sw.grid[y] if y else [None]
     others = [k for k in sw.grid if k not in (x, y)]
     facets = list(itertools.product(*(sw.grid[k] for k in others))) or [()]
-    by_values = {tuple(sorted(p.values.items(), key=str)): done.get(p.slug) for p in points}
+    by_values: dict[tuple, list] = {}  # a setting -> its finished seeds' records
+    for p in points:
+        recs = by_values.setdefault(tuple(sorted(p.values.items(), key=str)), [])
+        if p.slug in done:
+            recs.append(done[p.slug])
     max_steps = max((r["max_steps"] for r in done.values()), default=1)
-    fig, axes = plt.subplots(len(facets), 3, figsize=(4.2 * 3, 0.9 + 0.55 * len(ys) * len(facets) + 1.2 * len(facets)), squeeze=False)
+    cell_h = 0.85 if getattr(sw, "seeds", None) else 0.55  # a cell's text: mean, range, and for steps how many seeds got there
+    fig, axes = plt.subplots(len(facets), 3, figsize=(4.2 * 3, 0.9 + cell_h * len(ys) * len(facets) + 1.2 * len(facets)), squeeze=False)
     for row, facet in enumerate(facets):
         fixed = dict(zip(others, facet))
         for col, (metric, title, cmap) in enumerate(METRICS):
@@ -43,18 +66,17 @@ def plot_phase(sw, points, done: dict[str, dict], stem: Path) -> list[Path]:
             for i, yv in enumerate(ys):
                 for j, xv in enumerate(xs):
                     key = tuple(sorted({**fixed, **({x: xv} if x else {}), **({y: yv} if y else {})}.items(), key=str))
-                    rec = by_values.get(key)
-                    v = _value(rec, metric)
+                    recs = by_values.get(key)
+                    v, text = cell(recs, metric) if recs else (None, "n/a" if recs is None else "…")
                     if v is not None:
                         grid[i, j] = v
-                    texts[i, j] = "n/a" if key not in by_values else ("…" if rec is None else ("never" if v is None else (
-                        f"{v:.2f}" if metric != "steps" else str(int(v)))))
+                    texts[i, j] = text
             vmax = max_steps if metric == "steps" else 1.0
             im = ax.imshow(grid, cmap=cmap, vmin=0, vmax=vmax, aspect="auto", origin="lower")
             for (i, j), text in texts.items():
                 v = grid[i, j]
                 r, g, b, _ = im.cmap(im.norm(v)) if np.isfinite(v) else (1, 1, 1, 1)
-                ax.text(j, i, text, ha="center", va="center", fontsize=8, color="black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white")
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white")
             ax.set_xticks(range(len(xs)), [_label(v) for v in xs])
             ax.set_yticks(range(len(ys)), [_label(v) for v in ys])
             ax.set_xlabel(x or "")
@@ -62,6 +84,8 @@ def plot_phase(sw, points, done: dict[str, dict], stem: Path) -> list[Path]:
             sub = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in fixed.items())
             ax.set_title(title + (f"\n{sub}" if sub else ""), fontsize=9)
             fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.suptitle(f"sweep {sw.name}: {len(done)} of {len(points)} points (n/a: excluded, …: not finished)")
+    seeds = getattr(sw, "seeds", None)
+    fig.suptitle(f"sweep {sw.name}: {len(done)} of {len(points)} runs (n/a: excluded, …: not finished)"
+                 + (f"; mean and range over seeds {', '.join(map(str, seeds))}" if seeds else ""))
     fig.tight_layout()
     return save_figure(fig, stem)

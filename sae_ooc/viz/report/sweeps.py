@@ -6,6 +6,8 @@ next to the run directory (runs/sweeps/<name>/ for runs/default, where `sae-ooc 
 
 from __future__ import annotations
 
+from sae_ooc.sweep.spec import SEED_KEYS
+from sae_ooc.sweep.summary import spread_text
 from sae_ooc.viz.report.doc import Doc, load
 
 
@@ -20,8 +22,8 @@ def _same_task(sweep_dir, run) -> bool:
 
     from sae_ooc.config import load_config
 
-    grid = (load(sweep_dir / "sweep.json") or {}).get("grid", {})
-    varied = {k.split(".", 1)[1].split(".")[0] for k in grid if k.startswith("task.")}
+    sw = load(sweep_dir / "sweep.json") or {}
+    varied = {k.split(".", 1)[1].split(".")[0] for k in [*sw.get("grid", {}), *(SEED_KEYS if sw.get("seeds") else ())] if k.startswith("task.")}
     for cfg in sorted((sweep_dir / "points").glob("*/config.yaml"))[:1]:
         try:
             theirs = asdict(load_config(cfg).task)
@@ -30,6 +32,11 @@ def _same_task(sweep_dir, run) -> bool:
         ours = asdict(run.cfg.task)
         return {k: v for k, v in theirs.items() if k not in varied} == {k: v for k, v in ours.items() if k not in varied}
     return True  # no point written yet: nothing to tell it apart
+
+
+def _acc(a: dict, split: str) -> str:
+    """A split's accuracy, — for a point written before the split existed."""
+    return "—" if a.get(split) is None else f"{a[split]:.3f}"
 
 
 def sweep_section(doc: Doc) -> None:
@@ -45,19 +52,30 @@ def sweep_section(doc: Doc) -> None:
         return
     doc.add("Each point trains the default task's model from scratch with one setting changed, stopping as the default run does "
             "(valid_id ≥ 0.92 and atomic ≥ 0.99, never test_id); *composed* = test_id ≥ 0.9 with atomic_test ≥ 0.99. test_id is "
-            "held out of every choice; test_unanswerable (a needed atomic fact held out) is the control no model can answer.", "")
+            "held out of every choice; test_ood_sys is Wang et al. 2024's systematic split (atomic facts trained but used by no inferred "
+            "training fact), test_unanswerable (a needed atomic fact never trained) the control no model can answer.", "")
     for path in found:
         sw = load(path)
         axes, pts, name = list(sw["grid"]), sw["points"], sw["name"]  # every grid key, varied or not
+        seeded = bool(sw.get("seeds"))
         doc.add(f"**`{name}`** ({len(pts)} of {sw['n_points']} points finished; grid "
                 + ", ".join(f"`{k}` ∈ {{{', '.join(_val(v) for v in vals)}}}" for k, vals in sw["grid"].items()) + "):", "",
-                "| " + " | ".join(f"`{a}`" for a in axes) + " | distinct parameters | steps | test_id | steps to test_id ≥ 0.9 | test_unanswerable | composed |",
-                "|" + "---|" * (len(axes) + 6))
+                "| " + " | ".join(f"`{a}`" for a in axes) + (" | seed" if seeded else "") + " | distinct parameters | steps | test_id | "
+                "steps to test_id ≥ 0.9 | test_ood_sys | test_unanswerable | composed |",
+                "|" + "---|" * (len(axes) + 7 + seeded))
         for p in pts:
             a = p["accuracy"]
             ok = a["test_id"] >= sw["composed_threshold"] and a["atomic_test"] >= 0.99
-            doc.add("| " + " | ".join(_val(p["values"][k]) for k in axes) + f" | {p['unique_parameters']:,} | {p['steps']:,} | "
-                    f"{a['test_id']:.3f} | {p.get('test_id_0.9_step') or '—'} | {a['test_unanswerable']:.3f} | {'yes' if ok else 'no'} |")
+            doc.add("| " + " | ".join(_val(p["values"][k]) for k in axes) + (f" | {p.get('seed')}" if seeded else "")
+                    + f" | {p['unique_parameters']:,} | {p['steps']:,} | {a['test_id']:.3f} | {p.get('test_id_0.9_step') or '—'} | "
+                    f"{_acc(a, 'test_ood_sys')} | {_acc(a, 'test_unanswerable')} | {'yes' if ok else 'no'} |")
+        if seeded and sw.get("settings"):
+            doc.add("", f"Across seeds {', '.join(map(str, sw['seeds']))} (mean [min, max] of the finished runs):", "",
+                    "| " + " | ".join(f"`{a}`" for a in axes) + " | runs | test_id | test_ood_sys | steps to valid_id ≥ 0.9 | composed |",
+                    "|" + "---|" * (len(axes) + 5))
+            for st in sw["settings"]:
+                doc.add("| " + " | ".join(_val(st["values"][k]) for k in axes) + f" | {st['n_runs']} | {spread_text(st.get('test_id'))} | "
+                        f"{spread_text(st.get('test_ood_sys'))} | {spread_text(st.get('valid_id_0.9_step'), '.0f')} | {st['n_composed']}/{st['n_runs']} |")
         best = sw.get("smallest_composed")
         if best:
             setting = ", ".join(f"`{k}` = {_val(v)}" for k, v in best["values"].items())
