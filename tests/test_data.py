@@ -270,3 +270,13 @@ def test_comparison_answers_compare_trained_values_and_keeps_wang_et_al_s_splits
     # every ordered pair of distinct entities sharing an attribute is asked once, in one split at most
     prompts = [tuple(x) for s in ("train", "valid_id", "test_id", "test_ood_sys", "test_unanswerable") for x in ds[s]["input_ids"] if len(x) == 3]
     assert len(prompts) == len(set(prompts))
+
+
+def test_an_empty_split_saves_and_loads_back(tmp_path):
+    """No OOD atomic facts: test_ood_sys is empty, and datasets must still find it on disk (it wrote no data file for
+    an empty split before save_task asked for one shard a split)."""
+    ds, vocab = generate(TaskConfig(n_entities=8, n_relations=2, facts_per_entity=2, phi=1.0, ood_fraction=0.0, seed=1))
+    assert len(ds["test_ood_sys"]) == 0
+    save_task(ds, vocab, tmp_path / "data")
+    again, _ = load_task(tmp_path / "data")
+    assert len(again["test_ood_sys"]) == 0 and again["test_id"]["input_ids"] == ds["test_id"]["input_ids"]

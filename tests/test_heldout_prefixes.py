@@ -105,9 +105,10 @@ def test_a_sequence_split_is_refused_by_eval_sae(harvested_run, tmp_path):
 @pytest.fixture(scope="module")
 def bridge_task():
     """A task with enough (head, r1) prefixes to measure chance: 60 entities x 6 facts, 30% of the prefixes held out,
-    and a random-weight model of the tiny architecture run on them."""
+    and a random-weight model of the tiny architecture run on them. No OOD atomic facts: every (head, r1) prefix is then
+    the first hop of some two-hop fact, so every prefix at r1 determines its bridge."""
     cfg = load_config("configs/tiny.yaml", ["task.n_entities=60", "task.n_relations=8", "task.facts_per_entity=6", "task.phi=1.0",
-                                            "model.d_model=64", "sae_eval.probe_steps=300", "sae_eval.n_controls=3"])
+                                            "task.ood_fraction=0", "model.d_model=64", "sae_eval.probe_steps=300", "sae_eval.n_controls=3"])
     ds, vocab = generate(cfg.task)
     codes = {s: i for i, s in enumerate(ds)}
     tok = token_table({s: split_tensors(ds[s], vocab) for s in ds}, codes)

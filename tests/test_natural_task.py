@@ -79,7 +79,7 @@ def test_every_analysed_prompt_matches_the_layout(twohop):
     names = list(layout.position_names)
     assert names[0] == "bos" and names[-1] == "last" and len(set(names)) == len(names)
     n_analysed = 0
-    for split in ("valid_id", "test_id", "test_unanswerable"):
+    for split in ("valid_id", "test_id", "test_ood_sys", "test_unanswerable"):
         for r in ds[split]:
             head, r1, r2 = v.entity_name(r["head"]), v.relation_name(r["r1"]), v.relation_name(r["r2"])
             # role spans from the token counts of the question's prefixes, BOS first
@@ -90,7 +90,7 @@ def test_every_analysed_prompt_matches_the_layout(twohop):
             assert len(r["input_ids"]) == layout.n_pos
             assert {k: layout.roles[k] for k in spans} == spans and layout.roles["last"] == [layout.n_pos - 1, layout.n_pos]
             n_analysed += 1
-    assert n_analysed == len(ds["valid_id"]) + len(ds["test_id"]) + len(ds["test_unanswerable"]) > 50
+    assert n_analysed == len(ds["valid_id"]) + len(ds["test_id"]) + len(ds["test_ood_sys"]) + len(ds["test_unanswerable"]) > 50
     assert layout.seq_len == max(len(r["input_ids"]) + len(r["answer_ids"]) - 1 for s in ds for r in ds[s])
     assert layout.index("head") == 2 and list(layout.span("head")) == [1, 2]  # two-token names
 
@@ -156,7 +156,7 @@ def test_reversal_asks_the_inverse(reversal):
     R = v.n_relations // 2
     layout = load_layout(data)
     assert set(layout.roles) == {"head", "r1", "last"}
-    for split in ("valid_id", "test_id", "test_unanswerable"):
+    for split in ("valid_id", "test_id", "test_ood_sys", "test_unanswerable"):
         for r, (prompt, answer) in zip(ds[split], texts(ds[split], v)):
             assert r["r1"] >= v.n_entities + R  # an inverse relation, asked with the inverse noun
             assert prompt.strip() == prompt_of(nat.test_templates[0], a=v.entity_name(r["head"]), r=v.relation_name(r["r1"]))
@@ -243,7 +243,7 @@ def test_question_ids_render_the_analysed_prompts_exactly(twohop, reversal):
     two-hop question's input_ids and answer_ids, token for token, and the layout's length; reversal: the inverse question."""
     _, ds, vocab = twohop
     n = 0
-    for split in ("train", "valid_id", "test_id", "test_unanswerable"):
+    for split in ("train", "valid_id", "test_id", "test_ood_sys", "test_unanswerable"):
         d = ds[split]
         for ids, ans, h, r1, r2, t, hop in zip(d["input_ids"], d["answer_ids"], d["head"], d["r1"], d["r2"], d["answer"], d["hop"]):
             if hop == 2:

@@ -48,7 +48,8 @@ def save_task(ds: DatasetDict, vocab: Vocab, data_dir: Path, layout: Layout = TO
 
         shutil.rmtree(tmp)
     disable_progress_bars()  # three bars for a sub-second write is noise
-    ds.save_to_disk(str(tmp))
+    # one shard a split: datasets writes no data file for an empty split otherwise (then cannot load it back)
+    ds.save_to_disk(str(tmp), num_shards={s: 1 for s in ds})
     write_json(tmp / "vocab.json", vocab.to_json())
     write_json(tmp / LAYOUT_FILE, layout.to_json())
     for name, write in (extra or {}).items():

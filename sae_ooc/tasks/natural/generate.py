@@ -182,7 +182,7 @@ def render_natural(cfg, toy_ds, features, model_path=None, hub: str = "gpt2"):
     splits = {}
     for s, xs in rendered.items():
         cols = {"input_ids": [e[0] for e in encoded[s]], "answer_ids": [e[1] for e in encoded[s]]}
-        cols.update({k: [int(x.planted[k]) for x in xs] for k in PLANTED})
+        cols.update({k: [int(x.planted.get(k, -1)) for x in xs] for k in PLANTED})
         splits[s] = Dataset.from_dict({k: cols[k] for k in features}, features=features)
     first = next(x for xs in rendered.values() for x in xs if x.analysed)
     vocab = TextVocab(tok.tokenizer, entities, relations, tok.bos_id, tok.pad_id, tok.source,
