@@ -237,6 +237,22 @@ def generate_comparison(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
     return _dataset([f for i, f in enumerate(atomic) if i not in unanswerable], parts, rng), vocab
 
 
+DESCRIPTIONS = {  # what a family's facts are, in the report's task section
+    "twohop": "{E} entities, {R} relations, {k} atomic facts `(h, r) → t` per entity; two-hop facts `(h, r1, r2) → t2` through a "
+              "bridge `b` with `(h, r1) → b`, `(b, r2) → t2`.",
+    "reversal": "{E} entities, {R} relations (each a permutation of the entities) and their inverses, {k} facts `(a, r) → b` per "
+                "entity, trained forward; the inverse questions `(b, r⁻¹) → a` are trained for some pairs and held out for others.",
+    "comparison": "{E} entities, {R} attributes, {k} attribute values `(e, attr) → v` (v0..v{V1}) per entity; inferred facts "
+                  "`(e1, attr, e2)` answered lt / eq / gt by comparing the two values (Wang et al. 2024), with the two-hop roles: "
+                  "the first value is the bridge (at r1 = attr), the second (of e2, at r2) `bridge2`.",
+}
+
+
+def describe(cfg: TaskConfig) -> str:
+    """One sentence on the facts of `cfg.family` (the report's task section)."""
+    return DESCRIPTIONS[cfg.family].format(E=cfg.n_entities, R=cfg.n_relations, k=cfg.facts_per_entity, V1=cfg.n_values - 1)
+
+
 def inverse_relations(family: str, vocab: Vocab) -> dict[int, int]:
     """{relation token: its inverse's token}: the reversal family's r{i} and r{R + i} (generate_reversal), else none."""
     if family != "reversal":

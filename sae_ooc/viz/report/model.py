@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sae_ooc.tasks.families import describe
 from sae_ooc.viz.report.doc import Doc, f3, load, pct
 
 
@@ -11,8 +12,7 @@ def task_section(doc: Doc) -> None:
     info = (run.stage_record("data") or {}).get("info", {})
     doc.add(
         "## 1. Task", "",
-        f"Family `{t.family}`: {t.n_entities} entities, {t.n_relations} relations, {t.facts_per_entity} atomic facts "
-        f"`(h, r) → t` per entity; two-hop facts `(h, r1, r2) → t2` through a bridge `b` with `(h, r1) → b`, `(b, r2) → t2`. "
+        f"Family `{t.family}`: {describe(t)} "
         f"phi = {t.phi} inferred facts per atomic fact in train; {pct(t.ood_fraction)} of atomic facts OOD (trained, in no inferred training fact: test_ood_sys asks the inferred facts made of them only, Wang et al. 2024's systematic split), {pct(t.unanswerable_fraction)} never trained (test_unanswerable); "
         f"of the inferred facts held out of train, {pct(t.valid_fraction)} go to valid_id (read by early stopping and any "
         f"tuning) and the rest to test_id (only reported); seed {t.seed}.", "",
