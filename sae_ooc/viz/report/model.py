@@ -72,7 +72,7 @@ def train_section(doc: Doc) -> None:
     doc.add("", "; ".join(reach) + ".", "",
             f"**Out-of-context composition: {'yes' if verdict else 'not at the 0.90 bar'}** — test_id (two-hop facts never seen, "
             f"both of whose atomic facts were seen; not used for stopping) {f3(acc['test_id'])} vs a majority rate of "
-            f"{f3(maj['test_id'])}; test_unanswerable (a held-out atomic fact, the control no model can answer) {f3(acc['test_unanswerable'])}.", "",
+            f"{f3(maj['test_id'])}; test_unanswerable (a needed atomic fact never trained: the control, answerable no better than its trained facts allow — chance for a two-hop fact, above it for a comparison whose other value is known) {f3(acc['test_unanswerable'])}.", "",
             f"**Systematic generalization (Wang et al. 2024's OOD split): {f3(acc.get('test_ood_sys'))}** on test_ood_sys (inferred facts "
             f"all of whose atomic facts were trained but used by no inferred training fact; majority rate {f3(maj.get('test_ood_sys'))}, "
             f"{sizes.get('test_ood_sys', '?')} facts). Wang et al. find composition near 0 there and comparison generalizing.", "",
