@@ -17,7 +17,7 @@ METRICS = (("test_id", "final test_id accuracy", "viridis"), ("test_ood_sys", "f
 
 
 def _label(v) -> str:
-    return ("true" if v else "false") if isinstance(v, bool) else str(v)
+    return "" if v is None else ("true" if v else "false") if isinstance(v, bool) else str(v)  # None: a sweep with one axis
 
 
 def _value(rec: dict, metric: str):
