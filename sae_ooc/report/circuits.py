@@ -1,4 +1,4 @@
-"""Report sections 4 and 5: which SAE nodes carry the answer (and how far each approximation can be trusted), and
+"""Report sections: which SAE nodes carry the answer (and how far each approximation can be trusted), and
 the feature circuit, chosen on selection pairs and scored on held-out pairs."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def _multi_token(run) -> str:
 
 def attribution_section(doc: Doc) -> None:
     run = doc.run
-    doc.add("## 4. Which features carry the A→C answer", "")
+    doc.heading("attribution", "Which features carry the A→C answer")
     ne = load(run.attribution_dir / "node_effects.json")
     if ne is None:
         doc.add("Not run yet: `sae-ooc attribute`.", "")
@@ -59,7 +59,7 @@ def attribution_section(doc: Doc) -> None:
 
 def circuit_section(doc: Doc) -> None:
     run = doc.run
-    doc.add("## 5. The feature circuit", "")
+    doc.heading("circuit", "The feature circuit")
     faith, circ = load(run.circuit_dir / "faithfulness.json"), load(run.circuit_dir / "circuit.json")
     if faith is None or circ is None:
         doc.add("Not run yet: `sae-ooc circuit`.", "")

@@ -49,7 +49,7 @@ def _used(doc: Doc, res: dict, pts: list[dict], ans: dict, rd: dict | None) -> N
 def dynamics_section(doc: Doc) -> None:
     run = doc.run
     res = load(run.dynamics_dir / "dynamics.json")
-    doc.add("## 11. Training dynamics: when does the bridge become readable, and when does A→C appear?", "")
+    doc.heading("dynamics", "Training dynamics: when does the bridge become readable, and when does A→C appear?")
     if res is None:
         doc.add(f"Not run (a separate command, not part of the pipeline): {doc.cmd('dynamics')}.", "")
         return
