@@ -70,3 +70,21 @@ def cluster_ratio_ci(num, den_hi, den_lo, groups, n_boot: int, seed: int) -> lis
         f = (m - lo) / (hi - lo)
     f = f[np.isfinite(f)]
     return [float(np.quantile(f, 0.025)), float(np.quantile(f, 0.975))] if len(f) else None
+
+
+def spread(vals) -> dict | None:
+    """{mean, sd (ddof=1; 0 for one value), min, max, n} of the values that are not None; None when there are none."""
+    got = [float(v) for v in vals if v is not None]
+    if not got:
+        return None
+    return {"mean": float(np.mean(got)), "sd": float(np.std(got, ddof=1)) if len(got) > 1 else 0.0, "min": min(got), "max": max(got),
+            "n": len(got)}
+
+
+def spread_text(sp: dict | None, fmt: str = ".3f") -> str:
+    """`mean [min, max]` of a `spread` (the mean alone for one value, — for none)."""
+    if sp is None:
+        return "—"
+    if sp["n"] == 1:
+        return format(sp["mean"], fmt)
+    return f"{format(sp['mean'], fmt)} [{format(sp['min'], fmt)}, {format(sp['max'], fmt)}]"

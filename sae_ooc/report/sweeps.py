@@ -7,8 +7,7 @@ next to the run directory (runs/sweeps/<name>/ for runs/default, where `sae-ooc 
 from __future__ import annotations
 
 from sae_ooc.report.doc import Doc, load
-from sae_ooc.sweep.spec import SEED_KEYS
-from sae_ooc.sweep.summary import spread_text
+from sae_ooc.stats import spread_text
 
 
 def _val(v) -> str:
@@ -23,7 +22,7 @@ def _same_task(sweep_dir, run) -> bool:
     from sae_ooc.config import load_config
 
     sw = load(sweep_dir / "sweep.json") or {}
-    varied = {k.split(".", 1)[1].split(".")[0] for k in [*sw.get("grid", {}), *(SEED_KEYS if sw.get("seeds") else ())] if k.startswith("task.")}
+    varied = {k.split(".", 1)[1].split(".")[0] for k in [*sw.get("grid", {}), *sw.get("seed_keys", [])] if k.startswith("task.")}
     for cfg in sorted((sweep_dir / "points").glob("*/config.yaml"))[:1]:
         try:
             theirs = asdict(load_config(cfg).task)

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sae_ooc.io import write_json, write_text
+from sae_ooc.stats import spread, spread_text
+from sae_ooc.sweep.spec import SEED_KEYS
 from sae_ooc.viz.phase_plots import plot_phase
 
 COMPOSED = 0.9
@@ -37,25 +39,6 @@ def settings(points, done: dict[str, dict]) -> list[tuple[dict, list[dict]]]:
         if p.slug in done:
             recs.append(done[p.slug])
     return list(out.values())
-
-
-def spread(vals: list) -> dict | None:
-    """{mean, sd, min, max, n} of the non-missing values (None when none)."""
-    got = [float(v) for v in vals if v is not None]
-    if not got:
-        return None
-    import numpy as np
-
-    return {"mean": float(np.mean(got)), "sd": float(np.std(got, ddof=1)) if len(got) > 1 else 0.0, "min": min(got), "max": max(got),
-            "n": len(got)}
-
-
-def spread_text(sp: dict | None, fmt: str = ".3f") -> str:
-    if sp is None:
-        return "—"
-    if sp["n"] == 1:
-        return format(sp["mean"], fmt)
-    return f"{format(sp['mean'], fmt)} [{format(sp['min'], fmt)}, {format(sp['max'], fmt)}]"
 
 
 SPREAD = (("test_id", lambda r: r["accuracy"]["test_id"]), ("test_ood_sys", lambda r: r["accuracy"].get("test_ood_sys")),
@@ -105,7 +88,8 @@ def write_summary(sw, root: Path, points, done: dict[str, dict]) -> dict:
                f"test_ood_sys {_fmt(best['accuracy'].get('test_ood_sys'))})") if best else "No point composed."
     lines += ["", verdict, "", f"![phase diagram](phase_{sw.name}.png)", ""]
     write_text(root / "table.md", "\n".join(lines))
-    write_json(root / "sweep.json", {"name": sw.name, "grid": sw.grid, "axes": sw.axes(), "seeds": seeds, "composed_threshold": COMPOSED,
+    write_json(root / "sweep.json", {"name": sw.name, "grid": sw.grid, "axes": sw.axes(), "seeds": seeds,
+                                     "seed_keys": list(SEED_KEYS) if seeds else [], "composed_threshold": COMPOSED,
                                      "points": recs, "settings": by_setting, "smallest_composed": best, "n_points": len(points)})
     figs = plot_phase(sw, points, done, root / f"phase_{sw.name}") if recs else []  # named per sweep: the report copies several into one folder
     files = f"sweep.json, sweep.log.txt, table.md{f', phase_{sw.name}.{{png,svg}}' if figs else ''}, points/<point>/ (a run directory each)"
