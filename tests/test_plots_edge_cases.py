@@ -118,24 +118,46 @@ def dynamics(n, vs, cis):
 
 
 def steering(n, vs, cis):
+    from sae_ooc.interventions.steer_result import RandomControl, SteerMethods, SteerOutcome, SteerResult, SteerRow, SteerSettings
+    from sae_ooc.records import MeanCI, Share, Spread
+
     rows = []
     for v, ci in zip(vs, cis):
-        share = {"share": v, "ci95": list(ci) if ci else None}
-        rnd = {"mean": v, "min": ci[0] if ci else None, "max": ci[1] if ci else None, "sd": 0.1}
-        rows.append({"hook": "blocks.1.hook_resid_pre", "position": "r1", "n_prompts": 5,
-                     "methods": {"features": {"consistent": share}, "random": {"consistent": rnd}, "resid_patch": {"consistent": share}}})
-    return dict(result={"rows": rows, "settings": {"n_prompts": 5, "split": "test_id"}})
+        share = Share(share=v, ci95=list(ci) if ci else None, n=5)
+        logit = MeanCI(mean=v, ci95=None, n=5)
+        out = SteerOutcome(consistent=share, unchanged=share, other=share, consistent_logit=logit, consistent_logit_change=logit,
+                           max_abs_logit_change=0.0)
+        rnd = Spread(mean=v, min=ci[0] if ci else None, max=ci[1] if ci else None, sd=0.1)
+        rows.append(SteerRow(hook="blocks.1.hook_resid_pre", position="r1", n_prompts=5, covered_by_features=5, n_labelled_bridges=1,
+                             n_bridge_features=1, methods=SteerMethods(
+                                 features=out, random=RandomControl(n_draws=2, draws=[], consistent=rnd, unchanged=rnd, other=rnd,
+                                                                    consistent_logit=rnd),
+                                 resid_patch=out, resid_patch_same_bridge=out)))
+    settings = SteerSettings(split="test_id", only_correct=True, n_split_two_hop=5, n_correct=5, n_prompts=5, random_draws=2, seed=0,
+                             hooks=["blocks.1.hook_resid_pre"], positions=["r1"])
+    return dict(result=SteerResult(settings=settings, rows=rows))
 
 
 def edit_layers(n, vs, cis):
-    rows = [{"share": v, "ci95": list(ci) if ci else None} for v, ci in zip(vs, cis)]
-    return dict(by_layer=[{"layer": i, "efficacy": r, "propagation": r, "reverse": None} for i, r in enumerate(rows)])
+    from sae_ooc.interventions.edit_result import EditControl, EditLayer
+    from sae_ooc.records import MeanCI, Share
+
+    rows = [Share(share=v, ci95=list(ci) if ci else None, n=3) for v, ci in zip(vs, cis)]
+    kl, none = MeanCI(mean=0.1, ci95=None, n=3), Share(share=None, ci95=None, n=0)
+    return dict(by_layer=[EditLayer(layer=i, efficacy=r, propagation=r, propagation_all_prompts=r, reverse=none, specificity_same_head=r,
+                                    specificity_atomic=r, specificity_two_hop=r, kl_same_head=kl, kl_atomic=kl, kl_two_hop=kl, p_new=kl,
+                                    random_direction_control=EditControl(efficacy=r, propagation=r, specificity_atomic=r),
+                                    value_change_norm=kl, editable=3) for i, r in enumerate(rows)])
 
 
 def localization(n, vs, cis):
-    c = {"value": first(vs), "ci95": list(cis[0]) if cis and cis[0] else None}
-    return dict(points={"layer": list(range(n)), "trace": vs, "rewrite": vs, "propagation": vs},
-                corr={"rewrite": {"pearson": c, "spearman": c}, "propagation": {"pearson": c, "spearman": {}}})
+    from sae_ooc.interventions.edit_result import Correlation, CorrValue, LocalizationPoints
+
+    c = CorrValue(value=first(vs), ci95=list(cis[0]) if cis and cis[0] else None)
+    none = CorrValue(value=None, ci95=None)
+    return dict(points=LocalizationPoints(layer=list(range(n)), trace=vs, rewrite=vs, propagation=vs),
+                corr={"rewrite": Correlation(n_points=n, n_facts=n, pearson=c, spearman=c, spearman_within_layer=[]),
+                      "propagation": Correlation(n_points=n, n_facts=n, pearson=c, spearman=none, spearman_within_layer=[])})
 
 
 def phase(n, vs, cis):
