@@ -224,6 +224,10 @@ def _type_name(hint) -> str:
     return re.sub(r"\b[\w.]+\.(\w+)", r"\1", str(hint)).replace("typing.", "")
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a Markdown table cell
+
+
 def _nested(hint) -> list[type]:
     if _record_type(hint):
         return [hint]
@@ -246,7 +250,7 @@ def format_doc(cls) -> list[str]:
             if f.name == "extra":
                 continue
             opt = " (optional)" if f.default is OMIT else ""
-            lines.append(f"| `{f.name}` | `{_type_name(hints[f.name])}`{opt} | {notes.get(f.name, '')} |")
+            lines.append(f"| `{f.name}` | `{_cell(_type_name(hints[f.name]))}`{opt} | {_cell(notes.get(f.name, ''))} |")
             todo += _nested(hints[f.name])
         lines.append("")
     return lines
@@ -257,7 +261,7 @@ def leaves_doc() -> list[str]:
     for c in (Share, MeanCI, Spread):
         notes, hints = _comments(c), _hints(c)
         out += [f"#### `{c.__name__}`", "", inspect.cleandoc(c.__doc__ or ""), "", "| key | type | meaning |", "|---|---|---|"]
-        out += [f"| `{f.name}` | `{_type_name(hints[f.name])}` | {notes.get(f.name, '')} |" for f in fields(c) if f.name != "extra"]
+        out += [f"| `{f.name}` | `{_cell(_type_name(hints[f.name]))}` | {_cell(notes.get(f.name, ''))} |" for f in fields(c) if f.name != "extra"]
         out.append("")
     return out
 
