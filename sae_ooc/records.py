@@ -8,7 +8,8 @@ Model: circuit-tracer's `Graph` (`to_pt` / `from_pt`).
 The JSON is the dataclasses' fields in declaration order (the bytes the stages wrote before they were typed):
 - a nested `Record` is a JSON object; `list[R]` and `dict[str, R]` of records are lists and objects of them;
 - an optional key some files lack is `OMIT` (falsy, not written); `None` is JSON null;
-- keys this version does not know are kept in `extra` and written back after the known ones.
+- keys this version does not know are kept in `extra` and written back after the known ones;
+- a key that is not a Python name ("valid_id_0.5_step") is a field declared with `key("valid_id_0.5_step")`.
 
 Format versions: version 1 of every output is its JSON as it was when the outputs became typed, which carries no
 version key (files stay byte-identical). A later version writes `"format": "<FORMAT_NAME>/<n>"`; `load` refuses a
@@ -24,7 +25,7 @@ import inspect
 import re
 import types
 import typing
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -106,23 +107,31 @@ class Record:
     extra: dict = field(default_factory=dict, repr=False)  # keys this version does not know, written back as read
 
     def to_json(self) -> dict:
-        out = {f.name: _dump(getattr(self, f.name)) for f in fields(self) if f.name != "extra" and getattr(self, f.name) is not OMIT}
+        out = {_key(f): _dump(getattr(self, f.name)) for f in fields(self) if f.name != "extra" and getattr(self, f.name) is not OMIT}
         return {**out, **self.extra}
 
     @classmethod
     def from_json(cls, d: dict):
         hints = _hints(cls)
-        names = [f.name for f in fields(cls) if f.name != "extra"]
-        known = {k: _load(hints[k], d[k]) for k in names if k in d}
-        missing = [f.name for f in fields(cls) if f.name in names and f.name not in d and not _has_default(f)]
+        own = [f for f in fields(cls) if f.name != "extra"]
+        known = {f.name: _load(hints[f.name], d[_key(f)]) for f in own if _key(f) in d}
+        missing = [_key(f) for f in own if _key(f) not in d and not _has_default(f)]
         if missing:
             raise KeyError(f"{cls.__name__}: missing {', '.join(missing)}")
-        return cls(**known, extra={k: v for k, v in d.items() if k not in names})
+        keys = {_key(f) for f in own}
+        return cls(**known, extra={k: v for k, v in d.items() if k not in keys})
+
+
+def key(name: str, default=MISSING):
+    """A field whose JSON key is not a Python name."""
+    return field(default=default, metadata={"key": name})
+
+
+def _key(f) -> str:
+    return f.metadata.get("key", f.name)
 
 
 def _has_default(f) -> bool:
-    from dataclasses import MISSING
-
     return f.default is not MISSING or f.default_factory is not MISSING
 
 
@@ -250,7 +259,7 @@ def format_doc(cls) -> list[str]:
             if f.name == "extra":
                 continue
             opt = " (optional)" if f.default is OMIT else ""
-            lines.append(f"| `{f.name}` | `{_cell(_type_name(hints[f.name]))}`{opt} | {_cell(notes.get(f.name, ''))} |")
+            lines.append(f"| `{_key(f)}` | `{_cell(_type_name(hints[f.name]))}`{opt} | {_cell(notes.get(f.name, ''))} |")
             todo += _nested(hints[f.name])
         lines.append("")
     return lines

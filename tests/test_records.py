@@ -126,4 +126,4 @@ def test_formats_doc_is_generated_from_the_classes():
         assert f"`{cls.FILE}`" in text
         for f in fields(cls):
             if f.name != "extra":
-                assert f"| `{f.name}` |" in text
+                assert f"| `{f.metadata.get('key', f.name)}` |" in text

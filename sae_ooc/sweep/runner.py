@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json, write_json, write_text
+from sae_ooc.models.metrics import TrainMetrics
 from sae_ooc.sweep.spec import Point, Sweep, load_sweep
 
 POINT_FILE = "point.json"
@@ -44,13 +45,13 @@ def run_point(run_dir: str, base: str | None, overrides: list[str], name: str, c
     results = run_pipeline(run, stages=list(STAGES), options=options)
     if not all(r.finished for r in results):
         return None
-    fm = read_json(run.model_dir / "final_metrics.json")
+    fm = TrainMetrics.load(run.model_dir)
     model = load_model(run.model_dir)
     out = {"slug": Path(run_dir).name, "values": values, "config_hash": config_hash,
            "unique_parameters": sum(p.numel() for p in model.parameters()),  # a tied block counts once
-           "accuracy": fm["accuracy"], "majority_rate": fm["majority_rate"], "steps": fm["steps"], "minutes": fm["minutes"],
-           "stopped_early": fm["stopped_early"], "test_id_0.9_step": fm.get("test_id_0.9_step"),
-           "valid_id_0.9_step": fm.get("valid_id_0.9_step"), "max_steps": cfg.train.steps}
+           "accuracy": fm.accuracy, "majority_rate": fm.majority_rate, "steps": fm.steps, "minutes": fm.minutes,
+           "stopped_early": fm.stopped_early, "test_id_0.9_step": fm.test_id_0_9_step,
+           "valid_id_0.9_step": fm.valid_id_0_9_step, "max_steps": cfg.train.steps}
     write_json(Path(run_dir) / POINT_FILE, out)
     return out
 
