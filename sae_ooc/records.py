@@ -9,7 +9,9 @@ The JSON is the dataclasses' fields in declaration order (the bytes the stages w
 - a nested `Record` is a JSON object; `list[R]` and `dict[str, R]` of records are lists and objects of them;
 - an optional key some files lack is `OMIT` (falsy, not written); `None` is JSON null;
 - keys this version does not know are kept in `extra` and written back after the known ones;
-- a key that is not a Python name ("valid_id_0.5_step") is a field declared with `key("valid_id_0.5_step")`.
+- a key that is not a Python name ("valid_id_0.5_step") is a field declared with `key("valid_id_0.5_step")`;
+- keys named by data ("bridge@r1", one per variable and position) beside fixed ones are collected by a `rest()` field,
+  a dict written in its place.
 
 Format versions: version 1 of every output is its JSON as it was when the outputs became typed, which carries no
 version key (files stay byte-identical). A later version writes `"format": "<FORMAT_NAME>/<n>"`; `load` refuses a
@@ -107,24 +109,42 @@ class Record:
     extra: dict = field(default_factory=dict, repr=False)  # keys this version does not know, written back as read
 
     def to_json(self) -> dict:
-        out = {_key(f): _dump(getattr(self, f.name)) for f in fields(self) if f.name != "extra" and getattr(self, f.name) is not OMIT}
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "extra" or v is OMIT:
+                continue
+            if f.metadata.get("rest"):
+                out.update(_dump(v))
+            else:
+                out[_key(f)] = _dump(v)
         return {**out, **self.extra}
 
     @classmethod
     def from_json(cls, d: dict):
         hints = _hints(cls)
         own = [f for f in fields(cls) if f.name != "extra"]
-        known = {f.name: _load(hints[f.name], d[_key(f)]) for f in own if _key(f) in d}
-        missing = [_key(f) for f in own if _key(f) not in d and not _has_default(f)]
+        known = {f.name: _load(hints[f.name], d[_key(f)]) for f in own if _key(f) in d and not f.metadata.get("rest")}
+        missing = [_key(f) for f in own if _key(f) not in d and not _has_default(f)]  # (a rest field has a default)
         if missing:
             raise KeyError(f"{cls.__name__}: missing {', '.join(missing)}")
-        keys = {_key(f) for f in own}
-        return cls(**known, extra={k: v for k, v in d.items() if k not in keys})
+        keys = {_key(f) for f in own if not f.metadata.get("rest")}
+        unknown = {k: v for k, v in d.items() if k not in keys}
+        rest = [f for f in own if f.metadata.get("rest")]
+        if rest:  # every key no other field names belongs to the rest field
+            known[rest[0].name] = _load(hints[rest[0].name], unknown)
+            unknown = {}
+        return cls(**known, extra=unknown)
 
 
 def key(name: str, default=MISSING):
     """A field whose JSON key is not a Python name."""
     return field(default=default, metadata={"key": name})
+
+
+def rest():
+    """The keys of a JSON object that no other field names, as one dict field (typed dict[str, X])."""
+    return field(default_factory=dict, metadata={"rest": True})
 
 
 def _key(f) -> str:
@@ -259,7 +279,8 @@ def format_doc(cls) -> list[str]:
             if f.name == "extra":
                 continue
             opt = " (optional)" if f.default is OMIT else ""
-            lines.append(f"| `{_key(f)}` | `{_cell(_type_name(hints[f.name]))}`{opt} | {_cell(notes.get(f.name, ''))} |")
+            name = f"*other keys* (`{f.name}`)" if f.metadata.get("rest") else f"`{_key(f)}`"
+            lines.append(f"| {name} | `{_cell(_type_name(hints[f.name]))}`{opt} | {_cell(notes.get(f.name, ''))} |")
             todo += _nested(hints[f.name])
         lines.append("")
     return lines

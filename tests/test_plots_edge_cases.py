@@ -102,19 +102,30 @@ def curve(n, vs, cis):
 
 
 def dynamics(n, vs, cis):
+    from sae_ooc.dynamics.result import DynamicsResult
+
     hooks = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_post"]
-    pts = [{"step": 10 * i, "accuracy": {s: v for s in ("train", "valid_id", "test_id", "test_ood", "atomic_test")},
-            "probes": {h: {p: {"heldout_acc": v, "shuffled_acc": v, "n_heldout": 4} for p in ("r1", "r2")} for h in hooks},
-            "logit_lens": {"labels": ["0_pre", "final_post"], "bridge@r1": {"median_rank": [v, v]}, "answer@r2": {"median_rank": [v, v]}},
-            "patching": {"peak@r1": {"value": v}, "peak@r2": {"value": v}},
-            "saes": {h: {k: {"mean_auroc_features": v, "shuffled_mean_auroc": v} for k in ("bridge@r1", "bridge@r2")} for h in hooks},
-            "control": {hooks[0]: {"das": v, "resid_patch": v, "random": v, "das_ci95": list(ci) if ci else None}}}
+    probe = {"shuffled_acc": None, "majority_acc": None, "n_heldout": 4, "heldout_ci95": None}
+    sae = {"frac_detected_features": None, "probe_accuracy": None, "n_values": 2}
+    pts = [{"step": 10 * i, "source": "saved", "accuracy": {s: v for s in ("train", "valid_id", "test_id", "test_ood", "atomic_test")},
+            "probes": {h: {p: {**probe, "heldout_acc": v, "shuffled_acc": v} for p in ("r1", "r2")} for h in hooks},
+            "logit_lens": {"labels": ["0_pre", "final_post"], "n_prompts": 5, "bridge@r1": {"median_rank": [v, v], "top1": [v, v]},
+                           "answer@r2": {"median_rank": [v, v], "top1": [v, v]}},
+            "patching": {"clean_logit_diff": 1.0, "corrupt_logit_diff": 0.0, "n_pairs": 4, "normalised": [[v]],
+                         "peak@r1": {"value": v, "layer": 0}, "peak@r2": {"value": v, "layer": 0}},
+            "saes": {h: {"explained_variance": v, "l0": 2.0, **{k: {**sae, "mean_auroc_features": v, "shuffled_mean_auroc": v}
+                                                                for k in ("bridge@r1", "bridge@r2")}} for h in hooks},
+            "control": {hooks[0]: {"n": 3, "das": v, "resid_patch": v, "random": v, "das_ci95": list(ci) if ci else None}}}
            for i, (v, ci) in enumerate(zip(vs, cis))]
-    rise = {"found": n > 1, "moment": 10}
+    rise = {"split": "valid_id", "found": n > 1, "moment": 10}
     used = {"step": 10, "switch": first(vs), "hook": hooks[0], "final_switch": first(vs)} if n else None
-    return dict(result={"checkpoints": pts, "hooks": hooks, "sae_hooks": hooks, "n_prompts_logit_lens": 5, "n_patch_pairs": 4,
-                        "rise": {"valid_id": rise, "test_id": rise}, "answers": {"bridge_first_used": used},
-                        "control": {"hooks": [hooks[0]], "rank": 4, "n_heldout_pairs": 3}})
+    answers = {"composition_step_test_id": None, "rise_step_valid_id": None, "bridge_first_readable": None,
+               "bridge_readable_before_composition": None, "bridge_first_used": used}
+    control = {"hooks": [hooks[0]], "position": "r1", "rank": 4, "das_steps": 1, "n_fit_pairs": 3, "n_heldout_pairs": 3, "n_random": 1,
+               "used_threshold": 0.5, "measured_on": "-"}
+    return dict(result=DynamicsResult.from_json({"rise": {"valid_id": rise, "test_id": rise}, "readable_threshold": 0.5, "hooks": hooks,
+                                                 "sae_hooks": hooks, "n_checkpoints": {"saved": n, "replayed": 0}, "answers": answers,
+                                                 "n_prompts_logit_lens": 5, "n_patch_pairs": 4, "checkpoints": pts, "control": control}))
 
 
 def steering(n, vs, cis):
