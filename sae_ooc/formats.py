@@ -17,6 +17,8 @@ from sae_ooc.records import format_doc, leaves_doc
 
 # every typed output, in stage order
 OUTPUTS = (
+    "sae_ooc.sweep.result:SweepPoint",
+    "sae_ooc.sweep.result:SweepResult",
     "sae_ooc.dynamics.result:DynamicsResult",
     "sae_ooc.models.metrics:TrainMetrics",
     "sae_ooc.interventions.steer_result:SteerResult",

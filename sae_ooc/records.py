@@ -171,6 +171,11 @@ class StageOutput(Record):
         return write_json(Path(directory) / self.FILE, d)
 
     @classmethod
+    def rebuild(cls, directory: Path) -> str:
+        """The command that writes the file again (the stage's folder is directly under the run directory)."""
+        return f"sae-ooc {cls.STAGE} --force --run {directory.parent}"
+
+    @classmethod
     def path(cls, directory: str | Path) -> Path:
         return Path(directory) / cls.FILE
 
@@ -181,7 +186,7 @@ class StageOutput(Record):
     @classmethod
     def load(cls, directory: str | Path):
         path = cls.path(directory)
-        rebuild = f"sae-ooc {cls.STAGE} --force --run {Path(directory).parent}"
+        rebuild = cls.rebuild(Path(directory))
         try:
             d = read_json(path)
         except (ValueError, OSError) as e:

@@ -175,7 +175,11 @@ def phase(n, vs, cis):
     grid = {"model.n_layers": list(range(1, n + 1)), "model.weight_sharing": [False, True]}
     points = [SimpleNamespace(values={"model.n_layers": a, "model.weight_sharing": b}, slug=f"p{a}{b}") for a in grid["model.n_layers"]
               for b in grid["model.weight_sharing"]]
-    done = {p.slug: {"max_steps": 100, "test_id_0.9_step": None if v is None else 50, "accuracy": {"test_id": v, "test_ood": v}}
+    from sae_ooc.sweep.result import SweepPoint
+
+    done = {p.slug: SweepPoint(slug=p.slug, values=p.values, config_hash="", unique_parameters=1, accuracy={"test_id": v, "test_ood": v},
+                               majority_rate={}, steps=100, minutes=0.0, stopped_early=False, test_id_0_9_step=None if v is None else 50,
+                               valid_id_0_9_step=None, max_steps=100)
             for p, v in zip(points[:-1], vs + vs)}
     sw = SimpleNamespace(name="s", grid=grid, axes=lambda: ("model.n_layers", "model.weight_sharing"))
     return dict(sw=sw, points=points, done=done)
