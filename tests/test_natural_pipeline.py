@@ -167,8 +167,8 @@ def test_query_reads_a_question_by_its_roles(natural_run, capsys):
 def test_the_prompt_index_serves_natural_prompts_with_the_live_numbers(natural_run):
     """A natural task's prompts (text, a tokenizer) are looked up in the prompt index like the toy's: the same answers,
     ranks and features as the live computation, for a question, a training document and a held-out paraphrase."""
-    from sae_ooc.viz.query import query
-    from sae_ooc.viz.query_index import lookup
+    from sae_ooc.query.session import query
+    from sae_ooc.query.index import lookup
 
     ds, vocab = load_task(natural_run.data_dir)
     for split in ("test_id", "train", "atomic_test"):
@@ -201,7 +201,7 @@ def test_steering_at_the_answer_position_of_a_natural_question(natural_run, tmp_
 
 def test_a_toy_run_has_no_last_role(harvested_run, tmp_path):
     from sae_ooc.errors import UserError
-    from sae_ooc.interventions.steer_stage import run_steer
+    from sae_ooc.interventions.steer import run_steer
 
     run = copy_run(harvested_run, tmp_path / "toy", ["steer.positions=[last]"])
     with pytest.raises(UserError, match="last is not a role of this task's question"):

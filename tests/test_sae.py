@@ -336,7 +336,7 @@ def test_standalone_script_trains_several_hooks_that_sae_lens_loads(sae_run, tmp
 
 
 def test_train_sae_stage_resumes_an_interrupted_run_and_a_rerun_recomputes(sae_run, tmp_path, monkeypatch):
-    import sae_ooc.saes.train as stage
+    import sae_ooc.saes.train_sae as stage
 
     root = tmp_path / "run"
     shutil.copytree(sae_run.root, root)
@@ -391,7 +391,7 @@ def test_a_truncated_sae_weights_file_is_a_one_line_error_naming_it_and_the_fix(
     (sae_dir(run.saes_dir, "blocks.0.hook_resid_pre") / "cfg.json").write_text('{"d_in": 3')
     with pytest.raises(UserError, match="cfg.json is corrupt or truncated"):
         load_saes(run.saes_dir)
-    from sae_ooc.saes.evaluate import run_eval_sae
+    from sae_ooc.saes.eval_sae import run_eval_sae
 
     with pytest.raises(UserError, match="cfg.json is corrupt"):  # what the eval-sae stage runs into
         run_eval_sae(run)
@@ -452,9 +452,9 @@ def test_dead_is_one_count_in_the_train_sae_log_eval_sae_browse_and_report(sae_r
     """Issue 19: train-sae's log said `dead 43.8%` where the browser said 24/128: one definition (never active on the
     held-out prefixes), recomputed here from the raw shards with SAELens's loader, in every place that shows it."""
     from sae_ooc.saes.dead import DEAD_ON
-    from sae_ooc.saes.train import summary_line
-    from sae_ooc.viz.browse.stage import build_site
-    from sae_ooc.viz.report.stage import run_report
+    from sae_ooc.saes.train_sae import summary_line
+    from sae_ooc.browse.browse import build_site
+    from sae_ooc.report.report import run_report
 
     run_stage(sae_run, "eval-sae")  # skipped when test_eval_sae_writes_metrics_labels_and_summary has run it
     run = copy_run(sae_run, tmp_path / "run", SAE_SETTINGS)

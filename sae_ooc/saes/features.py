@@ -11,7 +11,7 @@ since every answer is an entity.
 A feature's description is read from its DESCRIBE_EXAMPLES largest activations whatever number of them is
 shown, so it never changes with how many examples a view asks for. `FeatureStats` holds those activations
 and promoted tokens as tensors, for a few features (the circuit's nodes) or every feature of every hook
-(`sae-ooc query` caches them once per run: sae_ooc.viz.query_cache).
+(`sae-ooc query` caches them once per run: sae_ooc.query.cache).
 """
 
 from __future__ import annotations

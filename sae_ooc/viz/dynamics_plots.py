@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sae_ooc.dynamics.result import Answers, Checkpoint, ControlSettings, DynamicsResult
 from sae_ooc.records import given, opt
 from sae_ooc.viz.plots import fail_soft, mark_empty, plt, save_figure
 
@@ -16,7 +15,7 @@ def _layer_label(hook: str) -> str:
     return f"resid_pre {layer}" if hook.endswith("resid_pre") else f"resid_post {layer}"
 
 
-def read_at(result: DynamicsResult) -> tuple[str, str]:
+def read_at(result) -> tuple[str, str]:
     """The names of the two positions the bridge is read at, (r1, answer position), from the result's logit-lens keys
     (bridge@<r1>, bridge@<answer position>, answer@<answer position>): the toy's ("r1", "r2"), a natural task's ("r1", "last")."""
     keys = list(result.checkpoints[0].logit_lens.series) if result.checkpoints else []
@@ -38,7 +37,7 @@ def _series(points, get):
     return xs, ys
 
 
-def _plot_used(ax, pts: list[Checkpoint], ctl: ControlSettings, r1: str, answers: Answers) -> None:
+def _plot_used(ax, pts: list, ctl, r1: str, answers) -> None:
     """Per DAS hook: the interchange switch rate of the rank-r DAS subspace (solid), the residual patch (dashed), random
     subspaces (dotted), and the held-out bridge probe at the same hook and r1 (dash-dot): used against readable."""
     for i, h in enumerate(ctl.hooks):
@@ -61,7 +60,8 @@ def _plot_used(ax, pts: list[Checkpoint], ctl: ControlSettings, r1: str, answers
 
 
 @fail_soft
-def plot_dynamics(result: DynamicsResult, stem: Path) -> list[Path]:
+def plot_dynamics(result, stem: Path) -> list[Path]:
+    """`result`: a sae_ooc.dynamics.result.DynamicsResult (read by attribute; viz imports no producer)."""
     pts = result.checkpoints
     hooks = result.hooks
     ctl = result.control

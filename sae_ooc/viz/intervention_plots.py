@@ -7,8 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from sae_ooc.interventions.edit_result import Correlation, EditLayer, LocalizationPoints
-from sae_ooc.interventions.steer_result import SteerResult
 from sae_ooc.records import Spread
 from sae_ooc.viz.plots import err_bars, fail_soft, floats, na_axes, na_figure, plt, save_figure
 from sae_ooc.viz.text import fmt
@@ -32,7 +30,9 @@ def _interval(r) -> tuple[float | None, float | None, float | None]:
 
 
 @fail_soft
-def plot_steering(result: SteerResult, stem: Path) -> list[Path]:
+def plot_steering(result, stem: Path) -> list[Path]:
+    """`result`: a sae_ooc.interventions.steer_result.SteerResult (drawing reads typed outputs by attribute and imports
+    no producer: viz is the ground floor)."""
     rows = result.rows
     title = (f"Steering the bridge to b' on {result.settings.n_prompts} {result.settings.split} prompts "
              "(95% CI; random: range over draws)")
@@ -55,7 +55,8 @@ def plot_steering(result: SteerResult, stem: Path) -> list[Path]:
 
 
 @fail_soft
-def plot_edit_layers(by_layer: list[EditLayer], stem: Path) -> list[Path]:
+def plot_edit_layers(by_layer: list, stem: Path) -> list[Path]:
+    """`by_layer`: sae_ooc.interventions.edit_result.EditResult.by_layer."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     layers = [r.layer for r in by_layer]
     drawn = 0
@@ -88,8 +89,9 @@ def plot_edit_layers(by_layer: list[EditLayer], stem: Path) -> list[Path]:
 
 
 @fail_soft
-def plot_localization(points: LocalizationPoints, corr: dict[str, Correlation], stem: Path) -> list[Path]:
-    """Causal-tracing effect of each (fact, layer) against that edit's success (efficacy score and propagation)."""
+def plot_localization(points, corr: dict, stem: Path) -> list[Path]:
+    """Causal-tracing effect of each (fact, layer) against that edit's success (efficacy score and propagation).
+    `points`, `corr`: an EditResult's localization.points and localization.correlation."""
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.8))
     layers = np.asarray(points.layer, dtype=float)
     top = int(layers.max()) if len(layers) else 0

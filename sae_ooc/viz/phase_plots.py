@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from sae_ooc.sweep.result import SweepPoint
 from sae_ooc.viz.plots import fail_soft, plt, save_figure
 
 METRICS = (("test_id", "final test_id accuracy", "viridis"), ("steps", "steps to test_id ≥ 0.9 (blank: never)", "magma_r"),
@@ -19,14 +18,15 @@ def _label(v) -> str:
     return ("true" if v else "false") if isinstance(v, bool) else str(v)
 
 
-def _value(rec: SweepPoint | None, metric: str):
+def _value(rec, metric: str):
     if rec is None:
         return None
     return rec.test_id_0_9_step if metric == "steps" else rec.accuracy[metric]
 
 
 @fail_soft
-def plot_phase(sw, points, done: dict[str, SweepPoint], stem: Path) -> list[Path]:
+def plot_phase(sw, points, done: dict, stem: Path) -> list[Path]:
+    """`done`: {slug: sae_ooc.sweep.result.SweepPoint} of the finished points."""
     x, y = sw.axes()
     xs = sw.grid[x] if x else [None]
     ys = sw.grid[y] if y else [None]
