@@ -17,12 +17,19 @@ from sae_ooc.records import format_doc, leaves_doc
 
 # every typed output, in stage order
 OUTPUTS = (
-    "sae_ooc.sweep.result:SweepPoint",
-    "sae_ooc.sweep.result:SweepResult",
-    "sae_ooc.dynamics.result:DynamicsResult",
     "sae_ooc.models.metrics:TrainMetrics",
+    "sae_ooc.analyses.result:AttentionResult",
+    "sae_ooc.analyses.result:LogitLensResult",
+    "sae_ooc.analyses.result:PatchingResult",
+    "sae_ooc.analyses.result:TracingResult",
+    "sae_ooc.analyses.result:ProbesResult",
+    "sae_ooc.analyses.result:DlaResult",
+    "sae_ooc.analyses.result:BackPatchingResult",
     "sae_ooc.interventions.steer_result:SteerResult",
     "sae_ooc.interventions.edit_result:EditResult",
+    "sae_ooc.dynamics.result:DynamicsResult",
+    "sae_ooc.sweep.result:SweepPoint",
+    "sae_ooc.sweep.result:SweepResult",
 )
 DOC = Path(__file__).resolve().parents[1] / "docs" / "FORMATS.md"
 

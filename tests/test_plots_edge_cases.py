@@ -15,8 +15,18 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import torch
+from conftest import typed
 
 import sae_ooc.viz as viz
+from sae_ooc.analyses.result import (
+    AttentionResult,
+    BackPatchingResult,
+    DlaResult,
+    LogitLensResult,
+    PatchingResult,
+    ProbesResult,
+    TracingResult,
+)
 from sae_ooc.viz import plots
 from sae_ooc.viz.circuit_files import draw_matplotlib
 
@@ -41,46 +51,47 @@ def first(vs, default=0.5):
 
 def attention(n, vs, cis):
     pat = [[[[vs[l]] * 3 for _ in ROLES] for _ in range(H)] for l in range(n)]
-    return dict(r={"roles": ROLES, "mean_pattern": pat, "heads": [{"head": f"L{l}H{h}", "z_patch_at_r2_recovered": vs[l]} for l in range(n)
+    return dict(r=typed(AttentionResult, {"roles": ROLES, "mean_pattern": pat, "heads": [{"head": f"L{l}H{h}", "z_patch_at_r2_recovered": vs[l]} for l in range(n)
                                                                   for h in range(H)],
                    "movers": ["L0H1"] if n else [], "examples": [{"prompt": "e1 r1 r2", "answer": "e3", "bridge": "e2", "pattern": pat}],
-                   "n_prompts": 5, "mover_rule": "rule"}, name="t")
+                   "n_prompts": 5, "mover_rule": "rule"}), name="t")
 
 
 def logit_lens(n, vs, cis):
     d = {"prob": [[v] * 3 for v in vs], "top1": [[v] * 3 for v in vs], "median_rank": [[v] * 3 for v in vs]}
-    return dict(r={"roles": ROLES, "states": [f"{i}_pre" for i in range(n)], "bridge": d, "answer": d, "n_prompts": 5}, name="t")
+    return dict(r=typed(LogitLensResult, {"roles": ROLES, "states": [f"{i}_pre" for i in range(n)], "bridge": d, "answer": d, "n_prompts": 5}), name="t")
 
 
 def patching(n, vs, cis):
     two, three = {"normalised": [[v] * 3 for v in vs]}, {"normalised": [[[v] * H] * 3 for v in vs]}
-    return dict(r={"roles": ROLES, "resid_pre": two, "attn_out": two, "mlp_out": two, "z": three, "pattern": three, "n_prompts": 5,
-                   "metric": "logit_diff", "clean": first(vs), "corrupt": first(vs)}, name="t")
+    return dict(r=typed(PatchingResult, {"roles": ROLES, "resid_pre": two, "attn_out": two, "mlp_out": two, "z": three, "pattern": three, "n_prompts": 5,
+                   "metric": "logit_diff", "clean": first(vs), "corrupt": first(vs)}), name="t")
 
 
 def tracing(n, vs, cis):
     m = [[v] * 3 for v in vs]
-    return dict(r={"roles": ROLES, "resid": m, "mlp": m, "attn": m, "total_effect": first(vs), "window": 2, "noise_scale": 3.0,
-                   "samples": 10, "n_prompts": 5, "p_clean": first(vs), "p_corrupt": first(vs)}, name="t")
+    return dict(r=typed(TracingResult, {"roles": ROLES, "resid": m, "mlp": m, "attn": m, "total_effect": first(vs), "window": 2, "noise_scale": 3.0,
+                   "samples": 10, "n_prompts": 5, "p_clean": first(vs), "p_corrupt": first(vs)}), name="t")
 
 
 def probes(n, vs, cis):
     d = {k: [[v] * 3 for v in vs] for k in ("heldout_acc", "random_model_acc", "shuffled_acc", "chance")}
     d["n_heldout"] = [[None if v is None else 4] * 3 for v in vs]
-    return dict(r={"hooks": [f"blocks.{i}.hook_resid_pre" for i in range(n)], "positions": ROLES, "n_controls": 1,
-                   "head": d, "bridge": d, "answer": d}, name="t")
+    return dict(r=typed(ProbesResult, {"hooks": [f"blocks.{i}.hook_resid_pre" for i in range(n)], "positions": ROLES, "n_controls": 1,
+                   "head": d, "bridge": d, "answer": d}), name="t")
 
 
 def dla(n, vs, cis):
-    return dict(r={"components": [{"component": f"L{i}H0", "answer": v, "answer_std": v, "answer_minus_corrupt": v,
-                                   "answer_minus_corrupt_std": v} for i, v in enumerate(vs)], "n_prompts": 5}, name="t")
+    return dict(r=typed(DlaResult, {"components": [{"component": f"L{i}H0", "answer": v, "answer_std": v, "answer_minus_corrupt": v,
+                                   "answer_minus_corrupt_std": v} for i, v in enumerate(vs)], "n_prompts": 5}), name="t")
 
 
 def back_patching(n, vs, cis):
     patches = [{"position": p, "src": s, "dst": d} for p in ("r1", "r2") for s in range(n + 1) for d in range(min(s, n))]
     split = {"n_failures": 3, "fixed_by_patch": [vs[k % n] for k in range(len(patches))]}
-    return dict(r={"n_layers": n, "states": [f"resid_pre {i}" for i in range(n + 1)], "patches": patches, "test_id": split,
-                   "test_ood": split, "chosen": {"position": "r1", "src": 1, "dst": 0} if n else None}, name="t")
+    return dict(r=typed(BackPatchingResult, {"n_layers": n, "states": [f"resid_pre {i}" for i in range(n + 1)], "patches": patches,
+                                             "test_id": split, "test_ood": split,
+                                             "chosen": {"position": "r1", "src": 1, "dst": 0} if n else None}), name="t")
 
 
 def validation(n, vs, cis):

@@ -125,5 +125,7 @@ def test_formats_doc_is_generated_from_the_classes():
     for cls in CLASSES:
         assert f"`{cls.FILE}`" in text
         for f in fields(cls):
-            if f.name != "extra":
+            if f.metadata.get("rest"):
+                assert f"| *other keys* (`{f.name}`) |" in text
+            elif f.name != "extra":
                 assert f"| `{f.metadata.get('key', f.name)}` |" in text
