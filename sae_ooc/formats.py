@@ -18,6 +18,8 @@ from sae_ooc.records import format_doc, leaves_doc
 # every typed output, in stage order
 OUTPUTS = (
     "sae_ooc.models.metrics:TrainMetrics",
+    "sae_ooc.circuits.attribute_result:NodeEffectsSummary",
+    "sae_ooc.circuits.attribute_result:AttributionValidation",
     "sae_ooc.analyses.result:AttentionResult",
     "sae_ooc.analyses.result:LogitLensResult",
     "sae_ooc.analyses.result:PatchingResult",

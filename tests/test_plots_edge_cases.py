@@ -27,6 +27,7 @@ from sae_ooc.analyses.result import (
     ProbesResult,
     TracingResult,
 )
+from sae_ooc.circuits.attribute_result import AttributionValidation
 from sae_ooc.viz import plots
 from sae_ooc.viz.circuit_files import draw_matplotlib
 
@@ -99,7 +100,7 @@ def validation(n, vs, cis):
     flat = {"changed": torch.ones(n, dtype=torch.bool), "exact": x, "atp": x.flip(0), "atp_verified": x,
             "computed.atp_verified": torch.arange(n) % 2 == 0}
     methods = {m: {"recall_top50": first(vs), "spearman_not_exact": first(vs), "trusted": m == "atp"} for m in ("atp", "atp_verified")}
-    return dict(flat=flat, report={"methods": methods, "n_pairs": n, "n_changed_nodes": n})
+    return dict(flat=flat, report=typed(AttributionValidation, {"methods": methods, "n_pairs": n, "n_changed_nodes": n}))
 
 
 def curve(n, vs, cis):

@@ -3,6 +3,7 @@ the feature circuit, chosen on selection pairs and scored on held-out pairs."""
 
 from __future__ import annotations
 
+from sae_ooc.circuits.attribute_result import AttributionValidation, NodeEffectsSummary
 from sae_ooc.report.doc import Doc, f3, load
 
 
@@ -20,21 +21,21 @@ def _multi_token(run) -> str:
 def attribution_section(doc: Doc) -> None:
     run = doc.run
     doc.add("## 4. Which features carry the A→C answer", "")
-    ne = load(run.attribution_dir / "node_effects.json")
+    ne = NodeEffectsSummary.load_if(run.attribution_dir)
     if ne is None:
         doc.add("Not run yet: `sae-ooc attribute`.", "")
         return
-    doc.add(f"Node effects by `{ne['method']}` on {ne['n_pairs']} clean/corrupted pairs (corruption: a different head entity whose "
-            f"bridge and answer both differ). Metric `{ne['metric']}`: clean {ne['metric_clean_mean']:.3f}, corrupted "
-            f"{ne['metric_corrupt_mean']:.3f}." + _multi_token(run), "")
-    val = load(run.attribution_dir / "validation.json")
+    doc.add(f"Node effects by `{ne.method}` on {ne.n_pairs} clean/corrupted pairs (corruption: a different head entity whose "
+            f"bridge and answer both differ). Metric `{ne.metric}`: clean {ne.metric_clean_mean:.3f}, corrupted "
+            f"{ne.metric_corrupt_mean:.3f}." + _multi_token(run), "")
+    val = AttributionValidation.load_if(run.attribution_dir)
     if val is None:
         doc.add("The approximations have **not** been validated against exact patching in this run "
                 f"({doc.cmd('attribute', ' --validate --force')}).", "")
     else:
-        on = f"{val['n_pairs']} validation pairs"
-        tr = val.get("trust", {})
-        doc.add(f"Each approximation against exact activation patching, per pair, on {val['n_pairs']} pairs, judged only on what it "
+        on = f"{val.n_pairs} validation pairs"
+        tr = val.trust
+        doc.add(f"Each approximation against exact activation patching, per pair, on {val.n_pairs} pairs, judged only on what it "
                 "estimated: recall of exact's top-k nodes in the method's ranking, and Spearman over the nodes the method did *not* "
                 "patch exactly (atp_verified patches its shortlist exactly, so comparing it there would grade exact against itself). "
                 f"Trusted when recall@50 ≥ {tr.get('recall_top50')} and that Spearman ≥ {tr.get('spearman_not_exact')}. Speed: against "
@@ -42,14 +43,14 @@ def attribution_section(doc: Doc) -> None:
                 "extrapolated estimate.", "",
                 "| method | recall top 10 (min) | recall top 50 (min) | Spearman, nodes not patched exactly | × faster than batched exact "
                 "| × faster than one pass per node (estimate) | trusted |", "|---|---|---|---|---|---|---|")
-        for m, r in val["methods"].items():
-            rec50 = doc.number(f"attribution.{m}.recall_top50", r.get("recall_top50"), on)
-            sp = doc.number(f"attribution.{m}.spearman_not_exact", r.get("spearman_not_exact"), on)
-            fast = doc.number(f"attribution.{m}.speedup_vs_batched_exact", r.get("speedup_vs_batched_exact"), "the same pairs, timed in the same run", spec=".1f")
-            doc.add(f"| {m} | {f3(r.get('recall_top10'), '.2f')} ({f3(r.get('recall_top10_min'), '.2f')}) | {rec50} "
-                    f"({f3(r.get('recall_top50_min'), '.2f')}) | {sp} | "
-                    f"{fast} | {f3(r.get('speedup_vs_one_pass_per_node_estimate'), '.0f')} | "
-                    f"{'yes' if r.get('trusted') else 'no'} |")
+        for m, r in val.methods.items():
+            rec50 = doc.number(f"attribution.{m}.recall_top50", r.recall_top50, on)
+            sp = doc.number(f"attribution.{m}.spearman_not_exact", r.spearman_not_exact, on)
+            fast = doc.number(f"attribution.{m}.speedup_vs_batched_exact", r.speedup_vs_batched_exact, "the same pairs, timed in the same run", spec=".1f")
+            doc.add(f"| {m} | {f3(r.recall_top10, '.2f')} ({f3(r.recall_top10_min, '.2f')}) | {rec50} "
+                    f"({f3(r.recall_top50_min, '.2f')}) | {sp} | "
+                    f"{fast} | {f3(r.speedup_vs_one_pass_per_node_estimate, '.0f')} | "
+                    f"{'yes' if r.trusted else 'no'} |")
         doc.add("")
         if (run.attribution_dir / "validation.png").exists():
             doc.figure(run.attribution_dir / "validation.png", run.attribution_dir / "validation.svg")

@@ -12,16 +12,17 @@ from sae_ooc.viz.text import fmt as _fmt
 
 
 @fail_soft
-def plot_validation(flat: dict, report: dict, stem: Path) -> list[Path]:
+def plot_validation(flat: dict, report, stem: Path) -> list[Path]:
     """Per (pair, changed node): each approximation against exact patching; the nodes a method computed exactly
-    itself (atp_verified's shortlist) in grey, apart from the ones it is judged on."""
-    methods = list(report["methods"])
+    itself (atp_verified's shortlist) in grey, apart from the ones it is judged on. `report`: a
+    sae_ooc.circuits.attribute_result.AttributionValidation (read by attribute)."""
+    methods = list(report.methods)
     fig, axes = plt.subplots(1, len(methods), figsize=(4.5 * len(methods), 4.2), squeeze=False)
     changed = flat["changed"]
     x = flat["exact"][changed].numpy()
     lim = float(max(np.nanmax(np.abs(flat[m][changed].numpy()), initial=0.0) for m in ["exact", *methods]) or 1.0) * 1.05
     for ax, m in zip(axes[0], methods):
-        r = report["methods"][m]
+        r = report.methods[m]
         y = flat[m][changed].numpy()
         own = flat[f"computed.{m}"][changed].numpy() if f"computed.{m}" in flat else np.zeros(len(x), dtype=bool)
         if own.any():  # drawn first: the estimated nodes, the ones judged, stay visible on top
@@ -37,9 +38,9 @@ def plot_validation(flat: dict, report: dict, stem: Path) -> list[Path]:
         if not np.isfinite(x).any() or not np.isfinite(y).any():
             na_axes(ax, "no (pair, node) effect measured")
         # two lines: one line per panel ran into its neighbours' at the figure's width
-        ax.set_title(f"{m}: {'trusted' if r['trusted'] else 'NOT trusted'}\nrecall@50 {_fmt(r['recall_top50'])}, "
-                     f"Spearman (not exact) {_fmt(r['spearman_not_exact'])}", fontsize=8)
-    fig.suptitle(f"Node effects on {report['n_pairs']} pairs, {report['n_changed_nodes']} (pair, node) effects", fontsize=10)
+        ax.set_title(f"{m}: {'trusted' if r.trusted else 'NOT trusted'}\nrecall@50 {_fmt(r.recall_top50)}, "
+                     f"Spearman (not exact) {_fmt(r.spearman_not_exact)}", fontsize=8)
+    fig.suptitle(f"Node effects on {report.n_pairs} pairs, {report.n_changed_nodes} (pair, node) effects", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, stem)
 
