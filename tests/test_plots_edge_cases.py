@@ -28,6 +28,7 @@ from sae_ooc.analyses.result import (
     TracingResult,
 )
 from sae_ooc.circuits.attribute_result import AttributionValidation
+from sae_ooc.circuits.faithfulness_result import AblationCurve, PrunedPerPrompt, Scores
 from sae_ooc.viz import plots
 from sae_ooc.viz.circuit_files import draw_matplotlib
 
@@ -109,8 +110,9 @@ def curve(n, vs, cis):
     transfer = {"faithfulness": first(vs), "n_rows": n}
     pruned = {"rounds": [{"max_features": s, "faithfulness": v} for s, v in zip(sizes, vs)], "ablation": "mean", "n_pairs": 4,
               "transfer": {"max_features": 4, "same_relations": transfer, "other_relations": transfer}}
-    return dict(scored={"heldout": {"curve": rows}, "selection": {"curve": rows}}, main="mean", title="t", pruned=pruned,
-                curves={"mean": {"sizes": sizes, "faithfulness": vs, "faithfulness_per_prompt_circuits_in_sample": vs}})
+    scores = typed(Scores, {"curve": rows})
+    return dict(scored={"heldout": scores, "selection": scores}, main="mean", title="t", pruned=typed(PrunedPerPrompt, pruned),
+                curves={"mean": typed(AblationCurve, {"sizes": sizes, "faithfulness": vs, "faithfulness_per_prompt_circuits_in_sample": vs})})
 
 
 def dynamics(n, vs, cis):
