@@ -18,6 +18,8 @@ from sae_ooc.records import format_doc, leaves_doc
 # every typed output, in stage order
 OUTPUTS = (
     "sae_ooc.models.metrics:TrainMetrics",
+    "sae_ooc.saes.metrics_result:SaeTrainMetrics",
+    "sae_ooc.saes.metrics_result:SaeEvalMetrics",
     "sae_ooc.circuits.attribute_result:NodeEffectsSummary",
     "sae_ooc.circuits.attribute_result:AttributionValidation",
     "sae_ooc.circuits.faithfulness_result:CircuitFaithfulness",

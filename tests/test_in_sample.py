@@ -7,11 +7,11 @@ import pytest
 from conftest import typed
 
 from sae_ooc.analyses.result import AttentionResult, LogitLensResult
-from sae_ooc.io import write_json
 from sae_ooc.report.doc import Doc
 from sae_ooc.report.mechanism import bridge_at_r1, movers
 from sae_ooc.report.saes import sae_section
 from sae_ooc.report.sweeps import sweep_section
+from sae_ooc.saes.metrics_result import SaeEvalMetrics
 from sae_ooc.sweep.result import SweepResult
 
 
@@ -47,8 +47,8 @@ def test_the_lens_at_r1_reads_a_trained_atomic_prompt(tmp_path, top1, name):
 def test_loss_recovered_on_test_id_is_in_sample_and_explained_variance_on_held_out_prefixes_is_not(tmp_path):
     doc = _doc(tmp_path)
     ev = doc.run.sae_eval_dir
-    write_json(ev / "blocks.0.hook_resid_pre" / "metrics.json", {"reconstruction": {"explained_variance": 0.9, "n_tokens": 40},
-                                                                "task": {"loss_recovered": 0.8, "splits": {"test_id": {}}}})
+    typed(SaeEvalMetrics, {"reconstruction": {"explained_variance": 0.9, "n_tokens": 40}, "task": {"loss_recovered": 0.8, "splits": {"test_id": {}}},
+                           "alignment": {}, "feature_labels": []}).save(ev / "blocks.0.hook_resid_pre")
     (ev / "summary.md").write_text("x")
     sae_section(doc)
     assert _flags(doc) == {"sae.blocks.0.hook_resid_pre.explained_variance": False, "sae.blocks.0.hook_resid_pre.loss_recovered_test_id": True}
