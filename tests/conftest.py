@@ -98,7 +98,7 @@ def typed(cls, d: dict):
     """A typed stage output (sae_ooc.records) from a partial dict: every key it lacks, here and in nested records, is None.
     For tests that build only the fields a reader or figure uses."""
     import typing
-    from dataclasses import fields
+    from dataclasses import MISSING, fields
 
     from sae_ooc.records import Record, _hints
 
@@ -117,7 +117,7 @@ def typed(cls, d: dict):
     hints = _hints(cls)
     own = [f for f in fields(cls) if f.name != "extra" and not f.metadata.get("rest")]
     key = {f.name: f.metadata.get("key", f.name) for f in own}
-    out = {key[f.name]: None for f in own}
+    out = {key[f.name]: None for f in own if f.default is MISSING and f.default_factory is MISSING}  # required ones
     out.update(d)
     by_key = {k: n for n, k in key.items()}
     rest = next((f for f in fields(cls) if f.metadata.get("rest")), None)
