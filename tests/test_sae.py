@@ -15,7 +15,7 @@ from sae_lens import SAE
 from safetensors.torch import load_file
 
 from sae_ooc.activations.cache import open_cache
-from sae_ooc.config import SAE_ARCHITECTURES, load_config
+from sae_ooc.config import SAE_ARCHITECTURES, SaeConfig, load_config
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json, read_jsonl
 from sae_ooc.pipeline import run as run_pipeline
@@ -295,6 +295,28 @@ def test_architecture_registry_matches_config_and_sae_lens():
         assert ARCHITECTURES.get(name).training_classes() == SAE_TRAINING_CLASS_REGISTRY[name]
     with pytest.raises(UserError, match="unknown sae.architecture 'nope'; valid values: standard, topk"):
         ARCHITECTURES.get("nope")
+
+
+def test_each_architecture_is_a_config_class_of_fields_its_sae_lens_config_has():
+    """SAELens-style: one config class per architecture; its fields are ones its TrainingSAEConfig class declares, they
+    reach the built config with the flat `sae` section's values, and an architecture SAELens lacks brings its own classes."""
+    import dataclasses
+
+    from sae_ooc.saes.architectures import Architecture, StandardConfig, training_sae_config
+
+    p = SaeConfig(l1_coefficient=2.5, l0_coefficient=0.25, k=4, aux_loss_coefficient=1.5, matryoshka_widths=[4])
+    for name in ARCHITECTURES.names():
+        arch = ARCHITECTURES.get(name)
+        cfg_cls = arch.training_classes()[1]
+        mine = [f.name for f in dataclasses.fields(arch.config)]
+        assert mine and set(mine) <= {f.name for f in dataclasses.fields(cfg_cls)}, name
+        cfg = training_sae_config(dataclasses.replace(p, architecture=name), 8, "blocks.1.hook_resid_pre", None)  # no per-hook default
+        assert isinstance(cfg, cfg_cls)
+        expected = {"l1_coefficient": 2.5, "l0_coefficient": 0.25, "k": 4, "aux_loss_coefficient": 1.5,
+                    "rescale_acts_by_decoder_norm": False, "matryoshka_widths": [4, 128]}
+        assert {f: getattr(cfg, f) for f in mine} == {f: expected[f] for f in mine}, name
+    own = (object, StandardConfig)  # stand-ins for a TrainingSAE and TrainingSAEConfig SAELens does not have
+    assert Architecture("mine", StandardConfig, training=own).training_classes() == own
 
 
 def test_config_and_registry_import_without_torch_and_a_bad_architecture_is_one_line():

@@ -29,7 +29,7 @@ from sae_ooc.io import write_json, write_text
 from sae_ooc.saes.features import direct_logits
 from sae_ooc.saes.store import load_saes
 from sae_ooc.browse import assets, dashboard, index, live, paths, render
-from sae_ooc.browse.collect import acts_at, collect
+from sae_ooc.saes.cache_stats import acts_at, collect
 from sae_ooc.browse.context import Context, load_context
 from sae_ooc.browse.record import example_rows, feature_record, index_row, seq_rows
 from sae_ooc.browse.screenshot import screenshot

@@ -1,8 +1,9 @@
 """What the browser reads from the other stages, once per site: the task and the cache's prompts with the model's
-answer to each, eval-sae's labels and alignment tables, attribution's node effects, and the circuits a feature is in.
+answer to each (computed by sae_ooc.activations.answers: the browser runs no model), eval-sae's labels and alignment
+tables, attribution's node effects, and the circuits a feature is in.
 
 Everything here is small (per prompt or per labelled feature); per-feature activation statistics come from
-`sae_ooc.browse.collect`, one hook at a time.
+`sae_ooc.saes.cache_stats`, one hook at a time.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from sae_ooc.activations.answers import cache_answers
 from sae_ooc.activations.cache import ROLES, ActivationCache, distinct_rows, prefix_ids
 from sae_ooc.io import read_json
 from sae_ooc.models.hooked import load_model, model_hash
 from sae_ooc.saes.eval_sae import heldout_from_disk
-from sae_ooc.saes.features import final_scale, load_feature_labels
+from sae_ooc.saes.features import load_feature_labels
 from sae_ooc.saes.store import eval_metrics_path
 from sae_ooc.tasks.data import first_tokens, load_task
 
@@ -52,7 +54,7 @@ class Context:
     first: torch.Tensor  # [n_tokens] bool: the first row of each distinct prefix
     held: torch.Tensor  # cache rows, one per held-out prefix
     key: torch.Tensor  # [n_tokens] sample keys
-    model: object
+    model: object  # read for its weights (the direct path of promoted tokens); its answers come from activations.answers
     scale: float  # mean ln_final scale on the task prompts (what promoted tokens in `query` divide by too)
     labels: dict  # hook -> feature -> [label, ...] (eval-sae)
     eval_metrics: dict  # hook -> eval-sae metrics.json (or {})
@@ -63,39 +65,6 @@ class Context:
     alignment: dict = field(default_factory=dict)  # hook -> feature -> [eval-sae's values it detects best, ...]
     appearances: dict = field(default_factory=dict)  # (hook, feature) -> [{circuit, id, role, effect, rank, drawn}, ...]
     positions: tuple = ROLES  # the name of each token position (the cache's: the task layout's roles, or pos<p>)
-
-
-@torch.no_grad()
-def row_prompts(tok: dict) -> torch.Tensor:
-    """Per cache row: the whole prompt it is a token of, [n_tokens, W] (-1 past its end). A prompt's rows are consecutive
-    in the cache, in position order, and its last is the one `is_answer_pos` marks."""
-    pos, token = tok["pos"].long(), tok["token"].long()
-    n = len(pos)
-    if n == 0:
-        return torch.zeros(0, len(ROLES), dtype=torch.long)
-    start = torch.arange(n) - pos
-    last = torch.nonzero(tok["is_answer_pos"] == 1).squeeze(1)
-    length = torch.zeros(n, dtype=torch.long)
-    length[start[last]] = pos[last] + 1
-    length = length[start]  # every row: its prompt's length
-    W = max(int(length.max()), len(ROLES))
-    j = torch.arange(W)
-    idx = (start[:, None] + j).clamp(max=n - 1)
-    return torch.where(j[None, :] < length[:, None], token[idx], -1)
-
-
-def model_answers(model, tok: dict, pad_id: int, batch: int = 4096) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per cache row: its prompt [n, W] (-1 past the end) and the model's top answer to it and that answer's probability."""
-    prompt = row_prompts(tok)
-    uniq, inv = torch.unique(prompt, dim=0, return_inverse=True)
-    last = (uniq >= 0).sum(1) - 1
-    ans, prob = torch.empty(len(uniq), dtype=torch.long), torch.empty(len(uniq))
-    for s in range(0, len(uniq), batch):
-        u = uniq[s : s + batch]
-        logits = model(torch.where(u >= 0, u, pad_id).to(model.cfg.device))  # causal: padding after the end changes nothing
-        p = torch.softmax(logits[torch.arange(len(u)), last[s : s + batch].to(logits.device)].float(), -1).cpu()
-        prob[s : s + batch], ans[s : s + batch] = p.max(-1)
-    return prompt, ans[inv], prob[inv]
 
 
 def alignment_by_feature(metrics: dict) -> dict[int, list[dict]]:
@@ -167,10 +136,9 @@ def load_context(run, hooks: list[str], seed: int = 0) -> Context:
     held = distinct_rows(tok, heldout_from_disk(run.saes_dir, cache), pid)
     key = torch.rand(cache.n_tokens, generator=torch.Generator().manual_seed(seed))
     model = load_model(run.model_dir, device=run.device)
-    prompt, ans, prob = model_answers(model, tok, vocab.pad_id)
-    prompts = Prompts(prompt, tok["pos"].long(), tok["split"].long(), first_tokens(vocab, tok["answer"].long()), ans, prob)
-    uniq = torch.unique(prompt, dim=0)
-    scale = final_scale(model, torch.where(uniq >= 0, uniq, vocab.pad_id))
+    answers = cache_answers(model, tok, vocab.pad_id)  # the model runs there, not here
+    prompt, scale = answers.prompt, answers.scale
+    prompts = Prompts(prompt, tok["pos"].long(), tok["split"].long(), first_tokens(vocab, tok["answer"].long()), answers.answer, answers.prob)
     eval_metrics = {h: _read_json(eval_metrics_path(run.sae_eval_dir, h)) or {} for h in hooks}
     effects, meta = node_effects(run.attribution_dir / EFFECTS_FILE)
     circuits = {}

@@ -7,7 +7,7 @@ import torch
 from sae_ooc.activations.cache import ROLES
 from sae_ooc.saes.features import label_text
 from sae_ooc.saes.dead import dead_on_heldout_prefixes
-from sae_ooc.browse.collect import N_BINS, HookStats
+from sae_ooc.saes.cache_stats import N_BINS, HookStats
 from sae_ooc.browse.context import Context
 
 N_LOGITS = 10

@@ -1,4 +1,4 @@
-"""Report section 7: the mechanistic analyses (RUN/analyze/), one subsection each with its headline number, its
+"""Report section: the mechanistic analyses (RUN/analyze/), one subsection each with its headline number, its
 figure and the command that reproduces it."""
 
 from __future__ import annotations
@@ -110,13 +110,13 @@ SECTIONS = {"attention": _attention, "logit-lens": _logit_lens, "patching": _pat
 
 def analyses_section(doc: Doc) -> None:
     run = doc.run
-    doc.add("## 7. Mechanistic analyses", "")
+    doc.heading("analyses", "Mechanistic analyses")
     a = analyses(run)
     if not any(a.values()):
         doc.add(f"Not run yet: {doc.cmd('analyze')}.", "")
         return
     for i, (name, r) in enumerate(a.items(), 1):
-        doc.add(f"### 7.{i} {TITLES[name]}", "")
+        doc.subheading("analyses", i, TITLES[name])
         if r is None:
             doc.add(f"Not run yet: {doc.cmd('analyze ' + name)}.", "")
             continue

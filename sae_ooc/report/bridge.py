@@ -34,7 +34,7 @@ def _min_rank(row: dict, share: float) -> int | None:
 
 def bridge_section(doc: Doc) -> None:
     run = doc.run
-    doc.add("## Where the bridge lives", "")
+    doc.heading("bridge", "Where the bridge lives")
     v = load(run.variables_dir / "variables.json")
     if v is None:
         doc.add(f"Not run yet: {doc.cmd('variables')}.", "")

@@ -1,4 +1,4 @@
-"""Report section 10: the feature browser (`sae-ooc browse`): where it is, what it covers, and a screenshot of one page."""
+"""Report section: the feature browser (`sae-ooc browse`): where it is, what it covers, and a screenshot of one page."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sae_ooc.report.doc import Doc, load
 
 def browse_section(doc: Doc) -> None:
     run = doc.run
-    doc.add("## 10. Feature browser", "")
+    doc.heading("browse", "Feature browser")
     info = load(run.browse_dir / MARKER)
     if info is None:
         doc.add(f"Not run yet: {doc.cmd('browse')}.", "")

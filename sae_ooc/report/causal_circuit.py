@@ -13,7 +13,7 @@ CUTS = (("cut_r1", "the bridge@r1 hook only"), ("cut_answer", "the bridge@answer
 
 def causal_circuit_section(doc: Doc) -> None:
     run = doc.run
-    doc.add("## The circuit of causal variables", "")
+    doc.heading("causal_circuit", "The circuit of causal variables")
     v = load(run.variables_dir / "variables.json")
     c = (v or {}).get("circuit") or {}
     if not c:

@@ -1,4 +1,4 @@
-"""Report sections 4 and 5: which SAE nodes carry the answer (and how far each approximation can be trusted), and
+"""Report sections: which SAE nodes carry the answer (and how far each approximation can be trusted), and
 the feature circuit, chosen on selection pairs and scored on held-out pairs."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _multi_token(run) -> str:
 
 def attribution_section(doc: Doc) -> None:
     run = doc.run
-    doc.add("## 4. Which features carry the A→C answer", "")
+    doc.heading("attribution", "Which features carry the A→C answer")
     ne = NodeEffectsSummary.load_if(run.attribution_dir)
     if ne is None:
         doc.add("Not run yet: `sae-ooc attribute`.", "")
@@ -63,7 +63,7 @@ def attribution_section(doc: Doc) -> None:
 
 def circuit_section(doc: Doc) -> None:
     run = doc.run
-    doc.add("## 5. The feature circuit", "")
+    doc.heading("circuit", "The feature circuit")
     faith = CircuitFaithfulness.load_if(run.circuit_dir)
     circ = load_circuit(run) if (run.circuit_dir / CIRCUIT_FILE).exists() else None
     if faith is None or circ is None:

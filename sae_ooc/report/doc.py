@@ -24,6 +24,14 @@ def pct(x) -> str:
 
 f3 = fmt  # the report's short name
 
+# The page's sections in order, by the name of their function less `_section` (report.report.SECTIONS runs them in
+# this order): the lead sections have no number; the others are numbered 1, 2, ... in this order. A heading and a
+# cross-reference ask for the number (`Doc.heading`, `Doc.ref`), so moving a section renumbers the page.
+LEAD = ("causal_circuit", "bridge", "mechanism")
+NUMBERED = ("task", "train", "sae", "attribution", "circuit", "variable", "analyses", "steer", "edit", "browse", "dynamics", "sweep")
+ORDER = LEAD + NUMBERED
+
+
 @dataclass
 class Doc:
     run: object
@@ -33,6 +41,19 @@ class Doc:
 
     def add(self, *lines: str) -> None:
         self.lines.extend(lines)
+
+    def heading(self, section: str, title: str) -> None:
+        """The heading of a section (a name in ORDER): `## 3. title` for a numbered one, `## title` for a lead one."""
+        if section not in ORDER:
+            raise KeyError(f"{section} is not a report section (sae_ooc.report.doc.ORDER)")
+        self.add(f"## {NUMBERED.index(section) + 1}. {title}" if section in NUMBERED else f"## {title}", "")
+
+    def subheading(self, section: str, i: int, title: str) -> None:
+        self.add(f"### {NUMBERED.index(section) + 1}.{i} {title}", "")
+
+    def ref(self, section: str) -> str:
+        """`section 3`: how the text names a numbered section."""
+        return f"section {NUMBERED.index(section) + 1}"
 
     def number(self, name: str, value, measured_on: str, in_sample: bool = False, spec: str = ".3f") -> str:
         """Record a headline number for summary.json and return its text (in-sample numbers say so)."""

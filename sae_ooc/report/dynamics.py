@@ -51,7 +51,7 @@ def _used(doc: Doc, res: DynamicsResult, pts: list[Checkpoint], ans: Answers, rd
 def dynamics_section(doc: Doc) -> None:
     run = doc.run
     res = DynamicsResult.load_if(run.dynamics_dir)
-    doc.add("## 11. Training dynamics: when does the bridge become readable, and when does A→C appear?", "")
+    doc.heading("dynamics", "Training dynamics: when does the bridge become readable, and when does A→C appear?")
     if res is None:
         doc.add(f"Not run (a separate command, not part of the pipeline): {doc.cmd('dynamics')}.", "")
         return

@@ -1,4 +1,4 @@
-"""Report sections 8 and 9: interventions that test the story. Feature steering of the bridge (does the two-hop answer follow
+"""Report sections: interventions that test the story. Feature steering of the bridge (does the two-hop answer follow
 the bridge features?) and rank-one fact edits (do the model's other beliefs follow an edited fact, and does causal
 tracing say where an edit works?)."""
 
@@ -46,7 +46,7 @@ def _edit_natural(st: EditSettings) -> str:
 
 def steer_section(doc: Doc) -> None:
     run = doc.run
-    doc.add("## 8. Interventions: steering the bridge", "")
+    doc.heading("steer", "Interventions: steering the bridge")
     s = SteerResult.load_if(run.steer_dir)
     if s is None:
         doc.add(f"Not run yet: {doc.cmd('steer')}.", "")
@@ -126,7 +126,7 @@ def steer_section(doc: Doc) -> None:
 
 def edit_section(doc: Doc) -> None:
     run = doc.run
-    doc.add("## 9. Interventions: editing a fact, and whether localization informs editing", "")
+    doc.heading("edit", "Interventions: editing a fact, and whether localization informs editing")
     e = EditResult.load_if(run.edit_dir)
     if e is None:
         doc.add(f"Not run yet: {doc.cmd('edit')}.", "")

@@ -55,7 +55,7 @@ def bridge_at_r1(doc: Doc, a: dict) -> list[str]:
                        f"entering {layer_name(pr.hooks[i])}: held-out probe accuracy "
                        f"{doc.number('mechanism.bridge_r1.probe_acc', b.heldout_acc[i][j], n_r1)} "
                        f"against {f3(b.control_max_acc[i][j])} for the best of its controls (random-init model, step-0 checkpoint, "
-                       f"shuffled labels){early}. These are the analyses' lighter probes; eval-sae's (section 3) are trained longer "
+                       f"shuffled labels){early}. These are the analyses' lighter probes; eval-sae's ({doc.ref('sae')}) are trained longer "
                        "on the same prefixes and can differ by a few points. A probe reads; it does not show the model uses what it reads.")
     ll = a["logit-lens"]
     if ll:
@@ -175,11 +175,11 @@ def back_patching(doc: Doc, a: dict) -> list[str]:
 def mechanism_section(doc: Doc) -> None:
     """The opening summary (placed right after the title)."""
     a = analyses(doc.run)
-    doc.add("## The mechanism in brief", "")
+    doc.heading("mechanism", "The mechanism in brief")
     if not any(a.values()):
         doc.add(f"The mechanistic analyses have not been run: {doc.cmd('analyze')}.", "")
         return
     sentences = bridge_at_r1(doc, a) + movers(doc, a) + answer(doc, a) + back_patching(doc, a)
-    doc.add("Generated from the analyses of section 7; each sentence names its measurement, and says *not determined* where the "
+    doc.add(f"Generated from the analyses of {doc.ref('analyses')}; each sentence names its measurement, and says *not determined* where the "
             "evidence does not decide.", "")
     doc.add(*(f"- {s}" for s in sentences), "")

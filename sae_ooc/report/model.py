@@ -1,4 +1,4 @@
-"""Report sections 1 and 2: the task and whether the trained model composes A→C."""
+"""Report sections: the task and whether the trained model composes A→C."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ def task_section(doc: Doc) -> None:
     run = doc.run
     t = run.cfg.task
     info = (run.stage_record("data") or {}).get("info", {})
+    doc.heading("task", "Task")
     doc.add(
-        "## 1. Task", "",
         f"Family `{t.family}`: {t.n_entities} entities, {t.n_relations} relations, {t.facts_per_entity} atomic facts "
         f"`(h, r) → t` per entity; two-hop facts `(h, r1, r2) → t2` through a bridge `b` with `(h, r1) → b`, `(b, r2) → t2`. "
         f"phi = {t.phi} inferred facts per atomic fact in train; {pct(t.ood_fraction)} of atomic facts held out (test_ood); "
@@ -42,8 +42,8 @@ def _natural_text(run) -> str:
 
 def train_section(doc: Doc) -> None:
     run = doc.run
+    doc.heading("train", "Model: does it compose A→C?")
     fm = TrainMetrics.load_if(run.model_dir)
-    doc.add("## 2. Model: does it compose A→C?", "")
     if fm is None:
         doc.add("Not run yet: `sae-ooc train`.", "")
         return

@@ -1,4 +1,4 @@
-"""Report section 3: the SAEs, and where the bridge entity becomes readable, every number on held-out prefixes
+"""Report section: the SAEs, and where the bridge entity becomes readable, every number on held-out prefixes
 beside its controls (a random-init model, the step-0 checkpoint, shuffled labels)."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _rows(doc: Doc) -> list[tuple[str, SaeTrainMetrics | None, SaeEvalMetrics]]:
 
 def sae_section(doc: Doc) -> None:
     run = doc.run
-    doc.add("## 3. SAEs per layer", "")
+    doc.heading("sae", "SAEs per layer")
     ev = run.sae_eval_dir
     if not (ev / "summary.md").exists():
         doc.add("Not run yet: `sae-ooc train-sae` and `sae-ooc eval-sae`.", "")

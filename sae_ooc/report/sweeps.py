@@ -38,7 +38,7 @@ def sweep_section(doc: Doc) -> None:
     run = doc.run
     beside = sorted((run.root.parent / "sweeps").glob("*/sweep.json"))
     found = [p for p in beside if _same_task(p.parent, run)]
-    doc.add("## 12. The simplest-setup sweeps: what is the smallest model that composes A→C?", "")
+    doc.heading("sweep", "The simplest-setup sweeps: what is the smallest model that composes A→C?")
     if beside and not found:
         doc.add(f"No sweep of this run's task: the sweeps beside it ({', '.join(p.parent.name for p in beside)}) vary another task.", "")
         return

@@ -1,4 +1,4 @@
-"""Report section 6: the task-level circuit of variable nodes (features grouped by the variable they carry),
+"""Report section: the task-level circuit of variable nodes (features grouped by the variable they carry),
 chosen on selection pairs and scored on held-out pairs beside as many random features from outside the circuit."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from sae_ooc.report.doc import Doc, f3, load
 
 def variable_section(doc: Doc) -> None:
     run = doc.run
-    doc.add("## 6. A task-level circuit of variable nodes", "")
+    doc.heading("variable", "A task-level circuit of variable nodes")
     vdir = run.variable_circuit_dir
     f = load(vdir / "faithfulness.json")
     if f is None:

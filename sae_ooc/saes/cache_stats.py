@@ -1,4 +1,5 @@
-"""Every per-feature number of the browser from one batched pass over the activation cache, in bounded memory.
+"""Every per-feature number of the feature browser from one batched pass over the activation cache, in bounded memory
+(computed here, beside the SAEs, so the browse stage only reads and writes pages).
 
 For one SAE the cache is read in row batches (`batch_elems` activations at a time, whatever d_sae is) and each
 batch updates running per-feature tensors: how many tokens it fires on, their sum, its maximum (pooled and per
