@@ -23,6 +23,7 @@ OUTPUTS = (
     "sae_ooc.circuits.attribute_result:NodeEffectsSummary",
     "sae_ooc.circuits.attribute_result:AttributionValidation",
     "sae_ooc.circuits.faithfulness_result:CircuitFaithfulness",
+    "sae_ooc.circuits.variable_faithfulness_result:VariableCircuitFaithfulness",
     "sae_ooc.analyses.result:AttentionResult",
     "sae_ooc.analyses.result:LogitLensResult",
     "sae_ooc.analyses.result:PatchingResult",

@@ -29,6 +29,7 @@ from sae_ooc.analyses.result import (
 )
 from sae_ooc.circuits.attribute_result import AttributionValidation
 from sae_ooc.circuits.faithfulness_result import AblationCurve, PrunedPerPrompt, Scores
+from sae_ooc.circuits.variable_faithfulness_result import VariableCircuitFaithfulness
 from sae_ooc.viz import plots
 from sae_ooc.viz.circuit_files import draw_matplotlib
 
@@ -227,8 +228,9 @@ def variable_faithfulness(n, vs, cis):
                 "heldout": {"faithfulness": v, "ci95": list(ci) if ci else None}, "top_features_same_size": {"heldout": v},
                 "variables_only": {"heldout": v}}
 
-    return dict(faith={"by_ablation": {f"kind{i}": kind(v, ci) for i, (v, ci) in enumerate(zip(vs, cis))},
-                       "selection": {"n_groups": n, "ablation": "kind0", "target": 0.8}, "n_heldout": 4}, title="t")
+    return dict(faith=typed(VariableCircuitFaithfulness, {"by_ablation": {f"kind{i}": kind(v, ci) for i, (v, ci) in enumerate(zip(vs, cis))},
+                                                          "selection": {"n_groups": n, "ablation": "kind0", "target": 0.8}, "n_heldout": 4}),
+                title="t")
 
 
 def causal_circuit(n, vs, cis):

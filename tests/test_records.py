@@ -24,13 +24,15 @@ DATA = Path(__file__).parent / "data" / "outputs"
 CLASSES = formats.output_classes()
 
 
-PER_HOOK = {"sae_ooc.sae_train": "saes/blocks.1.hook_resid_pre", "sae_ooc.sae_eval": "sae_eval/blocks.1.hook_resid_pre"}
+# where a file name is not unique: the folder of its real file
+FOLDER = {"sae_ooc.sae_train": "saes/blocks.1.hook_resid_pre", "sae_ooc.sae_eval": "sae_eval/blocks.1.hook_resid_pre",
+          "sae_ooc.circuit_faithfulness": "circuit", "sae_ooc.variable_circuit_faithfulness": "variable_circuit"}
 
 
 def _real(cls) -> Path:
     """The tiny run's directory holding cls.FILE."""
-    if cls.FORMAT_NAME in PER_HOOK:
-        return DATA / PER_HOOK[cls.FORMAT_NAME]
+    if cls.FORMAT_NAME in FOLDER:
+        return DATA / FOLDER[cls.FORMAT_NAME]
     hits = sorted(DATA.glob(f"*/{cls.FILE}"))
     assert hits, f"no tests/data/outputs/*/{cls.FILE}"
     return hits[0].parent
