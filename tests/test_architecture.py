@@ -4,6 +4,7 @@ imports included), stage modules named after their stage, small modules, a light
 import ast
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +70,7 @@ def imported_modules(mod: str, path: Path, modules) -> set[str]:
     return out
 
 
+@cache  # parsed once for the three tests that read it (callers do not change it)
 def import_graph() -> dict[str, set[str]]:
     """module -> sae_ooc modules it imports anywhere in its body (top level or inside functions)."""
     modules = {module_name(p): p for p in PKG.rglob("*.py")}
