@@ -127,8 +127,8 @@ def test_a_real_file_missing_a_key_is_refused(tmp_path):
 
 
 def test_formats_doc_is_generated_from_the_classes():
-    assert formats.DOC.read_text() == formats.render(), "docs/FORMATS.md is stale: run `python -m sae_ooc.formats`"
     text = formats.render()
+    assert formats.DOC.read_text() == text, "docs/FORMATS.md is stale: run `python -m sae_ooc.formats`"
     for cls in CLASSES:
         assert f"`{cls.FILE}`" in text
         for f in fields(cls):
