@@ -25,10 +25,11 @@ from tqdm.auto import tqdm
 
 from sae_ooc.activations.cache import ActivationCache, distinct_rows, prefix_ids, prefix_tuples
 from sae_ooc.errors import UserError, unreadable
-from sae_ooc.io import load_tensors, read_json, write_json
+from sae_ooc.io import load_tensors, read_json
 from sae_ooc.models.hooked import model_hash
 from sae_ooc.saes.alignment import alignment
 from sae_ooc.saes.controls import control_activations
+from sae_ooc.saes.metrics_result import SaeEvalMetrics
 from sae_ooc.saes.prefixes import PositionSlice, position_slices
 from sae_ooc.saes.reconstruction import check_d_in, reconstruction_metrics
 from sae_ooc.saes.store import METRICS_FILE, eval_metrics_path, eval_rows, load_saes, sae_dir
@@ -83,7 +84,7 @@ def run_eval_sae(run, force: bool = False) -> dict:
             trained = _train_metrics(run.saes_dir, h)
             metrics = {"hook_name": h, "architecture": trained.get("architecture", sae.cfg.architecture()),
                        "inference_architecture": sae.cfg.architecture(), "d_in": int(sae.cfg.d_in), "d_sae": int(sae.cfg.d_sae), **res}
-            write_json(eval_metrics_path(out_root, h), metrics)
+            SaeEvalMetrics.from_json(metrics).save(eval_metrics_path(out_root, h).parent)
             per_hook[h] = metrics
             tqdm.write(eval_line(h, res))
     finally:
