@@ -281,7 +281,7 @@ def test_eval_sae_writes_metrics_labels_and_summary(sae_run, capsys):
     assert al["head@r1"]["probe"]["heldout_acc"] <= al["head@r1"]["probe"]["majority_acc"] + 1e-9
     assert "head@head" not in al  # one prefix per head entity: no held-out value the probe could have seen
     # the standard metrics (SAEBench's sparse probing and absorption, sae_lens.synthetic's matching), loaded back typed
-    from sae_ooc.saes.standard_metrics import PER_LATENT_FILE, STANDARD_FILE, StandardMetrics
+    from sae_ooc.saes.standard_result import PER_LATENT_FILE, STANDARD_FILE, StandardMetrics
 
     for h in hooks:
         std = StandardMetrics.load(eval_metrics_path(ev, h).parent / STANDARD_FILE)

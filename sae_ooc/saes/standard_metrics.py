@@ -13,61 +13,18 @@ matched value, precision, recall, keyed `<variable>@<position>/<name>`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from sae_ooc.activations.cache import ActivationCache
-from sae_ooc.errors import UserError
-from sae_ooc.io import read_json, save_tensors, write_json
+from sae_ooc.io import save_tensors
 from sae_ooc.saes.absorption import absorption
 from sae_ooc.saes.prefixes import VARIABLES, PositionSlice
 from sae_ooc.saes.reconstruction import feature_acts
 from sae_ooc.saes.sparse_probing import sparse_probing
+from sae_ooc.saes.standard_result import PER_LATENT_FILE, STANDARD_FILE, StandardMetrics, StandardRow
 from sae_ooc.saes.synthetic_match import synthetic_match
-
-FORMAT = "sae_ooc.standard_metrics/1"
-STANDARD_FILE = "standard_metrics.json"
-PER_LATENT_FILE = "standard_metrics.safetensors"
-
-
-@dataclass
-class StandardRow:
-    variable: str
-    position: str
-    n_select: int  # labelled selection prefixes (what probes and directions are fitted on)
-    n_heldout: int  # labelled held-out prefixes (what every number here is measured on)
-    sparse_probing: dict = field(default_factory=dict)  # sae_top_k / llm_top_k {k: mean accuracy}, llm, n_classes
-    absorption: dict = field(default_factory=dict)  # mean_absorption_fraction, mean_full_absorption, per value
-    matching: dict = field(default_factory=dict)  # mcc_decoder, mcc_activation, precision, recall, f1 (+ live-only)
-
-
-@dataclass
-class StandardMetrics:
-    hook_name: str
-    rows: list[StandardRow]
-    settings: dict = field(default_factory=dict)
-    format: str = FORMAT
-
-    def save(self, path: str | Path) -> None:
-        write_json(Path(path), asdict(self))
-
-    @classmethod
-    def load(cls, path: str | Path) -> "StandardMetrics":
-        path = Path(path)
-        rebuild = f"sae-ooc eval-sae --force --run {path.parent.parent.parent}"
-        try:
-            d = read_json(path)
-        except (ValueError, OSError) as e:
-            raise UserError(f"{path} is unreadable ({e}); rerun `{rebuild}`") from None
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise UserError(f"{path} is not a {FORMAT} file; rerun `{rebuild}`")
-        return cls(d["hook_name"], [StandardRow(**r) for r in d["rows"]], d.get("settings", {}), d["format"])
-
-    def row(self, variable: str, position: str) -> StandardRow | None:
-        return next((r for r in self.rows if (r.variable, r.position) == (variable, position)), None)
-
 
 @torch.no_grad()
 def standard_metrics(sae, cache: ActivationCache, hook_name: str, slices: list[PositionSlice], ecfg,
