@@ -4,7 +4,7 @@
 
 Each variant is a small SAE trained by train-sae's own trainer (`sae_ooc.saes.trainer.train_sae`) on RUN's activation
 cache at one hook, on the rows train-sae trained on (its held-out prefixes stay out), either every position or r1 alone
-(`per_position`). Its control score is stage `variables`' top-n unit: exchange, from a donor prefix, the n features whose
+(`per_position`), from SAELens's initialisation or with the first decoder rows the bridge values' class-mean directions. Its control score is stage `variables`' top-n unit: exchange, from a donor prefix, the n features whose
 fit class means differ most between b and b' (`sae_ooc.causal.units`), and count answers switched to t(b', r2). The
 pairs are `sae-ooc dynamics`' (`sae_ooc.dynamics.control.control_setup`: the variables stage's prefix groups, every
 question kept). The variant is **chosen on the fit-valid pairs** (prefixes neither the DAS fit nor the held-out score
@@ -36,7 +36,8 @@ from sae_ooc.models.hooked import load_model, model_hash
 from sae_ooc.rundir import RunDir
 from sae_ooc.saes.evaluate import heldout_from_disk
 from sae_ooc.saes.store import load_saes
-from sae_ooc.saes.trainer import train_sae
+from sae_ooc.saes import architectures, trainer
+from sae_ooc.saes.trainer import finished_metrics, settings_hash, train_sae
 from sae_ooc.tasks.data import load_task
 
 # name: (train on r1 rows only, overrides of the run's `sae` section)
@@ -52,9 +53,34 @@ VARIANTS = {
     "r1_matryoshka_k16_d1024": (True, {"architecture": "matryoshka_batchtopk", "k": 16, "d_sae": 1024}),
     "r1_jumprelu_d1024": (True, {"architecture": "jumprelu", "d_sae": 1024}),
     "r1_standard_l1_d1024": (True, {"architecture": "standard", "d_sae": 1024}),
+    "r1_topk_k1_d256": (True, {"architecture": "topk", "k": 1, "d_sae": 256}),
+    "r1_topk_k2_d128": (True, {"architecture": "topk", "k": 2, "d_sae": 128}),
+    "r1_topk_k2_d512": (True, {"architecture": "topk", "k": 2, "d_sae": 512}),
+    "r1_topk_k3_d256": (True, {"architecture": "topk", "k": 3, "d_sae": 256}),
+    "r1_topk_k2_d256_seed1": (True, {"architecture": "topk", "k": 2, "d_sae": 256, "seed": 1}),
+    # initialisation: the first rows of the decoder (and columns of the encoder) the unit class-mean directions of the
+    # bridge values on the fit prefixes (a supervised dictionary to start from), the rest SAELens's own init
+    "r1_topk_k2_d256_init_classmeans": (True, {"architecture": "topk", "k": 2, "d_sae": 256, "init": "classmeans"}),
+    "r1_topk_k4_d128_init_classmeans": (True, {"architecture": "topk", "k": 4, "d_sae": 128, "init": "classmeans"}),
+    "r1_topk_k16_d1024_init_classmeans": (True, {"architecture": "topk", "k": 16, "d_sae": 1024, "init": "classmeans"}),
 }
 COUNTS = (1, 4, 16, 64)
 CHOOSE_N = 4  # the control score a variant is chosen by: its top-4 switch rate on the fit-valid pairs
+
+
+def _with_init(make, dirs: torch.Tensor | None):
+    """train-sae's SAE constructor, with the first len(dirs) decoder rows (encoder columns) set to `dirs` when given."""
+
+    def build(*a, **kw):
+        sae = make(*a, **kw)
+        if dirs is not None:
+            n = min(len(dirs), sae.W_dec.shape[0])
+            with torch.no_grad():
+                sae.W_dec[:n] = dirs[:n]
+                sae.W_enc[:, :n] = dirs[:n].T
+        return sae
+
+    return build
 
 
 def control_scores(model, ctx, sae, X: torch.Tensor, hook: str) -> dict:
@@ -83,7 +109,7 @@ def main() -> None:
     ap.add_argument("run")
     ap.add_argument("out")
     ap.add_argument("--hook", default="blocks.2.hook_resid_pre")
-    ap.add_argument("--tokens", type=int, default=300_000, help="training tokens per SAE (train-sae's default is 2M)")
+    ap.add_argument("--tokens", type=int, default=400_000, help="training tokens per SAE (train-sae's default is 2M)")
     ap.add_argument("--only", nargs="*", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -100,17 +126,25 @@ def main() -> None:
     ctx = dataclasses.replace(setup.ctx, model=model)
     ctx.clean = read_batched(model, ctx.q_tok, ctx.q_pos, ctx.facts.answer_len, ctx.cfg.batch_size)
     X = residuals(model, setup.p_tok, [args.hook], ctx.cfg.batch_size)[args.hook][:, pos]
+    fit = ctx.p_group == FIT
+    mu, has = class_means(X[fit], ctx.p_bridge[fit], ctx.facts.n_entities)
+    dirs = mu[has] - mu[has].mean(0)
+    dirs = dirs / dirs.norm(dim=1, keepdim=True).clamp(min=1e-12)
     rows = {}
     own = load_saes(run.saes_dir, "cpu", [args.hook])[args.hook]
     rows["run's own SAE (2M tokens, every position)"] = {"seconds": None, **control_scores(model, ctx, own, X, args.hook)}
     for name, (per_position, over) in VARIANTS.items():
         if args.only and name not in args.only:
             continue
+        over = dict(over)
+        init = over.pop("init", None)
         p = dataclasses.replace(run.cfg.sae, training_tokens=args.tokens, n_checkpoints=0, **over)
+        trainer.training_sae = _with_init(architectures.training_sae, dirs if init == "classmeans" else None)
         mask = ~held_rows & ((tok["role"] == pos) if per_position else torch.ones_like(held_rows))
         evr = distinct_rows(tok, held_rows & ((tok["role"] == pos) if per_position else torch.ones_like(held_rows)))
         t = time.time()
-        train_sae(cache, args.hook, out / name, p, rows_mask=mask, eval_rows=evr, plot=False)
+        if finished_metrics(out / name, settings_hash(p, args.hook, cache)) is None:  # the name fixes rows and init
+            train_sae(cache, args.hook, out / name, p, rows_mask=mask, eval_rows=evr, plot=False)
         secs = time.time() - t
         from sae_lens import SAE
 

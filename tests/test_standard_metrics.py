@@ -66,8 +66,12 @@ def test_k_sparse_probing_picks_the_latent_that_carries_the_value():
     x, y, f, _ = _planted(n_values=5, per=10)
     noise = torch.rand(len(y), 20, generator=torch.Generator().manual_seed(1))
     feats = torch.cat([noise, f], 1)  # latents 20..24 are the values' indicators, the rest noise
-    xt, yt = balanced_probe_data({int(c): feats[y == c] for c in range(5)}, 2, torch.Generator().manual_seed(0))
-    assert int(yt.sum()) == 10 and len(yt) == 20  # SAEBench's balanced one-vs-rest set
+    xt, yt = balanced_probe_data(feats, y, 2, torch.Generator().manual_seed(0))
+    assert int(yt.sum()) == 10 and len(yt) == 20  # SAEBench's balanced one-vs-rest set: 10 of class 2, 10 others
+    assert (xt[yt == 1, 22] == 1).all() and (xt[yt == 0, 22] == 0).all()
+    # the negatives spread over the other classes: ceil(10 / 4) = 3 drawn from each, then 10 of those 12
+    counts = torch.bincount(xt[yt == 0][:, 20:].argmax(1), minlength=5)
+    assert counts[2] == 0 and counts.max() <= 3 and counts.sum() == 10
     assert top_k_mean_diff(xt, yt, 1).tolist() == [22]
     other = torch.rand(len(y), 20, generator=torch.Generator().manual_seed(2))  # held-out rows: fresh noise, same indicators
     out = sparse_probing(feats, y, torch.cat([other, f], 1), y, ks=(1, 2), min_positives=3, x_sel=noise, x_ev=other)

@@ -23,19 +23,26 @@ import torch
 K_VALUES = (1, 2, 5)  # SAEBench's SparseProbingEvalConfig.k_values
 
 
-def balanced_probe_data(by_class: dict[int, torch.Tensor], cls: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """SAEBench's `prepare_probe_data`: class `cls`'s rows (label 1) and as many rows of the other classes (label 0),
-    ceil(n / n_other) drawn from each other class, then n drawn from those; shuffled."""
-    pos = by_class[cls]
+def balanced_probe_data(x: torch.Tensor, y: torch.Tensor, cls: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAEBench's `prepare_probe_data` on rows `x` of classes `y`: class `cls`'s rows (label 1) and as many rows of the
+    other classes (label 0), ceil(n / n_other) drawn from each other class, then n drawn from those; shuffled. (Each
+    class's draw is a uniform subset, as SAEBench's randperm()[:k], taken at once for every class: the rows ranked
+    within their class by a random key.)"""
+    pos = x[y == cls]
     n = len(pos)
-    others = [c for c in by_class if c != cls]
-    per = math.ceil(n / len(others))
-    neg = torch.cat([by_class[c][torch.randperm(len(by_class[c]), generator=gen)[:per]] for c in others])
-    neg = neg[torch.randperm(len(neg), generator=gen)[:n]]
-    x = torch.cat([pos, neg])
-    y = torch.cat([torch.ones(n, dtype=torch.long), torch.zeros(len(neg), dtype=torch.long)])
-    perm = torch.randperm(len(x), generator=gen)
-    return x[perm], y[perm]
+    classes = torch.unique(y)
+    per = math.ceil(n / (len(classes) - 1))
+    order = torch.argsort(torch.rand(len(y), generator=gen))
+    order = order[torch.argsort(y[order], stable=True)]  # grouped by class, random within each class
+    ys = y[order]
+    start = torch.searchsorted(ys, ys)  # first index of each row's class in the sorted order
+    rank = torch.arange(len(ys)) - start
+    neg_rows = order[(ys != cls) & (rank < per)]
+    neg = x[neg_rows[torch.randperm(len(neg_rows), generator=gen)[:n]]]
+    xx = torch.cat([pos, neg])
+    yy = torch.cat([torch.ones(n, dtype=torch.long), torch.zeros(len(neg), dtype=torch.long)])
+    perm = torch.randperm(len(xx), generator=gen)
+    return xx[perm], yy[perm]
 
 
 def top_k_mean_diff(x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
@@ -112,10 +119,6 @@ def probe_accuracies(train: list[tuple[torch.Tensor, torch.Tensor]], test: list[
     return out
 
 
-def _by_class(x: torch.Tensor, y: torch.Tensor, classes: torch.Tensor) -> dict[int, torch.Tensor]:
-    return {int(c): x[y == c] for c in classes}
-
-
 def sparse_probing(f_sel: torch.Tensor, y_sel: torch.Tensor, f_ev: torch.Tensor, y_ev: torch.Tensor, ks=K_VALUES,
                    min_positives: int = 3, seed: int = 0, x_sel: torch.Tensor | None = None, x_ev: torch.Tensor | None = None) -> dict:
     """Mean one-vs-rest test accuracy over the scored classes of k-sparse probes on SAE latents `f_*` (and on the raw
@@ -135,14 +138,14 @@ def sparse_probing(f_sel: torch.Tensor, y_sel: torch.Tensor, f_ev: torch.Tensor,
     if x_sel is not None and x_ev is not None:
         inputs["llm"] = (x_sel, x_ev)
     per: dict[str, list[float]] = {}
+    in_sel, in_ev = torch.isin(y_sel, classes), torch.isin(y_ev, classes)
     for kind, (a_sel, a_ev) in inputs.items():
-        tr, te = _by_class(a_sel, y_sel, classes), _by_class(a_ev, y_ev, classes)
         # SAEBench calls prepare_probe_data once per class per k (its RNG moves on); one draw per class, seeded by the
         # class, keeps every k's probe on the same examples, so the curve over k compares like with like
         draws = []
-        for c in tr:
+        for c in classes.tolist():
             gen = torch.Generator().manual_seed(seed * 1_000_003 + c)
-            draws.append((balanced_probe_data(tr, c, gen), balanced_probe_data(te, c, gen)))
+            draws.append((balanced_probe_data(a_sel[in_sel], y_sel[in_sel], c, gen), balanced_probe_data(a_ev[in_ev], y_ev[in_ev], c, gen)))
         for k in ks:
             keeps = [top_k_mean_diff(xt, yt, k) for (xt, yt), _ in draws]
             per[f"{kind}_top_{k}"] = probe_accuracies([(xt[:, i], yt) for ((xt, yt), _), i in zip(draws, keeps)],

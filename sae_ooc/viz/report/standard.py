@@ -51,7 +51,8 @@ def standard_section(doc: Doc) -> None:
             if ab.get("mean_absorption_fraction") is not None:
                 absorb = (f"{doc.number(f'absorption.{key}.{hook}.mean_absorption_fraction', ab['mean_absorption_fraction'], on)} "
                           f"({f3(ab.get('mean_full_absorption'))})")
-            mcc = (f"{doc.number(f'mcc.{key}.{hook}.decoder', m.get('mcc_decoder'), 'class-mean directions of the selection prefixes')} / "
+            # the decoder MCC compares two things fitted on the selection prefixes (the SAE, the class means): in-sample
+            mcc = (f"{doc.number(f'mcc.{key}.{hook}.decoder', m.get('mcc_decoder'), 'SAE decoder vs class-mean directions of the selection prefixes', in_sample=True)} / "
                    f"{doc.number(f'mcc.{key}.{hook}.activation', m.get('mcc_activation'), on)}")
             doc.add(f"| `{hook}` | {key} | {sp.get('n_classes')} | {top} | {raw} | {absorb} | {mcc} | "
                     f"{f3(m.get('precision_live'))} / {f3(m.get('recall_live'))} |")
