@@ -101,7 +101,8 @@ def main() -> int:
     w_l1, _ = train_multi_probe(f_sel[m_sel], onehot, num_epochs=50, l1_decay=0.01)
     xe, fe, ye = x_ev[m_ev], f_ev[m_ev], y_ev[m_ev]
     calc = FeatureAbsorptionCalculator(model=_Acts(xe), icl_word_list=[], max_icl_examples=0, base_template="{word}",
-                                       answer_formatter=lambda w: "", word_token_pos=-1, shuffle_examples=False, prepend_separator_to_first_example=False)
+                                       answer_formatter=lambda w: "", word_token_pos=-1, shuffle_examples=False,
+                                       prepend_separator_to_first_example=False)
     unit = w_probe / w_probe.norm(dim=1, keepdim=True)
     dec = sae.W_dec.detach() / sae.W_dec.detach().norm(dim=1, keepdim=True)
     n, worst_frac, full_diff = 0, 0.0, 0

@@ -28,8 +28,8 @@ from sae_ooc.causal.control import switch_only
 from sae_ooc.causal.pairs import FIT, HELD, VALID
 from sae_ooc.causal.row import scored
 from sae_ooc.causal.stage import heldout_prefixes
-from sae_ooc.causal.units import class_means, decode_delta, exchanged, top_feature_mask
-from sae_ooc.dynamics.control import control_setup
+from sae_ooc.causal.units import class_means, decode_delta, exchanged, principal_directions, projected, top_feature_mask
+from sae_ooc.dynamics.control import bridge_control, control_setup
 from sae_ooc.interventions.prompts import read_batched
 from sae_ooc.interventions.steer_stage import residuals
 from sae_ooc.models.hooked import load_model, model_hash
@@ -154,7 +154,19 @@ def main() -> None:
                       "l0": m["reconstruction"].get("l0"),
                       **control_scores(model, ctx, sae, X, args.hook)}
         print(name, json.dumps(rows[name]), flush=True)
+    # references on the same held-out pairs: the supervised dictionary (class-mean edit and its top-r principal projections,
+    # fitted on the fit prefixes) and DAS of rank 4 and 16 (`sae-ooc dynamics`' per-checkpoint fit: the variables stage's)
+    S = scored(ctx, ctx.pairs[HELD], X)
+    P = ctx.pairs[HELD]
+    U, _ = principal_directions(mu, has)
+    edit = mu[P.b2] - mu[P.b]
+    refs = {"supervised (class-mean edit)": switch_only(model, S, args.hook, pos, edit, ctx.cfg.batch_size)}
+    for r in (4, 16):
+        refs[f"supervised rank {r}"] = switch_only(model, S, args.hook, pos, projected(edit, U[:r]), ctx.cfg.batch_size)
+        refs[f"DAS rank {r}"] = bridge_control(model, setup, [args.hook], r, 1)[args.hook]["das"]
+    rows["references"] = refs
     (out / "sae_search.json").write_text(json.dumps(rows, indent=1))
+    rows.pop("references")
     ranked = [n for n in rows if rows[n]["seconds"] is not None]
     chosen = max(ranked, key=lambda n: rows[n][f"valid_top{CHOOSE_N}"] or 0) if ranked else None
     print(f"\n| variant | EV (held-out prefixes) | L0 | fit-valid top-{CHOOSE_N} | held-out top-1 / 4 / 16 / 64 | held-out code swap | held-out resid patch |")
@@ -164,6 +176,7 @@ def main() -> None:
         ev, l0 = r.get("explained_variance"), r.get("l0")
         print(f"| {n}{star} | {'' if ev is None else f'{ev:.3f}'} | {'' if l0 is None else f'{l0:.1f}'} | {r[f'valid_top{CHOOSE_N}']:.3f} | " + " / ".join(f"{r[f'held_top{c}']:.3f}" for c in COUNTS)
               + f" | {r['held_code_swap']:.3f} | {r['held_resid_patch']:.3f} |")
+    print("\nOn the same held-out pairs: " + ", ".join(f"{k} {v:.3f}" for k, v in refs.items()))
     vpath = run.variables_dir / "variables.json"
     if vpath.exists():
         from sae_ooc.causal.result import VariablesResult
