@@ -48,8 +48,9 @@ def test_an_sae_whose_latent_i_is_value_i_matches_with_mcc_one_and_perfect_preci
 
 
 def test_batched_logistic_regression_is_sklearns_l2_optimum():
-    from sklearn.linear_model import LogisticRegression
-
+    """sklearn's LogisticRegression(C=1) minimises sum logloss + |coef|^2 / 2 (intercept free); at what batched_logreg
+    returns, autograd's gradient of that objective is zero for every problem, padding rows ignored. (scripts/check_saebench.py
+    compares the accuracies with SAEBench's sklearn probe on a run's activations; importing sklearn here costs seconds.)"""
     g = torch.Generator().manual_seed(0)
     sets = []
     for n in (6, 31, 80):
@@ -58,8 +59,12 @@ def test_batched_logistic_regression_is_sklearns_l2_optimum():
         sets.append((x, y))
     coef, icpt = batched_logreg(*_pad(sets))
     for (x, y), c, b in zip(sets, coef, icpt):
-        sk = LogisticRegression(C=1.0, max_iter=1000, tol=1e-10).fit(x.numpy(), y.numpy())
-        assert np.allclose(sk.coef_[0], c.numpy(), atol=2e-3) and sk.intercept_[0] == pytest.approx(float(b), abs=2e-3)
+        w = c.clone().requires_grad_()
+        b0 = b.clone().reshape(1).requires_grad_()
+        z = x.double() @ w + b0
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y.double(), reduction="sum") + 0.5 * (w * w).sum()
+        loss.backward()
+        assert w.grad.abs().max() < 1e-6 and b0.grad.abs().max() < 1e-6
 
 
 def test_k_sparse_probing_picks_the_latent_that_carries_the_value():
@@ -92,3 +97,28 @@ def test_absorption_row_follows_saebench_on_constructed_cases():
     # the other latent's projection is under 40% of the probe's: not absorption
     assert absorption_row(torch.tensor([0.0, 0.5, 0.0, 0.0]), 1.0, cos, [0]) == (0.0, False)
     assert f1(np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool)) == pytest.approx(0.5)
+
+
+def test_the_report_quotes_standard_metrics_with_what_they_were_measured_on(tmp_path):
+    from types import SimpleNamespace
+
+    from sae_ooc.saes.standard_result import STANDARD_FILE, StandardMetrics, StandardRow
+    from sae_ooc.viz.report.doc import Doc
+    from sae_ooc.viz.report.standard import standard_section
+
+    hook = "blocks.2.hook_resid_pre"
+    row = StandardRow("bridge", "r1", 80, 20, {"n_classes": 7, "sae_top_k": {"1": 0.61, "2": 0.7}, "llm_top_k": {"1": 0.5, "2": 0.55},
+                                               "llm": 0.9},
+                      {"mean_absorption_fraction": 0.25, "mean_full_absorption": 0.125},
+                      {"mcc_decoder": 0.4, "mcc_activation": 0.8, "precision_live": 0.3, "recall_live": 0.2})
+    (tmp_path / hook).mkdir()
+    StandardMetrics(hook, [row], {"sparse_probing_k": [1, 2]}).save(tmp_path / hook / STANDARD_FILE)
+    doc = Doc(SimpleNamespace(sae_eval_dir=tmp_path))
+    standard_section(doc)
+    line = next(x for x in doc.lines if x.startswith(f"| `{hook}` | bridge@r1"))
+    assert "| 7 | 0.610 / 0.700 | 0.500 / 0.550 / 0.900 | 0.250 (0.125) | 0.400 (in-sample) / 0.800 | 0.300 / 0.200 |" in line
+    nums = {n["name"]: n for n in doc.numbers}
+    assert nums[f"sparse_probing.bridge@r1.{hook}.sae_top_1"]["value"] == 0.61
+    assert nums[f"sparse_probing.bridge@r1.{hook}.sae_top_1"]["measured_on"] == "20 held-out prefixes"
+    assert nums[f"mcc.bridge@r1.{hook}.decoder"]["in_sample"] and not nums[f"mcc.bridge@r1.{hook}.activation"]["in_sample"]
+    assert nums[f"absorption.bridge@r1.{hook}.mean_absorption_fraction"]["value"] == 0.25
