@@ -23,7 +23,7 @@ from sae_ooc.activations.cache import ActivationCache
 from sae_ooc.models.hooked import model_hash
 from sae_ooc.rundir import RunDir
 from sae_ooc.saes.absorption import absorption_row, main_latents, train_multi_probe
-from sae_ooc.saes.evaluate import heldout_from_disk
+from sae_ooc.saes.eval_sae import heldout_from_disk
 from sae_ooc.saes.prefixes import position_slices
 from sae_ooc.saes.reconstruction import feature_acts
 from sae_ooc.saes.sparse_probing import balanced_probe_data, probe_accuracies, top_k_mean_diff

@@ -27,14 +27,14 @@ from sae_ooc.activations.cache import ActivationCache, distinct_rows
 from sae_ooc.causal.control import switch_only
 from sae_ooc.causal.pairs import FIT, HELD, VALID
 from sae_ooc.causal.row import scored
-from sae_ooc.causal.stage import heldout_prefixes
+from sae_ooc.causal.variables import heldout_prefixes
 from sae_ooc.causal.units import class_means, decode_delta, exchanged, principal_directions, projected, top_feature_mask
 from sae_ooc.dynamics.control import bridge_control, control_setup
 from sae_ooc.interventions.prompts import read_batched
-from sae_ooc.interventions.steer_stage import residuals
+from sae_ooc.interventions.steer import residuals
 from sae_ooc.models.hooked import load_model, model_hash
 from sae_ooc.rundir import RunDir
-from sae_ooc.saes.evaluate import heldout_from_disk
+from sae_ooc.saes.eval_sae import heldout_from_disk
 from sae_ooc.saes.store import load_saes
 from sae_ooc.saes import architectures, trainer
 from sae_ooc.saes.trainer import finished_metrics, settings_hash, train_sae

@@ -103,8 +103,8 @@ def test_the_report_quotes_standard_metrics_with_what_they_were_measured_on(tmp_
     from types import SimpleNamespace
 
     from sae_ooc.saes.standard_result import STANDARD_FILE, StandardMetrics, StandardRow
-    from sae_ooc.viz.report.doc import Doc
-    from sae_ooc.viz.report.standard import standard_section
+    from sae_ooc.report.doc import Doc
+    from sae_ooc.report.standard import standard_section
 
     hook = "blocks.2.hook_resid_pre"
     row = StandardRow("bridge", "r1", 80, 20, {"n_classes": 7, "sae_top_k": {"1": 0.61, "2": 0.7}, "llm_top_k": {"1": 0.5, "2": 0.55},
