@@ -10,7 +10,11 @@ alone: SAEBench's classes are text datasets (bias_in_bios professions, ...) toke
 which needs a tokenizer and an LLM; here a class is a value of a planted variable at one position, an example is one
 distinct prefix's activation there (`sae_ooc.saes.prefixes`), training examples are selection prefixes and test
 examples held-out prefixes. A class is scored when it has `min_positives` training examples and one test example.
-SAEBench draws with torch's global RNG; here every draw comes from a seeded generator.
+SAEBench draws with torch's global RNG; here every draw comes from a seeded generator. The logistic regressions are
+solved in one batch (`batched_logreg`: the same objective's optimum, thousands of problems at once) rather than by one
+sklearn fit each; SAEBench's `llm` probe on all dimensions is a GPU torch probe, here the same C = 1 regression.
+`scripts/check_saebench.py` runs SAEBench's own functions on a run's activations beside these (identical accuracies on
+the default run).
 """
 
 from __future__ import annotations
@@ -49,16 +53,6 @@ def top_k_mean_diff(x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
     """SAEBench's `get_top_k_mean_diff_mask`, as the kept indices: the k columns with the largest |mean(pos) − mean(neg)|."""
     diff = (x[y == 1].mean(0) - x[y == 0].mean(0)).abs()
     return torch.argsort(diff, descending=True)[:k]
-
-
-def sklearn_probe_accuracy(x_tr: torch.Tensor, y_tr: torch.Tensor, x_te: torch.Tensor, y_te: torch.Tensor) -> float:
-    """SAEBench's `train_sklearn_probe`: L2 logistic regression (C = 1, max_iter = 1000), accuracy on the test rows."""
-    from sklearn.linear_model import LogisticRegression  # imported here: sklearn loads in ~1 s and only eval-sae needs it
-
-    if len(torch.unique(y_tr)) < 2:  # sklearn refuses one class; SAEBench's sets are balanced, so this is a degenerate draw
-        return float((y_te == int(y_tr[0])).double().mean())
-    probe = LogisticRegression(C=1.0, max_iter=1000).fit(x_tr.float().numpy(), y_tr.numpy())
-    return float((probe.predict(x_te.float().numpy()) == y_te.numpy()).mean())
 
 
 def batched_logreg(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, iters: int = 50) -> tuple[torch.Tensor, torch.Tensor]:

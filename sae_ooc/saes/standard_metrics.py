@@ -26,6 +26,9 @@ from sae_ooc.saes.sparse_probing import sparse_probing
 from sae_ooc.saes.standard_result import PER_LATENT_FILE, STANDARD_FILE, StandardMetrics, StandardRow
 from sae_ooc.saes.synthetic_match import synthetic_match
 
+__all__ = ["PER_LATENT_FILE", "STANDARD_FILE", "StandardMetrics", "StandardRow", "standard_metrics", "write_standard_metrics"]
+
+
 @torch.no_grad()
 def standard_metrics(sae, cache: ActivationCache, hook_name: str, slices: list[PositionSlice], ecfg,
                      progress=None) -> tuple[StandardMetrics, dict[str, torch.Tensor]]:
