@@ -7,7 +7,8 @@ natural task) beside shuffled labels, the logit-lens rank of the bridge, the res
 rise is located on valid_id (it chose where to add checkpoints, with more wherever two consecutive checkpoints in the window
 are more than `dynamics.dense_max_ratio` steps apart); test_id's rise is only reported beside it. Per checkpoint too,
 whether the bridge at r1 is *used*: the interchange switch rate of a DAS subspace fitted on that checkpoint
-(`sae_ooc.dynamics.control`, the variables stage's units) beside the residual patch and random subspaces.
+(`sae_ooc.dynamics.control`, the variables stage's units) beside the residual patch and random subspaces, and at the
+answer position, where the second hop reads it (`sae_ooc.dynamics.answer_control`: the variables stage's bridge@answer DAS).
 The logit lens and the patching metric read one position's logits, so a multi-token name (bridge, answer) is
 represented by its first token, as in the model-level analyses (`make_pairs(first_token=True)`).
 Writes RUN/dynamics/: dynamics.json, dynamics.png/.svg and the replayed checkpoints (checkpoints/step_N/).
@@ -25,6 +26,7 @@ from sae_ooc.activations.cache import ActivationCache, heldout_mask
 from sae_ooc.circuits.pairs import make_pairs
 from sae_ooc.causal.pairs import FIT, HELD
 from sae_ooc.causal.variables import prefixes_at
+from sae_ooc.dynamics.answer_control import answer_control
 from sae_ooc.dynamics.control import USED, bridge_control, control_setup, first_used
 from sae_ooc.dynamics.measures import bridge_probes, logit_lens, read_positions, resid_hooks, resid_patching
 from sae_ooc.dynamics.result import Answers, Checkpoint, DynamicsResult, Readable
@@ -139,7 +141,7 @@ def run_dynamics(run, force: bool = False) -> dict:
     hooks = resid_hooks(n_layers)
     if das_hooks:  # the variables stage's pairs, on the prefixes train-sae holds out at r1
         setup = control_setup(ds, vocab, run.cfg.task, run.cfg.causal, prefixes_at(cache.tokens(), held, lay.index("r1")),
-                              dc.das_steps, dc.das_fit_pairs)
+                              dc.das_steps, dc.das_fit_pairs, keep_valid=True)  # fit-valid: bridge@answer's patch gate
 
     points = []
     with torch_threads(run.cfg.sae.threads):
@@ -152,6 +154,7 @@ def run_dynamics(run, force: bool = False) -> dict:
                  "patching": resid_patching(model, pairs, positions, lay.position_names, lay.span("head"))}
             if das_hooks:
                 p["control"] = bridge_control(model, setup, das_hooks, dc.das_rank, dc.n_controls)
+                p["control_answer"] = answer_control(model, setup, dc.das_rank)
             if dc.sae_training_tokens > 0:
                 p["saes"] = checkpoint_saes(run, model, d, out_dir / ".work", sae_hooks, held, slices, cache.n_tokens, ds, vocab, ecfg, positions)
             points.append(Checkpoint.from_json(p))
@@ -162,6 +165,8 @@ def run_dynamics(run, force: bool = False) -> dict:
                       bridge_readable_before_composition=None if readable is None or composition is None else readable.step < composition)
     if das_hooks:  # used: the DAS interchange switches answers (>= USED of its final rate), not only a probe reads it
         answers.bridge_first_used = first_used(points, das_hooks)
+        a_hooks = sorted({h for p in points for h in (p.control_answer or {})})
+        answers.bridge_first_used_answer = first_used(points, a_hooks, key="control_answer")
     result = {"rise": rise, "readable_threshold": READABLE, "hooks": hooks, "sae_hooks": sae_hooks if dc.sae_training_tokens > 0 else [],
               "n_checkpoints": {"saved": len(saved), "replayed": len(replayed)}, "answers": answers,
               "n_prompts_logit_lens": int(tokens.shape[0]), "n_patch_pairs": len(pairs), "checkpoints": points}
@@ -171,7 +176,10 @@ def run_dynamics(run, force: bool = False) -> dict:
                              "das_steps": dc.das_steps, "n_fit_pairs": len(P[FIT]), "n_heldout_pairs": len(P[HELD]),
                              "n_random": dc.n_controls, "used_threshold": USED,
                              "measured_on": "held-out (h, r1) prefixes' interchange pairs (train-sae's held-out prefixes); "
-                                            "DAS fitted per checkpoint on the fit prefixes' pairs"}
+                                            "DAS fitted per checkpoint on the fit prefixes' pairs",
+                             # control_answer: the same pairs, the bridge@answer unit (sae_ooc.dynamics.answer_control)
+                             "answer_position": lay.position_names[int(setup.ctx.q_pos[0])] if len(setup.ctx.q_pos) else None,
+                             "patch_min": run.cfg.causal.circuit_patch_min}
     if lay.answer_len > 1:  # said only where it matters, so the toy's result is unchanged
         result["targets"] = first_token_note(pairs)
     result = DynamicsResult.from_json(result)

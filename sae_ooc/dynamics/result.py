@@ -54,6 +54,7 @@ class Answers(Record):
     bridge_first_readable: Readable | None
     bridge_readable_before_composition: bool | None
     bridge_first_used: Used | None = OMIT  # only with DAS control (dynamics.das_rank > 0)
+    bridge_first_used_answer: Used | None = OMIT  # the same for the bridge@answer unit (control_answer)
 
 
 @dataclass(kw_only=True)
@@ -116,6 +117,17 @@ class Control(Record):
 
 
 @dataclass(kw_only=True)
+class AnswerControl(Record):
+    """DAS control of the bridge at the answer position at one hook (sae_ooc.dynamics.answer_control): switch rates on the
+    held-out interchange pairs."""
+
+    n: int  # held-out pairs
+    das: float | None  # the rank-r DAS subspace (None where the variables stage's search fitted none)
+    resid_patch: float  # the whole residual interchanged at the answer position
+    valid_resid_patch: float | None  # the residual patch on the fit-valid pairs (the search's gate)
+
+
+@dataclass(kw_only=True)
 class SaeAlignment(Record):
     mean_auroc_features: float | None
     frac_detected_features: float | None
@@ -144,6 +156,7 @@ class Checkpoint(Record):
     logit_lens: LogitLens
     patching: Patching
     control: dict[str, Control] = OMIT  # hook -> DAS control (dynamics.das_rank > 0)
+    control_answer: dict[str, AnswerControl] = OMIT  # hook -> DAS control of the bridge at the answer position
     saes: dict[str, CheckpointSae] = OMIT  # hook -> SAE (dynamics.sae_training_tokens > 0)
 
 
@@ -158,6 +171,8 @@ class ControlSettings(Record):
     n_random: int
     used_threshold: float  # share of the final DAS switch rate that counts as used
     measured_on: str
+    answer_position: str | None = OMIT  # control_answer's position
+    patch_min: float = OMIT  # causal.circuit_patch_min: the answer unit is fitted where the patch reaches this
 
 
 @dataclass(kw_only=True)

@@ -46,6 +46,28 @@ def _used(doc: Doc, res: DynamicsResult, pts: list[Checkpoint], ans: Answers, rd
             + "; residual patch "
             f"{doc.number('dynamics.final_resid_patch_switch', last.resid_patch, on)}, random rank-{ctl.rank} subspaces "
             f"{doc.number('dynamics.final_random_switch', last.random, on)}){when}. " + caveat, "")
+    _used_answer(doc, res, pts, ans, on)
+
+
+def _used_answer(doc: Doc, res: DynamicsResult, pts: list[Checkpoint], ans: Answers, on: str) -> None:
+    """The bridge at the answer position, where the second hop reads it: the variables stage's bridge@answer DAS per checkpoint."""
+    ctl = res.control
+    at = opt(ctl.answer_position)
+    if at is None or not any(p.control_answer for p in pts):
+        return
+    used = opt(ans.bridge_first_used_answer)
+    if used is None:
+        doc.add(f"At the answer position ({at}) no checkpoint's rank-{ctl.rank} bridge@answer DAS subspace (fitted where the residual "
+                f"patch there switches at least {opt(ctl.patch_min)} of the fit-valid pairs) switched a held-out answer ({on}).", "")
+        return
+    h = used.hook
+    last = next(p for p in reversed(pts) if p.control_answer).control_answer[h]
+    doc.add(f"**At the answer position** ({at}), where the second hop reads the bridge, the variables stage's bridge@answer unit "
+            f"(a rank-{ctl.rank} DAS subspace at `{h}`, half its training donors asking another relation so that it learns the "
+            f"bridge, not the answer) refitted per checkpoint first reaches half its final switch rate at step "
+            f"{doc.number('dynamics.bridge_used_answer_step', used.step, on + ', per checkpoint', spec='.0f')} (final "
+            f"{doc.number('dynamics.final_das_switch_answer', last.das, on)}; residual patch at {at} "
+            f"{doc.number('dynamics.final_resid_patch_switch_answer', last.resid_patch, on)}).", "")
 
 
 def dynamics_section(doc: Doc) -> None:

@@ -8,6 +8,7 @@ from sae_ooc.report.doc import Doc, f3, pct
 from sae_ooc.saes.dead import DEAD_ON
 from sae_ooc.saes.metrics_result import Reconstruction, SaeEvalMetrics, SaeTrainMetrics
 from sae_ooc.saes.store import hook_sort_key
+from sae_ooc.report.standard import standard_section
 
 PROBE_VARIABLE = "bridge@r1"  # the headline: is the bridge resolved at r1, where only (h, r1) has been seen?
 
@@ -54,6 +55,7 @@ def sae_section(doc: Doc) -> None:
                 f"{doc.number(f'sae.{hook}.loss_recovered_test_id', task.loss_recovered, 'test_id split (most of its prompts are SAE training rows)', in_sample=True)} |")
     doc.add("")
     _probe_table(doc, rows)
+    standard_section(doc)
     if (ev / "alignment_bridge.png").exists():
         doc.add("![bridge alignment](alignment_bridge.png)", "")
         for var in ("head", "r1", "r2", "bridge", "answer"):

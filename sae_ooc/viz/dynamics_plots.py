@@ -12,7 +12,7 @@ SPLIT_STYLE = {"train": "C0", "valid_id": "C1", "test_id": "C2", "test_ood": "C3
 
 def _layer_label(hook: str) -> str:
     layer = hook.split(".")[1]
-    return f"resid_pre {layer}" if hook.endswith("resid_pre") else f"resid_post {layer}"
+    return f"{hook.split('.')[-1].removeprefix('hook_')} {layer}"
 
 
 def read_at(result) -> tuple[str, str]:
@@ -54,7 +54,16 @@ def _plot_used(ax, pts: list, ctl, r1: str, answers) -> None:
     used = answers.bridge_first_used
     if used:
         ax.plot([used.step], [used.switch], "*", ms=12, color="k", label=f"used from step {used.step} (half its final rate)")
-    ax.set(title=f"bridge used at {r1}: interchange switch rate ({ctl.n_heldout_pairs} held-out pairs)",
+    # at the answer position (where the second hop reads the bridge): the hook whose bridge@answer DAS ends highest
+    ans = opt(answers.bridge_first_used_answer)
+    at = opt(ctl.answer_position) or "answer"
+    if ans:
+        h = ans.hook
+        for key, ls, name in (("das", "D-", f"DAS rank {ctl.rank}"), ("resid_patch", "--", "residual patch")):
+            xs, ys = _series(pts, lambda p, key=key: getattr(p.control_answer[h], key))
+            ax.plot(xs, ys, ls, ms=3, color="k", alpha=1.0 if key == "das" else 0.5, label=f"{at}, {_layer_label(h)}: {name}")
+        ax.plot([ans.step], [ans.switch], "*", ms=12, color="grey", label=f"used at {at} from step {ans.step}")
+    ax.set(title=f"bridge used: interchange switch rate\nat {r1} (colours), at {at} (black); {ctl.n_heldout_pairs} held-out pairs",
            ylabel="answers switched to t(b', r2)  /  probe accuracy", ylim=(-0.02, 1.02))
     ax.legend(fontsize=6)
 
