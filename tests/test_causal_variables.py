@@ -256,19 +256,34 @@ def test_circuit_no_remainder_matches_plain_run_with_hooks(run):
 
 
 def test_circuit_drawn_in_every_format(run):
-    """DOT: every edge's ends declared; HTML: self-contained, its inline SVG well-formed XML."""
+    """The export stage's own formats, read back by their own readers: PNG and SVG, DOT (every edge's ends declared), the
+    self-contained HTML page (its inline SVG well-formed XML), graph.json against circuit-tracer's schema, the full JSON as
+    a CircuitGraph with a node per unit of the circuit record."""
     import re
     import xml.etree.ElementTree as ET
 
-    dot = (run.variables_dir / "causal_circuit.dot").read_text()
-    assert dot.startswith("digraph causal_circuit {") and dot.rstrip().endswith("}") and dot.count("{") == dot.count("}")
+    from sae_ooc.circuits.graph import CircuitGraph
+    from sae_ooc.io import read_json
+    from sae_ooc.viz.graph_json import validate_graph
+
+    out = run.variables_dir
+    circuit = VariablesResult.load(out / VARIABLES_FILE).circuit
+    assert (out / "causal_circuit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ET.parse(out / "causal_circuit.svg")
+    dot = (out / "causal_circuit.dot").read_text()
+    assert dot.startswith("digraph circuit {") and dot.rstrip().endswith("}") and dot.count("{") == dot.count("}")
     declared = set(re.findall(r'^\s*("(?:[^"\\]|\\.)*") \[label=', dot, re.M))
     edges = re.findall(r'^\s*("(?:[^"\\]|\\.)*") -> ("(?:[^"\\]|\\.)*")', dot, re.M)
-    assert len(edges) == 6 and all(a in declared and b in declared for a, b in edges)
-    page = (run.variables_dir / "causal_circuit.html").read_text()
+    assert edges and all(a in declared and b in declared for a, b in edges)
+    page = (out / "causal_circuit.html").read_text()
     assert page.startswith("<!DOCTYPE html>")
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)  # nothing loaded from elsewhere
     ET.fromstring(page[page.index("<svg"): page.index("</svg>") + 6])
+    assert validate_graph(read_json(out / "causal_graph.json")) == []
+    g = CircuitGraph.load(out / "causal_circuit_full.json")
+    units = {**circuit.get("inputs", {}), **circuit["nodes"]}
+    assert {n.id for n in g.nodes} == set(units)
+    assert all(n.effect == units[n.id]["unit"]["switch"] for n in g.nodes)
 
 
 def test_a_das_subspace_depends_on_its_seed_not_on_the_global_rng():

@@ -50,13 +50,13 @@ def patching(run: Path, component: str = "resid_pre") -> dict | None:
 
 def control_curves(run: Path) -> dict | None:
     """{"hook@position": {kind: (sizes, switch rates)}, plus "resid_patch": its switch rate} from variables/variables.json,
-    for the rows measured on held-out prefixes."""
+    for the bridge's rows measured on held-out prefixes."""
     v = _json(Path(run) / "variables" / "variables.json")
     if not v:
         return None
     out = {}
     for row in v.get("rows", []):
-        if not row.get("n_heldout"):
+        if not row.get("n_heldout") or row.get("variable", "bridge") != "bridge":  # the bridge at r1 (the other variables: the run's report)
             continue
         units, panel = row.get("units", {}), {}
         for kind, names in row.get("curves", {}).items():

@@ -33,7 +33,9 @@ def causal_circuit_section(doc: Doc) -> None:
     png = run.variables_dir / "causal_circuit.png"
     if png.exists():
         doc.figure(png, run.variables_dir / "causal_circuit.svg")
-        doc.add("![circuit of causal variables](causal_circuit.png)", "")
+        doc.add("![circuit of causal variables](causal_circuit.png)", "",
+                "(Drawn by the export stage's code: also `causal_circuit.{svg,dot,html}`, `causal_graph.json` in circuit-tracer's format "
+                "and `causal_circuit_full.json`; a node's effect is its held-out IIA, an edge's weight its source's IIA.)", "")
     doc.add("| node | hook | rank | IIA (unit) | residual patch there | random subspace of the rank |", "|---|---|---|---|---|---|")
     iia = {}
     for key, label in NODES:
@@ -48,7 +50,21 @@ def causal_circuit_section(doc: Doc) -> None:
         rnd = nd["random"]
         doc.add(f"| {label} | `{nd['hook']}` | {nd['rank']} | {val}{ci} | {pct(nd['resid_patch']['switch'])} | "
                 f"{pct(rnd.get('switch'))} (draws {pct(rnd.get('min'))}–{pct(rnd.get('max'))}) |")
-    doc.number("circuit.causal.iia", c.get("iia"), f"{on}; the weakest node's IIA, donors asking the same r2 (section 1's pairs)", spec=".1%")
+    for key, nd in {**(c.get("inputs") or {}), **({"r2@answer": c["nodes"]["r2@answer"]} if "r2@answer" in c["nodes"] else {})}.items():
+        u, rnd = nd["unit"], nd["random"]
+        on_k = f"{nd['n']} held-out pairs of section 1's {key.split('@')[0]} rows"
+        val = doc.number(f"circuit.causal.node_iia.{key.replace('@', '_')}", u["switch"], on_k, spec=".1%")
+        ci = f" ({pct(u['ci95'][0])}–{pct(u['ci95'][1])})" if u.get("ci95") else ""
+        swap = nd.get("token_swap")
+        label = (f"input {key} ({nd['kind']}; its token swapped at `{swap['hook']}`: {pct(swap['switch'])})" if swap else
+                 f"{key} ({nd['kind']})")
+        doc.add(f"| {label} | `{nd['hook']}` | {nd['rank']} | {val}{ci} | {pct(nd['resid_patch']['switch'])} | "
+                f"{pct(rnd.get('switch'))} (draws {pct(rnd.get('min'))}–{pct(rnd.get('max'))}) |")
+    doc.number("circuit.causal.iia", c.get("iia"), f"{on}; the weaker of the two bridge nodes' IIA, donors asking the same r2 "
+               "(section 1's pairs)", spec=".1%")
+    if c.get("iia_every_node") is not None:
+        doc.number("circuit.causal.iia_every_node", c["iia_every_node"], "held-out pairs of each node (inputs and r2 on their own "
+                   "variable's pairs); the weakest node's IIA", spec=".1%")
     o = (c["nodes"].get("bridge@answer") or {}).get("other_r2") or {}
     if o.get("n"):
         u = o["unit"]
@@ -96,21 +112,22 @@ def causal_circuit_section(doc: Doc) -> None:
 
 def _verdict(doc: Doc, c: dict, cut: dict | None) -> None:
     nodes = c["nodes"]
-    low = [k for k, nd in nodes.items() if (nd["unit"].get("switch") or 0) < TARGET]
+    low = [k for k, nd in {**(c.get("inputs") or {}), **nodes}.items() if (nd["unit"].get("switch") or 0) < TARGET]
     faith = (cut or {}).get("unit", {}).get("faithfulness")
     kept = (cut or {}).get("unit", {}).get("kept")
     o = (nodes.get("bridge@answer") or {}).get("other_r2") or {}
     bridge_like = not o.get("n") or (o["unit"].get("switch") or 0) >= TARGET
-    holds = (cut is not None and cut["valid"] and not low and len(nodes) == 2 and bridge_like and faith is not None and faith >= TARGET
+    holds = (cut is not None and cut["valid"] and not low and "bridge@answer" in nodes and bridge_like and faith is not None and faith >= TARGET
              and kept is not None and kept >= TARGET)
     if holds:
         doc.add(f"**The circuit holds**: every node's IIA and the circuit with no remainder nodes keep at least {TARGET:.0%} on "
                 "held-out pairs, under an ablation that passes its validity check.", "")
         return
     why = []
-    if len(nodes) < 2:
+    if "bridge@answer" not in nodes:
         why.append("there is no bridge@answer unit")
-    why += [f"{k}'s IIA is {pct(nodes[k]['unit'].get('switch'))}" for k in low]
+    every = {**(c.get("inputs") or {}), **nodes}
+    why += [f"{k}'s IIA is {pct(every[k]['unit'].get('switch'))}" for k in low]
     o = (nodes.get("bridge@answer") or {}).get("other_r2") or {}
     if o.get("n") and (o["unit"].get("switch") or 0) < TARGET:
         carries = ("carries the donor's answer more than its bridge" if (o.get("unit_donor_answer") or 0) > o["unit"]["switch"]
