@@ -33,7 +33,7 @@ HOOK = HOOKS[1]  # blocks.1.hook_resid_pre
 SETTINGS = ("causal.only_correct=false", "causal.heldout_splits=[train,valid_id,test_id]", "causal.das_steps=5",
             "causal.das_batch=64", "causal.ranks=[1,4,32]", "causal.feature_counts=[1,4]", "causal.random_draws=2",
             "causal.probe_steps=20", "causal.bootstrap=50", "causal.erase_rank=4", f"causal.hooks=[{HOOK}]",
-            "causal.circuit_patch_min=0")
+            "causal.circuit_patch_min=0", "causal.variables=[r2]", "causal.variable_ranks=[4]", "causal.variable_patch_min=0")
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +58,15 @@ def test_stage_writes_a_file_that_loads_back(run):
     assert run.result.ran and run.result.finished
     check_line(run, "variables", run.result)
     res = VariablesResult.load(run.variables_dir / VARIABLES_FILE)
-    (row,) = res.rows
+    (row,) = [r for r in res.rows if not r.pairs]
     assert (row.variable, row.position, row.hook) == ("bridge", "r1", HOOK)
+    (r2,) = [r for r in res.rows if r.pairs]
+    assert (r2.variable, r2.position, r2.hook, r2.pairs["name"]) == ("r2", "r2", HOOK, "r2")
+    for name in ("resid_patch", "sae_opt1", "sae_opt4", "das_rank4", "random_rank4", "sae_code_swap"):
+        assert 0.0 <= r2.units[name]["switch"] <= 1.0, name
     assert row.n_heldout == len(res.heldout_pairs) > 0
     for name in ("resid_patch", "labelled_features", "top1_features", "top4_features", "sae_code_swap", "supervised",
-                 "supervised_rank4", "das_rank1", "das_rank32", "random_rank4", "random_features4"):
+                 "supervised_rank4", "das_rank1", "das_rank32", "random_rank4", "random_features4", "sae_opt1", "sae_opt4"):
         assert 0.0 <= row.units[name]["switch"] <= 1.0, name
     for kind, names in row.curves.items():
         assert names and all(n in row.units for n in names), kind
@@ -304,3 +308,23 @@ def test_a_das_subspace_depends_on_its_seed_not_on_the_global_rng():
         torch.manual_seed(state)  # a different global RNG state before each training
         bases.append(train_das(m, "blocks.1.hook_resid_pre", *args).basis)
     assert torch.equal(bases[0], bases[1])
+
+
+def test_sae_opt_picks_the_features_that_match_the_difference_and_stops():
+    """Makelov et al.'s greedy edit on a dictionary with orthonormal decoder rows: the target is the exchange of features 3
+    and 1 (contributions 3 and 2), so it picks 3, then 1, then stops (exchanging feature 0 moves away from the target)."""
+    from types import SimpleNamespace
+
+    from sae_ooc.causal.units import first_n_mask, greedy_feature_order
+
+    sae = SimpleNamespace(W_dec=torch.eye(6))
+    f = torch.tensor([[1.0, 0, 0, 0, 0, 0]])
+    fd = torch.tensor([[0.0, 2, 0, 3, 0, 0]])
+    target = torch.tensor([[0.0, 2, 0, 3, 0, 0]])
+    order = greedy_feature_order(sae, f, fd, target, 4)
+    assert order.tolist() == [[3, 1, -1, -1]]
+    assert first_n_mask(order, 1, 6).nonzero().tolist() == [[0, 3]]
+    assert first_n_mask(order, 4, 6).nonzero()[:, 1].tolist() == [1, 3]
+    # with the base's own feature in the target too, all three are taken, largest first
+    order = greedy_feature_order(sae, f, fd, fd - f, 4)
+    assert order.tolist() == [[3, 1, 0, -1]]

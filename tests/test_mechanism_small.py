@@ -14,7 +14,7 @@ were run once by hand (numbers in configs/small.yaml).
 
 from __future__ import annotations
 
-from small_fixtures import accuracy, bridge_probe_at_r1, patching_at_r1, steer_at_r1
+from small_fixtures import accuracy, bridge_probe_at_r1, patching_at_r1, steer_at_r1, variable_at
 
 HOOK = "blocks.1.hook_resid_pre"  # the small model's middle of the residual stream, where it holds the bridge at r1
 
@@ -64,3 +64,14 @@ def test_the_same_checks_fail_on_the_tiny_model(harvested_run):
     assert not composes(accuracy(harvested_run))
     assert not bridge_at_r1(bridge_probe_at_r1(harvested_run))
     assert not patching_recovers(patching_at_r1(harvested_run))
+
+
+def test_r2_at_its_position_is_a_small_unit_far_above_random(small_run):
+    # r2 (16 values) at its own position, interchanged from a donor asking another r2 of the same (h, r1) on held-out
+    # prefixes: the residual patch gives the donor's answer, and so do a rank-4 DAS subspace, the class-mean edit and 4 SAE
+    # features chosen greedily, far above a random rank-4 subspace at DAS's norm. A model whose answer does not follow r2
+    # there (or whose SAE does not carry it in a few features) fails this.
+    s = variable_at(small_run, "r2", HOOK, variable_ranks=[4], feature_counts=[4], das_steps=30, random_draws=2, bootstrap=20)
+    assert s["n"] >= 30, s
+    assert s["resid_patch"] >= 0.9 and s["das_rank4"] >= 0.7 and s["supervised"] >= 0.7 and s["sae_opt4"] >= 0.5, s
+    assert s["random"] <= s["das_rank4"] - 0.4, s
