@@ -110,7 +110,9 @@ def _run_variables(run, ccfg) -> dict:
     facts = Facts.from_dataset(ds, vocab, run.cfg.task.family, atomic_template(run.cfg.task))
     model = load_model(run.model_dir, run.device).eval()
     hooks = resolve_hooks(run, ccfg, model.cfg.n_layers)
-    v_hooks = (ccfg.variable_hooks or hooks) if ccfg.variables else []
+    # the other variables: by default the bridge's hooks and the last layer's output, where the answer position holds the answer
+    last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    v_hooks = (ccfg.variable_hooks or list(dict.fromkeys(hooks + [last]))) if ccfg.variables else []
     bad = [h for h in v_hooks if h not in model.hook_dict]
     if bad:
         raise UserError(f"causal.variable_hooks: the model has no hook {', '.join(bad)}; use hooks such as blocks.0.hook_resid_pre")
