@@ -11,7 +11,8 @@ units of section 1 and a second DAS unit fitted here:
   switches at least `causal.circuit_patch_min` of fit-valid pairs; hook and rank chosen on fit-valid pairs the same way;
 - r2 at the answer position: the span of the fit class means of r2 there (a supervised unit: r2 is an input of the
   high-level model, the circuit needs it beside the bridge), its IIA on section 1's r2 pairs (donor (h, r1, r2'));
-- the inputs head, r1 and r2: section 1's DAS unit of each where it is used most (`input_nodes`).
+- the inputs head, r1 and r2: each its token (the whole stream at the first hook), beside the smallest DAS unit of section 1
+  that carries it (`input_nodes`).
 
 Scores, on the held-out pairs of section 1 (prefixes held out of everything fitted; `iia`: the weaker bridge node,
 `iia_every_node`: the weakest node, inputs and r2 included):
@@ -183,24 +184,28 @@ def r2_unit(ctx, F: PairStates, hook: str, apos: int) -> torch.Tensor:
     return U[: max(int(has.sum()) - 1, 0)][var[: max(int(has.sum()) - 1, 0)] > 1e-6]
 
 
-def input_nodes(v_rows) -> dict:
-    """The high-level model's inputs head, r1 and r2 as units: per input, section 1's row (sae_ooc.causal.variables) at the
-    hook whose residual patch switches most fit-valid pairs, its DAS subspace of the smallest rank reaching SHARE of that patch
-    on fit-valid pairs (else the largest trained); scored there on its held-out pairs. `token_swap`: the residual patch at the
-    first hook, i.e. the donor's token, which the high-level model's input is."""
+def input_nodes(v_rows, d_model: int) -> dict:
+    """The high-level model's inputs head, r1 and r2 as nodes: each is its token, i.e. the whole residual stream at the first
+    hook at its position (`unit`: that interchange from section 1's donors, which differ in that input alone), beside the
+    smallest unit that carries it (`smallest_unit`: section 1's DAS subspace at the hook whose residual patch switches most
+    fit-valid pairs, of the smallest rank reaching SHARE of that patch on fit-valid pairs, else the largest trained)."""
     out = {}
     for name in ("head", "r1", "r2"):
-        rows = [r for r in v_rows if r.pairs.get("name") == name and r.n_heldout > 0 and r.curves.get("das")]
+        rows = [r for r in v_rows if r.pairs.get("name") == name and r.n_heldout > 0]
         if not rows:
             continue
-        r = max(rows, key=lambda r: r.das.get("valid_resid_patch") or 0)
-        valid = {int(k): v for k, v in r.das["valid_switch"].items()}
-        k = _chosen_rank(valid, r.das.get("valid_resid_patch"))
-        first = min((x for x in v_rows if x.pairs.get("name") == name), key=lambda x: _hook_order(x.hook))
-        out[name] = {"hook": r.hook, "position": r.pairs["pos"], "rank": k, "kind": "DAS subspace", "unit": r.units[f"das_rank{k}"],
-                     "resid_patch": r.units["resid_patch"], "random": r.units[f"random_rank{k}"], "n": r.n_heldout,
-                     "token_swap": {"hook": first.hook, **first.units["resid_patch"]},
-                     "chosen_on": "hook by the fit-valid residual patch, rank by the fit-valid switch (section 1's rows)"}
+        first = min(rows, key=lambda x: _hook_order(x.hook))
+        node = {"hook": first.hook, "position": first.pairs["pos"], "rank": d_model, "kind": "input token (the whole stream)",
+                "unit": first.units["resid_patch"], "resid_patch": first.units["resid_patch"], "random": first.units.get("random") or {},
+                "n": first.n_heldout, "chosen_on": "the input itself: the residual stream at the first hook, at its position"}
+        das_rows = [r for r in rows if r.curves.get("das")]
+        if das_rows:
+            r = max(das_rows, key=lambda r: r.das.get("valid_resid_patch") or 0)
+            k = _chosen_rank({int(k): v for k, v in r.das["valid_switch"].items()}, r.das.get("valid_resid_patch"))
+            node["smallest_unit"] = {"hook": r.hook, "rank": k, "kind": "DAS subspace", "unit": r.units[f"das_rank{k}"],
+                                     "resid_patch": r.units["resid_patch"], "random": r.units[f"random_rank{k}"],
+                                     "chosen_on": "hook by the fit-valid residual patch, rank by the fit-valid switch"}
+        out[name] = node
     return out
 
 
@@ -246,7 +251,7 @@ def variable_circuit(ctx, rows, hooks: list[str], v_rows=(), r2_pairs=None) -> t
     else:
         H2, W2 = None, None
     out["nodes"] = nodes
-    out["inputs"] = input_nodes(v_rows)
+    out["inputs"] = input_nodes(v_rows, int(ctx.model.cfg.d_model))
     bridge_iia = [nodes[k]["unit"]["switch"] for k in ("bridge@r1", "bridge@answer") if k in nodes and nodes[k]["unit"].get("switch") is not None]
     out["iia"] = min(bridge_iia) if len(bridge_iia) == 2 else None
     every = bridge_iia + [n["unit"]["switch"] for k, n in {**nodes, **out["inputs"]}.items()

@@ -3,7 +3,7 @@ own drawing code (sae_ooc.viz.export.export_circuit) writes it in every format i
 diagram), DOT, the self-contained HTML page, circuit-tracer's graph.json and the full JSON.
 
 Nodes are the high-level model's variables as units of the model, each at its hook and position: the inputs head, r1 and
-r2 (section 1's unit where each is used most), bridge@r1, bridge@answer and r2 at the answer position. A node's `effect` is
+r2 (each its token, with the smallest unit of section 1 that carries it in its text), bridge@r1, bridge@answer and r2 at the answer position. A node's `effect` is
 its held-out IIA (the share of held-out pairs answering the high-level model's counterfactual when the unit is
 interchanged from the donor); an edge's weight is its source node's IIA (how much of the answer follows the value it
 passes on); the sink is the answer.
@@ -39,6 +39,9 @@ def causal_graph(circuit: dict, positions: list[str], config: str = "") -> Circu
         kind = nd.get("kind", "DAS subspace")
         desc = (f"{kind} of rank {nd['rank']}: IIA {_pct(u.get('switch'))} (residual patch {_pct((nd.get('resid_patch') or {}).get('switch'))}, "
                 f"random subspace {_pct(rnd.get('switch'))})")
+        if nd.get("smallest_unit"):
+            sm = nd["smallest_unit"]
+            desc += f"; smallest unit: DAS rank {sm['rank']} at {sm['hook']}, IIA {_pct(sm['unit'].get('switch'))}"
         gnodes.append(GraphNode(id=key, hook=nd["hook"], hook_index=hooks.index(nd["hook"]), position=int(nd["position"]),
                                 role=positions[int(nd["position"])], type="variable", feature=None, effect=float(u.get("switch") or 0.0),
                                 effect_std=0.0, label=key, description=desc, extra={"name": key, "rank": nd["rank"], "iia": u.get("switch"),

@@ -55,9 +55,12 @@ def causal_circuit_section(doc: Doc) -> None:
         on_k = f"{nd['n']} held-out pairs of section 1's {key.split('@')[0]} rows"
         val = doc.number(f"circuit.causal.node_iia.{key.replace('@', '_')}", u["switch"], on_k, spec=".1%")
         ci = f" ({pct(u['ci95'][0])}–{pct(u['ci95'][1])})" if u.get("ci95") else ""
-        swap = nd.get("token_swap")
-        label = (f"input {key} ({nd['kind']}; its token swapped at `{swap['hook']}`: {pct(swap['switch'])})" if swap else
-                 f"{key} ({nd['kind']})")
+        sm = nd.get("smallest_unit")
+        label = f"input {key} ({nd['kind']})" if key in (c.get("inputs") or {}) else f"{key} ({nd['kind']})"
+        if sm:
+            label += (f"; its smallest unit, DAS rank {sm['rank']} at `{sm['hook']}`: "
+                      + doc.number(f"circuit.causal.smallest_unit_iia.{key}", sm["unit"]["switch"], on_k, spec=".1%")
+                      + f" (patch there {pct(sm['resid_patch']['switch'])}, random {pct(sm['random'].get('switch'))})")
         doc.add(f"| {label} | `{nd['hook']}` | {nd['rank']} | {val}{ci} | {pct(nd['resid_patch']['switch'])} | "
                 f"{pct(rnd.get('switch'))} (draws {pct(rnd.get('min'))}–{pct(rnd.get('max'))}) |")
     doc.number("circuit.causal.iia", c.get("iia"), f"{on}; the weaker of the two bridge nodes' IIA, donors asking the same r2 "
