@@ -142,6 +142,6 @@ def variable_at(run: RunDir, name: str, hook: str = "blocks.1.hook_resid_pre", *
     tok, held = heldout_rows(run)
     vp = variable_pairs(ctx, name, layout, heldout_keys(tok, held, pos, prefix_roles(layout, pos)), in_fit & ok, in_held & ok,
                         (in_fit | in_held) & ok)
-    sae = load_saes(run.saes_dir, run.device, [hook]).get(hook)
+    sae = load_saes(run.saes_dir, run.device, [hook]).get(hook) if (run.saes_dir / hook).exists() else None
     row = variable_row(ctx, vp, sae, hook, residuals(model, q_tok, [hook], cfg.batch_size)[hook], {}, {}, cfg.seed)
     return {"n": row.n_heldout, **{u: v["switch"] for u, v in row.units.items()}}

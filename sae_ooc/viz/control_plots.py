@@ -101,5 +101,5 @@ def plot_variable_curves(result, stem: Path) -> list[Path]:
     fig.suptitle("Where each variable lives: interchange from a donor that differs in it, held-out prefixes "
                  "(band: 95% CI over heads; random: range over draws)", fontsize=9)
     height = 2.5 * len(names) + 1.4
-    fig.subplots_adjust(bottom=1.25 / height, top=1 - 0.55 / height, hspace=0.5)
+    fig.subplots_adjust(bottom=1.25 / height, top=1 - 0.85 / height, hspace=0.5)
     return save_figure(fig, stem)
