@@ -33,7 +33,8 @@ HOOK = HOOKS[1]  # blocks.1.hook_resid_pre
 SETTINGS = ("causal.only_correct=false", "causal.heldout_splits=[train,valid_id,test_id]", "causal.das_steps=5",
             "causal.das_batch=64", "causal.ranks=[1,4,32]", "causal.feature_counts=[1,4]", "causal.random_draws=2",
             "causal.probe_steps=20", "causal.bootstrap=50", "causal.erase_rank=4", f"causal.hooks=[{HOOK}]",
-            "causal.circuit_patch_min=0", "causal.variables=[r2]", "causal.variable_ranks=[4]", "causal.variable_patch_min=0")
+            "causal.circuit_patch_min=0", "causal.variables=[r2]", "causal.variable_ranks=[4]", "causal.variable_patch_min=0",
+            f"causal.variable_hooks=[{HOOK}]")
 
 
 @pytest.fixture(scope="module")
@@ -208,9 +209,13 @@ def test_circuit_iia_matches_plain_run_with_hooks(run):
     """Each node's IIA recomputed from the saved unit with TransformerLens alone: the donor's coordinates in the subspace
     replace the base's at (hook, position), the answer compared with t(b', r2)."""
     c, units, model, base, donor, first, apos = _circuit_check(run)
-    assert c["status"] == "ok" and set(c["nodes"]) == {"bridge@r1", "bridge@answer"}
-    assert c["iia"] == min(n["unit"]["switch"] for n in c["nodes"].values())
-    for key, node in c["nodes"].items():
+    assert c["status"] == "ok" and set(c["nodes"]) == {"bridge@r1", "bridge@answer", "r2@answer"}
+    bridge = {k: c["nodes"][k] for k in ("bridge@r1", "bridge@answer")}
+    assert c["iia"] == min(n["unit"]["switch"] for n in bridge.values())
+    r2 = c["nodes"]["r2@answer"]  # scored on section 1's r2 pairs; its unit is the r2 span kept for the ablation
+    assert r2["hook"] == bridge["bridge@answer"]["hook"] and units[f"r2@{r2['hook']}"].shape[0] == r2["rank"] > 0
+    assert set(c["inputs"]) == {"r2"} and c["inputs"]["r2"]["unit"]["switch"] == c["inputs"]["r2"]["resid_patch"]["switch"]
+    for key, node in bridge.items():
         hook, pos, W = node["hook"], node["position"], units[key]
         assert W.shape[0] == node["rank"]
         _, cache = model.run_with_cache(donor, names_filter=hook)

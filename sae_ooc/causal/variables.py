@@ -183,7 +183,7 @@ def variable_row(ctx, vp: VariablePairs, sae, hook: str, q_x: torch.Tensor, hook
                 sc.measure(f"supervised_rank{r}", projected(edit, U[:r]), r, "supervised")
                 row.curves["supervised"].append(f"supervised_rank{r}")
     else:
-        row.class_means["skipped"] = "the held-out values have no fit class mean (held out with their prefix)"
+        row.class_means["skipped"] = "the held-out values have no fit class mean, being held out with their prefix"
     das = {"valid_switch": {}, "valid_resid_patch": switch_only(model, V, hook, pos, V.xd - V.x, bs), "n_train_pairs": len(fb),
            "n_valid_pairs": len(V), "chosen_on": "nothing: every rank is reported on held-out pairs"}
     row.curves["das"], row.curves["random_subspace"] = [], []

@@ -56,7 +56,7 @@ def causal_circuit_section(doc: Doc) -> None:
         val = doc.number(f"circuit.causal.node_iia.{key.replace('@', '_')}", u["switch"], on_k, spec=".1%")
         ci = f" ({pct(u['ci95'][0])}–{pct(u['ci95'][1])})" if u.get("ci95") else ""
         sm = nd.get("smallest_unit")
-        label = f"input {key} ({nd['kind']})" if key in (c.get("inputs") or {}) else f"{key} ({nd['kind']})"
+        label = f"input {key}: its token (the whole stream)" if key in (c.get("inputs") or {}) else f"{key} ({nd['kind']})"
         if sm:
             label += (f"; its smallest unit, DAS rank {sm['rank']} at `{sm['hook']}`: "
                       + doc.number(f"circuit.causal.smallest_unit_iia.{key}", sm["unit"]["switch"], on_k, spec=".1%")

@@ -77,7 +77,7 @@ def _sentence(rows: list[dict], name: str) -> str:
     if u.get("supervised"):
         parts.append(f"the class-mean edit {pct(u['supervised']['switch'])}")
     elif best["class_means"].get("skipped"):
-        parts.append("no class-mean edit (" + best["class_means"]["skipped"] + ")")
+        parts.append("no class-mean edit: " + best["class_means"]["skipped"])
     if u.get("sae_code_swap"):
         parts.append(f"SAE features: sae_opt with 16 {pct((u.get('sae_opt16') or {}).get('switch'))}, the top 16 by class-mean "
                      f"difference {pct((u.get('top16_features') or {}).get('switch'))}, the whole code {pct(u['sae_code_swap']['switch'])}")
@@ -86,5 +86,6 @@ def _sentence(rows: list[dict], name: str) -> str:
     elif u.get("random_features16"):
         parts.append(f"16 random features {pct(u['random_features16']['switch'])}")
     others = ", ".join(f"`{r['hook']}` {pct(r['units']['resid_patch']['switch'])}" for r in rows if r is not best)
-    return (f"**{name}** (at {best['position']}; donor {best['pairs']['donor']}) is used most at `{best['hook']}` (chosen by the "
-            f"fit-valid patch): " + "; ".join(parts) + "." + (f" Residual patch at the other hooks: {others}." if others else ""))
+    return (f"**{name}** (at {best['position']}; donor {best['pairs']['donor']}), at `{best['hook']}` (the first hook whose residual "
+            f"patch switches the most fit-valid pairs): " + "; ".join(parts) + "."
+            + (f" Residual patch at the other hooks: {others}." if others else ""))
