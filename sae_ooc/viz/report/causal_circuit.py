@@ -32,7 +32,8 @@ def causal_circuit_section(doc: Doc) -> None:
             f"held-out pairs answering the high-level model's counterfactual t(b', r2) ({on}; 95% intervals resample heads).", "")
     png = run.variables_dir / "causal_circuit.png"
     if png.exists():
-        doc.figure(png, *(run.variables_dir / f"causal_circuit.{x}" for x in ("svg", "html", "dot")))
+        doc.figure(png, *(run.variables_dir / f for f in ("causal_circuit.svg", "causal_circuit.html", "causal_circuit.dot",
+                                                          "causal_graph.json", "causal_circuit_full.json")))
         doc.add("![circuit of causal variables](causal_circuit.png)", "",
                 "(Drawn by the export stage's code: also `causal_circuit.{svg,dot,html}`, `causal_graph.json` in circuit-tracer's format "
                 "and `causal_circuit_full.json`; a node's effect is its held-out IIA, an edge's weight its source's IIA.)", "")
