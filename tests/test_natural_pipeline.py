@@ -23,7 +23,8 @@ BUDGETS = ("sae.expansion_factor=4", "sae.k=8", "sae.k_by_hook={blocks.0.hook_re
            "circuit.mean_examples=256", "circuit.curve_sizes=[0, 2, 5, 20]", "circuit.edge_check=4", "circuit.edge_counts=[2, 5]",
            "circuit.random_edge_sets=8", "circuit.edge_pool_nodes=50", "circuit.prune_pairs=4", "circuit.prune_step=0.1",
            "analyze.n_prompts=24", "analyze.noise_samples=2", "analyze.probe_steps=40", "causal.das_steps=5", "causal.ranks=[1, 4]",
-           "causal.feature_counts=[1, 4]", "causal.random_draws=2", "causal.probe_steps=20", "causal.bootstrap=50")
+           "causal.feature_counts=[1, 4]", "causal.random_draws=2", "causal.probe_steps=20", "causal.bootstrap=50",
+           "causal.variable_ranks=[4]")
 
 
 @pytest.fixture(scope="module")
