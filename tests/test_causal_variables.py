@@ -333,3 +333,25 @@ def test_sae_opt_picks_the_features_that_match_the_difference_and_stops():
     # with the base's own feature in the target too, all three are taken, largest first
     order = greedy_feature_order(sae, f, fd, fd - f, 4)
     assert order.tolist() == [[3, 1, 0, -1]]
+
+
+def test_report_records_every_variable_and_node_held_out(run):
+    """The report's sections put each other variable's switch rates and each circuit node's IIA into summary.json under
+    their documented names, equal to variables.json's, measured on held-out pairs and not in-sample."""
+    from sae_ooc.viz.report.causal_circuit import causal_circuit_section
+    from sae_ooc.viz.report.doc import Doc
+    from sae_ooc.viz.report.variables_control import variables_control_section
+
+    res = VariablesResult.load(run.variables_dir / VARIABLES_FILE)
+    (r2,) = [r for r in res.rows if r.pairs]
+    doc = Doc(run)
+    variables_control_section(doc)
+    causal_circuit_section(doc)
+    got = {n["name"]: n for n in doc.numbers}
+    for unit in ("resid_patch", "das_rank4", "sae_code_swap", "random"):
+        n = got[f"control.r2.r2.{HOOK}.{unit}.switch"]
+        assert n["value"] == pytest.approx(r2.units[unit]["switch"]) and not n["in_sample"] and "held-out" in n["measured_on"]
+    for key in ("r2", "r2_answer", "bridge_r1", "bridge_answer"):
+        assert not got[f"circuit.causal.node_iia.{key}"]["in_sample"]
+    assert got["circuit.causal.node_iia.r2"]["value"] == pytest.approx(res.circuit["inputs"]["r2"]["unit"]["switch"])
+    assert any(line.startswith("**r2** (at r2;") for line in doc.lines)
