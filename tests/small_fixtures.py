@@ -116,12 +116,12 @@ def steer_at_r1(run: RunDir, hook: str = "blocks.1.hook_resid_pre") -> dict:
 
 def variable_at(run: RunDir, name: str, hook: str = "blocks.1.hook_resid_pre", **causal) -> dict:
     """Stage variables' row of planted variable `name` at (hook, its position), measured by the library's own functions
-    (sae_ooc.causal.variables) on the run's questions, with the `causal` settings overridden by `causal`: {unit: switch}."""
+    (sae_ooc.causal.planted) on the run's questions, with the `causal` settings overridden by `causal`: {unit: switch}."""
     import dataclasses
     from types import SimpleNamespace
 
     from sae_ooc.causal.stage import heldout_rows, two_hop_questions
-    from sae_ooc.causal.variables import SPECS, heldout_keys, position_of, prefix_roles, variable_pairs, variable_row
+    from sae_ooc.causal.planted import SPECS, heldout_keys, position_of, prefix_roles, variable_pairs, variable_row
     from sae_ooc.interventions.facts import Facts, atomic_template
     from sae_ooc.interventions.prompts import matches, read_batched
     from sae_ooc.interventions.steer_stage import residuals

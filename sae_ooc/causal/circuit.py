@@ -32,7 +32,7 @@ from sae_ooc.causal.ablate import ablated_answers, faithfulness, orthonormal
 from sae_ooc.causal.control import Scored, score, spread, switch_only
 from sae_ooc.causal.das import train_das_hooked
 from sae_ooc.causal.pairs import FIT, HELD, VALID, Pairs
-from sae_ooc.causal.variables import pair_scored
+from sae_ooc.causal.planted import pair_scored
 from sae_ooc.causal.units import class_means, principal_directions, projected, random_basis, random_subspace_delta
 from sae_ooc.interventions.steer_stage import residuals
 

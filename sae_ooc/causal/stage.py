@@ -11,7 +11,7 @@ Per hook (causal.hooks, default every hook with an SAE), the bridge b at r1 (sae
 - isolation: r2 as a probe reads it at the last layer's answer position, after the interchange of a few units.
 
 Every other planted variable at its position (head, r1, r2, the bridge and the answer at the answer position), at each of
-`causal.variable_hooks`: the same units and references (sae_ooc.causal.variables).
+`causal.variable_hooks`: the same units and references (sae_ooc.causal.planted).
 
 Section 2, the circuit of causal variables built from these units (IIA per node, faithfulness with no remainder):
 sae_ooc.causal.circuit.
@@ -34,7 +34,7 @@ from sae_ooc.causal.isolation import fit_reader, read_state
 from sae_ooc.causal.pairs import FIT, GROUP_NAMES, HELD, VALID, Questions, draw_pairs, prefix_groups
 from sae_ooc.causal.result import VARIABLES_FILE, VariablesResult
 from sae_ooc.causal.row import Context, bridge_row
-from sae_ooc.causal.variables import SPECS, heldout_keys, position_of, prefix_roles, variable_pairs, variable_row
+from sae_ooc.causal.planted import SPECS, heldout_keys, position_of, prefix_roles, variable_pairs, variable_row
 from sae_ooc.errors import UserError
 from sae_ooc.io import save_tensors
 from sae_ooc.interventions.facts import Facts, atomic_template
@@ -153,7 +153,7 @@ def _run_variables(run, ccfg) -> dict:
         ctx.r2_reader = fit_reader(z, q.r2[fit_q], ccfg.probe_steps, ccfg.seed)
     p_x = residuals(model, p_tok, hooks, ccfg.batch_size)
     rows, v_rows = [], []
-    # every other planted variable at its position (sae_ooc.causal.variables): pairs drawn once, scored at each of its hooks
+    # every other planted variable at its position (sae_ooc.causal.planted): pairs drawn once, scored at each of its hooks
     held_ok, fit_ok = in_held & ok, in_fit & ok
     vps = [variable_pairs(ctx, name, layout, heldout_keys(tok, held_rows, position_of(layout, SPECS[name].role),
                                                          prefix_roles(layout, position_of(layout, SPECS[name].role))),

@@ -25,7 +25,7 @@ def summarize(run, result) -> str:
         def s(name):
             return num((u.get(name) or {}).get("switch"), ".1%")
 
-        if r.get("pairs"):  # another planted variable (sae_ooc.causal.variables)
+        if r.get("pairs"):  # another planted variable (sae_ooc.causal.planted)
             das = ", ".join(f"DAS rank {n.removeprefix('das_rank')} {s(n)}" for n in r["curves"].get("das", [])) or "no DAS (patch too small)"
             lines.append(f"  {r['pairs'].get('name', r['variable'])} {r['hook']}@{r['position']}: residual patch {s('resid_patch')}, {das}, "
                          f"class means {s('supervised')}, SAE code {s('sae_code_swap')}, sae_opt 16 {s('sae_opt16')}, "

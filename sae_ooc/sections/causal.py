@@ -30,7 +30,7 @@ class CausalConfig:
     probe_steps: int = 100  # the refitted probe of b after erasure
     random_draws: int = 5  # draws of each random reference (spread reported)
     bootstrap: int = 1000  # resamples over head entities for the 95% intervals
-    variables: list[str] = field(default_factory=lambda: list(VARIABLE_NAMES))  # the other planted variables scored like the bridge (sae_ooc.causal.variables)
+    variables: list[str] = field(default_factory=lambda: list(VARIABLE_NAMES))  # the other planted variables scored like the bridge (sae_ooc.causal.planted)
     variable_hooks: list[str] = field(default_factory=list)  # their hooks (empty = the bridge's hooks and the last layer's output)
     variable_ranks: list[int] = field(default_factory=lambda: [4, 16])  # their DAS ranks (the class-mean projections use `ranks`)
     variable_patch_min: float = 0.1  # their DAS is trained only where the residual patch switches this share of fit-valid pairs (elsewhere there is nothing to find)

@@ -1,4 +1,4 @@
-"""The report's "Where each variable lives" (RUN/variables/variables.json, the rows of sae_ooc.causal.variables): every
+"""The report's "Where each variable lives" (RUN/variables/variables.json, the rows of sae_ooc.causal.planted): every
 planted variable besides the bridge at r1, at its own position and each hook, judged by interchange on held-out prefixes;
 the control curves, a table, and one sentence per variable. Numbers go through `Doc.number` as
 control.<variable>.<role>.<hook>.<unit>.switch."""
