@@ -338,9 +338,9 @@ def test_sae_opt_picks_the_features_that_match_the_difference_and_stops():
 def test_report_records_every_variable_and_node_held_out(run):
     """The report's sections put each other variable's switch rates and each circuit node's IIA into summary.json under
     their documented names, equal to variables.json's, measured on held-out pairs and not in-sample."""
-    from sae_ooc.viz.report.causal_circuit import causal_circuit_section
-    from sae_ooc.viz.report.doc import Doc
-    from sae_ooc.viz.report.variables_control import variables_control_section
+    from sae_ooc.report.causal_circuit import causal_circuit_section
+    from sae_ooc.report.doc import Doc
+    from sae_ooc.report.variables_control import variables_control_section
 
     res = VariablesResult.load(run.variables_dir / VARIABLES_FILE)
     (r2,) = [r for r in res.rows if r.pairs]

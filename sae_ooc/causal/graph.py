@@ -1,5 +1,5 @@
 """The circuit of causal variables (sae_ooc.causal.circuit's record) as plain circuit-graph data, so that the export stage's
-own drawing code (sae_ooc.viz.export.export_circuit) writes it in every format it writes: PNG and SVG (the layered
+own drawing code (sae_ooc.viz.circuit_files.export_circuit) writes it in every format it writes: PNG and SVG (the layered
 diagram), DOT, the self-contained HTML page, circuit-tracer's graph.json and the full JSON.
 
 Nodes are the high-level model's variables as units of the model, each at its hook and position: the inputs head, r1 and
