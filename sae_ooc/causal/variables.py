@@ -197,7 +197,7 @@ def _run_variables(run, ccfg) -> dict:
         stale.unlink()
     if graph is not None:
         try:
-            export_circuit(graph, out, prefix=CAUSAL_PREFIX)
+            export_circuit(graph.to_json(), out, prefix=CAUSAL_PREFIX)
         except Exception as e:  # no drawing may stop a stage
             print(f"variables: the circuit drawing failed ({type(e).__name__}: {e})")
     best = {r.hook: {u: r.switch(u) for u in ("resid_patch", "das_rank16", "supervised")} for r in rows}
