@@ -135,7 +135,8 @@ def test_dynamics_runs_on_a_tiny_run_and_its_numbers_check_out(tiny_run, tmp_pat
 def test_weight_shared_model_runs_the_pipeline_through_circuit(tmp_path):
     from tests.conftest import HARVEST_SETTINGS
 
-    over = [*HARVEST_SETTINGS, "model.weight_sharing=true", "sae.training_tokens=4096", "sae_eval.probe_steps=30", "sae_eval.n_controls=1"]
+    over = [*HARVEST_SETTINGS, "model.weight_sharing=true", "sae.training_tokens=4096", "sae_eval.probe_steps=30", "sae_eval.n_controls=1",
+            "sae.hooks=[blocks.1.hook_resid_pre]", "circuit.random_edge_sets=4", "circuit.prune_pairs=2"]  # one SAE: splicing is per hook
     run = RunDir(tmp_path / "run", load_config(TINY, over))
     stages = ["data", "train", "harvest", "train-sae", "eval-sae", "attribute", "circuit"]
     results = run_pipeline(run, stages=stages)
