@@ -226,7 +226,7 @@ def test_dynamics_das_switch_is_the_variables_stages(harvested_run, tmp_path):
     run = copy_run(harvested_run, tmp_path / "run", (
         "causal.only_correct=false", "causal.heldout_splits=[train,valid_id,test_id]", "causal.das_steps=5", "causal.das_batch=64",
         "causal.ranks=[4]", "causal.feature_counts=[1]", "causal.random_draws=2", "causal.probe_steps=10", "causal.bootstrap=20",
-        "causal.erase_rank=4", f"causal.hooks=[{hook}]"))
+        "causal.erase_rank=4", f"causal.hooks=[{hook}]", "causal.variables=[]"))
     run.check_and_save_config()
     d = load_model(run.model_dir, "cpu").cfg.d_model
     topk_sae(hook, d, seed=0).save_model(run.saes_dir / hook)

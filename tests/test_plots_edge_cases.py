@@ -233,14 +233,19 @@ def variable_faithfulness(n, vs, cis):
                 title="t")
 
 
-def causal_circuit(n, vs, cis):
-    """A node per row (at most the two of the high-level model), the circuit's numbers the first row's; no rows: not built."""
-    v = first(vs)
-    nodes = {k: {"hook": "blocks.2.hook_resid_pre", "rank": 16, "unit": {"switch": x}, "resid_patch": {"switch": x},
-                 "random": {"switch": x}, "other_r2": {"n": 3, "unit": {"switch": x}}} for k, x in zip(("bridge@r1", "bridge@answer"), vs)}
-    cut = {"unit": {"kept": v, "faithfulness": v}, "random": {"kept": v}, "full_mean_ablation": {"kept": v}}
-    return dict(circuit={"status": "ok" if n else "no held-out pairs", "nodes": nodes, "n_heldout": n,
-                         "faithfulness": {"r2_rank": {"blocks.2.hook_resid_pre": 9}, "circuit": cut}})
+def variable_curves(n, vs, cis):
+    """A row per variable (n of them, one hook), with DAS and sae_opt curves of the values; a row without held-out pairs."""
+    from sae_ooc.causal.result import VariableRow, VariablesResult
+
+    rows = []
+    for i, (v, ci) in enumerate(zip(vs, cis)):
+        units = {"das_rank4": {"size": 4, "switch": v, "ci95": list(ci) if ci else None}, "sae_opt1": {"size": 1, "switch": v},
+                 "random_rank4": {"size": 4, "switch": v, "min": ci[0] if ci else None, "max": ci[1] if ci else None},
+                 "resid_patch": {"size": None, "switch": v}}
+        rows.append(VariableRow(("head", "r1", "r2", "bridge", "answer")[i % 5], "r2", "blocks.1.hook_resid_pre", n_heldout=0 if i == 2 else 3,
+                                n_heads=2, units=units, curves={"das": ["das_rank4"], "sae_opt": ["sae_opt1"], "random_subspace": ["random_rank4"]},
+                                pairs={"name": f"v{i}", "role": "r2", "pos": 2}))
+    return dict(result=VariablesResult(settings={}, rows=rows))
 
 
 def diagram(n, vs, cis):
@@ -294,7 +299,7 @@ BUILDERS = {"plot_control_curves": control_curves, "plot_attention": attention, 
             "plot_phase": phase, "plot_training_curves": training_curves, "plot_pareto": pareto, "plot_alignment_heatmap": alignment_heatmap,
             "plot_training": training, "plot_variable_faithfulness": variable_faithfulness, "plot_compare_accuracy": compare_accuracy,
             "plot_compare_probes": compare_probes, "plot_compare_patching": compare_patching, "plot_compare_controls": compare_controls,
-            "plot_causal_circuit": causal_circuit}
+            "plot_variable_curves": variable_curves}
 
 
 def plot_functions() -> dict:

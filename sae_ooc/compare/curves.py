@@ -55,7 +55,7 @@ def patching(run: Path, component: str = "resid_pre") -> dict | None:
 
 def control_curves(run: Path) -> dict | None:
     """{"hook@position": {kind: (sizes, switch rates)}, plus "resid_patch": its switch rate} from variables/variables.json,
-    for the rows measured on held-out prefixes."""
+    for the bridge's rows measured on held-out prefixes."""
     try:
         v = VariablesResult.load(Path(run) / "variables" / VARIABLES_FILE) if (Path(run) / "variables" / VARIABLES_FILE).exists() else None
     except UserError:
@@ -64,7 +64,7 @@ def control_curves(run: Path) -> dict | None:
         return None
     out = {}
     for row in v.rows:
-        if not row.n_heldout:
+        if not row.n_heldout or row.variable != "bridge" or row.pairs:  # the bridge at r1 (the other variables: the run's report)
             continue
         units, panel = row.units, {}
         for kind, names in row.curves.items():

@@ -9,6 +9,7 @@ from sae_ooc.report.doc import Doc, pct
 UNITS = (("resid_patch", "residual patch from the donor (upper reference)"),
          ("labelled_features", "eval-sae's labelled bridge=b / b' features, exchanged"),
          ("top16_features", "top 16 SAE features by class-mean difference, exchanged"),
+         ("sae_opt16", "sae_opt: 16 SAE features chosen greedily to match x_donor − x, exchanged"),
          ("sae_code_swap", "the whole SAE code swapped (error term kept)"),
          ("supervised", "class-mean edit x + μ_b' − μ_b"),
          ("supervised_rank16", "class-mean edit on the top 16 directions of the class means"),
@@ -42,7 +43,7 @@ def bridge_section(doc: Doc) -> None:
         return
     v = VariablesResult.load(path)
     st = v.settings
-    rows = [r for r in v.rows if r.n_heldout > 0]
+    rows = [r for r in v.rows if r.n_heldout > 0 and not r.pairs]  # the bridge at r1 (the others: variables_control)
     n_pairs = len(v.heldout_pairs)
     on = f"{n_pairs} held-out interchange pairs ({', '.join(st['heldout_splits'])} questions on {st['n_prefixes']['heldout']} held-out (h, r1) prefixes)"
     doc.add(f"Each candidate unit of the bridge b at r1 is judged by an **interchange intervention**: the base question (h, r1, r2) "
@@ -98,7 +99,7 @@ def bridge_section(doc: Doc) -> None:
         return
     r, ref = best
     m80 = _min_rank(r, TARGET_SHARE)
-    small = [(n, u) for n, u in r.units.items() if u.get("size") is not None and u.get("kind") in ("das", "supervised", "top_features")
+    small = [(n, u) for n, u in r.units.items() if u.get("size") is not None and u.get("kind") in ("das", "supervised", "top_features", "sae_opt")
              and u["size"] <= TARGET_RANK and u.get("switch") is not None and u["switch"] >= TARGET_SHARE * ref]
     er = r.erase or {}
     k = er.get("rank")
@@ -120,7 +121,8 @@ def bridge_section(doc: Doc) -> None:
             f"answers. There the smallest DAS subspace reaching {TARGET_SHARE:.0%} of that is rank "
             f"{m80 if m80 is not None else '> ' + str(max(ranks, default=0))}; "
             f"the class-mean edit switches {pct(r.switch('supervised'))}, the whole SAE code "
-            f"{pct(r.switch('sae_code_swap'))}, the top 16 SAE features {pct(r.switch('top16_features'))} "
+            f"{pct(r.switch('sae_code_swap'))}, the top 16 SAE features {pct(r.switch('top16_features'))}, "
+            f"16 chosen greedily to match the donor's difference (Makelov et al.'s sae_opt) {pct(r.switch('sae_opt16'))} "
             f"and the labelled single features {pct(lab.get('switch'))} ({lab.get('covered', 0)} of the {r.n_heldout} pairs have "
             f"a bridge=b or b' feature there) (a random rank-16 subspace: "
             f"{pct(r.switch('random'))}). "
