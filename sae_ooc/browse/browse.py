@@ -82,9 +82,9 @@ def write_hook(ctx: Context, sae, hook: str, site: Path, dense_threshold: float,
             (site / paths.feature_json(hook, f)).write_text(json.dumps(feat, separators=(",", ":")))
             batch.append({k: feat[k] for k in dashboard.NEURONPEDIA_FIELDS})
             rows.append(index_row(rec))
-            n_dead += rec["dead"]
-            n_dense += rec["dense"]
-            n_lab += bool(rec["labels"])
+            n_dead += rec.dead
+            n_dense += rec.dense
+            n_lab += bool(rec.labels)
             bar.update(1)
         name = f"{hook}/rows-{c:03d}.js"
         write_text(site / name, index.rows_js(hook, rows))

@@ -18,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 
 from sae_ooc.activations.answers import cache_answers
 from sae_ooc.activations.cache import ROLES, ActivationCache, distinct_rows, prefix_ids
+from sae_ooc.browse.feature_record import AlignmentHit, Appearance
 from sae_ooc.circuits.graph import OMIT as NOT_IN_GRAPH, CircuitGraph
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json
@@ -83,20 +84,20 @@ class Context:
     circuits: dict = field(default_factory=dict)  # name -> DrawnCircuit
     members: dict = field(default_factory=dict)  # (hook, feature) -> [variable node id, ...]
     alignment: dict = field(default_factory=dict)  # hook -> feature -> [eval-sae's values it detects best, ...]
-    appearances: dict = field(default_factory=dict)  # (hook, feature) -> [{circuit, id, role, effect, rank, drawn}, ...]
+    appearances: dict = field(default_factory=dict)  # (hook, feature) -> [Appearance, ...]
     positions: tuple = ROLES  # the name of each token position (the cache's: the task layout's roles, or pos<p>)
 
 
-def alignment_by_feature(metrics: SaeEvalMetrics | None) -> dict[int, list[dict]]:
+def alignment_by_feature(metrics: SaeEvalMetrics | None) -> dict[int, list[AlignmentHit]]:
     """feature -> every (variable, position, value) for which eval-sae chose it as the best single detector, with its
     held-out AUROC beside the probe's and the shuffled-label search's (its control)."""
     out: dict[int, list[dict]] = {}
     for rec in (metrics.alignment if metrics is not None else {}).values():
         ctrl = rec.features.shuffled_mean_auroc if rec.features is not None else None
         for v in rec.values:
-            out.setdefault(int(v.feature), []).append({"variable": rec.variable, "position": rec.position, "value": v.value,
-                                                       "auroc": v.auroc_feature, "auroc_probe": v.auroc_probe,
-                                                       "shuffled_mean_auroc": ctrl, "n_heldout": rec.n_heldout})
+            out.setdefault(int(v.feature), []).append(AlignmentHit(variable=rec.variable, position=rec.position, value=v.value,
+                                                                   auroc=v.auroc_feature, auroc_probe=v.auroc_probe,
+                                                                   shuffled_mean_auroc=ctrl, n_heldout=rec.n_heldout))
     return out
 
 
@@ -146,8 +147,8 @@ def appearances(circuits: dict[str, DrawnCircuit]) -> dict:
     for name, c in circuits.items():
         for n in c.graph.nodes:
             if n.type == "feature" and isinstance(n.feature, int):
-                out.setdefault((n.hook, n.feature), []).append({"circuit": name, "id": n.id, "role": n.role, "effect": n.effect,
-                                                               "rank": None if n.rank is NOT_IN_GRAPH else n.rank, "drawn": n.id in c.drawn_nodes})
+                out.setdefault((n.hook, n.feature), []).append(Appearance(circuit=name, id=n.id, role=n.role, effect=n.effect,
+                                                                          rank=None if n.rank is NOT_IN_GRAPH else n.rank, drawn=n.id in c.drawn_nodes))
     return out
 
 
