@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 import sae_ooc.viz.train_plots as tp
 from sae_ooc.viz.diagram import draw_diagram, plan_diagram
 from sae_ooc.viz.diagram_layout import budgets, layered_layout, n_tiers
-from sae_ooc.viz.export import ExportOptions, export_circuit, select_drawn, without_edges
+from sae_ooc.viz.circuit_files import ExportOptions, export_circuit, select_drawn, without_edges
 from sae_ooc.viz.node_labels import node_caption, node_title, wrap
 
 HOOKS = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre", "blocks.3.hook_resid_pre",

@@ -206,8 +206,8 @@ def test_edit_stage_on_the_tiny_task(tmp_path):
         ph, pt = r["propagation_heldout"], r["propagation_trained"]
         assert ph["n"] + pt["n"] == r["propagation"]["n"] and pt["n"] <= n_trained and ph["n"] <= len(prompts) - n_trained
         assert r["propagation"]["share"] * r["propagation"]["n"] == pytest.approx((ph["share"] or 0) * ph["n"] + (pt["share"] or 0) * pt["n"])
-    from sae_ooc.viz.report.doc import Doc
-    from sae_ooc.viz.report.interventions import edit_section
+    from sae_ooc.report.doc import Doc
+    from sae_ooc.report.interventions import edit_section
 
     doc = Doc(run)
     edit_section(doc)

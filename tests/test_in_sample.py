@@ -6,10 +6,10 @@ from types import SimpleNamespace
 import pytest
 
 from sae_ooc.io import write_json
-from sae_ooc.viz.report.doc import Doc
-from sae_ooc.viz.report.mechanism import bridge_at_r1, movers
-from sae_ooc.viz.report.saes import sae_section
-from sae_ooc.viz.report.sweeps import sweep_section
+from sae_ooc.report.doc import Doc
+from sae_ooc.report.mechanism import bridge_at_r1, movers
+from sae_ooc.report.saes import sae_section
+from sae_ooc.report.sweeps import sweep_section
 
 
 def _doc(tmp_path) -> Doc:

@@ -23,7 +23,10 @@ BUDGETS = ("sae.expansion_factor=4", "sae.k=8", "sae.k_by_hook={blocks.0.hook_re
            "circuit.mean_examples=256", "circuit.curve_sizes=[0, 2, 5, 20]", "circuit.edge_check=4", "circuit.edge_counts=[2, 5]",
            "circuit.random_edge_sets=8", "circuit.edge_pool_nodes=50", "circuit.prune_pairs=4", "circuit.prune_step=0.1",
            "analyze.n_prompts=24", "analyze.noise_samples=2", "analyze.probe_steps=40", "causal.das_steps=5", "causal.ranks=[1, 4]",
-           "causal.feature_counts=[1, 4]", "causal.random_draws=2", "causal.probe_steps=20", "causal.bootstrap=50")
+           "causal.feature_counts=[1, 4]", "causal.random_draws=2", "causal.probe_steps=20", "causal.bootstrap=50",
+           "analyze.example_prompts=1", "analyze.probe_max_select=200", "edit.n_edits=8", "edit.value_steps=20",
+           "edit.specificity_prompts=16", "edit.trace_samples=2", "edit.bootstrap=100", "edit.covariance_examples=1024",
+           "variables.bootstrap=100", "variables.max_groups=10")
 
 
 @pytest.fixture(scope="module")
@@ -167,8 +170,8 @@ def test_query_reads_a_question_by_its_roles(natural_run, capsys):
 def test_the_prompt_index_serves_natural_prompts_with_the_live_numbers(natural_run):
     """A natural task's prompts (text, a tokenizer) are looked up in the prompt index like the toy's: the same answers,
     ranks and features as the live computation, for a question, a training document and a held-out paraphrase."""
-    from sae_ooc.viz.query import query
-    from sae_ooc.viz.query_index import lookup
+    from sae_ooc.query.session import query
+    from sae_ooc.query.index import lookup
 
     ds, vocab = load_task(natural_run.data_dir)
     for split in ("test_id", "train", "atomic_test"):
@@ -201,7 +204,7 @@ def test_steering_at_the_answer_position_of_a_natural_question(natural_run, tmp_
 
 def test_a_toy_run_has_no_last_role(harvested_run, tmp_path):
     from sae_ooc.errors import UserError
-    from sae_ooc.interventions.steer_stage import run_steer
+    from sae_ooc.interventions.steer import run_steer
 
     run = copy_run(harvested_run, tmp_path / "toy", ["steer.positions=[last]"])
     with pytest.raises(UserError, match="last is not a role of this task's question"):

@@ -18,7 +18,7 @@ import torch
 
 import sae_ooc.viz as viz
 from sae_ooc.viz import plots
-from sae_ooc.viz.export import draw_matplotlib
+from sae_ooc.viz.circuit_files import draw_matplotlib
 
 EPS = 1e-12
 # (rows, value per row, interval per row). "bounds": a share of 0 whose lower end rounds above it (the steer stage's
@@ -314,7 +314,7 @@ def test_every_plot_function_fails_soft():
 def test_alignment_star_tests_the_share_shown(tmp_path, fast_png):
     """The feature panels show the share of values one feature detects; their * must test that share, not the mean
     AUROC: a cell showing 0.00 never carries it, a share of 1 over 20 values against shuffled runs at 0 does."""
-    from sae_ooc.viz.sae_summary import _feature_cell, _grid
+    from sae_ooc.saes.summary import _feature_cell, _grid
 
     def cell(frac, n_values, mean_auroc_above):
         f = {"frac_detected": frac, "mean_auroc": 0.85, "sd_auroc_over_values": 0.05, "shuffled_frac_detected": 0.0,

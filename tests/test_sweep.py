@@ -121,8 +121,8 @@ def test_sweep_resumes_after_a_kill_through_submitit_local_executor(tmp_path, ca
     # the report of a run beside the sweeps folder shows every point, the smallest composing one and the phase diagram
     import shutil
 
-    from sae_ooc.viz.report.doc import Doc
-    from sae_ooc.viz.report.sweeps import sweep_section
+    from sae_ooc.report.doc import Doc
+    from sae_ooc.report.sweeps import sweep_section
 
     shutil.copytree(out, tmp_path / "runs" / "sweeps" / js["name"], ignore=shutil.ignore_patterns("points", ".submitit"))
 

@@ -184,7 +184,7 @@ def _circuit(run) -> dict:
         (out / "prompt_circuits.safetensors").unlink()
     plot_curve(scored, curves, c.ablation, out / "faithfulness_curve",
                f"{run.cfg.name}: chosen on {len(sel_idx)} pairs ({ne.method} effects), scored on {len(held_idx)} held-out pairs, metric {metric}",
-               pruned)
+               pruned, target=(TARGET_FAITHFULNESS, TARGET_MAX_FEATURES))
 
     edges, gradient, edge_check = weigh_edges(sp, ne.pairs, nodes, metric, c, a.batch_size)
     candidates = candidate_edges(sp, ne.pairs, ne, c, edges, a.batch_size)

@@ -11,7 +11,7 @@ from sae_ooc.viz.text import fmt as num
 def summarize(run, result) -> str:
     from sae_ooc.io import read_json
 
-    # interventions.edit_stage.EDIT_FILE: importing that module loads torch, seconds a skipped stage's line should not cost
+    # interventions.edit.EDIT_FILE: importing that module loads torch, seconds a skipped stage's line should not cost
     e = read_json(run.root / "edit" / "edit.json")
     st = e["settings"]
     lines = [f"edit: {verb(result)} {files_written(run, 'edit')}: {st['n_edits']} facts edited alone at each of layers "

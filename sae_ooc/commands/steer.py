@@ -11,7 +11,7 @@ from sae_ooc.viz.text import fmt as num
 def summarize(run, result) -> str:
     from sae_ooc.io import read_json
 
-    # interventions.steer_stage.STEER_FILE: importing that module loads torch, seconds a skipped stage's line should not cost
+    # interventions.steer.STEER_FILE: importing that module loads torch, seconds a skipped stage's line should not cost
     s = read_json(run.root / "steer" / "steer.json")
     st = s["settings"]
     lines = [f"steer: {verb(result)} {files_written(run, 'steer')}: {st['n_prompts']} {st['split']} two-hop prompts"

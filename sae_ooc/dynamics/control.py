@@ -24,11 +24,11 @@ from sae_ooc.causal.control import score, switch_only
 from sae_ooc.causal.das import das_delta
 from sae_ooc.causal.pairs import FIT, HELD, VALID, Pairs, draw_pairs, prefix_groups
 from sae_ooc.causal.row import Context, das_unit, scored
-from sae_ooc.causal.stage import two_hop_questions
+from sae_ooc.causal.variables import two_hop_questions
 from sae_ooc.causal.units import class_means, principal_directions, random_subspace_delta
 from sae_ooc.interventions.facts import Facts, atomic_template
 from sae_ooc.interventions.prompts import read_batched
-from sae_ooc.interventions.steer_stage import residuals
+from sae_ooc.interventions.steer import residuals
 
 USED = 0.5  # the bridge counts as used from the first step its DAS switch rate reaches this share of its final value
 
@@ -46,7 +46,7 @@ class ControlSetup:
 
 
 def control_setup(ds, vocab, task_cfg, ccfg, held: set[tuple[int, int]], das_steps: int, max_fit_pairs: int) -> ControlSetup:
-    """The variables stage's prefixes and pairs (`sae_ooc.causal.stage`), every question kept, the fit pairs capped."""
+    """The variables stage's prefixes and pairs (`sae_ooc.causal.variables`), every question kept, the fit pairs capped."""
     ccfg = dataclasses.replace(ccfg, das_steps=das_steps)
     facts = Facts.from_dataset(ds, vocab, task_cfg.family, atomic_template(task_cfg))
     layout = vocab.layout

@@ -300,7 +300,7 @@ class Reuse:
     """Which SAEs trained before may stay instead of being retrained, and whether checkpoints may be resumed.
 
     This default (the standalone script): any complete SAE in its directory trained with the same settings, and
-    any checkpoint with the same settings. `sae_ooc.saes.train.StageProgress` narrows it to one run of the stage.
+    any checkpoint with the same settings. `sae_ooc.saes.train_sae.StageProgress` narrows it to one run of the stage.
     """
 
     resume = True

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import NullLocator
 
-from sae_ooc.circuits.faithfulness import TARGET_FAITHFULNESS, TARGET_MAX_FEATURES
 from sae_ooc.viz.plots import fail_soft, floats, na_axes, plt, save_figure
 from sae_ooc.viz.text import fmt as _fmt
 
@@ -46,7 +45,8 @@ def plot_validation(flat: dict, report: dict, stem: Path) -> list[Path]:
 
 
 @fail_soft
-def plot_curve(scored: dict, curves: dict[str, dict], main: str, stem: Path, title: str, pruned: dict | None = None) -> list[Path]:
+def plot_curve(scored: dict, curves: dict[str, dict], main: str, stem: Path, title: str, pruned: dict | None = None,
+               target: tuple[float, int] | None = None) -> list[Path]:
     """Faithfulness against circuit size: the circuit chosen on the selection pairs scored on the held-out pairs
     (solid) and, in-sample, on the selection pairs; then by ablation, with per-prompt circuits (in-sample) and what
     the pruned per-prompt circuits give on other prompts."""
@@ -80,8 +80,9 @@ def plot_curve(scored: dict, curves: dict[str, dict], main: str, stem: Path, tit
                         label=f"pruned circuits on other prompts, {text} ({t[key]['n_rows']})")
     ax.set_title("faithfulness by ablation (held-out pairs); dashed: each pair keeps its own top nodes", fontsize=9)
     for ax in axes:
-        ax.axhline(TARGET_FAITHFULNESS, color="grey", lw=0.8, ls="--")
-        ax.axvline(TARGET_MAX_FEATURES, color="grey", lw=0.8, ls=":")
+        if target is not None:  # (faithfulness, feature nodes): the circuit stage's target, drawn as grey lines
+            ax.axhline(target[0], color="grey", lw=0.8, ls="--")
+            ax.axvline(target[1], color="grey", lw=0.8, ls=":")
         ax.set_xscale("symlog", linthresh=10)
         ax.set_xlim(left=0)
         # symlog's own ticks are 0, 10^1, 10^2: one or two labels on a small circuit; label 1-2-5 steps instead
