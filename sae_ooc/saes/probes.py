@@ -56,7 +56,7 @@ def lda_probes(x: torch.Tensor, targets: dict[str, tuple[torch.Tensor, torch.Ten
     of the standardised activations, not towards S's own scale, keeps the solve defined where S is zero: at the
     embeddings every prefix of a class has the same activation.
 
-    Same arguments and return as `train_probes`. About 300x cheaper than 300 full-batch Adam steps: eval-sae fits
+    Same arguments and return as `train_probes`. About 160x cheaper in CPU than 300 full-batch Adam steps (results/benchmarks.md): eval-sae fits
     eight probes (the trained model and its controls) per variable, position and hook, which took most of the stage.
     """
     mu, sd = x.mean(0), x.std(0).clamp(min=1e-6)

@@ -134,7 +134,7 @@ class SaeEvalConfig:
     min_positives: int = 3  # a value is scored when it labels this many distinct selection prefixes and one held-out prefix
     max_select_tokens: int = 20000  # selection prefixes per position used to pick each value's best feature and fit the probe
     # the alignment probes: lda = closed-form linear discriminant analysis (sae_ooc.saes.probes.lda_probes), shrinkage
-    # probe_shrinkage; logistic = multinomial logistic regression, probe_steps full-batch Adam steps (~300x slower)
+    # probe_shrinkage; logistic = multinomial logistic regression, probe_steps full-batch Adam steps (~160x slower)
     probe: str = "lda"
     probe_shrinkage: float = 0.001
     probe_steps: int = 300
