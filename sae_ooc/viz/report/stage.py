@@ -22,6 +22,7 @@ from sae_ooc.viz.report.browse import browse_section
 from sae_ooc.viz.report.causal_circuit import causal_circuit_section
 from sae_ooc.viz.report.circuits import attribution_section, circuit_section
 from sae_ooc.viz.report.doc import Doc
+from sae_ooc.viz.report.finetune import finetune_section
 from sae_ooc.viz.report.interventions import edit_section, steer_section
 from sae_ooc.viz.report.mechanism import mechanism_section
 from sae_ooc.viz.report.dynamics import dynamics_section
@@ -31,7 +32,7 @@ from sae_ooc.viz.report.out import check_out, claim
 from sae_ooc.viz.report.saes import sae_section
 from sae_ooc.viz.report.variables import variable_section
 
-SECTIONS = (causal_circuit_section, bridge_section, mechanism_section, task_section, train_section, sae_section, attribution_section, circuit_section, variable_section,
+SECTIONS = (causal_circuit_section, bridge_section, mechanism_section, task_section, train_section, finetune_section, sae_section, attribution_section, circuit_section, variable_section,
             analyses_section, steer_section, edit_section, browse_section, dynamics_section,
             sweep_section)
 SUMMARY_FILE = "summary.json"
