@@ -92,6 +92,12 @@ def test_pipeline_fine_tunes_a_finished_run_end_to_end(harvested_run, tmp_path, 
         assert split in summary[name]["measured_on"]
     assert summary["finetune.new_atomic.acc"]["in_sample"] and not summary["finetune.new_new.test_acc"]["in_sample"]
     assert "## Fine-tuning new facts" in (out / "REPORT.md").read_text()
+    # a fine-tuning run of this one (the second phase of a data-ordering experiment) draws the same facts and questions
+    cfg = load_config(TINY_FT, [f"model.run={out}", "task.finetune.control=true", "task.finetune.atomic=false"])
+    again, _, meta = finetune_task(cfg, out, load_task)
+    for s in ("test_ood", "new_valid", *KINDS, "test_id", "pretrain_atomic"):
+        assert again[s]["input_ids"] == ds[s]["input_ids"], s
+    assert meta["chained"] and set(again["train"]["hop"]) == {2}  # only the two-hop examples: no atomic fact
 
 
 def test_bad_fine_tuning_configs_are_one_line_errors(harvested_run, tmp_path, capsys):

@@ -6,9 +6,6 @@ from dataclasses import dataclass
 
 from sae_ooc.sections.check import check as _check
 
-FINETUNE_ORDERS = ("mixed",)  # how new atomic facts and their two-hop examples are presented (mixed: one shuffled train split)
-
-
 @dataclass
 class FinetuneConfig:
     # new atomic facts (h, r) -> t over the pretrained run's entities and relations, on (h, r) pairs its training never
@@ -20,9 +17,14 @@ class FinetuneConfig:
     # the control: the new facts are also taught with two-hop examples of their own (phi per new atomic fact), as
     # pretraining taught the old ones; the held-out two-hop questions are the same as without it
     control: bool = False
+    # teach the new atomic facts; false (with control: true) teaches only their two-hop examples: one phase of a
+    # data-ordering experiment (facts before their implications or after), the other phase a fine-tuning run on this one
+    atomic: bool = True
     phi: float = -1.0  # two-hop examples per new atomic fact in the control (and held out of the test splits); < 0: task.phi
     seed: int = 0  # which free pairs, their tails, which two-hop questions go to the control's train split
 
     def validate(self, where: str) -> None:
         _check(self.n_facts >= 0, where, "task.finetune.n_facts", "must be >= 0 (0 = every (h, r) pair pretraining never taught)")
+        _check(self.atomic or self.control, where, "task.finetune.atomic", "false teaches only the two-hop examples of the "
+               "control; set task.finetune.control: true with it, or leave atomic: true")
         _check(0 <= self.replay < 1, where, "task.finetune.replay", "must be in [0, 1): the share of train rows from model.run's train split")

@@ -64,7 +64,10 @@ def finetune_task(cfg, src: Path, load_task) -> tuple[DatasetDict, object, dict]
     fc = cfg.task.finetune
     src_ds, vocab = load_task(src / "data")
     E, R = vocab.n_entities, vocab.n_relations
-    a = src_ds["atomic_test"]
+    # model.run may itself be a fine-tuning run (one phase of a data-ordering experiment): its pretraining facts are
+    # then its pretrain_atomic, and the same seed draws the same new facts and questions again
+    chained = "pretrain_atomic" in src_ds
+    a = src_ds["pretrain_atomic" if chained else "atomic_test"]
     old = {(int(h), int(r)): int(t) for h, r, t in zip(a["head"], a["r1"], a["answer"])}
     free = [(h, vocab.relation_id(r)) for h in range(E) for r in range(R) if (h, vocab.relation_id(r)) not in old]
     n = fc.n_facts or len(free)
@@ -96,12 +99,15 @@ def finetune_task(cfg, src: Path, load_task) -> tuple[DatasetDict, object, dict]
     control, held = pool[:n_ctrl], pool[n_ctrl:]  # drawn out in both runs: the held-out questions do not depend on `control`
     valid, test = valid_test(held, cfg.task)
     atomic = _rows([(h, r, t) for (h, r), t in sorted(new.items())], 1)
-    taught = _concat(atomic, _rows(control, 2)) if fc.control else atomic
+    taught = _concat(atomic if fc.atomic else _rows([], 1), _rows(control, 2) if fc.control else _rows([], 2))
     n_taught, copies = len(taught["answer"]), 1
     if fc.replay > 0:
-        n_old = len(src_ds["train"])
-        copies = max(1, int(round((1 - fc.replay) / fc.replay * n_old / n_taught)))
-        train = _concat({k: v * copies for k, v in taught.items()}, _columns(src_ds["train"]))
+        replay = _pretraining_rows(src_ds["train"], set(new), {f[:3] for f in pool}) if chained else _columns(src_ds["train"])
+        if not replay["answer"]:
+            raise UserError(f"model.run {src} is a fine-tuning run without replay, so it holds no pretraining rows to replay; "
+                            f"set task.finetune.replay: 0, or fine-tune a run that had replay")
+        copies = max(1, int(round((1 - fc.replay) / fc.replay * len(replay["answer"]) / n_taught)))
+        train = _concat({k: v * copies for k, v in taught.items()}, replay)
     else:
         train = taught
     splits = {
@@ -112,7 +118,7 @@ def finetune_task(cfg, src: Path, load_task) -> tuple[DatasetDict, object, dict]
         "atomic_test": atomic,
         "new_valid": _rows(valid, 2),
         **{k: _rows([f for f in test if kind_of[f[:3]] == k], 2) for k in KINDS},
-        "pretrain_atomic": _columns(src_ds["atomic_test"]),
+        "pretrain_atomic": _columns(a),  # model.run's taught facts (a chained run: the first run's pretraining facts)
     }
     ds = DatasetDict({s: Dataset.from_dict(splits[s], features=FEATURES) for s in SPLITS + EXTRA_SPLITS})
     n_train = len(splits["train"]["answer"])
@@ -120,7 +126,7 @@ def finetune_task(cfg, src: Path, load_task) -> tuple[DatasetDict, object, dict]
         "model_run": str(src.resolve()), "n_free_pairs": len(free), "n_new_facts": len(new),
         "pretrain_ood_pairs_reused": sum(1 for p in new if p in _ood_pairs(src_ds, old)),
         "new_facts": [[h, r, t] for (h, r), t in sorted(new.items())],
-        "control": fc.control, "phi": phi, "n_control_examples": n_ctrl, "replay": fc.replay, "copies_of_new_rows": copies,
+        "chained": chained, "atomic": fc.atomic, "control": fc.control, "phi": phi, "n_control_examples": n_ctrl, "replay": fc.replay, "copies_of_new_rows": copies,
         "replay_share": 0.0 if fc.replay == 0 else 1 - copies * n_taught / n_train,
         "pool": {k: sum(1 for f in pool if kind_of[f[:3]] == k) for k in KINDS},
         "r2_shortcut": {s: r2_shortcut(splits["train"], splits[s]) for s in ("new_valid", *KINDS, "test_id")},
@@ -140,6 +146,20 @@ def r2_shortcut(train: dict[str, list], split: dict[str, list]) -> float | None:
     if not split["answer"]:
         return None
     return sum(guess.get(r2) == t for r2, t in zip(split["r2"], split["answer"])) / len(split["answer"])
+
+
+def _pretraining_rows(train: Dataset, new: set, questions: set) -> dict[str, list]:
+    """The rows of a fine-tuning run's train split that are not about its new facts: its replay of pretraining rows."""
+    cols = _columns(train)
+    keep = [i for i, (h, r1, r2, hop) in enumerate(zip(cols["head"], cols["r1"], cols["r2"], cols["hop"]))
+            if not ((h, r1) in new if hop == 1 else (h, r1, r2) in questions)]
+    seen, rows = set(), []
+    for i in keep:  # the new rows were repeated, the pretraining rows were not: keep each prompt once
+        key = (cols["head"][i], cols["r1"][i], cols["r2"][i])
+        if key not in seen:
+            seen.add(key)
+            rows.append(i)
+    return {k: [v[i] for i in rows] for k, v in cols.items()}
 
 
 def _ood_pairs(src_ds, old: dict) -> set[tuple[int, int]]:
