@@ -17,6 +17,17 @@ ROWS = (("atomic_test", "finetune.new_atomic.acc", "the new atomic facts (taught
 COMPOSE_BAR = 0.9  # the bar the model section applies to test_id
 
 
+def _sets(run) -> str:
+    """The --set options that name model.run and the task.finetune values a plain config would not give."""
+    from dataclasses import asdict
+
+    from sae_ooc.sections.finetune import FinetuneConfig
+
+    default = asdict(FinetuneConfig())
+    changed = [f" --set task.finetune.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in asdict(run.cfg.task.finetune).items() if v != default[k]]
+    return f" --set model.run={run.cfg.model.run}" + "".join(changed)
+
+
 def finetune_section(doc: Doc) -> None:
     run = doc.run
     meta = load(run.data_dir / "finetune.json")
@@ -61,5 +72,5 @@ def finetune_section(doc: Doc) -> None:
     doc.add("", "**Composition over facts taught by fine-tuning** (held out; ≥ 0.90 = yes; above twice the "
             "best of the pretrained model's accuracy, the majority rate and the r2 shortcut, and by 0.1 = partly; the r2 shortcut "
             "answers the most common taught tail of the question's last relation, reading neither h nor r1): " + "; ".join(verdicts) + ".", "",
-            "![finetune](finetune.png)", "", f"Reproduce: {doc.cmd('pipeline')}", "")
+            "![finetune](finetune.png)", "", f"Reproduce: {doc.cmd('pipeline', _sets(run))} (every setting: the run's config.yaml)", "")
     doc.figure(run.model_dir / "finetune.png", run.model_dir / "finetune.svg")
