@@ -35,7 +35,7 @@ from transformer_lens import patching as tlp  # noqa: E402
 
 from sae_ooc.analyses import attention, back_patching, dla, logit_lens, patching, tracing  # noqa: E402
 from sae_ooc.analyses.common import answer_prob_rank, sample_prompts  # noqa: E402
-from sae_ooc.analyses.stage import ANALYSES, Context  # noqa: E402
+from sae_ooc.analyses.analyze import ANALYSES, Context  # noqa: E402
 from sae_ooc.models.hooked import load_model  # noqa: E402
 from sae_ooc.rundir import RunDir  # noqa: E402
 from sae_ooc.tasks.data import load_task, split_tensors  # noqa: E402

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sae_ooc.rundir import RunDir  # noqa: E402
 from sae_ooc.saes.features import direct_logits  # noqa: E402
 from sae_ooc.saes.store import load_saes  # noqa: E402
-from sae_ooc.viz.browse.context import load_context  # noqa: E402
-from sae_ooc.viz.browse.paths import feature_json  # noqa: E402
+from sae_ooc.browse.context import load_context  # noqa: E402
+from sae_ooc.browse.paths import feature_json  # noqa: E402
 
 
 @torch.no_grad()
@@ -56,7 +56,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     run = RunDir.open(args.run)
-    from sae_ooc.viz.browse.stage import build_site
+    from sae_ooc.browse.browse import build_site
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

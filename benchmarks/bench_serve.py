@@ -58,7 +58,7 @@ def build_default_size_run(dest: Path):
 
 def ensure_site(run) -> None:
     from sae_ooc.saes.store import saved_hooks
-    from sae_ooc.viz.browse import assets, index, live, paths
+    from sae_ooc.browse import assets, index, live, paths
 
     site = run.root / paths.SITE_DIR
     if (site / "index.html").is_file():
@@ -116,7 +116,7 @@ def main() -> None:
     from sae_ooc.rundir import RunDir
     from sae_ooc.saes.store import saved_hooks
     from sae_ooc.tasks.data import load_task
-    from sae_ooc.viz.query import QuerySession
+    from sae_ooc.query.session import QuerySession
 
     tmp = None
     if args.run is None:

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from sae_ooc.viz.browse.screenshot import chromium_args, chromium_env, find_chromium, temporary_profile
+from sae_ooc.browse.screenshot import chromium_args, chromium_env, find_chromium, temporary_profile
 
 
 @contextlib.contextmanager

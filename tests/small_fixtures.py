@@ -2,7 +2,7 @@
 
 `build_small_run`: data -> train (to the valid_id stop) -> harvest -> train-sae (one SAE, blocks.1.hook_resid_pre) ->
 the SAE's feature labels, which is what the steer stage reads. The labels come from eval-sae's own per-SAE function
-(`saes.evaluate.evaluate_sae`, without its task metrics) and eval-sae is recorded as done: the stage's summary
+(`saes.eval_sae.evaluate_sae`, without its task metrics) and eval-sae is recorded as done: the stage's summary
 heatmaps cost more than everything else here, and tests/test_sae.py covers the stage itself.
 
 The measurement functions each read one mechanism-level claim off a run with the library's own code (the analyze
@@ -19,7 +19,7 @@ import torch
 from circuit_fixtures import mark_stages
 from sae_ooc.activations.cache import ActivationCache
 from sae_ooc.analyses.common import sample_prompts
-from sae_ooc.analyses.stage import ANALYSES, Context
+from sae_ooc.analyses.analyze import ANALYSES, Context
 from sae_ooc.config import load_config
 from sae_ooc.io import read_json, write_json
 from sae_ooc.models.hooked import load_model, model_hash
@@ -27,7 +27,7 @@ from sae_ooc.pipeline import run as run_pipeline
 from sae_ooc.pipeline import run_stage
 from sae_ooc.rundir import RunDir
 from sae_ooc.saes.controls import control_activations
-from sae_ooc.saes.evaluate import evaluate_sae, heldout_from_disk
+from sae_ooc.saes.eval_sae import evaluate_sae, heldout_from_disk
 from sae_ooc.saes.prefixes import position_slices
 from sae_ooc.saes.store import eval_metrics_path, load_saes
 from sae_ooc.tasks.data import load_task

@@ -15,7 +15,7 @@ from sae_ooc.analyses.back_patching import back_patch
 from sae_ooc.analyses.common import sample_prompts
 from sae_ooc.analyses.patching import patching
 from sae_ooc.analyses.probes import chance, probes
-from sae_ooc.analyses.stage import ANALYSES
+from sae_ooc.analyses.analyze import ANALYSES
 from sae_ooc.analyses.tracing import causal_trace
 from sae_ooc.cli import main as cli_main
 from sae_ooc.config import ANALYSIS_NAMES, ConfigError, load_config

@@ -262,7 +262,7 @@ def test_steer_hooks_without_an_sae_name_the_key(run, capsys):
 def test_dynamics_refuses_a_run_without_checkpoints_and_unknown_sae_hooks(run, capsys):
     """A run trained with train.n_checkpoints 0 crashed in the replay (max() of nothing); a bad dynamics.sae_hooks was
     named as harvest.hooks after minutes of work. Both are named before anything runs."""
-    from sae_ooc.dynamics.stage import _check_inputs, run_dynamics
+    from sae_ooc.dynamics.dynamics import _check_inputs, run_dynamics
     from sae_ooc.errors import UserError
     from sae_ooc.models.hooked import load_model, save_model
 
@@ -286,8 +286,8 @@ def test_browse_out_onto_a_file_or_inside_the_site(run, tmp_path, capsys):
     """--out under a file crashed with FileExistsError after the whole site was built; --out inside the site copied the
     site into itself (one level deeper on every rerun). Refused in one line, a bad --out before any page is built."""
     from sae_ooc.errors import UserError
-    from sae_ooc.viz.browse.copy import copy_site
-    from sae_ooc.viz.browse.paths import MARKER
+    from sae_ooc.browse.copy import copy_site
+    from sae_ooc.browse.paths import MARKER
 
     f = tmp_path / "notes.txt"
     f.write_text("mine")

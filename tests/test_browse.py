@@ -27,8 +27,8 @@ from sae_ooc.cli import main as cli_main
 from sae_ooc.io import save_tensors, write_json
 from sae_ooc.pipeline import run_stage
 from sae_ooc.saes.store import METRICS_FILE, eval_rows
-from sae_ooc.viz.browse.paths import feature_page
-from sae_ooc.viz.browse.screenshot import FILE, chromium_args, chromium_env, find_chromium, screenshot, temporary_profile
+from sae_ooc.browse.paths import feature_page
+from sae_ooc.browse.screenshot import FILE, chromium_args, chromium_env, find_chromium, screenshot, temporary_profile
 
 SETTINGS = ["circuit.top_n=5", "circuit.curve_sizes=[0]", "circuit.edge_counts=[2]", "circuit.random_edge_sets=2", "circuit.edge_check=2",
             "circuit.mean_examples=32", "circuit.prune_pairs=2", "attribution.n_pairs=6", "attribution.only_correct=false",
@@ -185,7 +185,7 @@ def test_command_skips_when_up_to_date_and_copies_with_out(run, tmp_path, capsys
 
 
 def test_query_names_the_feature_pages(run):
-    from sae_ooc.viz.query import query
+    from sae_ooc.query.session import query
 
     res = query(run, "e1 r3 r1")
     items = [it for r in res["per_hook"] for it in r["features"]]

@@ -155,7 +155,7 @@ def test_run_stage_hands_the_stage_the_strict_view(run, monkeypatch):
 def test_analyze_subset_then_pipeline_reruns_only_what_is_stale(run, monkeypatch):
     """`analyze dla --force` then `pipeline`: nothing reruns (it reran all seven); after a config change, `analyze dla`
     then `pipeline` computes the six others only."""
-    import sae_ooc.analyses.stage as analyze_mod
+    import sae_ooc.analyses.analyze as analyze_mod
     from sae_ooc.config import ANALYSIS_NAMES
 
     calls = []

@@ -105,7 +105,7 @@ def test_dynamics_runs_on_a_tiny_run_and_its_numbers_check_out(tiny_run, tmp_pat
     assert last["accuracy"] == pytest.approx(final)  # the last checkpoint is the final model
     # logit lens after the final layer is the model's own output: the answer is top-1 exactly where the model is right
     model = load_model(tiny_run.model_dir)
-    from sae_ooc.dynamics.stage import _prompts
+    from sae_ooc.dynamics.dynamics import _prompts
 
     ds, vocab = load_task(tiny_run.data_dir)
     toks, _, answer = _prompts(ds, vocab, tiny_run.cfg.dynamics.n_prompts, tiny_run.cfg.dynamics.seed)
@@ -121,7 +121,7 @@ def test_dynamics_runs_on_a_tiny_run_and_its_numbers_check_out(tiny_run, tmp_pat
     assert "bridge_first_used" in out["answers"]
     # not part of the default pipeline, and skipped when nothing changed
     from sae_ooc.stages import PIPELINE_STAGES, STAGE_NAMES
-    from sae_ooc.viz.report.stage import build_report
+    from sae_ooc.report.report import build_report
 
     doc = build_report(tiny_run)  # the report shows the dynamics once they exist
     assert "Training dynamics: when does the bridge" in "\n".join(doc.lines) and tiny_run.dynamics_dir / "dynamics.png" in doc.figures
@@ -135,7 +135,8 @@ def test_dynamics_runs_on_a_tiny_run_and_its_numbers_check_out(tiny_run, tmp_pat
 def test_weight_shared_model_runs_the_pipeline_through_circuit(tmp_path):
     from tests.conftest import HARVEST_SETTINGS
 
-    over = [*HARVEST_SETTINGS, "model.weight_sharing=true", "sae.training_tokens=4096", "sae_eval.probe_steps=30", "sae_eval.n_controls=1"]
+    over = [*HARVEST_SETTINGS, "model.weight_sharing=true", "sae.training_tokens=4096", "sae_eval.probe_steps=30", "sae_eval.n_controls=1",
+            "sae.hooks=[blocks.1.hook_resid_pre]", "circuit.random_edge_sets=4", "circuit.prune_pairs=2"]  # one SAE: splicing is per hook
     run = RunDir(tmp_path / "run", load_config(TINY, over))
     stages = ["data", "train", "harvest", "train-sae", "eval-sae", "attribute", "circuit"]
     results = run_pipeline(run, stages=stages)
@@ -149,7 +150,7 @@ def test_dynamics_on_a_natural_task_reads_the_layouts_positions(natural_trained,
     """A natural-language task: the bridge is read at r1's token and at `last` (the layout's answer position), the
     logit lens ranks the names' first tokens (recomputed here from the model's own logits and embeddings), and the
     patching peak leaves out the head entity's tokens, not position 0 (a BOS)."""
-    from sae_ooc.viz.report.stage import build_report
+    from sae_ooc.report.report import build_report
 
     run = copy_run(natural_trained, tmp_path / "run", config=NATURAL,
                    overrides=("train.n_checkpoints=2", "harvest.hooks=[blocks.1.hook_resid_pre]", "sae_eval.probe_steps=30",
@@ -215,7 +216,7 @@ def test_dynamics_das_switch_is_the_variables_stages(harvested_run, tmp_path):
     from sae_ooc.activations.cache import ActivationCache, heldout_mask
     from sae_ooc.causal.pairs import HELD
     from sae_ooc.causal.result import VARIABLES_FILE, VariablesResult
-    from sae_ooc.causal.stage import prefixes_at
+    from sae_ooc.causal.variables import prefixes_at
     from sae_ooc.dynamics.control import bridge_control, control_setup
     from sae_ooc.io import save_tensors, write_json
     from sae_ooc.saes.store import METRICS_FILE, eval_rows

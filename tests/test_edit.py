@@ -206,8 +206,8 @@ def test_edit_stage_on_the_tiny_task(tmp_path):
         ph, pt = r["propagation_heldout"], r["propagation_trained"]
         assert ph["n"] + pt["n"] == r["propagation"]["n"] and pt["n"] <= n_trained and ph["n"] <= len(prompts) - n_trained
         assert r["propagation"]["share"] * r["propagation"]["n"] == pytest.approx((ph["share"] or 0) * ph["n"] + (pt["share"] or 0) * pt["n"])
-    from sae_ooc.viz.report.doc import Doc
-    from sae_ooc.viz.report.interventions import edit_section
+    from sae_ooc.report.doc import Doc
+    from sae_ooc.report.interventions import edit_section
 
     doc = Doc(run)
     edit_section(doc)
@@ -217,46 +217,4 @@ def test_edit_stage_on_the_tiny_task(tmp_path):
         assert flags[f"edit.layer{L}.efficacy"][0] is True and flags[f"edit.layer{L}.propagation"][0] is True  # fitted on / trained on
         assert flags[f"edit.layer{L}.propagation_heldout"] == (False, r["propagation_heldout"]["share"])
 
-
-def test_edit_stage_on_a_natural_task(natural_trained, tmp_path):
-    """Natural-language facts: atomic prompts are training documents, propagation targets are the facts' answers
-    (as the dataset tokenizes them), and an edit of the last layer at a key before the answer position is exactly
-    nothing (no gradient reaches its value): efficacy as before the edit, every answer kept."""
-    from conftest import NATURAL, copy_run
-
-    run = copy_run(natural_trained, tmp_path / "run", config=NATURAL,
-                   overrides=("edit.n_edits=4", "edit.value_steps=20", "edit.bootstrap=20", "edit.specificity_prompts=4", "edit.trace_samples=2"))
-    ds, vocab = load_task(run.data_dir)
-    facts = Facts.from_dataset(ds, vocab, "twohop", atomic_template(run.cfg.task))
-    train = {}
-    for r in ds["train"]:
-        train.setdefault((r["head"], r["r1"], r["hop"]), []).append((r["input_ids"], r["answer_ids"]))
-    model = load_model(run.model_dir, "cpu")
-    edits = choose_edits(facts, model, 4, 0)
-    assert edits
-    es = build_eval_set(facts, model, edits, 4, 0)
-    documents = {tuple(ids) for (_, _, hop), rows in train.items() if hop == 1 for ids, _ in rows}
-    for i in range(len(es.tokens)):
-        prompt = es.tokens[i, : int(es.answer_pos[i]) + 1].tolist()
-        kind, e = KINDS[int(es.kind[i])], edits[int(es.edit[i])]
-        if kind == "efficacy":  # the edited fact asked as one of its own training documents
-            assert prompt in [ids for ids, _ in train[(e["h"], e["r1"], 1)]]
-        if kind in ("same_head", "atomic"):
-            assert tuple(prompt) in documents
-        if kind == "propagation":  # t(b', r2): the train fact (b', r2)'s answer, as the dataset tokenized it
-            r2 = next(r for r in facts.relations[e["b"]] if prompt == vocab.question_ids(e["h"], e["r1"], r))
-            assert es.target_ids[i].tolist() == train[(e["b2"], r2, 1)][0][1]
-            assert es.old_ids[i].tolist() == train[(e["b"], r2, 1)][0][1]
-    result = run_stage(run, "edit")
-    e = read_json(run.edit_dir / "edit.json")
-    pos = e["settings"]["positions"]
-    assert pos == {"key": vocab.layout.index("r1"), "atomic_answer": pos["key"] + 1, "two_hop_answer": vocab.layout.answer_pos,
-                   "two_hop_shares_key": True}
-    last = e["by_layer"][-1]
-    assert last["value_change_norm"]["mean"] < 1e-4
-    assert last["efficacy"]["share"] == e["before_any_edit"]["efficacy"]["share"] == 0.0
-    assert last["specificity_atomic"]["share"] == last["specificity_two_hop"]["share"] == 1.0
-    per = read_json(run.edit_dir / "edits.json")
-    assert {p["b2_name"] for p in per} <= set(vocab.entity_names)
-    check_line(run, "edit", result)
 

@@ -11,7 +11,7 @@ from circuit_fixtures import HOOKS, make_run
 from sae_ooc.circuits.graph import CircuitGraph
 from sae_ooc.cli import main as cli_main
 from sae_ooc.pipeline import run_stage
-from sae_ooc.viz.export import ExportOptions, export_circuit, select_drawn
+from sae_ooc.viz.circuit_files import ExportOptions, export_circuit, select_drawn
 from sae_ooc.viz.graph_json import (
     GRAPH_SCHEMA,
     check_schema,
@@ -137,7 +137,7 @@ def test_export_command_on_a_run(run, tmp_path, capsys):
     example = json.loads((run.circuit_dir / "prompt_circuit.json").read_text())
     check_outputs(out, example, prefix="prompt_")
     # the typed graph exports to the same files as its JSON form
-    export_circuit(CircuitGraph.from_json(circuit), tmp_path / "typed")
+    export_circuit(CircuitGraph.from_json(circuit).to_json(), tmp_path / "typed")
     assert (tmp_path / "typed" / "circuit_full.json").read_bytes() == (out / "circuit_full.json").read_bytes()
     assert cli_main(["export", "--run", str(run.root)]) == 0
     assert "export: unchanged, skipped" in capsys.readouterr().out

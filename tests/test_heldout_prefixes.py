@@ -21,7 +21,7 @@ from sae_ooc.errors import UserError
 from sae_ooc.io import save_tensors
 from sae_ooc.models.hooked import build_model
 from sae_ooc.saes.controls import prefix_activations
-from sae_ooc.saes.evaluate import heldout_from_disk
+from sae_ooc.saes.eval_sae import heldout_from_disk
 from sae_ooc.saes.prefixes import PositionSlice, first_hop_known, position_slices
 from sae_ooc.saes.probes import fit_predict, probe_table
 from sae_ooc.saes.reconstruction import reconstruction_metrics

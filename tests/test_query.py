@@ -14,7 +14,7 @@ from sae_ooc.models.hooked import load_model
 from sae_ooc.saes.features import DESCRIBE_EXAMPLES, FeatureStats, describe_features
 from sae_ooc.saes.store import load_saes
 from sae_ooc.tasks.data import SPLITS, load_task
-from sae_ooc.viz.query_cache import cache_path
+from sae_ooc.query.cache import cache_path
 
 
 @pytest.fixture(scope="module")
@@ -220,8 +220,8 @@ def test_prompt_index_gives_the_live_numbers_and_needs_no_torch(run, capsys):
     import subprocess
     import sys
 
-    from sae_ooc.viz.query import query
-    from sae_ooc.viz.query_index import index_paths, lookup
+    from sae_ooc.query.session import query
+    from sae_ooc.query.index import index_paths, lookup
 
     ds, vocab = load_task(run.data_dir)
     prompts = [vocab.decode(ds[s][0]["input_ids"]) for s in ("test_id", "train", "atomic_test")]
@@ -243,7 +243,7 @@ def test_prompt_index_gives_the_live_numbers_and_needs_no_torch(run, capsys):
             assert [i["attribution"] for i in g["features"]] == pytest.approx([i["attribution"] for i in w["features"]], abs=1e-4)
     assert lookup(run, prompts[0], 11) is None  # more than the index keeps: the live path
     code = ("import sys; from pathlib import Path; from sae_ooc.rundir import RunDir; from sae_ooc.config import Config; "
-            "from sae_ooc.viz.query_index import lookup; "
+            "from sae_ooc.query.index import lookup; "
             f"r = lookup(RunDir(Path({str(run.root)!r}), Config()), {prompts[0]!r}, 3); "
             "assert r is not None and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:3]")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -87,3 +87,30 @@ def test_the_pipeline_writes_results_only_for_the_default_run_directory(tmp_path
         assert main(["pipeline", *argv]) == 0
     assert [out for _, out in asked] == [None, Path("results"), Path("results"), None]
     assert not (tmp_path / "results").exists() and not (tmp_path / "x").exists()
+
+
+def test_section_numbers_follow_the_section_order(monkeypatch):
+    """Section numbers come from report.doc's order, not from the text: the report runs its sections in that order, and
+    moving a section renumbers its heading, its subsections and the cross-references to it."""
+    import pytest
+
+    from sae_ooc.report import doc as doc_mod
+    from sae_ooc.report.doc import Doc
+    from sae_ooc.report.report import SECTIONS
+
+    assert [f.__name__.removesuffix("_section") for f in SECTIONS] == list(doc_mod.ORDER)
+    d = Doc(run=None)
+    d.heading("bridge", "Where the bridge lives")
+    d.heading("task", "Task")
+    d.heading("analyses", "Mechanistic analyses")
+    d.subheading("analyses", 2, "Logit lens")
+    assert [x for x in d.lines if x] == ["## Where the bridge lives", "## 1. Task", "## 7. Mechanistic analyses", "### 7.2 Logit lens"]
+    assert d.ref("sae") == "section 3"
+    swapped = ("analyses",) + tuple(n for n in doc_mod.NUMBERED if n != "analyses")
+    monkeypatch.setattr(doc_mod, "NUMBERED", swapped)
+    d = Doc(run=None)
+    d.heading("analyses", "Mechanistic analyses")
+    d.heading("task", "Task")
+    assert [x for x in d.lines if x] == ["## 1. Mechanistic analyses", "## 2. Task"] and d.ref("sae") == "section 4"
+    with pytest.raises(KeyError, match="not a report section"):
+        d.heading("nope", "x")

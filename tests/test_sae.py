@@ -15,7 +15,7 @@ from sae_lens import SAE
 from safetensors.torch import load_file
 
 from sae_ooc.activations.cache import open_cache
-from sae_ooc.config import SAE_ARCHITECTURES, load_config
+from sae_ooc.config import SAE_ARCHITECTURES, SaeConfig, load_config
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json, read_jsonl
 from sae_ooc.pipeline import run as run_pipeline
@@ -297,6 +297,28 @@ def test_architecture_registry_matches_config_and_sae_lens():
         ARCHITECTURES.get("nope")
 
 
+def test_each_architecture_is_a_config_class_of_fields_its_sae_lens_config_has():
+    """SAELens-style: one config class per architecture; its fields are ones its TrainingSAEConfig class declares, they
+    reach the built config with the flat `sae` section's values, and an architecture SAELens lacks brings its own classes."""
+    import dataclasses
+
+    from sae_ooc.saes.architectures import Architecture, StandardConfig, training_sae_config
+
+    p = SaeConfig(l1_coefficient=2.5, l0_coefficient=0.25, k=4, aux_loss_coefficient=1.5, matryoshka_widths=[4])
+    for name in ARCHITECTURES.names():
+        arch = ARCHITECTURES.get(name)
+        cfg_cls = arch.training_classes()[1]
+        mine = [f.name for f in dataclasses.fields(arch.config)]
+        assert mine and set(mine) <= {f.name for f in dataclasses.fields(cfg_cls)}, name
+        cfg = training_sae_config(dataclasses.replace(p, architecture=name), 8, "blocks.1.hook_resid_pre", None)  # no per-hook default
+        assert isinstance(cfg, cfg_cls)
+        expected = {"l1_coefficient": 2.5, "l0_coefficient": 0.25, "k": 4, "aux_loss_coefficient": 1.5,
+                    "rescale_acts_by_decoder_norm": False, "matryoshka_widths": [4, 128]}
+        assert {f: getattr(cfg, f) for f in mine} == {f: expected[f] for f in mine}, name
+    own = (object, StandardConfig)  # stand-ins for a TrainingSAE and TrainingSAEConfig SAELens does not have
+    assert Architecture("mine", StandardConfig, training=own).training_classes() == own
+
+
 def test_config_and_registry_import_without_torch_and_a_bad_architecture_is_one_line():
     code = ("import sys, sae_ooc.config, sae_ooc.saes.architectures, sae_ooc.commands.train_sae, sae_ooc.commands.eval_sae; "
             "heavy = [m for m in ('torch', 'sae_lens', 'transformer_lens') if m in sys.modules]; assert not heavy, heavy")
@@ -336,7 +358,7 @@ def test_standalone_script_trains_several_hooks_that_sae_lens_loads(sae_run, tmp
 
 
 def test_train_sae_stage_resumes_an_interrupted_run_and_a_rerun_recomputes(sae_run, tmp_path, monkeypatch):
-    import sae_ooc.saes.train as stage
+    import sae_ooc.saes.train_sae as stage
 
     root = tmp_path / "run"
     shutil.copytree(sae_run.root, root)
@@ -391,7 +413,7 @@ def test_a_truncated_sae_weights_file_is_a_one_line_error_naming_it_and_the_fix(
     (sae_dir(run.saes_dir, "blocks.0.hook_resid_pre") / "cfg.json").write_text('{"d_in": 3')
     with pytest.raises(UserError, match="cfg.json is corrupt or truncated"):
         load_saes(run.saes_dir)
-    from sae_ooc.saes.evaluate import run_eval_sae
+    from sae_ooc.saes.eval_sae import run_eval_sae
 
     with pytest.raises(UserError, match="cfg.json is corrupt"):  # what the eval-sae stage runs into
         run_eval_sae(run)
@@ -452,9 +474,9 @@ def test_dead_is_one_count_in_the_train_sae_log_eval_sae_browse_and_report(sae_r
     """Issue 19: train-sae's log said `dead 43.8%` where the browser said 24/128: one definition (never active on the
     held-out prefixes), recomputed here from the raw shards with SAELens's loader, in every place that shows it."""
     from sae_ooc.saes.dead import DEAD_ON
-    from sae_ooc.saes.train import summary_line
-    from sae_ooc.viz.browse.stage import build_site
-    from sae_ooc.viz.report.stage import run_report
+    from sae_ooc.saes.train_sae import summary_line
+    from sae_ooc.browse.browse import build_site
+    from sae_ooc.report.report import run_report
 
     run_stage(sae_run, "eval-sae")  # skipped when test_eval_sae_writes_metrics_labels_and_summary has run it
     run = copy_run(sae_run, tmp_path / "run", SAE_SETTINGS)

@@ -29,8 +29,8 @@ from circuit_fixtures import HOOKS, make_run
 
 from sae_ooc.cli import main as cli_main
 from sae_ooc.serve.server import MAX_PROMPT, MAX_URL, Server, make_server, url_of
-from sae_ooc.viz.browse import assets, index, live, paths
-from sae_ooc.viz.query import QuerySession
+from sae_ooc.browse import assets, index, live, paths
+from sae_ooc.query.session import QuerySession
 
 SECRET = "the run's secret, never served"
 
@@ -221,7 +221,7 @@ def test_refuses_a_run_without_a_site(tmp_path, run, capsys):
 
 STUB_SESSION = """
 import sys, types
-stub = types.ModuleType("sae_ooc.viz.query")  # the real session is tested in-process above; this process tests Ctrl-C
+stub = types.ModuleType("sae_ooc.query.session")  # the real session is tested in-process above; this process tests Ctrl-C
 
 
 class QuerySession:
@@ -233,7 +233,7 @@ class QuerySession:
 
 
 stub.QuerySession = QuerySession
-sys.modules["sae_ooc.viz.query"] = stub
+sys.modules["sae_ooc.query.session"] = stub
 from sae_ooc.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -9,7 +9,7 @@ from test_stage_outputs import check_line
 from sae_ooc.circuits.spliced import load_spliced
 from sae_ooc.interventions.facts import Facts, atomic_template, wilson
 from sae_ooc.interventions.prompts import read_batched
-from sae_ooc.interventions.steer_stage import steer_prompts
+from sae_ooc.interventions.steer import steer_prompts
 from sae_ooc.interventions.steering import (
     bridge_feature_matrix,
     decode_delta,
@@ -121,8 +121,8 @@ def test_steer_stage(run):
     assert "features" not in rows[(HOOKS[0], "r1")]["methods"]  # no labels there: baselines only
     check_line(run, "steer", result)
     # the labels were chosen on prefixes that include most of the steered prompts' prefixes: every steer number is in-sample
-    from sae_ooc.viz.report.doc import Doc
-    from sae_ooc.viz.report.interventions import steer_section
+    from sae_ooc.report.doc import Doc
+    from sae_ooc.report.interventions import steer_section
 
     doc = Doc(run)
     steer_section(doc)

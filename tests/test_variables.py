@@ -15,7 +15,7 @@ from sae_ooc.circuits.nodes import SINK, Node
 from sae_ooc.circuits.selection import active_node_masks, keep_masks
 from sae_ooc.circuits.spliced import RowPatches, load_spliced
 from sae_ooc.circuits.variable_edges import SINK_INDEX, candidate_edges, group_edges
-from sae_ooc.circuits.variable_stage import (
+from sae_ooc.circuits.variable_circuit import (
     FAITHFULNESS_FILE,
     GRAPH_FILE,
     GROUPS_FILE,

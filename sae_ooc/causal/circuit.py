@@ -30,7 +30,7 @@ from sae_ooc.causal.control import Scored, score, spread, switch_only
 from sae_ooc.causal.das import train_das_hooked
 from sae_ooc.causal.pairs import FIT, HELD, VALID, Pairs
 from sae_ooc.causal.units import class_means, principal_directions, projected, random_basis, random_subspace_delta
-from sae_ooc.interventions.steer_stage import residuals
+from sae_ooc.interventions.steer import residuals
 
 CIRCUIT_UNITS_FILE = "circuit_units.safetensors"
 SHARE = 0.8  # the chosen rank: the smallest whose fit-valid switch reaches this share of the patch's

@@ -18,7 +18,7 @@ def add_arguments(p) -> None:
 
 def options(args) -> dict:
     if args.out is not None:  # a bad --out is refused before the pages are built, not after
-        from sae_ooc.viz.browse.copy import check_out
+        from sae_ooc.browse.copy import check_out
 
         check_out(args.out)
     return {}
@@ -34,6 +34,6 @@ def summarize(run, result) -> str:
 def after(run, args) -> str | None:
     if args.out is None:
         return None
-    from sae_ooc.viz.browse.copy import copy_site
+    from sae_ooc.browse.copy import copy_site
 
     return f"browse: copied the site to {copy_site(run.root / 'browse', args.out)}/ (open index.html)"

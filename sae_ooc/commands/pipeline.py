@@ -85,7 +85,7 @@ def main(run, args) -> int:
     mods = {s.name: importlib.import_module(s.command) for s in STAGES}
     options = {name: commands.options(mod, stage_defaults(mod)) for name, mod in mods.items()}
     if run.cfg.name == "default" and Path(run.root).resolve() == default_run_dir(run.cfg).resolve():
-        from sae_ooc.viz.report.out import check_out
+        from sae_ooc.report.out import check_out
 
         check_out(Path("results"))  # a file the report did not write is refused now, not after every stage has run
         options["report"]["out"] = Path("results")

@@ -26,14 +26,14 @@ def add_arguments(p) -> None:
 
 
 def main(run, args) -> int:
-    from sae_ooc.viz.query_index import lookup
-    from sae_ooc.viz.query_view import format_query
+    from sae_ooc.query.index import lookup
+    from sae_ooc.query.view import format_query
 
     res = None
     if not (args.full or args.json or args.target is not None):  # the compact view of a task prompt: from the index, without torch
         res = lookup(run, args.prompt, args.top)
     if res is None:
-        from sae_ooc.viz.query import query
+        from sae_ooc.query.session import query
 
         res = query(run, args.prompt, target=args.target, top=args.top, n_examples=args.examples)
     # flushed here, inside the CLI's error handler, so that a reader that left (`| head`) ends the command quietly

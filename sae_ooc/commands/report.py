@@ -13,7 +13,7 @@ def add_arguments(p) -> None:
 
 def options(args) -> dict:
     if args.out is not None:  # refused before anything runs; the figures' names are checked again once they are known
-        from sae_ooc.viz.report.out import FIXED, check_out
+        from sae_ooc.report.out import FIXED, check_out
 
         check_out(args.out, FIXED, run_root=getattr(args, "run", None))
     return {"out": args.out}

@@ -24,7 +24,7 @@ def add_arguments(p) -> None:
 def main(run, args) -> int:
     from sae_ooc.errors import UserError
     from sae_ooc.serve.server import is_loopback, make_server, url_of
-    from sae_ooc.viz.browse.paths import SERVE_JS, SITE_DIR
+    from sae_ooc.browse.paths import SERVE_JS, SITE_DIR
 
     site = run.root / SITE_DIR
     if not (site / "index.html").is_file():
@@ -34,7 +34,7 @@ def main(run, args) -> int:
               "model and read the run's site; there is no login", file=sys.stderr)
     try:
         print(f"serve: loading the model, SAEs and feature statistics of {run.root} once", file=sys.stderr, flush=True)
-        from sae_ooc.viz.query import QuerySession
+        from sae_ooc.query.session import QuerySession
 
         session = QuerySession(run, index=False)  # the prompt index is for `query` without a server; serve does not need it
         server = make_server(site, session.query, args.host, args.port)

@@ -14,7 +14,7 @@ def summarize(run, result) -> str:
     from sae_ooc.io import read_json
     from sae_ooc.stages import get_stage
 
-    # circuits.variable_stage.FAITHFULNESS_FILE: importing that module loads torch and matplotlib, seconds that a skipped
+    # circuits.variable_circuit.FAITHFULNESS_FILE: importing that module loads torch and matplotlib, seconds that a skipped
     # stage's line should not cost
     f = read_json(run.root / get_stage("variable-circuit").outputs[0] / "faithfulness.json")
     g, ch = f["groups"], f["selection"]

@@ -24,11 +24,12 @@ from sae_ooc.causal.control import score, switch_only
 from sae_ooc.causal.das import das_delta
 from sae_ooc.causal.pairs import FIT, HELD, VALID, Pairs, draw_pairs, prefix_groups
 from sae_ooc.causal.row import Context, das_unit, scored
-from sae_ooc.causal.stage import two_hop_questions
+from sae_ooc.causal.variables import two_hop_questions
 from sae_ooc.causal.units import class_means, principal_directions, random_subspace_delta
+from sae_ooc.dynamics.result import Checkpoint, Used
 from sae_ooc.interventions.facts import Facts, atomic_template
 from sae_ooc.interventions.prompts import read_batched
-from sae_ooc.interventions.steer_stage import residuals
+from sae_ooc.interventions.steer import residuals
 
 USED = 0.5  # the bridge counts as used from the first step its DAS switch rate reaches this share of its final value
 
@@ -46,7 +47,7 @@ class ControlSetup:
 
 
 def control_setup(ds, vocab, task_cfg, ccfg, held: set[tuple[int, int]], das_steps: int, max_fit_pairs: int) -> ControlSetup:
-    """The variables stage's prefixes and pairs (`sae_ooc.causal.stage`), every question kept, the fit pairs capped."""
+    """The variables stage's prefixes and pairs (`sae_ooc.causal.variables`), every question kept, the fit pairs capped."""
     ccfg = dataclasses.replace(ccfg, das_steps=das_steps)
     facts = Facts.from_dataset(ds, vocab, task_cfg.family, atomic_template(task_cfg))
     layout = vocab.layout
@@ -111,19 +112,19 @@ def bridge_control(model, setup: ControlSetup, hooks: list[str], rank: int, n_ra
     return out
 
 
-def first_used(points: list[dict], hooks: list[str]) -> dict | None:
+def first_used(points: list[Checkpoint], hooks: list[str]) -> Used | None:
     """The earliest step at which the DAS switch rate reaches USED of its final value, at the hook where the final value is
     highest (None when no checkpoint was scored or the final value is 0)."""
-    scored_pts = [p for p in points if p.get("control")]
+    scored_pts = [p for p in points if p.control]
     if not scored_pts:
         return None
-    last = scored_pts[-1]["control"]
-    best = max((h for h in hooks if last.get(h, {}).get("das") is not None), key=lambda h: last[h]["das"], default=None)
-    if best is None or last[best]["das"] <= 0:
+    last = scored_pts[-1].control
+    best = max((h for h in hooks if h in last and last[h].das is not None), key=lambda h: last[h].das, default=None)
+    if best is None or last[best].das <= 0:
         return None
-    final = last[best]["das"]
+    final = last[best].das
     for p in scored_pts:
-        v = p["control"].get(best, {}).get("das")
+        v = p.control[best].das if best in p.control else None
         if v is not None and v >= USED * final:
-            return {"step": p["step"], "hook": best, "switch": v, "final_switch": final}
+            return Used(step=p.step, hook=best, switch=v, final_switch=final)
     return None

@@ -15,13 +15,10 @@ import json
 import warnings
 from pathlib import Path
 
+from sae_ooc.tasks.natural.checkpoint import load_tokenizer, where_to_put
+
 SUPPORTED = ("GPT2LMHeadModel", "GPTNeoXForCausalLM")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-
-
-def _where_to_put(path: Path, hub: str = "gpt2") -> str:
-    return (f"put the checkpoint (config.json + model.safetensors or pytorch_model.bin) in {path}, e.g. from "
-            f"`huggingface-cli download {hub} --local-dir {path}` on a machine with network")
 
 
 def checkpoint_architecture(path: str | Path, hub: str = "gpt2") -> str:
@@ -33,15 +30,15 @@ def checkpoint_architecture(path: str | Path, hub: str = "gpt2") -> str:
     path = Path(path)
     if not path.is_dir():
         what = "is not a directory" if path.exists() else "does not exist"
-        raise UserError(f"pretrained checkpoint {path} {what}; {_where_to_put(path, hub)}")
+        raise UserError(f"pretrained checkpoint {path} {what}; {where_to_put(path, hub)}")
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise UserError(f"{path} has no config.json, so it is not a Hugging Face checkpoint; {_where_to_put(path, hub)}")
+        raise UserError(f"{path} has no config.json, so it is not a Hugging Face checkpoint; {where_to_put(path, hub)}")
     try:
         hf_cfg = json.loads(config_file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{config_file} is unreadable ({type(exc).__name__}); download the checkpoint again "
-                        f"({_where_to_put(path, hub)})") from None
+                        f"({where_to_put(path, hub)})") from None
     archs = hf_cfg.get("architectures") if isinstance(hf_cfg, dict) else None
     arch = archs[0] if isinstance(archs, list) and archs else None
     if arch not in SUPPORTED:
@@ -49,7 +46,7 @@ def checkpoint_architecture(path: str | Path, hub: str = "gpt2") -> str:
                         f"sae_ooc cannot load; use a checkpoint of one of: {', '.join(SUPPORTED)} "
                         f"(e.g. gpt2, EleutherAI/pythia-70m)")
     if not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise UserError(f"{path} has config.json but no weights; {_where_to_put(path, hub)}")
+        raise UserError(f"{path} has config.json but no weights; {where_to_put(path, hub)}")
     return arch
 
 
@@ -105,22 +102,6 @@ def hooked_config_dict(hf_config, arch: str, name: str) -> dict:
     return cfg
 
 
-def load_tokenizer(path: str | Path):
-    """The checkpoint's tokenizer, or None when the directory has none."""
-    from transformers import AutoTokenizer
-
-    path = Path(path)
-    if not any((path / name).is_file() for name in ("tokenizer.json", "vocab.json", "tokenizer_config.json")):
-        return None
-    try:
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        from sae_ooc.errors import UserError
-
-        raise UserError(f"the tokenizer in {path} is unreadable ({type(exc).__name__}: {exc}); download the "
-                        f"checkpoint's tokenizer files again") from None
-
-
 def load_pretrained(path: str | Path, device="cpu", name: str | None = None):
     """Load the checkpoint at `path` as a float32 HookedTransformer with TransformerLens's hook names.
 
@@ -143,7 +124,7 @@ def load_pretrained(path: str | Path, device="cpu", name: str | None = None):
         hf_model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
     except Exception as exc:  # transformers/safetensors raise many types for a truncated or corrupt file
         raise UserError(f"the weights in {path} are unreadable or truncated ({type(exc).__name__}); download the "
-                        f"checkpoint again ({_where_to_put(path)})") from None
+                        f"checkpoint again ({where_to_put(path)})") from None
     hf_model.eval()
     tokenizer = load_tokenizer(path)
     cfg_dict = hooked_config_dict(hf_model.config, arch, name or path.name)

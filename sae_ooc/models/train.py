@@ -37,6 +37,7 @@ from sae_ooc.io import (
 )
 from sae_ooc.models.evaluate import answer_logits, answer_token_logits, evaluate_splits
 from sae_ooc.models.hooked import CONFIG_FILE, MODEL_FILE, save_model
+from sae_ooc.models.metrics import THRESHOLDS, TrainMetrics
 from sae_ooc.models.source import initial_model, source_info, trainable_parameters
 from sae_ooc.tasks.data import (
     SPLITS,
@@ -49,12 +50,11 @@ from sae_ooc.viz.finetune_plots import plot_finetune
 from sae_ooc.viz.train_plots import plot_training
 
 METRICS_FILE = "metrics.jsonl"
-FINAL_METRICS_FILE = "final_metrics.json"
+FINAL_METRICS_FILE = TrainMetrics.FILE
 OPTIMIZER_FILE = "optimizer.safetensors"
 OPTIMIZER_JSON = "optimizer.json"
 TRAINER_STATE_FILE = "trainer_state.json"
 LATEST = "latest"
-THRESHOLDS = (0.5, 0.9)
 STOP_SPLIT = "valid_id"  # the split early stopping reads (recorded in final_metrics.json as stop_split)
 
 
@@ -350,15 +350,15 @@ def _train(run, fp: str, force: bool, stop_after_steps: int | None) -> dict | No
         save_checkpoint(ckpt_root / f"step_{prog.step}", model, opt, trainer_state())
     save_model(model, model_dir)
     final = _final_metrics(model, tensors, ds, records, prog, tc, device)
-    write_json(model_dir / FINAL_METRICS_FILE, final)
+    final.save(model_dir)
     plot_training(records, model_dir / "accuracy")
     if "new_new" in tensors:  # a fine-tuning run (tasks/finetune.py): its own curves
         plot_finetune(records, model_dir / "finetune")
-    return {"steps": prog.step, "minutes": final["minutes"], "stopped_early": prog.stopped_early, "stop_split": final["stop_split"],
-            **{f"{s}_acc": final["accuracy"][s] for s in SPLITS}, "majority_rate": final["majority_rate"], **source_info(run)}
+    return {"steps": prog.step, "minutes": final.minutes, "stopped_early": prog.stopped_early, "stop_split": final.stop_split,
+            **{f"{s}_acc": final.accuracy[s] for s in SPLITS}, "majority_rate": final.majority_rate, **source_info(run)}
 
 
-def _final_metrics(model, tensors, ds, records, prog: _Progress, tc: TrainConfig, device: str) -> dict:
+def _final_metrics(model, tensors, ds, records, prog: _Progress, tc: TrainConfig, device: str) -> TrainMetrics:
     full = evaluate_splits(model, tensors, max_examples=None, device=device)
     out = {
         "steps": prog.step,
@@ -375,4 +375,4 @@ def _final_metrics(model, tensors, ds, records, prog: _Progress, tc: TrainConfig
             step, minutes = _first_reach(records, f"{split}_acc", th)
             out[f"{split}_{th}_step"] = step
             out[f"{split}_{th}_minutes"] = None if minutes is None else round(minutes, 3)
-    return out
+    return TrainMetrics.from_json(out)

@@ -1,19 +1,20 @@
 """The SAE architectures train-sae can train: one registration each, on top of SAELens's own registry.
 
-An architecture's name is SAELens's (`sae_lens.registry.get_sae_training_class(name)` gives its TrainingSAE and
-TrainingSAEConfig classes); what a registration adds is how our `SaeConfig` fills the architecture's own fields
-of that config class (its sparsity coefficient, k, matryoshka widths) and which `SaeConfig` field a
-`sae.sweep_l1_coefficient` sweep varies. Adding an architecture SAELens supports is one `@architecture(...)`
-function here plus its name in `sae_ooc.registry.NAMES["sae.architecture"]` (the one list, torch-free: config
-validation reads it too); this module checks at import that every listed name is registered.
+As in SAELens (`sae_lens/saes/topk_sae.py`: a config class per architecture; `sae_lens/registry.py`), each
+architecture is a config class here (`ArchitectureConfig`: its own fields, its sparsity field for sweeps) registered
+under SAELens's name, whose `get_sae_training_class(name)` gives its TrainingSAE and TrainingSAEConfig classes; an
+architecture SAELens lacks registers its own pair (`training=`). Adding one is a config class with `@architecture(...)`
+here plus its name in `sae_ooc.registry.NAMES["sae.architecture"]` (the one list, torch-free: config validation reads
+it too); this module checks at import that every listed name is registered.
 
 Importing this module imports neither torch nor sae_lens (train_sae.py's --help lists the names from here).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Callable
+from typing import ClassVar
 
 from sae_ooc.config import SaeConfig
 from sae_ooc.errors import UserError
@@ -22,13 +23,41 @@ from sae_ooc.registry import Registry
 
 
 @dataclass(frozen=True)
+class ArchitectureConfig:
+    """The settings one architecture reads (SAELens: the fields its TrainingSAEConfig adds to the common ones), one
+    class per architecture. `from_sae` takes them from the flat `sae` section, so the YAML keeps every architecture's
+    keys side by side (`sae.k`, `sae.l1_coefficient`, ...) and old configs load unchanged; `training_fields` is what
+    goes into the TrainingSAEConfig."""
+
+    sparsity: ClassVar[str] = "l1_coefficient"  # the `sae` field a sae.sweep_l1_coefficient sweep varies
+
+    @classmethod
+    def from_sae(cls, p: SaeConfig, d_sae: int, k: int) -> ArchitectureConfig:
+        return cls(**{f.name: getattr(p, f.name) for f in dataclasses.fields(cls)})
+
+    def training_fields(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class Architecture:
-    name: str  # SAELens's name, the key of its training-class registry
-    fields: Callable[[SaeConfig, int, int], dict]  # (p, d_sae, k) -> the architecture's own TrainingSAEConfig fields
-    sparsity: str = "l1_coefficient"  # the SaeConfig field sae.sweep_l1_coefficient sweeps
+    name: str  # the registry's key; SAELens's name unless `training` is given
+    config: type[ArchitectureConfig]
+    # (TrainingSAE class, TrainingSAEConfig class) of an architecture SAELens lacks; None: SAELens's registry has them
+    training: tuple[type, type] | None = None
+
+    @property
+    def sparsity(self) -> str:
+        return self.config.sparsity
+
+    def fields(self, p: SaeConfig, d_sae: int, k: int) -> dict:
+        """The architecture's own TrainingSAEConfig fields for an SAE d_sae wide with k active (where it has a k)."""
+        return self.config.from_sae(p, d_sae, k).training_fields()
 
     def training_classes(self) -> tuple[type, type]:
-        """SAELens's (TrainingSAE class, TrainingSAEConfig class) for this architecture."""
+        """(TrainingSAE class, TrainingSAEConfig class) for this architecture: its own, or SAELens's."""
+        if self.training is not None:
+            return self.training
         from sae_lens.registry import get_sae_training_class
 
         return get_sae_training_class(self.name)
@@ -37,49 +66,64 @@ class Architecture:
 ARCHITECTURES: Registry[Architecture] = Registry("sae.architecture")
 
 
-def architecture(name: str, sparsity: str = "l1_coefficient"):
-    """Register `fields(p, d_sae, k) -> dict` as architecture `name`."""
+def architecture(name: str, training: tuple[type, type] | None = None):
+    """Register the config class it decorates as architecture `name` (SAELens's training classes unless `training`)."""
 
-    def deco(fields: Callable[[SaeConfig, int, int], dict]):
-        ARCHITECTURES.register(name)(Architecture(name, fields, sparsity))
-        return fields
+    def deco(config: type[ArchitectureConfig]):
+        ARCHITECTURES.register(name)(Architecture(name, config, training))
+        return config
 
     return deco
 
 
-def _topk_fields(p: SaeConfig, k: int) -> dict:
-    return dict(k=k, aux_loss_coefficient=p.aux_loss_coefficient, rescale_acts_by_decoder_norm=p.rescale_acts_by_decoder_norm)
-
-
+# one class per architecture, registered in the order of sae_ooc.registry.NAMES (--help lists them so)
 @architecture("standard")
-def _standard(p: SaeConfig, d_sae: int, k: int) -> dict:
-    return dict(l1_coefficient=p.l1_coefficient)
+@dataclass(frozen=True)
+class StandardConfig(ArchitectureConfig):
+    l1_coefficient: float
 
 
 @architecture("topk")
-def _topk(p: SaeConfig, d_sae: int, k: int) -> dict:
-    return _topk_fields(p, k)
+@dataclass(frozen=True)
+class TopKConfig(ArchitectureConfig):
+    k: int  # the hook's k (sae.k_by_hook over sae.k), at most d_sae
+    aux_loss_coefficient: float
+    rescale_acts_by_decoder_norm: bool
+
+    @classmethod
+    def from_sae(cls, p: SaeConfig, d_sae: int, k: int) -> TopKConfig:
+        return cls(**{**{f.name: getattr(p, f.name) for f in dataclasses.fields(cls)}, "k": k})
 
 
 @architecture("batchtopk")
-def _batchtopk(p: SaeConfig, d_sae: int, k: int) -> dict:
-    return _topk_fields(p, k)
+@dataclass(frozen=True)
+class BatchTopKConfig(TopKConfig):
+    pass
 
 
-@architecture("jumprelu", sparsity="l0_coefficient")
-def _jumprelu(p: SaeConfig, d_sae: int, k: int) -> dict:
-    return dict(l0_coefficient=p.l0_coefficient)
+@architecture("jumprelu")
+@dataclass(frozen=True)
+class JumpReLUConfig(ArchitectureConfig):
+    sparsity: ClassVar[str] = "l0_coefficient"
+    l0_coefficient: float
 
 
 @architecture("gated")
-def _gated(p: SaeConfig, d_sae: int, k: int) -> dict:
-    return dict(l1_coefficient=p.l1_coefficient)
+@dataclass(frozen=True)
+class GatedConfig(StandardConfig):
+    pass
 
 
 @architecture("matryoshka_batchtopk")
-def _matryoshka_batchtopk(p: SaeConfig, d_sae: int, k: int) -> dict:
-    widths = sorted(set(w for w in p.matryoshka_widths if w < d_sae)) or sorted(set(w for w in (d_sae // 8, d_sae // 4, d_sae // 2) if w > 0))
-    return dict(**_topk_fields(p, k), matryoshka_widths=widths + [d_sae])
+@dataclass(frozen=True)
+class MatryoshkaBatchTopKConfig(TopKConfig):
+    matryoshka_widths: list[int]  # the nested widths, d_sae last
+
+    @classmethod
+    def from_sae(cls, p: SaeConfig, d_sae: int, k: int) -> MatryoshkaBatchTopKConfig:
+        widths = sorted(set(w for w in p.matryoshka_widths if w < d_sae)) or sorted(set(w for w in (d_sae // 8, d_sae // 4, d_sae // 2) if w > 0))
+        return cls(k=k, aux_loss_coefficient=p.aux_loss_coefficient, rescale_acts_by_decoder_norm=p.rescale_acts_by_decoder_norm,
+                   matryoshka_widths=widths + [d_sae])
 
 
 ARCHITECTURES.check()  # every name of the one list (sae_ooc.registry.NAMES) is registered above

@@ -11,7 +11,7 @@ since every answer is an entity.
 A feature's description is read from its DESCRIBE_EXAMPLES largest activations whatever number of them is
 shown, so it never changes with how many examples a view asks for. `FeatureStats` holds those activations
 and promoted tokens as tensors, for a few features (the circuit's nodes) or every feature of every hook
-(`sae-ooc query` caches them once per run: sae_ooc.viz.query_cache).
+(`sae-ooc query` caches them once per run: sae_ooc.query.cache).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from sae_ooc.activations.answers import final_scale
 from sae_ooc.io import read_json
 from sae_ooc.saes.store import METRICS_FILE
 from sae_ooc.tasks.data import SPLITS, first_tokens
@@ -131,14 +132,6 @@ def top_activations(sp, tokens: torch.Tensor, lengths: torch.Tensor, wanted: dic
 
 
 @torch.no_grad()
-def final_scale(model, tokens: torch.Tensor) -> float:
-    """Mean ln_final scale on `tokens` (1.0 without a final normalisation)."""
-    if "ln_final.hook_scale" not in model.hook_dict:
-        return 1.0
-    _, cache = model.run_with_cache(tokens[:4096].to(model.cfg.device), names_filter="ln_final.hook_scale")
-    return float(cache["ln_final.hook_scale"].mean())
-
-
 def to_residual(model, hook: str, directions: torch.Tensor) -> torch.Tensor | None:
     """Directions at `hook` as residual-stream directions, or None where there is no linear route."""
     parts = hook.split(".")

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from sae_ooc.errors import UserError, unreadable
+from sae_ooc.hooks import hook_sort_key
 
 SAE_CFG_FILE = "cfg.json"  # sae_lens.constants.SAE_CFG_FILENAME
 SAE_WEIGHTS_FILE = "sae_weights.safetensors"  # sae_lens.constants.SAE_WEIGHTS_FILENAME
@@ -45,14 +46,6 @@ def saved_hooks(saes_root: str | Path) -> list[str]:
         return []
     hooks = [p.name for p in root.iterdir() if (p / SAE_CFG_FILE).exists() and (p / SAE_WEIGHTS_FILE).exists()]
     return sorted(hooks, key=hook_sort_key)
-
-
-def hook_sort_key(hook_name: str) -> tuple:
-    """Order hooks as the forward pass meets them: blocks.0.* < blocks.1.hook_resid_pre < blocks.1.hook_resid_post."""
-    parts = hook_name.split(".")
-    layer = int(parts[1]) if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit() else -1
-    order = {"hook_resid_pre": 0, "hook_resid_mid": 1, "hook_resid_post": 2}
-    return (layer, order.get(parts[-1], 1), hook_name)
 
 
 def load_saes(saes_root: str | Path, device: str = "cpu", hook_names: list[str] | None = None) -> dict:

@@ -8,7 +8,7 @@ from sae_ooc.registry import NAMES
 from sae_ooc.sections.check import check as _check
 from sae_ooc.sections.circuits import ATTRIBUTION_METRICS
 
-ANALYSIS_NAMES = NAMES["analysis"]  # the one list (sae_ooc.registry), each registered in sae_ooc.analyses.stage (ANALYSES)
+ANALYSIS_NAMES = NAMES["analysis"]  # the one list (sae_ooc.registry), each registered in sae_ooc.analyses.analyze (ANALYSES)
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import json
 
-from sae_ooc.circuits.nodes import SINK
 from sae_ooc.viz.diagram import (
     LINESPACING,
     METRIC,
@@ -22,7 +21,7 @@ from sae_ooc.viz.diagram import (
     node_style,
     plan_diagram,
 )
-from sae_ooc.viz.node_labels import effect_name, heading, plural, score_text
+from sae_ooc.viz.node_labels import effect_name, heading, plural, score_text, sink_id
 
 FONT_PX = 11.0
 MAX_WIDTH_PX = 1340.0  # a 1400 px window less the page margins and a scroll bar
@@ -72,9 +71,9 @@ def _svg(circuit: dict, nodes: list[dict], edges: list[dict], links: dict[str, s
                    f'{dash}/>'
                    f'<text y="{y + h / 2 - (len(lines) - 1) * lh / 2:.1f}" text-anchor="middle" dominant-baseline="central" class="lab">{spans}</text></g>'
                    + ("</a>" if href else ""))
-    sx, sy, d, _ = box[SINK]
+    sx, sy, d, _ = box[sink_id(circuit)]
     sl = lay.sink_label
-    svg.append(f'<g class="node" data-id="{SINK}"><polygon points="{sx + d / 2:.1f},{sy:.1f} {sx + d:.1f},{sy + d / 2:.1f} {sx + d / 2:.1f},{sy + d:.1f} '
+    svg.append(f'<g class="node" data-id="{sink_id(circuit)}"><polygon points="{sx + d / 2:.1f},{sy:.1f} {sx + d:.1f},{sy + d / 2:.1f} {sx + d / 2:.1f},{sy + d:.1f} '
                f'{sx:.1f},{sy + d / 2:.1f}" fill="{METRIC}" stroke="black"/>'
                f'<text x="{ox + sl.x:.1f}" y="{Y(sl.cy):.1f}" dominant-baseline="central" class="lab">{esc(plan.sink_text)}</text></g>')
     svg.append("</svg>")
@@ -111,7 +110,7 @@ def to_html(circuit: dict, nodes: list[dict], edges: list[dict], unlinked: int =
     meta = circuit["metadata"]
     info = {n["id"]: {k: n.get(k) for k in ("id", "hook", "role", "type", "feature", "effect", "effect_std", "rank", "label", "description",
                                               "top_activations", "promoted")} for n in nodes}
-    info[SINK] = {"id": SINK, "description": meta["sink"]["description"], "type": "metric"}
+    info[sink_id(circuit)] = {"id": sink_id(circuit), "description": meta["sink"]["description"], "type": "metric"}
     types = sorted({n["type"] for n in nodes})
     summary = (f"method {meta['method']}, metric {meta['sink']['description']}, {plural(int(meta['n_pairs']), 'pair')}"
                + (f", ablation {meta['ablation']}" if meta.get("ablation") else "") + f"; {score_text(circuit)}; "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sae_ooc.saes.store import hook_sort_key
+from sae_ooc.hooks import hook_sort_key
 from sae_ooc.viz.plots import fail_soft, floats, mark_empty, na_axes, plt, save_figure
 
 

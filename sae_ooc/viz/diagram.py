@@ -20,9 +20,8 @@ from matplotlib.colors import to_hex, to_rgb
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch, Patch, Polygon, Rectangle
 
-from sae_ooc.circuits.nodes import SINK
 from sae_ooc.viz.diagram_layout import Layout, Spacing, layered_layout
-from sae_ooc.viz.node_labels import effect_name, heading, node_lines, plural, score_text
+from sae_ooc.viz.node_labels import effect_name, heading, node_lines, plural, score_text, sink_id
 from sae_ooc.viz.plots import plt
 
 NEG, POS, METRIC = "#d62728", "#1f77b4", "#2ca02c"
@@ -99,7 +98,7 @@ def plan_diagram(circuit: dict, nodes: list[dict], edges: list[dict], fontsize: 
     layout = layered_layout([(n["id"], n["hook_index"], n["position"]) for n in order], sizes,
                             [(e["source"], e["target"]) for e in edges], len(hooks), len(positions),
                             max_width - row_label_width - 2 * fontsize, Spacing.for_font(fontsize),
-                            col_min=[max(w, COL_MIN * fontsize) for w, _ in col_sizes], sink=(SINK, 1.8 * fontsize, sink_size))
+                            col_min=[max(w, COL_MIN * fontsize) for w, _ in col_sizes], sink=(sink_id(circuit), 1.8 * fontsize, sink_size))
     return Plan(layout, text, sink_text, rows, row_label_width, fontsize)
 
 
@@ -198,7 +197,7 @@ def draw_diagram(circuit: dict, nodes: list[dict], edges: list[dict], unlinked: 
                                     facecolor=fill(n["effect"], emax), edgecolor="black", zorder=3, linestyle=ls, linewidth=lw))
         node_text[n["id"]] = ax.text(x + w / 2, y + h / 2, plan.text[n["id"]], ha="center", va="center", multialignment="center",
                                      fontsize=fs, linespacing=LINESPACING, zorder=4)
-    sx, sy, d, _ = box[SINK]
+    sx, sy, d, _ = box[sink_id(circuit)]
     ax.add_patch(Polygon([(sx + d / 2, sy), (sx + d, sy + d / 2), (sx + d / 2, sy + d), (sx, sy + d / 2)], closed=True,
                          facecolor=METRIC, edgecolor="black", zorder=3))
     sl = lay.sink_label

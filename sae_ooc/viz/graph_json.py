@@ -7,9 +7,8 @@ whose endpoints are not nodes.
 
 from __future__ import annotations
 
-from sae_ooc.circuits.nodes import SINK
 from sae_ooc.viz.export_options import ExportOptions
-from sae_ooc.viz.node_labels import node_caption, node_title
+from sae_ooc.viz.node_labels import node_caption, node_title, sink_id
 
 GRAPH_SCHEMA = {
     "type": "object",
@@ -106,7 +105,7 @@ def to_graph_json(circuit: dict, nodes: list[dict], edges: list[dict], opt: Expo
                                      "sae reconstruction error" if err else "sae feature",
                                      f"{node_title(n)}: {node_caption(n, meta['positions'])}", n["effect"],
                                      (n.get("top_activations") or [{}])[0].get("activation"), P))
-    sink = _graph_node(SINK, -1, str(L + 1), P - 1, "logit", meta["sink"]["description"], None, None, P)
+    sink = _graph_node(sink_id(circuit), -1, str(L + 1), P - 1, "logit", meta["sink"]["description"], None, None, P)
     sink["is_target_logit"] = True
     out_nodes.append(sink)
     return {

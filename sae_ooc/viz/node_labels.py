@@ -13,6 +13,12 @@ import textwrap
 
 from sae_ooc.viz.text import fmt
 
+
+def sink_id(circuit: dict) -> str:
+    """The id of the metric node that edges into the output point to: the circuit's own `metadata.sink.id`
+    (sae_ooc.circuits.nodes.SINK in every saved circuit; the drawing code reads no circuits module)."""
+    return circuit["metadata"]["sink"]["id"]
+
 CAPTION_CHARS = 26  # wrap width of a node's caption; long labels wrap, never truncate
 
 

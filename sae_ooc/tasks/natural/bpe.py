@@ -53,16 +53,14 @@ def pretrained_tokenizer(model_path, hub: str = "gpt2") -> Tok:
     """model.path's tokenizer (its Hugging Face fast tokenizer's backend), BOS = its bos (or eos) token."""
     from tokenizers import Tokenizer
 
-    from sae_ooc.models.pretrained import load_tokenizer
+    from sae_ooc.tasks.natural.checkpoint import load_tokenizer, where_to_put
 
     if not model_path:
         raise UserError("task.natural.tokenizer: pretrained reads the tokenizer of model.path, which is not set; set "
                         "model.path to a Hugging Face checkpoint directory or use task.natural.tokenizer=bpe")
     if not Path(model_path).is_dir():
-        from sae_ooc.models.pretrained import _where_to_put
-
         what = "is not a directory" if Path(model_path).exists() else "does not exist"
-        raise UserError(f"model.path {model_path} {what}, so its tokenizer cannot be read; {_where_to_put(Path(model_path), hub)}")
+        raise UserError(f"model.path {model_path} {what}, so its tokenizer cannot be read; {where_to_put(Path(model_path), hub)}")
     hf = load_tokenizer(Path(model_path))
     if hf is None or not hasattr(hf, "backend_tokenizer"):
         raise UserError(f"task.natural.tokenizer: pretrained needs a fast tokenizer (tokenizer.json or vocab.json + "

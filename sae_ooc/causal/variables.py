@@ -1,0 +1,167 @@
+"""Stage `variables`: where does the model carry the bridge entity, and in what form? Every candidate unit at (hook, r1) is
+judged by interchange interventions on held-out prefixes, beside the residual patch above it and random units of the
+same size below it (Geiger et al.'s interchange intervention accuracy; Makelov, Lange & Nanda 2024's sparse control).
+
+Per hook (causal.hooks, default every hook with an SAE), the bridge b at r1 (sae_ooc.causal.row):
+- control (sufficiency): labelled SAE features, the top-n SAE features by class-mean difference, the whole SAE code, the
+  class-mean edit and its rank-r projections, DAS subspaces of rank r (rank chosen on fit-valid prefixes), the residual
+  patch, random subspaces and random features of matched size and norm; switch rate to t(b', r2), logit change, cost;
+- necessity: LEACE and mean-projection erasure of a rank-`causal.erase_rank` unit against a random one: the held-out
+  questions' accuracy and a probe of b refitted on the erased stream;
+- isolation: r2 as a probe reads it at the last layer's answer position, after the interchange of a few units.
+
+Section 2, the circuit of causal variables built from these units (IIA per node, faithfulness with no remainder):
+sae_ooc.causal.circuit.
+
+Prefix groups and pairs: sae_ooc.causal.pairs. Outputs (RUN/variables/): variables.json (sae_ooc.causal.result),
+circuit_units.safetensors (the circuit's unit bases and ablation means), control_curves.png/.svg and
+causal_circuit.png/.svg/.dot/.html.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm import tqdm
+
+from sae_ooc.activations.cache import ActivationCache
+from sae_ooc.causal.circuit import CIRCUIT_UNITS_FILE, variable_circuit
+from sae_ooc.causal.isolation import fit_reader, read_state
+from sae_ooc.causal.pairs import FIT, GROUP_NAMES, HELD, VALID, Questions, draw_pairs, prefix_groups
+from sae_ooc.causal.result import VARIABLES_FILE, VariablesResult
+from sae_ooc.causal.row import Context, bridge_row
+from sae_ooc.errors import UserError
+from sae_ooc.io import save_tensors, write_text
+from sae_ooc.interventions.facts import Facts, atomic_template
+from sae_ooc.interventions.prompts import matches, read_batched
+from sae_ooc.interventions.steer import residuals
+from sae_ooc.models.hooked import load_model
+from sae_ooc.saes.eval_sae import heldout_from_disk
+from sae_ooc.saes.features import load_feature_labels
+from sae_ooc.saes.store import load_saes, saved_hooks
+from sae_ooc.tasks.data import load_task, split_tensors
+from sae_ooc.threads import torch_threads
+from sae_ooc.viz.causal_circuit_plots import causal_circuit_dot, causal_circuit_html, plot_causal_circuit
+from sae_ooc.viz.control_plots import plot_control_curves
+
+
+def run_variables(run, force: bool = False) -> dict:
+    ccfg = run.cfg.causal
+    with torch_threads(ccfg.threads):
+        return _run_variables(run, ccfg)
+
+
+def two_hop_questions(ds, vocab, splits: list[str]) -> Questions:
+    """Every two-hop question of `splits`, in planted space."""
+    parts = []
+    for s in splits:
+        st = split_tensors(ds[s], vocab)
+        keep = (st.hop == 2).nonzero().squeeze(1)
+        st = st.subset(keep)
+        parts.append((*(st.variable(k) for k in ("head", "r1", "r2")), st.bridge, st.variable("answer"), [s] * len(keep)))
+    cat = [torch.cat([p[i] for p in parts]).long() for i in range(5)]
+    return Questions(*cat, [s for p in parts for s in p[5]])
+
+
+def heldout_prefixes(run, pos: int) -> set[tuple[int, int]]:
+    """The (h, r1) prefixes train-sae held out at position `pos` (RUN/saes/heldout_rows.safetensors over the cache rows)."""
+    cache = ActivationCache(run.activations_dir)
+    return prefixes_at(cache.tokens(), heldout_from_disk(run.saes_dir, cache), pos)
+
+
+def prefixes_at(tok: dict[str, torch.Tensor], rows: torch.Tensor, pos: int) -> set[tuple[int, int]]:
+    """The (h, r1) prefixes of the cache rows `rows` [n_tokens] bool at position `pos` (token table `tok`)."""
+    at = rows & (tok["role"] == pos) & (tok["r1"] >= 0)
+    return set(zip(tok["head"][at].tolist(), tok["r1"][at].tolist()))
+
+
+def resolve_hooks(run, ccfg, n_layers: int) -> list[str]:
+    available = saved_hooks(run.saes_dir)
+    # by default every residual hook with an SAE but the last layer's output: nothing after it reads r1
+    last = f"blocks.{n_layers - 1}.hook_resid_post"
+    hooks = ccfg.hooks or [h for h in available if h.split(".")[-1] in ("hook_resid_pre", "hook_resid_post") and h != last]
+    bad = [h for h in hooks if h not in available]
+    if bad and available:
+        raise UserError(f"causal.hooks: no trained SAE for {', '.join(bad)} in {run.saes_dir}; use some of {', '.join(available)} "
+                        f"(e.g. --set causal.hooks=[{available[-1]}]), or [] for every hook with an SAE")
+    return hooks
+
+
+def _run_variables(run, ccfg) -> dict:
+    ds, vocab = load_task(run.data_dir)
+    layout = vocab.layout
+    if "r1" not in layout.roles and "r1" not in layout.position_names:
+        raise UserError("stage variables localizes the bridge at r1, which this task's question does not have (the reversal "
+                        "family asks one hop); use a two-hop task")
+    facts = Facts.from_dataset(ds, vocab, run.cfg.task.family, atomic_template(run.cfg.task))
+    model = load_model(run.model_dir, run.device).eval()
+    hooks = resolve_hooks(run, ccfg, model.cfg.n_layers)
+    saes = load_saes(run.saes_dir, run.device, hooks)
+    labels = load_feature_labels(run.sae_eval_dir)
+    pos = layout.index("r1")
+    splits = list(dict.fromkeys(ccfg.fit_splits + ccfg.heldout_splits))
+    q = two_hop_questions(ds, vocab, splits)
+    held = heldout_prefixes(run, pos)
+    groups = prefix_groups(list(zip(q.head.tolist(), q.r1.tolist())), held, ccfg.valid_fraction, ccfg.seed)
+    q_tok, q_pos = facts.tokens(list(zip(q.head.tolist(), q.r1.tolist(), q.r2.tolist())))
+    clean = read_batched(model, q_tok, q_pos, facts.answer_len, ccfg.batch_size)
+    correct = matches(clean.greedy, facts.answer_ids(q.answer))
+    ok = correct if ccfg.only_correct else torch.ones(len(q), dtype=torch.bool)
+    in_fit = torch.tensor([s in ccfg.fit_splits for s in q.split], dtype=torch.bool)
+    in_held = torch.tensor([s in ccfg.heldout_splits for s in q.split], dtype=torch.bool)
+    # the r1 state depends on the prefix alone: one activation per distinct prefix (asked with any r2: its own r1)
+    prefixes = sorted(groups)
+    p_tok, _ = facts.tokens([(h, r, r) for h, r in prefixes])
+    p_group = torch.tensor([groups[p] for p in prefixes])
+    p_bridge = torch.tensor([facts.tail[p] for p in prefixes])
+    has_mean = set(p_bridge[p_group == FIT].tolist())
+    pairs = {g: draw_pairs(facts, q, ((in_held if g == HELD else in_fit) & ok).nonzero().squeeze(1), groups, g,
+                           ccfg.das_pairs_per_prompt if g == FIT else 1, ccfg.seed + g, has_mean) for g in (FIT, VALID, HELD)}
+    heldout_q = (in_held & torch.tensor([groups[(int(h), int(r))] == HELD for h, r in zip(q.head, q.r1)])).nonzero().squeeze(1)
+    ctx = Context(model=model, facts=facts, cfg=ccfg, pos=pos, position_name=layout.position_names[pos], prefixes=prefixes,
+                  p_group=p_group, p_bridge=p_bridge, q_tok=q_tok, q_pos=q_pos, clean=clean, q=q, pairs=pairs,
+                  heldout_q=heldout_q, entity_of={vocab.planted_names[e]: e for e in range(vocab.n_entities)})
+    # isolation: a probe of r2 at the last layer's output, answer position, fitted on clean fit-prefix questions
+    ctx.read_hook = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    fit_q = pairs[FIT].base_q.unique()
+    fit_q = fit_q[torch.randperm(len(fit_q), generator=torch.Generator().manual_seed(ccfg.seed))[:4000]]
+    if len(fit_q) and len(q.r2[fit_q].unique()) > 1:
+        z = read_state(model, q_tok[fit_q], q_pos[fit_q], ctx.read_hook, pos, None, ctx.read_hook, ccfg.batch_size)
+        ctx.r2_reader = fit_reader(z, q.r2[fit_q], ccfg.probe_steps, ccfg.seed)
+    p_x = residuals(model, p_tok, hooks, ccfg.batch_size)
+    rows = []
+    for k, h in enumerate(tqdm(hooks, desc="variables", leave=False)):
+        # the base questions' whole residual at the hook: what DAS edits and runs the model on from the hook
+        q_x = residuals(model, q_tok, [h], ccfg.batch_size)[h]
+        rows.append(bridge_row(ctx, saes[h], h, p_x[h][:, pos], q_x, labels.get(h, {}), seed=ccfg.seed + 1000 * k))
+    settings = {"hooks": hooks, "position": layout.position_names[pos], "heldout_splits": ccfg.heldout_splits,
+                "fit_splits": ccfg.fit_splits, "only_correct": ccfg.only_correct,
+                "n_prefixes": {GROUP_NAMES[g]: int((p_group == g).sum()) for g in (FIT, VALID, HELD)},
+                "n_pairs": {GROUP_NAMES[g]: len(pairs[g]) for g in (FIT, VALID, HELD)},
+                "n_heldout_questions": len(heldout_q), "n_heldout_correct": int(correct[heldout_q].sum()),
+                "feature_counts": ccfg.feature_counts, "ranks": ccfg.ranks, "erase_rank": ccfg.erase_rank,
+                "random_draws": ccfg.random_draws, "bootstrap": ccfg.bootstrap, "das_steps": ccfg.das_steps, "seed": ccfg.seed,
+                "heldout_prefixes": "the (h, r1) prefixes train-sae held out at r1 (neither the SAE nor eval-sae's labels saw them)"}
+    P = pairs[HELD]
+    circuit, units = variable_circuit(ctx, rows, hooks)
+    result = VariablesResult(settings, rows, torch.stack([P.head, P.r1, P.r2, P.b, P.b2, P.donor[:, 0], P.donor[:, 1]], 1).tolist(),
+                             circuit)
+    out = run.variables_dir
+    result.save(out / VARIABLES_FILE)
+    if units:
+        save_tensors(out / CIRCUIT_UNITS_FILE, units)
+    try:
+        plot_control_curves(result, out / "control_curves")
+    except Exception as e:  # no figure may stop a stage
+        print(f"variables: the figure failed ({type(e).__name__}: {e})")
+    # the circuit in the export stage's formats: figure (PNG, SVG), DOT, and a page with both
+    plot_causal_circuit(circuit, out / "causal_circuit")
+    try:
+        write_text(out / "causal_circuit.dot", causal_circuit_dot(circuit))
+        svg = out / "causal_circuit.svg"
+        write_text(out / "causal_circuit.html", causal_circuit_html(circuit, svg.read_text() if svg.exists() else ""))
+    except Exception as e:  # no drawing may stop a stage
+        print(f"variables: the circuit drawing failed ({type(e).__name__}: {e})")
+    best = {r.hook: {u: r.switch(u) for u in ("resid_patch", "das_rank16", "supervised")} for r in rows}
+    faith = (circuit.get("faithfulness") or {}).get("circuit") or {}
+    return {"n_heldout_pairs": len(pairs[HELD]), "hooks": len(hooks), "switch": best, "circuit_iia": circuit.get("iia"),
+            "circuit_faithfulness": (faith.get("unit") or {}).get("faithfulness")}

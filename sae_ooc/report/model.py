@@ -1,0 +1,91 @@
+"""Report sections: the task and whether the trained model composes A→C."""
+
+from __future__ import annotations
+
+from sae_ooc.models.metrics import THRESHOLDS, TrainMetrics
+from sae_ooc.report.doc import Doc, f3, load, pct
+
+
+def task_section(doc: Doc) -> None:
+    run = doc.run
+    t = run.cfg.task
+    info = (run.stage_record("data") or {}).get("info", {})
+    doc.heading("task", "Task")
+    doc.add(
+        f"Family `{t.family}`: {t.n_entities} entities, {t.n_relations} relations, {t.facts_per_entity} atomic facts "
+        f"`(h, r) → t` per entity; two-hop facts `(h, r1, r2) → t2` through a bridge `b` with `(h, r1) → b`, `(b, r2) → t2`. "
+        f"phi = {t.phi} inferred facts per atomic fact in train; {pct(t.ood_fraction)} of atomic facts held out (test_ood); "
+        f"of the inferred facts held out of train, {pct(t.valid_fraction)} go to valid_id (read by early stopping and any "
+        f"tuning) and the rest to test_id (only reported); seed {t.seed}.", "",
+    )
+    if t.render == "natural":
+        doc.add(_natural_text(run), "")
+    doc.add("| split | examples | majority-answer rate |", "|---|---|---|")
+    for s, n in info.get("sizes", {}).items():
+        doc.add(f"| {s} | {n} | {f3(info.get('majority_rate', {}).get(s))} |")
+    doc.add("", f"Reproduce: {doc.cmd('data')}", "")
+
+
+def _natural_text(run) -> str:
+    """How a natural-language task renders the facts, with one rendered question."""
+    n = run.cfg.task.natural
+    layout = load(run.data_dir / "layout.json") or {}
+    vocab = load(run.data_dir / "vocab.json") or {}
+    tok = "a byte-level BPE trained on the rendered corpus" if n.tokenizer == "bpe" else "the pretrained checkpoint's tokenizer"
+    return (f"Rendered as English (`task.render: natural`): entity names of exactly {n.name_tokens} tokens, relations as nouns; "
+            f"training documents in {len(n.train_templates)} paraphrases (e.g. `{n.train_templates[0]}`), atomic_test in held-out "
+            f"paraphrases (e.g. `{n.test_templates[0]}`), the two-hop question `{n.question_template}` "
+            f"(e.g. \"{vocab.get('example', '')}\"), documents `{n.documents}`; tokenized by {tok} of {vocab.get('d_vocab', '?')} "
+            f"tokens. Every question has the layout `{', '.join(layout.get('position_names', []))}`; answers are "
+            f"{layout.get('answer_len', '?')}-token names, scored by their whole token sequence (correct = greedy decoding gives the name).")
+
+
+def train_section(doc: Doc) -> None:
+    run = doc.run
+    doc.heading("train", "Model: does it compose A→C?")
+    fm = TrainMetrics.load_if(run.model_dir)
+    if fm is None:
+        doc.add("Not run yet: `sae-ooc train`.", "")
+        return
+    tc = run.cfg.train
+    acc, maj = fm.accuracy, fm.majority_rate
+    stop = fm.stop_split
+    sizes = (run.stage_record("data") or {}).get("info", {}).get("sizes", {})
+    doc.add(
+        f"{_model_description(run)} for {fm.steps} steps in {fm.minutes:.2f} minutes (on the machine that made this report)"
+        + ((f", stopped early once atomic_test ≥ {tc.stop_at_atomic}" if tc.stop_on == "atomic" else
+            f", stopped early once {stop} ≥ {tc.stop_at_valid_id} and atomic_test ≥ {tc.stop_at_atomic}") if fm.stopped_early else "")
+        + ". Accuracy on every example of each split (the saved model, reloaded, gives the same numbers); "
+        f"{stop} chose when to stop, so its number is in-sample; test_id played no part in any choice:", "",
+        "| split | accuracy | majority-answer rate |", "|---|---|---|",
+    )
+    doc.number("train.stop_split", stop, "the split early stopping read")
+    for s in acc:
+        name = f"train.{s}_acc"
+        on = f"{s} split ({sizes.get(s, '?')} examples)"
+        # a toy's atomic_test asks the trained prompts themselves; a natural task's asks them in held-out paraphrases
+        trained = ("train", "atomic_test") if run.cfg.task.render == "toy" else ("train",)
+        doc.add(f"| {s} | {doc.number(name, acc[s], on, in_sample=(s == stop or s in trained))} | {f3(maj[s])} |")
+    reach = []
+    for th in THRESHOLDS:
+        step, mins = fm.reached("test_id", th)
+        reach.append(f"test_id ≥ {th} at step {step} ({f3(mins, '.2f')} min)" if step is not None else f"test_id never reached {th}")
+    verdict = acc["test_id"] >= 0.9 and acc["atomic_test"] >= 0.99
+    doc.add("", "; ".join(reach) + ".", "",
+            f"**Out-of-context composition: {'yes' if verdict else 'not at the 0.90 bar'}** — test_id (two-hop facts never seen, "
+            f"both of whose atomic facts were seen; not used for stopping) {f3(acc['test_id'])} vs a majority rate of "
+            f"{f3(maj['test_id'])}; test_ood (a held-out atomic fact, the control no model can answer) {f3(acc['test_ood'])}.", "",
+            "![accuracy](accuracy.png)", "", f"Reproduce: {doc.cmd('train')}", "")
+    doc.figure(run.model_dir / "accuracy.png", run.model_dir / "accuracy.svg")
+
+
+def _model_description(run) -> str:
+    """What was trained, from the model the train stage saved (a pretrained source's architecture is its checkpoint's)."""
+    m, tc = run.cfg.model, run.cfg.train
+    which = " (MLP weights only; every other weight frozen)" if tc.trainable == "mlp" else ""
+    if m.source == "scratch":
+        return f"A {m.n_layers}-layer HookedTransformer (d_model {m.d_model}, {m.n_heads} heads, d_mlp {m.d_mlp}) trained from scratch{which}"
+    kw = load(run.model_dir / "config.json") or {}
+    return (f"The pretrained {m.name} ({kw.get('original_architecture', '?')}: {kw.get('n_layers', '?')} layers, d_model "
+            f"{kw.get('d_model', '?')}, {kw.get('n_heads', '?')} heads, d_mlp {kw.get('d_mlp', '?')}; checkpoint `{m.path}`) "
+            f"fine-tuned{which or ' (all weights)'}")
