@@ -66,7 +66,7 @@ def test_control_and_replay_keep_the_held_out_questions(harvested_run):
 
 
 def test_pipeline_fine_tunes_a_finished_run_end_to_end(harvested_run, tmp_path, monkeypatch):
-    import sae_ooc.viz.browse.stage as browse_stage
+    import sae_ooc.browse.browse as browse_stage
 
     monkeypatch.setattr(browse_stage, "screenshot", lambda *a, **k: None)  # no Chromium: the browse tests cover it
     out = tmp_path / "ft"
