@@ -16,7 +16,7 @@ from sae_ooc.config import load_config
 from sae_ooc.rundir import RunDir
 from sae_ooc.tasks.data import load_task
 
-from conftest import ROOT, TINY
+from conftest import NATURAL, NATURAL_SETTINGS, ROOT, TINY
 
 SMALL_TASK = {"n_entities": 16, "n_relations": 4, "facts_per_entity": 2, "phi": 1.0}  # conftest.NATURAL_SETTINGS' task
 
@@ -30,7 +30,7 @@ def _config(root, overrides: dict) -> "Path":  # noqa: F821
     cfg["train"].update(steps=20, eval_every=10, n_checkpoints=1)
     cfg["attribution"].update(only_correct=False, split="all", n_pairs=12)  # a few steps of fine-tuning answer few prompts right
     # budgets that only need to run the stages: the numbers of this path are checked elsewhere
-    cfg["sae"].update(training_tokens=4096)
+    cfg["sae"].update(training_tokens=4096, hooks=["blocks.1.hook_resid_pre"])  # one SAE: the stages' paths are per hook
     cfg["sae_eval"].update(probe_steps=20)
     cfg["circuit"].update(curve_sizes=[0, 5, 20], edge_check=4, edge_counts=[2], edge_extra_ablations=[], random_edge_sets=4,
                           prune_pairs=2)
@@ -48,11 +48,16 @@ def _config(root, overrides: dict) -> "Path":  # noqa: F821
 
 
 @pytest.fixture(scope="module")
-def task_tokenizer(natural_trained):
-    """The BPE the natural data stage trained on this task's corpus (conftest's natural run), as the checkpoints' tokenizer."""
+def task_tokenizer(tmp_path_factory):
+    """The BPE the natural data stage trains on this task's corpus (conftest's natural settings; the data stage alone,
+    not conftest's trained `natural_trained`), as the checkpoints' tokenizer."""
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(str(natural_trained.data_dir / "tokenizer.json"))
+    from sae_ooc.pipeline import run as run_pipeline
+
+    run = RunDir(tmp_path_factory.mktemp("natural_data") / "run", load_config(NATURAL, list(NATURAL_SETTINGS)))
+    run_pipeline(run, stages=["data"])
+    return Tokenizer.from_file(str(run.data_dir / "tokenizer.json"))
 
 
 def _checkpoint(directory, arch: str, tok) -> None:

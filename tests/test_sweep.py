@@ -12,6 +12,7 @@ from sae_ooc.config import ConfigError
 from sae_ooc.errors import UserError
 from sae_ooc.sweep.runner import POINT_FILE, run_point, run_sweep
 from sae_ooc.sweep.spec import load_sweep
+from sae_ooc.sweep.result import SweepPoint
 from sae_ooc.sweep.summary import smallest
 from tests.conftest import TINY
 
@@ -74,10 +75,13 @@ def test_sweep_help_has_no_device(capsys):
 
 
 def test_smallest_composing_point_is_the_one_with_fewest_distinct_parameters():
-    acc = lambda t: {"test_id": t, "atomic_test": 1.0, "test_ood": 0.0}  # noqa: E731
-    recs = [{"unique_parameters": 900, "accuracy": acc(0.95)}, {"unique_parameters": 500, "accuracy": acc(0.95)},
-            {"unique_parameters": 100, "accuracy": acc(0.5)}]
-    assert smallest(recs)["unique_parameters"] == 500
+    def rec(n: int, test_id: float) -> SweepPoint:
+        return SweepPoint(slug=str(n), values={}, config_hash="", unique_parameters=n, accuracy={"test_id": test_id, "atomic_test": 1.0},
+                          majority_rate={}, steps=1, minutes=0.0, stopped_early=False, test_id_0_9_step=None, valid_id_0_9_step=None,
+                          max_steps=1)
+
+    recs = [rec(900, 0.95), rec(500, 0.95), rec(100, 0.5)]
+    assert smallest(recs).unique_parameters == 500
     assert smallest(recs[2:]) is None
 
 

@@ -6,7 +6,8 @@ next to the run directory (runs/sweeps/<name>/ for runs/default, where `sae-ooc 
 
 from __future__ import annotations
 
-from sae_ooc.report.doc import Doc, load
+from sae_ooc.report.doc import Doc
+from sae_ooc.sweep.result import SweepResult
 
 
 def _val(v) -> str:
@@ -20,7 +21,8 @@ def _same_task(sweep_dir, run) -> bool:
 
     from sae_ooc.config import load_config
 
-    grid = (load(sweep_dir / "sweep.json") or {}).get("grid", {})
+    sw = SweepResult.load_if(sweep_dir)
+    grid = sw.grid if sw else {}
     varied = {k.split(".", 1)[1].split(".")[0] for k in grid if k.startswith("task.")}
     for cfg in sorted((sweep_dir / "points").glob("*/config.yaml"))[:1]:
         try:
@@ -47,22 +49,22 @@ def sweep_section(doc: Doc) -> None:
             "(valid_id ≥ 0.92 and atomic ≥ 0.99, never test_id); *composed* = test_id ≥ 0.9 with atomic_test ≥ 0.99. test_id is "
             "held out of every choice; test_ood (a needed atomic fact held out) is the control no model can answer.", "")
     for path in found:
-        sw = load(path)
-        axes, pts, name = list(sw["grid"]), sw["points"], sw["name"]  # every grid key, varied or not
-        doc.add(f"**`{name}`** ({len(pts)} of {sw['n_points']} points finished; grid "
-                + ", ".join(f"`{k}` ∈ {{{', '.join(_val(v) for v in vals)}}}" for k, vals in sw["grid"].items()) + "):", "",
+        sw = SweepResult.load(path.parent)
+        axes, pts, name = list(sw.grid), sw.points, sw.name  # every grid key, varied or not
+        doc.add(f"**`{name}`** ({len(pts)} of {sw.n_points} points finished; grid "
+                + ", ".join(f"`{k}` ∈ {{{', '.join(_val(v) for v in vals)}}}" for k, vals in sw.grid.items()) + "):", "",
                 "| " + " | ".join(f"`{a}`" for a in axes) + " | distinct parameters | steps | test_id | steps to test_id ≥ 0.9 | test_ood | composed |",
                 "|" + "---|" * (len(axes) + 6))
         for p in pts:
-            a = p["accuracy"]
-            ok = a["test_id"] >= sw["composed_threshold"] and a["atomic_test"] >= 0.99
-            doc.add("| " + " | ".join(_val(p["values"][k]) for k in axes) + f" | {p['unique_parameters']:,} | {p['steps']:,} | "
-                    f"{a['test_id']:.3f} | {p.get('test_id_0.9_step') or '—'} | {a['test_ood']:.3f} | {'yes' if ok else 'no'} |")
-        best = sw.get("smallest_composed")
+            a = p.accuracy
+            ok = a["test_id"] >= sw.composed_threshold and a["atomic_test"] >= 0.99
+            doc.add("| " + " | ".join(_val(p.values[k]) for k in axes) + f" | {p.unique_parameters:,} | {p.steps:,} | "
+                    f"{a['test_id']:.3f} | {p.test_id_0_9_step or '—'} | {a['test_ood']:.3f} | {'yes' if ok else 'no'} |")
+        best = sw.smallest_composed
         if best:
-            setting = ", ".join(f"`{k}` = {_val(v)}" for k, v in best["values"].items())
-            doc.add("", f"Smallest setting that composed here: {setting} ({best['unique_parameters']:,} distinct parameters; test_id "
-                    f"{doc.number(f'sweep.{name}.smallest_test_id', best['accuracy']['test_id'], 'test_id of that point, chosen by its test_id', in_sample=True)}"
+            setting = ", ".join(f"`{k}` = {_val(v)}" for k, v in best.values.items())
+            doc.add("", f"Smallest setting that composed here: {setting} ({best.unique_parameters:,} distinct parameters; test_id "
+                    f"{doc.number(f'sweep.{name}.smallest_test_id', best.accuracy['test_id'], 'test_id of that point, chosen by its test_id', in_sample=True)}"
                     "; the point was chosen by test_id ≥ the threshold, so its test_id is in-sample).")
         else:
             doc.add("", "No point of this sweep composed.")

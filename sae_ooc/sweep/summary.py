@@ -5,21 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sae_ooc.io import write_json, write_text
+from sae_ooc.io import write_text
+from sae_ooc.sweep.result import ATOMIC, COMPOSED, SweepPoint, SweepResult
 from sae_ooc.viz.phase_plots import plot_phase
 
-COMPOSED = 0.9
-ATOMIC = 0.99
 
-
-def composed(rec: dict) -> bool:
-    return rec["accuracy"]["test_id"] >= COMPOSED and rec["accuracy"]["atomic_test"] >= ATOMIC
-
-
-def smallest(recs: list[dict]) -> dict | None:
+def smallest(recs: list[SweepPoint]) -> SweepPoint | None:
     """The composing point with the fewest distinct parameters (ties: fewer steps to test_id >= 0.9)."""
-    ok = [r for r in recs if composed(r)]
-    return min(ok, key=lambda r: (r["unique_parameters"], r.get("test_id_0.9_step") or 10**12)) if ok else None
+    ok = [r for r in recs if r.composed]
+    return min(ok, key=lambda r: (r.unique_parameters, r.test_id_0_9_step or 10**12)) if ok else None
 
 
 def _fmt(v) -> str:
@@ -28,7 +22,7 @@ def _fmt(v) -> str:
     return "—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 
-def write_summary(sw, root: Path, points, done: dict[str, dict]) -> dict:
+def write_summary(sw, root: Path, points, done: dict[str, SweepPoint]) -> dict:
     keys = list(sw.grid)
     recs = [done[p.slug] for p in points if p.slug in done]
     lines = [f"# Sweep `{sw.name}` ({len(recs)} of {len(points)} points finished)", "",
@@ -44,17 +38,17 @@ def write_summary(sw, root: Path, points, done: dict[str, dict]) -> dict:
         if r is None:
             lines.append(f"| {vals} | not finished |" + " |" * 7)
             continue
-        a = r["accuracy"]
-        lines.append(f"| {vals} | {r['unique_parameters']} | {r['steps']} | {a['test_id']:.3f} | {_fmt(r.get('test_id_0.9_step'))} | "
-                     f"{a['test_ood']:.3f} | {a['valid_id']:.3f} | {a['atomic_test']:.3f} | {'yes' if composed(r) else 'no'} |")
+        a = r.accuracy
+        lines.append(f"| {vals} | {r.unique_parameters} | {r.steps} | {a['test_id']:.3f} | {_fmt(r.test_id_0_9_step)} | "
+                     f"{a['test_ood']:.3f} | {a['valid_id']:.3f} | {a['atomic_test']:.3f} | {'yes' if r.composed else 'no'} |")
     best = smallest(recs)
-    verdict = ("Smallest setting that composed: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best["values"].items())
-               + f" ({best['unique_parameters']} distinct parameters; test_id {best['accuracy']['test_id']:.3f}, "
-               f"test_ood {best['accuracy']['test_ood']:.3f})") if best else "No point composed."
+    verdict = ("Smallest setting that composed: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.values.items())
+               + f" ({best.unique_parameters} distinct parameters; test_id {best.accuracy['test_id']:.3f}, "
+               f"test_ood {best.accuracy['test_ood']:.3f})") if best else "No point composed."
     lines += ["", verdict, "", f"![phase diagram](phase_{sw.name}.png)", ""]
     write_text(root / "table.md", "\n".join(lines))
-    write_json(root / "sweep.json", {"name": sw.name, "grid": sw.grid, "axes": sw.axes(), "composed_threshold": COMPOSED,
-                                     "points": recs, "smallest_composed": best, "n_points": len(points)})
+    SweepResult(name=sw.name, grid=sw.grid, axes=list(sw.axes()), composed_threshold=COMPOSED, points=recs, smallest_composed=best,
+                n_points=len(points)).save(root)
     figs = plot_phase(sw, points, done, root / f"phase_{sw.name}") if recs else []  # named per sweep: the report copies several into one folder
     files = f"sweep.json, sweep.log.txt, table.md{f', phase_{sw.name}.{{png,svg}}' if figs else ''}, points/<point>/ (a run directory each)"
     return {"text": f"sweep {sw.name}: {len(recs)}/{len(points)} points finished; {verdict} Wrote {root}/ ({files})",

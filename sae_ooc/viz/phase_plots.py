@@ -18,21 +18,22 @@ def _label(v) -> str:
     return ("true" if v else "false") if isinstance(v, bool) else str(v)
 
 
-def _value(rec: dict, metric: str):
+def _value(rec, metric: str):
     if rec is None:
         return None
-    return rec.get("test_id_0.9_step") if metric == "steps" else rec["accuracy"][metric]
+    return rec.test_id_0_9_step if metric == "steps" else rec.accuracy[metric]
 
 
 @fail_soft
-def plot_phase(sw, points, done: dict[str, dict], stem: Path) -> list[Path]:
+def plot_phase(sw, points, done: dict, stem: Path) -> list[Path]:
+    """`done`: {slug: sae_ooc.sweep.result.SweepPoint} of the finished points."""
     x, y = sw.axes()
     xs = sw.grid[x] if x else [None]
     ys = sw.grid[y] if y else [None]
     others = [k for k in sw.grid if k not in (x, y)]
     facets = list(itertools.product(*(sw.grid[k] for k in others))) or [()]
     by_values = {tuple(sorted(p.values.items(), key=str)): done.get(p.slug) for p in points}
-    max_steps = max((r["max_steps"] for r in done.values()), default=1)
+    max_steps = max((r.max_steps for r in done.values()), default=1)
     fig, axes = plt.subplots(len(facets), 3, figsize=(4.2 * 3, 0.9 + 0.55 * len(ys) * len(facets) + 1.2 * len(facets)), squeeze=False)
     for row, facet in enumerate(facets):
         fixed = dict(zip(others, facet))
