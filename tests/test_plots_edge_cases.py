@@ -221,6 +221,11 @@ def training(n, vs, cis):
     return dict(records=[{"step": 10 * i, "train_acc": v, "train_loss": v, "test_id_acc": v, "test_id_loss": v} for i, v in enumerate(vs)])
 
 
+def finetune(n, vs, cis):
+    return dict(records=[{"step": 10 * i, "atomic_test_acc": v, "new_new_acc": v, "old_new_acc": _nan(v), "test_id_acc": v}
+                         for i, v in enumerate(vs)])
+
+
 def variable_faithfulness(n, vs, cis):
     """One ablation kind per row, each with its own point and interval."""
     def kind(v, ci):
@@ -299,7 +304,7 @@ BUILDERS = {"plot_control_curves": control_curves, "plot_attention": attention, 
             "plot_phase": phase, "plot_training_curves": training_curves, "plot_pareto": pareto, "plot_alignment_heatmap": alignment_heatmap,
             "plot_training": training, "plot_variable_faithfulness": variable_faithfulness, "plot_compare_accuracy": compare_accuracy,
             "plot_compare_probes": compare_probes, "plot_compare_patching": compare_patching, "plot_compare_controls": compare_controls,
-            "plot_variable_curves": variable_curves}
+            "plot_variable_curves": variable_curves, "plot_finetune": finetune}
 
 
 def plot_functions() -> dict:

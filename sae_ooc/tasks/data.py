@@ -23,9 +23,6 @@ import torch
 from datasets import (
     Dataset,
     DatasetDict,
-    Features,
-    Sequence,
-    Value,
     disable_progress_bars,
     load_from_disk,
 )
@@ -36,60 +33,12 @@ from sae_ooc.registry import Registry
 from sae_ooc.errors import UserError, unreadable
 from sae_ooc.io import write_json
 from sae_ooc.tasks.layout import LAYOUT_FILE, TOY_LAYOUT, Layout
+from sae_ooc.tasks.rows import FEATURES, _concat, _rows, _shuffled, valid_test  # noqa: F401  (re-exported)
 from sae_ooc.tasks.natural.generate import render_natural
 from sae_ooc.tasks.natural.text_vocab import TOKENIZER_FILE
 from sae_ooc.tasks.vocab import POSITION_ROLES, SEQ_LEN, Vocab, read_vocab  # noqa: F401  (re-exported)
 
 SPLITS = TASK_SPLITS  # listed in config.py, which config validation (harvest.splits) reads without torch
-FEATURES = Features(
-    {
-        "input_ids": Sequence(Value("int64")),  # the prompt, without the answer
-        "answer_ids": Sequence(Value("int64")),  # the answer's tokens (the toy task: one)
-        "answer": Value("int64"),  # planted variables (answer .. r2): entity and relation ids, -1 for none
-        "bridge": Value("int64"),
-        "hop": Value("int64"),
-        "head": Value("int64"),
-        "r1": Value("int64"),
-        "r2": Value("int64"),
-    }
-)
-
-
-def _rows(facts: list[tuple], hop: int) -> dict[str, list]:
-    """Rows for a split from tuples of token ids: (h, r, t) for hop 1, (h, r1, r2, t, b) for hop 2."""
-    cols: dict[str, list] = {k: [] for k in FEATURES}
-    for f in facts:
-        if hop == 1:
-            h, r, t = f
-            ids, r1, r2, b = [h, r], r, -1, -1
-        else:
-            h, r1, r2, t, b = f
-            ids = [h, r1, r2]
-        cols["input_ids"].append(ids)
-        cols["answer_ids"].append([t])
-        cols["answer"].append(t)
-        cols["bridge"].append(b)
-        cols["hop"].append(hop)
-        cols["head"].append(h)
-        cols["r1"].append(r1)
-        cols["r2"].append(r2)
-    return cols
-
-
-def _concat(*parts: dict[str, list]) -> dict[str, list]:
-    return {k: sum((p[k] for p in parts), []) for k in FEATURES}
-
-
-def _shuffled(cols: dict[str, list], rng: np.random.Generator) -> dict[str, list]:
-    n = len(cols["answer"])
-    order = rng.permutation(n)
-    return {k: [v[i] for i in order] for k, v in cols.items()}
-
-
-def valid_test(held: list, cfg: TaskConfig) -> tuple[list, list]:
-    """The held-out in-distribution facts (already in random order) cut into (valid_id, test_id), at least one each."""
-    n_valid = min(max(int(round(cfg.valid_fraction * len(held))), 1), len(held) - 1)
-    return held[:n_valid], held[n_valid:]
 
 
 FAMILIES: Registry = Registry("task.family")
@@ -346,6 +295,13 @@ def majority_rate(ds: Dataset) -> float:
 
 def run_data(run, force: bool = False) -> dict:
     """Stage `data`: generate the task into RUN/data (a DatasetDict + vocab.json + layout.json; natural: + tokenizer.json)."""
+    if run.cfg.model.source == "run":  # a fine-tuning run: new facts for model.run's model, in its vocabulary
+        from sae_ooc.tasks.finetune import FINETUNE_FILE, finetune_task
+
+        ds, vocab, meta = finetune_task(run.cfg, Path(run.cfg.model.run).expanduser(), load_task)
+        save_task(ds, vocab, run.data_dir, TOY_LAYOUT, {FINETUNE_FILE: lambda path: write_json(path, meta)})
+        return {"sizes": {s: len(ds[s]) for s in ds}, "majority_rate": {s: majority_rate(ds[s]) for s in ds},
+                "finetune": {k: v for k, v in meta.items() if k != "new_facts"}}
     ds, vocab = generate(run.cfg.task)
     if run.cfg.task.render == "natural":
         ds, vocab, layout, tok = render_natural(run.cfg.task, ds, FEATURES, run.cfg.model.path or None,
