@@ -81,7 +81,9 @@ class RunDir:
             old_task = old.get("task")
             new_task = dataclasses.asdict(self.cfg.task)
             if isinstance(old_task, dict):  # a key added since the run was made (task.render) had its default then
-                old_task = {**dataclasses.asdict(type(self.cfg.task)()), **old_task}
+                default = dataclasses.asdict(type(self.cfg.task)())
+                old_task = {**default, **{k: {**default[k], **v} if isinstance(v, dict) and isinstance(default.get(k), dict) else v
+                                          for k, v in old_task.items()}}  # ... in a nested section too (task.finetune)
             if old_task is not None and old_task != new_task:
                 diffs = [f"task.{k}: {old_task.get(k)!r} -> {v!r}" for k, v in new_task.items() if old_task.get(k) != v]
                 raise UserError(

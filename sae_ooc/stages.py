@@ -53,7 +53,7 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("data", "sae_ooc.tasks.data:run_data", ("task", "model.path", "model.name"), (), ("data",), "sae_ooc.commands.data"),
+    Stage("data", "sae_ooc.tasks.data:run_data", ("task", "model.path", "model.name", "model.source", "model.run"), (), ("data",), "sae_ooc.commands.data"),
     Stage("train", "sae_ooc.models.train:run_train", ("model", "train"), ("data",), ("model",), "sae_ooc.commands.train"),
     Stage("harvest", "sae_ooc.activations.harvest:run_harvest", ("harvest",), ("data", "train"), ("activations",),
           "sae_ooc.commands.harvest"),

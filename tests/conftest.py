@@ -44,6 +44,19 @@ def copy_run(run: RunDir, dest: Path, overrides=(), config: Path = TINY) -> RunD
     return RunDir(dest, load_config(config, [*base, *overrides]))
 
 
+# CPU seconds of each costly test file (fixtures included), measured with the suite on 2 workers (2026-12-07). The
+# files are handed to the two workers costliest first, so that no long file starts last while the other worker idles
+# (longest-processing-time-first scheduling); a file not listed costs a few seconds and follows in collection order.
+FILE_CPU_SECONDS = {"test_natural_pipeline.py": 42, "test_sae.py": 32, "test_finetune_run.py": 30, "test_mechanism_small.py": 28,
+                    "test_dynamics.py": 25, "test_sweep.py": 25, "test_plots_edge_cases.py": 24, "test_train.py": 18,
+                    "test_pretrained_pipeline.py": 14, "test_stage_outputs.py": 13, "test_browse.py": 12, "test_bad_input.py": 9,
+                    "test_analyze.py": 8, "test_export.py": 7}
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: -FILE_CPU_SECONDS.get(item.path.name, 0))  # stable: a file's tests keep their order
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
     """Tests use tiny tensors: on 2 busy cores OpenMP's barriers make them many times slower on 2 threads than on 1."""
@@ -92,3 +105,39 @@ def small_run(tmp_path_factory) -> RunDir:
     from small_fixtures import build_small_run
 
     return build_small_run(tmp_path_factory.mktemp("small") / "run")
+
+
+def typed(cls, d: dict):
+    """A typed stage output (sae_ooc.records) from a partial dict: every key it lacks, here and in nested records, is None.
+    For tests that build only the fields a reader or figure uses."""
+    import typing
+    from dataclasses import MISSING, fields
+
+    from sae_ooc.records import Record, _hints
+
+    def fill(hint, v):
+        if isinstance(v, dict) and isinstance(hint, type) and issubclass(hint, Record):
+            return typed(hint, v)
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if isinstance(v, list) and typing.get_origin(hint) is list and args:
+            return [fill(args[0], x) for x in v]
+        if isinstance(v, dict) and typing.get_origin(hint) is dict and len(args) == 2:
+            return {k: fill(args[1], x) for k, x in v.items()}
+        if len(args) == 1 and typing.get_origin(hint) in (typing.Union, __import__("types").UnionType):
+            return fill(args[0], v)
+        return v
+
+    hints = _hints(cls)
+    own = [f for f in fields(cls) if f.name != "extra" and not f.metadata.get("rest")]
+    key = {f.name: f.metadata.get("key", f.name) for f in own}
+    out = {key[f.name]: None for f in own if f.default is MISSING and f.default_factory is MISSING}  # required ones
+    out.update(d)
+    by_key = {k: n for n, k in key.items()}
+    rest = next((f for f in fields(cls) if f.metadata.get("rest")), None)
+    filled = {}
+    for k, v in out.items():
+        if k in by_key:
+            filled[k] = fill(hints[by_key[k]], v)
+        else:  # a data-named key: typed as the rest field's values
+            filled[k] = fill(typing.get_args(hints[rest.name])[1], v) if rest else v
+    return cls.from_json(filled)

@@ -112,3 +112,36 @@ def steer_at_r1(run: RunDir, hook: str = "blocks.1.hook_resid_pre") -> dict:
     if "random" in m:
         out["random_mean"], out["random_max"] = m["random"]["consistent"]["mean"], m["random"]["consistent"]["max"]
     return out
+
+
+def variable_at(run: RunDir, name: str, hook: str = "blocks.1.hook_resid_pre", **causal) -> dict:
+    """Stage variables' row of planted variable `name` at (hook, its position), measured by the library's own functions
+    (sae_ooc.causal.planted) on the run's questions, with the `causal` settings overridden by `causal`: {unit: switch}."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from sae_ooc.causal.variables import heldout_rows, two_hop_questions
+    from sae_ooc.causal.planted import SPECS, heldout_keys, position_of, prefix_roles, variable_pairs, variable_row
+    from sae_ooc.interventions.facts import Facts, atomic_template
+    from sae_ooc.interventions.prompts import matches, read_batched
+    from sae_ooc.interventions.steer import residuals
+
+    ds, vocab = load_task(run.data_dir)
+    cfg = dataclasses.replace(run.cfg.causal, **causal)
+    facts = Facts.from_dataset(ds, vocab, run.cfg.task.family, atomic_template(run.cfg.task))
+    model = load_model(run.model_dir, device=run.device).eval()
+    q = two_hop_questions(ds, vocab, list(dict.fromkeys(cfg.fit_splits + cfg.heldout_splits)))
+    q_tok, q_pos = facts.tokens(list(zip(q.head.tolist(), q.r1.tolist(), q.r2.tolist())))
+    clean = read_batched(model, q_tok, q_pos, facts.answer_len, cfg.batch_size)
+    ok = matches(clean.greedy, facts.answer_ids(q.answer))
+    in_fit = torch.tensor([s in cfg.fit_splits for s in q.split])
+    in_held = torch.tensor([s in cfg.heldout_splits for s in q.split])
+    ctx = SimpleNamespace(model=model, facts=facts, cfg=cfg, q=q, q_tok=q_tok, q_pos=q_pos, clean=clean)
+    layout = vocab.layout
+    pos = position_of(layout, SPECS[name].role)
+    tok, held = heldout_rows(run)
+    vp = variable_pairs(ctx, name, layout, heldout_keys(tok, held, pos, prefix_roles(layout, pos)), in_fit & ok, in_held & ok,
+                        (in_fit | in_held) & ok)
+    sae = load_saes(run.saes_dir, run.device, [hook]).get(hook) if (run.saes_dir / hook).exists() else None
+    row = variable_row(ctx, vp, sae, hook, residuals(model, q_tok, [hook], cfg.batch_size)[hook], {}, {}, cfg.seed)
+    return {"n": row.n_heldout, **{u: v["switch"] for u, v in row.units.items()}}

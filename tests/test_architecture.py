@@ -18,7 +18,7 @@ MAX_LINES = 400
 # top. docs/ARCHITECTURE.md prints this list (test_architecture_doc_lists_the_layers).
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),
-    ("io", "stats", "threads", "typed_yaml", "registry", "hooks"),
+    ("io", "stats", "threads", "typed_yaml", "registry", "hooks", "records"),
     ("viz",),
     ("sections",),
     ("config", "config_view"),
@@ -32,11 +32,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("interventions",),
     ("causal",),
     ("dynamics",),
-    ("stages", "pipeline"),
+    ("stages", "pipeline", "formats"),
+    ("sweep",),
     ("browse",),
     ("export",),
     ("query", "report", "compare"),
-    ("serve", "sweep"),
+    ("serve",),
     ("commands",),
     ("cli", "train_sae_cli"),
 )

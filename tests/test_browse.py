@@ -22,6 +22,7 @@ from conftest import copy_run
 from safetensors.torch import load_file
 from sae_lens import SAE
 
+from sae_ooc.browse.feature_record import FeatureRecord
 from sae_ooc.activations.cache import heldout_mask
 from sae_ooc.cli import main as cli_main
 from sae_ooc.io import save_tensors, write_json
@@ -125,6 +126,9 @@ def test_numbers_on_a_feature_page_are_the_sae_recomputed_on_the_cache(run):
     assert top["values"][top["position"]] == pytest.approx(top["activation"], abs=1e-4)
     hist = data["sae_ooc"]["heldout_histogram"]
     assert sum(hist["bar_heights"]) == hist["n_active"] <= hist["n_prefixes"]
+    rec = FeatureRecord.from_json(data["sae_ooc"])  # the file's "sae_ooc" object is the typed record key for key
+    assert rec.extra == {} and all(not ex.extra for ex in rec.top_activations) and rec.to_json() == data["sae_ooc"]
+    assert "bridge=e3@r1" in rec.labels[0].text and rec.labels[0].variable == "bridge"
 
 
 def test_json_uses_the_sae_dashboard_names_and_batches_hold_every_feature(run):

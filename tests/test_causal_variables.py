@@ -33,7 +33,8 @@ HOOK = HOOKS[1]  # blocks.1.hook_resid_pre
 SETTINGS = ("causal.only_correct=false", "causal.heldout_splits=[train,valid_id,test_id]", "causal.das_steps=5",
             "causal.das_batch=64", "causal.ranks=[1,4,32]", "causal.feature_counts=[1,4]", "causal.random_draws=2",
             "causal.probe_steps=20", "causal.bootstrap=50", "causal.erase_rank=4", f"causal.hooks=[{HOOK}]",
-            "causal.circuit_patch_min=0")
+            "causal.circuit_patch_min=0", "causal.variables=[r2]", "causal.variable_ranks=[4]", "causal.variable_patch_min=0",
+            f"causal.variable_hooks=[{HOOK}]")
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +59,15 @@ def test_stage_writes_a_file_that_loads_back(run):
     assert run.result.ran and run.result.finished
     check_line(run, "variables", run.result)
     res = VariablesResult.load(run.variables_dir / VARIABLES_FILE)
-    (row,) = res.rows
+    (row,) = [r for r in res.rows if not r.pairs]
     assert (row.variable, row.position, row.hook) == ("bridge", "r1", HOOK)
+    (r2,) = [r for r in res.rows if r.pairs]
+    assert (r2.variable, r2.position, r2.hook, r2.pairs["name"]) == ("r2", "r2", HOOK, "r2")
+    for name in ("resid_patch", "sae_opt1", "sae_opt4", "das_rank4", "random_rank4", "sae_code_swap"):
+        assert 0.0 <= r2.units[name]["switch"] <= 1.0, name
     assert row.n_heldout == len(res.heldout_pairs) > 0
     for name in ("resid_patch", "labelled_features", "top1_features", "top4_features", "sae_code_swap", "supervised",
-                 "supervised_rank4", "das_rank1", "das_rank32", "random_rank4", "random_features4"):
+                 "supervised_rank4", "das_rank1", "das_rank32", "random_rank4", "random_features4", "sae_opt1", "sae_opt4"):
         assert 0.0 <= row.units[name]["switch"] <= 1.0, name
     for kind, names in row.curves.items():
         assert names and all(n in row.units for n in names), kind
@@ -204,9 +209,13 @@ def test_circuit_iia_matches_plain_run_with_hooks(run):
     """Each node's IIA recomputed from the saved unit with TransformerLens alone: the donor's coordinates in the subspace
     replace the base's at (hook, position), the answer compared with t(b', r2)."""
     c, units, model, base, donor, first, apos = _circuit_check(run)
-    assert c["status"] == "ok" and set(c["nodes"]) == {"bridge@r1", "bridge@answer"}
-    assert c["iia"] == min(n["unit"]["switch"] for n in c["nodes"].values())
-    for key, node in c["nodes"].items():
+    assert c["status"] == "ok" and set(c["nodes"]) == {"bridge@r1", "bridge@answer", "r2@answer"}
+    bridge = {k: c["nodes"][k] for k in ("bridge@r1", "bridge@answer")}
+    assert c["iia"] == min(n["unit"]["switch"] for n in bridge.values())
+    r2 = c["nodes"]["r2@answer"]  # scored on section 1's r2 pairs; its unit is the r2 span kept for the ablation
+    assert r2["hook"] == bridge["bridge@answer"]["hook"] and units[f"r2@{r2['hook']}"].shape[0] == r2["rank"] > 0
+    assert set(c["inputs"]) == {"r2"} and c["inputs"]["r2"]["unit"]["switch"] == c["inputs"]["r2"]["resid_patch"]["switch"]
+    for key, node in bridge.items():
         hook, pos, W = node["hook"], node["position"], units[key]
         assert W.shape[0] == node["rank"]
         _, cache = model.run_with_cache(donor, names_filter=hook)
@@ -256,19 +265,34 @@ def test_circuit_no_remainder_matches_plain_run_with_hooks(run):
 
 
 def test_circuit_drawn_in_every_format(run):
-    """DOT: every edge's ends declared; HTML: self-contained, its inline SVG well-formed XML."""
+    """The export stage's own formats, read back by their own readers: PNG and SVG, DOT (every edge's ends declared), the
+    self-contained HTML page (its inline SVG well-formed XML), graph.json against circuit-tracer's schema, the full JSON as
+    a CircuitGraph with a node per unit of the circuit record."""
     import re
     import xml.etree.ElementTree as ET
 
-    dot = (run.variables_dir / "causal_circuit.dot").read_text()
-    assert dot.startswith("digraph causal_circuit {") and dot.rstrip().endswith("}") and dot.count("{") == dot.count("}")
+    from sae_ooc.circuits.graph import CircuitGraph
+    from sae_ooc.io import read_json
+    from sae_ooc.viz.graph_json import validate_graph
+
+    out = run.variables_dir
+    circuit = VariablesResult.load(out / VARIABLES_FILE).circuit
+    assert (out / "causal_circuit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ET.parse(out / "causal_circuit.svg")
+    dot = (out / "causal_circuit.dot").read_text()
+    assert dot.startswith("digraph circuit {") and dot.rstrip().endswith("}") and dot.count("{") == dot.count("}")
     declared = set(re.findall(r'^\s*("(?:[^"\\]|\\.)*") \[label=', dot, re.M))
     edges = re.findall(r'^\s*("(?:[^"\\]|\\.)*") -> ("(?:[^"\\]|\\.)*")', dot, re.M)
-    assert len(edges) == 6 and all(a in declared and b in declared for a, b in edges)
-    page = (run.variables_dir / "causal_circuit.html").read_text()
+    assert edges and all(a in declared and b in declared for a, b in edges)
+    page = (out / "causal_circuit.html").read_text()
     assert page.startswith("<!DOCTYPE html>")
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)  # nothing loaded from elsewhere
     ET.fromstring(page[page.index("<svg"): page.index("</svg>") + 6])
+    assert validate_graph(read_json(out / "causal_graph.json")) == []
+    g = CircuitGraph.load(out / "causal_circuit_full.json")
+    units = {**circuit.get("inputs", {}), **circuit["nodes"]}
+    assert {n.id for n in g.nodes} == set(units)
+    assert all(n.effect == units[n.id]["unit"]["switch"] for n in g.nodes)
 
 
 def test_a_das_subspace_depends_on_its_seed_not_on_the_global_rng():
@@ -289,3 +313,45 @@ def test_a_das_subspace_depends_on_its_seed_not_on_the_global_rng():
         torch.manual_seed(state)  # a different global RNG state before each training
         bases.append(train_das(m, "blocks.1.hook_resid_pre", *args).basis)
     assert torch.equal(bases[0], bases[1])
+
+
+def test_sae_opt_picks_the_features_that_match_the_difference_and_stops():
+    """Makelov et al.'s greedy edit on a dictionary with orthonormal decoder rows: the target is the exchange of features 3
+    and 1 (contributions 3 and 2), so it picks 3, then 1, then stops (exchanging feature 0 moves away from the target)."""
+    from types import SimpleNamespace
+
+    from sae_ooc.causal.units import first_n_mask, greedy_feature_order
+
+    sae = SimpleNamespace(W_dec=torch.eye(6))
+    f = torch.tensor([[1.0, 0, 0, 0, 0, 0]])
+    fd = torch.tensor([[0.0, 2, 0, 3, 0, 0]])
+    target = torch.tensor([[0.0, 2, 0, 3, 0, 0]])
+    order = greedy_feature_order(sae, f, fd, target, 4)
+    assert order.tolist() == [[3, 1, -1, -1]]
+    assert first_n_mask(order, 1, 6).nonzero().tolist() == [[0, 3]]
+    assert first_n_mask(order, 4, 6).nonzero()[:, 1].tolist() == [1, 3]
+    # with the base's own feature in the target too, all three are taken, largest first
+    order = greedy_feature_order(sae, f, fd, fd - f, 4)
+    assert order.tolist() == [[3, 1, 0, -1]]
+
+
+def test_report_records_every_variable_and_node_held_out(run):
+    """The report's sections put each other variable's switch rates and each circuit node's IIA into summary.json under
+    their documented names, equal to variables.json's, measured on held-out pairs and not in-sample."""
+    from sae_ooc.report.causal_circuit import causal_circuit_section
+    from sae_ooc.report.doc import Doc
+    from sae_ooc.report.variables_control import variables_control_section
+
+    res = VariablesResult.load(run.variables_dir / VARIABLES_FILE)
+    (r2,) = [r for r in res.rows if r.pairs]
+    doc = Doc(run)
+    variables_control_section(doc)
+    causal_circuit_section(doc)
+    got = {n["name"]: n for n in doc.numbers}
+    for unit in ("resid_patch", "das_rank4", "sae_code_swap", "random"):
+        n = got[f"control.r2.r2.{HOOK}.{unit}.switch"]
+        assert n["value"] == pytest.approx(r2.units[unit]["switch"]) and not n["in_sample"] and "held-out" in n["measured_on"]
+    for key in ("r2", "r2_answer", "bridge_r1", "bridge_answer"):
+        assert not got[f"circuit.causal.node_iia.{key}"]["in_sample"]
+    assert got["circuit.causal.node_iia.r2"]["value"] == pytest.approx(res.circuit["inputs"]["r2"]["unit"]["switch"])
+    assert any(line.startswith("**r2** (at r2;") for line in doc.lines)

@@ -7,7 +7,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import typed
 
+from sae_ooc.analyses.result import PatchingResult, ProbesResult
 from sae_ooc.cli import main as cli
 from sae_ooc.compare import match, mechanism
 
@@ -139,13 +141,16 @@ def test_compare_saes_on_saved_decoders_without_shared_prompts(tmp_path):
 
 
 def test_mechanism_readings(tmp_path):
-    probes = {"hooks": ["h0", "h1"], "positions": ["head", "r1"],
-              "bridge": {"heldout_acc": [[None, 0.4], [0.2, 0.9]], "control_max_acc": [[None, 0.1], [0.1, 0.2]]}}
-    patch = {"roles": ["head", "r1"], "resid_pre": {"normalised": [[1.0, 0.1], [0.9, 0.6]]}}
-    circ = {"nodes": [{"id": "bridge@r1@h1"}], "edges": [{"source": "bridge@r1@h1", "target": "metric"}], "scores": {}}
+    # the typed outputs (sae_ooc.analyses.result, CircuitGraph) with only the fields these readings use
+    probes = typed(ProbesResult, {"hooks": ["h0", "h1"], "positions": ["head", "r1"], "bridge": {
+        "heldout_acc": [[None, 0.4], [0.2, 0.9]], "control_max_acc": [[None, 0.1], [0.1, 0.2]]}}).to_json()
+    patch = typed(PatchingResult, {"roles": ["head", "r1"], "resid_pre": {"normalised": [[1.0, 0.1], [0.9, 0.6]]}}).to_json()
+    node = {"hook": "h1", "hook_index": 0, "position": 1, "role": "r1", "type": "variable", "feature": None, "effect": 0.1, "effect_std": 0.0}
+    circ = {"metadata": {}, "scores": {}, "nodes": [{"id": "bridge@r1@h1", **node}],
+            "edges": [{"source": "bridge@r1@h1", "target": "metric", "weight": 0.1}]}
     files = {"analyze/probes.json": probes, "analyze/patching.json": patch, "variable_circuit/variable_circuit.json": circ}
     a = fake_run(tmp_path / "a", {"x": 1.0}, files)
-    b = fake_run(tmp_path / "b", {"x": 2.0}, {**files, "variable_circuit/variable_circuit.json": {**circ, "nodes": [{"id": "r2@r2@h0"}]}})
+    b = fake_run(tmp_path / "b", {"x": 2.0}, {**files, "variable_circuit/variable_circuit.json": {**circ, "nodes": [{"id": "r2@r2@h0", **node}]}})
     assert mechanism.bridge_carried(a) == {"hook": "h1", "position": "r1", "acc": 0.9}
     assert mechanism.bridge_used(a) == {"layer": 1, "position": "r1", "effect": 0.6}  # the head column left out
     m = mechanism.same_mechanism([a, b])

@@ -208,7 +208,10 @@ def test_training_figure_axis_and_lines_are_readable(tmp_path, monkeypatch):
 def test_faithfulness_curve_axis_is_labelled_and_legends_stay_off_the_data(tmp_path, monkeypatch):
     """faithfulness_curve.png: symlog's own ticks label a 50-node curve only at 0 and 10; and the legends (they
     covered the curves) sit outside both panels."""
+    from conftest import typed
+
     import sae_ooc.viz.circuit_plots as cp
+    from sae_ooc.circuits.faithfulness_result import AblationCurve, Scores
 
     drawn = {}
     monkeypatch.setattr(cp, "save_figure", lambda fig, stem: drawn.setdefault("fig", fig))
@@ -216,7 +219,8 @@ def test_faithfulness_curve_axis_is_labelled_and_legends_stay_off_the_data(tmp_p
     rows = [{"n_features": n, "faithfulness": n / 50, "completeness": 1 - n / 50} for n in sizes]
     curves = {k: {"sizes": sizes, "faithfulness": [n / 50 for n in sizes], "faithfulness_per_prompt_circuits_in_sample": [n / 60 for n in sizes]}
               for k in ("mean", "zero")}
-    cp.plot_curve({"heldout": {"curve": rows}, "selection": {"curve": rows}}, curves, "mean", tmp_path / "f", "t")
+    scores = typed(Scores, {"curve": rows})
+    cp.plot_curve({"heldout": scores, "selection": scores}, {k: typed(AblationCurve, v) for k, v in curves.items()}, "mean", tmp_path / "f", "t")
     fig = drawn["fig"]
     fig.canvas.draw()
     r = fig.canvas.get_renderer()

@@ -118,7 +118,8 @@ def test_dynamics_runs_on_a_tiny_run_and_its_numbers_check_out(tiny_run, tmp_pat
         assert set(p["control"]) == set(out["control"]["hooks"]) == {"blocks.1.hook_resid_pre"}
         assert all(0 <= p["control"][h][k] <= 1 for h in p["control"] for k in ("das", "resid_patch", "random"))
     assert out["control"]["rank"] == 16 and out["control"]["n_heldout_pairs"] == last["control"]["blocks.1.hook_resid_pre"]["n"] > 0
-    assert "bridge_first_used" in out["answers"]
+    assert "bridge_first_used" in out["answers"] and "bridge_first_used_answer" in out["answers"]
+    assert all(set(p["control_answer"]) >= {"blocks.1.hook_resid_pre", "blocks.1.hook_resid_mid"} for p in out["checkpoints"])
     # not part of the default pipeline, and skipped when nothing changed
     from sae_ooc.stages import PIPELINE_STAGES, STAGE_NAMES
     from sae_ooc.report.report import build_report
@@ -239,7 +240,7 @@ def test_dynamics_das_switch_is_the_variables_stages(harvested_run, tmp_path):
     run = copy_run(harvested_run, tmp_path / "run", (
         "causal.only_correct=false", "causal.heldout_splits=[train,valid_id,test_id]", "causal.das_steps=5", "causal.das_batch=64",
         "causal.ranks=[4]", "causal.feature_counts=[1]", "causal.random_draws=2", "causal.probe_steps=10", "causal.bootstrap=20",
-        "causal.erase_rank=4", f"causal.hooks=[{hook}]"))
+        "causal.erase_rank=4", f"causal.hooks=[{hook}]", "causal.variables=[]"))
     run.check_and_save_config()
     d = load_model(run.model_dir, "cpu").cfg.d_model
     topk_sae(hook, d, seed=0).save_model(run.saes_dir / hook)
@@ -264,3 +265,15 @@ def test_dynamics_das_switch_is_the_variables_stages(harvested_run, tmp_path):
     assert got["das_ci95"] == pytest.approx(row.units["das_rank4"]["ci95"])
     assert got["das_logit_change"] == pytest.approx(row.units["das_rank4"]["logit_change"], abs=1e-4)
     assert 0 <= got["random"] <= 1
+    # at the answer position: the variables stage's bridge@answer search (its hooks, seeds and pairs), rank by rank
+    from sae_ooc.dynamics.answer_control import answer_control
+
+    setup_v = control_setup(ds, vocab, run.cfg.task, run.cfg.causal, prefixes_at(cache.tokens(), held, vocab.layout.index("r1")),
+                            run.cfg.causal.das_steps, 10**9, keep_valid=True)
+    ans = answer_control(load_model(run.model_dir, "cpu").eval(), setup_v, 4)
+    search = res.circuit["answer_das"]
+    assert set(ans) == set(search) and any(a["das"] is not None for a in ans.values())
+    for h, a in ans.items():
+        assert a["valid_resid_patch"] == pytest.approx(search[h]["valid_resid_patch"])
+        assert a["das"] == (pytest.approx(search[h]["heldout_switch"]["4"]) if "4" in search[h]["heldout_switch"] else None)
+        assert a["n"] == len(res.heldout_pairs) and 0 <= a["resid_patch"] <= 1

@@ -290,6 +290,7 @@ def test_edge_ablation_draws_100_random_sets_outside_the_top_set_and_reports_a_p
         return real(sp_, pairs_, sets, *a, **k)
 
     monkeypatch.setattr(edges_mod, "ablate_edge_sets", record)
+    monkeypatch.setattr(edges_mod, "EDGE_ROUND", 100)  # the full draw in one round (the sequential stop: test_speed.py)
     ranked = sorted(edges, key=lambda e: -abs(edges[e]))
     rows = edge_ablation_test(sp, pairs, edges, candidates, abl, "logit_diff", [2, 3], 100, seed=0, label="zero ablation")
     assert [r["k"] for r in rows] == [2, 3] and len(calls) == 3  # the unablated baseline, then one call per size

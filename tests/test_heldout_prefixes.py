@@ -138,7 +138,7 @@ def test_a_random_weight_model_reads_the_bridge_at_chance_on_heldout_prefixes(br
     # a held-out prefix's bridge is the tail of its atomic fact, drawn uniformly and independently of everything the
     # probe saw: each held-out prefix is right with probability 1/E whatever the probe predicts
     bound = binomial_upper(p["n_heldout"], 1 / t.n_entities)
-    assert p["n_heldout"] >= 100 and p["selection_acc_in_sample"] > 0.9  # it memorised the selection prefixes ...
+    assert p["n_heldout"] >= 100 and p["selection_acc_in_sample"] > 0.8  # it memorised the selection prefixes (chance: 1/60) ...
     assert p["heldout_acc"] <= bound  # ... and learned nothing that carries over
     assert not p["above_controls"]
 

@@ -4,12 +4,15 @@ SAE was trained on, is labelled in-sample. Each report section is fed the smalle
 from types import SimpleNamespace
 
 import pytest
+from conftest import typed
 
-from sae_ooc.io import write_json
+from sae_ooc.analyses.result import AttentionResult, LogitLensResult
 from sae_ooc.report.doc import Doc
 from sae_ooc.report.mechanism import bridge_at_r1, movers
 from sae_ooc.report.saes import sae_section
 from sae_ooc.report.sweeps import sweep_section
+from sae_ooc.saes.metrics_result import SaeEvalMetrics
+from sae_ooc.sweep.result import SweepResult
 
 
 def _doc(tmp_path) -> Doc:
@@ -26,8 +29,8 @@ def test_mover_heads_are_chosen_on_the_pairs_they_are_scored_on(tmp_path):
     doc = _doc(tmp_path)
     heads = [{"head": "L2H1", "mover": True, "attn_r2_to_r1": 0.6, "z_patch_at_r2_recovered": 0.4},
              {"head": "L0H0", "mover": False, "attn_r2_to_r1": 0.1, "z_patch_at_r2_recovered": 0.0}]
-    movers(doc, {"attention": {"n_prompts": 12, "movers": ["L2H1"], "heads": heads, "mover_rule": "rule", "metric": "logit_diff",
-                               "movers_joint_recovered": 0.5}})
+    movers(doc, {"attention": typed(AttentionResult, {"n_prompts": 12, "movers": ["L2H1"], "heads": heads, "mover_rule": "rule",
+                                                      "metric": "logit_diff", "movers_joint_recovered": 0.5})})
     assert _flags(doc) == {"mechanism.mover.L2H1.attention": True, "mechanism.mover.L2H1.patch": True, "mechanism.movers.joint_patch": True}
 
 
@@ -35,7 +38,8 @@ def test_mover_heads_are_chosen_on_the_pairs_they_are_scored_on(tmp_path):
                                         ([[0.0, 0.1, 0.0], [0.0, 0.2, 0.0]], "mechanism.bridge_r1.lens_top1_max")])
 def test_the_lens_at_r1_reads_a_trained_atomic_prompt(tmp_path, top1, name):
     doc = _doc(tmp_path)
-    bridge_at_r1(doc, {"probes": None, "logit-lens": {"bridge": {"top1": top1}, "states": ["embed", "L0"], "n_sample_text": "18 prompts"}})
+    bridge_at_r1(doc, {"probes": None, "logit-lens": typed(LogitLensResult, {"bridge": {"top1": top1}, "states": ["embed", "L0"],
+                                                                             "n_sample": 18})})
     assert _flags(doc) == {name: True}
     assert "train examples" in doc.numbers[0]["measured_on"]
 
@@ -43,8 +47,8 @@ def test_the_lens_at_r1_reads_a_trained_atomic_prompt(tmp_path, top1, name):
 def test_loss_recovered_on_test_id_is_in_sample_and_explained_variance_on_held_out_prefixes_is_not(tmp_path):
     doc = _doc(tmp_path)
     ev = doc.run.sae_eval_dir
-    write_json(ev / "blocks.0.hook_resid_pre" / "metrics.json", {"reconstruction": {"explained_variance": 0.9, "n_tokens": 40},
-                                                                "task": {"loss_recovered": 0.8, "splits": {"test_id": {}}}})
+    typed(SaeEvalMetrics, {"reconstruction": {"explained_variance": 0.9, "n_tokens": 40}, "task": {"loss_recovered": 0.8, "splits": {"test_id": {}}},
+                           "alignment": {}, "feature_labels": []}).save(ev / "blocks.0.hook_resid_pre")
     (ev / "summary.md").write_text("x")
     sae_section(doc)
     assert _flags(doc) == {"sae.blocks.0.hook_resid_pre.explained_variance": False, "sae.blocks.0.hook_resid_pre.loss_recovered_test_id": True}
@@ -54,8 +58,7 @@ def test_the_smallest_composing_point_was_chosen_on_its_test_id(tmp_path):
     doc = _doc(tmp_path)
     point = {"values": {"model.n_layers": 2}, "unique_parameters": 1000, "steps": 10, "accuracy": {"test_id": 0.95, "test_unanswerable": 0.01,
                                                                                                    "atomic_test": 1.0}}
-    write_json(doc.run.root.parent / "sweeps" / "s" / "sweep.json",
-               {"name": "s", "grid": {"model.n_layers": [2]}, "points": [point], "n_points": 1, "composed_threshold": 0.9,
-                "smallest_composed": point})
+    typed(SweepResult, {"name": "s", "grid": {"model.n_layers": [2]}, "points": [point], "n_points": 1, "composed_threshold": 0.9,
+                        "smallest_composed": point}).save(doc.run.root.parent / "sweeps" / "s")
     sweep_section(doc)
     assert _flags(doc) == {"sweep.s.smallest_test_id": True}

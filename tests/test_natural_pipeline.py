@@ -26,7 +26,7 @@ BUDGETS = ("sae.expansion_factor=4", "sae.k=8", "sae.k_by_hook={blocks.0.hook_re
            "causal.feature_counts=[1, 4]", "causal.random_draws=2", "causal.probe_steps=20", "causal.bootstrap=50",
            "analyze.example_prompts=1", "analyze.probe_max_select=200", "edit.n_edits=8", "edit.value_steps=20",
            "edit.specificity_prompts=16", "edit.trace_samples=2", "edit.bootstrap=100", "edit.covariance_examples=1024",
-           "variables.bootstrap=100", "variables.max_groups=10")
+           "variables.bootstrap=100", "variables.max_groups=10", "causal.variable_ranks=[4]")
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +209,46 @@ def test_a_toy_run_has_no_last_role(harvested_run, tmp_path):
     run = copy_run(harvested_run, tmp_path / "toy", ["steer.positions=[last]"])
     with pytest.raises(UserError, match="last is not a role of this task's question"):
         run_steer(run)
+
+
+def test_edit_stage_on_a_natural_task(natural_run):
+    """Natural-language facts: atomic prompts are training documents, propagation targets are the facts' answers
+    (as the dataset tokenizes them), and an edit of the last layer at a key before the answer position is exactly
+    nothing (no gradient reaches its value): efficacy as before the edit, every answer kept."""
+    from sae_ooc.interventions.editing import KINDS, build_eval_set, choose_edits
+    from sae_ooc.interventions.facts import Facts, atomic_template
+    from sae_ooc.io import read_json
+    from sae_ooc.models.hooked import load_model
+
+    run = natural_run  # its edit stage ran at this file's budgets (BUDGETS)
+    ds, vocab = load_task(run.data_dir)
+    facts = Facts.from_dataset(ds, vocab, "twohop", atomic_template(run.cfg.task))
+    train = {}
+    for r in ds["train"]:
+        train.setdefault((r["head"], r["r1"], r["hop"]), []).append((r["input_ids"], r["answer_ids"]))
+    model = load_model(run.model_dir, "cpu")
+    edits = choose_edits(facts, model, 4, 0)
+    assert edits
+    es = build_eval_set(facts, model, edits, 4, 0)
+    documents = {tuple(ids) for (_, _, hop), rows in train.items() if hop == 1 for ids, _ in rows}
+    for i in range(len(es.tokens)):
+        prompt = es.tokens[i, : int(es.answer_pos[i]) + 1].tolist()
+        kind, e = KINDS[int(es.kind[i])], edits[int(es.edit[i])]
+        if kind == "efficacy":  # the edited fact asked as one of its own training documents
+            assert prompt in [ids for ids, _ in train[(e["h"], e["r1"], 1)]]
+        if kind in ("same_head", "atomic"):
+            assert tuple(prompt) in documents
+        if kind == "propagation":  # t(b', r2): the train fact (b', r2)'s answer, as the dataset tokenized it
+            r2 = next(r for r in facts.relations[e["b"]] if prompt == vocab.question_ids(e["h"], e["r1"], r))
+            assert es.target_ids[i].tolist() == train[(e["b2"], r2, 1)][0][1]
+            assert es.old_ids[i].tolist() == train[(e["b"], r2, 1)][0][1]
+    e = read_json(run.edit_dir / "edit.json")
+    pos = e["settings"]["positions"]
+    assert pos == {"key": vocab.layout.index("r1"), "atomic_answer": pos["key"] + 1, "two_hop_answer": vocab.layout.answer_pos,
+                   "two_hop_shares_key": True}
+    last = e["by_layer"][-1]
+    assert last["value_change_norm"]["mean"] < 1e-4
+    assert last["efficacy"]["share"] == e["before_any_edit"]["efficacy"]["share"] == 0.0
+    assert last["specificity_atomic"]["share"] == last["specificity_two_hop"]["share"] == 1.0
+    per = read_json(run.edit_dir / "edits.json")
+    assert {p["b2_name"] for p in per} <= set(vocab.entity_names)

@@ -15,8 +15,21 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import torch
+from conftest import typed
 
 import sae_ooc.viz as viz
+from sae_ooc.analyses.result import (
+    AttentionResult,
+    BackPatchingResult,
+    DlaResult,
+    LogitLensResult,
+    PatchingResult,
+    ProbesResult,
+    TracingResult,
+)
+from sae_ooc.circuits.attribute_result import AttributionValidation
+from sae_ooc.circuits.faithfulness_result import AblationCurve, PrunedPerPrompt, Scores
+from sae_ooc.circuits.variable_faithfulness_result import VariableCircuitFaithfulness
 from sae_ooc.viz import plots
 from sae_ooc.viz.circuit_files import draw_matplotlib
 
@@ -41,46 +54,47 @@ def first(vs, default=0.5):
 
 def attention(n, vs, cis):
     pat = [[[[vs[l]] * 3 for _ in ROLES] for _ in range(H)] for l in range(n)]
-    return dict(r={"roles": ROLES, "mean_pattern": pat, "heads": [{"head": f"L{l}H{h}", "z_patch_at_r2_recovered": vs[l]} for l in range(n)
+    return dict(r=typed(AttentionResult, {"roles": ROLES, "mean_pattern": pat, "heads": [{"head": f"L{l}H{h}", "z_patch_at_r2_recovered": vs[l]} for l in range(n)
                                                                   for h in range(H)],
                    "movers": ["L0H1"] if n else [], "examples": [{"prompt": "e1 r1 r2", "answer": "e3", "bridge": "e2", "pattern": pat}],
-                   "n_prompts": 5, "mover_rule": "rule"}, name="t")
+                   "n_prompts": 5, "mover_rule": "rule"}), name="t")
 
 
 def logit_lens(n, vs, cis):
     d = {"prob": [[v] * 3 for v in vs], "top1": [[v] * 3 for v in vs], "median_rank": [[v] * 3 for v in vs]}
-    return dict(r={"roles": ROLES, "states": [f"{i}_pre" for i in range(n)], "bridge": d, "answer": d, "n_prompts": 5}, name="t")
+    return dict(r=typed(LogitLensResult, {"roles": ROLES, "states": [f"{i}_pre" for i in range(n)], "bridge": d, "answer": d, "n_prompts": 5}), name="t")
 
 
 def patching(n, vs, cis):
     two, three = {"normalised": [[v] * 3 for v in vs]}, {"normalised": [[[v] * H] * 3 for v in vs]}
-    return dict(r={"roles": ROLES, "resid_pre": two, "attn_out": two, "mlp_out": two, "z": three, "pattern": three, "n_prompts": 5,
-                   "metric": "logit_diff", "clean": first(vs), "corrupt": first(vs)}, name="t")
+    return dict(r=typed(PatchingResult, {"roles": ROLES, "resid_pre": two, "attn_out": two, "mlp_out": two, "z": three, "pattern": three, "n_prompts": 5,
+                   "metric": "logit_diff", "clean": first(vs), "corrupt": first(vs)}), name="t")
 
 
 def tracing(n, vs, cis):
     m = [[v] * 3 for v in vs]
-    return dict(r={"roles": ROLES, "resid": m, "mlp": m, "attn": m, "total_effect": first(vs), "window": 2, "noise_scale": 3.0,
-                   "samples": 10, "n_prompts": 5, "p_clean": first(vs), "p_corrupt": first(vs)}, name="t")
+    return dict(r=typed(TracingResult, {"roles": ROLES, "resid": m, "mlp": m, "attn": m, "total_effect": first(vs), "window": 2, "noise_scale": 3.0,
+                   "samples": 10, "n_prompts": 5, "p_clean": first(vs), "p_corrupt": first(vs)}), name="t")
 
 
 def probes(n, vs, cis):
     d = {k: [[v] * 3 for v in vs] for k in ("heldout_acc", "random_model_acc", "shuffled_acc", "chance")}
     d["n_heldout"] = [[None if v is None else 4] * 3 for v in vs]
-    return dict(r={"hooks": [f"blocks.{i}.hook_resid_pre" for i in range(n)], "positions": ROLES, "n_controls": 1,
-                   "head": d, "bridge": d, "answer": d}, name="t")
+    return dict(r=typed(ProbesResult, {"hooks": [f"blocks.{i}.hook_resid_pre" for i in range(n)], "positions": ROLES, "n_controls": 1,
+                   "head": d, "bridge": d, "answer": d}), name="t")
 
 
 def dla(n, vs, cis):
-    return dict(r={"components": [{"component": f"L{i}H0", "answer": v, "answer_std": v, "answer_minus_corrupt": v,
-                                   "answer_minus_corrupt_std": v} for i, v in enumerate(vs)], "n_prompts": 5}, name="t")
+    return dict(r=typed(DlaResult, {"components": [{"component": f"L{i}H0", "answer": v, "answer_std": v, "answer_minus_corrupt": v,
+                                   "answer_minus_corrupt_std": v} for i, v in enumerate(vs)], "n_prompts": 5}), name="t")
 
 
 def back_patching(n, vs, cis):
     patches = [{"position": p, "src": s, "dst": d} for p in ("r1", "r2") for s in range(n + 1) for d in range(min(s, n))]
     split = {"n_failures": 3, "fixed_by_patch": [vs[k % n] for k in range(len(patches))]}
-    return dict(r={"n_layers": n, "states": [f"resid_pre {i}" for i in range(n + 1)], "patches": patches, "test_id": split,
-                   "test_unanswerable": split, "chosen": {"position": "r1", "src": 1, "dst": 0} if n else None}, name="t")
+    return dict(r=typed(BackPatchingResult, {"n_layers": n, "states": [f"resid_pre {i}" for i in range(n + 1)], "patches": patches,
+                                             "test_id": split, "test_ood_sys": split, "test_unanswerable": split,
+                                             "chosen": {"position": "r1", "src": 1, "dst": 0} if n else None}), name="t")
 
 
 def validation(n, vs, cis):
@@ -88,7 +102,7 @@ def validation(n, vs, cis):
     flat = {"changed": torch.ones(n, dtype=torch.bool), "exact": x, "atp": x.flip(0), "atp_verified": x,
             "computed.atp_verified": torch.arange(n) % 2 == 0}
     methods = {m: {"recall_top50": first(vs), "spearman_not_exact": first(vs), "trusted": m == "atp"} for m in ("atp", "atp_verified")}
-    return dict(flat=flat, report={"methods": methods, "n_pairs": n, "n_changed_nodes": n})
+    return dict(flat=flat, report=typed(AttributionValidation, {"methods": methods, "n_pairs": n, "n_changed_nodes": n}))
 
 
 def curve(n, vs, cis):
@@ -97,53 +111,90 @@ def curve(n, vs, cis):
     transfer = {"faithfulness": first(vs), "n_rows": n}
     pruned = {"rounds": [{"max_features": s, "faithfulness": v} for s, v in zip(sizes, vs)], "ablation": "mean", "n_pairs": 4,
               "transfer": {"max_features": 4, "same_relations": transfer, "other_relations": transfer}}
-    return dict(scored={"heldout": {"curve": rows}, "selection": {"curve": rows}}, main="mean", title="t", pruned=pruned,
-                curves={"mean": {"sizes": sizes, "faithfulness": vs, "faithfulness_per_prompt_circuits_in_sample": vs}})
+    scores = typed(Scores, {"curve": rows})
+    return dict(scored={"heldout": scores, "selection": scores}, main="mean", title="t", pruned=typed(PrunedPerPrompt, pruned),
+                curves={"mean": typed(AblationCurve, {"sizes": sizes, "faithfulness": vs, "faithfulness_per_prompt_circuits_in_sample": vs})})
 
 
 def dynamics(n, vs, cis):
+    from sae_ooc.dynamics.result import DynamicsResult
+
     hooks = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_post"]
-    pts = [{"step": 10 * i, "accuracy": {s: v for s in ("train", "valid_id", "test_id", "test_unanswerable", "atomic_test")},
-            "probes": {h: {p: {"heldout_acc": v, "shuffled_acc": v, "n_heldout": 4} for p in ("r1", "r2")} for h in hooks},
-            "logit_lens": {"labels": ["0_pre", "final_post"], "bridge@r1": {"median_rank": [v, v]}, "answer@r2": {"median_rank": [v, v]}},
-            "patching": {"peak@r1": {"value": v}, "peak@r2": {"value": v}},
-            "saes": {h: {k: {"mean_auroc_features": v, "shuffled_mean_auroc": v} for k in ("bridge@r1", "bridge@r2")} for h in hooks},
-            "control": {hooks[0]: {"das": v, "resid_patch": v, "random": v, "das_ci95": list(ci) if ci else None}}}
+    probe = {"shuffled_acc": None, "majority_acc": None, "n_heldout": 4, "heldout_ci95": None}
+    sae = {"frac_detected_features": None, "probe_accuracy": None, "n_values": 2}
+    pts = [{"step": 10 * i, "source": "saved", "accuracy": {s: v for s in ("train", "valid_id", "test_id", "test_ood_sys", "test_unanswerable", "atomic_test")},
+            "probes": {h: {p: {**probe, "heldout_acc": v, "shuffled_acc": v} for p in ("r1", "r2")} for h in hooks},
+            "logit_lens": {"labels": ["0_pre", "final_post"], "n_prompts": 5, "bridge@r1": {"median_rank": [v, v], "top1": [v, v]},
+                           "answer@r2": {"median_rank": [v, v], "top1": [v, v]}},
+            "patching": {"clean_logit_diff": 1.0, "corrupt_logit_diff": 0.0, "n_pairs": 4, "normalised": [[v]],
+                         "peak@r1": {"value": v, "layer": 0}, "peak@r2": {"value": v, "layer": 0}},
+            "saes": {h: {"explained_variance": v, "l0": 2.0, **{k: {**sae, "mean_auroc_features": v, "shuffled_mean_auroc": v}
+                                                                for k in ("bridge@r1", "bridge@r2")}} for h in hooks},
+            "control": {hooks[0]: {"n": 3, "das": v, "resid_patch": v, "random": v, "das_ci95": list(ci) if ci else None}}}
            for i, (v, ci) in enumerate(zip(vs, cis))]
-    rise = {"found": n > 1, "moment": 10}
+    rise = {"split": "valid_id", "found": n > 1, "moment": 10}
     used = {"step": 10, "switch": first(vs), "hook": hooks[0], "final_switch": first(vs)} if n else None
-    return dict(result={"checkpoints": pts, "hooks": hooks, "sae_hooks": hooks, "n_prompts_logit_lens": 5, "n_patch_pairs": 4,
-                        "rise": {"valid_id": rise, "test_id": rise}, "answers": {"bridge_first_used": used},
-                        "control": {"hooks": [hooks[0]], "rank": 4, "n_heldout_pairs": 3}})
+    answers = {"composition_step_test_id": None, "rise_step_valid_id": None, "bridge_first_readable": None,
+               "bridge_readable_before_composition": None, "bridge_first_used": used}
+    control = {"hooks": [hooks[0]], "position": "r1", "rank": 4, "das_steps": 1, "n_fit_pairs": 3, "n_heldout_pairs": 3, "n_random": 1,
+               "used_threshold": 0.5, "measured_on": "-"}
+    return dict(result=DynamicsResult.from_json({"rise": {"valid_id": rise, "test_id": rise}, "readable_threshold": 0.5, "hooks": hooks,
+                                                 "sae_hooks": hooks, "n_checkpoints": {"saved": n, "replayed": 0}, "answers": answers,
+                                                 "n_prompts_logit_lens": 5, "n_patch_pairs": 4, "checkpoints": pts, "control": control}))
 
 
 def steering(n, vs, cis):
+    from sae_ooc.interventions.steer_result import RandomControl, SteerMethods, SteerOutcome, SteerResult, SteerRow, SteerSettings
+    from sae_ooc.records import MeanCI, Share, Spread
+
     rows = []
     for v, ci in zip(vs, cis):
-        share = {"share": v, "ci95": list(ci) if ci else None}
-        rnd = {"mean": v, "min": ci[0] if ci else None, "max": ci[1] if ci else None, "sd": 0.1}
-        rows.append({"hook": "blocks.1.hook_resid_pre", "position": "r1", "n_prompts": 5,
-                     "methods": {"features": {"consistent": share}, "random": {"consistent": rnd}, "resid_patch": {"consistent": share}}})
-    return dict(result={"rows": rows, "settings": {"n_prompts": 5, "split": "test_id"}})
+        share = Share(share=v, ci95=list(ci) if ci else None, n=5)
+        logit = MeanCI(mean=v, ci95=None, n=5)
+        out = SteerOutcome(consistent=share, unchanged=share, other=share, consistent_logit=logit, consistent_logit_change=logit,
+                           max_abs_logit_change=0.0)
+        rnd = Spread(mean=v, min=ci[0] if ci else None, max=ci[1] if ci else None, sd=0.1)
+        rows.append(SteerRow(hook="blocks.1.hook_resid_pre", position="r1", n_prompts=5, covered_by_features=5, n_labelled_bridges=1,
+                             n_bridge_features=1, methods=SteerMethods(
+                                 features=out, random=RandomControl(n_draws=2, draws=[], consistent=rnd, unchanged=rnd, other=rnd,
+                                                                    consistent_logit=rnd),
+                                 resid_patch=out, resid_patch_same_bridge=out)))
+    settings = SteerSettings(split="test_id", only_correct=True, n_split_two_hop=5, n_correct=5, n_prompts=5, random_draws=2, seed=0,
+                             hooks=["blocks.1.hook_resid_pre"], positions=["r1"])
+    return dict(result=SteerResult(settings=settings, rows=rows))
 
 
 def edit_layers(n, vs, cis):
-    rows = [{"share": v, "ci95": list(ci) if ci else None} for v, ci in zip(vs, cis)]
-    return dict(by_layer=[{"layer": i, "efficacy": r, "propagation": r, "reverse": None} for i, r in enumerate(rows)])
+    from sae_ooc.interventions.edit_result import EditControl, EditLayer
+    from sae_ooc.records import MeanCI, Share
+
+    rows = [Share(share=v, ci95=list(ci) if ci else None, n=3) for v, ci in zip(vs, cis)]
+    kl, none = MeanCI(mean=0.1, ci95=None, n=3), Share(share=None, ci95=None, n=0)
+    return dict(by_layer=[EditLayer(layer=i, efficacy=r, propagation=r, propagation_all_prompts=r, reverse=none, specificity_same_head=r,
+                                    specificity_atomic=r, specificity_two_hop=r, kl_same_head=kl, kl_atomic=kl, kl_two_hop=kl, p_new=kl,
+                                    random_direction_control=EditControl(efficacy=r, propagation=r, specificity_atomic=r),
+                                    value_change_norm=kl, editable=3) for i, r in enumerate(rows)])
 
 
 def localization(n, vs, cis):
-    c = {"value": first(vs), "ci95": list(cis[0]) if cis and cis[0] else None}
-    return dict(points={"layer": list(range(n)), "trace": vs, "rewrite": vs, "propagation": vs},
-                corr={"rewrite": {"pearson": c, "spearman": c}, "propagation": {"pearson": c, "spearman": {}}})
+    from sae_ooc.interventions.edit_result import Correlation, CorrValue, LocalizationPoints
+
+    c = CorrValue(value=first(vs), ci95=list(cis[0]) if cis and cis[0] else None)
+    none = CorrValue(value=None, ci95=None)
+    return dict(points=LocalizationPoints(layer=list(range(n)), trace=vs, rewrite=vs, propagation=vs),
+                corr={"rewrite": Correlation(n_points=n, n_facts=n, pearson=c, spearman=c, spearman_within_layer=[]),
+                      "propagation": Correlation(n_points=n, n_facts=n, pearson=c, spearman=none, spearman_within_layer=[])})
 
 
 def phase(n, vs, cis):
     grid = {"model.n_layers": list(range(1, n + 1)), "model.weight_sharing": [False, True]}
     points = [SimpleNamespace(values={"model.n_layers": a, "model.weight_sharing": b}, slug=f"p{a}{b}") for a in grid["model.n_layers"]
               for b in grid["model.weight_sharing"]]
-    done = {p.slug: {"max_steps": 100, "valid_id_0.9_step": None if v is None else 50,
-                       "accuracy": {"test_id": v, "test_ood_sys": v, "test_unanswerable": v}}
+    from sae_ooc.sweep.result import SweepPoint
+
+    done = {p.slug: SweepPoint(slug=p.slug, values=p.values, config_hash="", unique_parameters=1, accuracy={"test_id": v, "test_ood_sys": v, "test_unanswerable": v},
+                               majority_rate={}, steps=100, minutes=0.0, stopped_early=False, test_id_0_9_step=None if v is None else 50,
+                               valid_id_0_9_step=None if v is None else 50, max_steps=100)
             for p, v in zip(points[:-1], vs + vs)}
     sw = SimpleNamespace(name="s", grid=grid, axes=lambda: ("model.n_layers", "model.weight_sharing"))
     return dict(sw=sw, points=points, done=done)
@@ -170,6 +221,11 @@ def training(n, vs, cis):
     return dict(records=[{"step": 10 * i, "train_acc": v, "train_loss": v, "test_id_acc": v, "test_id_loss": v} for i, v in enumerate(vs)])
 
 
+def finetune(n, vs, cis):
+    return dict(records=[{"step": 10 * i, "atomic_test_acc": v, "new_new_acc": v, "old_new_acc": _nan(v), "test_id_acc": v}
+                         for i, v in enumerate(vs)])
+
+
 def variable_faithfulness(n, vs, cis):
     """One ablation kind per row, each with its own point and interval."""
     def kind(v, ci):
@@ -177,18 +233,24 @@ def variable_faithfulness(n, vs, cis):
                 "heldout": {"faithfulness": v, "ci95": list(ci) if ci else None}, "top_features_same_size": {"heldout": v},
                 "variables_only": {"heldout": v}}
 
-    return dict(faith={"by_ablation": {f"kind{i}": kind(v, ci) for i, (v, ci) in enumerate(zip(vs, cis))},
-                       "selection": {"n_groups": n, "ablation": "kind0", "target": 0.8}, "n_heldout": 4}, title="t")
+    return dict(faith=typed(VariableCircuitFaithfulness, {"by_ablation": {f"kind{i}": kind(v, ci) for i, (v, ci) in enumerate(zip(vs, cis))},
+                                                          "selection": {"n_groups": n, "ablation": "kind0", "target": 0.8}, "n_heldout": 4}),
+                title="t")
 
 
-def causal_circuit(n, vs, cis):
-    """A node per row (at most the two of the high-level model), the circuit's numbers the first row's; no rows: not built."""
-    v = first(vs)
-    nodes = {k: {"hook": "blocks.2.hook_resid_pre", "rank": 16, "unit": {"switch": x}, "resid_patch": {"switch": x},
-                 "random": {"switch": x}, "other_r2": {"n": 3, "unit": {"switch": x}}} for k, x in zip(("bridge@r1", "bridge@answer"), vs)}
-    cut = {"unit": {"kept": v, "faithfulness": v}, "random": {"kept": v}, "full_mean_ablation": {"kept": v}}
-    return dict(circuit={"status": "ok" if n else "no held-out pairs", "nodes": nodes, "n_heldout": n,
-                         "faithfulness": {"r2_rank": {"blocks.2.hook_resid_pre": 9}, "circuit": cut}})
+def variable_curves(n, vs, cis):
+    """A row per variable (n of them, one hook), with DAS and sae_opt curves of the values; a row without held-out pairs."""
+    from sae_ooc.causal.result import VariableRow, VariablesResult
+
+    rows = []
+    for i, (v, ci) in enumerate(zip(vs, cis)):
+        units = {"das_rank4": {"size": 4, "switch": v, "ci95": list(ci) if ci else None}, "sae_opt1": {"size": 1, "switch": v},
+                 "random_rank4": {"size": 4, "switch": v, "min": ci[0] if ci else None, "max": ci[1] if ci else None},
+                 "resid_patch": {"size": None, "switch": v}}
+        rows.append(VariableRow(("head", "r1", "r2", "bridge", "answer")[i % 5], "r2", "blocks.1.hook_resid_pre", n_heldout=0 if i == 2 else 3,
+                                n_heads=2, units=units, curves={"das": ["das_rank4"], "sae_opt": ["sae_opt1"], "random_subspace": ["random_rank4"]},
+                                pairs={"name": f"v{i}", "role": "r2", "pos": 2}))
+    return dict(result=VariablesResult(settings={}, rows=rows))
 
 
 def diagram(n, vs, cis):
@@ -242,7 +304,7 @@ BUILDERS = {"plot_control_curves": control_curves, "plot_attention": attention, 
             "plot_phase": phase, "plot_training_curves": training_curves, "plot_pareto": pareto, "plot_alignment_heatmap": alignment_heatmap,
             "plot_training": training, "plot_variable_faithfulness": variable_faithfulness, "plot_compare_accuracy": compare_accuracy,
             "plot_compare_probes": compare_probes, "plot_compare_patching": compare_patching, "plot_compare_controls": compare_controls,
-            "plot_causal_circuit": causal_circuit}
+            "plot_variable_curves": variable_curves, "plot_finetune": finetune}
 
 
 def plot_functions() -> dict:

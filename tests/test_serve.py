@@ -255,7 +255,7 @@ def test_ctrl_c_stops_the_server_process_cleanly(run):
         assert (r.status, json.loads(r.read())) == (200, {"prompt": "e3 r1 r2"})
         c.close()
         p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=30)
+        out, err = p.communicate(timeout=120)
     finally:
         if p.poll() is None:
             p.kill()

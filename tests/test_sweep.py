@@ -12,6 +12,7 @@ from sae_ooc.config import ConfigError
 from sae_ooc.errors import UserError
 from sae_ooc.sweep.runner import POINT_FILE, run_point, run_sweep
 from sae_ooc.sweep.spec import load_sweep
+from sae_ooc.sweep.result import SweepPoint
 from sae_ooc.sweep.summary import smallest
 from tests.conftest import TINY
 
@@ -74,10 +75,13 @@ def test_sweep_help_has_no_device(capsys):
 
 
 def test_smallest_composing_point_is_the_one_with_fewest_distinct_parameters():
-    acc = lambda t: {"test_id": t, "atomic_test": 1.0, "test_unanswerable": 0.0}  # noqa: E731
-    recs = [{"unique_parameters": 900, "accuracy": acc(0.95)}, {"unique_parameters": 500, "accuracy": acc(0.95)},
-            {"unique_parameters": 100, "accuracy": acc(0.5)}]
-    assert smallest(recs)["unique_parameters"] == 500
+    def rec(n: int, test_id: float) -> SweepPoint:
+        return SweepPoint(slug=str(n), values={}, config_hash="", unique_parameters=n, accuracy={"test_id": test_id, "atomic_test": 1.0},
+                          majority_rate={}, steps=1, minutes=0.0, stopped_early=False, test_id_0_9_step=None, valid_id_0_9_step=None,
+                          max_steps=1)
+
+    recs = [rec(900, 0.95), rec(500, 0.95), rec(100, 0.5)]
+    assert smallest(recs).unique_parameters == 500
     assert smallest(recs[2:]) is None
 
 
@@ -160,8 +164,9 @@ def test_family_and_seed_axes_spread_over_seeds_in_table_json_and_phase_diagram(
     done = {}
     for q in pts[:-1]:  # the last run is not finished
         a = {s: float(rng.uniform()) for s in ("test_id", "test_ood_sys", "test_unanswerable", "valid_id", "atomic_test")}
-        done[q.slug] = {"slug": q.slug, "values": q.values, "seed": q.seed, "accuracy": a, "unique_parameters": 10, "steps": 40,
-                        "max_steps": 40, "valid_id_0.9_step": None if q.seed == 2 else 10 * (q.seed + 1), "test_id_0.9_step": None}
+        done[q.slug] = SweepPoint(slug=q.slug, values=q.values, seed=q.seed, config_hash="", accuracy=a, majority_rate={},
+                                  unique_parameters=10, steps=40, minutes=0.0, stopped_early=False, max_steps=40,
+                                  valid_id_0_9_step=None if q.seed == 2 else 10 * (q.seed + 1), test_id_0_9_step=None)
     out = tmp_path / "sweep"
     out.mkdir()
     res = write_summary(sw, out, pts, done)
@@ -169,7 +174,7 @@ def test_family_and_seed_axes_spread_over_seeds_in_table_json_and_phase_diagram(
     assert js["seeds"] == [0, 1, 2] and len(js["settings"]) == 4 and len(js["points"]) == 11
     for st in js["settings"]:
         runs = [done[q.slug] for q in pts if q.values == st["values"] and q.slug in done]
-        ood = [r["accuracy"]["test_ood_sys"] for r in runs]
+        ood = [r.accuracy["test_ood_sys"] for r in runs]
         assert st["n_runs"] == len(runs) and st["test_ood_sys"]["mean"] == pytest.approx(np.mean(ood))
         assert (st["test_ood_sys"]["min"], st["test_ood_sys"]["max"]) == (min(ood), max(ood))
         assert st["test_ood_sys"]["sd"] == pytest.approx(np.std(ood, ddof=1))

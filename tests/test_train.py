@@ -201,7 +201,7 @@ def test_pipeline_gives_every_stage_its_own_defaults(tmp_path):
 
 def test_pipeline_then_skip_then_recompute_on_changed_lr(tmp_path, capsys, monkeypatch):
     # only the first two stages: the later ones have their own tests and would take minutes here
-    args = ["--config", TINY, "--run", str(tmp_path / "r")]
+    args = ["--config", TINY, "--run", str(tmp_path / "r"), "--set", "train.steps=50"]
     assert main(["pipeline", *args, "--stages", "data,train"]) == 0
     out = capsys.readouterr().out
     assert "data: wrote" in out and "train: trained" in out and "test_id" in out
@@ -252,7 +252,7 @@ def test_early_stop_needs_both_thresholds_and_a_rerun_does_not_continue(tmp_path
     run_stage(run, "train")
     assert read_json(run.model_dir / "final_metrics.json")["steps"] == first["step"]
 
-    never = _run(tmp_path, "never", ["train.stop_at_valid_id=0.99", "train.stop_at_atomic=0.5"])
+    never = _run(tmp_path, "never", ["train.stop_at_valid_id=0.99", "train.stop_at_atomic=0.5", "train.steps=100"])
     run_stage(never, "train")
     final = read_json(never.model_dir / "final_metrics.json")
     assert max(r["valid_id_acc"] for r in read_jsonl(never.model_dir / "metrics.jsonl")) < 0.99

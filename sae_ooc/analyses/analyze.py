@@ -21,9 +21,10 @@ from sae_ooc.analyses.dla import dla
 from sae_ooc.analyses.logit_lens import logit_lens
 from sae_ooc.analyses.patching import patching
 from sae_ooc.analyses.probes import probe_settings, probes
+from sae_ooc.analyses.result import AnalysisResult
 from sae_ooc.analyses.tracing import causal_trace
 from sae_ooc.activations.cache import ActivationCache, heldout_mask
-from sae_ooc.io import read_json, write_json
+from sae_ooc.io import read_json
 from sae_ooc.models.hooked import load_model, model_hash
 from sae_ooc.registry import Registry
 from sae_ooc.saes.controls import control_activations
@@ -155,9 +156,9 @@ def run_analyze(run, force: bool = False, names: str = "all") -> dict:
         with torch_threads(a.threads):
             result = ANALYSES.get(name)(ctx)
         seconds[name] = round(time.perf_counter() - t0, 2)
-        result = {"analysis": name, "model_hash": mhash, "prompts": sample.describe(), "n_sample": sample.n, "seed": a.seed,
-                  "seconds": seconds[name], **result}
-        write_json(run.analyze_dir / f"{name}.json", result)
+        result = AnalysisResult.named(name).from_json({"analysis": name, "model_hash": mhash, "prompts": sample.describe(),
+                                                       "n_sample": sample.n, "seed": a.seed, "seconds": seconds[name], **result})
+        result.save(run.analyze_dir)
         t0 = time.perf_counter()
         plots.PLOTS[name](result, run.analyze_dir / name, f"{run.cfg.name}")
         plot_seconds[name] = round(time.perf_counter() - t0, 2)

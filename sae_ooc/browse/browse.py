@@ -82,15 +82,16 @@ def write_hook(ctx: Context, sae, hook: str, site: Path, dense_threshold: float,
             (site / paths.feature_json(hook, f)).write_text(json.dumps(feat, separators=(",", ":")))
             batch.append({k: feat[k] for k in dashboard.NEURONPEDIA_FIELDS})
             rows.append(index_row(rec))
-            n_dead += rec["dead"]
-            n_dense += rec["dense"]
-            n_lab += bool(rec["labels"])
+            n_dead += rec.dead
+            n_dense += rec.dense
+            n_lab += bool(rec.labels)
             bar.update(1)
         name = f"{hook}/rows-{c:03d}.js"
         write_text(site / name, index.rows_js(hook, rows))
         chunks.append(name)
         write_json(site / hook / "neuronpedia" / f"batch-{c}.json", dashboard.batch_json("sae_ooc", layer, f"sae_ooc-{hook}", batch))
-    ev = ((ctx.eval_metrics.get(hook) or {}).get("reconstruction") or {}).get("explained_variance")
+    m = ctx.eval_metrics.get(hook)
+    ev = m.reconstruction.explained_variance if m is not None else None
     summary = {"hook": hook, "d_sae": F, "n_dead": n_dead, "n_dense": n_dense, "n_labelled": n_lab, "explained_variance": ev,
                "mean_density": float(st_all.count.double().mean()) / max(st_all.n_tokens, 1), "most_active": int(st_all.count.argmax())}
     write_text(site / hook / "index.html", index.index_html(f"{hook}: {F} SAE features", "../", [hook], chunks,
@@ -102,12 +103,13 @@ def circuit_pages(ctx: Context, site: Path) -> set[str]:
     """The run's circuit diagrams, drawn again with each feature node linked to its page; the names written."""
     done = set()
     for name, c in ctx.circuits.items():
-        drawn = c.get("drawn") or {}
-        ids, pairs = set(drawn.get("nodes", [])), {tuple(e) for e in drawn.get("edges", [])}
-        nodes = [n for n in c["nodes"] if n["id"] in ids]
-        edges = [e for e in c["edges"] if (e["source"], e["target"]) in pairs]
-        links = paths.site_links([n for n in nodes if n.get("hook") in ctx.hooks], "../")
-        write_text(site / paths.CIRCUITS / f"{name}.html", to_html(c, nodes, edges, len(drawn.get("without_drawn_edges", [])), links=links))
+        g = c.graph
+        nodes = [n for n in g.nodes if n.id in c.drawn_nodes]
+        edges = [e for e in g.edges if (e.source, e.target) in c.drawn_edges]
+        links = paths.site_links([n.to_json() for n in nodes if n.hook in ctx.hooks], "../")
+        # the drawing code works on the graph's JSON form (sae_ooc.viz.circuit_files: plain data in, files out)
+        write_text(site / paths.CIRCUITS / f"{name}.html", to_html(g.to_json(), [n.to_json() for n in nodes], [e.to_json() for e in edges],
+                                                                 c.n_without_drawn_edges, links=links))
         done.add(name)
     return done
 

@@ -18,11 +18,15 @@ from safetensors import SafetensorError, safe_open
 
 from sae_ooc.activations.answers import cache_answers
 from sae_ooc.activations.cache import ROLES, ActivationCache, distinct_rows, prefix_ids
+from sae_ooc.browse.feature_record import AlignmentHit, Appearance
+from sae_ooc.circuits.graph import OMIT as NOT_IN_GRAPH, CircuitGraph
+from sae_ooc.errors import UserError
 from sae_ooc.io import read_json
 from sae_ooc.models.hooked import load_model, model_hash
 from sae_ooc.saes.eval_sae import heldout_from_disk
 from sae_ooc.saes.features import load_feature_labels
-from sae_ooc.saes.store import eval_metrics_path
+from sae_ooc.saes.metrics_result import SaeEvalMetrics
+from sae_ooc.saes.store import sae_dir
 from sae_ooc.tasks.data import first_tokens, load_task
 
 EFFECTS_FILE = "node_effects.safetensors"  # = sae_ooc.circuits.effects.EFFECTS_FILE (that module loads the spliced model)
@@ -45,6 +49,23 @@ class Prompts:
 
 
 @dataclass
+class DrawnCircuit:
+    """A circuit's full JSON (sae_ooc.viz.circuit_files: the saved `CircuitGraph` plus `drawn`): the graph and what of it
+    was drawn."""
+
+    graph: CircuitGraph
+    drawn_nodes: set[str]  # ids of the drawn nodes
+    drawn_edges: set[tuple[str, str]]  # (source, target) of the drawn edges
+    n_without_drawn_edges: int  # drawn nodes with no drawn edge
+
+    @classmethod
+    def from_json(cls, d: dict) -> DrawnCircuit:
+        drawn = d.get("drawn") or {}  # written by viz.circuit_files as plain data (not a typed output)
+        return cls(CircuitGraph.from_json(d), set(drawn.get("nodes", [])), {tuple(e) for e in drawn.get("edges", [])},
+                   len(drawn.get("without_drawn_edges", [])))
+
+
+@dataclass
 class Context:
     vocab: object
     cache: ActivationCache
@@ -57,27 +78,35 @@ class Context:
     model: object  # read for its weights (the direct path of promoted tokens); its answers come from activations.answers
     scale: float  # mean ln_final scale on the task prompts (what promoted tokens in `query` divide by too)
     labels: dict  # hook -> feature -> [label, ...] (eval-sae)
-    eval_metrics: dict  # hook -> eval-sae metrics.json (or {})
+    eval_metrics: dict  # hook -> eval-sae's SaeEvalMetrics (None where absent or unreadable)
     effects: dict  # hook -> [P, d_sae + 1] mean node effect (attribution), absent when unreadable
     effects_meta: dict
-    circuits: dict = field(default_factory=dict)  # name -> the circuit's full JSON (with `drawn`)
+    circuits: dict = field(default_factory=dict)  # name -> DrawnCircuit
     members: dict = field(default_factory=dict)  # (hook, feature) -> [variable node id, ...]
     alignment: dict = field(default_factory=dict)  # hook -> feature -> [eval-sae's values it detects best, ...]
-    appearances: dict = field(default_factory=dict)  # (hook, feature) -> [{circuit, id, role, effect, rank, drawn}, ...]
+    appearances: dict = field(default_factory=dict)  # (hook, feature) -> [Appearance, ...]
     positions: tuple = ROLES  # the name of each token position (the cache's: the task layout's roles, or pos<p>)
 
 
-def alignment_by_feature(metrics: dict) -> dict[int, list[dict]]:
+def alignment_by_feature(metrics: SaeEvalMetrics | None) -> dict[int, list[AlignmentHit]]:
     """feature -> every (variable, position, value) for which eval-sae chose it as the best single detector, with its
     held-out AUROC beside the probe's and the shuffled-label search's (its control)."""
     out: dict[int, list[dict]] = {}
-    for key, rec in (metrics.get("alignment") or {}).items():
-        ctrl = (rec.get("features") or {}).get("shuffled_mean_auroc")
-        for v in rec.get("values") or []:
-            out.setdefault(int(v["feature"]), []).append({"variable": rec["variable"], "position": rec["position"], "value": v["value"],
-                                                          "auroc": v["auroc_feature"], "auroc_probe": v["auroc_probe"],
-                                                          "shuffled_mean_auroc": ctrl, "n_heldout": rec.get("n_heldout")})
+    for rec in (metrics.alignment if metrics is not None else {}).values():
+        ctrl = rec.features.shuffled_mean_auroc if rec.features is not None else None
+        for v in rec.values:
+            out.setdefault(int(v.feature), []).append(AlignmentHit(variable=rec.variable, position=rec.position, value=v.value,
+                                                                   auroc=v.auroc_feature, auroc_probe=v.auroc_probe,
+                                                                   shuffled_mean_auroc=ctrl, n_heldout=rec.n_heldout))
     return out
+
+
+def load_eval_metrics(run, hook: str) -> SaeEvalMetrics | None:
+    """eval-sae's metrics of one SAE; None where it has not run or its file is unreadable (the pages show no metrics)."""
+    try:
+        return SaeEvalMetrics.load_if(sae_dir(run.sae_eval_dir, hook))
+    except UserError:
+        return None
 
 
 def _read_json(path: Path):
@@ -100,10 +129,10 @@ def node_effects(path: Path) -> tuple[dict, dict]:
         return {}, {}
 
 
-def variable_members(run, circuit: dict | None) -> dict:
+def variable_members(run, circuit: DrawnCircuit | None) -> dict:
     """(hook, feature) -> ids of the variable nodes (in the variable circuit) that hold the feature."""
-    groups = _read_json(run.variable_circuit_dir / "groups.json") or {}
-    in_circuit = {n["id"] for n in (circuit or {}).get("nodes", [])}
+    groups = _read_json(run.variable_circuit_dir / "groups.json") or {}  # (groups.json is not a typed output yet)
+    in_circuit = {n.id for n in circuit.graph.nodes} if circuit is not None else set()
     out: dict = {}
     for g in groups.get("groups", []):
         if g.get("id") in in_circuit:
@@ -112,15 +141,14 @@ def variable_members(run, circuit: dict | None) -> dict:
     return out
 
 
-def appearances(circuits: dict) -> dict:
+def appearances(circuits: dict[str, DrawnCircuit]) -> dict:
     """(hook, feature) -> the nodes of each circuit that are that feature (at some position)."""
     out: dict = {}
     for name, c in circuits.items():
-        drawn = set((c.get("drawn") or {}).get("nodes", []))
-        for n in c.get("nodes", []):
-            if n.get("type") == "feature" and isinstance(n.get("feature"), int):
-                out.setdefault((n["hook"], n["feature"]), []).append({"circuit": name, "id": n["id"], "role": n.get("role"), "effect": n.get("effect"),
-                                                                     "rank": n.get("rank"), "drawn": n["id"] in drawn})
+        for n in c.graph.nodes:
+            if n.type == "feature" and isinstance(n.feature, int):
+                out.setdefault((n.hook, n.feature), []).append(Appearance(circuit=name, id=n.id, role=n.role, effect=n.effect,
+                                                                          rank=None if n.rank is NOT_IN_GRAPH else n.rank, drawn=n.id in c.drawn_nodes))
     return out
 
 
@@ -139,16 +167,19 @@ def load_context(run, hooks: list[str], seed: int = 0) -> Context:
     answers = cache_answers(model, tok, vocab.pad_id)  # the model runs there, not here
     prompt, scale = answers.prompt, answers.scale
     prompts = Prompts(prompt, tok["pos"].long(), tok["split"].long(), first_tokens(vocab, tok["answer"].long()), answers.answer, answers.prob)
-    eval_metrics = {h: _read_json(eval_metrics_path(run.sae_eval_dir, h)) or {} for h in hooks}
+    metrics = {h: load_eval_metrics(run, h) for h in hooks}
     effects, meta = node_effects(run.attribution_dir / EFFECTS_FILE)
     circuits = {}
     for name, _, (folder, fname) in CIRCUITS:
         c = _read_json(run.root / folder / fname)
-        if c is not None:
-            circuits[name] = c
+        try:
+            if c is not None:
+                circuits[name] = DrawnCircuit.from_json(c)
+        except (ValueError, KeyError, TypeError):
+            pass  # not a circuit (an unreadable file is skipped like a missing one)
     codes = {int(v): k for k, v in (cache.manifest.get("split_codes") or {}).items()}
     return Context(vocab, cache, hooks, prompts, codes, first, held, key, model, scale, load_feature_labels(run.sae_eval_dir),
-                   eval_metrics, effects, meta, circuits, variable_members(run, circuits.get("variable_circuit")),
-                   {h: alignment_by_feature(m) for h, m in eval_metrics.items()}, appearances(circuits),
+                   metrics, effects, meta, circuits, variable_members(run, circuits.get("variable_circuit")),
+                   {h: alignment_by_feature(m) for h, m in metrics.items()}, appearances(circuits),
                    tuple(cache.position_name(p) for p in range(prompt.shape[1])))
 

@@ -10,9 +10,12 @@ units of section 1 and a second DAS unit fitted here:
   every layer, with or without an SAE) whose residual patch at the answer position
   switches at least `causal.circuit_patch_min` of fit-valid pairs; hook and rank chosen on fit-valid pairs the same way;
 - r2 at the answer position: the span of the fit class means of r2 there (a supervised unit: r2 is an input of the
-  high-level model, the circuit needs it beside the bridge).
+  high-level model, the circuit needs it beside the bridge), its IIA on section 1's r2 pairs (donor (h, r1, r2'));
+- the inputs head, r1 and r2: each its token (the whole stream at the first hook), beside the smallest DAS unit of section 1
+  that carries it (`input_nodes`).
 
-Scores, on the held-out pairs of section 1 (prefixes held out of everything fitted):
+Scores, on the held-out pairs of section 1 (prefixes held out of everything fitted; `iia`: the weaker bridge node,
+`iia_every_node`: the weakest node, inputs and r2 included):
 - IIA per node: the unit's value interchanged from the donor (bridge b'), the model's answer equal to the high-level
   model's counterfactual t(b', r2); beside the residual patch at that (hook, position) and random subspaces of the rank;
 - faithfulness with no remainder (sae_ooc.causal.ablate): each chosen hook's whole stream replaced by the units' clean
@@ -29,6 +32,7 @@ from sae_ooc.causal.ablate import ablated_answers, faithfulness, orthonormal
 from sae_ooc.causal.control import Scored, score, spread, switch_only
 from sae_ooc.causal.das import train_das_hooked
 from sae_ooc.causal.pairs import FIT, HELD, VALID, Pairs
+from sae_ooc.causal.planted import pair_scored
 from sae_ooc.causal.units import class_means, principal_directions, projected, random_basis, random_subspace_delta
 from sae_ooc.interventions.steer import residuals
 
@@ -154,6 +158,24 @@ def other_r2_iia(ctx, H: PairStates, hook: str, apos: int, W: torch.Tensor, seed
             "unit_donor_answer": switch_only(ctx.model, donor_answer, hook, apos, projected(patch, W), bs)}
 
 
+def r2_iia(ctx, r2_pairs, F: PairStates, hook: str, apos: int, g: torch.Generator, seed: int) -> dict | None:
+    """IIA of the r2 node (r2_unit at (hook, answer position)) on the held-out pairs of section 1's r2 rows (donor (h, r1, r2'),
+    counterfactual t(b, r2')), beside the residual patch there and random subspaces of its rank."""
+    if r2_pairs is None or len(r2_pairs[0]) == 0:
+        return None
+    base, donor = r2_pairs
+    W = r2_unit(ctx, F, hook, apos)
+    if len(W) == 0:
+        return None
+    rows = torch.cat([base, donor]).unique()
+    X = torch.zeros(len(ctx.q), W.shape[1])
+    X[rows] = residuals(ctx.model, ctx.q_tok[rows], [hook], ctx.cfg.batch_size)[hook][:, apos]
+    node = node_iia(ctx, pair_scored(ctx, base, donor, X), hook, apos, W, g, seed)
+    return node | {"kind": "class-mean span of r2", "n": len(base),
+                   "chosen_on": "the bridge@answer unit's hook; the span of r2's class means there over the bridge's fit questions "
+                                "(fit by their (h, r1) prefix: a few of these held-out r2 pairs' questions may be among them)"}
+
+
 def r2_unit(ctx, F: PairStates, hook: str, apos: int) -> torch.Tensor:
     """The span of the fit class means of r2 at (hook, answer position): the r2 node (rank <= relations - 1)."""
     x = F.base[hook][:, apos]
@@ -162,9 +184,35 @@ def r2_unit(ctx, F: PairStates, hook: str, apos: int) -> torch.Tensor:
     return U[: max(int(has.sum()) - 1, 0)][var[: max(int(has.sum()) - 1, 0)] > 1e-6]
 
 
-def variable_circuit(ctx, rows, hooks: list[str]) -> tuple[dict, dict[str, torch.Tensor]]:
-    """The record of section 2 (see the module docstring): `nodes` (IIA per node), `answer_das` (the bridge@answer search),
-    `faithfulness` (no remainder, with its controls and validity); and the units' bases {node name: [r, d]} (what
+def input_nodes(v_rows, d_model: int) -> dict:
+    """The high-level model's inputs head, r1 and r2 as nodes: each is its token, i.e. the whole residual stream at the first
+    hook at its position (`unit`: that interchange from section 1's donors, which differ in that input alone), beside the
+    smallest unit that carries it (`smallest_unit`: section 1's DAS subspace at the hook whose residual patch switches most
+    fit-valid pairs, of the smallest rank reaching SHARE of that patch on fit-valid pairs, else the largest trained)."""
+    out = {}
+    for name in ("head", "r1", "r2"):
+        rows = [r for r in v_rows if r.pairs.get("name") == name and r.n_heldout > 0]
+        if not rows:
+            continue
+        first = min(rows, key=lambda x: _hook_order(x.hook))
+        node = {"hook": first.hook, "position": first.pairs["pos"], "rank": d_model, "kind": "input token (the whole stream)",
+                "unit": first.units["resid_patch"], "resid_patch": first.units["resid_patch"], "random": first.units.get("random") or {},
+                "n": first.n_heldout, "chosen_on": "the input itself: the residual stream at the first hook, at its position"}
+        das_rows = [r for r in rows if r.curves.get("das")]
+        if das_rows:
+            r = max(das_rows, key=lambda r: r.das.get("valid_resid_patch") or 0)
+            k = _chosen_rank({int(k): v for k, v in r.das["valid_switch"].items()}, r.das.get("valid_resid_patch"))
+            node["smallest_unit"] = {"hook": r.hook, "rank": k, "kind": "DAS subspace", "unit": r.units[f"das_rank{k}"],
+                                     "resid_patch": r.units["resid_patch"], "random": r.units[f"random_rank{k}"],
+                                     "chosen_on": "hook by the fit-valid residual patch, rank by the fit-valid switch"}
+        out[name] = node
+    return out
+
+
+def variable_circuit(ctx, rows, hooks: list[str], v_rows=(), r2_pairs=None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The record of section 2 (see the module docstring): `nodes` (IIA per node), `inputs` (the inputs head, r1, r2 as
+    section 1's units: input_nodes), `answer_das` (the bridge@answer search), `faithfulness` (no remainder, with its controls
+    and validity); and the units' bases {node name: [r, d]} (what
     RUN/variables/circuit_units.safetensors keeps, so the record can be recomputed independently)."""
     cfg = ctx.cfg
     ok = [r for r in rows if r.das.get("valid_resid_patch") is not None and ctx.bases.get(r.hook)]
@@ -197,11 +245,18 @@ def variable_circuit(ctx, rows, hooks: list[str]) -> tuple[dict, dict[str, torch
         W2 = abases[H2][search[H2]["chosen_rank"]]
         nodes["bridge@answer"] = node_iia(ctx, H.scored(H2, apos), H2, apos, W2, g, seed)
         nodes["bridge@answer"]["other_r2"] = other_r2_iia(ctx, H, H2, apos, W2, seed)
+        r2_node = r2_iia(ctx, r2_pairs, F, H2, apos, g, seed)
+        if r2_node:
+            nodes["r2@answer"] = r2_node
     else:
         H2, W2 = None, None
     out["nodes"] = nodes
-    valid_iia = [n["unit"]["switch"] for n in nodes.values() if n["unit"].get("switch") is not None]
-    out["iia"] = min(valid_iia) if len(nodes) == 2 and valid_iia else None
+    out["inputs"] = input_nodes(v_rows, int(ctx.model.cfg.d_model))
+    bridge_iia = [nodes[k]["unit"]["switch"] for k in ("bridge@r1", "bridge@answer") if k in nodes and nodes[k]["unit"].get("switch") is not None]
+    out["iia"] = min(bridge_iia) if len(bridge_iia) == 2 else None
+    every = bridge_iia + [n["unit"]["switch"] for k, n in {**nodes, **out["inputs"]}.items()
+                          if k not in ("bridge@r1", "bridge@answer") and n["unit"].get("switch") is not None]
+    out["iia_every_node"] = min(every) if out["iia"] is not None and len(out["inputs"]) == 3 and "r2@answer" in nodes else None
     units = {"bridge@r1": W1} | ({"bridge@answer": W2} if H2 else {})
     out["faithfulness"] = no_remainder(ctx, F, H, H1, W1, H2, W2, apos, g, units) if H2 else {"status": "no bridge@answer unit"}
     return out, units

@@ -1,7 +1,9 @@
 """RUN/variables/variables.json as a typed object: what stage `variables` measured, with a format version.
 
-Rows are one (variable, position, hook) each. A row's `units` maps a unit name (resid_patch, labelled_features,
-top<n>_features, sae_code_swap, supervised, supervised_rank<r>, das_rank<r>, random_rank<r>, random_features<n>) to its
+Rows are one (variable, position, hook) each: the bridge at r1 per hook, then every other planted variable at its
+position (`causal.variables`, sae_ooc.causal.planted). A row's `units` maps a unit name (resid_patch, labelled_features,
+top<n>_features, sae_opt<n> (Makelov et al.'s greedy
+edit), sae_code_swap, supervised, supervised_rank<r>, das_rank<r>, random_rank<r>, random_features<n>) to its
 control on the held-out prefixes: `switch` (share of interchanged questions answering t(b', r2)) with `ci95` (bootstrap
 over head entities), `logit_change` (the counterfactual answer's first-token logit, minus the clean one), `edit_norm`
 (mean |delta|), `rel_norm` (mean |delta| / |x|) and `size` (features or rank; None for whole-stream units); random
@@ -17,8 +19,8 @@ from pathlib import Path
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json, write_json
 
-FORMAT = "sae_ooc.variables/2"
-READABLE = ("sae_ooc.variables/1", FORMAT)  # /1 has no circuit (section 2)
+FORMAT = "sae_ooc.variables/3"
+READABLE = ("sae_ooc.variables/1", "sae_ooc.variables/2", FORMAT)  # /1 has no circuit (section 2); /2 the bridge at r1 alone
 VARIABLES_FILE = "variables.json"
 
 
@@ -35,6 +37,7 @@ class VariableRow:
     erase: dict = field(default_factory=dict)
     class_means: dict = field(default_factory=dict)  # variance shares of the class means' principal directions
     isolation: dict = field(default_factory=dict)  # share of pairs whose r2 is still read at the answer position, per unit
+    pairs: dict = field(default_factory=dict)  # a variable other than the bridge at r1: how its donors were drawn (sae_ooc.causal.planted)
 
     def switch(self, unit: str) -> float | None:
         u = self.units.get(unit)

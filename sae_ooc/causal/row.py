@@ -6,24 +6,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sae_ooc.causal.control import Scored, score, spread, switch_only
+from sae_ooc.causal.control import Scored, switch_only
 from sae_ooc.causal.das import das_delta, train_das
 from sae_ooc.causal.erase import leace, leace_fn, mean_projection_fn, one_hot, probe_accuracy
 from sae_ooc.causal.isolation import read_state
 from sae_ooc.causal.pairs import FIT, HELD, VALID, Pairs
 from sae_ooc.causal.result import VariableRow
-from sae_ooc.causal.units import (
-    class_means,
-    exchanged,
-    principal_directions,
-    projected,
-    random_basis,
-    random_feature_mask,
-    random_subspace_delta,
-    top_feature_mask,
-)
+from sae_ooc.causal.scoring import Scorer, sae_units
+from sae_ooc.causal.units import class_means, principal_directions, projected, random_basis, random_subspace_delta
 from sae_ooc.interventions.prompts import matches
-from sae_ooc.interventions.steering import answers_with_delta, bridge_feature_matrix, decode_delta, matched_norm
+from sae_ooc.interventions.steering import answers_with_delta, bridge_feature_matrix
 
 
 @dataclass
@@ -85,45 +77,16 @@ def bridge_row(ctx: Context, sae, hook: str, X: torch.Tensor, q_x: torch.Tensor,
         F = sae.encode(X.to(sae.W_dec.device)).float().cpu()
     mu_f, _ = class_means(F[fit], ctx.p_bridge[fit], E)
     S, V = scored(ctx, ctx.pairs[HELD], X), scored(ctx, ctx.pairs[VALID], X)
-    n_boot = cfg.bootstrap
     row = VariableRow("bridge", ctx.position_name, hook, len(S), int(S.heads.unique().numel()))
     g = torch.Generator().manual_seed(seed)
-
-    def codes(Sc: Scored):
-        with torch.no_grad():
-            dev = sae.W_dec.device
-            return sae.encode(Sc.x.to(dev)).float(), sae.encode(Sc.xd.to(dev)).float()
-
-    def cpu(t):
-        return t.detach().float().cpu()
-
-    def measure(name: str, delta: torch.Tensor, size=None, kind="") -> torch.Tensor:
-        row.units[name] = score(model, S, hook, pos, delta, bs, n_boot, seed, size, kind)
-        return delta
-
-    def random_ref(name: str, make, size, kind):
-        row.units[name] = spread([score(model, S, hook, pos, make(), bs, n_boot, seed, size, kind) for _ in range(cfg.random_draws)],
-                                 size, kind)
-
-    f, fd = codes(S)
+    sc = Scorer(model, S, hook, pos, cfg, seed, row, g)
+    measure = sc.measure
     Pr = ctx.pairs[HELD]
     measure("resid_patch", S.xd - S.x, None, "resid_patch")
     # labelled features: eval-sae's bridge=b and bridge=b' features at r1, exchanged from the donor
     M = bridge_feature_matrix(hook_labels, ctx.position_name, ctx.entity_of, E, int(sae.cfg.d_sae))
-    lab = (M[Pr.b] | M[Pr.b2]).to(f.device) if len(S) else torch.zeros_like(f, dtype=torch.bool)
-    measure("labelled_features", cpu(exchanged(sae, f, fd, lab)), None, "labelled_features")
-    row.units["labelled_features"].update(n_features=float(lab.sum(1).float().mean()) if len(S) else None,
-                                          covered=int(lab.any(1).sum()), n_bridge_features=int(M.any(0).sum()))
-    counts = sorted(set(cfg.feature_counts))
-    row.curves["top_features"] = []
-    for n in counts:
-        name = f"top{n}_features"
-        d = measure(name, cpu(exchanged(sae, f, fd, top_feature_mask(mu_f, Pr.b, Pr.b2, n).to(f.device))), n, "top_features")
-        row.curves["top_features"].append(name)
-        random_ref(f"random_features{n}", lambda d=d, n=n: matched_norm(cpu(exchanged(
-            sae, f, fd, random_feature_mask(f, fd, n, g))), d), n, "random_features")
-    row.curves["random_features"] = [f"random_features{n}" for n in counts]
-    measure("sae_code_swap", cpu(decode_delta(sae, f, fd)), int(sae.cfg.d_sae), "sae_code_swap")
+    sae_units(sc, sae, mu_f, Pr.b, Pr.b2, M)
+    row.units["labelled_features"]["n_bridge_features"] = row.units["labelled_features"].pop("n_labelled_features")
     edit = mu[Pr.b2] - mu[Pr.b]
     measure("supervised", edit, None, "supervised")
     ranks = sorted(set(r for r in cfg.ranks if r <= X.shape[1]))
@@ -144,7 +107,7 @@ def bridge_row(ctx: Context, sae, hook: str, X: torch.Tensor, q_x: torch.Tensor,
             das["valid_switch"][str(r)] = switch_only(model, V, hook, pos, das_delta(mod, V.x, V.xd), bs)
             d = measure(f"das_rank{r}", das_delta(mod, S.x, S.xd), r, "das")
             row.curves["das"].append(f"das_rank{r}")
-            random_ref(f"random_rank{r}", lambda d=d, r=r: random_subspace_delta(S.x, S.xd, r, d, g), r, "random_subspace")
+            sc.random_ref(f"random_rank{r}", lambda d=d, r=r: random_subspace_delta(S.x, S.xd, r, d, g), r, "random_subspace")
             row.curves["random_subspace"].append(f"random_rank{r}")
     ref = das["valid_resid_patch"]
     reach = [r for r in ranks if ref and das["valid_switch"].get(str(r)) is not None and das["valid_switch"][str(r)] >= 0.8 * ref]

@@ -58,6 +58,48 @@ def random_feature_mask(f: torch.Tensor, fd: torch.Tensor, n: int, gen: torch.Ge
     return torch.zeros_like(cand).scatter_(1, idx, True) & cand
 
 
+def greedy_feature_order(sae, f: torch.Tensor, fd: torch.Tensor, target: torch.Tensor, n_max: int) -> torch.Tensor:
+    """Makelov et al.'s `sae_opt` edit, interpretation-free: per row, up to n_max features (among those active on the base
+    or the donor) chosen greedily so that exchanging them from the donor's code best matches `target` [n, d] (the
+    counterfactual difference x_donor - x): each step adds the feature whose exchange (fd_i - f_i) W_dec[i] most lowers the
+    squared distance to what is left of the target, and a row stops when no feature lowers it. Returns [n, n_max] feature
+    ids in the order chosen, -1 after a row stopped."""
+    n = len(f)
+    out = torch.full((n, n_max), -1, dtype=torch.long)
+    if n == 0 or n_max == 0:
+        return out
+    W = sae.W_dec.detach().float()
+    diff = (fd - f).float()
+    active = (f > 0) | (fd > 0)
+    k = max(int(active.sum(1).max()), 1)
+    cand = torch.where(active, diff.abs() + 1, torch.zeros_like(diff)).topk(min(k, diff.shape[1]), dim=1).indices  # [n, k]
+    ok = torch.gather(active, 1, cand)
+    C = torch.gather(diff, 1, cand)[..., None] * W[cand]  # [n, k, d] each candidate's exchange
+    sq = (C ** 2).sum(-1)
+    left = target.float().to(W.device).clone()
+    for step in range(min(n_max, k)):
+        gain = 2 * torch.einsum("nkd,nd->nk", C, left) - sq  # drop of |left|^2 if the candidate is exchanged
+        gain = gain.masked_fill(~ok, float("-inf"))
+        best, j = gain.max(1)
+        go = best > 1e-9
+        if not bool(go.any()):
+            break
+        rows = go.nonzero().squeeze(1)
+        out[rows.cpu(), step] = cand[rows, j[rows]].cpu()
+        left[rows] -= C[rows, j[rows]]
+        ok[rows, j[rows]] = False
+        ok[~go] = False  # a row that stopped adds nothing more
+    return out
+
+
+def first_n_mask(order: torch.Tensor, n: int, d_sae: int) -> torch.Tensor:
+    """[rows, d_sae] bool: the first n features of each row of `order` (-1 entries ignored)."""
+    idx = order[:, :n]
+    m = torch.zeros(len(order), d_sae + 1, dtype=torch.bool)
+    m.scatter_(1, torch.where(idx < 0, d_sae, idx), True)
+    return m[:, :d_sae]
+
+
 def random_basis(d: int, rank: int, gen: torch.Generator) -> torch.Tensor:
     """[rank, d] an orthonormal basis of a uniformly random subspace."""
     return torch.linalg.qr(torch.randn(d, rank, generator=gen))[0].T.contiguous()

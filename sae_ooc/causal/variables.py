@@ -10,12 +10,16 @@ Per hook (causal.hooks, default every hook with an SAE), the bridge b at r1 (sae
   questions' accuracy and a probe of b refitted on the erased stream;
 - isolation: r2 as a probe reads it at the last layer's answer position, after the interchange of a few units.
 
+Every other planted variable at its position (head, r1, r2, the bridge and the answer at the answer position), at each of
+`causal.variable_hooks`: the same units and references (sae_ooc.causal.planted).
+
 Section 2, the circuit of causal variables built from these units (IIA per node, faithfulness with no remainder):
 sae_ooc.causal.circuit.
 
 Prefix groups and pairs: sae_ooc.causal.pairs. Outputs (RUN/variables/): variables.json (sae_ooc.causal.result),
-circuit_units.safetensors (the circuit's unit bases and ablation means), control_curves.png/.svg and
-causal_circuit.png/.svg/.dot/.html.
+circuit_units.safetensors (the circuit's unit bases and ablation means), control_curves.png/.svg (the bridge at r1),
+variable_curves.png/.svg (every other variable), and the circuit of causal variables in the export stage's formats:
+causal_circuit.png/.svg/.dot/.html, causal_graph.json, causal_circuit_full.json (sae_ooc.causal.graph).
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ from tqdm import tqdm
 
 from sae_ooc.activations.cache import ActivationCache
 from sae_ooc.causal.circuit import CIRCUIT_UNITS_FILE, variable_circuit
+from sae_ooc.causal.graph import causal_graph
 from sae_ooc.causal.isolation import fit_reader, read_state
 from sae_ooc.causal.pairs import FIT, GROUP_NAMES, HELD, VALID, Questions, draw_pairs, prefix_groups
 from sae_ooc.causal.result import VARIABLES_FILE, VariablesResult
 from sae_ooc.causal.row import Context, bridge_row
+from sae_ooc.causal.planted import SPECS, heldout_keys, position_of, prefix_roles, variable_pairs, variable_row
 from sae_ooc.errors import UserError
-from sae_ooc.io import save_tensors, write_text
+from sae_ooc.io import save_tensors
 from sae_ooc.interventions.facts import Facts, atomic_template
 from sae_ooc.interventions.prompts import matches, read_batched
 from sae_ooc.interventions.steer import residuals
@@ -40,8 +46,11 @@ from sae_ooc.saes.features import load_feature_labels
 from sae_ooc.saes.store import load_saes, saved_hooks
 from sae_ooc.tasks.data import load_task, split_tensors
 from sae_ooc.threads import torch_threads
-from sae_ooc.viz.causal_circuit_plots import causal_circuit_dot, causal_circuit_html, plot_causal_circuit
-from sae_ooc.viz.control_plots import plot_control_curves
+from sae_ooc.viz.circuit_files import export_circuit
+from sae_ooc.viz.control_plots import plot_control_curves, plot_variable_curves
+
+
+CAUSAL_PREFIX = "causal_"  # the circuit of causal variables' export files
 
 
 def run_variables(run, force: bool = False) -> dict:
@@ -64,8 +73,14 @@ def two_hop_questions(ds, vocab, splits: list[str]) -> Questions:
 
 def heldout_prefixes(run, pos: int) -> set[tuple[int, int]]:
     """The (h, r1) prefixes train-sae held out at position `pos` (RUN/saes/heldout_rows.safetensors over the cache rows)."""
+    tok, rows = heldout_rows(run)
+    return prefixes_at(tok, rows, pos)
+
+
+def heldout_rows(run) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The cache's token table and its rows train-sae held out ([n_tokens] bool)."""
     cache = ActivationCache(run.activations_dir)
-    return prefixes_at(cache.tokens(), heldout_from_disk(run.saes_dir, cache), pos)
+    return cache.tokens(), heldout_from_disk(run.saes_dir, cache)
 
 
 def prefixes_at(tok: dict[str, torch.Tensor], rows: torch.Tensor, pos: int) -> set[tuple[int, int]]:
@@ -95,12 +110,21 @@ def _run_variables(run, ccfg) -> dict:
     facts = Facts.from_dataset(ds, vocab, run.cfg.task.family, atomic_template(run.cfg.task))
     model = load_model(run.model_dir, run.device).eval()
     hooks = resolve_hooks(run, ccfg, model.cfg.n_layers)
-    saes = load_saes(run.saes_dir, run.device, hooks)
+    # the other variables: by default the bridge's hooks and the last layer's output, where the answer position holds the answer
+    last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    v_hooks = (ccfg.variable_hooks or list(dict.fromkeys(hooks + [last]))) if ccfg.variables else []
+    bad = [h for h in v_hooks if h not in model.hook_dict]
+    if bad:
+        raise UserError(f"causal.variable_hooks: the model has no hook {', '.join(bad)}; use hooks such as blocks.0.hook_resid_pre")
+    all_hooks = sorted(set(hooks) | set(v_hooks), key=lambda h: (int(h.split(".")[1]), h.endswith("post")))
+    with_sae = set(saved_hooks(run.saes_dir))
+    saes = load_saes(run.saes_dir, run.device, [h for h in all_hooks if h in with_sae])
     labels = load_feature_labels(run.sae_eval_dir)
     pos = layout.index("r1")
     splits = list(dict.fromkeys(ccfg.fit_splits + ccfg.heldout_splits))
     q = two_hop_questions(ds, vocab, splits)
-    held = heldout_prefixes(run, pos)
+    tok, held_rows = heldout_rows(run)
+    held = prefixes_at(tok, held_rows, pos)
     groups = prefix_groups(list(zip(q.head.tolist(), q.r1.tolist())), held, ccfg.valid_fraction, ccfg.seed)
     q_tok, q_pos = facts.tokens(list(zip(q.head.tolist(), q.r1.tolist(), q.r2.tolist())))
     clean = read_batched(model, q_tok, q_pos, facts.answer_len, ccfg.batch_size)
@@ -128,40 +152,56 @@ def _run_variables(run, ccfg) -> dict:
         z = read_state(model, q_tok[fit_q], q_pos[fit_q], ctx.read_hook, pos, None, ctx.read_hook, ccfg.batch_size)
         ctx.r2_reader = fit_reader(z, q.r2[fit_q], ccfg.probe_steps, ccfg.seed)
     p_x = residuals(model, p_tok, hooks, ccfg.batch_size)
-    rows = []
-    for k, h in enumerate(tqdm(hooks, desc="variables", leave=False)):
+    rows, v_rows = [], []
+    # every other planted variable at its position (sae_ooc.causal.planted): pairs drawn once, scored at each of its hooks
+    held_ok, fit_ok = in_held & ok, in_fit & ok
+    vps = [variable_pairs(ctx, name, layout, heldout_keys(tok, held_rows, position_of(layout, SPECS[name].role),
+                                                         prefix_roles(layout, position_of(layout, SPECS[name].role))),
+                          fit_ok, held_ok, (in_fit | in_held) & ok) for name in ccfg.variables]
+    value_of = {n: i for i, n in enumerate(vocab.planted_names)}
+    for k, h in enumerate(tqdm(all_hooks, desc="variables", leave=False)):
         # the base questions' whole residual at the hook: what DAS edits and runs the model on from the hook
         q_x = residuals(model, q_tok, [h], ccfg.batch_size)[h]
-        rows.append(bridge_row(ctx, saes[h], h, p_x[h][:, pos], q_x, labels.get(h, {}), seed=ccfg.seed + 1000 * k))
+        if h in hooks:
+            rows.append(bridge_row(ctx, saes[h], h, p_x[h][:, pos], q_x, labels.get(h, {}), seed=ccfg.seed + 1000 * hooks.index(h)))
+        if h in v_hooks:
+            v_rows += [variable_row(ctx, vp, saes.get(h), h, q_x, labels.get(h, {}), value_of, ccfg.seed + 1000 * k + 100 * (j + 1))
+                       for j, vp in enumerate(vps)]
     settings = {"hooks": hooks, "position": layout.position_names[pos], "heldout_splits": ccfg.heldout_splits,
                 "fit_splits": ccfg.fit_splits, "only_correct": ccfg.only_correct,
                 "n_prefixes": {GROUP_NAMES[g]: int((p_group == g).sum()) for g in (FIT, VALID, HELD)},
                 "n_pairs": {GROUP_NAMES[g]: len(pairs[g]) for g in (FIT, VALID, HELD)},
                 "n_heldout_questions": len(heldout_q), "n_heldout_correct": int(correct[heldout_q].sum()),
+                "variables": {vp.name: {"position": vp.position_name, "n_pairs": {GROUP_NAMES[g]: len(vp.pairs[g][0]) for g in (FIT, VALID, HELD)},
+                                        "class_means": vp.has is not None} for vp in vps},
+                "variable_hooks": v_hooks, "variable_ranks": ccfg.variable_ranks,
+                "variable_patch_min": ccfg.variable_patch_min,
                 "feature_counts": ccfg.feature_counts, "ranks": ccfg.ranks, "erase_rank": ccfg.erase_rank,
                 "random_draws": ccfg.random_draws, "bootstrap": ccfg.bootstrap, "das_steps": ccfg.das_steps, "seed": ccfg.seed,
                 "heldout_prefixes": "the (h, r1) prefixes train-sae held out at r1 (neither the SAE nor eval-sae's labels saw them)"}
     P = pairs[HELD]
-    circuit, units = variable_circuit(ctx, rows, hooks)
-    result = VariablesResult(settings, rows, torch.stack([P.head, P.r1, P.r2, P.b, P.b2, P.donor[:, 0], P.donor[:, 1]], 1).tolist(),
+    r2vp = next((vp for vp in vps if vp.name == "r2"), None)
+    circuit, units = variable_circuit(ctx, rows, hooks, v_rows, r2vp.pairs[HELD] if r2vp else None)
+    result = VariablesResult(settings, rows + v_rows, torch.stack([P.head, P.r1, P.r2, P.b, P.b2, P.donor[:, 0], P.donor[:, 1]], 1).tolist(),
                              circuit)
     out = run.variables_dir
     result.save(out / VARIABLES_FILE)
     if units:
         save_tensors(out / CIRCUIT_UNITS_FILE, units)
-    try:
-        plot_control_curves(result, out / "control_curves")
-    except Exception as e:  # no figure may stop a stage
-        print(f"variables: the figure failed ({type(e).__name__}: {e})")
-    # the circuit in the export stage's formats: figure (PNG, SVG), DOT, and a page with both
-    plot_causal_circuit(circuit, out / "causal_circuit")
-    try:
-        write_text(out / "causal_circuit.dot", causal_circuit_dot(circuit))
-        svg = out / "causal_circuit.svg"
-        write_text(out / "causal_circuit.html", causal_circuit_html(circuit, svg.read_text() if svg.exists() else ""))
-    except Exception as e:  # no drawing may stop a stage
-        print(f"variables: the circuit drawing failed ({type(e).__name__}: {e})")
+    plot_control_curves(result, out / "control_curves")  # fail_soft: no figure stops the stage
+    plot_variable_curves(result, out / "variable_curves")
+    # the circuit in every format the export stage writes, by its own code: causal_circuit.{png,svg,dot,html},
+    # causal_graph.json (circuit-tracer's format), causal_circuit_full.json
+    graph = causal_graph(circuit, list(layout.position_names), run.cfg.name)
+    for stale in out.glob(f"{CAUSAL_PREFIX}*"):
+        stale.unlink()
+    if graph is not None:
+        try:
+            export_circuit(graph.to_json(), out, prefix=CAUSAL_PREFIX)
+        except Exception as e:  # no drawing may stop a stage
+            print(f"variables: the circuit drawing failed ({type(e).__name__}: {e})")
     best = {r.hook: {u: r.switch(u) for u in ("resid_patch", "das_rank16", "supervised")} for r in rows}
+    others = {f"{r.variable}@{r.position} {r.hook}": {u: r.switch(u) for u in ("resid_patch", "das_rank16", "random")} for r in v_rows}
     faith = (circuit.get("faithfulness") or {}).get("circuit") or {}
-    return {"n_heldout_pairs": len(pairs[HELD]), "hooks": len(hooks), "switch": best, "circuit_iia": circuit.get("iia"),
+    return {"n_heldout_pairs": len(pairs[HELD]), "hooks": len(hooks), "switch": best, "variables": others, "circuit_iia": circuit.get("iia"),
             "circuit_faithfulness": (faith.get("unit") or {}).get("faithfulness")}

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import time
 
+from sae_ooc.circuits.attribute_result import AttributionValidation, NodeEffectsSummary
 from sae_ooc.circuits.effects import (
     EFFECTS_FILE,
-    EFFECTS_JSON,
     NodeEffects,
     effects_summary,
     save_node_effects,
@@ -30,7 +30,6 @@ from sae_ooc.circuits.methods import node_effects, pair_metrics
 from sae_ooc.circuits.pairs import make_pairs
 from sae_ooc.circuits.spliced import load_spliced
 from sae_ooc.circuits.validation import VALIDATION_FILE, validate_methods
-from sae_ooc.io import write_json
 from sae_ooc.tasks.data import load_task
 from sae_ooc.threads import torch_threads
 from sae_ooc.viz.circuit_plots import plot_validation
@@ -57,19 +56,19 @@ def _attribute(run, validate: bool) -> dict:
     m_clean, m_corrupt = pair_metrics(sp, pairs, a.metric)
     ne = NodeEffects(sp.hooks, sp.d_sae, a.method, a.metric, per_prompt, pairs, m_clean, m_corrupt, sp.position_names)
     save_node_effects(out / EFFECTS_FILE, ne)
-    summary = effects_summary(ne, vocab, a.top_json)
-    summary["seconds"] = seconds
-    write_json(out / EFFECTS_JSON, summary)
+    summary = NodeEffectsSummary.from_json({**effects_summary(ne, vocab, a.top_json), "seconds": seconds})
+    summary.save(out)
     info = {"method": a.method, "n_pairs": len(pairs), "seconds": round(seconds, 3),
-            "metric_clean": summary["metric_clean_mean"], "total_effect": summary["total_effect_mean"]}
+            "metric_clean": summary.metric_clean_mean, "total_effect": summary.total_effect_mean}
     if validate:
         sample = pairs.subset(slice(0, a.validate_pairs))
         report, flat = validate_methods(sp, sample, a.metric, a.ig_steps, a.exact_batch_size, a.batch_size, a.trust_spearman,
                                         a.trust_recall, verify_top=a.verify_top)
+        report = AttributionValidation.from_json(report)
         plot_validation(flat, report, out / "validation")
-        write_json(out / VALIDATION_FILE, report)
-        info["validation"] = {m: {k: r[k] for k in ("recall_top50", "spearman_not_exact", "trusted", "speedup_vs_batched_exact")}
-                              for m, r in report["methods"].items()}
+        report.save(out)
+        info["validation"] = {m: {k: getattr(r, k) for k in ("recall_top50", "spearman_not_exact", "trusted", "speedup_vs_batched_exact")}
+                              for m, r in report.methods.items()}
     else:  # what the stage leaves must match how it ran: no validation from an earlier run
         for name in VALIDATION_FILES:
             (out / name).unlink(missing_ok=True)

@@ -45,6 +45,7 @@ from sae_ooc.circuits.faithfulness import (
     end_points,
     faithfulness_curve,
 )
+from sae_ooc.circuits.faithfulness_result import AblationCurve, CircuitFaithfulness, PrunedPerPrompt, Scores
 from sae_ooc.circuits.graph import (
     CIRCUIT_FILE,
     PROMPT_CIRCUIT_FILE,
@@ -58,13 +59,13 @@ from sae_ooc.circuits.prune import NodeLayout, pruned_circuits
 from sae_ooc.circuits.selection import keep_masks, select_nodes
 from sae_ooc.circuits.spliced import Spliced
 from sae_ooc.errors import UserError
-from sae_ooc.io import save_tensors, write_json
+from sae_ooc.io import save_tensors
 from sae_ooc.saes.features import describe_nodes
 from sae_ooc.tasks.data import load_task
 from sae_ooc.threads import torch_threads
 from sae_ooc.viz.circuit_plots import plot_curve
 
-FAITHFULNESS_FILE = "faithfulness.json"
+FAITHFULNESS_FILE = CircuitFaithfulness.FILE
 METRIC_TEXT = {"logit_diff": "logit(t2) - logit(t2')", "logprob": "log p(t2)", "ce": "-log p(t2)"}
 # with multi-token answers the same metrics score whole token sequences (circuits/pairs.py)
 SEQUENCE_METRIC_TEXT = {"logit_diff": "log p(t2) - log p(t2'), whole names", "logprob": "log p(t2), whole name", "ce": "-log p(t2), whole name"}
@@ -170,11 +171,13 @@ def _circuit(run) -> dict:
                         "(and circuit.node_threshold=0), or a smaller circuit.node_threshold")
     sizes = sorted(set(c.curve_sizes) | {0, c.top_n})
     scored, (abl, faith) = _score_sets(sp, ne, held, nodes, ds, c, metric, sizes)
+    scored = {k: Scores.from_json(v) for k, v in scored.items()}
     coarse = [n for n in sizes if n < 5 or n % 5 == 0 or n == c.top_n]
-    curves = ablation_curves(sp, ne, ne_held, ds, c, metric, coarse)
+    curves = {k: AblationCurve.from_json(v) for k, v in ablation_curves(sp, ne, ne_held, ds, c, metric, coarse).items()}
     by_method = method_circuits(sp, ne, held, abl, faith, c, a)
     pruned = pruned_circuits(sp, ne_all.pairs, sel_idx, ds, c, metric)
     snap = pruned.pop("snapshot") if pruned else None
+    pruned = PrunedPerPrompt.from_json(pruned) if pruned else pruned
     example = None
     if snap is not None:  # the first selection pair: source 0 of the pruning, pair 0 of `ne`
         example = prompt_circuit(sp, ne.pairs, 0, snap["keep"][0], float(snap["metric"][0]), snap["faith"], ne, ds, vocab, run.sae_eval_dir,
@@ -196,7 +199,7 @@ def _circuit(run) -> dict:
                                                label=f"{kind} ablation")
 
     n_feat = sum(1 for n in nodes if not n.is_error)
-    faith_json = {
+    faith_json = CircuitFaithfulness.from_json({
         "metric": metric, "ablation": c.ablation, "n_selection_pairs": len(sel_idx), "n_heldout_pairs": len(held_idx),
         "pairs": {"heldout_fraction": c.heldout_fraction, "seed": c.seed, "selection": sel_idx.tolist(), "heldout": held_idx.tolist(),
                   "chosen_on_selection": "nodes, edges and their weights, candidate edges, per-prompt pruning",
@@ -206,7 +209,7 @@ def _circuit(run) -> dict:
         "edges": {"n_edges": len(edges), "weights": c.edge_weights, "weighed_on": "selection", "exact_check": edge_check,
                   "n_candidate_edges": len(candidates), "candidate_pool_nodes": c.edge_pool_nodes, "ablated_on": "heldout",
                   "ablation_by_kind": edge_abl_by},
-    }
+    })
     metadata = {
         "run": str(run.root), "config": run.cfg.name, "method": ne.method, "metric": metric, "n_pairs": len(sel_idx),
         "effects_over": "selection pairs", "n_heldout_pairs": len(held_idx), "hooks": sp.hooks,
@@ -215,18 +218,18 @@ def _circuit(run) -> dict:
         "example_prompt": vocab.decode(ne.pairs.clean[0]), "example_answer": vocab.entity_name(int(ne.pairs.answer[0])),
     }
     score_keys = ("m_full", "m_empty", "m_circuit", "m_complement", "faithfulness", "faithfulness_ci95", "completeness")
-    scores = {**{k: scored["heldout"][k] for k in score_keys}, "pairs": "heldout", "n_pairs": len(held_idx)}
+    scores = {**{k: getattr(scored["heldout"], k) for k in score_keys}, "pairs": "heldout", "n_pairs": len(held_idx)}
     graph = circuit_graph(sp, ne, nodes, edges, gradient, metadata, scores, ds, vocab, run.sae_eval_dir)
     ka, ke = keep_masks(sp, nodes)
     save_tensors(out / "circuit.safetensors", {**{f"features.{h}": m for h, m in ka.items()}, **{f"errors.{h}": m for h, m in ke.items()}})
-    write_json(out / FAITHFULNESS_FILE, faith_json)
+    faith_json.save(out)
     graph.save(out / CIRCUIT_FILE)
     if example is not None:
         example.save(out / PROMPT_CIRCUIT_FILE)
     elif (out / PROMPT_CIRCUIT_FILE).exists():
         (out / PROMPT_CIRCUIT_FILE).unlink()
     h = scored["heldout"]
-    return {"faithfulness_heldout": h["faithfulness"], "completeness_heldout": h["completeness"],
-            "faithfulness_selection_in_sample": scored["selection"]["faithfulness"], "n_selection_pairs": len(sel_idx),
+    return {"faithfulness_heldout": h.faithfulness, "completeness_heldout": h.completeness,
+            "faithfulness_selection_in_sample": scored["selection"].faithfulness, "n_selection_pairs": len(sel_idx),
             "n_heldout_pairs": len(held_idx), "n_feature_nodes": n_feat, "n_error_nodes": len(nodes) - n_feat, "n_edges": len(edges),
-            "min_feature_nodes_for_target_heldout": h["target"]["min_feature_nodes_reaching"]}
+            "min_feature_nodes_for_target_heldout": h.target.min_feature_nodes_reaching}

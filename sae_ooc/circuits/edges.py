@@ -188,11 +188,33 @@ def _frozen_fns(state: NodeValues, blocks: list[tuple[int, list[Node]]], abl: Ab
     return fn("acts"), fn("errs")
 
 
+EDGE_ROUND = 20  # random edge sets drawn per batched forward pass of the sequential draw
+EDGE_LEVEL = 95.0  # the decision the draw serves: is the top set's drop above this percentile of random sets' drops?
+
+
+def draws_needed(n_max: int, level: float = EDGE_LEVEL, alpha: float = 0.05) -> int:
+    """Random draws, all below the top set, after which the draw stops: if a share 1 - level/100 or more of random
+    sets reached the top set's drop, so long a run of draws below it would have probability under `alpha`."""
+    q = 1 - level / 100
+    return min(n_max, int(np.ceil(np.log(alpha) / np.log(1 - q)))) if q > 0 else n_max
+
+
+def decided(drops: np.ndarray, top: float, n_max: int, level: float = EDGE_LEVEL) -> bool:
+    """The sequential rule: stop drawing random edge sets once `drops` (those drawn so far) decide whether the top
+    set's percentile among `n_max` draws reaches `level`. Not above: more draws at or above the top set's drop
+    (ties half) than the full draw could leave below `level` - the full draw's decision, exactly. Above: no draw at
+    or above it in `draws_needed(n_max)` draws (59 for the 95th percentile: 0.95^59 < 0.05)."""
+    n = len(drops)
+    at_or_above = float((drops > top).sum() + 0.5 * (drops == top).sum())
+    return n >= n_max or at_or_above > n_max * (1 - level / 100) or (at_or_above == 0 and n >= draws_needed(n_max, level))
+
+
 def edge_ablation_test(sp: Spliced, pairs: Pairs, edges: dict[tuple[str, str], float], candidates: list[tuple[str, str]], abl: Ablation,
                        metric: str, counts: list[int], n_random: int, seed: int, label: str = "") -> list[dict]:
-    """Metric drop on `pairs` from ablating the top-K edges by |weight| against `n_random` sets of K edges drawn
-    (without replacement within a set) from the `candidates` outside those top K; the top set's percentile among
-    the random drops (ties count half). K up to the number of edges, where K candidates remain outside."""
+    """Metric drop on `pairs` from ablating the top-K edges by |weight| against up to `n_random` sets of K edges
+    drawn (without replacement within a set) from the `candidates` outside those top K, in rounds of `EDGE_ROUND`
+    sets per forward pass until `decided`; the top set's percentile among the random drops drawn (ties count half).
+    K up to the number of edges, where K candidates remain outside."""
     ranked = sorted(edges, key=lambda e: -abs(edges[e]))
     m_base = ablate_edges(sp, pairs, [], abl, metric)
     rng = np.random.default_rng(seed)
@@ -203,17 +225,23 @@ def edge_ablation_test(sp: Spliced, pairs: Pairs, edges: dict[tuple[str, str], f
         pool = sorted(set(candidates) - set(top))
         if len(pool) < K:
             continue
+        # the same draws, in the same order, as drawing all n_random at once: the rule only decides where to stop
         draws = [[pool[i] for i in rng.choice(len(pool), size=K, replace=False)] for _ in range(n_random)]
-        m = ablate_edge_sets(sp, pairs, [top] + draws, abl, metric)
+        m = ablate_edge_sets(sp, pairs, [top] + draws[:EDGE_ROUND], abl, metric)
         drop = m_base - m[0]
         drop_top = float(drop.mean())
         drops = (m_base - m[1:]).mean(1).double().numpy()
+        while not decided(drops, drop_top, n_random):
+            more = ablate_edge_sets(sp, pairs, draws[len(drops) : len(drops) + EDGE_ROUND], abl, metric)
+            drops = np.concatenate([drops, (m_base - more).mean(1).double().numpy()])
         rows.append({
             "k": K, "top_edges_drop": drop_top, "top_edges_drop_std": float(drop.std()) if len(drop) > 1 else 0.0,
             "random_edges_drop_mean": float(drops.mean()), "random_edges_drop_std": float(drops.std()),
             "random_edges_drop_quantiles": {q: float(np.quantile(drops, p)) for q, p in (("5", 0.05), ("50", 0.5), ("95", 0.95))},
-            "random_edges_drops": drops.tolist(), "n_random": n_random, "pool_size": len(pool),
+            "random_edges_drops": drops.tolist(), "n_random": len(drops), "n_random_max": n_random, "pool_size": len(pool),
             "random_pool": "candidate edges outside the top K", "percentile": percentile(drop_top, drops),
+            "stopping": f"sequential: rounds of {EDGE_ROUND} sets until the draws decide whether the top set is above the "
+                        f"{EDGE_LEVEL:g}th percentile (sae_ooc.circuits.edges.decided)",
         })
     return rows
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from sae_ooc.circuits.attribute_result import NodeEffectsSummary
 from sae_ooc.circuits.nodes import Node
 from sae_ooc.circuits.pairs import Pairs
 from sae_ooc.circuits.spliced import load_spliced
@@ -22,7 +23,7 @@ from sae_ooc.io import save_tensors
 from sae_ooc.tasks.data import POSITION_ROLES
 
 EFFECTS_FILE = "node_effects.safetensors"
-EFFECTS_JSON = "node_effects.json"
+EFFECTS_JSON = NodeEffectsSummary.FILE
 
 
 @dataclass

@@ -25,6 +25,7 @@ import time
 import numpy as np
 import torch
 
+from sae_ooc.circuits.attribute_result import AttributionValidation
 from sae_ooc.circuits.methods import (
     ATTRIBUTION_METHODS,
     changed_mask,
@@ -35,7 +36,7 @@ from sae_ooc.circuits.pairs import Pairs
 from sae_ooc.circuits.spliced import Spliced
 from sae_ooc.stats import pearson, spearman
 
-VALIDATION_FILE = "validation.json"
+VALIDATION_FILE = AttributionValidation.FILE
 TOPS = (10, 50)
 
 # every registered method but exact itself, in the config's order

@@ -37,6 +37,7 @@ from sae_ooc.circuits.graph import CircuitGraph, GraphEdge, GraphNode
 from sae_ooc.circuits.nodes import SINK
 from sae_ooc.circuits.selection import active_node_masks
 from sae_ooc.circuits.variable_edges import SINK_INDEX, candidate_edges, group_edges
+from sae_ooc.circuits.variable_faithfulness_result import VariableCircuitFaithfulness
 from sae_ooc.circuits.variable_scores import (
     SETS,
     Scorer,
@@ -60,7 +61,7 @@ from sae_ooc.viz.variable_plots import plot_variable_faithfulness
 
 VARIABLE_DIR = "variable_circuit"
 GRAPH_FILE = "variable_circuit.json"
-FAITHFULNESS_FILE = "faithfulness.json"
+FAITHFULNESS_FILE = VariableCircuitFaithfulness.FILE
 GROUPS_FILE = "groups.json"
 EXPORT_PREFIX = "variable_"
 ABLATION_RULE = ("a group is ablated by setting its members in the ablation's scope to their ablation value: features active on "
@@ -251,7 +252,7 @@ def _run(run) -> dict:
               "rule": f"groups ranked by |mean effect| on the selection pairs, effect = {effect_text}; the fewest top groups reaching the "
                       f"target faithfulness on the selection pairs under {v.ablation} ablation, else the most faithful size"}
     main = by_kind[v.ablation]
-    faith_json = {
+    faith_json = VariableCircuitFaithfulness.from_json({
         "metric": metric, "n_pairs": len(pairs), "n_selection": len(sel), "n_heldout": len(held), "heldout_fraction": c.heldout_fraction,
         "ablation_rule": ABLATION_RULE, "groups": {**n_kind, "total": len(groups)}, "selection": choice,
         "circuit": {"groups": [groups[g].id for g in chosen], "n_feature_nodes": n_feat,
@@ -259,7 +260,7 @@ def _run(run) -> dict:
                     "n_error_nodes": sum(groups[g].kind == "error" for g in chosen), "n_edges": len(edges),
                     "top_features_same_size": [f"{h}:{p}:{i}" for h, p, i in top[1]]},
         "by_ablation": by_kind, "verdict": verdict(by_kind, v.ablation, v.target, k, groups, chosen),
-    }
+    })
     metadata = {
         "run": str(run.root), "config": f"{run.cfg.name} variable circuit", "method": f"group {v.intervention}", "metric": metric,
         "n_pairs": len(held), "hooks": sp.hooks, "d_sae": sp.d_sae, "positions": list(sp.position_names), "node_kind": "variable groups",
@@ -275,11 +276,11 @@ def _run(run) -> dict:
               "random_groups_mean": main["random_groups"]["heldout"]["mean"]}
     graph = variable_graph(groups, chosen, records, described, sp.hooks, edges, weights, idx, metadata, scores)
     write_json(out / GROUPS_FILE, {"n_pairs": len(pairs), "ablation_rule": ABLATION_RULE, "groups": records})
-    write_json(out / FAITHFULNESS_FILE, faith_json)
+    faith_json.save(out)
     graph.save(out / GRAPH_FILE)
     export_circuit(graph.to_json(), out, prefix=EXPORT_PREFIX)
     plot_variable_faithfulness(faith_json, out / "variable_faithfulness", f"{run.cfg.name}: variable circuit, metric {metric}")
     return {"faithfulness": scores["faithfulness"], "faithfulness_selection": scores["faithfulness_selection"], "n_groups": k,
             "n_feature_nodes": n_feat, "n_edges": len(edges), "random_groups_mean": scores["random_groups_mean"],
-            "faithful": faith_json["verdict"]["faithful"]}
+            "faithful": faith_json.verdict.faithful}
 

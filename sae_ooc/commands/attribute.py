@@ -22,21 +22,17 @@ def options(args) -> dict:
 
 
 def summarize(run, result) -> str:
-    from sae_ooc.io import read_json
+    from sae_ooc.circuits.attribute_result import AttributionValidation, NodeEffectsSummary  # no torch there
 
-    # circuits.effects.EFFECTS_JSON and circuits.validation.VALIDATION_FILE: importing those modules loads torch and
-    # transformer_lens, seconds that a skipped stage's line should not cost
-    EFFECTS_JSON, VALIDATION_FILE = "node_effects.json", "validation.json"
-
-    s = read_json(run.attribution_dir / EFFECTS_JSON)
-    top = s["nodes"][0] if s["nodes"] else None
-    lines = [f"attribute: {verb(result)} {files_written(run, 'attribute')}: {s['method']} on {s['n_pairs']} pairs, "
-             f"{s['metric']} clean {s['metric_clean_mean']:.3f} -> corrupted {s['metric_corrupt_mean']:.3f}; "
-             f"{s['n_nonzero_nodes']} nonzero nodes" + (f", top {top['node']} ({top['mean_effect']:+.3f})" if top else "")]
-    if (run.attribution_dir / VALIDATION_FILE).exists():  # written exactly when the stage ran with validation
-        v = read_json(run.attribution_dir / VALIDATION_FILE)
-        for m, r in v["methods"].items():
-            lines.append(f"  {m} vs exact on {v['n_pairs']} pairs (per pair, mean): recall of exact's top 10 {num(r['recall_top10'])}, "
-                         f"top 50 {num(r['recall_top50'])}; Spearman on the nodes it did not patch exactly {num(r['spearman_not_exact'])}; "
-                         f"{r['speedup_vs_batched_exact']:.1f}x batched exact; {'trusted' if r['trusted'] else 'NOT trusted'}")
+    s = NodeEffectsSummary.load(run.attribution_dir)
+    top = s.nodes[0] if s.nodes else None
+    lines = [f"attribute: {verb(result)} {files_written(run, 'attribute')}: {s.method} on {s.n_pairs} pairs, "
+             f"{s.metric} clean {s.metric_clean_mean:.3f} -> corrupted {s.metric_corrupt_mean:.3f}; "
+             f"{s.n_nonzero_nodes} nonzero nodes" + (f", top {top.node} ({top.mean_effect:+.3f})" if top else "")]
+    v = AttributionValidation.load_if(run.attribution_dir)  # written exactly when the stage ran with validation
+    if v is not None:
+        for m, r in v.methods.items():
+            lines.append(f"  {m} vs exact on {v.n_pairs} pairs (per pair, mean): recall of exact's top 10 {num(r.recall_top10)}, "
+                         f"top 50 {num(r.recall_top50)}; Spearman on the nodes it did not patch exactly {num(r.spearman_not_exact)}; "
+                         f"{r.speedup_vs_batched_exact:.1f}x batched exact; {'trusted' if r.trusted else 'NOT trusted'}")
     return "\n".join(lines)

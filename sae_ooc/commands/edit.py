@@ -9,21 +9,20 @@ from sae_ooc.viz.text import fmt as num
 
 
 def summarize(run, result) -> str:
-    from sae_ooc.io import read_json
+    from sae_ooc.interventions.edit_result import EditResult  # no torch there
 
-    # interventions.edit.EDIT_FILE: importing that module loads torch, seconds a skipped stage's line should not cost
-    e = read_json(run.root / "edit" / "edit.json")
-    st = e["settings"]
-    lines = [f"edit: {verb(result)} {files_written(run, 'edit')}: {st['n_edits']} facts edited alone at each of layers "
-             f"{', '.join(str(x) for x in st['layers'])} (key at {st['position']})"]
-    for r in e["by_layer"]:
-        held = r.get("propagation_heldout")
-        lines.append(f"  layer {r['layer']}: efficacy {num(r['efficacy']['share'])} (in-sample), propagation {num(r['propagation']['share'])}"
-                     + (f" ({num(held['share'])} on {held['n']} two-hop prompts held out of training)" if held else "") + ", "
-                     f"specificity same head {num(r['specificity_same_head']['share'])} / unrelated atomic "
-                     f"{num(r['specificity_atomic']['share'])} / unrelated two-hop {num(r['specificity_two_hop']['share'])}"
-                     + (f", reverse {num(r['reverse']['share'])}" if r.get("reverse", {}).get("share") is not None else ""))
-    for key, c in e["localization"]["correlation"].items():
-        lines.append(f"  causal tracing vs {key}: Pearson {num(c['pearson']['value'])}, Spearman {num(c['spearman']['value'])} "
-                     f"over {c['n_points']} (fact, layer) points")
+    e = EditResult.load(run.edit_dir)
+    st = e.settings
+    lines = [f"edit: {verb(result)} {files_written(run, 'edit')}: {st.n_edits} facts edited alone at each of layers "
+             f"{', '.join(str(x) for x in st.layers)} (key at {st.position})"]
+    for r in e.by_layer:
+        held = r.propagation_heldout
+        lines.append(f"  layer {r.layer}: efficacy {num(r.efficacy.share)} (in-sample), propagation {num(r.propagation.share)}"
+                     + (f" ({num(held.share)} on {held.n} two-hop prompts held out of training)" if held else "") + ", "
+                     f"specificity same head {num(r.specificity_same_head.share)} / unrelated atomic "
+                     f"{num(r.specificity_atomic.share)} / unrelated two-hop {num(r.specificity_two_hop.share)}"
+                     + (f", reverse {num(r.reverse.share)}" if r.reverse and r.reverse.share is not None else ""))
+    for key, c in e.localization.correlation.items():
+        lines.append(f"  causal tracing vs {key}: Pearson {num(c.pearson.value)}, Spearman {num(c.spearman.value)} "
+                     f"over {c.n_points} (fact, layer) points")
     return "\n".join(lines)

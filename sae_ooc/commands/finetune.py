@@ -1,4 +1,5 @@
-"""Fine-tune the pretrained checkpoint of model.path on RUN/data into RUN/model (the train stage, for model.source: pretrained).
+"""Fine-tune the pretrained checkpoint of model.path (model.source: pretrained), or the model of a finished sae_ooc run
+(model.source: run, model.run: DIR) on the new facts of task.finetune, on RUN/data into RUN/model (the train stage).
 
 All weights, or only the MLP weights with train.trainable: mlp; the same metrics per split, checkpoints, resuming and
 figures as the toy's training, and every later stage reads the result as it reads the toy. Run `sae-ooc data` first
@@ -14,8 +15,8 @@ def main(run, args) -> int:
     from sae_ooc.commands import run_stage_command
     from sae_ooc.commands import train as train_command
 
-    if run.cfg.model.source != "pretrained":
-        raise UserError(f"sae-ooc finetune fine-tunes a pretrained checkpoint but model.source is {run.cfg.model.source}; set "
-                        f"model.source: pretrained with model.name and model.path (e.g. --config configs/finetune_gpt2.yaml), "
-                        f"or run `sae-ooc train` to train the toy model from scratch")
+    if run.cfg.model.source == "scratch":
+        raise UserError(f"sae-ooc finetune fine-tunes a pretrained model but model.source is scratch; set model.source: pretrained "
+                        f"with model.name and model.path (e.g. --config configs/finetune_gpt2.yaml), or model.source: run with "
+                        f"model.run (e.g. --config configs/finetune_toy.yaml), or run `sae-ooc train` to train the toy model from scratch")
     return run_stage_command("train", train_command, run, args)

@@ -9,20 +9,18 @@ from sae_ooc.viz.text import fmt as num
 
 
 def summarize(run, result) -> str:
-    from sae_ooc.io import read_json
+    from sae_ooc.interventions.steer_result import SteerResult  # no torch there
 
-    # interventions.steer.STEER_FILE: importing that module loads torch, seconds a skipped stage's line should not cost
-    s = read_json(run.root / "steer" / "steer.json")
-    st = s["settings"]
-    lines = [f"steer: {verb(result)} {files_written(run, 'steer')}: {st['n_prompts']} {st['split']} two-hop prompts"
-             + (" answered correctly" if st["only_correct"] else "")]
-    if s.get("note"):
-        lines.append("  " + s["note"])
-    for r in s["rows"]:
-        m = r["methods"]
-        f, rnd, rp = m.get("features"), m.get("random"), m.get("resid_patch")
-        feat = (f"features {num(f['consistent']['share'])} consistent / {num(f['unchanged']['share'])} unchanged; random "
-                f"{num(rnd['consistent']['mean'])} ± {num(rnd['consistent']['sd'])}") if f else "no bridge features labelled here"
-        lines.append(f"  {r['hook']}@{r['position']} (n {r['n_prompts']}, {r['covered_by_features']} covered by features): {feat}; "
-                     f"residual patch {num(rp['consistent']['share'])} consistent")
+    s = SteerResult.load(run.steer_dir)
+    st = s.settings
+    lines = [f"steer: {verb(result)} {files_written(run, 'steer')}: {st.n_prompts} {st.split} two-hop prompts"
+             + (" answered correctly" if st.only_correct else "")]
+    if s.note:
+        lines.append("  " + s.note)
+    for r in s.rows:
+        f, rnd, rp = r.methods.features, r.methods.random, r.methods.resid_patch
+        feat = (f"features {num(f.consistent.share)} consistent / {num(f.unchanged.share)} unchanged; random "
+                f"{num(rnd.consistent.mean)} ± {num(rnd.consistent.sd)}") if f else "no bridge features labelled here"
+        lines.append(f"  {r.name} (n {r.n_prompts}, {r.covered_by_features} covered by features): {feat}; "
+                     f"residual patch {num(rp.consistent.share)} consistent")
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""Where does the model carry the bridge, and in what form? Score candidate units at (hook, r1) by interchange (RUN/variables/).
+"""Where does the model carry the bridge, and in what form? Score candidate units at (hook, r1) by interchange (RUN/variables/),
+and the same for every other planted variable at its position (head, r1, r2, the bridge and the answer at the answer position).
 
 Per hook: labelled SAE features, the top-n SAE features by class-mean difference, the whole SAE code, the class-mean edit
 and its rank-r projections, DAS subspaces of rank r (rank chosen on fit-valid prefixes), beside the residual patch and
@@ -23,6 +24,13 @@ def summarize(run, result) -> str:
 
         def s(name):
             return num((u.get(name) or {}).get("switch"), ".1%")
+
+        if r.get("pairs"):  # another planted variable (sae_ooc.causal.planted)
+            das = ", ".join(f"DAS rank {n.removeprefix('das_rank')} {s(n)}" for n in r["curves"].get("das", [])) or "no DAS (patch too small)"
+            lines.append(f"  {r['pairs'].get('name', r['variable'])} {r['hook']}@{r['position']}: residual patch {s('resid_patch')}, {das}, "
+                         f"class means {s('supervised')}, SAE code {s('sae_code_swap')}, sae_opt 16 {s('sae_opt16')}, "
+                         f"top 16 {s('top16_features')}, random {s('random')}")
+            continue
 
         lines.append(f"  {r['hook']}@{r['position']}: residual patch {s('resid_patch')}, DAS rank 16 {s('das_rank16')} "
                      f"(rank chosen on fit-valid prefixes, the smallest reaching 80% of the patch there: {r['das'].get('min_rank_80')}), class means {s('supervised')} / rank 16 "

@@ -6,11 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sae_ooc.analyses.result import PatchingResult, ProbesResult
+from sae_ooc.causal.result import VARIABLES_FILE, VariablesResult
+from sae_ooc.errors import UserError
 
-def _json(path: Path):
+
+def _typed(cls, directory: Path):
+    """A typed output of another run, None where it is missing or unreadable (that run is left out of the figure)."""
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        return cls.load_if(directory)
+    except UserError:
         return None
 
 
@@ -33,36 +38,39 @@ def accuracy(run: Path) -> dict[str, tuple[list, list]] | None:
 def probes(run: Path, variable: str = "bridge") -> dict | None:
     """{"hooks", "positions", "acc": [hook][position] held-out accuracy (None: not measured), "control": the largest
     control's} of `variable` from analyze/probes.json."""
-    p = _json(Path(run) / "analyze" / "probes.json")
-    if not p or variable not in p:
+    p = _typed(ProbesResult, Path(run) / "analyze")
+    g = getattr(p, variable, None) if p else None
+    if g is None:
         return None
-    return {"hooks": p["hooks"], "positions": p["positions"], "acc": p[variable]["heldout_acc"],
-            "control": p[variable].get("control_max_acc")}
+    return {"hooks": p.hooks, "positions": p.positions, "acc": g.heldout_acc, "control": g.control_max_acc}
 
 
 def patching(run: Path, component: str = "resid_pre") -> dict | None:
     """{"matrix": [layer][position] normalised patching effect, "roles"} from analyze/patching.json."""
-    p = _json(Path(run) / "analyze" / "patching.json")
-    if not p or component not in p:
+    p = _typed(PatchingResult, Path(run) / "analyze")
+    if not p or component not in p.kinds:
         return None
-    return {"matrix": p[component]["normalised"], "roles": p.get("roles"), "metric": p.get("metric")}
+    return {"matrix": p.kinds[component].normalised, "roles": p.roles, "metric": p.metric}
 
 
 def control_curves(run: Path) -> dict | None:
     """{"hook@position": {kind: (sizes, switch rates)}, plus "resid_patch": its switch rate} from variables/variables.json,
-    for the rows measured on held-out prefixes."""
-    v = _json(Path(run) / "variables" / "variables.json")
+    for the bridge's rows measured on held-out prefixes."""
+    try:
+        v = VariablesResult.load(Path(run) / "variables" / VARIABLES_FILE) if (Path(run) / "variables" / VARIABLES_FILE).exists() else None
+    except UserError:
+        v = None
     if not v:
         return None
     out = {}
-    for row in v.get("rows", []):
-        if not row.get("n_heldout"):
+    for row in v.rows:
+        if not row.n_heldout or row.variable != "bridge" or row.pairs:  # the bridge at r1 (the other variables: the run's report)
             continue
-        units, panel = row.get("units", {}), {}
-        for kind, names in row.get("curves", {}).items():
+        units, panel = row.units, {}
+        for kind, names in row.curves.items():
             pts = [units[u] for u in names if units.get(u, {}).get("switch") is not None]
             if pts:
                 panel[kind] = ([u["size"] for u in pts], [u["switch"] for u in pts])
         panel["resid_patch"] = units.get("resid_patch", {}).get("switch")
-        out[f"{row['hook']}@{row['position']}"] = panel
+        out[f"{row.hook}@{row.position}"] = panel
     return out or None

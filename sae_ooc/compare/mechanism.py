@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sae_ooc.circuits.graph import CircuitGraph
 from sae_ooc.compare import curves
+from sae_ooc.errors import UserError
 
 
 def bridge_carried(run: Path) -> dict | None:
@@ -44,13 +46,16 @@ def bridge_used(run: Path) -> dict | None:
 
 def circuit_shape(run: Path) -> dict | None:
     """The variable circuit's nodes and edges (ids variable@role@hook), from variable_circuit/variable_circuit.json."""
+    path = Path(run) / "variable_circuit" / "variable_circuit.json"
     try:
-        g = json.loads((Path(run) / "variable_circuit" / "variable_circuit.json").read_text())
-    except (OSError, ValueError):
+        g = CircuitGraph.load(path) if path.exists() else None
+    except UserError:  # unreadable: that run is left out
         return None
-    nodes = sorted(n["id"] for n in g.get("nodes", []))
-    edges = sorted(f"{e['source']} -> {e['target']}" for e in g.get("edges", []))
-    return {"nodes": nodes, "edges": edges, "faithfulness": g.get("scores", {}).get("faithfulness")}
+    if g is None:
+        return None
+    nodes = sorted(n.id for n in g.nodes)
+    edges = sorted(f"{e.source} -> {e.target}" for e in g.edges)
+    return {"nodes": nodes, "edges": edges, "faithfulness": g.scores.get("faithfulness")}
 
 
 def _jaccard(a: list, b: list) -> float | None:

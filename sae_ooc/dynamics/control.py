@@ -26,6 +26,7 @@ from sae_ooc.causal.pairs import FIT, HELD, VALID, Pairs, draw_pairs, prefix_gro
 from sae_ooc.causal.row import Context, das_unit, scored
 from sae_ooc.causal.variables import two_hop_questions
 from sae_ooc.causal.units import class_means, principal_directions, random_subspace_delta
+from sae_ooc.dynamics.result import Checkpoint, Used
 from sae_ooc.interventions.facts import Facts, atomic_template
 from sae_ooc.interventions.prompts import read_batched
 from sae_ooc.interventions.steer import residuals
@@ -45,8 +46,10 @@ class ControlSetup:
     p_tok: torch.Tensor  # [P, width] a question per distinct prefix (its r1 state is the prefix's)
 
 
-def control_setup(ds, vocab, task_cfg, ccfg, held: set[tuple[int, int]], das_steps: int, max_fit_pairs: int) -> ControlSetup:
-    """The variables stage's prefixes and pairs (`sae_ooc.causal.variables`), every question kept, the fit pairs capped."""
+def control_setup(ds, vocab, task_cfg, ccfg, held: set[tuple[int, int]], das_steps: int, max_fit_pairs: int,
+                  keep_valid: bool = False) -> ControlSetup:
+    """The variables stage's prefixes and pairs (`sae_ooc.causal.variables`), every question kept, the fit pairs capped
+    (`keep_valid`: keep the fit-valid pairs too, for a caller that chooses something on them: scripts/sae_search.py)."""
     ccfg = dataclasses.replace(ccfg, das_steps=das_steps)
     facts = Facts.from_dataset(ds, vocab, task_cfg.family, atomic_template(task_cfg))
     layout = vocab.layout
@@ -65,7 +68,8 @@ def control_setup(ds, vocab, task_cfg, ccfg, held: set[tuple[int, int]], das_ste
     if len(fit) > max_fit_pairs:  # DAS sees das_steps x das_batch pairs: a sample of them is enough
         g = torch.Generator().manual_seed(ccfg.seed)
         pairs[FIT] = _take(fit, torch.randperm(len(fit), generator=g)[:max_fit_pairs].sort().values)
-    del pairs[VALID]  # the rank is fixed (dynamics.das_rank): nothing is chosen on fit-valid here
+    if not keep_valid:
+        del pairs[VALID]  # the rank is fixed (dynamics.das_rank): nothing is chosen on fit-valid here
     # only the questions the pairs ask are answered per checkpoint: renumber them
     used = torch.cat([P.base_q for P in pairs.values()]).unique()
     new_index = torch.full((len(q),), -1, dtype=torch.long)
@@ -111,19 +115,20 @@ def bridge_control(model, setup: ControlSetup, hooks: list[str], rank: int, n_ra
     return out
 
 
-def first_used(points: list[dict], hooks: list[str]) -> dict | None:
+def first_used(points: list[Checkpoint], hooks: list[str], key: str = "control") -> Used | None:
     """The earliest step at which the DAS switch rate reaches USED of its final value, at the hook where the final value is
-    highest (None when no checkpoint was scored or the final value is 0)."""
-    scored_pts = [p for p in points if p.get("control")]
+    highest (None when no checkpoint was scored or the final value is 0). `key`: the checkpoints' record (control: at r1;
+    control_answer: at the answer position)."""
+    scored_pts = [p for p in points if getattr(p, key)]
     if not scored_pts:
         return None
-    last = scored_pts[-1]["control"]
-    best = max((h for h in hooks if last.get(h, {}).get("das") is not None), key=lambda h: last[h]["das"], default=None)
-    if best is None or last[best]["das"] <= 0:
+    last = getattr(scored_pts[-1], key)
+    best = max((h for h in hooks if h in last and last[h].das is not None), key=lambda h: last[h].das, default=None)
+    if best is None or last[best].das <= 0:
         return None
-    final = last[best]["das"]
+    final = last[best].das
     for p in scored_pts:
-        v = p["control"].get(best, {}).get("das")
+        v = getattr(p, key)[best].das if best in getattr(p, key) else None
         if v is not None and v >= USED * final:
-            return {"step": p["step"], "hook": best, "switch": v, "final_switch": final}
+            return Used(step=p.step, hook=best, switch=v, final_switch=final)
     return None

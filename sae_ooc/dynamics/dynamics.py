@@ -7,7 +7,8 @@ natural task) beside shuffled labels, the logit-lens rank of the bridge, the res
 rise is located on valid_id (it chose where to add checkpoints, with more wherever two consecutive checkpoints in the window
 are more than `dynamics.dense_max_ratio` steps apart); test_id's rise is only reported beside it. Per checkpoint too,
 whether the bridge at r1 is *used*: the interchange switch rate of a DAS subspace fitted on that checkpoint
-(`sae_ooc.dynamics.control`, the variables stage's units) beside the residual patch and random subspaces.
+(`sae_ooc.dynamics.control`, the variables stage's units) beside the residual patch and random subspaces, and at the
+answer position, where the second hop reads it (`sae_ooc.dynamics.answer_control`: the variables stage's bridge@answer DAS).
 The logit lens and the patching metric read one position's logits, so a multi-token name (bridge, answer) is
 represented by its first token, as in the model-level analyses (`make_pairs(first_token=True)`).
 Writes RUN/dynamics/: dynamics.json, dynamics.png/.svg and the replayed checkpoints (checkpoints/step_N/).
@@ -25,11 +26,13 @@ from sae_ooc.activations.cache import ActivationCache, heldout_mask
 from sae_ooc.circuits.pairs import make_pairs
 from sae_ooc.causal.pairs import FIT, HELD
 from sae_ooc.causal.variables import prefixes_at
+from sae_ooc.dynamics.answer_control import answer_control
 from sae_ooc.dynamics.control import USED, bridge_control, control_setup, first_used
 from sae_ooc.dynamics.measures import bridge_probes, logit_lens, read_positions, resid_hooks, resid_patching
+from sae_ooc.dynamics.result import Answers, Checkpoint, DynamicsResult, Readable
 from sae_ooc.dynamics.saes import checkpoint_saes, default_sae_hooks
 from sae_ooc.errors import UserError
-from sae_ooc.io import read_json, read_jsonl, write_json
+from sae_ooc.io import read_json, read_jsonl
 from sae_ooc.models.evaluate import evaluate_splits
 from sae_ooc.models.files import CONFIG_FILE
 from sae_ooc.models.hooked import load_model, model_hash
@@ -40,7 +43,7 @@ from sae_ooc.tasks.data import SPLITS, first_tokens, load_task, split_tensors
 from sae_ooc.threads import torch_threads
 from sae_ooc.viz.dynamics_plots import plot_dynamics
 
-RESULT_FILE = "dynamics.json"
+RESULT_FILE = DynamicsResult.FILE
 READABLE = 0.5  # a probe "reads" the bridge from the first step its held-out accuracy reaches this (and beats shuffled labels)
 
 
@@ -65,19 +68,20 @@ def first_token_note(pairs) -> dict:
             "n_patch_pairs_same_first_token": int((pairs.answer == pairs.answer_corrupt).sum())}
 
 
-def first_readable(points: list[dict], hooks: list[str]) -> dict | None:
+def first_readable(points: list[Checkpoint], hooks: list[str]) -> Readable | None:
     """The earliest (step, hook, position) at which a bridge probe reads the bridge: held-out accuracy >= READABLE and the
     lower end of its 95% interval above both controls, the shuffled-label probe and the same probe on the step-0
     initialisation (at r2 a held-out prefix may share its (head, r1) with selection prefixes, which a random model encodes)."""
-    init = next((p for p in points if p["step"] == 0), None)
+    init = next((p for p in points if p.step == 0), None)
     for p in points:
         for h in hooks:
-            for pos, r in p["probes"].get(h, {}).items():
-                ci = r.get("heldout_ci95")
-                ctrl = [r.get("shuffled_acc")] + ([init["probes"].get(h, {}).get(pos, {}).get("heldout_acc")] if init and p is not init else [])
+            for pos, r in p.probes.get(h, {}).items():
+                ci = r.heldout_ci95
+                at_init = init.probes.get(h, {}).get(pos) if init and p is not init else None
+                ctrl = [r.shuffled_acc] + ([at_init.heldout_acc if at_init else None] if init and p is not init else [])
                 worst = max((c for c in ctrl if c is not None), default=0.0)
-                if r.get("heldout_acc") is not None and r["heldout_acc"] >= READABLE and ci is not None and ci[0] > worst and p is not init:
-                    return {"step": p["step"], "hook": h, "position": pos, "heldout_acc": r["heldout_acc"]}
+                if r.heldout_acc is not None and r.heldout_acc >= READABLE and ci is not None and ci[0] > worst and p is not init:
+                    return Readable(step=p.step, hook=h, position=pos, heldout_acc=r.heldout_acc)
     return None
 
 
@@ -137,7 +141,7 @@ def run_dynamics(run, force: bool = False) -> dict:
     hooks = resid_hooks(n_layers)
     if das_hooks:  # the variables stage's pairs, on the prefixes train-sae holds out at r1
         setup = control_setup(ds, vocab, run.cfg.task, run.cfg.causal, prefixes_at(cache.tokens(), held, lay.index("r1")),
-                              dc.das_steps, dc.das_fit_pairs)
+                              dc.das_steps, dc.das_fit_pairs, keep_valid=True)  # fit-valid: bridge@answer's patch gate
 
     points = []
     with torch_threads(run.cfg.sae.threads):
@@ -150,19 +154,19 @@ def run_dynamics(run, force: bool = False) -> dict:
                  "patching": resid_patching(model, pairs, positions, lay.position_names, lay.span("head"))}
             if das_hooks:
                 p["control"] = bridge_control(model, setup, das_hooks, dc.das_rank, dc.n_controls)
+                p["control_answer"] = answer_control(model, setup, dc.das_rank)
             if dc.sae_training_tokens > 0:
                 p["saes"] = checkpoint_saes(run, model, d, out_dir / ".work", sae_hooks, held, slices, cache.n_tokens, ds, vocab, ecfg, positions)
-            points.append(p)
+            points.append(Checkpoint.from_json(p))
 
     composition = rise["test_id"].get("moment")
     readable = first_readable(points, hooks)
-    answers = {
-        "composition_step_test_id": composition, "rise_step_valid_id": r.get("moment"),
-        "bridge_first_readable": readable,
-        "bridge_readable_before_composition": None if readable is None or composition is None else readable["step"] < composition,
-    }
+    answers = Answers(composition_step_test_id=composition, rise_step_valid_id=r.get("moment"), bridge_first_readable=readable,
+                      bridge_readable_before_composition=None if readable is None or composition is None else readable.step < composition)
     if das_hooks:  # used: the DAS interchange switches answers (>= USED of its final rate), not only a probe reads it
-        answers["bridge_first_used"] = first_used(points, das_hooks)
+        answers.bridge_first_used = first_used(points, das_hooks)
+        a_hooks = sorted({h for p in points for h in (p.control_answer or {})})
+        answers.bridge_first_used_answer = first_used(points, a_hooks, key="control_answer")
     result = {"rise": rise, "readable_threshold": READABLE, "hooks": hooks, "sae_hooks": sae_hooks if dc.sae_training_tokens > 0 else [],
               "n_checkpoints": {"saved": len(saved), "replayed": len(replayed)}, "answers": answers,
               "n_prompts_logit_lens": int(tokens.shape[0]), "n_patch_pairs": len(pairs), "checkpoints": points}
@@ -172,9 +176,13 @@ def run_dynamics(run, force: bool = False) -> dict:
                              "das_steps": dc.das_steps, "n_fit_pairs": len(P[FIT]), "n_heldout_pairs": len(P[HELD]),
                              "n_random": dc.n_controls, "used_threshold": USED,
                              "measured_on": "held-out (h, r1) prefixes' interchange pairs (train-sae's held-out prefixes); "
-                                            "DAS fitted per checkpoint on the fit prefixes' pairs"}
+                                            "DAS fitted per checkpoint on the fit prefixes' pairs",
+                             # control_answer: the same pairs, the bridge@answer unit (sae_ooc.dynamics.answer_control)
+                             "answer_position": lay.position_names[int(setup.ctx.q_pos[0])] if len(setup.ctx.q_pos) else None,
+                             "patch_min": run.cfg.causal.circuit_patch_min}
     if lay.answer_len > 1:  # said only where it matters, so the toy's result is unchanged
         result["targets"] = first_token_note(pairs)
-    write_json(out_dir / RESULT_FILE, result)
+    result = DynamicsResult.from_json(result)
+    result.save(out_dir)
     plot_dynamics(result, out_dir / "dynamics")
-    return {"n_checkpoints": len(points), "replayed": len(replayed), **answers}
+    return {"n_checkpoints": len(points), "replayed": len(replayed), **answers.to_json()}

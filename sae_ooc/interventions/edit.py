@@ -14,7 +14,7 @@ with the default templates it is the two-hop question's own prefix, so the key i
 the last token of `edit.position`'s span there, the value is optimised on the whole name b' (teacher forced), answers
 are judged whole (sae_ooc.interventions.editing), and causal tracing corrupts every token of the head's name.
 
-Outputs (RUN/edit/): edit.json (settings, by layer, controls, localization and correlations), edits.json (every fact's
+Outputs (RUN/edit/): edit.json (a `sae_ooc.interventions.edit_result.EditResult`: settings, by layer, controls, localization and correlations), edits.json (every fact's
 numbers at every layer), edit_layers.png/.svg, localization.png/.svg.
 """
 
@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from sae_ooc.analyses.tracing import trace_effects
 from sae_ooc.errors import UserError
+from sae_ooc.interventions.edit_result import BeforeEdit, EditLayer, EditResult, EditSettings, Localization
 from sae_ooc.interventions.editing import (
     KINDS,
     build_eval_set,
@@ -50,7 +51,7 @@ from sae_ooc.tasks.data import load_task, split_tensors
 from sae_ooc.threads import torch_threads
 from sae_ooc.viz.intervention_plots import plot_edit_layers, plot_localization
 
-EDIT_FILE = "edit.json"
+EDIT_FILE = EditResult.FILE
 EDITS_FILE = "edits.json"
 
 
@@ -135,9 +136,10 @@ def _run_edit(run, ecfg) -> dict:
         settings["answers"] = ("whole answers: efficacy / propagation / reverse = the greedy answer is exactly the target's name, "
                                "specificity = the greedy answer unchanged, p_new = the name's probability (teacher forced), "
                                "KL = next-token KL at the answer position (first answer token); causal tracing: p(whole name)")
+    settings = EditSettings.from_json(settings)
     if not edits:
-        write_json(run.edit_dir / EDIT_FILE, {"settings": settings, "by_layer": [], "localization": {"correlation": {}},
-                                              "note": "no train atomic fact the model answers correctly"})
+        EditResult(settings=settings, by_layer=[], localization=Localization(correlation={}),
+                   note="no train atomic fact the model answers correctly").save(run.edit_dir)
         return {"n_edits": 0}
     es = build_eval_set(facts, model, edits, ecfg.specificity_prompts, ecfg.seed, ecfg.batch_size)
     tok, apos = facts.tokens([(e["h"], e["r1"]) for e in edits])
@@ -162,28 +164,28 @@ def _run_edit(run, ecfg) -> dict:
         rnd = torch.randn(ed.d.shape, generator=gen)
         ctrl_ed = RankOneEdits(L, ed.u, rnd * ed.d.norm(dim=-1, keepdim=True) / rnd.norm(dim=-1, keepdim=True))
         ctrl = row_outcomes(es, edited_answers(model, es, ctrl_ed, ecfg.batch_size))
-        row = {"layer": L, **layer_summary(es, out, ctrl), "value_change_norm": mean_ci(ed.d.norm(dim=-1)),
-               "editable": int((ed.u.abs().sum(-1) > 0).sum())}
+        row = EditLayer.from_json({"layer": L, **layer_summary(es, out, ctrl), "value_change_norm": mean_ci(ed.d.norm(dim=-1)),
+                                   "editable": int((ed.u.abs().sum(-1) > 0).sum())})
         by_layer.append(row)
         for e, rec in enumerate(per_edit(es, out, len(edits))):
             records[e].append({"layer": L, **rec})
     k = {name: es.kind == i for i, name in enumerate(KINDS)}
-    before = {"efficacy": share(pre["hit"][k["efficacy"]]), "propagation": share(pre["hit"][k["propagation"] & pre["was_old"]]),
-              "reverse": share(pre["hit"][k["reverse"]]), "two_hop_correct_before": share(pre["was_old"][k["propagation"]])}
+    before = BeforeEdit.from_json({"efficacy": share(pre["hit"][k["efficacy"]]),
+                                   "propagation": share(pre["hit"][k["propagation"] & pre["was_old"]]),
+                                   "reverse": share(pre["hit"][k["reverse"]]), "two_hop_correct_before": share(pre["was_old"][k["propagation"]])})
     localization = localize(model, facts, edits, tok, apos, layers, key_pos, records, ecfg)
-    result = {"settings": settings, "before_any_edit": before, "by_layer": by_layer, "localization": localization}
-    write_json(run.edit_dir / EDIT_FILE, result)
+    EditResult(settings=settings, before_any_edit=before, by_layer=by_layer, localization=localization).save(run.edit_dir)
     name, rel = vocab.entity_name, vocab.relation_name
     write_json(run.edit_dir / EDITS_FILE, [{**e, "h_name": name(e["h"]), "r1_name": rel(e["r1"]), "b_name": name(e["b"]),
                                            "b2_name": name(e["b2"]), "by_layer": r} for e, r in zip(edits, records)])
     plot_edit_layers(by_layer, run.edit_dir / "edit_layers")
-    plot_localization(localization["points"], localization["correlation"], run.edit_dir / "localization")
+    plot_localization(localization.points, localization.correlation, run.edit_dir / "localization")
     return {"n_edits": len(edits), "layers": layers,
-            "efficacy": {r["layer"]: r["efficacy"]["share"] for r in by_layer},
-            "propagation": {r["layer"]: r["propagation"]["share"] for r in by_layer}}
+            "efficacy": {r.layer: r.efficacy.share for r in by_layer},
+            "propagation": {r.layer: r.propagation.share for r in by_layer}}
 
 
-def localize(model, facts: Facts, edits: list[dict], tok, apos, layers: list[int], key_pos: int, records: list[list[dict]], ecfg) -> dict:
+def localize(model, facts: Facts, edits: list[dict], tok, apos, layers: list[int], key_pos: int, records: list[list[dict]], ecfg) -> Localization:
     """Causal tracing of the edited facts, and its correlation with each edit's success across facts and layers."""
     b = facts.targets([e["b"] for e in edits])
     p, head, rows = facts.prompter, 0, None
@@ -207,12 +209,12 @@ def localize(model, facts: Facts, edits: list[dict], tok, apos, layers: list[int
         v = x[rows, j]
         return float(np.nanmean(v)) if np.isfinite(v).any() else None
 
-    traced = {"layer_counts": {int(layers[j]): int((top == j).sum()) for j in range(len(layers))},
+    traced = {"layer_counts": {str(layers[j]): int((top == j).sum()) for j in range(len(layers))},
               "efficacy_at_traced_layer": at(eff, top), "propagation_at_traced_layer": at(prop, top),
               "rewrite_at_traced_layer": at(rewrite, top), "efficacy_mean_over_layers": float(np.nanmean(eff)),
               "propagation_mean_over_layers": float(np.nanmean(prop)) if np.isfinite(prop).any() else None}
-    return {"p_clean": float(tr["p_clean"].mean()), "p_corrupt": float(tr["p_corrupt"].mean()),
+    return Localization.from_json({"p_clean": float(tr["p_clean"].mean()), "p_corrupt": float(tr["p_corrupt"].mean()),
             "mean_effect_by_layer": {"mlp": mlp.mean(0).tolist(), "resid": resid.mean(0).tolist()}, "traced_layer": traced,
             "correlation": corr,
             "points": {"layer": np.repeat(np.array(layers)[None], len(edits), 0).ravel().tolist(), "trace": mlp.ravel().tolist(),
-                       "rewrite": rewrite.ravel().tolist(), "propagation": [None if not np.isfinite(v) else v for v in prop.ravel()]}}
+                       "rewrite": rewrite.ravel().tolist(), "propagation": [None if not np.isfinite(v) else v for v in prop.ravel()]}})

@@ -31,10 +31,13 @@ class Facts:
     def from_dataset(cls, ds, vocab, family: str, atomic_template: str | None = None) -> Facts:
         """`atomic_template`: a natural-language task's train template, how its atomic prompts are asked."""
         tail: dict[tuple[int, int], int] = {}
+        # a fine-tuning run's train split holds its new facts; the facts model.run taught are its pretrain_atomic split
+        for split in ("pretrain_atomic", "train") if "pretrain_atomic" in ds else ("train",):
+            d = ds[split]
+            for h, r, a, hop in zip(d["head"], d["r1"], d["answer"], d["hop"]):
+                if hop == 1:
+                    tail[(int(h), int(r))] = int(a)
         d = ds["train"]
-        for h, r, a, hop in zip(d["head"], d["r1"], d["answer"], d["hop"]):
-            if hop == 1:
-                tail[(int(h), int(r))] = int(a)
         relations: dict[int, list[int]] = {}
         for h, r in sorted(tail):
             relations.setdefault(h, []).append(r)

@@ -13,8 +13,9 @@ Any task: the prompts are the task's two-hop questions rendered from their plant
 their planted names, and answers are whole answers (a natural task's multi-token names: greedy decoding must give the
 name exactly; the consistent answer's log-probability is reported beside its first token's logit).
 
-Outputs (RUN/steer/): steer.json (settings, one row per hook and position: every intervention's shares and consistent
-logit with 95% intervals over prompts; the random control's mean, sd and range over draws), steer.png/.svg.
+Outputs (RUN/steer/): steer.json (a `sae_ooc.interventions.steer_result.SteerResult`: settings, one row per hook and
+position: every intervention's shares and consistent logit with 95% intervals over prompts; the random control's mean, sd
+and range over draws), steer.png/.svg.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from sae_ooc.errors import UserError
 from sae_ooc.interventions.facts import Facts, atomic_template
 from sae_ooc.interventions.prompts import matches, read_batched
+from sae_ooc.interventions.steer_result import RandomControl, SteerMethods, SteerResult, SteerRow, SteerSettings
 from sae_ooc.interventions.steering import (
     answers_with_delta,
     bridge_feature_matrix,
@@ -37,7 +39,6 @@ from sae_ooc.interventions.steering import (
     switched,
     typical_activation,
 )
-from sae_ooc.io import write_json
 from sae_ooc.models.hooked import load_model
 from sae_ooc.saes.features import load_feature_labels
 from sae_ooc.saes.store import load_saes, saved_hooks
@@ -45,7 +46,7 @@ from sae_ooc.tasks.data import load_task, split_tensors
 from sae_ooc.threads import torch_threads
 from sae_ooc.viz.intervention_plots import plot_steering
 
-STEER_FILE = "steer.json"
+STEER_FILE = SteerResult.FILE
 METHODS = ("features", "features_same_bridge", "resid_patch", "resid_patch_same_bridge")
 
 
@@ -90,7 +91,7 @@ def steer_prompts(run, facts: Facts, model, scfg) -> dict:
 
 
 def steer_row(model, sae, hook: str, role: str, pos: int, P: dict, facts: Facts, M: torch.Tensor, typical: torch.Tensor,
-              clean_x: torch.Tensor, scfg, row_seed: int) -> dict:
+              clean_x: torch.Tensor, scfg, row_seed: int) -> SteerRow:
     """Every intervention at one (hook, position) on the prompts P; returns the row's results."""
     rng = np.random.default_rng([scfg.seed, row_seed])
     planted, b = P["planted"], P["bridge"]
@@ -154,19 +155,21 @@ def steer_row(model, sae, hook: str, role: str, pos: int, P: dict, facts: Facts,
         res["random"] = summarize_draws(draws)
         res["features"]["n_switched_off"] = float(n_off.float().mean())
         res["features"]["n_switched_on"] = float(n_on.float().mean())
-    return {"hook": hook, "position": role, "n_prompts": len(idx), "covered_by_features": int(covered.sum()),
-            "n_labelled_bridges": int(has.sum()), "n_bridge_features": int(M.any(0).sum()), "methods": res}
+    return SteerRow(hook=hook, position=role, n_prompts=len(idx), covered_by_features=int(covered.sum()),
+                    n_labelled_bridges=int(has.sum()), n_bridge_features=int(M.any(0).sum()), methods=SteerMethods.from_json(res))
 
 
-def summarize_draws(draws: list[dict]) -> dict:
+def summarize_draws(draws: list[dict]) -> RandomControl:
     """The random control over its draws: each share's and the consistent logit's mean, sd and range."""
+    def spread(v: list) -> dict:
+        v = np.array(v, dtype=float)
+        return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)), "min": float(v.min()), "max": float(v.max())}
+
     out = {"n_draws": len(draws), "draws": draws}
     for key in ("consistent", "unchanged", "other"):
-        v = np.array([d[key]["share"] for d in draws], dtype=float)
-        out[key] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)), "min": float(v.min()), "max": float(v.max())}
-    v = np.array([d["consistent_logit"]["mean"] for d in draws], dtype=float)
-    out["consistent_logit"] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)), "min": float(v.min()), "max": float(v.max())}
-    return out
+        out[key] = spread([d[key]["share"] for d in draws])
+    out["consistent_logit"] = spread([d["consistent_logit"]["mean"] for d in draws])
+    return RandomControl.from_json(out)
 
 
 def run_steer(run, force: bool = False) -> dict:
@@ -202,10 +205,10 @@ def _run_steer(run, scfg) -> dict:
                                f"name ({facts.answer_len} tokens, greedy decoding); consistent_logit = its first token's logit; "
                                "consistent_logprob = the whole name's log-probability, teacher forced")
         settings["position_index"] = {p: layout.index(p) for p in scfg.positions}
+    settings = SteerSettings(**settings)
     if len(P["tokens"]) == 0:
-        result = {"settings": settings, "rows": [], "note": f"no two-hop prompt of {scfg.split} to steer (none, none correct, or "
-                  "no counterfactual bridge); the reversal family has no two-hop prompts"}
-        write_json(out_dir / STEER_FILE, result)
+        SteerResult(settings=settings, rows=[], note=f"no two-hop prompt of {scfg.split} to steer (none, none correct, or "
+                    "no counterfactual bridge); the reversal family has no two-hop prompts").save(out_dir)
         return {"n_prompts": 0, "rows": 0}
     # typical activations: train prompts (never the steered split), every position the prompt has
     tr = split_tensors(ds["train"], vocab)
@@ -227,11 +230,11 @@ def _run_steer(run, scfg) -> dict:
         with torch.no_grad():
             typ = typical_activation(sae.encode(train_x[h][at, pos].to(sae.W_dec.device)).float())
         rows.append(steer_row(model, sae, h, role, pos, P, facts, M, typ, clean_x[h][:, pos], scfg, k))
-    result = {"settings": settings, "rows": rows}
-    write_json(out_dir / STEER_FILE, result)
+    result = SteerResult(settings=settings, rows=rows)
+    result.save(out_dir)
     plot_steering(result, out_dir / "steer")
-    best = max((r for r in rows if "random" in r["methods"]), key=lambda r: r["methods"]["features"]["consistent"]["share"] or 0, default=None)
+    best = result.best()
     return {"n_prompts": len(P["tokens"]), "rows": len(rows),
-            "best": None if best is None else {"hook": best["hook"], "position": best["position"],
-                                               "consistent": best["methods"]["features"]["consistent"]["share"]}}
+            "best": None if best is None else {"hook": best.hook, "position": best.position,
+                                               "consistent": best.methods.features.consistent.share}}
 

@@ -25,11 +25,18 @@ from sae_ooc.interventions.prompts import Answers, matches, read_batched
 def bridge_feature_matrix(hook_labels: dict[int, list[dict]], position: str, entity_of: dict[str, int], n_entities: int,
                           d_sae: int) -> torch.Tensor:
     """[n_entities, d_sae] bool: feature f is labelled bridge=e at `position` (eval-sae's labels of one hook)."""
-    m = torch.zeros(n_entities, d_sae, dtype=torch.bool)
+    return label_matrix(hook_labels, "bridge", position, entity_of, n_entities, d_sae)
+
+
+def label_matrix(hook_labels: dict[int, list[dict]], variable: str, position: str, value_of: dict[str, int], n_values: int,
+                 d_sae: int) -> torch.Tensor:
+    """[n_values, d_sae] bool: feature f is labelled `variable`=v at `position` (eval-sae's labels of one hook; `value_of`
+    maps a label's value name to its id)."""
+    m = torch.zeros(n_values, d_sae, dtype=torch.bool)
     for f, labs in hook_labels.items():
         for lab in labs:
-            e = entity_of.get(str(lab.get("value")))
-            if lab.get("variable") == "bridge" and lab.get("position") == position and e is not None and f < d_sae:
+            e = value_of.get(str(lab.get("value")))
+            if lab.get("variable") == variable and lab.get("position") == position and e is not None and e < n_values and f < d_sae:
                 m[e, f] = True
     return m
 

@@ -6,7 +6,10 @@
   architecture must be `model.name`'s, its context must hold the task's longest example, its vocabulary every
   token id of the task, and a natural-language task must have been tokenized by this checkpoint's tokenizer.
 
-Both return a HookedTransformer carrying `sae_ooc_config_kwargs`, so `save_model` writes a config.json from
+- `run`: the model of a finished sae_ooc run (`model.run`), to be fine-tuned on the new facts of `task.finetune`
+  (`tasks/finetune.py` builds them from that run's data, in its vocabulary).
+
+All return a HookedTransformer carrying `sae_ooc_config_kwargs`, so `save_model` writes a config.json from
 which `load_model` (every later stage) rebuilds it without the checkpoint directory.
 """
 
@@ -22,7 +25,7 @@ from sae_ooc.config import Config
 from sae_ooc.sections.model import hub_id, pretrained_architecture
 from sae_ooc.errors import UserError, unreadable
 from sae_ooc.io import sha256_file
-from sae_ooc.models.hooked import CONFIG_FILE, build_model
+from sae_ooc.models.hooked import CONFIG_FILE, MODEL_FILE, build_model, load_model
 from sae_ooc.models.pretrained import WEIGHT_FILES, checkpoint_architecture, hooked_config_dict, load_pretrained, load_tokenizer
 from sae_ooc.tasks.layout import load_layout
 
@@ -39,6 +42,12 @@ def initial_model(run, vocab, device: str = "cpu") -> HookedTransformer:
     cfg = run.cfg
     if cfg.model.source == "scratch":
         return build_model(cfg.model, vocab, seed=cfg.train.seed, device=device)
+    if cfg.model.source == "run":
+        model = load_model(source_run(cfg) / "model", device=device)
+        if model.cfg.d_vocab != vocab.d_vocab:
+            raise UserError(f"the model of {source_run(cfg)} reads {model.cfg.d_vocab} token ids but this run's task has "
+                            f"{vocab.d_vocab}; rerun `sae-ooc data --force --run {run.root}` (it rebuilds the task from model.run's)")
+        return model
     path = checkpoint_dir(cfg)
     arch = checkpoint_architecture(path, hub_id(cfg.model.name))  # a missing directory, no weights, an unsupported architecture: one line each
     expected = pretrained_architecture(cfg.model.name)
@@ -55,6 +64,11 @@ def initial_model(run, vocab, device: str = "cpu") -> HookedTransformer:
         raise UserError(f"the task uses {vocab.d_vocab} token ids but {cfg.model.name} ({path}) has a vocabulary of "
                         f"{shape['d_vocab']}; use a smaller task or a model with a larger vocabulary")
     return load_pretrained(path, device=device, name=cfg.model.name)
+
+
+def source_run(cfg: Config) -> Path:
+    """model.run as a directory (relative to the working directory, like --run)."""
+    return Path(cfg.model.run).expanduser()
 
 
 def checkpoint_config(path: Path, arch: str, name: str) -> dict:
@@ -97,6 +111,10 @@ def source_info(run) -> dict:
     cfg = run.cfg
     if cfg.model.source == "scratch":
         return {}
+    if cfg.model.source == "run":
+        model_dir = source_run(cfg) / "model"
+        return {"source": "run", "run": str(source_run(cfg).resolve()), "trainable": cfg.train.trainable,
+                "weights_sha256": sha256_file(model_dir / MODEL_FILE)}
     path = checkpoint_dir(cfg)
     weights = next((path / f for f in WEIGHT_FILES if (path / f).is_file()), None)
     return {"source": "pretrained", "name": cfg.model.name, "path": str(path.resolve()), "trainable": cfg.train.trainable,

@@ -37,6 +37,7 @@ from sae_ooc.io import (
 )
 from sae_ooc.models.evaluate import answer_logits, answer_token_logits, evaluate_splits
 from sae_ooc.models.hooked import CONFIG_FILE, MODEL_FILE, save_model
+from sae_ooc.models.metrics import THRESHOLDS, TrainMetrics
 from sae_ooc.models.source import initial_model, source_info, trainable_parameters
 from sae_ooc.tasks.data import (
     SPLITS,
@@ -45,15 +46,15 @@ from sae_ooc.tasks.data import (
     split_tensors,
 )
 from sae_ooc.threads import torch_threads
+from sae_ooc.viz.finetune_plots import plot_finetune
 from sae_ooc.viz.train_plots import plot_training
 
 METRICS_FILE = "metrics.jsonl"
-FINAL_METRICS_FILE = "final_metrics.json"
+FINAL_METRICS_FILE = TrainMetrics.FILE
 OPTIMIZER_FILE = "optimizer.safetensors"
 OPTIMIZER_JSON = "optimizer.json"
 TRAINER_STATE_FILE = "trainer_state.json"
 LATEST = "latest"
-THRESHOLDS = (0.5, 0.9)
 STOP_SPLIT = "valid_id"  # the split early stopping reads (recorded in final_metrics.json as stop_split)
 
 
@@ -238,6 +239,8 @@ def _first_reach(records: list[dict], key: str, threshold: float) -> tuple[int |
 
 
 def _should_stop(tc: TrainConfig, metrics: dict) -> bool:
+    if tc.stop_on == "atomic":  # a fine-tuning run: stop once the facts it teaches are learned
+        return metrics["atomic_test_acc"] >= tc.stop_at_atomic
     if tc.stop_at_valid_id <= 0:
         return False
     return metrics[f"{STOP_SPLIT}_acc"] >= tc.stop_at_valid_id and metrics["atomic_test_acc"] >= tc.stop_at_atomic
@@ -263,7 +266,8 @@ def _train(run, fp: str, force: bool, stop_after_steps: int | None) -> dict | No
     metrics_path = model_dir / METRICS_FILE
 
     ds, vocab = load_task(run.data_dir)
-    tensors = {s: split_tensors(ds[s], vocab) for s in SPLITS}
+    # every split of the data: a fine-tuning run's own (new_new, pretrain_atomic, ...) are followed through training too
+    tensors = {s: split_tensors(ds[s], vocab) for s in list(SPLITS) + [s for s in ds if s not in SPLITS]}
     train_st = tensors["train"]
     if len(train_st) == 0:
         raise UserError(f"the train split in {run.data_dir} is empty; check the task section of the config and rerun `sae-ooc data --force`")
@@ -346,27 +350,29 @@ def _train(run, fp: str, force: bool, stop_after_steps: int | None) -> dict | No
         save_checkpoint(ckpt_root / f"step_{prog.step}", model, opt, trainer_state())
     save_model(model, model_dir)
     final = _final_metrics(model, tensors, ds, records, prog, tc, device)
-    write_json(model_dir / FINAL_METRICS_FILE, final)
+    final.save(model_dir)
     plot_training(records, model_dir / "accuracy")
-    return {"steps": prog.step, "minutes": final["minutes"], "stopped_early": prog.stopped_early, "stop_split": STOP_SPLIT,
-            **{f"{s}_acc": final["accuracy"][s] for s in SPLITS}, "majority_rate": final["majority_rate"], **source_info(run)}
+    if "new_new" in tensors:  # a fine-tuning run (tasks/finetune.py): its own curves
+        plot_finetune(records, model_dir / "finetune")
+    return {"steps": prog.step, "minutes": final.minutes, "stopped_early": prog.stopped_early, "stop_split": final.stop_split,
+            **{f"{s}_acc": final.accuracy[s] for s in SPLITS}, "majority_rate": final.majority_rate, **source_info(run)}
 
 
-def _final_metrics(model, tensors, ds, records, prog: _Progress, tc: TrainConfig, device: str) -> dict:
+def _final_metrics(model, tensors, ds, records, prog: _Progress, tc: TrainConfig, device: str) -> TrainMetrics:
     full = evaluate_splits(model, tensors, max_examples=None, device=device)
     out = {
         "steps": prog.step,
         "stopped_early": prog.stopped_early,
-        "stop_split": STOP_SPLIT,
+        "stop_split": STOP_SPLIT if tc.stop_on == "valid_id" else "atomic_test",
         "minutes": round(prog.elapsed / 60.0, 3),
-        "accuracy": {s: full[f"{s}_acc"] for s in SPLITS},
-        "loss": {s: full[f"{s}_loss"] for s in SPLITS},
-        "majority_rate": {s: majority_rate(ds[s]) for s in SPLITS},
-        "n_examples": {s: len(tensors[s]) for s in SPLITS},
+        "accuracy": {s: full[f"{s}_acc"] for s in tensors},
+        "loss": {s: full[f"{s}_loss"] for s in tensors},
+        "majority_rate": {s: majority_rate(ds[s]) for s in tensors},
+        "n_examples": {s: len(tensors[s]) for s in tensors},
     }
     for split in (STOP_SPLIT, "test_id"):
         for th in THRESHOLDS:
             step, minutes = _first_reach(records, f"{split}_acc", th)
             out[f"{split}_{th}_step"] = step
             out[f"{split}_{th}_minutes"] = None if minutes is None else round(minutes, 3)
-    return out
+    return TrainMetrics.from_json(out)

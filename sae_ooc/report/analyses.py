@@ -3,92 +3,104 @@ figure and the command that reproduces it."""
 
 from __future__ import annotations
 
+from sae_ooc.analyses.result import (
+    AttentionResult,
+    BackPatchingResult,
+    DlaResult,
+    LogitLensResult,
+    PatchingResult,
+    ProbesResult,
+    TracingResult,
+)
+from sae_ooc.records import opt
 from sae_ooc.report.doc import Doc, f3
-from sae_ooc.report.mechanism import analyses, answer_role, layer_name, role_index
+from sae_ooc.report.mechanism import analyses, layer_name
 
 TITLES = {"attention": "Attention patterns", "logit-lens": "Logit lens", "patching": "Activation patching",
           "causal-tracing": "Causal tracing", "probes": "Linear probes", "dla": "Direct logit attribution",
           "back-patching": "Back-patching"}
 
 
-def _attention(doc: Doc, r: dict) -> None:
-    on = f"{r['n_prompts']} held-out test_id prompts"
-    best = max(r["heads"], key=lambda h: h["attn_r2_to_r1"])
-    doc.add(f"Mean attention of every head by token role, and {len(r['examples'])} prompts one by one. Movers ({r['mover_rule']}): "
-            f"{', '.join(r['movers']) or 'none'}. The head attending most from {answer_role(r)} to r1 is {best['head']}: "
-            f"{doc.number('analyze.attention.max_r2_to_r1', best['attn_r2_to_r1'], on)} (sd over prompts {f3(best['attn_r2_to_r1_std'])}); "
-            f"patching its output at {answer_role(r)} recovers {f3(best['z_patch_at_r2_recovered'])} of the gap.")
+def _attention(doc: Doc, r: AttentionResult) -> None:
+    on = f"{r.n_prompts} held-out test_id prompts"
+    best = max(r.heads, key=lambda h: h.attn_r2_to_r1)
+    doc.add(f"Mean attention of every head by token role, and {len(r.examples)} prompts one by one. Movers ({r.mover_rule}): "
+            f"{', '.join(r.movers) or 'none'}. The head attending most from {r.answer_role()} to r1 is {best.head}: "
+            f"{doc.number('analyze.attention.max_r2_to_r1', best.attn_r2_to_r1, on)} (sd over prompts {f3(best.attn_r2_to_r1_std)}); "
+            f"patching its output at {r.answer_role()} recovers {f3(best.z_patch_at_r2_recovered)} of the gap.")
 
 
-def _logit_lens(doc: Doc, r: dict) -> None:
-    on = f"{r['n_prompts']} held-out test_id prompts"
-    b = [row[role_index(r, "r1")] for row in r["bridge"]["top1"]]
-    ans = [row[role_index(r, "answer")] for row in r["answer"]["top1"]]
-    doc.add(f"Share of prompts ranking the bridge first at r1, by state ({', '.join(r['states'])}): {', '.join(f3(x, '.2f') for x in b)}; "
-            f"the answer at {answer_role(r)}: {', '.join(f3(x, '.2f') for x in ans)} (final: {doc.number('analyze.logit_lens.final_accuracy', r['final_accuracy'], on)}, "
-            f"the model's accuracy on these prompts). Caveat: {r['caveat']}.")
+def _logit_lens(doc: Doc, r: LogitLensResult) -> None:
+    on = f"{r.n_prompts} held-out test_id prompts"
+    b = [row[r.role_index("r1")] for row in r.bridge.top1]
+    ans = [row[r.role_index("answer")] for row in r.answer.top1]
+    doc.add(f"Share of prompts ranking the bridge first at r1, by state ({', '.join(r.states)}): {', '.join(f3(x, '.2f') for x in b)}; "
+            f"the answer at {r.answer_role()}: {', '.join(f3(x, '.2f') for x in ans)} (final: {doc.number('analyze.logit_lens.final_accuracy', r.final_accuracy, on)}, "
+            f"the model's accuracy on these prompts). Caveat: {r.caveat}.")
 
 
-def _patching(doc: Doc, r: dict) -> None:
-    on = f"{r['n_prompts']} held-out test_id pairs"
-    rp = r["resid_pre"]["normalised"]
-    doc.add(f"Clean -> corrupted patching (corrupted prompt h' r1 r2 with another bridge and answer, `circuits.pairs`); metric {r['metric']}: "
-            f"clean {doc.number('analyze.patching.clean', r['clean'], on)}, corrupted {f3(r['corrupt'])}. Share of the gap recovered by "
-            f"resid_pre at r1 per layer: {', '.join(f3(row[role_index(r, 'r1')], '.2f') for row in rp)}; at {answer_role(r)}: "
-            f"{', '.join(f3(row[role_index(r, 'answer')], '.2f') for row in rp)}. "
+def _patching(doc: Doc, r: PatchingResult) -> None:
+    on = f"{r.n_prompts} held-out test_id pairs"
+    rp = r.kinds["resid_pre"].normalised
+    doc.add(f"Clean -> corrupted patching (corrupted prompt h' r1 r2 with another bridge and answer, `circuits.pairs`); metric {r.metric}: "
+            f"clean {doc.number('analyze.patching.clean', r.clean, on)}, corrupted {f3(r.corrupt)}. Share of the gap recovered by "
+            f"resid_pre at r1 per layer: {', '.join(f3(row[r.role_index('r1')], '.2f') for row in rp)}; at {r.answer_role()}: "
+            f"{', '.join(f3(row[r.role_index('answer')], '.2f') for row in rp)}. "
             "The resid_pre heatmap equals `transformer_lens.patching.get_act_patch_resid_pre` on the same pairs (tests/test_analyze.py).")
 
 
-def _tracing(doc: Doc, r: dict) -> None:
-    on = f"{r['n_prompts']} held-out test_id prompts x {r['samples']} noise draws"
-    subject = r["subject_pos"] if isinstance(r["subject_pos"], list) else [r["subject_pos"]]
-    cells = [(r["resid"][l][p], l, p) for l in range(len(r["resid"])) for p in range(len(r["resid"][0])) if not (l == 0 and p in subject)]
+def _tracing(doc: Doc, r: TracingResult) -> None:
+    on = f"{r.n_prompts} held-out test_id prompts x {r.samples} noise draws"
+    subject = r.subject_pos if isinstance(r.subject_pos, list) else [r.subject_pos]
+    cells = [(r.resid[l][p], l, p) for l in range(len(r.resid)) for p in range(len(r.resid[0])) if not (l == 0 and p in subject)]
     ie, l, p = max(cells)
-    doc.add(f"Noise of {f3(r['noise_std'])} ({r['noise_scale']} x the head embeddings' std) on the head entity drops p(answer) from "
-            f"{doc.number('analyze.tracing.p_clean', r['p_clean'], on)} to {f3(r['p_corrupt'])} (total effect {f3(r['total_effect'])}). "
-            f"Largest indirect effect of one restored resid_pre state, the embedding itself aside: layer {l} at {r['roles'][p]}, "
-            f"{doc.number('analyze.tracing.max_ie', ie, on)}; MLP and attention outputs restored in windows of {r['window']} layers.")
+    doc.add(f"Noise of {f3(r.noise_std)} ({r.noise_scale} x the head embeddings' std) on the head entity drops p(answer) from "
+            f"{doc.number('analyze.tracing.p_clean', r.p_clean, on)} to {f3(r.p_corrupt)} (total effect {f3(r.total_effect)}). "
+            f"Largest indirect effect of one restored resid_pre state, the embedding itself aside: layer {l} at {r.roles[p]}, "
+            f"{doc.number('analyze.tracing.max_ie', ie, on)}; MLP and attention outputs restored in windows of {r.window} layers.")
 
 
-def _probes(doc: Doc, r: dict) -> None:
-    rows = ["| variable | position | " + " | ".join(layer_name(h) for h in r["hooks"]) + " |", "|---|---|" + "---|" * len(r["hooks"])]
+def _probes(doc: Doc, r: ProbesResult) -> None:
+    rows = ["| variable | position | " + " | ".join(layer_name(h) for h in r.hooks) + " |", "|---|---|" + "---|" * len(r.hooks)]
     for v in ("head", "bridge", "answer"):
-        for j, pos in enumerate(r["positions"]):
-            if all(r[v]["heldout_acc"][i][j] is None for i in range(len(r["hooks"]))):
+        g = getattr(r, v)
+        for j, pos in enumerate(r.positions):
+            if all(g.heldout_acc[i][j] is None for i in range(len(r.hooks))):
                 continue
             cells = []
-            for i in range(len(r["hooks"])):
-                a, c = r[v]["heldout_acc"][i][j], r[v]["control_max_acc"][i][j]
-                cells.append("—" if a is None else f"{f3(a, '.2f')} ({f3(c, '.2f')}){'*' if r[v]['above_controls'][i][j] else ''}")
+            for i in range(len(r.hooks)):
+                a, c = g.heldout_acc[i][j], g.control_max_acc[i][j]
+                cells.append("—" if a is None else f"{f3(a, '.2f')} ({f3(c, '.2f')}){'*' if g.above_controls[i][j] else ''}")
             rows.append(f"| {v} | {pos} | " + " | ".join(cells) + " |")
-    doc.add(f"Held-out probe accuracy, best control in brackets (random-init model{', step-0 checkpoint' if r.get('has_step0') else ''}, "
-            f"shuffled labels; {r['n_controls']} each); * = above every control (95% Wilson intervals apart). Rows: {r['split']}. The head "
+    doc.add(f"Held-out probe accuracy, best control in brackets (random-init model{', step-0 checkpoint' if r.has_step0 else ''}, "
+            f"shuffled labels; {r.n_controls} each); * = above every control (95% Wilson intervals apart). Rows: {r.split}. The head "
             "entity at its own position is never decodable on held-out prefixes by construction (a held-out head prefix is an entity no "
             "selection prefix has).", "", *rows)
 
 
-def _dla(doc: Doc, r: dict) -> None:
-    on = f"{r['n_prompts']} held-out test_id prompts"
-    top = sorted(r["components"], key=lambda c: -abs(c["answer_minus_corrupt"]))[:4]
+def _dla(doc: Doc, r: DlaResult) -> None:
+    on = f"{r.n_prompts} held-out test_id prompts"
+    top = sorted(r.components, key=lambda c: -abs(c.answer_minus_corrupt))[:4]
     doc.add("Largest direct contributions to logit(t2) - logit(t2') at r2: " + "; ".join(
-        f"{c['component']} {f3(c['answer_minus_corrupt'])} ± {f3(c['answer_minus_corrupt_std'])}" for c in top)
-        + f". The components plus b_O sum to the logit difference minus b_U: {doc.number('analyze.dla.sum', r['check']['sum_diff'], on)} "
-        f"vs {f3(r['check']['logit_diff_minus_bU'])} (ln_final folded into the unembedding).")
+        f"{c.component} {f3(c.answer_minus_corrupt)} ± {f3(c.answer_minus_corrupt_std)}" for c in top)
+        + f". The components plus b_O sum to the logit difference minus b_U: {doc.number('analyze.dla.sum', r.check.sum_diff, on)} "
+        f"vs {f3(r.check.logit_diff_minus_bU)} (ln_final folded into the unembedding).")
 
 
-def _back_patching(doc: Doc, r: dict) -> None:
-    ch = r.get("chosen")
+def _back_patching(doc: Doc, r: BackPatchingResult) -> None:
+    ch = r.chosen
     parts = []
     for s in ("valid_id", "test_id", "test_ood_sys", "test_unanswerable"):
-        d = r.get(s)
+        d = getattr(r, s)
         if d:
-            parts.append(f"{s}: accuracy {f3(d['accuracy'])}, {d['n_failures']} failures, the chosen patch fixes {f3(d.get('chosen_fixed'))} "
-                         f"and breaks {f3(d.get('chosen_breaks_correct'))} of correct answers; best patch per prompt (upper bound) "
-                         f"{f3(d['fixed_by_any_patch_upper_bound'])}")
-    tid = r.get("test_id") or {}
-    doc.add(("Patch chosen on the valid_id failures: " + (f"{ch['position']} state {ch['src']} into layer {ch['dst']}" if ch else "none (no failures)")
+            parts.append(f"{s}: accuracy {f3(d.accuracy)}, {d.n_failures} failures, the chosen patch fixes {f3(opt(d.chosen_fixed))} "
+                         f"and breaks {f3(opt(d.chosen_breaks_correct))} of correct answers; best patch per prompt (upper bound) "
+                         f"{f3(d.fixed_by_any_patch_upper_bound)}")
+    tid = r.test_id
+    doc.add(("Patch chosen on the valid_id failures: " + (f"{ch.position} state {ch.src} into layer {ch.dst}" if ch else "none (no failures)")
              + ". " + "; ".join(parts) + ". Headline: share of test_id failures fixed, "
-             + doc.number("analyze.back_patching.test_id_fixed", tid.get("chosen_fixed"), f"{tid.get('n_failures')} test_id failures")
+             + doc.number("analyze.back_patching.test_id_fixed", opt(tid.chosen_fixed) if tid else None,
+                          f"{tid.n_failures if tid else None} test_id failures")
              + " (Biran et al. 2024 report up to 66% in LLMs, as a best-per-prompt share)."))
 
 
@@ -109,6 +121,6 @@ def analyses_section(doc: Doc) -> None:
             doc.add(f"Not run yet: {doc.cmd('analyze ' + name)}.", "")
             continue
         SECTIONS[name](doc, r)
-        doc.add("", f"![{name}]({name}.png)", "", f"Reproduce: {doc.cmd('analyze ' + name)} ({r.get('seconds')} s here; "
+        doc.add("", f"![{name}]({name}.png)", "", f"Reproduce: {doc.cmd('analyze ' + name)} ({r.seconds} s here; "
                 f"numbers in [{name}.json]({name}.json)).", "")
         doc.figure(*(run.analyze_dir / f"{name}.{e}" for e in ("png", "svg", "json")))

@@ -3,11 +3,13 @@ candidate unit of the bridge at r1, one table per hook and one sentence per vari
 
 from __future__ import annotations
 
-from sae_ooc.report.doc import Doc, load, pct
+from sae_ooc.causal.result import VARIABLES_FILE, VariableRow, VariablesResult
+from sae_ooc.report.doc import Doc, pct
 
 UNITS = (("resid_patch", "residual patch from the donor (upper reference)"),
          ("labelled_features", "eval-sae's labelled bridge=b / b' features, exchanged"),
          ("top16_features", "top 16 SAE features by class-mean difference, exchanged"),
+         ("sae_opt16", "sae_opt: 16 SAE features chosen greedily to match x_donor − x, exchanged"),
          ("sae_code_swap", "the whole SAE code swapped (error term kept)"),
          ("supervised", "class-mean edit x + μ_b' − μ_b"),
          ("supervised_rank16", "class-mean edit on the top 16 directions of the class means"),
@@ -24,24 +26,25 @@ def _ci(u: dict) -> str:
     return ""
 
 
-def _min_rank(row: dict, share: float) -> int | None:
+def _min_rank(row: VariableRow, share: float) -> int | None:
     """The smallest DAS rank whose held-out switch rate reaches `share` of the residual patch's (read off the held-out curve)."""
-    ref = row["units"].get("resid_patch", {}).get("switch")
-    hits = [row["units"][n]["size"] for n in row["curves"].get("das", [])
-            if ref and row["units"][n].get("switch") is not None and row["units"][n]["switch"] >= share * ref]
+    ref = row.switch("resid_patch")
+    hits = [row.units[n]["size"] for n in row.curves.get("das", [])
+            if ref and row.switch(n) is not None and row.switch(n) >= share * ref]
     return min(hits) if hits else None
 
 
 def bridge_section(doc: Doc) -> None:
     run = doc.run
     doc.heading("bridge", "Where the bridge lives")
-    v = load(run.variables_dir / "variables.json")
-    if v is None:
+    path = run.variables_dir / VARIABLES_FILE
+    if not path.exists():
         doc.add(f"Not run yet: {doc.cmd('variables')}.", "")
         return
-    st = v["settings"]
-    rows = [r for r in v["rows"] if r["n_heldout"] > 0]
-    n_pairs = len(v.get("heldout_pairs", []))
+    v = VariablesResult.load(path)
+    st = v.settings
+    rows = [r for r in v.rows if r.n_heldout > 0 and not r.pairs]  # the bridge at r1 (the others: variables_control)
+    n_pairs = len(v.heldout_pairs)
     on = f"{n_pairs} held-out interchange pairs ({', '.join(st['heldout_splits'])} questions on {st['n_prefixes']['heldout']} held-out (h, r1) prefixes)"
     doc.add(f"Each candidate unit of the bridge b at r1 is judged by an **interchange intervention**: the base question (h, r1, r2) "
             "takes the unit's value from a donor question whose first hop lands on another bridge b' (uniform among those whose "
@@ -55,39 +58,39 @@ def bridge_section(doc: Doc) -> None:
         return
     doc.figure(run.variables_dir / "control_curves.png", run.variables_dir / "control_curves.svg")
     doc.add("![control curves](control_curves.png)", "")
-    hooks = [r["hook"] for r in rows]
+    hooks = [r.hook for r in rows]
     doc.add("| unit | " + " | ".join(f"`{h}`" for h in hooks) + " |", "|---|" + "---|" * len(hooks))
     for unit, label in UNITS:
         cells = []
         for r in rows:
-            u = r["units"].get(unit)
+            u = r.units.get(unit)
             if u is None or u.get("switch") is None:
                 cells.append("–")
                 continue
-            val = doc.number(f"control.bridge.r1.{r['hook']}.{unit}.switch", u["switch"], f"{r['n_heldout']} held-out pairs, "
-                             f"{r['n_heads']} heads", spec=".1%")
+            val = doc.number(f"control.bridge.r1.{r.hook}.{unit}.switch", u["switch"], f"{r.n_heldout} held-out pairs, "
+                             f"{r.n_heads} heads", spec=".1%")
             cells.append(val + _ci(u))
         doc.add(f"| {label} | " + " | ".join(cells) + " |")
     doc.add("")
     best = None
     acc_key = "test_id_acc" if st["heldout_splits"] == ["test_id"] else "heldout_acc"
     for r in rows:
-        hook = r["hook"]
+        hook = r.hook
         m80 = _min_rank(r, TARGET_SHARE)
-        doc.number(f"control.bridge.r1.{hook}.das.min_rank_80", m80, f"{r['n_heldout']} held-out pairs (DAS fit on fit prefixes)", spec=".0f")
-        chosen = r["das"].get("min_rank_80")
+        doc.number(f"control.bridge.r1.{hook}.das.min_rank_80", m80, f"{r.n_heldout} held-out pairs (DAS fit on fit prefixes)", spec=".0f")
+        chosen = r.das.get("min_rank_80")
         if chosen is not None:
-            doc.number(f"control.bridge.r1.{hook}.das.chosen_rank", chosen, f"{r['das']['n_valid_pairs']} fit-valid pairs (chosen there)",
+            doc.number(f"control.bridge.r1.{hook}.das.chosen_rank", chosen, f"{r.das['n_valid_pairs']} fit-valid pairs (chosen there)",
                        in_sample=True, spec=".0f")
-            doc.number(f"control.bridge.r1.{hook}.das.chosen_switch", r["units"][f"das_rank{chosen}"]["switch"],
-                       f"{r['n_heldout']} held-out pairs", spec=".1%")
-        er = r.get("erase") or {}
+            doc.number(f"control.bridge.r1.{hook}.das.chosen_switch", r.switch(f"das_rank{chosen}"),
+                       f"{r.n_heldout} held-out pairs", spec=".1%")
+        er = r.erase or {}
         k = er.get("rank")
         for name in (f"leace_rank{k}", f"random_rank{k}", "none"):
             if (er.get(name) or {}).get("acc") is not None:
                 doc.number(f"erase.bridge.r1.{hook}.{name}.{acc_key}", er[name]["acc"], f"{er['n_questions']} held-out "
                            f"{'/'.join(st['heldout_splits'])} questions (held-out prefixes)")
-        ref = r["units"]["resid_patch"]["switch"]
+        ref = r.switch("resid_patch")
         if ref and (best is None or ref > best[1]):
             best = (r, ref)
     _erase_table(doc, rows)
@@ -96,9 +99,9 @@ def bridge_section(doc: Doc) -> None:
         return
     r, ref = best
     m80 = _min_rank(r, TARGET_SHARE)
-    small = [(n, u) for n, u in r["units"].items() if u.get("size") is not None and u.get("kind") in ("das", "supervised", "top_features")
+    small = [(n, u) for n, u in r.units.items() if u.get("size") is not None and u.get("kind") in ("das", "supervised", "top_features", "sae_opt")
              and u["size"] <= TARGET_RANK and u.get("switch") is not None and u["switch"] >= TARGET_SHARE * ref]
-    er = r.get("erase") or {}
+    er = r.erase or {}
     k = er.get("rank")
     erase_txt = ""
     if (er.get(f"leace_rank{k}") or {}).get("acc") is not None:
@@ -107,30 +110,31 @@ def bridge_section(doc: Doc) -> None:
                      f"their mean to {pct((er.get(f'mean_proj_supervised_rank{k}') or {}).get('acc'))} (a random rank-{k} subspace: "
                      f"{pct(er[f'random_rank{k}']['acc'])}); a probe of b refitted on the erased stream reads "
                      f"{pct(er[f'leace_rank{k}']['probe'])} of held-out prefixes (unerased: {pct(er['none']['probe'])}).")
-    iso = r.get("isolation") or {}
+    iso = r.isolation or {}
     if iso.get("clean") is not None:
         units = ", ".join(f"{n} {pct(v)}" for n, v in iso.items() if n not in ("read_at", "clean"))
         erase_txt += (f" Isolation (RAVEL's): a probe of r2 at `{iso['read_at']}` (answer position, fitted on clean fit-prefix "
                       f"questions) reads r2 on {pct(iso['clean'])} of the clean held-out questions, and after each interchange: {units}.")
-    lab = r["units"].get("labelled_features", {})
-    ranks = [u["size"] for u in r["units"].values() if u.get("kind") == "das"]
-    doc.add(f"**The bridge at r1** lives most at `{r['hook']}`, where patching the whole residual switches {pct(ref)} of held-out "
+    lab = r.units.get("labelled_features", {})
+    ranks = [u["size"] for u in r.units.values() if u.get("kind") == "das"]
+    doc.add(f"**The bridge at r1** lives most at `{r.hook}`, where patching the whole residual switches {pct(ref)} of held-out "
             f"answers. There the smallest DAS subspace reaching {TARGET_SHARE:.0%} of that is rank "
             f"{m80 if m80 is not None else '> ' + str(max(ranks, default=0))}; "
-            f"the class-mean edit switches {pct(r['units']['supervised']['switch'])}, the whole SAE code "
-            f"{pct(r['units']['sae_code_swap']['switch'])}, the top 16 SAE features {pct(r['units'].get('top16_features', {}).get('switch'))} "
-            f"and the labelled single features {pct(lab.get('switch'))} ({lab.get('covered', 0)} of the {r['n_heldout']} pairs have "
+            f"the class-mean edit switches {pct(r.switch('supervised'))}, the whole SAE code "
+            f"{pct(r.switch('sae_code_swap'))}, the top 16 SAE features {pct(r.switch('top16_features'))}, "
+            f"16 chosen greedily to match the donor's difference (Makelov et al.'s sae_opt) {pct(r.switch('sae_opt16'))} "
+            f"and the labelled single features {pct(lab.get('switch'))} ({lab.get('covered', 0)} of the {r.n_heldout} pairs have "
             f"a bridge=b or b' feature there) (a random rank-16 subspace: "
-            f"{pct(r['units'].get('random', {}).get('switch'))}). "
+            f"{pct(r.switch('random'))}). "
             + (f"Target (a unit of rank ≤ {TARGET_RANK} reaching {TARGET_SHARE:.0%} of the patch on held-out prefixes): **met** by "
                + ", ".join(f"{n} ({pct(u['switch'])})" for n, u in sorted(small, key=lambda t: t[1]["size"])[:3]) + "."
                if small else f"Target (a unit of rank ≤ {TARGET_RANK} reaching {TARGET_SHARE:.0%} of the patch): **not met**; the curve "
                "above is the measurement.") + erase_txt, "")
 
 
-def _erase_table(doc: Doc, rows: list[dict]) -> None:
+def _erase_table(doc: Doc, rows: list[VariableRow]) -> None:
     """Necessity: held-out accuracy and a refitted held-out probe of b with a unit erased at (hook, r1)."""
-    ers = [r.get("erase") or {} for r in rows]
+    ers = [r.erase or {} for r in rows]
     if not any(ers):
         return
     k = ers[0].get("rank")
@@ -141,7 +145,7 @@ def _erase_table(doc: Doc, rows: list[dict]) -> None:
              (f"random_rank{k}", f"mean projection, random rank-{k} subspace (mean of draws)"))
     doc.add(f"**Necessity.** Held-out accuracy ({ers[0].get('n_questions')} questions) / a probe of b refitted on the erased fit "
             "prefixes and scored on the erased held-out prefixes:", "",
-            "| erased at r1 | " + " | ".join(f"`{r['hook']}`" for r in rows) + " |", "|---|" + "---|" * len(rows))
+            "| erased at r1 | " + " | ".join(f"`{r.hook}`" for r in rows) + " |", "|---|" + "---|" * len(rows))
     for key, label in names:
         cells = [f"{pct((e.get(key) or {}).get('acc'))} / {pct((e.get(key) or {}).get('probe'))}" if e.get(key) else "–" for e in ers]
         doc.add(f"| {label} | " + " | ".join(cells) + " |")

@@ -32,8 +32,11 @@ def causal_circuit_section(doc: Doc) -> None:
             f"held-out pairs answering the high-level model's counterfactual t(b', r2) ({on}; 95% intervals resample heads).", "")
     png = run.variables_dir / "causal_circuit.png"
     if png.exists():
-        doc.figure(png, run.variables_dir / "causal_circuit.svg")
-        doc.add("![circuit of causal variables](causal_circuit.png)", "")
+        doc.figure(png, *(run.variables_dir / f for f in ("causal_circuit.svg", "causal_circuit.html", "causal_circuit.dot",
+                                                          "causal_graph.json", "causal_circuit_full.json")))
+        doc.add("![circuit of causal variables](causal_circuit.png)", "",
+                "(Drawn by the export stage's code: also `causal_circuit.{svg,dot,html}`, `causal_graph.json` in circuit-tracer's format "
+                "and `causal_circuit_full.json`; a node's effect is its held-out IIA, an edge's weight its source's IIA.)", "")
     doc.add("| node | hook | rank | IIA (unit) | residual patch there | random subspace of the rank |", "|---|---|---|---|---|---|")
     iia = {}
     for key, label in NODES:
@@ -48,7 +51,24 @@ def causal_circuit_section(doc: Doc) -> None:
         rnd = nd["random"]
         doc.add(f"| {label} | `{nd['hook']}` | {nd['rank']} | {val}{ci} | {pct(nd['resid_patch']['switch'])} | "
                 f"{pct(rnd.get('switch'))} (draws {pct(rnd.get('min'))}–{pct(rnd.get('max'))}) |")
-    doc.number("circuit.causal.iia", c.get("iia"), f"{on}; the weakest node's IIA, donors asking the same r2 (section 1's pairs)", spec=".1%")
+    for key, nd in {**(c.get("inputs") or {}), **({"r2@answer": c["nodes"]["r2@answer"]} if "r2@answer" in c["nodes"] else {})}.items():
+        u, rnd = nd["unit"], nd["random"]
+        on_k = f"{nd['n']} held-out pairs of section 1's {key.split('@')[0]} rows"
+        val = doc.number(f"circuit.causal.node_iia.{key.replace('@', '_')}", u["switch"], on_k, spec=".1%")
+        ci = f" ({pct(u['ci95'][0])}–{pct(u['ci95'][1])})" if u.get("ci95") else ""
+        sm = nd.get("smallest_unit")
+        label = f"input {key}: its token (the whole stream)" if key in (c.get("inputs") or {}) else f"{key} ({nd['kind']})"
+        if sm:
+            label += (f"; its smallest unit, DAS rank {sm['rank']} at `{sm['hook']}`: "
+                      + doc.number(f"circuit.causal.smallest_unit_iia.{key}", sm["unit"]["switch"], on_k, spec=".1%")
+                      + f" (patch there {pct(sm['resid_patch']['switch'])}, random {pct(sm['random'].get('switch'))})")
+        doc.add(f"| {label} | `{nd['hook']}` | {nd['rank']} | {val}{ci} | {pct(nd['resid_patch']['switch'])} | "
+                f"{pct(rnd.get('switch'))} (draws {pct(rnd.get('min'))}–{pct(rnd.get('max'))}) |")
+    doc.number("circuit.causal.iia", c.get("iia"), f"{on}; the weaker of the two bridge nodes' IIA, donors asking the same r2 "
+               "(section 1's pairs)", spec=".1%")
+    if c.get("iia_every_node") is not None:
+        doc.number("circuit.causal.iia_every_node", c["iia_every_node"], "held-out pairs of each node (inputs and r2 on their own "
+                   "variable's pairs); the weakest node's IIA", spec=".1%")
     o = (c["nodes"].get("bridge@answer") or {}).get("other_r2") or {}
     if o.get("n"):
         u = o["unit"]
@@ -96,21 +116,22 @@ def causal_circuit_section(doc: Doc) -> None:
 
 def _verdict(doc: Doc, c: dict, cut: dict | None) -> None:
     nodes = c["nodes"]
-    low = [k for k, nd in nodes.items() if (nd["unit"].get("switch") or 0) < TARGET]
+    low = [k for k, nd in {**(c.get("inputs") or {}), **nodes}.items() if (nd["unit"].get("switch") or 0) < TARGET]
     faith = (cut or {}).get("unit", {}).get("faithfulness")
     kept = (cut or {}).get("unit", {}).get("kept")
     o = (nodes.get("bridge@answer") or {}).get("other_r2") or {}
     bridge_like = not o.get("n") or (o["unit"].get("switch") or 0) >= TARGET
-    holds = (cut is not None and cut["valid"] and not low and len(nodes) == 2 and bridge_like and faith is not None and faith >= TARGET
+    holds = (cut is not None and cut["valid"] and not low and "bridge@answer" in nodes and bridge_like and faith is not None and faith >= TARGET
              and kept is not None and kept >= TARGET)
     if holds:
         doc.add(f"**The circuit holds**: every node's IIA and the circuit with no remainder nodes keep at least {TARGET:.0%} on "
                 "held-out pairs, under an ablation that passes its validity check.", "")
         return
     why = []
-    if len(nodes) < 2:
+    if "bridge@answer" not in nodes:
         why.append("there is no bridge@answer unit")
-    why += [f"{k}'s IIA is {pct(nodes[k]['unit'].get('switch'))}" for k in low]
+    every = {**(c.get("inputs") or {}), **nodes}
+    why += [f"{k}'s IIA is {pct(every[k]['unit'].get('switch'))}" for k in low]
     o = (nodes.get("bridge@answer") or {}).get("other_r2") or {}
     if o.get("n") and (o["unit"].get("switch") or 0) < TARGET:
         carries = ("carries the donor's answer more than its bridge" if (o.get("unit_donor_answer") or 0) > o["unit"]["switch"]

@@ -3,6 +3,10 @@ the feature circuit, chosen on selection pairs and scored on held-out pairs."""
 
 from __future__ import annotations
 
+from sae_ooc.circuits.attribute_result import AttributionValidation, NodeEffectsSummary
+from sae_ooc.circuits.faithfulness_result import CircuitFaithfulness
+from sae_ooc.circuits.graph import CIRCUIT_FILE, PROMPT_CIRCUIT_FILE, CircuitGraph, load_circuit
+from sae_ooc.records import opt
 from sae_ooc.report.doc import Doc, f3, load
 
 
@@ -20,21 +24,21 @@ def _multi_token(run) -> str:
 def attribution_section(doc: Doc) -> None:
     run = doc.run
     doc.heading("attribution", "Which features carry the A→C answer")
-    ne = load(run.attribution_dir / "node_effects.json")
+    ne = NodeEffectsSummary.load_if(run.attribution_dir)
     if ne is None:
         doc.add("Not run yet: `sae-ooc attribute`.", "")
         return
-    doc.add(f"Node effects by `{ne['method']}` on {ne['n_pairs']} clean/corrupted pairs (corruption: a different head entity whose "
-            f"bridge and answer both differ). Metric `{ne['metric']}`: clean {ne['metric_clean_mean']:.3f}, corrupted "
-            f"{ne['metric_corrupt_mean']:.3f}." + _multi_token(run), "")
-    val = load(run.attribution_dir / "validation.json")
+    doc.add(f"Node effects by `{ne.method}` on {ne.n_pairs} clean/corrupted pairs (corruption: a different head entity whose "
+            f"bridge and answer both differ). Metric `{ne.metric}`: clean {ne.metric_clean_mean:.3f}, corrupted "
+            f"{ne.metric_corrupt_mean:.3f}." + _multi_token(run), "")
+    val = AttributionValidation.load_if(run.attribution_dir)
     if val is None:
         doc.add("The approximations have **not** been validated against exact patching in this run "
                 f"({doc.cmd('attribute', ' --validate --force')}).", "")
     else:
-        on = f"{val['n_pairs']} validation pairs"
-        tr = val.get("trust", {})
-        doc.add(f"Each approximation against exact activation patching, per pair, on {val['n_pairs']} pairs, judged only on what it "
+        on = f"{val.n_pairs} validation pairs"
+        tr = val.trust
+        doc.add(f"Each approximation against exact activation patching, per pair, on {val.n_pairs} pairs, judged only on what it "
                 "estimated: recall of exact's top-k nodes in the method's ranking, and Spearman over the nodes the method did *not* "
                 "patch exactly (atp_verified patches its shortlist exactly, so comparing it there would grade exact against itself). "
                 f"Trusted when recall@50 ≥ {tr.get('recall_top50')} and that Spearman ≥ {tr.get('spearman_not_exact')}. Speed: against "
@@ -42,14 +46,14 @@ def attribution_section(doc: Doc) -> None:
                 "extrapolated estimate.", "",
                 "| method | recall top 10 (min) | recall top 50 (min) | Spearman, nodes not patched exactly | × faster than batched exact "
                 "| × faster than one pass per node (estimate) | trusted |", "|---|---|---|---|---|---|---|")
-        for m, r in val["methods"].items():
-            rec50 = doc.number(f"attribution.{m}.recall_top50", r.get("recall_top50"), on)
-            sp = doc.number(f"attribution.{m}.spearman_not_exact", r.get("spearman_not_exact"), on)
-            fast = doc.number(f"attribution.{m}.speedup_vs_batched_exact", r.get("speedup_vs_batched_exact"), "the same pairs, timed in the same run", spec=".1f")
-            doc.add(f"| {m} | {f3(r.get('recall_top10'), '.2f')} ({f3(r.get('recall_top10_min'), '.2f')}) | {rec50} "
-                    f"({f3(r.get('recall_top50_min'), '.2f')}) | {sp} | "
-                    f"{fast} | {f3(r.get('speedup_vs_one_pass_per_node_estimate'), '.0f')} | "
-                    f"{'yes' if r.get('trusted') else 'no'} |")
+        for m, r in val.methods.items():
+            rec50 = doc.number(f"attribution.{m}.recall_top50", r.recall_top50, on)
+            sp = doc.number(f"attribution.{m}.spearman_not_exact", r.spearman_not_exact, on)
+            fast = doc.number(f"attribution.{m}.speedup_vs_batched_exact", r.speedup_vs_batched_exact, "the same pairs, timed in the same run", spec=".1f")
+            doc.add(f"| {m} | {f3(r.recall_top10, '.2f')} ({f3(r.recall_top10_min, '.2f')}) | {rec50} "
+                    f"({f3(r.recall_top50_min, '.2f')}) | {sp} | "
+                    f"{fast} | {f3(r.speedup_vs_one_pass_per_node_estimate, '.0f')} | "
+                    f"{'yes' if r.trusted else 'no'} |")
         doc.add("")
         if (run.attribution_dir / "validation.png").exists():
             doc.figure(run.attribution_dir / "validation.png", run.attribution_dir / "validation.svg")
@@ -60,38 +64,40 @@ def attribution_section(doc: Doc) -> None:
 def circuit_section(doc: Doc) -> None:
     run = doc.run
     doc.heading("circuit", "The feature circuit")
-    faith, circ = load(run.circuit_dir / "faithfulness.json"), load(run.circuit_dir / "circuit.json")
+    faith = CircuitFaithfulness.load_if(run.circuit_dir)
+    circ = load_circuit(run) if (run.circuit_dir / CIRCUIT_FILE).exists() else None
     if faith is None or circ is None:
         doc.add("Not run yet: `sae-ooc circuit`.", "")
         return
-    held, sel = faith["heldout"], faith["selection"]
-    nh, ns = faith["n_heldout_pairs"], faith["n_selection_pairs"]
-    on = f"{nh} held-out pairs, {faith['ablation']} ablation"
-    ci = held.get("faithfulness_ci95") or [None, None]
-    tgt = held.get("target", {})
+    held, sel = faith.heldout, faith.selection
+    nh, ns = faith.n_heldout_pairs, faith.n_selection_pairs
+    on = f"{nh} held-out pairs, {faith.ablation} ablation"
+    ci = held.faithfulness_ci95 or [None, None]
+    tgt = opt(held.target)
+    target_f, target_n = (tgt.faithfulness, tgt.max_feature_nodes) if tgt else (0.8, 50)
     doc.add(
-        f"{faith['n_feature_nodes']} feature nodes and {faith['n_error_nodes']} error nodes, chosen by |mean effect| on {ns} selection "
+        f"{faith.n_feature_nodes} feature nodes and {faith.n_error_nodes} error nodes, chosen by |mean effect| on {ns} selection "
         f"pairs; every number below (unless marked in-sample) on the other {nh} pairs, never used to choose, whose head entities "
         f"(and so head and r1 activations) no selection pair shares. Everything outside the "
-        f"circuit {faith['ablation']}-ablated (the intervention), within the ablation's scope: only features active on the clean prompt "
-        f"(for resample and corrupt ablation, on either prompt) and error terms are set, so a silent feature is never switched on; metric `{faith['metric']}`: full model {held['m_full']:.3f}, "
-        f"everything ablated {held['m_empty']:.3f}, circuit only {held['m_circuit']:.3f}.", "",
-        f"- **Faithfulness** (m(C) − m(∅)) / (m(M) − m(∅)), held out: **{doc.number('circuit.feature.faithfulness', held['faithfulness'], on)}** "
+        f"circuit {faith.ablation}-ablated (the intervention), within the ablation's scope: only features active on the clean prompt "
+        f"(for resample and corrupt ablation, on either prompt) and error terms are set, so a silent feature is never switched on; metric `{faith.metric}`: full model {held.m_full:.3f}, "
+        f"everything ablated {held.m_empty:.3f}, circuit only {held.m_circuit:.3f}.", "",
+        f"- **Faithfulness** (m(C) − m(∅)) / (m(M) − m(∅)), held out: **{doc.number('circuit.feature.faithfulness', held.faithfulness, on)}** "
         f"(95% CI over head entities {f3(ci[0])} to {f3(ci[1])}); on the selection pairs: "
-        f"{doc.number('circuit.feature.faithfulness_selection', sel['faithfulness'], f'{ns} selection pairs', in_sample=True)}",
-        f"- **Completeness** (circuit ablated, rest kept; low is good), held out: {f3(held['completeness'])}",
-        f"- Target faithfulness ≥ {tgt.get('faithfulness', 0.8)} with ≤ {tgt.get('max_feature_nodes', 50)} feature nodes (held out): "
-        + ("**met**" if tgt.get("met") else "**not met**")
-        + (f" (first at {tgt['min_feature_nodes_reaching']} feature nodes)" if tgt.get("min_feature_nodes_reaching") else ""), "",
+        f"{doc.number('circuit.feature.faithfulness_selection', sel.faithfulness, f'{ns} selection pairs', in_sample=True)}",
+        f"- **Completeness** (circuit ablated, rest kept; low is good), held out: {f3(held.completeness)}",
+        f"- Target faithfulness ≥ {target_f} with ≤ {target_n} feature nodes (held out): "
+        + ("**met**" if tgt and tgt.met else "**not met**")
+        + (f" (first at {tgt.min_feature_nodes_reaching} feature nodes)" if tgt and tgt.min_feature_nodes_reaching else ""), "",
     )
-    _ablation_table(doc, faith, tgt.get("max_feature_nodes", 50))
+    _ablation_table(doc, faith, target_n)
     _method_table(doc, faith, on)
     _pruned(doc, faith)
     _edges(doc, faith)
     doc.add("![faithfulness curve](faithfulness_curve.png)", "", "Top nodes (effects on the selection pairs):", "",
             "| node | position | effect | description |", "|---|---|---|---|")
-    for n in sorted(circ["nodes"], key=lambda n: -abs(n.get("effect", 0)))[:15]:
-        doc.add(f"| `{n['id']}` | {n.get('role')} | {n.get('effect', 0):+.3f} | {(n.get('description') or '').replace('|', '/')} |")
+    for n in sorted(circ.nodes, key=lambda n: -abs(n.effect))[:15]:
+        doc.add(f"| `{n.id}` | {n.role} | {n.effect:+.3f} | {(opt(n.description) or '').replace('|', '/')} |")
     doc.add("", "![circuit](circuit.png)", "",
             "Interactive version: [circuit.html](circuit.html) (self-contained; hover a node for its top activations and promoted tokens).", "")
     _prompt_circuit(doc)
@@ -99,8 +105,8 @@ def circuit_section(doc: Doc) -> None:
     doc.figure(run.circuit_dir / "faithfulness_curve.png", run.circuit_dir / "faithfulness_curve.svg")
 
 
-def _ablation_table(doc: Doc, faith: dict, cap: int) -> None:
-    by = faith.get("by_ablation") or {}
+def _ablation_table(doc: Doc, faith: CircuitFaithfulness, cap: int) -> None:
+    by = faith.by_ablation
     if not by:
         return
     doc.add("Under each ablation, on held-out pairs. Every ablation sets only the nodes in its *scope*: for mean and zero ablation the "
@@ -115,82 +121,82 @@ def _ablation_table(doc: Doc, faith: dict, cap: int) -> None:
             f"{cap} features | per-prompt circuits, {cap} features (in-sample) |",
             "|---|---|---|---|---|---|")
     for kind, cv in by.items():
-        at = cv["sizes"].index(cap) if cap in cv["sizes"] else None
-        chk = cv.get("inactive_check") or {}
-        verdict = "passes" if chk.get("passes") else "**fails**"
-        valid = cv.get("valid_for") or {}
-        doc.add(f"| {kind} | {f3(cv['m_empty'])} | {verdict} ({f3(chk.get('relative_change'))}; can fail: "
-                f"{'yes' if chk.get('can_fail') else 'no'}) | {valid.get('feature', '–')} / {valid.get('error', '–')} | "
-                f"{f3(cv['faithfulness'][at]) if at is not None else '–'} | "
-                f"{f3(cv['faithfulness_per_prompt_circuits_in_sample'][at]) if at is not None else '–'} |")
+        at = cv.sizes.index(cap) if cap in cv.sizes else None
+        chk = cv.inactive_check
+        verdict = "passes" if chk.passes else "**fails**"
+        valid = cv.valid_for
+        doc.add(f"| {kind} | {f3(cv.m_empty)} | {verdict} ({f3(chk.relative_change)}; can fail: "
+                f"{'yes' if chk.can_fail else 'no'}) | {valid.get('feature', '–')} / {valid.get('error', '–')} | "
+                f"{f3(cv.faithfulness[at]) if at is not None else '–'} | "
+                f"{f3(cv.faithfulness_per_prompt_circuits_in_sample[at]) if at is not None else '–'} |")
     doc.add("")
 
 
-def _method_table(doc: Doc, faith: dict, on: str) -> None:
-    bm = faith.get("by_method") or {}
+def _method_table(doc: Doc, faith: CircuitFaithfulness, on: str) -> None:
+    bm = faith.by_method
     if not bm:
         return
     doc.add("The circuit each attribution method would select (same size, chosen on the selection pairs by that method's effects), "
             "scored on the held-out pairs:", "", "| method | faithfulness, held out (95% CI over heads) | feature nodes shared with exact's |",
             "|---|---|---|")
     for m, r in bm.items():
-        ci = r.get("faithfulness_ci95") or [None, None]
-        val = doc.number(f"circuit.by_method.{m}.faithfulness", r.get("faithfulness"), on)
-        doc.add(f"| {m} | {val} ({f3(ci[0])} to {f3(ci[1])}) | {r.get('shared_feature_nodes')} of {r.get('n_feature_nodes')} |")
+        ci = r.faithfulness_ci95 or [None, None]
+        val = doc.number(f"circuit.by_method.{m}.faithfulness", r.faithfulness, on)
+        doc.add(f"| {m} | {val} ({f3(ci[0])} to {f3(ci[1])}) | {r.shared_feature_nodes} of {r.n_feature_nodes} |")
     doc.add("")
 
 
-def _pruned(doc: Doc, faith: dict) -> None:
-    pr = faith.get("pruned_per_prompt")
+def _pruned(doc: Doc, faith: CircuitFaithfulness) -> None:
+    pr = faith.pruned_per_prompt
     if not pr:
         return
-    doc.add(f"**Per-prompt circuits** (backward elimination under {pr['ablation']} ablation on {pr['n_pairs']} selection pairs; each "
+    doc.add(f"**Per-prompt circuits** (backward elimination under {pr.ablation} ablation on {pr.n_pairs} selection pairs; each "
             "circuit is fitted to its own prompt, so these numbers are **in-sample**): faithfulness "
-            f"{doc.number('circuit.pruned.faithfulness_in_sample', pr.get('faithfulness_within_max'), 'the prompts each circuit was pruned on', in_sample=True)} "
-            f"with at most {pr['max_features']} feature nodes per prompt"
-            + (f"; ≥ {pr['target']} down to {pr['min_features_reaching_target']} feature nodes." if pr.get("min_features_reaching_target") else "."))
-    tr = pr.get("transfer")
+            f"{doc.number('circuit.pruned.faithfulness_in_sample', pr.faithfulness_within_max, 'the prompts each circuit was pruned on', in_sample=True)} "
+            f"with at most {pr.max_features} feature nodes per prompt"
+            + (f"; ≥ {pr.target} down to {pr.min_features_reaching_target} feature nodes." if pr.min_features_reaching_target else "."))
+    tr = pr.transfer
     if tr:
-        same, other = tr["same_relations"], tr["other_relations"]
-        doc.add("", f"What generalizes: the node types (hook, position, feature) of each prompt's pruned circuit at ≤ {tr['max_features']} "
+        same, other = tr.same_relations, tr.other_relations
+        doc.add("", f"What generalizes: the node types (hook, position, feature) of each prompt's pruned circuit at ≤ {tr.max_features} "
                 "features, applied to *other* prompts. Prompts with the same relations (r1, r2): "
-                f"{doc.number('circuit.pruned.transfer_same_relations', same.get('faithfulness'), f'{same.get(chr(110) + chr(95) + chr(114) + chr(111) + chr(119) + chr(115))} other prompts with the same (r1, r2)')} "
-                f"(n {same.get('n_rows')}); prompts with other relations (control): {f3(other.get('faithfulness'))} (n {other.get('n_rows')}).")
+                f"{doc.number('circuit.pruned.transfer_same_relations', same.faithfulness, f'{same.n_rows} other prompts with the same (r1, r2)')} "
+                f"(n {same.n_rows}); prompts with other relations (control): {f3(other.faithfulness)} (n {other.n_rows}).")
     doc.add("")
 
 
-def _edges(doc: Doc, faith: dict) -> None:
-    edges = faith.get("edges", {})
-    by_kind = edges.get("ablation_by_kind") or {}
+def _edges(doc: Doc, faith: CircuitFaithfulness) -> None:
+    edges = faith.edges
+    by_kind = edges.ablation_by_kind
     if by_kind:
-        doc.add(f"{edges['n_edges']} edges, weighed on the selection pairs, ablated on the held-out pairs. The top K edges by |weight| "
-                f"against random sets of K edges drawn from the {edges.get('n_candidate_edges')} candidate edges outside the top K "
+        doc.add(f"{edges.n_edges} edges, weighed on the selection pairs, ablated on the held-out pairs. The top K edges by |weight| "
+                f"against random sets of K edges drawn from the {edges.n_candidate_edges} candidate edges outside the top K "
                 "(the gradient method's edges among the most important nodes); the percentile of the top set's drop among the draws:", "",
                 "| ablation | K | metric drop, top K | random K: mean ± sd (5–95%) | draws | percentile |", "|---|---|---|---|---|---|")
         for kind, rows in by_kind.items():
             for r in rows:
-                q = r.get("random_edges_drop_quantiles") or {}
+                q = r.random_edges_drop_quantiles or {}
                 on_e = f"held-out pairs, {kind} ablation"
-                drop = doc.number(f"circuit.edges.{kind}.top{r['k']}.drop", r["top_edges_drop"], on_e)
-                pctl = doc.number(f"circuit.edges.{kind}.top{r['k']}.percentile", r.get("percentile"), f"{r.get('n_random')} random edge sets, {on_e}", spec=".0f")
-                doc.add(f"| {kind} | {r['k']} | {drop} | {f3(r['random_edges_drop_mean'])} ± {f3(r['random_edges_drop_std'])} "
-                        f"({f3(q.get('5'))} to {f3(q.get('95'))}) | {r.get('n_random')} | {pctl} |")
+                drop = doc.number(f"circuit.edges.{kind}.top{r.k}.drop", r.top_edges_drop, on_e)
+                pctl = doc.number(f"circuit.edges.{kind}.top{r.k}.percentile", r.percentile, f"{r.n_random} random edge sets, {on_e}", spec=".0f")
+                doc.add(f"| {kind} | {r.k} | {drop} | {f3(r.random_edges_drop_mean)} ± {f3(r.random_edges_drop_std)} "
+                        f"({f3(q.get('5'))} to {f3(q.get('95'))}) | {r.n_random} | {pctl} |")
         doc.add("")
-    ec = edges.get("exact_check")
+    ec = edges.exact_check
     if ec:
-        doc.add(f"Edge weights ({edges.get('weights')}): the gradient weights of Marks et al. 2024 against exact edge patching, "
-                f"Pearson {f3(ec.get('pearson'))}, Spearman {f3(ec.get('spearman'))} over {ec.get('n_edges')} edges and {ec.get('n_pairs')} pairs.", "")
+        doc.add(f"Edge weights ({edges.weights}): the gradient weights of Marks et al. 2024 against exact edge patching, "
+                f"Pearson {f3(ec.pearson)}, Spearman {f3(ec.spearman)} over {ec.n_edges} edges and {ec.n_pairs} pairs.", "")
 
 
 def _prompt_circuit(doc: Doc) -> None:
-    ex = load(doc.run.circuit_dir / "prompt_circuit.json")
-    if ex is None:
+    if not (doc.run.circuit_dir / PROMPT_CIRCUIT_FILE).exists():
         return
-    m, sc = ex["metadata"], ex["scores"]
-    nf = sum(n["type"] == "feature" for n in ex["nodes"])
+    ex = CircuitGraph.load(doc.run.circuit_dir / PROMPT_CIRCUIT_FILE)
+    m, sc = ex.metadata, ex.scores
+    nf = sum(n.type == "feature" for n in ex.nodes)
     doc.add(f"**One prompt's circuit** (in-sample: pruned on this very pair). `{m['prompt']}` → {m['answer']} (bridge {m['bridge']}; "
-            f"corrupted `{m['corrupted_prompt']}` → {m['corrupted_answer']}): {nf} feature and {len(ex['nodes']) - nf} error nodes, "
-            f"faithfulness {f3(sc['faithfulness'])} on this pair under {m['ablation']} ablation; {len(ex['edges'])} edges weighed by exact "
+            f"corrupted `{m['corrupted_prompt']}` → {m['corrupted_answer']}): {nf} feature and {len(ex.nodes) - nf} error nodes, "
+            f"faithfulness {f3(sc['faithfulness'])} on this pair under {m['ablation']} ablation; {len(ex.edges)} edges weighed by exact "
             "edge patching on this pair."
             + (" With the logit-diff metric a circuit only has to prefer t2 over t2' (a tail of another bridge), so it can pass "
                "without carrying r2; `--set attribution.metric=logprob` asks for t2 itself." if m["metric"] == "logit_diff" else ""), "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sae_ooc.models.metrics import THRESHOLDS, TrainMetrics
 from sae_ooc.report.doc import Doc, f3, load, pct
 from sae_ooc.tasks.families import describe
 
@@ -43,18 +44,19 @@ def _natural_text(run) -> str:
 
 def train_section(doc: Doc) -> None:
     run = doc.run
-    fm = load(run.model_dir / "final_metrics.json")
     doc.heading("train", "Model: does it compose A→C?")
+    fm = TrainMetrics.load_if(run.model_dir)
     if fm is None:
         doc.add("Not run yet: `sae-ooc train`.", "")
         return
     tc = run.cfg.train
-    acc, maj = fm["accuracy"], fm["majority_rate"]
-    stop = fm.get("stop_split", "valid_id")
+    acc, maj = fm.accuracy, fm.majority_rate
+    stop = fm.stop_split
     sizes = (run.stage_record("data") or {}).get("info", {}).get("sizes", {})
     doc.add(
-        f"{_model_description(run)} for {fm['steps']} steps in {fm['minutes']:.2f} minutes (on the machine that made this report)"
-        + (f", stopped early once {stop} ≥ {tc.stop_at_valid_id} and atomic_test ≥ {tc.stop_at_atomic}" if fm.get("stopped_early") else "")
+        f"{_model_description(run)} for {fm.steps} steps in {fm.minutes:.2f} minutes (on the machine that made this report)"
+        + ((f", stopped early once atomic_test ≥ {tc.stop_at_atomic}" if tc.stop_on == "atomic" else
+            f", stopped early once {stop} ≥ {tc.stop_at_valid_id} and atomic_test ≥ {tc.stop_at_atomic}") if fm.stopped_early else "")
         + ". Accuracy on every example of each split (the saved model, reloaded, gives the same numbers); "
         f"{stop} chose when to stop, so its number is in-sample; test_id played no part in any choice:", "",
         "| split | accuracy | majority-answer rate |", "|---|---|---|",
@@ -67,8 +69,8 @@ def train_section(doc: Doc) -> None:
         trained = ("train", "atomic_test") if run.cfg.task.render == "toy" else ("train",)
         doc.add(f"| {s} | {doc.number(name, acc[s], on, in_sample=(s == stop or s in trained))} | {f3(maj[s])} |")
     reach = []
-    for th in ("0.5", "0.9"):
-        step, mins = fm.get(f"test_id_{th}_step"), fm.get(f"test_id_{th}_minutes")
+    for th in THRESHOLDS:
+        step, mins = fm.reached("test_id", th)
         reach.append(f"test_id ≥ {th} at step {step} ({f3(mins, '.2f')} min)" if step is not None else f"test_id never reached {th}")
     verdict = acc["test_id"] >= 0.9 and acc["atomic_test"] >= 0.99
     doc.add("", "; ".join(reach) + ".", "",

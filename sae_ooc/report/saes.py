@@ -3,20 +3,22 @@ beside its controls (a random-init model, the step-0 checkpoint, shuffled labels
 
 from __future__ import annotations
 
-from sae_ooc.io import read_json
+from sae_ooc.records import opt
+from sae_ooc.report.doc import Doc, f3, pct
 from sae_ooc.saes.dead import DEAD_ON
+from sae_ooc.saes.metrics_result import Reconstruction, SaeEvalMetrics, SaeTrainMetrics
 from sae_ooc.saes.store import hook_sort_key
-from sae_ooc.report.doc import Doc, f3, load, pct
+from sae_ooc.report.standard import standard_section
 
 PROBE_VARIABLE = "bridge@r1"  # the headline: is the bridge resolved at r1, where only (h, r1) has been seen?
 
 
-def _rows(doc: Doc) -> list[tuple[str, dict, dict]]:
+def _rows(doc: Doc) -> list[tuple[str, SaeTrainMetrics | None, SaeEvalMetrics]]:
+    """(hook, train-sae's record (architecture, width; None where missing), eval-sae's) per evaluated hook."""
     ev = doc.run.sae_eval_dir
     out = []
-    for d in sorted((p for p in ev.iterdir() if (p / "metrics.json").exists()), key=lambda p: hook_sort_key(p.name)):
-        trained = load(doc.run.saes_dir / d.name / "metrics.json") or {}  # train-sae's record: architecture, width
-        out.append((d.name, trained, read_json(d / "metrics.json")))
+    for d in sorted((p for p in ev.iterdir() if SaeEvalMetrics.exists(p)), key=lambda p: hook_sort_key(p.name)):
+        out.append((d.name, SaeTrainMetrics.load_if(doc.run.saes_dir / d.name), SaeEvalMetrics.load(d)))
     return out
 
 
@@ -40,17 +42,20 @@ def sae_section(doc: Doc) -> None:
         "|---|---|---|---|---|---|---|---|---|---|",
     )
     for hook, trained, mj in rows:
-        rec, task = mj.get("reconstruction", {}), mj.get("task", {})
-        tid = task.get("splits", {}).get("test_id", {})
-        byp = rec.get("by_position", {})
-        on = f"{rec.get('n_tokens', '?')} held-out prefixes"
-        evp = doc.number(f"sae.{hook}.explained_variance", rec.get("explained_variance"), on)
-        doc.add(f"| `{hook}` | {trained.get('architecture')} | {trained.get('d_sae')} | {rec.get('n_tokens')} | {evp} | "
-                + " / ".join(f3(byp.get(p, {}).get("explained_variance")) for p in ("head", "r1", "r2"))
-                + f" | {f3(rec.get('l0'), '.1f')} | {_dead(doc, hook, rec, trained.get('d_sae'), on)} | {f3(tid.get('acc_clean'))} → {f3(tid.get('acc_sae'))} | "
-                f"{doc.number(f'sae.{hook}.loss_recovered_test_id', task.get('loss_recovered'), 'test_id split (most of its prompts are SAE training rows)', in_sample=True)} |")
+        rec, task = mj.reconstruction, mj.task
+        tid = task.splits.get("test_id")
+        byp = opt(rec.by_position, {})
+        on = f"{rec.n_tokens} held-out prefixes"
+        evp = doc.number(f"sae.{hook}.explained_variance", rec.explained_variance, on)
+        d_sae = trained.d_sae if trained else None
+        doc.add(f"| `{hook}` | {trained.architecture if trained else None} | {d_sae} | {rec.n_tokens} | {evp} | "
+                + " / ".join(f3(byp[p].explained_variance if p in byp else None) for p in ("head", "r1", "r2"))
+                + f" | {f3(rec.l0, '.1f')} | {_dead(doc, hook, rec, d_sae, on)} | {f3(tid.acc_clean if tid else None)} → "
+                f"{f3(tid.acc_sae if tid else None)} | "
+                f"{doc.number(f'sae.{hook}.loss_recovered_test_id', task.loss_recovered, 'test_id split (most of its prompts are SAE training rows)', in_sample=True)} |")
     doc.add("")
     _probe_table(doc, rows)
+    standard_section(doc)
     if (ev / "alignment_bridge.png").exists():
         doc.add("![bridge alignment](alignment_bridge.png)", "")
         for var in ("head", "r1", "r2", "bridge", "answer"):
@@ -59,11 +64,11 @@ def sae_section(doc: Doc) -> None:
             f"Reproduce: {doc.cmd('harvest')}, then {doc.cmd('train-sae')}, then {doc.cmd('eval-sae')}", "")
 
 
-def _dead(doc: Doc, hook: str, rec: dict, d_sae, on: str) -> str:
+def _dead(doc: Doc, hook: str, rec: Reconstruction, d_sae, on: str) -> str:
     """Dead features (`DEAD_ON`) as n/d_sae (percent), the count a headline number: the same count as train-sae's log and the browser's."""
-    if rec.get("n_dead") is None:
-        return pct(rec.get("dead_fraction"))
-    return f"{doc.number(f'sae.{hook}.n_dead', rec['n_dead'], on, spec='.0f')}/{d_sae} ({pct(rec.get('dead_fraction'))})"
+    if opt(rec.n_dead) is None:
+        return pct(rec.dead_fraction)
+    return f"{doc.number(f'sae.{hook}.n_dead', rec.n_dead, on, spec='.0f')}/{d_sae} ({pct(rec.dead_fraction)})"
 
 
 def _probe_table(doc: Doc, rows) -> None:
@@ -79,17 +84,17 @@ def _probe_table(doc: Doc, rows) -> None:
         "|---|---|---|---|---|---|---|---|---|",
     )
     for hook, _, mj in rows:
-        al = (mj.get("alignment") or {}).get(PROBE_VARIABLE)
-        if not al or not al.get("probe"):
+        al = mj.alignment.get(PROBE_VARIABLE)
+        if not al or not al.probe:
             continue
-        p, ft = al["probe"], al.get("features") or {}
-        on = f"{p.get('n_heldout')} held-out (h, r1) prefixes"
-        ci = p.get("heldout_ci95") or [None, None]
-        acc = doc.number(f"probe.bridge.r1.{hook}.heldout_acc", p.get("heldout_acc"), on)
-        rnd = doc.number(f"probe.bridge.r1.{hook}.random_model_acc", p.get("random_model_acc"), on + ", random-init model")
-        doc.add(f"| `{hook}` | {acc} ({f3(ci[0], '.2f')}–{f3(ci[1], '.2f')}; n {p.get('n_heldout')}) | "
-                f"{f3(p.get('heldout_acc_known'))} (n {p.get('n_heldout_known')}) / {f3(p.get('heldout_acc_unknown'))} "
-                f"(n {p.get('n_heldout_unknown')}) | {rnd} | {f3(p.get('step0_acc'))} | {f3(p.get('shuffled_acc'))} | "
-                f"{f3(p.get('majority_acc'))} | {'yes' if p.get('above_controls') else 'no'} | "
-                f"{pct(ft.get('frac_detected'))} vs {pct(ft.get('shuffled_frac_detected'))} |")
+        p, ft = al.probe, al.features
+        on = f"{p.n_heldout} held-out (h, r1) prefixes"
+        ci = p.heldout_ci95 or [None, None]
+        acc = doc.number(f"probe.bridge.r1.{hook}.heldout_acc", p.heldout_acc, on)
+        rnd = doc.number(f"probe.bridge.r1.{hook}.random_model_acc", opt(p.random_model_acc), on + ", random-init model")
+        doc.add(f"| `{hook}` | {acc} ({f3(ci[0], '.2f')}–{f3(ci[1], '.2f')}; n {p.n_heldout}) | "
+                f"{f3(opt(p.heldout_acc_known))} (n {opt(p.n_heldout_known)}) / {f3(opt(p.heldout_acc_unknown))} "
+                f"(n {opt(p.n_heldout_unknown)}) | {rnd} | {f3(opt(p.step0_acc))} | {f3(p.shuffled_acc)} | "
+                f"{f3(p.majority_acc)} | {'yes' if p.above_controls else 'no'} | "
+                f"{pct(ft.frac_detected if ft else None)} vs {pct(ft.shuffled_frac_detected if ft else None)} |")
     doc.add("")

@@ -6,8 +6,10 @@ next to the run directory (runs/sweeps/<name>/ for runs/default, where `sae-ooc 
 
 from __future__ import annotations
 
-from sae_ooc.report.doc import Doc, load
+from sae_ooc.report.doc import Doc
+from sae_ooc.records import opt
 from sae_ooc.stats import spread_text
+from sae_ooc.sweep.result import SweepResult
 
 
 def _val(v) -> str:
@@ -21,8 +23,9 @@ def _same_task(sweep_dir, run) -> bool:
 
     from sae_ooc.config import load_config
 
-    sw = load(sweep_dir / "sweep.json") or {}
-    varied = {k.split(".", 1)[1].split(".")[0] for k in [*sw.get("grid", {}), *sw.get("seed_keys", [])] if k.startswith("task.")}
+    sw = SweepResult.load_if(sweep_dir)
+    keys = [*sw.grid, *opt(sw.seed_keys, [])] if sw else []
+    varied = {k.split(".", 1)[1].split(".")[0] for k in keys if k.startswith("task.")}
     for cfg in sorted((sweep_dir / "points").glob("*/config.yaml"))[:1]:
         try:
             theirs = asdict(load_config(cfg).task)
@@ -54,32 +57,32 @@ def sweep_section(doc: Doc) -> None:
             "held out of every choice; test_ood_sys is Wang et al. 2024's systematic split (atomic facts trained but used by no inferred "
             "training fact), test_unanswerable (a needed atomic fact never trained) the control no model can answer.", "")
     for path in found:
-        sw = load(path)
-        axes, pts, name = list(sw["grid"]), sw["points"], sw["name"]  # every grid key, varied or not
-        seeded = bool(sw.get("seeds"))
-        doc.add(f"**`{name}`** ({len(pts)} of {sw['n_points']} points finished; grid "
-                + ", ".join(f"`{k}` ∈ {{{', '.join(_val(v) for v in vals)}}}" for k, vals in sw["grid"].items()) + "):", "",
+        sw = SweepResult.load(path.parent)
+        axes, pts, name = list(sw.grid), sw.points, sw.name  # every grid key, varied or not
+        seeded = bool(opt(sw.seeds))
+        doc.add(f"**`{name}`** ({len(pts)} of {sw.n_points} points finished; grid "
+                + ", ".join(f"`{k}` ∈ {{{', '.join(_val(v) for v in vals)}}}" for k, vals in sw.grid.items()) + "):", "",
                 "| " + " | ".join(f"`{a}`" for a in axes) + (" | seed" if seeded else "") + " | distinct parameters | steps | test_id | "
                 "steps to test_id ≥ 0.9 | test_ood_sys | test_unanswerable | composed |",
                 "|" + "---|" * (len(axes) + 7 + seeded))
         for p in pts:
-            a = p["accuracy"]
-            ok = a["test_id"] >= sw["composed_threshold"] and a["atomic_test"] >= 0.99
-            doc.add("| " + " | ".join(_val(p["values"][k]) for k in axes) + (f" | {p.get('seed')}" if seeded else "")
-                    + f" | {p['unique_parameters']:,} | {p['steps']:,} | {a['test_id']:.3f} | {p.get('test_id_0.9_step') or '—'} | "
+            a = p.accuracy
+            ok = a["test_id"] >= sw.composed_threshold and a["atomic_test"] >= 0.99
+            doc.add("| " + " | ".join(_val(p.values[k]) for k in axes) + (f" | {opt(p.seed)}" if seeded else "")
+                    + f" | {p.unique_parameters:,} | {p.steps:,} | {a['test_id']:.3f} | {p.test_id_0_9_step or '—'} | "
                     f"{_acc(a, 'test_ood_sys')} | {_acc(a, 'test_unanswerable')} | {'yes' if ok else 'no'} |")
-        if seeded and sw.get("settings"):
-            doc.add("", f"Across seeds {', '.join(map(str, sw['seeds']))} (mean [min, max] of the finished runs):", "",
+        if seeded and opt(sw.settings):
+            doc.add("", f"Across seeds {', '.join(map(str, sw.seeds))} (mean [min, max] of the finished runs):", "",
                     "| " + " | ".join(f"`{a}`" for a in axes) + " | runs | test_id | test_ood_sys | steps to valid_id ≥ 0.9 | composed |",
                     "|" + "---|" * (len(axes) + 5))
-            for st in sw["settings"]:
+            for st in sw.settings:
                 doc.add("| " + " | ".join(_val(st["values"][k]) for k in axes) + f" | {st['n_runs']} | {spread_text(st.get('test_id'))} | "
                         f"{spread_text(st.get('test_ood_sys'))} | {spread_text(st.get('valid_id_0.9_step'), '.0f')} | {st['n_composed']}/{st['n_runs']} |")
-        best = sw.get("smallest_composed")
+        best = sw.smallest_composed
         if best:
-            setting = ", ".join(f"`{k}` = {_val(v)}" for k, v in best["values"].items())
-            doc.add("", f"Smallest setting that composed here: {setting} ({best['unique_parameters']:,} distinct parameters; test_id "
-                    f"{doc.number(f'sweep.{name}.smallest_test_id', best['accuracy']['test_id'], 'test_id of that point, chosen by its test_id', in_sample=True)}"
+            setting = ", ".join(f"`{k}` = {_val(v)}" for k, v in best.values.items())
+            doc.add("", f"Smallest setting that composed here: {setting} ({best.unique_parameters:,} distinct parameters; test_id "
+                    f"{doc.number(f'sweep.{name}.smallest_test_id', best.accuracy['test_id'], 'test_id of that point, chosen by its test_id', in_sample=True)}"
                     "; the point was chosen by test_id ≥ the threshold, so its test_id is in-sample).")
         else:
             doc.add("", "No point of this sweep composed.")

@@ -8,10 +8,11 @@ explained variance / FVU / MSE / L0 pooled and per position, dead and dense feat
 cross-entropy and accuracy on every split - and on the prompts the SAE never saw whole - and the fraction of
 answer loss recovered relative to zero-ablating the hook (`sae_ooc.saes.task_metrics`); ground-truth alignment
 with its controls (`sae_ooc.saes.alignment`, `sae_ooc.saes.probes`, `sae_ooc.saes.controls`) and the label of every
-feature that detects a value.
+feature that detects a value; the field's standard metrics on the planted variables (`sae_ooc.saes.standard_metrics`:
+SAEBench's k-sparse probing and absorption, sae_lens.synthetic's MCC and per-latent precision / recall).
 
-It writes only under RUN/sae_eval/: <hook_name>/metrics.json per SAE, summary.md over layers and the heatmaps
-alignment_<variable>.png/.svg (`sae_ooc.saes.summary`). train-sae's RUN/saes/ is read, never rewritten.
+It writes only under RUN/sae_eval/: <hook_name>/metrics.json and standard_metrics.json/.safetensors per SAE, summary.md over layers
+and the heatmaps alignment_<variable>.png/.svg (`sae_ooc.saes.summary`). train-sae's RUN/saes/ is read, never rewritten.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from tqdm.auto import tqdm
 
 from sae_ooc.activations.cache import ActivationCache, distinct_rows, prefix_ids, prefix_tuples
 from sae_ooc.errors import UserError, unreadable
-from sae_ooc.io import load_tensors, read_json, write_json
+from sae_ooc.io import load_tensors, read_json
 from sae_ooc.models.hooked import model_hash
 from sae_ooc.saes.alignment import alignment
 from sae_ooc.saes.controls import control_activations
+from sae_ooc.saes.metrics_result import SaeEvalMetrics
 from sae_ooc.saes.prefixes import PositionSlice, position_slices
 from sae_ooc.saes.reconstruction import check_d_in, reconstruction_metrics
+from sae_ooc.saes.standard_metrics import standard_metrics, write_standard_metrics
 from sae_ooc.saes.store import METRICS_FILE, eval_metrics_path, eval_rows, load_saes, sae_dir
 from sae_ooc.saes.task_metrics import TaskEvaluator
 from sae_ooc.tasks.data import load_task
@@ -70,7 +73,7 @@ def run_eval_sae(run, force: bool = False) -> dict:
     tok = cache.tokens()
     task = TaskEvaluator.from_run(run, device=run.device, train_prefixes=prefix_tuples(tok, (~heldout).nonzero().squeeze(1)))
     slices = position_slices(cache, heldout, ecfg.max_select_tokens, ecfg.seed, vocab.layout.positions(ecfg.positions))
-    bar = tqdm(total=1 + len(saes) * (2 + len(slices)), desc="eval-sae: control models", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=1 + len(saes) * (2 + len(slices) + int(ecfg.standard_metrics)), desc="eval-sae: control models", unit="step", dynamic_ncols=True)
     per_hook = {}
     try:
         with torch_threads(run.cfg.sae.threads):
@@ -83,7 +86,12 @@ def run_eval_sae(run, force: bool = False) -> dict:
             trained = _train_metrics(run.saes_dir, h)
             metrics = {"hook_name": h, "architecture": trained.get("architecture", sae.cfg.architecture()),
                        "inference_architecture": sae.cfg.architecture(), "d_in": int(sae.cfg.d_in), "d_sae": int(sae.cfg.d_sae), **res}
-            write_json(eval_metrics_path(out_root, h), metrics)
+            SaeEvalMetrics.from_json(metrics).save(eval_metrics_path(out_root, h).parent)
+            if ecfg.standard_metrics:  # SAEBench's sparse probing and absorption, sae_lens.synthetic's matching
+                with torch_threads(run.cfg.sae.threads):
+                    std, per_latent = standard_metrics(sae, cache, h, slices, ecfg)
+                write_standard_metrics(eval_metrics_path(out_root, h).parent, std, per_latent)
+                bar.update(1)
             per_hook[h] = metrics
             tqdm.write(eval_line(h, res))
     finally:

@@ -22,6 +22,7 @@ from sae_ooc.errors import UserError
 from sae_ooc.io import append_jsonl, follow_umask, read_json, read_jsonl, sha256_json, write_json
 from sae_ooc.saes.architectures import training_sae
 from sae_ooc.saes.batches import CacheBatches
+from sae_ooc.saes.metrics_result import SaeTrainMetrics
 from sae_ooc.saes.reconstruction import check_d_in, finite, reconstruction_metrics
 from sae_ooc.saes.store import METRICS_FILE, SAE_CFG_FILE, SAE_WEIGHTS_FILE
 from sae_ooc.threads import torch_threads
@@ -265,7 +266,7 @@ def train_sae(
         },
         "reconstruction": recon,
     }
-    write_json(out_dir / METRICS_FILE, metrics)
+    SaeTrainMetrics.from_json(metrics).save(out_dir)
     if log and plot:
         plot_training_curves(log, out_dir / "curves", title=f"{hook_name} ({p.architecture}, d_sae {metrics['d_sae']})")
     if ckpt_root.exists():

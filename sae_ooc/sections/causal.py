@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from sae_ooc.sections.check import check as _check
 
 CAUSAL_SPLITS = ("train", "valid_id", "test_id")  # splits of two-hop questions (the ID heads': they compose)
+# the planted variables besides the bridge at r1, each at its own position (`bridge@answer`: the bridge at the answer position)
+VARIABLE_NAMES = ("head", "r1", "r2", "bridge@answer", "answer")
 
 
 @dataclass
@@ -28,6 +30,11 @@ class CausalConfig:
     probe_steps: int = 100  # the refitted probe of b after erasure
     random_draws: int = 5  # draws of each random reference (spread reported)
     bootstrap: int = 1000  # resamples over head entities for the 95% intervals
+    variables: list[str] = field(default_factory=lambda: list(VARIABLE_NAMES))  # the other planted variables scored like the bridge (sae_ooc.causal.planted)
+    variable_hooks: list[str] = field(default_factory=list)  # their hooks (empty = the bridge's hooks and the last layer's output)
+    variable_ranks: list[int] = field(default_factory=lambda: [4, 16])  # their DAS ranks (the class-mean projections use `ranks`)
+    variable_patch_min: float = 0.1  # their DAS is trained only where the residual patch switches this share of fit-valid pairs (elsewhere there is nothing to find)
+    variable_fit_pairs: int = 2000  # at most this many fit pairs per variable (DAS's training set, seeded)
     circuit_patch_min: float = 0.5  # the circuit's bridge@answer unit is fitted at hooks whose residual patch at the answer position switches this share of fit-valid pairs
     only_correct: bool = True  # interchange only questions the model answers correctly
     batch_size: int = 4096
@@ -37,6 +44,13 @@ class CausalConfig:
     def validate(self, where: str) -> None:
         _check(all(h.startswith("blocks.") and h.split(".")[-1] in ("hook_resid_pre", "hook_resid_post") for h in self.hooks),
                where, "causal.hooks", "must be residual hook names such as blocks.2.hook_resid_pre (or empty for every hook with an SAE)")
+        _check(all(h.startswith("blocks.") and h.split(".")[-1] in ("hook_resid_pre", "hook_resid_post") for h in self.variable_hooks),
+               where, "causal.variable_hooks", "must be residual hook names such as blocks.2.hook_resid_pre (or empty for the bridge's hooks and the last layer's output)")
+        _check(all(v in VARIABLE_NAMES for v in self.variables), where, "causal.variables",
+               f"must be a list of {', '.join(VARIABLE_NAMES)} (or empty for the bridge at r1 alone)")
+        _check(all(r >= 1 for r in self.variable_ranks), where, "causal.variable_ranks", "must be a list of ranks >= 1")
+        _check(0 <= self.variable_patch_min <= 1, where, "causal.variable_patch_min", "must be in [0, 1]")
+        _check(self.variable_fit_pairs >= 1, where, "causal.variable_fit_pairs", "must be at least 1")
         for key in ("heldout_splits", "fit_splits"):
             v = getattr(self, key)
             _check(bool(v) and all(s in CAUSAL_SPLITS for s in v), where, f"causal.{key}",

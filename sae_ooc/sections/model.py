@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from sae_ooc.registry import NAMES
 from sae_ooc.sections.check import check as _check
+from sae_ooc.sections.finetune import FinetuneConfig
 from sae_ooc.sections.natural import NaturalConfig
 
 
@@ -13,8 +14,9 @@ TASK_FAMILIES = NAMES["task.family"]  # the one list (sae_ooc.registry) of the t
 # the splits every task family writes (sae_ooc.tasks.data.SPLITS)
 TASK_SPLITS = ("train", "valid_id", "test_id", "test_ood_sys", "test_unanswerable", "atomic_test")
 TASK_RENDERS = ("toy", "natural")  # one token per entity/relation | natural-language documents (sae_ooc/tasks/natural)
-# where the model comes from: trained from scratch, or a local Hugging Face checkpoint fine-tuned here
-MODEL_SOURCES = ("scratch", "pretrained")
+# where the model comes from: trained from scratch, a local Hugging Face checkpoint fine-tuned here, or the model of
+# a finished sae_ooc run (model.run) fine-tuned on new facts (task.finetune)
+MODEL_SOURCES = ("scratch", "pretrained", "run")
 # TransformerLens model names (org prefix dropped, lower case) -> the Hugging Face architecture sae_ooc loads for
 # them (models/pretrained.py SUPPORTED); the checkpoint at model.path must have that architecture
 PRETRAINED_FAMILIES = (("gpt2", "GPT2LMHeadModel"), ("distilgpt2", "GPT2LMHeadModel"), ("pythia", "GPTNeoXForCausalLM"))
@@ -57,12 +59,15 @@ class TaskConfig:
     seed: int = 0
     render: str = "toy"  # toy | natural
     natural: NaturalConfig = field(default_factory=NaturalConfig)  # read when render is natural
+    # read with model.source: run (a fine-tuning run): the new facts it teaches; the fields above must then be model.run's
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def validate(self, where: str) -> None:
         _check(self.family in TASK_FAMILIES, where, "task.family", f"must be one of {', '.join(TASK_FAMILIES)}")
         _check(self.render in TASK_RENDERS, where, "task.render", f"must be one of {', '.join(TASK_RENDERS)}")
         if self.render == "natural":
             self.natural.validate(where, self.family)
+        self.finetune.validate(where)
         _check(self.n_entities >= 4, where, "task.n_entities", "must be at least 4")
         _check(self.n_relations >= 1, where, "task.n_relations", "must be at least 1")
         _check(
@@ -96,6 +101,9 @@ class ModelConfig:
     # tokenizer files), e.g. from `huggingface-cli download gpt2 --local-dir models/gpt2`. A relative path is relative
     # to the directory sae-ooc runs in (like --run and --config): run the commands from the project root
     path: str = ""
+    # run only: the directory of a finished sae_ooc run whose model (RUN/model) the train stage fine-tunes on the new
+    # facts of task.finetune; its architecture is that model's. Relative to the working directory, like --run
+    run: str = ""
     n_layers: int = 4
     d_model: int = 64
     n_heads: int = 4
@@ -119,6 +127,17 @@ class ModelConfig:
         _check(self.act_fn in ("gelu", "relu", "silu", "gelu_new"), where, "model.act_fn", "must be one of gelu, relu, silu, gelu_new")
         _check(self.normalization_type in ("LN", "LNPre", "RMS", "RMSPre"), where, "model.normalization_type", "must be one of LN, LNPre, RMS, RMSPre")
         _check(self.source in MODEL_SOURCES, where, "model.source", f"must be one of {', '.join(MODEL_SOURCES)}")
+        _check(self.source == "run" or not self.run, where, "model.run", "is only read with model.source: run; set model.source: run "
+               "to fine-tune that run's model on new facts (task.finetune), or remove model.run")
+        if self.source == "run":
+            _check(bool(self.run.strip()), where, "model.run", "model.source: run needs the directory of a finished sae_ooc run "
+                   "(e.g. --set model.run=runs/default)")
+            _check(not self.path and not self.name, where, "model.path", "is not read with model.source: run (the model is "
+                   "model.run's); remove model.path and model.name")
+            changed = [k for k in ARCHITECTURE_FIELDS if getattr(self, k) != getattr(ModelConfig, k)]
+            _check(not changed, where, f"model.{changed[0] if changed else ''}",
+                   f"the architecture of a fine-tuned run's model is model.run's; remove {', '.join('model.' + k for k in changed)}")
+            return
         if self.source == "scratch":
             _check(not self.path, where, "model.path", "is only read with model.source: pretrained; set model.source: pretrained "
                    "to fine-tune that checkpoint, or remove model.path")
@@ -159,9 +178,14 @@ class TrainConfig:
     # which parameters are trained: "all", or "mlp" (every other weight frozen: embeddings, attention, layer norms and
     # unembedding keep their initial or pretrained values; only the MLP weights and biases get gradients and AdamW state)
     trainable: str = "all"
+    # what early stopping reads: "valid_id" (valid_id >= stop_at_valid_id and atomic_test >= stop_at_atomic), or
+    # "atomic" (atomic_test >= stop_at_atomic alone: a fine-tuning run that teaches new facts stops once they are learned;
+    # its two-hop splits are what it measures, never a stopping rule)
+    stop_on: str = "valid_id"
     seed: int = 0
 
     def validate(self, where: str) -> None:
+        _check(self.stop_on in ("valid_id", "atomic"), where, "train.stop_on", "must be valid_id or atomic")
         _check(self.steps >= 1, where, "train.steps", "must be at least 1")
         _check(self.trainable in TRAINABLE, where, "train.trainable", f"must be one of {', '.join(TRAINABLE)}")
         _check(self.lr > 0, where, "train.lr", "must be > 0")
@@ -180,6 +204,15 @@ def check_model_source(task, model: ModelConfig, where: str) -> None:
     """Across sections: a pretrained model reads its checkpoint's token ids, so a natural-language task must be
     tokenized by that checkpoint's tokenizer (task.natural.tokenizer: pretrained), which only a pretrained source has."""
     natural = getattr(task, "natural", None)
+    finetune = getattr(task, "finetune", None)
+    _check(model.source == "run" or finetune is None or finetune == FinetuneConfig(), where, "task.finetune",
+           "is only read by a fine-tuning run (model.source: run with model.run: a finished sae_ooc run); set them, e.g. "
+           "--config configs/finetune_toy.yaml --set model.run=runs/default, or remove task.finetune")
+    if model.source == "run":
+        _check(getattr(task, "render", "toy") == "toy" and getattr(task, "family", "twohop") == "twohop", where, "task.render",
+               "a fine-tuning run (model.source: run) teaches new facts of the toy two-hop task; task.render must be toy and "
+               "task.family twohop")
+        return
     if getattr(task, "render", "toy") != "natural" or natural is None:
         return  # the toy task's token ids are its own symbols (a pretrained model reuses its first embedding rows for them)
     tokenizer = getattr(natural, "tokenizer", None)

@@ -123,6 +123,7 @@ def per_hook_yields(layer: dict, data: dict) -> None:
 
 
 SAE_EVAL_POSITIONS = ("roles", "all")
+SAE_EVAL_PROBES = ("lda", "logistic")
 
 
 @dataclass
@@ -132,6 +133,10 @@ class SaeEvalConfig:
     dense_threshold: float = 0.1  # a feature active on more than this share of held-out tokens is dense
     min_positives: int = 3  # a value is scored when it labels this many distinct selection prefixes and one held-out prefix
     max_select_tokens: int = 20000  # selection prefixes per position used to pick each value's best feature and fit the probe
+    # the alignment probes: lda = closed-form linear discriminant analysis (sae_ooc.saes.probes.lda_probes), shrinkage
+    # probe_shrinkage; logistic = multinomial logistic regression, probe_steps full-batch Adam steps (~160x slower)
+    probe: str = "lda"
+    probe_shrinkage: float = 0.001
     probe_steps: int = 300
     probe_lr: float = 0.05
     probe_weight_decay: float = 1e-4
@@ -139,6 +144,11 @@ class SaeEvalConfig:
     # where features are labelled and probes fit (also analyze's probes): roles = the last token of each role span of the
     # analysed prompt (head, r1, r2, and a natural task's last); all = every token of it (the toy: the same positions)
     positions: str = "roles"
+    # the field's standard metrics on the planted variables (sae_ooc.saes.standard_metrics): SAEBench's k-sparse probing
+    # at these k, its feature absorption (the costly part: an L1 probe and up to 10 sparse probes per value), sae_lens.synthetic's MCC
+    standard_metrics: bool = True
+    sparse_probing_k: list[int] = field(default_factory=lambda: [1, 2, 5])  # SAEBench's default k_values
+    absorption: bool = True
     seed: int = 0
 
     def validate(self, where: str) -> None:
@@ -148,5 +158,9 @@ class SaeEvalConfig:
         _check(self.min_positives >= 1, where, "sae_eval.min_positives", "must be at least 1")
         _check(self.max_select_tokens >= 10, where, "sae_eval.max_select_tokens", "must be at least 10")
         _check(self.probe_steps >= 1 and self.probe_lr > 0, where, "sae_eval.probe_steps", "probe_steps must be >= 1 and probe_lr > 0")
+        _check(self.probe in SAE_EVAL_PROBES, where, "sae_eval.probe", f"must be one of {', '.join(SAE_EVAL_PROBES)}")
+        _check(0 <= self.probe_shrinkage <= 1, where, "sae_eval.probe_shrinkage", "must be in [0, 1]")
         _check(self.n_controls >= 1, where, "sae_eval.n_controls", "must be at least 1: every alignment number is shown beside its controls")
+        _check(len(self.sparse_probing_k) > 0 and all(k >= 1 for k in self.sparse_probing_k), where, "sae_eval.sparse_probing_k",
+               "must be a non-empty list of positive integers, such as [1, 2, 5]")
         _check(self.positions in SAE_EVAL_POSITIONS, where, "sae_eval.positions", f"must be one of {', '.join(SAE_EVAL_POSITIONS)}")

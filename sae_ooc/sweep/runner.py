@@ -21,10 +21,12 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from sae_ooc.errors import UserError
-from sae_ooc.io import read_json, write_json, write_text
+from sae_ooc.io import write_text
+from sae_ooc.models.metrics import TrainMetrics
+from sae_ooc.sweep.result import SweepPoint
 from sae_ooc.sweep.spec import Point, Sweep, load_sweep
 
-POINT_FILE = "point.json"
+POINT_FILE = SweepPoint.FILE
 STAGES = ("data", "train")  # all the phase diagram needs
 POLL_S = 0.5
 
@@ -44,26 +46,25 @@ def run_point(run_dir: str, base: str | None, overrides: list[str], name: str, c
     results = run_pipeline(run, stages=list(STAGES), options=options)
     if not all(r.finished for r in results):
         return None
-    fm = read_json(run.model_dir / "final_metrics.json")
+    fm = TrainMetrics.load(run.model_dir)
     model = load_model(run.model_dir)
-    out = {"slug": Path(run_dir).name, "values": values, "seed": seed, "config_hash": config_hash,
-           "unique_parameters": sum(p.numel() for p in model.parameters()),  # a tied block counts once
-           "accuracy": fm["accuracy"], "majority_rate": fm["majority_rate"], "steps": fm["steps"], "minutes": fm["minutes"],
-           "stopped_early": fm["stopped_early"], "test_id_0.9_step": fm.get("test_id_0.9_step"),
-           "valid_id_0.9_step": fm.get("valid_id_0.9_step"), "max_steps": cfg.train.steps}
-    write_json(Path(run_dir) / POINT_FILE, out)
+    out = SweepPoint(slug=Path(run_dir).name, values=values, seed=seed, config_hash=config_hash,
+                     unique_parameters=sum(p.numel() for p in model.parameters()),  # a tied block counts once
+                     accuracy=fm.accuracy, majority_rate=fm.majority_rate, steps=fm.steps, minutes=fm.minutes,
+                     stopped_early=fm.stopped_early, test_id_0_9_step=fm.test_id_0_9_step, valid_id_0_9_step=fm.valid_id_0_9_step,
+                     max_steps=cfg.train.steps)
+    out.save(run_dir)
     return out
 
 
-def finished(point: Point, run_dir: Path) -> dict | None:
-    f = run_dir / POINT_FILE
-    if not f.is_file():
+def finished(point: Point, run_dir: Path) -> SweepPoint | None:
+    if not SweepPoint.exists(run_dir):
         return None
     try:
-        rec = read_json(f)
-    except ValueError:
+        rec = SweepPoint.load(run_dir)
+    except UserError:  # unreadable or of another format: the point runs again
         return None
-    return rec if rec.get("config_hash") == point.config_hash else None
+    return rec if rec.config_hash == point.config_hash else None
 
 
 def _executor(folder: Path, cluster: str, slurm: list[str]):
@@ -152,9 +153,9 @@ def _collect(ex, sw: Sweep, root: Path, todo: list[Point], jobs: int, stop_after
                     continue
                 if rec is not None:
                     done[slug] = rec
-                    tqdm.write(f"  {slug}: test_id {rec['accuracy']['test_id']:.3f}, test_ood_sys {rec['accuracy']['test_ood_sys']:.3f}, "
-                               f"test_unanswerable {rec['accuracy']['test_unanswerable']:.3f} "
-                          f"after {rec['steps']} steps ({rec['minutes']:.1f} min)")
+                    tqdm.write(f"  {slug}: test_id {rec.accuracy['test_id']:.3f}, test_ood_sys {rec.accuracy['test_ood_sys']:.3f}, "
+                               f"test_unanswerable {rec.accuracy['test_unanswerable']:.3f} "
+                          f"after {rec.steps} steps ({rec.minutes:.1f} min)")
     except BaseException:
         # Ctrl-C or a kill of the sweep: its point processes go too (a local job outlives its parent otherwise), so a
         # rerun is the only writer of their run directories; train resumes from their last checkpoints
@@ -179,7 +180,7 @@ def run_sweep(sweep: str | Path | Sweep, jobs: int = 1, cluster: str = "local", 
         raise UserError(f"--jobs {jobs}: must be at least 1")
     root = Path(out or sw.out or Path("runs") / "sweeps" / sw.name)
     points = sw.points()
-    done: dict[str, dict] = {}
+    done: dict[str, SweepPoint] = {}
     todo: list[Point] = []
     for p in points:
         rec = finished(p, root / "points" / p.slug)

@@ -6,23 +6,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sae_ooc.io import write_json, write_text
+from sae_ooc.io import write_text
 from sae_ooc.stats import spread, spread_text
+from sae_ooc.sweep.result import ATOMIC, COMPOSED, SweepPoint, SweepResult
 from sae_ooc.sweep.spec import SEED_KEYS
 from sae_ooc.viz.phase_plots import plot_phase
 
-COMPOSED = 0.9
-ATOMIC = 0.99
 
-
-def composed(rec: dict) -> bool:
-    return rec["accuracy"]["test_id"] >= COMPOSED and rec["accuracy"]["atomic_test"] >= ATOMIC
-
-
-def smallest(recs: list[dict]) -> dict | None:
+def smallest(recs: list[SweepPoint]) -> SweepPoint | None:
     """The composing point with the fewest distinct parameters (ties: fewer steps to test_id >= 0.9)."""
-    ok = [r for r in recs if composed(r)]
-    return min(ok, key=lambda r: (r["unique_parameters"], r.get("test_id_0.9_step") or 10**12)) if ok else None
+    ok = [r for r in recs if r.composed]
+    return min(ok, key=lambda r: (r.unique_parameters, r.test_id_0_9_step or 10**12)) if ok else None
 
 
 def _fmt(v) -> str:
@@ -31,7 +25,7 @@ def _fmt(v) -> str:
     return "—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 
-def settings(points, done: dict[str, dict]) -> list[tuple[dict, list[dict]]]:
+def settings(points, done: dict[str, SweepPoint]) -> list[tuple[dict, list[SweepPoint]]]:
     """[(grid values, finished records of its seeds)] in grid order: one setting per grid point, whatever its seeds."""
     out: dict[tuple, tuple[dict, list]] = {}
     for p in points:
@@ -41,11 +35,11 @@ def settings(points, done: dict[str, dict]) -> list[tuple[dict, list[dict]]]:
     return list(out.values())
 
 
-SPREAD = (("test_id", lambda r: r["accuracy"]["test_id"]), ("test_ood_sys", lambda r: r["accuracy"].get("test_ood_sys")),
-          ("test_unanswerable", lambda r: r["accuracy"].get("test_unanswerable")), ("valid_id_0.9_step", lambda r: r.get("valid_id_0.9_step")))
+SPREAD = (("test_id", lambda r: r.accuracy["test_id"]), ("test_ood_sys", lambda r: r.accuracy.get("test_ood_sys")),
+          ("test_unanswerable", lambda r: r.accuracy.get("test_unanswerable")), ("valid_id_0.9_step", lambda r: r.valid_id_0_9_step))
 
 
-def write_summary(sw, root: Path, points, done: dict[str, dict]) -> dict:
+def write_summary(sw, root: Path, points, done: dict[str, SweepPoint]) -> dict:
     keys = list(sw.grid)
     seeds = getattr(sw, "seeds", None)
     recs = [done[p.slug] for p in points if p.slug in done]
@@ -64,12 +58,12 @@ def write_summary(sw, root: Path, points, done: dict[str, dict]) -> dict:
         if r is None:
             lines.append(f"| {vals} | not finished |" + " |" * 10)
             continue
-        a = r["accuracy"]
-        lines.append(f"| {vals} | {r['unique_parameters']} | {r['steps']} | {a['test_id']:.3f} | {_fmt(a.get('test_ood_sys'))} | "
-                     f"{_fmt(a.get('test_unanswerable'))} | {_fmt(r.get('valid_id_0.9_step'))} | {_fmt(r.get('test_id_0.9_step'))} | "
-                     f"{a['valid_id']:.3f} | {a['atomic_test']:.3f} | {'yes' if composed(r) else 'no'} |")
+        a = r.accuracy
+        lines.append(f"| {vals} | {r.unique_parameters} | {r.steps} | {a['test_id']:.3f} | {_fmt(a.get('test_ood_sys'))} | "
+                     f"{_fmt(a.get('test_unanswerable'))} | {_fmt(r.valid_id_0_9_step)} | {_fmt(r.test_id_0_9_step)} | "
+                     f"{a['valid_id']:.3f} | {a['atomic_test']:.3f} | {'yes' if r.composed else 'no'} |")
     by_setting = [{"values": v, "n_runs": len(rs), **{k: spread([f(r) for r in rs]) for k, f in SPREAD},
-                   "n_composed": sum(composed(r) for r in rs)} for v, rs in settings(points, done)]
+                   "n_composed": sum(r.composed for r in rs)} for v, rs in settings(points, done)]
     if seeds:
         lines += ["", f"Across seeds {', '.join(map(str, seeds))} (task.seed and train.seed; mean [min, max] of the finished runs):", "",
                   "| " + " | ".join(keys) + " | runs | test_id | test_ood_sys | test_unanswerable | steps to valid_id ≥ 0.9 | composed |",
@@ -82,15 +76,15 @@ def write_summary(sw, root: Path, points, done: dict[str, dict]) -> dict:
                          f"{spread_text(steps, '.0f')}{reached} | "
                          f"{st['n_composed']}/{st['n_runs']} |")
     best = smallest(recs)
-    verdict = ("Smallest setting that composed: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best["values"].items())
-               + (f" (seed {best.get('seed')})" if seeds else "")
-               + f" ({best['unique_parameters']} distinct parameters; test_id {best['accuracy']['test_id']:.3f}, "
-               f"test_ood_sys {_fmt(best['accuracy'].get('test_ood_sys'))})") if best else "No point composed."
+    verdict = ("Smallest setting that composed: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.values.items())
+               + (f" (seed {best.seed})" if seeds else "")
+               + f" ({best.unique_parameters} distinct parameters; test_id {best.accuracy['test_id']:.3f}, "
+               f"test_ood_sys {_fmt(best.accuracy.get('test_ood_sys'))})") if best else "No point composed."
     lines += ["", verdict, "", f"![phase diagram](phase_{sw.name}.png)", ""]
     write_text(root / "table.md", "\n".join(lines))
-    write_json(root / "sweep.json", {"name": sw.name, "grid": sw.grid, "axes": sw.axes(), "seeds": seeds,
-                                     "seed_keys": list(SEED_KEYS) if seeds else [], "composed_threshold": COMPOSED,
-                                     "points": recs, "settings": by_setting, "smallest_composed": best, "n_points": len(points)})
+    SweepResult(name=sw.name, grid=sw.grid, axes=list(sw.axes()), seeds=seeds, seed_keys=list(SEED_KEYS) if seeds else [],
+                composed_threshold=COMPOSED, points=recs, settings=by_setting, smallest_composed=best,
+                n_points=len(points)).save(root)
     figs = plot_phase(sw, points, done, root / f"phase_{sw.name}") if recs else []  # named per sweep: the report copies several into one folder
     files = f"sweep.json, sweep.log.txt, table.md{f', phase_{sw.name}.{{png,svg}}' if figs else ''}, points/<point>/ (a run directory each)"
     return {"text": f"sweep {sw.name}: {len(recs)}/{len(points)} runs finished; {verdict} Wrote {root}/ ({files})",

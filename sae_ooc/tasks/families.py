@@ -20,60 +20,16 @@ facts (comparison: every pair of entities) keeps its evaluation and activation c
 from __future__ import annotations
 
 import numpy as np
-from datasets import Dataset, DatasetDict, Features, Sequence, Value
+from datasets import Dataset, DatasetDict
 
 from sae_ooc.config import TASK_SPLITS, TaskConfig
 from sae_ooc.errors import UserError
 from sae_ooc.registry import Registry
+from sae_ooc.tasks.rows import FEATURES, _concat, _rows, _shuffled, valid_test  # noqa: F401  (re-exported)
 from sae_ooc.tasks.vocab import Vocab
 
 SPLITS = TASK_SPLITS
-FEATURES = Features(
-    {
-        "input_ids": Sequence(Value("int64")),  # the prompt, without the answer
-        "answer_ids": Sequence(Value("int64")),  # the answer's tokens (the toy task: one)
-        "answer": Value("int64"),  # planted variables (answer .. bridge2): token ids, -1 for none
-        "bridge": Value("int64"),  # the first intermediate value (twohop: b = t(h, r1); comparison: v1 = value(e1, attr))
-        "hop": Value("int64"),
-        "head": Value("int64"),
-        "r1": Value("int64"),
-        "r2": Value("int64"),
-        "bridge2": Value("int64"),  # the second intermediate value (comparison: v2 = value(e2, attr)), -1 for none
-    }
-)
 COMPARISON_LABELS = ("lt", "eq", "gt")  # the comparison family's answers: value(e1, attr) <, =, > value(e2, attr)
-
-
-def _rows(facts: list[tuple], hop: int) -> dict[str, list]:
-    """Rows for a split from tuples of token ids: (h, r, t) for hop 1, (h, r1, r2, t, b[, b2]) for hop 2."""
-    cols: dict[str, list] = {k: [] for k in FEATURES}
-    for f in facts:
-        if hop == 1:
-            h, r, t = f
-            ids, r1, r2, b, b2 = [h, r], r, -1, -1, -1
-        else:
-            h, r1, r2, t, b, *rest = f
-            ids, b2 = [h, r1, r2], (rest[0] if rest else -1)
-        for k, v in (("input_ids", ids), ("answer_ids", [t]), ("answer", t), ("bridge", b), ("hop", hop), ("head", h),
-                     ("r1", r1), ("r2", r2), ("bridge2", b2)):
-            cols[k].append(v)
-    return cols
-
-
-def _concat(*parts: dict[str, list]) -> dict[str, list]:
-    return {k: sum((p[k] for p in parts), []) for k in FEATURES}
-
-
-def _shuffled(cols: dict[str, list], rng: np.random.Generator) -> dict[str, list]:
-    n = len(cols["answer"])
-    order = rng.permutation(n)
-    return {k: [v[i] for i in order] for k, v in cols.items()}
-
-
-def valid_test(held: list, cfg: TaskConfig) -> tuple[list, list]:
-    """The held-out in-distribution facts (already in random order) cut into (valid_id, test_id), at least one each."""
-    n_valid = min(max(int(round(cfg.valid_fraction * len(held))), 1), len(held) - 1)
-    return held[:n_valid], held[n_valid:]
 
 
 def _capped(facts: list, n: int, rng: np.random.Generator) -> list:

@@ -1,5 +1,6 @@
 """Figures of the `analyze` stage, one per analysis (PNG + SVG via save_figure), each titled with what it shows and
-on how many prompts. Inputs are the analyses' JSON dicts, so a figure can be redrawn from RUN/analyze/<name>.json."""
+on how many prompts. Inputs are the analyses' typed results (sae_ooc.analyses.result, read by attribute: viz imports no
+producer), so a figure can be redrawn from RUN/analyze/<name>.json."""
 
 from __future__ import annotations
 
@@ -44,23 +45,23 @@ def _heat(ax, m, xlabels, ylabels, title, cmap="viridis", vmin=None, vmax=None, 
 
 
 @fail_soft
-def plot_attention(r: dict, stem: Path, name: str) -> list[Path]:
-    roles = tuple(r.get("roles") or ROLES)  # the task layout's position names
-    mean, heads = r["mean_pattern"], r["heads"]
+def plot_attention(r, stem: Path, name: str) -> list[Path]:
+    roles = tuple(r.roles or ROLES)  # the task layout's position names
+    mean, heads = r.mean_pattern, r.heads
     if not mean or not mean[0]:
         return na_figure(stem, f"{name}: attention pattern per head", "no layers or heads")
     L, H = len(mean), len(mean[0])
-    ex = r["examples"]
+    ex = r.examples
     side = max(2.3, 0.3 * len(roles) + 0.4)  # a panel per head, wide enough for its cells' numbers
     fig, axes = plt.subplots(L, H + 1, figsize=(side * (H + 1), (side - 0.1) * L + 0.8), squeeze=False)
-    movers = set(r["movers"])
+    movers = set(r.movers)
     for l in range(L):
         for h in range(H):
             ax = axes[l][h]
             tag = f"L{l}H{h}"
-            info = next((x for x in heads if x["head"] == tag), {})
+            info = next((x for x in heads if x.head == tag), None)
             _heat(ax, mean[l][h], roles, roles, f"{tag}{' (mover)' if tag in movers else ''}: patch@{roles[-1]} "
-                  f"{num(info.get('z_patch_at_r2_recovered'), '.2f')}", cmap="Blues", vmin=0, vmax=1)
+                  f"{num(info.z_patch_at_r2_recovered if info else None, '.2f')}", cmap="Blues", vmin=0, vmax=1)
             if tag in movers:
                 for s in ax.spines.values():
                     s.set_edgecolor("red")
@@ -70,99 +71,98 @@ def plot_attention(r: dict, stem: Path, name: str) -> list[Path]:
             if l == L - 1:
                 ax.set_xlabel("source", fontsize=7)
         # last column: each example prompt's attention from r2, every head of this layer
-        rows = [list(ex[i]["pattern"][l][h][-1]) for i in range(len(ex)) for h in range(H)]  # from the answer position (the last)
+        rows = [list(ex[i].pattern[l][h][-1]) for i in range(len(ex)) for h in range(H)]  # from the answer position (the last)
         labels = [f"#{i} H{h}" for i in range(len(ex)) for h in range(H)]
         _heat(axes[l][H], rows, roles, labels, f"L{l}: from {roles[-1]}, example prompts", cmap="Blues", vmin=0, vmax=1)
-    exs = "; ".join(f"#{i}: {e['prompt']} -> {e['answer']} (bridge {e['bridge']})" for i, e in enumerate(ex))
-    fig.suptitle(f"{name}: attention pattern per head, mean over {r['n_prompts']} held-out test_id prompts (destination x source role).\n"
-                 f"Red frame: r1 -> {roles[-1]} mover ({r['mover_rule']}).\nExamples {exs}", fontsize=8)
+    exs = "; ".join(f"#{i}: {e.prompt} -> {e.answer} (bridge {e.bridge})" for i, e in enumerate(ex))
+    fig.suptitle(f"{name}: attention pattern per head, mean over {r.n_prompts} held-out test_id prompts (destination x source role).\n"
+                 f"Red frame: r1 -> {roles[-1]} mover ({r.mover_rule}).\nExamples {exs}", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, stem)
 
 
 @fail_soft
-def plot_logit_lens(r: dict, stem: Path, name: str) -> list[Path]:
-    roles = tuple(r.get("roles") or ROLES)  # the task layout's position names
+def plot_logit_lens(r, stem: Path, name: str) -> list[Path]:
+    roles = tuple(r.roles or ROLES)  # the task layout's position names
     fig, axes = plt.subplots(2, 3, figsize=(11, 6.5))
-    states = r["states"]
-    for i, var in enumerate(("bridge", "answer")):
-        d = r[var]
-        _heat(axes[i][0], d["prob"], roles, states, f"{var}: mean probability", vmin=0, vmax=1)
-        _heat(axes[i][1], d["top1"], roles, states, f"{var}: share ranked first", vmin=0, vmax=1)
-        _heat(axes[i][2], np.log10(1 + _grid(d["median_rank"])), roles, states, f"{var}: log10(1 + median rank)",
+    states = r.states
+    for i, (var, d) in enumerate((("bridge", r.bridge), ("answer", r.answer))):
+        _heat(axes[i][0], d.prob, roles, states, f"{var}: mean probability", vmin=0, vmax=1)
+        _heat(axes[i][1], d.top1, roles, states, f"{var}: share ranked first", vmin=0, vmax=1)
+        _heat(axes[i][2], np.log10(1 + _grid(d.median_rank)), roles, states, f"{var}: log10(1 + median rank)",
               cmap="viridis_r", fmt="{:.1f}")
     fig.suptitle(f"{name}: logit lens (residual stream -> ln_final -> unembed), bridge and answer per state and position, "
-                 f"{r['n_prompts']} held-out test_id prompts\nno tuned lens: a poor rank in early layers is not absence", fontsize=9)
+                 f"{r.n_prompts} held-out test_id prompts\nno tuned lens: a poor rank in early layers is not absence", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, stem)
 
 
 @fail_soft
-def plot_patching(r: dict, stem: Path, name: str) -> list[Path]:
-    roles = tuple(r.get("roles") or ROLES)  # the task layout's position names
+def plot_patching(r, stem: Path, name: str) -> list[Path]:
+    roles = tuple(r.roles or ROLES)  # the task layout's position names
     fig, axes = plt.subplots(1, 5, figsize=(18, 4.4), gridspec_kw={"width_ratios": [1, 1, 1, 1.3, 1.3]})
-    L = len(r["resid_pre"]["normalised"])
+    L = len(r.kinds["resid_pre"].normalised)
     layers = [f"L{l}" for l in range(L)]
     for ax, kind in zip(axes[:3], ("resid_pre", "attn_out", "mlp_out")):
-        _heat(ax, r[kind]["normalised"], roles, layers, f"{kind}", center=True)
+        _heat(ax, r.kinds[kind].normalised, roles, layers, f"{kind}", center=True)
     for ax, kind, what in ((axes[3], "z", "head output z (position)"), (axes[4], "pattern", "head pattern (destination)")):
-        m = r[kind]["normalised"]  # [L][P][H]
+        m = r.kinds[kind].normalised  # [L][P][H]
         H = len(m[0][0]) if m and m[0] else 0
         rows = [[m[l][p][h] for p in range(len(m[0]))] for l in range(L) for h in range(H)]
         _heat(ax, rows, roles, [f"L{l}H{h}" for l in range(L) for h in range(H)], what, center=True)
-    fig.suptitle(f"{name}: activation patching clean -> corrupted (h' r1 r2, other bridge and answer), {r['n_prompts']} held-out "
-                 f"test_id pairs; share of the {r['metric']} gap recovered (clean {num(r['clean'], '.2f')}, corrupted {num(r['corrupt'], '.2f')})",
+    fig.suptitle(f"{name}: activation patching clean -> corrupted (h' r1 r2, other bridge and answer), {r.n_prompts} held-out "
+                 f"test_id pairs; share of the {r.metric} gap recovered (clean {num(r.clean, '.2f')}, corrupted {num(r.corrupt, '.2f')})",
                  fontsize=9)
     fig.tight_layout()
     return save_figure(fig, stem)
 
 
 @fail_soft
-def plot_tracing(r: dict, stem: Path, name: str) -> list[Path]:
-    roles = tuple(r.get("roles") or ROLES)  # the task layout's position names
+def plot_tracing(r, stem: Path, name: str) -> list[Path]:
+    roles = tuple(r.roles or ROLES)  # the task layout's position names
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
-    L = len(r["resid"])
+    L = len(r.resid)
     layers = [f"L{l}" for l in range(L)]
-    cells = np.concatenate([floats(r["total_effect"])] + [_grid(r[k]).ravel() for k in ("resid", "mlp", "attn")])
+    cells = np.concatenate([floats(r.total_effect)] + [_grid(getattr(r, k)).ravel() for k in ("resid", "mlp", "attn")])
     lim = float(np.nanmax(np.abs(cells), initial=0.0)) if np.isfinite(cells).any() else 0.0
     lim = max(lim, 1e-6)
-    for ax, kind, what in zip(axes, ("resid", "mlp", "attn"), ("resid_pre restored", f"MLP outputs restored (window {r['window']})",
-                                                               f"attention outputs restored (window {r['window']})")):
-        _heat(ax, r[kind], roles, layers, what, cmap="RdBu_r", vmin=-lim, vmax=lim, fmt="{:.3f}")
+    for ax, kind, what in zip(axes, ("resid", "mlp", "attn"), ("resid_pre restored", f"MLP outputs restored (window {r.window})",
+                                                               f"attention outputs restored (window {r.window})")):
+        _heat(ax, getattr(r, kind), roles, layers, what, cmap="RdBu_r", vmin=-lim, vmax=lim, fmt="{:.3f}")
     fig.suptitle(f"{name}: causal tracing, indirect effect on p(answer) of restoring one clean state after noising the head entity "
-                 f"({r['noise_scale']}x its embedding std, {r['samples']} draws),\n{r['n_prompts']} held-out test_id prompts: "
-                 f"p clean {num(r['p_clean'])}, p noised {num(r['p_corrupt'])}, total effect {num(r['total_effect'])}", fontsize=9)
+                 f"({r.noise_scale}x its embedding std, {r.samples} draws),\n{r.n_prompts} held-out test_id prompts: "
+                 f"p clean {num(r.p_clean)}, p noised {num(r.p_corrupt)}, total effect {num(r.total_effect)}", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, stem)
 
 
 @fail_soft
-def plot_probes(r: dict, stem: Path, name: str) -> list[Path]:
+def plot_probes(r, stem: Path, name: str) -> list[Path]:
     variables = ("head", "bridge", "answer")
     fig, axes = plt.subplots(len(variables), 3, figsize=(11, 3.1 * len(variables)), squeeze=False)
-    hooks = [h.replace("blocks.", "L").replace(".hook_", " ") for h in r["hooks"]]
+    hooks = [h.replace("blocks.", "L").replace(".hook_", " ") for h in r.hooks]
     for i, v in enumerate(variables):
-        d = r[v]
+        d = getattr(r, v)
         ctrl = [[None if a is None else max(x for x in (a, b) if x is not None) for a, b in zip(ra, rb)]
-                for ra, rb in zip(d["random_model_acc"], d["shuffled_acc"])]
-        n = max((x for row in d["n_heldout"] for x in row if x), default=0)
-        _heat(axes[i][0], d["heldout_acc"], r["positions"], hooks, f"{v}: held-out probe accuracy (up to {n} prefixes)", vmin=0, vmax=1)
-        _heat(axes[i][1], ctrl, r["positions"], hooks, f"{v}: best control (random model, shuffled labels)", vmin=0, vmax=1)
-        _heat(axes[i][2], d["chance"], r["positions"], hooks, f"{v}: chance (label frequencies)", vmin=0, vmax=1)
+                for ra, rb in zip(d.random_model_acc, d.shuffled_acc)]
+        n = max((x for row in d.n_heldout for x in row if x), default=0)
+        _heat(axes[i][0], d.heldout_acc, r.positions, hooks, f"{v}: held-out probe accuracy (up to {n} prefixes)", vmin=0, vmax=1)
+        _heat(axes[i][1], ctrl, r.positions, hooks, f"{v}: best control (random model, shuffled labels)", vmin=0, vmax=1)
+        _heat(axes[i][2], d.chance, r.positions, hooks, f"{v}: chance (label frequencies)", vmin=0, vmax=1)
     fig.suptitle(f"{name}: linear probes per layer and position, fit on selection prefixes, scored on held-out prefixes "
-                 f"({r['n_controls']} control model(s) and label shuffling(s)); blank: the prefix does not determine the variable", fontsize=9)
+                 f"({r.n_controls} control model(s) and label shuffling(s)); blank: the prefix does not determine the variable", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, stem)
 
 
 @fail_soft
-def plot_dla(r: dict, stem: Path, name: str) -> list[Path]:
-    comps = r["components"]
-    labels = [c["component"] for c in comps]
+def plot_dla(r, stem: Path, name: str) -> list[Path]:
+    comps = r.components
+    labels = [c.component for c in comps]
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.28 * len(labels) + 2))
     for ax, key, what in ((axes[0], "answer", "logit of the answer t2"), (axes[1], "answer_minus_corrupt", "logit(t2) - logit(t2')")):
-        vals = floats([c[key] for c in comps])
-        err = np.nan_to_num(np.abs(floats([c[f"{key}_std"] for c in comps])))  # a missing std: no bar
+        vals = floats([getattr(c, key) for c in comps])
+        err = np.nan_to_num(np.abs(floats([getattr(c, f"{key}_std") for c in comps])))  # a missing std: no bar
         ax.barh(range(len(labels)), vals, xerr=err, color=["C3" if v < 0 else "C0" for v in vals], error_kw={"lw": 0.6})
         if not np.isfinite(vals).any():
             na_axes(ax, "no component measured")
@@ -170,29 +170,29 @@ def plot_dla(r: dict, stem: Path, name: str) -> list[Path]:
         ax.invert_yaxis()
         ax.axvline(0, color="k", lw=0.6)
         ax.set_title(f"direct attribution to {what} (mean ± std)", fontsize=8)
-    fig.suptitle(f"{name}: direct logit attribution at r2 per head, MLP and embedding, {r['n_prompts']} held-out test_id prompts",
+    fig.suptitle(f"{name}: direct logit attribution at r2 per head, MLP and embedding, {r.n_prompts} held-out test_id prompts",
                  fontsize=9)
     fig.tight_layout()
     return save_figure(fig, stem)
 
 
 @fail_soft
-def plot_back_patching(r: dict, stem: Path, name: str) -> list[Path]:
-    splits = [s for s in ("test_id", "test_ood_sys", "test_unanswerable") if r.get(s)]
-    L = r["n_layers"]
+def plot_back_patching(r, stem: Path, name: str) -> list[Path]:
+    splits = [s for s in ("test_id", "test_ood_sys", "test_unanswerable") if getattr(r, s)]
+    L = r.n_layers
     fig, axes = plt.subplots(len(splits), 2, figsize=(9, 3.6 * max(len(splits), 1)), squeeze=False)
     for i, s in enumerate(splits):
-        d = r[s]
+        d = getattr(r, s)
         for j, pos in enumerate(("r1", "r2")):
             grid = [[None] * L for _ in range(L + 1)]  # [src][dst]
-            for k, p in enumerate(r["patches"]):
-                if p["position"] == pos:
-                    grid[p["src"]][p["dst"]] = d["fixed_by_patch"][k]
-            _heat(axes[i][j], grid, [f"into L{x}" for x in range(L)], r["states"], f"{s}: {d['n_failures']} failures, patch at {pos}",
+            for k, p in enumerate(r.patches):
+                if p.position == pos:
+                    grid[p.src][p.dst] = d.fixed_by_patch[k]
+            _heat(axes[i][j], grid, [f"into L{x}" for x in range(L)], r.states, f"{s}: {d.n_failures} failures, patch at {pos}",
                   vmin=0, vmax=1)
-    ch = r.get("chosen")
+    ch = r.chosen
     fig.suptitle(f"{name}: back-patching, share of failures fixed by copying a later state (rows) into an earlier layer (columns)"
-                 + (f"\nchosen on valid_id failures: {ch['position']} state {ch['src']} into L{ch['dst']}" if ch else ""), fontsize=9)
+                 + (f"\nchosen on valid_id failures: {ch.position} state {ch.src} into L{ch.dst}" if ch else ""), fontsize=9)
     fig.tight_layout()
     return save_figure(fig, stem)
 

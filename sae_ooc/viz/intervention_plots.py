@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sae_ooc.records import Spread
 from sae_ooc.viz.plots import err_bars, fail_soft, floats, na_axes, na_figure, plt, save_figure
 from sae_ooc.viz.text import fmt
 
@@ -16,22 +17,24 @@ STEER_BARS = (("features", "feature steering b→b'", "tab:blue"), ("random", "r
               ("resid_patch_same_bridge", "residual patch from another b prompt", "tab:olive"))
 
 
-def _interval(r: dict | None) -> tuple[float | None, float | None, float | None]:
+def _interval(r) -> tuple[float | None, float | None, float | None]:
     """(share, low, high) of one intervention's consistent share and its 95% interval; the random control's mean over
     its draws with their range. None where it was not measured."""
     if r is None:
         return None, None, None
-    c = r["consistent"]
-    if "sd" in c:  # random: mean over draws, bar from its min to its max
-        return c.get("mean"), c.get("min"), c.get("max")
-    lo, hi = c.get("ci95") or (None, None)
-    return c.get("share"), lo, hi
+    c = r.consistent
+    if isinstance(c, Spread):  # random: mean over draws, bar from its min to its max
+        return c.mean, c.min, c.max
+    lo, hi = c.ci95 or (None, None)
+    return c.share, lo, hi
 
 
 @fail_soft
-def plot_steering(result: dict, stem: Path) -> list[Path]:
-    rows = result["rows"]
-    title = (f"Steering the bridge to b' on {result['settings']['n_prompts']} {result['settings']['split']} prompts "
+def plot_steering(result, stem: Path) -> list[Path]:
+    """`result`: a sae_ooc.interventions.steer_result.SteerResult (drawing reads typed outputs by attribute and imports
+    no producer: viz is the ground floor)."""
+    rows = result.rows
+    title = (f"Steering the bridge to b' on {result.settings.n_prompts} {result.settings.split} prompts "
              "(95% CI; random: range over draws)")
     if not rows:
         return na_figure(stem, title, "no (hook, position) rows")
@@ -39,10 +42,10 @@ def plot_steering(result: dict, stem: Path) -> list[Path]:
     x = np.arange(len(rows))
     w = 0.8 / len(STEER_BARS)
     for j, (key, label, color) in enumerate(STEER_BARS):
-        share, lo, hi = zip(*[_interval(r["methods"].get(key)) for r in rows])
+        share, lo, hi = zip(*[_interval(r.methods.get(key)) for r in rows])
         ax.bar(x + (j - (len(STEER_BARS) - 1) / 2) * w, floats(share), w, yerr=err_bars(share, lo, hi),
                color=color, label=label, capsize=2, error_kw={"lw": 0.8})
-    ax.set_xticks(x, [f"{r['hook'].replace('blocks.', 'L').replace('.hook_', ' ')}\n@{r['position']} (n {r['n_prompts']})" for r in rows],
+    ax.set_xticks(x, [f"{r.hook.replace('blocks.', 'L').replace('.hook_', ' ')}\n@{r.position} (n {r.n_prompts})" for r in rows],
                   fontsize=7)
     ax.set_ylabel("share answering t(b', r2)")
     ax.set_ylim(0, 1.05)
@@ -52,9 +55,10 @@ def plot_steering(result: dict, stem: Path) -> list[Path]:
 
 
 @fail_soft
-def plot_edit_layers(by_layer: list[dict], stem: Path) -> list[Path]:
+def plot_edit_layers(by_layer: list, stem: Path) -> list[Path]:
+    """`by_layer`: sae_ooc.interventions.edit_result.EditResult.by_layer."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    layers = [r["layer"] for r in by_layer]
+    layers = [r.layer for r in by_layer]
     drawn = 0
     for key, label, color in (("efficacy", "efficacy (atomic fact → b')", "tab:blue"),
                               ("propagation", "propagation (two-hop → t(b', r2))", "tab:orange"),
@@ -62,11 +66,12 @@ def plot_edit_layers(by_layer: list[dict], stem: Path) -> list[Path]:
                               ("specificity_atomic", "specificity: unrelated atomic", "tab:olive"),
                               ("specificity_two_hop", "specificity: unrelated two-hop", "tab:gray"),
                               ("reverse", "reverse (b', r⁻¹) → h", "tab:red")):
-        v = [r[key]["share"] if r.get(key) and r[key].get("share") is not None else np.nan for r in by_layer]
+        got = [getattr(r, key) for r in by_layer]
+        v = [g.share if g and g.share is not None else np.nan for g in got]
         if np.all(np.isnan(v)):
             continue
-        lo = [r[key]["ci95"][0] if r.get(key) and r[key].get("ci95") else np.nan for r in by_layer]
-        hi = [r[key]["ci95"][1] if r.get(key) and r[key].get("ci95") else np.nan for r in by_layer]
+        lo = [g.ci95[0] if g and g.ci95 else np.nan for g in got]
+        hi = [g.ci95[1] if g and g.ci95 else np.nan for g in got]
         ax.plot(layers, v, marker="o", color=color, label=label)
         ax.fill_between(layers, floats(lo), floats(hi), color=color, alpha=0.15)
         drawn += 1
@@ -84,23 +89,24 @@ def plot_edit_layers(by_layer: list[dict], stem: Path) -> list[Path]:
 
 
 @fail_soft
-def plot_localization(points: dict, corr: dict, stem: Path) -> list[Path]:
-    """Causal-tracing effect of each (fact, layer) against that edit's success (efficacy score and propagation)."""
+def plot_localization(points, corr: dict, stem: Path) -> list[Path]:
+    """Causal-tracing effect of each (fact, layer) against that edit's success (efficacy score and propagation).
+    `points`, `corr`: an EditResult's localization.points and localization.correlation."""
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.8))
-    layers = np.asarray(points["layer"], dtype=float)
+    layers = np.asarray(points.layer, dtype=float)
     top = int(layers.max()) if len(layers) else 0
     cmap = plt.get_cmap("viridis", max(top + 1, 2))
     for ax, key, label in ((axes[0], "rewrite", "rewrite score"), (axes[1], "propagation", "propagation share")):
-        y = floats(points[key])
-        sc = ax.scatter(floats(points["trace"]), y, c=layers, cmap=cmap, s=10, alpha=0.7, vmin=-0.5, vmax=top + 0.5)
+        y = floats(getattr(points, key))
+        sc = ax.scatter(floats(points.trace), y, c=layers, cmap=cmap, s=10, alpha=0.7, vmin=-0.5, vmax=top + 0.5)
         if not np.isfinite(y).any():
             na_axes(ax, "no (fact, layer) measured")
-        c = corr.get(key) or {}
-        p, s = c.get("pearson") or {}, c.get("spearman") or {}
+        c = corr.get(key)
+        p, s = (c.pearson, c.spearman) if c else (None, None)
 
         def txt(d):
-            ci = d.get("ci95") or (None, None)
-            return "n/a" if d.get("value") is None else f"{d['value']:.2f} [{fmt(ci[0], '.2f')}, {fmt(ci[1], '.2f')}]"
+            ci = (d.ci95 if d else None) or (None, None)
+            return "n/a" if d is None or d.value is None else f"{d.value:.2f} [{fmt(ci[0], '.2f')}, {fmt(ci[1], '.2f')}]"
 
         ax.set_title(f"Pearson {txt(p)}, Spearman {txt(s)}", fontsize=8)
         ax.set_xlabel("tracing effect of the layer's MLP (restored p(b) gain)", fontsize=8)

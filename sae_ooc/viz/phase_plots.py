@@ -20,14 +20,14 @@ def _label(v) -> str:
     return "" if v is None else ("true" if v else "false") if isinstance(v, bool) else str(v)  # None: a sweep with one axis
 
 
-def _value(rec: dict, metric: str):
+def _value(rec, metric: str):
     if metric == "steps":
-        return rec.get("valid_id_0.9_step")
-    return rec["accuracy"].get(metric)
+        return rec.valid_id_0_9_step
+    return rec.accuracy.get(metric)
 
 
-def cell(recs: list[dict], metric: str) -> tuple[float | None, str]:
-    """(colour value, text) of one setting over its finished seeds' records."""
+def cell(recs: list, metric: str) -> tuple[float | None, str]:
+    """(colour value, text) of one setting over its finished seeds' records (SweepPoint)."""
     vals = [_value(r, metric) for r in recs]
     got = [float(v) for v in vals if v is not None and np.isfinite(v)]
     if not got:
@@ -43,7 +43,8 @@ def cell(recs: list[dict], metric: str) -> tuple[float | None, str]:
 
 
 @fail_soft
-def plot_phase(sw, points, done: dict[str, dict], stem: Path) -> list[Path]:
+def plot_phase(sw, points, done: dict, stem: Path) -> list[Path]:
+    """`done`: {slug: sae_ooc.sweep.result.SweepPoint} of the finished points."""
     x, y = sw.axes()
     xs = sw.grid[x] if x else [None]
     ys = sw.grid[y] if y else [None]
@@ -54,7 +55,7 @@ def plot_phase(sw, points, done: dict[str, dict], stem: Path) -> list[Path]:
         recs = by_values.setdefault(tuple(sorted(p.values.items(), key=str)), [])
         if p.slug in done:
             recs.append(done[p.slug])
-    max_steps = max((r["max_steps"] for r in done.values()), default=1)
+    max_steps = max((r.max_steps for r in done.values()), default=1)
     cell_h = 0.85 if getattr(sw, "seeds", None) else 0.55  # a cell's text: mean, range, and for steps how many seeds got there
     fig, axes = plt.subplots(len(facets), 3, figsize=(4.2 * 3, 0.9 + cell_h * len(ys) * len(facets) + 1.2 * len(facets)), squeeze=False)
     for row, facet in enumerate(facets):

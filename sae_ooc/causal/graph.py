@@ -1,0 +1,63 @@
+"""The circuit of causal variables (sae_ooc.causal.circuit's record) as plain circuit-graph data, so that the export stage's
+own drawing code (sae_ooc.viz.circuit_files.export_circuit) writes it in every format it writes: PNG and SVG (the layered
+diagram), DOT, the self-contained HTML page, circuit-tracer's graph.json and the full JSON.
+
+Nodes are the high-level model's variables as units of the model, each at its hook and position: the inputs head, r1 and
+r2 (each its token, with the smallest unit of section 1 that carries it in its text), bridge@r1, bridge@answer and r2 at the answer position. A node's `effect` is
+its held-out IIA (the share of held-out pairs answering the high-level model's counterfactual when the unit is
+interchanged from the donor); an edge's weight is its source node's IIA (how much of the answer follows the value it
+passes on); the sink is the answer.
+"""
+
+from __future__ import annotations
+
+from sae_ooc.circuits.graph import CircuitGraph, GraphEdge, GraphNode
+from sae_ooc.circuits.nodes import SINK
+
+EDGES = (("head", "bridge@r1"), ("r1", "bridge@r1"), ("bridge@r1", "bridge@answer"), ("r2", "r2@answer"),
+         ("bridge@answer", SINK), ("r2@answer", SINK))
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _hook_key(h: str) -> tuple[int, int]:
+    parts = h.split(".")
+    return int(parts[1]), ("hook_resid_pre", "hook_resid_mid", "hook_resid_post").index(parts[-1])
+
+
+def causal_graph(circuit: dict, positions: list[str], config: str = "") -> CircuitGraph | None:
+    """The circuit as a CircuitGraph (None when it was not built)."""
+    if circuit.get("status") != "ok":
+        return None
+    nodes = {**(circuit.get("inputs") or {}), **circuit["nodes"]}
+    hooks = sorted({nd["hook"] for nd in nodes.values()}, key=_hook_key)
+    gnodes = []
+    for key, nd in nodes.items():
+        u, rnd = nd["unit"], nd.get("random") or {}
+        kind = nd.get("kind", "DAS subspace")
+        desc = (f"{kind} of rank {nd['rank']}: IIA {_pct(u.get('switch'))} (residual patch {_pct((nd.get('resid_patch') or {}).get('switch'))}, "
+                f"random subspace {_pct(rnd.get('switch'))})")
+        if nd.get("smallest_unit"):
+            sm = nd["smallest_unit"]
+            desc += f"; smallest unit: DAS rank {sm['rank']} at {sm['hook']}, IIA {_pct(sm['unit'].get('switch'))}"
+        gnodes.append(GraphNode(id=key, hook=nd["hook"], hook_index=hooks.index(nd["hook"]), position=int(nd["position"]),
+                                role=positions[int(nd["position"])], type="variable", feature=None, effect=float(u.get("switch") or 0.0),
+                                effect_std=0.0, label=key, description=desc, extra={"name": key, "rank": nd["rank"], "iia": u.get("switch"),
+                                                                                     "ci95": u.get("ci95")}))
+    ids = {n.id for n in gnodes}
+    iia = {n.id: n.effect for n in gnodes}
+    edges = [GraphEdge(a, b, iia[a]) for a, b in EDGES if a in ids and (b in ids or b == SINK)]
+    faith = ((circuit.get("faithfulness") or {}).get("circuit") or {})
+    unit = faith.get("unit") or {}
+    scores = {"faithfulness": unit.get("faithfulness"), "kept": unit.get("kept"), "pairs": "heldout", "n_pairs": circuit.get("n_heldout"),
+              "random_subspaces_kept": (faith.get("random") or {}).get("kept")}
+    metadata = {"config": f"{config} circuit of causal variables".strip(), "method": "interchange interventions (IIA per node)",
+                "metric": "the high-level model's counterfactual answer", "n_pairs": circuit.get("n_heldout"), "hooks": hooks, "positions": list(positions),
+                "node_kind": "causal variables (units of the model)", "effects_over": "held-out pairs (IIA)",
+                "effect": "IIA: share of held-out pairs answering the high-level model's counterfactual",
+                "edge_weights": "the source node's IIA", "values_on": "held-out pairs",
+                "high_level_model": circuit.get("high_level_model"),
+                "sink": {"id": SINK, "description": "answer = t(bridge, r2)"}}
+    return CircuitGraph(metadata, scores, gnodes, edges)

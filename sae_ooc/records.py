@@ -1,0 +1,305 @@
+"""Typed stage outputs: a dataclass per output file, with save/load, a format version and generated documentation.
+
+A stage output is a `StageOutput` dataclass defined in the package of the stage that writes it (for example
+`sae_ooc.interventions.steer_result.SteerResult`). The stage builds it and calls `save(run_subdir)`; every reader
+calls `Class.load(run_subdir)` and reads attributes, so a renamed field breaks a test, not a report page at run time.
+Model: circuit-tracer's `Graph` (`to_pt` / `from_pt`).
+
+The JSON is the dataclasses' fields in declaration order (the bytes the stages wrote before they were typed):
+- a nested `Record` is a JSON object; `list[R]` and `dict[str, R]` of records are lists and objects of them;
+- an optional key some files lack is `OMIT` (falsy, not written); `None` is JSON null;
+- keys this version does not know are kept in `extra` and written back after the known ones;
+- a key that is not a Python name ("valid_id_0.5_step") is a field declared with `key("valid_id_0.5_step")`;
+- keys named by data ("bridge@r1", one per variable and position) beside fixed ones are collected by a `rest()` field,
+  a dict written in its place.
+
+Format versions: version 1 of every output is its JSON as it was when the outputs became typed, which carries no
+version key (files stay byte-identical). A later version writes `"format": "<FORMAT_NAME>/<n>"`; `load` refuses a
+file whose format it does not know, naming the command that rebuilds it. docs/FORMATS.md is generated from these
+classes (`python -m sae_ooc.formats`; tests/test_records.py checks it is current): a field's meaning is the comment
+beside it in the class, written once.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sae_ooc.errors import UserError
+from sae_ooc.io import read_json, write_json
+
+
+class _Omit:
+    """An optional key the file does not have: falsy, left out of the JSON."""
+
+    def __repr__(self) -> str:
+        return "OMIT"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Omit)
+
+    def __hash__(self) -> int:
+        return 0
+
+
+OMIT: Any = _Omit()
+
+
+def given(x) -> bool:
+    """Whether an optional field is in the file (not OMIT; None counts as given: it is written as null)."""
+    return x is not OMIT
+
+
+def opt(x, default=None):
+    """An optional field's value, `default` where the file does not have it (OMIT)."""
+    return default if x is OMIT else x
+
+
+@functools.cache
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _record_type(hint) -> type | None:
+    return hint if isinstance(hint, type) and issubclass(hint, Record) else None
+
+
+def _load(hint, v):
+    """A JSON value as `hint` says: records (and lists / dicts / unions of them) become their dataclasses."""
+    if v is None or isinstance(v, Record):
+        return v
+    if (rt := _record_type(hint)) is not None:
+        return rt.from_json(v) if isinstance(v, dict) else v
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        recs = [a for a in args if _record_type(a) or typing.get_origin(a) in (list, dict)]
+        return _load(recs[0], v) if len(recs) == 1 else v
+    if origin is list and args and isinstance(v, list):
+        return [_load(args[0], x) for x in v]
+    if origin is dict and len(args) == 2 and isinstance(v, dict):
+        return {k: _load(args[1], x) for k, x in v.items()}
+    return v
+
+
+def _dump(v):
+    if isinstance(v, Record):
+        return v.to_json()
+    if isinstance(v, list):
+        return [_dump(x) for x in v]
+    if isinstance(v, tuple):
+        return [_dump(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _dump(x) for k, x in v.items()}
+    return v
+
+
+@dataclass(kw_only=True)
+class Record:
+    """A JSON object with known keys (subclasses are `@dataclass(kw_only=True)`)."""
+
+    extra: dict = field(default_factory=dict, repr=False)  # keys this version does not know, written back as read
+
+    def to_json(self) -> dict:
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "extra" or v is OMIT:
+                continue
+            if f.metadata.get("rest"):
+                out.update(_dump(v))
+            else:
+                out[_key(f)] = _dump(v)
+        return {**out, **self.extra}
+
+    @classmethod
+    def from_json(cls, d: dict):
+        hints = _hints(cls)
+        own = [f for f in fields(cls) if f.name != "extra"]
+        known = {f.name: _load(hints[f.name], d[_key(f)]) for f in own if _key(f) in d and not f.metadata.get("rest")}
+        missing = [_key(f) for f in own if _key(f) not in d and not _has_default(f)]  # (a rest field has a default)
+        if missing:
+            raise KeyError(f"{cls.__name__}: missing {', '.join(missing)}")
+        keys = {_key(f) for f in own if not f.metadata.get("rest")}
+        unknown = {k: v for k, v in d.items() if k not in keys}
+        rest = [f for f in own if f.metadata.get("rest")]
+        if rest:  # every key no other field names belongs to the rest field
+            known[rest[0].name] = _load(hints[rest[0].name], unknown)
+            unknown = {}
+        return cls(**known, extra=unknown)
+
+
+def key(name: str, default=MISSING):
+    """A field whose JSON key is not a Python name."""
+    return field(default=default, metadata={"key": name})
+
+
+def rest():
+    """The keys of a JSON object that no other field names, as one dict field (typed dict[str, X])."""
+    return field(default_factory=dict, metadata={"rest": True})
+
+
+def _key(f) -> str:
+    return f.metadata.get("key", f.name)
+
+
+def _has_default(f) -> bool:
+    return f.default is not MISSING or f.default_factory is not MISSING
+
+
+@dataclass(kw_only=True)
+class StageOutput(Record):
+    """One output file of a stage: `save(dir)` writes dir/FILE atomically, `load(dir)` reads it back."""
+
+    FILE: ClassVar[str]  # the file name inside the stage's folder
+    STAGE: ClassVar[str]  # the stage that writes it (the command that rebuilds it)
+    FORMAT_NAME: ClassVar[str]  # e.g. "sae_ooc.steer"
+    FORMAT_VERSION: ClassVar[int] = 1  # version 1 writes no "format" key (the files as they were before typing)
+
+    def save(self, directory: str | Path) -> Path:
+        d = self.to_json()
+        if self.FORMAT_VERSION > 1:
+            d = {"format": f"{self.FORMAT_NAME}/{self.FORMAT_VERSION}", **{k: v for k, v in d.items() if k != "format"}}
+        return write_json(Path(directory) / self.FILE, d)
+
+    @classmethod
+    def rebuild(cls, directory: Path) -> str:
+        """The command that writes the file again (the stage's folder is directly under the run directory)."""
+        return f"sae-ooc {cls.STAGE} --force --run {directory.parent}"
+
+    @classmethod
+    def path(cls, directory: str | Path) -> Path:
+        return Path(directory) / cls.FILE
+
+    @classmethod
+    def exists(cls, directory: str | Path) -> bool:
+        return cls.path(directory).exists()
+
+    @classmethod
+    def load(cls, directory: str | Path):
+        path = cls.path(directory)
+        rebuild = cls.rebuild(Path(directory))
+        try:
+            d = read_json(path)
+        except (ValueError, OSError) as e:
+            raise UserError(f"{path} is unreadable ({e}); rerun `{rebuild}`") from None
+        own = "format" in {f.name for f in fields(cls)}  # a record whose own field is called format
+        found = d.get("format") if isinstance(d, dict) and not own else None
+        expected = None if cls.FORMAT_VERSION == 1 else f"{cls.FORMAT_NAME}/{cls.FORMAT_VERSION}"
+        if not isinstance(d, dict) or found != expected:
+            raise UserError(f"{path} is not a {cls.FORMAT_NAME}/{cls.FORMAT_VERSION} file (format "
+                            f"{found or cls.FORMAT_NAME + '/1'!r}); rerun `{rebuild}`")
+        try:
+            return cls.from_json({k: v for k, v in d.items() if k != "format" or own})
+        except (KeyError, TypeError) as e:
+            raise UserError(f"{path} does not hold a {cls.__name__} ({e}); rerun `{rebuild}`") from None
+
+    @classmethod
+    def load_if(cls, directory: str | Path):
+        """The output, or None where the stage has not written it."""
+        return cls.load(directory) if cls.exists(directory) else None
+
+
+# ---------------------------------------------------------------------------------------------------- shared leaves
+@dataclass(kw_only=True)
+class Share(Record):
+    """A share of prompts with its 95% Wilson interval (sae_ooc.interventions.facts.share)."""
+
+    share: float | None  # k / n (None when n is 0)
+    ci95: list[float] | None  # [low, high]
+    n: int  # prompts
+
+
+@dataclass(kw_only=True)
+class MeanCI(Record):
+    """A mean with its 95% normal interval over prompts (sae_ooc.interventions.facts.mean_ci)."""
+
+    mean: float | None  # None when n is 0
+    ci95: list[float] | None  # [low, high]
+    n: int
+
+
+@dataclass(kw_only=True)
+class Spread(Record):
+    """A quantity over random draws: mean, sample sd and range."""
+
+    mean: float
+    sd: float
+    min: float
+    max: float
+
+
+# ---------------------------------------------------------------------------------------------------- documentation
+def _comments(cls) -> dict[str, str]:
+    """{field: the comment beside it in the class body}."""
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    out = {}
+    for line in src.splitlines():
+        m = re.match(r"^    (\w+): [^#]*#\s*(.*)$", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def _type_name(hint) -> str:
+    if isinstance(hint, type):
+        return hint.__name__
+    return re.sub(r"\b[\w.]+\.(\w+)", r"\1", str(hint)).replace("typing.", "")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a Markdown table cell
+
+
+def _nested(hint) -> list[type]:
+    if _record_type(hint):
+        return [hint]
+    return [t for a in typing.get_args(hint) for t in _nested(a)]
+
+
+def format_doc(cls) -> list[str]:
+    """Markdown for one output class and the records nested in it (each described once)."""
+    lines, seen, todo = [], set(), [cls]
+    while todo:
+        c = todo.pop(0)
+        if c in seen or c in (Share, MeanCI, Spread):
+            continue
+        seen.add(c)
+        head = (f"### `{c.FILE}` ({c.STAGE}): `{c.__module__}.{c.__name__}`, format {c.FORMAT_NAME}/{c.FORMAT_VERSION}"
+                if c is cls else f"#### `{c.__name__}`")
+        lines += [head, "", inspect.cleandoc(c.__doc__ or ""), "", "| key | type | meaning |", "|---|---|---|"]
+        notes, hints = _comments(c), _hints(c)
+        for f in fields(c):
+            if f.name == "extra":
+                continue
+            opt = " (optional)" if f.default is OMIT else ""
+            name = f"*other keys* (`{f.name}`)" if f.metadata.get("rest") else f"`{_key(f)}`"
+            lines.append(f"| {name} | `{_cell(_type_name(hints[f.name]))}`{opt} | {_cell(notes.get(f.name, ''))} |")
+            todo += _nested(hints[f.name])
+        lines.append("")
+    return lines
+
+
+def leaves_doc() -> list[str]:
+    out = ["## Shared records", ""]
+    for c in (Share, MeanCI, Spread):
+        notes, hints = _comments(c), _hints(c)
+        out += [f"#### `{c.__name__}`", "", inspect.cleandoc(c.__doc__ or ""), "", "| key | type | meaning |", "|---|---|---|"]
+        out += [f"| `{f.name}` | `{_cell(_type_name(hints[f.name]))}` | {_cell(notes.get(f.name, ''))} |" for f in fields(c) if f.name != "extra"]
+        out.append("")
+    return out
+
+
+def is_record(x) -> bool:
+    return is_dataclass(x) and isinstance(x, Record)
