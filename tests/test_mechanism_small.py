@@ -79,10 +79,10 @@ def test_r2_at_its_position_is_a_small_unit_far_above_random(small_run):
 
 def test_the_head_is_read_off_its_position_by_layer_0(small_run):
     # the first hop is done at r1 in layer 0: by blocks.1 the head entity's own position is no longer read, so swapping its
-    # whole residual there for another head's switches no answer (measured 0 of 32 held-out pairs), while at blocks.0 (the
+    # whole residual there for another head's switches no answer (measured 0 of 19 held-out pairs with the systematic OOD split's data, 0 of 32 before), while at blocks.0 (the
     # token itself) it switches them all. A model that reads the head later (say, at the answer position) fails this.
     cheap = dict(variable_ranks=[1], feature_counts=[1], das_steps=1, random_draws=2, bootstrap=20, variable_patch_min=1.0)
     late = variable_at(small_run, "head", HOOK, **cheap)
-    assert late["n"] >= 20 and late["resid_patch"] <= 0.1, late
+    assert late["n"] >= 15 and late["resid_patch"] <= 0.1, late
     early = variable_at(small_run, "head", "blocks.0.hook_resid_pre", **cheap)
     assert early["n"] == late["n"] and early["resid_patch"] >= 0.9, early
