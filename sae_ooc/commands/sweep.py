@@ -3,7 +3,7 @@
 Each grid point is its own run directory under the sweep's directory (default runs/sweeps/<sweep name>), through
 the pipeline's data and train stages, as an independent process (submitit: its local executor, or SLURM with
 --cluster slurm). A rerun skips finished points and resumes an interrupted one from its last checkpoint. Writes
-SWEEP_DIR/sweep.json, table.md and phase_<name>.png/.svg (final test_id, steps to test_id >= 0.9, test_unanswerable).
+SWEEP_DIR/sweep.json, table.md and phase_<name>.png/.svg (final test_id, test_ood_sys, steps to valid_id >= 0.9; with seeds, their mean and range).
 """
 
 import os
