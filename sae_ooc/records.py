@@ -54,6 +54,15 @@ class _Omit:
 OMIT: Any = _Omit()
 
 
+def read_or_rerun(path: Path, rebuild: str):
+    """A stage output's JSON, or one line naming the file and the command that rebuilds it (every typed output's
+    `load` reads through here)."""
+    try:
+        return read_json(path)
+    except (ValueError, OSError) as e:
+        raise UserError(f"{path} is unreadable ({e}); rerun `{rebuild}`") from None
+
+
 def given(x) -> bool:
     """Whether an optional field is in the file (not OMIT; None counts as given: it is written as null)."""
     return x is not OMIT
@@ -187,10 +196,7 @@ class StageOutput(Record):
     def load(cls, directory: str | Path):
         path = cls.path(directory)
         rebuild = cls.rebuild(Path(directory))
-        try:
-            d = read_json(path)
-        except (ValueError, OSError) as e:
-            raise UserError(f"{path} is unreadable ({e}); rerun `{rebuild}`") from None
+        d = read_or_rerun(path, rebuild)
         own = "format" in {f.name for f in fields(cls)}  # a record whose own field is called format
         found = d.get("format") if isinstance(d, dict) and not own else None
         expected = None if cls.FORMAT_VERSION == 1 else f"{cls.FORMAT_NAME}/{cls.FORMAT_VERSION}"

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sae_ooc.errors import UserError
-from sae_ooc.io import read_json, write_json
+from sae_ooc.io import write_json
+from sae_ooc.records import read_or_rerun
 
 FORMAT = "sae_ooc.variables/3"
 READABLE = ("sae_ooc.variables/1", "sae_ooc.variables/2", FORMAT)  # /1 has no circuit (section 2); /2 the bridge at r1 alone
@@ -61,10 +62,7 @@ class VariablesResult:
     def load(cls, path: str | Path) -> "VariablesResult":
         path = Path(path)
         rebuild = f"sae-ooc variables --force --run {path.parent.parent}"
-        try:
-            d = read_json(path)
-        except (ValueError, OSError) as e:
-            raise UserError(f"{path} is unreadable ({e}); rerun `{rebuild}`") from None
+        d = read_or_rerun(path, rebuild)
         if not isinstance(d, dict) or d.get("format") not in READABLE:
             raise UserError(f"{path} is not a {FORMAT} file (format {d.get('format') if isinstance(d, dict) else None!r}); "
                             f"rerun `{rebuild}`")

@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sae_ooc.errors import UserError
-from sae_ooc.io import read_json, write_json
+from sae_ooc.io import write_json
+from sae_ooc.records import read_or_rerun
 
 FORMAT = "sae_ooc.standard_metrics/1"
 STANDARD_FILE = "standard_metrics.json"
@@ -41,10 +42,7 @@ class StandardMetrics:
     def load(cls, path: str | Path) -> "StandardMetrics":
         path = Path(path)
         rebuild = f"sae-ooc eval-sae --force --run {path.parent.parent.parent}"
-        try:
-            d = read_json(path)
-        except (ValueError, OSError) as e:
-            raise UserError(f"{path} is unreadable ({e}); rerun `{rebuild}`") from None
+        d = read_or_rerun(path, rebuild)
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise UserError(f"{path} is not a {FORMAT} file; rerun `{rebuild}`")
         return cls(d["hook_name"], [StandardRow(**r) for r in d["rows"]], d.get("settings", {}), d["format"])
