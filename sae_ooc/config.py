@@ -55,6 +55,7 @@ from sae_ooc.sections.analyze import (  # noqa: F401
 )
 from sae_ooc.sections.dynamics import DynamicsConfig  # noqa: F401
 from sae_ooc.sections.causal import CAUSAL_SPLITS, CausalConfig  # noqa: F401
+from sae_ooc.sections.check import hashed
 from sae_ooc.typed_yaml import ConfigError, apply_overrides, build_dataclass
 
 
@@ -89,7 +90,7 @@ class Config:
 
     def section(self, *names: str) -> dict:
         """The named sections as a plain dict: what a stage hashes to decide whether to rerun."""
-        return {n: dataclasses.asdict(getattr(self, n)) for n in names}
+        return {n: hashed(getattr(self, n)) for n in names}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, overrides_from: str = "--set") -> Config:

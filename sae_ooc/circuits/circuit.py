@@ -62,7 +62,7 @@ from sae_ooc.errors import UserError
 from sae_ooc.io import save_tensors
 from sae_ooc.saes.features import describe_nodes
 from sae_ooc.tasks.data import load_task
-from sae_ooc.threads import torch_threads
+from sae_ooc.threads import cpu_workers, torch_threads, worker_pool
 from sae_ooc.viz.circuit_plots import plot_curve
 
 FAITHFULNESS_FILE = CircuitFaithfulness.FILE
@@ -156,26 +156,56 @@ def run_circuit(run, force: bool = False) -> dict:
 
 
 def _circuit(run) -> dict:
-    c, a = run.cfg.circuit, run.cfg.attribution
-    out = run.circuit_dir
+    c = run.cfg.circuit
     ne_all, sp = load_effects_and_model(run, "the circuit")
     ds, vocab = load_task(run.data_dir)
-    metric = ne_all.metric
     sel_idx, held_idx = ne_all.pairs.split_indices(c.heldout_fraction, c.seed)
     ne, ne_held = ne_all.subset(sel_idx), ne_all.subset(held_idx)  # chosen on ne's pairs, scored on ne_held's
-    held = ne_held.pairs
     nodes = select_nodes(ne, c.top_n, c.node_threshold, c.errors)
     if not nodes:  # before anything is written: a circuit of nothing has no edges to weigh
         why = f"no feature has |mean effect| >= circuit.node_threshold {c.node_threshold}" if c.node_threshold > 0 else "circuit.top_n is 0"
         raise UserError(f"the circuit would have no nodes ({why}); use --set circuit.top_n=N with N >= 1 "
                         "(and circuit.node_threshold=0), or a smaller circuit.node_threshold")
     sizes = sorted(set(c.curve_sizes) | {0, c.top_n})
+    pool = worker_pool(1) if c.prune_ablation != "none" and cpu_workers(c.workers, 2, run.device) > 1 else None
+    try:
+        pruning = pool.submit(_pruning, run, sel_idx) if pool is not None else None
+        return _circuit_rest(run, ne_all, sp, ds, vocab, sel_idx, held_idx, ne, ne_held, nodes, sizes, pruning)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _pruning(run, sel_idx: torch.Tensor) -> dict | None:
+    """`pruned_circuits` in a worker process, from the same files with the same settings as in the stage's process
+    (every random draw in it is seeded), so it returns the same numbers."""
+    c = run.cfg.circuit
+    with torch_threads(c.threads):
+        ne_all, sp = load_effects_and_model(run, "the circuit")
+        ds, _ = load_task(run.data_dir)
+        return pruned_circuits(sp, ne_all.pairs, sel_idx, ds, c, ne_all.metric)
+
+
+def _circuit_rest(run, ne_all: NodeEffects, sp: Spliced, ds, vocab, sel_idx, held_idx, ne: NodeEffects, ne_held: NodeEffects,
+                  nodes: list[Node], sizes: list[int], pruning) -> dict:
+    c, a = run.cfg.circuit, run.cfg.attribution
+    out, metric, held = run.circuit_dir, ne_all.metric, ne_held.pairs
     scored, (abl, faith) = _score_sets(sp, ne, held, nodes, ds, c, metric, sizes)
     scored = {k: Scores.from_json(v) for k, v in scored.items()}
     coarse = [n for n in sizes if n < 5 or n % 5 == 0 or n == c.top_n]
     curves = {k: AblationCurve.from_json(v) for k, v in ablation_curves(sp, ne, ne_held, ds, c, metric, coarse).items()}
     by_method = method_circuits(sp, ne, held, abl, faith, c, a)
-    pruned = pruned_circuits(sp, ne_all.pairs, sel_idx, ds, c, metric)
+    edges, gradient, edge_check = weigh_edges(sp, ne.pairs, nodes, metric, c, a.batch_size)
+    candidates = candidate_edges(sp, ne.pairs, ne, c, edges, a.batch_size)
+    # circuit.edge_extra_ablations too (each ablation sets a source only where it is in its scope on the pair)
+    edge_abl_by = {}
+    for kind in dict.fromkeys((c.ablation, *c.edge_extra_ablations)):
+        kind_abl = abl if kind == c.ablation else ablation_values(sp, ds, kind, c.mean_examples, c.seed, held)
+        edge_abl_by[kind] = edge_ablation_test(sp, held, edges, candidates, kind_abl, metric, list(c.edge_counts), c.random_edge_sets, c.seed,
+                                               label=f"{kind} ablation")
+
+    # the pruning ran beside everything above when a worker took it
+    pruned = pruning.result() if pruning is not None else pruned_circuits(sp, ne_all.pairs, sel_idx, ds, c, metric)
     snap = pruned.pop("snapshot") if pruned else None
     pruned = PrunedPerPrompt.from_json(pruned) if pruned else pruned
     example = None
@@ -188,15 +218,6 @@ def _circuit(run) -> dict:
     plot_curve(scored, curves, c.ablation, out / "faithfulness_curve",
                f"{run.cfg.name}: chosen on {len(sel_idx)} pairs ({ne.method} effects), scored on {len(held_idx)} held-out pairs, metric {metric}",
                pruned, target=(TARGET_FAITHFULNESS, TARGET_MAX_FEATURES))
-
-    edges, gradient, edge_check = weigh_edges(sp, ne.pairs, nodes, metric, c, a.batch_size)
-    candidates = candidate_edges(sp, ne.pairs, ne, c, edges, a.batch_size)
-    # circuit.edge_extra_ablations too (each ablation sets a source only where it is in its scope on the pair)
-    edge_abl_by = {}
-    for kind in dict.fromkeys((c.ablation, *c.edge_extra_ablations)):
-        kind_abl = abl if kind == c.ablation else ablation_values(sp, ds, kind, c.mean_examples, c.seed, held)
-        edge_abl_by[kind] = edge_ablation_test(sp, held, edges, candidates, kind_abl, metric, list(c.edge_counts), c.random_edge_sets, c.seed,
-                                               label=f"{kind} ablation")
 
     n_feat = sum(1 for n in nodes if not n.is_error)
     faith_json = CircuitFaithfulness.from_json({

@@ -15,17 +15,20 @@ not continue an interrupted one (or `force`) starts from an empty RUN/saes/.
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import as_completed
 from pathlib import Path
 
 from sae_ooc.activations.cache import ActivationCache, heldout_mask, open_cache
 from sae_ooc.config import SaeConfig
 from sae_ooc.io import read_json, save_tensors, write_json
 from sae_ooc.models.hooked import model_hash
+from sae_ooc.saes.architectures import resolved_d_sae
 from sae_ooc.saes.dead import DEAD_ON
 from sae_ooc.saes.store import eval_rows, sae_dir
 from sae_ooc.saes.sweep import sweep_spec, train_sweep
 from sae_ooc.saes.task_metrics import task_evaluator
 from sae_ooc.saes.trainer import Reuse, finished_metrics, settings_hash, train_sae
+from sae_ooc.threads import cpu_workers, worker_pool
 
 PROGRESS_FILE = ".progress.json"  # hidden: bookkeeping of an unfinished run, not an output of the stage
 SWEEP_DIR = "sweep"
@@ -47,22 +50,52 @@ def summary_line(hook_name: str, m: dict, out_dir: Path) -> str:
 
 def train_hooks(cache: ActivationCache, dirs: dict[str, Path], p: SaeConfig, device: str = "cpu", reuse: Reuse | None = None,
                 stop_after_steps: int | None = None, wandb: bool = False) -> dict[str, dict] | None:
-    """One SAE per hook into `dirs[hook]`, keeping those `reuse` allows; {hook: metrics}, or None when stopped early."""
+    """One SAE per hook into `dirs[hook]`, keeping those `reuse` allows; {hook: metrics}, or None when stopped early.
+    On the CPU, up to `sae.workers` processes train hooks side by side (`worker_count`)."""
     reuse = reuse or Reuse()
-    out = {}
+    out: dict[str, dict] = {}
+    todo = []
     for h, d in dirs.items():
         settings = settings_hash(p, h, cache)
         m = reuse.get(d, settings)
         if m is not None:
             print(f"{h}: kept {d} (trained with the same settings)")
+            out[h] = m
         else:
-            m = train_sae(cache, h, d, p, device=device, resume=reuse.resume, stop_after_steps=stop_after_steps, wandb=wandb)
-            if m is None:
-                return None
-            reuse.add(d, settings)
-            print(summary_line(h, m, d))
+            todo.append((h, d, settings))
+    workers = worker_count(p, len(todo), device, stop_after_steps, wandb)
+    if workers > 1:
+        # one SAE per process; each is seeded on its own (torch.manual_seed(sae.seed) before its weights are made, its
+        # own batch order), so they are the SAEs one process would train one after the other, bit for bit
+        with worker_pool(workers) as pool:
+            # widest SAEs first (longest to train), so the last hook to start is a short one
+            order = sorted(todo, key=lambda t: -resolved_d_sae(p, cache.d_model, t[0]))
+            futures = {pool.submit(_train_one, cache.root, cache.model_hash, h, d, p, device, reuse.resume): (h, d, s) for h, d, s in order}
+            for f in as_completed(futures):
+                h, d, settings = futures[f]
+                out[h] = f.result()
+                reuse.add(d, settings)
+                print(summary_line(h, out[h], d))
+        return {h: out[h] for h in dirs}
+    for h, d, settings in todo:
+        m = train_sae(cache, h, d, p, device=device, resume=reuse.resume, stop_after_steps=stop_after_steps, wandb=wandb)
+        if m is None:
+            return None
+        reuse.add(d, settings)
+        print(summary_line(h, m, d))
         out[h] = m
-    return out
+    return {h: out[h] for h in dirs}
+
+
+def worker_count(p: SaeConfig, n_hooks: int, device: str, stop_after_steps: int | None = None, wandb: bool = False) -> int:
+    """Processes for `n_hooks` hooks (`cpu_workers` of sae.workers); 1 when stopping early (a test of resuming) or
+    logging to W&B (one run at a time)."""
+    return 1 if stop_after_steps is not None or wandb else cpu_workers(p.workers, n_hooks, device)
+
+
+def _train_one(cache_root: Path, model_hash: str, hook_name: str, out_dir: Path, p: SaeConfig, device: str, resume: bool) -> dict:
+    """One hook's SAE in a worker process (`train_hooks`)."""
+    return train_sae(open_cache(cache_root, expected_model_hash=model_hash), hook_name, out_dir, p, device=device, resume=resume)
 
 
 class StageProgress(Reuse):

@@ -25,6 +25,7 @@ from sae_ooc.saes.batches import CacheBatches
 from sae_ooc.saes.metrics_result import SaeTrainMetrics
 from sae_ooc.saes.reconstruction import check_d_in, finite, reconstruction_metrics
 from sae_ooc.saes.store import METRICS_FILE, SAE_CFG_FILE, SAE_WEIGHTS_FILE
+from sae_ooc.sections.check import hashed
 from sae_ooc.threads import torch_threads
 from sae_ooc.viz.sae_plots import plot_training_curves
 
@@ -135,7 +136,7 @@ SPLIT = "prefix-per-position/1"  # how the training rows are chosen (heldout_mas
 
 
 def settings_hash(p: SaeConfig, hook_name: str, cache: ActivationCache, extra: dict | None = None) -> str:
-    return sha256_json({"sae": dataclasses.asdict(p), "hook": hook_name, "model_hash": cache.model_hash, "n_tokens": cache.n_tokens,
+    return sha256_json({"sae": hashed(p), "hook": hook_name, "model_hash": cache.model_hash, "n_tokens": cache.n_tokens,
                         "d_model": cache.d_model, "split": SPLIT, "extra": extra or {}})
 
 
@@ -254,7 +255,7 @@ def train_sae(
         "inference_architecture": final.cfg.architecture(),
         "d_in": cache.d_model,
         "d_sae": int(final.cfg.d_sae),
-        "params": dataclasses.asdict(p),
+        "params": hashed(p),
         "settings": shash,
         "cache": {"root": str(cache.root), "model_hash": cache.model_hash, "n_tokens": cache.n_tokens,
                   "n_train_tokens": int(rows_mask.sum()), "n_eval_tokens": len(eval_rows), "split": SPLIT},

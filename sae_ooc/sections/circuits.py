@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sae_ooc.registry import NAMES
+from sae_ooc.sections.check import NOT_HASHED
 from sae_ooc.sections.check import check as _check
 
 
@@ -71,6 +72,9 @@ class CircuitConfig:
     # share of the attribution pairs held out, by whole head entities: circuits are chosen on the rest (selection), scored on these (Pairs.split)
     heldout_fraction: float = 0.5
     threads: int = 1  # torch threads (0 = torch's default); see train.threads
+    # 2: the per-prompt pruning runs in a second process beside the rest of the stage (1: in the stage's process, in
+    # turn); the numbers are the same either way
+    workers: int = field(default=2, metadata=NOT_HASHED)
     seed: int = 0
 
     def validate(self, where: str) -> None:
@@ -90,6 +94,7 @@ class CircuitConfig:
         _check(self.inactive_tolerance >= 0, where, "circuit.inactive_tolerance", "must be >= 0")
         _check(self.prune_ablation in ABLATIONS + ("none",), where, "circuit.prune_ablation", f"must be one of {', '.join(ABLATIONS)}, none")
         _check(self.prune_pairs >= 1, where, "circuit.prune_pairs", "must be at least 1")
+        _check(self.workers >= 1, where, "circuit.workers", "must be at least 1 (1 = no second process)")
         _check(0 < self.prune_step < 1, where, "circuit.prune_step", "must be in (0, 1)")
         _check(0 < self.heldout_fraction < 1, where, "circuit.heldout_fraction", "must be in (0, 1)")
         _check(self.threads >= 0, where, "circuit.threads", "must be >= 0 (0 = torch's default)")

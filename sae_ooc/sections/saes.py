@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from sae_ooc.sections.model import TASK_SPLITS
 from sae_ooc.registry import NAMES
+from sae_ooc.sections.check import NOT_HASHED
 from sae_ooc.sections.check import check as _check
 
 
@@ -65,6 +66,9 @@ class SaeConfig:
     n_checkpoints: int = 2
     log_every: int = 25  # steps between lines of RUN/saes/<hook>/train_log.jsonl
     threads: int = 1  # torch threads for SAE training and evaluation (0 = torch's default); at d_in 64 one thread is fastest on a busy 2-core machine
+    # processes training hooks side by side (each with sae.threads torch threads; at most one per CPU core and per hook;
+    # 1 = one after the other in the stage's process). Every SAE is seeded on its own, so the SAEs are the same either way
+    workers: int = field(default=2, metadata=NOT_HASHED)
     sweep_k: list[int] = field(default_factory=list)  # non-empty: also train one SAE per value (Pareto plots)
     sweep_l1_coefficient: list[float] = field(default_factory=list)  # the sparsity coefficient (l0 for jumprelu)
     sweep_d_sae: list[int] = field(default_factory=list)
@@ -99,6 +103,7 @@ class SaeConfig:
         _check(self.n_checkpoints >= 0, where, "sae.n_checkpoints", "must be >= 0")
         _check(self.log_every >= 1, where, "sae.log_every", "must be at least 1")
         _check(self.threads >= 0, where, "sae.threads", "must be >= 0 (0 = torch's default)")
+        _check(self.workers >= 1, where, "sae.workers", "must be at least 1 (1 = train the hooks one after the other)")
         sweeps = [n for n in ("sweep_k", "sweep_l1_coefficient", "sweep_d_sae") if getattr(self, n)]
         _check(len(sweeps) <= 1, where, "sae.sweep_k", f"set at most one of sae.sweep_k, sae.sweep_l1_coefficient, sae.sweep_d_sae (got {', '.join(sweeps)})")
         _check(all(v >= 1 for v in self.sweep_k + self.sweep_d_sae), where, "sae.sweep_k", "sweep values of k and d_sae must be at least 1")
