@@ -25,6 +25,7 @@ from sae_ooc.errors import UserError
 from sae_ooc.io import sha256_file, sha256_json
 from sae_ooc.rundir import RunDir
 from sae_ooc.runlock import run_lock
+from sae_ooc.sections.check import is_hashed
 from sae_ooc.stages import PIPELINE_STAGES, STAGES, Stage, get_stage
 
 
@@ -83,6 +84,8 @@ def config_part(run: RunDir, stage: Stage) -> dict:
     out = {}
     for key in stage.config:
         section, _, attr = key.partition(".")
+        if attr and not is_hashed(getattr(cfg, section), attr):
+            continue  # declared so that the stage may read it, but it changes how fast, never what (sae.workers)
         out[key] = cfg.section(section)[section] if not attr else getattr(getattr(cfg, section), attr)
     return out
 

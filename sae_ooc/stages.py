@@ -58,7 +58,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("harvest", "sae_ooc.activations.harvest:run_harvest", ("harvest",), ("data", "train"), ("activations",),
           "sae_ooc.commands.harvest"),
     Stage("train-sae", "sae_ooc.saes.train_sae:run_train_sae", ("sae",), ("harvest",), ("saes",), "sae_ooc.commands.train_sae"),
-    Stage("eval-sae", "sae_ooc.saes.eval_sae:run_eval_sae", ("sae_eval", "sae.threads", "sae.hooks", "model"),
+    Stage("eval-sae", "sae_ooc.saes.eval_sae:run_eval_sae", ("sae_eval", "sae.threads", "sae.workers", "sae.hooks", "model"),
           ("data", "train", "harvest", "train-sae"),
           ("sae_eval",), "sae_ooc.commands.eval_sae"),
     Stage("attribute", "sae_ooc.circuits.attribute:run_attribute", ("attribution",), ("data", "train", "train-sae"),

@@ -516,3 +516,48 @@ def test_dead_is_one_count_in_the_train_sae_log_eval_sae_browse_and_report(sae_r
         assert rows[-1].split(" | ")[2] == str(n_dead)  # the feature browser's table
     assert differs
     assert report.count(f"dead ({DEAD_ON})") == 2
+
+
+class _InProcessPool:
+    """A worker pool that runs each submitted job at once in this process: train_hooks' pool path (job order,
+    progress bookkeeping, each job reopening the cache) without the seconds a spawned interpreter costs."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        f = Future()
+        f.set_result(fn(*args))
+        return f
+
+
+def test_hooks_trained_by_workers_are_the_saes_of_one_process_and_workers_change_no_fingerprint(sae_run, tmp_path, monkeypatch):
+    from sae_ooc.saes import train_sae as stage
+    from sae_ooc.saes.trainer import Reuse
+    from sae_ooc.threads import cpu_workers
+
+    hooks = ["blocks.1.hook_resid_pre", "blocks.0.hook_resid_pre"]
+    p = sae_run.cfg.sae
+    pools = []
+    monkeypatch.setattr(stage, "worker_pool", lambda n: pools.append(n) or _InProcessPool(n))
+    monkeypatch.setattr(stage, "worker_count", lambda *a, **k: 2)
+    reuse = Reuse()
+    out = stage.train_hooks(open_cache(sae_run.activations_dir), {h: tmp_path / h for h in hooks}, p, reuse=reuse)
+    assert pools == [2] and list(out) == hooks  # the pool path ran; metrics come back in the hooks' order
+    for h in hooks:
+        a, b = load_file(str(tmp_path / h / "sae_weights.safetensors")), load_file(str(sae_dir(sae_run.saes_dir, h) / "sae_weights.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert reuse.get(tmp_path / h, out[h]["settings"]) is not None  # recorded as done, as the one-process path does
+    # workers changes how fast, never what: no stage fingerprint, settings hash or recorded params holds it
+    assert "workers" not in out[hooks[0]]["params"]
+    assert load_config(None, ["sae.workers=1", "circuit.workers=1"]).section("sae", "circuit") == load_config(None).section("sae", "circuit")
+    assert load_config(None, ["sae.k=3"]).section("sae") != load_config(None).section("sae")
+    assert cpu_workers(2, 5, "cuda") == 1 and cpu_workers(2, 1) == 1 and cpu_workers(1, 5) == 1 and cpu_workers(8, 5) <= 5

@@ -37,7 +37,7 @@ from sae_ooc.saes.standard_metrics import standard_metrics, write_standard_metri
 from sae_ooc.saes.store import METRICS_FILE, eval_metrics_path, eval_rows, load_saes, sae_dir
 from sae_ooc.saes.task_metrics import TaskEvaluator
 from sae_ooc.tasks.data import load_task
-from sae_ooc.threads import torch_threads
+from sae_ooc.threads import cpu_workers, torch_threads, worker_pool
 from sae_ooc.saes.summary import eval_line, write_summary
 
 
@@ -79,26 +79,61 @@ def run_eval_sae(run, force: bool = False) -> dict:
         with torch_threads(run.cfg.sae.threads):
             controls = control_activations(run, slices, list(saes), ecfg.n_controls)
         bar.update(1)
-        for h, sae in saes.items():
-            bar.set_description(f"eval-sae: {h}")
-            with torch_threads(run.cfg.sae.threads):
-                res = evaluate_sae(sae, cache, h, heldout, slices, ecfg, task, vocab.planted_names, controls, bar)
-            trained = _train_metrics(run.saes_dir, h)
-            metrics = {"hook_name": h, "architecture": trained.get("architecture", sae.cfg.architecture()),
-                       "inference_architecture": sae.cfg.architecture(), "d_in": int(sae.cfg.d_in), "d_sae": int(sae.cfg.d_sae), **res}
-            SaeEvalMetrics.from_json(metrics).save(eval_metrics_path(out_root, h).parent)
-            if ecfg.standard_metrics:  # SAEBench's sparse probing and absorption, sae_lens.synthetic's matching
-                with torch_threads(run.cfg.sae.threads):
-                    std, per_latent = standard_metrics(sae, cache, h, slices, ecfg)
-                write_standard_metrics(eval_metrics_path(out_root, h).parent, std, per_latent)
-                bar.update(1)
-            per_hook[h] = metrics
-            tqdm.write(eval_line(h, res))
+        steps = 2 + len(slices) + int(ecfg.standard_metrics)
+        workers = cpu_workers(run.cfg.sae.workers, len(saes), run.device)
+        if workers > 1:
+            # one hook per job in spawned processes: each job computes what the loop below does for its hook (every
+            # random draw in it is seeded per hook), and the results are taken in hook order, so the files are the same
+            bar.set_description(f"eval-sae: {len(saes)} hooks in {workers} processes")
+            with worker_pool(workers) as pool:
+                jobs = {h: pool.submit(_evaluate_in_worker, run, h, heldout, slices, _controls_at(controls, h)) for h in saes}
+                for h, job in jobs.items():
+                    per_hook[h], res = job.result()
+                    bar.update(steps)
+                    tqdm.write(eval_line(h, res))
+        else:
+            for h, sae in saes.items():
+                bar.set_description(f"eval-sae: {h}")
+                per_hook[h], res = _evaluate_hook(run, h, sae, cache, heldout, slices, task, vocab, controls, bar)
+                tqdm.write(eval_line(h, res))
     finally:
         bar.close()
     summary = write_summary(per_hook, out_root, ecfg.auroc_threshold)
     return {"hooks": list(per_hook), "summary": str(summary),
             "loss_recovered": {h: m["task"]["loss_recovered"] for h, m in per_hook.items()}}
+
+
+def _evaluate_hook(run, h: str, sae, cache: ActivationCache, heldout, slices, task, vocab, controls, bar) -> tuple[dict, dict]:
+    """Evaluate the SAE on `h` and write RUN/sae_eval/<h>/: (its metrics.json record, evaluate_sae's result)."""
+    ecfg = run.cfg.sae_eval
+    out = eval_metrics_path(run.sae_eval_dir, h).parent
+    with torch_threads(run.cfg.sae.threads):
+        res = evaluate_sae(sae, cache, h, heldout, slices, ecfg, task, vocab.planted_names, controls, bar)
+    trained = _train_metrics(run.saes_dir, h)
+    metrics = {"hook_name": h, "architecture": trained.get("architecture", sae.cfg.architecture()),
+               "inference_architecture": sae.cfg.architecture(), "d_in": int(sae.cfg.d_in), "d_sae": int(sae.cfg.d_sae), **res}
+    SaeEvalMetrics.from_json(metrics).save(out)
+    if ecfg.standard_metrics:  # SAEBench's sparse probing and absorption, sae_lens.synthetic's matching
+        with torch_threads(run.cfg.sae.threads):
+            std, per_latent = standard_metrics(sae, cache, h, slices, ecfg)
+        write_standard_metrics(out, std, per_latent)
+        if bar is not None:
+            bar.update(1)
+    return metrics, res
+
+
+def _controls_at(controls: dict, h: str) -> dict:
+    """The control models' activations at hook `h` only: what a worker evaluating `h` needs."""
+    return {kind: [{h: acts[h]} for acts in runs] for kind, runs in controls.items()}
+
+
+def _evaluate_in_worker(run, h: str, heldout: torch.Tensor, slices, controls: dict) -> tuple[dict, dict]:
+    """`_evaluate_hook` in a worker process, from the same files as the stage's process."""
+    cache = ActivationCache(run.activations_dir)
+    sae = load_saes(run.saes_dir, device=run.device, hook_names=[h])[h]
+    _, vocab = load_task(run.data_dir)
+    task = TaskEvaluator.from_run(run, device=run.device, train_prefixes=prefix_tuples(cache.tokens(), (~heldout).nonzero().squeeze(1)))
+    return _evaluate_hook(run, h, sae, cache, heldout, slices, task, vocab, controls, None)
 
 
 def _train_metrics(saes_root: Path, hook_name: str) -> dict:

@@ -11,6 +11,11 @@ from sae_ooc.typed_yaml import ConfigError
 NOT_HASHED = {"hashed": False}
 
 
+def is_hashed(section, attr: str) -> bool:
+    """False for a NOT_HASHED field of the config section `section`."""
+    return next((f.metadata.get("hashed", True) for f in dataclasses.fields(section) if f.name == attr), True) is not False
+
+
 def hashed(section) -> dict:
     """A config section as a plain dict without its NOT_HASHED fields: what outputs depend on."""
     names = {f.name for f in dataclasses.fields(section) if f.metadata.get("hashed", True) is False}
