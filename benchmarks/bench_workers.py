@@ -28,7 +28,7 @@ from pathlib import Path
 
 KEY = {"train-sae": "sae.workers", "eval-sae": "sae.workers", "circuit": "circuit.workers"}
 OUT = {"train-sae": "saes", "eval-sae": "sae_eval", "circuit": "circuit"}
-TIMING = {"seconds", "tokens_per_s", "elapsed_s", "root"}  # per-run timings and the copy's own path
+TIMING = {"seconds", "tokens_per_s", "elapsed_s", "seconds_on_selection_pairs", "root", "run"}  # timings, the copy's own path
 
 
 def _clean(x):
