@@ -549,6 +549,7 @@ def test_hooks_trained_by_workers_are_the_saes_of_one_process_and_workers_change
     pools = []
     monkeypatch.setattr(stage, "worker_pool", lambda n: pools.append(n) or _InProcessPool(n))
     monkeypatch.setattr(stage, "worker_count", lambda *a, **k: 2)
+    monkeypatch.setattr("sae_ooc.saes.trainer.plot_training_curves", lambda *a, **k: None)  # figures are not what is compared
     reuse = Reuse()
     out = stage.train_hooks(open_cache(sae_run.activations_dir), {h: tmp_path / h for h in hooks}, p, reuse=reuse)
     assert pools == [2] and list(out) == hooks  # the pool path ran; metrics come back in the hooks' order
