@@ -100,7 +100,9 @@ def fact_tracing(models: dict, facts: dict, subject_pos: list[int], samples: int
         if len(st) == 0:
             continue
         tr = causal_trace(models[model_name], st.tokens, st.answer, st.answer_pos, subject_pos, samples=samples, seed=seed)
-        tr["peak_layer"] = {k: [int(np.argmax(col)) for col in np.array(tr[k]).T] for k in KINDS}  # per position
+        # positions after the prompt (an atomic prompt's padding) are left out of the summary
+        tr["last_position"] = last = int(st.answer_pos.max())
+        tr["peak_layer"] = {k: [int(np.argmax(col)) for col in np.array(tr[k]).T[: last + 1]] for k in KINDS}  # per position
         out[f"{fact_name}@{model_name}"] = tr
     return out
 

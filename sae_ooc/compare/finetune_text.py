@@ -11,17 +11,19 @@ def _tracing(tr: dict) -> list[str]:
     if not tr:
         return []
     first = next(iter(tr.values()))
-    roles = first["roles"]
+    last = first["last_position"]
+    at = first["roles"][last]
     lines = ["### Causal tracing of atomic facts: where old and new facts are stored", "",
-             f"Indirect effect of restoring one state of the clean run after noising the head's embedding (ROME's causal tracing, "
-             f"noise {first['noise_scale']} sd of the head embeddings, {first['samples']} draws; MLP and attention outputs restored "
-             f"in a window of {first['window']} layers). Largest MLP effect per position, and the MLP effect per layer:", "",
-             "| facts@model | n | p(clean) | p(corrupted) | " + " | ".join(f"MLP peak layer @{r}" for r in roles) + " | MLP effect by layer @"
-             + roles[0] + " | MLP effect by layer @" + roles[-1] + " |", "|---|---|---|---|" + "---|" * (len(roles) + 2)]
+             f"Indirect effect on p(tail) of restoring one state of the clean run after noising the head's embedding (ROME's causal "
+             f"tracing: noise {first['noise_scale']} sd of the head embeddings, {first['samples']} draws; MLP and attention outputs "
+             f"restored in a window of {first['window']} layers, the residual stream (resid_pre) one layer), per layer at the prompt's "
+             f"last position ({at}, where the tail is predicted). ROME edits the layer of the largest MLP effect.", "",
+             f"| facts@model | n | p(clean) | p(corrupted) | MLP by layer @{at} | attention by layer @{at} | resid_pre by layer @{at} | "
+             f"MLP peak layer @{at} |", "|---|---|---|---|---|---|---|---|"]
     for name, t in tr.items():
-        by_layer = lambda j: " ".join(f"{row[j]:.2f}" for row in t["mlp"])  # noqa: E731
-        lines.append(f"| {name} | {t['n_prompts']} | {t['p_clean']:.3f} | {t['p_corrupt']:.3f} | "
-                     + " | ".join(str(p) for p in t["peak_layer"]["mlp"]) + f" | {by_layer(0)} | {by_layer(len(roles) - 1)} |")
+        by_layer = lambda k: " ".join(f"{row[last]:.2f}" for row in t[k])  # noqa: E731
+        lines.append(f"| {name} | {t['n_prompts']} | {t['p_clean']:.3f} | {t['p_corrupt']:.3f} | {by_layer('mlp')} | "
+                     f"{by_layer('attn')} | {by_layer('resid')} | {t['peak_layer']['mlp'][last]} |")
     return lines + [""]
 
 

@@ -80,6 +80,11 @@ def run_compare(runs: list[Path], out: Path, match_saes: bool = True, finetune: 
         "probes": plot_compare_probes({lab: curves.probes(r) for lab, r in zip(labels, runs)}, out / "probes"),
         "patching": plot_compare_patching({lab: curves.patching(r) for lab, r in zip(labels, runs)}, out / "patching"),
     }
+    if ft:
+        from sae_ooc.viz.finetune_plots import plot_finetune_compare
+
+        for k, (name, res) in enumerate(ft.items()):
+            figures[f"finetune_{k}"] = plot_finetune_compare(res, out / f"finetune_{k}")
     controls = {lab: curves.control_curves(r) for lab, r in zip(labels, runs)}
     if any(controls.values()):
         figures["control_curves"] = plot_compare_controls(controls, out / "control_curves")
