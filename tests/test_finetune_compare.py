@@ -107,6 +107,10 @@ def test_the_pretrained_subspace_switch_rate_matches_a_hand_computation(pair):
     assert set(res["tracing"]) == {"old@pretrained", "old@finetuned", "new@finetuned"}
     assert res["tracing"]["new@finetuned"]["n_prompts"] == len(new)
     assert set(res["bridge_probe"]["acc"][HOOK]) == {"old@pretrained", "new@pretrained", "old@finetuned", "new@finetuned"}
+    held = {(r[0], r[1]) for r in rows} | {(r[5], r[6]) for r in rows}
+    Pm, _ = cf.new_bridge_pairs(facts, ds, vocab, 0, held)
+    assert len(Pm) > 0 and all((dh, dr) in held and (dh, dr) not in new for dh, dr in Pm.donor.tolist())
+    assert res["das"]["cases"]["new, old donors@finetuned"]["n_pairs"] == len(Pm)
     assert "no trained SAEs" in res["sae_features"]["skipped"]
     md = "\n".join(render_finetune({"ft": res}))
     assert f"{res['das']['cases']['old@pretrained']['unit']['switch']:.3f}" in md and "Not measured: " in md

@@ -177,15 +177,21 @@ def scored_pairs(model, facts, P, hook: str, pos: int, batch: int):
     return Scored(tok[ok], apos[ok], clean[ok], cons[ok], x, xd, P.head[ok]), len(P)
 
 
-def new_bridge_pairs(facts, ds, vocab, seed: int):
-    """One pair per new_old question (its first fact new, so its bridge b is a new fact's tail): b' among the tails of the
-    other new facts that change the answer, the donor a new fact's prefix into b' (draw_pairs, every new prefix one group)."""
+def new_bridge_pairs(facts, ds, vocab, seed: int, old_donors: set[tuple[int, int]] = frozenset()):
+    """One pair per new_old question (its first fact new, so its bridge b is a new fact's tail): b' uniform among the
+    bridges that change the answer and have a donor prefix, the donor a new fact's prefix into b' (draw_pairs, every new
+    prefix one group); with `old_donors` (old prefixes), donors among those instead (and the pairs left without one dropped)."""
     from sae_ooc.causal.pairs import HELD, draw_pairs
     from sae_ooc.causal.variables import two_hop_questions
 
     q = two_hop_questions(ds, vocab, ["new_old"])
     new = {(int(h), int(r)) for h, r in zip(ds["atomic_test"]["head"], ds["atomic_test"]["r1"])}
-    return draw_pairs(facts, q, torch.arange(len(q)), {p: HELD for p in new}, HELD, 1, seed), q
+    groups = {p: HELD for p in (new | set(old_donors))}
+    P = draw_pairs(facts, q, torch.arange(len(q)), groups, HELD, 1, seed)
+    if old_donors:
+        keep = torch.tensor([(h, r) not in new for h, r in P.donor.tolist()], dtype=torch.bool)
+        P = type(P)(*(getattr(P, f)[keep] for f in ("head", "r1", "r2", "b", "b2", "donor", "base_q")))
+    return P, q
 
 
 def das_transfer(pre: Path, models: dict, facts, ds, vocab, batch: int, bootstrap: int, random_draws: int, seed: int) -> dict:
@@ -196,8 +202,10 @@ def das_transfer(pre: Path, models: dict, facts, ds, vocab, batch: int, bootstra
 
     hook, pos, W, held = bridge_node(pre)
     P_new, _ = new_bridge_pairs(facts, ds, vocab, seed)
+    old_prefixes = {(r[0], r[1]) for r in held} | {(r[5], r[6]) for r in held}  # the variables stage's held-out prefixes
+    P_mixed, _ = new_bridge_pairs(facts, ds, vocab, seed, old_prefixes)
     cases = {"old@pretrained": ("pretrained", pairs_of(held)), "old@finetuned": ("finetuned", pairs_of(held)),
-             "new@finetuned": ("finetuned", P_new)}
+             "new@finetuned": ("finetuned", P_new), "new, old donors@finetuned": ("finetuned", P_mixed)}
     out = {"hook": hook, "position": pos, "rank": len(W), "measured_on": "held-out pairs: the pretrained run's variables "
            "stage held-out pairs (old bridges) and pairs of held-out new_old questions (new bridges); bases answered right",
            "cases": {}}
