@@ -55,7 +55,8 @@ def compare_finetune(pre: Path, ft: Path, seed: int = 0, batch: int = 1024, samp
     """The four measurements for the pretrained run `pre` and its fine-tuning run `ft` (a part whose inputs the runs
     lack, e.g. `pre` without its variables stage, is {"skipped": why})."""
     from sae_ooc.interventions.facts import Facts
-    from sae_ooc.models.hooked import load_model
+    from sae_ooc.models.hooked import load_model, with_new_tokens
+    from sae_ooc.models.source import new_entity_tokens
     from sae_ooc.tasks.data import load_task, split_tensors
 
     pre, ft = Path(pre), Path(ft)
@@ -65,6 +66,9 @@ def compare_finetune(pre: Path, ft: Path, seed: int = 0, batch: int = 1024, samp
     family = (yaml.safe_load((ft / "config.yaml").read_text()) or {}).get("task", {}).get("family", "twohop")
     facts = Facts.from_dataset(ds, vocab, family)
     models = {"pretrained": load_model(pre / "model"), "finetuned": load_model(ft / "model")}
+    added = new_entity_tokens(ft / "data")  # task.finetune.new_entities: the pretrained model in the fine-tuning run's ids
+    if added:
+        models["pretrained"] = with_new_tokens(models["pretrained"], *added).eval()
     old, new = split_tensors(ds["pretrain_atomic"], vocab), split_tensors(ds["atomic_test"], vocab)
     g = torch.Generator().manual_seed(seed)
     old = old.subset(torch.randperm(len(old), generator=g)[:N_OLD_FACTS].sort().values)
@@ -74,7 +78,7 @@ def compare_finetune(pre: Path, ft: Path, seed: int = 0, batch: int = 1024, samp
            "tracing": fact_tracing(models, {"old": old, "new": new}, head, samples, seed)}
     out["bridge_probe"] = bridge_probe(models, split_tensors(ds["pretrain_atomic"], vocab), new, pos, probe_steps, seed)
     try:
-        out["das"] = das_transfer(pre, models, facts, ds, vocab, batch, bootstrap, random_draws, seed)
+        out["das"] = das_transfer(pre, models, facts, ds, vocab, batch, bootstrap, random_draws, seed, added)
     except _Missing as e:
         out["das"] = {"skipped": str(e)}
     try:
@@ -194,13 +198,17 @@ def new_bridge_pairs(facts, ds, vocab, seed: int, old_donors: set[tuple[int, int
     return P, q
 
 
-def das_transfer(pre: Path, models: dict, facts, ds, vocab, batch: int, bootstrap: int, random_draws: int, seed: int) -> dict:
-    """node_iia of the pretrained bridge@r1 subspace: old held-out pairs on both models, new-bridge pairs on the fine-tuned one."""
+def das_transfer(pre: Path, models: dict, facts, ds, vocab, batch: int, bootstrap: int, random_draws: int, seed: int,
+                 added: tuple[int, int] | None = None) -> dict:
+    """node_iia of the pretrained bridge@r1 subspace: old held-out pairs on both models, new-bridge pairs on the fine-tuned
+    one. `added`: (first id, count) of new entity tokens, which move the pretrained run's relation ids up."""
     from types import SimpleNamespace
 
     from sae_ooc.causal.circuit import node_iia
 
     hook, pos, W, held = bridge_node(pre)
+    if added:
+        held = [[i + added[1] if i >= added[0] else i for i in row] for row in held]
     P_new, _ = new_bridge_pairs(facts, ds, vocab, seed)
     old_prefixes = {(r[0], r[1]) for r in held} | {(r[5], r[6]) for r in held}  # the variables stage's held-out prefixes
     P_mixed, _ = new_bridge_pairs(facts, ds, vocab, seed, old_prefixes)

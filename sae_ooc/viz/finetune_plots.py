@@ -34,7 +34,7 @@ def plot_finetune_compare(res: dict, stem: Path) -> list[Path]:
     """`sae-ooc compare`'s figure for a pretrained run and its fine-tuning run (sae_ooc.compare.finetune's result): the MLP
     tracing effect by layer at the atomic prompt's last position, the pretrained bridge probe by hook, and the pretrained
     DAS subspace's switch rate beside the residual patch and random subspaces."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
     ax = axes[0]
     for name, t in res["tracing"].items():
         last = t["last_position"]
@@ -59,7 +59,8 @@ def plot_finetune_compare(res: dict, stem: Path) -> list[Path]:
             ax.bar([i + (k - 1) * 0.27 for i in range(len(names))], [float("nan") if v is None else v for v in vals], 0.27,
                    color=colour, label={"unit": f"pretrained DAS rank {das['rank']}", "resid_patch": "residual patch",
                                         "random": f"random rank {das['rank']}"}[unit])
-        ax.set_xticks(range(len(names)), [f"{n}\n({das['cases'][n]['n_correct_bases']} bases)" for n in names], fontsize=7)
+        ax.set_xticks(range(len(names)), [f"{n.replace('@', chr(10) + '@')}\n({das['cases'][n]['n_correct_bases']} bases)" for n in names],
+                      fontsize=7)
         ax.legend(fontsize=7)
     ax.set(ylabel="switch rate (held out)", ylim=(0, 1.02), title=f"bridge interchange at {das.get('hook', '?')} r1")
     for ax in axes:
