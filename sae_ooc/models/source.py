@@ -47,7 +47,8 @@ def initial_model(run, vocab, device: str = "cpu") -> HookedTransformer:
         added = new_entity_tokens(run.data_dir)
         if added and model.cfg.d_vocab + added[1] == vocab.d_vocab:  # task.finetune.new_entities: the new entities' rows
             model = with_new_tokens(model, *added)
-        if model.cfg.d_vocab != vocab.d_vocab:
+        # a pretrained checkpoint's vocabulary may be larger than its tokenizer's (natural render): it must hold every id
+        if model.cfg.d_vocab < vocab.d_vocab or (vocab.layout.render == "toy" and model.cfg.d_vocab != vocab.d_vocab):
             raise UserError(f"the model of {source_run(cfg)} reads {model.cfg.d_vocab} token ids but this run's task has "
                             f"{vocab.d_vocab}; rerun `sae-ooc data --force --run {run.root}` (it rebuilds the task from model.run's)")
         return model

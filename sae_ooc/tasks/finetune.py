@@ -111,6 +111,9 @@ def finetune_task(cfg, src: Path, load_task) -> tuple[DatasetDict, object, dict]
     valid, test = valid_test(held, cfg.task)
     atomic = _rows([(h, r, t) for (h, r), t in sorted(new.items())], 1)
     taught = _concat(atomic if fc.atomic else _rows([], 1), _rows(control, 2) if fc.control else _rows([], 2))
+    natural = vocab.layout.render != "toy"
+    if natural:  # model.run's text: each new fact a document per train template, its two-hop examples questions
+        taught = _as_text(cfg, vocab, {"train": taught})["train"]
     n_taught, copies = len(taught["answer"]), 1
     if fc.replay > 0:
         replay = _pretraining_rows(src_ds["train"], set(new), {f[:3] for f in pool}) if chained else _columns(src_ds["train"])
@@ -134,6 +137,8 @@ def finetune_task(cfg, src: Path, load_task) -> tuple[DatasetDict, object, dict]
         **{k: _rows([f for f in test if kind_of[f[:3]] == k], 2) for k in KINDS},
         "pretrain_atomic": _columns(a),  # model.run's taught facts (a chained run: the first run's pretraining facts)
     }
+    if natural:  # the new facts' held-out splits asked in model.run's text (its own splits are text already)
+        splits.update(_as_text(cfg, vocab, {s: splits[s] for s in ("test_ood_sys", "test_unanswerable", "atomic_test", "new_valid", *KINDS)}))
     ds = DatasetDict({s: Dataset.from_dict(splits[s], features=FEATURES) for s in SPLITS + EXTRA_SPLITS})
     n_train = len(splits["train"]["answer"])
     meta = {
@@ -149,6 +154,14 @@ def finetune_task(cfg, src: Path, load_task) -> tuple[DatasetDict, object, dict]
         "r2_shortcut": {s: r2_shortcut(splits["train"], splits[s]) for s in ("new_valid", *KINDS, "test_id")},
     }
     return ds, vocab, meta
+
+
+def _as_text(cfg, vocab, named: dict[str, dict[str, list]]) -> dict[str, dict[str, list]]:
+    """Toy rows {split: columns} rendered in a natural-language model.run's names, nouns and tokenizer (`vocab`)."""
+    from sae_ooc.tasks.natural.generate import render_with_vocab
+
+    rows = {s: [dict(zip(cols, v)) for v in zip(*cols.values())] for s, cols in named.items()}
+    return {s: _columns(d) for s, d in render_with_vocab(cfg.task, rows, FEATURES, vocab).items()}
 
 
 ID_COLUMNS = ("input_ids", "answer_ids", "answer", "bridge", "head", "r1", "r2", "bridge2")  # token ids (-1: none); hop is not
