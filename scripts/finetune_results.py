@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import yaml
@@ -17,13 +16,12 @@ import yaml
 SPLITS = ("atomic_test", "new_new", "new_old", "old_new", "new_valid", "test_id", "pretrain_atomic")
 
 
-def wilson(p: float, n: int, z: float = 1.96) -> list[float] | None:
-    if not n:
-        return None
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return [round(max(0.0, c - h), 3), round(min(1.0, c + h), 3)]
+def wilson(p: float, n: int) -> list[float] | None:
+    """The 95% Wilson interval (sae_ooc.saes.probes.wilson), to 3 decimals."""
+    from sae_ooc.saes.probes import wilson as interval
+
+    ci = interval(p, n)
+    return None if ci is None else [round(v, 3) for v in ci]
 
 
 def collect(run: Path) -> dict:
