@@ -281,18 +281,18 @@ def test_eval_sae_writes_metrics_labels_and_summary(sae_run, capsys):
     assert al["head@r1"]["probe"]["heldout_acc"] <= al["head@r1"]["probe"]["majority_acc"] + 1e-9
     assert "head@head" not in al  # one prefix per head entity: no held-out value the probe could have seen
     # the standard metrics (SAEBench's sparse probing and absorption, sae_lens.synthetic's matching), loaded back typed
-    from sae_ooc.saes.standard_result import PER_LATENT_FILE, STANDARD_FILE, StandardMetrics
+    from sae_ooc.saes.standard_result import PER_LATENT_FILE, StandardMetrics
 
     for h in hooks:
-        std = StandardMetrics.load(eval_metrics_path(ev, h).parent / STANDARD_FILE)
+        std = StandardMetrics.load(eval_metrics_path(ev, h).parent)
         lat = load_file(str(eval_metrics_path(ev, h).parent / PER_LATENT_FILE))
-        assert std.hook_name == h and std.rows and std.settings["measured_on"].startswith("held-out prefixes")
+        assert std.hook_name == h and std.rows and std.settings.measured_on.startswith("held-out prefixes")
         for r in std.rows:
-            assert set(r.sparse_probing["sae_top_k"]) == {str(k) for k in sae_run.cfg.sae_eval.sparse_probing_k}
-            assert 0 <= r.matching["mcc_decoder"] <= 1 and 0 <= r.matching["mcc_activation"] <= 1
+            assert set(r.sparse_probing.sae_top_k) == {str(k) for k in sae_run.cfg.sae_eval.sparse_probing_k}
+            assert 0 <= r.matching.mcc_decoder <= 1 and 0 <= r.matching.mcc_activation <= 1
             assert lat[f"{r.variable}@{r.position}/precision"].shape == (64,)
-    r1 = StandardMetrics.load(eval_metrics_path(ev, "blocks.0.hook_resid_pre").parent / STANDARD_FILE).row("r1", "r1")
-    assert r1.sparse_probing["llm"] == 1.0  # the embedding of the r1 token: a linear probe reads it on any held-out prefix
+    r1 = StandardMetrics.load(eval_metrics_path(ev, "blocks.0.hook_resid_pre").parent).row("r1", "r1")
+    assert r1.sparse_probing.llm == 1.0  # the embedding of the r1 token: a linear probe reads it on any held-out prefix
     summary = (ev / "summary.md").read_text()
     assert all(h in summary for h in hooks) and "Bridge entity" in summary
     assert (ev / "alignment_bridge.png").exists() and (ev / "alignment_bridge.svg").exists()

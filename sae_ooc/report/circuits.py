@@ -24,9 +24,8 @@ def _multi_token(run) -> str:
 def attribution_section(doc: Doc) -> None:
     run = doc.run
     doc.heading("attribution", "Which features carry the A→C answer")
-    ne = NodeEffectsSummary.load_if(run.attribution_dir)
+    ne = doc.load_or_say(NodeEffectsSummary, run.attribution_dir, "`sae-ooc attribute`")
     if ne is None:
-        doc.add("Not run yet: `sae-ooc attribute`.", "")
         return
     doc.add(f"Node effects by `{ne.method}` on {ne.n_pairs} clean/corrupted pairs (corruption: a different head entity whose "
             f"bridge and answer both differ). Metric `{ne.metric}`: clean {ne.metric_clean_mean:.3f}, corrupted "

@@ -72,10 +72,9 @@ def _used_answer(doc: Doc, res: DynamicsResult, pts: list[Checkpoint], ans: Answ
 
 def dynamics_section(doc: Doc) -> None:
     run = doc.run
-    res = DynamicsResult.load_if(run.dynamics_dir)
     doc.heading("dynamics", "Training dynamics: when does the bridge become readable, and when does A→C appear?")
+    res = doc.load_or_say(DynamicsResult, run.dynamics_dir, not_run="Not run (a separate command, not part of the pipeline)")
     if res is None:
-        doc.add(f"Not run (a separate command, not part of the pipeline): {doc.cmd('dynamics')}.", "")
         return
     pts, rise, ans = res.checkpoints, res.rise, res.answers
     n = res.n_checkpoints
