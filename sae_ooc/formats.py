@@ -10,6 +10,7 @@ module sits above every producing package and nothing imports it.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from pathlib import Path
 
@@ -25,6 +26,7 @@ OUTPUTS = (
     "sae_ooc.circuits.attribute_result:AttributionValidation",
     "sae_ooc.circuits.faithfulness_result:CircuitFaithfulness",
     "sae_ooc.circuits.variable_faithfulness_result:VariableCircuitFaithfulness",
+    "sae_ooc.circuits.variable_faithfulness_result:VariableGroups",
     "sae_ooc.causal.result:VariablesResult",
     "sae_ooc.analyses.result:AttentionResult",
     "sae_ooc.analyses.result:LogitLensResult",
@@ -39,15 +41,18 @@ OUTPUTS = (
     "sae_ooc.sweep.result:SweepPoint",
     "sae_ooc.sweep.result:SweepResult",
 )
+# the report's summary.json: a JSON list of rows (its class, and its row's)
+LIST_OUTPUT = ("sae_ooc.report.summary:ReportSummary", "sae_ooc.report.summary:HeadlineNumber")
 DOC = Path(__file__).resolve().parents[1] / "docs" / "FORMATS.md"
 
 
+def _class(spec: str) -> type:
+    mod, name = spec.split(":")
+    return getattr(importlib.import_module(mod), name)
+
+
 def output_classes() -> list[type]:
-    out = []
-    for spec in OUTPUTS:
-        mod, name = spec.split(":")
-        out.append(getattr(importlib.import_module(mod), name))
-    return out
+    return [_class(spec) for spec in OUTPUTS]
 
 
 def render() -> str:
@@ -59,6 +64,10 @@ def render() -> str:
              "that do not have it (e.g. natural-language settings on the toy task).", ""]
     for cls in output_classes():
         lines += format_doc(cls)
+    ReportSummary, HeadlineNumber = (_class(spec) for spec in LIST_OUTPUT)  # a JSON list, not an object: documented by its row
+    lines += [f"### `{ReportSummary.FILE}` ({ReportSummary.STAGE}): `{ReportSummary.__module__}.{ReportSummary.__name__}`, a JSON list of "
+              "`HeadlineNumber`", "", inspect.cleandoc(ReportSummary.__doc__ or ""), ""]
+    lines += format_doc(HeadlineNumber, head="#### `HeadlineNumber` (each element of the list)")
     lines += leaves_doc()
     return "\n".join(lines).rstrip() + "\n"
 

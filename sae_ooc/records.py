@@ -300,17 +300,18 @@ def _nested(hint) -> list[type]:
     return [t for a in typing.get_args(hint) for t in _nested(a)]
 
 
-def format_doc(cls) -> list[str]:
-    """Markdown for one output class and the records nested in it (each described once)."""
+def format_doc(cls, head: str | None = None) -> list[str]:
+    """Markdown for one output class and the records nested in it (each described once); `head`: the heading of a
+    record that is not a StageOutput (a file's row)."""
     lines, seen, todo = [], set(), [cls]
     while todo:
         c = todo.pop(0)
         if c in seen or c in (Share, MeanCI, Spread):
             continue
         seen.add(c)
-        head = (f"### `{c.FILE}` ({c.STAGE}): `{c.__module__}.{c.__name__}`, format {c.FORMAT_NAME}/{c.FORMAT_VERSION}"
-                if c is cls else f"#### `{c.__name__}`")
-        lines += [head, "", inspect.cleandoc(c.__doc__ or ""), "", "| key | type | meaning |", "|---|---|---|"]
+        title = (head or f"### `{c.FILE}` ({c.STAGE}): `{c.__module__}.{c.__name__}`, format {c.FORMAT_NAME}/{c.FORMAT_VERSION}"
+                 if c is cls else f"#### `{c.__name__}`")
+        lines += [title, "", inspect.cleandoc(c.__doc__ or ""), "", "| key | type | meaning |", "|---|---|---|"]
         notes, hints = _comments(c), _hints(c)
         for f in fields(c):
             if f.name == "extra":

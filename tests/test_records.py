@@ -179,3 +179,26 @@ def test_a_record_read_from_a_file_keeps_its_key_order_and_an_empty_optional_rec
         a: int = OMIT
 
     assert not _AllOptional() and _AllOptional(a=0) and not _AllOptional.from_json({})
+
+
+def test_summary_groups_and_drawn_blocks_of_a_real_run_round_trip(tmp_path):
+    """summary.json (a list of headline numbers, what `sae-ooc compare` reads), groups.json (a StageOutput, above) and
+    the `drawn` block of a circuit's full JSON (what the browser reads) load into their classes and write back as read."""
+    from sae_ooc.compare.table import read_summary
+    from sae_ooc.report.summary import ReportSummary
+    from sae_ooc.viz.export_options import Drawn
+
+    s = ReportSummary.load(DATA / "report")
+    s.save(tmp_path)
+    assert (tmp_path / "summary.json").read_bytes() == (DATA / "report" / "summary.json").read_bytes()
+    raw = json.loads((DATA / "report" / "summary.json").read_text())
+    got = read_summary(DATA / "report")
+    assert [n.value for n in got.values()] == [r["value"] for r in raw] and not any(n.extra for n in s.numbers)
+    raw[0]["measured"] = raw[0].pop("measured_on")  # a renamed field
+    (tmp_path / "summary.json").write_text(json.dumps(raw))
+    with pytest.raises(UserError, match="corrupt or not a summary.*sae-ooc report"):
+        ReportSummary.load(tmp_path)
+    full = json.loads((DATA / "drawn" / "causal_circuit_full.json").read_text())
+    d = Drawn.from_json(full["drawn"])
+    assert d.to_json() == full["drawn"] and not d.extra and not d.options.extra
+    assert set(d.nodes) <= {n["id"] for n in full["nodes"]} and d.options.max_edges == full["drawn"]["options"]["max_edges"]
