@@ -37,6 +37,7 @@ OUTPUTS = (
     "sae_ooc.analyses.result:BackPatchingResult",
     "sae_ooc.interventions.steer_result:SteerResult",
     "sae_ooc.interventions.edit_result:EditResult",
+    "sae_ooc.browse.result:BrowseInfo",
     "sae_ooc.dynamics.result:DynamicsResult",
     "sae_ooc.sweep.result:SweepPoint",
     "sae_ooc.sweep.result:SweepResult",
