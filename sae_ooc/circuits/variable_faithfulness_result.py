@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sae_ooc.circuits.faithfulness_result import ValidFor
 from sae_ooc.records import OMIT, Record, StageOutput
 
 
@@ -124,7 +125,7 @@ class KindScores(Record):
     variables_only: VariablesOnly
     top_features_same_size: TopFeatures
     curve: GroupCurve  # the top k groups, by size
-    valid_for: dict[str, str] | None
+    valid_for: ValidFor | None  # whether this ablation is valid for features and for error terms
     random_groups: RandomGroups
 
 
