@@ -18,6 +18,7 @@ from sae_ooc.records import format_doc, leaves_doc
 
 # every typed output, in stage order
 OUTPUTS = (
+    "sae_ooc.tasks.finetune_result:FinetuneMeta",
     "sae_ooc.models.metrics:TrainMetrics",
     "sae_ooc.saes.metrics_result:SaeTrainMetrics",
     "sae_ooc.saes.metrics_result:SaeEvalMetrics",
