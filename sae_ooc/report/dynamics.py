@@ -79,8 +79,8 @@ def dynamics_section(doc: Doc) -> None:
     pts, rise, ans = res.checkpoints, res.rise, res.answers
     n = res.n_checkpoints
     v, t = rise["valid_id"], rise["test_id"]
-    doc.add(f"{len(pts)} checkpoints: {n['saved']} saved by train (log-spaced, with step 0, the random initialisation) and "
-            f"{n['replayed']} replayed exactly from the nearest saved one across the window where valid_id accuracy rises"
+    doc.add(f"{len(pts)} checkpoints: {n.saved} saved by train (log-spaced, with step 0, the random initialisation) and "
+            f"{n.replayed} replayed exactly from the nearest saved one across the window where valid_id accuracy rises"
             + (f" (steps {v.start}–{v.end}); valid_id reaches half its rise at step "
                f"{doc.number('dynamics.valid_id_rise_step', v.moment, 'valid_id, periodic evaluations', in_sample=True, spec='.0f')} "
                "(it chose where checkpoints were added)" if v.found else "; valid_id never rose") + ". "
