@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sae_ooc.causal.pairs import HELD, draw_pairs
-from sae_ooc.causal.result import VARIABLES_FILE, VariablesResult
+from sae_ooc.causal.result import VariablesResult
 from sae_ooc.causal.variables import two_hop_questions
 from sae_ooc.compare import finetune as cf
 from sae_ooc.compare.finetune_text import render_finetune
@@ -45,9 +45,12 @@ def pair(harvested_run, tmp_path_factory):
     rows = [[int(v) for v in (h, a, c, b, b2, dh, da)] for h, a, c, b, b2, (dh, da) in
             zip(P.head, P.r1, P.r2, P.b, P.b2, P.donor.tolist())]
     W = torch.linalg.qr(torch.randn(32, RANK, generator=torch.Generator().manual_seed(1)))[0].T.contiguous()
-    node = {"hook": HOOK, "position": POS, "rank": RANK}
-    (pre / "variables").mkdir()
-    VariablesResult({}, [], rows, {"nodes": {"bridge@r1": node}}).save(pre / "variables" / VARIABLES_FILE)
+    # a real variables.json (tests/data/outputs) with its bridge@r1 node moved to HOOK and POS and these held-out pairs
+    res = VariablesResult.load(ROOT / "tests" / "data" / "outputs" / "variables")
+    node = res.circuit.nodes["bridge@r1"]
+    node.hook, node.position, node.rank = HOOK, POS, RANK
+    res.heldout_pairs = rows
+    res.save(pre / "variables")
     save_tensors(pre / "variables" / "circuit_units.safetensors", {"bridge@r1": W})
     cfg = load_config(ROOT / "configs" / "finetune_toy_tiny.yaml", [f"model.run={pre}"])
     fds, fvocab, meta = finetune_task(cfg, pre, load_task)
@@ -89,7 +92,7 @@ def test_the_pretrained_subspace_switch_rate_matches_a_hand_computation(pair):
     res = cf.compare_finetune(pre, ft, samples=2, bootstrap=20, random_draws=2, probe_steps=20)
     ds, vocab = load_task(ft / "data")
     facts = Facts.from_dataset(ds, vocab, "twohop")
-    rows = VariablesResult.load(pre / "variables" / VARIABLES_FILE).heldout_pairs
+    rows = VariablesResult.load(pre / "variables").heldout_pairs
     for case, model_dir in (("old@pretrained", pre), ("old@finetuned", ft)):
         c = res["das"]["cases"][case]
         model = load_model(model_dir / "model")

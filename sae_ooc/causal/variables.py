@@ -32,12 +32,13 @@ from sae_ooc.causal.circuit import CIRCUIT_UNITS_FILE, variable_circuit
 from sae_ooc.causal.graph import causal_graph
 from sae_ooc.causal.isolation import fit_reader, read_state
 from sae_ooc.causal.pairs import FIT, GROUP_NAMES, HELD, VALID, Questions, draw_pairs, prefix_groups
-from sae_ooc.causal.result import VARIABLES_FILE, VariablesResult
+from sae_ooc.causal.result import VariablesResult
 from sae_ooc.causal.row import Context, bridge_row
 from sae_ooc.causal.planted import SPECS, heldout_keys, position_of, prefix_roles, variable_pairs, variable_row
 from sae_ooc.errors import UserError
 from sae_ooc.hooks import hook_seed, hook_sort_key
 from sae_ooc.io import save_tensors
+from sae_ooc.records import opt
 from sae_ooc.interventions.facts import Facts, atomic_template
 from sae_ooc.interventions.prompts import matches, read_batched
 from sae_ooc.interventions.steer import residuals
@@ -190,17 +191,20 @@ def _run_variables(run, ccfg) -> dict:
     P = pairs[HELD]
     r2vp = next((vp for vp in vps if vp.name == "r2"), None)
     circuit, units = variable_circuit(ctx, rows, hooks, v_rows, r2vp.pairs[HELD] if r2vp else None)
-    result = VariablesResult(settings, rows + v_rows, torch.stack([P.head, P.r1, P.r2, P.b, P.b2, P.donor[:, 0], P.donor[:, 1]], 1).tolist(),
-                             circuit)
+    # rows and the circuit are built as plain dicts (the measuring code fills them in); typed once, here, in the file's key order
+    result = VariablesResult.from_json({
+        "settings": settings, "rows": [r.to_json() for r in rows + v_rows],
+        "heldout_pairs": torch.stack([P.head, P.r1, P.r2, P.b, P.b2, P.donor[:, 0], P.donor[:, 1]], 1).tolist(),
+        "circuit": circuit, "format": VariablesResult.format_string()})
     out = run.variables_dir
-    result.save(out / VARIABLES_FILE)
+    result.save(out)
     if units:
         save_tensors(out / CIRCUIT_UNITS_FILE, units)
     plot_control_curves(result, out / "control_curves")  # fail_soft: no figure stops the stage
     plot_variable_curves(result, out / "variable_curves")
     # the circuit in every format the export stage writes, by its own code: causal_circuit.{png,svg,dot,html},
     # causal_graph.json (circuit-tracer's format), causal_circuit_full.json
-    graph = causal_graph(circuit, list(layout.position_names), run.cfg.name)
+    graph = causal_graph(result.circuit, list(layout.position_names), run.cfg.name)
     for stale in out.glob(f"{CAUSAL_PREFIX}*"):
         stale.unlink()
     if graph is not None:
@@ -208,8 +212,11 @@ def _run_variables(run, ccfg) -> dict:
             export_circuit(graph.to_json(), out, prefix=CAUSAL_PREFIX)
         except Exception as e:  # no drawing may stop a stage
             print(f"variables: the circuit drawing failed ({type(e).__name__}: {e})")
-    best = {r.hook: {u: r.switch(u) for u in ("resid_patch", "das_rank16", "supervised")} for r in rows}
-    others = {f"{r.variable}@{r.position} {r.hook}": {u: r.switch(u) for u in ("resid_patch", "das_rank16", "random")} for r in v_rows}
-    faith = (circuit.get("faithfulness") or {}).get("circuit") or {}
-    return {"n_heldout_pairs": len(pairs[HELD]), "hooks": len(hooks), "switch": best, "variables": others, "circuit_iia": circuit.get("iia"),
-            "circuit_faithfulness": (faith.get("unit") or {}).get("faithfulness")}
+    typed_rows = result.rows
+    best = {r.hook: {u: r.switch(u) for u in ("resid_patch", "das_rank16", "supervised")} for r in typed_rows[:len(rows)]}
+    others = {f"{r.variable}@{r.position} {r.hook}": {u: r.switch(u) for u in ("resid_patch", "das_rank16", "random")}
+              for r in typed_rows[len(rows):]}
+    c = result.circuit
+    cut = c.faithfulness.circuit if c and c.faithfulness else None
+    return {"n_heldout_pairs": len(pairs[HELD]), "hooks": len(hooks), "switch": best, "variables": others, "circuit_iia": opt(c.iia) if c else None,
+            "circuit_faithfulness": opt(cut.unit.faithfulness) if cut else None}

@@ -31,21 +31,22 @@ import torch
 import yaml
 
 from sae_ooc.errors import UserError
-from sae_ooc.io import read_json
 
-FINETUNE_FILE = "finetune.json"  # sae_ooc.tasks.finetune's record of a fine-tuning run's data
 N_OLD_FACTS = 200  # old atomic facts traced (seeded sample): the tracing mean is stable to ~0.01 by then
 TOP_FEATURES = 10
 
 
 def finetune_pairs(runs: list[Path]) -> list[tuple[int, int]]:
     """(i, j) for every run j that is a fine-tuning run of run i (its data/finetune.json names run i as model.run)."""
+    from sae_ooc.tasks.finetune_result import FinetuneMeta
+
     out = []
     for j, r in enumerate(runs):
         try:
-            src = read_json(Path(r) / "data" / FINETUNE_FILE).get("model_run")
-        except (OSError, ValueError, AttributeError):
-            continue
+            meta = FinetuneMeta.load_if(Path(r) / "data")
+        except UserError:  # an unreadable finetune.json: not compared as a fine-tuning run
+            meta = None
+        src = meta.model_run if meta else None
         out += [(i, j) for i, p in enumerate(runs) if i != j and src and Path(src).resolve() == Path(p).resolve()]
     return out
 
@@ -142,18 +143,20 @@ def bridge_probe(models: dict, old, new, pos: int, steps: int, seed: int, fit_sh
 def bridge_node(pre: Path) -> tuple[str, int, torch.Tensor, list[list[int]]]:
     """(hook, position, basis [rank, d], held-out pairs) of the pretrained run's bridge@r1 circuit node."""
     from sae_ooc.causal.circuit import CIRCUIT_UNITS_FILE
-    from sae_ooc.causal.result import VARIABLES_FILE, VariablesResult
+    from sae_ooc.causal.result import VariablesResult
     from sae_ooc.io import load_tensors
+    from sae_ooc.records import opt
 
-    path, units = pre / "variables" / VARIABLES_FILE, pre / "variables" / CIRCUIT_UNITS_FILE
-    if not path.is_file() or not units.is_file():
-        raise _Missing(f"{pre} has no variables stage output ({path.name}, {units.name}); run `sae-ooc variables --run {pre}`")
-    res = VariablesResult.load(path)
-    node = (res.circuit.get("nodes") or {}).get("bridge@r1")
+    units = pre / "variables" / CIRCUIT_UNITS_FILE
+    res = VariablesResult.load_if(pre / "variables")
+    if res is None or not units.is_file():
+        raise _Missing(f"{pre} has no variables stage output ({VariablesResult.FILE}, {units.name}); run `sae-ooc variables --run {pre}`")
+    circuit = opt(res.circuit)
+    node = (opt(circuit.nodes, {}) if circuit else {}).get("bridge@r1")
     W = load_tensors(units).get("bridge@r1")
     if node is None or W is None:
-        raise _Missing(f"{pre}'s circuit of causal variables has no bridge@r1 node (status {res.circuit.get('status')!r})")
-    return node["hook"], int(node["position"]), W.float(), res.heldout_pairs
+        raise _Missing(f"{pre}'s circuit of causal variables has no bridge@r1 node (status {opt(circuit.status) if circuit else None!r})")
+    return node.hook, int(node.position), W.float(), res.heldout_pairs
 
 
 def pairs_of(rows: list[list[int]]):

@@ -73,15 +73,12 @@ def initial_model(run, vocab, device: str = "cpu") -> HookedTransformer:
 def new_entity_tokens(data_dir: Path) -> tuple[int, int] | None:
     """(the first new id, how many) of the entity tokens a fine-tuning run's data added (RUN/data/finetune.json, written
     by tasks/finetune.py with task.finetune.new_entities), or None."""
-    from sae_ooc.tasks.finetune import FINETUNE_FILE
+    from sae_ooc.records import opt
+    from sae_ooc.tasks.finetune_result import FinetuneMeta
 
-    path = Path(data_dir) / FINETUNE_FILE
-    try:
-        meta = json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError as e:
-        raise unreadable(path, e, f"sae-ooc data --force --run {Path(data_dir).parent}") from None
-    k = int(meta.get("new_entities_added", 0) or 0)
-    return (int(meta["old_n_entities"]), k) if k else None
+    meta = FinetuneMeta.load_if(data_dir)
+    k = opt(meta.new_entities_added, 0) if meta else 0
+    return (int(meta.old_n_entities), int(k)) if k else None
 
 
 def source_run(cfg: Config) -> Path:
