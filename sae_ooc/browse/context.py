@@ -23,6 +23,7 @@ from sae_ooc.circuits.graph import OMIT as NOT_IN_GRAPH, CircuitGraph
 from sae_ooc.circuits.variable_faithfulness_result import VariableGroups
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json
+from sae_ooc.records import opt
 from sae_ooc.models.hooked import load_model, model_hash
 from sae_ooc.saes.eval_sae import heldout_from_disk
 from sae_ooc.saes.features import load_feature_labels
@@ -181,7 +182,7 @@ def load_context(run, hooks: list[str], seed: int = 0) -> Context:
                 circuits[name] = DrawnCircuit.from_json(c)
         except (ValueError, KeyError, TypeError):
             pass  # not a circuit (an unreadable file is skipped like a missing one)
-    codes = {int(v): k for k, v in (cache.manifest.get("split_codes") or {}).items()}
+    codes = {int(v): k for k, v in (opt(cache.manifest.split_codes) or {}).items()}
     return Context(vocab, cache, hooks, prompts, codes, first, held, key, model, scale, load_feature_labels(run.sae_eval_dir),
                    metrics, effects, meta, circuits, variable_members(run, circuits.get("variable_circuit")),
                    {h: alignment_by_feature(m) for h, m in metrics.items()}, appearances(circuits),
