@@ -128,9 +128,9 @@ class GraphMetadata(Record):
     n_pairs: int | None = ABSENT  # pairs the node effects average over
     effects_over: str = ABSENT  # which pairs chose the nodes ("selection pairs")
     n_heldout_pairs: int = ABSENT  # pairs the scores are measured on
-    hooks: list[str]  # hook_names, forward order
+    hooks: list[str] = ABSENT  # hook_names, forward order (every graph the stages write has them, and positions)
     d_sae: dict[str, int] = ABSENT  # hook_name -> SAE width
-    positions: list[str]  # the name of each node position
+    positions: list[str] = ABSENT  # the name of each node position
     node_kind: str = ABSENT  # variable circuit: "variable groups"
     selection: dict | str = ABSENT  # how nodes were chosen: the settings, or a sentence (one pair's circuit)
     ablation: str = ABSENT  # mean or zero
