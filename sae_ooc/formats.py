@@ -55,6 +55,8 @@ BLOCKS = (
      "`DataInfo.of(run)`"),
     ("sae_ooc.circuits.graph:GraphMetadata", "### `circuit.json`, `prompt_circuit.json`, `variable_circuit.json` → `metadata` "
      "(circuit, variable-circuit): `sae_ooc.circuits.graph.GraphMetadata` of `CircuitGraph`"),
+    ("sae_ooc.circuits.effects:EffectsMeta", "### `node_effects.safetensors` → metadata `sae_ooc` (attribute): "
+     "`sae_ooc.circuits.effects.EffectsMeta`, a JSON string"),
     ("sae_ooc.circuits.graph:GraphScores", "### … → `scores`: `sae_ooc.circuits.graph.GraphScores` of `CircuitGraph`"),
 )
 DOC = Path(__file__).resolve().parents[1] / "docs" / "FORMATS.md"

@@ -84,3 +84,21 @@ def test_circuit_graph_metadata_and_scores_are_typed_and_resave_byte_for_byte(tm
     # a graph built in code from the producers' dicts holds the same records
     built = CircuitGraph(raw["metadata"], raw["scores"], g.nodes, g.edges)
     assert built.metadata == g.metadata and json.dumps(built.to_json()) == json.dumps(raw)
+
+
+def test_node_effects_metadata_is_typed_and_the_file_resaves_byte_for_byte(tmp_path):
+    from safetensors import safe_open
+
+    from sae_ooc.browse.context import node_effects
+    from sae_ooc.circuits.effects import EFFECTS_FILE, EffectsMeta, load_node_effects, save_node_effects
+
+    src = DATA / "attribution" / EFFECTS_FILE
+    with safe_open(str(src), framework="pt") as f:
+        raw = json.loads(f.metadata()["sae_ooc"])
+        meta = EffectsMeta.read(f)
+    assert meta.to_json() == raw and not meta.extra and meta.positions == raw["positions"]
+    save_node_effects(tmp_path / EFFECTS_FILE, load_node_effects(src))
+    assert (tmp_path / EFFECTS_FILE).read_bytes() == src.read_bytes()
+    effects, m = node_effects(src)  # what the browser reads
+    assert m == meta and set(effects) == set(raw["hooks"]) and effects[raw["hooks"][0]].shape[-1] == raw["d_sae"][raw["hooks"][0]] + 1
+    assert node_effects(tmp_path / "missing.safetensors") == ({}, None)
