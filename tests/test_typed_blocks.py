@@ -102,3 +102,27 @@ def test_node_effects_metadata_is_typed_and_the_file_resaves_byte_for_byte(tmp_p
     effects, m = node_effects(src)  # what the browser reads
     assert m == meta and set(effects) == set(raw["hooks"]) and effects[raw["hooks"][0]].shape[-1] == raw["d_sae"][raw["hooks"][0]] + 1
     assert node_effects(tmp_path / "missing.safetensors") == ({}, None)
+
+
+def test_the_saved_model_config_is_read_through_transformer_lens_and_the_report_names_it(tmp_path):
+    """model/config.json (HookedTransformerConfig's keyword arguments) loads into TransformerLens's own config class; the
+    report's description of a pretrained source names the checkpoint's architecture from it, not from the run's config."""
+    from types import SimpleNamespace
+
+    from sae_ooc.models.files import CONFIG_FILE
+    from sae_ooc.models.hooked import saved_config
+    from sae_ooc.report.model import _model_description
+
+    kw = {"n_layers": 3, "d_model": 32, "n_heads": 2, "d_head": 16, "d_mlp": 96, "d_vocab": 50, "n_ctx": 8,
+          "act_fn": "gelu_new", "original_architecture": "GPT2LMHeadModel"}
+    assert saved_config(tmp_path) is None
+    write_json(tmp_path / CONFIG_FILE, kw)
+    c = saved_config(tmp_path)
+    assert (c.n_layers, c.d_model, c.d_mlp, c.original_architecture) == (3, 32, 96, "GPT2LMHeadModel")
+    model = SimpleNamespace(source="pretrained", name="gpt2", path="ckpt", n_layers=12, d_model=768, n_heads=12, d_mlp=3072)
+    run = SimpleNamespace(cfg=SimpleNamespace(model=model, train=SimpleNamespace(trainable="all")), model_dir=tmp_path)
+    assert _model_description(run) == ("The pretrained gpt2 (GPT2LMHeadModel: 3 layers, d_model 32, 2 heads, d_mlp 96; "
+                                       "checkpoint `ckpt`) fine-tuned (all weights)")
+    (tmp_path / CONFIG_FILE).write_text("{not json")
+    with pytest.raises(UserError, match="config.json"):
+        saved_config(tmp_path)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sae_ooc.models.metrics import THRESHOLDS, TrainMetrics
-from sae_ooc.report.doc import Doc, f3, load, pct
+from sae_ooc.report.doc import Doc, f3, pct
 from sae_ooc.errors import UserError
 from sae_ooc.tasks.data_info import DataInfo
 from sae_ooc.tasks.families import describe
@@ -96,7 +96,9 @@ def _model_description(run) -> str:
     which = " (MLP weights only; every other weight frozen)" if tc.trainable == "mlp" else ""
     if m.source == "scratch":
         return f"A {m.n_layers}-layer HookedTransformer (d_model {m.d_model}, {m.n_heads} heads, d_mlp {m.d_mlp}) trained from scratch{which}"
-    kw = load(run.model_dir / "config.json") or {}
-    return (f"The pretrained {m.name} ({kw.get('original_architecture', '?')}: {kw.get('n_layers', '?')} layers, d_model "
-            f"{kw.get('d_model', '?')}, {kw.get('n_heads', '?')} heads, d_mlp {kw.get('d_mlp', '?')}; checkpoint `{m.path}`) "
-            f"fine-tuned{which or ' (all weights)'}")
+    from sae_ooc.models.hooked import saved_config  # imports transformer_lens: only a pretrained source's report pays it
+
+    c = saved_config(run.model_dir)
+    arch = (f"{c.original_architecture or '?'}: {c.n_layers} layers, d_model {c.d_model}, {c.n_heads} heads, d_mlp {c.d_mlp}"
+            if c is not None else "architecture not saved yet")
+    return f"The pretrained {m.name} ({arch}; checkpoint `{m.path}`) fine-tuned{which or ' (all weights)'}"
