@@ -33,10 +33,13 @@ BUDGETS = ("sae.expansion_factor=4", "sae.k=8", "sae.k_by_hook={blocks.0.hook_re
 def natural_run(natural_trained, tmp_path_factory) -> RunDir:
     """The shared natural run (data, train) through every later stage, at budgets that take seconds (the toy's tests
     check what larger budgets buy)."""
+    import sae_ooc.browse.browse as browse_stage
     from sae_ooc.pipeline import run as run_pipeline
 
     run = copy_run(natural_trained, tmp_path_factory.mktemp("natural_pipeline") / "run", BUDGETS, config=NATURAL)
-    results = run_pipeline(run)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(browse_stage, "screenshot", lambda *a, **k: None)  # no Chromium: tests/test_browse.py takes one
+        results = run_pipeline(run)
     assert [r.name for r in results if r.finished] == list(PIPELINE_STAGES)
     assert [r.name for r in results if not r.ran] == ["data", "train"]  # the copy's own, kept
     return run
