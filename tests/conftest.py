@@ -49,13 +49,15 @@ def copy_run(run: RunDir, dest: Path, overrides=(), config: Path = TINY) -> RunD
     return RunDir(dest, load_config(config, [*base, *overrides]))
 
 
-# CPU seconds of each costly test file (fixtures included), measured with the suite on 2 workers (2026-12-07). The
-# files are handed to the two workers costliest first, so that no long file starts last while the other worker idles
-# (longest-processing-time-first scheduling); a file not listed costs a few seconds and follows in collection order.
-FILE_CPU_SECONDS = {"test_natural_pipeline.py": 42, "test_sae.py": 32, "test_finetune_run.py": 30, "test_mechanism_small.py": 28,
-                    "test_dynamics.py": 25, "test_sweep.py": 25, "test_plots_edge_cases.py": 24, "test_train.py": 18,
-                    "test_pretrained_pipeline.py": 14, "test_stage_outputs.py": 13, "test_browse.py": 12, "test_bad_input.py": 9,
-                    "test_analyze.py": 8, "test_export.py": 7}
+# CPU seconds of each costly test file (fixtures included), measured with the suite on 2 workers (2026-12-07, on a busy
+# machine: at rest each is ~20% less). The files are handed to the two workers costliest first, so that no long file
+# starts last while the other worker idles (longest-processing-time-first scheduling); a file not listed costs a few
+# seconds and follows in collection order. The shared runs (`shared_run`) cost their builder's file ~1 s (tiny) or
+# ~4 s (natural).
+FILE_CPU_SECONDS = {"test_natural_pipeline.py": 43, "test_mechanism_small.py": 28, "test_plots_edge_cases.py": 28, "test_sae.py": 27,
+                    "test_finetune_run.py": 27, "test_sweep.py": 27, "test_dynamics.py": 21, "test_train.py": 20,
+                    "test_pretrained_pipeline.py": 18, "test_stage_outputs.py": 15, "test_browse.py": 14, "test_bad_input.py": 10,
+                    "test_analyze.py": 10, "test_export.py": 10, "test_steer.py": 8}
 
 
 def pytest_collection_modifyitems(config, items):
