@@ -60,6 +60,15 @@ FILE_CPU_SECONDS = {"test_natural_pipeline.py": 43, "test_mechanism_small.py": 2
                     "test_analyze.py": 10, "test_export.py": 10, "test_steer.py": 8}
 
 
+def png_only(mp: pytest.MonkeyPatch) -> None:
+    """Figures as PNG alone (sae_ooc.viz.plots.FORMATS) for a whole-pipeline test: every figure is still drawn through its
+    plot function and rendered, and the SVG writer is exercised by each stage's own tests on the tiny run; a third of the
+    pipeline's CPU time in these tests was writing figures, half of it the SVGs."""
+    from sae_ooc.viz import plots
+
+    mp.setattr(plots, "FORMATS", ("png",))
+
+
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: -FILE_CPU_SECONDS.get(item.path.name, 0))  # stable: a file's tests keep their order
 
