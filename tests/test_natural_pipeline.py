@@ -180,9 +180,10 @@ def test_the_prompt_index_serves_natural_prompts_with_the_live_numbers(natural_r
     ds, vocab = load_task(natural_run.data_dir)
     for split in ("test_id", "train", "atomic_test"):
         prompt = vocab.decode(ds[split][0]["input_ids"])
-        live = query(natural_run, prompt, top=3)
+        live = query(natural_run, prompt, top=3).to_json()  # typed results (QueryResult), compared as what --json prints
         got = lookup(natural_run, prompt, 3)
-        assert got is not None and got["from_index"] is True, prompt
+        assert got is not None and got.from_index is True, prompt
+        got = got.to_json()
         assert got["tokens"] == live["tokens"] and got["roles"] == live["roles"]
         assert got["truth"]["answer"] == live["truth"]["answer"] and got["truth"]["split"] == split
         assert got["truth"]["answer_model"]["rank"] == live["truth"]["answer_model"]["rank"]
