@@ -46,13 +46,13 @@ class AnalysisResult(StageOutput):
         return AnalysisResult.named(name).load_if(directory)
 
     def role_index(self, role: str) -> int:
-        """A role's position (`answer`: the position that predicts the answer, r2 in the toy, `last` in a natural task)."""
+        """A role's position (`answer`: the position that predicts the answer, the toy's last role, `last` in a natural task)."""
         roles = getattr(self, "roles", None) or TOY_ROLES
         return roles.index(self.answer_role() if role == "answer" else role)
 
     def answer_role(self) -> str:
         roles = getattr(self, "roles", None) or TOY_ROLES
-        return "last" if "last" in roles else "r2"
+        return "last" if "last" in roles else roles[-1]  # the toy's last role: r2 (two-hop), r1 (a one-fact question)
 
 
 @dataclass(kw_only=True)

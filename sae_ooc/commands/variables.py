@@ -17,6 +17,8 @@ def summarize(run, result) -> str:
     # causal.result.VARIABLES_FILE: importing that package loads torch, seconds a skipped stage's line should not cost
     v = read_json(run.root / "variables" / "variables.json")
     st = v["settings"]
+    if st.get("note"):  # nothing to localize (sae_ooc.causal.variables: a question with no bridge)
+        return f"variables: {verb(result)} {files_written(run, 'variables')}: {st['note']}"
     lines = [f"variables: {verb(result)} {files_written(run, 'variables')}: {st['n_pairs']['heldout']} held-out interchange pairs "
              f"({st['n_prefixes']['heldout']} held-out prefixes)"]
     for r in v["rows"]:

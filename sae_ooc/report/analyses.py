@@ -32,10 +32,11 @@ def _attention(doc: Doc, r: AttentionResult) -> None:
 
 def _logit_lens(doc: Doc, r: LogitLensResult) -> None:
     on = f"{r.n_prompts} held-out test_id prompts"
-    b = [row[r.role_index("r1")] for row in r.bridge.top1]
     ans = [row[r.role_index("answer")] for row in r.answer.top1]
-    doc.add(f"Share of prompts ranking the bridge first at r1, by state ({', '.join(r.states)}): {', '.join(f3(x, '.2f') for x in b)}; "
-            f"the answer at {r.answer_role()}: {', '.join(f3(x, '.2f') for x in ans)} (final: {doc.number('analyze.logit_lens.final_accuracy', r.final_accuracy, on)}, "
+    bridge = ("" if r.bridge is None else  # None: the question has no bridge (the reversal family's)
+              f"Share of prompts ranking the bridge first at r1, by state ({', '.join(r.states)}): "
+              f"{', '.join(f3(x, '.2f') for x in (row[r.role_index('r1')] for row in r.bridge.top1))}; ")
+    doc.add(f"{bridge}Share ranking the answer first at {r.answer_role()}, by state ({', '.join(r.states)}): {', '.join(f3(x, '.2f') for x in ans)} (final: {doc.number('analyze.logit_lens.final_accuracy', r.final_accuracy, on)}, "
             f"the model's accuracy on these prompts). Caveat: {r.caveat}.")
 
 

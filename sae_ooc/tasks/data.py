@@ -31,7 +31,7 @@ from sae_ooc.tasks.layout import LAYOUT_FILE, TOY_LAYOUT, Layout
 from sae_ooc.tasks.rows import FEATURES, _concat, _rows, _shuffled, valid_test  # noqa: F401  (re-exported)
 from sae_ooc.tasks.natural.generate import render_natural
 from sae_ooc.tasks.natural.text_vocab import TOKENIZER_FILE
-from sae_ooc.tasks.families import FAMILIES, SPLITS  # noqa: F401  (re-exported)
+from sae_ooc.tasks.families import FAMILIES, SPLITS, layout_of  # noqa: F401  (re-exported)
 from sae_ooc.tasks.vocab import POSITION_ROLES, SEQ_LEN, Vocab, read_vocab  # noqa: F401  (re-exported)
 
 
@@ -207,5 +207,5 @@ def run_data(run, force: bool = False) -> dict:
                                                hub_id(run.cfg.model.name or "gpt2"))
         save_task(ds, vocab, run.data_dir, layout, {TOKENIZER_FILE: lambda path: tok.tokenizer.save(str(path))})
     else:
-        save_task(ds, vocab, run.data_dir, TOY_LAYOUT)
+        save_task(ds, vocab, run.data_dir, layout_of(run.cfg.task.family))
     return {"sizes": {s: len(ds[s]) for s in SPLITS}, "majority_rate": {s: majority_rate(ds[s]) for s in SPLITS}}

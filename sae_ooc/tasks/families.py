@@ -25,6 +25,7 @@ from datasets import Dataset, DatasetDict
 from sae_ooc.config import TASK_SPLITS, TaskConfig
 from sae_ooc.errors import UserError
 from sae_ooc.registry import Registry
+from sae_ooc.tasks.layout import ONE_HOP_LAYOUT, TOY_LAYOUT, Layout
 from sae_ooc.tasks.rows import FEATURES, _concat, _rows, _shuffled, valid_test  # noqa: F401  (re-exported)
 from sae_ooc.tasks.vocab import Vocab
 
@@ -79,6 +80,13 @@ def _dataset(train_atomic: list, inferred: dict[str, list], rng: np.random.Gener
 
 
 FAMILIES: Registry = Registry("task.family")
+# the layout of each family's analysed prompts (sae_ooc.tasks.layout), the toy's two-hop question unless named here
+LAYOUTS: dict[str, Layout] = {"reversal": ONE_HOP_LAYOUT}
+
+
+def layout_of(family: str) -> Layout:
+    """The layout every stage reads the analysed prompts of `family` by (RUN/data/layout.json)."""
+    return LAYOUTS.get(family, TOY_LAYOUT)
 
 
 @FAMILIES.register("twohop")

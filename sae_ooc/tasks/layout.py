@@ -28,6 +28,7 @@ class Layout:
     seq_len: int  # model context needed by every example: max over examples of len(input_ids) + len(answer_ids) - 1
     answer_len: int = 1  # the analysed prompts' answer length, in tokens
     roles: dict = field(default_factory=dict)  # role -> [start, end) token span in an analysed prompt
+    question_hop: int = 2  # the `hop` of the analysed prompts' rows (the reversal family's questions: 1)
 
     @property
     def n_pos(self) -> int:
@@ -74,16 +75,21 @@ class Layout:
 
     def to_json(self) -> dict:
         return {"render": self.render, "position_names": list(self.position_names), "answer_pos": self.answer_pos,
-                "seq_len": self.seq_len, "answer_len": self.answer_len, "roles": {k: list(v) for k, v in self.roles.items()}}
+                "seq_len": self.seq_len, "answer_len": self.answer_len, "roles": {k: list(v) for k, v in self.roles.items()},
+                "question_hop": self.question_hop}
 
     @classmethod
     def from_json(cls, d: dict) -> "Layout":
         return cls(str(d["render"]), tuple(str(n) for n in d["position_names"]), int(d["answer_pos"]), int(d["seq_len"]),
-                   int(d.get("answer_len", 1)), {str(k): [int(v[0]), int(v[1])] for k, v in d.get("roles", {}).items()})
+                   int(d.get("answer_len", 1)), {str(k): [int(v[0]), int(v[1])] for k, v in d.get("roles", {}).items()},
+                   int(d.get("question_hop", 2)))
 
 
 # the toy task: one token per role, the answer read at r2 (two-hop) or r1 (atomic, right-padded)
 TOY_LAYOUT = Layout("toy", ("head", "r1", "r2"), 2, 3, 1, {"head": [0, 1], "r1": [1, 2], "r2": [2, 3]})
+# the reversal family's question (b, r⁻¹) -> a, and its trained direction (a, r) -> b: one fact, read at r1 (seq_len
+# stays the toy's 3, the model's context, so every toy family trains on the same tensors)
+ONE_HOP_LAYOUT = Layout("toy", ("head", "r1"), 1, 3, 1, {"head": [0, 1], "r1": [1, 2]}, question_hop=1)
 
 
 def load_layout(data_dir: Path) -> Layout:
