@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from sae_ooc.analyses.answers import answer_classes
 from sae_ooc.analyses.attention import attention
 from sae_ooc.analyses.back_patching import POSITIONS, all_patches, back_patch, summarise
 from sae_ooc.analyses.common import Sample, sample_prompts
@@ -117,6 +118,11 @@ def _back_patching(c: Context) -> dict:
     for split, r in res.items():
         out[split] = None if r is None else summarise(*r, patches, chosen)
     return out
+
+
+@ANALYSES.register("answers")
+def _answers(c: Context) -> dict:
+    return answer_classes(c.model, c.ds, c.vocab, c.run.cfg.task.family, c.cfg.batch_size)
 
 
 ANALYSES.check()  # every name of the one list (sae_ooc.registry.NAMES) is registered above

@@ -290,4 +290,19 @@ class BackPatchingResult(AnalysisResult):
     test_unanswerable: BackPatchSplit | None
 
 
-ANALYSIS_RESULTS = (AttentionResult, LogitLensResult, PatchingResult, TracingResult, ProbesResult, DlaResult, BackPatchingResult)
+@dataclass(kw_only=True)
+class AnswersResult(AnalysisResult):
+    """What the model answers on each split's analysed prompts, by class of the task's facts (sae_ooc.analyses.answers)."""
+
+    FILE = "answers.json"
+    NAME = "answers"
+    FORMAT_NAME = "sae_ooc.analyze.answers"
+
+    classes: list[str]
+    most_frequent_answer: str | None
+    has_inverse: bool  # the task's relations have inverses (the class inverse_tail can occur)
+    splits: dict  # split -> {n, share {class: x}, chance {class: x}, top_wrong [[token, count]]} or None
+
+
+ANALYSIS_RESULTS = (AttentionResult, LogitLensResult, PatchingResult, TracingResult, ProbesResult, DlaResult, BackPatchingResult,
+                    AnswersResult)
