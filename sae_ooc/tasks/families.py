@@ -212,6 +212,17 @@ DESCRIPTIONS = {  # what a family's facts are, in the report's task section
 }
 
 
+QUESTIONS = {  # what each family asks of the model (the report's family section answers it)
+    "twohop": "Does the model compose two facts it learned separately, `(h, r1) → b` and `(b, r2) → t`, into `(h, r1, r2) → t`: "
+              "in distribution (test_id) and on OOD atomic facts no inferred training fact used (test_ood_sys, where Wang et al. "
+              "2024 find composition fails)?",
+    "reversal": "Having learned `(a, r) → b`, does the model answer the reversed question `(b, r⁻¹) → a`, never trained for these "
+                "pairs (test_id; the reversal curse, Berglund et al. 2023), and what does it answer instead?",
+    "comparison": "Does the model compare two attribute values it learned separately, `(e1, attr, e2)` → lt / eq / gt: in "
+                  "distribution (test_id) and on OOD facts (test_ood_sys, where Wang et al. 2024 find comparison generalizes)?",
+}
+
+
 def describe(cfg: TaskConfig) -> str:
     """One sentence on the facts of `cfg.family` (the report's task section)."""
     return DESCRIPTIONS[cfg.family].format(E=cfg.n_entities, R=cfg.n_relations, k=cfg.facts_per_entity, V1=cfg.n_values - 1)

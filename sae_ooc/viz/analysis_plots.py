@@ -87,6 +87,10 @@ def plot_logit_lens(r, stem: Path, name: str) -> list[Path]:
     fig, axes = plt.subplots(2, 3, figsize=(11, 6.5))
     states = r.states
     for i, (var, d) in enumerate((("bridge", r.bridge), ("answer", r.answer))):
+        if d is None:  # the question has no such variable (the reversal family's: no bridge)
+            for ax in axes[i]:
+                na_axes(ax, f"no {var} in this task's question")
+            continue
         _heat(axes[i][0], d.prob, roles, states, f"{var}: mean probability", vmin=0, vmax=1)
         _heat(axes[i][1], d.top1, roles, states, f"{var}: share ranked first", vmin=0, vmax=1)
         _heat(axes[i][2], np.log10(1 + _grid(d.median_rank)), roles, states, f"{var}: log10(1 + median rank)",
