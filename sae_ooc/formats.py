@@ -10,6 +10,7 @@ module sits above every producing package and nothing imports it.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from pathlib import Path
 
@@ -17,13 +18,17 @@ from sae_ooc.records import format_doc, leaves_doc
 
 # every typed output, in stage order
 OUTPUTS = (
+    "sae_ooc.tasks.finetune_result:FinetuneMeta",
     "sae_ooc.models.metrics:TrainMetrics",
     "sae_ooc.saes.metrics_result:SaeTrainMetrics",
     "sae_ooc.saes.metrics_result:SaeEvalMetrics",
+    "sae_ooc.saes.standard_result:StandardMetrics",
     "sae_ooc.circuits.attribute_result:NodeEffectsSummary",
     "sae_ooc.circuits.attribute_result:AttributionValidation",
     "sae_ooc.circuits.faithfulness_result:CircuitFaithfulness",
     "sae_ooc.circuits.variable_faithfulness_result:VariableCircuitFaithfulness",
+    "sae_ooc.circuits.variable_faithfulness_result:VariableGroups",
+    "sae_ooc.causal.result:VariablesResult",
     "sae_ooc.analyses.result:AttentionResult",
     "sae_ooc.analyses.result:LogitLensResult",
     "sae_ooc.analyses.result:PatchingResult",
@@ -34,19 +39,23 @@ OUTPUTS = (
     "sae_ooc.analyses.result:AnswersResult",
     "sae_ooc.interventions.steer_result:SteerResult",
     "sae_ooc.interventions.edit_result:EditResult",
+    "sae_ooc.browse.result:BrowseInfo",
     "sae_ooc.dynamics.result:DynamicsResult",
     "sae_ooc.sweep.result:SweepPoint",
     "sae_ooc.sweep.result:SweepResult",
 )
+# the report's summary.json: a JSON list of rows (its class, and its row's)
+LIST_OUTPUT = ("sae_ooc.report.summary:ReportSummary", "sae_ooc.report.summary:HeadlineNumber")
 DOC = Path(__file__).resolve().parents[1] / "docs" / "FORMATS.md"
 
 
+def _class(spec: str) -> type:
+    mod, name = spec.split(":")
+    return getattr(importlib.import_module(mod), name)
+
+
 def output_classes() -> list[type]:
-    out = []
-    for spec in OUTPUTS:
-        mod, name = spec.split(":")
-        out.append(getattr(importlib.import_module(mod), name))
-    return out
+    return [_class(spec) for spec in OUTPUTS]
 
 
 def render() -> str:
@@ -58,6 +67,10 @@ def render() -> str:
              "that do not have it (e.g. natural-language settings on the toy task).", ""]
     for cls in output_classes():
         lines += format_doc(cls)
+    ReportSummary, HeadlineNumber = (_class(spec) for spec in LIST_OUTPUT)  # a JSON list, not an object: documented by its row
+    lines += [f"### `{ReportSummary.FILE}` ({ReportSummary.STAGE}): `{ReportSummary.__module__}.{ReportSummary.__name__}`, a JSON list of "
+              "`HeadlineNumber`", "", inspect.cleandoc(ReportSummary.__doc__ or ""), ""]
+    lines += format_doc(HeadlineNumber, head="#### `HeadlineNumber` (each element of the list)")
     lines += leaves_doc()
     return "\n".join(lines).rstrip() + "\n"
 

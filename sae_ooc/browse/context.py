@@ -20,6 +20,7 @@ from sae_ooc.activations.answers import cache_answers
 from sae_ooc.activations.cache import ROLES, ActivationCache, distinct_rows, prefix_ids
 from sae_ooc.browse.feature_record import AlignmentHit, Appearance
 from sae_ooc.circuits.graph import OMIT as NOT_IN_GRAPH, CircuitGraph
+from sae_ooc.circuits.variable_faithfulness_result import VariableGroups
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json
 from sae_ooc.models.hooked import load_model, model_hash
@@ -28,6 +29,7 @@ from sae_ooc.saes.features import load_feature_labels
 from sae_ooc.saes.metrics_result import SaeEvalMetrics
 from sae_ooc.saes.store import sae_dir
 from sae_ooc.tasks.data import first_tokens, load_task
+from sae_ooc.viz.export_options import Drawn
 
 EFFECTS_FILE = "node_effects.safetensors"  # = sae_ooc.circuits.effects.EFFECTS_FILE (that module loads the spliced model)
 # (name, title, the JSON written by export or variable-circuit: the whole circuit plus what was drawn)
@@ -60,9 +62,8 @@ class DrawnCircuit:
 
     @classmethod
     def from_json(cls, d: dict) -> DrawnCircuit:
-        drawn = d.get("drawn") or {}  # written by viz.circuit_files as plain data (not a typed output)
-        return cls(CircuitGraph.from_json(d), set(drawn.get("nodes", [])), {tuple(e) for e in drawn.get("edges", [])},
-                   len(drawn.get("without_drawn_edges", [])))
+        drawn = Drawn.from_json(d["drawn"]) if d.get("drawn") else Drawn(options=None, nodes=[], edges=[], without_drawn_edges=[])
+        return cls(CircuitGraph.from_json(d), set(drawn.nodes), {tuple(e) for e in drawn.edges}, len(drawn.without_drawn_edges))
 
 
 @dataclass
@@ -131,13 +132,16 @@ def node_effects(path: Path) -> tuple[dict, dict]:
 
 def variable_members(run, circuit: DrawnCircuit | None) -> dict:
     """(hook, feature) -> ids of the variable nodes (in the variable circuit) that hold the feature."""
-    groups = _read_json(run.variable_circuit_dir / "groups.json") or {}  # (groups.json is not a typed output yet)
+    try:
+        groups = VariableGroups.load_if(run.variable_circuit_dir)
+    except UserError:  # an unreadable groups.json: the pages link no variable node (the browser never stops on it)
+        groups = None
     in_circuit = {n.id for n in circuit.graph.nodes} if circuit is not None else set()
     out: dict = {}
-    for g in groups.get("groups", []):
-        if g.get("id") in in_circuit:
-            for f in g.get("members", []):
-                out.setdefault((g["hook"], int(f)), []).append(g["id"])
+    for g in groups.groups if groups else []:
+        if g.id in in_circuit:
+            for f in g.members:
+                out.setdefault((g.hook, int(f)), []).append(g.id)
     return out
 
 

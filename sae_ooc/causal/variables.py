@@ -32,11 +32,13 @@ from sae_ooc.causal.circuit import CIRCUIT_UNITS_FILE, variable_circuit
 from sae_ooc.causal.graph import causal_graph
 from sae_ooc.causal.isolation import fit_reader, read_state
 from sae_ooc.causal.pairs import FIT, GROUP_NAMES, HELD, VALID, Questions, draw_pairs, prefix_groups
-from sae_ooc.causal.result import VARIABLES_FILE, VariablesResult
+from sae_ooc.causal.result import VariablesResult
 from sae_ooc.causal.row import Context, bridge_row
 from sae_ooc.causal.planted import SPECS, heldout_keys, position_of, prefix_roles, variable_pairs, variable_row
 from sae_ooc.errors import UserError
+from sae_ooc.hooks import hook_seed, hook_sort_key
 from sae_ooc.io import save_tensors
+from sae_ooc.records import opt
 from sae_ooc.interventions.facts import Facts, atomic_template
 from sae_ooc.interventions.prompts import matches, read_batched
 from sae_ooc.interventions.steer import residuals
@@ -89,6 +91,14 @@ def prefixes_at(tok: dict[str, torch.Tensor], rows: torch.Tensor, pos: int) -> s
     return set(zip(tok["head"][at].tolist(), tok["r1"][at].tolist()))
 
 
+def default_variable_hooks(hooks: list[str], n_layers: int) -> list[str]:
+    """The other variables' hooks when `causal.variable_hooks` is empty: the bridge's hooks, every layer's middle (after
+    attention, before the MLP: no SAE there, so its SAE units are n/a, but a variable may first appear there) and the last
+    layer's output, where the answer position holds the answer; in forward order."""
+    mids = [f"blocks.{i}.hook_resid_mid" for i in range(n_layers)]
+    return sorted(set(hooks + mids + [f"blocks.{n_layers - 1}.hook_resid_post"]), key=hook_sort_key)
+
+
 def resolve_hooks(run, ccfg, n_layers: int) -> list[str]:
     available = saved_hooks(run.saes_dir)
     # by default every residual hook with an SAE but the last layer's output: nothing after it reads r1
@@ -110,13 +120,11 @@ def _run_variables(run, ccfg) -> dict:
     facts = Facts.from_dataset(ds, vocab, run.cfg.task.family, atomic_template(run.cfg.task))
     model = load_model(run.model_dir, run.device).eval()
     hooks = resolve_hooks(run, ccfg, model.cfg.n_layers)
-    # the other variables: by default the bridge's hooks and the last layer's output, where the answer position holds the answer
-    last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
-    v_hooks = (ccfg.variable_hooks or list(dict.fromkeys(hooks + [last]))) if ccfg.variables else []
+    v_hooks = (ccfg.variable_hooks or default_variable_hooks(hooks, model.cfg.n_layers)) if ccfg.variables else []
     bad = [h for h in v_hooks if h not in model.hook_dict]
     if bad:
         raise UserError(f"causal.variable_hooks: the model has no hook {', '.join(bad)}; use hooks such as blocks.0.hook_resid_pre")
-    all_hooks = sorted(set(hooks) | set(v_hooks), key=lambda h: (int(h.split(".")[1]), h.endswith("post")))
+    all_hooks = sorted(set(hooks) | set(v_hooks), key=hook_sort_key)
     with_sae = set(saved_hooks(run.saes_dir))
     saes = load_saes(run.saes_dir, run.device, [h for h in all_hooks if h in with_sae])
     labels = load_feature_labels(run.sae_eval_dir)
@@ -126,7 +134,13 @@ def _run_variables(run, ccfg) -> dict:
     if not bool((q.bridge >= 0).any()):  # a one-fact question (the reversal family's): no intermediate variable to localize
         note = ("the task's questions have no bridge (each asks one fact: the answer is the tail of (head, r1)); the bridge "
                 "and the planted variables are localized on two-hop questions only")
-        VariablesResult({"hooks": hooks, "note": note}, []).save(run.variables_dir / VARIABLES_FILE)
+        none = {"fit": 0, "valid": 0, "heldout": 0}
+        settings = {"hooks": hooks, "position": "r1", "heldout_splits": ccfg.heldout_splits, "fit_splits": ccfg.fit_splits,
+                    "only_correct": ccfg.only_correct, "n_prefixes": none, "n_pairs": none, "n_heldout_questions": 0,
+                    "n_heldout_correct": 0, "feature_counts": ccfg.feature_counts, "ranks": ccfg.ranks, "erase_rank": ccfg.erase_rank,
+                    "random_draws": ccfg.random_draws, "bootstrap": ccfg.bootstrap, "das_steps": ccfg.das_steps, "seed": ccfg.seed,
+                    "heldout_prefixes": "none", "note": note}
+        VariablesResult.from_json({"settings": settings, "rows": [], "format": VariablesResult.format_string()}).save(run.variables_dir)
         return {"note": note}
     tok, held_rows = heldout_rows(run)
     held = prefixes_at(tok, held_rows, pos)
@@ -164,13 +178,14 @@ def _run_variables(run, ccfg) -> dict:
                                                          prefix_roles(layout, position_of(layout, SPECS[name].role))),
                           fit_ok, held_ok, (in_fit | in_held) & ok) for name in ccfg.variables]
     value_of = {n: i for i, n in enumerate(vocab.planted_names)}
-    for k, h in enumerate(tqdm(all_hooks, desc="variables", leave=False)):
+    for h in tqdm(all_hooks, desc="variables", leave=False):
         # the base questions' whole residual at the hook: what DAS edits and runs the model on from the hook
         q_x = residuals(model, q_tok, [h], ccfg.batch_size)[h]
         if h in hooks:
             rows.append(bridge_row(ctx, saes[h], h, p_x[h][:, pos], q_x, labels.get(h, {}), seed=ccfg.seed + 1000 * hooks.index(h)))
         if h in v_hooks:
-            v_rows += [variable_row(ctx, vp, saes.get(h), h, q_x, labels.get(h, {}), value_of, ccfg.seed + 1000 * k + 100 * (j + 1))
+            # seeded by the hook's place in the forward pass, not in this list: adding a hook leaves the other rows' draws
+            v_rows += [variable_row(ctx, vp, saes.get(h), h, q_x, labels.get(h, {}), value_of, ccfg.seed + 1000 * hook_seed(h) + 100 * (j + 1))
                        for j, vp in enumerate(vps)]
     settings = {"hooks": hooks, "position": layout.position_names[pos], "heldout_splits": ccfg.heldout_splits,
                 "fit_splits": ccfg.fit_splits, "only_correct": ccfg.only_correct,
@@ -187,17 +202,20 @@ def _run_variables(run, ccfg) -> dict:
     P = pairs[HELD]
     r2vp = next((vp for vp in vps if vp.name == "r2"), None)
     circuit, units = variable_circuit(ctx, rows, hooks, v_rows, r2vp.pairs[HELD] if r2vp else None)
-    result = VariablesResult(settings, rows + v_rows, torch.stack([P.head, P.r1, P.r2, P.b, P.b2, P.donor[:, 0], P.donor[:, 1]], 1).tolist(),
-                             circuit)
+    # rows and the circuit are built as plain dicts (the measuring code fills them in); typed once, here, in the file's key order
+    result = VariablesResult.from_json({
+        "settings": settings, "rows": [r.to_json() for r in rows + v_rows],
+        "heldout_pairs": torch.stack([P.head, P.r1, P.r2, P.b, P.b2, P.donor[:, 0], P.donor[:, 1]], 1).tolist(),
+        "circuit": circuit, "format": VariablesResult.format_string()})
     out = run.variables_dir
-    result.save(out / VARIABLES_FILE)
+    result.save(out)
     if units:
         save_tensors(out / CIRCUIT_UNITS_FILE, units)
     plot_control_curves(result, out / "control_curves")  # fail_soft: no figure stops the stage
     plot_variable_curves(result, out / "variable_curves")
     # the circuit in every format the export stage writes, by its own code: causal_circuit.{png,svg,dot,html},
     # causal_graph.json (circuit-tracer's format), causal_circuit_full.json
-    graph = causal_graph(circuit, list(layout.position_names), run.cfg.name)
+    graph = causal_graph(result.circuit, list(layout.position_names), run.cfg.name)
     for stale in out.glob(f"{CAUSAL_PREFIX}*"):
         stale.unlink()
     if graph is not None:
@@ -205,8 +223,11 @@ def _run_variables(run, ccfg) -> dict:
             export_circuit(graph.to_json(), out, prefix=CAUSAL_PREFIX)
         except Exception as e:  # no drawing may stop a stage
             print(f"variables: the circuit drawing failed ({type(e).__name__}: {e})")
-    best = {r.hook: {u: r.switch(u) for u in ("resid_patch", "das_rank16", "supervised")} for r in rows}
-    others = {f"{r.variable}@{r.position} {r.hook}": {u: r.switch(u) for u in ("resid_patch", "das_rank16", "random")} for r in v_rows}
-    faith = (circuit.get("faithfulness") or {}).get("circuit") or {}
-    return {"n_heldout_pairs": len(pairs[HELD]), "hooks": len(hooks), "switch": best, "variables": others, "circuit_iia": circuit.get("iia"),
-            "circuit_faithfulness": (faith.get("unit") or {}).get("faithfulness")}
+    typed_rows = result.rows
+    best = {r.hook: {u: r.switch(u) for u in ("resid_patch", "das_rank16", "supervised")} for r in typed_rows[:len(rows)]}
+    others = {f"{r.variable}@{r.position} {r.hook}": {u: r.switch(u) for u in ("resid_patch", "das_rank16", "random")}
+              for r in typed_rows[len(rows):]}
+    c = result.circuit
+    cut = c.faithfulness.circuit if c and c.faithfulness else None
+    return {"n_heldout_pairs": len(pairs[HELD]), "hooks": len(hooks), "switch": best, "variables": others, "circuit_iia": opt(c.iia) if c else None,
+            "circuit_faithfulness": opt(cut.unit.faithfulness) if cut else None}

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from sae_ooc.analyses.result import PatchingResult, ProbesResult
-from sae_ooc.causal.result import VARIABLES_FILE, VariablesResult
+from sae_ooc.causal.result import VariablesResult
 from sae_ooc.errors import UserError
 
 
@@ -57,7 +57,7 @@ def control_curves(run: Path) -> dict | None:
     """{"hook@position": {kind: (sizes, switch rates)}, plus "resid_patch": its switch rate} from variables/variables.json,
     for the bridge's rows measured on held-out prefixes."""
     try:
-        v = VariablesResult.load(Path(run) / "variables" / VARIABLES_FILE) if (Path(run) / "variables" / VARIABLES_FILE).exists() else None
+        v = VariablesResult.load_if(Path(run) / "variables")
     except UserError:
         v = None
     if not v:
@@ -68,9 +68,9 @@ def control_curves(run: Path) -> dict | None:
             continue
         units, panel = row.units, {}
         for kind, names in row.curves.items():
-            pts = [units[u] for u in names if units.get(u, {}).get("switch") is not None]
+            pts = [units[u] for u in names if u in units and units[u].share is not None]
             if pts:
-                panel[kind] = ([u["size"] for u in pts], [u["switch"] for u in pts])
-        panel["resid_patch"] = units.get("resid_patch", {}).get("switch")
+                panel[kind] = ([u.size for u in pts], [u.switch for u in pts])
+        panel["resid_patch"] = row.switch("resid_patch")
         out[f"{row.hook}@{row.position}"] = panel
     return out or None

@@ -7,12 +7,13 @@ from sae_ooc.circuits.attribute_result import AttributionValidation, NodeEffects
 from sae_ooc.circuits.faithfulness_result import CircuitFaithfulness
 from sae_ooc.circuits.graph import CIRCUIT_FILE, PROMPT_CIRCUIT_FILE, CircuitGraph, load_circuit
 from sae_ooc.records import opt
-from sae_ooc.report.doc import Doc, f3, load
+from sae_ooc.report.doc import Doc, f3
+from sae_ooc.tasks.layout import load_layout
 
 
 def _multi_token(run) -> str:
     """What the metric means when answers are several tokens (a natural-language task); '' for one-token answers."""
-    n = (load(run.data_dir / "layout.json") or {}).get("answer_len", 1)
+    n = load_layout(run.data_dir).answer_len
     if n <= 1:
         return ""
     return (f" Answers are {n}-token names: `logit_diff` is then the log-probability difference of the two answers' token "
@@ -24,9 +25,8 @@ def _multi_token(run) -> str:
 def attribution_section(doc: Doc) -> None:
     run = doc.run
     doc.heading("attribution", "Which features carry the A→C answer")
-    ne = NodeEffectsSummary.load_if(run.attribution_dir)
+    ne = doc.load_or_say(NodeEffectsSummary, run.attribution_dir, "`sae-ooc attribute`")
     if ne is None:
-        doc.add("Not run yet: `sae-ooc attribute`.", "")
         return
     a = run.cfg.attribution
     doc.add(f"Node effects by `{ne.method}` on {ne.n_pairs} clean/corrupted pairs of {a.split} prompts"
@@ -43,7 +43,7 @@ def attribution_section(doc: Doc) -> None:
         doc.add(f"Each approximation against exact activation patching, per pair, on {val.n_pairs} pairs, judged only on what it "
                 "estimated: recall of exact's top-k nodes in the method's ranking, and Spearman over the nodes the method did *not* "
                 "patch exactly (atp_verified patches its shortlist exactly, so comparing it there would grade exact against itself). "
-                f"Trusted when recall@50 ≥ {tr.get('recall_top50')} and that Spearman ≥ {tr.get('spearman_not_exact')}. Speed: against "
+                f"Trusted when recall@50 ≥ {tr.recall_top50} and that Spearman ≥ {tr.spearman_not_exact}. Speed: against "
                 "our own batched exact patching, timed in the same run on the same pairs; the one-pass-per-node figure is an "
                 "extrapolated estimate.", "",
                 "| method | recall top 10 (min) | recall top 50 (min) | Spearman, nodes not patched exactly | × faster than batched exact "
@@ -128,7 +128,7 @@ def _ablation_table(doc: Doc, faith: CircuitFaithfulness, cap: int) -> None:
         verdict = "passes" if chk.passes else "**fails**"
         valid = cv.valid_for
         doc.add(f"| {kind} | {f3(cv.m_empty)} | {verdict} ({f3(chk.relative_change)}; can fail: "
-                f"{'yes' if chk.can_fail else 'no'}) | {valid.get('feature', '–')} / {valid.get('error', '–')} | "
+                f"{'yes' if chk.can_fail else 'no'}) | {valid.feature} / {valid.error} | "
                 f"{f3(cv.faithfulness[at]) if at is not None else '–'} | "
                 f"{f3(cv.faithfulness_per_prompt_circuits_in_sample[at]) if at is not None else '–'} |")
     doc.add("")

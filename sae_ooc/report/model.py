@@ -45,9 +45,8 @@ def _natural_text(run) -> str:
 def train_section(doc: Doc) -> None:
     run = doc.run
     doc.heading("train", "Model: does it compose A→C?")
-    fm = TrainMetrics.load_if(run.model_dir)
+    fm = doc.load_or_say(TrainMetrics, run.model_dir, "`sae-ooc train`")
     if fm is None:
-        doc.add("Not run yet: `sae-ooc train`.", "")
         return
     tc = run.cfg.train
     acc, maj = fm.accuracy, fm.majority_rate

@@ -195,10 +195,10 @@ def majority_rate(ds: Dataset) -> float:
 def run_data(run, force: bool = False) -> dict:
     """Stage `data`: generate the task into RUN/data (a DatasetDict + vocab.json + layout.json; natural: + tokenizer.json)."""
     if run.cfg.model.source == "run":  # a fine-tuning run: new facts for model.run's model, in its vocabulary
-        from sae_ooc.tasks.finetune import FINETUNE_FILE, finetune_task
+        from sae_ooc.tasks.finetune import FINETUNE_FILE, FinetuneMeta, finetune_task
 
         ds, vocab, meta = finetune_task(run.cfg, Path(run.cfg.model.run).expanduser(), load_task)
-        save_task(ds, vocab, run.data_dir, TOY_LAYOUT, {FINETUNE_FILE: lambda path: write_json(path, meta)})
+        save_task(ds, vocab, run.data_dir, TOY_LAYOUT, {FINETUNE_FILE: lambda path: FinetuneMeta.from_json(meta).save(path.parent)})
         return {"sizes": {s: len(ds[s]) for s in ds}, "majority_rate": {s: majority_rate(ds[s]) for s in ds},
                 "finetune": {k: v for k, v in meta.items() if k != "new_facts"}}
     ds, vocab = generate(run.cfg.task)

@@ -27,9 +27,9 @@ from datasets import Dataset, DatasetDict
 
 from sae_ooc.config import TASK_SPLITS as SPLITS
 from sae_ooc.errors import UserError
+from sae_ooc.tasks.finetune_result import FINETUNE_FILE, FinetuneMeta  # noqa: F401  RUN/data/finetune.json (FINETUNE_FILE)
 from sae_ooc.tasks.rows import FEATURES, _concat, _rows, _shuffled, valid_test
 
-FINETUNE_FILE = "finetune.json"  # RUN/data/finetune.json: the new facts and how the splits were made
 KINDS = ("new_new", "new_old", "old_new")  # (first fact new?, second fact new?)
 EXTRA_SPLITS = ("new_valid",) + KINDS + ("pretrain_atomic",)
 # task fields that generated model.run's facts: the fine-tuning run's task section must repeat them (the report and
