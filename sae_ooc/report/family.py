@@ -4,24 +4,14 @@ and from what the model answers instead (RUN/analyze/answers.json)."""
 
 from __future__ import annotations
 
-import math
-
 from sae_ooc.analyses.result import AnalysisResult
 from sae_ooc.models.metrics import TrainMetrics
 from sae_ooc.report.doc import Doc, f3
+from sae_ooc.saes.probes import wilson
 from sae_ooc.tasks.families import QUESTIONS
 
 ROWS = (("test_id", "the question, held out"), ("test_ood_sys", "the question on OOD facts"),
         ("test_unanswerable", "control: a needed fact never trained"), ("atomic_test", "control: the trained facts"))
-
-
-def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95% Wilson score interval of a share k/n."""
-    if n <= 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    mid, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, mid - half), min(1.0, mid + half)
 
 
 def family_section(doc: Doc) -> None:
@@ -41,7 +31,7 @@ def family_section(doc: Doc) -> None:
         if split not in fm.accuracy:
             continue
         n, acc, maj = fm.n_examples.get(split, 0), fm.accuracy[split], fm.majority_rate.get(split)
-        lo, hi = wilson(acc * n, n)
+        lo, hi = wilson(acc, n) or (float("nan"), float("nan"))
         above = maj is not None and lo > maj
         verdicts[split] = above
         d = (ans.splits.get(split) if ans else None) or {}

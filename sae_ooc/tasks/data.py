@@ -198,7 +198,10 @@ def run_data(run, force: bool = False) -> dict:
         from sae_ooc.tasks.finetune import FINETUNE_FILE, FinetuneMeta, finetune_task
 
         ds, vocab, meta = finetune_task(run.cfg, Path(run.cfg.model.run).expanduser(), load_task)
-        save_task(ds, vocab, run.data_dir, TOY_LAYOUT, {FINETUNE_FILE: lambda path: FinetuneMeta.from_json(meta).save(path.parent)})
+        extra = {FINETUNE_FILE: lambda path: FinetuneMeta.from_json(meta).save(path.parent)}
+        if vocab.layout.render != "toy":  # model.run's tokenizer, which its vocabulary (and this run's) reads
+            extra[TOKENIZER_FILE] = lambda path: vocab.tokenizer.save(str(path))
+        save_task(ds, vocab, run.data_dir, vocab.layout, extra)
         return {"sizes": {s: len(ds[s]) for s in ds}, "majority_rate": {s: majority_rate(ds[s]) for s in ds},
                 "finetune": {k: v for k, v in meta.items() if k != "new_facts"}}
     ds, vocab = generate(run.cfg.task)

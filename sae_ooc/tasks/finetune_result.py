@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sae_ooc.records import StageOutput
+from sae_ooc.records import OMIT, StageOutput
 
 FINETUNE_FILE = "finetune.json"
 
@@ -33,3 +33,6 @@ class FinetuneMeta(StageOutput):
     replay_share: float  # share of the train rows that are replayed pretraining rows
     pool: dict[str, int]  # held-out two-hop questions per kind (new_new, new_old, old_new)
     r2_shortcut: dict[str, float | None]  # split -> accuracy of answering the most common taught tail of the last relation
+    old_n_entities: int = OMIT  # entity ids from here on are new (task.finetune.new_entities; relation ids moved up by them)
+    new_entities: int = OMIT  # task.finetune.new_entities
+    new_entities_added: int = OMIT  # of them, added by this run (0 in a fine-tuning run of one, which keeps them)
