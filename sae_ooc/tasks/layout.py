@@ -22,6 +22,8 @@ LAYOUT_FILE = "layout.json"
 
 @dataclass(frozen=True)
 class Layout:
+    """Where each role of an analysed prompt sits (RUN/data/layout.json, written by the data stage; no file: the toy's)."""
+
     render: str  # "toy" | "natural"
     position_names: tuple[str, ...]  # the role of each position of an analysed prompt (its last token is answer_pos)
     answer_pos: int  # the position that predicts the first answer token
