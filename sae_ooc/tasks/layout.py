@@ -76,9 +76,10 @@ class Layout:
         return range(i, i + 1)
 
     def to_json(self) -> dict:
-        return {"render": self.render, "position_names": list(self.position_names), "answer_pos": self.answer_pos,
-                "seq_len": self.seq_len, "answer_len": self.answer_len, "roles": {k: list(v) for k, v in self.roles.items()},
-                "question_hop": self.question_hop}
+        d = {"render": self.render, "position_names": list(self.position_names), "answer_pos": self.answer_pos,
+             "seq_len": self.seq_len, "answer_len": self.answer_len, "roles": {k: list(v) for k, v in self.roles.items()}}
+        # written only where it is not the two-hop question's: the layout.json of every other task stays byte for byte
+        return d if self.question_hop == 2 else {**d, "question_hop": self.question_hop}
 
     @classmethod
     def from_json(cls, d: dict) -> "Layout":
