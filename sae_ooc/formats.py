@@ -20,6 +20,7 @@ from sae_ooc.records import format_doc, leaves_doc
 OUTPUTS = (
     "sae_ooc.tasks.finetune_result:FinetuneMeta",
     "sae_ooc.models.metrics:TrainMetrics",
+    "sae_ooc.activations.manifest:CacheManifest",
     "sae_ooc.saes.metrics_result:SaeTrainMetrics",
     "sae_ooc.saes.metrics_result:SaeEvalMetrics",
     "sae_ooc.saes.standard_result:StandardMetrics",
@@ -36,6 +37,7 @@ OUTPUTS = (
     "sae_ooc.analyses.result:ProbesResult",
     "sae_ooc.analyses.result:DlaResult",
     "sae_ooc.analyses.result:BackPatchingResult",
+    "sae_ooc.analyses.result:AnswersResult",
     "sae_ooc.interventions.steer_result:SteerResult",
     "sae_ooc.interventions.edit_result:EditResult",
     "sae_ooc.browse.result:BrowseInfo",
@@ -45,6 +47,19 @@ OUTPUTS = (
 )
 # the report's summary.json: a JSON list of rows (its class, and its row's)
 LIST_OUTPUT = ("sae_ooc.report.summary:ReportSummary", "sae_ooc.report.summary:HeadlineNumber")
+# files and blocks that are records but not StageOutputs: (class, the heading that says where it lives)
+BLOCKS = (
+    ("sae_ooc.tasks.layout:Layout", "### `layout.json` (data): `sae_ooc.tasks.layout.Layout`, read by `load_layout(data_dir)`"),
+    ("sae_ooc.models.metrics:EvalRow", "### `metrics.jsonl` (train): one `sae_ooc.models.metrics.EvalRow` a line, read by "
+     "`read_train_log(model_dir)`"),
+    ("sae_ooc.tasks.data_info:DataInfo", "### `stages.json` → `data` → `info` (data): `sae_ooc.tasks.data_info.DataInfo`, read by "
+     "`DataInfo.of(run)`"),
+    ("sae_ooc.circuits.graph:GraphMetadata", "### `circuit.json`, `prompt_circuit.json`, `variable_circuit.json` → `metadata` "
+     "(circuit, variable-circuit): `sae_ooc.circuits.graph.GraphMetadata` of `CircuitGraph`"),
+    ("sae_ooc.circuits.effects:EffectsMeta", "### `node_effects.safetensors` → metadata `sae_ooc` (attribute): "
+     "`sae_ooc.circuits.effects.EffectsMeta`, a JSON string"),
+    ("sae_ooc.circuits.graph:GraphScores", "### … → `scores`: `sae_ooc.circuits.graph.GraphScores` of `CircuitGraph`"),
+)
 DOC = Path(__file__).resolve().parents[1] / "docs" / "FORMATS.md"
 
 
@@ -70,6 +85,8 @@ def render() -> str:
     lines += [f"### `{ReportSummary.FILE}` ({ReportSummary.STAGE}): `{ReportSummary.__module__}.{ReportSummary.__name__}`, a JSON list of "
               "`HeadlineNumber`", "", inspect.cleandoc(ReportSummary.__doc__ or ""), ""]
     lines += format_doc(HeadlineNumber, head="#### `HeadlineNumber` (each element of the list)")
+    for spec, head in BLOCKS:
+        lines += format_doc(_class(spec), head=head)
     lines += leaves_doc()
     return "\n".join(lines).rstrip() + "\n"
 

@@ -11,6 +11,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from sae_ooc.config import load_config
 from sae_ooc.models.hooked import build_model, is_weight_shared, load_model, save_model
+from sae_ooc.models.metrics import EvalRow
 from sae_ooc.models.replay import accuracy_rise, dense_steps, fill_gaps, replay_checkpoints, saved_checkpoints
 from sae_ooc.pipeline import run as run_pipeline
 from sae_ooc.pipeline import run_stage
@@ -58,10 +59,13 @@ def test_weight_sharing_ties_parameters_keeps_hooks_and_reloads(tiny_cfg, tiny_t
 
 
 def test_accuracy_rise_and_dense_steps_known_answers():
-    recs = [{"step": s, "v_acc": a} for s, a in [(0, 0.0), (10, 0.05), (20, 0.1), (30, 0.4), (40, 0.8), (50, 0.95), (60, 1.0)]]
+    def row(s, a):  # a line of metrics.jsonl
+        return EvalRow(step=s, elapsed_s=0.0, lr=1e-3, loss=None, splits={"v_acc": a})
+
+    recs = [row(s, a) for s, a in [(0, 0.0), (10, 0.05), (20, 0.1), (30, 0.4), (40, 0.8), (50, 0.95), (60, 1.0)]]
     r = accuracy_rise(recs, "v", 0.1, 0.9)
     assert r["found"] and (r["start"], r["moment"], r["end"]) == (10, 40, 50)
-    assert not accuracy_rise([{"step": 0, "v_acc": 0.2}, {"step": 5, "v_acc": 0.22}], "v", 0.1, 0.9)["found"]
+    assert not accuracy_rise([row(0, 0.2), row(5, 0.22)], "v", 0.1, 0.9)["found"]
     assert dense_steps(10, 50, 4, {20}) == [30, 40, 50]
     # gaps wider than the ratio in the window get geometrically spaced steps: 100 -> 400 at ratio 2 gets 200, 0 -> 100
     # (counted from step 1) gets 1.93, 3.7, ..., 51.8 of which only 52 lies in the window

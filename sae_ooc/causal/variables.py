@@ -66,7 +66,7 @@ def two_hop_questions(ds, vocab, splits: list[str]) -> Questions:
     parts = []
     for s in splits:
         st = split_tensors(ds[s], vocab)
-        keep = (st.hop == 2).nonzero().squeeze(1)
+        keep = (st.hop == vocab.layout.question_hop).nonzero().squeeze(1)
         st = st.subset(keep)
         parts.append((*(st.variable(k) for k in ("head", "r1", "r2")), st.bridge, st.variable("answer"), [s] * len(keep)))
     cat = [torch.cat([p[i] for p in parts]).long() for i in range(5)]
@@ -131,6 +131,17 @@ def _run_variables(run, ccfg) -> dict:
     pos = layout.index("r1")
     splits = list(dict.fromkeys(ccfg.fit_splits + ccfg.heldout_splits))
     q = two_hop_questions(ds, vocab, splits)
+    if not bool((q.bridge >= 0).any()):  # a one-fact question (the reversal family's): no intermediate variable to localize
+        note = ("the task's questions have no bridge (each asks one fact: the answer is the tail of (head, r1)); the bridge "
+                "and the planted variables are localized on two-hop questions only")
+        none = {"fit": 0, "valid": 0, "heldout": 0}
+        settings = {"hooks": hooks, "position": "r1", "heldout_splits": ccfg.heldout_splits, "fit_splits": ccfg.fit_splits,
+                    "only_correct": ccfg.only_correct, "n_prefixes": none, "n_pairs": none, "n_heldout_questions": 0,
+                    "n_heldout_correct": 0, "feature_counts": ccfg.feature_counts, "ranks": ccfg.ranks, "erase_rank": ccfg.erase_rank,
+                    "random_draws": ccfg.random_draws, "bootstrap": ccfg.bootstrap, "das_steps": ccfg.das_steps, "seed": ccfg.seed,
+                    "heldout_prefixes": "none", "note": note}
+        VariablesResult.from_json({"settings": settings, "rows": [], "format": VariablesResult.format_string()}).save(run.variables_dir)
+        return {"note": note}
     tok, held_rows = heldout_rows(run)
     held = prefixes_at(tok, held_rows, pos)
     groups = prefix_groups(list(zip(q.head.tolist(), q.r1.tolist())), held, ccfg.valid_fraction, ccfg.seed)

@@ -3,12 +3,12 @@ then leaves that run out and says so). Torch-free."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from sae_ooc.analyses.result import PatchingResult, ProbesResult
 from sae_ooc.causal.result import VariablesResult
 from sae_ooc.errors import UserError
+from sae_ooc.models.metrics import read_train_log
 
 
 def _typed(cls, directory: Path):
@@ -22,16 +22,15 @@ def _typed(cls, directory: Path):
 def accuracy(run: Path) -> dict[str, tuple[list, list]] | None:
     """{split: (steps, accuracy)} from model/metrics.jsonl (the evaluation rows)."""
     try:
-        lines = [json.loads(x) for x in (Path(run) / "model" / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    except (OSError, ValueError):
+        rows = read_train_log(Path(run) / "model")
+    except UserError:  # unreadable: that run is left out of the figure
         return None
     out: dict[str, tuple[list, list]] = {}
-    for row in lines:
-        for key, v in row.items():
-            if key.endswith("_acc") and isinstance(v, (int, float)) and "step" in row:
-                steps, accs = out.setdefault(key[:-4], ([], []))
-                steps.append(row["step"])
-                accs.append(v)
+    for row in rows or []:
+        for split, v in row.accuracy.items():
+            steps, accs = out.setdefault(split, ([], []))
+            steps.append(row.step)
+            accs.append(v)
     return out or None
 
 

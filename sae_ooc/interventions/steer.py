@@ -74,7 +74,7 @@ def steer_prompts(run, facts: Facts, model, scfg) -> dict:
     Each is rendered from its planted (h, r1, r2) (the split's own question: tests/test_steer.py checks it)."""
     ds, vocab = load_task(run.data_dir)
     st = split_tensors(ds[scfg.split], vocab)
-    keep = (st.hop == 2).nonzero().squeeze(1)
+    keep = (st.hop == vocab.layout.question_hop).nonzero().squeeze(1)
     g = torch.Generator().manual_seed(scfg.seed)
     keep = keep[torch.randperm(len(keep), generator=g)[: scfg.max_prompts].sort().values]
     st = st.subset(keep)
@@ -86,7 +86,7 @@ def steer_prompts(run, facts: Facts, model, scfg) -> dict:
     ok &= torch.tensor([bool(facts.counterfactual_bridges(int(b), int(t))) for b, t in zip(st.bridge, r2)], dtype=torch.bool)
     idx = ok.nonzero().squeeze(1)
     return {"tokens": tokens[idx], "answer_pos": answer_pos[idx], "answer": answer[idx], "bridge": st.bridge[idx],
-            "planted": torch.stack([head, r1, r2], 1)[idx], "clean": clean[idx], "n_split": int((st.hop == 2).sum()),
+            "planted": torch.stack([head, r1, r2], 1)[idx], "clean": clean[idx], "n_split": int((st.hop == vocab.layout.question_hop).sum()),
             "n_correct": int(right.sum())}
 
 

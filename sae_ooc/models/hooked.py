@@ -91,6 +91,18 @@ def save_model(model: HookedTransformer, out_dir: Path, config_kwargs: dict | No
         (out_dir / SHARING_FILE).unlink(missing_ok=True)
 
 
+def saved_config(model_dir: Path) -> HookedTransformerConfig | None:
+    """The saved model's architecture as TransformerLens's own config class, without loading its weights; None when the
+    train stage has not written it (readers then fall back on the run's config)."""
+    path = Path(model_dir) / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        return HookedTransformerConfig(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as e:
+        raise unreadable(path, e, f"sae-ooc train --run {Path(model_dir).parent} --force") from None
+
+
 def load_model(model_dir: Path, device: str = "cpu", sae_transformer: bool = False) -> HookedTransformer:
     """The saved model; as a sae_lens.HookedSAETransformer (same weights, SAEs can be spliced in) with `sae_transformer`."""
     model_dir = Path(model_dir)

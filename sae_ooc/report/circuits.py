@@ -28,8 +28,10 @@ def attribution_section(doc: Doc) -> None:
     ne = doc.load_or_say(NodeEffectsSummary, run.attribution_dir, "`sae-ooc attribute`")
     if ne is None:
         return
-    doc.add(f"Node effects by `{ne.method}` on {ne.n_pairs} clean/corrupted pairs (corruption: a different head entity whose "
-            f"bridge and answer both differ). Metric `{ne.metric}`: clean {ne.metric_clean_mean:.3f}, corrupted "
+    a = run.cfg.attribution
+    doc.add(f"Node effects by `{ne.method}` on {ne.n_pairs} clean/corrupted pairs of {a.split} prompts"
+            f"{' the model answers correctly' if a.only_correct else ''} (corruption: a different head entity whose answer "
+            f"differs, and its bridge where the question has one). Metric `{ne.metric}`: clean {ne.metric_clean_mean:.3f}, corrupted "
             f"{ne.metric_corrupt_mean:.3f}." + _multi_token(run), "")
     val = AttributionValidation.load_if(run.attribution_dir)
     if val is None:
@@ -194,10 +196,10 @@ def _prompt_circuit(doc: Doc) -> None:
     ex = CircuitGraph.load(doc.run.circuit_dir / PROMPT_CIRCUIT_FILE)
     m, sc = ex.metadata, ex.scores
     nf = sum(n.type == "feature" for n in ex.nodes)
-    doc.add(f"**One prompt's circuit** (in-sample: pruned on this very pair). `{m['prompt']}` → {m['answer']} (bridge {m['bridge']}; "
-            f"corrupted `{m['corrupted_prompt']}` → {m['corrupted_answer']}): {nf} feature and {len(ex.nodes) - nf} error nodes, "
-            f"faithfulness {f3(sc['faithfulness'])} on this pair under {m['ablation']} ablation; {len(ex.edges)} edges weighed by exact "
+    doc.add(f"**One prompt's circuit** (in-sample: pruned on this very pair). `{m.prompt}` → {m.answer} (bridge {m.bridge}; "
+            f"corrupted `{m.corrupted_prompt}` → {m.corrupted_answer}): {nf} feature and {len(ex.nodes) - nf} error nodes, "
+            f"faithfulness {f3(opt(sc.faithfulness))} on this pair under {m.ablation} ablation; {len(ex.edges)} edges weighed by exact "
             "edge patching on this pair."
             + (" With the logit-diff metric a circuit only has to prefer t2 over t2' (a tail of another bridge), so it can pass "
-               "without carrying r2; `--set attribution.metric=logprob` asks for t2 itself." if m["metric"] == "logit_diff" else ""), "",
+               "without carrying r2; `--set attribution.metric=logprob` asks for t2 itself." if m.metric == "logit_diff" else ""), "",
             "![one prompt's circuit](prompt_circuit.png)", "", "Interactive version: [prompt_circuit.html](prompt_circuit.html).", "")

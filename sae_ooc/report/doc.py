@@ -29,7 +29,7 @@ f3 = fmt  # the report's short name
 # this order): the lead sections have no number; the others are numbered 1, 2, ... in this order. A heading and a
 # cross-reference ask for the number (`Doc.heading`, `Doc.ref`), so moving a section renumbers the page.
 LEAD = ("finetune", "causal_circuit", "bridge", "variables_control", "mechanism")  # finetune: only in a fine-tuning run's report (its answer)
-NUMBERED = ("task", "train", "sae", "attribution", "circuit", "variable", "analyses", "steer", "edit", "browse", "dynamics", "sweep")
+NUMBERED = ("task", "train", "sae", "attribution", "circuit", "variable", "analyses", "steer", "edit", "browse", "dynamics", "sweep", "family")
 ORDER = LEAD + NUMBERED
 
 

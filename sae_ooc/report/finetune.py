@@ -3,8 +3,7 @@ them answered (by which hop is new), and what did the pretrained model forget.""
 
 from __future__ import annotations
 
-from sae_ooc.io import read_jsonl
-from sae_ooc.models.metrics import TrainMetrics
+from sae_ooc.models.metrics import TrainMetrics, read_train_log
 from sae_ooc.report.doc import Doc, f3
 from sae_ooc.tasks.finetune_result import FinetuneMeta
 
@@ -50,8 +49,8 @@ def finetune_section(doc: Doc) -> None:
         doc.add("Not trained yet: `sae-ooc finetune`.", "")
         return
     acc, maj, n = fm.accuracy, fm.majority_rate, fm.n_examples
-    records = read_jsonl(run.model_dir / "metrics.jsonl") if (run.model_dir / "metrics.jsonl").exists() else []
-    before = records[0] if records and records[0]["step"] == 0 else {}
+    log = read_train_log(run.model_dir) or []
+    before = log[0].accuracy if log and log[0].step == 0 else {}  # the pretrained model's (step 0)
     doc.add(f"After {fm.steps} steps" + (" (stopped once the new atomic facts were learned)" if fm.stopped_early else "")
             + "; before = the pretrained model (step 0, on at most train.eval_max_examples of each split):", "",
             "| split | examples | accuracy after | before | majority-answer rate | r2 shortcut |", "|---|---|---|---|---|---|")
@@ -61,11 +60,11 @@ def finetune_section(doc: Doc) -> None:
             continue
         on = f"{split} ({n.get(split, '?')} examples): {what}"
         doc.add(f"| {split}: {what} | {n.get(split, '?')} | {doc.number(name, acc[split], on, in_sample=(split == 'atomic_test'))} | "
-                f"{f3(before.get(f'{split}_acc'))} | {f3(maj.get(split))} | {f3(shortcut.get(split))} |")
+                f"{f3(before.get(split))} | {f3(maj.get(split))} | {f3(shortcut.get(split))} |")
     verdicts = []
     for k in ("new_new", "new_old", "old_new"):
         a = acc.get(k)
-        base = max(maj.get(k) or 0.0, before.get(f"{k}_acc") or 0.0, shortcut.get(k) or 0.0)
+        base = max(maj.get(k) or 0.0, before.get(k) or 0.0, shortcut.get(k) or 0.0)
         if a is None or a != a:
             verdicts.append(f"{k}: no held-out question")
         else:

@@ -27,11 +27,12 @@ from sae_ooc.config import TaskConfig
 from sae_ooc.sections.model import hub_id
 from sae_ooc.errors import UserError, unreadable
 from sae_ooc.io import write_json
+from sae_ooc.tasks.data_info import DataInfo
 from sae_ooc.tasks.layout import LAYOUT_FILE, TOY_LAYOUT, Layout
 from sae_ooc.tasks.rows import FEATURES, _concat, _rows, _shuffled, valid_test  # noqa: F401  (re-exported)
 from sae_ooc.tasks.natural.generate import render_natural
 from sae_ooc.tasks.natural.text_vocab import TOKENIZER_FILE
-from sae_ooc.tasks.families import FAMILIES, SPLITS  # noqa: F401  (re-exported)
+from sae_ooc.tasks.families import FAMILIES, SPLITS, layout_of  # noqa: F401  (re-exported)
 from sae_ooc.tasks.vocab import POSITION_ROLES, SEQ_LEN, Vocab, read_vocab  # noqa: F401  (re-exported)
 
 
@@ -202,13 +203,13 @@ def run_data(run, force: bool = False) -> dict:
         if vocab.layout.render != "toy":  # model.run's tokenizer, which its vocabulary (and this run's) reads
             extra[TOKENIZER_FILE] = lambda path: vocab.tokenizer.save(str(path))
         save_task(ds, vocab, run.data_dir, vocab.layout, extra)
-        return {"sizes": {s: len(ds[s]) for s in ds}, "majority_rate": {s: majority_rate(ds[s]) for s in ds},
-                "finetune": {k: v for k, v in meta.items() if k != "new_facts"}}
+        return DataInfo(sizes={s: len(ds[s]) for s in ds}, majority_rate={s: majority_rate(ds[s]) for s in ds},
+                        finetune={k: v for k, v in meta.items() if k != "new_facts"}).to_json()
     ds, vocab = generate(run.cfg.task)
     if run.cfg.task.render == "natural":
         ds, vocab, layout, tok = render_natural(run.cfg.task, ds, FEATURES, run.cfg.model.path or None,
                                                hub_id(run.cfg.model.name or "gpt2"))
         save_task(ds, vocab, run.data_dir, layout, {TOKENIZER_FILE: lambda path: tok.tokenizer.save(str(path))})
     else:
-        save_task(ds, vocab, run.data_dir, TOY_LAYOUT)
-    return {"sizes": {s: len(ds[s]) for s in SPLITS}, "majority_rate": {s: majority_rate(ds[s]) for s in SPLITS}}
+        save_task(ds, vocab, run.data_dir, layout_of(run.cfg.task.family))
+    return DataInfo(sizes={s: len(ds[s]) for s in SPLITS}, majority_rate={s: majority_rate(ds[s]) for s in SPLITS}).to_json()

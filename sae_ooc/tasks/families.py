@@ -25,6 +25,7 @@ from datasets import Dataset, DatasetDict
 from sae_ooc.config import TASK_SPLITS, TaskConfig
 from sae_ooc.errors import UserError
 from sae_ooc.registry import Registry
+from sae_ooc.tasks.layout import ONE_HOP_LAYOUT, TOY_LAYOUT, Layout
 from sae_ooc.tasks.rows import FEATURES, _concat, _rows, _shuffled, valid_test  # noqa: F401  (re-exported)
 from sae_ooc.tasks.vocab import Vocab
 
@@ -79,6 +80,13 @@ def _dataset(train_atomic: list, inferred: dict[str, list], rng: np.random.Gener
 
 
 FAMILIES: Registry = Registry("task.family")
+# the layout of each family's analysed prompts (sae_ooc.tasks.layout), the toy's two-hop question unless named here
+LAYOUTS: dict[str, Layout] = {"reversal": ONE_HOP_LAYOUT}
+
+
+def layout_of(family: str) -> Layout:
+    """The layout every stage reads the analysed prompts of `family` by (RUN/data/layout.json)."""
+    return LAYOUTS.get(family, TOY_LAYOUT)
 
 
 @FAMILIES.register("twohop")
@@ -201,6 +209,17 @@ DESCRIPTIONS = {  # what a family's facts are, in the report's task section
     "comparison": "{E} entities, {R} attributes, {k} attribute values `(e, attr) → v` (v0..v{V1}) per entity; inferred facts "
                   "`(e1, attr, e2)` answered lt / eq / gt by comparing the two values (Wang et al. 2024), with the two-hop roles: "
                   "the first value is the bridge (at r1 = attr), the second (of e2, at r2) `bridge2`.",
+}
+
+
+QUESTIONS = {  # what each family asks of the model (the report's family section answers it)
+    "twohop": "Does the model compose two facts it learned separately, `(h, r1) → b` and `(b, r2) → t`, into `(h, r1, r2) → t`: "
+              "in distribution (test_id) and on OOD atomic facts no inferred training fact used (test_ood_sys, where Wang et al. "
+              "2024 find composition fails)?",
+    "reversal": "Having learned `(a, r) → b`, does the model answer the reversed question `(b, r⁻¹) → a`, never trained for these "
+                "pairs (test_id; the reversal curse, Berglund et al. 2023), and what does it answer instead?",
+    "comparison": "Does the model compare two attribute values it learned separately, `(e1, attr, e2)` → lt / eq / gt: in "
+                  "distribution (test_id) and on OOD facts (test_ood_sys, where Wang et al. 2024 find comparison generalizes)?",
 }
 
 

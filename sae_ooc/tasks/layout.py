@@ -22,12 +22,15 @@ LAYOUT_FILE = "layout.json"
 
 @dataclass(frozen=True)
 class Layout:
+    """Where each role of an analysed prompt sits (RUN/data/layout.json, written by the data stage; no file: the toy's)."""
+
     render: str  # "toy" | "natural"
     position_names: tuple[str, ...]  # the role of each position of an analysed prompt (its last token is answer_pos)
     answer_pos: int  # the position that predicts the first answer token
     seq_len: int  # model context needed by every example: max over examples of len(input_ids) + len(answer_ids) - 1
     answer_len: int = 1  # the analysed prompts' answer length, in tokens
     roles: dict = field(default_factory=dict)  # role -> [start, end) token span in an analysed prompt
+    question_hop: int = 2  # the `hop` of the analysed prompts' rows (the reversal family's questions: 1)
 
     @property
     def n_pos(self) -> int:
@@ -73,17 +76,23 @@ class Layout:
         return range(i, i + 1)
 
     def to_json(self) -> dict:
-        return {"render": self.render, "position_names": list(self.position_names), "answer_pos": self.answer_pos,
-                "seq_len": self.seq_len, "answer_len": self.answer_len, "roles": {k: list(v) for k, v in self.roles.items()}}
+        d = {"render": self.render, "position_names": list(self.position_names), "answer_pos": self.answer_pos,
+             "seq_len": self.seq_len, "answer_len": self.answer_len, "roles": {k: list(v) for k, v in self.roles.items()}}
+        # written only where it is not the two-hop question's: the layout.json of every other task stays byte for byte
+        return d if self.question_hop == 2 else {**d, "question_hop": self.question_hop}
 
     @classmethod
     def from_json(cls, d: dict) -> "Layout":
         return cls(str(d["render"]), tuple(str(n) for n in d["position_names"]), int(d["answer_pos"]), int(d["seq_len"]),
-                   int(d.get("answer_len", 1)), {str(k): [int(v[0]), int(v[1])] for k, v in d.get("roles", {}).items()})
+                   int(d.get("answer_len", 1)), {str(k): [int(v[0]), int(v[1])] for k, v in d.get("roles", {}).items()},
+                   int(d.get("question_hop", 2)))
 
 
 # the toy task: one token per role, the answer read at r2 (two-hop) or r1 (atomic, right-padded)
 TOY_LAYOUT = Layout("toy", ("head", "r1", "r2"), 2, 3, 1, {"head": [0, 1], "r1": [1, 2], "r2": [2, 3]})
+# the reversal family's question (b, r⁻¹) -> a, and its trained direction (a, r) -> b: one fact, read at r1 (seq_len
+# stays the toy's 3, the model's context, so every toy family trains on the same tensors)
+ONE_HOP_LAYOUT = Layout("toy", ("head", "r1"), 1, 3, 1, {"head": [0, 1], "r1": [1, 2]}, question_hop=1)
 
 
 def load_layout(data_dir: Path) -> Layout:
