@@ -85,7 +85,9 @@ def test_the_whole_path_runs_on_a_local_checkpoint(arch, name, trainable, task_t
     argv = ["--config", str(config), "--run", str(root)]
     assert main(["data", *argv]) == 0
     assert main(["finetune", *argv]) == 0
-    for stage in STAGES:
+    # the stages past train-sae read the fine-tuned model by TransformerLens hook names alone: the NeoX checkpoint goes
+    # through those where the architectures differ (the weight conversion, harvest, the SAEs on its hooks), GPT-2 through all
+    for stage in STAGES if arch == "gpt2" else STAGES[:2]:
         assert main([stage, "--run", str(root)]) == 0, stage
     run = RunDir.open(root)
     ds, vocab = load_task(run.data_dir)
@@ -94,8 +96,9 @@ def test_the_whole_path_runs_on_a_local_checkpoint(arch, name, trainable, task_t
     assert cfg["original_architecture"] == ("GPT2LMHeadModel" if arch == "gpt2" else "GPTNeoXForCausalLM")
     manifest = json.loads((run.activations_dir / "manifest.json").read_text())
     assert manifest["roles"] == list(vocab.layout.position_names) and manifest["d_model"] == 32
-    circuit = json.loads((run.circuit_dir / "circuit.json").read_text())
-    assert circuit["metadata"]["positions"] == list(vocab.layout.node_names) and circuit["nodes"]
+    if arch == "gpt2":
+        circuit = json.loads((run.circuit_dir / "circuit.json").read_text())
+        assert circuit["metadata"]["positions"] == list(vocab.layout.node_names) and circuit["nodes"]
     d = ds["test_id"]
     capsys.readouterr()
     assert main(["query", "--run", str(root), vocab.decode(d["input_ids"][0]), "--json"]) == 0
