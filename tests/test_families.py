@@ -10,7 +10,7 @@ from sae_ooc.config import load_config
 from sae_ooc.pipeline import run as run_pipeline
 from sae_ooc.rundir import RunDir
 from sae_ooc.tasks.data import generate, layout_of
-from tests.conftest import HARVEST_SETTINGS, ROOT
+from tests.conftest import HARVEST_SETTINGS, ROOT, png_only
 
 REVERSAL_TINY = ROOT / "configs" / "reversal_tiny.yaml"
 
@@ -64,14 +64,18 @@ def test_reversed_questions_answered_with_the_forward_fact_are_classified_as_suc
     assert out["splits"]["atomic_test"]["n"] == len(ds["atomic_test"])
 
 
-def test_reversal_family_runs_every_stage_by_its_layout(tmp_path):
+def test_reversal_family_runs_every_stage_by_its_layout(tmp_path, monkeypatch):
     """configs/reversal_tiny.yaml through attribute, circuit, the variable circuit, variables, analyze, steer and the
     report: the questions are (b, r⁻¹) of the layout (head, r1), paired with another head's question of the same
     relation, with no bridge."""
     over = [*HARVEST_SETTINGS, "sae.training_tokens=2048", "sae.hooks=[blocks.1.hook_resid_pre]", "sae_eval.probe_steps=10",
             "circuit.random_edge_sets=2", "circuit.prune_pairs=2", "circuit.mean_examples=32", "circuit.curve_sizes=[0,1,5]",
-            "steer.random_draws=2"]
+            "steer.random_draws=2",
+            # the smallest edge test and variable circuit that still run every step (this test checks the layout, not the numbers)
+            "circuit.top_n=8", "circuit.edge_check=2", "circuit.edge_counts=[2]", "circuit.edge_pool_nodes=8",
+            "circuit.edge_extra_ablations=[]", "variables.bootstrap=20", "variables.max_groups=4"]
     run = RunDir(tmp_path / "run", load_config(REVERSAL_TINY, over))
+    png_only(monkeypatch)  # no SVG is checked here: each stage's SVG is checked on the tiny run
     # the stages that stopped on this family before (edit ran already); analyze: the analyses that read the bridge or the layout
     results = run_pipeline(run, stages=["data", "train", "harvest", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit",
                                         "variables", "analyze", "steer", "report"],
