@@ -101,7 +101,7 @@ def _back_patching(c: Context) -> dict:
     res = {}
     for split in ("valid_id", "test_id", "test_ood_sys", "test_unanswerable"):
         t = split_tensors(c.ds[split], c.vocab)
-        t = t.subset((t.hop == 2).nonzero().squeeze(1))
+        t = t.subset((t.hop == c.vocab.layout.hop).nonzero().squeeze(1))
         res[split] = back_patch(c.model, t.tokens, t.answer, t.answer_pos, patches, c.cfg.batch_size, where)[:2] if len(t) else None
     chosen = None
     if res["valid_id"] is not None and (~res["valid_id"][0]).any():

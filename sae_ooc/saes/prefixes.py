@@ -17,7 +17,9 @@ import torch
 
 from sae_ooc.activations.cache import ActivationCache, distinct_rows, prefix_ids, prefix_tokens
 
-VARIABLES = ("head", "r1", "r2", "bridge", "answer")
+# every planted variable a task may have (Layout.variables): the threehop family's r3 and bridge2 are cache columns of
+# its runs only; a variable without a column is labelled NONE everywhere, so nothing scores it
+VARIABLES = ("head", "r1", "r2", "r3", "bridge", "bridge2", "answer")
 NONE = -1  # label of a prefix that does not determine the variable
 
 
@@ -36,7 +38,10 @@ class PositionSlice:
 
 
 def prefix_labels(tokens: dict[str, torch.Tensor], pid: torch.Tensor, var: str) -> torch.Tensor:
-    """Per row, the value of `var` its prefix determines (every labelled row with that prefix agrees), else NONE."""
+    """Per row, the value of `var` its prefix determines (every labelled row with that prefix agrees), else NONE
+    (everywhere when the cache has no column `var`)."""
+    if var not in tokens:
+        return torch.full_like(pid, NONE, dtype=torch.long)
     y = tokens[var].long()
     valid = y >= 0
     if var == "answer":
