@@ -17,7 +17,6 @@ SPLITS = (("test_id", "three-hop facts of in-distribution atomic facts, held out
           ("valid_id", "held-out in-distribution three-hop facts that chose the stop step (in-sample)"),
           ("atomic_test", "the trained atomic facts (in-sample)"))
 BRIDGES = ("bridge", "bridge2")
-BRIDGE_ROWS = ("bridge@r1", "bridge@r2", "bridge@answer", "bridge2@r2", "bridge2@answer")  # the variables stage's names
 
 
 def two_hop_accuracy(run) -> dict:
@@ -108,11 +107,9 @@ def _interchange(doc: Doc) -> None:
             "| bridge @ position | hook | n held-out pairs | residual patch | DAS (rank: switch) | random subspace (rank: switch) |",
             "|---|---|---|---|---|---|")
     for r in v.get("rows", []):
-        name = (r.get("pairs") or {}).get("name") or f"{r['variable']}@{r['position']}"
-        if r["variable"] in BRIDGES and name.endswith("@answer"):
-            name = name.split("@")[0]
         if r["variable"] not in BRIDGES:
             continue
+        name = f"{r['variable']}@{r['position']}"  # bridge@answer is at r3, the answer position
         u, c = r["units"], r.get("curves", {})
         on = f"{r['n_heldout']} held-out pairs"
         patch = (u.get("resid_patch") or {}).get("switch")
@@ -121,6 +118,6 @@ def _interchange(doc: Doc) -> None:
         skipped = (r.get("das") or {}).get("skipped")
         key = f"threehop.patch.{name}.{r['hook']}"
         cell = doc.number(key, patch, on, spec=".1%") if patch is not None else "–"
-        doc.add(f"| {name} @{r['position']} | `{r['hook']}` | {r['n_heldout']} | {cell} | "
+        doc.add(f"| {name} | `{r['hook']}` | {r['n_heldout']} | {cell} | "
                 f"{das or ('not trained (patch too small)' if skipped else '–')} | {rnd or '–'} |")
     doc.add("", f"Reproduce: {doc.cmd('pipeline')}", "")

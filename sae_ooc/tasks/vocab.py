@@ -54,8 +54,9 @@ class Vocab:
                 )
             ids.append(index[tok])
         if not 1 <= len(ids) <= self.layout.seq_len:
-            raise UserError(f"prompt {prompt!r} has {len(ids)} tokens; write 'h r' (atomic) or "
-                            f"'{' '.join(self.layout.position_names)}' (the analysed question)")
+            question = " ".join(("h",) + self.layout.position_names[1:])
+            raise UserError(f"prompt {prompt!r} has {len(ids)} tokens; write 'h r' (atomic) or '{question}' "
+                            f"({self.layout.hop}-hop)")
         return ids
 
     @property
