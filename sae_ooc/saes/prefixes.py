@@ -21,6 +21,9 @@ from sae_ooc.activations.cache import ActivationCache, distinct_rows, prefix_ids
 # its runs only; a variable without a column is labelled NONE everywhere, so nothing scores it
 VARIABLES = ("head", "r1", "r2", "r3", "bridge", "bridge2", "answer")
 NONE = -1  # label of a prefix that does not determine the variable
+# bridge2 = t(bridge, r2) is a function of the prefix only from r2 on; before it, the agreement of a prefix's few rows
+# (a prefix (h, r1) asked with one r2 only) is chance, not determination
+DETERMINED_FROM = {"bridge2": "r2"}
 
 
 @dataclass
@@ -87,6 +90,9 @@ def position_slices(cache: ActivationCache, held: torch.Tensor, max_select: int,
         if len(sel) == 0 or len(ev) == 0:
             continue
         sel = _subsample(sel, max_select, seed)
-        out.append(PositionSlice(p, name, sel, ev, {v: (labels[v][sel], labels[v][ev]) for v in VARIABLES},
+        early = {v for v, r in DETERMINED_FROM.items() if r in cache.roles and p < cache.roles.index(r)}
+        out.append(PositionSlice(p, name, sel, ev, {v: (labels[v][sel], labels[v][ev]) if v not in early else
+                                                    (torch.full_like(labels[v][sel], NONE), torch.full_like(labels[v][ev], NONE))
+                                                    for v in VARIABLES},
                                  known[ev] if p >= 1 else None, prefix_tokens(tok, sel, p), prefix_tokens(tok, ev, p)))
     return out
