@@ -30,11 +30,12 @@ from sae_ooc.tasks.data import load_task
 from sae_ooc.typed_yaml import ConfigError
 
 HOOK = HOOKS[1]  # blocks.1.hook_resid_pre
+MID = "blocks.1.hook_resid_mid"  # no SAE there: the variable rows keep their SAE-free units
 SETTINGS = ("causal.only_correct=false", "causal.heldout_splits=[train,valid_id,test_id]", "causal.das_steps=5",
             "causal.das_batch=64", "causal.ranks=[1,4,32]", "causal.feature_counts=[1,4]", "causal.random_draws=2",
             "causal.probe_steps=20", "causal.bootstrap=50", "causal.erase_rank=4", f"causal.hooks=[{HOOK}]",
             "causal.circuit_patch_min=0", "causal.variables=[r2]", "causal.variable_ranks=[4]", "causal.variable_patch_min=0",
-            f"causal.variable_hooks=[{HOOK}]")
+            f"causal.variable_hooks=[{HOOK},{MID}]")
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +62,11 @@ def test_stage_writes_a_file_that_loads_back(run):
     res = VariablesResult.load(run.variables_dir / VARIABLES_FILE)
     (row,) = [r for r in res.rows if not r.pairs]
     assert (row.variable, row.position, row.hook) == ("bridge", "r1", HOOK)
-    (r2,) = [r for r in res.rows if r.pairs]
+    r2, r2_mid = [r for r in res.rows if r.pairs]
     assert (r2.variable, r2.position, r2.hook, r2.pairs["name"]) == ("r2", "r2", HOOK, "r2")
+    assert (r2_mid.variable, r2_mid.hook) == ("r2", MID)
+    assert {"resid_patch", "das_rank4", "random_rank4"} <= set(r2_mid.units) and "sae_code_swap" not in r2_mid.units
+    assert all(0.0 <= r2_mid.units[u]["switch"] <= 1.0 for u in ("resid_patch", "das_rank4"))
     for name in ("resid_patch", "sae_opt1", "sae_opt4", "das_rank4", "random_rank4", "sae_code_swap"):
         assert 0.0 <= r2.units[name]["switch"] <= 1.0, name
     assert row.n_heldout == len(res.heldout_pairs) > 0
@@ -343,7 +347,7 @@ def test_report_records_every_variable_and_node_held_out(run):
     from sae_ooc.report.variables_control import variables_control_section
 
     res = VariablesResult.load(run.variables_dir / VARIABLES_FILE)
-    (r2,) = [r for r in res.rows if r.pairs]
+    r2, r2_mid = [r for r in res.rows if r.pairs]
     doc = Doc(run)
     variables_control_section(doc)
     causal_circuit_section(doc)
@@ -351,7 +355,23 @@ def test_report_records_every_variable_and_node_held_out(run):
     for unit in ("resid_patch", "das_rank4", "sae_code_swap", "random"):
         n = got[f"control.r2.r2.{HOOK}.{unit}.switch"]
         assert n["value"] == pytest.approx(r2.units[unit]["switch"]) and not n["in_sample"] and "held-out" in n["measured_on"]
+    assert got[f"control.r2.r2.{MID}.resid_patch.switch"]["value"] == pytest.approx(r2_mid.units["resid_patch"]["switch"])
     for key in ("r2", "r2_answer", "bridge_r1", "bridge_answer"):
         assert not got[f"circuit.causal.node_iia.{key}"]["in_sample"]
     assert got["circuit.causal.node_iia.r2"]["value"] == pytest.approx(res.circuit["inputs"]["r2"]["unit"]["switch"])
     assert any(line.startswith("**r2** (at r2;") for line in doc.lines)
+
+
+def test_default_variable_hooks_add_every_middle_in_forward_order_and_seeds_do_not_move():
+    from sae_ooc.causal.variables import default_variable_hooks
+    from sae_ooc.hooks import hook_seed
+
+    assert default_variable_hooks(["blocks.2.hook_resid_pre", "blocks.1.hook_resid_pre"], 3) == [
+        "blocks.0.hook_resid_mid", "blocks.1.hook_resid_pre", "blocks.1.hook_resid_mid", "blocks.2.hook_resid_pre",
+        "blocks.2.hook_resid_mid", "blocks.2.hook_resid_post"]
+    names = [f"blocks.{i}.hook_resid_{k}" for i in range(4) for k in ("pre", "mid", "post")]
+    assert [hook_seed(h) for h in names] == list(range(12))  # one seed per hook, whatever list it is in
+    cfg = load_config("configs/tiny.yaml", [f"causal.variable_hooks=[{MID}]"])
+    assert cfg.causal.variable_hooks == [MID]
+    with pytest.raises(ConfigError, match="causal.hooks"):  # the bridge's hooks need an SAE, and none is trained at mid
+        load_config("configs/tiny.yaml", [f"causal.hooks=[{MID}]"])

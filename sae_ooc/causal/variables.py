@@ -34,8 +34,9 @@ from sae_ooc.causal.isolation import fit_reader, read_state
 from sae_ooc.causal.pairs import FIT, GROUP_NAMES, HELD, VALID, Questions, draw_pairs, prefix_groups
 from sae_ooc.causal.result import VARIABLES_FILE, VariablesResult
 from sae_ooc.causal.row import Context, bridge_row
-from sae_ooc.causal.planted import heldout_keys, spec_of, position_of, prefix_roles, variable_pairs, variable_row
+from sae_ooc.causal.planted import heldout_keys, position_of, prefix_roles, spec_of, variable_pairs, variable_row
 from sae_ooc.errors import UserError
+from sae_ooc.hooks import hook_seed, hook_sort_key
 from sae_ooc.io import save_tensors
 from sae_ooc.interventions.facts import Facts, atomic_template
 from sae_ooc.interventions.prompts import matches, read_batched
@@ -92,6 +93,14 @@ def prefixes_at(tok: dict[str, torch.Tensor], rows: torch.Tensor, pos: int) -> s
     return set(zip(tok["head"][at].tolist(), tok["r1"][at].tolist()))
 
 
+def default_variable_hooks(hooks: list[str], n_layers: int) -> list[str]:
+    """The other variables' hooks when `causal.variable_hooks` is empty: the bridge's hooks, every layer's middle (after
+    attention, before the MLP: no SAE there, so its SAE units are n/a, but a variable may first appear there) and the last
+    layer's output, where the answer position holds the answer; in forward order."""
+    mids = [f"blocks.{i}.hook_resid_mid" for i in range(n_layers)]
+    return sorted(set(hooks + mids + [f"blocks.{n_layers - 1}.hook_resid_post"]), key=hook_sort_key)
+
+
 def resolve_hooks(run, ccfg, n_layers: int) -> list[str]:
     available = saved_hooks(run.saes_dir)
     # by default every residual hook with an SAE but the last layer's output: nothing after it reads r1
@@ -113,13 +122,11 @@ def _run_variables(run, ccfg) -> dict:
     facts = Facts.from_dataset(ds, vocab, run.cfg.task.family, atomic_template(run.cfg.task))
     model = load_model(run.model_dir, run.device).eval()
     hooks = resolve_hooks(run, ccfg, model.cfg.n_layers)
-    # the other variables: by default the bridge's hooks and the last layer's output, where the answer position holds the answer
-    last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
-    v_hooks = (ccfg.variable_hooks or list(dict.fromkeys(hooks + [last]))) if ccfg.variables else []
+    v_hooks = (ccfg.variable_hooks or default_variable_hooks(hooks, model.cfg.n_layers)) if ccfg.variables else []
     bad = [h for h in v_hooks if h not in model.hook_dict]
     if bad:
         raise UserError(f"causal.variable_hooks: the model has no hook {', '.join(bad)}; use hooks such as blocks.0.hook_resid_pre")
-    all_hooks = sorted(set(hooks) | set(v_hooks), key=lambda h: (int(h.split(".")[1]), h.endswith("post")))
+    all_hooks = sorted(set(hooks) | set(v_hooks), key=hook_sort_key)
     with_sae = set(saved_hooks(run.saes_dir))
     saes = load_saes(run.saes_dir, run.device, [h for h in all_hooks if h in with_sae])
     labels = load_feature_labels(run.sae_eval_dir)
@@ -162,13 +169,14 @@ def _run_variables(run, ccfg) -> dict:
                                                          prefix_roles(layout, position_of(layout, spec_of(layout, name).role))),
                           fit_ok, held_ok, (in_fit | in_held) & ok) for name in ccfg.variables]
     value_of = {n: i for i, n in enumerate(vocab.planted_names)}
-    for k, h in enumerate(tqdm(all_hooks, desc="variables", leave=False)):
+    for h in tqdm(all_hooks, desc="variables", leave=False):
         # the base questions' whole residual at the hook: what DAS edits and runs the model on from the hook
         q_x = residuals(model, q_tok, [h], ccfg.batch_size)[h]
         if h in hooks:
             rows.append(bridge_row(ctx, saes[h], h, p_x[h][:, pos], q_x, labels.get(h, {}), seed=ccfg.seed + 1000 * hooks.index(h)))
         if h in v_hooks:
-            v_rows += [variable_row(ctx, vp, saes.get(h), h, q_x, labels.get(h, {}), value_of, ccfg.seed + 1000 * k + 100 * (j + 1))
+            # seeded by the hook's place in the forward pass, not in this list: adding a hook leaves the other rows' draws
+            v_rows += [variable_row(ctx, vp, saes.get(h), h, q_x, labels.get(h, {}), value_of, ccfg.seed + 1000 * hook_seed(h) + 100 * (j + 1))
                        for j, vp in enumerate(vps)]
     settings = {"hooks": hooks, "position": layout.position_names[pos], "heldout_splits": ccfg.heldout_splits,
                 "fit_splits": ccfg.fit_splits, "only_correct": ccfg.only_correct,

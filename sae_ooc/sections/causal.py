@@ -33,7 +33,7 @@ class CausalConfig:
     random_draws: int = 5  # draws of each random reference (spread reported)
     bootstrap: int = 1000  # resamples over head entities for the 95% intervals
     variables: list[str] = field(default_factory=lambda: list(VARIABLE_NAMES))  # the other planted variables scored like the bridge (sae_ooc.causal.planted)
-    variable_hooks: list[str] = field(default_factory=list)  # their hooks (empty = the bridge's hooks and the last layer's output)
+    variable_hooks: list[str] = field(default_factory=list)  # their hooks (empty = the bridge's hooks, every layer's hook_resid_mid and the last layer's output)
     variable_ranks: list[int] = field(default_factory=lambda: [4, 16])  # their DAS ranks (the class-mean projections use `ranks`)
     variable_patch_min: float = 0.1  # their DAS is trained only where the residual patch switches this share of fit-valid pairs (elsewhere there is nothing to find)
     variable_fit_pairs: int = 2000  # at most this many fit pairs per variable (DAS's training set, seeded)
@@ -46,8 +46,10 @@ class CausalConfig:
     def validate(self, where: str) -> None:
         _check(all(h.startswith("blocks.") and h.split(".")[-1] in ("hook_resid_pre", "hook_resid_post") for h in self.hooks),
                where, "causal.hooks", "must be residual hook names such as blocks.2.hook_resid_pre (or empty for every hook with an SAE)")
-        _check(all(h.startswith("blocks.") and h.split(".")[-1] in ("hook_resid_pre", "hook_resid_post") for h in self.variable_hooks),
-               where, "causal.variable_hooks", "must be residual hook names such as blocks.2.hook_resid_pre (or empty for the bridge's hooks and the last layer's output)")
+        # no SAE is trained at hook_resid_mid, but the residual patch, class means, DAS and random units need none
+        _check(all(h.startswith("blocks.") and h.split(".")[-1] in ("hook_resid_pre", "hook_resid_mid", "hook_resid_post")
+                   for h in self.variable_hooks), where, "causal.variable_hooks",
+               "must be residual hook names such as blocks.2.hook_resid_pre or blocks.2.hook_resid_mid (or empty for the bridge's hooks, every layer's hook_resid_mid and the last layer's output)")
         _check(all(v in VARIABLE_NAMES + THREEHOP_VARIABLE_NAMES for v in self.variables), where, "causal.variables",
                f"must be a list of {', '.join(VARIABLE_NAMES + THREEHOP_VARIABLE_NAMES)} (or empty for the bridge at r1 alone)")
         _check(all(r >= 1 for r in self.variable_ranks), where, "causal.variable_ranks", "must be a list of ranks >= 1")
