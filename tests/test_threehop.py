@@ -5,10 +5,11 @@ columns) on its tiny config's data; no model is trained here."""
 import pytest
 import torch
 
-from sae_ooc.causal.planted import FIELDS, draw, specs
+from sae_ooc.causal.planted import FIELDS, draw, spec_of, specs
 from sae_ooc.causal.variables import two_hop_questions
 from sae_ooc.circuits.pairs import make_pairs
 from sae_ooc.config import load_config
+from sae_ooc.errors import UserError
 from sae_ooc.interventions.facts import Facts
 from sae_ooc.tasks.data import generate, split_tensors
 from sae_ooc.tasks.families import extra_sets, threehop_facts
@@ -104,6 +105,8 @@ def test_threehop_plumbing_reads_the_layout_roles(tiny):
     assert all(facts.chain(b, (r2, r3)) == a for b, r2, r3, a in zip(q.bridge.tolist(), q.r2.tolist(), q.r3.tolist(), q.answer.tolist()))
     sp = specs(THREEHOP_LAYOUT)
     assert list(specs(TOY_LAYOUT)) == ["head", "r1", "r2", "bridge@answer", "answer"]
+    with pytest.raises(UserError, match="bridge2@r2 is not a variable of this task's question"):
+        spec_of(TOY_LAYOUT, "bridge2@r2")  # a two-hop task has no second bridge
     vals = {f: getattr(q, f).tolist() for f in FIELDS}
     every = torch.ones(len(q), dtype=torch.bool)
     for name in ("bridge@r2", "bridge2@r2", "bridge2@answer", "r3", "head"):

@@ -91,6 +91,10 @@ def _probes(doc: Doc) -> None:
             doc.add(f"| {key} | `{hook}` | {doc.number(f'threehop.probe.{key}.{hook}', p.heldout_acc, on)} | {f3(ctrl)} | "
                     f"{f3(p.majority_acc)} | {'yes' if p.above_controls else 'no'} | {p.n_heldout} |")
     doc.add("")
+    for var in BRIDGES:  # the heatmaps eval-sae drew (the SAE section shows the two-hop variables')
+        if (ev / f"alignment_{var}.png").exists():
+            doc.figure(ev / f"alignment_{var}.png", ev / f"alignment_{var}.svg")
+            doc.add(f"![{var} alignment](alignment_{var}.png)", "")
 
 
 def _interchange(doc: Doc) -> None:
