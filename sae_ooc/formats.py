@@ -10,6 +10,7 @@ module sits above every producing package and nothing imports it.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from pathlib import Path
 
@@ -17,13 +18,18 @@ from sae_ooc.records import format_doc, leaves_doc
 
 # every typed output, in stage order
 OUTPUTS = (
+    "sae_ooc.tasks.finetune_result:FinetuneMeta",
     "sae_ooc.models.metrics:TrainMetrics",
+    "sae_ooc.activations.manifest:CacheManifest",
     "sae_ooc.saes.metrics_result:SaeTrainMetrics",
     "sae_ooc.saes.metrics_result:SaeEvalMetrics",
+    "sae_ooc.saes.standard_result:StandardMetrics",
     "sae_ooc.circuits.attribute_result:NodeEffectsSummary",
     "sae_ooc.circuits.attribute_result:AttributionValidation",
     "sae_ooc.circuits.faithfulness_result:CircuitFaithfulness",
     "sae_ooc.circuits.variable_faithfulness_result:VariableCircuitFaithfulness",
+    "sae_ooc.circuits.variable_faithfulness_result:VariableGroups",
+    "sae_ooc.causal.result:VariablesResult",
     "sae_ooc.analyses.result:AttentionResult",
     "sae_ooc.analyses.result:LogitLensResult",
     "sae_ooc.analyses.result:PatchingResult",
@@ -31,21 +37,39 @@ OUTPUTS = (
     "sae_ooc.analyses.result:ProbesResult",
     "sae_ooc.analyses.result:DlaResult",
     "sae_ooc.analyses.result:BackPatchingResult",
+    "sae_ooc.analyses.result:AnswersResult",
     "sae_ooc.interventions.steer_result:SteerResult",
     "sae_ooc.interventions.edit_result:EditResult",
+    "sae_ooc.browse.result:BrowseInfo",
     "sae_ooc.dynamics.result:DynamicsResult",
     "sae_ooc.sweep.result:SweepPoint",
     "sae_ooc.sweep.result:SweepResult",
 )
+# the report's summary.json: a JSON list of rows (its class, and its row's)
+LIST_OUTPUT = ("sae_ooc.report.summary:ReportSummary", "sae_ooc.report.summary:HeadlineNumber")
+# files and blocks that are records but not StageOutputs: (class, the heading that says where it lives)
+BLOCKS = (
+    ("sae_ooc.tasks.layout:Layout", "### `layout.json` (data): `sae_ooc.tasks.layout.Layout`, read by `load_layout(data_dir)`"),
+    ("sae_ooc.models.metrics:EvalRow", "### `metrics.jsonl` (train): one `sae_ooc.models.metrics.EvalRow` a line, read by "
+     "`read_train_log(model_dir)`"),
+    ("sae_ooc.tasks.data_info:DataInfo", "### `stages.json` → `data` → `info` (data): `sae_ooc.tasks.data_info.DataInfo`, read by "
+     "`DataInfo.of(run)`"),
+    ("sae_ooc.circuits.graph:GraphMetadata", "### `circuit.json`, `prompt_circuit.json`, `variable_circuit.json` → `metadata` "
+     "(circuit, variable-circuit): `sae_ooc.circuits.graph.GraphMetadata` of `CircuitGraph`"),
+    ("sae_ooc.circuits.effects:EffectsMeta", "### `node_effects.safetensors` → metadata `sae_ooc` (attribute): "
+     "`sae_ooc.circuits.effects.EffectsMeta`, a JSON string"),
+    ("sae_ooc.circuits.graph:GraphScores", "### … → `scores`: `sae_ooc.circuits.graph.GraphScores` of `CircuitGraph`"),
+)
 DOC = Path(__file__).resolve().parents[1] / "docs" / "FORMATS.md"
 
 
+def _class(spec: str) -> type:
+    mod, name = spec.split(":")
+    return getattr(importlib.import_module(mod), name)
+
+
 def output_classes() -> list[type]:
-    out = []
-    for spec in OUTPUTS:
-        mod, name = spec.split(":")
-        out.append(getattr(importlib.import_module(mod), name))
-    return out
+    return [_class(spec) for spec in OUTPUTS]
 
 
 def render() -> str:
@@ -57,6 +81,12 @@ def render() -> str:
              "that do not have it (e.g. natural-language settings on the toy task).", ""]
     for cls in output_classes():
         lines += format_doc(cls)
+    ReportSummary, HeadlineNumber = (_class(spec) for spec in LIST_OUTPUT)  # a JSON list, not an object: documented by its row
+    lines += [f"### `{ReportSummary.FILE}` ({ReportSummary.STAGE}): `{ReportSummary.__module__}.{ReportSummary.__name__}`, a JSON list of "
+              "`HeadlineNumber`", "", inspect.cleandoc(ReportSummary.__doc__ or ""), ""]
+    lines += format_doc(HeadlineNumber, head="#### `HeadlineNumber` (each element of the list)")
+    for spec, head in BLOCKS:
+        lines += format_doc(_class(spec), head=head)
     lines += leaves_doc()
     return "\n".join(lines).rstrip() + "\n"
 

@@ -11,11 +11,17 @@ The JSON is the dataclasses' fields in declaration order (the bytes the stages w
 - keys this version does not know are kept in `extra` and written back after the known ones;
 - a key that is not a Python name ("valid_id_0.5_step") is a field declared with `key("valid_id_0.5_step")`;
 - keys named by data ("bridge@r1", one per variable and position) beside fixed ones are collected by a `rest()` field,
-  a dict written in its place.
+  a dict written in its place;
+- a record read from a file writes its keys back in the file's order (a few producers write a record's optional keys in
+  an order that depends on the case: random references put `n_draws` before or after `switch`), so every file re-saves
+  byte for byte; a record built in code writes them in declaration order;
+- a record whose every key is optional and absent (`{}`, e.g. a row's `pairs` for the bridge itself) is falsy.
 
 Format versions: version 1 of every output is its JSON as it was when the outputs became typed, which carries no
 version key (files stay byte-identical). A later version writes `"format": "<FORMAT_NAME>/<n>"`; `load` refuses a
-file whose format it does not know, naming the command that rebuilds it. docs/FORMATS.md is generated from these
+file whose format it does not know, naming the command that rebuilds it. An output that always carried its version in
+a `format` field of its own (variables.json, standard_metrics.json) declares `FORMAT_FIELD = True`: the key stays where
+the file has it, and `READS` lists the older versions it still loads (and saves back as they were). docs/FORMATS.md is generated from these
 classes (`python -m sae_ooc.formats`; tests/test_records.py checks it is current): a field's meaning is the comment
 beside it in the class, written once.
 """
@@ -117,6 +123,11 @@ class Record:
 
     extra: dict = field(default_factory=dict, repr=False)  # keys this version does not know, written back as read
 
+    def __bool__(self) -> bool:
+        """False only for a record whose keys are all optional and absent (see the module docstring)."""
+        return bool(self.extra) or any((v := getattr(self, f.name)) is not OMIT and not (f.metadata.get("rest") and not v)
+                                       for f in fields(self) if f.name != "extra")
+
     def to_json(self) -> dict:
         out = {}
         for f in fields(self):
@@ -127,7 +138,11 @@ class Record:
                 out.update(_dump(v))
             else:
                 out[_key(f)] = _dump(v)
-        return {**out, **self.extra}
+        out = {**out, **self.extra}
+        order = self.__dict__.get("_key_order")
+        if order:  # read from a file: its keys in the file's order (new ones after them)
+            out = {**{k: out[k] for k in order if k in out}, **out}
+        return out
 
     @classmethod
     def from_json(cls, d: dict):
@@ -143,7 +158,9 @@ class Record:
         if rest:  # every key no other field names belongs to the rest field
             known[rest[0].name] = _load(hints[rest[0].name], unknown)
             unknown = {}
-        return cls(**known, extra=unknown)
+        obj = cls(**known, extra=unknown)
+        obj.__dict__["_key_order"] = tuple(d)  # not a field: equality and repr ignore it
+        return obj
 
 
 def key(name: str, default=MISSING):
@@ -172,10 +189,16 @@ class StageOutput(Record):
     STAGE: ClassVar[str]  # the stage that writes it (the command that rebuilds it)
     FORMAT_NAME: ClassVar[str]  # e.g. "sae_ooc.steer"
     FORMAT_VERSION: ClassVar[int] = 1  # version 1 writes no "format" key (the files as they were before typing)
+    FORMAT_FIELD: ClassVar[bool] = False  # the class declares `format: str` (the file's own version key, kept where it is)
+    READS: ClassVar[tuple[int, ...]] = ()  # older versions load() still reads (FORMAT_FIELD outputs)
+
+    @classmethod
+    def format_string(cls, version: int | None = None) -> str:
+        return f"{cls.FORMAT_NAME}/{cls.FORMAT_VERSION if version is None else version}"
 
     def save(self, directory: str | Path) -> Path:
         d = self.to_json()
-        if self.FORMAT_VERSION > 1:
+        if self.FORMAT_VERSION > 1 and not self.FORMAT_FIELD:
             d = {"format": f"{self.FORMAT_NAME}/{self.FORMAT_VERSION}", **{k: v for k, v in d.items() if k != "format"}}
         return write_json(Path(directory) / self.FILE, d)
 
@@ -197,12 +220,15 @@ class StageOutput(Record):
         path = cls.path(directory)
         rebuild = cls.rebuild(Path(directory))
         d = read_or_rerun(path, rebuild)
-        own = "format" in {f.name for f in fields(cls)}  # a record whose own field is called format
-        found = d.get("format") if isinstance(d, dict) and not own else None
-        expected = None if cls.FORMAT_VERSION == 1 else f"{cls.FORMAT_NAME}/{cls.FORMAT_VERSION}"
-        if not isinstance(d, dict) or found != expected:
-            raise UserError(f"{path} is not a {cls.FORMAT_NAME}/{cls.FORMAT_VERSION} file (format "
-                            f"{found or cls.FORMAT_NAME + '/1'!r}); rerun `{rebuild}`")
+        own = cls.FORMAT_FIELD
+        found = d.get("format") if isinstance(d, dict) else None
+        if own:
+            readable = {cls.format_string(v) for v in (*cls.READS, cls.FORMAT_VERSION)}
+        else:
+            readable = {None if cls.FORMAT_VERSION == 1 else cls.format_string()}
+        if not isinstance(d, dict) or found not in readable:
+            raise UserError(f"{path} is not a {cls.format_string()} file (format "
+                            f"{found or cls.FORMAT_NAME + ('/?' if own else '/1')!r}); rerun `{rebuild}`")
         try:
             return cls.from_json({k: v for k, v in d.items() if k != "format" or own})
         except (KeyError, TypeError) as e:
@@ -274,17 +300,18 @@ def _nested(hint) -> list[type]:
     return [t for a in typing.get_args(hint) for t in _nested(a)]
 
 
-def format_doc(cls) -> list[str]:
-    """Markdown for one output class and the records nested in it (each described once)."""
+def format_doc(cls, head: str | None = None) -> list[str]:
+    """Markdown for one output class and the records nested in it (each described once); `head`: the heading of a
+    record that is not a StageOutput (a file's row)."""
     lines, seen, todo = [], set(), [cls]
     while todo:
         c = todo.pop(0)
         if c in seen or c in (Share, MeanCI, Spread):
             continue
         seen.add(c)
-        head = (f"### `{c.FILE}` ({c.STAGE}): `{c.__module__}.{c.__name__}`, format {c.FORMAT_NAME}/{c.FORMAT_VERSION}"
-                if c is cls else f"#### `{c.__name__}`")
-        lines += [head, "", inspect.cleandoc(c.__doc__ or ""), "", "| key | type | meaning |", "|---|---|---|"]
+        title = (head or f"### `{c.FILE}` ({c.STAGE}): `{c.__module__}.{c.__name__}`, format {c.FORMAT_NAME}/{c.FORMAT_VERSION}"
+                 if c is cls else f"#### `{c.__name__}`")
+        lines += [title, "", inspect.cleandoc(c.__doc__ or ""), "", "| key | type | meaning |", "|---|---|---|"]
         notes, hints = _comments(c), _hints(c)
         for f in fields(c):
             if f.name == "extra":

@@ -32,7 +32,7 @@ NAMES: dict[str, tuple[str, ...]] = {
     "ablation": ("mean", "zero", "resample", "corrupt"),  # sae_ooc.circuits.ablation.ABLATIONS
     # SAELens architecture names: sae_ooc.saes.architectures.ARCHITECTURES
     "sae.architecture": ("standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk"),
-    "analysis": ("attention", "logit-lens", "patching", "causal-tracing", "probes", "dla", "back-patching"),  # sae_ooc.analyses.analyze.ANALYSES
+    "analysis": ("attention", "logit-lens", "patching", "causal-tracing", "probes", "dla", "back-patching", "answers"),  # sae_ooc.analyses.analyze.ANALYSES
 }
 
 

@@ -81,10 +81,12 @@ def spread(vals) -> dict | None:
             "n": len(got)}
 
 
-def spread_text(sp: dict | None, fmt: str = ".3f") -> str:
-    """`mean [min, max]` of a `spread` (the mean alone for one value, — for none)."""
+def spread_text(sp, fmt: str = ".3f") -> str:
+    """`mean [min, max]` of a `spread` (its dict, or a record with those attributes: sweep.result.SeedSpread; the mean
+    alone for one value, — for none)."""
     if sp is None:
         return "—"
-    if sp["n"] == 1:
-        return format(sp["mean"], fmt)
-    return f"{format(sp['mean'], fmt)} [{format(sp['min'], fmt)}, {format(sp['max'], fmt)}]"
+    n, mean, lo, hi = (sp[k] for k in ("n", "mean", "min", "max")) if isinstance(sp, dict) else (sp.n, sp.mean, sp.min, sp.max)
+    if n == 1:
+        return format(mean, fmt)
+    return f"{format(mean, fmt)} [{format(lo, fmt)}, {format(hi, fmt)}]"

@@ -181,7 +181,7 @@ def main() -> None:
     if vpath.exists():
         from sae_ooc.causal.result import VariablesResult
 
-        vr = VariablesResult.load(vpath).row("bridge", "r1", args.hook)
+        vr = VariablesResult.load(run.variables_dir).row("bridge", "r1", args.hook)
         if vr is not None:
             print(f"\nRUN/variables (its own held-out pairs: only questions the model answers): "
                   + ", ".join(f"{u} {vr.switch(u):.3f}" for u in ("resid_patch", "top16_features", "supervised", "supervised_rank16",

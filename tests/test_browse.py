@@ -192,8 +192,8 @@ def test_query_names_the_feature_pages(run):
     from sae_ooc.query.session import query
 
     res = query(run, "e1 r3 r1")
-    items = [it for r in res["per_hook"] for it in r["features"]]
-    assert items and all(Path(it["page"]) == run.browse_dir / feature_page(it["hook"], it["feature"]) for it in items)
+    items = [it for r in res.per_hook for it in r.features]
+    assert items and all(Path(it.page) == run.browse_dir / feature_page(it.hook, it.feature) for it in items)
 
 
 def test_export_pages_link_feature_nodes_to_the_browser_once_it_exists(run, tmp_path):

@@ -59,37 +59,37 @@ def run(harvested_run, tmp_path_factory):
 def test_stage_writes_a_file_that_loads_back(run):
     assert run.result.ran and run.result.finished
     check_line(run, "variables", run.result)
-    res = VariablesResult.load(run.variables_dir / VARIABLES_FILE)
+    res = VariablesResult.load(run.variables_dir)
     (row,) = [r for r in res.rows if not r.pairs]
     assert (row.variable, row.position, row.hook) == ("bridge", "r1", HOOK)
     r2, r2_mid = [r for r in res.rows if r.pairs]
-    assert (r2.variable, r2.position, r2.hook, r2.pairs["name"]) == ("r2", "r2", HOOK, "r2")
+    assert (r2.variable, r2.position, r2.hook, r2.pairs.name) == ("r2", "r2", HOOK, "r2")
     assert (r2_mid.variable, r2_mid.hook) == ("r2", MID)
     assert {"resid_patch", "das_rank4", "random_rank4"} <= set(r2_mid.units) and "sae_code_swap" not in r2_mid.units
-    assert all(0.0 <= r2_mid.units[u]["switch"] <= 1.0 for u in ("resid_patch", "das_rank4"))
+    assert all(0.0 <= r2_mid.units[u].switch <= 1.0 for u in ("resid_patch", "das_rank4"))
     for name in ("resid_patch", "sae_opt1", "sae_opt4", "das_rank4", "random_rank4", "sae_code_swap"):
-        assert 0.0 <= r2.units[name]["switch"] <= 1.0, name
+        assert 0.0 <= r2.units[name].switch <= 1.0, name
     assert row.n_heldout == len(res.heldout_pairs) > 0
     for name in ("resid_patch", "labelled_features", "top1_features", "top4_features", "sae_code_swap", "supervised",
                  "supervised_rank4", "das_rank1", "das_rank32", "random_rank4", "random_features4", "sae_opt1", "sae_opt4"):
-        assert 0.0 <= row.units[name]["switch"] <= 1.0, name
+        assert 0.0 <= row.units[name].switch <= 1.0, name
     for kind, names in row.curves.items():
         assert names and all(n in row.units for n in names), kind
-    assert row.units["random_rank4"]["min"] <= row.units["random_rank4"]["switch"] <= row.units["random_rank4"]["max"]
-    assert row.isolation["read_at"] == "blocks.1.hook_resid_post"
-    assert all(0.0 <= v <= 1.0 for k, v in row.isolation.items() if k != "read_at")
-    assert {"clean", "resid_patch", "supervised", "das_rank4", "random_rank4"} <= set(row.isolation)
+    assert row.units["random_rank4"].min <= row.units["random_rank4"].switch <= row.units["random_rank4"].max
+    assert row.isolation.read_at == "blocks.1.hook_resid_post"
+    assert all(0.0 <= v <= 1.0 for v in [row.isolation.clean, *row.isolation.units.values()])
+    assert {"resid_patch", "supervised", "das_rank4", "random_rank4"} <= set(row.isolation.units)
     assert (run.variables_dir / "control_curves.png").exists() and (run.variables_dir / "control_curves.svg").exists()
     bad = run.root / "other" / VARIABLES_FILE
     bad.parent.mkdir()
     bad.write_text('{"format": "something else"}')
     with pytest.raises(UserError, match="not a sae_ooc.variables"):
-        VariablesResult.load(bad)
+        VariablesResult.load(bad.parent)
 
 
 def test_resid_patch_matches_plain_run_with_hooks(run):
     """The stage's residual-patch switch rate, recomputed from its held-out pairs with TransformerLens alone."""
-    res = VariablesResult.load(run.variables_dir / VARIABLES_FILE)
+    res = VariablesResult.load(run.variables_dir)
     ds, vocab = load_task(run.data_dir)
     tail = {(int(h), int(r)): int(a) for h, r, a, hop in zip(ds["train"]["head"], ds["train"]["r1"], ds["train"]["answer"],
                                                              ds["train"]["hop"]) if hop == 1}
@@ -108,7 +108,7 @@ def test_resid_patch_matches_plain_run_with_hooks(run):
     logits = model.run_with_hooks(base, fwd_hooks=[(HOOK, patch)])[:, vocab.layout.answer_pos]
     want = torch.tensor([vocab.answer_token_ids(tail[(b2, r2)])[0] for b2, r2 in pairs[:, [4, 2]].tolist()])
     share = float((logits.argmax(-1) == want).float().mean())
-    assert res.rows[0].units["resid_patch"]["switch"] == pytest.approx(share)
+    assert res.rows[0].units["resid_patch"].switch == pytest.approx(share)
 
 
 def test_das_at_full_rank_is_the_residual_patch(run):
@@ -196,7 +196,7 @@ def _circuit_check(run):
     """The circuit's record, its saved units, and the held-out pairs rebuilt with the task's own facts."""
     from sae_ooc.io import load_tensors
 
-    res = VariablesResult.load(run.variables_dir / VARIABLES_FILE)
+    res = VariablesResult.load(run.variables_dir)
     units = load_tensors(run.variables_dir / "circuit_units.safetensors")
     ds, vocab = load_task(run.data_dir)
     tail = {(int(h), int(r)): int(a) for h, r, a, hop in zip(ds["train"]["head"], ds["train"]["r1"], ds["train"]["answer"],
@@ -213,15 +213,15 @@ def test_circuit_iia_matches_plain_run_with_hooks(run):
     """Each node's IIA recomputed from the saved unit with TransformerLens alone: the donor's coordinates in the subspace
     replace the base's at (hook, position), the answer compared with t(b', r2)."""
     c, units, model, base, donor, first, apos = _circuit_check(run)
-    assert c["status"] == "ok" and set(c["nodes"]) == {"bridge@r1", "bridge@answer", "r2@answer"}
-    bridge = {k: c["nodes"][k] for k in ("bridge@r1", "bridge@answer")}
-    assert c["iia"] == min(n["unit"]["switch"] for n in bridge.values())
-    r2 = c["nodes"]["r2@answer"]  # scored on section 1's r2 pairs; its unit is the r2 span kept for the ablation
-    assert r2["hook"] == bridge["bridge@answer"]["hook"] and units[f"r2@{r2['hook']}"].shape[0] == r2["rank"] > 0
-    assert set(c["inputs"]) == {"r2"} and c["inputs"]["r2"]["unit"]["switch"] == c["inputs"]["r2"]["resid_patch"]["switch"]
+    assert c.ok and set(c.nodes) == {"bridge@r1", "bridge@answer", "r2@answer"}
+    bridge = {k: c.nodes[k] for k in ("bridge@r1", "bridge@answer")}
+    assert c.iia == min(n.unit.switch for n in bridge.values())
+    r2 = c.nodes["r2@answer"]  # scored on section 1's r2 pairs; its unit is the r2 span kept for the ablation
+    assert r2.hook == bridge["bridge@answer"].hook and units[f"r2@{r2.hook}"].shape[0] == r2.rank > 0
+    assert set(c.inputs) == {"r2"} and c.inputs["r2"].unit.switch == c.inputs["r2"].resid_patch.switch
     for key, node in bridge.items():
-        hook, pos, W = node["hook"], node["position"], units[key]
-        assert W.shape[0] == node["rank"]
+        hook, pos, W = node.hook, node.position, units[key]
+        assert W.shape[0] == node.rank
         _, cache = model.run_with_cache(donor, names_filter=hook)
 
         def interchange(x, hook=None, hook_name=hook, pos=pos, W=W):
@@ -231,26 +231,26 @@ def test_circuit_iia_matches_plain_run_with_hooks(run):
 
         logits = model.run_with_hooks(base, fwd_hooks=[(hook, interchange)])[:, apos]
         share = float((logits.argmax(-1) == first["counter"]).float().mean())
-        assert node["unit"]["switch"] == pytest.approx(share), key
-    o = c["nodes"]["bridge@answer"]["other_r2"]
-    assert 0 < o["n"] <= len(base) and all(0 <= o[k] <= 1 for k in ("resid_patch", "resid_patch_donor_answer", "unit_donor_answer"))
+        assert node.unit.switch == pytest.approx(share), key
+    o = c.nodes["bridge@answer"].other_r2
+    assert 0 < o.n <= len(base) and all(0 <= x <= 1 for x in (o.resid_patch, o.resid_patch_donor_answer, o.unit_donor_answer))
 
 
 def test_circuit_no_remainder_matches_plain_run_with_hooks(run):
     """The circuit with no remainder, recomputed with TransformerLens alone from the saved bases and means: every position
     of each hook mean-ablated but the kept units; and its validity controls are what they claim."""
     c, units, model, base, donor, first, apos = _circuit_check(run)
-    f = c["faithfulness"]
-    cut = f["circuit"]
-    assert cut["identity"]["kept"] == pytest.approx(float((model(base)[:, apos].argmax(-1) == first["answer"]).float().mean()))
-    assert cut["identity"]["max_abs_logit_change"] < 1e-3
+    f = c.faithfulness
+    cut = f.circuit
+    assert cut.identity.kept == pytest.approx(float((model(base)[:, apos].argmax(-1) == first["answer"]).float().mean()))
+    assert cut.identity.max_abs_logit_change < 1e-3
     hooks = []
-    for hook, kept in cut["units"].items():
+    for hook, kept in cut.units.items():
         mu = units[f"mean@{hook}"]
-        bases = {int(p): (units["bridge@r1"] if (hook, int(p)) == (c["nodes"]["bridge@r1"]["hook"], c["r1_position"]) else None)
+        bases = {int(p): (units["bridge@r1"] if (hook, int(p)) == (c.nodes["bridge@r1"].hook, c.r1_position) else None)
                  for p in kept}
         if int(apos) in bases:
-            answer_unit = [units["bridge@answer"]] if hook == c["nodes"]["bridge@answer"]["hook"] else []
+            answer_unit = [units["bridge@answer"]] if hook == c.nodes["bridge@answer"].hook else []
             a = torch.cat([*answer_unit, units[f"r2@{hook}"]])
             bases[int(apos)] = torch.linalg.svd(a, full_matrices=False)[2][: kept[str(apos)]]
 
@@ -263,9 +263,9 @@ def test_circuit_no_remainder_matches_plain_run_with_hooks(run):
         hooks.append((hook, ablate))
         assert sum(kept.values()) == sum(len(W) for W in bases.values())
     logits = model.run_with_hooks(base, fwd_hooks=hooks)[:, apos]
-    assert cut["unit"]["kept"] == pytest.approx(float((logits.argmax(-1) == first["answer"]).float().mean()))
+    assert cut.unit.kept == pytest.approx(float((logits.argmax(-1) == first["answer"]).float().mean()))
     for name in ("cut_r1", "cut_answer", "circuit"):
-        assert isinstance(f[name]["valid"], bool) and 0 <= f[name]["random"]["kept"] <= 1
+        assert isinstance(getattr(f, name).valid, bool) and 0 <= getattr(f, name).random.kept <= 1
 
 
 def test_circuit_drawn_in_every_format(run):
@@ -280,7 +280,7 @@ def test_circuit_drawn_in_every_format(run):
     from sae_ooc.viz.graph_json import validate_graph
 
     out = run.variables_dir
-    circuit = VariablesResult.load(out / VARIABLES_FILE).circuit
+    circuit = VariablesResult.load(out).circuit
     assert (out / "causal_circuit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ET.parse(out / "causal_circuit.svg")
     dot = (out / "causal_circuit.dot").read_text()
@@ -294,9 +294,9 @@ def test_circuit_drawn_in_every_format(run):
     ET.fromstring(page[page.index("<svg"): page.index("</svg>") + 6])
     assert validate_graph(read_json(out / "causal_graph.json")) == []
     g = CircuitGraph.load(out / "causal_circuit_full.json")
-    units = {**circuit.get("inputs", {}), **circuit["nodes"]}
+    units = circuit.every_node()
     assert {n.id for n in g.nodes} == set(units)
-    assert all(n.effect == units[n.id]["unit"]["switch"] for n in g.nodes)
+    assert all(n.effect == units[n.id].unit.switch for n in g.nodes)
 
 
 def test_a_das_subspace_depends_on_its_seed_not_on_the_global_rng():
@@ -346,7 +346,7 @@ def test_report_records_every_variable_and_node_held_out(run):
     from sae_ooc.report.doc import Doc
     from sae_ooc.report.variables_control import variables_control_section
 
-    res = VariablesResult.load(run.variables_dir / VARIABLES_FILE)
+    res = VariablesResult.load(run.variables_dir)
     r2, r2_mid = [r for r in res.rows if r.pairs]
     doc = Doc(run)
     variables_control_section(doc)
@@ -354,11 +354,11 @@ def test_report_records_every_variable_and_node_held_out(run):
     got = {n["name"]: n for n in doc.numbers}
     for unit in ("resid_patch", "das_rank4", "sae_code_swap", "random"):
         n = got[f"control.r2.r2.{HOOK}.{unit}.switch"]
-        assert n["value"] == pytest.approx(r2.units[unit]["switch"]) and not n["in_sample"] and "held-out" in n["measured_on"]
-    assert got[f"control.r2.r2.{MID}.resid_patch.switch"]["value"] == pytest.approx(r2_mid.units["resid_patch"]["switch"])
+        assert n["value"] == pytest.approx(r2.units[unit].switch) and not n["in_sample"] and "held-out" in n["measured_on"]
+    assert got[f"control.r2.r2.{MID}.resid_patch.switch"]["value"] == pytest.approx(r2_mid.units["resid_patch"].switch)
     for key in ("r2", "r2_answer", "bridge_r1", "bridge_answer"):
         assert not got[f"circuit.causal.node_iia.{key}"]["in_sample"]
-    assert got["circuit.causal.node_iia.r2"]["value"] == pytest.approx(res.circuit["inputs"]["r2"]["unit"]["switch"])
+    assert got["circuit.causal.node_iia.r2"]["value"] == pytest.approx(res.circuit.inputs["r2"].unit.switch)
     assert any(line.startswith("**r2** (at r2;") for line in doc.lines)
 
 

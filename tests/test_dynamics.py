@@ -11,6 +11,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from sae_ooc.config import load_config
 from sae_ooc.models.hooked import build_model, is_weight_shared, load_model, save_model
+from sae_ooc.models.metrics import EvalRow
 from sae_ooc.models.replay import accuracy_rise, dense_steps, fill_gaps, replay_checkpoints, saved_checkpoints
 from sae_ooc.pipeline import run as run_pipeline
 from sae_ooc.pipeline import run_stage
@@ -58,10 +59,13 @@ def test_weight_sharing_ties_parameters_keeps_hooks_and_reloads(tiny_cfg, tiny_t
 
 
 def test_accuracy_rise_and_dense_steps_known_answers():
-    recs = [{"step": s, "v_acc": a} for s, a in [(0, 0.0), (10, 0.05), (20, 0.1), (30, 0.4), (40, 0.8), (50, 0.95), (60, 1.0)]]
+    def row(s, a):  # a line of metrics.jsonl
+        return EvalRow(step=s, elapsed_s=0.0, lr=1e-3, loss=None, splits={"v_acc": a})
+
+    recs = [row(s, a) for s, a in [(0, 0.0), (10, 0.05), (20, 0.1), (30, 0.4), (40, 0.8), (50, 0.95), (60, 1.0)]]
     r = accuracy_rise(recs, "v", 0.1, 0.9)
     assert r["found"] and (r["start"], r["moment"], r["end"]) == (10, 40, 50)
-    assert not accuracy_rise([{"step": 0, "v_acc": 0.2}, {"step": 5, "v_acc": 0.22}], "v", 0.1, 0.9)["found"]
+    assert not accuracy_rise([row(0, 0.2), row(5, 0.22)], "v", 0.1, 0.9)["found"]
     assert dense_steps(10, 50, 4, {20}) == [30, 40, 50]
     # gaps wider than the ratio in the window get geometrically spaced steps: 100 -> 400 at ratio 2 gets 200, 0 -> 100
     # (counted from step 1) gets 1.93, 3.7, ..., 51.8 of which only 52 lies in the window
@@ -230,7 +234,7 @@ def test_dynamics_das_switch_is_the_variables_stages(harvested_run, tmp_path):
 
     from sae_ooc.activations.cache import ActivationCache, heldout_mask
     from sae_ooc.causal.pairs import HELD
-    from sae_ooc.causal.result import VARIABLES_FILE, VariablesResult
+    from sae_ooc.causal.result import VariablesResult
     from sae_ooc.causal.variables import prefixes_at
     from sae_ooc.dynamics.control import bridge_control, control_setup
     from sae_ooc.io import save_tensors, write_json
@@ -250,7 +254,7 @@ def test_dynamics_das_switch_is_the_variables_stages(harvested_run, tmp_path):
     save_tensors(eval_rows(run.saes_dir), {"rows": held.nonzero().squeeze(1)})  # what train-sae would write
     mark_stages(run, ("train-sae", "eval-sae"))
     assert run_stage(run, "variables").finished
-    res = VariablesResult.load(run.variables_dir / VARIABLES_FILE)
+    res = VariablesResult.load(run.variables_dir)
     row = res.rows[0]
 
     ds, vocab = load_task(run.data_dir)
@@ -259,11 +263,11 @@ def test_dynamics_das_switch_is_the_variables_stages(harvested_run, tmp_path):
     P = setup.ctx.pairs[HELD]
     assert torch.stack([P.head, P.r1, P.r2, P.b, P.b2, P.donor[:, 0], P.donor[:, 1]], 1).tolist() == res.heldout_pairs
     got = bridge_control(load_model(run.model_dir, "cpu").eval(), setup, [hook], 4, 2)[hook]
-    assert got["n"] == row.units["das_rank4"]["n"] == len(res.heldout_pairs) > 0
-    assert got["resid_patch"] == pytest.approx(row.units["resid_patch"]["switch"])
-    assert got["das"] == pytest.approx(row.units["das_rank4"]["switch"])
-    assert got["das_ci95"] == pytest.approx(row.units["das_rank4"]["ci95"])
-    assert got["das_logit_change"] == pytest.approx(row.units["das_rank4"]["logit_change"], abs=1e-4)
+    assert got["n"] == row.units["das_rank4"].n == len(res.heldout_pairs) > 0
+    assert got["resid_patch"] == pytest.approx(row.units["resid_patch"].switch)
+    assert got["das"] == pytest.approx(row.units["das_rank4"].switch)
+    assert got["das_ci95"] == pytest.approx(row.units["das_rank4"].ci95)
+    assert got["das_logit_change"] == pytest.approx(row.units["das_rank4"].logit_change, abs=1e-4)
     assert 0 <= got["random"] <= 1
     # at the answer position: the variables stage's bridge@answer search (its hooks, seeds and pairs), rank by rank
     from sae_ooc.dynamics.answer_control import answer_control
@@ -271,9 +275,9 @@ def test_dynamics_das_switch_is_the_variables_stages(harvested_run, tmp_path):
     setup_v = control_setup(ds, vocab, run.cfg.task, run.cfg.causal, prefixes_at(cache.tokens(), held, vocab.layout.index("r1")),
                             run.cfg.causal.das_steps, 10**9, keep_valid=True)
     ans = answer_control(load_model(run.model_dir, "cpu").eval(), setup_v, 4)
-    search = res.circuit["answer_das"]
+    search = res.circuit.answer_das
     assert set(ans) == set(search) and any(a["das"] is not None for a in ans.values())
     for h, a in ans.items():
-        assert a["valid_resid_patch"] == pytest.approx(search[h]["valid_resid_patch"])
-        assert a["das"] == (pytest.approx(search[h]["heldout_switch"]["4"]) if "4" in search[h]["heldout_switch"] else None)
+        assert a["valid_resid_patch"] == pytest.approx(search[h].valid_resid_patch)
+        assert a["das"] == (pytest.approx(search[h].heldout_switch["4"]) if "4" in search[h].heldout_switch else None)
         assert a["n"] == len(res.heldout_pairs) and 0 <= a["resid_patch"] <= 1

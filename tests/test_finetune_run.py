@@ -109,7 +109,7 @@ def test_bad_fine_tuning_configs_are_one_line_errors(harvested_run, tmp_path, ca
                    "no trained model")
     one_line_error(capsys, ["data", "--config", str(ROOT / "configs" / "tiny.yaml"), "--set", "task.finetune.replay=0.5",
                             "--run", str(tmp_path / "c")], "task.finetune", "model.source: run")
-    # the Hugging Face configs parse the section but do not read it: a natural-language run cannot be model.run yet
+    # the Hugging Face configs read the section only in a fine-tuning run of a finished run (model.source: run)
     from sae_ooc.typed_yaml import ConfigError
 
     for name in ("finetune_gpt2", "finetune_pythia70m"):

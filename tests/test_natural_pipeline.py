@@ -252,3 +252,43 @@ def test_edit_stage_on_a_natural_task(natural_run):
     assert last["specificity_atomic"]["share"] == last["specificity_two_hop"]["share"] == 1.0
     per = read_json(run.edit_dir / "edits.json")
     assert {p["b2_name"] for p in per} <= set(vocab.entity_names)
+
+
+def test_a_natural_language_run_is_fine_tuned_on_new_facts_as_text(natural_trained, tmp_path):
+    """The natural task as model.run (issue 24: the experiment moves to finetune_gpt2.yaml's task unchanged): the new
+    facts are documents and questions in model.run's names, nouns and tokenizer, decoded here and checked against the
+    templates; the pretrained-checkpoint configs accept the section with model.source: run."""
+    import yaml
+    from test_natural_task import prompt_of
+
+    from sae_ooc.config import load_config
+    from conftest import ROOT
+
+    out, config = tmp_path / "nat", tmp_path / "nat.yaml"
+    task = yaml.safe_load((natural_trained.root / "config.yaml").read_text())["task"]  # model.run's task section
+    config.write_text(yaml.safe_dump({"name": "nat_ft", "task": {**task, "finetune": {"control": True}},
+                                      "model": {"source": "run", "run": str(natural_trained.root)}}))
+    assert main(["data", "--config", str(config), "--run", str(out)]) == 0
+    ds, v = load_task(out / "data")
+    src, sv = load_task(natural_trained.data_dir)
+    assert v.entity_names == sv.entity_names and v.relation_names == sv.relation_names and v.layout == sv.layout
+    nat = load_config(NATURAL).task.natural
+    old = {(h, r) for h, r in zip(src["atomic_test"]["head"], src["atomic_test"]["r1"])}
+    name, rel = v.entity_name, v.relation_name
+    for split in ("train", "atomic_test", "new_old", "old_new"):
+        for r in ds[split]:
+            prompt, answer = v.decode(r["input_ids"]).strip(), v.decode(r["answer_ids"])
+            assert answer == " " + name(r["answer"])
+            if r["hop"] == 2:
+                assert prompt == prompt_of(nat.question_template, a=name(r["head"]), r1=rel(r["r1"]), r2=rel(r["r2"]))
+            else:
+                assert (r["head"], r["r1"]) not in old  # a new fact
+                tpls = nat.train_templates if split == "train" else nat.test_templates
+                assert prompt in {prompt_of(t, a=name(r["head"]), r=rel(r["r1"])) for t in tpls}
+    new = {(r["head"], r["r1"]) for r in ds["atomic_test"]}
+    assert sum(r["hop"] == 1 for r in ds["train"]) == len(new) * len(nat.train_templates)
+    assert ds["test_id"]["input_ids"] == src["test_id"]["input_ids"]
+    for name_ in ("finetune_gpt2", "finetune_pythia70m"):
+        cfg = load_config(ROOT / "configs" / f"{name_}.yaml", ["model.source=run", f"model.run={natural_trained.root}",
+                                                               "model.path=", "model.name=", "task.finetune.replay=0.5"])
+        assert cfg.task.finetune.replay == 0.5 and cfg.task.render == "natural"

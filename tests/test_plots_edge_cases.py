@@ -240,17 +240,20 @@ def variable_faithfulness(n, vs, cis):
 
 def variable_curves(n, vs, cis):
     """A row per variable (n of them, one hook), with DAS and sae_opt curves of the values; a row without held-out pairs."""
-    from sae_ooc.causal.result import VariableRow, VariablesResult
+    from types import SimpleNamespace
+
+    from sae_ooc.causal.result import VariableRow
 
     rows = []
     for i, (v, ci) in enumerate(zip(vs, cis)):
         units = {"das_rank4": {"size": 4, "switch": v, "ci95": list(ci) if ci else None}, "sae_opt1": {"size": 1, "switch": v},
                  "random_rank4": {"size": 4, "switch": v, "min": ci[0] if ci else None, "max": ci[1] if ci else None},
                  "resid_patch": {"size": None, "switch": v}}
-        rows.append(VariableRow(("head", "r1", "r2", "bridge", "answer")[i % 5], "r2", "blocks.1.hook_resid_pre", n_heldout=0 if i == 2 else 3,
-                                n_heads=2, units=units, curves={"das": ["das_rank4"], "sae_opt": ["sae_opt1"], "random_subspace": ["random_rank4"]},
-                                pairs={"name": f"v{i}", "role": "r2", "pos": 2}))
-    return dict(result=VariablesResult(settings={}, rows=rows))
+        rows.append(VariableRow.from_json(dict(
+            variable=("head", "r1", "r2", "bridge", "answer")[i % 5], position="r2", hook="blocks.1.hook_resid_pre", n_heldout=0 if i == 2 else 3,
+            n_heads=2, units=units, curves={"das": ["das_rank4"], "sae_opt": ["sae_opt1"], "random_subspace": ["random_rank4"]},
+            pairs={"name": f"v{i}", "role": "r2", "pos": 2})))
+    return dict(result=SimpleNamespace(rows=rows))
 
 
 def diagram(n, vs, cis):
@@ -287,15 +290,18 @@ def compare_controls(n, vs, cis):
 
 
 def control_curves(n, vs, cis):
-    from sae_ooc.causal.result import VariableRow, VariablesResult
+    from types import SimpleNamespace
+
+    from sae_ooc.causal.result import VariableRow
 
     units = {f"das_rank{2 ** i}": {"size": 2 ** i, "switch": v, "ci95": list(ci) if ci else None} for i, (v, ci) in enumerate(zip(vs, cis))}
     units |= {f"random_rank{2 ** i}": {"size": 2 ** i, "switch": v, "min": ci[0] if ci else None, "max": ci[1] if ci else None}
               for i, (v, ci) in enumerate(zip(vs, cis))}
     units["resid_patch"] = {"size": 64, "switch": first(vs)}
-    row = VariableRow("bridge", "r1", "blocks.2.hook_resid_pre", n_heldout=5 * n, n_heads=n, units=units,
-                      curves={"das": [f"das_rank{2 ** i}" for i in range(n)], "random_subspace": [f"random_rank{2 ** i}" for i in range(n)]})
-    return dict(result=VariablesResult(settings={}, rows=[row] if n else []))
+    row = VariableRow.from_json(dict(variable="bridge", position="r1", hook="blocks.2.hook_resid_pre", n_heldout=5 * n, n_heads=n, units=units,
+                                     curves={"das": [f"das_rank{2 ** i}" for i in range(n)],
+                                             "random_subspace": [f"random_rank{2 ** i}" for i in range(n)]}, pairs={}))
+    return dict(result=SimpleNamespace(rows=[row] if n else []))
 
 
 BUILDERS = {"plot_control_curves": control_curves, "plot_attention": attention, "plot_logit_lens": logit_lens, "plot_patching": patching, "plot_tracing": tracing,

@@ -226,9 +226,10 @@ def test_prompt_index_gives_the_live_numbers_and_needs_no_torch(run, capsys):
     ds, vocab = load_task(run.data_dir)
     prompts = [vocab.decode(ds[s][0]["input_ids"]) for s in ("test_id", "train", "atomic_test")]
     for prompt in prompts:
-        live = query(run, prompt, top=3)  # builds the index when it is missing
+        live = query(run, prompt, top=3).to_json()  # builds the index when it is missing
         got = lookup(run, prompt, 3)
-        assert got is not None and got["from_index"] is True, prompt
+        assert got is not None and got.from_index is True, prompt
+        got = got.to_json()
         assert got["truth"]["split"] == live["truth"]["split"] and got["truth"]["answer"] == live["truth"]["answer"]
         for key in ("answer_model", "bridge_model"):
             if live["truth"][key] is not None:

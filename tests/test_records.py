@@ -26,7 +26,8 @@ CLASSES = formats.output_classes()
 
 # where a file name is not unique: the folder of its real file
 FOLDER = {"sae_ooc.sae_train": "saes/blocks.1.hook_resid_pre", "sae_ooc.sae_eval": "sae_eval/blocks.1.hook_resid_pre",
-          "sae_ooc.circuit_faithfulness": "circuit", "sae_ooc.variable_circuit_faithfulness": "variable_circuit"}
+          "sae_ooc.circuit_faithfulness": "circuit", "sae_ooc.variable_circuit_faithfulness": "variable_circuit",
+          "sae_ooc.standard_metrics": "sae_eval/blocks.1.hook_resid_pre"}
 
 
 def _real(cls) -> Path:
@@ -136,3 +137,68 @@ def test_formats_doc_is_generated_from_the_classes():
                 assert f"| *other keys* (`{f.name}`) |" in text
             elif f.name != "extra":
                 assert f"| `{f.metadata.get('key', f.name)}` |" in text
+
+
+def test_variables_attributes_are_the_files_numbers_and_older_formats_still_load(tmp_path):
+    from sae_ooc.causal.result import VariablesResult
+
+    raw = json.loads((DATA / "variables" / "variables.json").read_text())
+    v = VariablesResult.load(DATA / "variables")
+    for r, d in zip(v.rows, raw["rows"], strict=True):
+        for name, u in d["units"].items():
+            assert r.units[name].switch == u["switch"] and r.switch(name) == u["switch"]
+        assert bool(r.pairs) == bool(d.get("pairs"))
+    c, dc = v.circuit, raw["circuit"]
+    assert c.nodes["bridge@r1"].unit.switch == dc["nodes"]["bridge@r1"]["unit"]["switch"]
+    assert c.faithfulness.circuit.unit.kept == dc["faithfulness"]["circuit"]["unit"]["kept"]
+    # format 2 (the bridge at r1 alone, rows without `pairs`, a circuit of one status) loads and saves back as it was
+    old = VariablesResult.load(DATA / "variables_v2")
+    assert old.format == "sae_ooc.variables/2" and not old.rows[0].pairs and not old.circuit.ok
+    old.save(tmp_path)
+    assert (tmp_path / "variables.json").read_bytes() == (DATA / "variables_v2" / "variables.json").read_bytes()
+    (tmp_path / "variables.json").write_text(json.dumps({**raw, "format": "sae_ooc.variables/4"}))
+    with pytest.raises(UserError, match="not a sae_ooc.variables/3 file.*sae-ooc variables --force"):
+        VariablesResult.load(tmp_path)
+    d = json.loads(json.dumps(raw))
+    d["rows"][0]["units"]["resid_patch"]["switch_rate"] = d["rows"][0]["units"]["resid_patch"].pop("switch")  # a renamed field
+    (tmp_path / "variables.json").write_text(json.dumps(d))
+    assert _unknown_keys(VariablesResult.load(tmp_path)) == ["switch_rate"]
+    del d["settings"]["hooks"]
+    (tmp_path / "variables.json").write_text(json.dumps(d))
+    with pytest.raises(UserError, match="missing hooks"):
+        VariablesResult.load(tmp_path)
+
+
+def test_a_record_read_from_a_file_keeps_its_key_order_and_an_empty_optional_record_is_falsy():
+    x = _Inner.from_json({"b": 0.5, "a": 1})
+    assert list(x.to_json()) == ["b", "a"] and list(_Inner(a=1, b=0.5).to_json()) == ["a", "b"]
+    assert x == _Inner(a=1, b=0.5)  # the order is not part of the value
+
+    @dataclass(kw_only=True)
+    class _AllOptional(Record):
+        a: int = OMIT
+
+    assert not _AllOptional() and _AllOptional(a=0) and not _AllOptional.from_json({})
+
+
+def test_summary_groups_and_drawn_blocks_of_a_real_run_round_trip(tmp_path):
+    """summary.json (a list of headline numbers, what `sae-ooc compare` reads), groups.json (a StageOutput, above) and
+    the `drawn` block of a circuit's full JSON (what the browser reads) load into their classes and write back as read."""
+    from sae_ooc.compare.table import read_summary
+    from sae_ooc.report.summary import ReportSummary
+    from sae_ooc.viz.export_options import Drawn
+
+    s = ReportSummary.load(DATA / "report")
+    s.save(tmp_path)
+    assert (tmp_path / "summary.json").read_bytes() == (DATA / "report" / "summary.json").read_bytes()
+    raw = json.loads((DATA / "report" / "summary.json").read_text())
+    got = read_summary(DATA / "report")
+    assert [n.value for n in got.values()] == [r["value"] for r in raw] and not any(n.extra for n in s.numbers)
+    raw[0]["measured"] = raw[0].pop("measured_on")  # a renamed field
+    (tmp_path / "summary.json").write_text(json.dumps(raw))
+    with pytest.raises(UserError, match="corrupt or not a summary.*sae-ooc report"):
+        ReportSummary.load(tmp_path)
+    full = json.loads((DATA / "drawn" / "causal_circuit_full.json").read_text())
+    d = Drawn.from_json(full["drawn"])
+    assert d.to_json() == full["drawn"] and not d.extra and not d.options.extra
+    assert set(d.nodes) <= {n["id"] for n in full["nodes"]} and d.options.max_edges == full["drawn"]["options"]["max_edges"]

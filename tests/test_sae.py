@@ -81,7 +81,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_and_batchtopk_saves_as_jum
     resumed = train_sae(cache, hook, tmp_path / "cut", p)
     a, b = load_file(str(tmp_path / "full/sae_weights.safetensors")), load_file(str(tmp_path / "cut/sae_weights.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed["reconstruction"] == full["reconstruction"]
+    assert resumed.reconstruction == full.reconstruction
     assert SAE.load_from_disk(tmp_path / "full").cfg.architecture() == "jumprelu"  # inference form of BatchTopK
     assert [r["step"] for r in read_jsonl(tmp_path / "cut/train_log.jsonl")] == [r["step"] for r in read_jsonl(tmp_path / "full/train_log.jsonl")]
 
@@ -102,7 +102,7 @@ def test_every_architecture_trains_and_loads_back_with_sae_lens(sae_run, tmp_pat
         f = sae.encode(x)
         x_hat = sae.decode(f)
     assert x_hat.shape == x.shape and torch.isfinite(x_hat).all()
-    assert 0 < m["reconstruction"]["l0"] <= 64 and m["reconstruction"]["explained_variance"] is not None
+    assert 0 < m.reconstruction.l0 <= 64 and m.reconstruction.explained_variance is not None
     if arch in ("topk",):
         assert torch.all((f > 0).sum(-1) <= 4)  # k = 4 active features per token
 
@@ -281,18 +281,18 @@ def test_eval_sae_writes_metrics_labels_and_summary(sae_run, capsys):
     assert al["head@r1"]["probe"]["heldout_acc"] <= al["head@r1"]["probe"]["majority_acc"] + 1e-9
     assert "head@head" not in al  # one prefix per head entity: no held-out value the probe could have seen
     # the standard metrics (SAEBench's sparse probing and absorption, sae_lens.synthetic's matching), loaded back typed
-    from sae_ooc.saes.standard_result import PER_LATENT_FILE, STANDARD_FILE, StandardMetrics
+    from sae_ooc.saes.standard_result import PER_LATENT_FILE, StandardMetrics
 
     for h in hooks:
-        std = StandardMetrics.load(eval_metrics_path(ev, h).parent / STANDARD_FILE)
+        std = StandardMetrics.load(eval_metrics_path(ev, h).parent)
         lat = load_file(str(eval_metrics_path(ev, h).parent / PER_LATENT_FILE))
-        assert std.hook_name == h and std.rows and std.settings["measured_on"].startswith("held-out prefixes")
+        assert std.hook_name == h and std.rows and std.settings.measured_on.startswith("held-out prefixes")
         for r in std.rows:
-            assert set(r.sparse_probing["sae_top_k"]) == {str(k) for k in sae_run.cfg.sae_eval.sparse_probing_k}
-            assert 0 <= r.matching["mcc_decoder"] <= 1 and 0 <= r.matching["mcc_activation"] <= 1
+            assert set(r.sparse_probing.sae_top_k) == {str(k) for k in sae_run.cfg.sae_eval.sparse_probing_k}
+            assert 0 <= r.matching.mcc_decoder <= 1 and 0 <= r.matching.mcc_activation <= 1
             assert lat[f"{r.variable}@{r.position}/precision"].shape == (64,)
-    r1 = StandardMetrics.load(eval_metrics_path(ev, "blocks.0.hook_resid_pre").parent / STANDARD_FILE).row("r1", "r1")
-    assert r1.sparse_probing["llm"] == 1.0  # the embedding of the r1 token: a linear probe reads it on any held-out prefix
+    r1 = StandardMetrics.load(eval_metrics_path(ev, "blocks.0.hook_resid_pre").parent).row("r1", "r1")
+    assert r1.sparse_probing.llm == 1.0  # the embedding of the r1 token: a linear probe reads it on any held-out prefix
     summary = (ev / "summary.md").read_text()
     assert all(h in summary for h in hooks) and "Bridge entity" in summary
     assert (ev / "alignment_bridge.png").exists() and (ev / "alignment_bridge.svg").exists()
@@ -395,7 +395,7 @@ def test_train_sae_stage_resumes_an_interrupted_run_and_a_rerun_recomputes(sae_r
     full = train_sae(cache, hooks[1], tmp_path / "full", cfg.sae)  # uninterrupted
     a, b = load_file(str(tmp_path / "full" / "sae_weights.safetensors")), load_file(str(weights(hooks[1])))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert read_json(sae_dir(run.saes_dir, hooks[1]) / "metrics.json")["reconstruction"] == full["reconstruction"]
+    assert read_json(sae_dir(run.saes_dir, hooks[1]) / "metrics.json")["reconstruction"] == full.reconstruction.to_json()
     assert sorted(p.name for p in run.saes_dir.iterdir() if p.is_dir()) == hooks  # a fresh run dropped the fixture's other hook
 
     assert not run_stage(run, "train-sae").ran  # up to date
@@ -490,6 +490,7 @@ def test_dead_is_one_count_in_the_train_sae_log_eval_sae_browse_and_report(sae_r
     from sae_ooc.saes.train_sae import summary_line
     from sae_ooc.browse.browse import build_site
     from sae_ooc.report.report import run_report
+    from sae_ooc.saes.metrics_result import SaeTrainMetrics
 
     run_stage(sae_run, "eval-sae")  # skipped when test_eval_sae_writes_metrics_labels_and_summary has run it
     run = copy_run(sae_run, tmp_path / "run", SAE_SETTINGS)
@@ -507,10 +508,10 @@ def test_dead_is_one_count_in_the_train_sae_log_eval_sae_browse_and_report(sae_r
             active = SAE.load_from_disk(d).encode(x) != 0
         n_dead = int((active[held].sum(0) == 0).sum())
         differs |= n_dead != int((active.sum(0) == 0).sum())  # the whole cache (the browser's old count) gives another number
-        train_m = read_json(d / "metrics.json")
+        train_m = SaeTrainMetrics.load(d)
         assert f"dead {n_dead}/64 ({n_dead / 64:.1%}, {DEAD_ON})" in summary_line(hook, train_m, d)  # train-sae's log line
-        assert train_m["reconstruction"]["n_dead"] == read_json(eval_metrics_path(run.sae_eval_dir, hook))["reconstruction"]["n_dead"] == n_dead
-        assert next(s for s in site["hooks"] if s["hook"] == hook)["n_dead"] == n_dead
+        assert train_m.reconstruction.n_dead == read_json(eval_metrics_path(run.sae_eval_dir, hook))["reconstruction"]["n_dead"] == n_dead
+        assert next(s for s in site.hooks if s.hook == hook).n_dead == n_dead
         rows = [r for r in report.splitlines() if r.startswith(f"| `{hook}` |")]
         assert f"| {n_dead}/64 ({100 * n_dead / 64:.1f}%) |" in rows[0]  # the SAE table
         assert rows[-1].split(" | ")[2] == str(n_dead)  # the feature browser's table

@@ -102,17 +102,22 @@ def test_absorption_row_follows_saebench_on_constructed_cases():
 def test_the_report_quotes_standard_metrics_with_what_they_were_measured_on(tmp_path):
     from types import SimpleNamespace
 
-    from sae_ooc.saes.standard_result import STANDARD_FILE, StandardMetrics, StandardRow
+    from sae_ooc.saes.standard_result import StandardMetrics
     from sae_ooc.report.doc import Doc
     from sae_ooc.report.standard import standard_section
 
     hook = "blocks.2.hook_resid_pre"
-    row = StandardRow("bridge", "r1", 80, 20, {"n_classes": 7, "sae_top_k": {"1": 0.61, "2": 0.7}, "llm_top_k": {"1": 0.5, "2": 0.55},
-                                               "llm": 0.9},
-                      {"mean_absorption_fraction": 0.25, "mean_full_absorption": 0.125},
-                      {"mcc_decoder": 0.4, "mcc_activation": 0.8, "precision_live": 0.3, "recall_live": 0.2})
+    sp = {"n_classes": 7, "n_test_rows": 20, "ks": [1, 2], "sae_top_k": {"1": 0.61, "2": 0.7}, "llm_top_k": {"1": 0.5, "2": 0.55},
+          "llm": 0.9, "per_class": {}}
+    m = {"n_values": 7, "n_heldout": 20, "mcc_decoder": 0.4, "mcc_activation": 0.8, "precision": None, "recall": None, "f1": None,
+         "n_live": 3, "precision_live": 0.3, "recall_live": 0.2}
+    settings = {"sparse_probing_k": [1, 2], "absorption": True, "min_positives": 2, "seed": 0, "fitted_on": "selection prefixes",
+                "measured_on": "held-out prefixes"}
+    row = {"variable": "bridge", "position": "r1", "n_select": 80, "n_heldout": 20, "sparse_probing": sp,
+           "absorption": {"mean_absorption_fraction": 0.25, "mean_full_absorption": 0.125}, "matching": m}
     (tmp_path / hook).mkdir()
-    StandardMetrics(hook, [row], {"sparse_probing_k": [1, 2]}).save(tmp_path / hook / STANDARD_FILE)
+    StandardMetrics.from_json({"hook_name": hook, "rows": [row], "settings": settings, "format": StandardMetrics.format_string()}
+                              ).save(tmp_path / hook)
     doc = Doc(SimpleNamespace(sae_eval_dir=tmp_path))
     standard_section(doc)
     line = next(x for x in doc.lines if x.startswith(f"| `{hook}` | bridge@r1"))

@@ -18,10 +18,10 @@ from sae_ooc.circuits.variable_edges import SINK_INDEX, candidate_edges, group_e
 from sae_ooc.circuits.variable_circuit import (
     FAITHFULNESS_FILE,
     GRAPH_FILE,
-    GROUPS_FILE,
     VARIABLE_DIR,
     choose_size,
 )
+from sae_ooc.circuits.variable_faithfulness_result import VariableGroups
 from sae_ooc.circuits.variables import (
     Group,
     circuit_keep,
@@ -246,7 +246,7 @@ def test_stage_numbers_equal_an_independent_recomputation(run, parts):
         n_feat = sum(n.extra["size"] for n in graph.nodes if n.type != "error")
         assert sum(rnd["group_sizes"]) == n_feat + sum(n.type == "error" for n in graph.nodes) and len(rnd["heldout"]["values"]) == 20
     main = f["by_ablation"][f["selection"]["ablation"]]
-    assert graph.scores["faithfulness"] == main["heldout"]["faithfulness"]
+    assert graph.scores.faithfulness == main["heldout"]["faithfulness"]
     assert f["selection"]["n_groups"] == len(graph.nodes) <= 8
     # the size was chosen on the selection pairs' curve
     assert choose_size(main["curve"]["selection"], f["selection"]["target"])[0] == f["selection"]["n_groups"]
@@ -254,9 +254,9 @@ def test_stage_numbers_equal_an_independent_recomputation(run, parts):
 
 def test_stage_files_load_back(run):
     out = run.root / VARIABLE_DIR
-    g = read_json(out / GROUPS_FILE)["groups"]
-    assert sum(r["in_circuit"] for r in g) == len(CircuitGraph.load(out / GRAPH_FILE).nodes)
-    assert all(f"{m}_{s}" in g[0] for m in ("effect", "ablation_effect", "patching_effect") for s in ("heldout", "selection"))
+    g = VariableGroups.load(out).groups
+    assert sum(r.in_circuit for r in g) == len(CircuitGraph.load(out / GRAPH_FILE).nodes)
+    assert all(isinstance(getattr(g[0], f"{m}_{s}"), float) for m in ("effect", "ablation_effect", "patching_effect") for s in ("heldout", "selection"))
     assert validate_graph(read_json(out / "variable_graph.json")) == []
     for name in ("variable_circuit.png", "variable_circuit.svg", "variable_circuit.html", "variable_circuit.dot", "variable_faithfulness.png"):
         assert (out / name).stat().st_size > 0

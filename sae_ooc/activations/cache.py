@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load as load_bytes
 
+from sae_ooc.activations.manifest import MANIFEST, CacheManifest
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json
+from sae_ooc.records import opt
 
-MANIFEST = "manifest.json"
 PROGRESS = "progress.json"  # a harvest in progress: the shards finished so far
 TOKENS_FILE = "tokens.safetensors"
 FORMAT = "sae_ooc.activations/1"
@@ -44,7 +45,7 @@ def _sha256(data: bytes) -> str:
 
 
 def _from_manifest(key: str, cast) -> property:
-    return property(lambda self: cast(self.manifest[key]), doc=f"manifest.json's {key!r}")
+    return property(lambda self: cast(getattr(self.manifest, key)), doc=f"manifest.json's {key!r}")
 
 
 class ActivationCache:
@@ -58,11 +59,16 @@ class ActivationCache:
                 raise UserError(f"the harvest into {self.root} was interrupted; rerun `sae-ooc harvest --run {self.root.parent}` to finish it")
             raise UserError(f"no activation cache in {self.root} ({MANIFEST} missing); run `sae-ooc harvest --run {self.root.parent}` first")
         try:
-            self.manifest = read_json(mpath)
+            d = read_json(mpath)
         except ValueError:
             raise UserError(f"{mpath} is not valid JSON; rerun `sae-ooc harvest --force --run {self.root.parent}` to rebuild the cache") from None
-        if self.manifest.get("format") != FORMAT:
-            raise UserError(f"{mpath} is not an sae_ooc activation cache (format {self.manifest.get('format')!r}, expected {FORMAT!r})")
+        found = d.get("format") if isinstance(d, dict) else None
+        if found != FORMAT:
+            raise UserError(f"{mpath} is not an sae_ooc activation cache (format {found!r}, expected {FORMAT!r})")
+        try:
+            self.manifest: CacheManifest = CacheManifest.from_json(d)
+        except (KeyError, TypeError) as e:
+            raise UserError(f"{mpath} is incomplete ({e}); rerun `sae-ooc harvest --force --run {self.root.parent}` to rebuild the cache") from None
         if expected_model_hash is not None and self.model_hash != expected_model_hash:
             raise UserError(
                 f"activations in {self.root} were harvested from a different model (cache {self.model_hash[:12]}, "
@@ -80,7 +86,7 @@ class ActivationCache:
 
     @property
     def n_shards(self) -> int:
-        return len(next(iter(self.manifest["shards"].values()))) if self.manifest["shards"] else 0
+        return len(next(iter(self.manifest.shards.values()))) if self.manifest.shards else 0
 
     splits = _from_manifest("splits", list)
 
@@ -90,11 +96,11 @@ class ActivationCache:
         return start, min(start + self.shard_tokens, self.n_tokens)
 
     def check_hook(self, hook_name: str) -> None:
-        if hook_name not in self.manifest["shards"]:
+        if hook_name not in self.manifest.shards:
             raise UserError(f"unknown hook '{hook_name}' for the activation cache {self.root}; valid hooks: {', '.join(self.hooks)}")
 
     def shard_path(self, hook_name: str, i: int) -> Path:
-        return self.root / hook_name / self.manifest["shards"][hook_name][i]["file"]
+        return self.root / hook_name / self.manifest.shards[hook_name][i].file
 
     # reading ------------------------------------------------------------------------------------
     def _read_verified(self, path: Path, sha256: str) -> dict[str, torch.Tensor]:
@@ -114,13 +120,13 @@ class ActivationCache:
     def load_shard(self, hook_name: str, i: int) -> torch.Tensor:
         """Shard i of `hook_name`: [rows, d_model] in the cache's dtype."""
         self.check_hook(hook_name)
-        entry = self.manifest["shards"][hook_name][i]
-        return self._read_verified(self.shard_path(hook_name, i), entry["sha256"])["activations"]
+        entry = self.manifest.shards[hook_name][i]
+        return self._read_verified(self.shard_path(hook_name, i), entry.sha256)["activations"]
 
     @property
     def roles(self) -> tuple[str, ...]:
         """The task's position names (its layout), as harvested."""
-        return tuple(self.manifest.get("roles", ROLES))
+        return tuple(opt(self.manifest.roles, ROLES))
 
     def position_name(self, pos: int) -> str:
         """A token position's name: its role in the toy task (every prompt is laid out by role); `pos<p>` in a
@@ -130,7 +136,7 @@ class ActivationCache:
     def tokens(self) -> dict[str, torch.Tensor]:
         """The per-token metadata table: {column: [n_tokens] int tensor}, see TOKEN_COLUMNS."""
         if self._tokens is None:
-            self._tokens = self._read_verified(self.root / TOKENS_FILE, self.manifest["tokens_sha256"])
+            self._tokens = self._read_verified(self.root / TOKENS_FILE, self.manifest.tokens_sha256)
         return self._tokens
 
     def read(self, hook_name: str, rows: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -28,6 +28,7 @@ from sae_ooc.activations.cache import (
     _sha256,
     shard_name,
 )
+from sae_ooc.activations.manifest import CacheManifest
 from sae_ooc.errors import UserError
 from sae_ooc.io import _atomic, read_json, write_json
 from sae_ooc.models.hooked import load_model, model_hash
@@ -327,7 +328,7 @@ def _harvest_loop(model, splits, out_dir, hooks, writers, prog, settings, tokens
     pbar.close()
 
     manifest = {**settings, "shards": prog["shards"], "tokens_file": TOKENS_FILE, "tokens_sha256": tokens_sha}
-    write_json(out_dir / MANIFEST, manifest)
+    CacheManifest.from_json(manifest).save(out_dir)
     (out_dir / PROGRESS).unlink(missing_ok=True)
     return manifest
 

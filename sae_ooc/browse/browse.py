@@ -26,12 +26,14 @@ from tqdm.auto import tqdm
 
 from sae_ooc.errors import UserError
 from sae_ooc.io import write_json, write_text
+from sae_ooc.records import opt
 from sae_ooc.saes.features import direct_logits
 from sae_ooc.saes.store import load_saes
 from sae_ooc.browse import assets, dashboard, index, live, paths, render
 from sae_ooc.saes.cache_stats import acts_at, collect
 from sae_ooc.browse.context import Context, load_context
 from sae_ooc.browse.record import example_rows, feature_record, index_row, seq_rows
+from sae_ooc.browse.result import BrowseInfo
 from sae_ooc.browse.screenshot import screenshot
 from sae_ooc.viz.circuit_html import to_html
 
@@ -114,7 +116,7 @@ def circuit_pages(ctx: Context, site: Path) -> set[str]:
     return done
 
 
-def build_site(run, out: Path, hooks: list[str] | None = None, shot: bool = True) -> dict:
+def build_site(run, out: Path, hooks: list[str] | None = None, shot: bool = True) -> BrowseInfo:
     """Write the site for `run` into `out` (replacing a site there; any other non-empty folder is refused)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / paths.MARKER).is_file():
@@ -147,7 +149,8 @@ def build_site(run, out: Path, hooks: list[str] | None = None, shot: bool = True
                 "n_tokens": ctx.cache.n_tokens, "n_heldout_prefixes": len(ctx.held), "attribution": bool(ctx.effects)}
         if shot:
             info["screenshot"] = screenshot(site, pick_feature(summaries, ctx))
-        write_json(site / paths.MARKER, info)
+        info = BrowseInfo.from_json(info)
+        info.save(site)
         if out.exists():
             shutil.rmtree(out)
         site.rename(out)
@@ -176,5 +179,5 @@ def pick_feature(summaries: list[dict], ctx: Context) -> str | None:
 def run_browse(run, force: bool = False) -> dict:
     """Stage `browse`: write RUN/browse/ (see the module docstring)."""
     info = build_site(run, run.root / paths.SITE_DIR, hooks=list(run.cfg.sae.hooks) if run.cfg.sae.hooks else None)
-    return {"out": str(run.root / paths.SITE_DIR), "n_features": info["n_features"], "hooks": [s["hook"] for s in info["hooks"]],
-            "screenshot": info.get("screenshot")}
+    return {"out": str(run.root / paths.SITE_DIR), "n_features": info.n_features, "hooks": [s.hook for s in info.hooks],
+            "screenshot": opt(info.screenshot)}

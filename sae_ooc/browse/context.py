@@ -8,7 +8,6 @@ Everything here is small (per prompt or per labelled feature); per-feature activ
 
 from __future__ import annotations
 
-import json
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,15 +18,19 @@ from safetensors import SafetensorError, safe_open
 from sae_ooc.activations.answers import cache_answers
 from sae_ooc.activations.cache import ROLES, ActivationCache, distinct_rows, prefix_ids
 from sae_ooc.browse.feature_record import AlignmentHit, Appearance
+from sae_ooc.circuits.effects import EffectsMeta
 from sae_ooc.circuits.graph import OMIT as NOT_IN_GRAPH, CircuitGraph
+from sae_ooc.circuits.variable_faithfulness_result import VariableGroups
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json
 from sae_ooc.models.hooked import load_model, model_hash
+from sae_ooc.records import opt
 from sae_ooc.saes.eval_sae import heldout_from_disk
 from sae_ooc.saes.features import load_feature_labels
 from sae_ooc.saes.metrics_result import SaeEvalMetrics
 from sae_ooc.saes.store import sae_dir
 from sae_ooc.tasks.data import first_tokens, load_task
+from sae_ooc.viz.export_options import Drawn
 
 EFFECTS_FILE = "node_effects.safetensors"  # = sae_ooc.circuits.effects.EFFECTS_FILE (that module loads the spliced model)
 # (name, title, the JSON written by export or variable-circuit: the whole circuit plus what was drawn)
@@ -60,9 +63,8 @@ class DrawnCircuit:
 
     @classmethod
     def from_json(cls, d: dict) -> DrawnCircuit:
-        drawn = d.get("drawn") or {}  # written by viz.circuit_files as plain data (not a typed output)
-        return cls(CircuitGraph.from_json(d), set(drawn.get("nodes", [])), {tuple(e) for e in drawn.get("edges", [])},
-                   len(drawn.get("without_drawn_edges", [])))
+        drawn = Drawn.from_json(d["drawn"]) if d.get("drawn") else Drawn(options=None, nodes=[], edges=[], without_drawn_edges=[])
+        return cls(CircuitGraph.from_json(d), set(drawn.nodes), {tuple(e) for e in drawn.edges}, len(drawn.without_drawn_edges))
 
 
 @dataclass
@@ -80,7 +82,7 @@ class Context:
     labels: dict  # hook -> feature -> [label, ...] (eval-sae)
     eval_metrics: dict  # hook -> eval-sae's SaeEvalMetrics (None where absent or unreadable)
     effects: dict  # hook -> [P, d_sae + 1] mean node effect (attribution), absent when unreadable
-    effects_meta: dict
+    effects_meta: EffectsMeta | None  # node_effects.safetensors' (None: attribution has not run)
     circuits: dict = field(default_factory=dict)  # name -> DrawnCircuit
     members: dict = field(default_factory=dict)  # (hook, feature) -> [variable node id, ...]
     alignment: dict = field(default_factory=dict)  # hook -> feature -> [eval-sae's values it detects best, ...]
@@ -116,28 +118,31 @@ def _read_json(path: Path):
         return None
 
 
-def node_effects(path: Path) -> tuple[dict, dict]:
-    """{hook: [P, d_sae + 1] mean effect over the pairs} and the file's metadata; ({}, {}) when attribution has not run."""
+def node_effects(path: Path) -> tuple[dict, EffectsMeta | None]:
+    """{hook: [P, d_sae + 1] mean effect over the pairs} and the file's metadata; ({}, None) when attribution has not run
+    (or its file is unreadable: the pages then show no effects)."""
     if not path.is_file():
-        return {}, {}
+        return {}, None
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            meta = {**meta, **json.loads(meta.get("sae_ooc") or "{}")}  # method, metric, positions, ...
+            meta = EffectsMeta.read(f)  # method, metric, positions, ...
             return {k.removeprefix("effects."): f.get_tensor(k) for k in f.keys() if k.startswith("effects.")}, meta
-    except (OSError, SafetensorError, ValueError):
-        return {}, {}
+    except (OSError, SafetensorError, ValueError, KeyError, TypeError):
+        return {}, None
 
 
 def variable_members(run, circuit: DrawnCircuit | None) -> dict:
     """(hook, feature) -> ids of the variable nodes (in the variable circuit) that hold the feature."""
-    groups = _read_json(run.variable_circuit_dir / "groups.json") or {}  # (groups.json is not a typed output yet)
+    try:
+        groups = VariableGroups.load_if(run.variable_circuit_dir)
+    except UserError:  # an unreadable groups.json: the pages link no variable node (the browser never stops on it)
+        groups = None
     in_circuit = {n.id for n in circuit.graph.nodes} if circuit is not None else set()
     out: dict = {}
-    for g in groups.get("groups", []):
-        if g.get("id") in in_circuit:
-            for f in g.get("members", []):
-                out.setdefault((g["hook"], int(f)), []).append(g["id"])
+    for g in groups.groups if groups else []:
+        if g.id in in_circuit:
+            for f in g.members:
+                out.setdefault((g.hook, int(f)), []).append(g.id)
     return out
 
 
@@ -177,7 +182,7 @@ def load_context(run, hooks: list[str], seed: int = 0) -> Context:
                 circuits[name] = DrawnCircuit.from_json(c)
         except (ValueError, KeyError, TypeError):
             pass  # not a circuit (an unreadable file is skipped like a missing one)
-    codes = {int(v): k for k, v in (cache.manifest.get("split_codes") or {}).items()}
+    codes = {int(v): k for k, v in (opt(cache.manifest.split_codes) or {}).items()}
     return Context(vocab, cache, hooks, prompts, codes, first, held, key, model, scale, load_feature_labels(run.sae_eval_dir),
                    metrics, effects, meta, circuits, variable_members(run, circuits.get("variable_circuit")),
                    {h: alignment_by_feature(m) for h, m in metrics.items()}, appearances(circuits),

@@ -9,6 +9,7 @@ from sae_ooc.saes.features import label_text
 from sae_ooc.saes.dead import dead_on_heldout_prefixes
 from sae_ooc.saes.cache_stats import N_BINS, HookStats
 from sae_ooc.browse.context import Context
+from sae_ooc.records import opt
 from sae_ooc.browse.feature_record import EffectAt, Example, FeatureRecord, HeldoutHistogram, LogitTable, PageLabel, PositionStat
 
 N_LOGITS = 10
@@ -76,7 +77,8 @@ def feature_record(ctx: Context, hook: str, st: HookStats, j: int, feature: int,
     top, sample = example_rows(st, j)
     labels = [PageLabel.from_json({**lab, "text": label_text(lab)}) for lab in ctx.labels.get(hook, {}).get(feature, [])]
     eff = ctx.effects.get(hook)
-    effect_positions = list((ctx.effects_meta or {}).get("positions") or ROLES)
+    em = ctx.effects_meta
+    effect_positions = list((opt(em.positions) if em else None) or ROLES)
     effects = None if eff is None or feature >= eff.shape[1] - 1 else [EffectAt(position=effect_positions[q], effect=_r(eff[q, feature]))
                                                                           for q in range(eff.shape[0])]
     return FeatureRecord(
@@ -87,7 +89,7 @@ def feature_record(ctx: Context, hook: str, st: HookStats, j: int, feature: int,
         random_activations=[_example(ctx, r, v, values) for r, v in sample],
         logits=logit_table(logits, ctx.vocab.names), labels=labels,
         alignment=ctx.alignment.get(hook, {}).get(feature, []),
-        node_effects=effects, effects_metric=ctx.effects_meta.get("metric"), effects_method=ctx.effects_meta.get("method"),
+        node_effects=effects, effects_metric=em.metric if em else None, effects_method=em.method if em else None,
         circuits=ctx.appearances.get((hook, feature), []), variable_nodes=ctx.members.get((hook, feature), []),
     )
 

@@ -266,8 +266,9 @@ def no_remainder(ctx, F: PairStates, H: PairStates, H1: str, W1, H2: str, W2, ap
     """Faithfulness of the circuit with no remainder nodes on the held-out base questions (sae_ooc.causal.ablate); adds
     the r2 units and the means to `units` ({"r2@<hook>", "mean@<hook>"})."""
     cfg, model, bs = ctx.cfg, ctx.model, ctx.cfg.batch_size
-    means = {h: F.base[h].mean(0) for h in {H1, H2}}
-    R2 = {h: r2_unit(ctx, F, h, apos) for h in {H1, H2}}
+    both = sorted({H1, H2}, key=_hook_order)  # not a set: its order varies between processes (hash seeds), and so would the file
+    means = {h: F.base[h].mean(0) for h in both}
+    R2 = {h: r2_unit(ctx, F, h, apos) for h in both}
     units.update({f"r2@{h}": R2[h] for h in R2} | {f"mean@{h}": means[h] for h in means})
     cuts = {"cut_r1": {H1: {ctx.pos: W1, apos: R2[H1]}}, "cut_answer": {H2: {apos: orthonormal(W2, R2[H2])}}}
     if H1 == H2:

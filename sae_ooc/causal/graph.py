@@ -11,8 +11,10 @@ passes on); the sink is the answer.
 
 from __future__ import annotations
 
+from sae_ooc.causal.circuit_result import CausalCircuit
 from sae_ooc.circuits.graph import CircuitGraph, GraphEdge, GraphNode
 from sae_ooc.circuits.nodes import SINK
+from sae_ooc.records import opt
 
 EDGES = (("head", "bridge@r1"), ("r1", "bridge@r1"), ("bridge@r1", "bridge@answer"), ("r2", "r2@answer"),
          ("bridge@answer", SINK), ("r2@answer", SINK))
@@ -27,37 +29,35 @@ def _hook_key(h: str) -> tuple[int, int]:
     return int(parts[1]), ("hook_resid_pre", "hook_resid_mid", "hook_resid_post").index(parts[-1])
 
 
-def causal_graph(circuit: dict, positions: list[str], config: str = "") -> CircuitGraph | None:
+def causal_graph(circuit: CausalCircuit, positions: list[str], config: str = "") -> CircuitGraph | None:
     """The circuit as a CircuitGraph (None when it was not built)."""
-    if circuit.get("status") != "ok":
+    if not circuit or not circuit.ok:
         return None
-    nodes = {**(circuit.get("inputs") or {}), **circuit["nodes"]}
-    hooks = sorted({nd["hook"] for nd in nodes.values()}, key=_hook_key)
+    nodes = circuit.every_node()
+    hooks = sorted({nd.hook for nd in nodes.values()}, key=_hook_key)
     gnodes = []
     for key, nd in nodes.items():
-        u, rnd = nd["unit"], nd.get("random") or {}
-        kind = nd.get("kind", "DAS subspace")
-        desc = (f"{kind} of rank {nd['rank']}: IIA {_pct(u.get('switch'))} (residual patch {_pct((nd.get('resid_patch') or {}).get('switch'))}, "
-                f"random subspace {_pct(rnd.get('switch'))})")
-        if nd.get("smallest_unit"):
-            sm = nd["smallest_unit"]
-            desc += f"; smallest unit: DAS rank {sm['rank']} at {sm['hook']}, IIA {_pct(sm['unit'].get('switch'))}"
-        gnodes.append(GraphNode(id=key, hook=nd["hook"], hook_index=hooks.index(nd["hook"]), position=int(nd["position"]),
-                                role=positions[int(nd["position"])], type="variable", feature=None, effect=float(u.get("switch") or 0.0),
-                                effect_std=0.0, label=key, description=desc, extra={"name": key, "rank": nd["rank"], "iia": u.get("switch"),
-                                                                                     "ci95": u.get("ci95")}))
+        u, rnd = nd.unit, nd.random
+        kind = opt(nd.kind, "DAS subspace")
+        desc = (f"{kind} of rank {nd.rank}: IIA {_pct(u.share)} (residual patch {_pct(nd.resid_patch.share)}, "
+                f"random subspace {_pct(rnd.share)})")
+        if sm := nd.smallest_unit:
+            desc += f"; smallest unit: DAS rank {sm.rank} at {sm.hook}, IIA {_pct(sm.unit.share)}"
+        gnodes.append(GraphNode(id=key, hook=nd.hook, hook_index=hooks.index(nd.hook), position=int(nd.position),
+                                role=positions[int(nd.position)], type="variable", feature=None, effect=float(u.share or 0.0),
+                                effect_std=0.0, label=key, description=desc, extra={"name": key, "rank": nd.rank, "iia": u.share,
+                                                                                     "ci95": opt(u.ci95)}))
     ids = {n.id for n in gnodes}
     iia = {n.id: n.effect for n in gnodes}
     edges = [GraphEdge(a, b, iia[a]) for a, b in EDGES if a in ids and (b in ids or b == SINK)]
-    faith = ((circuit.get("faithfulness") or {}).get("circuit") or {})
-    unit = faith.get("unit") or {}
-    scores = {"faithfulness": unit.get("faithfulness"), "kept": unit.get("kept"), "pairs": "heldout", "n_pairs": circuit.get("n_heldout"),
-              "random_subspaces_kept": (faith.get("random") or {}).get("kept")}
+    cut = circuit.faithfulness.circuit if circuit.faithfulness else None
+    scores = {"faithfulness": cut.unit.faithfulness if cut else None, "kept": cut.unit.kept if cut else None, "pairs": "heldout",
+              "n_pairs": opt(circuit.n_heldout), "random_subspaces_kept": cut.random.kept if cut else None}
     metadata = {"config": f"{config} circuit of causal variables".strip(), "method": "interchange interventions (IIA per node)",
-                "metric": "the high-level model's counterfactual answer", "n_pairs": circuit.get("n_heldout"), "hooks": hooks, "positions": list(positions),
+                "metric": "the high-level model's counterfactual answer", "n_pairs": opt(circuit.n_heldout), "hooks": hooks, "positions": list(positions),
                 "node_kind": "causal variables (units of the model)", "effects_over": "held-out pairs (IIA)",
                 "effect": "IIA: share of held-out pairs answering the high-level model's counterfactual",
                 "edge_weights": "the source node's IIA", "values_on": "held-out pairs",
-                "high_level_model": circuit.get("high_level_model"),
+                "high_level_model": opt(circuit.high_level_model),
                 "sink": {"id": SINK, "description": "answer = t(bridge, r2)"}}
     return CircuitGraph(metadata, scores, gnodes, edges)

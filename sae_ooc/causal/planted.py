@@ -177,7 +177,8 @@ def variable_row(ctx, vp: VariablePairs, sae, hook: str, q_x: torch.Tensor, hook
     value = getattr(ctx.q, vp.spec.variable)
     (hb, hd), (vb, vd), (fb, fd) = vp.pairs[HELD], vp.pairs[VALID], vp.pairs[FIT]
     S, V = pair_scored(ctx, hb, hd, X), pair_scored(ctx, vb, vd, X)
-    row = VariableRow(vp.spec.variable, vp.position_name, hook, len(S), int(S.heads.unique().numel()))
+    row = VariableRow(variable=vp.spec.variable, position=vp.position_name, hook=hook, n_heldout=len(S),
+                      n_heads=int(S.heads.unique().numel()))
     row.pairs = {"donor": "differs in " + ", ".join(vp.spec.differ) + (f", shares {', '.join(vp.spec.share)}" if vp.spec.share else ""),
                  "counterfactual": "the donor's answer", "n_fit": len(fb), "n_valid": len(vb), "name": vp.name,
                  "role": vp.spec.role, "pos": pos}

@@ -11,7 +11,7 @@ from sae_ooc.causal.das import das_delta, train_das
 from sae_ooc.causal.erase import leace, leace_fn, mean_projection_fn, one_hot, probe_accuracy
 from sae_ooc.causal.isolation import read_state
 from sae_ooc.causal.pairs import FIT, HELD, VALID, Pairs
-from sae_ooc.causal.result import VariableRow
+from sae_ooc.causal.result import RowPairs, VariableRow
 from sae_ooc.causal.scoring import Scorer, sae_units
 from sae_ooc.causal.units import class_means, principal_directions, projected, random_basis, random_subspace_delta
 from sae_ooc.interventions.prompts import matches
@@ -77,7 +77,8 @@ def bridge_row(ctx: Context, sae, hook: str, X: torch.Tensor, q_x: torch.Tensor,
         F = sae.encode(X.to(sae.W_dec.device)).float().cpu()
     mu_f, _ = class_means(F[fit], ctx.p_bridge[fit], E)
     S, V = scored(ctx, ctx.pairs[HELD], X), scored(ctx, ctx.pairs[VALID], X)
-    row = VariableRow("bridge", ctx.position_name, hook, len(S), int(S.heads.unique().numel()))
+    row = VariableRow(variable="bridge", position=ctx.position_name, hook=hook, n_heldout=len(S), n_heads=int(S.heads.unique().numel()),
+                      pairs=RowPairs())
     g = torch.Generator().manual_seed(seed)
     sc = Scorer(model, S, hook, pos, cfg, seed, row, g)
     measure = sc.measure

@@ -32,12 +32,13 @@ from sae_ooc.causal.circuit import CIRCUIT_UNITS_FILE, variable_circuit
 from sae_ooc.causal.graph import causal_graph
 from sae_ooc.causal.isolation import fit_reader, read_state
 from sae_ooc.causal.pairs import FIT, GROUP_NAMES, HELD, VALID, Questions, draw_pairs, prefix_groups
-from sae_ooc.causal.result import VARIABLES_FILE, VariablesResult
+from sae_ooc.causal.result import VariablesResult
 from sae_ooc.causal.row import Context, bridge_row
 from sae_ooc.causal.planted import heldout_keys, position_of, prefix_roles, spec_of, variable_pairs, variable_row
 from sae_ooc.errors import UserError
 from sae_ooc.hooks import hook_seed, hook_sort_key
 from sae_ooc.io import save_tensors
+from sae_ooc.records import opt
 from sae_ooc.interventions.facts import Facts, atomic_template
 from sae_ooc.interventions.prompts import matches, read_batched
 from sae_ooc.interventions.steer import residuals
@@ -66,7 +67,7 @@ def two_hop_questions(ds, vocab, splits: list[str]) -> Questions:
     three = "r3" in vocab.layout.variables
     for s in splits:
         st = split_tensors(ds[s], vocab)
-        keep = (st.hop == vocab.layout.hop).nonzero().squeeze(1)
+        keep = (st.hop == vocab.layout.question_hop).nonzero().squeeze(1)
         st = st.subset(keep)
         r3 = st.variable("r3") if three else torch.full_like(st.answer, -1)
         parts.append((*(st.variable(k) for k in ("head", "r1", "r2")), st.bridge, st.variable("answer"), r3, st.variable("bridge2"),
@@ -133,6 +134,17 @@ def _run_variables(run, ccfg) -> dict:
     pos = layout.index("r1")
     splits = list(dict.fromkeys(ccfg.fit_splits + ccfg.heldout_splits))
     q = two_hop_questions(ds, vocab, splits)
+    if not bool((q.bridge >= 0).any()):  # a one-fact question (the reversal family's): no intermediate variable to localize
+        note = ("the task's questions have no bridge (each asks one fact: the answer is the tail of (head, r1)); the bridge "
+                "and the planted variables are localized on two-hop questions only")
+        none = {"fit": 0, "valid": 0, "heldout": 0}
+        settings = {"hooks": hooks, "position": "r1", "heldout_splits": ccfg.heldout_splits, "fit_splits": ccfg.fit_splits,
+                    "only_correct": ccfg.only_correct, "n_prefixes": none, "n_pairs": none, "n_heldout_questions": 0,
+                    "n_heldout_correct": 0, "feature_counts": ccfg.feature_counts, "ranks": ccfg.ranks, "erase_rank": ccfg.erase_rank,
+                    "random_draws": ccfg.random_draws, "bootstrap": ccfg.bootstrap, "das_steps": ccfg.das_steps, "seed": ccfg.seed,
+                    "heldout_prefixes": "none", "note": note}
+        VariablesResult.from_json({"settings": settings, "rows": [], "format": VariablesResult.format_string()}).save(run.variables_dir)
+        return {"note": note}
     tok, held_rows = heldout_rows(run)
     held = prefixes_at(tok, held_rows, pos)
     groups = prefix_groups(list(zip(q.head.tolist(), q.r1.tolist())), held, ccfg.valid_fraction, ccfg.seed)
@@ -192,21 +204,24 @@ def _run_variables(run, ccfg) -> dict:
                 "heldout_prefixes": "the (h, r1) prefixes train-sae held out at r1 (neither the SAE nor eval-sae's labels saw them)"}
     P = pairs[HELD]
     r2vp = next((vp for vp in vps if vp.name == "r2"), None)
-    if layout.hop == 2:
+    if layout.question_hop == 2:
         circuit, units = variable_circuit(ctx, rows, hooks, v_rows, r2vp.pairs[HELD] if r2vp else None)
     else:  # section 2's high-level model is the two-hop one (head, r1 -> bridge; bridge, r2 -> answer)
-        circuit, units = {"status": f"not built: the circuit of causal variables is the two-hop model's, this task asks {layout.hop} hops"}, {}
-    result = VariablesResult(settings, rows + v_rows, torch.stack([P.head, P.r1, P.r2, P.b, P.b2, P.donor[:, 0], P.donor[:, 1]], 1).tolist(),
-                             circuit)
+        circuit, units = {"status": f"not built: the circuit of causal variables is the two-hop model's, this task asks {layout.question_hop} hops"}, {}
+    # rows and the circuit are built as plain dicts (the measuring code fills them in); typed once, here, in the file's key order
+    result = VariablesResult.from_json({
+        "settings": settings, "rows": [r.to_json() for r in rows + v_rows],
+        "heldout_pairs": torch.stack([P.head, P.r1, P.r2, P.b, P.b2, P.donor[:, 0], P.donor[:, 1]], 1).tolist(),
+        "circuit": circuit, "format": VariablesResult.format_string()})
     out = run.variables_dir
-    result.save(out / VARIABLES_FILE)
+    result.save(out)
     if units:
         save_tensors(out / CIRCUIT_UNITS_FILE, units)
     plot_control_curves(result, out / "control_curves")  # fail_soft: no figure stops the stage
     plot_variable_curves(result, out / "variable_curves")
     # the circuit in every format the export stage writes, by its own code: causal_circuit.{png,svg,dot,html},
     # causal_graph.json (circuit-tracer's format), causal_circuit_full.json
-    graph = causal_graph(circuit, list(layout.position_names), run.cfg.name)
+    graph = causal_graph(result.circuit, list(layout.position_names), run.cfg.name)
     for stale in out.glob(f"{CAUSAL_PREFIX}*"):
         stale.unlink()
     if graph is not None:
@@ -214,8 +229,11 @@ def _run_variables(run, ccfg) -> dict:
             export_circuit(graph.to_json(), out, prefix=CAUSAL_PREFIX)
         except Exception as e:  # no drawing may stop a stage
             print(f"variables: the circuit drawing failed ({type(e).__name__}: {e})")
-    best = {r.hook: {u: r.switch(u) for u in ("resid_patch", "das_rank16", "supervised")} for r in rows}
-    others = {f"{r.variable}@{r.position} {r.hook}": {u: r.switch(u) for u in ("resid_patch", "das_rank16", "random")} for r in v_rows}
-    faith = (circuit.get("faithfulness") or {}).get("circuit") or {}
-    return {"n_heldout_pairs": len(pairs[HELD]), "hooks": len(hooks), "switch": best, "variables": others, "circuit_iia": circuit.get("iia"),
-            "circuit_faithfulness": (faith.get("unit") or {}).get("faithfulness")}
+    typed_rows = result.rows
+    best = {r.hook: {u: r.switch(u) for u in ("resid_patch", "das_rank16", "supervised")} for r in typed_rows[:len(rows)]}
+    others = {f"{r.variable}@{r.position} {r.hook}": {u: r.switch(u) for u in ("resid_patch", "das_rank16", "random")}
+              for r in typed_rows[len(rows):]}
+    c = result.circuit
+    cut = c.faithfulness.circuit if c and c.faithfulness else None
+    return {"n_heldout_pairs": len(pairs[HELD]), "hooks": len(hooks), "switch": best, "variables": others, "circuit_iia": opt(c.iia) if c else None,
+            "circuit_faithfulness": opt(cut.unit.faithfulness) if cut else None}

@@ -103,6 +103,14 @@ class MethodValidation(Record):
 
 
 @dataclass(kw_only=True)
+class TrustThresholds(Record):
+    """When an attribution method is trusted."""
+
+    recall_top50: float  # recall of exact's top-50 nodes in the method's ranking
+    spearman_not_exact: float  # Spearman over the nodes the method did not patch exactly
+
+
+@dataclass(kw_only=True)
 class AttributionValidation(StageOutput):
     """Every estimated attribution method against exact patching on attribution.validate_pairs pairs (stage `attribute`
     with validation)."""
@@ -116,7 +124,7 @@ class AttributionValidation(StageOutput):
     n_changed_nodes: int  # (pair, node) effects some patch changes
     tops: list[int]
     verify_top: int  # atp_verified's shortlist per pair
-    trust: dict[str, float]  # the thresholds: recall_top50, spearman_not_exact
+    trust: TrustThresholds  # the thresholds a method must reach to be trusted
     timing_s: dict[str, float]  # method -> seconds on these pairs
     speed: dict  # what the speedups are against
     methods: dict[str, MethodValidation]

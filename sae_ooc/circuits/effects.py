@@ -20,10 +20,28 @@ from sae_ooc.circuits.pairs import Pairs
 from sae_ooc.circuits.spliced import load_spliced
 from sae_ooc.errors import UserError
 from sae_ooc.io import save_tensors
+from sae_ooc.records import OMIT, Record, opt
 from sae_ooc.tasks.data import POSITION_ROLES
 
 EFFECTS_FILE = "node_effects.safetensors"
 EFFECTS_JSON = NodeEffectsSummary.FILE
+
+
+@dataclass(kw_only=True)
+class EffectsMeta(Record):
+    """What node_effects.safetensors holds: its metadata's "sae_ooc" key (a JSON object; the browser reads it alone)."""
+
+    hooks: list[str]  # hook_names, forward order
+    d_sae: dict[str, int]  # hook_name -> SAE width
+    method: str  # exact, atp or ig
+    metric: str  # logit_diff or logprob
+    positions: list[str] = OMIT  # the name of each node position (files of the toy task before it was recorded lack it)
+    layout: str = OMIT  # the tensors' shapes, in words
+
+    @classmethod
+    def read(cls, f) -> "EffectsMeta":
+        """From an open safetensors file (safe_open)."""
+        return cls.from_json(json.loads((f.metadata() or {})["sae_ooc"]))
 
 
 @dataclass
@@ -74,9 +92,9 @@ def save_node_effects(path: Path, ne: NodeEffects) -> None:
     tensors.update({f"per_prompt.{h}": e for h, e in ne.per_prompt.items()})
     tensors.update(ne.pairs.to_tensors())
     tensors["metric.clean"], tensors["metric.corrupt"] = ne.metric_clean, ne.metric_corrupt
-    meta = {"hooks": ne.hooks, "d_sae": ne.d_sae, "method": ne.method, "metric": ne.metric, "positions": list(ne.positions),
-            "layout": "effects.<hook>: [n_pos, d_sae + 1], last column = SAE error node; per_prompt.<hook>: [n_pairs, n_pos, d_sae + 1]"}
-    save_tensors(path, tensors, metadata={"sae_ooc": json.dumps(meta)})
+    meta = EffectsMeta(hooks=ne.hooks, d_sae=ne.d_sae, method=ne.method, metric=ne.metric, positions=list(ne.positions),
+                       layout="effects.<hook>: [n_pos, d_sae + 1], last column = SAE error node; per_prompt.<hook>: [n_pairs, n_pos, d_sae + 1]")
+    save_tensors(path, tensors, metadata={"sae_ooc": json.dumps(meta.to_json())})
 
 
 def load_node_effects(path: Path) -> NodeEffects:
@@ -84,12 +102,12 @@ def load_node_effects(path: Path) -> NodeEffects:
     if not path.exists():
         raise UserError(f"no node effects at {path}; run `sae-ooc attribute --run {path.parent.parent}` first")
     with safe_open(str(path), framework="pt") as f:
-        meta = json.loads(f.metadata()["sae_ooc"])
+        meta = EffectsMeta.read(f)
         t = {k: f.get_tensor(k) for k in f.keys()}
     return NodeEffects(
-        hooks=meta["hooks"], d_sae={h: int(v) for h, v in meta["d_sae"].items()}, method=meta["method"], metric=meta["metric"],
-        per_prompt={h: t[f"per_prompt.{h}"] for h in meta["hooks"]}, pairs=Pairs.from_tensors(t),
-        metric_clean=t["metric.clean"], metric_corrupt=t["metric.corrupt"], positions=tuple(meta.get("positions", POSITION_ROLES)),
+        hooks=meta.hooks, d_sae={h: int(v) for h, v in meta.d_sae.items()}, method=meta.method, metric=meta.metric,
+        per_prompt={h: t[f"per_prompt.{h}"] for h in meta.hooks}, pairs=Pairs.from_tensors(t),
+        metric_clean=t["metric.clean"], metric_corrupt=t["metric.corrupt"], positions=tuple(opt(meta.positions, POSITION_ROLES)),
     )
 
 

@@ -76,13 +76,21 @@ class InactiveCheck(Record):
 
 
 @dataclass(kw_only=True)
+class ValidFor(Record):
+    """Whether an ablation's value is one the model can see, per kind of node."""
+
+    feature: str
+    error: str
+
+
+@dataclass(kw_only=True)
 class AblationCurve(Record):
     """Faithfulness against circuit size under one ablation (held-out pairs)."""
 
     m_full: float
     m_empty: float
     sizes: list[int]
-    valid_for: dict[str, str]  # feature / error -> whether this ablation is valid for that unit
+    valid_for: ValidFor  # whether this ablation is valid for features and for error terms
     inactive_check: InactiveCheck
     faithfulness: list[float | None]  # per size: the circuit chosen on the selection pairs
     faithfulness_per_prompt_circuits_in_sample: list[float | None]  # per size: each pair its own top nodes

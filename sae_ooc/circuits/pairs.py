@@ -131,12 +131,18 @@ def split_indices(n: int, heldout_fraction: float, seed: int, groups: torch.Tens
     return idx[~held_mask], idx[held_mask]
 
 
+def question(vocab, h: int, r1: int, r2: int, *more: int) -> list[int]:
+    """The analysed question about planted (h, r1, r2[, *more]); r2 -1 (a one-fact question: the reversal family's) asks
+    (h, r1); `more`: the relations after r2 (the threehop family's r3)."""
+    return vocab.question_ids(h, r1, None if r2 < 0 else r2, *more)
+
+
 def analysed_rows(d, vocab) -> list[tuple]:
-    """(h, r1, r2, bridge, answer, tail) of a split's analysed prompts (`vocab.layout.hop` hops): `tail`, the toy
-    prompt's relation tokens after r2 (the threehop family's r3), () otherwise."""
-    hop_ = vocab.layout.hop
+    """(h, r1, r2, bridge, answer, tail) of a split's analysed prompts (rows of the layout's question_hop): `tail`, the
+    toy prompt's relation tokens after r2 (the threehop family's r3), () otherwise."""
+    hop_ = vocab.layout.question_hop
     toy = vocab.layout.render == "toy"
-    return [(h, r1, r2, b, t, tuple(ids[3:]) if toy else ()) for ids, h, r1, r2, b, t, hop in
+    return [(h, r1, r2, b, t, tuple(ids[3:]) if toy and r2 >= 0 else ()) for ids, h, r1, r2, b, t, hop in
             zip(d["input_ids"], d["head"], d["r1"], d["r2"], d["bridge"], d["answer"], d["hop"]) if hop == hop_]
 
 
@@ -166,7 +172,7 @@ def make_pairs(ds, vocab, split: str, n: int, seed: int, model=None, only_correc
     for s in splits:
         rows += analysed_rows(ds[s], vocab)
     if not rows:
-        raise UserError(f"split '{split}' has no two-hop prompts to attribute; set attribution.split to one of train, test_id, test_ood_sys, test_unanswerable, all")
+        raise UserError(f"split '{split}' has no analysed prompts (the task's questions) to attribute; set attribution.split to one of train, test_id, test_ood_sys, test_unanswerable, all")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(rows))
     correct = _correct_mask(model, rows, vocab, device) if only_correct and model is not None else None
@@ -175,7 +181,8 @@ def make_pairs(ds, vocab, split: str, n: int, seed: int, model=None, only_correc
         h, r1, r2, b, t, tail = rows[i]
         if correct is not None and not correct[i]:
             continue
-        cands = [c for c in facts.get((r1, r2, tail), []) if c[1] != b and c[2] != t]
+        # the bridge differs too where the question has one (the reversal family's has none: -1)
+        cands = [c for c in facts.get((r1, r2, tail), []) if (b < 0 or c[1] != b) and c[2] != t]
         if not cands:
             continue
         h2, b2, t2 = cands[int(rng.integers(len(cands)))]
@@ -197,8 +204,8 @@ def _build(chosen: list[tuple], vocab, first_token: bool = False) -> Pairs:
     tails = [x[8] if len(x) > 8 else () for x in chosen]
     chosen = [tuple(x[:8]) for x in chosen]
     c = torch.tensor(chosen, dtype=torch.long)
-    clean = torch.tensor([vocab.question_ids(h, r1, r2, *tail) for (h, r1, r2, *_), tail in zip(chosen, tails)], dtype=torch.long)
-    corrupt = torch.tensor([vocab.question_ids(h2, r1, r2, *tail) for (_, r1, r2, _, _, h2, _, _), tail in zip(chosen, tails)],
+    clean = torch.tensor([question(vocab, h, r1, r2, *tail) for (h, r1, r2, *_), tail in zip(chosen, tails)], dtype=torch.long)
+    corrupt = torch.tensor([question(vocab, h2, r1, r2, *tail) for (_, r1, r2, _, _, h2, _, _), tail in zip(chosen, tails)],
                            dtype=torch.long)
     ans = torch.tensor([vocab.answer_token_ids(t) for *_, t, _, _, _ in chosen], dtype=torch.long).reshape(len(c), -1)
     ans2 = torch.tensor([vocab.answer_token_ids(t2) for *_, t2 in chosen], dtype=torch.long).reshape(len(c), -1)
@@ -226,7 +233,7 @@ def _build(chosen: list[tuple], vocab, first_token: bool = False) -> Pairs:
 @torch.no_grad()
 def _correct_mask(model, rows, vocab, device: str, batch: int = 8192) -> np.ndarray:
     """Whether greedy decoding gives each analysed row's (analysed_rows) whole answer."""
-    prompts = [vocab.question_ids(h, r1, r2, *tail) for h, r1, r2, _, _, tail in rows]
+    prompts = [question(vocab, h, r1, r2, *tail) for h, r1, r2, _, _, tail in rows]
     answers = torch.tensor([vocab.answer_token_ids(t) for *_, t, _ in rows], dtype=torch.long).reshape(len(rows), -1)
     tokens = torch.cat([torch.tensor(prompts, dtype=torch.long), answers[:, :-1]], 1)
     pos = torch.full((len(rows),), len(prompts[0]) - 1, dtype=torch.long)

@@ -37,7 +37,7 @@ from sae_ooc.circuits.graph import CircuitGraph, GraphEdge, GraphNode
 from sae_ooc.circuits.nodes import SINK
 from sae_ooc.circuits.selection import active_node_masks
 from sae_ooc.circuits.variable_edges import SINK_INDEX, candidate_edges, group_edges
-from sae_ooc.circuits.variable_faithfulness_result import VariableCircuitFaithfulness
+from sae_ooc.circuits.variable_faithfulness_result import VariableCircuitFaithfulness, VariableGroups
 from sae_ooc.circuits.variable_scores import (
     SETS,
     Scorer,
@@ -52,7 +52,6 @@ from sae_ooc.circuits.variables import (
     group_features,
     group_masks,
 )
-from sae_ooc.io import write_json
 from sae_ooc.saes.features import load_feature_labels
 from sae_ooc.tasks.data import load_task
 from sae_ooc.threads import torch_threads
@@ -62,7 +61,7 @@ from sae_ooc.viz.variable_plots import plot_variable_faithfulness
 VARIABLE_DIR = "variable_circuit"
 GRAPH_FILE = "variable_circuit.json"
 FAITHFULNESS_FILE = VariableCircuitFaithfulness.FILE
-GROUPS_FILE = "groups.json"
+GROUPS_FILE = VariableGroups.FILE
 EXPORT_PREFIX = "variable_"
 ABLATION_RULE = ("a group is ablated by setting its members in the ablation's scope to their ablation value: features active on "
                  "the pair's clean prompt (for resample and corrupt ablation also those active on the prompt the values come from), "
@@ -275,7 +274,7 @@ def _run(run) -> dict:
               "faithfulness_selection": main["selection"]["faithfulness"],
               "random_groups_mean": main["random_groups"]["heldout"]["mean"]}
     graph = variable_graph(groups, chosen, records, described, sp.hooks, edges, weights, idx, metadata, scores)
-    write_json(out / GROUPS_FILE, {"n_pairs": len(pairs), "ablation_rule": ABLATION_RULE, "groups": records})
+    VariableGroups.from_json({"n_pairs": len(pairs), "ablation_rule": ABLATION_RULE, "groups": records}).save(out)
     faith_json.save(out)
     graph.save(out / GRAPH_FILE)
     export_circuit(graph.to_json(), out, prefix=EXPORT_PREFIX)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sae_ooc.circuits.faithfulness_result import ValidFor
 from sae_ooc.records import OMIT, Record, StageOutput
 
 
@@ -124,7 +125,7 @@ class KindScores(Record):
     variables_only: VariablesOnly
     top_features_same_size: TopFeatures
     curve: GroupCurve  # the top k groups, by size
-    valid_for: dict[str, str] | None
+    valid_for: ValidFor | None  # whether this ablation is valid for features and for error terms
     random_groups: RandomGroups
 
 
@@ -158,3 +159,46 @@ class VariableCircuitFaithfulness(StageOutput):
     circuit: VariableCircuitNodes
     by_ablation: dict[str, KindScores]
     verdict: Verdict
+
+
+@dataclass(kw_only=True)
+class GroupRecord(Record):
+    """One group of the variable circuit's candidates: its members and each measure's mean and std over each pair set."""
+
+    id: str
+    kind: str  # variable, remainder or error
+    variable: str  # the labelled variable (or "rest" / "err")
+    hook: str
+    position: int
+    role: str
+    size: int  # members
+    members: list[int]  # SAE feature indices (the error node: none)
+    values: list[str]  # the labels' values
+    rank: int | None  # by |mean effect| on the selection pairs
+    in_circuit: bool
+    active_per_prompt: float  # mean members active per prompt
+    ablation_effect_heldout: float
+    ablation_effect_heldout_std: float
+    ablation_effect_selection: float
+    ablation_effect_selection_std: float
+    patching_effect_heldout: float
+    patching_effect_heldout_std: float
+    patching_effect_selection: float
+    patching_effect_selection_std: float
+    effect_heldout: float  # the effect the groups are ranked by (the chosen intervention's)
+    effect_heldout_std: float
+    effect_selection: float
+    effect_selection_std: float
+
+
+@dataclass(kw_only=True)
+class VariableGroups(StageOutput):
+    """Every candidate group of the variable circuit (stage `variable-circuit`; what the browser's feature pages link to)."""
+
+    FILE = "groups.json"
+    STAGE = "variable-circuit"
+    FORMAT_NAME = "sae_ooc.variable_groups"
+
+    n_pairs: int
+    ablation_rule: str
+    groups: list[GroupRecord]

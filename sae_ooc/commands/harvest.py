@@ -12,9 +12,9 @@ RESUMABLE = True  # a rerun continues from its checkpoints (sae_ooc.cli.interrup
 def summarize(run, result) -> str:
     if not result.finished:
         return f"harvest: stopped early; rerun to resume from the shards in {run.activations_dir}"
-    from sae_ooc.io import read_json
+    # torch-free (sae_ooc.activations.cache imports torch, too slow for a skipped stage)
+    from sae_ooc.activations.manifest import CacheManifest
 
-    # the manifest read as plain JSON: sae_ooc.activations.cache (its MANIFEST) imports torch, too slow for a skipped stage
-    m = read_json(run.activations_dir / "manifest.json")
-    return (f"harvest: {verb(result)} {files_written(run, 'harvest')}: {m['n_tokens']} tokens x {len(m['hooks'])} hooks "
-            f"(d_model {m['d_model']}, {m['dtype']}, {result.info['n_shards']} shard(s) per hook)")
+    m = CacheManifest.load(run.activations_dir)
+    return (f"harvest: {verb(result)} {files_written(run, 'harvest')}: {m.n_tokens} tokens x {len(m.hooks)} hooks "
+            f"(d_model {m.d_model}, {m.dtype}, {result.info['n_shards']} shard(s) per hook)")

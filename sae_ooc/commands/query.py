@@ -37,5 +37,5 @@ def main(run, args) -> int:
 
         res = query(run, args.prompt, target=args.target, top=args.top, n_examples=args.examples)
     # flushed here, inside the CLI's error handler, so that a reader that left (`| head`) ends the command quietly
-    print(json.dumps(res, indent=1) if args.json else format_query(res, full=args.full), flush=True)
+    print(json.dumps(res.to_json(), indent=1) if args.json else format_query(res, full=args.full), flush=True)
     return 0

@@ -12,38 +12,37 @@ from sae_ooc.viz.text import fmt as num
 
 
 def summarize(run, result) -> str:
-    from sae_ooc.io import read_json
+    from sae_ooc.causal.result import VariablesResult
+    from sae_ooc.records import opt
 
-    # causal.result.VARIABLES_FILE: importing that package loads torch, seconds a skipped stage's line should not cost
-    v = read_json(run.root / "variables" / "variables.json")
-    st = v["settings"]
-    lines = [f"variables: {verb(result)} {files_written(run, 'variables')}: {st['n_pairs']['heldout']} held-out interchange pairs "
-             f"({st['n_prefixes']['heldout']} held-out prefixes)"]
-    for r in v["rows"]:
-        u = r["units"]
+    v = VariablesResult.load(run.root / "variables")
+    st = v.settings
+    if st.note:  # nothing to localize (sae_ooc.causal.variables: a question with no bridge)
+        return f"variables: {verb(result)} {files_written(run, 'variables')}: {st.note}"
+    lines = [f"variables: {verb(result)} {files_written(run, 'variables')}: {st.n_pairs.heldout} held-out interchange pairs "
+             f"({st.n_prefixes.heldout} held-out prefixes)"]
+    for r in v.rows:
+        def s(name, r=r):
+            return num(r.switch(name), ".1%")
 
-        def s(name):
-            return num((u.get(name) or {}).get("switch"), ".1%")
-
-        if r.get("pairs"):  # another planted variable (sae_ooc.causal.planted)
-            das = ", ".join(f"DAS rank {n.removeprefix('das_rank')} {s(n)}" for n in r["curves"].get("das", [])) or "no DAS (patch too small)"
-            lines.append(f"  {r['pairs'].get('name', r['variable'])} {r['hook']}@{r['position']}: residual patch {s('resid_patch')}, {das}, "
+        if r.pairs:  # another planted variable (sae_ooc.causal.planted)
+            das = ", ".join(f"DAS rank {n.removeprefix('das_rank')} {s(n)}" for n in r.curves.get("das", [])) or "no DAS (patch too small)"
+            lines.append(f"  {opt(r.pairs.name, r.variable)} {r.hook}@{r.position}: residual patch {s('resid_patch')}, {das}, "
                          f"class means {s('supervised')}, SAE code {s('sae_code_swap')}, sae_opt 16 {s('sae_opt16')}, "
                          f"top 16 {s('top16_features')}, random {s('random')}")
             continue
 
-        lines.append(f"  {r['hook']}@{r['position']}: residual patch {s('resid_patch')}, DAS rank 16 {s('das_rank16')} "
-                     f"(rank chosen on fit-valid prefixes, the smallest reaching 80% of the patch there: {r['das'].get('min_rank_80')}), class means {s('supervised')} / rank 16 "
+        lines.append(f"  {r.hook}@{r.position}: residual patch {s('resid_patch')}, DAS rank 16 {s('das_rank16')} "
+                     f"(rank chosen on fit-valid prefixes, the smallest reaching 80% of the patch there: {opt(r.das.min_rank_80)}), class means {s('supervised')} / rank 16 "
                      f"{s('supervised_rank16')}, SAE code {s('sae_code_swap')}, top 16 features {s('top16_features')}, "
                      f"labelled {s('labelled_features')}, random {s('random')}")
-    c = v.get("circuit") or {}
-    if c.get("status") == "ok":
-        nodes = ", ".join(f"{k} at {n['hook']} rank {n['rank']} {num(n['unit']['switch'], '.1%')}" for k, n in c["nodes"].items())
-        cut = (c.get("faithfulness") or {}).get("circuit") or {}
-        u = cut.get("unit") or {}
-        lines.append(f"  circuit of causal variables (held-out): IIA {nodes}; no remainder keeps {num(u.get('kept'), '.1%')}, "
-                     f"faithfulness {num(u.get('faithfulness'), '.3f')} (random subspaces {num((cut.get('random') or {}).get('kept'), '.1%')}, "
-                     f"valid {cut.get('valid')})")
+    c = v.circuit
+    if c and c.ok:
+        nodes = ", ".join(f"{k} at {n.hook} rank {n.rank} {num(n.unit.switch, '.1%')}" for k, n in c.nodes.items())
+        cut = c.faithfulness.circuit if c.faithfulness else None
+        lines.append(f"  circuit of causal variables (held-out): IIA {nodes}; no remainder keeps {num(cut.unit.kept if cut else None, '.1%')}, "
+                     f"faithfulness {num(cut.unit.faithfulness if cut else None, '.3f')} (random subspaces {num(cut.random.kept if cut else None, '.1%')}, "
+                     f"valid {cut.valid if cut else None})")
     elif c:
-        lines.append(f"  circuit of causal variables: {c.get('status')}")
+        lines.append(f"  circuit of causal variables: {c.status}")
     return "\n".join(lines)

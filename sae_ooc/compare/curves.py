@@ -3,12 +3,12 @@ then leaves that run out and says so). Torch-free."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from sae_ooc.analyses.result import PatchingResult, ProbesResult
-from sae_ooc.causal.result import VARIABLES_FILE, VariablesResult
+from sae_ooc.causal.result import VariablesResult
 from sae_ooc.errors import UserError
+from sae_ooc.models.metrics import read_train_log
 
 
 def _typed(cls, directory: Path):
@@ -22,16 +22,15 @@ def _typed(cls, directory: Path):
 def accuracy(run: Path) -> dict[str, tuple[list, list]] | None:
     """{split: (steps, accuracy)} from model/metrics.jsonl (the evaluation rows)."""
     try:
-        lines = [json.loads(x) for x in (Path(run) / "model" / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    except (OSError, ValueError):
+        rows = read_train_log(Path(run) / "model")
+    except UserError:  # unreadable: that run is left out of the figure
         return None
     out: dict[str, tuple[list, list]] = {}
-    for row in lines:
-        for key, v in row.items():
-            if key.endswith("_acc") and isinstance(v, (int, float)) and "step" in row:
-                steps, accs = out.setdefault(key[:-4], ([], []))
-                steps.append(row["step"])
-                accs.append(v)
+    for row in rows or []:
+        for split, v in row.accuracy.items():
+            steps, accs = out.setdefault(split, ([], []))
+            steps.append(row.step)
+            accs.append(v)
     return out or None
 
 
@@ -57,7 +56,7 @@ def control_curves(run: Path) -> dict | None:
     """{"hook@position": {kind: (sizes, switch rates)}, plus "resid_patch": its switch rate} from variables/variables.json,
     for the bridge's rows measured on held-out prefixes."""
     try:
-        v = VariablesResult.load(Path(run) / "variables" / VARIABLES_FILE) if (Path(run) / "variables" / VARIABLES_FILE).exists() else None
+        v = VariablesResult.load_if(Path(run) / "variables")
     except UserError:
         v = None
     if not v:
@@ -68,9 +67,9 @@ def control_curves(run: Path) -> dict | None:
             continue
         units, panel = row.units, {}
         for kind, names in row.curves.items():
-            pts = [units[u] for u in names if units.get(u, {}).get("switch") is not None]
+            pts = [units[u] for u in names if u in units and units[u].share is not None]
             if pts:
-                panel[kind] = ([u["size"] for u in pts], [u["switch"] for u in pts])
-        panel["resid_patch"] = units.get("resid_patch", {}).get("switch")
+                panel[kind] = ([u.size for u in pts], [u.switch for u in pts])
+        panel["resid_patch"] = row.switch("resid_patch")
         out[f"{row.hook}@{row.position}"] = panel
     return out or None

@@ -14,11 +14,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
+from sae_ooc.activations.manifest import CacheManifest
+from sae_ooc.errors import UserError
 
 MAX_ROWS = 4096  # token rows encoded per hook: correlations of a few thousand rows are stable to ~0.02
 
@@ -99,14 +101,14 @@ def same_prompts(run_a: Path, run_b: Path) -> str | None:
     """None when both runs harvested the same token table (the same prompts in the same rows), else why not."""
     def manifest(run):
         try:
-            return json.loads((Path(run) / "activations" / "manifest.json").read_text())
-        except (OSError, ValueError):
+            return CacheManifest.load_if(Path(run) / "activations")
+        except UserError:  # unreadable: no cache to share prompts with
             return None
 
     ma, mb = manifest(run_a), manifest(run_b)
     if ma is None or mb is None:
         return f"{run_a if ma is None else run_b} has no activation cache (activations/manifest.json)"
-    if ma.get("tokens_sha256") != mb.get("tokens_sha256"):
+    if ma.tokens_sha256 != mb.tokens_sha256:
         return "the runs' tasks differ (their harvested token tables differ): no shared prompts to correlate on"
     return None
 
@@ -129,7 +131,7 @@ def compare_saes(run_a: Path, run_b: Path, max_rows: int = MAX_ROWS) -> dict:
     why_not = same_prompts(run_a, run_b)
     rows = None
     if why_not is None:
-        n = json.loads((Path(run_a) / "activations" / "manifest.json").read_text())["n_tokens"]
+        n = CacheManifest.load(Path(run_a) / "activations").n_tokens
         rows = np.unique(np.linspace(0, n - 1, min(n, max_rows)).round().astype(int))
     out = {"hooks": {}, "activation_correlation": why_not or f"on {len(rows)} token rows shared by both runs"}
     for hook in shared_hooks(run_a, run_b):

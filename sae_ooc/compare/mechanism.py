@@ -13,6 +13,7 @@ import numpy as np
 from sae_ooc.circuits.graph import CircuitGraph
 from sae_ooc.compare import curves
 from sae_ooc.errors import UserError
+from sae_ooc.records import opt
 
 
 def bridge_carried(run: Path) -> dict | None:
@@ -55,7 +56,7 @@ def circuit_shape(run: Path) -> dict | None:
         return None
     nodes = sorted(n.id for n in g.nodes)
     edges = sorted(f"{e.source} -> {e.target}" for e in g.edges)
-    return {"nodes": nodes, "edges": edges, "faithfulness": g.scores.get("faithfulness")}
+    return {"nodes": nodes, "edges": edges, "faithfulness": opt(g.scores.faithfulness)}
 
 
 def _jaccard(a: list, b: list) -> float | None:

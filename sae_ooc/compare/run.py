@@ -51,7 +51,7 @@ def labels_for(runs: list[Path]) -> list[str]:
     return names if len(set(names)) == len(names) else [str(r) for r in runs]
 
 
-def run_compare(runs: list[Path], out: Path, match_saes: bool = True) -> dict:
+def run_compare(runs: list[Path], out: Path, match_saes: bool = True, finetune: bool = True) -> dict:
     from sae_ooc.viz.compare_plots import (plot_compare_accuracy, plot_compare_controls, plot_compare_patching,
                                            plot_compare_probes)
 
@@ -68,16 +68,27 @@ def run_compare(runs: list[Path], out: Path, match_saes: bool = True) -> dict:
 
         for i, j in itertools.combinations(range(len(runs)), 2):
             saes[f"{labels[i]} vs {labels[j]}"] = compare_saes(runs[i], runs[j])
+    ft = {}
+    if finetune:  # a pretrained run beside a fine-tuning run of it: where the new facts go (sae_ooc.compare.finetune)
+        from sae_ooc.compare.finetune import compare_finetune, finetune_pairs
+
+        for i, j in finetune_pairs(runs):
+            ft[f"{labels[j]} (fine-tuned from {labels[i]})"] = compare_finetune(runs[i], runs[j])
     write_json(out / MARKER, {"written_by": WRITER})
     figures = {
         "accuracy": plot_compare_accuracy({lab: curves.accuracy(r) for lab, r in zip(labels, runs)}, out / "accuracy"),
         "probes": plot_compare_probes({lab: curves.probes(r) for lab, r in zip(labels, runs)}, out / "probes"),
         "patching": plot_compare_patching({lab: curves.patching(r) for lab, r in zip(labels, runs)}, out / "patching"),
     }
+    if ft:
+        from sae_ooc.viz.finetune_plots import plot_finetune_compare
+
+        for k, (name, res) in enumerate(ft.items()):
+            figures[f"finetune_{k}"] = plot_finetune_compare(res, out / f"finetune_{k}")
     controls = {lab: curves.control_curves(r) for lab, r in zip(labels, runs)}
     if any(controls.values()):
         figures["control_curves"] = plot_compare_controls(controls, out / "control_curves")
-    result = {"runs": [str(r) for r in runs], "labels": labels, "table": tab, "mechanism": mech, "sae_matching": saes,
+    result = {"runs": [str(r) for r in runs], "labels": labels, "table": tab, "mechanism": mech, "sae_matching": saes, "finetune": ft,
               "figures": {k: [p.name for p in v] for k, v in figures.items()}}
     write_json(out / "compare.json", result)
     from sae_ooc.compare.text import render

@@ -4,29 +4,23 @@ ddof=1), min and max. Torch-free."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
 from sae_ooc.errors import UserError
+from sae_ooc.report.summary import SUMMARY_FILE, HeadlineNumber, ReportSummary
 
-SUMMARY = "summary.json"
+SUMMARY = SUMMARY_FILE
 
 
-def read_summary(run: Path) -> dict[str, dict]:
-    """{name: row} of RUN/summary.json; a missing or unreadable one is a UserError naming `sae-ooc report`."""
+def read_summary(run: Path) -> dict[str, HeadlineNumber]:
+    """{name: number} of RUN/summary.json; a missing or unreadable one is a UserError naming `sae-ooc report`."""
     path = Path(run) / SUMMARY
     if not path.is_file():
         raise UserError(f"{run}: no {SUMMARY}; run `sae-ooc pipeline --run {run}` (or `sae-ooc report --run {run}`) first")
-    try:
-        rows = json.loads(path.read_text())
-        if not isinstance(rows, list) or not all(isinstance(r, dict) and "name" in r for r in rows):
-            raise ValueError("not a list of {name, value} rows")
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path} is corrupt or not a summary ({type(e).__name__}); rebuild it with `sae-ooc report --run {run}`") from None
-    return {r["name"]: r for r in rows}
+    return ReportSummary.load(run, rebuild=f"sae-ooc report --run {run}").by_name()
 
 
 def _number(v) -> float | None:
@@ -35,7 +29,7 @@ def _number(v) -> float | None:
     return float(v)
 
 
-def headline_table(summaries: list[dict[str, dict]]) -> dict:
+def headline_table(summaries: list[dict[str, HeadlineNumber]]) -> dict:
     """{"rows": [{name, values, mean, sd, min, max, in_sample, measured_on}], "not_shared": [names]}: a row for every
     name whose value is a finite number in every run (in the first run's order); the others are listed, not averaged."""
     names = list(summaries[0])
@@ -43,7 +37,7 @@ def headline_table(summaries: list[dict[str, dict]]) -> dict:
         names += [n for n in s if n not in names]
     rows, not_shared = [], []
     for name in names:
-        vals = [_number(s[name].get("value")) if name in s else None for s in summaries]
+        vals = [_number(s[name].value) if name in s else None for s in summaries]
         if any(v is None for v in vals):
             not_shared.append(name)
             continue
@@ -51,8 +45,8 @@ def headline_table(summaries: list[dict[str, dict]]) -> dict:
         first = summaries[0][name]
         rows.append({"name": name, "values": vals, "mean": float(a.mean()), "sd": float(a.std(ddof=1)),
                      "min": float(a.min()), "max": float(a.max()),
-                     "in_sample": any(bool(s[name].get("in_sample")) for s in summaries),
-                     "measured_on": first.get("measured_on", "")})
+                     "in_sample": any(bool(s[name].in_sample) for s in summaries if name in s),
+                     "measured_on": first.measured_on})
     return {"rows": rows, "not_shared": not_shared}
 
 

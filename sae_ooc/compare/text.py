@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sae_ooc.compare.finetune_text import render_finetune
 from sae_ooc.compare.table import markdown
 
 
@@ -56,5 +57,6 @@ def render(result: dict) -> str:
     lines += markdown(result["table"], labels) + [""]
     lines += _mechanism(result["mechanism"], labels)
     lines += _saes(result["sae_matching"])
+    lines += render_finetune(result.get("finetune") or {})
     lines += ["## Figures", ""] + [f"![{k}]({k}.png)" for k in result["figures"]] + [""]
     return "\n".join(lines)

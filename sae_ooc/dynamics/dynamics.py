@@ -32,12 +32,10 @@ from sae_ooc.dynamics.measures import bridge_probes, logit_lens, read_positions,
 from sae_ooc.dynamics.result import Answers, Checkpoint, DynamicsResult, Readable
 from sae_ooc.dynamics.saes import checkpoint_saes, default_sae_hooks
 from sae_ooc.errors import UserError
-from sae_ooc.io import read_json, read_jsonl
 from sae_ooc.models.evaluate import evaluate_splits
-from sae_ooc.models.files import CONFIG_FILE
-from sae_ooc.models.hooked import load_model, model_hash
+from sae_ooc.models.hooked import load_model, model_hash, saved_config
 from sae_ooc.models.replay import accuracy_rise, dense_steps, fill_gaps, replay_checkpoints, saved_checkpoints
-from sae_ooc.models.train import METRICS_FILE
+from sae_ooc.models.metrics import read_train_log
 from sae_ooc.saes.prefixes import position_slices
 from sae_ooc.tasks.data import SPLITS, first_tokens, load_task, split_tensors
 from sae_ooc.threads import torch_threads
@@ -51,7 +49,7 @@ def _prompts(ds, vocab, n: int, seed: int):
     """A seeded sample of the test_id two-hop prompts: (tokens [n, layout.n_pos], bridge, answer), the bridge and
     answer as the first token of their names (the toy's: the entities' own tokens)."""
     st = split_tensors(ds["test_id"], vocab)
-    two = (st.hop == vocab.layout.hop).nonzero().squeeze(1)
+    two = (st.hop == vocab.layout.question_hop).nonzero().squeeze(1)
     g = torch.Generator().manual_seed(seed)
     idx = two[torch.randperm(len(two), generator=g)[:n]].sort().values
     lay = vocab.layout
@@ -109,15 +107,15 @@ def run_dynamics(run, force: bool = False) -> dict:
     ecfg = dataclasses.replace(run.cfg.sae_eval, n_controls=dc.n_controls)
     out_dir = run.dynamics_dir
     ck_root = out_dir / "checkpoints"
-    saved_cfg = run.model_dir / CONFIG_FILE  # the trained model's own: a pretrained source's layers are its checkpoint's
-    n_layers = int(read_json(saved_cfg)["n_layers"]) if saved_cfg.is_file() else run.cfg.model.n_layers
+    saved = saved_config(run.model_dir)  # the trained model's own: a pretrained source's layers are its checkpoint's
+    n_layers = saved.n_layers if saved is not None else run.cfg.model.n_layers
     sae_hooks = list(dc.sae_hooks) or default_sae_hooks(n_layers)
     das_hooks = (list(dc.das_hooks) or default_sae_hooks(n_layers)) if dc.das_rank > 0 else []
     _check_inputs(run, sae_hooks, das_hooks)  # before --force deletes the last results
     if force and out_dir.exists():
         shutil.rmtree(out_dir)
-    records = read_jsonl(run.model_dir / METRICS_FILE)
-    rise = {s: accuracy_rise(records, s, dc.rise_low, dc.rise_high) for s in ("valid_id", "test_id")}
+    rows = read_train_log(run.model_dir) or []
+    rise = {s: accuracy_rise(rows, s, dc.rise_low, dc.rise_high) for s in ("valid_id", "test_id")}
     saved = saved_checkpoints(run.model_dir)
     r = rise["valid_id"]
     extra = dense_steps(r["start"], r["end"], dc.dense_checkpoints, set(saved)) if r["found"] else []

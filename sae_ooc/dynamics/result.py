@@ -184,6 +184,14 @@ class Targets(Record):
 
 
 @dataclass(kw_only=True)
+class CheckpointCounts(Record):
+    """The checkpoints measured."""
+
+    saved: int  # saved by train (log-spaced, with step 0)
+    replayed: int  # replayed exactly from the nearest saved one across the valid_id rise
+
+
+@dataclass(kw_only=True)
 class DynamicsResult(StageOutput):
     """The model's checkpoints, saved and replayed across the valid_id rise, each measured the same way (stage `dynamics`)."""
 
@@ -195,7 +203,7 @@ class DynamicsResult(StageOutput):
     readable_threshold: float  # held-out accuracy at which a probe reads the bridge
     hooks: list[str]  # probe and lens hooks
     sae_hooks: list[str]  # hooks with a small SAE per checkpoint ([] when none)
-    n_checkpoints: dict[str, int]  # saved, replayed
+    n_checkpoints: CheckpointCounts
     answers: Answers
     n_prompts_logit_lens: int
     n_patch_pairs: int

@@ -67,7 +67,7 @@ def checkpoint_saes(run, model, ckpt_dir: Path, work: Path, hooks: list[str], he
             m = train_sae(cache, h, work / "saes" / h, p, device=run.device, rows_mask=~held, eval_rows=eval_rows, resume=False, plot=False)
             sae = SAE.load_from_disk(work / "saes" / h, device=run.device)
             al = alignment(sae, cache, h, slices, ecfg)["by_variable_position"]
-            rec = {"explained_variance": m["reconstruction"]["explained_variance"], "l0": m["reconstruction"]["l0"]}
+            rec = {"explained_variance": m.reconstruction.explained_variance, "l0": m.reconstruction.l0}
             for key in keep:
                 a = al.get(key)
                 if a is not None:

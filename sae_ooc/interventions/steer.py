@@ -74,7 +74,7 @@ def steer_prompts(run, facts: Facts, model, scfg) -> dict:
     Each is rendered from its planted (h, r1, r2) (the split's own question: tests/test_steer.py checks it)."""
     ds, vocab = load_task(run.data_dir)
     st = split_tensors(ds[scfg.split], vocab)
-    keep = (st.hop == vocab.layout.hop).nonzero().squeeze(1)
+    keep = (st.hop == vocab.layout.question_hop).nonzero().squeeze(1)
     g = torch.Generator().manual_seed(scfg.seed)
     keep = keep[torch.randperm(len(keep), generator=g)[: scfg.max_prompts].sort().values]
     st = st.subset(keep)

@@ -91,6 +91,18 @@ def save_model(model: HookedTransformer, out_dir: Path, config_kwargs: dict | No
         (out_dir / SHARING_FILE).unlink(missing_ok=True)
 
 
+def saved_config(model_dir: Path) -> HookedTransformerConfig | None:
+    """The saved model's architecture as TransformerLens's own config class, without loading its weights; None when the
+    train stage has not written it (readers then fall back on the run's config)."""
+    path = Path(model_dir) / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        return HookedTransformerConfig(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as e:
+        raise unreadable(path, e, f"sae-ooc train --run {Path(model_dir).parent} --force") from None
+
+
 def load_model(model_dir: Path, device: str = "cpu", sae_transformer: bool = False) -> HookedTransformer:
     """The saved model; as a sae_lens.HookedSAETransformer (same weights, SAEs can be spliced in) with `sae_transformer`."""
     model_dir = Path(model_dir)
@@ -124,3 +136,26 @@ def load_model(model_dir: Path, device: str = "cpu", sae_transformer: bool = Fal
 def model_hash(model_dir: Path) -> str:
     """Identity of a saved model: the sha256 of its weights file."""
     return sha256_file(Path(model_dir) / MODEL_FILE)
+
+
+def with_new_tokens(model: HookedTransformer, at: int, k: int) -> HookedTransformer:
+    """A copy of `model` whose vocabulary has `k` new token ids inserted at id `at` (the ids from `at` on move up by k):
+    their embedding rows and unembedding columns (and b_U entries) start at the mean of those of ids 0..at-1 (a fine-tuning
+    run's new entities, task.finetune.new_entities: the mean of the old entities, so the new tokens start as an
+    "average entity" the model has no fact about)."""
+    kwargs = {**model.sae_ooc_config_kwargs, "d_vocab": model.cfg.d_vocab + k, "d_vocab_out": model.cfg.d_vocab_out + k}
+    state = {name: t.detach().clone() for name, t in model.state_dict().items()}
+
+    def insert(t: torch.Tensor, dim: int) -> torch.Tensor:
+        mean = t.narrow(dim, 0, at).mean(dim, keepdim=True)
+        return torch.cat([t.narrow(dim, 0, at), mean.repeat_interleave(k, dim), t.narrow(dim, at, t.shape[dim] - at)], dim)
+
+    state["embed.W_E"] = insert(state["embed.W_E"], 0)
+    state["unembed.W_U"] = insert(state["unembed.W_U"], 1)
+    state["unembed.b_U"] = insert(state["unembed.b_U"], 0)
+    new = HookedTransformer(HookedTransformerConfig(**kwargs, device=model.cfg.device))
+    new.load_state_dict(state)
+    if is_weight_shared(model):
+        tie_blocks(new)
+    new.sae_ooc_config_kwargs = kwargs
+    return new.train(model.training)

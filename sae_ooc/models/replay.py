@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from sae_ooc.errors import UserError
 from sae_ooc.io import load_tensors, read_json
 from sae_ooc.models.hooked import save_model
+from sae_ooc.models.metrics import EvalRow
 from sae_ooc.models.source import initial_model
 from sae_ooc.models.train import (
     TRAINER_STATE_FILE,
@@ -30,11 +31,11 @@ from sae_ooc.tasks.data import load_task, split_tensors
 from sae_ooc.threads import torch_threads
 
 
-def accuracy_rise(records: list[dict], split: str, low: float, high: float) -> dict:
+def accuracy_rise(rows: list[EvalRow], split: str, low: float, high: float) -> dict:
     """Where `split` accuracy rises in the periodic evaluations: from its first value a0 to its best b, `start` is the
     last evaluated step below a0 + low (b - a0) before `end`, the first at or above a0 + high (b - a0); `moment` is
     the first at or above half way. `found` is False when the accuracy never rises by 0.05."""
-    pts = [(r["step"], r[f"{split}_acc"]) for r in records if isinstance(r.get(f"{split}_acc"), float) and math.isfinite(r[f"{split}_acc"])]
+    pts = [(r.step, a) for r in rows if isinstance(a := r.acc(split), float) and math.isfinite(a)]  # (metrics.jsonl's rows)
     if not pts:
         return {"split": split, "found": False}
     a0, best = pts[0][1], max(a for _, a in pts)

@@ -25,7 +25,7 @@ from sae_ooc.config import Config
 from sae_ooc.sections.model import hub_id, pretrained_architecture
 from sae_ooc.errors import UserError, unreadable
 from sae_ooc.io import sha256_file
-from sae_ooc.models.hooked import CONFIG_FILE, MODEL_FILE, build_model, load_model
+from sae_ooc.models.hooked import CONFIG_FILE, MODEL_FILE, build_model, load_model, with_new_tokens
 from sae_ooc.models.pretrained import WEIGHT_FILES, checkpoint_architecture, hooked_config_dict, load_pretrained, load_tokenizer
 from sae_ooc.tasks.layout import load_layout
 
@@ -44,7 +44,11 @@ def initial_model(run, vocab, device: str = "cpu") -> HookedTransformer:
         return build_model(cfg.model, vocab, seed=cfg.train.seed, device=device)
     if cfg.model.source == "run":
         model = load_model(source_run(cfg) / "model", device=device)
-        if model.cfg.d_vocab != vocab.d_vocab:
+        added = new_entity_tokens(run.data_dir)
+        if added and model.cfg.d_vocab + added[1] == vocab.d_vocab:  # task.finetune.new_entities: the new entities' rows
+            model = with_new_tokens(model, *added)
+        # a pretrained checkpoint's vocabulary may be larger than its tokenizer's (natural render): it must hold every id
+        if model.cfg.d_vocab < vocab.d_vocab or (vocab.layout.render == "toy" and model.cfg.d_vocab != vocab.d_vocab):
             raise UserError(f"the model of {source_run(cfg)} reads {model.cfg.d_vocab} token ids but this run's task has "
                             f"{vocab.d_vocab}; rerun `sae-ooc data --force --run {run.root}` (it rebuilds the task from model.run's)")
         return model
@@ -64,6 +68,17 @@ def initial_model(run, vocab, device: str = "cpu") -> HookedTransformer:
         raise UserError(f"the task uses {vocab.d_vocab} token ids but {cfg.model.name} ({path}) has a vocabulary of "
                         f"{shape['d_vocab']}; use a smaller task or a model with a larger vocabulary")
     return load_pretrained(path, device=device, name=cfg.model.name)
+
+
+def new_entity_tokens(data_dir: Path) -> tuple[int, int] | None:
+    """(the first new id, how many) of the entity tokens a fine-tuning run's data added (RUN/data/finetune.json, written
+    by tasks/finetune.py with task.finetune.new_entities), or None."""
+    from sae_ooc.records import opt
+    from sae_ooc.tasks.finetune_result import FinetuneMeta
+
+    meta = FinetuneMeta.load_if(data_dir)
+    k = opt(meta.new_entities_added, 0) if meta else 0
+    return (int(meta.old_n_entities), int(k)) if k else None
 
 
 def source_run(cfg: Config) -> Path:

@@ -22,6 +22,7 @@ from sae_ooc.models.files import CONFIG_FILE, MODEL_FILE, SHARING_FILE
 from sae_ooc.saes.store import SAE_CFG_FILE, SAE_WEIGHTS_FILE, sae_dir, saved_hooks
 from sae_ooc.tasks.vocab import Vocab, read_vocab
 from sae_ooc.browse.paths import site_page
+from sae_ooc.query.result import QueryResult
 from sae_ooc.query.view import ATTRIBUTION, POS, parse_prompt
 
 CACHE_DIR = "query_cache"
@@ -50,7 +51,7 @@ def index_paths(run) -> tuple[Path, Path]:
     return run.root / CACHE_DIR / INDEX_FILE, run.root / CACHE_DIR / DESCRIPTIONS_FILE
 
 
-def lookup(run, prompt: str, top: int) -> dict | None:
+def lookup(run, prompt: str, top: int) -> QueryResult | None:
     """The compact view's result for `prompt` from the index, or None when the index cannot answer it (missing, stale,
     damaged, a prompt that is not in it, `top` above INDEX_TOP). A prompt that is not a task prompt is an error."""
     from safetensors import SafetensorError, safe_open
@@ -86,8 +87,8 @@ def _rank(t: dict, name: str) -> dict:
     return {"prob": float(t[f"{name}_prob"]), "rank": int(t[f"{name}_rank"])}
 
 
-def _result(run_root: Path, vocab: Vocab, ids: list[int], t: dict, hooks: list[str], features: dict, top: int) -> dict:
-    """The same dict as `sae_ooc.query.session.query` for the compact view (per-position rows are not indexed)."""
+def _result(run_root: Path, vocab: Vocab, ids: list[int], t: dict, hooks: list[str], features: dict, top: int) -> QueryResult:
+    """What `sae_ooc.query.session.query` answers, for the compact view (per-position rows are not indexed)."""
     split, bridge = int(t["split"]), int(t["bridge"])
     truth = {"split": SPLIT_NAMES[split], "answer": vocab.name(int(t["answer"])), "answer_model": _rank(t, "answer"),
              "bridge": vocab.name(bridge) if bridge >= 0 else None, "bridge_model": _rank(t, "bridge") if bridge >= 0 else None}
@@ -108,6 +109,6 @@ def _result(run_root: Path, vocab: Vocab, ids: list[int], t: dict, hooks: list[s
         per_hook.append({"hook": h, "feature_attribution": float(t[f"h{k}.attr_sum"]), "error_attribution": float(t[f"h{k}.err_sum"]),
                          "features": items})
     target = answers[0]
-    return {"prompt": vocab.decode(ids), "tokens": [vocab.name(i) for i in ids], "roles": [f"{POS}{vocab.layout.role_at(p, len(ids))}" for p in range(len(ids))], "truth": truth,
+    return QueryResult.from_json({"prompt": vocab.decode(ids), "tokens": [vocab.name(i) for i in ids], "roles": [f"{POS}{vocab.layout.role_at(p, len(ids))}" for p in range(len(ids))], "truth": truth,
             "target": target["token"], "target_source": "the model's top answer", "target_prob": target["prob"],
-            "attribution": ATTRIBUTION, "answers": answers, "per_hook": per_hook, "from_index": True}
+            "attribution": ATTRIBUTION, "answers": answers, "per_hook": per_hook, "from_index": True})

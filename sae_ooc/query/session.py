@@ -28,6 +28,7 @@ from sae_ooc.tasks.data import POSITION_ROLES, SPLITS, load_task
 from sae_ooc.browse.paths import site_page
 from sae_ooc.query.cache import feature_cache
 from sae_ooc.query.index import INDEX_TOP, index_key, index_paths
+from sae_ooc.query.result import QueryResult
 from sae_ooc.query.view import ATTRIBUTION, POS, format_query, parse_prompt, parse_target  # noqa: F401  (format_query: the CLI's)
 
 def _rank(probs: torch.Tensor, token: int) -> dict:
@@ -81,7 +82,7 @@ class QuerySession:
         if index:
             ensure_index(run, self.sp, self.examples, self.stats, self.labels, self.vocab)
 
-    def query(self, prompt: str, target: str | None = None, top: int = 3, n_examples: int = 3) -> dict:
+    def query(self, prompt: str, target: str | None = None, top: int = 3, n_examples: int = 3) -> QueryResult:
         """What the spliced model does on `prompt` (see the module docstring)."""
         run, vocab, sp, examples = self.run, self.vocab, self.sp, self.examples
         ids = parse_prompt(vocab, prompt)
@@ -106,12 +107,14 @@ class QuerySession:
             it.update({k: d[k] for k in ("label", "description", "top_activations", "promoted")})
             page = site_page(run.root, it["hook"], it["feature"])  # the feature's page when `sae-ooc browse` has run
             it["page"] = str(page) if page is not None else None
-        return {"prompt": vocab.decode(ids), "tokens": [vocab.name(i) for i in ids], "roles": [f"{POS}{r}" for r in roles],
-                "truth": ground_truth(examples, vocab, ids, probs), "target": vocab.name(target_id), "target_source": source,
-                "target_prob": float(probs[target_id]), "attribution": ATTRIBUTION, "answers": answers, "per_hook": per_hook, "hooks": rows}
+        # built as plain dicts (what the batch code fills in), typed once here in that key order
+        return QueryResult.from_json({
+            "prompt": vocab.decode(ids), "tokens": [vocab.name(i) for i in ids], "roles": [f"{POS}{r}" for r in roles],
+            "truth": ground_truth(examples, vocab, ids, probs), "target": vocab.name(target_id), "target_source": source,
+            "target_prob": float(probs[target_id]), "attribution": ATTRIBUTION, "answers": answers, "per_hook": per_hook, "hooks": rows})
 
 
-def query(run, prompt: str, target: str | None = None, top: int = 3, n_examples: int = 3) -> dict:
+def query(run, prompt: str, target: str | None = None, top: int = 3, n_examples: int = 3) -> QueryResult:
     """What the spliced model of `run` (on `run.device`) does on `prompt`: a QuerySession used once. The prompt and
     target are read before the model is loaded, so a bad one is refused at once."""
     return QuerySession(run, check=(prompt, target)).query(prompt, target, top, n_examples)

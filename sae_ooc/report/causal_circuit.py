@@ -4,7 +4,10 @@ no remainder, each beside its controls, and one sentence saying whether it holds
 
 from __future__ import annotations
 
-from sae_ooc.report.doc import Doc, load, pct
+from sae_ooc.causal.circuit_result import CausalCircuit, CircuitFaithfulness, ControlUnit, Cut, OtherR2
+from sae_ooc.causal.result import VariablesResult
+from sae_ooc.records import opt
+from sae_ooc.report.doc import Doc, pct
 
 TARGET = 0.8  # the circuit holds when every node's IIA and its no-remainder faithfulness reach this on held-out pairs
 NODES = (("bridge@r1", "bridge at r1"), ("bridge@answer", "bridge at the answer position"))
@@ -14,17 +17,17 @@ CUTS = (("cut_r1", "the bridge@r1 hook only"), ("cut_answer", "the bridge@answer
 def causal_circuit_section(doc: Doc) -> None:
     run = doc.run
     doc.heading("causal_circuit", "The circuit of causal variables")
-    v = load(run.variables_dir / "variables.json")
-    c = (v or {}).get("circuit") or {}
+    v = VariablesResult.load_if(run.variables_dir)
+    c = v.circuit if v else None
     if not c:
         doc.add(f"Not run yet: {doc.cmd('variables', ' --force')} (a variables.json without section 2).", "")
         return
-    if c.get("status") != "ok":
-        doc.add(f"Not built: {c.get('status')}.", "")
+    if not c.ok:
+        doc.add(f"Not built: {c.status}.", "")
         return
-    n = c["n_heldout"]
-    on = f"{n} held-out pairs, {c['n_heads']} heads"
-    doc.add(f"High-level model: `{c['high_level_model']}`. Its nodes are units of the model: the bridge at r1 is section 1's "
+    n = c.n_heldout
+    on = f"{n} held-out pairs, {c.n_heads} heads"
+    doc.add(f"High-level model: `{c.high_level_model}`. Its nodes are units of the model: the bridge at r1 is section 1's "
             "DAS subspace, the bridge at the answer position a DAS subspace trained here by interchange from donors with "
             "another bridge, half of them asking the same r2 and half another r2'' (target t(b', r2) either way; hooks and "
             "ranks chosen on fit-valid pairs, trained on fit pairs), r2 at the answer position the span of "
@@ -40,88 +43,98 @@ def causal_circuit_section(doc: Doc) -> None:
     doc.add("| node | hook | rank | IIA (unit) | residual patch there | random subspace of the rank |", "|---|---|---|---|---|---|")
     iia = {}
     for key, label in NODES:
-        nd = c["nodes"].get(key)
+        nd = c.nodes.get(key)
         if nd is None:
-            doc.add(f"| {label} | – | – | no unit: no hook's residual patch there reaches {pct(c.get('patch_min'))} on fit-valid pairs | | |")
+            doc.add(f"| {label} | – | – | no unit: no hook's residual patch there reaches {pct(c.patch_min)} on fit-valid pairs | | |")
             continue
-        u = nd["unit"]
-        iia[key] = u["switch"]
-        val = doc.number(f"circuit.causal.node_iia.{key.replace('@', '_')}", u["switch"], on, spec=".1%")
-        ci = f" ({pct(u['ci95'][0])}–{pct(u['ci95'][1])})" if u.get("ci95") else ""
-        rnd = nd["random"]
-        doc.add(f"| {label} | `{nd['hook']}` | {nd['rank']} | {val}{ci} | {pct(nd['resid_patch']['switch'])} | "
-                f"{pct(rnd.get('switch'))} (draws {pct(rnd.get('min'))}–{pct(rnd.get('max'))}) |")
-    for key, nd in {**(c.get("inputs") or {}), **({"r2@answer": c["nodes"]["r2@answer"]} if "r2@answer" in c["nodes"] else {})}.items():
-        u, rnd = nd["unit"], nd["random"]
-        on_k = f"{nd['n']} held-out pairs of section 1's {key.split('@')[0]} rows"
-        val = doc.number(f"circuit.causal.node_iia.{key.replace('@', '_')}", u["switch"], on_k, spec=".1%")
-        ci = f" ({pct(u['ci95'][0])}–{pct(u['ci95'][1])})" if u.get("ci95") else ""
-        sm = nd.get("smallest_unit")
-        label = f"input {key}: its token (the whole stream)" if key in (c.get("inputs") or {}) else f"{key} ({nd['kind']})"
+        u = nd.unit
+        iia[key] = u.switch
+        val = doc.number(f"circuit.causal.node_iia.{key.replace('@', '_')}", u.switch, on, spec=".1%")
+        doc.add(f"| {label} | `{nd.hook}` | {nd.rank} | {val}{_ci(u)} | {pct(nd.resid_patch.share)} | {_draws(nd.random)} |")
+    inputs = opt(c.inputs, {})
+    for key, nd in {**inputs, **({"r2@answer": c.nodes["r2@answer"]} if "r2@answer" in c.nodes else {})}.items():
+        u = nd.unit
+        on_k = f"{nd.n} held-out pairs of section 1's {key.split('@')[0]} rows"
+        val = doc.number(f"circuit.causal.node_iia.{key.replace('@', '_')}", u.switch, on_k, spec=".1%")
+        sm = nd.smallest_unit
+        label = f"input {key}: its token (the whole stream)" if key in inputs else f"{key} ({nd.kind})"
         if sm:
-            label += (f"; its smallest unit, DAS rank {sm['rank']} at `{sm['hook']}`: "
-                      + doc.number(f"circuit.causal.smallest_unit_iia.{key}", sm["unit"]["switch"], on_k, spec=".1%")
-                      + f" (patch there {pct(sm['resid_patch']['switch'])}, random {pct(sm['random'].get('switch'))})")
-        doc.add(f"| {label} | `{nd['hook']}` | {nd['rank']} | {val}{ci} | {pct(nd['resid_patch']['switch'])} | "
-                f"{pct(rnd.get('switch'))} (draws {pct(rnd.get('min'))}–{pct(rnd.get('max'))}) |")
-    doc.number("circuit.causal.iia", c.get("iia"), f"{on}; the weaker of the two bridge nodes' IIA, donors asking the same r2 "
+            label += (f"; its smallest unit, DAS rank {sm.rank} at `{sm.hook}`: "
+                      + doc.number(f"circuit.causal.smallest_unit_iia.{key}", sm.unit.switch, on_k, spec=".1%")
+                      + f" (patch there {pct(sm.resid_patch.share)}, random {pct(sm.random.share)})")
+        doc.add(f"| {label} | `{nd.hook}` | {nd.rank} | {val}{_ci(u)} | {pct(nd.resid_patch.share)} | {_draws(nd.random)} |")
+    doc.number("circuit.causal.iia", opt(c.iia), f"{on}; the weaker of the two bridge nodes' IIA, donors asking the same r2 "
                "(section 1's pairs)", spec=".1%")
-    if c.get("iia_every_node") is not None:
-        doc.number("circuit.causal.iia_every_node", c["iia_every_node"], "held-out pairs of each node (inputs and r2 on their own "
+    if opt(c.iia_every_node) is not None:
+        doc.number("circuit.causal.iia_every_node", c.iia_every_node, "held-out pairs of each node (inputs and r2 on their own "
                    "variable's pairs); the weakest node's IIA", spec=".1%")
-    o = (c["nodes"].get("bridge@answer") or {}).get("other_r2") or {}
-    if o.get("n"):
-        u = o["unit"]
-        val = doc.number("circuit.causal.node_iia.bridge_answer_other_r2", u["switch"], f"{o['n']} held-out pairs, donor asks "
+    o = _other_r2(c)
+    if o:
+        val = doc.number("circuit.causal.node_iia.bridge_answer_other_r2", o.unit.switch, f"{o.n} held-out pairs, donor asks "
                          "another r2", spec=".1%")
-        doc.add(f"| bridge at the answer position, the donor asking another relation r2'' | | | {val} | {pct(o['resid_patch'])} "
-                f"(the donor's own answer t(b', r2''): {pct(o['resid_patch_donor_answer'])}) | |")
+        doc.add(f"| bridge at the answer position, the donor asking another relation r2'' | | | {val} | {pct(o.resid_patch)} "
+                f"(the donor's own answer t(b', r2''): {pct(o.resid_patch_donor_answer)}) | |")
     doc.add("")
-    if o.get("n"):
+    if o:
         doc.add(f"The last row tells a bridge from an answer: the donor asks r2'' with t(b', r2'') ≠ t(b', r2); the high-level "
-                f"model still answers t(b', r2). The unit answers the donor's t(b', r2'') on {pct(o.get('unit_donor_answer'))} "
+                f"model still answers t(b', r2). The unit answers the donor's t(b', r2'') on {pct(o.unit_donor_answer)} "
                 "of these pairs, the residual patch (which carries r2'' too) on "
-                f"{pct(o['resid_patch_donor_answer'])}.", "")
-    f = c.get("faithfulness") or {}
-    if "circuit" not in f:
-        doc.add(f"Faithfulness not measured: {f.get('status', 'no bridge@answer unit')}.", "")
+                f"{pct(o.resid_patch_donor_answer)}.", "")
+    f = c.faithfulness or CircuitFaithfulness()
+    if not f.circuit:
+        doc.add(f"Faithfulness not measured: {opt(f.status, 'no bridge@answer unit')}.", "")
         _verdict(doc, c, None)
         return
     doc.add(f"**Faithfulness with no remainder.** At each chosen hook the whole residual stream is replaced by the units' "
             "clean projection plus the fit mean of everything else (each position: x → μ + WᵀW(x − μ); positions without a "
-            f"unit are mean-ablated whole). {f['metric']}. On {f['n']} {f['measured_on']}. Validity: {f['validity_check']}.", "")
+            f"unit are mean-ablated whole). {f.metric}. On {f.n} {f.measured_on}. Validity: {f.validity_check}.", "")
     doc.add("| ablated at | units kept (position: rank) | kept / faithfulness | random subspaces, same ranks | full mean ablation | "
             "identity | valid |", "|---|---|---|---|---|---|---|")
     for key, label in CUTS:
-        r = f.get(key)
-        if r is None:
+        r = getattr(f, key)
+        if not r:
             continue
-        units = "; ".join(f"`{h}` " + ", ".join(f"{p}: {k}" for p, k in b.items()) for h, b in r["units"].items())
-        u = r["unit"]
+        units = "; ".join(f"`{h}` " + ", ".join(f"{p}: {k}" for p, k in b.items()) for h, b in r.units.items())
+        u = r.unit
         if key == "circuit":
-            kept = doc.number("circuit.causal.kept", u["kept"], f"{f['n']} held-out base questions", spec=".1%")
-            if u.get("kept_ci95"):
-                kept += f" ({pct(u['kept_ci95'][0])}–{pct(u['kept_ci95'][1])})"
-            faith = doc.number("circuit.causal.faithfulness", u["faithfulness"], f"{f['n']} held-out base questions, logit "
+            kept = doc.number("circuit.causal.kept", u.kept, f"{f.n} held-out base questions", spec=".1%")
+            if opt(u.kept_ci95):
+                kept += f" ({pct(u.kept_ci95[0])}–{pct(u.kept_ci95[1])})"
+            faith = doc.number("circuit.causal.faithfulness", u.faithfulness, f"{f.n} held-out base questions, logit "
                                "difference, no remainder nodes", spec=".3f")
         else:
-            kept, faith = pct(u["kept"]), f"{u['faithfulness']:.3f}" if u["faithfulness"] is not None else "n/a"
-        rd, fm, idn = r["random"], r["full_mean_ablation"], r["identity"]
-        rf = f"{rd['faithfulness']:.3f}" if rd.get("faithfulness") is not None else "n/a"
-        doc.add(f"| {label} | {units} | {kept} / {faith} | {pct(rd['kept'])} / {rf} | {pct(fm['kept'])} | {pct(idn['kept'])} | "
-                f"{'yes' if r['valid'] else '**no**'} |")
+            kept, faith = pct(u.kept), f"{u.faithfulness:.3f}" if u.faithfulness is not None else "n/a"
+        rd, fm, idn = r.random, r.full_mean_ablation, r.identity
+        rf = f"{rd.faithfulness:.3f}" if rd.faithfulness is not None else "n/a"
+        doc.add(f"| {label} | {units} | {kept} / {faith} | {pct(rd.kept)} / {rf} | {pct(fm.kept)} | {pct(idn.kept)} | "
+                f"{'yes' if r.valid else '**no**'} |")
     doc.add("")
-    _verdict(doc, c, f["circuit"])
+    _verdict(doc, c, f.circuit)
 
 
-def _verdict(doc: Doc, c: dict, cut: dict | None) -> None:
-    nodes = c["nodes"]
-    low = [k for k, nd in {**(c.get("inputs") or {}), **nodes}.items() if (nd["unit"].get("switch") or 0) < TARGET]
-    faith = (cut or {}).get("unit", {}).get("faithfulness")
-    kept = (cut or {}).get("unit", {}).get("kept")
-    o = (nodes.get("bridge@answer") or {}).get("other_r2") or {}
-    bridge_like = not o.get("n") or (o["unit"].get("switch") or 0) >= TARGET
-    holds = (cut is not None and cut["valid"] and not low and "bridge@answer" in nodes and bridge_like and faith is not None and faith >= TARGET
+def _ci(u: ControlUnit) -> str:
+    return f" ({pct(u.ci95[0])}–{pct(u.ci95[1])})" if opt(u.ci95) else ""
+
+
+def _draws(rnd: ControlUnit) -> str:
+    return f"{pct(rnd.share)} (draws {pct(opt(rnd.min))}–{pct(opt(rnd.max))})"
+
+
+def _other_r2(c: CausalCircuit) -> OtherR2 | None:
+    """bridge@answer from a donor asking another r2, where any such pair was formed."""
+    nd = c.nodes.get("bridge@answer")
+    o = nd.other_r2 if nd else None
+    return o if o and o.n else None
+
+
+def _verdict(doc: Doc, c: CausalCircuit, cut: Cut | None) -> None:
+    nodes = c.nodes
+    low = [k for k, nd in c.every_node().items() if (nd.unit.share or 0) < TARGET]
+    faith = cut.unit.faithfulness if cut else None
+    kept = cut.unit.kept if cut else None
+    o = _other_r2(c)
+    bridge_like = not o or (o.unit.share or 0) >= TARGET
+    holds = (cut is not None and cut.valid and not low and "bridge@answer" in nodes and bridge_like and faith is not None and faith >= TARGET
              and kept is not None and kept >= TARGET)
     if holds:
         doc.add(f"**The circuit holds**: every node's IIA and the circuit with no remainder nodes keep at least {TARGET:.0%} on "
@@ -130,16 +143,15 @@ def _verdict(doc: Doc, c: dict, cut: dict | None) -> None:
     why = []
     if "bridge@answer" not in nodes:
         why.append("there is no bridge@answer unit")
-    every = {**(c.get("inputs") or {}), **nodes}
-    why += [f"{k}'s IIA is {pct(every[k]['unit'].get('switch'))}" for k in low]
-    o = (nodes.get("bridge@answer") or {}).get("other_r2") or {}
-    if o.get("n") and (o["unit"].get("switch") or 0) < TARGET:
-        carries = ("carries the donor's answer more than its bridge" if (o.get("unit_donor_answer") or 0) > o["unit"]["switch"]
+    every = c.every_node()
+    why += [f"{k}'s IIA is {pct(every[k].unit.share)}" for k in low]
+    if o and (o.unit.share or 0) < TARGET:
+        carries = ("carries the donor's answer more than its bridge" if (opt(o.unit_donor_answer) or 0) > o.unit.switch
                    else "separates the bridge from r2 only in part")
-        why.append(f"bridge@answer interchanged from a donor asking another r2 gives t(b', r2) on only {pct(o['unit']['switch'])} "
-                   f"of held-out pairs (the donor's own answer t(b', r2'') on {pct(o.get('unit_donor_answer'))}): the unit "
+        why.append(f"bridge@answer interchanged from a donor asking another r2 gives t(b', r2) on only {pct(o.unit.switch)} "
+                   f"of held-out pairs (the donor's own answer t(b', r2'') on {pct(o.unit_donor_answer)}): the unit "
                    + carries)
-    if cut is not None and not cut["valid"]:
+    if cut is not None and not cut.valid:
         why.append("the ablation fails its validity check")
     if faith is not None and (faith < TARGET or (kept or 0) < TARGET):
         why.append(f"with no remainder nodes it keeps {pct(kept)} of held-out answers (logit-difference faithfulness {faith:.3f})")

@@ -7,12 +7,13 @@ from sae_ooc.circuits.attribute_result import AttributionValidation, NodeEffects
 from sae_ooc.circuits.faithfulness_result import CircuitFaithfulness
 from sae_ooc.circuits.graph import CIRCUIT_FILE, PROMPT_CIRCUIT_FILE, CircuitGraph, load_circuit
 from sae_ooc.records import opt
-from sae_ooc.report.doc import Doc, f3, load
+from sae_ooc.report.doc import Doc, f3
+from sae_ooc.tasks.layout import load_layout
 
 
 def _multi_token(run) -> str:
     """What the metric means when answers are several tokens (a natural-language task); '' for one-token answers."""
-    n = (load(run.data_dir / "layout.json") or {}).get("answer_len", 1)
+    n = load_layout(run.data_dir).answer_len
     if n <= 1:
         return ""
     return (f" Answers are {n}-token names: `logit_diff` is then the log-probability difference of the two answers' token "
@@ -24,12 +25,13 @@ def _multi_token(run) -> str:
 def attribution_section(doc: Doc) -> None:
     run = doc.run
     doc.heading("attribution", "Which features carry the A→C answer")
-    ne = NodeEffectsSummary.load_if(run.attribution_dir)
+    ne = doc.load_or_say(NodeEffectsSummary, run.attribution_dir, "`sae-ooc attribute`")
     if ne is None:
-        doc.add("Not run yet: `sae-ooc attribute`.", "")
         return
-    doc.add(f"Node effects by `{ne.method}` on {ne.n_pairs} clean/corrupted pairs (corruption: a different head entity whose "
-            f"bridge and answer both differ). Metric `{ne.metric}`: clean {ne.metric_clean_mean:.3f}, corrupted "
+    a = run.cfg.attribution
+    doc.add(f"Node effects by `{ne.method}` on {ne.n_pairs} clean/corrupted pairs of {a.split} prompts"
+            f"{' the model answers correctly' if a.only_correct else ''} (corruption: a different head entity whose answer "
+            f"differs, and its bridge where the question has one). Metric `{ne.metric}`: clean {ne.metric_clean_mean:.3f}, corrupted "
             f"{ne.metric_corrupt_mean:.3f}." + _multi_token(run), "")
     val = AttributionValidation.load_if(run.attribution_dir)
     if val is None:
@@ -41,7 +43,7 @@ def attribution_section(doc: Doc) -> None:
         doc.add(f"Each approximation against exact activation patching, per pair, on {val.n_pairs} pairs, judged only on what it "
                 "estimated: recall of exact's top-k nodes in the method's ranking, and Spearman over the nodes the method did *not* "
                 "patch exactly (atp_verified patches its shortlist exactly, so comparing it there would grade exact against itself). "
-                f"Trusted when recall@50 ≥ {tr.get('recall_top50')} and that Spearman ≥ {tr.get('spearman_not_exact')}. Speed: against "
+                f"Trusted when recall@50 ≥ {tr.recall_top50} and that Spearman ≥ {tr.spearman_not_exact}. Speed: against "
                 "our own batched exact patching, timed in the same run on the same pairs; the one-pass-per-node figure is an "
                 "extrapolated estimate.", "",
                 "| method | recall top 10 (min) | recall top 50 (min) | Spearman, nodes not patched exactly | × faster than batched exact "
@@ -126,7 +128,7 @@ def _ablation_table(doc: Doc, faith: CircuitFaithfulness, cap: int) -> None:
         verdict = "passes" if chk.passes else "**fails**"
         valid = cv.valid_for
         doc.add(f"| {kind} | {f3(cv.m_empty)} | {verdict} ({f3(chk.relative_change)}; can fail: "
-                f"{'yes' if chk.can_fail else 'no'}) | {valid.get('feature', '–')} / {valid.get('error', '–')} | "
+                f"{'yes' if chk.can_fail else 'no'}) | {valid.feature} / {valid.error} | "
                 f"{f3(cv.faithfulness[at]) if at is not None else '–'} | "
                 f"{f3(cv.faithfulness_per_prompt_circuits_in_sample[at]) if at is not None else '–'} |")
     doc.add("")
@@ -194,10 +196,10 @@ def _prompt_circuit(doc: Doc) -> None:
     ex = CircuitGraph.load(doc.run.circuit_dir / PROMPT_CIRCUIT_FILE)
     m, sc = ex.metadata, ex.scores
     nf = sum(n.type == "feature" for n in ex.nodes)
-    doc.add(f"**One prompt's circuit** (in-sample: pruned on this very pair). `{m['prompt']}` → {m['answer']} (bridge {m['bridge']}; "
-            f"corrupted `{m['corrupted_prompt']}` → {m['corrupted_answer']}): {nf} feature and {len(ex.nodes) - nf} error nodes, "
-            f"faithfulness {f3(sc['faithfulness'])} on this pair under {m['ablation']} ablation; {len(ex.edges)} edges weighed by exact "
+    doc.add(f"**One prompt's circuit** (in-sample: pruned on this very pair). `{m.prompt}` → {m.answer} (bridge {m.bridge}; "
+            f"corrupted `{m.corrupted_prompt}` → {m.corrupted_answer}): {nf} feature and {len(ex.nodes) - nf} error nodes, "
+            f"faithfulness {f3(opt(sc.faithfulness))} on this pair under {m.ablation} ablation; {len(ex.edges)} edges weighed by exact "
             "edge patching on this pair."
             + (" With the logit-diff metric a circuit only has to prefer t2 over t2' (a tail of another bridge), so it can pass "
-               "without carrying r2; `--set attribution.metric=logprob` asks for t2 itself." if m["metric"] == "logit_diff" else ""), "",
+               "without carrying r2; `--set attribution.metric=logprob` asks for t2 itself." if m.metric == "logit_diff" else ""), "",
             "![one prompt's circuit](prompt_circuit.png)", "", "Interactive version: [prompt_circuit.html](prompt_circuit.html).", "")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sae_ooc.io import read_json
+from sae_ooc.records import OMIT
 from sae_ooc.viz.text import fmt
 
 
@@ -19,7 +20,7 @@ def load(path: Path):
 
 
 def pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
+    return "n/a" if x is None or x is OMIT else f"{100 * x:.1f}%"
 
 
 f3 = fmt  # the report's short name
@@ -28,7 +29,7 @@ f3 = fmt  # the report's short name
 # this order): the lead sections have no number; the others are numbered 1, 2, ... in this order. A heading and a
 # cross-reference ask for the number (`Doc.heading`, `Doc.ref`), so moving a section renumbers the page.
 LEAD = ("finetune", "threehop", "causal_circuit", "bridge", "variables_control", "mechanism")  # finetune / threehop: only in a fine-tuning / three-hop run's report (its answer)
-NUMBERED = ("task", "train", "sae", "attribution", "circuit", "variable", "analyses", "steer", "edit", "browse", "dynamics", "sweep")
+NUMBERED = ("task", "train", "sae", "attribution", "circuit", "variable", "analyses", "steer", "edit", "browse", "dynamics", "sweep", "family")
 ORDER = LEAD + NUMBERED
 
 
@@ -57,13 +58,21 @@ class Doc:
 
     def number(self, name: str, value, measured_on: str, in_sample: bool = False, spec: str = ".3f") -> str:
         """Record a headline number for summary.json and return its text (in-sample numbers say so)."""
-        v = None if value is None else (value if isinstance(value, (str, bool)) else float(value))
+        v = None if value is None or value is OMIT else (value if isinstance(value, (str, bool)) else float(value))
         self.numbers.append({"name": name, "value": v, "measured_on": measured_on, "in_sample": bool(in_sample)})
         text = v if isinstance(v, str) else f3(v, spec)
         return f"{text} (in-sample)" if in_sample else text
 
     def figure(self, *paths: Path) -> None:
         self.figures.extend(paths)
+
+    def load_or_say(self, cls, directory: Path, command: str | None = None, not_run: str = "Not run yet"):
+        """A section's typed input `cls.load_if(directory)`, or None after the section's one line saying what to run
+        (`command`: the command's text, default `Doc.cmd` of the stage that writes it)."""
+        x = cls.load_if(directory)
+        if x is None:
+            self.add(f"{not_run}: {command or self.cmd(cls.STAGE)}.", "")
+        return x
 
     def cmd(self, stage: str, extra: str = "") -> str:
         run = self.run

@@ -72,16 +72,15 @@ def _used_answer(doc: Doc, res: DynamicsResult, pts: list[Checkpoint], ans: Answ
 
 def dynamics_section(doc: Doc) -> None:
     run = doc.run
-    res = DynamicsResult.load_if(run.dynamics_dir)
     doc.heading("dynamics", "Training dynamics: when does the bridge become readable, and when does A→C appear?")
+    res = doc.load_or_say(DynamicsResult, run.dynamics_dir, not_run="Not run (a separate command, not part of the pipeline)")
     if res is None:
-        doc.add(f"Not run (a separate command, not part of the pipeline): {doc.cmd('dynamics')}.", "")
         return
     pts, rise, ans = res.checkpoints, res.rise, res.answers
     n = res.n_checkpoints
     v, t = rise["valid_id"], rise["test_id"]
-    doc.add(f"{len(pts)} checkpoints: {n['saved']} saved by train (log-spaced, with step 0, the random initialisation) and "
-            f"{n['replayed']} replayed exactly from the nearest saved one across the window where valid_id accuracy rises"
+    doc.add(f"{len(pts)} checkpoints: {n.saved} saved by train (log-spaced, with step 0, the random initialisation) and "
+            f"{n.replayed} replayed exactly from the nearest saved one across the window where valid_id accuracy rises"
             + (f" (steps {v.start}–{v.end}); valid_id reaches half its rise at step "
                f"{doc.number('dynamics.valid_id_rise_step', v.moment, 'valid_id, periodic evaluations', in_sample=True, spec='.0f')} "
                "(it chose where checkpoints were added)" if v.found else "; valid_id never rose") + ". "

@@ -3,8 +3,9 @@ them answered (by which hop is new), and what did the pretrained model forget.""
 
 from __future__ import annotations
 
-from sae_ooc.io import read_jsonl
-from sae_ooc.report.doc import Doc, f3, load
+from sae_ooc.models.metrics import TrainMetrics, read_train_log
+from sae_ooc.report.doc import Doc, f3
+from sae_ooc.tasks.finetune_result import FinetuneMeta
 
 # (split, summary name, what it holds)
 ROWS = (("atomic_test", "finetune.new_atomic.acc", "the new atomic facts (taught: in-sample)"),
@@ -30,40 +31,40 @@ def _sets(run) -> str:
 
 def finetune_section(doc: Doc) -> None:
     run = doc.run
-    meta = load(run.data_dir / "finetune.json")
+    meta = FinetuneMeta.load_if(run.data_dir)
     if meta is None:
         return  # not a fine-tuning run
-    fm = load(run.model_dir / "final_metrics.json")
+    fm = TrainMetrics.load_if(run.model_dir)
     doc.heading("finetune", "Fine-tuning new facts: does composition transfer to them?")
     ft = run.cfg.task.finetune
     how = ("with two-hop examples of their own (the control: phi "
-           f"{meta['phi']:g}, {meta['n_control_examples']} examples)" if meta["control"] else "as atomic facts only (no two-hop example uses them)")
-    replay = (f"; replay: every row of the pretrained train split beside them ({100 * meta['replay_share']:.1f}% of the train rows)"
+           f"{meta.phi:g}, {meta.n_control_examples} examples)" if meta.control else "as atomic facts only (no two-hop example uses them)")
+    replay = (f"; replay: every row of the pretrained train split beside them ({100 * meta.replay_share:.1f}% of the train rows)"
               if ft.replay > 0 else "; no replay")
-    doc.add(f"The model of `{meta['model_run']}` fine-tuned on {meta['n_new_facts']} new atomic facts `(h, r) → t` over its "
-            f"entities and relations, on (h, r) pairs its training never taught ({meta['pretrain_ood_pairs_reused']} of them the pairs "
+    doc.add(f"The model of `{meta.model_run}` fine-tuned on {meta.n_new_facts} new atomic facts `(h, r) → t` over its "
+            f"entities and relations, on (h, r) pairs its training never taught ({meta.pretrain_ood_pairs_reused} of them the pairs "
             f"never trained, its test_unanswerable's; tails drawn afresh), {how}{replay}. Held-out two-hop questions: "
-            + ", ".join(f"{k} {v}" for k, v in meta["pool"].items()) + " in the pool (less the control's examples and the validation share).", "")
+            + ", ".join(f"{k} {v}" for k, v in meta.pool.items()) + " in the pool (less the control's examples and the validation share).", "")
     if fm is None:
         doc.add("Not trained yet: `sae-ooc finetune`.", "")
         return
-    acc, maj, n = fm["accuracy"], fm["majority_rate"], fm["n_examples"]
-    records = read_jsonl(run.model_dir / "metrics.jsonl") if (run.model_dir / "metrics.jsonl").exists() else []
-    before = records[0] if records and records[0]["step"] == 0 else {}
-    doc.add(f"After {fm['steps']} steps" + (" (stopped once the new atomic facts were learned)" if fm.get("stopped_early") else "")
+    acc, maj, n = fm.accuracy, fm.majority_rate, fm.n_examples
+    log = read_train_log(run.model_dir) or []
+    before = log[0].accuracy if log and log[0].step == 0 else {}  # the pretrained model's (step 0)
+    doc.add(f"After {fm.steps} steps" + (" (stopped once the new atomic facts were learned)" if fm.stopped_early else "")
             + "; before = the pretrained model (step 0, on at most train.eval_max_examples of each split):", "",
             "| split | examples | accuracy after | before | majority-answer rate | r2 shortcut |", "|---|---|---|---|---|---|")
-    shortcut = meta.get("r2_shortcut", {})
+    shortcut = meta.r2_shortcut
     for split, name, what in ROWS:
         if split not in acc:
             continue
         on = f"{split} ({n.get(split, '?')} examples): {what}"
         doc.add(f"| {split}: {what} | {n.get(split, '?')} | {doc.number(name, acc[split], on, in_sample=(split == 'atomic_test'))} | "
-                f"{f3(before.get(f'{split}_acc'))} | {f3(maj.get(split))} | {f3(shortcut.get(split))} |")
+                f"{f3(before.get(split))} | {f3(maj.get(split))} | {f3(shortcut.get(split))} |")
     verdicts = []
     for k in ("new_new", "new_old", "old_new"):
         a = acc.get(k)
-        base = max(maj.get(k) or 0.0, before.get(f"{k}_acc") or 0.0, shortcut.get(k) or 0.0)
+        base = max(maj.get(k) or 0.0, before.get(k) or 0.0, shortcut.get(k) or 0.0)
         if a is None or a != a:
             verdicts.append(f"{k}: no held-out question")
         else:

@@ -47,9 +47,8 @@ def _edit_natural(st: EditSettings) -> str:
 def steer_section(doc: Doc) -> None:
     run = doc.run
     doc.heading("steer", "Interventions: steering the bridge")
-    s = SteerResult.load_if(run.steer_dir)
+    s = doc.load_or_say(SteerResult, run.steer_dir)
     if s is None:
-        doc.add(f"Not run yet: {doc.cmd('steer')}.", "")
         return
     st = s.settings
     if not s.rows:
@@ -127,9 +126,8 @@ def steer_section(doc: Doc) -> None:
 def edit_section(doc: Doc) -> None:
     run = doc.run
     doc.heading("edit", "Interventions: editing a fact, and whether localization informs editing")
-    e = EditResult.load_if(run.edit_dir)
+    e = doc.load_or_say(EditResult, run.edit_dir)
     if e is None:
-        doc.add(f"Not run yet: {doc.cmd('edit')}.", "")
         return
     st = e.settings
     if not e.by_layer:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from sae_ooc.models.metrics import THRESHOLDS, TrainMetrics
-from sae_ooc.report.doc import Doc, f3, load, pct
+from sae_ooc.report.doc import Doc, f3, pct
+from sae_ooc.errors import UserError
+from sae_ooc.tasks.data_info import DataInfo
 from sae_ooc.tasks.families import describe
+from sae_ooc.tasks.layout import load_layout
+from sae_ooc.tasks.vocab import read_vocab
 
 
 def task_section(doc: Doc) -> None:
     run = doc.run
     t = run.cfg.task
-    info = (run.stage_record("data") or {}).get("info", {})
+    info = DataInfo.of(run)
     doc.heading("task", "Task")
     doc.add(
         f"Family `{t.family}`: {describe(t)} "
@@ -23,36 +27,38 @@ def task_section(doc: Doc) -> None:
     if t.render == "natural":
         doc.add(_natural_text(run), "")
     doc.add("| split | examples | majority-answer rate |", "|---|---|---|")
-    for s, n in info.get("sizes", {}).items():
-        doc.add(f"| {s} | {n} | {f3(info.get('majority_rate', {}).get(s))} |")
+    for s, n in (info.sizes if info else {}).items():
+        doc.add(f"| {s} | {n} | {f3(info.majority_rate.get(s))} |")
     doc.add("", f"Reproduce: {doc.cmd('data')}", "")
 
 
 def _natural_text(run) -> str:
     """How a natural-language task renders the facts, with one rendered question."""
     n = run.cfg.task.natural
-    layout = load(run.data_dir / "layout.json") or {}
-    vocab = load(run.data_dir / "vocab.json") or {}
+    try:
+        layout, vocab = load_layout(run.data_dir), read_vocab(run.data_dir)
+    except (ValueError, KeyError, TypeError, OSError, UserError):  # not written yet, or damaged: the text says so
+        layout = vocab = None
     tok = "a byte-level BPE trained on the rendered corpus" if n.tokenizer == "bpe" else "the pretrained checkpoint's tokenizer"
     return (f"Rendered as English (`task.render: natural`): entity names of exactly {n.name_tokens} tokens, relations as nouns; "
             f"training documents in {len(n.train_templates)} paraphrases (e.g. `{n.train_templates[0]}`), atomic_test in held-out "
             f"paraphrases (e.g. `{n.test_templates[0]}`), the two-hop question `{n.question_template}` "
-            f"(e.g. \"{vocab.get('example', '')}\"), documents `{n.documents}`; tokenized by {tok} of {vocab.get('d_vocab', '?')} "
-            f"tokens. Every question has the layout `{', '.join(layout.get('position_names', []))}`; answers are "
-            f"{layout.get('answer_len', '?')}-token names, scored by their whole token sequence (correct = greedy decoding gives the name).")
+            f"(e.g. \"{vocab.example if vocab else ''}\"), documents `{n.documents}`; tokenized by {tok} of {vocab.d_vocab if vocab else '?'} "
+            f"tokens. Every question has the layout `{', '.join(layout.position_names) if layout else ''}`; answers are "
+            f"{layout.answer_len if layout else '?'}-token names, scored by their whole token sequence (correct = greedy decoding gives the name).")
 
 
 def train_section(doc: Doc) -> None:
     run = doc.run
     doc.heading("train", "Model: does it compose A→C?")
-    fm = TrainMetrics.load_if(run.model_dir)
+    fm = doc.load_or_say(TrainMetrics, run.model_dir, "`sae-ooc train`")
     if fm is None:
-        doc.add("Not run yet: `sae-ooc train`.", "")
         return
     tc = run.cfg.train
     acc, maj = fm.accuracy, fm.majority_rate
     stop = fm.stop_split
-    sizes = (run.stage_record("data") or {}).get("info", {}).get("sizes", {})
+    info = DataInfo.of(run)
+    sizes = info.sizes if info else {}
     doc.add(
         f"{_model_description(run)} for {fm.steps} steps in {fm.minutes:.2f} minutes (on the machine that made this report)"
         + ((f", stopped early once atomic_test ≥ {tc.stop_at_atomic}" if tc.stop_on == "atomic" else
@@ -90,7 +96,9 @@ def _model_description(run) -> str:
     which = " (MLP weights only; every other weight frozen)" if tc.trainable == "mlp" else ""
     if m.source == "scratch":
         return f"A {m.n_layers}-layer HookedTransformer (d_model {m.d_model}, {m.n_heads} heads, d_mlp {m.d_mlp}) trained from scratch{which}"
-    kw = load(run.model_dir / "config.json") or {}
-    return (f"The pretrained {m.name} ({kw.get('original_architecture', '?')}: {kw.get('n_layers', '?')} layers, d_model "
-            f"{kw.get('d_model', '?')}, {kw.get('n_heads', '?')} heads, d_mlp {kw.get('d_mlp', '?')}; checkpoint `{m.path}`) "
-            f"fine-tuned{which or ' (all weights)'}")
+    from sae_ooc.models.hooked import saved_config  # imports transformer_lens: only a pretrained source's report pays it
+
+    c = saved_config(run.model_dir)
+    arch = (f"{c.original_architecture or '?'}: {c.n_layers} layers, d_model {c.d_model}, {c.n_heads} heads, d_mlp {c.d_mlp}"
+            if c is not None else "architecture not saved yet")
+    return f"The pretrained {m.name} ({arch}; checkpoint `{m.path}`) fine-tuned{which or ' (all weights)'}"

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from sae_ooc.errors import UserError
-from sae_ooc.io import write_json, write_text
+from sae_ooc.io import write_text
 from sae_ooc.report.analyses import analyses_section
 from sae_ooc.report.bridge import bridge_section
 from sae_ooc.report.browse import browse_section
@@ -23,6 +23,7 @@ from sae_ooc.report.causal_circuit import causal_circuit_section
 from sae_ooc.report.variables_control import variables_control_section
 from sae_ooc.report.circuits import attribution_section, circuit_section
 from sae_ooc.report.doc import ORDER, Doc
+from sae_ooc.report.family import family_section
 from sae_ooc.report.finetune import finetune_section
 from sae_ooc.report.threehop import threehop_section
 from sae_ooc.report.interventions import edit_section, steer_section
@@ -32,13 +33,14 @@ from sae_ooc.report.sweeps import sweep_section
 from sae_ooc.report.model import task_section, train_section
 from sae_ooc.report.out import check_out, claim
 from sae_ooc.report.saes import sae_section
+from sae_ooc.report.summary import SUMMARY_FILE, HeadlineNumber, ReportSummary
 from sae_ooc.report.variables import variable_section
 
 _FUNCTIONS = {f.__name__.removesuffix("_section"): f for f in (
     finetune_section, threehop_section, causal_circuit_section, bridge_section, variables_control_section, mechanism_section, task_section, train_section, sae_section, attribution_section,
-    circuit_section, variable_section, analyses_section, steer_section, edit_section, browse_section, dynamics_section, sweep_section)}
+    circuit_section, variable_section, analyses_section, steer_section, edit_section, browse_section, dynamics_section, sweep_section,
+    family_section)}
 SECTIONS = tuple(_FUNCTIONS[name] for name in ORDER)  # the page's order, and its section numbers, are report.doc.ORDER
-SUMMARY_FILE = "summary.json"
 # the export's diagrams that results/ keeps beside the report
 DIAGRAMS = tuple(f"{p}circuit.{ext}" for p in ("", "prompt_") for ext in ("png", "svg", "html"))
 
@@ -90,13 +92,14 @@ def run_report(run, force: bool = False, out: Path | None = None) -> dict:
         check_out(out, names, run_root=run.root)  # before anything is written, the run's own REPORT.md included
     # unchanged files are left alone, so an up-to-date pipeline writes nothing (and runs on a read-only run directory)
     write_text(run.root / "REPORT.md", _run_links(run, text, doc.figures), only_if_changed=True)
-    write_json(run.root / SUMMARY_FILE, doc.numbers, only_if_changed=True)
+    summary = ReportSummary([HeadlineNumber.from_json(n) for n in doc.numbers])  # Doc.number's rows, typed at the file
+    summary.save(run.root, only_if_changed=True)
     if out is None:
         return {"out": None, "copied": [], "n_numbers": len(doc.numbers)}
     out.mkdir(parents=True, exist_ok=True)
     claim(out, names)
     write_text(out / "REPORT.md", text)
-    write_json(out / SUMMARY_FILE, doc.numbers)
+    summary.save(out)
     for src, dst in copies.items():
         shutil.copyfile(src, dst)
     return {"out": str(out), "copied": names, "n_numbers": len(doc.numbers)}

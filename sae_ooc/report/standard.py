@@ -3,7 +3,8 @@ standard_metrics.json per hook: SAEBench's k-sparse probing and absorption, sae_
 
 from __future__ import annotations
 
-from sae_ooc.saes.standard_result import STANDARD_FILE, StandardMetrics
+from sae_ooc.records import opt
+from sae_ooc.saes.standard_result import StandardMetrics
 from sae_ooc.saes.store import hook_sort_key
 from sae_ooc.report.doc import Doc, f3
 
@@ -12,11 +13,10 @@ SHOWN = ("bridge@r1", "r1@r1", "r2@r2", "answer@r2")  # the headline rows; every
 
 def standard_section(doc: Doc) -> None:
     ev = doc.run.sae_eval_dir
-    paths = sorted((p / STANDARD_FILE for p in ev.iterdir() if (p / STANDARD_FILE).exists()), key=lambda p: hook_sort_key(p.parent.name)) \
-        if ev.exists() else []
-    if not paths:
+    dirs = sorted((p for p in ev.iterdir() if StandardMetrics.exists(p)), key=lambda p: hook_sort_key(p.name)) if ev.exists() else []
+    if not dirs:
         return
-    results = [StandardMetrics.load(p) for p in paths]
+    results = [StandardMetrics.load(p) for p in dirs]
     doc.add(
         "**Standard SAE metrics on the planted variables** (eval-sae, `standard_metrics.json` per hook). *k-sparse probing* "
         "follows SAEBench's sparse_probing eval: per value, a balanced one-vs-rest set, the k latents with the largest class-mean "
@@ -41,19 +41,19 @@ def standard_section(doc: Doc) -> None:
                 continue
             sp, ab, m = r.sparse_probing, r.absorption, r.matching
             on = f"{r.n_heldout} held-out prefixes"
-            ks = [str(k) for k in res.settings.get("sparse_probing_k", [])]
-            top = " / ".join(f3(sp["sae_top_k"].get(k)) for k in ks)
-            k1 = sp["sae_top_k"].get("1")
+            ks = [str(k) for k in res.settings.sparse_probing_k]
+            top = " / ".join(f3(sp.sae_top_k.get(k)) for k in ks)
+            k1 = sp.sae_top_k.get("1")
             if k1 is not None:
-                top = " / ".join([doc.number(f"sparse_probing.{key}.{hook}.sae_top_1", k1, on)] + [f3(sp["sae_top_k"].get(k)) for k in ks[1:]])
-            raw = " / ".join([f3(sp["llm_top_k"].get(k)) for k in ks] + [f3(sp.get("llm"))])
+                top = " / ".join([doc.number(f"sparse_probing.{key}.{hook}.sae_top_1", k1, on)] + [f3(sp.sae_top_k.get(k)) for k in ks[1:]])
+            raw = " / ".join([f3(sp.llm_top_k.get(k)) for k in ks] + [f3(sp.llm)])
             absorb = "—"
-            if ab.get("mean_absorption_fraction") is not None:
-                absorb = (f"{doc.number(f'absorption.{key}.{hook}.mean_absorption_fraction', ab['mean_absorption_fraction'], on)} "
-                          f"({f3(ab.get('mean_full_absorption'))})")
+            if opt(ab.mean_absorption_fraction) is not None:
+                absorb = (f"{doc.number(f'absorption.{key}.{hook}.mean_absorption_fraction', ab.mean_absorption_fraction, on)} "
+                          f"({f3(opt(ab.mean_full_absorption))})")
             # the decoder MCC compares two things fitted on the selection prefixes (the SAE, the class means): in-sample
-            mcc = (f"{doc.number(f'mcc.{key}.{hook}.decoder', m.get('mcc_decoder'), 'SAE decoder vs class-mean directions of the selection prefixes', in_sample=True)} / "
-                   f"{doc.number(f'mcc.{key}.{hook}.activation', m.get('mcc_activation'), on)}")
-            doc.add(f"| `{hook}` | {key} | {sp.get('n_classes')} | {top} | {raw} | {absorb} | {mcc} | "
-                    f"{f3(m.get('precision_live'))} / {f3(m.get('recall_live'))} |")
+            mcc = (f"{doc.number(f'mcc.{key}.{hook}.decoder', m.mcc_decoder, 'SAE decoder vs class-mean directions of the selection prefixes', in_sample=True)} / "
+                   f"{doc.number(f'mcc.{key}.{hook}.activation', m.mcc_activation, on)}")
+            doc.add(f"| `{hook}` | {key} | {sp.n_classes} | {top} | {raw} | {absorb} | {mcc} | "
+                    f"{f3(m.precision_live)} / {f3(m.recall_live)} |")
     doc.add("")

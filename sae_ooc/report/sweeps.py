@@ -76,8 +76,8 @@ def sweep_section(doc: Doc) -> None:
                     "| " + " | ".join(f"`{a}`" for a in axes) + " | runs | test_id | test_ood_sys | steps to valid_id ≥ 0.9 | composed |",
                     "|" + "---|" * (len(axes) + 5))
             for st in sw.settings:
-                doc.add("| " + " | ".join(_val(st["values"][k]) for k in axes) + f" | {st['n_runs']} | {spread_text(st.get('test_id'))} | "
-                        f"{spread_text(st.get('test_ood_sys'))} | {spread_text(st.get('valid_id_0.9_step'), '.0f')} | {st['n_composed']}/{st['n_runs']} |")
+                doc.add("| " + " | ".join(_val(st.values[k]) for k in axes) + f" | {st.n_runs} | {spread_text(st.test_id)} | "
+                        f"{spread_text(st.test_ood_sys)} | {spread_text(st.valid_id_0_9_step, '.0f')} | {st.n_composed}/{st.n_runs} |")
         best = sw.smallest_composed
         if best:
             setting = ", ".join(f"`{k}` = {_val(v)}" for k, v in best.values.items())

@@ -12,9 +12,8 @@ def variable_section(doc: Doc) -> None:
     run = doc.run
     doc.heading("variable", "A task-level circuit of variable nodes")
     vdir = run.variable_circuit_dir
-    f = VariableCircuitFaithfulness.load_if(vdir)
+    f = doc.load_or_say(VariableCircuitFaithfulness, vdir, "`sae-ooc variable-circuit`")
     if f is None:
-        doc.add("Not run yet: `sae-ooc variable-circuit`.", "")
         return
     sel, circ, ver = f.selection, f.circuit, f.verdict
     kind = sel.ablation

@@ -88,6 +88,7 @@ class SaeTrainMetrics(_HookOutput):
     cache: SaeCache
     training: SaeTraining
     reconstruction: Reconstruction
+    task: TaskMetrics = OMIT  # SAE sweep points (sae_ooc.saes.sweep): the task with the SAE spliced in
 
 
 @dataclass(kw_only=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from sae_ooc.activations.cache import ActivationCache, distinct_rows, prefix_ids, prefix_tokens
+from sae_ooc.records import opt
 
 # every planted variable a task may have (Layout.variables): the threehop family's r3 and bridge2 are cache columns of
 # its runs only; a variable without a column is labelled NONE everywhere, so nothing scores it
@@ -80,7 +81,7 @@ def position_slices(cache: ActivationCache, held: torch.Tensor, max_select: int,
     tok = cache.tokens()
     pid = prefix_ids(tok)
     labels = {v: prefix_labels(tok, pid, v) for v in VARIABLES}
-    known = first_hop_known(tok, cache.manifest.get("split_codes", {}).get("train"))
+    known = first_hop_known(tok, opt(cache.manifest.split_codes, {}).get("train"))
     out = []
     for p, name in enumerate(cache.roles):
         if positions is not None and p not in positions:

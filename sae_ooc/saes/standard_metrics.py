@@ -43,22 +43,24 @@ def standard_metrics(sae, cache: ActivationCache, hook_name: str, slices: list[P
             y_sel, y_ev = sl.labels[var]
             if int((y_sel >= 0).sum()) == 0 or int((y_ev >= 0).sum()) == 0:
                 continue
-            row = StandardRow(var, sl.name, int((y_sel >= 0).sum()), int((y_ev >= 0).sum()))
-            row.sparse_probing = sparse_probing(f_sel, y_sel, f_ev, y_ev, ks, ecfg.min_positives, ecfg.seed, x_sel, x_ev)
-            if row.sparse_probing["n_classes"] < 2:
+            row = {"variable": var, "position": sl.name, "n_select": int((y_sel >= 0).sum()), "n_heldout": int((y_ev >= 0).sum())}
+            row["sparse_probing"] = sparse_probing(f_sel, y_sel, f_ev, y_ev, ks, ecfg.min_positives, ecfg.seed, x_sel, x_ev)
+            if row["sparse_probing"]["n_classes"] < 2:
                 continue
-            row.matching, lat = synthetic_match(x_sel, y_sel, f_ev, y_ev, w_dec, ecfg.min_positives)
-            if ecfg.absorption:
-                row.absorption = absorption(x_sel, f_sel, y_sel, x_ev, f_ev, y_ev, w_dec, ecfg.min_positives, ecfg.seed)
-            rows.append(row)
+            matching, lat = synthetic_match(x_sel, y_sel, f_ev, y_ev, w_dec, ecfg.min_positives)
+            row["absorption"] = (absorption(x_sel, f_sel, y_sel, x_ev, f_ev, y_ev, w_dec, ecfg.min_positives, ecfg.seed)
+                                 if ecfg.absorption else {})
+            rows.append(row | {"matching": matching})
             per_latent.update({f"{var}@{sl.name}/{k}": v.contiguous() for k, v in lat.items()})
         if progress is not None:
             progress()
     settings = {"sparse_probing_k": list(ks), "absorption": bool(ecfg.absorption), "min_positives": ecfg.min_positives,
                 "seed": ecfg.seed, "fitted_on": "selection prefixes", "measured_on": "held-out prefixes (never seen by the SAE)"}
-    return StandardMetrics(hook_name, rows, settings), per_latent
+    # the measuring functions return plain dicts; typed once, here, in their key order
+    return StandardMetrics.from_json({"hook_name": hook_name, "rows": rows, "settings": settings,
+                                      "format": StandardMetrics.format_string()}), per_latent
 
 
 def write_standard_metrics(out_dir: Path, result: StandardMetrics, per_latent: dict[str, torch.Tensor]) -> None:
-    result.save(out_dir / STANDARD_FILE)
+    result.save(out_dir)
     save_tensors(out_dir / PER_LATENT_FILE, per_latent or {"empty": torch.zeros(0)})

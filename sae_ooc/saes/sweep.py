@@ -11,7 +11,7 @@ from sae_ooc.activations.cache import ActivationCache
 from sae_ooc.config import SaeConfig
 from sae_ooc.io import write_json
 from sae_ooc.saes.architectures import ARCHITECTURES
-from sae_ooc.saes.store import METRICS_FILE
+from sae_ooc.saes.metrics_result import TaskMetrics
 from sae_ooc.saes.trainer import Reuse, settings_hash, train_sae
 from sae_ooc.viz.sae_plots import plot_pareto
 
@@ -72,15 +72,17 @@ def train_sweep(cache: ActivationCache, hook_name: str, root: str | Path, p: Sae
         if m is None:
             m = train_sae(cache, hook_name, out, q, device=device, resume=reuse.resume, dense_threshold=dense_threshold)
             reuse.add(out, settings)
-        point = {"param": param, "value": v, "l0": m["reconstruction"]["l0"], "fvu": m["reconstruction"]["fvu"],
-                 "explained_variance": m["reconstruction"]["explained_variance"], "dead_fraction": m["reconstruction"]["dead_fraction"]}
+        r = m.reconstruction
+        point = {"param": param, "value": v, "l0": r.l0, "fvu": r.fvu, "explained_variance": r.explained_variance,
+                 "dead_fraction": r.dead_fraction}
         if task_eval is not None:
-            if "task" not in m:
-                m["task"] = task_eval(SAE.load_from_disk(out, device=device))
-                write_json(out / METRICS_FILE, m)
-            point["loss_recovered"] = m["task"].get("loss_recovered")  # test_id: reported only
-            point["loss_recovered_valid_id"] = m["task"].get("loss_recovered_valid_id")  # what a choice of SAE reads
-            point["test_id_acc"] = m["task"].get("splits", {}).get("test_id", {}).get("acc_sae")
+            if not m.task:
+                m.task = TaskMetrics.from_json(task_eval(SAE.load_from_disk(out, device=device)))
+                m.save(out)
+            point["loss_recovered"] = m.task.loss_recovered  # test_id: reported only
+            point["loss_recovered_valid_id"] = m.task.loss_recovered_valid_id  # what a choice of SAE reads
+            test_id = m.task.splits.get("test_id")
+            point["test_id_acc"] = test_id.acc_sae if test_id else None
         points.append(point)
         print(f"{hook_name} {param}={v}: L0 {point['l0']:.1f}  FVU {point['fvu']:.4f}  loss recovered (valid_id) {point.get('loss_recovered_valid_id')}")
     write_json(Path(root) / hook_name / "sweep.json", points)

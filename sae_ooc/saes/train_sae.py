@@ -22,6 +22,7 @@ from sae_ooc.config import SaeConfig
 from sae_ooc.io import read_json, save_tensors, write_json
 from sae_ooc.models.hooked import model_hash
 from sae_ooc.saes.dead import DEAD_ON
+from sae_ooc.saes.metrics_result import SaeTrainMetrics
 from sae_ooc.saes.store import eval_rows, sae_dir
 from sae_ooc.saes.sweep import sweep_spec, train_sweep
 from sae_ooc.saes.task_metrics import task_evaluator
@@ -38,15 +39,15 @@ def configured_hooks(cache: ActivationCache, p: SaeConfig) -> list[str]:
     return hooks
 
 
-def summary_line(hook_name: str, m: dict, out_dir: Path) -> str:
-    r = m["reconstruction"]
-    return (f"{hook_name}: EV {r['explained_variance']:.4f}  FVU {r['fvu']:.4f}  L0 {r['l0']:.2f}  "
-            f"dead {r['n_dead']}/{m['d_sae']} ({r['dead_fraction']:.1%}, {DEAD_ON})  "
-            f"dense {r['dense_fraction']:.1%}  ({m['training']['tokens_per_s']:.0f} tok/s) -> {out_dir}")
+def summary_line(hook_name: str, m: SaeTrainMetrics, out_dir: Path) -> str:
+    r = m.reconstruction
+    return (f"{hook_name}: EV {r.explained_variance:.4f}  FVU {r.fvu:.4f}  L0 {r.l0:.2f}  "
+            f"dead {r.n_dead}/{m.d_sae} ({r.dead_fraction:.1%}, {DEAD_ON})  "
+            f"dense {r.dense_fraction:.1%}  ({m.training.tokens_per_s:.0f} tok/s) -> {out_dir}")
 
 
 def train_hooks(cache: ActivationCache, dirs: dict[str, Path], p: SaeConfig, device: str = "cpu", reuse: Reuse | None = None,
-                stop_after_steps: int | None = None, wandb: bool = False) -> dict[str, dict] | None:
+                stop_after_steps: int | None = None, wandb: bool = False) -> dict[str, SaeTrainMetrics] | None:
     """One SAE per hook into `dirs[hook]`, keeping those `reuse` allows; {hook: metrics}, or None when stopped early."""
     reuse = reuse or Reuse()
     out = {}
@@ -94,7 +95,7 @@ class StageProgress(Reuse):
     def _key(self, out_dir: Path) -> str:
         return Path(out_dir).relative_to(self.root).as_posix()
 
-    def get(self, out_dir: Path, settings: str) -> dict | None:
+    def get(self, out_dir: Path, settings: str) -> SaeTrainMetrics | None:
         return finished_metrics(out_dir, settings) if self.done.get(self._key(out_dir)) == settings else None
 
     def add(self, out_dir: Path, settings: str) -> None:
@@ -131,6 +132,6 @@ def run_train_sae(run, force: bool = False, stop_after_steps: int | None = None,
         for h in hooks:
             train_sweep(cache, h, root / SWEEP_DIR, p, device=run.device, task_eval=task_eval, reuse=progress)
     progress.finish()
-    rec = {h: m["reconstruction"] for h, m in metrics.items()}
-    return {"hooks": hooks, "explained_variance": {h: r["explained_variance"] for h, r in rec.items()},
-            "l0": {h: r["l0"] for h, r in rec.items()}}
+    rec = {h: m.reconstruction for h, m in metrics.items()}
+    return {"hooks": hooks, "explained_variance": {h: r.explained_variance for h, r in rec.items()},
+            "l0": {h: r.l0 for h, r in rec.items()}}

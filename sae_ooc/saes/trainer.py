@@ -153,7 +153,7 @@ def train_sae(
     stop_after_steps: int | None = None,
     dense_threshold: float = 0.1,
     plot: bool = True,
-) -> dict | None:
+) -> SaeTrainMetrics | None:
     """Train one SAE on `hook_name` of `cache` into `out_dir`; returns the metrics written to metrics.json.
 
     `rows_mask` selects the training rows (default: all but the held-out prefixes, sae.eval_fraction of the distinct
@@ -266,9 +266,10 @@ def train_sae(
         },
         "reconstruction": recon,
     }
-    SaeTrainMetrics.from_json(metrics).save(out_dir)
+    metrics = SaeTrainMetrics.from_json(metrics)
+    metrics.save(out_dir)
     if log and plot:
-        plot_training_curves(log, out_dir / "curves", title=f"{hook_name} ({p.architecture}, d_sae {metrics['d_sae']})")
+        plot_training_curves(log, out_dir / "curves", title=f"{hook_name} ({p.architecture}, d_sae {metrics.d_sae})")
     if ckpt_root.exists():
         shutil.rmtree(ckpt_root)  # the final SAE is saved; checkpoints only serve resuming
     return metrics
@@ -285,16 +286,17 @@ def _save_inference(sae, out_dir: Path) -> None:
     shutil.rmtree(tmp)
 
 
-def finished_metrics(out_dir: str | Path, settings: str) -> dict | None:
-    """The metrics.json of a complete SAE in `out_dir` trained with `settings` (a `settings_hash`), else None."""
+def finished_metrics(out_dir: str | Path, settings: str) -> SaeTrainMetrics | None:
+    """The metrics.json of a complete SAE in `out_dir` trained with `settings` (a `settings_hash`), else None (an
+    unreadable or outdated file included: the SAE is trained again)."""
     out_dir = Path(out_dir)
     if not all((out_dir / name).is_file() for name in (METRICS_FILE, SAE_CFG_FILE, SAE_WEIGHTS_FILE)):
         return None
     try:
-        m = read_json(out_dir / METRICS_FILE)
-    except ValueError:
+        m = SaeTrainMetrics.load(out_dir)
+    except UserError:
         return None
-    return m if isinstance(m, dict) and m.get("settings") == settings else None
+    return m if m.settings == settings else None
 
 
 class Reuse:
@@ -306,7 +308,7 @@ class Reuse:
 
     resume = True
 
-    def get(self, out_dir: Path, settings: str) -> dict | None:
+    def get(self, out_dir: Path, settings: str) -> SaeTrainMetrics | None:
         return finished_metrics(out_dir, settings)
 
     def add(self, out_dir: Path, settings: str) -> None:

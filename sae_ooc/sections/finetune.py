@@ -21,9 +21,14 @@ class FinetuneConfig:
     # data-ordering experiment (facts before their implications or after), the other phase a fine-tuning run on this one
     atomic: bool = True
     phi: float = -1.0  # two-hop examples per new atomic fact in the control (and held out of the test splits); < 0: task.phi
+    # new entity tokens e{E}..e{E+k-1} added to model.run's vocabulary (relation ids move up by k) and to its model's
+    # embedding and unembedding (rows at the mean of the old entities'); every (h, r) pair of a new entity is free, so the
+    # new facts include theirs (with n_facts: 0, all of them), with tails among old and new entities. Toy task only
+    new_entities: int = 0
     seed: int = 0  # which free pairs, their tails, which two-hop questions go to the control's train split
 
     def validate(self, where: str) -> None:
+        _check(self.new_entities >= 0, where, "task.finetune.new_entities", "must be >= 0 (0 = no new entity tokens)")
         _check(self.n_facts >= 0, where, "task.finetune.n_facts", "must be >= 0 (0 = every (h, r) pair pretraining never taught)")
         _check(self.atomic or self.control, where, "task.finetune.atomic", "false teaches only the two-hop examples of the "
                "control; set task.finetune.control: true with it, or leave atomic: true")

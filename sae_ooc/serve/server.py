@@ -31,6 +31,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from sae_ooc.errors import UserError
+from sae_ooc.records import Record
 
 API = "/api/query"
 MAX_PROMPT = 500  # characters: a task prompt is a few tokens, a natural one a sentence
@@ -41,7 +42,7 @@ MAX_EXAMPLES = 10  # = commands.query.MAX_EXAMPLES: top-activating prompts cache
 PARAMS = ("prompt", "target", "top", "examples")
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
 
-Ask = Callable[[str, "str | None", int, int], dict]  # (prompt, target, top, examples) -> query's dict
+Ask = Callable[[str, "str | None", int, int], "Record | dict"]  # (prompt, target, top, examples) -> a QueryResult (or its JSON)
 
 
 def is_loopback(host: str) -> bool:
@@ -66,7 +67,8 @@ class QueryApi:
         try:
             args = self._args(params)
             with self.lock:
-                return 200, self.ask(*args)
+                res = self.ask(*args)
+            return 200, res.to_json() if isinstance(res, Record) else res  # a QueryResult: the JSON `query --json` prints
         except UserError as e:  # a prompt or target the query refuses, or a bad parameter
             return 400, {"error": str(e)}
         except Exception as e:  # a bug: the client gets one line, the log the traceback, and the server goes on

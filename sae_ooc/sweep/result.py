@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sae_ooc.records import OMIT, StageOutput, key
+from sae_ooc.records import OMIT, Record, StageOutput, key
 
 COMPOSED = 0.9  # test_id accuracy from which a point composed ...
 ATOMIC = 0.99  # ... with atomic_test at least this
@@ -48,6 +48,30 @@ class SweepPoint(StageOutput):
 
 
 @dataclass(kw_only=True)
+class SeedSpread(Record):
+    """A number over a setting's seeds (sae_ooc.stats.spread)."""
+
+    mean: float
+    sd: float  # ddof=1; 0 for one value
+    min: float
+    max: float
+    n: int  # runs that have the number
+
+
+@dataclass(kw_only=True)
+class SweepSetting(Record):
+    """One grid setting over the seeds axis: its finished runs' spreads."""
+
+    values: dict  # grid key -> the setting's value
+    n_runs: int  # finished runs
+    test_id: SeedSpread | None
+    test_ood_sys: SeedSpread | None
+    test_unanswerable: SeedSpread | None
+    valid_id_0_9_step: SeedSpread | None = key("valid_id_0.9_step")  # the step valid_id reached 0.9 (None: no run did)
+    n_composed: int  # runs that composed
+
+
+@dataclass(kw_only=True)
 class SweepResult(StageOutput):
     """Every finished point of a sweep and the smallest that composed (`sae-ooc sweep`, not a stage of one run)."""
 
@@ -64,7 +88,7 @@ class SweepResult(StageOutput):
     n_points: int  # points in the grid, finished or not
     seeds: list[int] | None = OMIT  # the seeds axis (None: one seed per setting; older files lack it)
     seed_keys: list[str] = OMIT  # the config keys each seed sets ([] without a seeds axis)
-    settings: list[dict] = OMIT  # per grid setting: values, n_runs, n_composed and spreads (stats.spread) over its seeds' runs
+    settings: list[SweepSetting] = OMIT  # per grid setting: its runs over the seeds
 
     @classmethod
     def rebuild(cls, directory: Path) -> str:

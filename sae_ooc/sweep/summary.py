@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sae_ooc.io import write_text
 from sae_ooc.stats import spread, spread_text
-from sae_ooc.sweep.result import ATOMIC, COMPOSED, SweepPoint, SweepResult
+from sae_ooc.sweep.result import ATOMIC, COMPOSED, SweepPoint, SweepResult, SweepSetting
 from sae_ooc.sweep.spec import SEED_KEYS
 from sae_ooc.viz.phase_plots import plot_phase
 
@@ -83,7 +83,7 @@ def write_summary(sw, root: Path, points, done: dict[str, SweepPoint]) -> dict:
     lines += ["", verdict, "", f"![phase diagram](phase_{sw.name}.png)", ""]
     write_text(root / "table.md", "\n".join(lines))
     SweepResult(name=sw.name, grid=sw.grid, axes=list(sw.axes()), seeds=seeds, seed_keys=list(SEED_KEYS) if seeds else [],
-                composed_threshold=COMPOSED, points=recs, settings=by_setting, smallest_composed=best,
+                composed_threshold=COMPOSED, points=recs, settings=[SweepSetting.from_json(s) for s in by_setting], smallest_composed=best,
                 n_points=len(points)).save(root)
     figs = plot_phase(sw, points, done, root / f"phase_{sw.name}") if recs else []  # named per sweep: the report copies several into one folder
     files = f"sweep.json, sweep.log.txt, table.md{f', phase_{sw.name}.{{png,svg}}' if figs else ''}, points/<point>/ (a run directory each)"

@@ -27,12 +27,12 @@ from sae_ooc.config import TaskConfig
 from sae_ooc.sections.model import hub_id
 from sae_ooc.errors import UserError, unreadable
 from sae_ooc.io import write_json
+from sae_ooc.tasks.data_info import DataInfo
 from sae_ooc.tasks.layout import LAYOUT_FILE, TOY_LAYOUT, Layout
 from sae_ooc.tasks.rows import FEATURES, _concat, _rows, _shuffled, valid_test  # noqa: F401  (re-exported)
 from sae_ooc.tasks.natural.generate import render_natural
 from sae_ooc.tasks.natural.text_vocab import TOKENIZER_FILE
-from sae_ooc.tasks.families import FAMILIES, SPLITS  # noqa: F401  (re-exported)
-from sae_ooc.tasks.families import layout as family_layout
+from sae_ooc.tasks.families import FAMILIES, SPLITS, layout_of  # noqa: F401  (re-exported)
 from sae_ooc.tasks.vocab import POSITION_ROLES, SEQ_LEN, Vocab, read_vocab  # noqa: F401  (re-exported)
 
 
@@ -201,17 +201,20 @@ def majority_rate(ds: Dataset) -> float:
 def run_data(run, force: bool = False) -> dict:
     """Stage `data`: generate the task into RUN/data (a DatasetDict + vocab.json + layout.json; natural: + tokenizer.json)."""
     if run.cfg.model.source == "run":  # a fine-tuning run: new facts for model.run's model, in its vocabulary
-        from sae_ooc.tasks.finetune import FINETUNE_FILE, finetune_task
+        from sae_ooc.tasks.finetune import FINETUNE_FILE, FinetuneMeta, finetune_task
 
         ds, vocab, meta = finetune_task(run.cfg, Path(run.cfg.model.run).expanduser(), load_task)
-        save_task(ds, vocab, run.data_dir, TOY_LAYOUT, {FINETUNE_FILE: lambda path: write_json(path, meta)})
-        return {"sizes": {s: len(ds[s]) for s in ds}, "majority_rate": {s: majority_rate(ds[s]) for s in ds},
-                "finetune": {k: v for k, v in meta.items() if k != "new_facts"}}
+        extra = {FINETUNE_FILE: lambda path: FinetuneMeta.from_json(meta).save(path.parent)}
+        if vocab.layout.render != "toy":  # model.run's tokenizer, which its vocabulary (and this run's) reads
+            extra[TOKENIZER_FILE] = lambda path: vocab.tokenizer.save(str(path))
+        save_task(ds, vocab, run.data_dir, vocab.layout, extra)
+        return DataInfo(sizes={s: len(ds[s]) for s in ds}, majority_rate={s: majority_rate(ds[s]) for s in ds},
+                        finetune={k: v for k, v in meta.items() if k != "new_facts"}).to_json()
     ds, vocab = generate(run.cfg.task)
     if run.cfg.task.render == "natural":
         ds, vocab, layout, tok = render_natural(run.cfg.task, ds, FEATURES, run.cfg.model.path or None,
                                                hub_id(run.cfg.model.name or "gpt2"))
         save_task(ds, vocab, run.data_dir, layout, {TOKENIZER_FILE: lambda path: tok.tokenizer.save(str(path))})
     else:
-        save_task(ds, vocab, run.data_dir, family_layout(run.cfg.task.family))
-    return {"sizes": {s: len(ds[s]) for s in SPLITS}, "majority_rate": {s: majority_rate(ds[s]) for s in SPLITS}}
+        save_task(ds, vocab, run.data_dir, layout_of(run.cfg.task.family))
+    return DataInfo(sizes={s: len(ds[s]) for s in SPLITS}, majority_rate={s: majority_rate(ds[s]) for s in SPLITS}).to_json()

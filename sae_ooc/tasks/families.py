@@ -25,7 +25,7 @@ from datasets import Dataset, DatasetDict
 from sae_ooc.config import TASK_SPLITS, TaskConfig
 from sae_ooc.errors import UserError
 from sae_ooc.registry import Registry
-from sae_ooc.tasks.layout import THREEHOP_LAYOUT, TOY_LAYOUT, Layout
+from sae_ooc.tasks.layout import ONE_HOP_LAYOUT, THREEHOP_LAYOUT, TOY_LAYOUT, Layout
 from sae_ooc.tasks.rows import FEATURES, _concat, _rows, _shuffled, valid_test  # noqa: F401  (re-exported)
 from sae_ooc.tasks.vocab import Vocab
 
@@ -80,6 +80,13 @@ def _dataset(train_atomic: list, inferred: dict[str, list], rng: np.random.Gener
 
 
 FAMILIES: Registry = Registry("task.family")
+# the layout of each family's analysed prompts (sae_ooc.tasks.layout), the toy's two-hop question unless named here
+LAYOUTS: dict[str, Layout] = {"reversal": ONE_HOP_LAYOUT, "threehop": THREEHOP_LAYOUT}
+
+
+def layout_of(family: str) -> Layout:
+    """The layout every stage reads the analysed prompts of `family` by (RUN/data/layout.json)."""
+    return LAYOUTS.get(family, TOY_LAYOUT)
 
 
 def _chain_atomic(cfg: TaskConfig, rng: np.random.Generator) -> tuple[Vocab, list, set, set, dict[int, list[int]]]:
@@ -258,6 +265,20 @@ DESCRIPTIONS = {  # what a family's facts are, in the report's task section
 }
 
 
+QUESTIONS = {  # what each family asks of the model (the report's family section answers it)
+    "twohop": "Does the model compose two facts it learned separately, `(h, r1) → b` and `(b, r2) → t`, into `(h, r1, r2) → t`: "
+              "in distribution (test_id) and on OOD atomic facts no inferred training fact used (test_ood_sys, where Wang et al. "
+              "2024 find composition fails)?",
+    "reversal": "Having learned `(a, r) → b`, does the model answer the reversed question `(b, r⁻¹) → a`, never trained for these "
+                "pairs (test_id; the reversal curse, Berglund et al. 2023), and what does it answer instead?",
+    "comparison": "Does the model compare two attribute values it learned separately, `(e1, attr, e2)` → lt / eq / gt: in "
+                  "distribution (test_id) and on OOD facts (test_ood_sys, where Wang et al. 2024 find comparison generalizes)?",
+    "threehop": "Does the model compose three facts it learned separately, `(h, r1) → b1`, `(b1, r2) → b2`, `(b2, r3) → t3`, into "
+                "`(h, r1, r2, r3) → t3` out of context (test_id; test_ood_sys on OOD atomic facts), and where are its two bridges "
+                "(the lead section \"Three hops\")?",
+}
+
+
 def describe(cfg: TaskConfig) -> str:
     """One sentence on the facts of `cfg.family` (the report's task section)."""
     return DESCRIPTIONS[cfg.family].format(E=cfg.n_entities, R=cfg.n_relations, k=cfg.facts_per_entity, V1=cfg.n_values - 1)
@@ -272,12 +293,6 @@ def extra_sets(cfg: TaskConfig) -> dict[str, Dataset]:
     f = threehop_facts(cfg)
     return {k: Dataset.from_dict(_rows(f[s], 2), features=FEATURES) for k, s in (("two_hop_heldout", "two_heldout"),
                                                                                ("two_hop_train", "two_train"))}
-
-
-def layout(family: str) -> Layout:
-    """The analysed prompt's roles of a toy task of `family`: the three-hop question's four positions, else the two-hop
-    question's three (comparison and reversal map their prompts onto the two-hop roles)."""
-    return THREEHOP_LAYOUT if family == "threehop" else TOY_LAYOUT
 
 
 def inverse_relations(family: str, vocab: Vocab) -> dict[int, int]:

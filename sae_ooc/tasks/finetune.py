@@ -27,9 +27,9 @@ from datasets import Dataset, DatasetDict
 
 from sae_ooc.config import TASK_SPLITS as SPLITS
 from sae_ooc.errors import UserError
+from sae_ooc.tasks.finetune_result import FINETUNE_FILE, FinetuneMeta  # noqa: F401  RUN/data/finetune.json (FINETUNE_FILE)
 from sae_ooc.tasks.rows import FEATURES, _concat, _rows, _shuffled, valid_test
 
-FINETUNE_FILE = "finetune.json"  # RUN/data/finetune.json: the new facts and how the splits were made
 KINDS = ("new_new", "new_old", "old_new")  # (first fact new?, second fact new?)
 EXTRA_SPLITS = ("new_valid",) + KINDS + ("pretrain_atomic",)
 # task fields that generated model.run's facts: the fine-tuning run's task section must repeat them (the report and
@@ -64,10 +64,20 @@ def finetune_task(cfg, src: Path, load_task) -> tuple[DatasetDict, object, dict]
     check_source(cfg, src)
     fc = cfg.task.finetune
     src_ds, vocab = load_task(src / "data")
-    E, R = vocab.n_entities, vocab.n_relations
     # model.run may itself be a fine-tuning run (one phase of a data-ordering experiment): its pretraining facts are
     # then its pretrain_atomic, and the same seed draws the same new facts and questions again
     chained = "pretrain_atomic" in src_ds
+    old_E, added = vocab.n_entities, 0
+    if chained:
+        theirs = int(((yaml.safe_load((src / "config.yaml").read_text()) or {}).get("task", {}).get("finetune") or {}).get("new_entities", 0))
+        if theirs != fc.new_entities:
+            raise UserError(f"model.run {src} is a fine-tuning run with task.finetune.new_entities={theirs}, this config asks "
+                            f"{fc.new_entities}; a fine-tuning run of a fine-tuning run keeps its entities: set task.finetune.new_entities: {theirs}")
+        old_E -= theirs
+    elif fc.new_entities:
+        src_ds, vocab = with_new_entities(src_ds, vocab, fc.new_entities)
+        added = fc.new_entities
+    E, R = vocab.n_entities, vocab.n_relations
     a = src_ds["pretrain_atomic" if chained else "atomic_test"]
     old = {(int(h), int(r)): int(t) for h, r, t in zip(a["head"], a["r1"], a["answer"])}
     free = [(h, vocab.relation_id(r)) for h in range(E) for r in range(R) if (h, vocab.relation_id(r)) not in old]
@@ -101,6 +111,9 @@ def finetune_task(cfg, src: Path, load_task) -> tuple[DatasetDict, object, dict]
     valid, test = valid_test(held, cfg.task)
     atomic = _rows([(h, r, t) for (h, r), t in sorted(new.items())], 1)
     taught = _concat(atomic if fc.atomic else _rows([], 1), _rows(control, 2) if fc.control else _rows([], 2))
+    natural = vocab.layout.render != "toy"
+    if natural:  # model.run's text: each new fact a document per train template, its two-hop examples questions
+        taught = _as_text(cfg, vocab, {"train": taught})["train"]
     n_taught, copies = len(taught["answer"]), 1
     if fc.replay > 0:
         replay = _pretraining_rows(src_ds["train"], set(new), {f[:3] for f in pool}) if chained else _columns(src_ds["train"])
@@ -124,10 +137,15 @@ def finetune_task(cfg, src: Path, load_task) -> tuple[DatasetDict, object, dict]
         **{k: _rows([f for f in test if kind_of[f[:3]] == k], 2) for k in KINDS},
         "pretrain_atomic": _columns(a),  # model.run's taught facts (a chained run: the first run's pretraining facts)
     }
+    if natural:  # the new facts' held-out splits asked in model.run's text (its own splits are text already)
+        splits.update(_as_text(cfg, vocab, {s: splits[s] for s in ("test_ood_sys", "test_unanswerable", "atomic_test", "new_valid", *KINDS)}))
     ds = DatasetDict({s: Dataset.from_dict(splits[s], features=FEATURES) for s in SPLITS + EXTRA_SPLITS})
     n_train = len(splits["train"]["answer"])
     meta = {
         "model_run": str(src.resolve()), "n_free_pairs": len(free), "n_new_facts": len(new),
+        # task.finetune.new_entities: entity ids old_n_entities.. are new (every relation id moved up by them); the train
+        # stage inserts their embedding rows (models.hooked.with_new_tokens) when this run added them
+        "old_n_entities": old_E, "new_entities": fc.new_entities, "new_entities_added": added,
         "pretrain_ood_pairs_reused": sum(1 for p in new if p in _ood_pairs(src_ds, old)),
         "new_facts": [[h, r, t] for (h, r), t in sorted(new.items())],
         "chained": chained, "atomic": fc.atomic, "control": fc.control, "phi": phi, "n_control_examples": n_ctrl, "replay": fc.replay, "copies_of_new_rows": copies,
@@ -136,6 +154,40 @@ def finetune_task(cfg, src: Path, load_task) -> tuple[DatasetDict, object, dict]
         "r2_shortcut": {s: r2_shortcut(splits["train"], splits[s]) for s in ("new_valid", *KINDS, "test_id")},
     }
     return ds, vocab, meta
+
+
+def _as_text(cfg, vocab, named: dict[str, dict[str, list]]) -> dict[str, dict[str, list]]:
+    """Toy rows {split: columns} rendered in a natural-language model.run's names, nouns and tokenizer (`vocab`)."""
+    from sae_ooc.tasks.natural.generate import render_with_vocab
+
+    rows = {s: [dict(zip(cols, v)) for v in zip(*cols.values())] for s, cols in named.items()}
+    return {s: _columns(d) for s, d in render_with_vocab(cfg.task, rows, FEATURES, vocab).items()}
+
+
+ID_COLUMNS = ("input_ids", "answer_ids", "answer", "bridge", "head", "r1", "r2", "bridge2")  # token ids (-1: none); hop is not
+
+
+def with_new_entities(ds: DatasetDict, vocab, k: int) -> tuple[DatasetDict, object]:
+    """model.run's splits and vocabulary with `k` new entity tokens e{E}..e{E+k-1} after its E entities: every relation
+    id and the pad id move up by k (the toy's planted ids are its token ids, so the planted columns move with them)."""
+    from sae_ooc.tasks.vocab import Vocab
+
+    if vocab.layout.render != "toy":
+        raise UserError("task.finetune.new_entities adds toy entity tokens; model.run must be a toy-task run (task.render: toy)")
+    E = vocab.n_entities
+
+    def shift(i: int) -> int:
+        return i + k if i >= E else i
+
+    out = {}
+    for name, split in ds.items():
+        cols = _columns(split)
+        for c in ID_COLUMNS:
+            cols[c] = [[shift(i) for i in v] for v in cols[c]] if c.endswith("_ids") else [shift(v) for v in cols[c]]
+        out[name] = Dataset.from_dict(cols, features=FEATURES)
+    new = Vocab.build(E + k, vocab.n_relations)
+    new.layout = vocab.layout
+    return DatasetDict(out), new
 
 
 def r2_shortcut(train: dict[str, list], split: dict[str, list]) -> float | None:

@@ -56,7 +56,7 @@ class Vocab:
         if not 1 <= len(ids) <= self.layout.seq_len:
             question = " ".join(("h",) + self.layout.position_names[1:])
             raise UserError(f"prompt {prompt!r} has {len(ids)} tokens; write 'h r' (atomic) or '{question}' "
-                            f"({self.layout.hop}-hop)")
+                            f"({self.layout.question_hop}-hop)")
         return ids
 
     @property

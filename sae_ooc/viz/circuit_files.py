@@ -29,7 +29,7 @@ from typing import Callable
 from sae_ooc.io import write_json, write_text
 from sae_ooc.viz.circuit_html import to_html
 from sae_ooc.viz.diagram import DPI, METRIC, NEG, POS, draw_diagram, edge_width, fill
-from sae_ooc.viz.export_options import ExportOptions
+from sae_ooc.viz.export_options import Drawn, DrawnOptions, ExportOptions
 from sae_ooc.viz.graph_json import to_graph_json, validate_graph
 from sae_ooc.viz.node_labels import node_lines, sink_id
 from sae_ooc.viz.plots import fail_soft, save_figure
@@ -106,8 +106,9 @@ def export_circuit(circuit: dict, out_dir: Path, opt: ExportOptions | None = Non
     if errs:
         raise ValueError(f"graph.json does not match GRAPH_SCHEMA: {errs[:3]}")
     paths.append(write_json(out_dir / f"{prefix}graph.json", graph))
-    full = {**circuit, "drawn": {"options": asdict(opt), "nodes": [n["id"] for n in nodes], "edges": [[e["source"], e["target"]] for e in edges],
-                                 "without_drawn_edges": unlinked}}
+    drawn = Drawn(options=DrawnOptions(**asdict(opt)), nodes=[n["id"] for n in nodes],
+                  edges=[[e["source"], e["target"]] for e in edges], without_drawn_edges=unlinked)
+    full = {**circuit, "drawn": drawn.to_json()}
     paths.append(write_json(out_dir / f"{prefix}circuit_full.json", full))
     node_links = links(nodes) if links is not None else None
     paths.append(write_text(out_dir / f"{prefix}circuit.html", to_html(circuit, nodes, edges, len(unlinked), links=node_links,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sae_ooc.records import given, opt
 from sae_ooc.viz.plots import fail_soft, floats, mark_empty, na_axes, na_figure, plt, save_figure
 
 CURVES = (("das", "DAS subspace (rank)", "tab:blue", "o"),
@@ -28,16 +29,16 @@ def _short(hook: str) -> str:
 
 def _panel(ax, r) -> None:
     for kind, label, color, marker in CURVES:
-        us = [r.units[u] for u in r.curves.get(kind, []) if r.units.get(u, {}).get("switch") is not None]
+        us = [r.units[u] for u in r.curves.get(kind, []) if u in r.units and r.units[u].share is not None]
         if not us:
             continue
-        x = np.array([u["size"] for u in us], dtype=float)
-        y = np.array([u["switch"] for u in us])
+        x = np.array([u.size for u in us], dtype=float)
+        y = np.array([u.switch for u in us])
         ax.plot(x, y, marker=marker, ms=3.5, lw=1.2, color=color, label=label)
-        if "min" in us[0]:  # random references: their range over draws
-            ax.fill_between(x, floats([u["min"] for u in us]), floats([u["max"] for u in us]), color=color, alpha=0.25, lw=0)
-        elif all(u.get("ci95") for u in us):
-            ax.fill_between(x, floats([u["ci95"][0] for u in us]), floats([u["ci95"][1] for u in us]), color=color, alpha=0.12, lw=0)
+        if given(us[0].min):  # random references: their range over draws
+            ax.fill_between(x, floats([u.min for u in us]), floats([u.max for u in us]), color=color, alpha=0.25, lw=0)
+        elif all(opt(u.ci95) for u in us):
+            ax.fill_between(x, floats([u.ci95[0] for u in us]), floats([u.ci95[1] for u in us]), color=color, alpha=0.12, lw=0)
     for key, label, color, style in LINES:
         v = r.switch(key)
         if v is not None:
@@ -79,20 +80,20 @@ def plot_control_curves(result, stem: Path) -> list[Path]:
 def plot_variable_curves(result, stem: Path) -> list[Path]:
     """One row of panels per planted variable (besides the bridge at r1), one column per hook."""
     rows = [r for r in result.rows if r.pairs]
-    names = list(dict.fromkeys(r.pairs.get("name", r.variable) for r in rows))
+    names = list(dict.fromkeys(opt(r.pairs.name, r.variable) for r in rows))
     hooks = list(dict.fromkeys(r.hook for r in rows))
     if not rows:
         return na_figure(stem, "Where each variable lives", "no variable other than the bridge at r1 was measured")
     fig, axes = plt.subplots(len(names), len(hooks), figsize=(3.2 * len(hooks) + 0.8, 2.5 * len(names) + 1.4), sharey=True,
                              squeeze=False)
     for r in rows:
-        i, j = names.index(r.pairs.get("name", r.variable)), hooks.index(r.hook)
+        i, j = names.index(opt(r.pairs.name, r.variable)), hooks.index(r.hook)
         ax = axes[i][j]
         if r.n_heldout == 0:
             na_axes(ax, "no held-out pairs")
             continue
         _panel(ax, r)
-        ax.set_title(f"{r.pairs.get('name', r.variable)} @{r.position}, {_short(r.hook)} (n {r.n_heldout})", fontsize=8)
+        ax.set_title(f"{opt(r.pairs.name, r.variable)} @{r.position}, {_short(r.hook)} (n {r.n_heldout})", fontsize=8)
     for i, name in enumerate(names):
         axes[i][0].set_ylabel("switched to the\ncounterfactual answer", fontsize=8)
     for ax in axes[-1]:

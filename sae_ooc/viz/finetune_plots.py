@@ -27,3 +27,46 @@ def plot_finetune(records: list[dict], stem: Path) -> list[Path]:
     mark_empty(ax)
     fig.tight_layout()
     return save_figure(fig, stem)
+
+
+@fail_soft
+def plot_finetune_compare(res: dict, stem: Path) -> list[Path]:
+    """`sae-ooc compare`'s figure for a pretrained run and its fine-tuning run (sae_ooc.compare.finetune's result): the MLP
+    tracing effect by layer at the atomic prompt's last position, the pretrained bridge probe by hook, and the pretrained
+    DAS subspace's switch rate beside the residual patch and random subspaces."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
+    ax = axes[0]
+    for name, t in res["tracing"].items():
+        last = t["last_position"]
+        ax.plot(range(len(t["mlp"])), [row[last] for row in t["mlp"]], marker="o", label=f"{name} (n={t['n_prompts']})")
+    ax.set(xlabel="layer (MLP restored)", ylabel="indirect effect on p(tail)", title="causal tracing of atomic facts, last position")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=7)
+    bp = res["bridge_probe"]
+    ax = axes[1]
+    hooks = bp["hooks"]
+    for case in next(iter(bp["acc"].values()), {}):
+        ax.plot(range(len(hooks)), [bp["acc"][h][case] for h in hooks], marker="o", label=case)
+    ax.set_xticks(range(len(hooks)), [h.replace("blocks.", "L").replace(".hook_", " ") for h in hooks], fontsize=7, rotation=20)
+    ax.set(ylabel="held-out accuracy", ylim=(-0.02, 1.02), title="pretrained bridge probe at r1")
+    ax.legend(fontsize=7)
+    ax = axes[2]
+    das = res["das"]
+    if "cases" in das:
+        names = list(das["cases"])
+        for k, (unit, colour) in enumerate((("unit", "C0"), ("resid_patch", "C7"), ("random", "C3"))):
+            vals = [(das["cases"][n].get(unit) or {}).get("switch") for n in names]
+            ax.bar([i + (k - 1) * 0.27 for i in range(len(names))], [float("nan") if v is None else v for v in vals], 0.27,
+                   color=colour, label={"unit": f"pretrained DAS rank {das['rank']}", "resid_patch": "residual patch",
+                                        "random": f"random rank {das['rank']}"}[unit])
+        ax.set_xticks(range(len(names)), [f"{n.replace('@', chr(10) + '@')}\n({das['cases'][n]['n_correct_bases']} bases)" for n in names],
+                      fontsize=7)
+        ax.legend(fontsize=7)
+    ax.set(ylabel="switch rate (held out)", ylim=(0, 1.02), title=f"bridge interchange at {das.get('hook', '?')} r1")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    for ax in axes[:2]:  # line panels (mark_empty reads lines, not bars)
+        mark_empty(ax)
+    fig.suptitle(f"{Path(res['finetuned_run']).name} fine-tuned from {Path(res['pretrained_run']).name}", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, stem)

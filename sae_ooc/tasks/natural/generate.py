@@ -39,7 +39,7 @@ def _relation_names(chosen: list[tuple[str, str | None]], family: str) -> list[s
 
 def _render_all(cfg, toy_rows: dict, entities: list[str], relations: list[str]) -> dict[str, list[Rendered]]:
     renderer = Renderer(cfg, entities, relations, np.random.default_rng([cfg.seed, 2]))
-    held = toy_rows["valid_id"] + toy_rows["test_id"] if cfg.family == "twohop" else []
+    held = toy_rows.get("valid_id", []) + toy_rows.get("test_id", []) if cfg.family == "twohop" else []
     return {s: renderer.split(s, rows, held) for s, rows in toy_rows.items()}
 
 
@@ -152,7 +152,7 @@ def build_layout(tok: Tok, rendered: dict[str, list[Rendered]], encoded: dict[st
 
 def render_natural(cfg, toy_ds, features, model_path=None, hub: str = "gpt2"):
     """(DatasetDict, TextVocab, Layout, Tok) of the natural rendering of the toy task `toy_ds` (same splits)."""
-    from datasets import Dataset, DatasetDict
+    from datasets import DatasetDict
 
     nat = cfg.natural
     names = load_names(nat.names)
@@ -174,18 +174,34 @@ def render_natural(cfg, toy_ds, features, model_path=None, hub: str = "gpt2"):
         tok = pretrained_tokenizer(model_path, hub)  # hub: the id the error message says to download
     entities = _choose_names(tok, name_order, cfg)
     relations = _relation_names(_choose_relations(tok, pair_order, cfg), cfg.family)
-    rendered = _render_all(cfg, toy_rows, entities, relations)
-    name_ids = {n: tok.ids(" " + n) for n in entities}
-    encoded = {s: _encode(tok, xs, entities, name_ids) for s, xs in rendered.items()}
+    rendered, encoded, splits = _rendered_splits(cfg, toy_rows, features, tok, entities, relations)
     layout = build_layout(tok, rendered, encoded)
-
-    splits = {}
-    for s, xs in rendered.items():
-        cols = {"input_ids": [e[0] for e in encoded[s]], "answer_ids": [e[1] for e in encoded[s]]}
-        cols.update({k: [int(x.planted.get(k, -1)) for x in xs] for k in PLANTED})
-        splits[s] = Dataset.from_dict({k: cols[k] for k in features}, features=features)
     first = next(x for xs in rendered.values() for x in xs if x.analysed)
     vocab = TextVocab(tok.tokenizer, entities, relations, tok.bos_id, tok.pad_id, tok.source,
                       example=full_text(first.prompt).strip(), question_template=nat.question_template,
                       inverse_template=nat.test_templates[0], layout=layout)
     return DatasetDict(splits), vocab, layout, tok
+
+
+def _rendered_splits(cfg, toy_rows: dict, features, tok: Tok, entities: list[str], relations: list[str]):
+    """(rendered, encoded, {split: Dataset}) of toy rows {split: [row dict]} under `tok`, `entities` and `relations`."""
+    from datasets import Dataset
+
+    rendered = _render_all(cfg, toy_rows, entities, relations)
+    name_ids = {n: tok.ids(" " + n) for n in entities}
+    encoded = {s: _encode(tok, xs, entities, name_ids) for s, xs in rendered.items()}
+    splits = {}
+    for s, xs in rendered.items():
+        cols = {"input_ids": [e[0] for e in encoded[s]], "answer_ids": [e[1] for e in encoded[s]]}
+        cols.update({k: [int(x.planted.get(k, -1)) for x in xs] for k in PLANTED})
+        splits[s] = Dataset.from_dict({k: cols[k] for k in features}, features=features)
+    return rendered, encoded, splits
+
+
+def render_with_vocab(cfg, toy_rows: dict, features, vocab: TextVocab) -> dict:
+    """{split: Dataset} of toy rows {split: [row dict]} rendered with an existing natural task's names, relation nouns and
+    tokenizer (`vocab`, e.g. a finished run's): the new facts of a fine-tuning run (tasks/finetune.py) in model.run's text.
+    Split names decide the rendering as in `render_natural` (train: documents, one per train template; atomic_test: a
+    test template; two-hop rows: the question template)."""
+    tok = Tok(vocab.tokenizer, vocab.bos_id, vocab.pad, vocab.source)
+    return _rendered_splits(cfg, toy_rows, features, tok, list(vocab.entity_names), list(vocab.relation_names))[2]
