@@ -36,7 +36,7 @@ def two_hop_accuracy(run) -> dict:
 
 def threehop_section(doc: Doc) -> None:
     run = doc.run
-    if not (run.data_dir / "layout.json").exists() or load_layout(run.data_dir).hop < 3:
+    if not (run.data_dir / "layout.json").exists() or load_layout(run.data_dir).question_hop < 3:
         return
     from sae_ooc.models.metrics import TrainMetrics
 
