@@ -172,7 +172,7 @@ def test_dynamics_on_a_natural_task_reads_the_layouts_positions(natural_trained,
     from sae_ooc.report.report import build_report
 
     run = copy_run(natural_trained, tmp_path / "run", config=NATURAL,
-                   overrides=("train.n_checkpoints=2", "harvest.hooks=[blocks.1.hook_resid_pre]", "sae_eval.probe_steps=30",
+                   overrides=("harvest.hooks=[blocks.1.hook_resid_pre]", "sae_eval.probe_steps=30",
                               "dynamics.dense_checkpoints=0", "dynamics.sae_training_tokens=1024", "dynamics.n_prompts=1000",
                               "dynamics.patch_pairs=8", "dynamics.sae_hooks=[blocks.1.hook_resid_pre]",
                               "dynamics.dense_max_ratio=0", "dynamics.das_steps=5"))
