@@ -27,7 +27,7 @@ T = TypeVar("T")
 # The one list of each registry's names, in the order --help and error messages give them. A new choice: its name
 # here, its function registered in the module that holds the registry (docs/ARCHITECTURE.md says which).
 NAMES: dict[str, tuple[str, ...]] = {
-    "task.family": ("twohop", "reversal", "comparison"),  # sae_ooc.tasks.families.FAMILIES
+    "task.family": ("twohop", "reversal", "comparison", "threehop"),  # sae_ooc.tasks.families.FAMILIES
     "attribution.method": ("exact", "atp", "ig", "atp_verified"),  # sae_ooc.circuits.methods.ATTRIBUTION_METHODS
     "ablation": ("mean", "zero", "resample", "corrupt"),  # sae_ooc.circuits.ablation.ABLATIONS
     # SAELens architecture names: sae_ooc.saes.architectures.ARCHITECTURES

@@ -98,6 +98,7 @@ class SplitTensors:
     hop: torch.Tensor  # [n]
     answer_ids: torch.Tensor | None = None  # [n, answer_len] every answer token, -1 padded (None: one token, = answer)
     planted: dict | None = None  # {head, r1, r2, answer}: the planted variables, [n] each (None: the toy's = tokens)
+    bridge2: torch.Tensor | None = None  # [n] the second bridge (threehop: t(bridge, r2)), -1 for none; None: no column
 
     def __len__(self) -> int:
         return int(self.answer.shape[0])
@@ -115,12 +116,14 @@ class SplitTensors:
         """Planted variable `name` (head, r1, r2, bridge, answer) per example, -1 where the example has none."""
         if name == "bridge":
             return self.bridge
+        if name == "bridge2":
+            return self.bridge2 if self.bridge2 is not None else torch.full_like(self.answer, -1)
         if self.planted is not None:
             return self.planted[name]
         lengths = self.answer_pos + 1  # the toy task: the variables are the prompt's tokens
         if name == "answer":
             return self.answer
-        i = ("head", "r1", "r2").index(name)
+        i = ("head", "r1", "r2", "r3").index(name)
         return torch.where(lengths > i, self.tokens[:, i], -1) if self.tokens.shape[1] > i else torch.full_like(self.answer, -1)
 
     def role_codes(self) -> torch.Tensor:
@@ -135,7 +138,8 @@ class SplitTensors:
 
     def _map(self, f) -> "SplitTensors":
         return SplitTensors(*(None if t is None else f(t) for t in (self.tokens, self.answer_pos, self.answer, self.bridge, self.hop, self.answer_ids)),
-                            None if self.planted is None else {k: f(v) for k, v in self.planted.items()})
+                            None if self.planted is None else {k: f(v) for k, v in self.planted.items()},
+                            None if self.bridge2 is None else f(self.bridge2))
 
     def to(self, device) -> "SplitTensors":
         return self._map(lambda t: t.to(device))
@@ -182,6 +186,7 @@ def split_tensors(ds: Dataset, vocab: Vocab) -> SplitTensors:
         hop=torch.tensor(ds["hop"], dtype=torch.long).reshape(n),
         answer_ids=answer_ids if a_len > 1 else None,
         planted=None if vocab.layout.render == "toy" else col,
+        bridge2=torch.tensor(ds["bridge2"], dtype=torch.long).reshape(n) if "bridge2" in ds.column_names else None,
     )
 
 
