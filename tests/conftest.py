@@ -54,9 +54,9 @@ def copy_run(run: RunDir, dest: Path, overrides=(), config: Path = TINY) -> RunD
 # starts last while the other worker idles (longest-processing-time-first scheduling); a file not listed costs a few
 # seconds and follows in collection order. The shared runs (`shared_run`) cost their builder's file ~1 s (tiny) or
 # ~4 s (natural).
-FILE_CPU_SECONDS = {"test_natural_pipeline.py": 40, "test_plots_edge_cases.py": 31, "test_mechanism_small.py": 30, "test_sweep.py": 29,
-                    "test_sae.py": 28, "test_dynamics.py": 24, "test_train.py": 24, "test_finetune_run.py": 24,
-                    "test_pretrained_pipeline.py": 18, "test_browse.py": 16, "test_stage_outputs.py": 15, "test_bad_input.py": 11,
+FILE_CPU_SECONDS = {"test_natural_pipeline.py": 40, "test_plots_edge_cases.py": 31, "test_mechanism_small.py": 30, "test_sweep.py": 14,
+                    "test_sae.py": 28, "test_dynamics.py": 23, "test_train.py": 22, "test_finetune_run.py": 24,
+                    "test_pretrained_pipeline.py": 10, "test_browse.py": 16, "test_stage_outputs.py": 15, "test_bad_input.py": 11,
                     "test_analyze.py": 10, "test_export.py": 10, "test_finetune.py": 7}
 
 

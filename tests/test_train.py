@@ -280,6 +280,6 @@ def test_early_stop_reads_valid_id_not_test_id(tmp_path, monkeypatch):
     run_stage(run, "train")
     final = read_json(run.model_dir / "final_metrics.json")
     recs = read_jsonl(run.model_dir / "metrics.jsonl")
-    assert final["stopped_early"] and final["steps"] == recs[-1]["step"] == 40
+    assert final["stopped_early"] and final["steps"] == recs[-1]["step"] == 100
     assert final["stop_split"] == "valid_id"
     assert (final["valid_id_0.9_step"], final["test_id_0.9_step"]) == (100, 50)  # both recorded, from the same lines
