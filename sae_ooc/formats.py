@@ -37,6 +37,7 @@ OUTPUTS = (
     "sae_ooc.analyses.result:ProbesResult",
     "sae_ooc.analyses.result:DlaResult",
     "sae_ooc.analyses.result:BackPatchingResult",
+    "sae_ooc.analyses.result:AnswersResult",
     "sae_ooc.interventions.steer_result:SteerResult",
     "sae_ooc.interventions.edit_result:EditResult",
     "sae_ooc.browse.result:BrowseInfo",

@@ -27,12 +27,12 @@ T = TypeVar("T")
 # The one list of each registry's names, in the order --help and error messages give them. A new choice: its name
 # here, its function registered in the module that holds the registry (docs/ARCHITECTURE.md says which).
 NAMES: dict[str, tuple[str, ...]] = {
-    "task.family": ("twohop", "reversal", "comparison"),  # sae_ooc.tasks.families.FAMILIES
+    "task.family": ("twohop", "reversal", "comparison", "threehop"),  # sae_ooc.tasks.families.FAMILIES
     "attribution.method": ("exact", "atp", "ig", "atp_verified"),  # sae_ooc.circuits.methods.ATTRIBUTION_METHODS
     "ablation": ("mean", "zero", "resample", "corrupt"),  # sae_ooc.circuits.ablation.ABLATIONS
     # SAELens architecture names: sae_ooc.saes.architectures.ARCHITECTURES
     "sae.architecture": ("standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk"),
-    "analysis": ("attention", "logit-lens", "patching", "causal-tracing", "probes", "dla", "back-patching"),  # sae_ooc.analyses.analyze.ANALYSES
+    "analysis": ("attention", "logit-lens", "patching", "causal-tracing", "probes", "dla", "back-patching", "answers"),  # sae_ooc.analyses.analyze.ANALYSES
 }
 
 

@@ -5,10 +5,15 @@ that change them; builders that make runs without the train and SAE stages live 
 - `harvested_run`: configs/tiny.yaml through data → train (30 steps) → harvest (shards of 128 tokens). Read-only:
   tests that modify a run copy it first with `copy_run`.
 - `natural_trained`: a small configs/natural_tiny.yaml task (16 entities, NATURAL_SETTINGS) through data → train
-  (100 steps: every train fact learnt, few two-hop answers). Read-only: copy it with `copy_run(..., config=NATURAL)`.
+  (100 steps: every train fact learnt, few two-hop answers; two checkpoints, which `sae-ooc dynamics` reads).
+  Read-only: copy it with `copy_run(..., config=NATURAL)`.
 - `small_run`: configs/small.yaml, a model that composes, through data → train → harvest → train-sae → feature labels
   (tests/small_fixtures.py). For the mechanism tests (tests/test_mechanism_small.py); use it from that one file:
   pytest-xdist builds a session fixture once in every worker that asks for it.
+
+`harvested_run` and `natural_trained` are built once per test session, not once per pytest-xdist worker (`shared_run`:
+the first worker to ask builds the run in the session's temporary folder under a file lock, the other opens it). So
+they are shared across processes too: a test that writes into one, even through a command, must copy it first.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ NATURAL = ROOT / "configs" / "natural_tiny.yaml"
 SHARD = 128  # the tiny task has ~450 tokens: several shards per hook
 HARVEST_SETTINGS = ("train.steps=30", "train.eval_every=30", "train.n_checkpoints=0", f"harvest.shard_tokens={SHARD}")
 NATURAL_SETTINGS = ("task.n_entities=16", "task.n_relations=4", "task.facts_per_entity=2", "task.phi=1.0", "model.d_mlp=128",
-                    "train.steps=100", "train.batch_size=128", "train.eval_every=100", "train.n_checkpoints=0")
+                    "train.steps=100", "train.batch_size=128", "train.eval_every=100", "train.n_checkpoints=2")
 
 
 def copy_run(run: RunDir, dest: Path, overrides=(), config: Path = TINY) -> RunDir:
@@ -44,13 +49,24 @@ def copy_run(run: RunDir, dest: Path, overrides=(), config: Path = TINY) -> RunD
     return RunDir(dest, load_config(config, [*base, *overrides]))
 
 
-# CPU seconds of each costly test file (fixtures included), measured with the suite on 2 workers (2026-12-07). The
-# files are handed to the two workers costliest first, so that no long file starts last while the other worker idles
-# (longest-processing-time-first scheduling); a file not listed costs a few seconds and follows in collection order.
-FILE_CPU_SECONDS = {"test_natural_pipeline.py": 42, "test_sae.py": 32, "test_finetune_run.py": 30, "test_mechanism_small.py": 28,
-                    "test_dynamics.py": 25, "test_sweep.py": 25, "test_plots_edge_cases.py": 24, "test_train.py": 18,
-                    "test_pretrained_pipeline.py": 14, "test_stage_outputs.py": 13, "test_browse.py": 12, "test_bad_input.py": 9,
-                    "test_analyze.py": 8, "test_export.py": 7}
+# CPU seconds of each costly test file (fixtures included), measured with the suite on 2 workers (2026-12-07, on a busy
+# machine: at rest each is ~20% less). The files are handed to the two workers costliest first, so that no long file
+# starts last while the other worker idles (longest-processing-time-first scheduling); a file not listed costs a few
+# seconds and follows in collection order. The shared runs (`shared_run`) cost their builder's file ~1 s (tiny) or
+# ~4 s (natural).
+FILE_CPU_SECONDS = {"test_natural_pipeline.py": 40, "test_plots_edge_cases.py": 31, "test_mechanism_small.py": 30, "test_sweep.py": 14,
+                    "test_sae.py": 28, "test_dynamics.py": 23, "test_train.py": 22, "test_finetune_run.py": 24,
+                    "test_pretrained_pipeline.py": 10, "test_browse.py": 16, "test_stage_outputs.py": 15, "test_bad_input.py": 11,
+                    "test_analyze.py": 10, "test_export.py": 10, "test_finetune.py": 7}
+
+
+def png_only(mp: pytest.MonkeyPatch) -> None:
+    """Figures as PNG alone (sae_ooc.viz.plots.FORMATS) for a whole-pipeline test: every figure is still drawn through its
+    plot function and rendered, and the SVG writer is exercised by each stage's own tests on the tiny run; a third of the
+    pipeline's CPU time in these tests was writing figures, half of it the SVGs."""
+    from sae_ooc.viz import plots
+
+    mp.setattr(plots, "FORMATS", ("png",))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -80,24 +96,39 @@ def tiny_task(tiny_cfg):
     return generate(tiny_cfg.task)
 
 
-@pytest.fixture(scope="session")
-def harvested_run(tmp_path_factory) -> RunDir:
+def shared_run(tmp_path_factory, name: str, config: Path, settings, stages) -> RunDir:
+    """`config` with `settings` run through `stages`, built once per test session. pytest-xdist builds a session fixture
+    in every worker that asks for it; here the first worker builds it in the folder the workers share (the documented
+    pytest-xdist pattern: the base temporary folder's parent, and a lock), and the others wait for it and open it."""
+    from filelock import FileLock
+
     from sae_ooc.pipeline import run as run_pipeline
 
-    run = RunDir(tmp_path_factory.mktemp("harvested") / "run", load_config(TINY, list(HARVEST_SETTINGS)))
-    results = run_pipeline(run, stages=["data", "train", "harvest"])
-    assert [r.name for r in results if r.ran and r.finished] == ["data", "train", "harvest"]
+    cfg = load_config(config, list(settings))
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:  # one process: its own temporary folder
+        folder = tmp_path_factory.mktemp(name)
+    else:
+        folder = tmp_path_factory.getbasetemp().parent / "shared" / name
+        folder.mkdir(parents=True, exist_ok=True)
+    done = folder / "built"
+    with FileLock(str(folder / "build.lock")):
+        run = RunDir(folder / "run", cfg)
+        if not done.exists():
+            shutil.rmtree(run.root, ignore_errors=True)  # a build that failed in another worker: start again
+            results = run_pipeline(run, stages=list(stages))
+            assert [r.name for r in results if r.ran and r.finished] == list(stages)
+            done.touch()
     return run
+
+
+@pytest.fixture(scope="session")
+def harvested_run(tmp_path_factory) -> RunDir:
+    return shared_run(tmp_path_factory, "harvested", TINY, HARVEST_SETTINGS, ["data", "train", "harvest"])
 
 
 @pytest.fixture(scope="session")
 def natural_trained(tmp_path_factory) -> RunDir:
-    from sae_ooc.pipeline import run as run_pipeline
-
-    run = RunDir(tmp_path_factory.mktemp("natural") / "run", load_config(NATURAL, list(NATURAL_SETTINGS)))
-    results = run_pipeline(run, stages=["data", "train"])
-    assert [r.name for r in results if r.ran and r.finished] == ["data", "train"]
-    return run
+    return shared_run(tmp_path_factory, "natural", NATURAL, NATURAL_SETTINGS, ["data", "train"])
 
 
 @pytest.fixture(scope="session")

@@ -60,13 +60,13 @@ def test_splicing_preserves_logits(tiny_task, tiny_spliced):
 
 def test_pairs_are_known_facts_with_other_bridge_and_answer(tiny_task):
     ds, vocab = tiny_task
-    facts = two_hop_facts(ds)
+    facts = two_hop_facts(ds, vocab)  # keyed by (r1, r2, the relations after r2: none in a two-hop task)
     pairs = make_pairs(ds, vocab, "test_id", 50, seed=3)
     assert 0 < len(pairs) <= 50
     for c, k, a, a2, b, b2 in zip(pairs.clean, pairs.corrupt, pairs.answer, pairs.answer_corrupt, pairs.bridge, pairs.bridge_corrupt):
         assert c[1:].tolist() == k[1:].tolist()
-        assert (int(k[0]), int(b2), int(a2)) in facts[(int(c[1]), int(c[2]))]
-        assert (int(c[0]), int(b), int(a)) in facts[(int(c[1]), int(c[2]))]
+        assert (int(k[0]), int(b2), int(a2)) in facts[(int(c[1]), int(c[2]), ())]
+        assert (int(c[0]), int(b), int(a)) in facts[(int(c[1]), int(c[2]), ())]
         assert b != b2 and a != a2
     test_id = {tuple(r) for r in ds["test_id"]["input_ids"]}
     assert all(tuple(c.tolist()) in test_id for c in pairs.clean)

@@ -137,11 +137,13 @@ def test_dynamics_runs_on_a_tiny_run_and_its_numbers_check_out(tiny_run, tmp_pat
     assert not run_stage(tiny_run, "dynamics").ran
 
 
-def test_weight_shared_comparison_model_runs_the_pipeline_through_circuit(tmp_path):
+def test_weight_shared_comparison_model_runs_the_pipeline_through_circuit(tmp_path, monkeypatch):
     """Two things at the price of one run: a looped model, and the comparison family (configs/comparison_tiny.yaml)
     through the stages with no family branch: its pairs are comparisons (e1, attr, e2) -> lt / eq / gt whose first
     value v1 = value(e1, attr) is the bridge."""
-    from tests.conftest import HARVEST_SETTINGS
+    from tests.conftest import HARVEST_SETTINGS, png_only
+
+    png_only(monkeypatch)  # no SVG is checked here: each stage's SVG is checked on the tiny run
 
     over = [*HARVEST_SETTINGS, "model.weight_sharing=true", "sae.training_tokens=4096", "sae_eval.probe_steps=30", "sae_eval.n_controls=1",
             "sae.hooks=[blocks.1.hook_resid_pre]", "circuit.random_edge_sets=4", "circuit.prune_pairs=2"]  # one SAE: splicing is per hook
@@ -172,7 +174,7 @@ def test_dynamics_on_a_natural_task_reads_the_layouts_positions(natural_trained,
     from sae_ooc.report.report import build_report
 
     run = copy_run(natural_trained, tmp_path / "run", config=NATURAL,
-                   overrides=("train.n_checkpoints=2", "harvest.hooks=[blocks.1.hook_resid_pre]", "sae_eval.probe_steps=30",
+                   overrides=("harvest.hooks=[blocks.1.hook_resid_pre]", "sae_eval.probe_steps=30",
                               "dynamics.dense_checkpoints=0", "dynamics.sae_training_tokens=1024", "dynamics.n_prompts=1000",
                               "dynamics.patch_pairs=8", "dynamics.sae_hooks=[blocks.1.hook_resid_pre]",
                               "dynamics.dense_max_ratio=0", "dynamics.das_steps=5"))

@@ -112,7 +112,7 @@ def bridge_task():
     ds, vocab = generate(cfg.task)
     codes = {s: i for i, s in enumerate(ds)}
     tok = token_table({s: split_tensors(ds[s], vocab) for s in ds}, codes)
-    cache = SimpleNamespace(tokens=lambda: tok, manifest={"split_codes": codes}, roles=("head", "r1", "r2"))  # what position_slices reads
+    cache = SimpleNamespace(tokens=lambda: tok, manifest=SimpleNamespace(split_codes=codes), roles=("head", "r1", "r2"))  # what position_slices reads
     held = heldout_mask(tok, 0.3, 0)
     r1 = next(s for s in position_slices(cache, held, 10**6, 0) if s.name == "r1")
     model = build_model(cfg.model, vocab, seed=123).eval()

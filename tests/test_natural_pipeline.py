@@ -15,7 +15,7 @@ from sae_ooc.rundir import RunDir
 from sae_ooc.stages import PIPELINE_STAGES
 from sae_ooc.tasks.data import load_task, split_tensors
 
-from conftest import NATURAL, copy_run
+from conftest import NATURAL, copy_run, png_only
 
 BUDGETS = ("sae.expansion_factor=4", "sae.k=8", "sae.k_by_hook={blocks.0.hook_resid_pre: 3}", "sae.training_tokens=8192",
            "sae.batch_size=128", "sae_eval.probe_steps=40", "sae_eval.n_controls=1", "attribution.n_pairs=32",
@@ -33,10 +33,14 @@ BUDGETS = ("sae.expansion_factor=4", "sae.k=8", "sae.k_by_hook={blocks.0.hook_re
 def natural_run(natural_trained, tmp_path_factory) -> RunDir:
     """The shared natural run (data, train) through every later stage, at budgets that take seconds (the toy's tests
     check what larger budgets buy)."""
+    import sae_ooc.browse.browse as browse_stage
     from sae_ooc.pipeline import run as run_pipeline
 
     run = copy_run(natural_trained, tmp_path_factory.mktemp("natural_pipeline") / "run", BUDGETS, config=NATURAL)
-    results = run_pipeline(run)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(browse_stage, "screenshot", lambda *a, **k: None)  # no Chromium: tests/test_browse.py takes one
+        png_only(mp)
+        results = run_pipeline(run)
     assert [r.name for r in results if r.finished] == list(PIPELINE_STAGES)
     assert [r.name for r in results if not r.ran] == ["data", "train"]  # the copy's own, kept
     return run
@@ -176,9 +180,10 @@ def test_the_prompt_index_serves_natural_prompts_with_the_live_numbers(natural_r
     ds, vocab = load_task(natural_run.data_dir)
     for split in ("test_id", "train", "atomic_test"):
         prompt = vocab.decode(ds[split][0]["input_ids"])
-        live = query(natural_run, prompt, top=3)
+        live = query(natural_run, prompt, top=3).to_json()  # typed results (QueryResult), compared as what --json prints
         got = lookup(natural_run, prompt, 3)
-        assert got is not None and got["from_index"] is True, prompt
+        assert got is not None and got.from_index is True, prompt
+        got = got.to_json()
         assert got["tokens"] == live["tokens"] and got["roles"] == live["roles"]
         assert got["truth"]["answer"] == live["truth"]["answer"] and got["truth"]["split"] == split
         assert got["truth"]["answer_model"]["rank"] == live["truth"]["answer_model"]["rank"]

@@ -304,13 +304,36 @@ def control_curves(n, vs, cis):
     return dict(result=SimpleNamespace(rows=[row] if n else []))
 
 
+def answers(n, vs, cis):
+    """analyses.answers' result: n answer classes on one split (a missing share is NaN: shares are counts' ratios)."""
+    from types import SimpleNamespace
+
+    classes = [f"class {i}" for i in range(n)]
+    d = {"n": 5 * n, "share": {c: _nan(v) for c, v in zip(classes, vs)}, "chance": {c: _nan(v) for c, v in zip(classes, vs)}}
+    return dict(r=SimpleNamespace(classes=classes, splits={"test_id": d} if n else {"test_id": {}}, most_frequent_answer="e0"),
+                name="answers")
+
+
+def finetune_compare(n, vs, cis):
+    """sae_ooc.compare.finetune's result with n layers / hooks / interchange cases (values may be None: n/a)."""
+    hooks = [f"blocks.{i}.hook_resid_pre" for i in range(n)]
+    unit = {"switch": first(vs, None)}
+    return dict(res={"pretrained_run": "/runs/pre", "finetuned_run": "/runs/ft",
+                     "tracing": {"old facts": {"last_position": 0, "mlp": [[v] for v in vs], "n_prompts": n}} if n else {},
+                     "bridge_probe": {"hooks": hooks, "acc": {h: {"old": v, "new": v} for h, v in zip(hooks, vs)}},
+                     "das": {"rank": 16, "hook": "blocks.2.hook_resid_pre",
+                             "cases": {f"case{i}@r1": {"unit": {"switch": v}, "resid_patch": unit, "random": None,
+                                                       "n_correct_bases": n} for i, v in enumerate(vs)}}})
+
+
 BUILDERS = {"plot_control_curves": control_curves, "plot_attention": attention, "plot_logit_lens": logit_lens, "plot_patching": patching, "plot_tracing": tracing,
             "plot_probes": probes, "plot_dla": dla, "plot_back_patching": back_patching, "plot_validation": validation, "plot_curve": curve,
             "plot_dynamics": dynamics, "plot_steering": steering, "plot_edit_layers": edit_layers, "plot_localization": localization,
             "plot_phase": phase, "plot_training_curves": training_curves, "plot_pareto": pareto, "plot_alignment_heatmap": alignment_heatmap,
             "plot_training": training, "plot_variable_faithfulness": variable_faithfulness, "plot_compare_accuracy": compare_accuracy,
             "plot_compare_probes": compare_probes, "plot_compare_patching": compare_patching, "plot_compare_controls": compare_controls,
-            "plot_variable_curves": variable_curves, "plot_finetune": finetune}
+            "plot_variable_curves": variable_curves, "plot_finetune": finetune,
+            "plot_finetune_compare": finetune_compare, "plot_answers": answers}
 
 
 def plot_functions() -> dict:

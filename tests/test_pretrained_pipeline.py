@@ -16,7 +16,7 @@ from sae_ooc.config import load_config
 from sae_ooc.rundir import RunDir
 from sae_ooc.tasks.data import load_task
 
-from conftest import NATURAL, NATURAL_SETTINGS, ROOT, TINY
+from conftest import NATURAL, NATURAL_SETTINGS, ROOT, TINY, png_only
 
 SMALL_TASK = {"n_entities": 16, "n_relations": 4, "facts_per_entity": 2, "phi": 1.0}  # conftest.NATURAL_SETTINGS' task
 
@@ -76,7 +76,8 @@ def _checkpoint(directory, arch: str, tok) -> None:
 
 
 @pytest.mark.parametrize("arch,name,trainable", [("gpt2", "gpt2", "all"), ("neox", "pythia-70m", "mlp")])
-def test_the_whole_path_runs_on_a_local_checkpoint(arch, name, trainable, task_tokenizer, tmp_path, capsys):
+def test_the_whole_path_runs_on_a_local_checkpoint(arch, name, trainable, task_tokenizer, tmp_path, capsys, monkeypatch):
+    png_only(monkeypatch)  # no SVG is checked here: each stage's SVG is checked on the tiny run
     ckpt = tmp_path / arch
     _checkpoint(ckpt, arch, task_tokenizer)
     config = _config(tmp_path, {"model.source": "pretrained", "model.name": name, "model.path": str(ckpt),
@@ -85,7 +86,9 @@ def test_the_whole_path_runs_on_a_local_checkpoint(arch, name, trainable, task_t
     argv = ["--config", str(config), "--run", str(root)]
     assert main(["data", *argv]) == 0
     assert main(["finetune", *argv]) == 0
-    for stage in STAGES:
+    # the stages past train-sae read the fine-tuned model by TransformerLens hook names alone: the NeoX checkpoint goes
+    # through those where the architectures differ (the weight conversion, harvest, the SAEs on its hooks), GPT-2 through all
+    for stage in STAGES if arch == "gpt2" else STAGES[:2]:
         assert main([stage, "--run", str(root)]) == 0, stage
     run = RunDir.open(root)
     ds, vocab = load_task(run.data_dir)
@@ -94,8 +97,9 @@ def test_the_whole_path_runs_on_a_local_checkpoint(arch, name, trainable, task_t
     assert cfg["original_architecture"] == ("GPT2LMHeadModel" if arch == "gpt2" else "GPTNeoXForCausalLM")
     manifest = json.loads((run.activations_dir / "manifest.json").read_text())
     assert manifest["roles"] == list(vocab.layout.position_names) and manifest["d_model"] == 32
-    circuit = json.loads((run.circuit_dir / "circuit.json").read_text())
-    assert circuit["metadata"]["positions"] == list(vocab.layout.node_names) and circuit["nodes"]
+    if arch == "gpt2":
+        circuit = json.loads((run.circuit_dir / "circuit.json").read_text())
+        assert circuit["metadata"]["positions"] == list(vocab.layout.node_names) and circuit["nodes"]
     d = ds["test_id"]
     capsys.readouterr()
     assert main(["query", "--run", str(root), vocab.decode(d["input_ids"][0]), "--json"]) == 0

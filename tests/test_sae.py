@@ -145,12 +145,16 @@ def test_a_width_on_the_command_line_wins_over_the_per_hook_default():
     assert resolved_d_sae(script.sae_params(script.build_parser().parse_args(base + ["--expansion-factor", "2"])), 64, hook) == 128
 
 
-def test_train_sae_script_runs_standalone_with_a_sweep(sae_run, tmp_path):
+def test_train_sae_script_runs_a_sweep(sae_run, tmp_path):
+    # in this process: the script as its own process (another folder, no sae_ooc import path of its own) is
+    # test_config_and_registry_import_without_torch_and_a_bad_architecture_is_one_line's
+    sys.path.insert(0, str(REPO))
+    import train_sae as script
+
     out = tmp_path / "sweep"
-    args = [sys.executable, str(REPO / "train_sae.py"), "--activations", str(sae_run.activations_dir), "--hook", "blocks.1.hook_resid_pre",
+    args = ["--activations", str(sae_run.activations_dir), "--hook", "blocks.1.hook_resid_pre",
             "--out", str(out), "--training-tokens", "1280", "--batch-size", "64", "--d-sae", "32", "--sweep-k", "2,4"]
-    r = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert script.main(args) == 0
     for k in (2, 4):
         sae = SAE.load_from_disk(out / "blocks.1.hook_resid_pre" / f"k_{k}")
         assert sae.cfg.d_sae == 32 and sae.cfg.k == k
@@ -332,13 +336,13 @@ def test_each_architecture_is_a_config_class_of_fields_its_sae_lens_config_has()
     assert Architecture("mine", StandardConfig, training=own).training_classes() == own
 
 
-def test_config_and_registry_import_without_torch_and_a_bad_architecture_is_one_line():
+def test_config_and_registry_import_without_torch_and_a_bad_architecture_is_one_line(tmp_path):
     code = ("import sys, sae_ooc.config, sae_ooc.saes.architectures, sae_ooc.commands.train_sae, sae_ooc.commands.eval_sae; "
             "heavy = [m for m in ('torch', 'sae_lens', 'transformer_lens') if m in sys.modules]; assert not heavy, heavy")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([sys.executable, str(REPO / "train_sae.py"), "--activations", "x", "--hook", "h", "--out", "y", "--architecture", "relu"],
-                       capture_output=True, text=True, cwd=REPO, timeout=60)
+                       capture_output=True, text=True, cwd=tmp_path, timeout=60)  # run as a script from any folder
     err = r.stderr.strip()
     assert r.returncode == 2 and "\n" not in err and err.startswith("train_sae.py: error: argument --architecture: invalid choice: 'relu'")
     assert "matryoshka_batchtopk" in err

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from sae_ooc.config import ConfigError
 from sae_ooc.errors import UserError
+from sae_ooc.sweep import runner
 from sae_ooc.sweep.runner import POINT_FILE, run_point, run_sweep
 from sae_ooc.sweep.spec import load_sweep
 from sae_ooc.sweep.result import SweepPoint
@@ -85,28 +86,39 @@ def test_smallest_composing_point_is_the_one_with_fewest_distinct_parameters():
     assert smallest(recs[2:]) is None
 
 
-def test_sweep_resumes_after_a_kill_through_submitit_local_executor(tmp_path, capsys):
+def test_sweep_resumes_after_a_kill_through_submitit_local_executor(tmp_path, capsys, monkeypatch):
     sw = load_sweep(_write(tmp_path, SWEEP.replace("[1, 2]", "[2]").replace("train.steps: 40", "train.steps: 30")))
     out = tmp_path / "sweep"
     tied = "n_layers=2__weight_sharing=true"
+    pts = {q.slug: q for q in sw.points()}
+
+    class InProcess:  # the first attempt in this process (a submitit job costs a process's imports)
+        def submit(self, fn, *args):
+            rec = fn(*args)
+            return type("Job", (), {"done": lambda self: True, "result": lambda self: rec, "cancel": lambda self, check: None})()
+
     # first attempt: the tied point is killed at step 25 (its last checkpoint: step 20); the other finishes
-    res = run_sweep(sw, jobs=2, out=out, stop_after_steps={tied: 25})
-    assert not res["all_done"] and set(res["done"]) == {p.slug for p in sw.points()} - {tied}
+    with monkeypatch.context() as m:
+        m.setattr(runner, "_executor", lambda *a: InProcess())
+        m.setattr(runner, "POLL_S", 0)
+        res = run_sweep(sw, jobs=2, out=out, stop_after_steps={tied: 25})
+    assert not res["all_done"] and set(res["done"]) == set(pts) - {tied}
     assert not (out / "points" / tied / POINT_FILE).exists()
     assert (out / "points" / tied / "model" / "checkpoints" / "latest").is_dir()
-    assert list((out / ".submitit").glob("*_log.out"))  # the points ran as submitit jobs
     stamps = {p.slug: (out / "points" / p.slug / POINT_FILE).stat().st_mtime_ns for p in sw.points() if p.slug != tied}
 
+    # the sweep skips the finished point and resumes the killed one as a submitit job: one real process boundary
     res = run_sweep(sw, jobs=2, out=out)
-    assert res["all_done"]
+    assert res["all_done"] and set(res["done"]) == set(pts)
     assert "1 finished (skipped), 1 to run" in capsys.readouterr().out
+    assert len(list((out / ".submitit").glob("*_log.out"))) == 1  # the resumed point ran as a submitit job
     for slug, ns in stamps.items():  # finished points were not run again
         assert (out / "points" / slug / POINT_FILE).stat().st_mtime_ns == ns
     log = "".join(f.read_text() for f in (out / ".submitit").glob("*_log.out"))
     assert "resuming from" in log
 
     # the resumed point ends bit-identical to the same point run without interruption
-    p = next(q for q in sw.points() if q.slug == tied)
+    p = pts[tied]
     ref_dir = tmp_path / "ref" / tied
     run_point(str(ref_dir), str(sw.base), p.overrides, p.cfg.name, p.config_hash, p.values)
     ref = load_file(str(ref_dir / "model" / "model.safetensors"))

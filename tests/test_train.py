@@ -111,15 +111,17 @@ def test_figures_written(trained):
 
 
 def test_resume_is_bit_identical(tmp_path, monkeypatch, capsys):
-    over = ["train.batch_size=32"]  # minibatches, so the batch order has to be reproduced too
+    # minibatches, so the batch order has to be reproduced too; 80 steps (tiny: 200) still pass a log-spaced checkpoint
+    # (step_19) before the resume point
+    over = ["train.batch_size=32", "train.steps=80", "train.eval_every=20"]
     full = _run(tmp_path, "full", over)
     run_stage(full, "train")
 
     part = _run(tmp_path, "part", over)
-    r = run_stage(part, "train", stop_after_steps=73)
+    r = run_stage(part, "train", stop_after_steps=33)
     assert r.ran and not r.finished
     assert part.stage_record("train") is None and not (part.model_dir / "model.safetensors").exists()
-    # a rerun resumes from the last checkpoint (step 50) and drops the metrics written after it
+    # a rerun resumes from the last checkpoint (step 20) and drops the metrics written after it
     assert run_stage(part, "train").finished
     assert "resuming" in capsys.readouterr().out
 
@@ -130,22 +132,22 @@ def test_resume_is_bit_identical(tmp_path, monkeypatch, capsys):
 
     def interrupting_step(*a, **k):
         calls["n"] += 1
-        if calls["n"] == 130:
+        if calls["n"] == 50:
             raise KeyboardInterrupt
         return real_step(*a, **k)
 
     monkeypatch.setattr(train_mod, "train_step", interrupting_step)
-    args = ["train", "--config", TINY, "--set", over[0], "--run", str(cli.root)]
+    args = ["train", "--config", TINY, *[a for o in over for a in ("--set", o)], "--run", str(cli.root)]
     assert main(args) == 130
-    assert read_json(cli.model_dir / "checkpoints" / "latest" / "trainer_state.json")["step"] == 100
+    assert read_json(cli.model_dir / "checkpoints" / "latest" / "trainer_state.json")["step"] == 40
     assert main(args) == 0
 
     ref = load_file(str(full.model_dir / "model.safetensors"))
-    ref_opt = load_file(str(full.model_dir / "checkpoints" / "step_200" / "optimizer.safetensors"))
+    ref_opt = load_file(str(full.model_dir / "checkpoints" / "step_80" / "optimizer.safetensors"))
     for run in (part, cli):
         got = load_file(str(run.model_dir / "model.safetensors"))
         assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
-        got_opt = load_file(str(run.model_dir / "checkpoints" / "step_200" / "optimizer.safetensors"))
+        got_opt = load_file(str(run.model_dir / "checkpoints" / "step_80" / "optimizer.safetensors"))
         assert all(torch.equal(ref_opt[k], got_opt[k]) for k in ref_opt)
         strip = lambda rs: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rs]  # noqa: E731
         assert strip(read_jsonl(run.model_dir / "metrics.jsonl")) == strip(read_jsonl(full.model_dir / "metrics.jsonl"))

@@ -54,15 +54,16 @@ def resolve_hooks(model, hooks: list[str] | None) -> list[str]:
     return hooks
 
 
-def token_table(splits: dict[str, SplitTensors], split_codes: dict[str, int]) -> dict[str, torch.Tensor]:
-    """One row per non-pad token, in harvest order (split, sequence, position)."""
-    cols: dict[str, list[torch.Tensor]] = {c: [] for c in TOKEN_COLUMNS}
+def token_table(splits: dict[str, SplitTensors], split_codes: dict[str, int], extra: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """One row per non-pad token, in harvest order (split, sequence, position); `extra`: planted variables beyond the
+    two-hop question's (the layout's r3, bridge2: Layout.variables), a column each."""
+    cols: dict[str, list[torch.Tensor]] = {c: [] for c in TOKEN_COLUMNS + tuple(extra)}
     for name, st in splits.items():
         n, L = st.tokens.shape
         mask = torch.arange(L)[None, :] <= st.answer_pos[:, None]
         seq = torch.arange(n)[:, None].expand(n, L)[mask]
         pos = torch.arange(L)[None, :].expand(n, L)[mask]
-        per_seq = {v: st.variable(v) for v in ("head", "r1", "r2", "bridge", "answer")}
+        per_seq = {v: st.variable(v) for v in ("head", "r1", "r2", "bridge", "answer", *extra)}
         per_seq["hop"] = st.hop
         cols["seq"].append(seq)
         cols["split"].append(torch.full_like(seq, split_codes[name]))
@@ -225,6 +226,7 @@ def harvest_activations(
     stop_after_shards: int | None = None,
     events: list | None = None,
     roles: tuple[str, ...] = ROLES,
+    extra: tuple[str, ...] = (),
 ) -> dict | None:
     """Harvest `hooks` of any HookedTransformer over `splits` into `out_dir`; returns the manifest.
 
@@ -236,9 +238,10 @@ def harvest_activations(
     out_dir = Path(out_dir)
     hooks = resolve_hooks(model, hooks)
     split_codes = {name: i for i, name in enumerate(SPLIT_CODE_ORDER)}
-    table = token_table(splits, split_codes)
+    table = token_table(splits, split_codes, extra)
     n_tokens = len(table["seq"])
     settings = _settings(model_hash, hooks, model.cfg.d_model, dtype, shard_tokens, splits, n_tokens, roles)
+    settings["token_columns"] += list(extra)
     settings["split_codes"] = {k: split_codes[k] for k in splits}
 
     old_hash = _existing_model_hash(out_dir)
@@ -385,6 +388,7 @@ def run_harvest(run, force: bool = False, stop_after_shards: int | None = None) 
             model, splits, out_dir, mhash, hooks=hc.hooks, shard_tokens=hc.shard_tokens,
             batch_size=hc.batch_size, dtype=hc.dtype, force=force, device=run.device, stop_after_shards=stop_after_shards,
             roles=vocab.layout.position_names,
+            extra=tuple(v for v in vocab.layout.variables if v not in TOKEN_COLUMNS),
         )
     if manifest is None:
         return None

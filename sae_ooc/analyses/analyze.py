@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from sae_ooc.analyses.answers import answer_classes
 from sae_ooc.analyses.attention import attention
 from sae_ooc.analyses.back_patching import POSITIONS, all_patches, back_patch, summarise
 from sae_ooc.analyses.common import Sample, sample_prompts
@@ -96,12 +97,13 @@ def _probes(c: Context) -> dict:
 @ANALYSES.register("back-patching")
 def _back_patching(c: Context) -> dict:
     L = c.model.cfg.n_layers
-    patches = all_patches(L)
-    where = {p: c.vocab.layout.index(p) for p in POSITIONS}
+    lay = c.vocab.layout  # the positions of POSITIONS the question has (the reversal family's: r1, its answer position)
+    where = {p: lay.index(p) for p in POSITIONS if p in lay.roles or p in lay.position_names}
+    patches = all_patches(L, where)
     res = {}
     for split in ("valid_id", "test_id", "test_ood_sys", "test_unanswerable"):
         t = split_tensors(c.ds[split], c.vocab)
-        t = t.subset((t.hop == 2).nonzero().squeeze(1))
+        t = t.subset((t.hop == c.vocab.layout.question_hop).nonzero().squeeze(1))
         res[split] = back_patch(c.model, t.tokens, t.answer, t.answer_pos, patches, c.cfg.batch_size, where)[:2] if len(t) else None
     chosen = None
     if res["valid_id"] is not None and (~res["valid_id"][0]).any():
@@ -116,6 +118,11 @@ def _back_patching(c: Context) -> dict:
     for split, r in res.items():
         out[split] = None if r is None else summarise(*r, patches, chosen)
     return out
+
+
+@ANALYSES.register("answers")
+def _answers(c: Context) -> dict:
+    return answer_classes(c.model, c.ds, c.vocab, c.run.cfg.task.family, c.cfg.batch_size)
 
 
 ANALYSES.check()  # every name of the one list (sae_ooc.registry.NAMES) is registered above

@@ -22,9 +22,9 @@ def state_name(s: int, n_layers: int) -> str:
     return f"blocks.{s}.hook_resid_pre" if s < n_layers else f"blocks.{n_layers - 1}.hook_resid_post"
 
 
-def all_patches(n_layers: int) -> list[tuple[str, int, int]]:
-    """Every (position, src, dst) with dst < src: a later state into an earlier layer."""
-    return [(p, s, d) for p in POSITIONS for s in range(1, n_layers + 1) for d in range(s)]
+def all_patches(n_layers: int, positions=POSITIONS) -> list[tuple[str, int, int]]:
+    """Every (position, src, dst) with dst < src: a later state into an earlier layer, at each of `positions`."""
+    return [(p, s, d) for p in positions for s in range(1, n_layers + 1) for d in range(s)]
 
 
 @torch.no_grad()

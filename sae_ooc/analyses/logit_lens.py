@@ -42,6 +42,9 @@ def logit_lens(model, pairs: Pairs, layout: Layout = TOY_LAYOUT) -> dict:
     logits, labels = lens_logits(model, pairs.clean)
     out = {"n_prompts": len(pairs), "states": labels, "roles": roles(layout), "caveat": CAVEAT}
     for var, target in (("bridge", pairs.bridge), ("answer", pairs.answer)):
+        if bool((target < 0).all()):  # no such variable in this task's question (the reversal family's has no bridge)
+            out[var] = None
+            continue
         prob, rank = answer_prob_rank(logits, target[None, :, None])
         out[var] = {"prob": prob.mean(1).tolist(), "prob_std": prob.std(1).tolist() if len(pairs) > 1 else None,
                     "median_rank": rank.float().median(1).values.tolist(), "mean_rank": rank.float().mean(1).tolist(),

@@ -46,13 +46,13 @@ class AnalysisResult(StageOutput):
         return AnalysisResult.named(name).load_if(directory)
 
     def role_index(self, role: str) -> int:
-        """A role's position (`answer`: the position that predicts the answer, r2 in the toy, `last` in a natural task)."""
+        """A role's position (`answer`: the position that predicts the answer, the toy's last role, `last` in a natural task)."""
         roles = getattr(self, "roles", None) or TOY_ROLES
         return roles.index(self.answer_role() if role == "answer" else role)
 
     def answer_role(self) -> str:
         roles = getattr(self, "roles", None) or TOY_ROLES
-        return "last" if "last" in roles else "r2"
+        return "last" if "last" in roles else roles[-1]  # the toy's last role: r2 (two-hop), r1 (a one-fact question)
 
 
 @dataclass(kw_only=True)
@@ -290,4 +290,19 @@ class BackPatchingResult(AnalysisResult):
     test_unanswerable: BackPatchSplit | None
 
 
-ANALYSIS_RESULTS = (AttentionResult, LogitLensResult, PatchingResult, TracingResult, ProbesResult, DlaResult, BackPatchingResult)
+@dataclass(kw_only=True)
+class AnswersResult(AnalysisResult):
+    """What the model answers on each split's analysed prompts, by class of the task's facts (sae_ooc.analyses.answers)."""
+
+    FILE = "answers.json"
+    NAME = "answers"
+    FORMAT_NAME = "sae_ooc.analyze.answers"
+
+    classes: list[str]
+    most_frequent_answer: str | None
+    has_inverse: bool  # the task's relations have inverses (the class inverse_tail can occur)
+    splits: dict  # split -> {n, share {class: x}, chance {class: x}, top_wrong [[token, count]]} or None
+
+
+ANALYSIS_RESULTS = (AttentionResult, LogitLensResult, PatchingResult, TracingResult, ProbesResult, DlaResult, BackPatchingResult,
+                    AnswersResult)

@@ -22,7 +22,7 @@ GROUP_NAMES = {FIT: "fit", VALID: "valid", HELD: "heldout"}
 
 @dataclass
 class Questions:
-    """Two-hop questions in planted space, one row each."""
+    """The analysed questions in planted space, one row each (two hops; three with r3 and bridge2 >= 0)."""
 
     head: torch.Tensor
     r1: torch.Tensor
@@ -30,13 +30,25 @@ class Questions:
     bridge: torch.Tensor
     answer: torch.Tensor
     split: list[str]
+    r3: torch.Tensor | None = None  # [n] the threehop family's third relation, -1 (or None) for two-hop questions
+    bridge2: torch.Tensor | None = None  # [n] its second bridge t(bridge, r2), -1 (or None) for none
+
+    def __post_init__(self):
+        none = torch.full_like(self.head, -1)
+        self.r3 = none if self.r3 is None else self.r3
+        self.bridge2 = none.clone() if self.bridge2 is None else self.bridge2
 
     def __len__(self) -> int:
         return len(self.head)
 
     def subset(self, idx: torch.Tensor) -> "Questions":
         return Questions(self.head[idx], self.r1[idx], self.r2[idx], self.bridge[idx], self.answer[idx],
-                         [self.split[i] for i in idx.tolist()])
+                         [self.split[i] for i in idx.tolist()], self.r3[idx], self.bridge2[idx])
+
+    def prompts(self) -> list[tuple[int, ...]]:
+        """(h, r1, r2[, r3]) of each question (what Facts.tokens renders)."""
+        return [(h, a, b, *((c,) if c >= 0 else ())) for h, a, b, c in
+                zip(self.head.tolist(), self.r1.tolist(), self.r2.tolist(), self.r3.tolist())]
 
 
 @dataclass
@@ -50,15 +62,23 @@ class Pairs:
     b2: torch.Tensor  # [n] counterfactual bridge (the donor's)
     donor: torch.Tensor  # [n, 2] donor (h', r1')
     base_q: torch.Tensor  # [n] row of the base question in the Questions it was drawn from
+    r3: torch.Tensor | None = None  # [n] the base's third relation (threehop), -1 (or None) for a two-hop question
+
+    def __post_init__(self):
+        self.r3 = torch.full_like(self.b, -1) if self.r3 is None else self.r3
 
     def __len__(self) -> int:
         return len(self.b)
 
-    def prompts(self) -> list[tuple[int, int, int]]:
-        return [(int(h), int(a), int(c)) for h, a, c in zip(self.head, self.r1, self.r2)]
+    def rels(self) -> list[tuple[int, ...]]:
+        """The relations after r1 of each base question: (r2,) or (r2, r3): what the bridge goes through to the answer."""
+        return [(int(c), *((int(d),) if d >= 0 else ())) for c, d in zip(self.r2, self.r3)]
 
-    def donor_prompts(self) -> list[tuple[int, int, int]]:
-        return [(int(h), int(a), int(c)) for (h, a), c in zip(self.donor.tolist(), self.r2)]
+    def prompts(self) -> list[tuple[int, ...]]:
+        return [(int(h), int(a), *rel) for h, a, rel in zip(self.head, self.r1, self.rels())]
+
+    def donor_prompts(self) -> list[tuple[int, ...]]:
+        return [(int(h), int(a), *rel) for (h, a), rel in zip(self.donor.tolist(), self.rels())]
 
 
 def prefix_groups(prefixes: list[tuple[int, int]], held: set[tuple[int, int]], valid_fraction: float, seed: int) -> dict:
@@ -86,15 +106,16 @@ def draw_pairs(facts, q: Questions, rows: torch.Tensor, groups: dict, group: int
             into.setdefault(t, []).append((h, r))
     out: list[tuple] = []
     for i in rows.tolist():
-        h, r1, r2, b = int(q.head[i]), int(q.r1[i]), int(q.r2[i]), int(q.bridge[i])
+        h, r1, r2, b, r3 = int(q.head[i]), int(q.r1[i]), int(q.r2[i]), int(q.bridge[i]), int(q.r3[i])
         if groups.get((h, r1)) != group or (allowed_b2 is not None and b not in allowed_b2):
             continue
-        cands = [e for e in facts.counterfactual_bridges(b, r2) if e in into and (allowed_b2 is None or e in allowed_b2)]
+        more = (r3,) if r3 >= 0 else ()
+        cands = [e for e in facts.counterfactual_bridges(b, r2, *more) if e in into and (allowed_b2 is None or e in allowed_b2)]
         if not cands:
             continue
         for _ in range(per_question):
             b2 = cands[int(rng.integers(len(cands)))]
             pool = [p for p in into[b2] if p[1] == r1] or into[b2]
-            out.append((h, r1, r2, b, b2, *pool[int(rng.integers(len(pool)))], i))
-    t = torch.tensor(out, dtype=torch.long).reshape(-1, 8)
-    return Pairs(t[:, 0], t[:, 1], t[:, 2], t[:, 3], t[:, 4], t[:, 5:7], t[:, 7])
+            out.append((h, r1, r2, b, b2, *pool[int(rng.integers(len(pool)))], i, r3))
+    t = torch.tensor(out, dtype=torch.long).reshape(-1, 9)
+    return Pairs(t[:, 0], t[:, 1], t[:, 2], t[:, 3], t[:, 4], t[:, 5:7], t[:, 7], t[:, 8])

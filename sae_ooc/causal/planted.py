@@ -32,9 +32,11 @@ from sae_ooc.causal.pairs import FIT, HELD, VALID, prefix_groups
 from sae_ooc.causal.result import VariableRow
 from sae_ooc.causal.scoring import Scorer, sae_units
 from sae_ooc.causal.units import class_means, principal_directions, projected, random_subspace_delta
+from sae_ooc.errors import UserError
 from sae_ooc.interventions.steering import label_matrix
+from sae_ooc.tasks.layout import TOY_LAYOUT
 
-FIELDS = ("head", "r1", "r2", "bridge", "answer")
+FIELDS = ("head", "r1", "r2", "r3", "bridge", "bridge2", "answer")
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,33 @@ class Spec:
     differ: tuple[str, ...]  # fields the donor differs in (the answer always does)
 
 
-SPECS = {"head": Spec("head", "head", ("r1", "r2"), ("head",)),
-         "r1": Spec("r1", "r1", ("head", "r2"), ("r1",)),
-         "r2": Spec("r2", "r2", ("head", "r1"), ("r2",)),
-         "bridge@answer": Spec("bridge", "answer", ("r2",), ("bridge",)),
-         "answer": Spec("answer", "answer", (), ("answer", "r2"))}
+def specs(layout) -> dict[str, Spec]:
+    """The variables of the layout's question (Layout.variables) and how each is interchanged. A donor shares every
+    relation the high-level model reads after the variable, so that its answer is the counterfactual one. Two hops:
+    head, r1, r2, bridge@answer, answer. Three hops (r3, bridge2 = t(bridge, r2)) add r3, the first bridge at r2, the
+    second at r2 and at the answer position (r3)."""
+    rels = tuple(r for r in ("r1", "r2", "r3") if r in layout.variables)
+    out = {"head": Spec("head", "head", rels, ("head",))}
+    for r in rels:
+        out[r] = Spec(r, r, tuple(x for x in ("head",) + rels if x != r), (r,))
+    out["bridge@answer"] = Spec("bridge", "answer", rels[1:], ("bridge",))
+    if "bridge2" in layout.variables:
+        out["bridge@r2"] = Spec("bridge", "r2", rels[1:], ("bridge",))
+        out["bridge2@r2"] = Spec("bridge2", "r2", rels[2:], ("bridge2",))
+        out["bridge2@answer"] = Spec("bridge2", "answer", rels[2:], ("bridge2",))
+    out["answer"] = Spec("answer", "answer", (), ("answer", rels[-1]))
+    return out
+
+
+def spec_of(layout, name: str) -> Spec:
+    """Variable `name`'s Spec in this layout, or the one-line error naming the ones it has."""
+    s = specs(layout)
+    if name not in s:
+        raise UserError(f"causal.variables: {name} is not a variable of this task's question; use some of {', '.join(s)}")
+    return s[name]
+
+
+SPECS = specs(TOY_LAYOUT)  # the two-hop question's
 
 
 def position_of(layout, role: str) -> int:
@@ -58,7 +82,7 @@ def position_of(layout, role: str) -> int:
 
 def prefix_roles(layout, pos: int) -> list[str]:
     """The question's roles whose tokens are at or before `pos` (what the state at pos can depend on)."""
-    return [r for r in ("head", "r1", "r2") if (r in layout.roles or r in layout.position_names) and layout.index(r) <= pos]
+    return [r for r in ("head", "r1", "r2", "r3") if (r in layout.roles or r in layout.position_names) and layout.index(r) <= pos]
 
 
 def heldout_keys(tok: dict[str, torch.Tensor], rows: torch.Tensor, pos: int, roles: list[str]) -> set[tuple]:
@@ -118,7 +142,7 @@ def variable_pairs(ctx, name: str, layout, held_keys: set[tuple], fit_ok: torch.
     splits (answered correctly, when only correct ones are interchanged); donor_ok: the donors (any split of the stage: a
     donor's prefix is what has to be held out)."""
     cfg, q = ctx.cfg, ctx.q
-    spec = SPECS[name]
+    spec = spec_of(layout, name)
     pos = position_of(layout, spec.role)
     roles = prefix_roles(layout, pos)
     keys = question_keys(q, roles)

@@ -155,6 +155,7 @@ class VariablesSettings(Record):
     das_steps: int
     seed: int
     heldout_prefixes: str  # what the held-out prefixes are
+    note: str = OMIT  # why nothing was measured (a question with no bridge: the reversal family's); then rows is empty
 
 
 @dataclass(kw_only=True)

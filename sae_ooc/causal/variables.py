@@ -34,7 +34,7 @@ from sae_ooc.causal.isolation import fit_reader, read_state
 from sae_ooc.causal.pairs import FIT, GROUP_NAMES, HELD, VALID, Questions, draw_pairs, prefix_groups
 from sae_ooc.causal.result import VariablesResult
 from sae_ooc.causal.row import Context, bridge_row
-from sae_ooc.causal.planted import SPECS, heldout_keys, position_of, prefix_roles, variable_pairs, variable_row
+from sae_ooc.causal.planted import heldout_keys, position_of, prefix_roles, spec_of, variable_pairs, variable_row
 from sae_ooc.errors import UserError
 from sae_ooc.hooks import hook_seed, hook_sort_key
 from sae_ooc.io import save_tensors
@@ -62,15 +62,18 @@ def run_variables(run, force: bool = False) -> dict:
 
 
 def two_hop_questions(ds, vocab, splits: list[str]) -> Questions:
-    """Every two-hop question of `splits`, in planted space."""
+    """Every analysed question of `splits` (the layout's hops: two, or three with r3 and bridge2), in planted space."""
     parts = []
+    three = "r3" in vocab.layout.variables
     for s in splits:
         st = split_tensors(ds[s], vocab)
-        keep = (st.hop == 2).nonzero().squeeze(1)
+        keep = (st.hop == vocab.layout.question_hop).nonzero().squeeze(1)
         st = st.subset(keep)
-        parts.append((*(st.variable(k) for k in ("head", "r1", "r2")), st.bridge, st.variable("answer"), [s] * len(keep)))
-    cat = [torch.cat([p[i] for p in parts]).long() for i in range(5)]
-    return Questions(*cat, [s for p in parts for s in p[5]])
+        r3 = st.variable("r3") if three else torch.full_like(st.answer, -1)
+        parts.append((*(st.variable(k) for k in ("head", "r1", "r2")), st.bridge, st.variable("answer"), r3, st.variable("bridge2"),
+                      [s] * len(keep)))
+    cat = [torch.cat([p[i] for p in parts]).long() for i in range(7)]
+    return Questions(*cat[:5], [s for p in parts for s in p[7]], cat[5], cat[6])
 
 
 def heldout_prefixes(run, pos: int) -> set[tuple[int, int]]:
@@ -131,10 +134,21 @@ def _run_variables(run, ccfg) -> dict:
     pos = layout.index("r1")
     splits = list(dict.fromkeys(ccfg.fit_splits + ccfg.heldout_splits))
     q = two_hop_questions(ds, vocab, splits)
+    if not bool((q.bridge >= 0).any()):  # a one-fact question (the reversal family's): no intermediate variable to localize
+        note = ("the task's questions have no bridge (each asks one fact: the answer is the tail of (head, r1)); the bridge "
+                "and the planted variables are localized on two-hop questions only")
+        none = {"fit": 0, "valid": 0, "heldout": 0}
+        settings = {"hooks": hooks, "position": "r1", "heldout_splits": ccfg.heldout_splits, "fit_splits": ccfg.fit_splits,
+                    "only_correct": ccfg.only_correct, "n_prefixes": none, "n_pairs": none, "n_heldout_questions": 0,
+                    "n_heldout_correct": 0, "feature_counts": ccfg.feature_counts, "ranks": ccfg.ranks, "erase_rank": ccfg.erase_rank,
+                    "random_draws": ccfg.random_draws, "bootstrap": ccfg.bootstrap, "das_steps": ccfg.das_steps, "seed": ccfg.seed,
+                    "heldout_prefixes": "none", "note": note}
+        VariablesResult.from_json({"settings": settings, "rows": [], "format": VariablesResult.format_string()}).save(run.variables_dir)
+        return {"note": note}
     tok, held_rows = heldout_rows(run)
     held = prefixes_at(tok, held_rows, pos)
     groups = prefix_groups(list(zip(q.head.tolist(), q.r1.tolist())), held, ccfg.valid_fraction, ccfg.seed)
-    q_tok, q_pos = facts.tokens(list(zip(q.head.tolist(), q.r1.tolist(), q.r2.tolist())))
+    q_tok, q_pos = facts.tokens(q.prompts())
     clean = read_batched(model, q_tok, q_pos, facts.answer_len, ccfg.batch_size)
     correct = matches(clean.greedy, facts.answer_ids(q.answer))
     ok = correct if ccfg.only_correct else torch.ones(len(q), dtype=torch.bool)
@@ -163,8 +177,8 @@ def _run_variables(run, ccfg) -> dict:
     rows, v_rows = [], []
     # every other planted variable at its position (sae_ooc.causal.planted): pairs drawn once, scored at each of its hooks
     held_ok, fit_ok = in_held & ok, in_fit & ok
-    vps = [variable_pairs(ctx, name, layout, heldout_keys(tok, held_rows, position_of(layout, SPECS[name].role),
-                                                         prefix_roles(layout, position_of(layout, SPECS[name].role))),
+    vps = [variable_pairs(ctx, name, layout, heldout_keys(tok, held_rows, position_of(layout, spec_of(layout, name).role),
+                                                         prefix_roles(layout, position_of(layout, spec_of(layout, name).role))),
                           fit_ok, held_ok, (in_fit | in_held) & ok) for name in ccfg.variables]
     value_of = {n: i for i, n in enumerate(vocab.planted_names)}
     for h in tqdm(all_hooks, desc="variables", leave=False):
@@ -190,7 +204,10 @@ def _run_variables(run, ccfg) -> dict:
                 "heldout_prefixes": "the (h, r1) prefixes train-sae held out at r1 (neither the SAE nor eval-sae's labels saw them)"}
     P = pairs[HELD]
     r2vp = next((vp for vp in vps if vp.name == "r2"), None)
-    circuit, units = variable_circuit(ctx, rows, hooks, v_rows, r2vp.pairs[HELD] if r2vp else None)
+    if layout.question_hop == 2:
+        circuit, units = variable_circuit(ctx, rows, hooks, v_rows, r2vp.pairs[HELD] if r2vp else None)
+    else:  # section 2's high-level model is the two-hop one (head, r1 -> bridge; bridge, r2 -> answer)
+        circuit, units = {"status": f"not built: the circuit of causal variables is the two-hop model's, this task asks {layout.question_hop} hops"}, {}
     # rows and the circuit are built as plain dicts (the measuring code fills them in); typed once, here, in the file's key order
     result = VariablesResult.from_json({
         "settings": settings, "rows": [r.to_json() for r in rows + v_rows],

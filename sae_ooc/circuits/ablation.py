@@ -87,15 +87,15 @@ def ablation_scope(clean: NodeValues, abl: NodeValues) -> NodeMask:
     return NodeMask(acts, {h: torch.ones(e.shape[:-1], dtype=torch.bool, device=e.device) for h, e in clean.errs.items()})
 
 
-def task_prompts(ds) -> torch.Tensor:
-    """The two-hop prompts of train (of every split if train has none): the task distribution. A multi-token answer's
-    tokens but its last follow the prompt, as in the pairs (node positions cover them)."""
+def task_prompts(ds, hop: int = 2) -> torch.Tensor:
+    """The analysed prompts (rows of the layout's question_hop) of train (of every split if train has none): the task
+    distribution. A multi-token answer's tokens but its last follow the prompt, as in the pairs (node positions cover them)."""
     for splits in (("train",), ("train", "test_id", "test_ood_sys", "test_unanswerable")):
         rows = [list(ids) + list(ans[:-1]) for s in splits
-                for ids, ans, hop in zip(ds[s]["input_ids"], ds[s]["answer_ids"], ds[s]["hop"]) if hop == 2]
+                for ids, ans, row_hop in zip(ds[s]["input_ids"], ds[s]["answer_ids"], ds[s]["hop"]) if row_hop == hop]
         if rows:
             return torch.tensor(rows, dtype=torch.long)
-    raise UserError("the task has no two-hop prompts to ablate with; regenerate the data with task.phi > 0")
+    raise UserError("the task has no analysed prompts to ablate with; regenerate the data with task.phi > 0")
 
 
 def _cached(sp: Spliced, token_batches) -> Ablation:
@@ -104,7 +104,7 @@ def _cached(sp: Spliced, token_batches) -> Ablation:
 
 @ABLATIONS.register("mean")
 def mean_ablation(sp: Spliced, ds, pairs: Pairs, n_examples: int, seed: int, batch: int) -> Ablation:
-    prompts = task_prompts(ds)
+    prompts = task_prompts(ds, sp.layout.question_hop)
     g = torch.Generator().manual_seed(seed)
     if len(prompts) > n_examples:
         prompts = prompts[torch.randperm(len(prompts), generator=g)[:n_examples]]
@@ -127,7 +127,7 @@ def zero_ablation(sp: Spliced, ds, pairs: Pairs, n_examples: int, seed: int, bat
 
 @ABLATIONS.register("resample")
 def resample_ablation(sp: Spliced, ds, pairs: Pairs, n_examples: int, seed: int, batch: int) -> Ablation:
-    prompts = task_prompts(ds)
+    prompts = task_prompts(ds, sp.layout.question_hop)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(len(prompts), (len(pairs),), generator=g)
     return _cached(sp, (prompts[idx[i : i + batch]] for i in range(0, len(idx), batch)))

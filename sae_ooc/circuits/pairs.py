@@ -31,8 +31,8 @@ PAIR_SPLITS = ("train", "valid_id", "test_id", "test_ood_sys", "test_unanswerabl
 class Pairs:
     """Clean/corrupted A→C prompts; `answer` is t2 and `answer_corrupt` t2'."""
 
-    clean: torch.Tensor  # [n, 3]
-    corrupt: torch.Tensor  # [n, 3]
+    clean: torch.Tensor  # [n, layout.n_pos] (the toy: 3; threehop: 4)
+    corrupt: torch.Tensor  # [n, layout.n_pos]
     answer_pos: torch.Tensor  # [n]
     answer: torch.Tensor
     answer_corrupt: torch.Tensor
@@ -131,14 +131,27 @@ def split_indices(n: int, heldout_fraction: float, seed: int, groups: torch.Tens
     return idx[~held_mask], idx[held_mask]
 
 
-def two_hop_facts(ds) -> dict[tuple[int, int], list[tuple[int, int, int]]]:
-    """{(r1, r2): [(h, bridge, answer), ...]} over the two-hop facts of every split."""
-    facts: dict[tuple[int, int], set] = {}
+def question(vocab, h: int, r1: int, r2: int, *more: int) -> list[int]:
+    """The analysed question about planted (h, r1, r2[, *more]); r2 -1 (a one-fact question: the reversal family's) asks
+    (h, r1); `more`: the relations after r2 (the threehop family's r3)."""
+    return vocab.question_ids(h, r1, None if r2 < 0 else r2, *more)
+
+
+def analysed_rows(d, vocab) -> list[tuple]:
+    """(h, r1, r2, bridge, answer, tail) of a split's analysed prompts (rows of the layout's question_hop): `tail`, the
+    toy prompt's relation tokens after r2 (the threehop family's r3), () otherwise."""
+    hop_ = vocab.layout.question_hop
+    toy = vocab.layout.render == "toy"
+    return [(h, r1, r2, b, t, tuple(ids[3:]) if toy and r2 >= 0 else ()) for ids, h, r1, r2, b, t, hop in
+            zip(d["input_ids"], d["head"], d["r1"], d["r2"], d["bridge"], d["answer"], d["hop"]) if hop == hop_]
+
+
+def two_hop_facts(ds, vocab) -> dict[tuple, list[tuple[int, int, int]]]:
+    """{(r1, r2, tail): [(h, bridge, answer), ...]} over the analysed facts of every split (analysed_rows)."""
+    facts: dict[tuple, set] = {}
     for split in (s for s in PAIR_SPLITS if s in ds):
-        d = ds[split]
-        for h, r1, r2, b, t, hop in zip(d["head"], d["r1"], d["r2"], d["bridge"], d["answer"], d["hop"]):
-            if hop == 2:
-                facts.setdefault((r1, r2), set()).add((h, b, t))
+        for h, r1, r2, b, t, tail in analysed_rows(ds[split], vocab):
+            facts.setdefault((r1, r2, tail), set()).add((h, b, t))
     return {k: sorted(v) for k, v in facts.items()}
 
 
@@ -154,26 +167,26 @@ def make_pairs(ds, vocab, split: str, n: int, seed: int, model=None, only_correc
     if split not in ds and split != "all":
         raise UserError(f"the task data has no split '{split}'; set attribution.split to one of {', '.join(s for s in PAIR_SPLITS if s in ds)}, all "
                         "(or regenerate the data with `sae-ooc data --force`)")
-    facts = two_hop_facts(ds)
+    facts = two_hop_facts(ds, vocab)
     rows = []
     for s in splits:
-        d = ds[s]
-        rows += [(h, r1, r2, b, t) for h, r1, r2, b, t, hop in zip(d["head"], d["r1"], d["r2"], d["bridge"], d["answer"], d["hop"]) if hop == 2]
+        rows += analysed_rows(ds[s], vocab)
     if not rows:
-        raise UserError(f"split '{split}' has no two-hop prompts to attribute; set attribution.split to one of train, test_id, test_ood_sys, test_unanswerable, all")
+        raise UserError(f"split '{split}' has no analysed prompts (the task's questions) to attribute; set attribution.split to one of train, test_id, test_ood_sys, test_unanswerable, all")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(rows))
     correct = _correct_mask(model, rows, vocab, device) if only_correct and model is not None else None
     chosen = []
     for i in order:
-        h, r1, r2, b, t = rows[i]
+        h, r1, r2, b, t, tail = rows[i]
         if correct is not None and not correct[i]:
             continue
-        cands = [c for c in facts.get((r1, r2), []) if c[1] != b and c[2] != t]
+        # the bridge differs too where the question has one (the reversal family's has none: -1)
+        cands = [c for c in facts.get((r1, r2, tail), []) if (b < 0 or c[1] != b) and c[2] != t]
         if not cands:
             continue
         h2, b2, t2 = cands[int(rng.integers(len(cands)))]
-        chosen.append((h, r1, r2, b, t, h2, b2, t2))
+        chosen.append((h, r1, r2, b, t, h2, b2, t2, tail))
         if len(chosen) == n:
             break
     if not chosen:
@@ -186,10 +199,14 @@ def make_pairs(ds, vocab, split: str, n: int, seed: int, model=None, only_correc
 
 
 def _build(chosen: list[tuple], vocab, first_token: bool = False) -> Pairs:
-    """Pairs of the chosen (h, r1, r2, b, t, h', b', t') facts, their prompts rendered by `vocab`."""
+    """Pairs of the chosen (h, r1, r2, b, t, h', b', t'[, tail]) facts, their prompts rendered by `vocab` (`tail`:
+    the relation tokens after r2, analysed_rows)."""
+    tails = [x[8] if len(x) > 8 else () for x in chosen]
+    chosen = [tuple(x[:8]) for x in chosen]
     c = torch.tensor(chosen, dtype=torch.long)
-    clean = torch.tensor([vocab.question_ids(h, r1, r2) for h, r1, r2, *_ in chosen], dtype=torch.long)
-    corrupt = torch.tensor([vocab.question_ids(h2, r1, r2) for _, r1, r2, _, _, h2, _, _ in chosen], dtype=torch.long)
+    clean = torch.tensor([question(vocab, h, r1, r2, *tail) for (h, r1, r2, *_), tail in zip(chosen, tails)], dtype=torch.long)
+    corrupt = torch.tensor([question(vocab, h2, r1, r2, *tail) for (_, r1, r2, _, _, h2, _, _), tail in zip(chosen, tails)],
+                           dtype=torch.long)
     ans = torch.tensor([vocab.answer_token_ids(t) for *_, t, _, _, _ in chosen], dtype=torch.long).reshape(len(c), -1)
     ans2 = torch.tensor([vocab.answer_token_ids(t2) for *_, t2 in chosen], dtype=torch.long).reshape(len(c), -1)
     if first_token:
@@ -215,9 +232,9 @@ def _build(chosen: list[tuple], vocab, first_token: bool = False) -> Pairs:
 
 @torch.no_grad()
 def _correct_mask(model, rows, vocab, device: str, batch: int = 8192) -> np.ndarray:
-    """Whether greedy decoding gives each two-hop row's whole answer."""
-    prompts = [vocab.question_ids(h, r1, r2) for h, r1, r2, _, _ in rows]
-    answers = torch.tensor([vocab.answer_token_ids(t) for *_, t in rows], dtype=torch.long).reshape(len(rows), -1)
+    """Whether greedy decoding gives each analysed row's (analysed_rows) whole answer."""
+    prompts = [question(vocab, h, r1, r2, *tail) for h, r1, r2, _, _, tail in rows]
+    answers = torch.tensor([vocab.answer_token_ids(t) for *_, t, _ in rows], dtype=torch.long).reshape(len(rows), -1)
     tokens = torch.cat([torch.tensor(prompts, dtype=torch.long), answers[:, :-1]], 1)
     pos = torch.full((len(rows),), len(prompts[0]) - 1, dtype=torch.long)
     batch = logit_batch(batch, tokens.shape[1], model.cfg.d_vocab_out)

@@ -17,6 +17,8 @@ def summarize(run, result) -> str:
 
     v = VariablesResult.load(run.root / "variables")
     st = v.settings
+    if st.note:  # nothing to localize (sae_ooc.causal.variables: a question with no bridge)
+        return f"variables: {verb(result)} {files_written(run, 'variables')}: {st.note}"
     lines = [f"variables: {verb(result)} {files_written(run, 'variables')}: {st.n_pairs.heldout} held-out interchange pairs "
              f"({st.n_prefixes.heldout} held-out prefixes)"]
     for r in v.rows:

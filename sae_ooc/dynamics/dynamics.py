@@ -49,7 +49,7 @@ def _prompts(ds, vocab, n: int, seed: int):
     """A seeded sample of the test_id two-hop prompts: (tokens [n, layout.n_pos], bridge, answer), the bridge and
     answer as the first token of their names (the toy's: the entities' own tokens)."""
     st = split_tensors(ds["test_id"], vocab)
-    two = (st.hop == 2).nonzero().squeeze(1)
+    two = (st.hop == vocab.layout.question_hop).nonzero().squeeze(1)
     g = torch.Generator().manual_seed(seed)
     idx = two[torch.randperm(len(two), generator=g)[:n]].sort().values
     lay = vocab.layout

@@ -53,10 +53,21 @@ class Facts:
         """Every known (h, r, t), in a fixed order."""
         return [(h, r, t) for (h, r), t in sorted(self.tail.items())]
 
-    def counterfactual_bridges(self, b: int, r2: int) -> list[int]:
-        """Entities b' != b for which (b', r2) is known with another answer than (b, r2): a bridge that changes the answer."""
-        t = self.tail.get((b, r2))
-        return [e for e in range(self.n_entities) if e != b and (e, r2) in self.tail and self.tail[(e, r2)] != t]
+    def chain(self, e: int, rels) -> int | None:
+        """The entity reached from `e` along the relations `rels` (known facts only), None where one hop is unknown:
+        t(e, r2) for (r2,), t(t(e, r2), r3) for the threehop family's (r2, r3)."""
+        for r in rels:
+            e = self.tail.get((int(e), int(r)))
+            if e is None:
+                return None
+        return e
+
+    def counterfactual_bridges(self, b: int, r2: int, *more: int) -> list[int]:
+        """Entities b' != b whose chain along (r2, *more) is known and ends elsewhere than b's: a bridge that changes the
+        answer (`more`: the relations after r2, the threehop family's r3)."""
+        rels = (r2, *more)
+        t = self.chain(b, rels)
+        return [e for e in range(self.n_entities) if e != b and (c := self.chain(e, rels)) is not None and c != t]
 
     def heads_into(self, b: int) -> list[tuple[int, int]]:
         """Every (h, r1) whose known tail is b."""

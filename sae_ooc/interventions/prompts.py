@@ -55,7 +55,9 @@ class Prompter:
         return ids, spans
 
     def render(self, prompt: tuple) -> list[int]:
-        """(h, r) -> the atomic prompt, (h, r1, r2) -> the two-hop question."""
+        """(h, r) -> the atomic prompt, (h, r1, r2[, r3]) -> the analysed question (two or three hops)."""
+        if len(prompt) > 3:
+            return list(self.vocab.question_ids(*(int(x) for x in prompt)))
         return self.two_hop(*prompt) if len(prompt) == 3 else self.atomic_with_spans(*prompt)[0]
 
     def atomic_position(self, role: str, facts: list[tuple[int, int]]) -> int:

@@ -74,19 +74,22 @@ def steer_prompts(run, facts: Facts, model, scfg) -> dict:
     Each is rendered from its planted (h, r1, r2) (the split's own question: tests/test_steer.py checks it)."""
     ds, vocab = load_task(run.data_dir)
     st = split_tensors(ds[scfg.split], vocab)
-    keep = (st.hop == 2).nonzero().squeeze(1)
+    keep = (st.hop == vocab.layout.question_hop).nonzero().squeeze(1)
     g = torch.Generator().manual_seed(scfg.seed)
     keep = keep[torch.randperm(len(keep), generator=g)[: scfg.max_prompts].sort().values]
     st = st.subset(keep)
-    head, r1, r2, answer = (st.variable(k) for k in ("head", "r1", "r2", "answer"))
-    tokens, answer_pos = facts.tokens([(int(h), int(a), int(b)) for h, a, b in zip(head, r1, r2)])
+    # the question's planted head and relations: (h, r1, r2), and r3 for a three-hop layout (what the bridge goes through)
+    rels = [r for r in ("r1", "r2", "r3") if r in vocab.layout.variables]
+    head, answer = st.variable("head"), st.variable("answer")
+    planted = torch.stack([head] + [st.variable(r) for r in rels], 1)
+    tokens, answer_pos = facts.tokens([tuple(int(x) for x in row) for row in planted])
     clean = read_batched(model, tokens, answer_pos, facts.answer_len, scfg.batch_size)
     right = matches(clean.greedy, facts.answer_ids(answer))
     ok = right.clone() if scfg.only_correct else torch.ones(len(st), dtype=torch.bool)
-    ok &= torch.tensor([bool(facts.counterfactual_bridges(int(b), int(t))) for b, t in zip(st.bridge, r2)], dtype=torch.bool)
+    ok &= torch.tensor([bool(facts.counterfactual_bridges(int(b), *row[2:].tolist())) for b, row in zip(st.bridge, planted)], dtype=torch.bool)
     idx = ok.nonzero().squeeze(1)
     return {"tokens": tokens[idx], "answer_pos": answer_pos[idx], "answer": answer[idx], "bridge": st.bridge[idx],
-            "planted": torch.stack([head, r1, r2], 1)[idx], "clean": clean[idx], "n_split": int((st.hop == 2).sum()),
+            "planted": planted[idx], "clean": clean[idx], "n_split": len(st),
             "n_correct": int(right.sum())}
 
 
@@ -100,8 +103,8 @@ def steer_row(model, sae, hook: str, role: str, pos: int, P: dict, facts: Facts,
     b2, covered = torch.empty(n, dtype=torch.long), torch.zeros(n, dtype=torch.bool)
     donors, donors_same = [], []
     for i in range(n):
-        h, r1, r2 = (int(t) for t in planted[i])
-        cands = facts.counterfactual_bridges(int(b[i]), r2)
+        h, r1, *after = (int(t) for t in planted[i])
+        cands = facts.counterfactual_bridges(int(b[i]), *after)
         lab = [e for e in cands if has[e]]
         pool = lab or cands
         b2[i] = pool[int(rng.integers(len(pool)))]
@@ -112,7 +115,7 @@ def steer_row(model, sae, hook: str, role: str, pos: int, P: dict, facts: Facts,
     use &= torch.tensor([d is not None for d in donors])
     idx = use.nonzero().squeeze(1)
     tok, b, b2 = P["tokens"][idx], b[idx], b2[idx]
-    consistent_e = torch.tensor([facts.tail[(int(e), int(t[2]))] for e, t in zip(b2, planted[idx])], dtype=torch.long)
+    consistent_e = torch.tensor([facts.chain(int(e), t[2:].tolist()) for e, t in zip(b2, planted[idx])], dtype=torch.long)
     consistent, original = facts.answer_ids(consistent_e), facts.answer_ids(P["answer"][idx])
     multi = facts.answer_len > 1  # whole answers need the consistent answer's log-probability, teacher forced
     targets = consistent if multi else None
@@ -137,8 +140,8 @@ def steer_row(model, sae, hook: str, role: str, pos: int, P: dict, facts: Facts,
         deltas["features_same_bridge"] = decode_delta(sae, f, switched(f, same_off, same_on, typ))
         n_off, n_on = (off & (f > 0)).sum(1), on.sum(1)
     # the residual patch: (h', r1', r2) has bridge b' (b for the control); a missing same-bridge donor keeps the prompt's own
-    d_tok = facts.tokens([(*donors[int(i)], int(planted[i, 2])) for i in idx])[0]
-    ds_tok = facts.tokens([(*(donors_same[int(i)] or planted[i, :2].tolist()), int(planted[i, 2])) for i in idx])[0]
+    d_tok = facts.tokens([(*donors[int(i)], *planted[i, 2:].tolist()) for i in idx])[0]
+    ds_tok = facts.tokens([(*(donors_same[int(i)] or planted[i, :2].tolist()), *planted[i, 2:].tolist()) for i in idx])[0]
     for name, dt in (("resid_patch", d_tok), ("resid_patch_same_bridge", ds_tok)):
         xd = residuals(model, dt, [hook], scfg.batch_size)[hook][:, pos] if len(dt) else x
         deltas[name] = xd - x

@@ -4,6 +4,7 @@ figure and the command that reproduces it."""
 from __future__ import annotations
 
 from sae_ooc.analyses.result import (
+    AnswersResult,
     AttentionResult,
     BackPatchingResult,
     DlaResult,
@@ -18,7 +19,7 @@ from sae_ooc.report.mechanism import analyses, layer_name
 
 TITLES = {"attention": "Attention patterns", "logit-lens": "Logit lens", "patching": "Activation patching",
           "causal-tracing": "Causal tracing", "probes": "Linear probes", "dla": "Direct logit attribution",
-          "back-patching": "Back-patching"}
+          "back-patching": "Back-patching", "answers": "What the model answers"}
 
 
 def _attention(doc: Doc, r: AttentionResult) -> None:
@@ -32,10 +33,11 @@ def _attention(doc: Doc, r: AttentionResult) -> None:
 
 def _logit_lens(doc: Doc, r: LogitLensResult) -> None:
     on = f"{r.n_prompts} held-out test_id prompts"
-    b = [row[r.role_index("r1")] for row in r.bridge.top1]
     ans = [row[r.role_index("answer")] for row in r.answer.top1]
-    doc.add(f"Share of prompts ranking the bridge first at r1, by state ({', '.join(r.states)}): {', '.join(f3(x, '.2f') for x in b)}; "
-            f"the answer at {r.answer_role()}: {', '.join(f3(x, '.2f') for x in ans)} (final: {doc.number('analyze.logit_lens.final_accuracy', r.final_accuracy, on)}, "
+    bridge = ("" if r.bridge is None else  # None: the question has no bridge (the reversal family's)
+              f"Share of prompts ranking the bridge first at r1, by state ({', '.join(r.states)}): "
+              f"{', '.join(f3(x, '.2f') for x in (row[r.role_index('r1')] for row in r.bridge.top1))}; ")
+    doc.add(f"{bridge}Share ranking the answer first at {r.answer_role()}, by state ({', '.join(r.states)}): {', '.join(f3(x, '.2f') for x in ans)} (final: {doc.number('analyze.logit_lens.final_accuracy', r.final_accuracy, on)}, "
             f"the model's accuracy on these prompts). Caveat: {r.caveat}.")
 
 
@@ -104,8 +106,23 @@ def _back_patching(doc: Doc, r: BackPatchingResult) -> None:
              + " (Biran et al. 2024 report up to 66% in LLMs, as a best-per-prompt share)."))
 
 
+def _answers(doc: Doc, r: AnswersResult) -> None:
+    parts = []
+    for s, d in r.splits.items():
+        if not d:
+            continue
+        top = sorted(((d["share"][c], c) for c in r.classes if d["share"][c] > 0), reverse=True)[:3]
+        parts.append(f"{s} ({d['n']} prompts): " + ", ".join(
+            f"{c} {doc.number(f'analyze.answers.{s}.{c}', x, str(d['n']) + ' ' + s + ' prompts')} (chance {f3(d['chance'][c])})"
+            for x, c in top))
+    doc.add("Each analysed prompt's greedy answer in the first class it falls in (correct; the tail of the inverse relation's "
+            "fact about the head, where relations have inverses; another trained tail of the head; the head itself; train's most "
+            f"frequent answer, {r.most_frequent_answer}; a trained tail of the same relation; another answer of the task's questions; "
+            "another entity; another token), against the share a uniformly random entity would fall in. " + "; ".join(parts) + ".")
+
+
 SECTIONS = {"attention": _attention, "logit-lens": _logit_lens, "patching": _patching, "causal-tracing": _tracing,
-            "probes": _probes, "dla": _dla, "back-patching": _back_patching}
+            "probes": _probes, "dla": _dla, "back-patching": _back_patching, "answers": _answers}
 
 
 def analyses_section(doc: Doc) -> None:

@@ -48,6 +48,9 @@ def bridge_section(doc: Doc) -> None:
     if v is None:
         return
     st = v.settings
+    if st.note:  # the stage had nothing to localize (a question with no bridge)
+        doc.add(f"Not applicable: {st.note}.", "")
+        return
     rows = [r for r in v.rows if r.n_heldout > 0 and not r.pairs]  # the bridge at r1 (the others: variables_control)
     n_pairs = len(v.heldout_pairs)
     on = f"{n_pairs} held-out interchange pairs ({', '.join(st.heldout_splits)} questions on {st.n_prefixes.heldout} held-out (h, r1) prefixes)"

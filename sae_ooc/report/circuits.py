@@ -28,8 +28,10 @@ def attribution_section(doc: Doc) -> None:
     ne = doc.load_or_say(NodeEffectsSummary, run.attribution_dir, "`sae-ooc attribute`")
     if ne is None:
         return
-    doc.add(f"Node effects by `{ne.method}` on {ne.n_pairs} clean/corrupted pairs (corruption: a different head entity whose "
-            f"bridge and answer both differ). Metric `{ne.metric}`: clean {ne.metric_clean_mean:.3f}, corrupted "
+    a = run.cfg.attribution
+    doc.add(f"Node effects by `{ne.method}` on {ne.n_pairs} clean/corrupted pairs of {a.split} prompts"
+            f"{' the model answers correctly' if a.only_correct else ''} (corruption: a different head entity whose answer "
+            f"differs, and its bridge where the question has one). Metric `{ne.metric}`: clean {ne.metric_clean_mean:.3f}, corrupted "
             f"{ne.metric_corrupt_mean:.3f}." + _multi_token(run), "")
     val = AttributionValidation.load_if(run.attribution_dir)
     if val is None:

@@ -28,8 +28,8 @@ f3 = fmt  # the report's short name
 # The page's sections in order, by the name of their function less `_section` (report.report.SECTIONS runs them in
 # this order): the lead sections have no number; the others are numbered 1, 2, ... in this order. A heading and a
 # cross-reference ask for the number (`Doc.heading`, `Doc.ref`), so moving a section renumbers the page.
-LEAD = ("finetune", "causal_circuit", "bridge", "variables_control", "mechanism")  # finetune: only in a fine-tuning run's report (its answer)
-NUMBERED = ("task", "train", "sae", "attribution", "circuit", "variable", "analyses", "steer", "edit", "browse", "dynamics", "sweep")
+LEAD = ("finetune", "threehop", "causal_circuit", "bridge", "variables_control", "mechanism")  # finetune / threehop: only in a fine-tuning / three-hop run's report (its answer)
+NUMBERED = ("task", "train", "sae", "attribution", "circuit", "variable", "analyses", "steer", "edit", "browse", "dynamics", "sweep", "family")
 ORDER = LEAD + NUMBERED
 
 

@@ -58,7 +58,7 @@ def bridge_at_r1(doc: Doc, a: dict) -> list[str]:
                        f"shuffled labels){early}. These are the analyses' lighter probes; eval-sae's ({doc.ref('sae')}) are trained longer "
                        "on the same prefixes and can differ by a few points. A probe reads; it does not show the model uses what it reads.")
     ll = a["logit-lens"]
-    if ll:
+    if ll and ll.bridge is not None:  # None: the question has no bridge (the reversal family's)
         top = [row[ll.role_index("r1")] for row in ll.bridge.top1]
         first = next((s for s, v in enumerate(top) if v >= READ), None)
         if first is None:

@@ -23,7 +23,9 @@ from sae_ooc.report.causal_circuit import causal_circuit_section
 from sae_ooc.report.variables_control import variables_control_section
 from sae_ooc.report.circuits import attribution_section, circuit_section
 from sae_ooc.report.doc import ORDER, Doc
+from sae_ooc.report.family import family_section
 from sae_ooc.report.finetune import finetune_section
+from sae_ooc.report.threehop import threehop_section
 from sae_ooc.report.interventions import edit_section, steer_section
 from sae_ooc.report.mechanism import mechanism_section
 from sae_ooc.report.dynamics import dynamics_section
@@ -35,8 +37,9 @@ from sae_ooc.report.summary import SUMMARY_FILE, HeadlineNumber, ReportSummary
 from sae_ooc.report.variables import variable_section
 
 _FUNCTIONS = {f.__name__.removesuffix("_section"): f for f in (
-    finetune_section, causal_circuit_section, bridge_section, variables_control_section, mechanism_section, task_section, train_section, sae_section, attribution_section,
-    circuit_section, variable_section, analyses_section, steer_section, edit_section, browse_section, dynamics_section, sweep_section)}
+    finetune_section, threehop_section, causal_circuit_section, bridge_section, variables_control_section, mechanism_section, task_section, train_section, sae_section, attribution_section,
+    circuit_section, variable_section, analyses_section, steer_section, edit_section, browse_section, dynamics_section, sweep_section,
+    family_section)}
 SECTIONS = tuple(_FUNCTIONS[name] for name in ORDER)  # the page's order, and its section numbers, are report.doc.ORDER
 # the export's diagrams that results/ keeps beside the report
 DIAGRAMS = tuple(f"{p}circuit.{ext}" for p in ("", "prompt_") for ext in ("png", "svg", "html"))

@@ -18,8 +18,13 @@ import torch
 from sae_ooc.activations.cache import ActivationCache, distinct_rows, prefix_ids, prefix_tokens
 from sae_ooc.records import opt
 
-VARIABLES = ("head", "r1", "r2", "bridge", "answer")
+# every planted variable a task may have (Layout.variables): the threehop family's r3 and bridge2 are cache columns of
+# its runs only; a variable without a column is labelled NONE everywhere, so nothing scores it
+VARIABLES = ("head", "r1", "r2", "r3", "bridge", "bridge2", "answer")
 NONE = -1  # label of a prefix that does not determine the variable
+# bridge2 = t(bridge, r2) is a function of the prefix only from r2 on; before it, the agreement of a prefix's few rows
+# (a prefix (h, r1) asked with one r2 only) is chance, not determination
+DETERMINED_FROM = {"bridge2": "r2"}
 
 
 @dataclass
@@ -37,7 +42,10 @@ class PositionSlice:
 
 
 def prefix_labels(tokens: dict[str, torch.Tensor], pid: torch.Tensor, var: str) -> torch.Tensor:
-    """Per row, the value of `var` its prefix determines (every labelled row with that prefix agrees), else NONE."""
+    """Per row, the value of `var` its prefix determines (every labelled row with that prefix agrees), else NONE
+    (everywhere when the cache has no column `var`)."""
+    if var not in tokens:
+        return torch.full_like(pid, NONE, dtype=torch.long)
     y = tokens[var].long()
     valid = y >= 0
     if var == "answer":
@@ -83,6 +91,9 @@ def position_slices(cache: ActivationCache, held: torch.Tensor, max_select: int,
         if len(sel) == 0 or len(ev) == 0:
             continue
         sel = _subsample(sel, max_select, seed)
-        out.append(PositionSlice(p, name, sel, ev, {v: (labels[v][sel], labels[v][ev]) for v in VARIABLES},
+        early = {v for v, r in DETERMINED_FROM.items() if r in cache.roles and p < cache.roles.index(r)}
+        out.append(PositionSlice(p, name, sel, ev, {v: (labels[v][sel], labels[v][ev]) if v not in early else
+                                                    (torch.full_like(labels[v][sel], NONE), torch.full_like(labels[v][ev], NONE))
+                                                    for v in VARIABLES},
                                  known[ev] if p >= 1 else None, prefix_tokens(tok, sel, p), prefix_tokens(tok, ev, p)))
     return out

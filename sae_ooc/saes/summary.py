@@ -15,6 +15,7 @@ from sae_ooc.viz.sae_plots import plot_alignment_heatmap
 from sae_ooc.viz.text import fmt as _fmt
 
 POSITIONS = ("head", "r1", "r2")
+ALIGN_POSITIONS = POSITIONS + ("r3",)  # alignment rows by position name: a three-hop question's r3 too (absent ones skipped)
 # heatmap panels: (key into a cell, title); the probe ones are held-out exact-value accuracies
 PROBE_PANELS = (("trained", "trained model"), ("random_model", "random-init models (mean)"), ("step0", "step-0 checkpoint"),
                 ("shuffled", "shuffled labels (mean)"))
@@ -100,7 +101,7 @@ def _feature_cell(a: dict) -> str:
 def _grid(per_hook: dict, hooks: list[str], var: str) -> dict:
     grid = {}
     for h in hooks:
-        for pos in POSITIONS:
+        for pos in ALIGN_POSITIONS:
             a = per_hook[h].get("alignment", {}).get(f"{var}@{pos}")
             if a is None:
                 continue
@@ -129,13 +130,13 @@ def _alignment_tables(per_hook: dict, hooks: list[str], out_dir: Path, threshold
             continue
         lines += [f"### {var}", "", "| hook | position | probe (held-out) and controls | single feature (held-out) and control |", "|---|---|---|---|"]
         for h in hooks:
-            for pos in POSITIONS:
+            for pos in ALIGN_POSITIONS:
                 a = per_hook[h].get("alignment", {}).get(f"{var}@{pos}")
                 if a is not None:
                     lines.append(f"| {h} | {pos} | {_probe_cell(a['probe'])} | {_feature_cell(a)} |")
         lines.append("")
         panels = [pp for pp in PROBE_PANELS if any(c.get(pp[0]) is not None for c in grid.values())]
-        plot_alignment_heatmap(grid, hooks, list(POSITIONS), Path(out_dir) / f"alignment_{var}", variable=var,
+        plot_alignment_heatmap(grid, hooks, list(POSITIONS) + [p for p in ALIGN_POSITIONS[3:] if any(k[1] == p for k in grid)], Path(out_dir) / f"alignment_{var}", variable=var,
                                panels=panels + list(FEATURE_PANELS), threshold=threshold)
         figs.append(f"alignment_{var}.png")
     return lines, figs

@@ -9,6 +9,8 @@ from sae_ooc.sections.check import check as _check
 CAUSAL_SPLITS = ("train", "valid_id", "test_id")  # splits of two-hop questions (the ID heads': they compose)
 # the planted variables besides the bridge at r1, each at its own position (`bridge@answer`: the bridge at the answer position)
 VARIABLE_NAMES = ("head", "r1", "r2", "bridge@answer", "answer")
+# a three-hop question's too (the threehop family: sae_ooc.causal.planted.specs; a two-hop task refuses them)
+THREEHOP_VARIABLE_NAMES = ("r3", "bridge@r2", "bridge2@r2", "bridge2@answer")
 
 
 @dataclass
@@ -48,8 +50,8 @@ class CausalConfig:
         _check(all(h.startswith("blocks.") and h.split(".")[-1] in ("hook_resid_pre", "hook_resid_mid", "hook_resid_post")
                    for h in self.variable_hooks), where, "causal.variable_hooks",
                "must be residual hook names such as blocks.2.hook_resid_pre or blocks.2.hook_resid_mid (or empty for the bridge's hooks, every layer's hook_resid_mid and the last layer's output)")
-        _check(all(v in VARIABLE_NAMES for v in self.variables), where, "causal.variables",
-               f"must be a list of {', '.join(VARIABLE_NAMES)} (or empty for the bridge at r1 alone)")
+        _check(all(v in VARIABLE_NAMES + THREEHOP_VARIABLE_NAMES for v in self.variables), where, "causal.variables",
+               f"must be a list of {', '.join(VARIABLE_NAMES + THREEHOP_VARIABLE_NAMES)} (or empty for the bridge at r1 alone)")
         _check(all(r >= 1 for r in self.variable_ranks), where, "causal.variable_ranks", "must be a list of ranks >= 1")
         _check(0 <= self.variable_patch_min <= 1, where, "causal.variable_patch_min", "must be in [0, 1]")
         _check(self.variable_fit_pairs >= 1, where, "causal.variable_fit_pairs", "must be at least 1")

@@ -11,7 +11,9 @@ from sae_ooc.sections.check import check as _check
 
 ATTRIBUTION_METHODS = NAMES["attribution.method"]  # the one list (sae_ooc.registry), registered in sae_ooc.circuits.methods
 ATTRIBUTION_METRICS = ("logit_diff", "logprob", "ce")
-ATTRIBUTION_SPLITS = ("train", "valid_id", "test_id", "test_ood_sys", "test_unanswerable", "all")
+# atomic_test: the trained facts, whose rows are the analysed prompts where the question is one fact (the reversal
+# family's trained direction (a, r) -> b); a two-hop task has no analysed prompt there and says so
+ATTRIBUTION_SPLITS = ("train", "valid_id", "test_id", "test_ood_sys", "test_unanswerable", "atomic_test", "all")
 ABLATIONS = NAMES["ablation"]  # the one list (sae_ooc.registry), registered in sae_ooc.circuits.ablation
 
 

@@ -10,6 +10,7 @@ from sae_ooc.sections.finetune import FinetuneConfig
 from sae_ooc.sections.natural import NaturalConfig
 
 
+FINETUNE_FAMILIES = ("twohop",)  # the families a fine-tuning run (sae_ooc.tasks.finetune) can teach new facts of
 TASK_FAMILIES = NAMES["task.family"]  # the one list (sae_ooc.registry) of the task generators sae_ooc.tasks.data.FAMILIES registers
 # the splits every task family writes (sae_ooc.tasks.data.SPLITS)
 TASK_SPLITS = ("train", "valid_id", "test_id", "test_ood_sys", "test_unanswerable", "atomic_test")
@@ -209,8 +210,9 @@ def check_model_source(task, model: ModelConfig, where: str) -> None:
            "is only read by a fine-tuning run (model.source: run with model.run: a finished sae_ooc run); set them, e.g. "
            "--config configs/finetune_toy.yaml --set model.run=runs/default, or remove task.finetune")
     if model.source == "run":  # the tokenizer (natural render) is model.run's, copied from its data
-        _check(getattr(task, "family", "twohop") == "twohop", where, "task.family",
-               "a fine-tuning run (model.source: run) teaches new facts of the two-hop task; task.family must be twohop")
+        _check(getattr(task, "family", "twohop") in FINETUNE_FAMILIES, where, "task.family",
+               "a fine-tuning run (model.source: run) teaches new facts of the two-hop task; task.family must be one of "
+               f"{', '.join(FINETUNE_FAMILIES)}")
         return
     if getattr(task, "render", "toy") != "natural" or natural is None:
         return  # the toy task's token ids are its own symbols (a pretrained model reuses its first embedding rows for them)

@@ -32,7 +32,7 @@ from sae_ooc.tasks.layout import LAYOUT_FILE, TOY_LAYOUT, Layout
 from sae_ooc.tasks.rows import FEATURES, _concat, _rows, _shuffled, valid_test  # noqa: F401  (re-exported)
 from sae_ooc.tasks.natural.generate import render_natural
 from sae_ooc.tasks.natural.text_vocab import TOKENIZER_FILE
-from sae_ooc.tasks.families import FAMILIES, SPLITS  # noqa: F401  (re-exported)
+from sae_ooc.tasks.families import FAMILIES, SPLITS, layout_of  # noqa: F401  (re-exported)
 from sae_ooc.tasks.vocab import POSITION_ROLES, SEQ_LEN, Vocab, read_vocab  # noqa: F401  (re-exported)
 
 
@@ -98,6 +98,7 @@ class SplitTensors:
     hop: torch.Tensor  # [n]
     answer_ids: torch.Tensor | None = None  # [n, answer_len] every answer token, -1 padded (None: one token, = answer)
     planted: dict | None = None  # {head, r1, r2, answer}: the planted variables, [n] each (None: the toy's = tokens)
+    bridge2: torch.Tensor | None = None  # [n] the second bridge (threehop: t(bridge, r2)), -1 for none; None: no column
 
     def __len__(self) -> int:
         return int(self.answer.shape[0])
@@ -115,12 +116,14 @@ class SplitTensors:
         """Planted variable `name` (head, r1, r2, bridge, answer) per example, -1 where the example has none."""
         if name == "bridge":
             return self.bridge
+        if name == "bridge2":
+            return self.bridge2 if self.bridge2 is not None else torch.full_like(self.answer, -1)
         if self.planted is not None:
             return self.planted[name]
         lengths = self.answer_pos + 1  # the toy task: the variables are the prompt's tokens
         if name == "answer":
             return self.answer
-        i = ("head", "r1", "r2").index(name)
+        i = ("head", "r1", "r2", "r3").index(name)
         return torch.where(lengths > i, self.tokens[:, i], -1) if self.tokens.shape[1] > i else torch.full_like(self.answer, -1)
 
     def role_codes(self) -> torch.Tensor:
@@ -135,7 +138,8 @@ class SplitTensors:
 
     def _map(self, f) -> "SplitTensors":
         return SplitTensors(*(None if t is None else f(t) for t in (self.tokens, self.answer_pos, self.answer, self.bridge, self.hop, self.answer_ids)),
-                            None if self.planted is None else {k: f(v) for k, v in self.planted.items()})
+                            None if self.planted is None else {k: f(v) for k, v in self.planted.items()},
+                            None if self.bridge2 is None else f(self.bridge2))
 
     def to(self, device) -> "SplitTensors":
         return self._map(lambda t: t.to(device))
@@ -182,6 +186,7 @@ def split_tensors(ds: Dataset, vocab: Vocab) -> SplitTensors:
         hop=torch.tensor(ds["hop"], dtype=torch.long).reshape(n),
         answer_ids=answer_ids if a_len > 1 else None,
         planted=None if vocab.layout.render == "toy" else col,
+        bridge2=torch.tensor(ds["bridge2"], dtype=torch.long).reshape(n) if "bridge2" in ds.column_names else None,
     )
 
 
@@ -211,5 +216,5 @@ def run_data(run, force: bool = False) -> dict:
                                                hub_id(run.cfg.model.name or "gpt2"))
         save_task(ds, vocab, run.data_dir, layout, {TOKENIZER_FILE: lambda path: tok.tokenizer.save(str(path))})
     else:
-        save_task(ds, vocab, run.data_dir, TOY_LAYOUT)
+        save_task(ds, vocab, run.data_dir, layout_of(run.cfg.task.family))
     return DataInfo(sizes={s: len(ds[s]) for s in SPLITS}, majority_rate={s: majority_rate(ds[s]) for s in SPLITS}).to_json()

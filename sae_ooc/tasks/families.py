@@ -25,6 +25,7 @@ from datasets import Dataset, DatasetDict
 from sae_ooc.config import TASK_SPLITS, TaskConfig
 from sae_ooc.errors import UserError
 from sae_ooc.registry import Registry
+from sae_ooc.tasks.layout import ONE_HOP_LAYOUT, THREEHOP_LAYOUT, TOY_LAYOUT, Layout
 from sae_ooc.tasks.rows import FEATURES, _concat, _rows, _shuffled, valid_test  # noqa: F401  (re-exported)
 from sae_ooc.tasks.vocab import Vocab
 
@@ -79,25 +80,36 @@ def _dataset(train_atomic: list, inferred: dict[str, list], rng: np.random.Gener
 
 
 FAMILIES: Registry = Registry("task.family")
+# the layout of each family's analysed prompts (sae_ooc.tasks.layout), the toy's two-hop question unless named here
+LAYOUTS: dict[str, Layout] = {"reversal": ONE_HOP_LAYOUT, "threehop": THREEHOP_LAYOUT}
+
+
+def layout_of(family: str) -> Layout:
+    """The layout every stage reads the analysed prompts of `family` by (RUN/data/layout.json)."""
+    return LAYOUTS.get(family, TOY_LAYOUT)
+
+
+def _chain_atomic(cfg: TaskConfig, rng: np.random.Generator) -> tuple[Vocab, list, set, set, dict[int, list[int]]]:
+    """The atomic facts of the chain families (twohop, threehop): vocab, facts (h, r, t), their (unanswerable, OOD)
+    marks and {head: indices of its facts}. Each head gets k distinct relations, each with a random tail entity."""
+    E, R, k = cfg.n_entities, cfg.n_relations, cfg.facts_per_entity
+    vocab = Vocab.build(E, R)
+    atomic: list[tuple[int, int, int]] = []
+    for h in range(E):
+        for r in sorted(rng.choice(R, size=k, replace=False).tolist()):
+            atomic.append((h, vocab.relation_id(r), int(rng.integers(E))))
+    unanswerable, ood = _marks(len(atomic), cfg, rng)
+    by_head: dict[int, list[int]] = {}
+    for i, (h, _, _) in enumerate(atomic):
+        by_head.setdefault(h, []).append(i)
+    return vocab, atomic, unanswerable, ood, by_head
 
 
 @FAMILIES.register("twohop")
 def generate_twohop(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
     """(h, r1) -> b and (b, r2) -> t give the two-hop fact (h, r1, r2) -> t, with b the bridge."""
     rng = np.random.default_rng(cfg.seed)
-    E, R, k = cfg.n_entities, cfg.n_relations, cfg.facts_per_entity
-    vocab = Vocab.build(E, R)
-    rel = vocab.relation_id
-
-    # (h, r) -> t: each head gets k distinct relations, each with a random tail entity
-    atomic: list[tuple[int, int, int]] = []
-    for h in range(E):
-        for r in sorted(rng.choice(R, size=k, replace=False).tolist()):
-            atomic.append((h, rel(r), int(rng.integers(E))))
-    unanswerable, ood = _marks(len(atomic), cfg, rng)
-    by_head: dict[int, list[int]] = {}
-    for i, (h, _, _) in enumerate(atomic):
-        by_head.setdefault(h, []).append(i)
+    vocab, atomic, unanswerable, ood, by_head = _chain_atomic(cfg, rng)
     inferred, needs = [], []
     for i, (h, r1, b) in enumerate(atomic):
         for j in by_head[b]:
@@ -107,6 +119,52 @@ def generate_twohop(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
     n_id_atomic = len(atomic) - len(unanswerable) - len(ood)  # Wang et al.: phi counts the ID atomic facts
     parts = _inferred_splits(inferred, needs, unanswerable, ood, int(round(cfg.phi * n_id_atomic)), cfg, rng)
     return _dataset([f for i, f in enumerate(atomic) if i not in unanswerable], parts, rng), vocab
+
+
+def threehop_facts(cfg: TaskConfig) -> dict:
+    """The threehop family's facts before rendering (generate_threehop's rows; scripts and tests read them too):
+    `atomic` (h, r, t) with their `unanswerable` and `ood` index sets; the two-hop facts (h, r1, r2, b2, b1, b2) and the
+    three-hop facts (h, r1, r2, r3, t, b1, b2), each with the atomic facts it needs; `parts`, the three-hop facts by
+    split (Wang et al.'s rule, as the other families); `two_train` and `two_heldout`, the in-distribution two-hop facts
+    trained and not (the two-hop accuracy of a threehop model is read on the latter)."""
+    rng = np.random.default_rng(cfg.seed)
+    vocab, atomic, unanswerable, ood, by_head = _chain_atomic(cfg, rng)
+    two, two_needs, three, three_needs = [], [], [], []
+    for i, (h, r1, b1) in enumerate(atomic):
+        for j in by_head[b1]:
+            _, r2, b2 = atomic[j]
+            two.append((h, r1, r2, b2, b1, b2))  # bridge2 = the answer b2: what the three-hop question carries at r2
+            two_needs.append((i, j))
+            for m in by_head[b2]:
+                _, r3, t = atomic[m]
+                three.append((h, r1, r2, r3, t, b1, b2))
+                three_needs.append((i, j, m))
+    n_train = int(round(cfg.phi * (len(atomic) - len(unanswerable) - len(ood))))  # phi per ID atomic fact, each of 2 and 3 hops
+    marked = unanswerable | ood  # a two-hop fact touching an OOD atomic fact is in no split, as a three-hop one
+    pool2 = [f for f, need in zip(two, two_needs) if not any(i in marked for i in need)]
+    order2 = rng.permutation(len(pool2)).tolist()
+    parts = _inferred_splits(three, three_needs, unanswerable, ood, n_train, cfg, rng)
+    return {"vocab": vocab, "atomic": atomic, "unanswerable": unanswerable, "ood": ood, "two": two, "two_needs": two_needs,
+            "three": three, "three_needs": three_needs, "parts": parts,
+            "two_train": [pool2[i] for i in order2[:n_train]], "two_heldout": [pool2[i] for i in order2[n_train:]]}
+
+
+@FAMILIES.register("threehop")
+def generate_threehop(cfg: TaskConfig) -> tuple[DatasetDict, Vocab]:
+    """(h, r1) -> b1, (b1, r2) -> b2, (b2, r3) -> t give the three-hop fact (h, r1, r2, r3) -> t through two bridges.
+
+    train: every trained atomic fact, phi per in-distribution atomic fact of two-hop facts (h, r1, r2) -> b2 and as
+    many three-hop facts; the held-out splits ask three-hop facts (the two-hop ones are the recipe, not the question).
+    """
+    f = threehop_facts(cfg)
+    rng = np.random.default_rng([cfg.seed, 3])  # the shuffle of train, apart from threehop_facts' draws
+    parts, trained = f["parts"], [a for i, a in enumerate(f["atomic"]) if i not in f["unanswerable"]]
+    splits = {"train": _shuffled(_concat(_rows(trained, 1), _rows(f["two_train"], 2), _rows(parts["train"], 3)), rng),
+              **{s: _rows(parts[s], 3) for s in ("valid_id", "test_id", "test_ood_sys", "test_unanswerable")},
+              "atomic_test": _rows(trained, 1)}
+    vocab = f["vocab"]
+    vocab.layout = THREEHOP_LAYOUT
+    return DatasetDict({s: Dataset.from_dict(splits[s], features=FEATURES) for s in SPLITS}), vocab
 
 
 @FAMILIES.register("reversal")
@@ -198,15 +256,43 @@ DESCRIPTIONS = {  # what a family's facts are, in the report's task section
               "bridge `b` with `(h, r1) → b`, `(b, r2) → t2`.",
     "reversal": "{E} entities, {R} relations (each a permutation of the entities) and their inverses, {k} facts `(a, r) → b` per "
                 "entity, trained forward; the inverse questions `(b, r⁻¹) → a` are trained for some pairs and held out for others.",
+    "threehop": "{E} entities, {R} relations, {k} atomic facts `(h, r) → t` per entity; three-hop facts `(h, r1, r2, r3) → t3` "
+                "through two bridges, `b1` with `(h, r1) → b1` and `b2` with `(b1, r2) → b2`; train holds two-hop facts "
+                "`(h, r1, r2) → b2` beside the three-hop ones, the held-out splits ask three hops.",
     "comparison": "{E} entities, {R} attributes, {k} attribute values `(e, attr) → v` (v0..v{V1}) per entity; inferred facts "
                   "`(e1, attr, e2)` answered lt / eq / gt by comparing the two values (Wang et al. 2024), with the two-hop roles: "
                   "the first value is the bridge (at r1 = attr), the second (of e2, at r2) `bridge2`.",
 }
 
 
+QUESTIONS = {  # what each family asks of the model (the report's family section answers it)
+    "twohop": "Does the model compose two facts it learned separately, `(h, r1) → b` and `(b, r2) → t`, into `(h, r1, r2) → t`: "
+              "in distribution (test_id) and on OOD atomic facts no inferred training fact used (test_ood_sys, where Wang et al. "
+              "2024 find composition fails)?",
+    "reversal": "Having learned `(a, r) → b`, does the model answer the reversed question `(b, r⁻¹) → a`, never trained for these "
+                "pairs (test_id; the reversal curse, Berglund et al. 2023), and what does it answer instead?",
+    "comparison": "Does the model compare two attribute values it learned separately, `(e1, attr, e2)` → lt / eq / gt: in "
+                  "distribution (test_id) and on OOD facts (test_ood_sys, where Wang et al. 2024 find comparison generalizes)?",
+    "threehop": "Does the model compose three facts it learned separately, `(h, r1) → b1`, `(b1, r2) → b2`, `(b2, r3) → t3`, into "
+                "`(h, r1, r2, r3) → t3` out of context (test_id; test_ood_sys on OOD atomic facts), and where are its two bridges "
+                "(the lead section \"Three hops\")?",
+}
+
+
 def describe(cfg: TaskConfig) -> str:
     """One sentence on the facts of `cfg.family` (the report's task section)."""
     return DESCRIPTIONS[cfg.family].format(E=cfg.n_entities, R=cfg.n_relations, k=cfg.facts_per_entity, V1=cfg.n_values - 1)
+
+
+def extra_sets(cfg: TaskConfig) -> dict[str, Dataset]:
+    """Evaluation sets a family asks beside its splits (the report's family section reads them): the threehop family's
+    in-distribution two-hop facts held out of train (`two_hop_heldout`) and trained (`two_hop_train`, in-sample), so that
+    the three-hop model's two-hop accuracy is known; none for the other families."""
+    if cfg.family != "threehop":
+        return {}
+    f = threehop_facts(cfg)
+    return {k: Dataset.from_dict(_rows(f[s], 2), features=FEATURES) for k, s in (("two_hop_heldout", "two_heldout"),
+                                                                               ("two_hop_train", "two_train"))}
 
 
 def inverse_relations(family: str, vocab: Vocab) -> dict[int, int]:

@@ -30,6 +30,15 @@ class Layout:
     seq_len: int  # model context needed by every example: max over examples of len(input_ids) + len(answer_ids) - 1
     answer_len: int = 1  # the analysed prompts' answer length, in tokens
     roles: dict = field(default_factory=dict)  # role -> [start, end) token span in an analysed prompt
+    question_hop: int = 2  # the `hop` of the analysed prompts' rows (the reversal family's questions: 1; threehop's: 3)
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """The planted variables of the analysed prompts: head, the relations, the bridges (hop - 1 of them: `bridge`,
+        `bridge2`), the answer. The two-hop question's are head, r1, r2, bridge, answer; the three-hop one adds r3
+        and bridge2 (extra variables: what the cache and the probes carry beyond the two-hop ones)."""
+        rel = ("r3",) if "r3" in self.roles or "r3" in self.position_names else ()
+        return ("head", "r1", "r2", *rel, "bridge", *(("bridge2",) if self.question_hop >= 3 else ()), "answer")
 
     @property
     def n_pos(self) -> int:
@@ -75,17 +84,26 @@ class Layout:
         return range(i, i + 1)
 
     def to_json(self) -> dict:
-        return {"render": self.render, "position_names": list(self.position_names), "answer_pos": self.answer_pos,
-                "seq_len": self.seq_len, "answer_len": self.answer_len, "roles": {k: list(v) for k, v in self.roles.items()}}
+        d = {"render": self.render, "position_names": list(self.position_names), "answer_pos": self.answer_pos,
+             "seq_len": self.seq_len, "answer_len": self.answer_len, "roles": {k: list(v) for k, v in self.roles.items()}}
+        # written only where it is not the two-hop question's: the layout.json of every other task stays byte for byte
+        return d if self.question_hop == 2 else {**d, "question_hop": self.question_hop}
 
     @classmethod
     def from_json(cls, d: dict) -> "Layout":
         return cls(str(d["render"]), tuple(str(n) for n in d["position_names"]), int(d["answer_pos"]), int(d["seq_len"]),
-                   int(d.get("answer_len", 1)), {str(k): [int(v[0]), int(v[1])] for k, v in d.get("roles", {}).items()})
+                   int(d.get("answer_len", 1)), {str(k): [int(v[0]), int(v[1])] for k, v in d.get("roles", {}).items()},
+                   int(d.get("question_hop", 2)))
 
 
 # the toy task: one token per role, the answer read at r2 (two-hop) or r1 (atomic, right-padded)
 TOY_LAYOUT = Layout("toy", ("head", "r1", "r2"), 2, 3, 1, {"head": [0, 1], "r1": [1, 2], "r2": [2, 3]})
+# the threehop family's question (h, r1, r2, r3), read at r3; its atomic and two-hop training facts are right-padded
+THREEHOP_LAYOUT = Layout("toy", ("head", "r1", "r2", "r3"), 3, 4, 1,
+                         {"head": [0, 1], "r1": [1, 2], "r2": [2, 3], "r3": [3, 4]}, question_hop=3)
+# the reversal family's question (b, r⁻¹) -> a, and its trained direction (a, r) -> b: one fact, read at r1 (seq_len
+# stays the toy's 3, the model's context, so every toy family trains on the same tensors)
+ONE_HOP_LAYOUT = Layout("toy", ("head", "r1"), 1, 3, 1, {"head": [0, 1], "r1": [1, 2]}, question_hop=1)
 
 
 def load_layout(data_dir: Path) -> Layout:

@@ -16,18 +16,22 @@ FEATURES = Features(
         "head": Value("int64"),
         "r1": Value("int64"),
         "r2": Value("int64"),
-        "bridge2": Value("int64"),  # the second intermediate value (comparison: v2 = value(e2, attr)), -1 for none
+        "bridge2": Value("int64"),  # the second intermediate value (comparison: v2 = value(e2, attr); threehop: t(bridge, r2)), -1 for none
     }
 )
 
 
 def _rows(facts: list[tuple], hop: int) -> dict[str, list]:
-    """Rows for a split from tuples of token ids: (h, r, t) for hop 1, (h, r1, r2, t, b[, b2]) for hop 2."""
+    """Rows for a split from tuples of token ids: (h, r, t) for hop 1, (h, r1, r2, t, b[, b2]) for hop 2,
+    (h, r1, r2, r3, t, b, b2) for hop 3 (the threehop family: r3 is the prompt's fourth token, no column of its own)."""
     cols: dict[str, list] = {k: [] for k in FEATURES}
     for f in facts:
         if hop == 1:
             h, r, t = f
             ids, r1, r2, b, b2 = [h, r], r, -1, -1, -1
+        elif hop == 3:
+            h, r1, r2, r3, t, b, b2 = f
+            ids = [h, r1, r2, r3]
         else:
             h, r1, r2, t, b, *rest = f
             ids, b2 = [h, r1, r2], (rest[0] if rest else -1)

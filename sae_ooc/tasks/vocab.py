@@ -53,8 +53,10 @@ class Vocab:
                     f"r0..r{self.n_relations - 1}{hint}"
                 )
             ids.append(index[tok])
-        if not 1 <= len(ids) <= SEQ_LEN:
-            raise UserError(f"prompt {prompt!r} has {len(ids)} tokens; write 'h r' (atomic) or 'h r1 r2' (two-hop)")
+        if not 1 <= len(ids) <= self.layout.seq_len:
+            question = " ".join(("h",) + self.layout.position_names[1:])
+            raise UserError(f"prompt {prompt!r} has {len(ids)} tokens; write 'h r' (atomic) or '{question}' "
+                            f"({self.layout.question_hop}-hop)")
         return ids
 
     @property
@@ -70,9 +72,10 @@ class Vocab:
         """The name of planted relation id `r` (Vocab space: n_entities + relation index)."""
         return self.names[int(r)]
 
-    def question_ids(self, head: int, r1: int, r2: int | None = None) -> list[int]:
-        """The token ids of the analysed question about planted (head, r1[, r2]) (toy: the ids themselves)."""
-        return [int(head), int(r1)] + ([] if r2 is None else [int(r2)])
+    def question_ids(self, head: int, r1: int, r2: int | None = None, *more: int) -> list[int]:
+        """The token ids of the analysed question about planted (head, r1[, r2, *more]) (toy: the ids themselves;
+        `more`: the threehop family's r3)."""
+        return [int(head), int(r1)] + ([] if r2 is None else [int(r2)]) + [int(r) for r in more]
 
     def answer_token_ids(self, e: int) -> list[int]:
         """The token ids that name entity `e` as an answer (toy: one token, `e`)."""

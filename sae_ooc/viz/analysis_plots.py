@@ -87,6 +87,10 @@ def plot_logit_lens(r, stem: Path, name: str) -> list[Path]:
     fig, axes = plt.subplots(2, 3, figsize=(11, 6.5))
     states = r.states
     for i, (var, d) in enumerate((("bridge", r.bridge), ("answer", r.answer))):
+        if d is None:  # the question has no such variable (the reversal family's: no bridge)
+            for ax in axes[i]:
+                na_axes(ax, f"no {var} in this task's question")
+            continue
         _heat(axes[i][0], d.prob, roles, states, f"{var}: mean probability", vmin=0, vmax=1)
         _heat(axes[i][1], d.top1, roles, states, f"{var}: share ranked first", vmin=0, vmax=1)
         _heat(axes[i][2], np.log10(1 + _grid(d.median_rank)), roles, states, f"{var}: log10(1 + median rank)",
@@ -197,5 +201,31 @@ def plot_back_patching(r, stem: Path, name: str) -> list[Path]:
     return save_figure(fig, stem)
 
 
+@fail_soft
+def plot_answers(r, stem: Path, name: str) -> list[Path]:
+    """Per split, the share of prompts whose greedy answer is in each class, beside a random entity's chance of each."""
+    splits = [s for s, d in r.splits.items() if d]
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    if not splits:
+        na_axes(ax, "no analysed prompts")
+        return save_figure(fig, stem)
+    x = np.arange(len(r.classes))
+    w = 0.8 / len(splits)
+    for i, s in enumerate(splits):
+        d = r.splits[s]
+        bars = ax.bar(x + i * w, [d["share"][c] for c in r.classes], w, label=f"{s} (n={d['n']})")
+        ax.scatter(x + i * w, [d["chance"][c] for c in r.classes], marker="_", s=120, color="k", zorder=3,
+                   label="chance (a random entity)" if i == 0 else None)
+        ax.bar_label(bars, [f"{d['share'][c]:.2f}" if d["share"][c] >= 0.01 else "" for c in r.classes], fontsize=6)
+    ax.set_xticks(x + 0.4 - w / 2, r.classes, fontsize=7, rotation=20)
+    ax.set_ylabel("share of prompts")
+    ax.set_ylim(0, 1.08)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{name}: the model's greedy answer on each split's analysed prompts, by class (most frequent train answer "
+                 f"{r.most_frequent_answer})", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, stem)
+
+
 PLOTS = {"attention": plot_attention, "logit-lens": plot_logit_lens, "patching": plot_patching, "causal-tracing": plot_tracing,
-         "probes": plot_probes, "dla": plot_dla, "back-patching": plot_back_patching}
+         "probes": plot_probes, "dla": plot_dla, "back-patching": plot_back_patching, "answers": plot_answers}

@@ -31,11 +31,19 @@ def save_figure(fig, stem: str | Path, dpi: int | None = None) -> list[Path]:
     """Save `fig` to `stem.png` and `stem.svg` and close it; returns the two paths. `DPI` caps the resolution."""
     stem = Path(stem)
     dpi = min(dpi or DPI, DPI)
+    # bbox_inches="tight" lays the figure out once more for every file written; one tight box (what savefig computes
+    # for the PNG: the same bytes) serves both files, a fifth less drawing for a text-heavy figure. Not for one file,
+    # nor for a figure with a layout engine (fig.tight_layout() leaves one): savefig lays those out again anyway
+    bbox = "tight"
+    if len(FORMATS) > 1 and fig.get_layout_engine() is None:
+        fig.set_dpi(dpi)
+        fig.draw_without_rendering()
+        bbox = fig.get_tightbbox(fig.canvas.get_renderer()).padded(matplotlib.rcParams["savefig.pad_inches"])
     paths = []
     for ext in FORMATS:
         path = stem.with_suffix(f".{ext}")
         meta = {"Date": None} if ext == "svg" else None
-        _atomic(path, lambda p, ext=ext, meta=meta: fig.savefig(p, format=ext, dpi=dpi, bbox_inches="tight", metadata=meta))
+        _atomic(path, lambda p, ext=ext, meta=meta: fig.savefig(p, format=ext, dpi=dpi, bbox_inches=bbox, metadata=meta))
         paths.append(path)
     plt.close(fig)
     return paths
