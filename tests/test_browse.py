@@ -280,3 +280,18 @@ def test_the_index_keeps_sort_filters_and_page_when_coming_back_from_a_feature_p
     d.get(url)  # the address alone brings the same rows back
     loaded()
     assert state() == before
+
+
+def test_the_variable_filter_offers_the_tasks_variables_only(run):
+    """A two-hop run's index filters by head, r1, r2, bridge and answer: not by a three-hop task's r3 or bridge2."""
+    from sae_ooc.browse.index import index_html
+    from sae_ooc.tasks.layout import load_layout
+
+    def offered(text):
+        block = re.search(r'<select id="f-var">(.*?)</select>', text).group(1)
+        return re.findall(r'<option value="([^"*-][^"]*)"', block)
+
+    assert offered((run.browse_dir / "index.html").read_text()) == ["head", "r1", "r2", "bridge", "answer"]
+    layout = load_layout(run.data_dir)
+    assert offered(index_html("t", "", [], [], "", variables=("head", "r1", "r2", "r3", "bridge", "bridge2", "answer"),
+                              positions=layout.position_names)) == ["head", "r1", "r2", "r3", "bridge", "bridge2", "answer"]

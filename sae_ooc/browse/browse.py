@@ -97,7 +97,8 @@ def write_hook(ctx: Context, sae, hook: str, site: Path, dense_threshold: float,
     summary = {"hook": hook, "d_sae": F, "n_dead": n_dead, "n_dense": n_dense, "n_labelled": n_lab, "explained_variance": ev,
                "mean_density": float(st_all.count.double().mean()) / max(st_all.n_tokens, 1), "most_active": int(st_all.count.argmax())}
     write_text(site / hook / "index.html", index.index_html(f"{hook}: {F} SAE features", "../", [hook], chunks,
-                                                             index.hooks_table([summary], "../"), positions=ctx.vocab.layout.position_names))
+                                                             index.hooks_table([summary], "../"), positions=ctx.vocab.layout.position_names,
+                                                          variables=ctx.vocab.layout.variables))
     return {"summary": summary, "chunks": chunks}
 
 
@@ -144,7 +145,8 @@ def build_site(run, out: Path, hooks: list[str] | None = None, shot: bool = True
                                                         for n in sorted(circuits)) + live.box_html("")
         write_text(site / "index.html", index.index_html(f"sae_ooc feature browser: {run.cfg.name}", "", list(saes),
                                                           [c for p in per_hook for c in p["chunks"]], front,
-                                                          positions=ctx.vocab.layout.position_names))
+                                                          positions=ctx.vocab.layout.position_names,
+                                                          variables=ctx.vocab.layout.variables))
         info = {"run": str(run.root), "hooks": summaries, "circuits": sorted(circuits), "n_features": total,
                 "n_tokens": ctx.cache.n_tokens, "n_heldout_prefixes": len(ctx.held), "attribution": bool(ctx.effects)}
         if shot:

@@ -28,10 +28,11 @@ def _options(values, all_text: str = "all") -> str:
 
 
 def index_html(title: str, up: str, hooks: list[str], chunks: list[str], summary: str, selected: str | None = None,
-               positions=ROLES) -> str:
-    """The table over `hooks` (rows loaded from `chunks`, paths from the site's root); `up`: the way to the root."""
+               positions=ROLES, variables=VARIABLES) -> str:
+    """The table over `hooks` (rows loaded from `chunks`, paths from the site's root); `up`: the way to the root;
+    `positions`, `variables`: the task's (a two-hop task has no r3 or bridge2 to filter by)."""
     hook_opts = _options([(h, h) for h in hooks]).replace(f'value="{esc(selected)}"', f'value="{esc(selected)}" selected') if selected else _options([(h, h) for h in hooks])
-    var_opts = _options([("*", "any label"), ("-", "no label")] + [(v, v) for v in VARIABLES])
+    var_opts = _options([("*", "any label"), ("-", "no label")] + [(v, v) for v in variables])
     filters = (f'<div id="filters"><label>hook <select id="f-hook">{hook_opts}</select></label>'
                f'<label>position <select id="f-pos">{_options([(r, r) for r in positions])}</select></label>'
                f'<label>variable <select id="f-var">{var_opts}</select></label>'
