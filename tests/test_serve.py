@@ -220,7 +220,10 @@ def test_refuses_a_run_without_a_site(tmp_path, run, capsys):
 
 
 STUB_SESSION = """
-import sys, types
+import signal, sys, types
+# a suite started in the background (`cmd &` in a non-interactive shell) runs with SIGINT ignored, which a child inherits
+# and Python then keeps: give this process the Ctrl-C a terminal would
+signal.signal(signal.SIGINT, signal.default_int_handler)
 stub = types.ModuleType("sae_ooc.query.session")  # the real session is tested in-process above; this process tests Ctrl-C
 
 
