@@ -353,9 +353,16 @@ def test_config_and_registry_import_without_torch_and_a_bad_architecture_is_one_
 
 
 # the standalone script and the stage -------------------------------------------------------------------
-def test_standalone_script_trains_several_hooks_that_sae_lens_loads(sae_run, tmp_path, capsys):
+def test_standalone_script_trains_several_hooks_that_sae_lens_loads(sae_run, tmp_path, capsys, monkeypatch):
     sys.path.insert(0, str(REPO))
     import train_sae as script
+    from sae_ooc.saes import train_sae as stage
+    from sae_ooc.threads import worker_pool
+
+    # the one test of a real spawned pool (pickled jobs, futures): both hooks' jobs through one fresh interpreter, not two
+    # (each spawned interpreter costs ~4 CPU-s of imports); the default config's sae.workers still picks the pool path
+    pools = []
+    monkeypatch.setattr(stage, "worker_pool", lambda n: pools.append(n) or worker_pool(1))
 
     hooks = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_post"]
     args = ["--activations", str(sae_run.activations_dir), "--out", str(tmp_path / "out"), "--training-tokens", "640", "--batch-size", "64",
@@ -363,6 +370,7 @@ def test_standalone_script_trains_several_hooks_that_sae_lens_loads(sae_run, tmp
     for h in hooks:
         args += ["--hook", h]
     assert script.main(args) == 0
+    assert pools == [2]
     for h in hooks:
         sae = SAE.load_from_disk(tmp_path / "out" / h)
         assert sae.cfg.metadata.hook_name == h and sae.cfg.d_sae == 16 and sae.cfg.architecture() == "jumprelu"
