@@ -69,14 +69,21 @@ def test_saes_load_with_sae_lens_and_metrics_recompute_from_the_cache(sae_run):
     assert set(load_saes(sae_run.saes_dir)) == set(manifest["hooks"])
 
 
-def test_resume_from_checkpoint_matches_uninterrupted_and_batchtopk_saves_as_jumprelu(sae_run, tmp_path):
+def _no_curves(monkeypatch) -> None:
+    """train_sae without its curves figure, for tests that check no figure (curves.png/.svg are test_saes_load_...'s):
+    drawing and writing them is most of a tiny SAE's training time."""
+    monkeypatch.setattr("sae_ooc.saes.trainer.plot_training_curves", lambda *a, **k: None)
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_and_batchtopk_saves_as_jumprelu(sae_run, tmp_path, monkeypatch):
+    _no_curves(monkeypatch)
     cache = open_cache(sae_run.activations_dir)
     hook = "blocks.1.hook_resid_pre"
     import dataclasses
 
-    p = dataclasses.replace(sae_run.cfg.sae, architecture="batchtopk")
+    p = dataclasses.replace(sae_run.cfg.sae, architecture="batchtopk", training_tokens=1280)  # 20 steps
     full = train_sae(cache, hook, tmp_path / "full", p)
-    assert train_sae(cache, hook, tmp_path / "cut", p, stop_after_steps=45) is None
+    assert train_sae(cache, hook, tmp_path / "cut", p, stop_after_steps=15) is None
     assert any((tmp_path / "cut" / "checkpoints").iterdir())
     resumed = train_sae(cache, hook, tmp_path / "cut", p)
     a, b = load_file(str(tmp_path / "full/sae_weights.safetensors")), load_file(str(tmp_path / "cut/sae_weights.safetensors"))
@@ -87,9 +94,10 @@ def test_resume_from_checkpoint_matches_uninterrupted_and_batchtopk_saves_as_jum
 
 
 @pytest.mark.parametrize("arch", ["standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk"])
-def test_every_architecture_trains_and_loads_back_with_sae_lens(sae_run, tmp_path, arch):
+def test_every_architecture_trains_and_loads_back_with_sae_lens(sae_run, tmp_path, arch, monkeypatch):
     import dataclasses
 
+    _no_curves(monkeypatch)
     cache = open_cache(sae_run.activations_dir)
     hook = "blocks.1.hook_resid_pre"
     p = dataclasses.replace(sae_run.cfg.sae, architecture=arch, training_tokens=1280)
@@ -464,9 +472,10 @@ def test_train_sae_checks_every_shard_before_training_or_deleting_anything(sae_r
     assert _digests(run.saes_dir) == before  # nothing retrained, nothing removed
 
 
-def test_the_training_bar_names_its_hook_and_ends_at_100_percent(sae_run, tmp_path, capsys):
+def test_the_training_bar_names_its_hook_and_ends_at_100_percent(sae_run, tmp_path, capsys, monkeypatch):
     import dataclasses
 
+    _no_curves(monkeypatch)
     cache = open_cache(sae_run.activations_dir)
     p = dataclasses.replace(sae_run.cfg.sae, training_tokens=640)  # 10 steps: SAELens's own bar would stop at 0 of 640
     capsys.readouterr()
