@@ -91,16 +91,25 @@ def save_model(model: HookedTransformer, out_dir: Path, config_kwargs: dict | No
         (out_dir / SHARING_FILE).unlink(missing_ok=True)
 
 
+def _saved_kwargs(model_dir: Path) -> dict:
+    """config.json's HookedTransformerConfig keyword arguments; an unreadable file is one line naming the rebuild."""
+    try:
+        return json.loads((model_dir / CONFIG_FILE).read_text())
+    except ValueError as e:
+        raise unreadable(model_dir / CONFIG_FILE, e, f"sae-ooc train --run {model_dir.parent} --force") from None
+
+
 def saved_config(model_dir: Path) -> HookedTransformerConfig | None:
     """The saved model's architecture as TransformerLens's own config class, without loading its weights; None when the
     train stage has not written it (readers then fall back on the run's config)."""
-    path = Path(model_dir) / CONFIG_FILE
-    if not path.is_file():
+    model_dir = Path(model_dir)
+    if not (model_dir / CONFIG_FILE).is_file():
         return None
+    kwargs = _saved_kwargs(model_dir)
     try:
-        return HookedTransformerConfig(**json.loads(path.read_text()))
-    except (ValueError, TypeError) as e:
-        raise unreadable(path, e, f"sae-ooc train --run {Path(model_dir).parent} --force") from None
+        return HookedTransformerConfig(**kwargs)
+    except TypeError as e:  # a key TransformerLens does not know
+        raise unreadable(model_dir / CONFIG_FILE, e, f"sae-ooc train --run {model_dir.parent} --force") from None
 
 
 def load_model(model_dir: Path, device: str = "cpu", sae_transformer: bool = False) -> HookedTransformer:
@@ -109,10 +118,7 @@ def load_model(model_dir: Path, device: str = "cpu", sae_transformer: bool = Fal
     if not (model_dir / MODEL_FILE).exists() or not (model_dir / CONFIG_FILE).exists():
         raise UserError(f"no trained model in {model_dir} ({MODEL_FILE} + {CONFIG_FILE}); run `sae-ooc train --run {model_dir.parent}` first")
     rebuild = f"sae-ooc train --run {model_dir.parent} --force"
-    try:
-        kwargs = json.loads((model_dir / CONFIG_FILE).read_text())
-    except ValueError as e:
-        raise unreadable(model_dir / CONFIG_FILE, e, rebuild) from None
+    kwargs = _saved_kwargs(model_dir)
     try:
         state = load_tensors(model_dir / MODEL_FILE, device=device)
     except Exception as e:  # safetensors raises its own SafetensorError on a truncated file
