@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sae_ooc.hooks import hook_sort_key
 from sae_ooc.causal.ablate import ablated_answers, faithfulness, orthonormal
 from sae_ooc.causal.control import Scored, score, spread, switch_only
 from sae_ooc.causal.das import train_das_hooked
@@ -63,10 +64,6 @@ class PairStates:
         return Scored(self.tokens, self.answer_pos, self.clean, self.consistent, self.base[hook][:, pos],
                       self.donor[hook][:, pos], self.P.head)
 
-
-def _hook_order(h: str) -> tuple[int, int]:
-    parts = h.split(".")
-    return int(parts[1]), ("hook_resid_pre", "hook_resid_mid", "hook_resid_post").index(parts[-1])
 
 
 def _chosen_rank(valid: dict[int, float | None], patch: float | None) -> int:
@@ -194,7 +191,7 @@ def input_nodes(v_rows, d_model: int) -> dict:
         rows = [r for r in v_rows if r.pairs.get("name") == name and r.n_heldout > 0]
         if not rows:
             continue
-        first = min(rows, key=lambda x: _hook_order(x.hook))
+        first = min(rows, key=lambda x: hook_sort_key(x.hook))
         node = {"hook": first.hook, "position": first.pairs["pos"], "rank": d_model, "kind": "input token (the whole stream)",
                 "unit": first.units["resid_patch"], "resid_patch": first.units["resid_patch"], "random": first.units.get("random") or {},
                 "n": first.n_heldout, "chosen_on": "the input itself: the residual stream at the first hook, at its position"}
@@ -231,7 +228,7 @@ def variable_circuit(ctx, rows, hooks: list[str], v_rows=(), r2_pairs=None) -> t
     # bridge@answer is looked for at every residual hook, SAE or not: the bridge reaches the answer position through
     # attention, so it may first be there in a layer's middle (hook_resid_mid), after the attention, before the MLP
     a_hooks = [h for h in (f"blocks.{L}.hook_resid_{w}" for L in range(n) for w in ("pre", "mid")) if h in ctx.model.hook_dict]
-    states = sorted(set(hooks) | set(a_hooks) | {H1}, key=_hook_order)
+    states = sorted(set(hooks) | set(a_hooks) | {H1}, key=hook_sort_key)
     F, V, H = (PairStates(ctx, ctx.pairs[grp], states) for grp in (FIT, VALID, HELD))
     search, abases = answer_units(ctx, a_hooks, F, V, H, apos, seed)
     out = {"status": "ok", "high_level_model": "head, r1 -> bridge@r1 -> bridge@answer; bridge@answer, r2 -> answer = t(bridge, r2)",
@@ -266,7 +263,7 @@ def no_remainder(ctx, F: PairStates, H: PairStates, H1: str, W1, H2: str, W2, ap
     """Faithfulness of the circuit with no remainder nodes on the held-out base questions (sae_ooc.causal.ablate); adds
     the r2 units and the means to `units` ({"r2@<hook>", "mean@<hook>"})."""
     cfg, model, bs = ctx.cfg, ctx.model, ctx.cfg.batch_size
-    both = sorted({H1, H2}, key=_hook_order)  # not a set: its order varies between processes (hash seeds), and so would the file
+    both = sorted({H1, H2}, key=hook_sort_key)  # not a set: its order varies between processes (hash seeds), and so would the file
     means = {h: F.base[h].mean(0) for h in both}
     R2 = {h: r2_unit(ctx, F, h, apos) for h in both}
     units.update({f"r2@{h}": R2[h] for h in R2} | {f"mean@{h}": means[h] for h in means})

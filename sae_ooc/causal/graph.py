@@ -11,6 +11,7 @@ passes on); the sink is the answer.
 
 from __future__ import annotations
 
+from sae_ooc.hooks import hook_sort_key
 from sae_ooc.causal.circuit_result import CausalCircuit
 from sae_ooc.circuits.graph import CircuitGraph, GraphEdge, GraphNode
 from sae_ooc.circuits.nodes import SINK
@@ -24,17 +25,13 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def _hook_key(h: str) -> tuple[int, int]:
-    parts = h.split(".")
-    return int(parts[1]), ("hook_resid_pre", "hook_resid_mid", "hook_resid_post").index(parts[-1])
-
 
 def causal_graph(circuit: CausalCircuit, positions: list[str], config: str = "") -> CircuitGraph | None:
     """The circuit as a CircuitGraph (None when it was not built)."""
     if not circuit or not circuit.ok:
         return None
     nodes = circuit.every_node()
-    hooks = sorted({nd.hook for nd in nodes.values()}, key=_hook_key)
+    hooks = sorted({nd.hook for nd in nodes.values()}, key=hook_sort_key)
     gnodes = []
     for key, nd in nodes.items():
         u, rnd = nd.unit, nd.random
