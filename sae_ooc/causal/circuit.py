@@ -65,7 +65,6 @@ class PairStates:
                       self.donor[hook][:, pos], self.P.head)
 
 
-
 def _chosen_rank(valid: dict[int, float | None], patch: float | None) -> int:
     reach = [r for r, v in valid.items() if patch and v is not None and v >= SHARE * patch]
     return min(reach) if reach else max(valid)

@@ -25,7 +25,6 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-
 def causal_graph(circuit: CausalCircuit, positions: list[str], config: str = "") -> CircuitGraph | None:
     """The circuit as a CircuitGraph (None when it was not built)."""
     if not circuit or not circuit.ok:
