@@ -42,7 +42,9 @@ SHARE = 0.8  # the chosen rank: the smallest whose fit-valid switch reaches this
 
 
 def _counter(ctx, P: Pairs) -> torch.Tensor:
-    return torch.tensor([ctx.facts.tail[(int(b2), int(r2))] for b2, r2 in zip(P.b2, P.r2)], dtype=torch.long)
+    """The high-level model's counterfactual answer of each pair: the donor's bridge b' through the base's relations after r1
+    (t(b', r2); three hops t(t(b', r2), r3))."""
+    return torch.tensor([ctx.facts.chain(int(b2), rel) for b2, rel in zip(P.b2, P.rels())], dtype=torch.long)
 
 
 class PairStates:
@@ -180,13 +182,26 @@ def r2_unit(ctx, F: PairStates, hook: str, apos: int) -> torch.Tensor:
     return U[: max(int(has.sum()) - 1, 0)][var[: max(int(has.sum()) - 1, 0)] > 1e-6]
 
 
-def input_nodes(v_rows, d_model: int) -> dict:
-    """The high-level model's inputs head, r1 and r2 as nodes: each is its token, i.e. the whole residual stream at the first
-    hook at its position (`unit`: that interchange from section 1's donors, which differ in that input alone), beside the
-    smallest unit that carries it (`smallest_unit`: section 1's DAS subspace at the hook whose residual patch switches most
-    fit-valid pairs, of the smallest rank reaching SHARE of that patch on fit-valid pairs, else the largest trained)."""
+def section1_node(rows) -> dict | None:
+    """The smallest DAS unit of section 1 among `rows` (one variable's rows at every hook): at the hook whose residual patch
+    switches most fit-valid pairs, of the smallest rank reaching SHARE of that patch on fit-valid pairs (else the largest
+    trained), scored on that row's held-out pairs; None when no row has a DAS unit."""
+    das_rows = [r for r in rows if r.curves.get("das")]
+    if not das_rows:
+        return None
+    r = max(das_rows, key=lambda r: r.das.get("valid_resid_patch") or 0)
+    k = _chosen_rank({int(k): v for k, v in r.das["valid_switch"].items()}, r.das.get("valid_resid_patch"))
+    return {"hook": r.hook, "position": r.pairs["pos"], "rank": k, "kind": "DAS subspace", "unit": r.units[f"das_rank{k}"],
+            "resid_patch": r.units["resid_patch"], "random": r.units[f"random_rank{k}"], "n": r.n_heldout,
+            "chosen_on": "hook by the fit-valid residual patch, rank by the fit-valid switch"}
+
+
+def input_nodes(v_rows, d_model: int, names=("head", "r1", "r2")) -> dict:
+    """The high-level model's inputs (head, r1, r2; three hops add r3) as nodes: each is its token, i.e. the whole residual
+    stream at the first hook at its position (`unit`: that interchange from section 1's donors, which differ in that input
+    alone), beside the smallest unit that carries it (`smallest_unit`: section1_node)."""
     out = {}
-    for name in ("head", "r1", "r2"):
+    for name in names:
         rows = [r for r in v_rows if r.pairs.get("name") == name and r.n_heldout > 0]
         if not rows:
             continue
@@ -194,13 +209,9 @@ def input_nodes(v_rows, d_model: int) -> dict:
         node = {"hook": first.hook, "position": first.pairs["pos"], "rank": d_model, "kind": "input token (the whole stream)",
                 "unit": first.units["resid_patch"], "resid_patch": first.units["resid_patch"], "random": first.units.get("random") or {},
                 "n": first.n_heldout, "chosen_on": "the input itself: the residual stream at the first hook, at its position"}
-        das_rows = [r for r in rows if r.curves.get("das")]
-        if das_rows:
-            r = max(das_rows, key=lambda r: r.das.get("valid_resid_patch") or 0)
-            k = _chosen_rank({int(k): v for k, v in r.das["valid_switch"].items()}, r.das.get("valid_resid_patch"))
-            node["smallest_unit"] = {"hook": r.hook, "rank": k, "kind": "DAS subspace", "unit": r.units[f"das_rank{k}"],
-                                     "resid_patch": r.units["resid_patch"], "random": r.units[f"random_rank{k}"],
-                                     "chosen_on": "hook by the fit-valid residual patch, rank by the fit-valid switch"}
+        sm = section1_node(rows)
+        if sm:
+            node["smallest_unit"] = {k: sm[k] for k in ("hook", "rank", "kind", "unit", "resid_patch", "random", "chosen_on")}
         out[name] = node
     return out
 

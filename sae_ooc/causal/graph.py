@@ -3,7 +3,8 @@ own drawing code (sae_ooc.viz.circuit_files.export_circuit) writes it in every f
 diagram), DOT, the self-contained HTML page, circuit-tracer's graph.json and the full JSON.
 
 Nodes are the high-level model's variables as units of the model, each at its hook and position: the inputs head, r1 and
-r2 (each its token, with the smallest unit of section 1 that carries it in its text), bridge@r1, bridge@answer and r2 at the answer position. A node's `effect` is
+r2 (each its token, with the smallest unit of section 1 that carries it in its text), bridge@r1, bridge@answer and r2 at the answer position
+(three hops: the inputs and r3, bridge@r1, bridge2@r2 and bridge2@answer). A node's `effect` is
 its held-out IIA (the share of held-out pairs answering the high-level model's counterfactual when the unit is
 interchanged from the donor); an edge's weight is its source node's IIA (how much of the answer follows the value it
 passes on); the sink is the answer.
@@ -18,7 +19,9 @@ from sae_ooc.circuits.nodes import SINK
 from sae_ooc.records import opt
 
 EDGES = (("head", "bridge@r1"), ("r1", "bridge@r1"), ("bridge@r1", "bridge@answer"), ("r2", "r2@answer"),
-         ("bridge@answer", SINK), ("r2@answer", SINK))
+         ("bridge@answer", SINK), ("r2@answer", SINK),
+         # three hops (sae_ooc.causal.chain): the second bridge is computed at r2 and carried to the answer position
+         ("bridge@r1", "bridge2@r2"), ("r2", "bridge2@r2"), ("bridge2@r2", "bridge2@answer"), ("bridge2@answer", SINK), ("r3", SINK))
 
 
 def _pct(x) -> str:
@@ -55,5 +58,5 @@ def causal_graph(circuit: CausalCircuit, positions: list[str], config: str = "")
                 "effect": "IIA: share of held-out pairs answering the high-level model's counterfactual",
                 "edge_weights": "the source node's IIA", "values_on": "held-out pairs",
                 "high_level_model": opt(circuit.high_level_model),
-                "sink": {"id": SINK, "description": "answer = t(bridge, r2)"}}
+                "sink": {"id": SINK, "description": "answer = " + opt(circuit.high_level_model, "answer = t(bridge, r2)").rpartition("answer = ")[2]}}
     return CircuitGraph(metadata, scores, gnodes, edges)

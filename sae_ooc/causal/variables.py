@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from sae_ooc.activations.cache import ActivationCache
+from sae_ooc.causal.chain import chain_circuit
 from sae_ooc.causal.circuit import CIRCUIT_UNITS_FILE, variable_circuit
 from sae_ooc.causal.graph import causal_graph
 from sae_ooc.causal.isolation import fit_reader, read_state
@@ -206,8 +207,10 @@ def _run_variables(run, ccfg) -> dict:
     r2vp = next((vp for vp in vps if vp.name == "r2"), None)
     if layout.question_hop == 2:
         circuit, units = variable_circuit(ctx, rows, hooks, v_rows, r2vp.pairs[HELD] if r2vp else None)
-    else:  # section 2's high-level model is the two-hop one (head, r1 -> bridge; bridge, r2 -> answer)
-        circuit, units = {"status": f"not built: the circuit of causal variables is the two-hop model's, this task asks {layout.question_hop} hops"}, {}
+    elif layout.question_hop == 3:  # the chain through two bridges, its nodes section 1's units
+        circuit, units = chain_circuit(ctx, rows, v_rows)
+    else:
+        circuit, units = {"status": f"not built: the circuit of causal variables is built for two and three hops, this task asks {layout.question_hop}"}, {}
     # rows and the circuit are built as plain dicts (the measuring code fills them in); typed once, here, in the file's key order
     result = VariablesResult.from_json({
         "settings": settings, "rows": [r.to_json() for r in rows + v_rows],

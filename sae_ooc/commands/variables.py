@@ -40,9 +40,13 @@ def summarize(run, result) -> str:
     if c and c.ok:
         nodes = ", ".join(f"{k} at {n.hook} rank {n.rank} {num(n.unit.switch, '.1%')}" for k, n in c.nodes.items())
         cut = c.faithfulness.circuit if c.faithfulness else None
-        lines.append(f"  circuit of causal variables (held-out): IIA {nodes}; no remainder keeps {num(cut.unit.kept if cut else None, '.1%')}, "
-                     f"faithfulness {num(cut.unit.faithfulness if cut else None, '.3f')} (random subspaces {num(cut.random.kept if cut else None, '.1%')}, "
-                     f"valid {cut.valid if cut else None})")
+        if cut is None:  # three hops: not measured (sae_ooc.causal.chain), or no bridge@answer unit
+            lines.append(f"  circuit of causal variables (held-out): IIA {nodes}; faithfulness not measured "
+                         f"({opt(c.faithfulness.status, '') if c.faithfulness else ''})")
+        else:
+            lines.append(f"  circuit of causal variables (held-out): IIA {nodes}; no remainder keeps {num(cut.unit.kept, '.1%')}, "
+                         f"faithfulness {num(cut.unit.faithfulness, '.3f')} (random subspaces {num(cut.random.kept, '.1%')}, "
+                         f"valid {cut.valid})")
     elif c:
         lines.append(f"  circuit of causal variables: {c.status}")
     return "\n".join(lines)

@@ -11,6 +11,8 @@ from sae_ooc.report.doc import Doc, pct
 
 TARGET = 0.8  # the circuit holds when every node's IIA and its no-remainder faithfulness reach this on held-out pairs
 NODES = (("bridge@r1", "bridge at r1"), ("bridge@answer", "bridge at the answer position"))
+CHAIN_NODES = (("bridge@r1", "first bridge at r1"), ("bridge2@r2", "second bridge at r2"),
+               ("bridge2@answer", "second bridge at the answer position"))  # three hops (sae_ooc.causal.chain)
 CUTS = (("cut_r1", "the bridge@r1 hook only"), ("cut_answer", "the bridge@answer hook only"), ("circuit", "both (the circuit)"))
 
 
@@ -27,12 +29,20 @@ def causal_circuit_section(doc: Doc) -> None:
         return
     n = c.n_heldout
     on = f"{n} held-out pairs, {c.n_heads} heads"
-    doc.add(f"High-level model: `{c.high_level_model}`. Its nodes are units of the model: the bridge at r1 is section 1's "
-            "DAS subspace, the bridge at the answer position a DAS subspace trained here by interchange from donors with "
-            "another bridge, half of them asking the same r2 and half another r2'' (target t(b', r2) either way; hooks and "
-            "ranks chosen on fit-valid pairs, trained on fit pairs), r2 at the answer position the span of "
-            "its fit class means. **IIA** of a node: its unit interchanged from a donor whose bridge is b', the share of "
-            f"held-out pairs answering the high-level model's counterfactual t(b', r2) ({on}; 95% intervals resample heads).", "")
+    chain = "bridge2@r2" in c.nodes or "bridge2@answer" in c.nodes
+    if chain:
+        doc.add(f"High-level model: `{c.high_level_model}`. Its nodes are section 1's units: each bridge node the smallest "
+                "DAS subspace of its variable (hook by the fit-valid residual patch, rank by the fit-valid switch; trained on fit "
+                "pairs), the inputs their tokens. **IIA** of a node: its unit interchanged from a donor with another value of "
+                "it (sharing the relations after it), the share of that variable's held-out pairs answering the high-level "
+                f"model's counterfactual (bridge at r1: {on}; 95% intervals resample heads).", "")
+    else:
+        doc.add(f"High-level model: `{c.high_level_model}`. Its nodes are units of the model: the bridge at r1 is section 1's "
+                "DAS subspace, the bridge at the answer position a DAS subspace trained here by interchange from donors with "
+                "another bridge, half of them asking the same r2 and half another r2'' (target t(b', r2) either way; hooks and "
+                "ranks chosen on fit-valid pairs, trained on fit pairs), r2 at the answer position the span of "
+                "its fit class means. **IIA** of a node: its unit interchanged from a donor whose bridge is b', the share of "
+                f"held-out pairs answering the high-level model's counterfactual t(b', r2) ({on}; 95% intervals resample heads).", "")
     png = run.variables_dir / "causal_circuit.png"
     if png.exists():
         doc.figure(png, *(run.variables_dir / f for f in ("causal_circuit.svg", "causal_circuit.html", "causal_circuit.dot",
@@ -42,14 +52,17 @@ def causal_circuit_section(doc: Doc) -> None:
                 "and `causal_circuit_full.json`; a node's effect is its held-out IIA, an edge's weight its source's IIA.)", "")
     doc.add("| node | hook | rank | IIA (unit) | residual patch there | random subspace of the rank |", "|---|---|---|---|---|---|")
     iia = {}
-    for key, label in NODES:
+    for key, label in CHAIN_NODES if chain else NODES:
         nd = c.nodes.get(key)
         if nd is None:
-            doc.add(f"| {label} | – | – | no unit: no hook's residual patch there reaches {pct(c.patch_min)} on fit-valid pairs | | |")
+            why = ("no section 1 row of it has a DAS unit (its residual patch under causal.variable_patch_min, or not in "
+                   "causal.variables)") if chain else f"no hook's residual patch there reaches {pct(c.patch_min)} on fit-valid pairs"
+            doc.add(f"| {label} | – | – | no unit: {why} | | |")
             continue
         u = nd.unit
         iia[key] = u.switch
-        val = doc.number(f"circuit.causal.node_iia.{key.replace('@', '_')}", u.switch, on, spec=".1%")
+        on_n = f"{nd.n} held-out pairs of section 1's {key} rows" if opt(nd.n) is not None else on
+        val = doc.number(f"circuit.causal.node_iia.{key.replace('@', '_')}", u.switch, on_n, spec=".1%")
         doc.add(f"| {label} | `{nd.hook}` | {nd.rank} | {val}{_ci(u)} | {pct(nd.resid_patch.share)} | {_draws(nd.random)} |")
     inputs = opt(c.inputs, {})
     for key, nd in {**inputs, **({"r2@answer": c.nodes["r2@answer"]} if "r2@answer" in c.nodes else {})}.items():
@@ -63,8 +76,8 @@ def causal_circuit_section(doc: Doc) -> None:
                       + doc.number(f"circuit.causal.smallest_unit_iia.{key}", sm.unit.switch, on_k, spec=".1%")
                       + f" (patch there {pct(sm.resid_patch.share)}, random {pct(sm.random.share)})")
         doc.add(f"| {label} | `{nd.hook}` | {nd.rank} | {val}{_ci(u)} | {pct(nd.resid_patch.share)} | {_draws(nd.random)} |")
-    doc.number("circuit.causal.iia", opt(c.iia), f"{on}; the weaker of the two bridge nodes' IIA, donors asking the same r2 "
-               "(section 1's pairs)", spec=".1%")
+    doc.number("circuit.causal.iia", opt(c.iia), "the weakest of the three bridge nodes' IIA, each on its own held-out pairs" if chain
+               else f"{on}; the weaker of the two bridge nodes' IIA, donors asking the same r2 (section 1's pairs)", spec=".1%")
     if opt(c.iia_every_node) is not None:
         doc.number("circuit.causal.iia_every_node", c.iia_every_node, "held-out pairs of each node (inputs and r2 on their own "
                    "variable's pairs); the weakest node's IIA", spec=".1%")
@@ -141,8 +154,11 @@ def _verdict(doc: Doc, c: CausalCircuit, cut: Cut | None) -> None:
                 "held-out pairs, under an ablation that passes its validity check.", "")
         return
     why = []
-    if "bridge@answer" not in nodes:
-        why.append("there is no bridge@answer unit")
+    missing = [k for k, _ in CHAIN_NODES if k not in nodes] if "bridge2@r2" in nodes or "bridge2@answer" in nodes else (
+        [] if "bridge@answer" in nodes else ["bridge@answer"])
+    why += [f"there is no {k} unit" for k in missing]
+    if cut is None:
+        why.append("its faithfulness with no remainder was not measured")
     every = c.every_node()
     why += [f"{k}'s IIA is {pct(every[k].unit.share)}" for k in low]
     if o and (o.unit.share or 0) < TARGET:
