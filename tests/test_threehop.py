@@ -30,6 +30,13 @@ def tiny():
     return cfg, ds, vocab
 
 
+@pytest.fixture(scope="module")
+def questions(tiny):
+    """The variables stage's facts and three-hop questions of train and test_id (two tests read them)."""
+    cfg, ds, vocab = tiny
+    return Facts.from_dataset(ds, vocab, cfg.family), two_hop_questions(ds, vocab, ["train", "test_id"])
+
+
 def test_threehop_answers_compose_three_trained_facts_and_keep_wang_et_al_s_splits(tiny):
     cfg, ds, vocab = tiny
     assert vocab.layout == THREEHOP_LAYOUT and vocab.layout.variables == ("head", "r1", "r2", "r3", "bridge", "bridge2", "answer")
@@ -78,7 +85,7 @@ def test_threehop_answers_compose_three_trained_facts_and_keep_wang_et_al_s_spli
     assert all(f["answer"] == A[(A[tuple(f["input_ids"][:2])], f["input_ids"][2])] for f in held2)
 
 
-def test_threehop_plumbing_reads_the_layout_roles(tiny):
+def test_threehop_plumbing_reads_the_layout_roles(tiny, questions):
     """Pairs, the cache's columns and the variables stage's donors on three-hop questions: each checked against the data."""
     from sae_ooc.activations.harvest import token_table
 
@@ -99,8 +106,7 @@ def test_threehop_plumbing_reads_the_layout_roles(tiny):
     assert bool((st.variable("r3") == st.tokens[:, 3]).all()) and st.variable("bridge2").tolist() == ds["test_id"]["bridge2"]
     tok = token_table({"test_id": st}, {"test_id": 0}, ("r3", "bridge2"))
     assert tok["r3"].tolist() == [r for ids in ds["test_id"]["input_ids"] for r in [ids[3]] * len(ids)]
-    facts = Facts.from_dataset(ds, vocab, cfg.family)
-    q = two_hop_questions(ds, vocab, ["train", "test_id"])
+    facts, q = questions
     assert len(q) == sum(1 for s in ("train", "test_id") for h in ds[s]["hop"] if h == 3)
     assert all(facts.chain(b, (r2, r3)) == a for b, r2, r3, a in zip(q.bridge.tolist(), q.r2.tolist(), q.r3.tolist(), q.answer.tolist()))
     sp = specs(THREEHOP_LAYOUT)
@@ -119,3 +125,45 @@ def test_threehop_plumbing_reads_the_layout_roles(tiny):
             rels = {"head": (q.r1[i], q.r2[i], q.r3[i]), "bridge": (q.r2[i], q.r3[i]), "bridge2": (q.r3[i],)}.get(spec.variable)
             expect = chain(v, [int(r) for r in rels]) if rels else chain(q.head[i].item(), [q.r1[i].item(), q.r2[i].item(), v])
             assert expect == vals["answer"][j] != vals["answer"][i], name
+
+
+def test_interchange_counterfactual_follows_every_relation_after_r1(tiny, questions):
+    """The circuit's pairs (sae_ooc.causal.circuit.PairStates) score the donor's bridge b' through r2 and r3: t(t(b', r2),
+    r3), composed here from train's atomic facts, not t(b', r2) (the second bridge, the two-hop answer)."""
+    from types import SimpleNamespace
+
+    from sae_ooc.causal.circuit import _counter
+    from sae_ooc.causal.pairs import FIT, draw_pairs
+
+    cfg, ds, vocab = tiny
+    A = {(f["head"], f["r1"]): f["answer"] for f in _facts(ds["train"]) if f["hop"] == 1}
+    facts, q = questions
+    groups = {(int(h), int(r)): FIT for h, r in zip(q.head, q.r1)}
+    P = draw_pairs(facts, q, torch.arange(len(q)), groups, FIT, 1, 0)
+    assert len(P) > 0 and bool((P.r3 >= 0).all())
+    expect = [A[(A[(b2, r2)], r3)] for b2, r2, r3 in zip(P.b2.tolist(), P.r2.tolist(), P.r3.tolist())]
+    assert _counter(SimpleNamespace(facts=facts), P).tolist() == expect
+    assert any(e != A[(b2, r2)] for e, b2, r2 in zip(expect, P.b2.tolist(), P.r2.tolist()))  # the two-hop answer would differ
+
+
+def test_three_hop_circuit_graph_chains_the_two_bridges():
+    """The drawing of the three-hop circuit (sae_ooc.causal.graph): bridge@r1 -> bridge2@r2 -> bridge2@answer -> answer,
+    with r2 into the second bridge and r3 into the answer; each edge weighs its source's IIA."""
+    from sae_ooc.causal.chain import HIGH_LEVEL_MODEL
+    from sae_ooc.causal.circuit_result import CausalCircuit
+    from sae_ooc.causal.graph import causal_graph
+    from sae_ooc.circuits.nodes import SINK
+
+    def node(hook, pos, iia):
+        return {"hook": hook, "position": pos, "rank": 4, "unit": {"switch": iia}, "resid_patch": {"switch": 1.0}, "random": {}}
+
+    c = CausalCircuit.from_json({"status": "ok", "high_level_model": HIGH_LEVEL_MODEL, "n_heldout": 5,
+                                 "nodes": {"bridge@r1": node("blocks.1.hook_resid_pre", 1, 0.5),
+                                           "bridge2@r2": node("blocks.2.hook_resid_pre", 2, 0.25),
+                                           "bridge2@answer": node("blocks.3.hook_resid_mid", 3, 0.75)},
+                                 "inputs": {k: node("blocks.0.hook_resid_pre", p, 1.0) for k, p in (("head", 0), ("r1", 1), ("r2", 2), ("r3", 3))}})
+    g = causal_graph(c, ["head", "r1", "r2", "r3"])
+    assert {(e.source, e.target, e.weight) for e in g.edges} == {
+        ("head", "bridge@r1", 1.0), ("r1", "bridge@r1", 1.0), ("bridge@r1", "bridge2@r2", 0.5), ("r2", "bridge2@r2", 1.0),
+        ("bridge2@r2", "bridge2@answer", 0.25), ("bridge2@answer", SINK, 0.75), ("r3", SINK, 1.0)}
+    assert g.metadata.sink.description == "answer = t(t(bridge, r2), r3)"
