@@ -39,10 +39,10 @@ def summarize(run, result) -> str:
     c = v.circuit
     if c and c.ok:
         nodes = ", ".join(f"{k} at {n.hook} rank {n.rank} {num(n.unit.switch, '.1%')}" for k, n in c.nodes.items())
-        cut = c.faithfulness.circuit if c.faithfulness else None
+        cut = opt(c.faithfulness.circuit) if c.faithfulness else None
         if cut is None:  # three hops: not measured (sae_ooc.causal.chain), or no bridge@answer unit
-            lines.append(f"  circuit of causal variables (held-out): IIA {nodes}; faithfulness not measured "
-                         f"({opt(c.faithfulness.status, '') if c.faithfulness else ''})")
+            why = opt(c.faithfulness.status, "not measured") if c.faithfulness else "not measured"
+            lines.append(f"  circuit of causal variables (held-out): IIA {nodes}; faithfulness {why}")
         else:
             lines.append(f"  circuit of causal variables (held-out): IIA {nodes}; no remainder keeps {num(cut.unit.kept, '.1%')}, "
                          f"faithfulness {num(cut.unit.faithfulness, '.3f')} (random subspaces {num(cut.random.kept, '.1%')}, "
