@@ -68,7 +68,7 @@ def plot_control_curves(result, stem: Path) -> list[Path]:
         _panel(ax, r)
         ax.set_xlabel("features exchanged / rank")
         ax.set_title(f"{_short(r.hook)} @ {r.position} (n {r.n_heldout}, {r.n_heads} heads)", fontsize=8)
-    axes[0][0].set_ylabel("held-out answers switched to t(b', r2)")
+    axes[0][0].set_ylabel("held-out answers switched to the\ncounterfactual answer (the donor's bridge's)")
     _legend(fig, axes)
     fig.suptitle("Where the bridge lives: interchange interventions on held-out prefixes (band: 95% CI over heads; random: range over draws)",
                  fontsize=9)
