@@ -10,7 +10,7 @@ from sae_ooc.config import load_config
 from sae_ooc.pipeline import run as run_pipeline
 from sae_ooc.rundir import RunDir
 from sae_ooc.tasks.data import generate, layout_of
-from tests.conftest import HARVEST_SETTINGS, ROOT, png_only
+from conftest import HARVEST_SETTINGS, ROOT
 
 REVERSAL_TINY = ROOT / "configs" / "reversal_tiny.yaml"
 
@@ -75,7 +75,6 @@ def test_reversal_family_runs_every_stage_by_its_layout(tmp_path, monkeypatch):
             "circuit.top_n=8", "circuit.edge_check=2", "circuit.edge_counts=[2]", "circuit.edge_pool_nodes=8",
             "circuit.edge_extra_ablations=[]", "variables.bootstrap=20", "variables.max_groups=4"]
     run = RunDir(tmp_path / "run", load_config(REVERSAL_TINY, over))
-    png_only(monkeypatch)  # no SVG is checked here: each stage's SVG is checked on the tiny run
     # the stages that stopped on this family before (edit ran already); analyze: the analyses that read the bridge or the layout
     results = run_pipeline(run, stages=["data", "train", "harvest", "train-sae", "eval-sae", "attribute", "circuit", "variable-circuit",
                                         "variables", "analyze", "steer", "report"],

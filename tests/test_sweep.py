@@ -15,7 +15,7 @@ from sae_ooc.sweep.runner import POINT_FILE, run_point, run_sweep
 from sae_ooc.sweep.spec import load_sweep
 from sae_ooc.sweep.result import SweepPoint
 from sae_ooc.sweep.summary import smallest
-from tests.conftest import TINY
+from conftest import TINY
 
 pytest.importorskip("submitit")
 
@@ -86,6 +86,7 @@ def test_smallest_composing_point_is_the_one_with_fewest_distinct_parameters():
     assert smallest(recs[2:]) is None
 
 
+@pytest.mark.figures
 def test_sweep_resumes_after_a_kill_through_submitit_local_executor(tmp_path, capsys, monkeypatch):
     sw = load_sweep(_write(tmp_path, SWEEP.replace("[1, 2]", "[2]").replace("train.steps: 40", "train.steps: 30")))
     out = tmp_path / "sweep"
@@ -157,6 +158,7 @@ def test_sweep_resumes_after_a_kill_through_submitit_local_executor(tmp_path, ca
     assert (js["smallest_composed"] is None) == ("No point of this sweep composed." in text)
 
 
+@pytest.mark.figures
 def test_family_and_seed_axes_spread_over_seeds_in_table_json_and_phase_diagram(tmp_path):
     """A family axis is a grid key; `seeds` runs each setting once per seed (task.seed = train.seed = it), and the
     table, sweep.json and phase diagram give each setting's mean and range over its seeds."""
