@@ -110,7 +110,7 @@ def draw_pairs(facts, q: Questions, rows: torch.Tensor, groups: dict, group: int
         if groups.get((h, r1)) != group or (allowed_b2 is not None and b not in allowed_b2):
             continue
         more = (r3,) if r3 >= 0 else ()
-        cands = [e for e in facts.counterfactual_bridges(b, r2, *more) if e in into and (allowed_b2 is None or e in allowed_b2)]
+        cands = [e for e in facts.counterfactual_bridges(b, r1, (r2, *more)) if e in into and (allowed_b2 is None or e in allowed_b2)]
         if not cands:
             continue
         for _ in range(per_question):

@@ -86,7 +86,7 @@ def steer_prompts(run, facts: Facts, model, scfg) -> dict:
     clean = read_batched(model, tokens, answer_pos, facts.answer_len, scfg.batch_size)
     right = matches(clean.greedy, facts.answer_ids(answer))
     ok = right.clone() if scfg.only_correct else torch.ones(len(st), dtype=torch.bool)
-    ok &= torch.tensor([bool(facts.counterfactual_bridges(int(b), *row[2:].tolist())) for b, row in zip(st.bridge, planted)], dtype=torch.bool)
+    ok &= torch.tensor([bool(facts.counterfactual_bridges(int(b), int(row[1]), row[2:].tolist())) for b, row in zip(st.bridge, planted)], dtype=torch.bool)
     idx = ok.nonzero().squeeze(1)
     return {"tokens": tokens[idx], "answer_pos": answer_pos[idx], "answer": answer[idx], "bridge": st.bridge[idx],
             "planted": planted[idx], "clean": clean[idx], "n_split": len(st),
@@ -104,7 +104,7 @@ def steer_row(model, sae, hook: str, role: str, pos: int, P: dict, facts: Facts,
     donors, donors_same = [], []
     for i in range(n):
         h, r1, *after = (int(t) for t in planted[i])
-        cands = facts.counterfactual_bridges(int(b[i]), *after)
+        cands = facts.counterfactual_bridges(int(b[i]), r1, after)
         lab = [e for e in cands if has[e]]
         pool = lab or cands
         b2[i] = pool[int(rng.integers(len(pool)))]
@@ -115,7 +115,7 @@ def steer_row(model, sae, hook: str, role: str, pos: int, P: dict, facts: Facts,
     use &= torch.tensor([d is not None for d in donors])
     idx = use.nonzero().squeeze(1)
     tok, b, b2 = P["tokens"][idx], b[idx], b2[idx]
-    consistent_e = torch.tensor([facts.chain(int(e), t[2:].tolist()) for e, t in zip(b2, planted[idx])], dtype=torch.long)
+    consistent_e = torch.tensor([facts.answer_via(int(e), int(t[1]), t[2:].tolist()) for e, t in zip(b2, planted[idx])], dtype=torch.long)
     consistent, original = facts.answer_ids(consistent_e), facts.answer_ids(P["answer"][idx])
     multi = facts.answer_len > 1  # whole answers need the consistent answer's log-probability, teacher forced
     targets = consistent if multi else None
