@@ -46,8 +46,8 @@ class Questions:
                          [self.split[i] for i in idx.tolist()], self.r3[idx], self.bridge2[idx])
 
     def prompts(self) -> list[tuple[int, ...]]:
-        """(h, r1, r2[, r3]) of each question (what Facts.tokens renders)."""
-        return [(h, a, b, *((c,) if c >= 0 else ())) for h, a, b, c in
+        """(h, r1[, r2[, r3]]) of each question (what Facts.tokens renders; a one-fact question has no r2: -1)."""
+        return [(h, a, *((b,) if b >= 0 else ()), *((c,) if c >= 0 else ())) for h, a, b, c in
                 zip(self.head.tolist(), self.r1.tolist(), self.r2.tolist(), self.r3.tolist())]
 
 

@@ -79,7 +79,8 @@ def steer_prompts(run, facts: Facts, model, scfg) -> dict:
     keep = keep[torch.randperm(len(keep), generator=g)[: scfg.max_prompts].sort().values]
     st = st.subset(keep)
     # the question's planted head and relations: (h, r1, r2), and r3 for a three-hop layout (what the bridge goes through)
-    rels = [r for r in ("r1", "r2", "r3") if r in vocab.layout.variables]
+    lay = vocab.layout  # the relations the question has (a one-fact question: r1 alone)
+    rels = [r for r in ("r1", "r2", "r3") if r in lay.variables and (r in lay.roles or r in lay.position_names)]
     head, answer = st.variable("head"), st.variable("answer")
     planted = torch.stack([head] + [st.variable(r) for r in rels], 1)
     tokens, answer_pos = facts.tokens([tuple(int(x) for x in row) for row in planted])
@@ -210,8 +211,9 @@ def _run_steer(run, scfg) -> dict:
         settings["position_index"] = {p: layout.index(p) for p in scfg.positions}
     settings = SteerSettings(**settings)
     if len(P["tokens"]) == 0:
-        SteerResult(settings=settings, rows=[], note=f"no two-hop prompt of {scfg.split} to steer (none, none correct, or "
-                    "no counterfactual bridge); the reversal family has no two-hop prompts").save(out_dir)
+        why = (f"not measured: {facts.high.no_bridge}, and steering moves the bridge" if facts.high.no_bridge else
+               f"no question of {scfg.split} to steer (none, none correct, or none with a counterfactual bridge)")
+        SteerResult(settings=settings, rows=[], note=why).save(out_dir)
         return {"n_prompts": 0, "rows": 0}
     # typical activations: train prompts (never the steered split), every position the prompt has
     tr = split_tensors(ds["train"], vocab)

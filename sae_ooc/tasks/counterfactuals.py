@@ -75,6 +75,15 @@ def comparison(vocab) -> HighLevel:
                      circuit=False)
 
 
+# how the report names a family's counterfactual answers: (with bridge b', with the question's own b, its inferred question)
+SAYS = {"twohop": ("t(b', r2)", "t(b, r2)", "two-hop"), "threehop": ("t(t(b', r2), r3)", "t(t(b, r2), r3)", "three-hop"),
+        "comparison": ("cmp(b', v2)", "cmp(b, v2)", "comparison"), "reversal": ("–", "–", "reversed")}
+
+
+def says(family: str) -> tuple[str, str, str]:
+    return SAYS.get(family, SAYS["twohop"])
+
+
 def reversal_directions(vocab) -> dict[str, list[int]]:
     """The reversal family's relation tokens: r0..r{R-1} trained forward, r{R}..r{2R-1} their inverses (generate_reversal)."""
     half = vocab.n_relations // 2
