@@ -46,6 +46,7 @@ from sae_ooc.models.hooked import load_model
 from sae_ooc.saes.eval_sae import heldout_from_disk
 from sae_ooc.saes.features import load_feature_labels
 from sae_ooc.saes.store import load_saes, saved_hooks
+from sae_ooc.tasks.counterfactuals import says
 from sae_ooc.tasks.data import load_task, split_tensors
 from sae_ooc.threads import torch_threads
 from sae_ooc.viz.circuit_files import export_circuit
@@ -230,7 +231,7 @@ def _run_variables(run, ccfg) -> dict:
     result.save(out)
     if units:
         save_tensors(out / CIRCUIT_UNITS_FILE, units)
-    plot_control_curves(result, out / "control_curves")  # fail_soft: no figure stops the stage
+    plot_control_curves(result, out / "control_curves", says(run.cfg.task.family)[0])  # fail_soft: no figure stops the stage
     plot_variable_curves(result, out / "variable_curves")
     # the circuit in every format the export stage writes, by its own code: causal_circuit.{png,svg,dot,html},
     # causal_graph.json (circuit-tracer's format), causal_circuit_full.json

@@ -47,6 +47,7 @@ from sae_ooc.interventions.rome import (
 from sae_ooc.io import write_json
 from sae_ooc.models.hooked import load_model
 from sae_ooc.stats import pearson, spearman
+from sae_ooc.tasks.counterfactuals import says
 from sae_ooc.tasks.data import load_task, split_tensors
 from sae_ooc.threads import torch_threads
 from sae_ooc.viz.intervention_plots import plot_edit_layers, plot_localization
@@ -178,7 +179,8 @@ def _run_edit(run, ecfg) -> dict:
     name, rel = vocab.entity_name, vocab.relation_name
     write_json(run.edit_dir / EDITS_FILE, [{**e, "h_name": name(e["h"]), "r1_name": rel(e["r1"]), "b_name": name(e["b"]),
                                            "b2_name": name(e["b2"]), "by_layer": r} for e, r in zip(edits, records)])
-    plot_edit_layers(by_layer, run.edit_dir / "edit_layers")
+    cf, _, inferred = says(run.cfg.task.family)
+    plot_edit_layers(by_layer, run.edit_dir / "edit_layers", cf, inferred)
     plot_localization(localization.points, localization.correlation, run.edit_dir / "localization")
     return {"n_edits": len(edits), "layers": layers,
             "efficacy": {r.layer: r.efficacy.share for r in by_layer},

@@ -42,6 +42,7 @@ from sae_ooc.interventions.steering import (
 from sae_ooc.models.hooked import load_model
 from sae_ooc.saes.features import load_feature_labels
 from sae_ooc.saes.store import load_saes, saved_hooks
+from sae_ooc.tasks.counterfactuals import says
 from sae_ooc.tasks.data import load_task, split_tensors
 from sae_ooc.threads import torch_threads
 from sae_ooc.viz.intervention_plots import plot_steering
@@ -237,7 +238,7 @@ def _run_steer(run, scfg) -> dict:
         rows.append(steer_row(model, sae, h, role, pos, P, facts, M, typ, clean_x[h][:, pos], scfg, k))
     result = SteerResult(settings=settings, rows=rows)
     result.save(out_dir)
-    plot_steering(result, out_dir / "steer")
+    plot_steering(result, out_dir / "steer", says(run.cfg.task.family)[0])
     best = result.best()
     return {"n_prompts": len(P["tokens"]), "rows": len(rows),
             "best": None if best is None else {"hook": best.hook, "position": best.position,
