@@ -5,8 +5,10 @@ Under causal attention the activation at r1 is a function of the prefix (h, r1) 
 the held-out prefixes are those train-sae held out of the SAE's training and eval-sae held out of its feature labels
 (RUN/saes/heldout_rows.safetensors, at r1), so neither the SAE, its labels nor anything fitted here saw them; the other
 (fit) prefixes are split again, seeded by prefix, into fit-train (class means, top features, DAS) and fit-valid (DAS's rank).
-Base and donor prefixes are always of the same group. b' is drawn uniformly among the entities whose answer to r2 is
-known and differs from b's (so the counterfactual answer t(b', r2) is defined and tells the two apart).
+Base and donor prefixes are always of the same group. b' is drawn uniformly among the entities that give the question a
+known answer other than b's by the family's high-level model (sae_ooc.tasks.counterfactuals: t(b', r2) for two hops,
+the comparison of b' with the second value for the comparison family), so the counterfactual answer is defined and tells
+the two apart.
 """
 
 from __future__ import annotations

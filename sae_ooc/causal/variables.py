@@ -13,6 +13,11 @@ Per hook (causal.hooks, default every hook with an SAE), the bridge b at r1 (sae
 Every other planted variable at its position (head, r1, r2, the bridge and the answer at the answer position), at each of
 `causal.variable_hooks`: the same units and references (sae_ooc.causal.planted).
 
+The counterfactual answers come from the task family's high-level model (sae_ooc.tasks.counterfactuals, through Facts):
+t(b', r2) for two hops, lt / eq / gt of b' against the second value for comparison (whose second value, bridge2, is a
+variable too). A question without a bridge (the reversal family's one fact) has no bridge row and says so in one line
+(settings.note); its head, r1 and answer are measured like any other variable.
+
 Section 2, the circuit of causal variables built from these units (IIA per node, faithfulness with no remainder):
 sae_ooc.causal.circuit.
 

@@ -136,6 +136,8 @@ def edit_section(doc: Doc) -> None:
     if not e.by_layer:
         doc.add(e.note or "No fact edited.", "")
         return
+    if e.note:
+        doc.add(f"{e.note[:1].upper()}{e.note[1:]}.", "")
     n = st.n_edits
     doc.add(f"{n} atomic train facts (h, r1) → b the model answers correctly, each edited alone into (h, r1) → b' with ROME's "
             f"closed-form rank-one update of one layer's MLP W_out (key: the MLP hidden activation at `{st.position}`; key "

@@ -291,6 +291,11 @@ def asked(family: str, s: str = "") -> str:
     return f"compose{s} A→C" if family == "twohop" else f"answer{s} {ASKED[family]}"
 
 
+def answered(family: str) -> str:
+    """The family's answer as a heading names it: "A→C" (twohop), "the answer to the reversed question ..." (the others)."""
+    return "A→C" if family == "twohop" else f"the answer to {ASKED[family]}"
+
+
 def describe(cfg: TaskConfig) -> str:
     """One sentence on the facts of `cfg.family` (the report's task section)."""
     return DESCRIPTIONS[cfg.family].format(E=cfg.n_entities, R=cfg.n_relations, k=cfg.facts_per_entity, V1=cfg.n_values - 1)
