@@ -17,7 +17,7 @@ ROWS = (("atomic_test", "finetune.new_atomic.acc", "the new atomic facts (taught
         ("pretrain_atomic", "finetune.pretrain.atomic_acc", "the pretrained run's atomic facts (forgetting of facts)"))
 # a natural task's atomic_test asks the new facts in held-out paraphrases (templates no document uses): not in-sample, and
 # the taught documents themselves are the train split (all of it without replay)
-NATURAL_ROWS = (("train", "finetune.train.acc", "the taught rows: the new facts' training documents (in-sample)"),
+NATURAL_ROWS = (("train", "finetune.train.acc", "the taught rows: the new facts' documents (and the control's two-hop examples, the replayed rows)"),
                 ("atomic_test", "finetune.new_atomic.acc", "the new atomic facts asked in held-out paraphrases (never trained)"),
                 *ROWS[1:-1],
                 ("pretrain_atomic", "finetune.pretrain.atomic_acc", "the pretrained run's atomic facts in held-out paraphrases (its atomic_test)"))
