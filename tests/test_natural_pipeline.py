@@ -15,9 +15,9 @@ from sae_ooc.rundir import RunDir
 from sae_ooc.stages import PIPELINE_STAGES
 from sae_ooc.tasks.data import load_task, split_tensors
 
-from conftest import NATURAL, copy_run, png_only
+from conftest import NATURAL, copy_run
 
-BUDGETS = ("sae.expansion_factor=4", "sae.k=8", "sae.k_by_hook={blocks.0.hook_resid_pre: 3}", "sae.training_tokens=8192",
+BUDGETS = ("sae.expansion_factor=2", "sae.k=8", "sae.k_by_hook={blocks.0.hook_resid_pre: 3}", "sae.training_tokens=8192",
            "sae.batch_size=128", "sae_eval.probe_steps=40", "sae_eval.n_controls=1", "attribution.n_pairs=32",
            "attribution.ig_steps=5", "attribution.verify_top=32", "attribution.validate_pairs=8", "circuit.top_n=20",
            "circuit.mean_examples=256", "circuit.curve_sizes=[0, 2, 5, 20]", "circuit.edge_check=4", "circuit.edge_counts=[2, 5]",
@@ -39,7 +39,6 @@ def natural_run(natural_trained, tmp_path_factory) -> RunDir:
     run = copy_run(natural_trained, tmp_path_factory.mktemp("natural_pipeline") / "run", BUDGETS, config=NATURAL)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(browse_stage, "screenshot", lambda *a, **k: None)  # no Chromium: tests/test_browse.py takes one
-        png_only(mp)
         results = run_pipeline(run)
     assert [r.name for r in results if r.finished] == list(PIPELINE_STAGES)
     assert [r.name for r in results if not r.ran] == ["data", "train"]  # the copy's own, kept

@@ -21,6 +21,8 @@ from sae_ooc.pipeline import run_stage
 from sae_ooc.rundir import RunDir
 from sae_ooc.tasks.data import SPLITS
 
+from conftest import rendered_figures
+
 TINY = "configs/tiny.yaml"
 
 
@@ -51,7 +53,8 @@ def _split_accuracy(model, split) -> float:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     run = _run(tmp_path_factory.mktemp("train"), "tiny")
-    assert run_stage(run, "train").ran
+    with rendered_figures():  # test_figures_written reads them
+        assert run_stage(run, "train").ran
     return run
 
 
