@@ -353,7 +353,7 @@ def _train(run, fp: str, force: bool, stop_after_steps: int | None) -> dict | No
     final.save(model_dir)
     plot_training(records, model_dir / "accuracy")
     if "new_new" in tensors:  # a fine-tuning run (tasks/finetune.py): its own curves
-        plot_finetune(records, model_dir / "finetune", natural=run.cfg.task.render == "natural")
+        plot_finetune(records, model_dir / "finetune", natural=vocab.layout.render == "natural")
     return {"steps": prog.step, "minutes": final.minutes, "stopped_early": prog.stopped_early, "stop_split": final.stop_split,
             **{f"{s}_acc": final.accuracy[s] for s in SPLITS}, "majority_rate": final.majority_rate, **source_info(run)}
 
