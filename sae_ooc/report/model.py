@@ -61,7 +61,7 @@ def train_section(doc: Doc) -> None:
     sizes = info.sizes if info else {}
     doc.add(
         f"{_model_description(run)} for {fm.steps} steps in {fm.minutes:.2f} minutes (on the machine that made this report)"
-        + ((f", stopped early once atomic_test ≥ {tc.stop_at_atomic}" if tc.stop_on == "atomic" else
+        + ((f", stopped early once {stop} ≥ {tc.stop_at_atomic}" if tc.stop_on != "valid_id" else
             f", stopped early once {stop} ≥ {tc.stop_at_valid_id} and atomic_test ≥ {tc.stop_at_atomic}") if fm.stopped_early else "")
         + ". Accuracy on every example of each split (the saved model, reloaded, gives the same numbers); "
         f"{stop} chose when to stop, so its number is in-sample; test_id played no part in any choice:", "",
