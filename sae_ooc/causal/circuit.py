@@ -42,9 +42,9 @@ SHARE = 0.8  # the chosen rank: the smallest whose fit-valid switch reaches this
 
 
 def _counter(ctx, P: Pairs) -> torch.Tensor:
-    """The high-level model's counterfactual answer of each pair: the donor's bridge b' through the base's relations after r1
-    (t(b', r2); three hops t(t(b', r2), r3))."""
-    return torch.tensor([ctx.facts.chain(int(b2), rel) for b2, rel in zip(P.b2, P.rels())], dtype=torch.long)
+    """The high-level model's counterfactual answer of each pair (the task family's, sae_ooc.tasks.counterfactuals): the
+    donor's bridge b' through the base's relations after r1 (t(b', r2); three hops t(t(b', r2), r3))."""
+    return torch.tensor([ctx.facts.answer_via(int(b2), int(r1), rel) for b2, r1, rel in zip(P.b2, P.r1, P.rels())], dtype=torch.long)
 
 
 class PairStates:
