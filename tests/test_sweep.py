@@ -202,7 +202,8 @@ def test_family_and_seed_axes_spread_over_seeds_in_table_json_and_phase_diagram(
 
 def test_a_key_the_y_axis_determines_is_folded_into_its_ticks_and_unreached_steps_name_the_budget(tmp_path):
     """A step budget per family (a train.steps grid key paired with task.family through `exclude`) goes into the family
-    tick labels, not a row of half-empty panels; a setting none of whose seeds reached valid_id 0.9 says within how many."""
+    tick labels, not a row of half-empty panels; a setting none of whose seeds reached valid_id 0.9 says within how many,
+    and an accuracy cell its split's majority-answer rate."""
     from sae_ooc.viz.phase_plots import cell, folded
 
     text = SWEEP.replace("model.weight_sharing: [false, true]", "task.family: [twohop, comparison]\n  train.steps: [40, 20]").replace(
@@ -211,6 +212,8 @@ def test_a_key_the_y_axis_determines_is_folded_into_its_ticks_and_unreached_step
     assert [p.cfg.train.steps for p in pts] == [40, 20, 40, 20]
     assert folded(pts, "task.family", ["train.steps"]) == {"train.steps": {"twohop": 40, "comparison": 20}}
     assert folded(pts, "model.n_layers", ["train.steps"]) == {}  # both budgets at each depth: stays a facet
-    recs = [SweepPoint(slug="s", values={}, config_hash="", accuracy={}, majority_rate={}, unique_parameters=1, steps=20,
-                       minutes=0.0, stopped_early=False, max_steps=20, valid_id_0_9_step=None, test_id_0_9_step=None)] * 2
+    recs = [SweepPoint(slug="s", values={}, config_hash="", accuracy={"test_ood_sys": 0.7}, majority_rate={"test_ood_sys": 0.48},
+                       unique_parameters=1, steps=20, minutes=0.0, stopped_early=False, max_steps=20, valid_id_0_9_step=None,
+                       test_id_0_9_step=None)] * 2
     assert cell(recs, "steps") == (None, "not by\n20")
+    assert cell(recs, "test_ood_sys") == (pytest.approx(0.7), "0.70\n0.70–0.70\nmajority 0.48")  # chance differs by family
