@@ -26,7 +26,7 @@ def _fmt(v) -> str:
 
 
 def _steps(step: int | None, r: SweepPoint) -> str:
-    return f"not by {r.max_steps}" if step is None else str(step)  # not reached within the run's budget, not "never"
+    return f"not by {r.steps}" if step is None else str(step)  # not reached within the steps it ran (budget, or stopped early)
 
 
 def _key(values: dict) -> tuple:
@@ -80,7 +80,7 @@ def write_summary(sw, root: Path, points, done: dict[str, SweepPoint]) -> dict:
         for st in by_setting:
             steps = st["valid_id_0.9_step"]
             reached = "" if steps is None or steps["n"] == st["n_runs"] else f" ({steps['n']} reached)"
-            budget = max((r.max_steps for r in recs_of[_key(st["values"])]), default=None)  # None: no run finished
+            budget = max((r.steps for r in recs_of[_key(st["values"])]), default=None)  # None: no run finished
             lines.append("| " + " | ".join(_fmt(st["values"][k]) for k in keys) + f" | {st['n_runs']} | {spread_text(st['test_id'])} | "
                          f"{spread_text(st['test_ood_sys'])} | {spread_text(st['test_unanswerable'])} | "
                          f"{spread_text(steps, '.0f') if steps is not None or budget is None else f'not by {budget}'}{reached} | "

@@ -38,7 +38,7 @@ def cell(recs: list, metric: str) -> tuple[float | None, str]:
     vals = [_value(r, metric) for r in recs]
     got = [float(v) for v in vals if v is not None and np.isfinite(v)]
     if not got:  # a step count is "not reached within the run's budget", not "never"
-        return None, f"not by\n{max(r.max_steps for r in recs)}" if metric == "steps" else "n/a"
+        return None, f"not by\n{max(r.steps for r in recs)}" if metric == "steps" else "n/a"  # steps it ran
     mean = float(np.mean(got))
     text = str(int(round(mean))) if metric == "steps" else f"{mean:.2f}"
     if len(got) > 1:
