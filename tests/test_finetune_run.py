@@ -15,7 +15,7 @@ from sae_ooc.models.hooked import load_model
 from sae_ooc.tasks.data import load_task, split_tensors
 from sae_ooc.tasks.finetune import KINDS, finetune_task
 
-from conftest import ROOT, png_only
+from conftest import ROOT
 
 TINY_FT = ROOT / "configs" / "finetune_toy_tiny.yaml"
 
@@ -69,7 +69,6 @@ def test_pipeline_fine_tunes_a_finished_run_end_to_end(harvested_run, tmp_path, 
     import sae_ooc.browse.browse as browse_stage
 
     monkeypatch.setattr(browse_stage, "screenshot", lambda *a, **k: None)  # no Chromium: the browse tests cover it
-    png_only(monkeypatch)
     out = tmp_path / "ft"
     assert cli_main(["pipeline", "--config", str(TINY_FT), "--set", f"model.run={harvested_run.root}", "--run", str(out)]) == 0
     stages = json.loads((out / "stages.json").read_text())

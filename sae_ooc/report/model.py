@@ -6,7 +6,7 @@ from sae_ooc.models.metrics import THRESHOLDS, TrainMetrics
 from sae_ooc.report.doc import Doc, f3, pct
 from sae_ooc.errors import UserError
 from sae_ooc.tasks.data_info import DataInfo
-from sae_ooc.tasks.families import describe
+from sae_ooc.tasks.families import asked, describe
 from sae_ooc.tasks.layout import load_layout
 from sae_ooc.tasks.vocab import read_vocab
 
@@ -50,7 +50,7 @@ def _natural_text(run) -> str:
 
 def train_section(doc: Doc) -> None:
     run = doc.run
-    doc.heading("train", "Model: does it compose A→C?")
+    doc.heading("train", f"Model: does it {asked(run.cfg.task.family)}?")
     fm = doc.load_or_say(TrainMetrics, run.model_dir, "`sae-ooc train`")
     if fm is None:
         return
@@ -61,7 +61,7 @@ def train_section(doc: Doc) -> None:
     sizes = info.sizes if info else {}
     doc.add(
         f"{_model_description(run)} for {fm.steps} steps in {fm.minutes:.2f} minutes (on the machine that made this report)"
-        + ((f", stopped early once atomic_test ≥ {tc.stop_at_atomic}" if tc.stop_on == "atomic" else
+        + ((f", stopped early once {stop} ≥ {tc.stop_at_atomic}" if tc.stop_on != "valid_id" else
             f", stopped early once {stop} ≥ {tc.stop_at_valid_id} and atomic_test ≥ {tc.stop_at_atomic}") if fm.stopped_early else "")
         + ". Accuracy on every example of each split (the saved model, reloaded, gives the same numbers); "
         f"{stop} chose when to stop, so its number is in-sample; test_id played no part in any choice:", "",
