@@ -18,6 +18,7 @@ from sae_ooc.sections.model import (  # noqa: F401
     TASK_SPLITS,
     MODEL_SOURCES,
     TRAINABLE,
+    STOP_SPLITS,
     TaskConfig,
     ModelConfig,
     TrainConfig,

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import yaml
 
-SPLITS = ("atomic_test", "new_new", "new_old", "old_new", "new_valid", "test_id", "pretrain_atomic")
+# train: the taught rows (a natural run's new-fact documents; its atomic_test asks them in held-out paraphrases)
+SPLITS = ("train", "atomic_test", "new_new", "new_old", "old_new", "new_valid", "test_id", "pretrain_atomic")
 
 
 def wilson(p: float, n: int) -> list[float] | None:
@@ -42,7 +43,7 @@ def collect(run: Path) -> dict:
 
 
 def table(runs: dict) -> str:
-    cols = ("atomic_test", "new_new", "new_old", "old_new", "new_valid", "test_id", "pretrain_atomic")
+    cols = SPLITS
     lines = ["| run | steps | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for name, r in runs.items():
         cells = []

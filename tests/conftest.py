@@ -18,15 +18,19 @@ they are shared across processes too: a test that writes into one, even through 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 from sae_ooc.config import load_config
 from sae_ooc.rundir import RunDir
+from sae_ooc.viz import plots
 from sae_ooc.viz.plots import STRICT_ENV
+
 
 # a figure that fails raises in tests (and in the CLI subprocesses they start) instead of warning: broken plot code must
 # not hide behind the guard that keeps it from stopping a stage
@@ -35,6 +39,24 @@ os.environ.setdefault(STRICT_ENV, "1")
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
 NATURAL = ROOT / "configs" / "natural_tiny.yaml"
+
+
+def _share_bytecode() -> None:
+    """Let the test processes share compiled bytecode when the environment forbids writing it (PYTHONDONTWRITEBYTECODE,
+    set on this project's machines): otherwise each of them (the two xdist workers, every CLI subprocess and spawned
+    worker pool) compiles sae_ooc's ~30,000 lines and pytest rewrites every test module again, ~3 CPU-s a process. The
+    caches go to .pytest_cache/pycache (PYTHONPYCACHEPREFIX), never beside the sources; processes started from here,
+    xdist's workers among them, inherit the setting. A first run in a fresh clone compiles once; later ones reuse it."""
+    if not (sys.dont_write_bytecode or os.environ.get("PYTHONDONTWRITEBYTECODE")):
+        return  # Python keeps its own __pycache__ folders
+    prefix = os.environ.get("PYTHONPYCACHEPREFIX") or str(ROOT / ".pytest_cache" / "pycache")
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = prefix
+    sys.pycache_prefix, sys.dont_write_bytecode = prefix, False
+
+
+_share_bytecode()
+
 SHARD = 128  # the tiny task has ~450 tokens: several shards per hook
 HARVEST_SETTINGS = ("train.steps=30", "train.eval_every=30", "train.n_checkpoints=0", f"harvest.shard_tokens={SHARD}")
 NATURAL_SETTINGS = ("task.n_entities=16", "task.n_relations=4", "task.facts_per_entity=2", "task.phi=1.0", "model.d_mlp=128",
@@ -60,13 +82,40 @@ FILE_CPU_SECONDS = {"test_natural_pipeline.py": 40, "test_plots_edge_cases.py": 
                     "test_analyze.py": 10, "test_export.py": 10, "test_finetune.py": 7}
 
 
-def png_only(mp: pytest.MonkeyPatch) -> None:
-    """Figures as PNG alone (sae_ooc.viz.plots.FORMATS) for a whole-pipeline test: every figure is still drawn through its
-    plot function and rendered, and the SVG writer is exercised by each stage's own tests on the tiny run; a third of the
-    pipeline's CPU time in these tests was writing figures, half of it the SVGs."""
-    from sae_ooc.viz import plots
+# Figures: the tests build every figure through its plot function (its data, axes, artists: what fails on an empty
+# table, a NaN or a negative error bar), but do not render or write it unless the test is marked `figures` or builds
+# its run inside `rendered_figures()`. Rendering was about a third of the suite's CPU time (text layout, twice per
+# file), and what it checks is checked where it is asked for: tests/test_plots_edge_cases.py renders every plot
+# function with its edge cases, and each stage's own tests that read its figure files render them. CLI subprocesses
+# started by tests render as users' commands do.
+FIGURE_FORMATS = ("png", "svg")  # what sae_ooc.viz.plots.FORMATS holds outside the tests
+plots.FORMATS = ()
 
-    mp.setattr(plots, "FORMATS", ("png",))
+
+@contextlib.contextmanager
+def rendered_figures(formats=FIGURE_FORMATS):
+    """Figures rendered and written (PNG + SVG by default) inside the block, e.g. while a module fixture builds the run
+    whose figure files its tests read."""
+    old = plots.FORMATS
+    plots.FORMATS = tuple(formats)
+    try:
+        yield
+    finally:
+        plots.FORMATS = old
+
+
+@pytest.fixture(autouse=True)
+def _figure_files(request):
+    marker = request.node.get_closest_marker("figures")
+    if marker is None:
+        yield
+        return
+    with rendered_figures(*marker.args):
+        yield
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "figures(formats=('png', 'svg')): the test renders and writes figure files")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -115,7 +164,8 @@ def shared_run(tmp_path_factory, name: str, config: Path, settings, stages) -> R
         run = RunDir(folder / "run", cfg)
         if not done.exists():
             shutil.rmtree(run.root, ignore_errors=True)  # a build that failed in another worker: start again
-            results = run_pipeline(run, stages=list(stages))
+            with rendered_figures():  # whole runs, as users' are: tests read their stages' figure files
+                results = run_pipeline(run, stages=list(stages))
             assert [r.name for r in results if r.ran and r.finished] == list(stages)
             done.touch()
     return run

@@ -10,7 +10,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens import patching as tl_patching
 
-from conftest import copy_run
+from conftest import copy_run, rendered_figures
 from sae_ooc.analyses.back_patching import back_patch
 from sae_ooc.analyses.common import sample_prompts
 from sae_ooc.analyses.patching import patching
@@ -28,7 +28,8 @@ from sae_ooc.tasks.data import load_task
 @pytest.fixture(scope="module")
 def analyzed(harvested_run, tmp_path_factory):
     run = copy_run(harvested_run, tmp_path_factory.mktemp("analyze") / "run", ["analyze.n_prompts=12", "analyze.noise_samples=4"])
-    result = run_stage(run, "analyze")
+    with rendered_figures():  # test_every_analysis_writes_json_png_svg reads them
+        result = run_stage(run, "analyze")
     assert result.ran and result.finished
     return run
 

@@ -23,6 +23,8 @@ from sae_ooc.pipeline import run_stage
 from sae_ooc.stats import rankdata, spearman
 from sae_ooc.tasks.data import split_tensors
 
+from conftest import rendered_figures
+
 TINY = load_config(__import__("circuit_fixtures").ROOT / "configs" / "tiny.yaml")
 
 
@@ -37,7 +39,8 @@ def tiny_spliced(tiny_task):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     run = make_run(tmp_path_factory.mktemp("attr"), overrides=["attribution.method=exact", "attribution.validate_pairs=6"])
-    result = run_stage(run, "attribute", validate=True)
+    with rendered_figures():  # test_attribute_stage_files reads the validation figure
+        result = run_stage(run, "attribute", validate=True)
     assert result.ran is True and result.info["method"] == "exact" and result.info["n_pairs"] == 12
     return run
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 from circuit_fixtures import HOOKS, mark_stages, topk_sae
-from conftest import copy_run
+from conftest import copy_run, rendered_figures
 from test_stage_outputs import check_line
 
 from sae_ooc.activations.cache import ActivationCache, heldout_mask
@@ -52,7 +52,8 @@ def run(harvested_run, tmp_path_factory):
     cache = ActivationCache(run.activations_dir)
     save_tensors(eval_rows(run.saes_dir), {"rows": heldout_mask(cache.tokens(), 0.3, 0).nonzero().squeeze(1)})
     mark_stages(run, ("train-sae", "eval-sae"))
-    run.result = run_stage(run, "variables")
+    with rendered_figures():  # the tests read its figure files
+        run.result = run_stage(run, "variables")
     return run
 
 

@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 from circuit_fixtures import HOOKS, ROOT, linear_model, linear_sae, make_run, topk_sae
+from conftest import rendered_figures
 from safetensors.torch import load_file
 
 from sae_ooc.circuits.ablation import ABLATIONS, ablated_metric, ablation_values
@@ -70,7 +71,8 @@ def linear(tiny_task):
 def run(tmp_path_factory):
     run = make_run(tmp_path_factory.mktemp("circ"), train_steps=20, overrides=CIRCUIT_SETTINGS)
     run_stage(run, "attribute", validate=False)
-    result = run_stage(run, "circuit")
+    with rendered_figures():  # test_circuit_stage_files reads them
+        result = run_stage(run, "circuit")
     assert result.ran is True and result.info["n_feature_nodes"] == 6
     return run
 

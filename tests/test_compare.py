@@ -39,6 +39,7 @@ def three_runs(tmp_path):
     return runs, vals
 
 
+@pytest.mark.figures
 def test_table_matches_numpy_and_writes_its_outputs(tmp_path, capsys):
     runs, vals = three_runs(tmp_path)
     out = tmp_path / "cmp"

@@ -17,7 +17,7 @@ from sae_ooc.pipeline import run as run_pipeline
 from sae_ooc.pipeline import run_stage
 from sae_ooc.rundir import RunDir
 from sae_ooc.tasks.data import load_task
-from tests.conftest import NATURAL, ROOT, TINY, copy_run
+from conftest import NATURAL, ROOT, TINY, copy_run
 
 SMALL = ["train.steps=40", "train.eval_every=10", "train.n_checkpoints=4", "sae.training_tokens=4096", "sae_eval.probe_steps=30",
          "sae_eval.n_controls=1", "dynamics.sae_training_tokens=2048", "dynamics.dense_checkpoints=2", "dynamics.patch_pairs=8",
@@ -94,8 +94,9 @@ def test_replayed_checkpoint_is_bit_identical_to_the_saved_one(tiny_run, tmp_pat
     assert load_file(str(out[7] / "model.safetensors")).keys() == ref.keys()
 
 
+@pytest.mark.figures
 def test_dynamics_runs_on_a_tiny_run_and_its_numbers_check_out(tiny_run, tmp_path):
-    from tests.test_stage_outputs import check_line
+    from test_stage_outputs import check_line
 
     res = run_stage(tiny_run, "dynamics")
     assert res.finished and tiny_run.stage_record("dynamics") is not None
@@ -141,9 +142,8 @@ def test_weight_shared_comparison_model_runs_the_pipeline_through_circuit(tmp_pa
     """Two things at the price of one run: a looped model, and the comparison family (configs/comparison_tiny.yaml)
     through the stages with no family branch: its pairs are comparisons (e1, attr, e2) -> lt / eq / gt whose first
     value v1 = value(e1, attr) is the bridge."""
-    from tests.conftest import HARVEST_SETTINGS, png_only
+    from conftest import HARVEST_SETTINGS
 
-    png_only(monkeypatch)  # no SVG is checked here: each stage's SVG is checked on the tiny run
 
     over = [*HARVEST_SETTINGS, "model.weight_sharing=true", "sae.training_tokens=4096", "sae_eval.probe_steps=30", "sae_eval.n_controls=1",
             "sae.hooks=[blocks.1.hook_resid_pre]", "circuit.random_edge_sets=4", "circuit.prune_pairs=2"]  # one SAE: splicing is per hook

@@ -72,6 +72,7 @@ def check_outputs(out, circuit, prefix=""):
     return graph, dot, page, full
 
 
+@pytest.mark.figures
 def test_synthetic_circuit_exports_and_escapes(tmp_path):
     circuit = synthetic_circuit()
     export_circuit(circuit, tmp_path, ExportOptions(edge_threshold=0.0))
@@ -122,6 +123,7 @@ def run(tmp_path_factory):
     return run
 
 
+@pytest.mark.figures
 def test_export_command_on_a_run(run, tmp_path, capsys):
     assert cli_main(["export", "--run", str(run.root)]) == 0
     out = run.export_dir

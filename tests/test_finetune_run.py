@@ -15,7 +15,7 @@ from sae_ooc.models.hooked import load_model
 from sae_ooc.tasks.data import load_task, split_tensors
 from sae_ooc.tasks.finetune import KINDS, finetune_task
 
-from conftest import ROOT, png_only
+from conftest import ROOT
 
 TINY_FT = ROOT / "configs" / "finetune_toy_tiny.yaml"
 
@@ -69,7 +69,6 @@ def test_pipeline_fine_tunes_a_finished_run_end_to_end(harvested_run, tmp_path, 
     import sae_ooc.browse.browse as browse_stage
 
     monkeypatch.setattr(browse_stage, "screenshot", lambda *a, **k: None)  # no Chromium: the browse tests cover it
-    png_only(monkeypatch)
     out = tmp_path / "ft"
     assert cli_main(["pipeline", "--config", str(TINY_FT), "--set", f"model.run={harvested_run.root}", "--run", str(out)]) == 0
     stages = json.loads((out / "stages.json").read_text())
@@ -92,7 +91,11 @@ def test_pipeline_fine_tunes_a_finished_run_end_to_end(harvested_run, tmp_path, 
         assert summary[name]["value"] == pytest.approx(float((logits.argmax(-1) == st.answer).float().mean()))
         assert split in summary[name]["measured_on"]
     assert summary["finetune.new_atomic.acc"]["in_sample"] and not summary["finetune.new_new.test_acc"]["in_sample"]
-    assert "## Fine-tuning new facts" in (out / "REPORT.md").read_text()
+    report = (out / "REPORT.md").read_text()
+    assert "## Fine-tuning new facts" in report
+    # the model is named by its run (no checkpoint or hub name), and the bridge probe's known/unknown and step-0 control
+    # are read for what they are on a fine-tuning run
+    assert f"The model of the run `{harvested_run.root}` (" in report and "**On this fine-tuning run** *known*" in report
     # a fine-tuning run of this one (the second phase of a data-ordering experiment) draws the same facts and questions
     cfg = load_config(TINY_FT, [f"model.run={out}", "task.finetune.control=true", "task.finetune.atomic=false"])
     again, _, meta = finetune_task(cfg, out, load_task)

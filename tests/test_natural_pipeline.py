@@ -15,9 +15,9 @@ from sae_ooc.rundir import RunDir
 from sae_ooc.stages import PIPELINE_STAGES
 from sae_ooc.tasks.data import load_task, split_tensors
 
-from conftest import NATURAL, copy_run, png_only
+from conftest import NATURAL, copy_run
 
-BUDGETS = ("sae.expansion_factor=4", "sae.k=8", "sae.k_by_hook={blocks.0.hook_resid_pre: 3}", "sae.training_tokens=8192",
+BUDGETS = ("sae.expansion_factor=2", "sae.k=8", "sae.k_by_hook={blocks.0.hook_resid_pre: 3}", "sae.training_tokens=8192",
            "sae.batch_size=128", "sae_eval.probe_steps=40", "sae_eval.n_controls=1", "attribution.n_pairs=32",
            "attribution.ig_steps=5", "attribution.verify_top=32", "attribution.validate_pairs=8", "circuit.top_n=20",
            "circuit.mean_examples=256", "circuit.curve_sizes=[0, 2, 5, 20]", "circuit.edge_check=4", "circuit.edge_counts=[2, 5]",
@@ -39,7 +39,6 @@ def natural_run(natural_trained, tmp_path_factory) -> RunDir:
     run = copy_run(natural_trained, tmp_path_factory.mktemp("natural_pipeline") / "run", BUDGETS, config=NATURAL)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(browse_stage, "screenshot", lambda *a, **k: None)  # no Chromium: tests/test_browse.py takes one
-        png_only(mp)
         results = run_pipeline(run)
     assert [r.name for r in results if r.finished] == list(PIPELINE_STAGES)
     assert [r.name for r in results if not r.ran] == ["data", "train"]  # the copy's own, kept
@@ -293,6 +292,24 @@ def test_a_natural_language_run_is_fine_tuned_on_new_facts_as_text(natural_train
     new = {(r["head"], r["r1"]) for r in ds["atomic_test"]}
     assert sum(r["hop"] == 1 for r in ds["train"]) == len(new) * len(nat.train_templates)
     assert ds["test_id"]["input_ids"] == src["test_id"]["input_ids"]
+    # the report's rows: atomic_test asks the new facts in held-out paraphrases (not in-sample), train holds their documents
+    # (in-sample); accuracies written by hand here, as the train stage would (no training needed to read them back)
+    from sae_ooc.io import write_json
+    from sae_ooc.report.doc import Doc
+    from sae_ooc.report.finetune import finetune_section
+    from sae_ooc.rundir import RunDir
+
+    acc = {s: 0.1 * (i + 1) for i, s in enumerate(ds)}
+    write_json(out / "model" / "final_metrics.json", {
+        "steps": 3, "stopped_early": True, "stop_split": "train", "minutes": 0.1, "accuracy": acc, "loss": acc,
+        "majority_rate": acc, "n_examples": {s: len(ds[s]) for s in ds},
+        **{f"{s}_{t}_{u}": None for s in ("valid_id", "test_id") for t in (0.5, 0.9) for u in ("step", "minutes")}})
+    doc = Doc(RunDir(out, load_config(config)))
+    finetune_section(doc)
+    got = {x["name"]: x for x in doc.numbers}
+    assert got["finetune.train.acc"]["value"] == pytest.approx(acc["train"]) and got["finetune.train.acc"]["in_sample"]
+    assert got["finetune.new_atomic.acc"]["value"] == pytest.approx(acc["atomic_test"])
+    assert not got["finetune.new_atomic.acc"]["in_sample"] and "held-out paraphrases" in got["finetune.new_atomic.acc"]["measured_on"]
     for name_ in ("finetune_gpt2", "finetune_pythia70m"):
         cfg = load_config(ROOT / "configs" / f"{name_}.yaml", ["model.source=run", f"model.run={natural_trained.root}",
                                                                "model.path=", "model.name=", "task.finetune.replay=0.5"])

@@ -380,6 +380,7 @@ def test_err_bars_never_negative(value, lo, hi, want):
     np.testing.assert_allclose(plots.err_bars([value], [lo], [hi]), want, atol=1e-9)
 
 
+@pytest.mark.figures
 def test_failing_figure_warns_and_stage_goes_on(tmp_path, monkeypatch, capsys):
     @plots.fail_soft
     def plot_broken(rows, stem):

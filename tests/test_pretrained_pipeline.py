@@ -16,7 +16,7 @@ from sae_ooc.config import load_config
 from sae_ooc.rundir import RunDir
 from sae_ooc.tasks.data import load_task
 
-from conftest import NATURAL, NATURAL_SETTINGS, ROOT, TINY, png_only
+from conftest import NATURAL, NATURAL_SETTINGS, ROOT, TINY
 
 SMALL_TASK = {"n_entities": 16, "n_relations": 4, "facts_per_entity": 2, "phi": 1.0}  # conftest.NATURAL_SETTINGS' task
 
@@ -77,7 +77,6 @@ def _checkpoint(directory, arch: str, tok) -> None:
 
 @pytest.mark.parametrize("arch,name,trainable", [("gpt2", "gpt2", "all"), ("neox", "pythia-70m", "mlp")])
 def test_the_whole_path_runs_on_a_local_checkpoint(arch, name, trainable, task_tokenizer, tmp_path, capsys, monkeypatch):
-    png_only(monkeypatch)  # no SVG is checked here: each stage's SVG is checked on the tiny run
     ckpt = tmp_path / arch
     _checkpoint(ckpt, arch, task_tokenizer)
     config = _config(tmp_path, {"model.source": "pretrained", "model.name": name, "model.path": str(ckpt),

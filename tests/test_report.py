@@ -2,10 +2,13 @@
 
 import re
 
+import pytest
+
 from sae_ooc.cli import main
 from sae_ooc.io import read_json
 
 
+@pytest.mark.figures
 def test_report_quotes_the_stage_outputs_and_copies_figures(tmp_path, capsys):
     run = tmp_path / "run"
     base = ["--config", "configs/tiny.yaml", "--run", str(run), "--set", "train.steps=30", "--set", "train.eval_every=10"]

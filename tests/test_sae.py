@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from circuit_fixtures import mark_stages
-from conftest import copy_run
+from conftest import copy_run, rendered_figures
 from test_heldout_prefixes import row_prefixes
 from sae_lens import SAE
 from safetensors.torch import load_file
@@ -37,7 +37,8 @@ SAE_SETTINGS = ["sae.training_tokens=3840", "sae.batch_size=64", "sae.d_sae=64",
 @pytest.fixture(scope="module")
 def sae_run(harvested_run, tmp_path_factory):
     run = copy_run(harvested_run, tmp_path_factory.mktemp("sae") / "run", SAE_SETTINGS)
-    results = run_pipeline(run, stages=["data", "train", "harvest", "train-sae"])
+    with rendered_figures():  # the training curves, which test_saes_load_with_sae_lens_... reads
+        results = run_pipeline(run, stages=["data", "train", "harvest", "train-sae"])
     assert [r.name for r in results if r.ran] == ["train-sae"]  # the shared stages are reused, not recomputed
     return run
 
@@ -153,6 +154,7 @@ def test_a_width_on_the_command_line_wins_over_the_per_hook_default():
     assert resolved_d_sae(script.sae_params(script.build_parser().parse_args(base + ["--expansion-factor", "2"])), 64, hook) == 128
 
 
+@pytest.mark.figures
 def test_train_sae_script_runs_a_sweep(sae_run, tmp_path, monkeypatch):
     _no_curves(monkeypatch)  # each point's curves: the Pareto figure is this test's
     # in this process: the script as its own process (another folder, no sae_ooc import path of its own) is
@@ -244,6 +246,7 @@ def _digests(root):
     return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.figures
 def test_eval_sae_writes_metrics_labels_and_summary(sae_run, capsys):
     saes_before = _digests(sae_run.saes_dir)
     capsys.readouterr()
@@ -391,6 +394,7 @@ def test_standalone_script_trains_several_hooks_that_sae_lens_loads(sae_run, tmp
     assert {h: (tmp_path / "out" / h / "sae_weights.safetensors").stat().st_mtime_ns for h in hooks} == mtimes
 
 
+@pytest.mark.figures
 def test_train_sae_stage_resumes_an_interrupted_run_and_a_rerun_recomputes(sae_run, tmp_path, monkeypatch):
     import sae_ooc.saes.train_sae as stage
 

@@ -8,7 +8,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
 from sae_ooc.saes.probes import fit_predict
 
@@ -28,6 +27,8 @@ class Shrunk:
 
 
 def test_lda_probe_is_sklearns_lda_on_standardised_activations():
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis  # here: scikit-learn costs every worker's collection ~0.6 CPU-s
+
     g = torch.Generator().manual_seed(0)
     n, d, k = 300, 6, 4
     y = torch.randint(0, k, (n,), generator=g) * 3 + 2  # class ids 2, 5, 8, 11: fit_predict maps them to 0..3

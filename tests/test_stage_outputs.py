@@ -120,6 +120,7 @@ def test_early_stages_name_every_file(harvested_run, stage):
     assert line.startswith(f"{stage}: ")
 
 
+@pytest.mark.figures
 def test_train_line_names_checkpoints_and_figures(harvested_run):
     line = check_line(harvested_run, "train", StageResult("train", ran=False, info=harvested_run.stage_record("train")["info"]))
     # the folders and figures issue #10 found missing, and the split the run stopped on

@@ -15,7 +15,8 @@ from sae_ooc.sweep.runner import POINT_FILE, run_point, run_sweep
 from sae_ooc.sweep.spec import load_sweep
 from sae_ooc.sweep.result import SweepPoint
 from sae_ooc.sweep.summary import smallest
-from tests.conftest import TINY
+from conftest import TINY, rendered_figures
+from sae_ooc.config import load_config
 
 pytest.importorskip("submitit")
 
@@ -108,7 +109,8 @@ def test_sweep_resumes_after_a_kill_through_submitit_local_executor(tmp_path, ca
     stamps = {p.slug: (out / "points" / p.slug / POINT_FILE).stat().st_mtime_ns for p in sw.points() if p.slug != tied}
 
     # the sweep skips the finished point and resumes the killed one as a submitit job: one real process boundary
-    res = run_sweep(sw, jobs=2, out=out)
+    with rendered_figures():  # the phase diagram, read below (the job's process renders as a user's does)
+        res = run_sweep(sw, jobs=2, out=out)
     assert res["all_done"] and set(res["done"]) == set(pts)
     assert "1 finished (skipped), 1 to run" in capsys.readouterr().out
     assert len(list((out / ".submitit").glob("*_log.out"))) == 1  # the resumed point ran as a submitit job
@@ -144,6 +146,7 @@ def test_sweep_resumes_after_a_kill_through_submitit_local_executor(tmp_path, ca
 
     class Run:
         root = tmp_path / "runs" / "default"
+        cfg = load_config(TINY)  # the report's headings ask the run's family's question
 
     doc = Doc(Run())
     sweep_section(doc)
@@ -157,6 +160,7 @@ def test_sweep_resumes_after_a_kill_through_submitit_local_executor(tmp_path, ca
     assert (js["smallest_composed"] is None) == ("No point of this sweep composed." in text)
 
 
+@pytest.mark.figures
 def test_family_and_seed_axes_spread_over_seeds_in_table_json_and_phase_diagram(tmp_path):
     """A family axis is a grid key; `seeds` runs each setting once per seed (task.seed = train.seed = it), and the
     table, sweep.json and phase diagram give each setting's mean and range over its seeds."""

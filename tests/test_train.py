@@ -21,6 +21,8 @@ from sae_ooc.pipeline import run_stage
 from sae_ooc.rundir import RunDir
 from sae_ooc.tasks.data import SPLITS
 
+from conftest import rendered_figures
+
 TINY = "configs/tiny.yaml"
 
 
@@ -51,7 +53,8 @@ def _split_accuracy(model, split) -> float:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     run = _run(tmp_path_factory.mktemp("train"), "tiny")
-    assert run_stage(run, "train").ran
+    with rendered_figures():  # test_figures_written reads them
+        assert run_stage(run, "train").ran
     return run
 
 
@@ -283,3 +286,15 @@ def test_early_stop_reads_valid_id_not_test_id(tmp_path, monkeypatch):
     assert final["stopped_early"] and final["steps"] == recs[-1]["step"] == 100
     assert final["stop_split"] == "valid_id"
     assert (final["valid_id_0.9_step"], final["test_id_0.9_step"]) == (100, 50)  # both recorded, from the same lines
+
+
+def test_stop_on_train_reads_the_taught_rows_alone():
+    """A natural-language fine-tuning run stops once its taught rows (train: the new facts' documents) are learned; its
+    atomic_test asks held-out paraphrases and valid_id old questions, neither of which may stop it."""
+    from sae_ooc.typed_yaml import ConfigError
+
+    tc = load_config(TINY, ["train.stop_on=train", "train.stop_at_atomic=0.99"]).train
+    assert train_mod._should_stop(tc, {"train_acc": 0.99, "atomic_test_acc": 0.0, "valid_id_acc": 0.0})
+    assert not train_mod._should_stop(tc, {"train_acc": 0.98, "atomic_test_acc": 1.0, "valid_id_acc": 1.0})
+    with pytest.raises(ConfigError, match="train.stop_on"):
+        load_config(TINY, ["train.stop_on=test_id"])

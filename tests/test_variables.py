@@ -40,6 +40,8 @@ from sae_ooc.tasks.data import load_task
 from sae_ooc.threads import torch_threads
 from sae_ooc.viz.graph_json import validate_graph
 
+from conftest import rendered_figures
+
 D_SAE = 48  # circuit_fixtures.topk_sae
 LABELS = {
     HOOKS[1]: [{"feature": f, "variable": "bridge", "position": "r1", "value": f"e{f % 4}", "auroc": 0.95} for f in range(12)]
@@ -70,7 +72,8 @@ def one_thread():
 def run(tmp_path_factory):
     run = make_run(tmp_path_factory.mktemp("variables"), train_steps=20, labels=LABELS, overrides=SETTINGS)
     run_stage(run, "attribute", validate=False)
-    result = run_stage(run, "variable-circuit")
+    with rendered_figures():  # test_stage_files_load_back reads its figure files
+        result = run_stage(run, "variable-circuit")
     assert result.ran and result.finished
     return run
 

@@ -21,15 +21,16 @@ from sae_ooc.analyses.common import Sample, sample_prompts
 from sae_ooc.analyses.dla import dla
 from sae_ooc.analyses.logit_lens import logit_lens
 from sae_ooc.analyses.patching import patching
-from sae_ooc.analyses.probes import probe_settings, probes
+from sae_ooc.analyses.probes import answer_at_head, probe_settings, probes
 from sae_ooc.analyses.result import AnalysisResult
 from sae_ooc.analyses.tracing import causal_trace
 from sae_ooc.activations.cache import ActivationCache, heldout_mask
 from sae_ooc.io import read_json
 from sae_ooc.models.hooked import load_model, model_hash
 from sae_ooc.registry import Registry
-from sae_ooc.saes.controls import control_activations
+from sae_ooc.saes.controls import control_activations, control_models
 from sae_ooc.saes.prefixes import position_slices
+from sae_ooc.tasks.counterfactuals import high_level
 from sae_ooc.tasks.data import load_task, split_tensors
 from sae_ooc.threads import torch_threads
 from sae_ooc.viz import analysis_plots as plots
@@ -91,6 +92,14 @@ def _probes(c: Context) -> dict:
         out = probes(cache.read, hooks, slices, controls, probe_settings(a), progress=lambda: bar.update(1))
     out["split"] = f"held-out prefixes (sae.eval_fraction={run.cfg.sae.eval_fraction}, sae.seed={run.cfg.sae.seed}, as train-sae)"
     out["has_step0"] = bool(controls.get("step0"))
+    directions = high_level(run.cfg.task.family, c.vocab).directions
+    if directions is not None:  # the family asks whether an answer is carried at the head's position (reversal: a at b)
+        if c.vocab.layout.render == "toy":
+            out["answer_at_head"] = answer_at_head({"trained": [c.model], "random_model": control_models(run, a.n_controls)["random_model"]},
+                                                   c.ds, c.vocab, directions(c.vocab), hooks, a.seed)
+        else:
+            out["answer_at_head"] = {"note": "not measured: the probe regresses onto answer tokens' unembeddings, one token per "
+                                             "entity (the toy's render); a natural task's names are several tokens"}
     return out
 
 

@@ -207,6 +207,10 @@ class ProbesResult(AnalysisResult):
     answer: ProbeGrid
     split: str  # the held-out prefixes the probes are scored on
     has_step0: bool  # the step-0 checkpoint was a control
+    # a family that declares directions (reversal): each direction's answer probed at the head's and the answer position,
+    # {method, hooks, positions, chance, directions: {name: {scored_on, n_fit, n_heldout, acc, shuffled_acc,
+    # random_model_acc: {hook: {position: share}}}}} (sae_ooc.analyses.probes.answer_at_head); or {note} where not measured
+    answer_at_head: dict = OMIT
 
 
 @dataclass(kw_only=True)

@@ -5,8 +5,10 @@ Under causal attention the activation at r1 is a function of the prefix (h, r1) 
 the held-out prefixes are those train-sae held out of the SAE's training and eval-sae held out of its feature labels
 (RUN/saes/heldout_rows.safetensors, at r1), so neither the SAE, its labels nor anything fitted here saw them; the other
 (fit) prefixes are split again, seeded by prefix, into fit-train (class means, top features, DAS) and fit-valid (DAS's rank).
-Base and donor prefixes are always of the same group. b' is drawn uniformly among the entities whose answer to r2 is
-known and differs from b's (so the counterfactual answer t(b', r2) is defined and tells the two apart).
+Base and donor prefixes are always of the same group. b' is drawn uniformly among the entities that give the question a
+known answer other than b's by the family's high-level model (sae_ooc.tasks.counterfactuals: t(b', r2) for two hops,
+the comparison of b' with the second value for the comparison family), so the counterfactual answer is defined and tells
+the two apart.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ class Questions:
                          [self.split[i] for i in idx.tolist()], self.r3[idx], self.bridge2[idx])
 
     def prompts(self) -> list[tuple[int, ...]]:
-        """(h, r1, r2[, r3]) of each question (what Facts.tokens renders)."""
-        return [(h, a, b, *((c,) if c >= 0 else ())) for h, a, b, c in
+        """(h, r1[, r2[, r3]]) of each question (what Facts.tokens renders; a one-fact question has no r2: -1)."""
+        return [(h, a, *((b,) if b >= 0 else ()), *((c,) if c >= 0 else ())) for h, a, b, c in
                 zip(self.head.tolist(), self.r1.tolist(), self.r2.tolist(), self.r3.tolist())]
 
 
@@ -110,7 +112,7 @@ def draw_pairs(facts, q: Questions, rows: torch.Tensor, groups: dict, group: int
         if groups.get((h, r1)) != group or (allowed_b2 is not None and b not in allowed_b2):
             continue
         more = (r3,) if r3 >= 0 else ()
-        cands = [e for e in facts.counterfactual_bridges(b, r2, *more) if e in into and (allowed_b2 is None or e in allowed_b2)]
+        cands = [e for e in facts.counterfactual_bridges(b, r1, (r2, *more)) if e in into and (allowed_b2 is None or e in allowed_b2)]
         if not cands:
             continue
         for _ in range(per_question):

@@ -47,27 +47,32 @@ class Spec:
     differ: tuple[str, ...]  # fields the donor differs in (the answer always does)
 
 
-def specs(layout) -> dict[str, Spec]:
-    """The variables of the layout's question (Layout.variables) and how each is interchanged. A donor shares every
-    relation the high-level model reads after the variable, so that its answer is the counterfactual one. Two hops:
-    head, r1, r2, bridge@answer, answer. Three hops (r3, bridge2 = t(bridge, r2)) add r3, the first bridge at r2, the
-    second at r2 and at the answer position (r3)."""
-    rels = tuple(r for r in ("r1", "r2", "r3") if r in layout.variables)
+def specs(layout, high=None) -> dict[str, Spec]:
+    """The variables of the layout's question (Layout.variables, its roles) and how each is interchanged. A donor shares
+    every relation the high-level model reads after the variable, so that its answer is the counterfactual one. Two
+    hops: head, r1, r2, bridge@answer, answer. Three hops (r3, bridge2 = t(bridge, r2)) add r3, the first bridge at r2,
+    the second at r2 and at the answer position (r3). One fact (the reversal family's question): head, r1, answer.
+    `high` (sae_ooc.tasks.counterfactuals.HighLevel): the family's own specs replace or add to these (comparison: both
+    values at the answer position, each with the other value shared)."""
+    rels = tuple(r for r in ("r1", "r2", "r3") if r in layout.variables and (r in layout.roles or r in layout.position_names))
     out = {"head": Spec("head", "head", rels, ("head",))}
     for r in rels:
         out[r] = Spec(r, r, tuple(x for x in ("head",) + rels if x != r), (r,))
-    out["bridge@answer"] = Spec("bridge", "answer", rels[1:], ("bridge",))
+    if layout.question_hop >= 2:
+        out["bridge@answer"] = Spec("bridge", "answer", rels[1:], ("bridge",))
     if "bridge2" in layout.variables:
         out["bridge@r2"] = Spec("bridge", "r2", rels[1:], ("bridge",))
         out["bridge2@r2"] = Spec("bridge2", "r2", rels[2:], ("bridge2",))
         out["bridge2@answer"] = Spec("bridge2", "answer", rels[2:], ("bridge2",))
     out["answer"] = Spec("answer", "answer", (), ("answer", rels[-1]))
+    for name, (variable, role, share, differ) in (high.specs if high is not None else {}).items():
+        out[name] = Spec(variable, role, tuple(share), tuple(differ))
     return out
 
 
-def spec_of(layout, name: str) -> Spec:
-    """Variable `name`'s Spec in this layout, or the one-line error naming the ones it has."""
-    s = specs(layout)
+def spec_of(layout, name: str, high=None) -> Spec:
+    """Variable `name`'s Spec in this layout (and family: `high`), or the one-line error naming the ones it has."""
+    s = specs(layout, high)
     if name not in s:
         raise UserError(f"causal.variables: {name} is not a variable of this task's question; use some of {', '.join(s)}")
     return s[name]
@@ -142,7 +147,7 @@ def variable_pairs(ctx, name: str, layout, held_keys: set[tuple], fit_ok: torch.
     splits (answered correctly, when only correct ones are interchanged); donor_ok: the donors (any split of the stage: a
     donor's prefix is what has to be held out)."""
     cfg, q = ctx.cfg, ctx.q
-    spec = spec_of(layout, name)
+    spec = spec_of(layout, name, ctx.facts.high)
     pos = position_of(layout, spec.role)
     roles = prefix_roles(layout, pos)
     keys = question_keys(q, roles)

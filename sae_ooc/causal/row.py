@@ -49,7 +49,7 @@ class Context:
 def scored(ctx: Context, P: Pairs, X: torch.Tensor) -> Scored:
     x = X[ctx.prefix_rows(torch.stack([P.head, P.r1], 1))] if len(P) else X[:0]
     xd = X[ctx.prefix_rows(P.donor)] if len(P) else X[:0]
-    cons = torch.tensor([ctx.facts.chain(int(b2), rel) for b2, rel in zip(P.b2, P.rels())], dtype=torch.long)
+    cons = torch.tensor([ctx.facts.answer_via(int(b2), int(r1), rel) for b2, r1, rel in zip(P.b2, P.r1, P.rels())], dtype=torch.long)
     return Scored(ctx.q_tok[P.base_q], ctx.q_pos[P.base_q], ctx.clean[P.base_q], ctx.facts.answer_ids(cons), x, xd, P.head)
 
 
@@ -60,7 +60,7 @@ def das_unit(ctx: Context, hook: str, X: torch.Tensor, base_resid: torch.Tensor,
     `sae-ooc dynamics` (per checkpoint) both fit their subspaces here."""
     cfg, Fp = ctx.cfg, ctx.pairs[FIT]
     xd_fit = X[ctx.prefix_rows(Fp.donor)]
-    target = ctx.facts.answer_ids(torch.tensor([ctx.facts.chain(int(b2), rel) for b2, rel in zip(Fp.b2, Fp.rels())]))[:, 0]
+    target = ctx.facts.answer_ids(torch.tensor([ctx.facts.answer_via(int(b2), int(r1), rel) for b2, r1, rel in zip(Fp.b2, Fp.r1, Fp.rels())]))[:, 0]
     return train_das(ctx.model, hook, base_resid, ctx.pos, ctx.q_pos[Fp.base_q], xd_fit, target, rank, cfg.das_steps,
                      cfg.das_batch, cfg.das_lr, seed, init=U[:rank])
 

@@ -13,6 +13,11 @@ Per hook (causal.hooks, default every hook with an SAE), the bridge b at r1 (sae
 Every other planted variable at its position (head, r1, r2, the bridge and the answer at the answer position), at each of
 `causal.variable_hooks`: the same units and references (sae_ooc.causal.planted).
 
+The counterfactual answers come from the task family's high-level model (sae_ooc.tasks.counterfactuals, through Facts):
+t(b', r2) for two hops, lt / eq / gt of b' against the second value for comparison (whose second value, bridge2, is a
+variable too). A question without a bridge (the reversal family's one fact) has no bridge row and says so in one line
+(settings.note); its head, r1 and answer are measured like any other variable.
+
 Section 2, the circuit of causal variables built from these units (IIA per node, faithfulness with no remainder):
 sae_ooc.causal.circuit.
 
@@ -34,7 +39,7 @@ from sae_ooc.causal.isolation import fit_reader, read_state
 from sae_ooc.causal.pairs import FIT, GROUP_NAMES, HELD, VALID, Questions, draw_pairs, prefix_groups
 from sae_ooc.causal.result import VariablesResult
 from sae_ooc.causal.row import Context, bridge_row
-from sae_ooc.causal.planted import heldout_keys, position_of, prefix_roles, spec_of, variable_pairs, variable_row
+from sae_ooc.causal.planted import SPECS, heldout_keys, position_of, prefix_roles, spec_of, specs, variable_pairs, variable_row
 from sae_ooc.errors import UserError
 from sae_ooc.hooks import hook_seed, hook_sort_key
 from sae_ooc.io import save_tensors
@@ -46,6 +51,7 @@ from sae_ooc.models.hooked import load_model
 from sae_ooc.saes.eval_sae import heldout_from_disk
 from sae_ooc.saes.features import load_feature_labels
 from sae_ooc.saes.store import load_saes, saved_hooks
+from sae_ooc.tasks.counterfactuals import says
 from sae_ooc.tasks.data import load_task, split_tensors
 from sae_ooc.threads import torch_threads
 from sae_ooc.viz.circuit_files import export_circuit
@@ -102,6 +108,16 @@ def default_variable_hooks(hooks: list[str], n_layers: int) -> list[str]:
     return sorted(set(hooks + mids + [f"blocks.{n_layers - 1}.hook_resid_post"]), key=hook_sort_key)
 
 
+def task_variables(asked: list[str], layout, high) -> list[str]:
+    """The variables of `asked` (causal.variables) that the task's question has: the two-hop question's that it lacks (r2
+    and the bridge of a one-fact question) are left out and said so; any other unknown name is the one-line error."""
+    have = specs(layout, high)
+    for n in asked:
+        if n not in have and n not in SPECS:
+            spec_of(layout, n, high)  # raises, naming the variables the question has
+    return [n for n in asked if n in have]
+
+
 def resolve_hooks(run, ccfg, n_layers: int) -> list[str]:
     available = saved_hooks(run.saes_dir)
     # by default every residual hook with an SAE but the last layer's output: nothing after it reads r1
@@ -118,12 +134,16 @@ def _run_variables(run, ccfg) -> dict:
     ds, vocab = load_task(run.data_dir)
     layout = vocab.layout
     if "r1" not in layout.roles and "r1" not in layout.position_names:
-        raise UserError("stage variables localizes the bridge at r1, which this task's question does not have (the reversal "
-                        "family asks one hop); use a two-hop task")
+        raise UserError("stage variables interchanges the variables of the question's roles head, r1, ..., and this task's "
+                        "question has no r1; use a task of the toy's families")
     facts = Facts.from_dataset(ds, vocab, run.cfg.task.family, atomic_template(run.cfg.task))
     model = load_model(run.model_dir, run.device).eval()
-    hooks = resolve_hooks(run, ccfg, model.cfg.n_layers)
-    v_hooks = (ccfg.variable_hooks or default_variable_hooks(hooks, model.cfg.n_layers)) if ccfg.variables else []
+    # a question without a bridge (one fact: the reversal family's) has no bridge row; its other variables are measured
+    no_bridge = facts.high.no_bridge
+    hooks = [] if no_bridge else resolve_hooks(run, ccfg, model.cfg.n_layers)
+    names = task_variables(ccfg.variables, layout, facts.high)
+    v_hooks = (ccfg.variable_hooks or default_variable_hooks(hooks or resolve_hooks(run, ccfg, model.cfg.n_layers),
+                                                             model.cfg.n_layers)) if names else []
     bad = [h for h in v_hooks if h not in model.hook_dict]
     if bad:
         raise UserError(f"causal.variable_hooks: the model has no hook {', '.join(bad)}; use hooks such as blocks.0.hook_resid_pre")
@@ -134,17 +154,6 @@ def _run_variables(run, ccfg) -> dict:
     pos = layout.index("r1")
     splits = list(dict.fromkeys(ccfg.fit_splits + ccfg.heldout_splits))
     q = two_hop_questions(ds, vocab, splits)
-    if not bool((q.bridge >= 0).any()):  # a one-fact question (the reversal family's): no intermediate variable to localize
-        note = ("the task's questions have no bridge (each asks one fact: the answer is the tail of (head, r1)); the bridge "
-                "and the planted variables are localized on two-hop questions only")
-        none = {"fit": 0, "valid": 0, "heldout": 0}
-        settings = {"hooks": hooks, "position": "r1", "heldout_splits": ccfg.heldout_splits, "fit_splits": ccfg.fit_splits,
-                    "only_correct": ccfg.only_correct, "n_prefixes": none, "n_pairs": none, "n_heldout_questions": 0,
-                    "n_heldout_correct": 0, "feature_counts": ccfg.feature_counts, "ranks": ccfg.ranks, "erase_rank": ccfg.erase_rank,
-                    "random_draws": ccfg.random_draws, "bootstrap": ccfg.bootstrap, "das_steps": ccfg.das_steps, "seed": ccfg.seed,
-                    "heldout_prefixes": "none", "note": note}
-        VariablesResult.from_json({"settings": settings, "rows": [], "format": VariablesResult.format_string()}).save(run.variables_dir)
-        return {"note": note}
     tok, held_rows = heldout_rows(run)
     held = prefixes_at(tok, held_rows, pos)
     groups = prefix_groups(list(zip(q.head.tolist(), q.r1.tolist())), held, ccfg.valid_fraction, ccfg.seed)
@@ -158,7 +167,7 @@ def _run_variables(run, ccfg) -> dict:
     prefixes = sorted(groups)
     p_tok, _ = facts.tokens([(h, r, r) for h, r in prefixes])
     p_group = torch.tensor([groups[p] for p in prefixes])
-    p_bridge = torch.tensor([facts.tail[p] for p in prefixes])
+    p_bridge = torch.tensor([facts.tail.get(p, -1) for p in prefixes], dtype=torch.long)  # -1: no known fact (a held-out question)
     has_mean = set(p_bridge[p_group == FIT].tolist())
     pairs = {g: draw_pairs(facts, q, ((in_held if g == HELD else in_fit) & ok).nonzero().squeeze(1), groups, g,
                            ccfg.das_pairs_per_prompt if g == FIT else 1, ccfg.seed + g, has_mean) for g in (FIT, VALID, HELD)}
@@ -177,9 +186,9 @@ def _run_variables(run, ccfg) -> dict:
     rows, v_rows = [], []
     # every other planted variable at its position (sae_ooc.causal.planted): pairs drawn once, scored at each of its hooks
     held_ok, fit_ok = in_held & ok, in_fit & ok
-    vps = [variable_pairs(ctx, name, layout, heldout_keys(tok, held_rows, position_of(layout, spec_of(layout, name).role),
-                                                         prefix_roles(layout, position_of(layout, spec_of(layout, name).role))),
-                          fit_ok, held_ok, (in_fit | in_held) & ok) for name in ccfg.variables]
+    vps = [variable_pairs(ctx, name, layout, heldout_keys(tok, held_rows, position_of(layout, spec_of(layout, name, facts.high).role),
+                                                         prefix_roles(layout, position_of(layout, spec_of(layout, name, facts.high).role))),
+                          fit_ok, held_ok, (in_fit | in_held) & ok) for name in names]
     value_of = {n: i for i, n in enumerate(vocab.planted_names)}
     for h in tqdm(all_hooks, desc="variables", leave=False):
         # the base questions' whole residual at the hook: what DAS edits and runs the model on from the hook
@@ -202,12 +211,22 @@ def _run_variables(run, ccfg) -> dict:
                 "feature_counts": ccfg.feature_counts, "ranks": ccfg.ranks, "erase_rank": ccfg.erase_rank,
                 "random_draws": ccfg.random_draws, "bootstrap": ccfg.bootstrap, "das_steps": ccfg.das_steps, "seed": ccfg.seed,
                 "heldout_prefixes": "the (h, r1) prefixes train-sae held out at r1 (neither the SAE nor eval-sae's labels saw them)"}
+    skipped = [n for n in ccfg.variables if n not in names]
+    if no_bridge or skipped:
+        settings["note"] = "; ".join(
+            ([f"no bridge row: {no_bridge}"] if no_bridge else [])
+            + ([f"{', '.join(skipped)}: not a variable of this task's question (its roles: {', '.join(layout.position_names)})"]
+               if skipped else []))
     P = pairs[HELD]
     r2vp = next((vp for vp in vps if vp.name == "r2"), None)
-    if layout.question_hop == 2:
+    if layout.question_hop == 2 and facts.high.circuit:
         circuit, units = variable_circuit(ctx, rows, hooks, v_rows, r2vp.pairs[HELD] if r2vp else None)
-    else:  # section 2's high-level model is the two-hop one (head, r1 -> bridge; bridge, r2 -> answer)
-        circuit, units = {"status": f"not built: the circuit of causal variables is the two-hop model's, this task asks {layout.question_hop} hops"}, {}
+    elif layout.question_hop != 2:  # section 2's high-level model is the two-hop one (head, r1 -> bridge; bridge, r2 -> answer)
+        circuit, units = {"status": f"not built: the circuit of causal variables is the two-hop model's, this task asks {layout.question_hop} "
+                                    f"hop{'s' if layout.question_hop != 1 else ''}"}, {}
+    else:
+        circuit, units = {"status": "not built: the circuit of causal variables is the two-hop model's (bridge, r2 -> answer); this "
+                                    "task's answer is another function of its variables (sae_ooc.tasks.counterfactuals)"}, {}
     # rows and the circuit are built as plain dicts (the measuring code fills them in); typed once, here, in the file's key order
     result = VariablesResult.from_json({
         "settings": settings, "rows": [r.to_json() for r in rows + v_rows],
@@ -217,7 +236,7 @@ def _run_variables(run, ccfg) -> dict:
     result.save(out)
     if units:
         save_tensors(out / CIRCUIT_UNITS_FILE, units)
-    plot_control_curves(result, out / "control_curves")  # fail_soft: no figure stops the stage
+    plot_control_curves(result, out / "control_curves", says(run.cfg.task.family)[0])  # fail_soft: no figure stops the stage
     plot_variable_curves(result, out / "variable_curves")
     # the circuit in every format the export stage writes, by its own code: causal_circuit.{png,svg,dot,html},
     # causal_graph.json (circuit-tracer's format), causal_circuit_full.json

@@ -46,7 +46,9 @@ from sae_ooc.interventions.rome import (
 )
 from sae_ooc.io import write_json
 from sae_ooc.models.hooked import load_model
+from sae_ooc.records import OMIT
 from sae_ooc.stats import pearson, spearman
+from sae_ooc.tasks.counterfactuals import says
 from sae_ooc.tasks.data import load_task, split_tensors
 from sae_ooc.threads import torch_threads
 from sae_ooc.viz.intervention_plots import plot_edit_layers, plot_localization
@@ -174,11 +176,15 @@ def _run_edit(run, ecfg) -> dict:
                                    "propagation": share(pre["hit"][k["propagation"] & pre["was_old"]]),
                                    "reverse": share(pre["hit"][k["reverse"]]), "two_hop_correct_before": share(pre["was_old"][k["propagation"]])})
     localization = localize(model, facts, edits, tok, apos, layers, key_pos, records, ecfg)
-    EditResult(settings=settings, before_any_edit=before, by_layer=by_layer, localization=localization).save(run.edit_dir)
+    # a task whose inferred questions never read an atomic fact (the reversal family's one-fact questions) has no propagation
+    note = OMIT if k["propagation"].any() else ("propagation not measured: no inferred question of the task reads an edited "
+                                                "fact (its questions ask one fact)")
+    EditResult(settings=settings, before_any_edit=before, by_layer=by_layer, localization=localization, note=note).save(run.edit_dir)
     name, rel = vocab.entity_name, vocab.relation_name
     write_json(run.edit_dir / EDITS_FILE, [{**e, "h_name": name(e["h"]), "r1_name": rel(e["r1"]), "b_name": name(e["b"]),
                                            "b2_name": name(e["b2"]), "by_layer": r} for e, r in zip(edits, records)])
-    plot_edit_layers(by_layer, run.edit_dir / "edit_layers")
+    cf, _, inferred = says(run.cfg.task.family)
+    plot_edit_layers(by_layer, run.edit_dir / "edit_layers", cf, inferred)
     plot_localization(localization.points, localization.correlation, run.edit_dir / "localization")
     return {"n_edits": len(edits), "layers": layers,
             "efficacy": {r.layer: r.efficacy.share for r in by_layer},

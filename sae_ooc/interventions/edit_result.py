@@ -153,4 +153,4 @@ class EditResult(StageOutput):
     before_any_edit: BeforeEdit = OMIT
     by_layer: list[EditLayer]
     localization: Localization
-    note: str = OMIT  # why nothing was edited (then by_layer is empty)
+    note: str = OMIT  # why nothing was edited (then by_layer is empty), or what was not measured (propagation)

@@ -59,7 +59,8 @@ class EvalSet:
 
 def choose_edits(facts: Facts, model, n_edits: int, seed: int, batch: int = 4096) -> list[dict]:
     """A seeded sample of train atomic facts the model answers correctly, each with a new tail b' drawn (seeded) among the
-    entities that change at least one two-hop answer (twohop) or any other entity (no two-hop facts: reversal)."""
+    entities that change at least one inferred answer by the family's high-level model (Facts.moved: a two-hop answer
+    t(b', r2), a comparison's label), or any other entity where the family has reverse facts and no bridge (reversal)."""
     atomic = facts.atomic()
     tok, pos = facts.tokens([(h, r) for h, r, _ in atomic])
     right = matches(read_batched(model, tok, pos, facts.answer_len, batch).greedy, facts.answer_ids([t for _, _, t in atomic]))
@@ -69,8 +70,8 @@ def choose_edits(facts: Facts, model, n_edits: int, seed: int, batch: int = 4096
         h, r, b = atomic[i]
         if not right[i]:
             continue
-        # reversal (no two-hop facts): any other tail; twohop: a tail that changes at least one two-hop answer
-        cands = [e for e in range(facts.n_entities) if e != b and (facts.inverse or facts.shared_relations(b, e))]
+        # reversal (no inferred question reads the fact): any other tail; else a tail that changes an inferred answer
+        cands = [e for e in range(facts.n_entities) if e != b and (facts.inverse or facts.moved(h, r, b, e))]
         if not cands:
             continue
         out.append({"h": h, "r1": r, "b": b, "b2": int(cands[int(rng.integers(len(cands)))])})
@@ -83,7 +84,7 @@ def build_eval_set(facts: Facts, model, edits: list[dict], n_spec: int, seed: in
     atomic = facts.atomic()
     rng = np.random.default_rng(seed + 7)
     atomic_pool = [atomic[i] for i in rng.permutation(len(atomic))]
-    two_hop_pool = [(h, r1, r2) for h, r1, b in atomic for r2 in facts.relations.get(b, [])]
+    two_hop_pool = [(h, r1, *rest) for h, r1, b in atomic for rest in facts.continuations(h, r1, b)]
     two_hop_pool = [two_hop_pool[i] for i in rng.permutation(len(two_hop_pool))]
     prompts, edit, kind, target, old = [], [], [], [], []
     trained = []
@@ -99,8 +100,8 @@ def build_eval_set(facts: Facts, model, edits: list[dict], n_spec: int, seed: in
     for e, ed in enumerate(edits):
         h, r1, b, b2 = ed["h"], ed["r1"], ed["b"], ed["b2"]
         add((h, r1), e, "efficacy", b2, b)
-        for r2 in facts.shared_relations(b, b2):
-            add((h, r1, r2), e, "propagation", facts.tail[(b2, r2)], facts.tail[(b, r2)])
+        for rest, new, old_answer in facts.moved(h, r1, b, b2):
+            add((h, r1, *rest), e, "propagation", new, old_answer)
         if r1 in facts.inverse:
             add((b2, facts.inverse[r1]), e, "reverse", h)
         for r in facts.relations.get(h, []):

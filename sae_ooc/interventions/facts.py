@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sae_ooc.tasks.counterfactuals import HighLevel, high_level
 from sae_ooc.tasks.families import inverse_relations
 from sae_ooc.interventions.prompts import Prompter, read_batched
 
@@ -26,6 +27,7 @@ class Facts:
     inverse: dict[int, int]  # relation -> its inverse relation (reversal family; empty otherwise)
     prompter: Prompter | None = field(default=None, repr=False)
     two_hop_train: frozenset = frozenset()  # (h, r1, r2) of the train split's two-hop facts: prompts the model was trained on
+    high: HighLevel = field(default_factory=lambda: high_level("twohop", None), repr=False)  # the family's high-level model (sae_ooc.tasks.counterfactuals)
 
     @classmethod
     def from_dataset(cls, ds, vocab, family: str, atomic_template: str | None = None) -> Facts:
@@ -43,7 +45,8 @@ class Facts:
             relations.setdefault(h, []).append(r)
         inverse = inverse_relations(family, vocab)
         trained = frozenset((int(h), int(r1), int(r2)) for h, r1, r2, hop in zip(d["head"], d["r1"], d["r2"], d["hop"]) if hop == 2)
-        return cls(vocab.n_entities, vocab.pad_id, tail, relations, inverse, Prompter(vocab, atomic_template), trained)
+        return cls(vocab.n_entities, vocab.pad_id, tail, relations, inverse, Prompter(vocab, atomic_template), trained,
+                   high_level(family, vocab))
 
     @property
     def answer_len(self) -> int:
@@ -62,12 +65,20 @@ class Facts:
                 return None
         return e
 
-    def counterfactual_bridges(self, b: int, r2: int, *more: int) -> list[int]:
-        """Entities b' != b whose chain along (r2, *more) is known and ends elsewhere than b's: a bridge that changes the
-        answer (`more`: the relations after r2, the threehop family's r3)."""
-        rels = (r2, *more)
-        t = self.chain(b, rels)
-        return [e for e in range(self.n_entities) if e != b and (c := self.chain(e, rels)) is not None and c != t]
+    def answer_via(self, b: int, r1: int, rest) -> int | None:
+        """The answer of a question (h, r1, *rest) whose bridge is b, by the family's high-level model (t(b, r2) for two
+        hops; the comparison of b with the value of e2 = rest[0]); None where a needed fact is unknown."""
+        return self.high.answer(self.tail, b, r1, tuple(rest))
+
+    def counterfactual_bridges(self, b: int, r1: int, rest) -> list[int]:
+        """Entities b' != b that give the question (h, r1, *rest) a known answer other than b's: a bridge that changes
+        the answer (none for a question without a bridge)."""
+        t = self.answer_via(b, r1, rest)
+        return [e for e in range(self.n_entities) if e != b and (c := self.answer_via(e, r1, rest)) is not None and c != t]
+
+    def continuations(self, h: int, r1: int, b: int) -> list[tuple]:
+        """The `rest`s of the inferred questions (h, r1, *rest) that read the fact (h, r1) -> b (the family's)."""
+        return self.high.continuations(self.tail, self.relations, h, r1, b)
 
     def heads_into(self, b: int) -> list[tuple[int, int]]:
         """Every (h, r1) whose known tail is b."""
@@ -76,6 +87,16 @@ class Facts:
     def shared_relations(self, b: int, b2: int) -> list[int]:
         """Relations r2 known for both b and b2 with different answers: the two-hop prompts an edit b -> b2 must move."""
         return [r for r in self.relations.get(b, []) if (b2, r) in self.tail and self.tail[(b2, r)] != self.tail[(b, r)]]
+
+    def moved(self, h: int, r1: int, b: int, b2: int) -> list[tuple[tuple, int, int]]:
+        """(rest, new answer, old answer) of every inferred question (h, r1, *rest) whose answer an edit (h, r1): b -> b2
+        changes, by the family's high-level model."""
+        out = []
+        for rest in self.continuations(h, r1, b):
+            new, old = self.answer_via(b2, r1, rest), self.answer_via(b, r1, rest)
+            if new is not None and old is not None and new != old:
+                out.append((rest, new, old))
+        return out
 
     def tokens(self, prompts: list[tuple[int, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
         """[n, width] right-padded token rows of atomic (h, r) and two-hop (h, r1, r2) prompts, with room for the

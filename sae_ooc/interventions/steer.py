@@ -42,6 +42,7 @@ from sae_ooc.interventions.steering import (
 from sae_ooc.models.hooked import load_model
 from sae_ooc.saes.features import load_feature_labels
 from sae_ooc.saes.store import load_saes, saved_hooks
+from sae_ooc.tasks.counterfactuals import says
 from sae_ooc.tasks.data import load_task, split_tensors
 from sae_ooc.threads import torch_threads
 from sae_ooc.viz.intervention_plots import plot_steering
@@ -79,14 +80,15 @@ def steer_prompts(run, facts: Facts, model, scfg) -> dict:
     keep = keep[torch.randperm(len(keep), generator=g)[: scfg.max_prompts].sort().values]
     st = st.subset(keep)
     # the question's planted head and relations: (h, r1, r2), and r3 for a three-hop layout (what the bridge goes through)
-    rels = [r for r in ("r1", "r2", "r3") if r in vocab.layout.variables]
+    lay = vocab.layout  # the relations the question has (a one-fact question: r1 alone)
+    rels = [r for r in ("r1", "r2", "r3") if r in lay.variables and (r in lay.roles or r in lay.position_names)]
     head, answer = st.variable("head"), st.variable("answer")
     planted = torch.stack([head] + [st.variable(r) for r in rels], 1)
     tokens, answer_pos = facts.tokens([tuple(int(x) for x in row) for row in planted])
     clean = read_batched(model, tokens, answer_pos, facts.answer_len, scfg.batch_size)
     right = matches(clean.greedy, facts.answer_ids(answer))
     ok = right.clone() if scfg.only_correct else torch.ones(len(st), dtype=torch.bool)
-    ok &= torch.tensor([bool(facts.counterfactual_bridges(int(b), *row[2:].tolist())) for b, row in zip(st.bridge, planted)], dtype=torch.bool)
+    ok &= torch.tensor([bool(facts.counterfactual_bridges(int(b), int(row[1]), row[2:].tolist())) for b, row in zip(st.bridge, planted)], dtype=torch.bool)
     idx = ok.nonzero().squeeze(1)
     return {"tokens": tokens[idx], "answer_pos": answer_pos[idx], "answer": answer[idx], "bridge": st.bridge[idx],
             "planted": planted[idx], "clean": clean[idx], "n_split": len(st),
@@ -104,7 +106,7 @@ def steer_row(model, sae, hook: str, role: str, pos: int, P: dict, facts: Facts,
     donors, donors_same = [], []
     for i in range(n):
         h, r1, *after = (int(t) for t in planted[i])
-        cands = facts.counterfactual_bridges(int(b[i]), *after)
+        cands = facts.counterfactual_bridges(int(b[i]), r1, after)
         lab = [e for e in cands if has[e]]
         pool = lab or cands
         b2[i] = pool[int(rng.integers(len(pool)))]
@@ -115,7 +117,7 @@ def steer_row(model, sae, hook: str, role: str, pos: int, P: dict, facts: Facts,
     use &= torch.tensor([d is not None for d in donors])
     idx = use.nonzero().squeeze(1)
     tok, b, b2 = P["tokens"][idx], b[idx], b2[idx]
-    consistent_e = torch.tensor([facts.chain(int(e), t[2:].tolist()) for e, t in zip(b2, planted[idx])], dtype=torch.long)
+    consistent_e = torch.tensor([facts.answer_via(int(e), int(t[1]), t[2:].tolist()) for e, t in zip(b2, planted[idx])], dtype=torch.long)
     consistent, original = facts.answer_ids(consistent_e), facts.answer_ids(P["answer"][idx])
     multi = facts.answer_len > 1  # whole answers need the consistent answer's log-probability, teacher forced
     targets = consistent if multi else None
@@ -210,8 +212,9 @@ def _run_steer(run, scfg) -> dict:
         settings["position_index"] = {p: layout.index(p) for p in scfg.positions}
     settings = SteerSettings(**settings)
     if len(P["tokens"]) == 0:
-        SteerResult(settings=settings, rows=[], note=f"no two-hop prompt of {scfg.split} to steer (none, none correct, or "
-                    "no counterfactual bridge); the reversal family has no two-hop prompts").save(out_dir)
+        why = (f"not measured: {facts.high.no_bridge}, and steering moves the bridge" if facts.high.no_bridge else
+               f"no question of {scfg.split} to steer (none, none correct, or none with a counterfactual bridge)")
+        SteerResult(settings=settings, rows=[], note=why).save(out_dir)
         return {"n_prompts": 0, "rows": 0}
     # typical activations: train prompts (never the steered split), every position the prompt has
     tr = split_tensors(ds["train"], vocab)
@@ -235,7 +238,7 @@ def _run_steer(run, scfg) -> dict:
         rows.append(steer_row(model, sae, h, role, pos, P, facts, M, typ, clean_x[h][:, pos], scfg, k))
     result = SteerResult(settings=settings, rows=rows)
     result.save(out_dir)
-    plot_steering(result, out_dir / "steer")
+    plot_steering(result, out_dir / "steer", says(run.cfg.task.family)[0])
     best = result.best()
     return {"n_prompts": len(P["tokens"]), "rows": len(rows),
             "best": None if best is None else {"hook": best.hook, "position": best.position,

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from sae_ooc.config import TrainConfig
+from sae_ooc.config import STOP_SPLITS, TrainConfig
 from sae_ooc.errors import UserError
 from sae_ooc.io import (
     append_jsonl,
@@ -239,8 +239,8 @@ def _first_reach(records: list[dict], key: str, threshold: float) -> tuple[int |
 
 
 def _should_stop(tc: TrainConfig, metrics: dict) -> bool:
-    if tc.stop_on == "atomic":  # a fine-tuning run: stop once the facts it teaches are learned
-        return metrics["atomic_test_acc"] >= tc.stop_at_atomic
+    if tc.stop_on != "valid_id":  # a fine-tuning run: stop once the facts it teaches are learned
+        return metrics[f"{STOP_SPLITS[tc.stop_on]}_acc"] >= tc.stop_at_atomic
     if tc.stop_at_valid_id <= 0:
         return False
     return metrics[f"{STOP_SPLIT}_acc"] >= tc.stop_at_valid_id and metrics["atomic_test_acc"] >= tc.stop_at_atomic
@@ -353,7 +353,7 @@ def _train(run, fp: str, force: bool, stop_after_steps: int | None) -> dict | No
     final.save(model_dir)
     plot_training(records, model_dir / "accuracy")
     if "new_new" in tensors:  # a fine-tuning run (tasks/finetune.py): its own curves
-        plot_finetune(records, model_dir / "finetune")
+        plot_finetune(records, model_dir / "finetune", natural=vocab.layout.render == "natural")
     return {"steps": prog.step, "minutes": final.minutes, "stopped_early": prog.stopped_early, "stop_split": final.stop_split,
             **{f"{s}_acc": final.accuracy[s] for s in SPLITS}, "majority_rate": final.majority_rate, **source_info(run)}
 
@@ -363,7 +363,7 @@ def _final_metrics(model, tensors, ds, records, prog: _Progress, tc: TrainConfig
     out = {
         "steps": prog.step,
         "stopped_early": prog.stopped_early,
-        "stop_split": STOP_SPLIT if tc.stop_on == "valid_id" else "atomic_test",
+        "stop_split": STOP_SPLITS[tc.stop_on],
         "minutes": round(prog.elapsed / 60.0, 3),
         "accuracy": {s: full[f"{s}_acc"] for s in tensors},
         "loss": {s: full[f"{s}_loss"] for s in tensors},

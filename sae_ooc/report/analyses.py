@@ -78,6 +78,33 @@ def _probes(doc: Doc, r: ProbesResult) -> None:
             f"shuffled labels; {r.n_controls} each); * = above every control (95% Wilson intervals apart). Rows: {r.split}. The head "
             "entity at its own position is never decodable on held-out prefixes by construction (a held-out head prefix is an entity no "
             "selection prefix has).", "", *rows)
+    if r.answer_at_head:
+        _answer_at_head(doc, r.answer_at_head)
+
+
+def _answer_at_head(doc: Doc, a: dict) -> None:
+    """The family's directions (reversal: trained (a, r) -> b, reversed (b, r⁻¹) -> a): the answer probed at the head's
+    position and at the answer position."""
+    if "directions" not in a:
+        doc.add("", f"The answer at the head's position: {a.get('note', 'not measured')}.")
+        return
+    hooks = a["hooks"]
+    rows = ["| question | answer read at | " + " | ".join(layer_name(h) for h in hooks) + " |", "|---|---|" + "---|" * len(hooks)]
+    for name, d in a["directions"].items():
+        on = f"{d['n_heldout']} {name} questions ({d['scored_on']}), fitted on {d['n_fit']}"
+        for p in a["positions"]:
+            cells = []
+            for h in hooks:
+                x, s, rnd = d["acc"][h][p], d["shuffled_acc"][h][p], d["random_model_acc"][h][p]
+                cells.append(f"{doc.number(f'analyze.answer_at_head.{name}.{p}.{layer_name(h)}', x, on, spec='.3f')} "
+                             f"({f3(max(v for v in (s, rnd) if v is not None) if s is not None or rnd is not None else None)})")
+            rows.append(f"| {name} | {'the head' if p == 'head' else 'the answer position'} | " + " | ".join(cells) + " |")
+    doc.add("", "**The answer at the head's position** (the family's directions; the reversed question's head is b, its answer "
+            "a): a ridge probe from the residual onto the trained model's unembedding of the answer, read out as the nearest "
+            "entity, one probe per relation (at the head's position the model has not seen the relation), fitted on trained "
+            "questions and scored on held-out ones (the reversed direction: on test_id, the held-out inverses; the trained "
+            "direction: on the questions of held-out head entities). Best control in brackets: the same probe on shuffled fit "
+            f"labels and on a random-init model; chance {f3(a['chance'])}. {a['method']}.", "", *rows)
 
 
 def _dla(doc: Doc, r: DlaResult) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from sae_ooc.causal.result import ControlUnit, Erasure, VariableRow, VariablesResult
 from sae_ooc.records import given, opt
 from sae_ooc.report.doc import Doc, pct
+from sae_ooc.tasks.counterfactuals import says
 
 UNITS = (("resid_patch", "residual patch from the donor (upper reference)"),
          ("labelled_features", "eval-sae's labelled bridge=b / b' features, exchanged"),
@@ -48,7 +49,7 @@ def bridge_section(doc: Doc) -> None:
     if v is None:
         return
     st = v.settings
-    if st.note:  # the stage had nothing to localize (a question with no bridge)
+    if st.note and all(r.pairs for r in v.rows):  # the stage had no bridge to localize (a question with no bridge)
         doc.add(f"Not applicable: {st.note}.", "")
         return
     rows = [r for r in v.rows if r.n_heldout > 0 and not r.pairs]  # the bridge at r1 (the others: variables_control)
@@ -56,7 +57,7 @@ def bridge_section(doc: Doc) -> None:
     on = f"{n_pairs} held-out interchange pairs ({', '.join(st.heldout_splits)} questions on {st.n_prefixes.heldout} held-out (h, r1) prefixes)"
     doc.add(f"Each candidate unit of the bridge b at r1 is judged by an **interchange intervention**: the base question (h, r1, r2) "
             "takes the unit's value from a donor question whose first hop lands on another bridge b' (uniform among those whose "
-            "answer to r2 is known and differs), and the answer should become t(b', r2). Switch rates are measured on prefixes held "
+            f"answer is known and differs), and the answer should become {says(run.cfg.task.family)[0]}. Switch rates are measured on prefixes held "
             "out of SAE training, of eval-sae's labels and of everything fitted here (class means, top features, DAS), with 95% "
             "intervals resampling head entities; DAS (a learned orthonormal basis of rank r, started from the top-r directions of the class means and trained by "
             "interchange on fit prefixes) has its rank chosen on a validation part of the fit prefixes. "

@@ -23,7 +23,7 @@ def causal_circuit_section(doc: Doc) -> None:
         doc.add(f"Not run yet: {doc.cmd('variables', ' --force')} (a variables.json without section 2).", "")
         return
     if not c.ok:
-        doc.add(f"Not built: {c.status}.", "")
+        doc.add(f"Not built: {c.status.removeprefix('not built: ')}.", "")
         return
     n = c.n_heldout
     on = f"{n} held-out pairs, {c.n_heads} heads"

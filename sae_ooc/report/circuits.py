@@ -8,6 +8,7 @@ from sae_ooc.circuits.faithfulness_result import CircuitFaithfulness
 from sae_ooc.circuits.graph import CIRCUIT_FILE, PROMPT_CIRCUIT_FILE, CircuitGraph, load_circuit
 from sae_ooc.records import opt
 from sae_ooc.report.doc import Doc, f3
+from sae_ooc.tasks.families import ASKED
 from sae_ooc.tasks.layout import load_layout
 
 
@@ -24,7 +25,7 @@ def _multi_token(run) -> str:
 
 def attribution_section(doc: Doc) -> None:
     run = doc.run
-    doc.heading("attribution", "Which features carry the A→C answer")
+    doc.heading("attribution", f"Which features carry the answer of {ASKED[run.cfg.task.family]}")
     ne = doc.load_or_say(NodeEffectsSummary, run.attribution_dir, "`sae-ooc attribute`")
     if ne is None:
         return

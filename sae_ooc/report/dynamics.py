@@ -5,6 +5,7 @@ from __future__ import annotations
 from sae_ooc.dynamics.result import Answers, Checkpoint, DynamicsResult, Probe, Readable
 from sae_ooc.records import given, opt
 from sae_ooc.report.doc import Doc, f3
+from sae_ooc.tasks.families import answered
 from sae_ooc.viz.dynamics_plots import read_at
 
 LEARNED = 0.9  # atomic_test accuracy from which the atomic facts count as learned
@@ -72,7 +73,7 @@ def _used_answer(doc: Doc, res: DynamicsResult, pts: list[Checkpoint], ans: Answ
 
 def dynamics_section(doc: Doc) -> None:
     run = doc.run
-    doc.heading("dynamics", "Training dynamics: when does the bridge become readable, and when does A→C appear?")
+    doc.heading("dynamics", f"Training dynamics: when does the bridge become readable, and when does {answered(run.cfg.task.family)} appear?")
     res = doc.load_or_say(DynamicsResult, run.dynamics_dir, not_run="Not run (a separate command, not part of the pipeline)")
     if res is None:
         return

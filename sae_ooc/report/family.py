@@ -7,6 +7,7 @@ from __future__ import annotations
 from sae_ooc.analyses.result import AnalysisResult
 from sae_ooc.models.metrics import TrainMetrics
 from sae_ooc.report.doc import Doc, f3
+from sae_ooc.report.family_findings import family_findings
 from sae_ooc.saes.probes import wilson
 from sae_ooc.tasks.families import QUESTIONS
 
@@ -48,3 +49,4 @@ def family_section(doc: Doc) -> None:
                 + (f"; on test_ood_sys {'above' if verdicts.get('test_ood_sys') else 'not above'} it" if "test_ood_sys" in verdicts else "")
                 + (f"; the trained facts (atomic_test) are {'above' if verdicts.get('atomic_test') else 'not above'} it" if "atomic_test" in verdicts else "")
                 + ". Reproduce: " + doc.cmd("analyze answers") + ".", "")
+    family_findings(doc)

@@ -15,6 +15,12 @@ ROWS = (("atomic_test", "finetune.new_atomic.acc", "the new atomic facts (taught
         ("new_valid", "finetune.new_valid.acc", "two-hop questions with a new fact, the validation share (for choosing settings)"),
         ("test_id", "finetune.pretrain.test_id_acc", "the pretrained run's test_id (old facts; forgetting of composition)"),
         ("pretrain_atomic", "finetune.pretrain.atomic_acc", "the pretrained run's atomic facts (forgetting of facts)"))
+# a natural task's atomic_test asks the new facts in held-out paraphrases (templates no document uses): not in-sample, and
+# the taught documents themselves are the train split (all of it without replay)
+NATURAL_ROWS = (("train", "finetune.train.acc", "the taught rows: the new facts' documents (and the control's two-hop examples, the replayed rows)"),
+                ("atomic_test", "finetune.new_atomic.acc", "the new atomic facts asked in held-out paraphrases (never trained)"),
+                *ROWS[1:-1],
+                ("pretrain_atomic", "finetune.pretrain.atomic_acc", "the pretrained run's atomic facts in held-out paraphrases (its atomic_test)"))
 COMPOSE_BAR = 0.9  # the bar the model section applies to test_id
 
 
@@ -51,15 +57,16 @@ def finetune_section(doc: Doc) -> None:
     acc, maj, n = fm.accuracy, fm.majority_rate, fm.n_examples
     log = read_train_log(run.model_dir) or []
     before = log[0].accuracy if log and log[0].step == 0 else {}  # the pretrained model's (step 0)
-    doc.add(f"After {fm.steps} steps" + (" (stopped once the new atomic facts were learned)" if fm.stopped_early else "")
+    doc.add(f"After {fm.steps} steps" + (f" (stopped once {'its taught rows were' if fm.stop_split == 'train' else 'the new atomic facts were'} learned)" if fm.stopped_early else "")
             + "; before = the pretrained model (step 0, on at most train.eval_max_examples of each split):", "",
             "| split | examples | accuracy after | before | majority-answer rate | r2 shortcut |", "|---|---|---|---|---|---|")
     shortcut = meta.r2_shortcut
-    for split, name, what in ROWS:
+    natural = run.cfg.task.render == "natural"
+    for split, name, what in NATURAL_ROWS if natural else ROWS:
         if split not in acc:
             continue
         on = f"{split} ({n.get(split, '?')} examples): {what}"
-        doc.add(f"| {split}: {what} | {n.get(split, '?')} | {doc.number(name, acc[split], on, in_sample=(split == 'atomic_test'))} | "
+        doc.add(f"| {split}: {what} | {n.get(split, '?')} | {doc.number(name, acc[split], on, in_sample=(split == ('train' if natural else 'atomic_test')))} | "
                 f"{f3(before.get(split))} | {f3(maj.get(split))} | {f3(shortcut.get(split))} |")
     verdicts = []
     for k in ("new_new", "new_old", "old_new"):

@@ -8,6 +8,7 @@ from sae_ooc.interventions.edit_result import EditResult, EditSettings
 from sae_ooc.interventions.steer_result import SteerResult, SteerSettings
 from sae_ooc.records import given, opt
 from sae_ooc.report.doc import Doc, f3, pct
+from sae_ooc.tasks.counterfactuals import says
 
 
 # steer's prompts are test_id prompts, but eval-sae chose the bridge labels on selection prefixes that include most of their
@@ -46,6 +47,7 @@ def _edit_natural(st: EditSettings) -> str:
 
 def steer_section(doc: Doc) -> None:
     run = doc.run
+    cf, cf0, qn = says(run.cfg.task.family)
     doc.heading("steer", "Interventions: steering the bridge")
     s = doc.load_or_say(SteerResult, run.steer_dir)
     if s is None:
@@ -54,7 +56,7 @@ def steer_section(doc: Doc) -> None:
     if not s.rows:
         doc.add(s.note or "Nothing to steer.", "")
         return
-    on = f"{st.n_prompts} {st.split} two-hop prompts"
+    on = f"{st.n_prompts} {st.split} {qn} prompts"
     doc.add(f"On {on}{' the model answers correctly' if st.only_correct else ''} (held out of model training; but eval-sae chose "
             "the bridge labels on selection prefixes that include most of these prompts' (h, r1) prefixes, and which rows are steered "
             "follows the labels, so every number of this section is labelled in-sample), "
@@ -64,7 +66,7 @@ def steer_section(doc: Doc) -> None:
             f"the same number of random unlabelled features at matched norm ({st.random_draws} draws; mean, range over draws), the "
             "whole residual stream patched from a prompt whose bridge is b' (what *any* carrier of the bridge could do there), and "
             "two identities: feature steering with b' = b (changes nothing by construction) and the residual patched from another "
-            "prompt with the same bridge b. Shares of prompts answering t(b', r2) (**consistent**), still t(b, r2) (unchanged) "
+            f"prompt with the same bridge b. Shares of prompts answering {cf} (**consistent**), still {cf0} (unchanged) "
             "or something else; 95% Wilson intervals over prompts. Only prompts with some bridge=b' feature at the row are steered "
             "(n); a row with no bridge features shows the baselines on all prompts." + _steer_natural(st), "",
             "| hook @ position | n (covered) | features: consistent | unchanged | other | consistent logit change | random features: "
@@ -98,25 +100,25 @@ def steer_section(doc: Doc) -> None:
         pcs = [r.methods.resid_patch.consistent.share or 0 for r in s.rows]
         doc.add(f"**What it implies.** eval-sae labelled no feature bridge=<entity> at any steered hook and position "
                 f"({', '.join(st.positions)}), so feature steering did not run: only the baselines did. The whole residual from a "
-                f"b' prompt makes {pct(min(pcs))}–{pct(max(pcs))} of the prompts answer t(b', r2): "
+                f"b' prompt makes {pct(min(pcs))}–{pct(max(pcs))} of the prompts answer {cf}: "
                 + ("the bridge is carried at some of these points, but no SAE feature is labelled with it."
                    if max(pcs) >= 0.5 else "little of the bridge is read from these points, so the bridge (if the model computes one) "
                    "lives elsewhere, e.g. at other positions of the prompt."), "")
     if best is not None:
         r, f, rnd, rp = best
         cons, rc, pc = f.consistent.share, rnd.consistent.max, rp.consistent.share
-        verdict = ("the bridge features move the answer to t(b', r2) well beyond random features of the same size and norm"
+        verdict = (f"the bridge features move the answer to {cf} well beyond random features of the same size and norm"
                    if cons > rc and cons > 0.5 else
                    "above every random draw, but on a minority of prompts: the labelled features carry part of the bridge, not all of it"
                    if cons > rc and cons >= 0.1 else
-                   (f"barely above random features and far below the residual patch, though it shifts the t(b', r2) logit by "
+                   (f"barely above random features and far below the residual patch, though it shifts the {cf} logit by "
                     f"{f3(f.consistent_logit_change.mean, '+.2f')} (a change of norm {f3(opt(f.delta_norm))} against the "
                     f"residual patch's {f3(opt(rp.delta_norm))}): the labelled features carry a small part of the bridge the model "
                     f"reads, far from enough to switch it (here {r.n_labelled_bridges} bridge values have labelled features)")
                    if cons > rc else
                    "no better than random features of the same size and norm: these labels do not pick out what the model reads")
         doc.add(f"**What it implies.** Best row `{r.name}`: feature steering makes {pct(cons)} of the prompts answer "
-                f"t(b', r2), random features at most {pct(rc)}, the whole residual from a b' prompt {pct(pc)}: {verdict}. "
+                f"{cf}, random features at most {pct(rc)}, the whole residual from a b' prompt {pct(pc)}: {verdict}. "
                 "The residual patch bounds what any intervention at that point can do; where it is low too, the bridge is not (only) "
                 "read there. The prompts are test_id prompts, held out of model training; most of their r1 prefixes are among the "
                 "selection prefixes eval-sae chose the labels on, so this tests the labels as interventions, not on unseen prefixes.", "")
@@ -125,6 +127,7 @@ def steer_section(doc: Doc) -> None:
 
 def edit_section(doc: Doc) -> None:
     run = doc.run
+    cf, cf0, qn = says(run.cfg.task.family)
     doc.heading("edit", "Interventions: editing a fact, and whether localization informs editing")
     e = doc.load_or_say(EditResult, run.edit_dir)
     if e is None:
@@ -133,20 +136,22 @@ def edit_section(doc: Doc) -> None:
     if not e.by_layer:
         doc.add(e.note or "No fact edited.", "")
         return
+    if e.note:
+        doc.add(f"{e.note[:1].upper()}{e.note[1:]}.", "")
     n = st.n_edits
     doc.add(f"{n} atomic train facts (h, r1) → b the model answers correctly, each edited alone into (h, r1) → b' with ROME's "
             f"closed-form rank-one update of one layer's MLP W_out (key: the MLP hidden activation at `{st.position}`; key "
             "covariance from the train prompts' keys; value by gradient descent until the model says b'), at every layer. Per "
-            "layer: **efficacy** (the fact now gives b'), **propagation** (every two-hop prompt (h, r1, r2) the model got right "
-            "before now gives t(b', r2): belief consistency), **specificity** (pre-edit answer kept on the head's other facts, on "
-            f"{st.specificity_prompts} unrelated atomic facts and {st.specificity_prompts} unrelated two-hop prompts per "
+            f"layer: **efficacy** (the fact now gives b'), **propagation** (every {qn} prompt (h, r1, r2) the model got right "
+            f"before now gives {cf}: belief consistency), **specificity** (pre-edit answer kept on the head's other facts, on "
+            f"{st.specificity_prompts} unrelated atomic facts and {st.specificity_prompts} unrelated {qn} prompts per "
             "edit; KL(pre ‖ post) beside), and, for the reversal family, the reverse fact (b', r1⁻¹) → h. Control: the same edit "
             "with its value change pointed in a random direction of the same norm. 95% intervals over prompts." + _edit_natural(st), "",
-            "", "Efficacy is measured on the prompt each edit was fitted on (in-sample). Most two-hop prompts an edited fact feeds are "
-            "trained two-hop facts, whose old answer was memorised as a whole; propagation to the two-hop facts held out of training "
+            "", f"Efficacy is measured on the prompt each edit was fitted on (in-sample). Most {qn} prompts an edited fact feeds are "
+            f"trained {qn} facts, whose old answer was memorised as a whole; propagation to the {qn} facts held out of training "
             "(the model composes their answer) is shown apart, and the pooled propagation is labelled in-sample.", "",
-            "| layer | efficacy | propagation, all | propagation, held-out two-hop facts (n) | specificity: same head (KL) | "
-            "unrelated atomic (KL) | unrelated two-hop (KL) | reverse | random-direction control: efficacy / propagation |",
+            f"| layer | efficacy | propagation, all | propagation, held-out {qn} facts (n) | specificity: same head (KL) | "
+            f"unrelated atomic (KL) | unrelated {qn} (KL) | reverse | random-direction control: efficacy / propagation |",
             "|---|---|---|---|---|---|---|---|---|")
     b = e.before_any_edit
     for r in e.by_layer:
@@ -155,9 +160,9 @@ def edit_section(doc: Doc) -> None:
         ctrl = r.random_direction_control
         ph = r.propagation_heldout
         n_trained = r.propagation_trained.n if r.propagation_trained else None
-        held_text = (f"{doc.number(f'edit.layer{L}.propagation_heldout', ph.share, on + ' (their two-hop prompts held out of training)', spec='.1%')}"
+        held_text = (f"{doc.number(f'edit.layer{L}.propagation_heldout', ph.share, on + f' (their {qn} prompts held out of training)', spec='.1%')}"
                      f"{_ci(ph)} (n {ph.n})" if ph else "–")
-        prop_on = on + " (their two-hop prompts" + (f", {n_trained} of {r.propagation.n} trained two-hop facts)" if n_trained is not None else ")")
+        prop_on = on + f" (their {qn} prompts" + (f", {n_trained} of {r.propagation.n} trained {qn} facts)" if n_trained is not None else ")")
         doc.add(f"| {L} | {doc.number(f'edit.layer{L}.efficacy', r.efficacy.share, on + ' (the prompts the edits were fitted on)', in_sample=True, spec='.1%')}{_ci(r.efficacy)} | "
                 f"{doc.number(f'edit.layer{L}.propagation', r.propagation.share, prop_on, in_sample=True, spec='.1%')}{_ci(r.propagation)} | "
                 f"{held_text} | "
@@ -166,8 +171,8 @@ def edit_section(doc: Doc) -> None:
                 f"{pct(r.specificity_two_hop.share)} ({f3(r.kl_two_hop.mean)}) | {pct(r.reverse.share)} | "
                 f"{pct(ctrl.efficacy.share)} / {pct(ctrl.propagation.share)} |")
     doc.add("", f"Before any edit: {pct(b.efficacy.share if b else None)} of the facts give b', "
-            f"{pct(b.propagation.share if b else None)} of their two-hop prompts give t(b', r2); the model answered "
-            f"{pct(b.two_hop_correct_before.share if b else None)} of those two-hop prompts correctly (propagation counts only those).", "")
+            f"{pct(b.propagation.share if b else None)} of their {qn} prompts give {cf}; the model answered "
+            f"{pct(b.two_hop_correct_before.share if b else None)} of those {qn} prompts correctly (propagation counts only those).", "")
     doc.figure(run.edit_dir / "edit_layers.png", run.edit_dir / "edit_layers.svg", run.edit_dir / "localization.png", run.edit_dir / "localization.svg")
     doc.add("![edits by layer](edit_layers.png)", "")
     loc = e.localization
@@ -208,10 +213,10 @@ def edit_section(doc: Doc) -> None:
         text += f"Propagation ranges from {pct(min(props))} to {pct(max(props))} across layers"
         if props[0] - props[-1] > 0.2:
             text += (f", highest for edits written early ({pct(props[0])} at layer {st.layers[0]}) and falling to {pct(props[-1])} at "
-                     f"layer {st.layers[-1]}: the two-hop answer follows an edited fact only when the edit is written before the "
+                     f"layer {st.layers[-1]}: the {qn} answer follows an edited fact only when the edit is written before the "
                      "layers that read the bridge from the relation position, consistent with a bridge computed there and read later. ")
         elif max(props) < 0.2:
-            text += ": the two-hop answers hardly follow the edit at any layer, so the new fact is not stored where the two-hop computation reads it. "
+            text += f": the {qn} answers hardly follow the edit at any layer, so the new fact is not stored where the {qn} computation reads it. "
         else:
             text += ". "
     last = bool(st.layers) and st.layers[-1] == len(e.by_layer) - 1

@@ -10,6 +10,7 @@ from sae_ooc.report.doc import Doc
 from sae_ooc.records import opt
 from sae_ooc.stats import spread_text
 from sae_ooc.sweep.result import SweepResult
+from sae_ooc.tasks.families import asked
 
 
 def _val(v) -> str:
@@ -45,7 +46,7 @@ def sweep_section(doc: Doc) -> None:
     run = doc.run
     beside = sorted((run.root.parent / "sweeps").glob("*/sweep.json"))
     found = [p for p in beside if _same_task(p.parent, run)]
-    doc.heading("sweep", "The simplest-setup sweeps: what is the smallest model that composes A→C?")
+    doc.heading("sweep", f"The simplest-setup sweeps: what is the smallest model that {asked(run.cfg.task.family, 's')}?")
     if beside and not found:
         doc.add(f"No sweep of this run's task: the sweeps beside it ({', '.join(p.parent.name for p in beside)}) vary another task.", "")
         return

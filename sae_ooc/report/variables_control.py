@@ -31,9 +31,9 @@ def variables_control_section(doc: Doc) -> None:
         return
     doc.add("### Where each variable lives", "")
     doc.add("Every other planted variable, at its own position and each hook, judged like the bridge: the base question takes the "
-            "unit's value from a donor question that differs in the variable (and agrees where the high-level model needs it: the "
-            "head's donor asks the same r1 and r2, r1's the same head and r2, r2's the same head and r1, the bridge's at the answer "
-            "position the same r2, the answer's another r2), so the counterfactual answer is the donor's own. Held-out pairs: both "
+            "unit's value from a donor question that differs in the variable and agrees where the task's high-level model needs it ("
+            + "; ".join(f"{n}: {d}" for n, d in dict.fromkeys((_name(r), r.pairs.donor) for r in rows))
+            + "), so the counterfactual answer is the donor's own. Held-out pairs: both "
             "questions' prefixes at that position held out of SAE training and of eval-sae's labels, and of every fit here. Units as "
             "above; `sae_opt` (Makelov, Lange & Nanda 2024) exchanges n SAE features chosen per pair, greedily and without labels, to "
             "match the donor's difference x_donor − x (nothing is fitted: it reads the two prompts' codes). DAS is trained only "

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 from sae_ooc.sections.check import check as _check
 
-CAUSAL_SPLITS = ("train", "valid_id", "test_id")  # splits of two-hop questions (the ID heads': they compose)
+# splits of analysed questions (the ID heads': they compose); atomic_test: the reversal family's trained direction (a, r) -> b,
+# one-fact questions of its layout (a two-hop task has no question there)
+CAUSAL_SPLITS = ("train", "valid_id", "test_id", "atomic_test")
 # the planted variables besides the bridge at r1, each at its own position (`bridge@answer`: the bridge at the answer position)
 VARIABLE_NAMES = ("head", "r1", "r2", "bridge@answer", "answer")
 # a three-hop question's too (the threehop family: sae_ooc.causal.planted.specs; a two-hop task refuses them)

@@ -279,6 +279,23 @@ QUESTIONS = {  # what each family asks of the model (the report's family section
 }
 
 
+ASKED = {  # the family's question in a few words, for the report's headings ("does it compose A→C?")
+    "twohop": "A→C", "reversal": "the reversed question (b, r⁻¹) → a", "comparison": "the comparison (e1, attr, e2) → lt / eq / gt",
+    "threehop": "three hops (h, r1, r2, r3) → t3",
+}
+
+
+def asked(family: str, s: str = "") -> str:
+    """The verb and the family's question for a heading: "compose A→C" (twohop), "answer the reversed question ..." (the
+    others); `s` = "s": the third person ("composes A→C")."""
+    return f"compose{s} A→C" if family == "twohop" else f"answer{s} {ASKED[family]}"
+
+
+def answered(family: str) -> str:
+    """The family's answer as a heading names it: "A→C" (twohop), "the answer to the reversed question ..." (the others)."""
+    return "A→C" if family == "twohop" else f"the answer to {ASKED[family]}"
+
+
 def describe(cfg: TaskConfig) -> str:
     """One sentence on the facts of `cfg.family` (the report's task section)."""
     return DESCRIPTIONS[cfg.family].format(E=cfg.n_entities, R=cfg.n_relations, k=cfg.facts_per_entity, V1=cfg.n_values - 1)

@@ -58,7 +58,8 @@ def _legend(fig, axes) -> None:
 
 
 @fail_soft
-def plot_control_curves(result, stem: Path) -> list[Path]:
+def plot_control_curves(result, stem: Path, counterfactual: str = "t(b', r2)") -> list[Path]:
+    """`counterfactual`: how the task names the answer a switched bridge b' gives (the family's high-level model)."""
     rows = [r for r in result.rows if r.n_heldout > 0 and r.variable == "bridge" and not r.pairs]
     if not rows:
         return na_figure(stem, "Where the bridge lives", "no held-out interchange pairs")
@@ -68,7 +69,7 @@ def plot_control_curves(result, stem: Path) -> list[Path]:
         _panel(ax, r)
         ax.set_xlabel("features exchanged / rank")
         ax.set_title(f"{_short(r.hook)} @ {r.position} (n {r.n_heldout}, {r.n_heads} heads)", fontsize=8)
-    axes[0][0].set_ylabel("held-out answers switched to t(b', r2)")
+    axes[0][0].set_ylabel(f"held-out answers switched to {counterfactual}")
     _legend(fig, axes)
     fig.suptitle("Where the bridge lives: interchange interventions on held-out prefixes (band: 95% CI over heads; random: range over draws)",
                  fontsize=9)

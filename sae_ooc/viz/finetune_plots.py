@@ -11,13 +11,17 @@ from sae_ooc.viz.plots import fail_soft, mark_empty, plt, save_figure
 CURVES = (("atomic_test", "new atomic facts (taught)", "C0", "-"), ("new_new", "two-hop: new, new", "C1", "-"),
           ("new_old", "two-hop: new, old", "C2", "-"), ("old_new", "two-hop: old, new", "C3", "-"),
           ("test_id", "pretraining test_id (old, old)", "C4", "--"), ("pretrain_atomic", "pretraining atomic facts", "C5", "--"))
+# a natural task's atomic_test (and its pretrain_atomic) asks the facts in held-out paraphrases; its taught documents are train
+NATURAL_LABELS = {"atomic_test": "new atomic facts, held-out paraphrases", "pretrain_atomic": "pretraining atomic facts, held-out paraphrases"}
+TAUGHT = ("train", "taught rows (train split, in-sample)", "C6", ":")
 
 
 @fail_soft
-def plot_finetune(records: list[dict], stem: Path) -> list[Path]:
+def plot_finetune(records: list[dict], stem: Path, natural: bool = False) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     steps = [r["step"] for r in records]
-    for split, label, colour, ls in CURVES:
+    curves = [TAUGHT, *((sp, NATURAL_LABELS.get(sp, label), c, ls) for sp, label, c, ls in CURVES)] if natural else CURVES
+    for split, label, colour, ls in curves:
         if any(f"{split}_acc" in r for r in records):
             ax.plot(steps, [r.get(f"{split}_acc", float("nan")) for r in records], color=colour, ls=ls, marker="o", ms=3, label=label)
     ax.set(xlabel="fine-tuning step", ylabel="accuracy", ylim=(-0.02, 1.02),

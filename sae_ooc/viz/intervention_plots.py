@@ -30,9 +30,9 @@ def _interval(r) -> tuple[float | None, float | None, float | None]:
 
 
 @fail_soft
-def plot_steering(result, stem: Path) -> list[Path]:
+def plot_steering(result, stem: Path, counterfactual: str = "t(b', r2)") -> list[Path]:
     """`result`: a sae_ooc.interventions.steer_result.SteerResult (drawing reads typed outputs by attribute and imports
-    no producer: viz is the ground floor)."""
+    no producer: viz is the ground floor); `counterfactual`: the task's name of the answer with bridge b'."""
     rows = result.rows
     title = (f"Steering the bridge to b' on {result.settings.n_prompts} {result.settings.split} prompts "
              "(95% CI; random: range over draws)")
@@ -47,7 +47,7 @@ def plot_steering(result, stem: Path) -> list[Path]:
                color=color, label=label, capsize=2, error_kw={"lw": 0.8})
     ax.set_xticks(x, [f"{r.hook.replace('blocks.', 'L').replace('.hook_', ' ')}\n@{r.position} (n {r.n_prompts})" for r in rows],
                   fontsize=7)
-    ax.set_ylabel("share answering t(b', r2)")
+    ax.set_ylabel(f"share answering {counterfactual}")
     ax.set_ylim(0, 1.05)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=3, frameon=False)
@@ -55,16 +55,17 @@ def plot_steering(result, stem: Path) -> list[Path]:
 
 
 @fail_soft
-def plot_edit_layers(by_layer: list, stem: Path) -> list[Path]:
-    """`by_layer`: sae_ooc.interventions.edit_result.EditResult.by_layer."""
+def plot_edit_layers(by_layer: list, stem: Path, counterfactual: str = "t(b', r2)", inferred: str = "two-hop") -> list[Path]:
+    """`by_layer`: sae_ooc.interventions.edit_result.EditResult.by_layer; `counterfactual`, `inferred`: the task's names of
+    the new inferred answer and of its inferred questions."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     layers = [r.layer for r in by_layer]
     drawn = 0
     for key, label, color in (("efficacy", "efficacy (atomic fact → b')", "tab:blue"),
-                              ("propagation", "propagation (two-hop → t(b', r2))", "tab:orange"),
+                              ("propagation", f"propagation ({inferred} → {counterfactual})", "tab:orange"),
                               ("specificity_same_head", "specificity: same head, other relation", "tab:green"),
                               ("specificity_atomic", "specificity: unrelated atomic", "tab:olive"),
-                              ("specificity_two_hop", "specificity: unrelated two-hop", "tab:gray"),
+                              ("specificity_two_hop", f"specificity: unrelated {inferred}", "tab:gray"),
                               ("reverse", "reverse (b', r⁻¹) → h", "tab:red")):
         got = [getattr(r, key) for r in by_layer]
         v = [g.share if g and g.share is not None else np.nan for g in got]
