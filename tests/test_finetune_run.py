@@ -91,7 +91,11 @@ def test_pipeline_fine_tunes_a_finished_run_end_to_end(harvested_run, tmp_path, 
         assert summary[name]["value"] == pytest.approx(float((logits.argmax(-1) == st.answer).float().mean()))
         assert split in summary[name]["measured_on"]
     assert summary["finetune.new_atomic.acc"]["in_sample"] and not summary["finetune.new_new.test_acc"]["in_sample"]
-    assert "## Fine-tuning new facts" in (out / "REPORT.md").read_text()
+    report = (out / "REPORT.md").read_text()
+    assert "## Fine-tuning new facts" in report
+    # the model is named by its run (no checkpoint or hub name), and the bridge probe's known/unknown and step-0 control
+    # are read for what they are on a fine-tuning run
+    assert f"The model of the run `{harvested_run.root}` (" in report and "**On this fine-tuning run** *known*" in report
     # a fine-tuning run of this one (the second phase of a data-ordering experiment) draws the same facts and questions
     cfg = load_config(TINY_FT, [f"model.run={out}", "task.finetune.control=true", "task.finetune.atomic=false"])
     again, _, meta = finetune_task(cfg, out, load_task)

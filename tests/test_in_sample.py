@@ -4,9 +4,10 @@ SAE was trained on, is labelled in-sample. Each report section is fed the smalle
 from types import SimpleNamespace
 
 import pytest
-from conftest import typed
+from conftest import TINY, typed
 
 from sae_ooc.analyses.result import AttentionResult, LogitLensResult
+from sae_ooc.config import load_config
 from sae_ooc.report.doc import Doc
 from sae_ooc.report.mechanism import bridge_at_r1, movers
 from sae_ooc.report.saes import sae_section
@@ -17,7 +18,7 @@ from sae_ooc.sweep.result import SweepResult
 
 def _doc(tmp_path) -> Doc:
     root = tmp_path / "run"
-    run = SimpleNamespace(root=root, cfg=SimpleNamespace(name="nowhere"), sae_eval_dir=root / "sae_eval", saes_dir=root / "saes")
+    run = SimpleNamespace(root=root, cfg=load_config(TINY, ["name=nowhere"]), sae_eval_dir=root / "sae_eval", saes_dir=root / "saes")
     return Doc(run)
 
 

@@ -200,4 +200,24 @@ def test_family_and_seed_axes_spread_over_seeds_in_table_json_and_phase_diagram(
         assert cell(runs, "steps")[1].splitlines() == ["15", "10–20"] + ([f"2/{len(runs)}"] if len(runs) > 2 else [])
     table = (out / "table.md").read_text()
     assert "Across seeds 0, 1, 2" in table and table.count("| comparison |") == 6 + 2  # 6 runs (one unfinished), 2 settings
+    assert table.count("not by 40") == 11 + 3  # every run's test_id step, seed 2's valid_id step: within its 40 steps
     assert [f.suffix for f in res["figures"]] == [".png", ".svg"] and all(f.stat().st_size > 0 for f in res["figures"])
+
+
+def test_a_key_the_y_axis_determines_is_folded_into_its_ticks_and_unreached_steps_name_the_budget(tmp_path):
+    """A step budget per family (a train.steps grid key paired with task.family through `exclude`) goes into the family
+    tick labels, not a row of half-empty panels; a setting none of whose seeds reached valid_id 0.9 says within how many,
+    and an accuracy cell its split's majority-answer rate."""
+    from sae_ooc.viz.phase_plots import cell, folded
+
+    text = SWEEP.replace("model.weight_sharing: [false, true]", "task.family: [twohop, comparison]\n  train.steps: [40, 20]").replace(
+        "{model.n_layers: 1, model.weight_sharing: true}", "{task.family: twohop, train.steps: 20}\n  - {task.family: comparison, train.steps: 40}")
+    pts = load_sweep(_write(tmp_path, text)).points()
+    assert [p.cfg.train.steps for p in pts] == [40, 20, 40, 20]
+    assert folded(pts, "task.family", ["train.steps"]) == {"train.steps": {"twohop": 40, "comparison": 20}}
+    assert folded(pts, "model.n_layers", ["train.steps"]) == {}  # both budgets at each depth: stays a facet
+    recs = [SweepPoint(slug="s", values={}, config_hash="", accuracy={"test_ood_sys": 0.7}, majority_rate={"test_ood_sys": 0.48},
+                       unique_parameters=1, steps=20, minutes=0.0, stopped_early=False, max_steps=20, valid_id_0_9_step=None,
+                       test_id_0_9_step=None)] * 2
+    assert cell(recs, "steps") == (None, "not by\n20")
+    assert cell(recs, "test_ood_sys") == (pytest.approx(0.7), "0.70\n0.70–0.70\nmajority 0.48")  # chance differs by family

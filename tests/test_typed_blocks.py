@@ -123,6 +123,15 @@ def test_the_saved_model_config_is_read_through_transformer_lens_and_the_report_
     run = SimpleNamespace(cfg=SimpleNamespace(model=model, train=SimpleNamespace(trainable="all")), model_dir=tmp_path)
     assert _model_description(run) == ("The pretrained gpt2 (GPT2LMHeadModel: 3 layers, d_model 32, 2 heads, d_mlp 96; "
                                        "checkpoint `ckpt`) fine-tuned (all weights)")
+    # a fine-tuning run's model (model.source: run) is named by its run, a weight-shared one (sharing.json) as such
+    from sae_ooc.models.files import SHARING_FILE
+
+    write_json(tmp_path / SHARING_FILE, {"weight_sharing": "blocks"})
+    run.cfg.model = SimpleNamespace(source="run", run="runs/default", name="", path="")
+    assert _model_description(run) == ("The model of the run `runs/default` (3 layers, d_model 32, 2 heads, d_mlp 96, one block's "
+                                       "weights shared by every layer (model.weight_sharing)) fine-tuned (all weights)")
+    run.cfg.model = SimpleNamespace(source="scratch", n_layers=4, d_model=64, n_heads=4, d_mlp=256, weight_sharing=True)
+    assert "d_mlp 256, one block's weights shared by every layer" in _model_description(run)
     (tmp_path / CONFIG_FILE).write_text("{not json")
     with pytest.raises(UserError, match="config.json"):
         saved_config(tmp_path)

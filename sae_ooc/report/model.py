@@ -94,11 +94,17 @@ def _model_description(run) -> str:
     """What was trained, from the model the train stage saved (a pretrained source's architecture is its checkpoint's)."""
     m, tc = run.cfg.model, run.cfg.train
     which = " (MLP weights only; every other weight frozen)" if tc.trainable == "mlp" else ""
+    shared = ", one block's weights shared by every layer (model.weight_sharing)"
     if m.source == "scratch":
-        return f"A {m.n_layers}-layer HookedTransformer (d_model {m.d_model}, {m.n_heads} heads, d_mlp {m.d_mlp}) trained from scratch{which}"
+        return (f"A {m.n_layers}-layer HookedTransformer (d_model {m.d_model}, {m.n_heads} heads, d_mlp {m.d_mlp}"
+                f"{shared if m.weight_sharing else ''}) trained from scratch{which}")
+    from sae_ooc.models.files import SHARING_FILE
     from sae_ooc.models.hooked import saved_config  # imports transformer_lens: only a pretrained source's report pays it
 
     c = saved_config(run.model_dir)
-    arch = (f"{c.original_architecture or '?'}: {c.n_layers} layers, d_model {c.d_model}, {c.n_heads} heads, d_mlp {c.d_mlp}"
-            if c is not None else "architecture not saved yet")
+    arch = (f"{c.n_layers} layers, d_model {c.d_model}, {c.n_heads} heads, d_mlp {c.d_mlp}"
+            f"{shared if (run.model_dir / SHARING_FILE).is_file() else ''}" if c is not None else "architecture not saved yet")
+    if m.source == "run":  # a fine-tuning run: the model of a finished sae_ooc run, which has no checkpoint path or hub name
+        return f"The model of the run `{m.run}` ({arch}) fine-tuned{which or ' (all weights)'}"
+    arch = f"{c.original_architecture or '?'}: {arch}" if c is not None else arch
     return f"The pretrained {m.name} ({arch}; checkpoint `{m.path}`) fine-tuned{which or ' (all weights)'}"

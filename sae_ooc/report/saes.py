@@ -71,6 +71,13 @@ def _dead(doc: Doc, hook: str, rec: Reconstruction, d_sae, on: str) -> str:
     return f"{doc.number(f'sae.{hook}.n_dead', rec.n_dead, on, spec='.0f')}/{d_sae} ({pct(rec.dead_fraction)})"
 
 
+# a fine-tuning run (model.source: run): its harvest's train split holds only the new facts, and its step 0 is model.run's model
+_FINETUNED = (" **On this fine-tuning run** *known* means taught by the fine-tuning (its own train split): the pretrained run's "
+              "atomic facts, which model.run's training taught, count as *unknown* here, so a high *unknown* number is the "
+              "pretrained model's knowledge, not a leak; and step 0 is model.run's trained model, not an untrained one, so *above "
+              "controls* asks whether fine-tuning made the bridge more readable than before it.")
+
+
 def _probe_table(doc: Doc, rows) -> None:
     doc.add(
         "**Where the bridge entity becomes readable at r1.** A linear probe on the raw stream (and the single best SAE feature per "
@@ -78,7 +85,7 @@ def _probe_table(doc: Doc, rows) -> None:
         "A held-out prefix whose atomic fact `(h, r1) → b` was trained (*known*) tests whether the model resolved the bridge; one whose "
         "fact was never trained (*unknown*) no model can resolve. Controls: the same probe on a randomly initialised model of the same "
         "architecture, on the step-0 checkpoint (when saved), and with shuffled labels. *Above controls*: the trained model's 95% "
-        "interval clears the best control.", "",
+        "interval clears the best control." + (_FINETUNED if doc.run.cfg.model.source == "run" else ""), "",
         "| hook | probe, held-out (95% CI) | known / unknown first hop | random model | step 0 | shuffled | majority | above controls "
         "| one feature detects (AUROC ≥ 0.9) vs shuffled |",
         "|---|---|---|---|---|---|---|---|---|",

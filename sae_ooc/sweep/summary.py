@@ -25,11 +25,19 @@ def _fmt(v) -> str:
     return "—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 
+def _steps(step: int | None, r: SweepPoint) -> str:
+    return f"not by {r.steps}" if step is None else str(step)  # not reached within the steps it ran (budget, or stopped early)
+
+
+def _key(values: dict) -> tuple:
+    return tuple(sorted(values.items(), key=str))
+
+
 def settings(points, done: dict[str, SweepPoint]) -> list[tuple[dict, list[SweepPoint]]]:
     """[(grid values, finished records of its seeds)] in grid order: one setting per grid point, whatever its seeds."""
     out: dict[tuple, tuple[dict, list]] = {}
     for p in points:
-        _, recs = out.setdefault(tuple(sorted(p.values.items(), key=str)), (p.values, []))
+        _, recs = out.setdefault(_key(p.values), (p.values, []))
         if p.slug in done:
             recs.append(done[p.slug])
     return list(out.values())
@@ -60,8 +68,9 @@ def write_summary(sw, root: Path, points, done: dict[str, SweepPoint]) -> dict:
             continue
         a = r.accuracy
         lines.append(f"| {vals} | {r.unique_parameters} | {r.steps} | {a['test_id']:.3f} | {_fmt(a.get('test_ood_sys'))} | "
-                     f"{_fmt(a.get('test_unanswerable'))} | {_fmt(r.valid_id_0_9_step)} | {_fmt(r.test_id_0_9_step)} | "
+                     f"{_fmt(a.get('test_unanswerable'))} | {_steps(r.valid_id_0_9_step, r)} | {_steps(r.test_id_0_9_step, r)} | "
                      f"{a['valid_id']:.3f} | {a['atomic_test']:.3f} | {'yes' if r.composed else 'no'} |")
+    recs_of = {_key(v): rs for v, rs in settings(points, done)}
     by_setting = [{"values": v, "n_runs": len(rs), **{k: spread([f(r) for r in rs]) for k, f in SPREAD},
                    "n_composed": sum(r.composed for r in rs)} for v, rs in settings(points, done)]
     if seeds:
@@ -71,9 +80,10 @@ def write_summary(sw, root: Path, points, done: dict[str, SweepPoint]) -> dict:
         for st in by_setting:
             steps = st["valid_id_0.9_step"]
             reached = "" if steps is None or steps["n"] == st["n_runs"] else f" ({steps['n']} reached)"
+            budget = max((r.steps for r in recs_of[_key(st["values"])]), default=None)  # None: no run finished
             lines.append("| " + " | ".join(_fmt(st["values"][k]) for k in keys) + f" | {st['n_runs']} | {spread_text(st['test_id'])} | "
                          f"{spread_text(st['test_ood_sys'])} | {spread_text(st['test_unanswerable'])} | "
-                         f"{spread_text(steps, '.0f')}{reached} | "
+                         f"{spread_text(steps, '.0f') if steps is not None or budget is None else f'not by {budget}'}{reached} | "
                          f"{st['n_composed']}/{st['n_runs']} |")
     best = smallest(recs)
     verdict = ("Smallest setting that composed: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.values.items())
