@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from sae_ooc.causal.circuit import PairStates, input_nodes, node_iia, section1_node
+from sae_ooc.causal.circuit import PairStates, bridge_r1_unit, input_nodes, node_iia, section1_node
 from sae_ooc.causal.pairs import HELD
 
 HIGH_LEVEL_MODEL = ("head, r1 -> bridge@r1 -> bridge2@r2 (with r2) -> bridge2@answer; bridge2@answer, r3 -> answer = "
@@ -27,14 +27,12 @@ BRIDGES = ("bridge@r1", "bridge2@r2", "bridge2@answer")  # the bridge nodes, in 
 
 def chain_circuit(ctx, rows, v_rows) -> tuple[dict, dict[str, torch.Tensor]]:
     """The record of section 2 for three hops (see the module docstring) and the units' bases it fitted ({bridge@r1: W})."""
-    ok = [r for r in rows if r.das.get("valid_resid_patch") is not None and ctx.bases.get(r.hook)]
-    if not ok or len(ctx.pairs[HELD]) == 0:
+    unit = bridge_r1_unit(ctx, rows)
+    if unit is None or len(ctx.pairs[HELD]) == 0:
         return {"status": "no bridge@r1 unit (no hook with a DAS subspace and fit-valid pairs)"}, {}
+    H1, W1 = unit
     seed = ctx.cfg.seed + 7
     g = torch.Generator().manual_seed(seed)
-    r1row = max(ok, key=lambda r: r.das["valid_resid_patch"])
-    H1 = r1row.hook
-    W1 = ctx.bases[H1][r1row.das.get("min_rank_80") or max(ctx.bases[H1])]
     H = PairStates(ctx, ctx.pairs[HELD], [H1])
     nodes = {"bridge@r1": node_iia(ctx, H.scored(H1, ctx.pos), H1, ctx.pos, W1, g, seed)}
     nodes["bridge@r1"]["chosen_on"] = "section 1's DAS: hook by its fit-valid residual patch at r1, rank by fit-valid switch"

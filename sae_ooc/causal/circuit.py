@@ -216,24 +216,32 @@ def input_nodes(v_rows, d_model: int, names=("head", "r1", "r2")) -> dict:
     return out
 
 
+def bridge_r1_unit(ctx, rows) -> tuple[str, torch.Tensor] | None:
+    """Section 1's unit of the bridge at r1 that the circuits of causal variables start from: the hook with the largest
+    fit-valid residual patch among those with DAS subspaces, at the smallest rank reaching 80% of it (or the largest
+    rank); None when no hook has one."""
+    ok = [r for r in rows if r.das.get("valid_resid_patch") is not None and ctx.bases.get(r.hook)]
+    if not ok:
+        return None
+    r1row = max(ok, key=lambda r: r.das["valid_resid_patch"])
+    return r1row.hook, ctx.bases[r1row.hook][r1row.das.get("min_rank_80") or max(ctx.bases[r1row.hook])]
+
+
 def variable_circuit(ctx, rows, hooks: list[str], v_rows=(), r2_pairs=None) -> tuple[dict, dict[str, torch.Tensor]]:
     """The record of section 2 (see the module docstring): `nodes` (IIA per node), `inputs` (the inputs head, r1, r2 as
     section 1's units: input_nodes), `answer_das` (the bridge@answer search), `faithfulness` (no remainder, with its controls
     and validity); and the units' bases {node name: [r, d]} (what
     RUN/variables/circuit_units.safetensors keeps, so the record can be recomputed independently)."""
     cfg = ctx.cfg
-    ok = [r for r in rows if r.das.get("valid_resid_patch") is not None and ctx.bases.get(r.hook)]
-    if not ok or len(ctx.pairs[HELD]) == 0:
+    unit = bridge_r1_unit(ctx, rows)
+    if unit is None or len(ctx.pairs[HELD]) == 0:
         return {"status": "no bridge@r1 unit (no hook with a DAS subspace and fit-valid pairs)"}, {}
     apos = int(ctx.q_pos[0])
     if not bool((ctx.q_pos == apos).all()):
         return {"status": "the questions' answer positions differ (an unaligned layout)"}, {}
     seed = cfg.seed + 7
     g = torch.Generator().manual_seed(seed)
-    r1row = max(ok, key=lambda r: r.das["valid_resid_patch"])
-    H1 = r1row.hook
-    k1 = r1row.das.get("min_rank_80") or max(ctx.bases[H1])
-    W1 = ctx.bases[H1][k1]
+    H1, W1 = unit
     n = ctx.model.cfg.n_layers
     # bridge@answer is looked for at every residual hook, SAE or not: the bridge reaches the answer position through
     # attention, so it may first be there in a layer's middle (hook_resid_mid), after the attention, before the MLP
