@@ -12,6 +12,7 @@ from sae_ooc.viz.diagram import draw_diagram, plan_diagram
 from sae_ooc.viz.diagram_layout import budgets, layered_layout, n_tiers
 from sae_ooc.viz.circuit_files import ExportOptions, export_circuit, select_drawn, without_edges
 from sae_ooc.viz.node_labels import node_caption, node_title, wrap
+from sae_ooc.viz.plots import lay_out
 
 HOOKS = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre", "blocks.3.hook_resid_pre",
          "blocks.3.hook_resid_post"]
@@ -189,7 +190,7 @@ def test_training_figure_axis_and_lines_are_readable(tmp_path, monkeypatch):
     """accuracy.png: a linear step axis from 0 with several labelled ticks; every split its own marker and line style;
     the legend outside both panels."""
     drawn = {}
-    monkeypatch.setattr(tp, "save_figure", lambda fig, stem: drawn.setdefault("fig", fig))
+    monkeypatch.setattr(tp, "save_figure", lambda fig, stem, tight_layout=False: drawn.setdefault("fig", lay_out(fig, tight_layout) or fig))
     recs = [{"step": s, **{f"{k}_{m}": 0.5 for k, *_ in tp.SPLITS for m in ("acc", "loss")}} for s in range(0, 5001, 250)]
     tp.plot_training(recs, tmp_path / "accuracy")
     fig = drawn["fig"]
@@ -214,7 +215,7 @@ def test_faithfulness_curve_axis_is_labelled_and_legends_stay_off_the_data(tmp_p
     from sae_ooc.circuits.faithfulness_result import AblationCurve, Scores
 
     drawn = {}
-    monkeypatch.setattr(cp, "save_figure", lambda fig, stem: drawn.setdefault("fig", fig))
+    monkeypatch.setattr(cp, "save_figure", lambda fig, stem, tight_layout=False: drawn.setdefault("fig", lay_out(fig, tight_layout) or fig))
     sizes = [0, 1, 2, 3, 5, 10, 20, 50]
     rows = [{"n_features": n, "faithfulness": n / 50, "completeness": 1 - n / 50} for n in sizes]
     curves = {k: {"sizes": sizes, "faithfulness": [n / 50 for n in sizes], "faithfulness_per_prompt_circuits_in_sample": [n / 60 for n in sizes]}

@@ -77,8 +77,7 @@ def plot_attention(r, stem: Path, name: str) -> list[Path]:
     exs = "; ".join(f"#{i}: {e.prompt} -> {e.answer} (bridge {e.bridge})" for i, e in enumerate(ex))
     fig.suptitle(f"{name}: attention pattern per head, mean over {r.n_prompts} held-out test_id prompts (destination x source role).\n"
                  f"Red frame: r1 -> {roles[-1]} mover ({r.mover_rule}).\nExamples {exs}", fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, tight_layout=True)
 
 
 @fail_soft
@@ -97,8 +96,7 @@ def plot_logit_lens(r, stem: Path, name: str) -> list[Path]:
               cmap="viridis_r", fmt="{:.1f}")
     fig.suptitle(f"{name}: logit lens (residual stream -> ln_final -> unembed), bridge and answer per state and position, "
                  f"{r.n_prompts} held-out test_id prompts\nno tuned lens: a poor rank in early layers is not absence", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, tight_layout=True)
 
 
 @fail_soft
@@ -117,8 +115,7 @@ def plot_patching(r, stem: Path, name: str) -> list[Path]:
     fig.suptitle(f"{name}: activation patching clean -> corrupted (h' r1 r2, other bridge and answer), {r.n_prompts} held-out "
                  f"test_id pairs; share of the {r.metric} gap recovered (clean {num(r.clean, '.2f')}, corrupted {num(r.corrupt, '.2f')})",
                  fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, tight_layout=True)
 
 
 @fail_soft
@@ -136,8 +133,7 @@ def plot_tracing(r, stem: Path, name: str) -> list[Path]:
     fig.suptitle(f"{name}: causal tracing, indirect effect on p(answer) of restoring one clean state after noising the head entity "
                  f"({r.noise_scale}x its embedding std, {r.samples} draws),\n{r.n_prompts} held-out test_id prompts: "
                  f"p clean {num(r.p_clean)}, p noised {num(r.p_corrupt)}, total effect {num(r.total_effect)}", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, tight_layout=True)
 
 
 @fail_soft
@@ -155,8 +151,7 @@ def plot_probes(r, stem: Path, name: str) -> list[Path]:
         _heat(axes[i][2], d.chance, r.positions, hooks, f"{v}: chance (label frequencies)", vmin=0, vmax=1)
     fig.suptitle(f"{name}: linear probes per layer and position, fit on selection prefixes, scored on held-out prefixes "
                  f"({r.n_controls} control model(s) and label shuffling(s)); blank: the prefix does not determine the variable", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, tight_layout=True)
 
 
 @fail_soft
@@ -176,8 +171,7 @@ def plot_dla(r, stem: Path, name: str) -> list[Path]:
         ax.set_title(f"direct attribution to {what} (mean ± std)", fontsize=8)
     fig.suptitle(f"{name}: direct logit attribution at r2 per head, MLP and embedding, {r.n_prompts} held-out test_id prompts",
                  fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, tight_layout=True)
 
 
 @fail_soft
@@ -197,8 +191,7 @@ def plot_back_patching(r, stem: Path, name: str) -> list[Path]:
     ch = r.chosen
     fig.suptitle(f"{name}: back-patching, share of failures fixed by copying a later state (rows) into an earlier layer (columns)"
                  + (f"\nchosen on valid_id failures: {ch.position} state {ch.src} into L{ch.dst}" if ch else ""), fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, tight_layout=True)
 
 
 @fail_soft
@@ -223,8 +216,7 @@ def plot_answers(r, stem: Path, name: str) -> list[Path]:
     ax.legend(fontsize=7)
     ax.set_title(f"{name}: the model's greedy answer on each split's analysed prompts, by class (most frequent train answer "
                  f"{r.most_frequent_answer})", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, tight_layout=True)
 
 
 PLOTS = {"attention": plot_attention, "logit-lens": plot_logit_lens, "patching": plot_patching, "causal-tracing": plot_tracing,

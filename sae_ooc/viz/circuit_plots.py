@@ -42,8 +42,7 @@ def plot_validation(flat: dict, report, stem: Path) -> list[Path]:
         ax.set_title(f"{m}: {'trusted' if r.trusted else 'NOT trusted'}\nrecall@50 {_fmt(r.recall_top50)}, "
                      f"Spearman (not exact) {_fmt(r.spearman_not_exact)}", fontsize=8)
     fig.suptitle(f"Node effects on {report.n_pairs} pairs, {report.n_changed_nodes} (pair, node) effects", fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, tight_layout=True)
 
 
 @fail_soft

@@ -140,5 +140,4 @@ def plot_dynamics(result, stem: Path) -> list[Path]:
         if rise["test_id"].found:
             ax.axvline(rise["test_id"].moment, color="k", lw=1, ls="--", label="_test_id rise")
     fig.suptitle("Training dynamics — solid line: valid_id reaches half its rise (located there); dashed: test_id (reported only)")
-    fig.tight_layout()
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, tight_layout=True)

@@ -29,8 +29,7 @@ def plot_finetune(records: list[dict], stem: Path, natural: bool = False) -> lis
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center right")
     mark_empty(ax)
-    fig.tight_layout()
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, tight_layout=True)
 
 
 @fail_soft
@@ -72,5 +71,4 @@ def plot_finetune_compare(res: dict, stem: Path) -> list[Path]:
     for ax in axes[:2]:  # line panels (mark_empty reads lines, not bars)
         mark_empty(ax)
     fig.suptitle(f"{Path(res['finetuned_run']).name} fine-tuned from {Path(res['pretrained_run']).name}", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, tight_layout=True)

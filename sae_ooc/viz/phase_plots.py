@@ -121,5 +121,4 @@ def plot_phase(sw, points, done: dict, stem: Path) -> list[Path]:
     seeds = getattr(sw, "seeds", None)
     fig.suptitle(f"sweep {sw.name}: {len(done)} of {len(points)} runs (n/a: excluded, …: not finished)"
                  + (f"; mean and range over seeds {', '.join(map(str, seeds))}" if seeds else ""))
-    fig.tight_layout()
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, tight_layout=True)

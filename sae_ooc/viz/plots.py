@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 # same data, same bytes: no creation date in the files, and SVG element ids from a fixed salt
 matplotlib.rcParams["svg.hashsalt"] = "sae_ooc"
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.layout_engine import TightLayoutEngine  # noqa: E402
 
 from sae_ooc.io import _atomic  # noqa: E402
 
@@ -27,13 +28,22 @@ DPI = 130
 FORMATS = ("png", "svg")  # a test drawing many figures may keep only a low-dpi PNG (tests/test_plots_edge_cases.py)
 
 
-def save_figure(fig, stem: str | Path, dpi: int | None = None) -> list[Path]:
-    """Save `fig` to `stem.png` and `stem.svg` and close it; returns the two paths. `DPI` caps the resolution."""
+def save_figure(fig, stem: str | Path, dpi: int | None = None, tight_layout: bool | dict = False) -> list[Path]:
+    """Save `fig` to `stem.png` and `stem.svg` and close it; returns the two paths. `DPI` caps the resolution.
+
+    `tight_layout` (True, or the keyword arguments of `Figure.tight_layout`) lays the figure out here, once, rather
+    than in the plot function: a figure that is not written (`FORMATS` empty, as in most tests) needs no layout, and
+    one laid out without `Figure.tight_layout` keeps no layout engine, which would cost savefig one more draw per file
+    (it leaves a placeholder engine, and savefig draws once more for any figure that has one)."""
     stem = Path(stem)
+    if not FORMATS:
+        plt.close(fig)
+        return []
     dpi = min(dpi or DPI, DPI)
+    lay_out(fig, tight_layout)
     # bbox_inches="tight" lays the figure out once more for every file written; one tight box (what savefig computes
     # for the PNG: the same bytes) serves both files, a fifth less drawing for a text-heavy figure. Not for one file,
-    # nor for a figure with a layout engine (fig.tight_layout() leaves one): savefig lays those out again anyway
+    # nor for a figure with a layout engine: savefig lays those out again anyway
     bbox = "tight"
     if len(FORMATS) > 1 and fig.get_layout_engine() is None:
         fig.set_dpi(dpi)
@@ -47,6 +57,12 @@ def save_figure(fig, stem: str | Path, dpi: int | None = None) -> list[Path]:
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def lay_out(fig, tight_layout: bool | dict = False) -> None:
+    """What `Figure.tight_layout(**tight_layout)` does to `fig` (nothing for False), leaving no layout engine behind."""
+    if tight_layout:
+        TightLayoutEngine(**({} if tight_layout is True else tight_layout)).execute(fig)
 
 
 def floats(x) -> np.ndarray:

@@ -24,8 +24,7 @@ def plot_training_curves(log: list[dict], stem: Path, title: str = "") -> list[P
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, tight_layout=True)
 
 
 @fail_soft
@@ -48,8 +47,7 @@ def plot_pareto(points: list[dict], stem: Path, title: str = "") -> list[Path]:
         ax.set_xscale("log")
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, tight_layout=True)
 
 
 @fail_soft

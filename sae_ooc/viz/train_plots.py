@@ -46,5 +46,4 @@ def plot_training(records: list[dict], stem: Path) -> list[Path]:
     else:
         for ax in (ax_acc, ax_loss):
             na_axes(ax, "no evaluation recorded")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))  # room for the legend under the panels
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, tight_layout={"rect": (0, 0.06, 1, 1)})  # room for the legend under the panels

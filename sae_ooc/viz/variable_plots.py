@@ -52,5 +52,4 @@ def plot_variable_faithfulness(faith, stem: Path, title: str) -> list[Path]:
     if kinds:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False, ncol=2)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, tight_layout=True)
