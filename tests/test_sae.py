@@ -11,6 +11,7 @@ import torch
 from circuit_fixtures import mark_stages
 from conftest import copy_run, rendered_figures
 from test_heldout_prefixes import row_prefixes
+from test_stage_outputs import check_line
 from sae_lens import SAE
 from safetensors.torch import load_file
 
@@ -40,6 +41,7 @@ def sae_run(harvested_run, tmp_path_factory):
     with rendered_figures():  # the training curves, which test_saes_load_with_sae_lens_... reads
         results = run_pipeline(run, stages=["data", "train", "harvest", "train-sae"])
     assert [r.name for r in results if r.ran] == ["train-sae"]  # the shared stages are reused, not recomputed
+    check_line(run, "train-sae", results[-1])  # its printed line names every file it wrote (tests/test_stage_outputs.py)
     return run
 
 
@@ -251,6 +253,7 @@ def test_eval_sae_writes_metrics_labels_and_summary(sae_run, capsys):
     saes_before = _digests(sae_run.saes_dir)
     capsys.readouterr()
     result = run_stage(sae_run, "eval-sae")
+    check_line(sae_run, "eval-sae", result)  # its printed line names every file it wrote, figures included
     bar = capsys.readouterr().err.replace("\r", "\n")  # a progress bar that names the hook in hand and ends full
     assert "eval-sae: blocks.1.hook_resid_post" in bar and "100%" in bar.strip().splitlines()[-1]
     assert result.ran and result.finished and result.info["summary"] == str(sae_run.sae_eval_dir / "summary.md")

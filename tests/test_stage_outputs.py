@@ -127,12 +127,8 @@ def test_train_line_names_checkpoints_and_figures(harvested_run):
     assert "checkpoints/ (" in line and "accuracy.{png,svg}" in line and "valid_id" in line and "skipped" in line
 
 
-def test_sae_stages_name_every_file(harvested_run, tmp_path):
-    run = copy_run(harvested_run, tmp_path / "run", ["sae.training_tokens=2048", "sae.batch_size=64"])
-    for stage in ("train-sae", "eval-sae"):
-        result = run_stage(run, stage)
-        assert result.ran and result.finished
-        check_line(run, stage, result)
+# train-sae's and eval-sae's lines are checked where tests/test_sae.py runs those stages (its `sae_run` fixture and
+# test_eval_sae_writes_metrics_labels_and_summary): a second SAE run here cost ~5 CPU-s
 
 
 def test_a_skipped_stage_answers_without_importing_torch(harvested_run, tmp_path):
