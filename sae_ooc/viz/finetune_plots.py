@@ -18,7 +18,7 @@ TAUGHT = ("train", "taught rows (train split, in-sample)", "C6", ":")
 
 @fail_soft
 def plot_finetune(records: list[dict], stem: Path, natural: bool = False) -> list[Path]:
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(9.5, 4.2))
     steps = [r["step"] for r in records]
     curves = [TAUGHT, *((sp, NATURAL_LABELS.get(sp, label), c, ls) for sp, label, c, ls in CURVES)] if natural else CURVES
     for split, label, colour, ls in curves:
@@ -27,7 +27,7 @@ def plot_finetune(records: list[dict], stem: Path, natural: bool = False) -> lis
     ax.set(xlabel="fine-tuning step", ylabel="accuracy", ylim=(-0.02, 1.02),
            title="new facts taught by fine-tuning: learned, composed, and forgetting")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="center right")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the panel: inside it covered the curves
     mark_empty(ax)
     return save_figure(fig, stem, tight_layout=True)
 
