@@ -18,7 +18,8 @@ from sae_ooc.tasks.data import load_task, split_tensors
 from conftest import NATURAL, copy_run
 
 # sae_eval.absorption off: SAEBench's absorption (an L1 probe and sparse probes per value) was a tenth of this file's CPU
-# time, and tests/test_sae.py checks it on the toy's eval-sae; no test here reads it
+# time; tests/test_standard_metrics.py checks it against SAEBench's cases and the toy's eval-sae (tests/test_sae.py)
+# runs it; no test here reads it
 BUDGETS = ("sae_eval.absorption=false", "sae.expansion_factor=2", "sae.k=8", "sae.k_by_hook={blocks.0.hook_resid_pre: 3}", "sae.training_tokens=8192",
            "sae.batch_size=128", "sae_eval.probe_steps=40", "sae_eval.n_controls=1", "attribution.n_pairs=32",
            "attribution.ig_steps=5", "attribution.verify_top=32", "attribution.validate_pairs=8", "circuit.top_n=20",
