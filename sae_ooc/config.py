@@ -57,7 +57,7 @@ from sae_ooc.sections.analyze import (  # noqa: F401
 from sae_ooc.sections.dynamics import DynamicsConfig  # noqa: F401
 from sae_ooc.sections.causal import CAUSAL_SPLITS, CausalConfig  # noqa: F401
 from sae_ooc.sections.check import hashed
-from sae_ooc.typed_yaml import ConfigError, apply_overrides, build_dataclass
+from sae_ooc.typed_yaml import ConfigError, apply_overrides, build_dataclass, dump_yaml, load_yaml
 
 
 @dataclass
@@ -108,7 +108,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             inside = sorted(path.glob("*.yaml"))
             raise ConfigError(f"--config {path} is a folder; pass a YAML file" + (f" in it, e.g. --config {inside[0]}" if inside else ""))
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = load_yaml(path.read_text())
         except OSError as e:  # unreadable (permissions, a FIFO gone away): one line, not a traceback
             raise ConfigError(f"config file {path} cannot be read ({e.strerror or e}); pass a readable YAML file") from None
         except yaml.YAMLError as e:
@@ -134,4 +134,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def config_to_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    return dump_yaml(cfg.to_dict(), sort_keys=False)

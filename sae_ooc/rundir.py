@@ -16,6 +16,7 @@ import yaml
 from sae_ooc.config import Config, config_to_yaml
 from sae_ooc.errors import UserError
 from sae_ooc.io import read_json, write_json, write_text
+from sae_ooc.typed_yaml import load_yaml
 
 
 def default_run_dir(cfg: Config) -> Path:
@@ -75,7 +76,7 @@ class RunDir:
         saved = self.root / "config.yaml"
         if saved.exists() and not force:
             try:
-                old = yaml.safe_load(saved.read_text()) or {}
+                old = load_yaml(saved.read_text()) or {}
             except yaml.YAMLError:
                 old = {}
             old_task = old.get("task")

@@ -20,6 +20,23 @@ class ConfigError(UserError):
     pass
 
 
+# libyaml's safe loader and dumper where PyYAML was built with it (its wheels are): the same documents as the pure-Python
+# ones (the same text for every config here), ~8x faster to read and ~4x to write; every command reads and writes
+# RUN/config.yaml, and the test suite does so ~400 times
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load`, through libyaml when it is there."""
+    return yaml.load(text, Loader=_LOADER)
+
+
+def dump_yaml(data: Any, **kwargs) -> str:
+    """`yaml.safe_dump`, through libyaml when it is there."""
+    return yaml.dump(data, Dumper=_DUMPER, **kwargs)
+
+
 def _coerce(value: Any, tp: Any, where: str, key: str) -> Any:
     """Check `value` against the annotation `tp`, allowing int→float and lists→tuples only."""
     origin = typing.get_origin(tp)
@@ -97,7 +114,7 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, for example --set train.lr=3e-4")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):

@@ -42,17 +42,17 @@ NATURAL = ROOT / "configs" / "natural_tiny.yaml"
 
 
 def _share_bytecode() -> None:
-    """Let the test processes share compiled bytecode when the environment forbids writing it (PYTHONDONTWRITEBYTECODE,
+    """Let the test processes keep compiled bytecode when the environment forbids writing it (PYTHONDONTWRITEBYTECODE,
     set on this project's machines): otherwise each of them (the two xdist workers, every CLI subprocess and spawned
-    worker pool) compiles sae_ooc's ~30,000 lines and pytest rewrites every test module again, ~3 CPU-s a process. The
-    caches go to .pytest_cache/pycache (PYTHONPYCACHEPREFIX), never beside the sources; processes started from here,
-    xdist's workers among them, inherit the setting. A first run in a fresh clone compiles once; later ones reuse it."""
+    worker pool) compiles sae_ooc's ~30,000 lines and pytest rewrites every test module again, ~3 CPU-s a process.
+    Python writes the caches to the usual __pycache__ folders (git-ignored); processes started from here, xdist's
+    workers among them, inherit the setting. Not a PYTHONPYCACHEPREFIX: Python then reads every module's bytecode from
+    that folder alone, so in a fresh clone each process would compile torch, transformers, TransformerLens and SAELens
+    anew (~13 CPU-s each) instead of reading what pip compiled into site-packages at install."""
     if not (sys.dont_write_bytecode or os.environ.get("PYTHONDONTWRITEBYTECODE")):
         return  # Python keeps its own __pycache__ folders
-    prefix = os.environ.get("PYTHONPYCACHEPREFIX") or str(ROOT / ".pytest_cache" / "pycache")
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    os.environ["PYTHONPYCACHEPREFIX"] = prefix
-    sys.pycache_prefix, sys.dont_write_bytecode = prefix, False
+    sys.dont_write_bytecode = False
 
 
 _share_bytecode()

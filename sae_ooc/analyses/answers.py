@@ -23,7 +23,7 @@ from collections import Counter
 
 import torch
 
-from sae_ooc.tasks.data import first_tokens, split_tensors
+from sae_ooc.tasks.data import columns, first_tokens, split_tensors
 from sae_ooc.tasks.families import inverse_relations
 
 CLASSES = ("correct", "inverse_tail", "head_tail", "head", "most_frequent", "relation_tail", "task_answer", "other_entity",
@@ -34,7 +34,7 @@ SPLITS = ("test_id", "test_ood_sys", "test_unanswerable", "atomic_test")
 def trained_facts(ds) -> dict[tuple[int, int], int]:
     """{(h, r): t} over the one-fact rows (hop 1) of train: every fact the model was trained on directly."""
     d = ds["train"]
-    return {(int(h), int(r)): int(t) for h, r, t, hop in zip(d["head"], d["r1"], d["answer"], d["hop"]) if hop == 1}
+    return {(int(h), int(r)): int(t) for h, r, t, hop in zip(*columns(d, "head", "r1", "answer", "hop")) if hop == 1}
 
 
 def classify(pred: int, head: int, r1: int, answer: int, facts: dict, by_head: dict, by_rel: dict, inverse: dict,
@@ -59,9 +59,10 @@ def answer_classes(model, ds, vocab, family: str, batch_size: int = 8192) -> dic
     inverse = inverse_relations(family, vocab)
     hop = vocab.layout.question_hop
     train = ds["train"]
-    counts = Counter(int(a) for a, k in zip(train["answer"], train["hop"]) if k == 1)
+    answers, hops = columns(train, "answer", "hop")
+    counts = Counter(int(a) for a, k in zip(answers, hops) if k == 1)
     frequent = counts.most_common(1)[0][0] if counts else -1
-    task_answers = {int(a) for a, k in zip(train["answer"], train["hop"]) if k == hop}
+    task_answers = {int(a) for a, k in zip(answers, hops) if k == hop}
     device = next(model.parameters()).device
     out = {"classes": list(CLASSES), "most_frequent_answer": vocab.names[frequent] if frequent >= 0 else None,
            "has_inverse": bool(inverse), "splits": {}}

@@ -31,6 +31,7 @@ from sae_ooc.circuits.pairs import Pairs
 from sae_ooc.circuits.spliced import NodeMask, NodeValues, Spliced
 from sae_ooc.errors import UserError
 from sae_ooc.registry import Registry
+from sae_ooc.tasks.rows import columns
 
 ABLATIONS: Registry = Registry("ablation")
 
@@ -92,7 +93,7 @@ def task_prompts(ds, hop: int = 2) -> torch.Tensor:
     distribution. A multi-token answer's tokens but its last follow the prompt, as in the pairs (node positions cover them)."""
     for splits in (("train",), ("train", "test_id", "test_ood_sys", "test_unanswerable")):
         rows = [list(ids) + list(ans[:-1]) for s in splits
-                for ids, ans, row_hop in zip(ds[s]["input_ids"], ds[s]["answer_ids"], ds[s]["hop"]) if row_hop == hop]
+                for ids, ans, row_hop in zip(*columns(ds[s], "input_ids", "answer_ids", "hop")) if row_hop == hop]
         if rows:
             return torch.tensor(rows, dtype=torch.long)
     raise UserError("the task has no analysed prompts to ablate with; regenerate the data with task.phi > 0")

@@ -22,6 +22,7 @@ import torch
 from sae_ooc.circuits.spliced import task_metric
 from sae_ooc.models.evaluate import answer_scores, logit_batch
 from sae_ooc.errors import UserError
+from sae_ooc.tasks.rows import columns
 
 PAIR_SPLITS = ("train", "valid_id", "test_id", "test_ood_sys", "test_unanswerable")  # the two-hop splits (valid_id: data made since it exists)
 
@@ -143,7 +144,7 @@ def analysed_rows(d, vocab) -> list[tuple]:
     hop_ = vocab.layout.question_hop
     toy = vocab.layout.render == "toy"
     return [(h, r1, r2, b, t, tuple(ids[3:]) if toy and r2 >= 0 else ()) for ids, h, r1, r2, b, t, hop in
-            zip(d["input_ids"], d["head"], d["r1"], d["r2"], d["bridge"], d["answer"], d["hop"]) if hop == hop_]
+            zip(*columns(d, "input_ids", "head", "r1", "r2", "bridge", "answer", "hop")) if hop == hop_]
 
 
 def two_hop_facts(ds, vocab) -> dict[tuple, list[tuple[int, int, int]]]:

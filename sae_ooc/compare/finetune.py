@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from sae_ooc.errors import UserError
+from sae_ooc.tasks.rows import columns
+from sae_ooc.typed_yaml import load_yaml
 
 N_OLD_FACTS = 200  # old atomic facts traced (seeded sample): the tracing mean is stable to ~0.01 by then
 TOP_FEATURES = 10
@@ -64,7 +65,7 @@ def compare_finetune(pre: Path, ft: Path, seed: int = 0, batch: int = 1024, samp
     ds, vocab = load_task(ft / "data")
     if "pretrain_atomic" not in ds:
         raise UserError(f"{ft} is not a fine-tuning run (its data has no pretrain_atomic split); pass a run made with model.source: run")
-    family = (yaml.safe_load((ft / "config.yaml").read_text()) or {}).get("task", {}).get("family", "twohop")
+    family = (load_yaml((ft / "config.yaml").read_text()) or {}).get("task", {}).get("family", "twohop")
     facts = Facts.from_dataset(ds, vocab, family)
     models = {"pretrained": load_model(pre / "model"), "finetuned": load_model(ft / "model")}
     added = new_entity_tokens(ft / "data")  # task.finetune.new_entities: the pretrained model in the fine-tuning run's ids
@@ -192,7 +193,7 @@ def new_bridge_pairs(facts, ds, vocab, seed: int, old_donors: set[tuple[int, int
     from sae_ooc.causal.variables import two_hop_questions
 
     q = two_hop_questions(ds, vocab, ["new_old"])
-    new = {(int(h), int(r)) for h, r in zip(ds["atomic_test"]["head"], ds["atomic_test"]["r1"])}
+    new = {(int(h), int(r)) for h, r in zip(*columns(ds["atomic_test"], "head", "r1"))}
     groups = {p: HELD for p in (new | set(old_donors))}
     P = draw_pairs(facts, q, torch.arange(len(q)), groups, HELD, 1, seed)
     if old_donors:

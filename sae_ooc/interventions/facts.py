@@ -15,6 +15,7 @@ import torch
 
 from sae_ooc.tasks.counterfactuals import HighLevel, high_level
 from sae_ooc.tasks.families import inverse_relations
+from sae_ooc.tasks.rows import columns
 from sae_ooc.interventions.prompts import Prompter, read_batched
 
 
@@ -36,7 +37,7 @@ class Facts:
         # a fine-tuning run's train split holds its new facts; the facts model.run taught are its pretrain_atomic split
         for split in ("pretrain_atomic", "train") if "pretrain_atomic" in ds else ("train",):
             d = ds[split]
-            for h, r, a, hop in zip(d["head"], d["r1"], d["answer"], d["hop"]):
+            for h, r, a, hop in zip(*columns(d, "head", "r1", "answer", "hop")):
                 if hop == 1:
                     tail[(int(h), int(r))] = int(a)
         d = ds["train"]
@@ -44,7 +45,7 @@ class Facts:
         for h, r in sorted(tail):
             relations.setdefault(h, []).append(r)
         inverse = inverse_relations(family, vocab)
-        trained = frozenset((int(h), int(r1), int(r2)) for h, r1, r2, hop in zip(d["head"], d["r1"], d["r2"], d["hop"]) if hop == 2)
+        trained = frozenset((int(h), int(r1), int(r2)) for h, r1, r2, hop in zip(*columns(d, "head", "r1", "r2", "hop")) if hop == 2)
         return cls(vocab.n_entities, vocab.pad_id, tail, relations, inverse, Prompter(vocab, atomic_template), trained,
                    high_level(family, vocab))
 

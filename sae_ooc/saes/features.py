@@ -25,7 +25,7 @@ import torch
 from sae_ooc.activations.answers import final_scale
 from sae_ooc.io import read_json
 from sae_ooc.saes.store import METRICS_FILE
-from sae_ooc.tasks.data import SPLITS, first_tokens
+from sae_ooc.tasks.data import SPLITS, columns, first_tokens
 
 DESCRIBE_EXAMPLES = 10  # top activations a description is read from (and the most a view can show)
 PROMOTED_TOKENS = 5
@@ -76,7 +76,7 @@ class Examples:
         seen, rows = set(), []
         for s, name in enumerate(SPLITS):
             d = ds[name]
-            for ids, a, b in zip(d["input_ids"], d["answer"], d["bridge"]):
+            for ids, a, b in zip(*columns(d, "input_ids", "answer", "bridge")):
                 if tuple(ids) not in seen:
                     seen.add(tuple(ids))
                     rows.append((list(ids), len(ids), a, b, s))

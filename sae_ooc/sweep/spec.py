@@ -29,6 +29,7 @@ import yaml
 from sae_ooc.config import Config, ConfigError, load_config
 from sae_ooc.errors import UserError
 from sae_ooc.io import sha256_json
+from sae_ooc.typed_yaml import load_yaml
 
 SECTIONS = ("task", "model", "train")  # the config sections of the stages a point runs (runner.STAGES: data, train)
 KEYS = ("name", "base", "set", "grid", "exclude", "plot", "seeds", "out")
@@ -99,7 +100,7 @@ def load_sweep(path: str | Path) -> Sweep:
     if not path.is_file():
         raise UserError(f"sweep file {path} not found; pass a sweep YAML, e.g. configs/sweeps/simplest.yaml")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""

@@ -29,7 +29,7 @@ from sae_ooc.errors import UserError, unreadable
 from sae_ooc.io import write_json
 from sae_ooc.tasks.data_info import DataInfo
 from sae_ooc.tasks.layout import LAYOUT_FILE, TOY_LAYOUT, Layout
-from sae_ooc.tasks.rows import FEATURES, _concat, _rows, _shuffled, valid_test  # noqa: F401  (re-exported)
+from sae_ooc.tasks.rows import FEATURES, _concat, _rows, _shuffled, columns, valid_test  # noqa: F401  (re-exported)
 from sae_ooc.tasks.natural.generate import render_natural
 from sae_ooc.tasks.natural.text_vocab import TOKENIZER_FILE
 from sae_ooc.tasks.families import FAMILIES, SPLITS, layout_of  # noqa: F401  (re-exported)
@@ -160,33 +160,31 @@ def first_tokens(vocab, entities: torch.Tensor) -> torch.Tensor:
 def split_tensors(ds: Dataset, vocab: Vocab) -> SplitTensors:
     """The split as tensors, `vocab.layout.seq_len` wide (every split of a task has the same width)."""
     n, pad_id, seq_len = len(ds), vocab.pad_id, vocab.layout.seq_len
-    prompts, answers = ds["input_ids"], ds["answer_ids"]
+    names = ("input_ids", "answer_ids", "head", "r1", "r2", "answer", "bridge", "hop", "bridge2")
+    c = dict(zip(names, columns(ds, *names)))
+    prompts, answers = c["input_ids"], c["answer_ids"]
     width = max((len(p) + len(a) - 1 for p, a in zip(prompts, answers)), default=1)
     if width > seq_len:
         raise UserError(f"an example of {width} tokens does not fit the task's seq_len {seq_len}; rerun `sae-ooc data --force`")
     a_len = max((len(a) for a in answers), default=1)
-    tokens = torch.full((n, seq_len), pad_id, dtype=torch.long)
-    lengths = torch.zeros(n, dtype=torch.long)
-    answer_ids = torch.full((n, a_len), -1, dtype=torch.long)
-    for i, (ids, ans) in enumerate(zip(prompts, answers)):
-        row = list(ids) + list(ans[:-1])
-        tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        lengths[i] = len(ids)
-        answer_ids[i, : len(ans)] = torch.tensor(ans, dtype=torch.long)
-    col = {k: torch.tensor(ds[k], dtype=torch.long).reshape(n) for k in ("head", "r1", "r2", "answer")}
+    rows = [p + a[:-1] for p, a in zip(prompts, answers)]
+    tokens = torch.tensor([r + [pad_id] * (seq_len - len(r)) for r in rows], dtype=torch.long).reshape(n, seq_len)
+    lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long).reshape(n)
+    answer_ids = torch.tensor([a + [-1] * (a_len - len(a)) for a in answers], dtype=torch.long).reshape(n, a_len)
+    col = {k: torch.tensor(c[k], dtype=torch.long).reshape(n) for k in ("head", "r1", "r2", "answer")}
     if vocab.layout.render != "toy":  # which prompts are the analysed question about their planted variables
         two_hop = "r2" in vocab.layout.roles  # the analysed prompt: the two-hop question, else (reversal) the inverse one
-        col["question"] = torch.tensor([(r2 >= 0) == two_hop and list(ids) == vocab.question_ids(h, r1, r2 if two_hop else None)
-                                        for ids, h, r1, r2 in zip(prompts, ds["head"], ds["r1"], ds["r2"])], dtype=torch.long).reshape(n)
+        col["question"] = torch.tensor([(r2 >= 0) == two_hop and ids == vocab.question_ids(h, r1, r2 if two_hop else None)
+                                        for ids, h, r1, r2 in zip(prompts, c["head"], c["r1"], c["r2"])], dtype=torch.long).reshape(n)
     return SplitTensors(
         tokens=tokens,
         answer_pos=lengths - 1,
         answer=answer_ids[:, 0].clone() if n else torch.zeros(0, dtype=torch.long),
-        bridge=torch.tensor(ds["bridge"], dtype=torch.long).reshape(n),
-        hop=torch.tensor(ds["hop"], dtype=torch.long).reshape(n),
+        bridge=torch.tensor(c["bridge"], dtype=torch.long).reshape(n),
+        hop=torch.tensor(c["hop"], dtype=torch.long).reshape(n),
         answer_ids=answer_ids if a_len > 1 else None,
         planted=None if vocab.layout.render == "toy" else col,
-        bridge2=torch.tensor(ds["bridge2"], dtype=torch.long).reshape(n) if "bridge2" in ds.column_names else None,
+        bridge2=torch.tensor(c["bridge2"], dtype=torch.long).reshape(n) if "bridge2" in ds.column_names else None,
     )
 
 
@@ -194,7 +192,7 @@ def majority_rate(ds: Dataset) -> float:
     """Accuracy of always answering the most common answer of this split (the floor to beat)."""
     if len(ds) == 0:
         return 0.0
-    counts = np.bincount(np.asarray(ds["answer"]))
+    counts = np.bincount(np.asarray(columns(ds, "answer")[0]))
     return float(counts.max() / counts.sum())
 
 

@@ -28,7 +28,8 @@ from datasets import Dataset, DatasetDict
 from sae_ooc.config import TASK_SPLITS as SPLITS
 from sae_ooc.errors import UserError
 from sae_ooc.tasks.finetune_result import FINETUNE_FILE, FinetuneMeta  # noqa: F401  RUN/data/finetune.json (FINETUNE_FILE)
-from sae_ooc.tasks.rows import FEATURES, _concat, _rows, _shuffled, valid_test
+from sae_ooc.tasks.rows import FEATURES, _concat, _rows, _shuffled, columns, valid_test
+from sae_ooc.typed_yaml import load_yaml
 
 KINDS = ("new_new", "new_old", "old_new")  # (first fact new?, second fact new?)
 EXTRA_SPLITS = ("new_valid",) + KINDS + ("pretrain_atomic",)
@@ -39,7 +40,7 @@ SOURCE_TASK_FIELDS = ("family", "n_entities", "n_relations", "facts_per_entity",
 
 
 def _columns(split: Dataset) -> dict[str, list]:
-    return {k: list(split[k]) for k in FEATURES}
+    return dict(zip(FEATURES, columns(split, *FEATURES)))
 
 
 def check_source(cfg, src: Path) -> None:
@@ -48,7 +49,7 @@ def check_source(cfg, src: Path) -> None:
         raise UserError(f"model.run {src} has no trained model (model/model.safetensors); train it first "
                         f"(`sae-ooc pipeline --run {src}`) or point model.run at a finished run")
     try:
-        theirs = (yaml.safe_load((src / "config.yaml").read_text()) or {}).get("task", {})
+        theirs = (load_yaml((src / "config.yaml").read_text()) or {}).get("task", {})
     except (OSError, yaml.YAMLError) as e:
         raise UserError(f"{src / 'config.yaml'} is unreadable ({type(e).__name__}); model.run must be a run directory of sae_ooc") from None
     ours = vars(cfg.task)
@@ -69,7 +70,7 @@ def finetune_task(cfg, src: Path, load_task) -> tuple[DatasetDict, object, dict]
     chained = "pretrain_atomic" in src_ds
     old_E, added = vocab.n_entities, 0
     if chained:
-        theirs = int(((yaml.safe_load((src / "config.yaml").read_text()) or {}).get("task", {}).get("finetune") or {}).get("new_entities", 0))
+        theirs = int(((load_yaml((src / "config.yaml").read_text()) or {}).get("task", {}).get("finetune") or {}).get("new_entities", 0))
         if theirs != fc.new_entities:
             raise UserError(f"model.run {src} is a fine-tuning run with task.finetune.new_entities={theirs}, this config asks "
                             f"{fc.new_entities}; a fine-tuning run of a fine-tuning run keeps its entities: set task.finetune.new_entities: {theirs}")
@@ -79,7 +80,7 @@ def finetune_task(cfg, src: Path, load_task) -> tuple[DatasetDict, object, dict]
         added = fc.new_entities
     E, R = vocab.n_entities, vocab.n_relations
     a = src_ds["pretrain_atomic" if chained else "atomic_test"]
-    old = {(int(h), int(r)): int(t) for h, r, t in zip(a["head"], a["r1"], a["answer"])}
+    old = {(int(h), int(r)): int(t) for h, r, t in zip(*columns(a, "head", "r1", "answer"))}
     free = [(h, vocab.relation_id(r)) for h in range(E) for r in range(R) if (h, vocab.relation_id(r)) not in old]
     n = fc.n_facts or len(free)
     if not free or n > len(free):
@@ -195,13 +196,14 @@ def r2_shortcut(train: dict[str, list], split: dict[str, list]) -> float | None:
     with relation r2 (ties: the smallest id), without reading h or r1 at all: a model that only learned "after r2 comes
     one of the taught r2-tails" scores this. Few new facts share an r2, so on old_new it is far above the majority rate."""
     counts: dict[int, dict[int, int]] = {}
-    for (h, r), t in {(h, r): t for h, r, t, hop in zip(train["head"], train["r1"], train["answer"], train["hop"]) if hop == 1}.items():
+    for (h, r), t in {(h, r): t for h, r, t, hop in zip(*columns(train, "head", "r1", "answer", "hop")) if hop == 1}.items():
         counts.setdefault(r, {}).setdefault(t, 0)
         counts[r][t] += 1
     guess = {r: min(c, key=lambda t: (-c[t], t)) for r, c in counts.items()}
-    if not split["answer"]:
+    r2s, answers = columns(split, "r2", "answer")
+    if not answers:
         return None
-    return sum(guess.get(r2) == t for r2, t in zip(split["r2"], split["answer"])) / len(split["answer"])
+    return sum(guess.get(r2) == t for r2, t in zip(r2s, answers)) / len(answers)
 
 
 def _pretraining_rows(train: Dataset, new: set, questions: set) -> dict[str, list]:
@@ -222,6 +224,6 @@ def _ood_pairs(src_ds, old: dict) -> set[tuple[int, int]]:
     """The (h, r) pairs of model.run's test_unanswerable questions that it never taught (its never-trained atomic facts)."""
     d = src_ds["test_unanswerable"]
     out = set()
-    for h, r1, r2, b in zip(d["head"], d["r1"], d["r2"], d["bridge"]):
+    for h, r1, r2, b in zip(*columns(d, "head", "r1", "r2", "bridge")):
         out |= {p for p in ((int(h), int(r1)), (int(b), int(r2))) if p not in old}
     return out
