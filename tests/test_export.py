@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from circuit_fixtures import HOOKS, make_run
+from conftest import rendered_figures
 
 from sae_ooc.circuits.graph import CircuitGraph
 from sae_ooc.cli import main as cli_main
@@ -138,12 +139,15 @@ def test_export_command_on_a_run(run, tmp_path, capsys):
     # the example pair's own (pruned) circuit goes through the same exporters
     example = json.loads((run.circuit_dir / "prompt_circuit.json").read_text())
     check_outputs(out, example, prefix="prompt_")
-    # the typed graph exports to the same files as its JSON form
-    export_circuit(CircuitGraph.from_json(circuit).to_json(), tmp_path / "typed")
+    # the typed graph exports to the same files as its JSON form (compared by its JSON: the figures are not rendered
+    # again, here or below, where nothing reads them)
+    with rendered_figures(()):
+        export_circuit(CircuitGraph.from_json(circuit).to_json(), tmp_path / "typed")
     assert (tmp_path / "typed" / "circuit_full.json").read_bytes() == (out / "circuit_full.json").read_bytes()
     assert cli_main(["export", "--run", str(run.root)]) == 0
     assert "export: unchanged, skipped" in capsys.readouterr().out
-    assert cli_main(["export", "--run", str(run.root), "--max-nodes", "2"]) == 0  # other options: drawn again
+    with rendered_figures(()):
+        assert cli_main(["export", "--run", str(run.root), "--max-nodes", "2"]) == 0  # other options: drawn again
     assert "export: wrote" in capsys.readouterr().out
     drawn = json.loads((out / "circuit_full.json").read_text())["drawn"]
     assert len(drawn["nodes"]) == 2  # the top two, drawn whether or not a drawn edge touches them

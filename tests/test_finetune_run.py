@@ -70,7 +70,9 @@ def test_pipeline_fine_tunes_a_finished_run_end_to_end(harvested_run, tmp_path, 
 
     monkeypatch.setattr(browse_stage, "screenshot", lambda *a, **k: None)  # no Chromium: the browse tests cover it
     out = tmp_path / "ft"
-    assert cli_main(["pipeline", "--config", str(TINY_FT), "--set", f"model.run={harvested_run.root}", "--run", str(out)]) == 0
+    # without SAEBench's absorption (a tenth of this pipeline's time): tests/test_standard_metrics.py and tests/test_sae.py check it
+    assert cli_main(["pipeline", "--config", str(TINY_FT), "--set", f"model.run={harvested_run.root}", "--set", "sae_eval.absorption=false",
+                     "--run", str(out)]) == 0
     stages = json.loads((out / "stages.json").read_text())
     from sae_ooc.stages import PIPELINE_STAGES
 

@@ -31,7 +31,7 @@ def _config(root, overrides: dict) -> "Path":  # noqa: F821
     cfg["attribution"].update(only_correct=False, split="all", n_pairs=12)  # a few steps of fine-tuning answer few prompts right
     # budgets that only need to run the stages: the numbers of this path are checked elsewhere
     cfg["sae"].update(training_tokens=4096, hooks=["blocks.1.hook_resid_pre"])  # one SAE: the stages' paths are per hook
-    cfg["sae_eval"].update(probe_steps=20)
+    cfg["sae_eval"].update(probe_steps=20, absorption=False)  # SAEBench's absorption: tests/test_standard_metrics.py, tests/test_sae.py
     cfg["circuit"].update(curve_sizes=[0, 5, 20], edge_check=4, edge_counts=[2], edge_extra_ablations=[], random_edge_sets=4,
                           prune_pairs=2)
     for key, value in overrides.items():
