@@ -73,7 +73,7 @@ def test_reversal_family_runs_every_stage_by_its_layout(tmp_path, monkeypatch):
             "steer.random_draws=2",
             # the smallest edge test and variable circuit that still run every step (this test checks the layout, not the numbers)
             "circuit.top_n=8", "circuit.edge_check=2", "circuit.edge_counts=[2]", "circuit.edge_pool_nodes=8",
-            "circuit.edge_extra_ablations=[]", "variables.bootstrap=20", "variables.max_groups=4",
+            "circuit.edge_extra_ablations=[]", "variables.bootstrap=20", "variables.max_groups=4", "variables.random_draws=20",
             # one of the question's variables (head, r1, answer: test above) at one hook, the smallest units
             "causal.variables=[answer]", "causal.variable_hooks=[blocks.1.hook_resid_pre]", "causal.das_steps=5", "causal.variable_ranks=[4]", "causal.bootstrap=20",
             "causal.random_draws=2", "causal.feature_counts=[1]", "causal.ranks=[1]"]

@@ -29,7 +29,7 @@ BUDGETS = ("sae_eval.absorption=false", "sae.expansion_factor=2", "sae.k=8", "sa
            "causal.feature_counts=[1, 4]", "causal.random_draws=2", "causal.probe_steps=20", "causal.bootstrap=50",
            "analyze.example_prompts=1", "analyze.probe_max_select=200", "edit.n_edits=8", "edit.value_steps=20",
            "edit.specificity_prompts=16", "edit.trace_samples=2", "edit.bootstrap=100", "edit.covariance_examples=1024",
-           "variables.bootstrap=100", "variables.max_groups=10", "causal.variable_ranks=[4]")
+           "variables.bootstrap=100", "variables.max_groups=10", "variables.random_draws=20", "causal.variable_ranks=[4]")
 
 
 @pytest.fixture(scope="module")
