@@ -84,6 +84,25 @@ def _hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+@dataclass(frozen=True)
+class _Schema:
+    fields: tuple  # (name, JSON key, type hint, is the rest field) of every field but `extra`, in field order
+    required: tuple  # the JSON keys of the fields without a default
+    keys: frozenset  # the JSON keys the fields other than the rest field name
+    rest: tuple | None  # (name, type hint) of the rest field
+
+
+@functools.cache
+def _schema(cls) -> _Schema:
+    """A record class's fields as `to_json` / `from_json` read them, worked out once per class: the suite loads ~50,000
+    records, and `dataclasses.fields` with the key lookups per record was most of that time."""
+    hints = _hints(cls)
+    own = [f for f in fields(cls) if f.name != "extra"]
+    rows = tuple((f.name, _key(f), hints[f.name], bool(f.metadata.get("rest"))) for f in own)
+    return _Schema(rows, tuple(_key(f) for f in own if not _has_default(f)), frozenset(k for _, k, _, r in rows if not r),
+                   next(((n, h) for n, _, h, r in rows if r), None))
+
+
 def _record_type(hint) -> type | None:
     return hint if isinstance(hint, type) and issubclass(hint, Record) else None
 
@@ -130,14 +149,14 @@ class Record:
 
     def to_json(self) -> dict:
         out = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name == "extra" or v is OMIT:
+        for name, k, _, is_rest in _schema(type(self)).fields:
+            v = getattr(self, name)
+            if v is OMIT:
                 continue
-            if f.metadata.get("rest"):
+            if is_rest:
                 out.update(_dump(v))
             else:
-                out[_key(f)] = _dump(v)
+                out[k] = _dump(v)
         out = {**out, **self.extra}
         order = self.__dict__.get("_key_order")
         if order:  # read from a file: its keys in the file's order (new ones after them)
@@ -146,17 +165,14 @@ class Record:
 
     @classmethod
     def from_json(cls, d: dict):
-        hints = _hints(cls)
-        own = [f for f in fields(cls) if f.name != "extra"]
-        known = {f.name: _load(hints[f.name], d[_key(f)]) for f in own if _key(f) in d and not f.metadata.get("rest")}
-        missing = [_key(f) for f in own if _key(f) not in d and not _has_default(f)]  # (a rest field has a default)
+        sch = _schema(cls)
+        known = {name: _load(hint, d[k]) for name, k, hint, is_rest in sch.fields if not is_rest and k in d}
+        missing = [k for k in sch.required if k not in d]  # (a rest field has a default)
         if missing:
             raise KeyError(f"{cls.__name__}: missing {', '.join(missing)}")
-        keys = {_key(f) for f in own if not f.metadata.get("rest")}
-        unknown = {k: v for k, v in d.items() if k not in keys}
-        rest = [f for f in own if f.metadata.get("rest")]
-        if rest:  # every key no other field names belongs to the rest field
-            known[rest[0].name] = _load(hints[rest[0].name], unknown)
+        unknown = {k: v for k, v in d.items() if k not in sch.keys}
+        if sch.rest:  # every key no other field names belongs to the rest field
+            known[sch.rest[0]] = _load(sch.rest[1], unknown)
             unknown = {}
         obj = cls(**known, extra=unknown)
         obj.__dict__["_key_order"] = tuple(d)  # not a field: equality and repr ignore it
