@@ -11,6 +11,9 @@ import pytest
 
 from sae_ooc.browse.screenshot import chromium_args, chromium_env, find_chromium, temporary_profile
 
+# how often a WebDriverWait looks again: selenium's default 0.5 s left the worker idle ~half a second per wait
+POLL_S = 0.05
+
 
 @contextlib.contextmanager
 def selenium_chromium(what: str, extra_args=(), capabilities: dict | None = None):

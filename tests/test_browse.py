@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import torch
-from browser_fixtures import selenium_chromium
+from browser_fixtures import POLL_S, selenium_chromium
 from circuit_fixtures import HOOKS, mark_stages, topk_sae
 from conftest import copy_run
 from safetensors.torch import load_file
@@ -254,7 +254,7 @@ def test_the_index_keeps_sort_filters_and_page_when_coming_back_from_a_feature_p
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     def loaded():
-        WebDriverWait(d, 60).until(lambda d: d.find_element(By.ID, "browse-index").get_attribute("data-loaded"))
+        WebDriverWait(d, 60, poll_frequency=POLL_S).until(lambda d: d.find_element(By.ID, "browse-index").get_attribute("data-loaded"))
 
     def state():
         return (d.find_element(By.ID, "status").text, [a.text for a in d.find_elements(By.CSS_SELECTOR, "#features tbody a")],
@@ -272,7 +272,7 @@ def test_the_index_keeps_sort_filters_and_page_when_coming_back_from_a_feature_p
     url = d.current_url
     assert "page=2" in url and "sort=2" in url and "var=-" in url
     d.find_elements(By.CSS_SELECTOR, "#features tbody a")[0].click()
-    WebDriverWait(d, 30).until(lambda d: re.search(r"/f\d{5}\.html$", d.current_url))
+    WebDriverWait(d, 30, poll_frequency=POLL_S).until(lambda d: re.search(r"/f\d{5}\.html$", d.current_url))
     d.back()
     loaded()
     assert state() == before

@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from browser_fixtures import selenium_chromium
+from browser_fixtures import POLL_S, selenium_chromium
 from circuit_fixtures import HOOKS, make_run
 
 from sae_ooc.cli import main as cli_main
@@ -276,7 +276,7 @@ def _ask(drv, prompt: str, target: str = "") -> None:
         box.clear()
         box.send_keys(text)
     drv.find_element(By.ID, "lq-go").click()
-    WebDriverWait(drv, 60).until(lambda d: d.find_element(By.ID, "lq-out").get_attribute("data-prompt")
+    WebDriverWait(drv, 60, poll_frequency=POLL_S).until(lambda d: d.find_element(By.ID, "lq-out").get_attribute("data-prompt")
                                  or "lq-error" in d.find_element(By.ID, "lq-status").get_attribute("class"))
 
 
