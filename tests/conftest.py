@@ -71,15 +71,16 @@ def copy_run(run: RunDir, dest: Path, overrides=(), config: Path = TINY) -> RunD
     return RunDir(dest, load_config(config, [*base, *overrides]))
 
 
-# CPU seconds of each costly test file (fixtures included), measured with the suite on 2 workers (2026-12-07, 18:14 UTC,
-# at rest; the same files measure up to ~20% less at other hours of the shared host). The files are handed to the two
+# CPU seconds of each costly test file (fixtures included), measured with the suite on 2 workers (2026-12-07, 20:19 UTC,
+# at rest; the same files measure up to ~20% more at other hours of the shared host). The files are handed to the two
 # workers costliest first, so that no long file starts last while the other worker idles (longest-processing-time-first
 # scheduling); a file not listed costs a few seconds and follows in collection order. The shared runs (`shared_run`)
 # cost their builder's file ~1 s (tiny) or ~4 s (natural).
-FILE_CPU_SECONDS = {"test_mechanism_small.py": 25, "test_natural_pipeline.py": 22, "test_sae.py": 21,
-                    "test_plots_edge_cases.py": 21, "test_dynamics.py": 12, "test_finetune_run.py": 11, "test_train.py": 10,
-                    "test_browse.py": 10, "test_sweep.py": 9, "test_bad_input.py": 9, "test_analyze.py": 7, "test_serve.py": 6,
-                    "test_pretrained_pipeline.py": 6, "test_export.py": 5, "test_circuit.py": 3, "test_families.py": 3}
+FILE_CPU_SECONDS = {"test_mechanism_small.py": 20, "test_sae.py": 19, "test_natural_pipeline.py": 18,
+                    "test_plots_edge_cases.py": 17, "test_dynamics.py": 11, "test_train.py": 10, "test_browse.py": 10,
+                    "test_finetune_run.py": 9, "test_sweep.py": 8, "test_bad_input.py": 8, "test_analyze.py": 7, "test_serve.py": 6,
+                    "test_pretrained_pipeline.py": 5, "test_export.py": 4, "test_circuit.py": 4, "test_diagram_layout.py": 3,
+                    "test_query.py": 3, "test_families.py": 3}
 
 
 # Figures: the tests build every figure through its plot function (its data, axes, artists: what fails on an empty
