@@ -104,3 +104,22 @@ def test_unchanged_stage_is_skipped_and_changed_one_recomputed(tmp_path, capsys)
     assert fingerprint(rd, get_stage("data"), {}) == before
     cfg2 = load_config("configs/tiny.yaml", ["task.phi=1.5"])
     assert fingerprint(RunDir(run, cfg2), get_stage("data"), {}) != before
+
+
+def test_libyaml_reads_and_writes_every_config_as_pyyaml_does():
+    """`load_yaml` / `dump_yaml` (libyaml where PyYAML has it) against PyYAML's pure-Python safe loader and dumper: the same
+    data from every config file, the same text for every resolved config (RUN/config.yaml is compared as text before it
+    is rewritten, so a different dumper would rewrite every run's config once)."""
+    from pathlib import Path
+
+    from sae_ooc.config import config_to_yaml
+    from sae_ooc.typed_yaml import dump_yaml, load_yaml
+
+    files = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert len(files) >= 10
+    for f in files:
+        text = f.read_text()
+        assert load_yaml(text) == yaml.load(text, Loader=yaml.SafeLoader), f
+        d = load_config(f).to_dict()
+        assert config_to_yaml(load_config(f)) == dump_yaml(d, sort_keys=False) == yaml.dump(d, Dumper=yaml.SafeDumper, sort_keys=False), f
+    assert load_yaml("a: [1, {b: null}]\nc: 2.5e-3\n") == {"a": [1, {"b": None}], "c": 2.5e-3}

@@ -16,6 +16,7 @@ from sae_ooc.tasks.data import (
     save_task,
     split_tensors,
 )
+from sae_ooc.tasks.rows import columns
 
 CFG = TaskConfig(n_entities=30, n_relations=6, facts_per_entity=4, phi=2.0, ood_fraction=0.1, unanswerable_fraction=0.05, seed=3)
 
@@ -201,6 +202,24 @@ def test_split_tensors_pad_right_and_read_last_position(twohop):
     assert (t.answer_pos.numpy() == hops).all()  # hop 1: [h, r] -> pos 1; hop 2: [h, r1, r2] -> pos 2
     assert (t.tokens[hops == 1, 2] == vocab.pad_id).all()
     assert (t.tokens[:, : 2] != vocab.pad_id).all()
+
+
+def test_columns_read_in_one_batch_equal_the_rows(twohop):
+    """`columns` (one batch) gives each split's values row for row as datasets' own row access does, for a loaded
+    Dataset, a subset of one (an indices mapping), an empty one and the dict of lists a split is built from; and
+    split_tensors built on it matches a tensor made row by row."""
+    ds, vocab = twohop
+    names = ("input_ids", "answer_ids", "head", "r1", "r2", "answer", "bridge", "hop")
+    for split in (ds["train"], ds["test_id"].select([5, 0, 3]), ds["train"].select([])):
+        rows = [split[i] for i in range(len(split))]  # datasets' row access, not its column access
+        assert columns(split, *names) == tuple([r[n] for r in rows] for n in names)
+        assert columns({n: [r[n] for r in rows] for n in names}, "hop", "head") == ([r["hop"] for r in rows], [r["head"] for r in rows])
+        t = split_tensors(split, vocab)
+        assert t.tokens.shape == (len(rows), vocab.layout.seq_len)
+        for i, r in enumerate(rows):
+            row = r["input_ids"] + r["answer_ids"][:-1]
+            assert t.tokens[i].tolist() == row + [vocab.pad_id] * (vocab.layout.seq_len - len(row))
+            assert (t.answer_pos[i], t.answer[i], t.bridge[i], t.hop[i]) == (len(r["input_ids"]) - 1, r["answer"], r["bridge"], r["hop"])
 
 
 def test_unknown_token_suggests_close_names(twohop):
