@@ -23,8 +23,9 @@ from collections import Counter
 
 import torch
 
-from sae_ooc.tasks.data import columns, first_tokens, split_tensors
+from sae_ooc.tasks.data import first_tokens, split_tensors
 from sae_ooc.tasks.families import inverse_relations
+from sae_ooc.tasks.rows import columns
 
 CLASSES = ("correct", "inverse_tail", "head_tail", "head", "most_frequent", "relation_tail", "task_answer", "other_entity",
            "other_token")

@@ -25,7 +25,8 @@ import torch
 from sae_ooc.activations.answers import final_scale
 from sae_ooc.io import read_json
 from sae_ooc.saes.store import METRICS_FILE
-from sae_ooc.tasks.data import SPLITS, columns, first_tokens
+from sae_ooc.tasks.data import SPLITS, first_tokens
+from sae_ooc.tasks.rows import columns
 
 DESCRIBE_EXAMPLES = 10  # top activations a description is read from (and the most a view can show)
 PROMOTED_TOKENS = 5

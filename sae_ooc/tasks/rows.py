@@ -24,8 +24,8 @@ FEATURES = Features(
 def columns(split, *names: str) -> tuple[list, ...]:
     """The named columns of a split (a datasets.Dataset, or the dict of lists it is built from) as lists, a Dataset's
     read in one batch. Why not `split[name]`: datasets returns a lazy Column that deep-copies the split's features when
-    made and formats one row at a time when iterated, ~50x slower than one batch (1.5 s for the default task's train
-    split in `split_tensors`)."""
+    made and formats one row at a time when iterated: on the default task's splits, `split_tensors` was 30x and reading
+    rows of 8 columns 160x slower that way (benchmarks/bench_data.py)."""
     batch = split if isinstance(split, dict) else split[:] if len(split) else {}
     return tuple(batch.get(n, []) for n in names)
 
